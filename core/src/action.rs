@@ -1,0 +1,99 @@
+//! The core's inputs and outputs: plain data in, plain data out.
+
+use crate::ids::{LogIndex, NodeId, RequestId, Term};
+use crate::message::Message;
+use crate::raft::{Entry, HardState, Snapshot};
+use crate::rpc::{Request, Response};
+
+/// Something that happened, handed to [`crate::Server::handle`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Input {
+    /// The deadline from `poll_timeout` has passed (or any time: a spurious
+    /// tick is harmless).
+    Tick,
+    /// A message from a peer, already decoded.
+    Message(Message),
+    /// A request from a local client (HTTP API, CLI, simulated client). The
+    /// core answers with exactly one `Action::Respond` carrying the same id.
+    Request { id: RequestId, request: Request },
+    /// Begin a graceful leave: transfer leadership if leader, then drain.
+    Leave,
+}
+
+/// A durable write. The driver performs it, and if `sync` fsyncs it, before
+/// it executes the next action.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum PersistOp {
+    /// Replace the hard state (term and vote).
+    HardState(HardState),
+    /// Append entries. The first entry's index may be at or below the current
+    /// last index: everything from that index on is replaced (a conflicting
+    /// suffix is truncated first, §5.3).
+    Append(Vec<Entry>),
+    /// Store a snapshot, then drop log entries up to `compact_to` (inclusive).
+    /// When the snapshot came from the leader, the whole log is dropped
+    /// (`compact_to` is the log's last index).
+    Snapshot {
+        snapshot: Snapshot,
+        compact_to: LogIndex,
+    },
+}
+
+/// Facts the core reports for logs, metrics and the simulator's checkers.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Event {
+    BecameLeader {
+        term: Term,
+    },
+    SteppedDown {
+        term: Term,
+    },
+    /// Entries up to `index` are committed; reported once per advance.
+    Committed {
+        index: LogIndex,
+    },
+    /// The state machine applied the entry at `index`; `state_hash` is the
+    /// hash of the whole replicated state after it.
+    Applied {
+        index: LogIndex,
+        term: Term,
+        state_hash: u64,
+    },
+    SnapshotTaken {
+        last_index: LogIndex,
+    },
+    SnapshotInstalled {
+        last_index: LogIndex,
+    },
+    /// This server has been removed from the configuration.
+    Removed,
+}
+
+/// What the core asks its driver to do, executed strictly in order.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Action {
+    Persist {
+        op: PersistOp,
+        sync: bool,
+    },
+    /// Send to a peer; `address` is where the peer's server port is.
+    Send {
+        address: String,
+        message: Message,
+    },
+    /// Answer a local client's request.
+    Respond {
+        id: RequestId,
+        response: Response,
+    },
+    Event(Event),
+}
+
+impl Action {
+    pub fn send_to(&self) -> Option<NodeId> {
+        match self {
+            Action::Send { message, .. } => Some(message.to),
+            _ => None,
+        }
+    }
+}

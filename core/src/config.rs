@@ -1,0 +1,242 @@
+//! Every knob and every limit of a server, with Consul-like validation.
+
+use crate::clock::Duration;
+use crate::ids::{Datacenter, NodeId, NodeName};
+use crate::raft::Membership;
+
+/// Bugs the simulator plants to prove its checks can fail. Compiled only with
+/// the `bugs` feature, which the daemon never enables.
+#[cfg(feature = "bugs")]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Bugs {
+    /// Grant a second vote in one term.
+    pub vote_twice: bool,
+    /// Acknowledge appended entries before they are persisted.
+    pub ack_before_fsync: bool,
+    /// Serve consistent reads from local state without ReadIndex.
+    pub stale_read: bool,
+    /// Count replicas of an earlier term's entry toward commit (breaks §5.4.2).
+    pub commit_old_term: bool,
+}
+
+/// A server's configuration. Durations are [`Duration`]s; sizes end in `_bytes_max`.
+#[derive(Clone, Debug)]
+pub struct Config {
+    pub node_id: NodeId,
+    pub node_name: NodeName,
+    pub datacenter: Datacenter,
+    /// This server's own server-port address, as peers reach it.
+    pub address: String,
+    /// Seeds the core's one RNG (election timeouts, staggers).
+    pub rng_seed: u64,
+    /// The first configuration, written as entry 1 if the log is empty. All
+    /// bootstrapping servers must be given the same one.
+    pub bootstrap: Option<Membership>,
+
+    /// Followers wait a random time in `[min, max)` without hearing from a
+    /// leader before they campaign.
+    pub election_timeout_min: Duration,
+    pub election_timeout_max: Duration,
+    /// How often a leader sends AppendEntries to an idle follower.
+    pub heartbeat_interval: Duration,
+    /// Entries in one AppendEntries.
+    pub append_entries_max: usize,
+    /// Bytes of entry payload in one AppendEntries (at least one entry is sent).
+    pub append_bytes_max: usize,
+    /// AppendEntries in flight to one follower before the leader waits.
+    pub inflight_appends_max: usize,
+    /// Take a snapshot once this many entries were applied since the last one.
+    pub snapshot_threshold: u64,
+    /// Entries kept in the log behind a snapshot, for slow followers.
+    pub trailing_logs: u64,
+
+    /// Largest frame accepted from the network.
+    pub frame_bytes_max: usize,
+    /// Proposals appended but not yet committed.
+    pub pending_proposals_max: usize,
+    /// Reads waiting for ReadIndex, blocking queries, held and forwarded requests.
+    pub pending_requests_max: usize,
+    /// How long a request waits for a leader before `No cluster leader` (`rpc_hold_timeout`).
+    pub rpc_hold_timeout: Duration,
+    /// How long a leaving server fails fast before it stops (`leave_drain_time`).
+    pub leave_drain_time: Duration,
+    /// Longest a blocking query may wait (Consul caps `wait` at 10 minutes).
+    pub blocking_wait_max: Duration,
+
+    pub kv_key_bytes_max: usize,
+    /// Consul's `kv_max_value_size`, 512 KiB.
+    pub kv_value_bytes_max: usize,
+
+    #[cfg(feature = "bugs")]
+    pub bugs: Bugs,
+}
+
+/// A configuration error: names the key and says what is wrong.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ConfigError {
+    pub key: &'static str,
+    pub message: String,
+}
+
+impl core::fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        write!(f, "{}: {}", self.key, self.message)
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+impl Config {
+    /// Defaults in the spirit of Consul's, for the given identity.
+    pub fn new(node_id: NodeId, node_name: &str, datacenter: &str, address: &str) -> Config {
+        Config {
+            node_id,
+            node_name: NodeName(node_name.to_string()),
+            datacenter: Datacenter(datacenter.to_string()),
+            address: address.to_string(),
+            rng_seed: node_id.0 as u64 ^ (node_id.0 >> 64) as u64,
+            bootstrap: None,
+            election_timeout_min: Duration::from_millis(1000),
+            election_timeout_max: Duration::from_millis(2000),
+            heartbeat_interval: Duration::from_millis(100),
+            append_entries_max: 1024,
+            append_bytes_max: 4 << 20,
+            inflight_appends_max: 8,
+            snapshot_threshold: 16384,
+            trailing_logs: 10240,
+            frame_bytes_max: 64 << 20,
+            pending_proposals_max: 65536,
+            pending_requests_max: 65536,
+            rpc_hold_timeout: Duration::from_secs(7),
+            leave_drain_time: Duration::from_secs(5),
+            blocking_wait_max: Duration::from_secs(600),
+            kv_key_bytes_max: 4096,
+            kv_value_bytes_max: 512 * 1024,
+            #[cfg(feature = "bugs")]
+            bugs: Bugs::default(),
+        }
+    }
+
+    /// Check every knob; the error names the first bad key.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        fn err(key: &'static str, message: impl Into<String>) -> Result<(), ConfigError> {
+            Err(ConfigError {
+                key,
+                message: message.into(),
+            })
+        }
+        if self.node_name.0.is_empty() {
+            return err("node_name", "must not be empty");
+        }
+        if self.datacenter.0.is_empty()
+            || !self
+                .datacenter
+                .0
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+        {
+            return err(
+                "datacenter",
+                format!(
+                    "{:?} must be non-empty and contain only alphanumerics, '-' and '_'",
+                    self.datacenter.0
+                ),
+            );
+        }
+        if self.election_timeout_min.as_nanos() == 0 {
+            return err("election_timeout_min", "must be greater than zero");
+        }
+        if self.election_timeout_max <= self.election_timeout_min {
+            return err(
+                "election_timeout_max",
+                "must be greater than election_timeout_min",
+            );
+        }
+        if self.heartbeat_interval.as_nanos() == 0
+            || self.heartbeat_interval.saturating_mul(2) > self.election_timeout_min
+        {
+            return err(
+                "heartbeat_interval",
+                "must be greater than zero and at most half of election_timeout_min",
+            );
+        }
+        let positive: [(&'static str, usize); 6] = [
+            ("append_entries_max", self.append_entries_max),
+            ("append_bytes_max", self.append_bytes_max),
+            ("inflight_appends_max", self.inflight_appends_max),
+            ("pending_proposals_max", self.pending_proposals_max),
+            ("pending_requests_max", self.pending_requests_max),
+            ("kv_key_bytes_max", self.kv_key_bytes_max),
+        ];
+        for (key, v) in positive {
+            if v == 0 {
+                return err(key, "must be greater than zero");
+            }
+        }
+        if self.snapshot_threshold == 0 {
+            return err("snapshot_threshold", "must be greater than zero");
+        }
+        if self.frame_bytes_max < 4096 {
+            return err("frame_bytes_max", "must be at least 4096");
+        }
+        if self.kv_value_bytes_max + self.kv_key_bytes_max + 1024 > self.append_bytes_max {
+            return err(
+                "kv_value_bytes_max",
+                "the largest key and value must fit in append_bytes_max",
+            );
+        }
+        if self.append_bytes_max + 4096 > self.frame_bytes_max {
+            return err("append_bytes_max", "must fit in frame_bytes_max");
+        }
+        if self.rpc_hold_timeout.as_nanos() == 0 {
+            return err("rpc_hold_timeout", "must be greater than zero");
+        }
+        if let Some(m) = &self.bootstrap {
+            if !m.is_voter(self.node_id) {
+                return err("bootstrap", "must list this server as a voter");
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn base() -> Config {
+        Config::new(NodeId(1), "s1", "dc1", "127.0.0.1:8300")
+    }
+
+    #[test]
+    fn defaults_are_valid() {
+        base().validate().unwrap();
+    }
+
+    #[test]
+    fn errors_name_the_key() {
+        let mut c = base();
+        c.datacenter = Datacenter("dc 1".into());
+        assert_eq!(c.validate().unwrap_err().key, "datacenter");
+
+        let mut c = base();
+        c.election_timeout_max = c.election_timeout_min;
+        assert_eq!(c.validate().unwrap_err().key, "election_timeout_max");
+
+        let mut c = base();
+        c.heartbeat_interval = Duration::from_millis(600);
+        assert_eq!(c.validate().unwrap_err().key, "heartbeat_interval");
+
+        let mut c = base();
+        c.inflight_appends_max = 0;
+        let e = c.validate().unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "inflight_appends_max: must be greater than zero"
+        );
+
+        let mut c = base();
+        c.bootstrap = Some(Membership::default());
+        assert_eq!(c.validate().unwrap_err().key, "bootstrap");
+    }
+}

@@ -1,0 +1,53 @@
+//! Commands the replicated state machine applies, and what the KV table holds.
+
+use serde::{Deserialize, Serialize};
+
+/// A key and what to store under it, as a client sends it.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct KvWrite {
+    pub key: String,
+    pub flags: u64,
+    pub value: Vec<u8>,
+}
+
+/// One KV operation (Consul's `KVSOp`s that this release implements).
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum KvCommand {
+    /// Unconditional put.
+    Set(KvWrite),
+    /// Put only if the key's modify index equals `modify_index`;
+    /// `0` means only if the key does not exist.
+    Cas { write: KvWrite, modify_index: u64 },
+    /// Delete one key (a no-op that still succeeds if absent).
+    Delete { key: String },
+    /// Delete only if the key's modify index equals `modify_index`
+    /// (`0`: only if absent, which deletes nothing and succeeds).
+    DeleteCas { key: String, modify_index: u64 },
+    /// Delete every key that starts with `prefix`.
+    DeleteTree { prefix: String },
+}
+
+/// Everything the state machine can apply. Versioned on the wire by the
+/// message codec, so new variants go at the end.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum Command {
+    Kv(KvCommand),
+}
+
+/// A stored KV entry (Consul's `DirEntry`).
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct KvEntry {
+    pub key: String,
+    pub flags: u64,
+    pub value: Vec<u8>,
+    pub create_index: u64,
+    pub modify_index: u64,
+    pub lock_index: u64,
+}
+
+/// What applying a command produced, returned to the client that proposed it.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum ApplyResult {
+    /// Set/Delete/DeleteTree: `true`. CAS variants: whether the condition held.
+    Kv(bool),
+}

@@ -1,0 +1,210 @@
+//! The data Raft keeps and sends: log entries, membership, hard state,
+//! snapshots, and the peer messages of the Raft paper (§5, §6, §7; thesis §4.2.3
+//! for pre-vote, §3.10 for leadership transfer, §6.4 for ReadIndex).
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use crate::fsm::Command;
+use crate::ids::{LogIndex, NodeId, NodeName, Term};
+
+/// Whether a server votes and counts toward commit (Raft protocol 3: new
+/// servers join as non-voters and are promoted).
+#[derive(Copy, Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub enum Suffrage {
+    Voter,
+    Nonvoter,
+}
+
+/// One server in the Raft configuration.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct Member {
+    pub name: NodeName,
+    /// Where to reach its server port: `host:port`, or a simulator address.
+    pub address: String,
+    pub suffrage: Suffrage,
+}
+
+/// The Raft configuration: every server that replicates the log.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct Membership {
+    pub servers: BTreeMap<NodeId, Member>,
+}
+
+impl Membership {
+    pub fn is_voter(&self, id: NodeId) -> bool {
+        self.servers
+            .get(&id)
+            .is_some_and(|m| m.suffrage == Suffrage::Voter)
+    }
+    pub fn contains(&self, id: NodeId) -> bool {
+        self.servers.contains_key(&id)
+    }
+    pub fn voters(&self) -> impl Iterator<Item = NodeId> + '_ {
+        self.servers
+            .iter()
+            .filter(|(_, m)| m.suffrage == Suffrage::Voter)
+            .map(|(id, _)| *id)
+    }
+    pub fn voter_count(&self) -> usize {
+        self.voters().count()
+    }
+    /// Votes or acknowledgements needed for a majority of voters.
+    pub fn quorum(&self) -> usize {
+        self.voter_count() / 2 + 1
+    }
+}
+
+/// What a log entry carries.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum EntryPayload {
+    /// Appended by every new leader so it can commit in its own term (§5.4.2, §8).
+    Noop,
+    /// A state-machine command.
+    Command(Command),
+    /// A new configuration, in effect as soon as it is appended (thesis §4.1).
+    Membership(Membership),
+}
+
+/// One Raft log entry.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct Entry {
+    pub term: Term,
+    pub index: LogIndex,
+    pub payload: EntryPayload,
+}
+
+/// What must survive a crash besides the log (Figure 2, "persistent state").
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct HardState {
+    pub term: Term,
+    pub vote: Option<NodeId>,
+}
+
+/// Describes a snapshot: the last entry it covers and the configuration then.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct SnapshotMeta {
+    pub last_index: LogIndex,
+    pub last_term: Term,
+    pub membership: Membership,
+}
+
+/// A snapshot of the state machine with its metadata (§7).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct Snapshot {
+    pub meta: SnapshotMeta,
+    /// The state machine's own encoding (see `fsm::Fsm::snapshot`).
+    pub data: Vec<u8>,
+}
+
+/// RequestVote, and the pre-vote that precedes it (thesis §9.6).
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct VoteRequest {
+    /// For a pre-vote, the term the candidate *would* campaign in.
+    pub term: Term,
+    pub last_log_index: LogIndex,
+    pub last_log_term: Term,
+    pub pre_vote: bool,
+    /// Sent after `TimeoutNow`: voters grant even though they heard from a
+    /// leader recently (thesis §3.10).
+    pub leadership_transfer: bool,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct VoteResponse {
+    pub term: Term,
+    pub granted: bool,
+    pub pre_vote: bool,
+}
+
+/// AppendEntries (§5.3). Also the heartbeat, and the quorum check behind ReadIndex.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct AppendEntries {
+    pub term: Term,
+    pub prev_log_index: LogIndex,
+    pub prev_log_term: Term,
+    pub entries: Vec<Entry>,
+    pub leader_commit: LogIndex,
+    /// Increases with every AppendEntries or InstallSnapshot the leader sends
+    /// in this term; echoed back so a ReadIndex round knows which heartbeat a
+    /// follower answered.
+    pub seq: u64,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct AppendEntriesResponse {
+    pub term: Term,
+    pub success: bool,
+    /// On success, the index of the last entry now known to match the
+    /// leader's. On failure, a hint: the follower's last log index, so the
+    /// leader can jump back rather than step one entry at a time.
+    pub match_index: LogIndex,
+    pub seq: u64,
+}
+
+/// InstallSnapshot (§7), sent whole in one message.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct InstallSnapshot {
+    pub term: Term,
+    pub snapshot: Snapshot,
+    pub seq: u64,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct InstallSnapshotResponse {
+    pub term: Term,
+    /// The last index now in the follower's log or snapshot.
+    pub last_index: LogIndex,
+    pub seq: u64,
+}
+
+/// Tells a caught-up follower to campaign at once (leadership transfer, thesis §3.10).
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct TimeoutNow {
+    pub term: Term,
+}
+
+/// Every message Raft peers exchange.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum RaftMessage {
+    VoteRequest(VoteRequest),
+    VoteResponse(VoteResponse),
+    AppendEntries(AppendEntries),
+    AppendEntriesResponse(AppendEntriesResponse),
+    InstallSnapshot(InstallSnapshot),
+    InstallSnapshotResponse(InstallSnapshotResponse),
+    TimeoutNow(TimeoutNow),
+}
+
+impl RaftMessage {
+    pub fn term(&self) -> Term {
+        match self {
+            RaftMessage::VoteRequest(m) => m.term,
+            RaftMessage::VoteResponse(m) => m.term,
+            RaftMessage::AppendEntries(m) => m.term,
+            RaftMessage::AppendEntriesResponse(m) => m.term,
+            RaftMessage::InstallSnapshot(m) => m.term,
+            RaftMessage::InstallSnapshotResponse(m) => m.term,
+            RaftMessage::TimeoutNow(m) => m.term,
+        }
+    }
+}
+
+/// What a server recovered from its disk: the input to `Server::new`.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Durable {
+    pub hard_state: HardState,
+    pub snapshot: Option<Snapshot>,
+    /// Entries after the snapshot (or from index 1), contiguous.
+    pub entries: Vec<Entry>,
+}
+
+/// A server's Raft role. `PreCandidate` is the pre-vote phase.
+#[derive(Copy, Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Role {
+    Follower,
+    PreCandidate,
+    Candidate,
+    Leader,
+}

@@ -1,0 +1,7 @@
+//! Client requests and replies, and how a server routes them.
+
+mod types;
+
+pub use types::{
+    Blocking, Op, RaftServer, ReadMode, Reply, ReplyBody, Request, Response, RpcError,
+};

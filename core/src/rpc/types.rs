@@ -1,0 +1,175 @@
+//! Client requests and their replies: what the HTTP API, the CLI and the
+//! simulator's clients ask of a server, and what servers forward to the leader.
+
+use serde::{Deserialize, Serialize};
+
+use crate::clock::Duration;
+use crate::fsm::{ApplyResult, KvCommand, KvEntry};
+use crate::ids::{Datacenter, NodeId, NodeName};
+
+/// Consul's read consistency modes.
+#[derive(Copy, Clone, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum ReadMode {
+    /// Served by the leader while its lease holds (else via ReadIndex).
+    #[default]
+    Default,
+    /// Served by any server that has heard from a leader; may lag.
+    Stale,
+    /// Linearizable: the leader confirms its leadership with a quorum first (ReadIndex).
+    Consistent,
+}
+
+/// What is being asked.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum Op {
+    KvGet {
+        key: String,
+    },
+    /// Every entry whose key starts with `prefix` (`?recurse`).
+    KvList {
+        prefix: String,
+    },
+    /// Keys under `prefix`, rolled up at the first `separator` after it (`?keys`).
+    KvKeys {
+        prefix: String,
+        separator: Option<String>,
+    },
+    /// A write: goes through the log.
+    KvApply(KvCommand),
+    /// `/v1/status/leader`.
+    StatusLeader,
+    /// `/v1/status/peers`: voters' addresses.
+    StatusPeers,
+    /// `/v1/operator/raft/configuration`.
+    RaftConfiguration,
+    /// Add a server to the configuration as a non-voter.
+    RaftAddNonvoter {
+        id: NodeId,
+        name: NodeName,
+        address: String,
+    },
+    /// Make a non-voter a voter.
+    RaftPromote {
+        id: NodeId,
+    },
+    /// `DELETE /v1/operator/raft/peer?id=` (or `address=`).
+    RaftRemovePeer {
+        id: Option<NodeId>,
+        address: Option<String>,
+    },
+    /// Hand leadership to `to`, or to the most up-to-date voter.
+    RaftTransferLeadership {
+        to: Option<NodeId>,
+    },
+}
+
+impl Op {
+    /// Whether this op changes replicated state (and so goes to the leader
+    /// and through the log).
+    pub fn is_write(&self) -> bool {
+        matches!(
+            self,
+            Op::KvApply(_)
+                | Op::RaftAddNonvoter { .. }
+                | Op::RaftPromote { .. }
+                | Op::RaftRemovePeer { .. }
+                | Op::RaftTransferLeadership { .. }
+        )
+    }
+}
+
+/// A blocking query: wait until the index moves past `min_index`, at most `max_wait`.
+#[derive(Copy, Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct Blocking {
+    pub min_index: u64,
+    pub max_wait: Duration,
+}
+
+/// A request to a server.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct Request {
+    /// The datacenter it is for. Only the server's own is served in this release.
+    pub datacenter: Datacenter,
+    pub read_mode: ReadMode,
+    pub blocking: Option<Blocking>,
+    pub op: Op,
+}
+
+/// One server as `/v1/operator/raft/configuration` lists it.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct RaftServer {
+    pub id: NodeId,
+    pub node: NodeName,
+    pub address: String,
+    pub leader: bool,
+    pub voter: bool,
+}
+
+/// The body of a successful reply.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum ReplyBody {
+    Kv(Option<KvEntry>),
+    KvList(Vec<KvEntry>),
+    Keys(Vec<String>),
+    Applied(ApplyResult),
+    /// The leader's server address, if one is known.
+    Leader(Option<String>),
+    Peers(Vec<String>),
+    Configuration {
+        servers: Vec<RaftServer>,
+        index: u64,
+    },
+    /// An operator action that returns nothing.
+    Done,
+}
+
+/// A successful reply with the metadata Consul puts in its headers.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct Reply {
+    /// `X-Consul-Index`: never 0.
+    pub index: u64,
+    /// `X-Consul-KnownLeader`.
+    pub known_leader: bool,
+    /// `X-Consul-LastContact`, milliseconds since the server last heard from
+    /// the leader (0 on the leader).
+    pub last_contact_ms: u64,
+    pub body: ReplyBody,
+}
+
+/// Why a request failed. `Display` gives the text Consul clients match on.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum RpcError {
+    /// `No cluster leader`: no leader within the hold timeout, or this server is draining.
+    NoLeader,
+    /// `Not ready to serve consistent reads`.
+    NotReadyForConsistentReads,
+    /// `No path to datacenter`.
+    NoPathToDatacenter,
+    /// The request broke a limit; the text names it.
+    TooLarge(String),
+    /// A malformed or impossible request; the text says why.
+    BadRequest(String),
+    /// A queue is full; try again later.
+    Busy,
+    /// The outcome is unknown: the request may or may not have been applied
+    /// (leadership was lost, or a forwarded request got no answer).
+    Unknown(String),
+}
+
+impl core::fmt::Display for RpcError {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match self {
+            RpcError::NoLeader => f.write_str("No cluster leader"),
+            RpcError::NotReadyForConsistentReads => {
+                f.write_str("Not ready to serve consistent reads")
+            }
+            RpcError::NoPathToDatacenter => f.write_str("No path to datacenter"),
+            RpcError::TooLarge(s) | RpcError::BadRequest(s) => f.write_str(s),
+            RpcError::Busy => f.write_str("Server is busy, try again later"),
+            RpcError::Unknown(s) => write!(f, "outcome unknown: {s}"),
+        }
+    }
+}
+
+/// The answer to a [`Request`].
+pub type Response = Result<Reply, RpcError>;

@@ -1,0 +1,1 @@
+//! Everything that decodes bytes from outside. Every decoder is total.
