@@ -11,6 +11,7 @@ pub mod raft;
 pub mod rng;
 pub mod rpc;
 pub mod server;
+pub mod testkit;
 pub mod wire;
 
 pub use action::{Action, Event, Input, PersistOp};

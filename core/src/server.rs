@@ -1,69 +1,918 @@
 //! The server composition root: Raft, the state machine and request routing
 //! behind one `handle`/`poll_timeout` pair.
 //!
-//! (Work in progress: the signatures below are the contract the drivers code
-//! against; the bodies are being filled in.)
+//! Routing follows Consul's server RPC rules (DESIGN.md §5): writes and
+//! default/consistent reads are served by the leader and forwarded to it from
+//! followers; stale reads are served by any server that has heard from a
+//! leader; with no known leader a request is held and re-checked with a random
+//! stagger until `rpc_hold_timeout`, then fails with `No cluster leader`; a
+//! leaving server fails fast for `leave_drain_time`.
 
-use crate::action::{Action, Input};
-use crate::clock::Instant;
+use std::collections::BTreeMap;
+
+use crate::action::{Action, Event, Input};
+use crate::clock::{Duration, Instant};
 use crate::config::{Config, ConfigError};
-use crate::fsm::Fsm;
-use crate::ids::{LogIndex, NodeId, Term};
-use crate::raft::{Durable, Entry, Membership, Role};
+use crate::fsm::{ApplyResult, Command, Fsm};
+use crate::ids::{LogIndex, NodeId, RequestId, Term};
+use crate::message::{Message, MessageBody};
+use crate::raft::{
+    Durable, Entry, EntryPayload, Member, Membership, ProposeError, Raft, Role, Snapshot,
+    SnapshotMeta, Suffrage,
+};
+use crate::rng::Rng;
+use crate::rpc::{Op, RaftServer, ReadMode, Reply, ReplyBody, Request, Response, RpcError};
 
+/// Who is waiting for a response.
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum Origin {
+    Local(RequestId),
+    /// Forwarded to us by another server, which matches replies by `id`.
+    Remote {
+        from: NodeId,
+        id: u64,
+    },
+}
+
+/// A request waiting for a leader.
+#[derive(Clone, Debug)]
+struct Held {
+    origin: Origin,
+    request: Request,
+    deadline: Instant,
+    recheck: Instant,
+}
+
+/// A request this server forwarded to the leader.
+#[derive(Clone, Debug)]
+struct Forwarded {
+    origin: Origin,
+    deadline: Instant,
+}
+
+/// A blocking query parked until its index moves.
+#[derive(Clone, Debug)]
+struct Parked {
+    origin: Origin,
+    request: Request,
+    deadline: Instant,
+}
+
+/// A read confirmed by ReadIndex, waiting for the state machine to catch up.
+#[derive(Clone, Debug)]
+struct ConfirmedRead {
+    index: LogIndex,
+    origin: Origin,
+    request: Request,
+}
+
+/// A server agent's decisions: one Raft member plus its replicated state.
 pub struct Server {
-    _p: (),
+    config: Config,
+    raft: Raft,
+    fsm: Fsm,
+    rng: Rng,
+    ever_had_leader: bool,
+    draining_until: Option<Instant>,
+
+    next_ctx: u64,
+    proposals: BTreeMap<LogIndex, (Term, Origin)>,
+    reads: BTreeMap<u64, (Origin, Request)>,
+    confirmed_reads: Vec<ConfirmedRead>,
+    held: Vec<Held>,
+    forwarded: BTreeMap<u64, Forwarded>,
+    parked: Vec<Parked>,
+    transfer_waiter: Option<(Origin, Term)>,
+    applied_since_snapshot: u64,
 }
 
 impl Server {
     /// A server from its configuration and whatever it recovered from disk
-    /// (`Durable::default()` for a new one).
+    /// (`Durable::default()` for a new one). A new server with
+    /// `config.bootstrap` writes that configuration as entry 1.
     pub fn new(config: Config, durable: Durable, now: Instant) -> Result<Server, ConfigError> {
-        let _ = (config, durable, now);
-        todo!()
+        config.validate()?;
+        let fsm = match &durable.snapshot {
+            Some(s) => Fsm::restore(&s.data).map_err(|e| ConfigError {
+                key: "data_dir",
+                message: format!(
+                    "the snapshot at index {} cannot be restored: {e}",
+                    s.meta.last_index.0
+                ),
+            })?,
+            None => Fsm::new(),
+        };
+        let raft = Raft::new(&config, durable, now);
+        let rng = Rng::new(config.rng_seed ^ 0x5EED_0F_5E4E);
+        Ok(Server {
+            config,
+            raft,
+            fsm,
+            rng,
+            ever_had_leader: false,
+            draining_until: None,
+            next_ctx: 0,
+            proposals: BTreeMap::new(),
+            reads: BTreeMap::new(),
+            confirmed_reads: Vec::new(),
+            held: Vec::new(),
+            forwarded: BTreeMap::new(),
+            parked: Vec::new(),
+            transfer_waiter: None,
+            applied_since_snapshot: 0,
+        })
     }
+
+    /// Write the bootstrap configuration if this is a fresh server that has
+    /// one. Call once, after `new`, before the first `handle`.
+    pub fn start(&mut self, out: &mut Vec<Action>) {
+        if let Some(m) = self.config.bootstrap.clone() {
+            self.raft.bootstrap(m, out);
+        }
+    }
+
+    /// Handle one input; append what to do, in order, to `out`.
     pub fn handle(&mut self, now: Instant, input: Input, out: &mut Vec<Action>) {
-        let _ = (now, input, out);
-        todo!()
+        match input {
+            Input::Tick => {
+                self.raft.tick(now, out);
+                self.expire(now, out);
+            }
+            Input::Message(m) => self.handle_message(now, m, out),
+            Input::Request { id, request } => {
+                self.handle_request(now, Origin::Local(id), request, out)
+            }
+            Input::Leave => self.leave(now, out),
+        }
+        self.after(now, out);
     }
+
     /// When the driver must call `handle(now, Input::Tick, ..)` next.
     pub fn poll_timeout(&self) -> Option<Instant> {
-        todo!()
+        let mut t = self.raft.poll_timeout();
+        for h in &self.held {
+            t = t.min(h.recheck).min(h.deadline);
+        }
+        for f in self.forwarded.values() {
+            t = t.min(f.deadline);
+        }
+        for p in &self.parked {
+            t = t.min(p.deadline);
+        }
+        if let Some(d) = self.draining_until {
+            t = t.min(d);
+        }
+        Some(t)
     }
+
+    // ----- accessors for drivers, the HTTP API and the simulator's checks -----
+
     pub fn id(&self) -> NodeId {
-        todo!()
+        self.config.node_id
+    }
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+    pub fn raft(&self) -> &Raft {
+        &self.raft
     }
     pub fn role(&self) -> Role {
-        todo!()
+        self.raft.role()
     }
     pub fn term(&self) -> Term {
-        todo!()
+        self.raft.term()
     }
     pub fn leader(&self) -> Option<NodeId> {
-        todo!()
+        self.raft.leader()
     }
     pub fn commit_index(&self) -> LogIndex {
-        todo!()
+        self.raft.commit_index()
     }
     pub fn last_applied(&self) -> LogIndex {
-        todo!()
+        LogIndex(self.fsm.last_applied())
     }
     pub fn last_log_index(&self) -> LogIndex {
-        todo!()
+        self.raft.log().last_index()
     }
     /// The entry at `index`, if it is in the log (not compacted away).
     pub fn entry(&self, index: LogIndex) -> Option<&Entry> {
-        let _ = index;
-        todo!()
+        self.raft.log().entry(index)
     }
     pub fn membership(&self) -> &Membership {
-        todo!()
+        self.raft.membership()
     }
     /// Voters only, as Consul's `numPeers`.
     pub fn num_peers(&self) -> usize {
-        todo!()
+        self.raft.membership().voter_count()
     }
     pub fn fsm(&self) -> &Fsm {
-        todo!()
+        &self.fsm
+    }
+    /// Whether this server is failing fast while it leaves.
+    pub fn is_draining(&self, now: Instant) -> bool {
+        self.draining_until.is_some_and(|d| now < d)
+    }
+    /// Requests waiting in any queue.
+    pub fn pending_requests(&self) -> usize {
+        self.proposals.len()
+            + self.reads.len()
+            + self.confirmed_reads.len()
+            + self.held.len()
+            + self.forwarded.len()
+            + self.parked.len()
+    }
+
+    // ----- messages -----
+
+    fn handle_message(&mut self, now: Instant, m: Message, out: &mut Vec<Action>) {
+        if m.to != self.config.node_id {
+            return;
+        }
+        match m.body {
+            MessageBody::Raft(r) => self.raft.step(now, m.from, r, out),
+            MessageBody::Forward { id, request } => {
+                self.handle_request(now, Origin::Remote { from: m.from, id }, request, out)
+            }
+            MessageBody::ForwardReply { id, response } => {
+                if let Some(f) = self.forwarded.remove(&id) {
+                    self.respond(f.origin, response, out);
+                }
+            }
+        }
+    }
+
+    // ----- requests -----
+
+    fn handle_request(
+        &mut self,
+        now: Instant,
+        origin: Origin,
+        request: Request,
+        out: &mut Vec<Action>,
+    ) {
+        if self.is_draining(now) {
+            return self.respond(origin, Err(RpcError::NoLeader), out);
+        }
+        if request.datacenter != self.config.datacenter {
+            return self.respond(origin, Err(RpcError::NoPathToDatacenter), out);
+        }
+        if let Err(e) = self.check_limits(&request) {
+            return self.respond(origin, Err(e), out);
+        }
+        if self.pending_requests() >= self.config.pending_requests_max {
+            return self.respond(origin, Err(RpcError::Busy), out);
+        }
+        self.route(now, origin, request, out);
+    }
+
+    fn check_limits(&self, request: &Request) -> Result<(), RpcError> {
+        let key_max = self.config.kv_key_bytes_max;
+        let key = match &request.op {
+            Op::KvGet { key } => Some(key),
+            Op::KvList { prefix } | Op::KvKeys { prefix, .. } => Some(prefix),
+            Op::KvApply(c) => {
+                use crate::fsm::KvCommand::*;
+                match c {
+                    Set(w) | Cas { write: w, .. } => {
+                        if w.value.len() > self.config.kv_value_bytes_max {
+                            return Err(RpcError::TooLarge(format!(
+                                "Value exceeds {} byte limit",
+                                self.config.kv_value_bytes_max
+                            )));
+                        }
+                        if w.key.is_empty() {
+                            return Err(RpcError::BadRequest("Missing key name".into()));
+                        }
+                        Some(&w.key)
+                    }
+                    Delete { key } | DeleteCas { key, .. } => {
+                        if key.is_empty() {
+                            return Err(RpcError::BadRequest("Missing key name".into()));
+                        }
+                        Some(key)
+                    }
+                    DeleteTree { prefix } => Some(prefix),
+                }
+            }
+            _ => None,
+        };
+        if key.is_some_and(|k| k.len() > key_max) {
+            return Err(RpcError::TooLarge(format!(
+                "Key exceeds {key_max} byte limit"
+            )));
+        }
+        Ok(())
+    }
+
+    /// Decide where a request is served: here, at the leader, or later.
+    fn route(&mut self, now: Instant, origin: Origin, request: Request, out: &mut Vec<Action>) {
+        let local = matches!(
+            request.op,
+            Op::StatusLeader | Op::StatusPeers | Op::RaftConfiguration
+        ) || (request.read_mode == ReadMode::Stale && !request.op.is_write());
+        if local {
+            if request.read_mode == ReadMode::Stale
+                && !self.ever_had_leader
+                && !is_status(&request.op)
+            {
+                return self.hold(now, origin, request, out);
+            }
+            return self.serve_read(now, origin, request, out);
+        }
+        match self.raft.leader() {
+            Some(l) if l == self.config.node_id => self.serve_as_leader(now, origin, request, out),
+            Some(l) => self.forward(now, l, origin, request, out),
+            None => self.hold(now, origin, request, out),
+        }
+    }
+
+    fn hold(&mut self, now: Instant, origin: Origin, request: Request, out: &mut Vec<Action>) {
+        let _ = out;
+        let deadline = now + self.config.rpc_hold_timeout;
+        let recheck = now + self.stagger();
+        self.held.push(Held {
+            origin,
+            request,
+            deadline,
+            recheck,
+        });
+    }
+
+    /// Consul re-checks for a leader after a random stagger in `[0, hold/16)`.
+    fn stagger(&mut self) -> Duration {
+        let max = self.config.rpc_hold_timeout.as_nanos() / 16;
+        Duration(self.rng.range(0, max.max(1)))
+    }
+
+    fn forward(
+        &mut self,
+        now: Instant,
+        leader: NodeId,
+        origin: Origin,
+        request: Request,
+        out: &mut Vec<Action>,
+    ) {
+        let Some(address) = self.raft.address_of(leader).map(str::to_string) else {
+            return self.hold(now, origin, request, out);
+        };
+        self.next_ctx += 1;
+        let id = self.next_ctx;
+        let deadline = now + self.config.rpc_hold_timeout;
+        self.forwarded.insert(id, Forwarded { origin, deadline });
+        out.push(Action::Send {
+            address,
+            message: Message {
+                from: self.config.node_id,
+                to: leader,
+                body: MessageBody::Forward { id, request },
+            },
+        });
+    }
+
+    fn serve_as_leader(
+        &mut self,
+        now: Instant,
+        origin: Origin,
+        request: Request,
+        out: &mut Vec<Action>,
+    ) {
+        let result = match &request.op {
+            Op::KvApply(c) => self
+                .raft
+                .propose(now, EntryPayload::Command(Command::Kv(c.clone())), out)
+                .map(|(index, term)| {
+                    self.proposals.insert(index, (term, origin.clone()));
+                }),
+            Op::RaftAddNonvoter { id, name, address } => {
+                let mut m = self.raft.membership().clone();
+                if m.contains(*id) {
+                    return self.respond(
+                        origin,
+                        Err(RpcError::BadRequest(format!(
+                            "server {id} is already in the configuration"
+                        ))),
+                        out,
+                    );
+                }
+                m.servers.insert(
+                    *id,
+                    Member {
+                        name: name.clone(),
+                        address: address.clone(),
+                        suffrage: Suffrage::Nonvoter,
+                    },
+                );
+                self.propose_membership(now, m, origin.clone(), out)
+            }
+            Op::RaftPromote { id } => {
+                let mut m = self.raft.membership().clone();
+                match m.servers.get_mut(id) {
+                    Some(member) if member.suffrage == Suffrage::Nonvoter => {
+                        member.suffrage = Suffrage::Voter
+                    }
+                    _ => {
+                        return self.respond(
+                            origin,
+                            Err(RpcError::BadRequest(format!(
+                                "server {id} is not a non-voter in the configuration"
+                            ))),
+                            out,
+                        )
+                    }
+                }
+                self.propose_membership(now, m, origin.clone(), out)
+            }
+            Op::RaftRemovePeer { id, address } => {
+                let mut m = self.raft.membership().clone();
+                let target = m.servers.iter().find(|(sid, member)| {
+                    Some(**sid) == *id || address.as_deref() == Some(member.address.as_str())
+                });
+                let Some((tid, _)) = target.map(|(a, b)| (*a, b.clone())) else {
+                    let what = match (id, address) {
+                        (Some(i), _) => format!("id {i:?}"),
+                        (None, Some(a)) => format!("address {a:?}"),
+                        (None, None) => return self.respond(origin, Err(RpcError::BadRequest("Must specify either ?id with the server's ID or ?address with IP:port of peer to remove".into())), out),
+                    };
+                    return self.respond(
+                        origin,
+                        Err(RpcError::BadRequest(format!("Unknown server with {what}"))),
+                        out,
+                    );
+                };
+                m.servers.remove(&tid);
+                self.propose_membership(now, m, origin.clone(), out)
+            }
+            Op::RaftTransferLeadership { to } => {
+                match self.raft.transfer_leadership(now, *to, out) {
+                    Ok(_) => {
+                        self.transfer_waiter = Some((origin.clone(), self.raft.term()));
+                        Ok(())
+                    }
+                    Err(e) => Err(e),
+                }
+            }
+            // Reads in default or consistent mode.
+            _ => {
+                let lease = request.read_mode == ReadMode::Default && self.raft.lease_valid(now);
+                if lease || self.bug_stale_read(&request) {
+                    return self.serve_read(now, origin, request, out);
+                }
+                self.next_ctx += 1;
+                let ctx = self.next_ctx;
+                self.raft.read_index(now, ctx, out).map(|()| {
+                    self.reads.insert(ctx, (origin.clone(), request.clone()));
+                })
+            }
+        };
+        match result {
+            Ok(()) => {}
+            Err(ProposeError::NotLeader) | Err(ProposeError::TransferInProgress) => {
+                self.hold(now, origin, request, out)
+            }
+            Err(ProposeError::Busy) => self.respond(origin, Err(RpcError::Busy), out),
+            Err(ProposeError::ConfigChangeInProgress) => {
+                // Another configuration change is committing: wait and retry.
+                self.hold(now, origin, request, out)
+            }
+            Err(ProposeError::BadChange(s)) => {
+                self.respond(origin, Err(RpcError::BadRequest(s)), out)
+            }
+        }
+    }
+
+    fn propose_membership(
+        &mut self,
+        now: Instant,
+        m: Membership,
+        origin: Origin,
+        out: &mut Vec<Action>,
+    ) -> Result<(), ProposeError> {
+        let (index, term) = self.raft.propose(now, EntryPayload::Membership(m), out)?;
+        self.proposals.insert(index, (term, origin));
+        Ok(())
+    }
+
+    /// Serve a read from local state; park it if it is a blocking query
+    /// whose index has not moved yet.
+    fn serve_read(
+        &mut self,
+        now: Instant,
+        origin: Origin,
+        request: Request,
+        out: &mut Vec<Action>,
+    ) {
+        let (index, body) = self.read_local(&request.op);
+        if let Some(b) = request.blocking {
+            if b.min_index > 0 && index <= b.min_index {
+                let wait = if b.max_wait.as_nanos() == 0 {
+                    Duration::from_secs(300)
+                } else {
+                    b.max_wait
+                };
+                let wait = wait.min(self.config.blocking_wait_max);
+                // Consul adds up to wait/16 of jitter so that many blocked
+                // clients do not return at once.
+                let jitter = Duration(self.rng.range(0, wait.as_nanos() / 16 + 1));
+                self.parked.push(Parked {
+                    origin,
+                    request,
+                    deadline: now + wait + jitter,
+                });
+                return;
+            }
+        }
+        let reply = self.reply(now, index, body);
+        self.respond(origin, Ok(reply), out);
+    }
+
+    fn read_local(&self, op: &Op) -> (u64, ReplyBody) {
+        let commit = self.raft.commit_index().0;
+        match op {
+            Op::KvGet { key } => (
+                self.fsm.kv_index_for_key(key),
+                ReplyBody::Kv(self.fsm.kv_get(key).cloned()),
+            ),
+            Op::KvList { prefix } => (
+                self.fsm.kv_index_for_prefix(prefix),
+                ReplyBody::KvList(self.fsm.kv_list(prefix)),
+            ),
+            Op::KvKeys { prefix, separator } => (
+                self.fsm.kv_index_for_prefix(prefix),
+                ReplyBody::Keys(self.fsm.kv_keys(prefix, separator.as_deref())),
+            ),
+            Op::StatusLeader => {
+                let addr = self
+                    .raft
+                    .leader()
+                    .and_then(|l| self.raft.address_of(l))
+                    .map(str::to_string);
+                (commit, ReplyBody::Leader(addr))
+            }
+            Op::StatusPeers => {
+                let m = self.raft.membership();
+                let peers = m
+                    .voters()
+                    .filter_map(|v| m.servers.get(&v))
+                    .map(|s| s.address.clone())
+                    .collect();
+                (commit, ReplyBody::Peers(peers))
+            }
+            Op::RaftConfiguration => {
+                let m = self.raft.membership();
+                let leader = self.raft.leader();
+                let servers = m
+                    .servers
+                    .iter()
+                    .map(|(id, s)| RaftServer {
+                        id: *id,
+                        node: s.name.clone(),
+                        address: s.address.clone(),
+                        leader: leader == Some(*id),
+                        voter: s.suffrage == Suffrage::Voter,
+                    })
+                    .collect();
+                (
+                    commit,
+                    ReplyBody::Configuration {
+                        servers,
+                        index: commit,
+                    },
+                )
+            }
+            // Writes never reach here.
+            _ => (commit, ReplyBody::Done),
+        }
+    }
+
+    fn reply(&self, now: Instant, index: u64, body: ReplyBody) -> Reply {
+        let leader = self.raft.leader();
+        let last_contact_ms = if leader == Some(self.config.node_id) {
+            0
+        } else {
+            self.raft
+                .last_leader_contact()
+                .map_or(0, |t| now.saturating_since(t).as_millis())
+        };
+        Reply {
+            index: index.max(1),
+            known_leader: leader.is_some(),
+            last_contact_ms,
+            body,
+        }
+    }
+
+    fn respond(&mut self, origin: Origin, response: Response, out: &mut Vec<Action>) {
+        match origin {
+            Origin::Local(id) => out.push(Action::Respond { id, response }),
+            Origin::Remote { from, id } => {
+                if let Some(address) = self.raft.address_of(from).map(str::to_string) {
+                    out.push(Action::Send {
+                        address,
+                        message: Message {
+                            from: self.config.node_id,
+                            to: from,
+                            body: MessageBody::ForwardReply { id, response },
+                        },
+                    });
+                }
+            }
+        }
+    }
+
+    fn leave(&mut self, now: Instant, out: &mut Vec<Action>) {
+        if self.raft.role() == Role::Leader && self.raft.membership().voter_count() > 1 {
+            let _ = self.raft.transfer_leadership(now, None, out);
+        }
+        self.draining_until = Some(now + self.config.leave_drain_time);
+    }
+
+    // ----- after every input -----
+
+    fn after(&mut self, now: Instant, out: &mut Vec<Action>) {
+        if self.raft.leader().is_some() {
+            self.ever_had_leader = true;
+        }
+        if let Some(snap) = self.raft.take_installed_snapshot() {
+            self.install_snapshot(snap, out);
+        }
+        let applied_any = self.apply_committed(out);
+        self.finish_reads(now, out);
+        if self.raft.role() != Role::Leader {
+            self.fail_proposals(out);
+        }
+        self.finish_transfer(out);
+        if applied_any {
+            self.wake_parked(now, out);
+        }
+        self.retry_held(now, out);
+        self.maybe_snapshot(out);
+    }
+
+    fn install_snapshot(&mut self, snap: Snapshot, out: &mut Vec<Action>) {
+        match Fsm::restore(&snap.data) {
+            Ok(fsm) => {
+                self.fsm = fsm;
+                self.applied_since_snapshot = 0;
+                // Proposals at or below the snapshot were decided by someone
+                // else's log; their outcome is unknown to us.
+                let upto = snap.meta.last_index;
+                let decided: Vec<LogIndex> =
+                    self.proposals.range(..=upto).map(|(i, _)| *i).collect();
+                for i in decided {
+                    if let Some((_, origin)) = self.proposals.remove(&i) {
+                        self.respond(
+                            origin,
+                            Err(RpcError::Unknown(
+                                "leadership lost while committing log".into(),
+                            )),
+                            out,
+                        );
+                    }
+                }
+            }
+            Err(e) => {
+                // A leader sent a snapshot we cannot decode: a broken peer.
+                // Keep serving the old state; the checker will notice.
+                let _ = e;
+            }
+        }
+    }
+
+    fn apply_committed(&mut self, out: &mut Vec<Action>) -> bool {
+        let commit = self.raft.commit_index();
+        let mut applied_any = false;
+        while self.fsm.last_applied() < commit.0 {
+            let index = LogIndex(self.fsm.last_applied() + 1);
+            let Some(entry) = self.raft.log().entry(index) else {
+                break;
+            };
+            let term = entry.term;
+            let result = match &entry.payload {
+                EntryPayload::Command(c) => Some(self.fsm.apply(index.0, c)),
+                _ => {
+                    self.fsm.apply_other(index.0);
+                    None
+                }
+            };
+            applied_any = true;
+            self.applied_since_snapshot += 1;
+            out.push(Action::Event(Event::Applied {
+                index,
+                term,
+                state_hash: self.fsm.state_hash(),
+            }));
+            if let Some((pterm, origin)) = self.proposals.remove(&index) {
+                let response = if pterm == term {
+                    let body = match result {
+                        Some(r) => ReplyBody::Applied(r),
+                        None => ReplyBody::Done,
+                    };
+                    Ok(Reply {
+                        index: index.0,
+                        known_leader: true,
+                        last_contact_ms: 0,
+                        body,
+                    })
+                } else {
+                    Err(RpcError::Unknown(
+                        "leadership lost while committing log".into(),
+                    ))
+                };
+                self.respond(origin, response, out);
+            }
+        }
+        applied_any
+    }
+
+    fn finish_reads(&mut self, now: Instant, out: &mut Vec<Action>) {
+        for ctx in self.raft.take_failed_reads() {
+            if let Some((origin, request)) = self.reads.remove(&ctx) {
+                // Leadership was lost before the read was confirmed: route it
+                // again (to the new leader, or hold).
+                self.route(now, origin, request, out);
+            }
+        }
+        for (ctx, index) in self.raft.take_ready_reads() {
+            if let Some((origin, request)) = self.reads.remove(&ctx) {
+                self.confirmed_reads.push(ConfirmedRead {
+                    index,
+                    origin,
+                    request,
+                });
+            }
+        }
+        let applied = self.last_applied();
+        let (ready, waiting): (Vec<_>, Vec<_>) = std::mem::take(&mut self.confirmed_reads)
+            .into_iter()
+            .partition(|r| r.index <= applied);
+        self.confirmed_reads = waiting;
+        for r in ready {
+            self.serve_read(now, r.origin, r.request, out);
+        }
+    }
+
+    fn fail_proposals(&mut self, out: &mut Vec<Action>) {
+        // Entries proposed in an earlier term may still commit under the new
+        // leader, so the outcome is unknown, never "failed".
+        let stale: Vec<LogIndex> = self
+            .proposals
+            .iter()
+            .filter(|(_, (t, _))| *t < self.raft.term() || self.raft.role() != Role::Leader)
+            .map(|(i, _)| *i)
+            .collect();
+        for i in stale {
+            if let Some((_, origin)) = self.proposals.remove(&i) {
+                self.respond(
+                    origin,
+                    Err(RpcError::Unknown(
+                        "leadership lost while committing log".into(),
+                    )),
+                    out,
+                );
+            }
+        }
+    }
+
+    fn finish_transfer(&mut self, out: &mut Vec<Action>) {
+        let Some((_, term)) = &self.transfer_waiter else {
+            return;
+        };
+        let done = self.raft.role() != Role::Leader || self.raft.term() > *term;
+        let failed = !done && self.raft.transfer_target().is_none();
+        if done || failed {
+            let (origin, _) = self.transfer_waiter.take().expect("checked");
+            let response = if done {
+                Ok(self.reply_done())
+            } else {
+                Err(RpcError::Unknown("leadership transfer timed out".into()))
+            };
+            self.respond(origin, response, out);
+        }
+    }
+
+    fn reply_done(&self) -> Reply {
+        Reply {
+            index: self.raft.commit_index().0.max(1),
+            known_leader: self.raft.leader().is_some(),
+            last_contact_ms: 0,
+            body: ReplyBody::Done,
+        }
+    }
+
+    fn wake_parked(&mut self, now: Instant, out: &mut Vec<Action>) {
+        let parked = std::mem::take(&mut self.parked);
+        for p in parked {
+            let (index, _) = self.read_local(&p.request.op);
+            let min = p.request.blocking.map_or(0, |b| b.min_index);
+            if index > min {
+                let mut request = p.request;
+                request.blocking = None;
+                self.serve_read(now, p.origin, request, out);
+            } else {
+                self.parked.push(p);
+            }
+        }
+    }
+
+    fn retry_held(&mut self, now: Instant, out: &mut Vec<Action>) {
+        if self.held.is_empty() {
+            return;
+        }
+        let leader_known = self.raft.leader().is_some();
+        let held = std::mem::take(&mut self.held);
+        for h in held {
+            if leader_known || now >= h.recheck {
+                if leader_known {
+                    self.route(now, h.origin, h.request, out);
+                } else {
+                    let recheck = now + self.stagger();
+                    self.held.push(Held { recheck, ..h });
+                }
+            } else {
+                self.held.push(h);
+            }
+        }
+    }
+
+    /// Timeouts of held, forwarded and parked requests.
+    fn expire(&mut self, now: Instant, out: &mut Vec<Action>) {
+        let held = std::mem::take(&mut self.held);
+        for h in held {
+            if now >= h.deadline {
+                self.respond(h.origin, Err(RpcError::NoLeader), out);
+            } else {
+                self.held.push(h);
+            }
+        }
+        let expired: Vec<u64> = self
+            .forwarded
+            .iter()
+            .filter(|(_, f)| now >= f.deadline)
+            .map(|(id, _)| *id)
+            .collect();
+        for id in expired {
+            if let Some(f) = self.forwarded.remove(&id) {
+                self.respond(
+                    f.origin,
+                    Err(RpcError::Unknown(
+                        "timed out waiting for the leader's answer".into(),
+                    )),
+                    out,
+                );
+            }
+        }
+        let parked = std::mem::take(&mut self.parked);
+        for p in parked {
+            if now >= p.deadline {
+                let mut request = p.request;
+                request.blocking = None;
+                self.serve_read(now, p.origin, request, out);
+            } else {
+                self.parked.push(p);
+            }
+        }
+        if self.draining_until.is_some_and(|d| now >= d) {
+            self.draining_until = None;
+        }
+    }
+
+    fn maybe_snapshot(&mut self, out: &mut Vec<Action>) {
+        if self.applied_since_snapshot < self.config.snapshot_threshold {
+            return;
+        }
+        let last_index = self.last_applied();
+        let Some(last_term) = self.raft.log().term_at(last_index) else {
+            return;
+        };
+        let snapshot = Snapshot {
+            meta: SnapshotMeta {
+                last_index,
+                last_term,
+                membership: self.raft.membership_at(last_index),
+            },
+            data: self.fsm.snapshot(),
+        };
+        self.applied_since_snapshot = 0;
+        self.raft
+            .snapshot_taken(snapshot, self.config.trailing_logs, out);
+    }
+
+    #[cfg(feature = "bugs")]
+    fn bug_stale_read(&self, request: &Request) -> bool {
+        self.config.bugs.stale_read && request.read_mode == ReadMode::Consistent
+    }
+    #[cfg(not(feature = "bugs"))]
+    fn bug_stale_read(&self, _request: &Request) -> bool {
+        false
     }
 }
+
+fn is_status(op: &Op) -> bool {
+    matches!(
+        op,
+        Op::StatusLeader | Op::StatusPeers | Op::RaftConfiguration
+    )
+}
+
+/// `ApplyResult` is re-exported here for drivers that match on replies.
+pub type Applied = ApplyResult;

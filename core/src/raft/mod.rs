@@ -1,9 +1,15 @@
 //! Raft-lite: election with pre-vote and check-quorum, pipelined replication,
 //! non-voters, single-server membership changes, leadership transfer,
-//! snapshots, ReadIndex.
+//! snapshots, ReadIndex and leader leases.
 
+mod log;
+mod node;
+mod progress;
 mod types;
 
+pub use log::RaftLog;
+pub use node::{ProposeError, Raft};
+pub use progress::{Progress, ReplState};
 pub use types::{
     AppendEntries, AppendEntriesResponse, Durable, Entry, EntryPayload, HardState, InstallSnapshot,
     InstallSnapshotResponse, Member, Membership, RaftMessage, Role, Snapshot, SnapshotMeta,

@@ -1,0 +1,97 @@
+//! The hash behind `Fsm::state_hash`.
+//!
+//! Each item of replicated state (a KV entry, a tombstone, a table index) is
+//! hashed on its own with FNV-1a 64 over a canonical byte encoding (a domain
+//! tag, then strings and byte strings length-prefixed, integers as 8
+//! little-endian bytes), and the result is passed through the splitmix64
+//! finalizer so that its bits are well mixed. A table keeps the wrapping sum
+//! of its items' hashes, so adding or removing an item costs only that item's
+//! hash, and the sum does not depend on the order the items arrived in.
+//!
+//! The constants are fixed here and nothing depends on the platform, so the
+//! same state hashes to the same value on every machine and in every release
+//! that keeps this file unchanged. The hash is for comparing replicas and
+//! replays, not for security.
+
+const FNV_OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
+const FNV_PRIME: u64 = 0x0000_0100_0000_01b3;
+
+/// A running FNV-1a 64 hash over a canonical encoding of one item.
+pub(crate) struct ItemHasher(u64);
+
+impl ItemHasher {
+    /// Starts an item of kind `domain` (so that items of different kinds
+    /// with the same fields hash differently).
+    pub(crate) fn new(domain: &str) -> ItemHasher {
+        let mut h = ItemHasher(FNV_OFFSET);
+        h.str(domain);
+        h
+    }
+
+    fn raw(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 ^= u64::from(b);
+            self.0 = self.0.wrapping_mul(FNV_PRIME);
+        }
+    }
+
+    pub(crate) fn u64(&mut self, x: u64) -> &mut ItemHasher {
+        self.raw(&x.to_le_bytes());
+        self
+    }
+
+    /// Length-prefixed, so `("ab", "c")` and `("a", "bc")` differ.
+    pub(crate) fn bytes(&mut self, bytes: &[u8]) -> &mut ItemHasher {
+        self.u64(bytes.len() as u64);
+        self.raw(bytes);
+        self
+    }
+
+    pub(crate) fn str(&mut self, s: &str) -> &mut ItemHasher {
+        self.bytes(s.as_bytes())
+    }
+
+    pub(crate) fn finish(&self) -> u64 {
+        mix(self.0)
+    }
+}
+
+/// The splitmix64 finalizer.
+fn mix(x: u64) -> u64 {
+    let mut z = x;
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fnv1a_matches_the_published_constants() {
+        // FNV-1a 64 of "a" is 0xaf63dc4c8601ec8c (the reference test vector);
+        // check the raw state before the finalizer.
+        let mut h = ItemHasher(FNV_OFFSET);
+        h.raw(b"a");
+        assert_eq!(h.0, 0xaf63_dc4c_8601_ec8c);
+    }
+
+    #[test]
+    fn length_prefix_separates_fields() {
+        let ab_c = ItemHasher::new("t").str("ab").str("c").finish();
+        let a_bc = ItemHasher::new("t").str("a").str("bc").finish();
+        assert_ne!(ab_c, a_bc);
+    }
+
+    #[test]
+    fn the_hash_is_pinned() {
+        // A change to the encoding or the constants changes every state
+        // hash; this value pins it so such a change is deliberate.
+        let h = ItemHasher::new("kv").str("k").u64(1).finish();
+        assert_eq!(h, PINNED);
+        assert_ne!(h, ItemHasher::new("kv").str("k").u64(2).finish());
+    }
+
+    const PINNED: u64 = 3059053498637836528;
+}

@@ -1,0 +1,652 @@
+//! The KV table: entries, tombstones and the table index (Consul's `kvs`
+//! table, its graveyard and its `index` row).
+
+use std::collections::BTreeMap;
+use std::ops::Bound;
+
+use super::command::{KvCommand, KvEntry, KvWrite};
+use super::hash::ItemHasher;
+use super::snapshot::{
+    EntryRecord, EntryRef, KvSnapshot, KvSnapshotRef, TombstoneRecord, TombstoneRef,
+};
+use super::FsmError;
+
+/// A stored entry and its hash, kept so that replacing or removing the entry
+/// does not need to hash its (possibly large) value again.
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct Slot {
+    entry: KvEntry,
+    hash: u64,
+}
+
+impl Slot {
+    fn new(entry: KvEntry) -> Slot {
+        let hash = entry_hash(&entry);
+        Slot { entry, hash }
+    }
+}
+
+fn entry_hash(e: &KvEntry) -> u64 {
+    ItemHasher::new("kv.entry")
+        .str(&e.key)
+        .u64(e.flags)
+        .bytes(&e.value)
+        .u64(e.create_index)
+        .u64(e.modify_index)
+        .u64(e.lock_index)
+        .finish()
+}
+
+fn tombstone_hash(key: &str, index: u64) -> u64 {
+    ItemHasher::new("kv.tombstone").str(key).u64(index).finish()
+}
+
+/// Everything under `prefix` in a map keyed by strings, in key order.
+fn under<'a, V>(
+    map: &'a BTreeMap<String, V>,
+    prefix: &'a str,
+) -> impl Iterator<Item = (&'a String, &'a V)> + 'a {
+    map.range::<str, _>((Bound::Included(prefix), Bound::Unbounded))
+        .take_while(move |(k, _)| k.starts_with(prefix))
+}
+
+/// The KV table.
+///
+/// Tombstones: deleting a key that exists (by `Delete`, `DeleteCas` or
+/// `DeleteTree`) records `key -> delete index`, so that a read of a prefix
+/// whose newest change was a delete still reports an index that moved.
+/// Unlike Consul, which records one tombstone for a whole `DeleteTree`
+/// prefix, every deleted key gets its own, so a read of a deeper prefix
+/// also sees the delete. Re-creating a key drops its tombstone (the new
+/// entry's modify index is higher, so no read can tell), which keeps the
+/// table's contents independent of history. Tombstones are removed only by
+/// `prune_tombstones`, which every replica must call at the same point in
+/// the log.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub(crate) struct KvTable {
+    entries: BTreeMap<String, Slot>,
+    tombstones: BTreeMap<String, u64>,
+    /// The highest Raft index that changed the table; 0 if none has.
+    index: u64,
+    /// Wrapping sum of the hashes of every entry and tombstone.
+    content_hash: u64,
+}
+
+impl KvTable {
+    /// Applies `cmd` at Raft index `index`; returns whether its condition
+    /// held (always `true` for unconditional commands).
+    pub(crate) fn apply(&mut self, index: u64, cmd: &KvCommand) -> bool {
+        assert!(
+            index > self.index,
+            "KV apply at {index} <= table index {}",
+            self.index
+        );
+        match cmd {
+            KvCommand::Set(write) => {
+                self.set(index, write);
+                true
+            }
+            KvCommand::Cas {
+                write,
+                modify_index,
+            } => {
+                let holds = match self.entries.get(&write.key) {
+                    None => *modify_index == 0,
+                    Some(slot) => *modify_index != 0 && slot.entry.modify_index == *modify_index,
+                };
+                if holds {
+                    self.set(index, write);
+                }
+                holds
+            }
+            KvCommand::Delete { key } => {
+                self.delete(index, key);
+                true
+            }
+            KvCommand::DeleteCas { key, modify_index } => match self.entries.get(key) {
+                // Consul: index 0 means "only if absent", and absent means
+                // there is nothing to delete.
+                None => *modify_index == 0,
+                Some(slot) if *modify_index != 0 && slot.entry.modify_index == *modify_index => {
+                    self.delete(index, key);
+                    true
+                }
+                Some(_) => false,
+            },
+            KvCommand::DeleteTree { prefix } => {
+                let keys: Vec<String> = under(&self.entries, prefix)
+                    .map(|(k, _)| k.clone())
+                    .collect();
+                for key in &keys {
+                    self.delete(index, key);
+                }
+                true
+            }
+        }
+    }
+
+    fn set(&mut self, index: u64, write: &KvWrite) {
+        let create_index = match self.entries.get(&write.key) {
+            Some(old) => {
+                self.content_hash = self.content_hash.wrapping_sub(old.hash);
+                old.entry.create_index
+            }
+            None => {
+                self.remove_tombstone(&write.key);
+                index
+            }
+        };
+        let slot = Slot::new(KvEntry {
+            key: write.key.clone(),
+            flags: write.flags,
+            value: write.value.clone(),
+            create_index,
+            modify_index: index,
+            lock_index: 0,
+        });
+        self.content_hash = self.content_hash.wrapping_add(slot.hash);
+        self.entries.insert(write.key.clone(), slot);
+        self.index = index;
+    }
+
+    /// Deletes `key` if present; only a delete that removed something moves
+    /// the table index.
+    fn delete(&mut self, index: u64, key: &str) {
+        let Some(old) = self.entries.remove(key) else {
+            return;
+        };
+        self.content_hash = self.content_hash.wrapping_sub(old.hash);
+        self.remove_tombstone(key);
+        self.tombstones.insert(old.entry.key, index);
+        self.content_hash = self.content_hash.wrapping_add(tombstone_hash(key, index));
+        self.index = index;
+    }
+
+    fn remove_tombstone(&mut self, key: &str) {
+        if let Some(at) = self.tombstones.remove(key) {
+            self.content_hash = self.content_hash.wrapping_sub(tombstone_hash(key, at));
+        }
+    }
+
+    /// Forgets tombstones recorded at or below `upto`.
+    pub(crate) fn prune_tombstones(&mut self, upto: u64) {
+        let mut sum = self.content_hash;
+        self.tombstones.retain(|key, at| {
+            let keep = *at > upto;
+            if !keep {
+                sum = sum.wrapping_sub(tombstone_hash(key, *at));
+            }
+            keep
+        });
+        self.content_hash = sum;
+    }
+
+    pub(crate) fn get(&self, key: &str) -> Option<&KvEntry> {
+        self.entries.get(key).map(|slot| &slot.entry)
+    }
+
+    pub(crate) fn list(&self, prefix: &str) -> Vec<KvEntry> {
+        under(&self.entries, prefix)
+            .map(|(_, s)| s.entry.clone())
+            .collect()
+    }
+
+    /// Consul's `KVSKeys`: with a non-empty separator, each key is cut just
+    /// after the first separator that follows the prefix.
+    pub(crate) fn keys(&self, prefix: &str, separator: Option<&str>) -> Vec<String> {
+        let separator = separator.filter(|s| !s.is_empty());
+        let mut keys: Vec<String> = Vec::new();
+        for (key, _) in under(&self.entries, prefix) {
+            let rolled = match separator {
+                Some(sep) => match key[prefix.len()..].find(sep) {
+                    Some(at) => &key[..prefix.len() + at + sep.len()],
+                    None => key.as_str(),
+                },
+                None => key.as_str(),
+            };
+            // Keys sharing a rolled-up prefix are adjacent in key order, so
+            // comparing with the last one is enough to deduplicate.
+            if keys.last().map(String::as_str) != Some(rolled) {
+                debug_assert!(keys.last().is_none_or(|last| last.as_str() < rolled));
+                keys.push(rolled.to_owned());
+            }
+        }
+        keys
+    }
+
+    pub(crate) fn index(&self) -> u64 {
+        self.index
+    }
+
+    pub(crate) fn index_for_prefix(&self, prefix: &str) -> u64 {
+        if prefix.is_empty() {
+            // Consul uses the table index for a read of everything.
+            return self.index;
+        }
+        let live = under(&self.entries, prefix).map(|(_, s)| s.entry.modify_index);
+        let dead = under(&self.tombstones, prefix).map(|(_, at)| *at);
+        match live.chain(dead).max() {
+            Some(at) if at > 0 => at,
+            _ => self.index,
+        }
+    }
+
+    pub(crate) fn index_for_key(&self, key: &str) -> u64 {
+        self.get(key).map_or(self.index, |e| e.modify_index)
+    }
+
+    pub(crate) fn hash(&self) -> u64 {
+        ItemHasher::new("kv.table")
+            .u64(self.index)
+            .u64(self.content_hash)
+            .finish()
+    }
+
+    pub(crate) fn to_snapshot(&self) -> KvSnapshotRef<'_> {
+        KvSnapshotRef {
+            index: self.index,
+            entries: self
+                .entries
+                .values()
+                .map(|Slot { entry: e, .. }| EntryRef {
+                    key: &e.key,
+                    flags: e.flags,
+                    value: &e.value,
+                    create_index: e.create_index,
+                    modify_index: e.modify_index,
+                    lock_index: e.lock_index,
+                })
+                .collect(),
+            tombstones: self
+                .tombstones
+                .iter()
+                .map(|(key, &index)| TombstoneRef { key, index })
+                .collect(),
+        }
+    }
+
+    /// Rebuilds the table from a decoded snapshot, checking every invariant
+    /// that `apply` keeps. `last_applied` bounds every index.
+    pub(crate) fn from_snapshot(snap: KvSnapshot, last_applied: u64) -> Result<KvTable, FsmError> {
+        if snap.index > last_applied {
+            return Err(FsmError::KvIndexBeyondLastApplied {
+                kv_index: snap.index,
+                last_applied,
+            });
+        }
+        let mut table = KvTable {
+            index: snap.index,
+            ..KvTable::default()
+        };
+        for record in snap.entries {
+            let EntryRecord {
+                key,
+                flags,
+                value,
+                create_index,
+                modify_index,
+                lock_index,
+            } = record;
+            let entry = KvEntry {
+                key,
+                flags,
+                value,
+                create_index,
+                modify_index,
+                lock_index,
+            };
+            if table
+                .entries
+                .last_key_value()
+                .is_some_and(|(last, _)| *last >= entry.key)
+            {
+                return Err(FsmError::KvKeysUnordered { key: entry.key });
+            }
+            let indexes_ok = 0 < entry.create_index
+                && entry.create_index <= entry.modify_index
+                && entry.modify_index <= snap.index;
+            if !indexes_ok {
+                return Err(FsmError::KvEntryIndexes { key: entry.key });
+            }
+            let slot = Slot::new(entry);
+            table.content_hash = table.content_hash.wrapping_add(slot.hash);
+            table.entries.insert(slot.entry.key.clone(), slot);
+        }
+        for TombstoneRecord { key, index } in snap.tombstones {
+            if table
+                .tombstones
+                .last_key_value()
+                .is_some_and(|(last, _)| *last >= key)
+            {
+                return Err(FsmError::KvTombstonesUnordered { key });
+            }
+            if index == 0 || index > snap.index || table.entries.contains_key(&key) {
+                return Err(FsmError::KvTombstoneInvalid { key });
+            }
+            table.content_hash = table.content_hash.wrapping_add(tombstone_hash(&key, index));
+            table.tombstones.insert(key, index);
+        }
+        Ok(table)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! KV semantics, driven through `Fsm` as a caller would. Mirrors
+    //! Consul's `state/kvs_test.go` (`TestStateStore_KVSSet_KVSGet`,
+    //! `KVSSetCAS`, `KVSDeleteCAS`, `KVSDeleteTree`, `KVSListKeys`).
+
+    use crate::fsm::{ApplyResult, Command, Fsm, KvCommand, KvWrite};
+
+    fn write(key: &str, flags: u64, value: &str) -> KvWrite {
+        KvWrite {
+            key: key.to_owned(),
+            flags,
+            value: value.as_bytes().to_vec(),
+        }
+    }
+
+    fn set(fsm: &mut Fsm, index: u64, key: &str, value: &str) -> bool {
+        run(fsm, index, KvCommand::Set(write(key, 0, value)))
+    }
+
+    fn run(fsm: &mut Fsm, index: u64, cmd: KvCommand) -> bool {
+        let ApplyResult::Kv(ok) = fsm.apply(index, &Command::Kv(cmd));
+        ok
+    }
+
+    fn cas(fsm: &mut Fsm, index: u64, key: &str, value: &str, modify_index: u64) -> bool {
+        run(
+            fsm,
+            index,
+            KvCommand::Cas {
+                write: write(key, 0, value),
+                modify_index,
+            },
+        )
+    }
+
+    fn delete(fsm: &mut Fsm, index: u64, key: &str) -> bool {
+        run(
+            fsm,
+            index,
+            KvCommand::Delete {
+                key: key.to_owned(),
+            },
+        )
+    }
+
+    fn delete_cas(fsm: &mut Fsm, index: u64, key: &str, modify_index: u64) -> bool {
+        run(
+            fsm,
+            index,
+            KvCommand::DeleteCas {
+                key: key.to_owned(),
+                modify_index,
+            },
+        )
+    }
+
+    fn delete_tree(fsm: &mut Fsm, index: u64, prefix: &str) -> bool {
+        run(
+            fsm,
+            index,
+            KvCommand::DeleteTree {
+                prefix: prefix.to_owned(),
+            },
+        )
+    }
+
+    fn keys(fsm: &Fsm, prefix: &str, sep: Option<&str>) -> Vec<String> {
+        fsm.kv_keys(prefix, sep)
+    }
+
+    fn value(fsm: &Fsm, key: &str) -> Option<String> {
+        fsm.kv_get(key)
+            .map(|e| String::from_utf8(e.value.clone()).unwrap())
+    }
+
+    #[test]
+    fn set_creates_then_updates_keeping_create_index() {
+        let mut fsm = Fsm::new();
+        assert!(run(&mut fsm, 3, KvCommand::Set(write("k", 42, "one"))));
+        let e = fsm.kv_get("k").unwrap();
+        assert_eq!((e.flags, e.value.as_slice()), (42, &b"one"[..]));
+        assert_eq!((e.create_index, e.modify_index, e.lock_index), (3, 3, 0));
+
+        // An update replaces flags and value, keeps the create index.
+        assert!(run(&mut fsm, 5, KvCommand::Set(write("k", 7, "two"))));
+        let e = fsm.kv_get("k").unwrap();
+        assert_eq!((e.flags, e.value.as_slice()), (7, &b"two"[..]));
+        assert_eq!((e.create_index, e.modify_index, e.lock_index), (3, 5, 0));
+        assert_eq!((fsm.kv_index(), fsm.last_applied()), (5, 5));
+    }
+
+    #[test]
+    fn cas_zero_creates_only() {
+        let mut fsm = Fsm::new();
+        assert!(cas(&mut fsm, 1, "k", "first", 0));
+        assert_eq!(value(&fsm, "k").as_deref(), Some("first"));
+
+        // The key now exists, so a create-only CAS fails and changes nothing.
+        assert!(!cas(&mut fsm, 2, "k", "second", 0));
+        assert_eq!(value(&fsm, "k").as_deref(), Some("first"));
+        assert_eq!(fsm.kv_get("k").unwrap().modify_index, 1);
+        assert_eq!((fsm.kv_index(), fsm.last_applied()), (1, 2));
+    }
+
+    #[test]
+    fn cas_needs_the_current_modify_index() {
+        let mut fsm = Fsm::new();
+        set(&mut fsm, 1, "k", "a");
+        set(&mut fsm, 2, "k", "b");
+
+        // A stale index fails and changes nothing but last_applied.
+        let before = fsm.kv_get("k").cloned();
+        assert!(!cas(&mut fsm, 3, "k", "c", 1));
+        assert_eq!(fsm.kv_get("k").cloned(), before);
+        assert_eq!((fsm.kv_index(), fsm.last_applied()), (2, 3));
+
+        // The current index succeeds.
+        assert!(cas(&mut fsm, 4, "k", "c", 2));
+        let e = fsm.kv_get("k").unwrap();
+        assert_eq!((e.create_index, e.modify_index), (1, 4));
+        assert_eq!(value(&fsm, "k").as_deref(), Some("c"));
+
+        // A non-zero index on a missing key fails.
+        assert!(!cas(&mut fsm, 5, "missing", "x", 4));
+        assert_eq!(fsm.kv_get("missing"), None);
+        assert_eq!(fsm.kv_index(), 4);
+    }
+
+    #[test]
+    fn delete_removes_and_missing_delete_changes_no_index() {
+        let mut fsm = Fsm::new();
+        set(&mut fsm, 1, "k", "v");
+        assert!(delete(&mut fsm, 2, "k"));
+        assert_eq!(fsm.kv_get("k"), None);
+        assert_eq!(fsm.kv_index(), 2);
+
+        // Deleting what is not there succeeds and moves no table index.
+        assert!(delete(&mut fsm, 3, "k"));
+        assert_eq!((fsm.kv_index(), fsm.last_applied()), (2, 3));
+    }
+
+    #[test]
+    fn delete_cas_semantics() {
+        let mut fsm = Fsm::new();
+        set(&mut fsm, 1, "k", "v");
+        set(&mut fsm, 2, "k", "w");
+
+        // Wrong index, and 0 while present: refused, nothing changes.
+        assert!(!delete_cas(&mut fsm, 3, "k", 1));
+        assert!(!delete_cas(&mut fsm, 4, "k", 0));
+        assert_eq!(fsm.kv_get("k").unwrap().modify_index, 2);
+        assert_eq!(fsm.kv_index(), 2);
+
+        // The current index deletes.
+        assert!(delete_cas(&mut fsm, 5, "k", 2));
+        assert_eq!(fsm.kv_get("k"), None);
+        assert_eq!(fsm.kv_index(), 5);
+
+        // 0 while absent: holds, deletes nothing. Non-zero while absent: fails.
+        assert!(delete_cas(&mut fsm, 6, "k", 0));
+        assert!(!delete_cas(&mut fsm, 7, "k", 2));
+        assert_eq!((fsm.kv_index(), fsm.last_applied()), (5, 7));
+    }
+
+    #[test]
+    fn delete_tree_removes_the_prefix_only() {
+        let mut fsm = Fsm::new();
+        for (i, k) in ["a", "a/b", "a/b/c", "ab", "b/x"].iter().enumerate() {
+            set(&mut fsm, i as u64 + 1, k, "v");
+        }
+        assert!(delete_tree(&mut fsm, 10, "a/"));
+        assert_eq!(keys(&fsm, "", None), ["a", "ab", "b/x"]);
+        assert_eq!(fsm.kv_index(), 10);
+
+        // A prefix that matches nothing succeeds and moves no index.
+        assert!(delete_tree(&mut fsm, 11, "zzz"));
+        assert_eq!(fsm.kv_index(), 10);
+
+        // A plain-string prefix: "a" also covers "ab".
+        assert!(delete_tree(&mut fsm, 12, "a"));
+        assert_eq!(keys(&fsm, "", None), ["b/x"]);
+    }
+
+    #[test]
+    fn delete_tree_with_the_empty_prefix_deletes_everything() {
+        let mut fsm = Fsm::new();
+        set(&mut fsm, 1, "a", "v");
+        set(&mut fsm, 2, "z/y", "v");
+        assert!(delete_tree(&mut fsm, 3, ""));
+        assert!(fsm.kv_list("").is_empty());
+        assert_eq!(fsm.kv_index(), 3);
+    }
+
+    #[test]
+    fn list_is_sorted_and_prefix_bounded() {
+        let mut fsm = Fsm::new();
+        for (i, k) in ["b", "a/2", "a/1", "a", "c"].iter().enumerate() {
+            set(&mut fsm, i as u64 + 1, k, k);
+        }
+        let listed: Vec<String> = fsm.kv_list("a").into_iter().map(|e| e.key).collect();
+        assert_eq!(listed, ["a", "a/1", "a/2"]);
+        let listed: Vec<String> = fsm.kv_list("a/").into_iter().map(|e| e.key).collect();
+        assert_eq!(listed, ["a/1", "a/2"]);
+        assert_eq!(fsm.kv_list("").len(), 5);
+        assert!(fsm.kv_list("d").is_empty());
+    }
+
+    #[test]
+    fn keys_with_and_without_separator() {
+        let mut fsm = Fsm::new();
+        let all = ["a/b/c", "a/b/d", "a/b/e/f", "a/c", "a/d/", "a/e", "b"];
+        for (i, k) in all.iter().enumerate() {
+            set(&mut fsm, i as u64 + 1, k, "v");
+        }
+        // Without a separator: every key under the prefix.
+        assert_eq!(keys(&fsm, "", None), all);
+        assert_eq!(keys(&fsm, "a/b/", None), ["a/b/c", "a/b/d", "a/b/e/f"]);
+        // An empty separator is no separator.
+        assert_eq!(keys(&fsm, "a/b/", Some("")), ["a/b/c", "a/b/d", "a/b/e/f"]);
+
+        // Rolled up to the first separator after the prefix, deduplicated.
+        assert_eq!(keys(&fsm, "a/", Some("/")), ["a/b/", "a/c", "a/d/", "a/e"]);
+        assert_eq!(keys(&fsm, "", Some("/")), ["a/", "b"]);
+        assert_eq!(keys(&fsm, "a/b/", Some("/")), ["a/b/c", "a/b/d", "a/b/e/"]);
+        // A prefix that ends mid-segment.
+        assert_eq!(keys(&fsm, "a/b", Some("/")), ["a/b/"]);
+        // A multi-character separator.
+        set(&mut fsm, 20, "x--y--z", "v");
+        set(&mut fsm, 21, "x--y--w", "v");
+        assert_eq!(keys(&fsm, "x", Some("--")), ["x--"]);
+        assert_eq!(keys(&fsm, "x--", Some("--")), ["x--y--"]);
+        assert!(keys(&fsm, "q", Some("/")).is_empty());
+    }
+
+    #[test]
+    fn indexes_move_on_delete() {
+        let mut fsm = Fsm::new();
+        assert_eq!((fsm.kv_index(), fsm.kv_index_for_prefix("a/")), (0, 0));
+        set(&mut fsm, 1, "a/x", "v");
+        set(&mut fsm, 2, "a/y", "v");
+        set(&mut fsm, 3, "b/z", "v");
+        assert_eq!(fsm.kv_index_for_prefix("a/"), 2);
+        assert_eq!(fsm.kv_index_for_prefix("b/"), 3);
+        assert_eq!(fsm.kv_index_for_prefix(""), 3);
+
+        // Deleting the newest key under a/ must not make a/'s index go back.
+        delete(&mut fsm, 4, "a/y");
+        assert_eq!(fsm.kv_index(), 4);
+        assert_eq!(fsm.kv_index_for_prefix("a/"), 4);
+        assert_eq!(fsm.kv_index_for_prefix("a/y"), 4);
+        assert_eq!(fsm.kv_index_for_prefix("b/"), 3);
+
+        // A tree delete is seen from a deeper prefix too.
+        set(&mut fsm, 5, "c/d/e", "v");
+        set(&mut fsm, 6, "b/q", "v");
+        delete_tree(&mut fsm, 7, "c/");
+        assert_eq!(fsm.kv_index_for_prefix("c/d/"), 7);
+        assert_eq!(fsm.kv_index_for_prefix("b/"), 6);
+
+        // Nothing matched, ever: the table index.
+        assert_eq!(fsm.kv_index_for_prefix("nothing/"), 7);
+
+        // Pruning forgets tombstones; the prefix falls back to what is left.
+        fsm.prune_tombstones(4);
+        assert_eq!(fsm.kv_index_for_prefix("a/"), 1);
+        assert_eq!(fsm.kv_index_for_prefix("c/"), 7);
+        fsm.prune_tombstones(7);
+        assert_eq!(fsm.kv_index_for_prefix("c/"), 7, "falls back to kv_index");
+        assert_eq!(fsm.kv_index(), 7);
+    }
+
+    #[test]
+    fn the_empty_prefix_reads_the_table_index() {
+        // As Consul: a read of everything reports the table index, even once
+        // the tombstone that moved it is pruned.
+        let mut fsm = Fsm::new();
+        set(&mut fsm, 1, "a", "v");
+        set(&mut fsm, 2, "b", "v");
+        delete(&mut fsm, 3, "b");
+        fsm.prune_tombstones(3);
+        assert_eq!(fsm.kv_index_for_prefix(""), 3);
+        assert_eq!(fsm.kv_index_for_prefix("a"), 1);
+    }
+
+    #[test]
+    fn index_for_key_is_the_modify_index_or_the_table_index() {
+        let mut fsm = Fsm::new();
+        set(&mut fsm, 1, "a", "v");
+        set(&mut fsm, 2, "a/b", "v");
+        assert_eq!(fsm.kv_index_for_key("a"), 1);
+        assert_eq!(fsm.kv_index_for_key("missing"), 2);
+    }
+
+    #[test]
+    fn recreating_a_key_drops_its_tombstone() {
+        let mut fsm = Fsm::new();
+        set(&mut fsm, 1, "k", "v");
+        delete(&mut fsm, 2, "k");
+        set(&mut fsm, 3, "k", "v");
+        let e = fsm.kv_get("k").unwrap();
+        assert_eq!((e.create_index, e.modify_index), (3, 3));
+
+        // The same contents reached with no delete in between.
+        let mut other = Fsm::new();
+        other.apply_other(1);
+        other.apply_other(2);
+        set(&mut other, 3, "k", "v");
+        assert_eq!(fsm, other);
+        assert_eq!(fsm.state_hash(), other.state_hash());
+    }
+
+    #[test]
+    #[should_panic(expected = "last applied")]
+    fn applying_out_of_order_is_a_broken_invariant() {
+        let mut fsm = Fsm::new();
+        set(&mut fsm, 2, "k", "v");
+        fsm.apply_other(2);
+    }
+}

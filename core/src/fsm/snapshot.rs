@@ -1,0 +1,182 @@
+//! The snapshot format: one version byte, then postcard of a concrete
+//! snapshot struct for that version.
+//!
+//! Postcard is not self-describing, so a snapshot struct never changes once
+//! released: a new table (catalog, federation states, autopilot
+//! configuration) means a new version byte and a new struct, and `decode`
+//! keeps a branch for every older version so an old snapshot still
+//! restores.
+//!
+//! The snapshot has its own record types rather than reusing `KvEntry`, so
+//! a later change to a command or RPC type (a `session` field on `KvEntry`,
+//! say) cannot silently change what version 1 means.
+//!
+//! Encoding borrows the live state (`*Ref` types) so a snapshot does not
+//! first copy every value; decoding produces the owned types. The two must
+//! encode identically, which a test checks.
+
+use serde::{Deserialize, Serialize};
+
+use super::FsmError;
+
+/// The version byte this release writes.
+pub(crate) const SNAPSHOT_VERSION: u8 = 1;
+
+/// Version 1: the KV table.
+#[derive(Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct Snapshot {
+    pub(crate) last_applied: u64,
+    pub(crate) kv: KvSnapshot,
+}
+
+#[derive(Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct KvSnapshot {
+    pub(crate) index: u64,
+    /// Strictly increasing by key.
+    pub(crate) entries: Vec<EntryRecord>,
+    /// Strictly increasing by key; no key also in `entries`.
+    pub(crate) tombstones: Vec<TombstoneRecord>,
+}
+
+/// A KV entry as version 1 stores it (the fields of `KvEntry` today).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct EntryRecord {
+    pub(crate) key: String,
+    pub(crate) flags: u64,
+    pub(crate) value: Vec<u8>,
+    pub(crate) create_index: u64,
+    pub(crate) modify_index: u64,
+    pub(crate) lock_index: u64,
+}
+
+#[derive(Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct TombstoneRecord {
+    pub(crate) key: String,
+    pub(crate) index: u64,
+}
+
+/// `Snapshot`, borrowing.
+#[derive(Serialize)]
+pub(crate) struct SnapshotRef<'a> {
+    pub(crate) last_applied: u64,
+    pub(crate) kv: KvSnapshotRef<'a>,
+}
+
+/// `KvSnapshot`, borrowing.
+#[derive(Serialize)]
+pub(crate) struct KvSnapshotRef<'a> {
+    pub(crate) index: u64,
+    pub(crate) entries: Vec<EntryRef<'a>>,
+    pub(crate) tombstones: Vec<TombstoneRef<'a>>,
+}
+
+/// `EntryRecord`, borrowing.
+#[derive(Serialize)]
+pub(crate) struct EntryRef<'a> {
+    pub(crate) key: &'a str,
+    pub(crate) flags: u64,
+    pub(crate) value: &'a [u8],
+    pub(crate) create_index: u64,
+    pub(crate) modify_index: u64,
+    pub(crate) lock_index: u64,
+}
+
+/// `TombstoneRecord`, borrowing.
+#[derive(Serialize)]
+pub(crate) struct TombstoneRef<'a> {
+    pub(crate) key: &'a str,
+    pub(crate) index: u64,
+}
+
+pub(crate) fn encode(snap: &SnapshotRef<'_>) -> Vec<u8> {
+    let mut out = vec![SNAPSHOT_VERSION];
+    // Serializing plain structs of strings, bytes and integers into a Vec
+    // cannot fail.
+    let body = postcard::to_allocvec(snap).expect("snapshot encodes");
+    out.extend_from_slice(&body);
+    out
+}
+
+/// Decodes the bytes of a snapshot without checking what they say (the
+/// tables check that as they rebuild).
+pub(crate) fn decode(bytes: &[u8]) -> Result<Snapshot, FsmError> {
+    let (&version, body) = bytes.split_first().ok_or(FsmError::Empty)?;
+    if version != SNAPSHOT_VERSION {
+        return Err(FsmError::UnsupportedVersion(version));
+    }
+    let (snap, rest) = postcard::take_from_bytes::<Snapshot>(body).map_err(FsmError::Malformed)?;
+    if !rest.is_empty() {
+        return Err(FsmError::TrailingBytes(rest.len()));
+    }
+    Ok(snap)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(key: &str) -> EntryRecord {
+        EntryRecord {
+            key: key.to_owned(),
+            flags: 7,
+            value: b"v".to_vec(),
+            create_index: 1,
+            modify_index: 2,
+            lock_index: 3,
+        }
+    }
+
+    fn by_ref(e: &EntryRecord) -> EntryRef<'_> {
+        EntryRef {
+            key: &e.key,
+            flags: e.flags,
+            value: &e.value,
+            create_index: e.create_index,
+            modify_index: e.modify_index,
+            lock_index: e.lock_index,
+        }
+    }
+
+    #[test]
+    fn borrowed_and_owned_snapshots_encode_identically() {
+        let (a, b) = (entry("a"), entry("b"));
+        let by_ref = SnapshotRef {
+            last_applied: 9,
+            kv: KvSnapshotRef {
+                index: 3,
+                entries: vec![by_ref(&a), by_ref(&b)],
+                tombstones: vec![TombstoneRef { key: "c", index: 3 }],
+            },
+        };
+        let owned = Snapshot {
+            last_applied: 9,
+            kv: KvSnapshot {
+                index: 3,
+                entries: vec![a.clone(), b.clone()],
+                tombstones: vec![TombstoneRecord {
+                    key: "c".to_owned(),
+                    index: 3,
+                }],
+            },
+        };
+        let mut expected = vec![SNAPSHOT_VERSION];
+        expected.extend(postcard::to_allocvec(&owned).unwrap());
+        let bytes = encode(&by_ref);
+        assert_eq!(bytes, expected);
+        assert_eq!(decode(&bytes).unwrap(), owned);
+    }
+
+    #[test]
+    fn the_empty_snapshot_is_pinned() {
+        // Version 1, last_applied 0, kv index 0, no entries, no tombstones.
+        let empty = SnapshotRef {
+            last_applied: 0,
+            kv: KvSnapshotRef {
+                index: 0,
+                entries: vec![],
+                tombstones: vec![],
+            },
+        };
+        assert_eq!(encode(&empty), [1, 0, 0, 0, 0]);
+    }
+}

@@ -1,0 +1,202 @@
+//! The in-memory view of the Raft log: a compacted base plus the entries after it.
+
+use std::collections::VecDeque;
+
+use super::types::{Entry, EntryPayload, Membership};
+use crate::ids::{LogIndex, Term};
+
+/// The log. Entries `first_index()..=last_index()` are held; everything at or
+/// below `base` was compacted into a snapshot.
+#[derive(Clone, Debug, Default)]
+pub struct RaftLog {
+    /// Index and term of the last compacted entry (0, 0 for a fresh log).
+    base_index: LogIndex,
+    base_term: Term,
+    entries: VecDeque<Entry>,
+}
+
+impl RaftLog {
+    pub fn new(base_index: LogIndex, base_term: Term, entries: Vec<Entry>) -> RaftLog {
+        let log = RaftLog {
+            base_index,
+            base_term,
+            entries: entries.into(),
+        };
+        log.assert_contiguous();
+        log
+    }
+
+    fn assert_contiguous(&self) {
+        for (i, e) in self.entries.iter().enumerate() {
+            assert_eq!(
+                e.index.0,
+                self.base_index.0 + 1 + i as u64,
+                "log must be contiguous"
+            );
+        }
+    }
+
+    pub fn base_index(&self) -> LogIndex {
+        self.base_index
+    }
+
+    pub fn first_index(&self) -> LogIndex {
+        self.base_index.next()
+    }
+
+    pub fn last_index(&self) -> LogIndex {
+        LogIndex(self.base_index.0 + self.entries.len() as u64)
+    }
+
+    pub fn last_term(&self) -> Term {
+        self.entries.back().map_or(self.base_term, |e| e.term)
+    }
+
+    /// The term of the entry at `index`, if known (the base counts).
+    pub fn term_at(&self, index: LogIndex) -> Option<Term> {
+        if index == self.base_index {
+            return Some(self.base_term);
+        }
+        self.entry(index).map(|e| e.term)
+    }
+
+    pub fn entry(&self, index: LogIndex) -> Option<&Entry> {
+        if index <= self.base_index {
+            return None;
+        }
+        self.entries.get((index.0 - self.base_index.0 - 1) as usize)
+    }
+
+    /// Entries from `from` on, at most `count_max` of them and about
+    /// `bytes_max` of payload (always at least one if any exist).
+    pub fn slice(&self, from: LogIndex, count_max: usize, bytes_max: usize) -> Vec<Entry> {
+        let mut out = Vec::new();
+        let mut bytes = 0usize;
+        let mut i = from;
+        while let Some(e) = self.entry(i) {
+            let size = entry_size(e);
+            if !out.is_empty() && (out.len() >= count_max || bytes + size > bytes_max) {
+                break;
+            }
+            bytes += size;
+            out.push(e.clone());
+            i = i.next();
+        }
+        out
+    }
+
+    /// Append one entry at `last_index() + 1`.
+    pub fn push(&mut self, entry: Entry) {
+        assert_eq!(
+            entry.index,
+            self.last_index().next(),
+            "append must be contiguous"
+        );
+        assert!(
+            entry.term >= self.last_term(),
+            "terms in the log never decrease"
+        );
+        self.entries.push_back(entry);
+    }
+
+    /// Drop every entry at `index` and after.
+    pub fn truncate_from(&mut self, index: LogIndex) {
+        assert!(index > self.base_index, "never truncate compacted entries");
+        let keep = (index.0 - self.base_index.0 - 1) as usize;
+        self.entries.truncate(keep);
+    }
+
+    /// Forget entries up to and including `index`, which must be held.
+    pub fn compact_to(&mut self, index: LogIndex) {
+        if index <= self.base_index {
+            return;
+        }
+        let term = self.term_at(index).expect("compact only held entries");
+        let drop = (index.0 - self.base_index.0) as usize;
+        self.entries.drain(..drop);
+        self.base_index = index;
+        self.base_term = term;
+    }
+
+    /// Replace everything with a snapshot's base.
+    pub fn reset_to(&mut self, index: LogIndex, term: Term) {
+        self.entries.clear();
+        self.base_index = index;
+        self.base_term = term;
+    }
+
+    /// The latest configuration in the held entries at or below `upto`, if any.
+    pub fn membership_at(&self, upto: LogIndex) -> Option<(LogIndex, &Membership)> {
+        self.entries
+            .iter()
+            .rev()
+            .filter(|e| e.index <= upto)
+            .find_map(|e| match &e.payload {
+                EntryPayload::Membership(m) => Some((e.index, m)),
+                _ => None,
+            })
+    }
+
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+}
+
+/// A cheap estimate of an entry's encoded size, for batching.
+pub fn entry_size(e: &Entry) -> usize {
+    use crate::fsm::{Command, KvCommand};
+    24 + match &e.payload {
+        EntryPayload::Noop => 0,
+        EntryPayload::Membership(m) => m.servers.len() * 96,
+        EntryPayload::Command(Command::Kv(c)) => match c {
+            KvCommand::Set(w) | KvCommand::Cas { write: w, .. } => w.key.len() + w.value.len(),
+            KvCommand::Delete { key } | KvCommand::DeleteCas { key, .. } => key.len(),
+            KvCommand::DeleteTree { prefix } => prefix.len(),
+        },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn e(index: u64, term: u64) -> Entry {
+        Entry {
+            term: Term(term),
+            index: LogIndex(index),
+            payload: EntryPayload::Noop,
+        }
+    }
+
+    #[test]
+    fn indexes_terms_and_compaction() {
+        let mut log = RaftLog::new(LogIndex(0), Term(0), vec![e(1, 1), e(2, 1), e(3, 2)]);
+        assert_eq!(log.last_index(), LogIndex(3));
+        assert_eq!(log.last_term(), Term(2));
+        assert_eq!(log.term_at(LogIndex(0)), Some(Term(0)));
+        assert_eq!(log.term_at(LogIndex(2)), Some(Term(1)));
+        assert_eq!(log.term_at(LogIndex(4)), None);
+        log.compact_to(LogIndex(2));
+        assert_eq!(log.first_index(), LogIndex(3));
+        assert_eq!(log.term_at(LogIndex(2)), Some(Term(1)));
+        assert_eq!(log.entry(LogIndex(2)), None);
+        assert_eq!(log.last_index(), LogIndex(3));
+        log.truncate_from(LogIndex(3));
+        assert_eq!(log.last_index(), LogIndex(2));
+        assert_eq!(log.last_term(), Term(1));
+        log.push(e(3, 3));
+        assert_eq!(log.slice(LogIndex(3), 10, 1 << 20), vec![e(3, 3)]);
+    }
+
+    #[test]
+    fn slice_respects_count_and_always_sends_one() {
+        let log = RaftLog::new(LogIndex(0), Term(0), (1..=10).map(|i| e(i, 1)).collect());
+        assert_eq!(log.slice(LogIndex(1), 3, 1 << 20).len(), 3);
+        assert_eq!(log.slice(LogIndex(1), 100, 1).len(), 1);
+        assert_eq!(log.slice(LogIndex(11), 100, 1 << 20).len(), 0);
+    }
+}

@@ -1,0 +1,1369 @@
+//! One Raft server: the roles and every rule of the paper that decides.
+//!
+//! Section numbers cite the Raft paper (Ongaro & Ousterhout 2014) as §N and
+//! Ongaro's thesis (2014) as "thesis §N".
+
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+
+use super::log::RaftLog;
+use super::progress::{Progress, ReplState};
+use super::types::*;
+use crate::action::{Action, Event, PersistOp};
+use crate::clock::{Duration, Instant};
+use crate::config::Config;
+use crate::ids::{LogIndex, NodeId, Term};
+use crate::message::{Message, MessageBody};
+use crate::rng::Rng;
+
+/// Why a proposal or a read was not accepted.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ProposeError {
+    NotLeader,
+    /// A leadership transfer is under way; try the next leader.
+    TransferInProgress,
+    /// Too many uncommitted entries (`pending_proposals_max`).
+    Busy,
+    /// A configuration change is still uncommitted (one at a time, thesis §4.1).
+    ConfigChangeInProgress,
+    /// The change makes no sense: unknown server, already a voter, ...
+    BadChange(String),
+}
+
+#[cfg(feature = "bugs")]
+type Bugs = crate::config::Bugs;
+#[cfg(not(feature = "bugs"))]
+#[derive(Clone, Copy, Debug, Default)]
+struct Bugs;
+
+/// The knobs Raft reads, copied from [`Config`].
+#[derive(Clone, Debug)]
+struct Opts {
+    election_min: Duration,
+    election_max: Duration,
+    heartbeat: Duration,
+    append_entries_max: usize,
+    append_bytes_max: usize,
+    inflight_max: usize,
+    pending_proposals_max: usize,
+    #[cfg_attr(not(feature = "bugs"), allow(dead_code))]
+    bugs: Bugs,
+}
+
+/// A leader's attempt to hand over leadership (thesis §3.10).
+#[derive(Clone, Debug)]
+struct Transfer {
+    target: NodeId,
+    deadline: Instant,
+    timeout_now_sent: bool,
+}
+
+#[derive(Clone, Debug)]
+struct PendingRead {
+    ctx: u64,
+    index: LogIndex,
+    seq: u64,
+}
+
+/// Raft state for one server.
+#[derive(Debug)]
+pub struct Raft {
+    id: NodeId,
+    opts: Opts,
+    rng: Rng,
+
+    // Persistent state (Figure 2).
+    term: Term,
+    vote: Option<NodeId>,
+    log: RaftLog,
+    snapshot: Option<Snapshot>,
+
+    // Volatile state.
+    role: Role,
+    leader: Option<NodeId>,
+    commit: LogIndex,
+    membership: Membership,
+    membership_index: LogIndex,
+    addresses: BTreeMap<NodeId, String>,
+    election_deadline: Instant,
+    /// When this server last heard from a leader of its term. Set to the start
+    /// time after a restart, so a server that acknowledged a leader before a
+    /// crash still honours that leader's lease (thesis §6.4.1).
+    last_leader_contact: Option<Instant>,
+    votes: BTreeSet<NodeId>,
+    removed_reported: bool,
+
+    // Leader state.
+    progress: BTreeMap<NodeId, Progress>,
+    heartbeat_deadline: Instant,
+    check_quorum_deadline: Instant,
+    seq: u64,
+    sent_seqs: VecDeque<(u64, Instant)>,
+    term_start_index: LogIndex,
+    transfer: Option<Transfer>,
+    lease_disabled: bool,
+    reads: VecDeque<PendingRead>,
+    reads_waiting_for_commit: Vec<u64>,
+
+    // Outputs for the server, drained after each call.
+    ready_reads: Vec<(u64, LogIndex)>,
+    failed_reads: Vec<u64>,
+    installed: Option<Snapshot>,
+}
+
+impl Raft {
+    pub fn new(config: &Config, durable: Durable, now: Instant) -> Raft {
+        let opts = Opts {
+            election_min: config.election_timeout_min,
+            election_max: config.election_timeout_max,
+            heartbeat: config.heartbeat_interval,
+            append_entries_max: config.append_entries_max,
+            append_bytes_max: config.append_bytes_max,
+            inflight_max: config.inflight_appends_max,
+            pending_proposals_max: config.pending_proposals_max,
+            #[cfg(feature = "bugs")]
+            bugs: config.bugs,
+            #[cfg(not(feature = "bugs"))]
+            bugs: Bugs,
+        };
+        let Durable {
+            hard_state,
+            snapshot,
+            mut entries,
+        } = durable;
+        // Entries the snapshot covers are dropped so the log's base is the
+        // snapshot's last entry, whose term is known.
+        let (base_index, base_term) = match &snapshot {
+            Some(s) => {
+                entries.retain(|e| e.index > s.meta.last_index);
+                (s.meta.last_index, s.meta.last_term)
+            }
+            None => (LogIndex::ZERO, Term(0)),
+        };
+        if let Some(first) = entries.first() {
+            if first.index != base_index.next() {
+                // A gap between snapshot and log: the log cannot be used.
+                entries.clear();
+            }
+        }
+        let commit = base_index;
+        let mut raft = Raft {
+            id: config.node_id,
+            opts,
+            rng: Rng::new(config.rng_seed),
+            term: hard_state.term,
+            vote: hard_state.vote,
+            log: RaftLog::new(base_index, base_term, entries),
+            snapshot,
+            role: Role::Follower,
+            leader: None,
+            commit,
+            membership: Membership::default(),
+            membership_index: LogIndex::ZERO,
+            addresses: BTreeMap::new(),
+            election_deadline: now,
+            last_leader_contact: Some(now),
+            votes: BTreeSet::new(),
+            removed_reported: false,
+            progress: BTreeMap::new(),
+            heartbeat_deadline: now,
+            check_quorum_deadline: now,
+            seq: 0,
+            sent_seqs: VecDeque::new(),
+            term_start_index: LogIndex::ZERO,
+            transfer: None,
+            lease_disabled: false,
+            reads: VecDeque::new(),
+            reads_waiting_for_commit: Vec::new(),
+            ready_reads: Vec::new(),
+            failed_reads: Vec::new(),
+            installed: None,
+        };
+        raft.addresses
+            .insert(config.node_id, config.address.clone());
+        raft.recompute_membership();
+        raft.reset_election_timer(now);
+        raft
+    }
+
+    /// Write the bootstrap configuration as entry 1 (term 1) if the log is
+    /// empty. Every bootstrapping server writes the same entry, so their logs
+    /// match (as hashicorp/raft's `BootstrapCluster`).
+    pub fn bootstrap(&mut self, membership: Membership, out: &mut Vec<Action>) {
+        if self.log.last_index() != LogIndex::ZERO || self.snapshot.is_some() {
+            return;
+        }
+        let entry = Entry {
+            term: Term(1),
+            index: LogIndex(1),
+            payload: EntryPayload::Membership(membership),
+        };
+        self.term = self.term.max(Term(1));
+        self.persist_hard_state(out);
+        self.log.push(entry.clone());
+        out.push(Action::Persist {
+            op: PersistOp::Append(vec![entry]),
+            sync: true,
+        });
+        self.recompute_membership();
+    }
+
+    // ----- accessors -----
+
+    pub fn id(&self) -> NodeId {
+        self.id
+    }
+    pub fn role(&self) -> Role {
+        self.role
+    }
+    pub fn term(&self) -> Term {
+        self.term
+    }
+    pub fn vote(&self) -> Option<NodeId> {
+        self.vote
+    }
+    pub fn leader(&self) -> Option<NodeId> {
+        self.leader
+    }
+    pub fn commit_index(&self) -> LogIndex {
+        self.commit
+    }
+    pub fn log(&self) -> &RaftLog {
+        &self.log
+    }
+    pub fn membership(&self) -> &Membership {
+        &self.membership
+    }
+    pub fn address_of(&self, id: NodeId) -> Option<&str> {
+        self.addresses.get(&id).map(String::as_str)
+    }
+    pub fn last_leader_contact(&self) -> Option<Instant> {
+        self.last_leader_contact
+    }
+    pub fn snapshot(&self) -> Option<&Snapshot> {
+        self.snapshot.as_ref()
+    }
+    pub fn transfer_target(&self) -> Option<NodeId> {
+        self.transfer.as_ref().map(|t| t.target)
+    }
+    /// The configuration in effect at `index` (for a snapshot taken there).
+    pub fn membership_at(&self, index: LogIndex) -> Membership {
+        if let Some((_, m)) = self.log.membership_at(index) {
+            return m.clone();
+        }
+        self.snapshot
+            .as_ref()
+            .map(|s| s.meta.membership.clone())
+            .unwrap_or_default()
+    }
+    /// Whether this leader has committed an entry of its own term, so its
+    /// commit index is current (§8).
+    pub fn committed_in_term(&self) -> bool {
+        self.role == Role::Leader && self.commit >= self.term_start_index
+    }
+
+    pub fn take_ready_reads(&mut self) -> Vec<(u64, LogIndex)> {
+        std::mem::take(&mut self.ready_reads)
+    }
+    pub fn take_failed_reads(&mut self) -> Vec<u64> {
+        std::mem::take(&mut self.failed_reads)
+    }
+    pub fn take_installed_snapshot(&mut self) -> Option<Snapshot> {
+        self.installed.take()
+    }
+
+    pub fn poll_timeout(&self) -> Instant {
+        match self.role {
+            Role::Leader => {
+                let mut t = self.heartbeat_deadline.min(self.check_quorum_deadline);
+                if let Some(tr) = &self.transfer {
+                    t = t.min(tr.deadline);
+                }
+                t
+            }
+            _ => self.election_deadline,
+        }
+    }
+
+    // ----- timers -----
+
+    pub fn tick(&mut self, now: Instant, out: &mut Vec<Action>) {
+        match self.role {
+            Role::Leader => {
+                if self.transfer.as_ref().is_some_and(|t| now >= t.deadline) {
+                    // The target did not take over in time: keep leading (thesis §3.10).
+                    self.transfer = None;
+                }
+                if now >= self.check_quorum_deadline {
+                    self.check_quorum(now, out);
+                    if self.role != Role::Leader {
+                        return;
+                    }
+                }
+                if now >= self.heartbeat_deadline {
+                    self.heartbeat_deadline = now + self.opts.heartbeat;
+                    self.broadcast_heartbeat(now, out);
+                }
+            }
+            _ => {
+                if now >= self.election_deadline {
+                    if self.membership.is_voter(self.id) {
+                        self.start_pre_vote(now, out);
+                    } else {
+                        self.reset_election_timer(now);
+                    }
+                }
+            }
+        }
+    }
+
+    fn reset_election_timer(&mut self, now: Instant) {
+        let span = self.rng.range(
+            self.opts.election_min.as_nanos(),
+            self.opts.election_max.as_nanos(),
+        );
+        self.election_deadline = now + Duration(span);
+    }
+
+    /// A leader that has not heard from a quorum of voters within an election
+    /// timeout steps down, so a partitioned leader stops serving (thesis §6.2).
+    fn check_quorum(&mut self, now: Instant, out: &mut Vec<Action>) {
+        self.check_quorum_deadline = now + self.opts.election_min;
+        let active = self
+            .membership
+            .voters()
+            .filter(|v| *v == self.id || self.progress.get(v).is_some_and(|p| p.recent_active))
+            .count();
+        for p in self.progress.values_mut() {
+            p.recent_active = false;
+        }
+        if active < self.membership.quorum() {
+            self.become_follower(now, self.term, None, out);
+        }
+    }
+
+    // ----- elections -----
+
+    /// Pre-vote (thesis §9.6): ask whether we could win before disturbing
+    /// anyone's term.
+    fn start_pre_vote(&mut self, now: Instant, out: &mut Vec<Action>) {
+        self.role = Role::PreCandidate;
+        self.leader = None;
+        self.votes.clear();
+        self.votes.insert(self.id);
+        self.reset_election_timer(now);
+        if self.has_quorum(&self.votes) {
+            self.start_election(now, false, out);
+            return;
+        }
+        let req = VoteRequest {
+            term: Term(self.term.0 + 1),
+            last_log_index: self.log.last_index(),
+            last_log_term: self.log.last_term(),
+            pre_vote: true,
+            leadership_transfer: false,
+        };
+        self.send_to_voters(RaftMessage::VoteRequest(req), out);
+    }
+
+    /// Become a candidate (§5.2): new term, vote for self, ask for votes.
+    fn start_election(&mut self, now: Instant, transfer: bool, out: &mut Vec<Action>) {
+        self.term = Term(self.term.0 + 1);
+        self.vote = Some(self.id);
+        self.role = Role::Candidate;
+        self.leader = None;
+        self.votes.clear();
+        self.votes.insert(self.id);
+        self.persist_hard_state(out);
+        self.reset_election_timer(now);
+        if self.has_quorum(&self.votes) {
+            self.become_leader(now, out);
+            return;
+        }
+        let req = VoteRequest {
+            term: self.term,
+            last_log_index: self.log.last_index(),
+            last_log_term: self.log.last_term(),
+            pre_vote: false,
+            leadership_transfer: transfer,
+        };
+        self.send_to_voters(RaftMessage::VoteRequest(req), out);
+    }
+
+    fn has_quorum(&self, ids: &BTreeSet<NodeId>) -> bool {
+        let n = ids
+            .iter()
+            .filter(|id| self.membership.is_voter(**id))
+            .count();
+        self.membership.voter_count() > 0 && n >= self.membership.quorum()
+    }
+
+    /// Leader stickiness (thesis §4.2.3): a server that heard from a leader
+    /// within the minimum election timeout ignores candidates.
+    fn heard_from_leader_recently(&self, now: Instant) -> bool {
+        self.role == Role::Leader
+            || self
+                .last_leader_contact
+                .is_some_and(|t| now < t + self.opts.election_min)
+    }
+
+    fn handle_vote_request(
+        &mut self,
+        now: Instant,
+        from: NodeId,
+        req: VoteRequest,
+        out: &mut Vec<Action>,
+    ) {
+        // §5.4.1: the candidate's log must be at least as up-to-date as ours.
+        let log_ok = (req.last_log_term, req.last_log_index)
+            >= (self.log.last_term(), self.log.last_index());
+        if req.pre_vote {
+            let grant = req.term > self.term && log_ok && !self.heard_from_leader_recently(now);
+            let term = if grant { req.term } else { self.term };
+            self.send(
+                from,
+                RaftMessage::VoteResponse(VoteResponse {
+                    term,
+                    granted: grant,
+                    pre_vote: true,
+                }),
+                out,
+            );
+            return;
+        }
+        if req.term > self.term {
+            if self.heard_from_leader_recently(now) && !req.leadership_transfer {
+                let resp = VoteResponse {
+                    term: self.term,
+                    granted: false,
+                    pre_vote: false,
+                };
+                self.send(from, RaftMessage::VoteResponse(resp), out);
+                return;
+            }
+            self.become_follower(now, req.term, None, out);
+        }
+        let free = self.vote.is_none() || self.vote == Some(from) || self.bug_vote_twice();
+        let grant = req.term == self.term && free && log_ok;
+        if grant {
+            self.vote = Some(from);
+            self.persist_hard_state(out);
+            self.reset_election_timer(now);
+        }
+        let resp = VoteResponse {
+            term: self.term,
+            granted: grant,
+            pre_vote: false,
+        };
+        self.send(from, RaftMessage::VoteResponse(resp), out);
+    }
+
+    fn handle_vote_response(
+        &mut self,
+        now: Instant,
+        from: NodeId,
+        resp: VoteResponse,
+        out: &mut Vec<Action>,
+    ) {
+        if resp.pre_vote {
+            if self.role != Role::PreCandidate {
+                return;
+            }
+            if resp.granted && resp.term == Term(self.term.0 + 1) {
+                self.votes.insert(from);
+                if self.has_quorum(&self.votes) {
+                    self.start_election(now, false, out);
+                }
+            } else if !resp.granted && resp.term > self.term {
+                self.become_follower(now, resp.term, None, out);
+            }
+            return;
+        }
+        if resp.term > self.term {
+            self.become_follower(now, resp.term, None, out);
+            return;
+        }
+        if self.role == Role::Candidate && resp.term == self.term && resp.granted {
+            self.votes.insert(from);
+            if self.has_quorum(&self.votes) {
+                self.become_leader(now, out);
+            }
+        }
+    }
+
+    fn become_follower(
+        &mut self,
+        now: Instant,
+        term: Term,
+        leader: Option<NodeId>,
+        out: &mut Vec<Action>,
+    ) {
+        assert!(term >= self.term, "terms never go back");
+        if term > self.term {
+            self.term = term;
+            self.vote = None;
+            self.persist_hard_state(out);
+        }
+        if self.role == Role::Leader {
+            out.push(Action::Event(Event::SteppedDown { term: self.term }));
+            self.progress.clear();
+            self.transfer = None;
+            self.failed_reads
+                .extend(self.reads.drain(..).map(|r| r.ctx));
+            self.failed_reads.append(&mut self.reads_waiting_for_commit);
+            self.sent_seqs.clear();
+        }
+        self.role = Role::Follower;
+        self.leader = leader;
+        self.reset_election_timer(now);
+    }
+
+    fn become_leader(&mut self, now: Instant, out: &mut Vec<Action>) {
+        assert_eq!(self.role, Role::Candidate);
+        assert_eq!(self.vote, Some(self.id));
+        self.role = Role::Leader;
+        self.leader = Some(self.id);
+        self.lease_disabled = false;
+        self.transfer = None;
+        self.seq = 0;
+        self.sent_seqs.clear();
+        self.progress.clear();
+        let next = self.log.last_index().next();
+        for id in self.membership.servers.keys() {
+            if *id != self.id {
+                self.progress.insert(*id, Progress::new(next, now));
+            }
+        }
+        self.heartbeat_deadline = now + self.opts.heartbeat;
+        self.check_quorum_deadline = now + self.opts.election_min;
+        out.push(Action::Event(Event::BecameLeader { term: self.term }));
+        // A no-op in the new term lets the leader learn what is committed (§8).
+        self.term_start_index = next;
+        self.append_local(now, EntryPayload::Noop, out);
+    }
+
+    // ----- proposals -----
+
+    /// Append a new entry as leader and start replicating it.
+    pub fn propose(
+        &mut self,
+        now: Instant,
+        payload: EntryPayload,
+        out: &mut Vec<Action>,
+    ) -> Result<(LogIndex, Term), ProposeError> {
+        if self.role != Role::Leader {
+            return Err(ProposeError::NotLeader);
+        }
+        if self.transfer.is_some() {
+            return Err(ProposeError::TransferInProgress);
+        }
+        let uncommitted = self.log.last_index().0 - self.commit.0;
+        if uncommitted as usize >= self.opts.pending_proposals_max {
+            return Err(ProposeError::Busy);
+        }
+        if let EntryPayload::Membership(m) = &payload {
+            self.check_membership_change(m)?;
+        }
+        Ok(self.append_local(now, payload, out))
+    }
+
+    /// Thesis §4.1: one server at a time, and only once the previous change
+    /// and an entry of this term are committed (the fix in thesis §4.1's errata).
+    fn check_membership_change(&self, new: &Membership) -> Result<(), ProposeError> {
+        if self.membership_index > self.commit || !self.committed_in_term() {
+            return Err(ProposeError::ConfigChangeInProgress);
+        }
+        let old = &self.membership;
+        let mut changed = 0;
+        let ids: BTreeSet<&NodeId> = old.servers.keys().chain(new.servers.keys()).collect();
+        for id in ids {
+            match (old.servers.get(id), new.servers.get(id)) {
+                (Some(a), Some(b)) if a == b => {}
+                (Some(a), Some(b)) if a.suffrage == b.suffrage => {}
+                _ => changed += 1,
+            }
+        }
+        if changed != 1 {
+            return Err(ProposeError::BadChange(format!(
+                "a configuration change must change exactly one server's membership or suffrage, this changes {changed}"
+            )));
+        }
+        if new.voter_count() == 0 {
+            return Err(ProposeError::BadChange(
+                "cannot remove the last voter".to_string(),
+            ));
+        }
+        Ok(())
+    }
+
+    fn append_local(
+        &mut self,
+        now: Instant,
+        payload: EntryPayload,
+        out: &mut Vec<Action>,
+    ) -> (LogIndex, Term) {
+        let entry = Entry {
+            term: self.term,
+            index: self.log.last_index().next(),
+            payload,
+        };
+        let (index, term) = (entry.index, entry.term);
+        let is_membership = matches!(entry.payload, EntryPayload::Membership(_));
+        self.log.push(entry.clone());
+        if is_membership {
+            self.recompute_membership();
+        }
+        // Followers write in parallel with the leader's own fsync (§10.2.1):
+        // the sends go first; the leader counts itself only in a later call,
+        // after the driver has executed this Persist.
+        let peers: Vec<NodeId> = self.progress.keys().copied().collect();
+        for p in peers {
+            self.send_append(now, p, false, out);
+        }
+        out.push(Action::Persist {
+            op: PersistOp::Append(vec![entry]),
+            sync: true,
+        });
+        self.maybe_commit(now, out);
+        (index, term)
+    }
+
+    // ----- replication -----
+
+    fn next_seq(&mut self, now: Instant) -> u64 {
+        self.seq += 1;
+        self.sent_seqs.push_back((self.seq, now));
+        let horizon = self.opts.election_max;
+        while self
+            .sent_seqs
+            .front()
+            .is_some_and(|(_, t)| now.saturating_since(*t) > horizon)
+        {
+            self.sent_seqs.pop_front();
+        }
+        self.seq
+    }
+
+    fn broadcast_heartbeat(&mut self, now: Instant, out: &mut Vec<Action>) {
+        let peers: Vec<NodeId> = self.progress.keys().copied().collect();
+        for p in peers {
+            // A follower silent for several heartbeats lost our messages or
+            // its answers: start over from what it is known to hold.
+            let stalled = self.progress.get(&p).is_some_and(|pr| {
+                pr.state != ReplState::Probe || !pr.inflight.is_empty()
+            } && now.saturating_since(pr.last_ack) >= self.opts.heartbeat.saturating_mul(3));
+            if stalled {
+                if let Some(pr) = self.progress.get_mut(&p) {
+                    pr.reset_to_probe();
+                }
+            }
+            self.send_append(now, p, true, out);
+        }
+    }
+
+    /// Send the follower what it needs next: entries if the window allows, a
+    /// snapshot if its entries were compacted, or (when `heartbeat`) an empty
+    /// AppendEntries anchored at what it is known to hold.
+    fn send_append(&mut self, now: Instant, peer: NodeId, heartbeat: bool, out: &mut Vec<Action>) {
+        let Some(p) = self.progress.get(&peer) else {
+            return;
+        };
+        if p.state == ReplState::Snapshot && !heartbeat {
+            return;
+        }
+        if p.next <= self.log.base_index() && p.state != ReplState::Snapshot {
+            self.send_snapshot(now, peer, out);
+            return;
+        }
+        let can_send = p.can_send(self.opts.inflight_max) && p.next <= self.log.last_index();
+        let (prev, entries) = if can_send {
+            let entries = self.log.slice(
+                p.next,
+                self.opts.append_entries_max,
+                self.opts.append_bytes_max,
+            );
+            (p.next.prev(), entries)
+        } else if heartbeat {
+            (p.matched, Vec::new())
+        } else {
+            return;
+        };
+        let Some(prev_term) = self.log.term_at(prev) else {
+            // What it holds was compacted away; the snapshot path will handle it.
+            return;
+        };
+        let seq = self.next_seq(now);
+        let p = self.progress.get_mut(&peer).expect("checked above");
+        if let Some(last) = entries.last() {
+            p.next = last.index.next();
+            p.inflight.push(seq);
+        }
+        let msg = AppendEntries {
+            term: self.term,
+            prev_log_index: prev,
+            prev_log_term: prev_term,
+            entries,
+            leader_commit: self.commit,
+            seq,
+        };
+        self.send(peer, RaftMessage::AppendEntries(msg), out);
+    }
+
+    fn send_snapshot(&mut self, now: Instant, peer: NodeId, out: &mut Vec<Action>) {
+        let Some(snapshot) = self.snapshot.clone() else {
+            return;
+        };
+        let seq = self.next_seq(now);
+        if let Some(p) = self.progress.get_mut(&peer) {
+            p.state = ReplState::Snapshot;
+            p.inflight.clear();
+            p.inflight.push(seq);
+            p.next = snapshot.meta.last_index.next();
+        }
+        let msg = InstallSnapshot {
+            term: self.term,
+            snapshot,
+            seq,
+        };
+        self.send(peer, RaftMessage::InstallSnapshot(msg), out);
+    }
+
+    fn handle_append(
+        &mut self,
+        now: Instant,
+        from: NodeId,
+        req: AppendEntries,
+        out: &mut Vec<Action>,
+    ) {
+        if req.term < self.term {
+            let resp = AppendEntriesResponse {
+                term: self.term,
+                success: false,
+                match_index: self.log.last_index(),
+                seq: req.seq,
+            };
+            self.send(from, RaftMessage::AppendEntriesResponse(resp), out);
+            return;
+        }
+        self.accept_leader(now, from, req.term, out);
+
+        let AppendEntries {
+            prev_log_index: mut prev,
+            prev_log_term: mut prev_term,
+            mut entries,
+            leader_commit,
+            seq,
+            ..
+        } = req;
+        let match_index = LogIndex(prev.0 + entries.len() as u64);
+        // Entries at or below our base are committed and in our snapshot.
+        let base = self.log.base_index();
+        if prev < base {
+            entries.retain(|e| e.index > base);
+            if entries.is_empty() {
+                let resp = AppendEntriesResponse {
+                    term: self.term,
+                    success: true,
+                    match_index,
+                    seq,
+                };
+                self.send(from, RaftMessage::AppendEntriesResponse(resp), out);
+                return;
+            }
+            prev = base;
+            prev_term = self.log.term_at(base).expect("the base term is known");
+        }
+        if self.log.term_at(prev) != Some(prev_term) {
+            let hint = if prev > self.log.last_index() {
+                self.log.last_index()
+            } else {
+                prev.prev()
+            };
+            let resp = AppendEntriesResponse {
+                term: self.term,
+                success: false,
+                match_index: hint,
+                seq,
+            };
+            self.send(from, RaftMessage::AppendEntriesResponse(resp), out);
+            return;
+        }
+        // §5.3: skip entries we already have; truncate only at a real conflict,
+        // so a stale or reordered AppendEntries never erases newer entries.
+        let mut new = Vec::new();
+        for (i, e) in entries.iter().enumerate() {
+            match self.log.term_at(e.index) {
+                Some(t) if t == e.term => continue,
+                Some(_) => {
+                    if e.index <= self.commit {
+                        // A leader asks us to overwrite a committed entry: it
+                        // is broken. Refuse rather than lose committed state.
+                        let resp = AppendEntriesResponse {
+                            term: self.term,
+                            success: false,
+                            match_index: self.commit,
+                            seq,
+                        };
+                        self.send(from, RaftMessage::AppendEntriesResponse(resp), out);
+                        return;
+                    }
+                    self.log.truncate_from(e.index);
+                    new = entries[i..].to_vec();
+                    break;
+                }
+                None => {
+                    new = entries[i..].to_vec();
+                    break;
+                }
+            }
+        }
+        let resp = AppendEntriesResponse {
+            term: self.term,
+            success: true,
+            match_index,
+            seq,
+        };
+        if !new.is_empty() {
+            let had_membership = new
+                .iter()
+                .any(|e| matches!(e.payload, EntryPayload::Membership(_)));
+            let truncated = new[0].index <= self.log.last_index();
+            for e in &new {
+                self.log.push(e.clone());
+            }
+            if had_membership || truncated {
+                self.recompute_membership();
+            }
+            if self.bug_ack_before_fsync() {
+                self.send(from, RaftMessage::AppendEntriesResponse(resp.clone()), out);
+                out.push(Action::Persist {
+                    op: PersistOp::Append(new),
+                    sync: true,
+                });
+                self.advance_follower_commit(now, leader_commit, match_index, out);
+                return;
+            }
+            out.push(Action::Persist {
+                op: PersistOp::Append(new),
+                sync: true,
+            });
+        }
+        self.advance_follower_commit(now, leader_commit, match_index, out);
+        self.send(from, RaftMessage::AppendEntriesResponse(resp), out);
+    }
+
+    /// A follower commits what the leader committed, but only as far as it
+    /// knows its log matches the leader's (Figure 2, AppendEntries rule 5).
+    fn advance_follower_commit(
+        &mut self,
+        now: Instant,
+        leader_commit: LogIndex,
+        matched: LogIndex,
+        out: &mut Vec<Action>,
+    ) {
+        let c = leader_commit.min(matched);
+        if c > self.commit {
+            self.commit = c;
+            out.push(Action::Event(Event::Committed { index: c }));
+            self.check_removed(now, out);
+        }
+    }
+
+    /// A message from a leader of term `term` (≥ ours) arrived.
+    fn accept_leader(&mut self, now: Instant, from: NodeId, term: Term, out: &mut Vec<Action>) {
+        if term > self.term || self.role != Role::Follower {
+            self.become_follower(now, term, Some(from), out);
+        }
+        // Two leaders in one term would break election safety; the
+        // simulator's checker reports it. Peer input never panics a server.
+        self.leader = Some(from);
+        self.last_leader_contact = Some(now);
+        self.reset_election_timer(now);
+    }
+
+    fn handle_append_response(
+        &mut self,
+        now: Instant,
+        from: NodeId,
+        resp: AppendEntriesResponse,
+        out: &mut Vec<Action>,
+    ) {
+        if resp.term > self.term {
+            self.become_follower(now, resp.term, None, out);
+            return;
+        }
+        if self.role != Role::Leader || resp.term < self.term {
+            return;
+        }
+        let last = self.log.last_index();
+        let Some(p) = self.progress.get_mut(&from) else {
+            return;
+        };
+        p.recent_active = true;
+        p.last_ack = now;
+        p.acked_seq = p.acked_seq.max(resp.seq);
+        p.inflight.retain(|s| *s > resp.seq);
+        if resp.success {
+            // A follower cannot match entries we never had; ignore such a claim.
+            if resp.match_index > p.matched && resp.match_index <= last {
+                p.matched = resp.match_index;
+            }
+            p.next = p.next.max(p.matched.next());
+            if p.inflight.is_empty() {
+                // Everything sent was answered (or overtaken by a later
+                // answer): entries beyond `matched` never arrived, resend them.
+                p.next = p.matched.next();
+            }
+            if p.state == ReplState::Probe {
+                p.state = ReplState::Replicate;
+            }
+        } else if p.state != ReplState::Snapshot {
+            p.state = ReplState::Probe;
+            p.inflight.clear();
+            p.next = p
+                .matched
+                .next()
+                .max(p.next.prev().min(resp.match_index.next()));
+        }
+        self.maybe_commit(now, out);
+        self.confirm_reads();
+        self.maybe_send_timeout_now(from, out);
+        if self.role == Role::Leader {
+            self.send_append(now, from, false, out);
+        }
+    }
+
+    /// §5.3/§5.4.2: commit the highest index a majority of voters hold, but
+    /// only by counting replicas of an entry from the current term.
+    fn maybe_commit(&mut self, now: Instant, out: &mut Vec<Action>) {
+        if self.role != Role::Leader {
+            return;
+        }
+        let mut matches: Vec<LogIndex> = self
+            .membership
+            .voters()
+            .map(|v| {
+                if v == self.id {
+                    self.log.last_index()
+                } else {
+                    self.progress.get(&v).map_or(LogIndex::ZERO, |p| p.matched)
+                }
+            })
+            .collect();
+        if matches.is_empty() {
+            return;
+        }
+        matches.sort_unstable_by(|a, b| b.cmp(a));
+        let n = matches[self.membership.quorum() - 1];
+        if n <= self.commit {
+            return;
+        }
+        let current_term = self.log.term_at(n) == Some(self.term);
+        if !current_term && !self.bug_commit_old_term() {
+            return;
+        }
+        self.commit = n;
+        out.push(Action::Event(Event::Committed { index: n }));
+        if self.commit >= self.term_start_index && !self.reads_waiting_for_commit.is_empty() {
+            let waiting = std::mem::take(&mut self.reads_waiting_for_commit);
+            for ctx in waiting {
+                self.start_read(now, ctx, out);
+            }
+        }
+        self.check_removed(now, out);
+    }
+
+    /// Thesis §4.2.2: once a configuration without this server commits, it
+    /// stops leading (and never campaigns again).
+    fn check_removed(&mut self, now: Instant, out: &mut Vec<Action>) {
+        if self.membership.contains(self.id) || self.membership_index > self.commit {
+            return;
+        }
+        if self.role == Role::Leader {
+            self.become_follower(now, self.term, None, out);
+        }
+        if !self.removed_reported {
+            self.removed_reported = true;
+            out.push(Action::Event(Event::Removed));
+        }
+    }
+
+    // ----- snapshots -----
+
+    fn handle_install_snapshot(
+        &mut self,
+        now: Instant,
+        from: NodeId,
+        req: InstallSnapshot,
+        out: &mut Vec<Action>,
+    ) {
+        if req.term < self.term {
+            let resp = InstallSnapshotResponse {
+                term: self.term,
+                last_index: self.log.last_index(),
+                seq: req.seq,
+            };
+            self.send(from, RaftMessage::InstallSnapshotResponse(resp), out);
+            return;
+        }
+        self.accept_leader(now, from, req.term, out);
+        let meta = req.snapshot.meta.clone();
+        if meta.last_index > self.commit {
+            // §7: keep the log after the snapshot if it agrees with it,
+            // else discard it all.
+            let compact_to = if self.log.term_at(meta.last_index) == Some(meta.last_term) {
+                self.log.compact_to(meta.last_index);
+                meta.last_index
+            } else {
+                let old_last = self.log.last_index();
+                self.log.reset_to(meta.last_index, meta.last_term);
+                old_last.max(meta.last_index)
+            };
+            self.snapshot = Some(req.snapshot.clone());
+            self.installed = Some(req.snapshot.clone());
+            out.push(Action::Persist {
+                op: PersistOp::Snapshot {
+                    snapshot: req.snapshot,
+                    compact_to,
+                },
+                sync: true,
+            });
+            self.commit = meta.last_index;
+            self.recompute_membership();
+            out.push(Action::Event(Event::SnapshotInstalled {
+                last_index: meta.last_index,
+            }));
+            out.push(Action::Event(Event::Committed { index: self.commit }));
+        }
+        let resp = InstallSnapshotResponse {
+            term: self.term,
+            last_index: meta.last_index,
+            seq: req.seq,
+        };
+        self.send(from, RaftMessage::InstallSnapshotResponse(resp), out);
+    }
+
+    fn handle_install_snapshot_response(
+        &mut self,
+        now: Instant,
+        from: NodeId,
+        resp: InstallSnapshotResponse,
+        out: &mut Vec<Action>,
+    ) {
+        if resp.term > self.term {
+            self.become_follower(now, resp.term, None, out);
+            return;
+        }
+        if self.role != Role::Leader || resp.term < self.term {
+            return;
+        }
+        let last = self.log.last_index();
+        let Some(p) = self.progress.get_mut(&from) else {
+            return;
+        };
+        p.recent_active = true;
+        p.last_ack = now;
+        p.acked_seq = p.acked_seq.max(resp.seq);
+        if resp.last_index > p.matched && resp.last_index <= last {
+            p.matched = resp.last_index;
+        }
+        p.reset_to_probe();
+        self.maybe_commit(now, out);
+        self.confirm_reads();
+        self.maybe_send_timeout_now(from, out);
+        if self.role == Role::Leader {
+            self.send_append(now, from, false, out);
+        }
+    }
+
+    /// The server took a snapshot of its state machine at `snapshot.meta.last_index`:
+    /// keep `trailing` entries behind it for slow followers and drop the rest.
+    pub fn snapshot_taken(&mut self, snapshot: Snapshot, trailing: u64, out: &mut Vec<Action>) {
+        let last = snapshot.meta.last_index;
+        assert!(last <= self.commit, "only committed state is snapshotted");
+        let compact_to = LogIndex(last.0.saturating_sub(trailing)).max(self.log.base_index());
+        self.log.compact_to(compact_to);
+        self.snapshot = Some(snapshot.clone());
+        out.push(Action::Persist {
+            op: PersistOp::Snapshot {
+                snapshot,
+                compact_to,
+            },
+            sync: true,
+        });
+        out.push(Action::Event(Event::SnapshotTaken { last_index: last }));
+    }
+
+    // ----- linearizable reads (thesis §6.4) -----
+
+    /// Start a ReadIndex read; its answer comes out of `take_ready_reads`
+    /// (or `take_failed_reads` if leadership is lost first).
+    pub fn read_index(
+        &mut self,
+        now: Instant,
+        ctx: u64,
+        out: &mut Vec<Action>,
+    ) -> Result<(), ProposeError> {
+        if self.role != Role::Leader {
+            return Err(ProposeError::NotLeader);
+        }
+        if !self.committed_in_term() {
+            self.reads_waiting_for_commit.push(ctx);
+            return Ok(());
+        }
+        self.start_read(now, ctx, out);
+        Ok(())
+    }
+
+    fn start_read(&mut self, now: Instant, ctx: u64, out: &mut Vec<Action>) {
+        let index = self.commit;
+        if self.membership.voter_count() == 1 && self.membership.is_voter(self.id) {
+            self.ready_reads.push((ctx, index));
+            return;
+        }
+        // Confirm leadership with a fresh round of heartbeats: any answer
+        // with a sequence number at least this one's counts.
+        let seq = self.seq + 1;
+        self.reads.push_back(PendingRead { ctx, index, seq });
+        let peers: Vec<NodeId> = self.progress.keys().copied().collect();
+        for p in peers {
+            self.send_append(now, p, true, out);
+        }
+    }
+
+    fn confirm_reads(&mut self) {
+        while let Some(r) = self.reads.front() {
+            let acks = self
+                .membership
+                .voters()
+                .filter(|v| {
+                    *v == self.id || self.progress.get(v).is_some_and(|p| p.acked_seq >= r.seq)
+                })
+                .count();
+            if acks < self.membership.quorum() {
+                break;
+            }
+            let r = self.reads.pop_front().expect("front exists");
+            self.ready_reads.push((r.ctx, r.index));
+        }
+    }
+
+    /// Whether the leader may serve a read from local state without a round
+    /// trip: a quorum acknowledged a heartbeat sent less than a minimum election
+    /// timeout ago, so no other leader can have been elected since (thesis
+    /// §6.4.1). Never during a leadership transfer, which bypasses stickiness.
+    pub fn lease_valid(&self, now: Instant) -> bool {
+        if !self.committed_in_term() || self.lease_disabled || self.transfer.is_some() {
+            return false;
+        }
+        let mut times: Vec<Instant> = Vec::new();
+        for v in self.membership.voters() {
+            if v == self.id {
+                times.push(now);
+            } else if let Some(p) = self.progress.get(&v) {
+                if let Ok(i) = self
+                    .sent_seqs
+                    .binary_search_by_key(&p.acked_seq, |(s, _)| *s)
+                {
+                    times.push(self.sent_seqs[i].1);
+                }
+            }
+        }
+        let q = self.membership.quorum();
+        if times.len() < q {
+            return false;
+        }
+        times.sort_unstable_by(|a, b| b.cmp(a));
+        // A tenth of the timeout is kept back for clock drift between servers.
+        let lease = self.opts.election_min.saturating_mul(9).div(10);
+        now < times[q - 1] + lease
+    }
+
+    // ----- leadership transfer (thesis §3.10) -----
+
+    pub fn transfer_leadership(
+        &mut self,
+        now: Instant,
+        to: Option<NodeId>,
+        out: &mut Vec<Action>,
+    ) -> Result<NodeId, ProposeError> {
+        if self.role != Role::Leader {
+            return Err(ProposeError::NotLeader);
+        }
+        if self.transfer.is_some() {
+            return Err(ProposeError::TransferInProgress);
+        }
+        let target = match to {
+            Some(t) => t,
+            None => self
+                .progress
+                .iter()
+                .filter(|(id, _)| self.membership.is_voter(**id))
+                .max_by_key(|(id, p)| (p.matched, std::cmp::Reverse(**id)))
+                .map(|(id, _)| *id)
+                .ok_or_else(|| {
+                    ProposeError::BadChange("no other voter to transfer leadership to".into())
+                })?,
+        };
+        if target == self.id || !self.membership.is_voter(target) {
+            return Err(ProposeError::BadChange(format!(
+                "{target} is not another voter"
+            )));
+        }
+        self.transfer = Some(Transfer {
+            target,
+            deadline: now + self.opts.election_min,
+            timeout_now_sent: false,
+        });
+        self.lease_disabled = true;
+        self.maybe_send_timeout_now(target, out);
+        if self.transfer.as_ref().is_some_and(|t| !t.timeout_now_sent) {
+            self.send_append(now, target, false, out);
+        }
+        Ok(target)
+    }
+
+    fn maybe_send_timeout_now(&mut self, peer: NodeId, out: &mut Vec<Action>) {
+        let last = self.log.last_index();
+        let ready = match (&self.transfer, self.progress.get(&peer)) {
+            (Some(t), Some(p)) => t.target == peer && !t.timeout_now_sent && p.matched == last,
+            _ => false,
+        };
+        if ready {
+            if let Some(t) = self.transfer.as_mut() {
+                t.timeout_now_sent = true;
+            }
+            self.send(
+                peer,
+                RaftMessage::TimeoutNow(TimeoutNow { term: self.term }),
+                out,
+            );
+        }
+    }
+
+    fn handle_timeout_now(
+        &mut self,
+        now: Instant,
+        from: NodeId,
+        req: TimeoutNow,
+        out: &mut Vec<Action>,
+    ) {
+        if req.term < self.term || !self.membership.is_voter(self.id) {
+            return;
+        }
+        if req.term > self.term {
+            self.become_follower(now, req.term, Some(from), out);
+        }
+        if self.role == Role::Leader {
+            return;
+        }
+        self.start_election(now, true, out);
+    }
+
+    // ----- plumbing -----
+
+    /// Handle one Raft message from a peer.
+    pub fn step(&mut self, now: Instant, from: NodeId, msg: RaftMessage, out: &mut Vec<Action>) {
+        match msg {
+            RaftMessage::VoteRequest(m) => self.handle_vote_request(now, from, m, out),
+            RaftMessage::VoteResponse(m) => self.handle_vote_response(now, from, m, out),
+            RaftMessage::AppendEntries(m) => self.handle_append(now, from, m, out),
+            RaftMessage::AppendEntriesResponse(m) => self.handle_append_response(now, from, m, out),
+            RaftMessage::InstallSnapshot(m) => self.handle_install_snapshot(now, from, m, out),
+            RaftMessage::InstallSnapshotResponse(m) => {
+                self.handle_install_snapshot_response(now, from, m, out)
+            }
+            RaftMessage::TimeoutNow(m) => self.handle_timeout_now(now, from, m, out),
+        }
+    }
+
+    fn persist_hard_state(&self, out: &mut Vec<Action>) {
+        out.push(Action::Persist {
+            op: PersistOp::HardState(HardState {
+                term: self.term,
+                vote: self.vote,
+            }),
+            sync: true,
+        });
+    }
+
+    fn send_to_voters(&mut self, msg: RaftMessage, out: &mut Vec<Action>) {
+        let voters: Vec<NodeId> = self.membership.voters().filter(|v| *v != self.id).collect();
+        for v in voters {
+            self.send(v, msg.clone(), out);
+        }
+    }
+
+    fn send(&self, to: NodeId, msg: RaftMessage, out: &mut Vec<Action>) {
+        let Some(address) = self.addresses.get(&to) else {
+            return;
+        };
+        out.push(Action::Send {
+            address: address.clone(),
+            message: Message {
+                from: self.id,
+                to,
+                body: MessageBody::Raft(msg),
+            },
+        });
+    }
+
+    /// The configuration in effect is the latest in the log, committed or not
+    /// (thesis §4.1), else the snapshot's.
+    fn recompute_membership(&mut self) {
+        let (index, m) = match self.log.membership_at(self.log.last_index()) {
+            Some((i, m)) => (i, m.clone()),
+            None => match &self.snapshot {
+                Some(s) => (s.meta.last_index, s.meta.membership.clone()),
+                None => (LogIndex::ZERO, Membership::default()),
+            },
+        };
+        for (id, member) in &m.servers {
+            self.addresses.insert(*id, member.address.clone());
+        }
+        self.membership = m;
+        self.membership_index = index;
+        if self.role == Role::Leader {
+            let next = self.log.last_index().next();
+            let now = self
+                .progress
+                .values()
+                .map(|p| p.last_ack)
+                .max()
+                .unwrap_or_default();
+            let members: Vec<NodeId> = self.membership.servers.keys().copied().collect();
+            for id in &members {
+                if *id != self.id {
+                    self.progress
+                        .entry(*id)
+                        .or_insert_with(|| Progress::new(next, now));
+                }
+            }
+            self.progress.retain(|id, _| members.contains(id));
+        }
+    }
+
+    #[cfg(feature = "bugs")]
+    fn bug_vote_twice(&self) -> bool {
+        self.opts.bugs.vote_twice
+    }
+    #[cfg(not(feature = "bugs"))]
+    fn bug_vote_twice(&self) -> bool {
+        false
+    }
+    #[cfg(feature = "bugs")]
+    fn bug_ack_before_fsync(&self) -> bool {
+        self.opts.bugs.ack_before_fsync
+    }
+    #[cfg(not(feature = "bugs"))]
+    fn bug_ack_before_fsync(&self) -> bool {
+        false
+    }
+    #[cfg(feature = "bugs")]
+    fn bug_commit_old_term(&self) -> bool {
+        self.opts.bugs.commit_old_term
+    }
+    #[cfg(not(feature = "bugs"))]
+    fn bug_commit_old_term(&self) -> bool {
+        false
+    }
+}

@@ -1,0 +1,246 @@
+//! An in-process cluster on a manual clock: a perfect (or lossy) in-memory
+//! network and in-memory disks. For engine-level tests and the commit
+//! benchmark; the simulator (io-sim) is where faults are realistic.
+
+use std::collections::{BTreeMap, VecDeque};
+
+use crate::action::{Action, Event, Input, PersistOp};
+use crate::clock::{Duration, Instant};
+use crate::config::Config;
+use crate::ids::{LogIndex, NodeId, RequestId};
+use crate::message::Message;
+use crate::raft::{Durable, Member, Membership, Role, Suffrage};
+use crate::rpc::{Request, Response};
+use crate::server::Server;
+
+impl Durable {
+    /// Apply one durable write, with the meaning `PersistOp` documents.
+    pub fn apply(&mut self, op: &PersistOp) {
+        match op {
+            PersistOp::HardState(h) => self.hard_state = h.clone(),
+            PersistOp::Append(entries) => {
+                let Some(first) = entries.first() else {
+                    return;
+                };
+                self.entries.retain(|e| e.index < first.index);
+                self.entries.extend(entries.iter().cloned());
+            }
+            PersistOp::Snapshot {
+                snapshot,
+                compact_to,
+            } => {
+                let keep_after = (*compact_to).max(LogIndex::ZERO);
+                self.entries.retain(|e| e.index > keep_after);
+                if self
+                    .entries
+                    .first()
+                    .is_some_and(|e| e.index > snapshot.meta.last_index.next())
+                {
+                    self.entries.clear();
+                }
+                self.snapshot = Some(snapshot.clone());
+            }
+        }
+    }
+}
+
+/// A node id for test server `i` (1-based), stable and readable.
+pub fn node_id(i: u64) -> NodeId {
+    NodeId(0xA000_0000_0000_0000_0000_0000_0000_0000 | i as u128)
+}
+
+/// A test configuration for server `i` of a cluster bootstrapped with `n` voters.
+pub fn config(i: u64, n: u64) -> Config {
+    let mut c = Config::new(node_id(i), &format!("s{i}"), "dc1", &format!("s{i}:8300"));
+    c.rng_seed = i * 7919;
+    c.election_timeout_min = Duration::from_millis(150);
+    c.election_timeout_max = Duration::from_millis(300);
+    c.heartbeat_interval = Duration::from_millis(50);
+    c.bootstrap = Some(membership(n));
+    c
+}
+
+/// The bootstrap membership of servers 1..=n, all voters.
+pub fn membership(n: u64) -> Membership {
+    let mut m = Membership::default();
+    for i in 1..=n {
+        m.servers.insert(
+            node_id(i),
+            Member {
+                name: crate::ids::NodeName(format!("s{i}")),
+                address: format!("s{i}:8300"),
+                suffrage: Suffrage::Voter,
+            },
+        );
+    }
+    m
+}
+
+/// A cluster of servers exchanging messages through a queue.
+pub struct Cluster {
+    pub now: Instant,
+    pub servers: BTreeMap<NodeId, Server>,
+    pub disks: BTreeMap<NodeId, Durable>,
+    pub configs: BTreeMap<NodeId, Config>,
+    queue: VecDeque<Message>,
+    /// Directed links that drop everything.
+    pub cut: std::collections::BTreeSet<(NodeId, NodeId)>,
+    pub responses: BTreeMap<(NodeId, RequestId), Response>,
+    pub events: Vec<(NodeId, Event)>,
+    pub keep_events: bool,
+    next_request: u64,
+}
+
+impl Cluster {
+    /// `n` servers from `configs`, all started.
+    pub fn new(configs: Vec<Config>) -> Cluster {
+        let mut c = Cluster {
+            now: Instant(1_000_000_000),
+            servers: BTreeMap::new(),
+            disks: BTreeMap::new(),
+            configs: BTreeMap::new(),
+            queue: VecDeque::new(),
+            cut: Default::default(),
+            responses: BTreeMap::new(),
+            events: Vec::new(),
+            keep_events: true,
+            next_request: 0,
+        };
+        for cfg in configs {
+            let id = cfg.node_id;
+            c.configs.insert(id, cfg);
+            c.disks.insert(id, Durable::default());
+            c.start(id);
+        }
+        c
+    }
+
+    /// A bootstrapped cluster of `n` voters with test timings.
+    pub fn with_voters(n: u64) -> Cluster {
+        Cluster::new((1..=n).map(|i| config(i, n)).collect())
+    }
+
+    /// (Re)start a server from its disk.
+    pub fn start(&mut self, id: NodeId) {
+        let cfg = self.configs[&id].clone();
+        let durable = self.disks[&id].clone();
+        let mut s = Server::new(cfg, durable, self.now).expect("valid test config");
+        let mut out = Vec::new();
+        s.start(&mut out);
+        self.servers.insert(id, s);
+        self.execute(id, out);
+    }
+
+    /// Stop a server; what it persisted stays on its disk.
+    pub fn crash(&mut self, id: NodeId) {
+        self.servers.remove(&id);
+        self.queue.retain(|m| m.to != id);
+    }
+
+    pub fn handle(&mut self, id: NodeId, input: Input) {
+        let Some(s) = self.servers.get_mut(&id) else {
+            return;
+        };
+        let mut out = Vec::new();
+        s.handle(self.now, input, &mut out);
+        self.execute(id, out);
+    }
+
+    fn execute(&mut self, id: NodeId, out: Vec<Action>) {
+        for a in out {
+            match a {
+                Action::Persist { op, .. } => {
+                    if let Some(d) = self.disks.get_mut(&id) {
+                        d.apply(&op);
+                    }
+                }
+                Action::Send { message, .. } => {
+                    if !self.cut.contains(&(message.from, message.to)) {
+                        self.queue.push_back(message);
+                    }
+                }
+                Action::Respond { id: rid, response } => {
+                    self.responses.insert((id, rid), response);
+                }
+                Action::Event(e) => {
+                    if self.keep_events {
+                        self.events.push((id, e));
+                    }
+                }
+            }
+        }
+    }
+
+    /// Send a request to server `id`; returns the id to look the answer up with.
+    pub fn request(&mut self, id: NodeId, request: Request) -> RequestId {
+        self.next_request += 1;
+        let rid = RequestId(self.next_request);
+        self.handle(id, Input::Request { id: rid, request });
+        rid
+    }
+
+    /// Deliver every queued message (and what they cause) without moving time.
+    pub fn deliver_all(&mut self) -> usize {
+        let mut n = 0;
+        while let Some(m) = self.queue.pop_front() {
+            n += 1;
+            let to = m.to;
+            self.handle(to, Input::Message(m));
+        }
+        n
+    }
+
+    /// Move time to the earliest timer (at most `max`), fire due timers and
+    /// deliver messages.
+    pub fn step(&mut self, max: Duration) {
+        self.deliver_all();
+        let next = self
+            .servers
+            .values()
+            .filter_map(|s| s.poll_timeout())
+            .min()
+            .unwrap_or(self.now + max);
+        self.now = next.min(self.now + max).max(self.now);
+        let due: Vec<NodeId> = self
+            .servers
+            .iter()
+            .filter(|(_, s)| s.poll_timeout().is_some_and(|t| t <= self.now))
+            .map(|(id, _)| *id)
+            .collect();
+        for id in due {
+            self.handle(id, Input::Tick);
+        }
+        self.deliver_all();
+    }
+
+    /// Run for `d` of simulated time.
+    pub fn run_for(&mut self, d: Duration) {
+        let end = self.now + d;
+        while self.now < end {
+            self.step(end.saturating_since(self.now));
+        }
+    }
+
+    /// Run until some server leads (and its no-op is committed), at most `d`.
+    pub fn run_until_leader(&mut self, d: Duration) -> Option<NodeId> {
+        let end = self.now + d;
+        while self.now < end {
+            if let Some(l) = self.leader() {
+                if self.servers[&l].raft().committed_in_term() {
+                    return Some(l);
+                }
+            }
+            self.step(Duration::from_millis(10));
+        }
+        self.leader()
+    }
+
+    /// The one server that believes it leads in the highest term, if any.
+    pub fn leader(&self) -> Option<NodeId> {
+        self.servers
+            .iter()
+            .filter(|(_, s)| s.role() == Role::Leader)
+            .max_by_key(|(_, s)| s.term())
+            .map(|(id, _)| *id)
+    }
+}

@@ -1,0 +1,143 @@
+//! Whole-server behaviour on the in-process test cluster (manual clock,
+//! in-memory network and disks).
+
+use tern_core::fsm::{ApplyResult, KvCommand, KvWrite};
+use tern_core::rpc::{Op, ReadMode, ReplyBody, Request, RpcError};
+use tern_core::testkit::{node_id, Cluster};
+use tern_core::{Datacenter, Duration, NodeId};
+
+fn req(op: Op, mode: ReadMode) -> Request {
+    Request {
+        datacenter: Datacenter("dc1".into()),
+        read_mode: mode,
+        blocking: None,
+        op,
+    }
+}
+
+fn put(key: &str, value: &str) -> Request {
+    req(
+        Op::KvApply(KvCommand::Set(KvWrite {
+            key: key.into(),
+            flags: 0,
+            value: value.as_bytes().to_vec(),
+        })),
+        ReadMode::Default,
+    )
+}
+
+fn get(key: &str, mode: ReadMode) -> Request {
+    req(Op::KvGet { key: key.into() }, mode)
+}
+
+fn value_of(c: &Cluster, at: NodeId, rid: tern_core::RequestId) -> Option<String> {
+    match &c.responses[&(at, rid)] {
+        Ok(r) => match &r.body {
+            ReplyBody::Kv(e) => e
+                .as_ref()
+                .map(|e| String::from_utf8(e.value.clone()).unwrap()),
+            b => panic!("unexpected body {b:?}"),
+        },
+        Err(e) => panic!("read failed: {e}"),
+    }
+}
+
+#[test]
+fn three_servers_elect_one_leader_and_commit_a_write() {
+    let mut c = Cluster::with_voters(3);
+    let leader = c
+        .run_until_leader(Duration::from_secs(5))
+        .expect("a leader");
+    let leaders = c
+        .servers
+        .values()
+        .filter(|s| s.role() == tern_core::raft::Role::Leader)
+        .count();
+    assert_eq!(leaders, 1);
+    let rid = c.request(leader, put("a", "1"));
+    c.run_for(Duration::from_millis(100));
+    let r = c.responses[&(leader, rid)].clone().expect("write ok");
+    assert_eq!(r.body, ReplyBody::Applied(ApplyResult::Kv(true)));
+    for s in c.servers.values() {
+        assert_eq!(
+            s.fsm().kv_get("a").map(|e| e.value.clone()),
+            Some(b"1".to_vec())
+        );
+    }
+}
+
+#[test]
+fn a_follower_forwards_writes_and_consistent_reads_to_the_leader() {
+    let mut c = Cluster::with_voters(3);
+    let leader = c.run_until_leader(Duration::from_secs(5)).unwrap();
+    let follower = *c.servers.keys().find(|id| **id != leader).unwrap();
+    let w = c.request(follower, put("k", "v"));
+    c.run_for(Duration::from_millis(100));
+    assert!(c.responses[&(follower, w)].is_ok());
+    for mode in [ReadMode::Default, ReadMode::Consistent, ReadMode::Stale] {
+        let r = c.request(follower, get("k", mode));
+        c.run_for(Duration::from_millis(100));
+        assert_eq!(value_of(&c, follower, r), Some("v".into()), "{mode:?}");
+    }
+}
+
+#[test]
+fn with_no_leader_requests_are_held_then_fail_with_no_cluster_leader() {
+    let mut c = Cluster::with_voters(3);
+    let leader = c.run_until_leader(Duration::from_secs(5)).unwrap();
+    // Only one server left: it can never elect a leader.
+    let others: Vec<NodeId> = c.servers.keys().copied().filter(|i| *i != leader).collect();
+    c.crash(leader);
+    c.crash(others[0]);
+    let lone = others[1];
+    c.run_for(Duration::from_secs(1));
+    let rid = c.request(lone, put("x", "1"));
+    c.run_for(Duration::from_secs(6));
+    assert!(
+        !c.responses.contains_key(&(lone, rid)),
+        "held until rpc_hold_timeout (7s)"
+    );
+    c.run_for(Duration::from_secs(2));
+    assert_eq!(c.responses[&(lone, rid)], Err(RpcError::NoLeader));
+    assert_eq!(RpcError::NoLeader.to_string(), "No cluster leader");
+}
+
+#[test]
+fn a_crashed_leader_is_replaced_and_no_acknowledged_write_is_lost() {
+    let mut c = Cluster::with_voters(3);
+    let leader = c.run_until_leader(Duration::from_secs(5)).unwrap();
+    let mut acked = Vec::new();
+    for i in 0..20 {
+        let rid = c.request(leader, put(&format!("k{i}"), &format!("v{i}")));
+        acked.push(rid);
+    }
+    c.run_for(Duration::from_millis(200));
+    for rid in &acked {
+        assert!(c.responses[&(leader, *rid)].is_ok());
+    }
+    c.crash(leader);
+    let new_leader = c.run_until_leader(Duration::from_secs(5)).unwrap();
+    assert_ne!(new_leader, leader);
+    c.start(leader);
+    c.run_for(Duration::from_secs(1));
+    for s in c.servers.values() {
+        for i in 0..20 {
+            assert_eq!(
+                s.fsm().kv_get(&format!("k{i}")).unwrap().value,
+                format!("v{i}").into_bytes()
+            );
+        }
+    }
+}
+
+#[test]
+fn a_single_server_elects_itself_and_commits_alone() {
+    let mut c = Cluster::with_voters(1);
+    let leader = c.run_until_leader(Duration::from_secs(5)).unwrap();
+    assert_eq!(leader, node_id(1));
+    let rid = c.request(leader, put("solo", "1"));
+    assert!(
+        c.responses[&(leader, rid)].is_ok(),
+        "a single voter commits within the call"
+    );
+}
