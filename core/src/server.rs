@@ -103,7 +103,7 @@ impl Server {
             None => Fsm::new(),
         };
         let raft = Raft::new(&config, durable, now);
-        let rng = Rng::new(config.rng_seed ^ 0x5EED_0F_5E4E);
+        let rng = Rng::new(config.rng_seed ^ 0x005E_ED0F_5E4E);
         Ok(Server {
             config,
             raft,

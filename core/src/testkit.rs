@@ -22,7 +22,14 @@ impl Durable {
                 let Some(first) = entries.first() else {
                     return;
                 };
-                self.entries.retain(|e| e.index < first.index);
+                // Entries are contiguous: cut at the first replaced index.
+                let keep = match self.entries.first() {
+                    Some(e0) if first.index > e0.index => {
+                        ((first.index.0 - e0.index.0) as usize).min(self.entries.len())
+                    }
+                    _ => 0,
+                };
+                self.entries.truncate(keep);
                 self.entries.extend(entries.iter().cloned());
             }
             PersistOp::Snapshot {
@@ -88,7 +95,11 @@ pub struct Cluster {
     pub responses: BTreeMap<(NodeId, RequestId), Response>,
     pub events: Vec<(NodeId, Event)>,
     pub keep_events: bool,
+    /// Record durable writes (off in the benchmark: no I/O of any kind).
+    pub keep_disks: bool,
     next_request: u64,
+    appends_with_entries: u64,
+    entries_sent: u64,
 }
 
 impl Cluster {
@@ -104,7 +115,10 @@ impl Cluster {
             responses: BTreeMap::new(),
             events: Vec::new(),
             keep_events: true,
+            keep_disks: true,
             next_request: 0,
+            appends_with_entries: 0,
+            entries_sent: 0,
         };
         for cfg in configs {
             let id = cfg.node_id;
@@ -150,11 +164,23 @@ impl Cluster {
         for a in out {
             match a {
                 Action::Persist { op, .. } => {
+                    if !self.keep_disks {
+                        continue;
+                    }
                     if let Some(d) = self.disks.get_mut(&id) {
                         d.apply(&op);
                     }
                 }
                 Action::Send { message, .. } => {
+                    if let crate::message::MessageBody::Raft(
+                        crate::raft::RaftMessage::AppendEntries(ae),
+                    ) = &message.body
+                    {
+                        if !ae.entries.is_empty() {
+                            self.appends_with_entries += 1;
+                            self.entries_sent += ae.entries.len() as u64;
+                        }
+                    }
                     if !self.cut.contains(&(message.from, message.to)) {
                         self.queue.push_back(message);
                     }
@@ -233,6 +259,11 @@ impl Cluster {
             self.step(Duration::from_millis(10));
         }
         self.leader()
+    }
+
+    /// AppendEntries sent that carried entries, and the entries they carried.
+    pub fn append_stats(&self) -> (u64, u64) {
+        (self.appends_with_entries, self.entries_sent)
     }
 
     /// The one server that believes it leads in the highest term, if any.

@@ -1,7 +1,7 @@
 //! The hash behind `Fsm::state_hash`.
 //!
 //! Each item of replicated state (a KV entry, a tombstone, a table index) is
-//! hashed on its own with FNV-1a 64 over a canonical byte encoding (a domain
+//! hashed on its own with a word-at-a-time FNV-1a variant over a canonical byte encoding (a domain
 //! tag, then strings and byte strings length-prefixed, integers as 8
 //! little-endian bytes), and the result is passed through the splitmix64
 //! finalizer so that its bits are well mixed. A table keeps the wrapping sum
@@ -16,7 +16,7 @@
 const FNV_OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
 const FNV_PRIME: u64 = 0x0000_0100_0000_01b3;
 
-/// A running FNV-1a 64 hash over a canonical encoding of one item.
+/// A running hash (FNV-1a style, 8 bytes at a time) over a canonical encoding of one item.
 pub(crate) struct ItemHasher(u64);
 
 impl ItemHasher {
@@ -29,7 +29,16 @@ impl ItemHasher {
     }
 
     fn raw(&mut self, bytes: &[u8]) {
-        for &b in bytes {
+        // Whole 8-byte words first (little-endian), multiply-xorshift mixed:
+        // values are hashed on every apply, and byte-at-a-time FNV cost a
+        // sixth of the commit benchmark. The tail is FNV-1a byte by byte.
+        let mut chunks = bytes.chunks_exact(8);
+        for c in &mut chunks {
+            let w = u64::from_le_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]]);
+            self.0 = (self.0 ^ w).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+            self.0 ^= self.0 >> 29;
+        }
+        for &b in chunks.remainder() {
             self.0 ^= u64::from(b);
             self.0 = self.0.wrapping_mul(FNV_PRIME);
         }
@@ -93,5 +102,5 @@ mod tests {
         assert_ne!(h, ItemHasher::new("kv").str("k").u64(2).finish());
     }
 
-    const PINNED: u64 = 3059053498637836528;
+    const PINNED: u64 = 14762633748474623576;
 }

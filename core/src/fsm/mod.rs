@@ -424,7 +424,7 @@ mod tests {
         assert_eq!(sample().state_hash(), PINNED_SAMPLE_HASH);
     }
 
-    const PINNED_SAMPLE_HASH: u64 = 10181198671138169229;
+    const PINNED_SAMPLE_HASH: u64 = 13760590587651379968;
 
     #[test]
     fn restore_rejects_empty_and_unknown_versions() {

@@ -789,7 +789,8 @@ impl Raft {
         }
         // §5.3: skip entries we already have; truncate only at a real conflict,
         // so a stale or reordered AppendEntries never erases newer entries.
-        let mut new = Vec::new();
+        let mut split = None;
+        let mut truncated = false;
         for (i, e) in entries.iter().enumerate() {
             match self.log.term_at(e.index) {
                 Some(t) if t == e.term => continue,
@@ -807,15 +808,20 @@ impl Raft {
                         return;
                     }
                     self.log.truncate_from(e.index);
-                    new = entries[i..].to_vec();
+                    truncated = true;
+                    split = Some(i);
                     break;
                 }
                 None => {
-                    new = entries[i..].to_vec();
+                    split = Some(i);
                     break;
                 }
             }
         }
+        let new = match split {
+            Some(i) => entries.split_off(i),
+            None => Vec::new(),
+        };
         let resp = AppendEntriesResponse {
             term: self.term,
             success: true,
@@ -826,7 +832,6 @@ impl Raft {
             let had_membership = new
                 .iter()
                 .any(|e| matches!(e.payload, EntryPayload::Membership(_)));
-            let truncated = new[0].index <= self.log.last_index();
             for e in &new {
                 self.log.push(e.clone());
             }
