@@ -83,6 +83,20 @@ pub fn membership(n: u64) -> Membership {
     m
 }
 
+/// A one-voter membership of the server `config` describes.
+pub fn membership_of(config: &Config) -> Membership {
+    let mut m = Membership::default();
+    m.servers.insert(
+        config.node_id,
+        Member {
+            name: config.node_name.clone(),
+            address: config.address.clone(),
+            suffrage: Suffrage::Voter,
+        },
+    );
+    m
+}
+
 /// A cluster of servers exchanging messages through a queue.
 pub struct Cluster {
     pub now: Instant,

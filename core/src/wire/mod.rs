@@ -1,1 +1,24 @@
-//! Everything that decodes bytes from outside. Every decoder is total.
+//! Everything that decodes bytes from outside. Every decoder is total: lengths
+//! are checked against a limit before anything is allocated, trailing bytes
+//! are rejected, and bad input gives an error value, never a panic.
+//!
+//! - [`frame`]: the 4-byte big-endian length prefix on a connection.
+//! - [`codec`]: the versioned postcard encoding of messages, requests,
+//!   responses and commands.
+//! - [`wal`]: write-ahead-log records, crash recovery and replay.
+//! - [`fuzz_check`]: the fuzz targets' bodies, also run over the checked-in
+//!   corpus by the test suite.
+
+pub mod codec;
+pub mod frame;
+pub mod fuzz_check;
+pub mod wal;
+
+pub use codec::{
+    decode_command, decode_message, decode_request, decode_response, encode_command,
+    encode_message, encode_request, encode_response, DecodeError, CODEC_VERSION,
+};
+pub use frame::{decode_frame, encode_frame, FrameDecoder, FrameError, FRAME_HEADER_LEN};
+pub use wal::{
+    encode_record, recover, replay, Recovered, TornTail, WalError, WalRecord, WAL_RECORD_BYTES_MAX,
+};

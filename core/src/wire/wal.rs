@@ -1,0 +1,646 @@
+//! The write-ahead log's record format, crash recovery, and replay.
+//!
+//! A record is `[payload_len: u32 LE][crc32c(payload): u32 LE][payload]`, the
+//! payload being the codec's `[CODEC_VERSION][postcard(WalRecord)]`. The
+//! driver appends records and fsyncs; after a crash the file may end in a
+//! partial last write, which recovery finds and reports so the driver can
+//! truncate it. Damage *before* the last write is corruption: recovery refuses
+//! to guess, and the server does not start.
+
+use core::fmt;
+
+use serde::{Deserialize, Serialize};
+
+use crate::action::PersistOp;
+use crate::ids::LogIndex;
+use crate::raft::{Durable, Entry, HardState, Snapshot};
+use crate::wire::codec;
+
+/// Bytes in a record header: payload length, then checksum.
+pub const WAL_HEADER_LEN: usize = 8;
+
+/// The largest payload a record may announce (256 MiB). A bigger length is
+/// corruption, refused before anything is allocated.
+pub const WAL_RECORD_BYTES_MAX: usize = 256 << 20;
+
+/// How many payload bytes recovery may checksum while looking for an intact
+/// record after a damaged one (see [`recover`]). Past it, recovery cannot tell
+/// a torn tail from corruption, and says corrupt.
+pub const WAL_SCAN_BYTES_MAX: usize = 64 << 20;
+
+/// One durable write, mirroring [`PersistOp`].
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum WalRecord {
+    /// Replace the hard state.
+    HardState(HardState),
+    /// Replace the log from `entries[0].index` on with these entries.
+    Append(Vec<Entry>),
+    /// Store a snapshot, then drop entries up to `compact_to` inclusive.
+    Snapshot {
+        snapshot: Snapshot,
+        compact_to: LogIndex,
+    },
+}
+
+impl From<PersistOp> for WalRecord {
+    fn from(op: PersistOp) -> WalRecord {
+        match op {
+            PersistOp::HardState(h) => WalRecord::HardState(h),
+            PersistOp::Append(entries) => WalRecord::Append(entries),
+            PersistOp::Snapshot {
+                snapshot,
+                compact_to,
+            } => WalRecord::Snapshot {
+                snapshot,
+                compact_to,
+            },
+        }
+    }
+}
+
+impl From<WalRecord> for PersistOp {
+    fn from(r: WalRecord) -> PersistOp {
+        match r {
+            WalRecord::HardState(h) => PersistOp::HardState(h),
+            WalRecord::Append(entries) => PersistOp::Append(entries),
+            WalRecord::Snapshot {
+                snapshot,
+                compact_to,
+            } => PersistOp::Snapshot {
+                snapshot,
+                compact_to,
+            },
+        }
+    }
+}
+
+/// The log cannot be trusted; the server must not start from it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum WalError {
+    /// The record starting at byte `offset` is damaged or does not fit.
+    Corrupt { offset: u64, reason: String },
+}
+
+impl fmt::Display for WalError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            WalError::Corrupt { offset, reason } => {
+                write!(f, "corrupt record at offset {offset}: {reason}")
+            }
+        }
+    }
+}
+
+impl std::error::Error for WalError {}
+
+/// A partial last write: bytes `offset..offset + len` (to the end of the
+/// file) must be truncated before appending again.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub struct TornTail {
+    pub offset: u64,
+    pub len: u64,
+}
+
+/// What [`recover`] found in a log file.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Recovered {
+    /// Every intact record, in file order.
+    pub records: Vec<WalRecord>,
+    /// `offsets[i]` is the byte offset where `records[i]` starts (same
+    /// length as `records`); [`replay`] names it in its errors.
+    pub offsets: Vec<u64>,
+    /// Bytes of the file that hold intact records: `offsets.last() + its
+    /// record's length`, or 0. Equal to `torn_tail.offset` when there is one.
+    pub valid_len: usize,
+    pub torn_tail: Option<TornTail>,
+}
+
+/// Appends one record to `out`.
+///
+/// Panics if the record's payload is over [`WAL_RECORD_BYTES_MAX`]: the core
+/// bounds entries and snapshots far below it, so that is a bug, not input.
+pub fn encode_record(r: &WalRecord, out: &mut Vec<u8>) {
+    let payload = codec::encode(r);
+    assert!(
+        payload.len() <= WAL_RECORD_BYTES_MAX,
+        "WAL record of {} bytes is over WAL_RECORD_BYTES_MAX",
+        payload.len()
+    );
+    let len = payload.len() as u32;
+    out.reserve(WAL_HEADER_LEN + payload.len());
+    out.extend_from_slice(&len.to_le_bytes());
+    out.extend_from_slice(&crc32c::crc32c(&payload).to_le_bytes());
+    out.extend_from_slice(&payload);
+}
+
+/// How one record reads, before its payload is decoded.
+enum Frame<'a> {
+    /// A whole record whose checksum matches.
+    Intact { payload: &'a [u8], end: usize },
+    /// The header or payload runs past the end of the file.
+    PastEof,
+    /// The header announces more than [`WAL_RECORD_BYTES_MAX`].
+    TooLong(u64),
+    /// A zero-length payload (we never write one).
+    Empty,
+    /// A whole record whose checksum does not match.
+    BadChecksum,
+}
+
+fn read_u32_le(bytes: &[u8], at: usize) -> u32 {
+    let mut b = [0u8; 4];
+    b.copy_from_slice(&bytes[at..at + 4]);
+    u32::from_le_bytes(b)
+}
+
+fn frame_at(bytes: &[u8], offset: usize) -> Frame<'_> {
+    let rest = &bytes[offset..];
+    if rest.len() < WAL_HEADER_LEN {
+        return Frame::PastEof;
+    }
+    let len = read_u32_le(rest, 0) as usize;
+    if len > WAL_RECORD_BYTES_MAX {
+        return Frame::TooLong(len as u64);
+    }
+    if len == 0 {
+        return Frame::Empty;
+    }
+    if rest.len() - WAL_HEADER_LEN < len {
+        return Frame::PastEof;
+    }
+    let payload = &rest[WAL_HEADER_LEN..WAL_HEADER_LEN + len];
+    if crc32c::crc32c(payload) != read_u32_le(rest, 4) {
+        return Frame::BadChecksum;
+    }
+    Frame::Intact {
+        payload,
+        end: offset + WAL_HEADER_LEN + len,
+    }
+}
+
+/// Reads a log file: every intact record, and a torn tail if the file ends in
+/// a partial write.
+///
+/// Total: any bytes give `Ok` or `Err`, never a panic, and no allocation
+/// larger than the input. The rules, for the first record that is not intact:
+///
+/// - It runs past the end of the file (header or payload), or its checksum
+///   fails, and **no intact record starts anywhere after it**: a torn tail.
+///   A torn batched write can leave any garbage after its first damaged
+///   record, but nothing that checksums, except by a 2^-32 chance.
+/// - The same, but an intact record does start after it: `Corrupt`, at the
+///   damaged record's offset. Truncating would throw away data that was
+///   written after it and may have been acknowledged.
+/// - Nothing but zero bytes from it to the end: a torn tail (a file extended
+///   by the crash but never written).
+/// - Its length is over [`WAL_RECORD_BYTES_MAX`], or zero, or its payload
+///   checksums but does not decode: `Corrupt`.
+pub fn recover(bytes: &[u8]) -> Result<Recovered, WalError> {
+    let mut rec = Recovered::default();
+    let mut offset = 0usize;
+    while offset < bytes.len() {
+        let corrupt = |reason: String| WalError::Corrupt {
+            offset: offset as u64,
+            reason,
+        };
+        let damage = match frame_at(bytes, offset) {
+            Frame::Intact { payload, end } => {
+                let record =
+                    codec::decode::<WalRecord>(payload).map_err(|e| corrupt(e.to_string()))?;
+                rec.records.push(record);
+                rec.offsets.push(offset as u64);
+                offset = end;
+                continue;
+            }
+            _ if bytes[offset..].iter().all(|b| *b == 0) => None,
+            Frame::TooLong(len) => {
+                return Err(corrupt(format!(
+                    "length {len} is over the limit of {WAL_RECORD_BYTES_MAX}"
+                )))
+            }
+            Frame::Empty => return Err(corrupt("zero-length record".into())),
+            Frame::PastEof => Some("runs past the end of the file"),
+            Frame::BadChecksum => Some("checksum mismatch"),
+        };
+        if let Some(why) = damage {
+            match intact_record_after(bytes, offset) {
+                Ok(None) => {}
+                Ok(Some(next)) => {
+                    return Err(corrupt(format!(
+                        "{why}, with an intact record after it at offset {next}"
+                    )))
+                }
+                Err(()) => {
+                    return Err(corrupt(format!(
+                        "{why}, and the {} bytes after it are too many to scan",
+                        bytes.len() - offset
+                    )))
+                }
+            }
+        }
+        rec.torn_tail = Some(TornTail {
+            offset: offset as u64,
+            len: (bytes.len() - offset) as u64,
+        });
+        break;
+    }
+    rec.valid_len = offset;
+    Ok(rec)
+}
+
+/// The first offset after `damaged` where an intact record starts, if any.
+/// `Err` if the scan would checksum more than [`WAL_SCAN_BYTES_MAX`].
+fn intact_record_after(bytes: &[u8], damaged: usize) -> Result<Option<usize>, ()> {
+    let mut budget = WAL_SCAN_BYTES_MAX;
+    for at in damaged + 1..bytes.len().saturating_sub(WAL_HEADER_LEN - 1) {
+        let rest = &bytes[at..];
+        let len = read_u32_le(rest, 0) as usize;
+        // Cheap filters first: a plausible length, and our version byte.
+        if len == 0 || len > WAL_RECORD_BYTES_MAX || rest.len() - WAL_HEADER_LEN < len {
+            continue;
+        }
+        if rest[WAL_HEADER_LEN] != codec::CODEC_VERSION {
+            continue;
+        }
+        budget = budget.checked_sub(len).ok_or(())?;
+        if let Frame::Intact { .. } = frame_at(bytes, at) {
+            return Ok(Some(at));
+        }
+    }
+    Ok(None)
+}
+
+/// Folds recovered records into the state a server restarts from.
+///
+/// - `HardState` replaces the hard state.
+/// - `Append` drops every entry from its first index on, then appends. Its
+///   entries must be consecutive, the first index at least 1 and at most one
+///   past the last index known (the last entry's, else the snapshot's).
+///   An empty `Append` changes nothing.
+/// - `Snapshot` sets the snapshot and drops entries at or below
+///   `compact_to`; if the snapshot's last index is past the last entry, it
+///   drops the whole log.
+///
+/// A record that cannot fit is `Corrupt`, at its offset.
+pub fn replay(rec: &Recovered) -> Result<Durable, WalError> {
+    let mut durable = Durable::default();
+    for (i, record) in rec.records.iter().enumerate() {
+        let offset = rec.offsets.get(i).copied().unwrap_or_default();
+        apply(&mut durable, record).map_err(|reason| WalError::Corrupt { offset, reason })?;
+    }
+    Ok(durable)
+}
+
+fn last_index(d: &Durable) -> LogIndex {
+    match (d.entries.last(), &d.snapshot) {
+        (Some(e), _) => e.index,
+        (None, Some(s)) => s.meta.last_index,
+        (None, None) => LogIndex::ZERO,
+    }
+}
+
+fn apply(d: &mut Durable, record: &WalRecord) -> Result<(), String> {
+    match record {
+        WalRecord::HardState(h) => d.hard_state = h.clone(),
+        WalRecord::Append(entries) => {
+            let Some(first) = entries.first() else {
+                return Ok(());
+            };
+            let last = last_index(d);
+            if first.index == LogIndex::ZERO || first.index.0 > last.0.saturating_add(1) {
+                return Err(format!(
+                    "append at index {} does not follow the last index {}",
+                    first.index.0, last.0
+                ));
+            }
+            // Indexes come from disk: no `next()`, which would overflow at u64::MAX.
+            let follows = |w: &[Entry]| w[0].index.0.checked_add(1) == Some(w[1].index.0);
+            if let Some(w) = entries.windows(2).find(|w| !follows(w)) {
+                return Err(format!(
+                    "append jumps from index {} to {}",
+                    w[0].index.0, w[1].index.0
+                ));
+            }
+            d.entries.retain(|e| e.index < first.index);
+            d.entries.extend(entries.iter().cloned());
+        }
+        WalRecord::Snapshot {
+            snapshot,
+            compact_to,
+        } => {
+            let beyond_log = d
+                .entries
+                .last()
+                .is_none_or(|e| e.index < snapshot.meta.last_index);
+            if beyond_log {
+                d.entries.clear();
+            } else {
+                d.entries.retain(|e| e.index > *compact_to);
+            }
+            let covered = snapshot.meta.last_index.0;
+            if let Some(first) = d.entries.first() {
+                if first.index.0 > covered.saturating_add(1) {
+                    return Err(format!(
+                        "compacting to {} leaves a gap after the snapshot at {covered}",
+                        compact_to.0
+                    ));
+                }
+            }
+            d.snapshot = Some(snapshot.clone());
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::fsm::{Command, KvCommand, KvWrite};
+    use crate::ids::{NodeId, Term};
+    use crate::raft::{EntryPayload, Membership, SnapshotMeta};
+
+    fn entry(index: u64, term: u64) -> Entry {
+        Entry {
+            term: Term(term),
+            index: LogIndex(index),
+            payload: EntryPayload::Command(Command::Kv(KvCommand::Set(KvWrite {
+                key: format!("k{index}"),
+                flags: 0,
+                value: vec![index as u8; 3],
+            }))),
+        }
+    }
+
+    fn entries(range: core::ops::RangeInclusive<u64>, term: u64) -> Vec<Entry> {
+        range.map(|i| entry(i, term)).collect()
+    }
+
+    fn snapshot(last_index: u64, last_term: u64) -> Snapshot {
+        Snapshot {
+            meta: SnapshotMeta {
+                last_index: LogIndex(last_index),
+                last_term: Term(last_term),
+                membership: Membership::default(),
+            },
+            data: vec![1, 2, 3],
+        }
+    }
+
+    fn three_records() -> Vec<WalRecord> {
+        vec![
+            WalRecord::HardState(HardState {
+                term: Term(2),
+                vote: Some(NodeId(7)),
+            }),
+            WalRecord::Append(entries(1..=3, 2)),
+            WalRecord::Snapshot {
+                snapshot: snapshot(2, 2),
+                compact_to: LogIndex(2),
+            },
+        ]
+    }
+
+    /// The file, and the offset where each record starts.
+    fn file(records: &[WalRecord]) -> (Vec<u8>, Vec<u64>) {
+        let mut out = Vec::new();
+        let mut offsets = Vec::new();
+        for r in records {
+            offsets.push(out.len() as u64);
+            encode_record(r, &mut out);
+        }
+        (out, offsets)
+    }
+
+    #[test]
+    fn records_round_trip() {
+        let records = three_records();
+        let (bytes, offsets) = file(&records);
+        let rec = recover(&bytes).unwrap();
+        assert_eq!(rec.records, records);
+        assert_eq!(rec.offsets, offsets);
+        assert_eq!(rec.valid_len, bytes.len());
+        assert_eq!(rec.torn_tail, None);
+        assert_eq!(recover(&[]).unwrap(), Recovered::default());
+    }
+
+    #[test]
+    fn a_torn_last_record_is_found_at_every_cut() {
+        let records = three_records();
+        let (bytes, offsets) = file(&records);
+        let last = offsets[2] as usize;
+        for cut in last + 1..bytes.len() {
+            let rec = recover(&bytes[..cut]).unwrap();
+            assert_eq!(rec.records, records[..2], "cut at {cut}");
+            assert_eq!(rec.valid_len, last);
+            assert_eq!(
+                rec.torn_tail,
+                Some(TornTail {
+                    offset: last as u64,
+                    len: (cut - last) as u64
+                })
+            );
+        }
+    }
+
+    #[test]
+    fn a_damaged_last_record_is_a_torn_tail() {
+        let (mut bytes, offsets) = file(&three_records());
+        let n = bytes.len();
+        bytes[n - 1] ^= 0x40;
+        let rec = recover(&bytes).unwrap();
+        assert_eq!(rec.records.len(), 2);
+        assert_eq!(rec.torn_tail.unwrap().offset, offsets[2]);
+    }
+
+    #[test]
+    fn a_zero_filled_tail_is_a_torn_tail() {
+        let (mut bytes, _) = file(&three_records());
+        let n = bytes.len();
+        bytes.extend_from_slice(&[0; 20]);
+        let rec = recover(&bytes).unwrap();
+        assert_eq!(rec.records.len(), 3);
+        assert_eq!(
+            rec.torn_tail,
+            Some(TornTail {
+                offset: n as u64,
+                len: 20
+            })
+        );
+    }
+
+    #[test]
+    fn any_flipped_byte_in_the_middle_record_is_corrupt_at_its_offset() {
+        let (bytes, offsets) = file(&three_records());
+        let (start, end) = (offsets[1] as usize, offsets[2] as usize);
+        for at in start..end {
+            for flip in [0x01u8, 0x80, 0xff] {
+                let mut bad = bytes.clone();
+                bad[at] ^= flip;
+                match recover(&bad) {
+                    Err(WalError::Corrupt { offset, .. }) => {
+                        assert_eq!(offset, offsets[1], "byte {at} ^ {flip:#x}")
+                    }
+                    other => panic!("byte {at} ^ {flip:#x}: {other:?}"),
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn an_oversized_length_is_corrupt() {
+        let (mut bytes, _) = file(&three_records());
+        bytes[..4].copy_from_slice(&(WAL_RECORD_BYTES_MAX as u32 + 1).to_le_bytes());
+        let err = recover(&bytes).unwrap_err();
+        assert!(err
+            .to_string()
+            .starts_with("corrupt record at offset 0: length"));
+    }
+
+    #[test]
+    fn a_checksummed_record_that_does_not_decode_is_corrupt() {
+        let payload = [codec::CODEC_VERSION, 9]; // no WalRecord variant 9
+        let mut bytes = Vec::new();
+        bytes.extend_from_slice(&2u32.to_le_bytes());
+        bytes.extend_from_slice(&crc32c::crc32c(&payload).to_le_bytes());
+        bytes.extend_from_slice(&payload);
+        assert!(matches!(
+            recover(&bytes),
+            Err(WalError::Corrupt { offset: 0, .. })
+        ));
+    }
+
+    fn replayed(records: Vec<WalRecord>) -> Result<Durable, WalError> {
+        let (bytes, _) = file(&records);
+        replay(&recover(&bytes).unwrap())
+    }
+
+    #[test]
+    fn replay_overwrites_a_conflicting_suffix() {
+        let d = replayed(vec![
+            WalRecord::Append(entries(1..=5, 1)),
+            WalRecord::Append(entries(3..=4, 2)),
+        ])
+        .unwrap();
+        let mut want = entries(1..=2, 1);
+        want.extend(entries(3..=4, 2));
+        assert_eq!(d.entries, want);
+    }
+
+    #[test]
+    fn replay_keeps_the_last_hard_state() {
+        let hs = |t| HardState {
+            term: Term(t),
+            vote: None,
+        };
+        let d = replayed(vec![
+            WalRecord::HardState(hs(1)),
+            WalRecord::HardState(hs(4)),
+        ])
+        .unwrap();
+        assert_eq!(d.hard_state, hs(4));
+    }
+
+    #[test]
+    fn replay_compacts_to_the_snapshot() {
+        let d = replayed(vec![
+            WalRecord::Append(entries(1..=5, 1)),
+            WalRecord::Snapshot {
+                snapshot: snapshot(4, 1),
+                compact_to: LogIndex(3),
+            },
+            WalRecord::Append(entries(6..=6, 1)),
+        ])
+        .unwrap();
+        assert_eq!(d.snapshot, Some(snapshot(4, 1)));
+        assert_eq!(d.entries, entries(4..=6, 1));
+    }
+
+    #[test]
+    fn a_snapshot_past_the_log_drops_it_all() {
+        let d = replayed(vec![
+            WalRecord::Append(entries(1..=5, 1)),
+            WalRecord::Snapshot {
+                snapshot: snapshot(9, 3),
+                compact_to: LogIndex(5),
+            },
+            WalRecord::Append(entries(10..=11, 3)),
+        ])
+        .unwrap();
+        assert_eq!(d.entries, entries(10..=11, 3));
+    }
+
+    #[test]
+    fn a_gap_is_corrupt_at_the_record_that_makes_it() {
+        let records = vec![
+            WalRecord::Append(entries(1..=2, 1)),
+            WalRecord::Append(entries(4..=4, 1)),
+        ];
+        let (_, offsets) = file(&records);
+        let err = replayed(records).unwrap_err();
+        assert_eq!(
+            err,
+            WalError::Corrupt {
+                offset: offsets[1],
+                reason: "append at index 4 does not follow the last index 2".into()
+            }
+        );
+        let err = replayed(vec![WalRecord::Append(entries(2..=3, 1))]).unwrap_err();
+        assert!(matches!(err, WalError::Corrupt { offset: 0, .. }));
+        let mut jumpy = entries(1..=2, 1);
+        jumpy.push(entry(4, 1));
+        assert!(replayed(vec![WalRecord::Append(jumpy)]).is_err());
+    }
+
+    #[test]
+    fn compacting_past_the_snapshot_is_corrupt_unless_it_drops_the_log() {
+        let err = replayed(vec![
+            WalRecord::Append(entries(1..=10, 1)),
+            WalRecord::Snapshot {
+                snapshot: snapshot(3, 1),
+                compact_to: LogIndex(5),
+            },
+        ])
+        .unwrap_err();
+        assert!(err.to_string().contains("leaves a gap"), "{err}");
+        // A leader's snapshot replacing a longer, conflicting log: the core
+        // compacts to the log's last index and the whole log goes.
+        let d = replayed(vec![
+            WalRecord::Append(entries(1..=10, 1)),
+            WalRecord::Snapshot {
+                snapshot: snapshot(8, 2),
+                compact_to: LogIndex(10),
+            },
+            WalRecord::Append(entries(9..=9, 2)),
+        ])
+        .unwrap();
+        assert_eq!(d.entries, entries(9..=9, 2));
+    }
+
+    #[test]
+    fn indexes_at_the_top_of_the_range_do_not_overflow() {
+        let top = |term| Entry {
+            index: LogIndex(u64::MAX),
+            ..entry(1, term)
+        };
+        let d = replayed(vec![
+            WalRecord::Snapshot {
+                snapshot: snapshot(u64::MAX - 1, 1),
+                compact_to: LogIndex(u64::MAX - 1),
+            },
+            WalRecord::Append(vec![top(1)]),
+            WalRecord::Append(vec![top(2)]),
+        ])
+        .unwrap();
+        assert_eq!(d.entries, vec![top(2)]);
+        let wraps = vec![top(1), entry(0, 1)];
+        assert!(replayed(vec![WalRecord::Append(wraps)]).is_err());
+    }
+
+    #[test]
+    fn persist_ops_convert_both_ways() {
+        for r in three_records() {
+            let op: PersistOp = r.clone().into();
+            assert_eq!(WalRecord::from(op), r);
+        }
+    }
+}

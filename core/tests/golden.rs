@@ -1,0 +1,535 @@
+//! Golden vectors: one fixed example of every message, request, response,
+//! command and WAL record, encoded and compared byte for byte with the files
+//! in `tests/golden/`, and each file decoded back to its value. A change here
+//! is a wire-format change: servers of different versions would stop
+//! understanding each other, or a restart would stop reading its own WAL.
+//!
+//! A missing file fails the test (after writing it) so CI cannot pass
+//! silently; `TERN_BLESS=1 cargo test -p tern-core --test golden` rewrites
+//! every file. See `tests/golden/README.md`.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt::Debug;
+use std::path::{Path, PathBuf};
+
+use tern_core::clock::Duration;
+use tern_core::fsm::{ApplyResult, Command, KvCommand, KvEntry, KvWrite};
+use tern_core::raft::{
+    AppendEntries, AppendEntriesResponse, Entry, EntryPayload, HardState, InstallSnapshot,
+    InstallSnapshotResponse, Member, Membership, RaftMessage, Snapshot, SnapshotMeta, Suffrage,
+    TimeoutNow, VoteRequest, VoteResponse,
+};
+use tern_core::rpc::{
+    Blocking, Op, RaftServer, ReadMode, Reply, ReplyBody, Request, Response, RpcError,
+};
+use tern_core::wire::{self, WalRecord};
+use tern_core::{Datacenter, LogIndex, Message, MessageBody, NodeId, NodeName, Term};
+
+const S1: NodeId = NodeId(0x0123_4567_89ab_cdef_0011_2233_4455_6677);
+const S2: NodeId = NodeId(0xfedc_ba98_7654_3210_ffee_ddcc_bbaa_9988);
+const S3: NodeId = NodeId(3);
+
+fn membership() -> Membership {
+    let member = |name: &str, address: &str, suffrage| Member {
+        name: NodeName(name.into()),
+        address: address.into(),
+        suffrage,
+    };
+    let mut servers = BTreeMap::new();
+    servers.insert(S1, member("s1", "127.0.0.1:8300", Suffrage::Voter));
+    servers.insert(S2, member("s2", "127.0.0.2:8300", Suffrage::Voter));
+    servers.insert(S3, member("s3", "127.0.0.3:8300", Suffrage::Nonvoter));
+    Membership { servers }
+}
+
+fn kv_write() -> KvWrite {
+    KvWrite {
+        key: "web/config".into(),
+        flags: 0xdead_beef,
+        value: b"{\"port\": 8080}".to_vec(),
+    }
+}
+
+fn kv_commands() -> Vec<(&'static str, KvCommand)> {
+    vec![
+        ("set", KvCommand::Set(kv_write())),
+        (
+            "cas",
+            KvCommand::Cas {
+                write: kv_write(),
+                modify_index: 17,
+            },
+        ),
+        (
+            "delete",
+            KvCommand::Delete {
+                key: "web/config".into(),
+            },
+        ),
+        (
+            "delete_cas",
+            KvCommand::DeleteCas {
+                key: "web/config".into(),
+                modify_index: 0,
+            },
+        ),
+        (
+            "delete_tree",
+            KvCommand::DeleteTree {
+                prefix: "web/".into(),
+            },
+        ),
+    ]
+}
+
+fn entries() -> Vec<Entry> {
+    vec![
+        Entry {
+            term: Term(5),
+            index: LogIndex(100),
+            payload: EntryPayload::Noop,
+        },
+        Entry {
+            term: Term(5),
+            index: LogIndex(101),
+            payload: EntryPayload::Command(Command::Kv(KvCommand::Set(kv_write()))),
+        },
+        Entry {
+            term: Term(5),
+            index: LogIndex(102),
+            payload: EntryPayload::Membership(membership()),
+        },
+    ]
+}
+
+fn snapshot() -> Snapshot {
+    Snapshot {
+        meta: SnapshotMeta {
+            last_index: LogIndex(99),
+            last_term: Term(4),
+            membership: membership(),
+        },
+        data: vec![0, 1, 2, 3, 0x7f, 0x80, 0xff],
+    }
+}
+
+fn raft_messages() -> Vec<(&'static str, RaftMessage)> {
+    vec![
+        (
+            "vote_request",
+            RaftMessage::VoteRequest(VoteRequest {
+                term: Term(6),
+                last_log_index: LogIndex(102),
+                last_log_term: Term(5),
+                pre_vote: true,
+                leadership_transfer: false,
+            }),
+        ),
+        (
+            "vote_response",
+            RaftMessage::VoteResponse(VoteResponse {
+                term: Term(6),
+                granted: true,
+                pre_vote: true,
+            }),
+        ),
+        (
+            "append_entries",
+            RaftMessage::AppendEntries(AppendEntries {
+                term: Term(5),
+                prev_log_index: LogIndex(99),
+                prev_log_term: Term(4),
+                entries: entries(),
+                leader_commit: LogIndex(99),
+                seq: 1234,
+            }),
+        ),
+        (
+            "append_entries_response",
+            RaftMessage::AppendEntriesResponse(AppendEntriesResponse {
+                term: Term(5),
+                success: false,
+                match_index: LogIndex(42),
+                seq: 1234,
+            }),
+        ),
+        (
+            "install_snapshot",
+            RaftMessage::InstallSnapshot(InstallSnapshot {
+                term: Term(5),
+                snapshot: snapshot(),
+                seq: 1235,
+            }),
+        ),
+        (
+            "install_snapshot_response",
+            RaftMessage::InstallSnapshotResponse(InstallSnapshotResponse {
+                term: Term(5),
+                last_index: LogIndex(99),
+                seq: 1235,
+            }),
+        ),
+        (
+            "timeout_now",
+            RaftMessage::TimeoutNow(TimeoutNow {
+                term: Term(u64::MAX),
+            }),
+        ),
+    ]
+}
+
+fn ops() -> Vec<(&'static str, Op)> {
+    vec![
+        (
+            "kv_get",
+            Op::KvGet {
+                key: "web/config".into(),
+            },
+        ),
+        (
+            "kv_list",
+            Op::KvList {
+                prefix: "web/".into(),
+            },
+        ),
+        (
+            "kv_keys",
+            Op::KvKeys {
+                prefix: "web/".into(),
+                separator: Some("/".into()),
+            },
+        ),
+        (
+            "kv_apply",
+            Op::KvApply(KvCommand::Cas {
+                write: kv_write(),
+                modify_index: 17,
+            }),
+        ),
+        ("status_leader", Op::StatusLeader),
+        ("status_peers", Op::StatusPeers),
+        ("raft_configuration", Op::RaftConfiguration),
+        (
+            "raft_add_nonvoter",
+            Op::RaftAddNonvoter {
+                id: S3,
+                name: NodeName("s3".into()),
+                address: "127.0.0.3:8300".into(),
+            },
+        ),
+        ("raft_promote", Op::RaftPromote { id: S3 }),
+        (
+            "raft_remove_peer",
+            Op::RaftRemovePeer {
+                id: None,
+                address: Some("127.0.0.3:8300".into()),
+            },
+        ),
+        (
+            "raft_transfer_leadership",
+            Op::RaftTransferLeadership { to: Some(S2) },
+        ),
+    ]
+}
+
+fn request(op: Op) -> Request {
+    Request {
+        datacenter: Datacenter("dc1".into()),
+        read_mode: ReadMode::Default,
+        blocking: None,
+        op,
+    }
+}
+
+fn kv_entry(key: &str) -> KvEntry {
+    KvEntry {
+        key: key.into(),
+        flags: 1,
+        value: b"v".to_vec(),
+        create_index: 10,
+        modify_index: 12,
+        lock_index: 0,
+    }
+}
+
+fn reply_bodies() -> Vec<(&'static str, ReplyBody)> {
+    vec![
+        ("kv", ReplyBody::Kv(Some(kv_entry("web/config")))),
+        (
+            "kv_list",
+            ReplyBody::KvList(vec![kv_entry("web/a"), kv_entry("web/b")]),
+        ),
+        (
+            "keys",
+            ReplyBody::Keys(vec!["web/a".into(), "web/sub/".into()]),
+        ),
+        ("applied", ReplyBody::Applied(ApplyResult::Kv(true))),
+        ("leader", ReplyBody::Leader(Some("127.0.0.1:8300".into()))),
+        (
+            "peers",
+            ReplyBody::Peers(vec!["127.0.0.1:8300".into(), "127.0.0.2:8300".into()]),
+        ),
+        (
+            "configuration",
+            ReplyBody::Configuration {
+                servers: vec![RaftServer {
+                    id: S1,
+                    node: NodeName("s1".into()),
+                    address: "127.0.0.1:8300".into(),
+                    leader: true,
+                    voter: true,
+                }],
+                index: 102,
+            },
+        ),
+        ("done", ReplyBody::Done),
+    ]
+}
+
+fn reply(body: ReplyBody) -> Reply {
+    Reply {
+        index: 102,
+        known_leader: true,
+        last_contact_ms: 3,
+        body,
+    }
+}
+
+fn rpc_errors() -> Vec<(&'static str, RpcError)> {
+    vec![
+        ("no_leader", RpcError::NoLeader),
+        (
+            "not_ready_for_consistent_reads",
+            RpcError::NotReadyForConsistentReads,
+        ),
+        ("no_path_to_datacenter", RpcError::NoPathToDatacenter),
+        (
+            "too_large",
+            RpcError::TooLarge("value of 600000 bytes is over kv_value_bytes_max".into()),
+        ),
+        ("bad_request", RpcError::BadRequest("missing key".into())),
+        ("busy", RpcError::Busy),
+        ("unknown", RpcError::Unknown("leadership lost".into())),
+    ]
+}
+
+fn wal_records() -> Vec<(&'static str, WalRecord)> {
+    vec![
+        (
+            "hard_state",
+            WalRecord::HardState(HardState {
+                term: Term(6),
+                vote: Some(S2),
+            }),
+        ),
+        ("append", WalRecord::Append(entries())),
+        (
+            "snapshot",
+            WalRecord::Snapshot {
+                snapshot: snapshot(),
+                compact_to: LogIndex(90),
+            },
+        ),
+    ]
+}
+
+fn message(body: MessageBody) -> Message {
+    Message {
+        from: S1,
+        to: S2,
+        body,
+    }
+}
+
+/// Compares (or, when blessing, writes) golden files and collects failures.
+struct Golden {
+    dir: PathBuf,
+    bless: bool,
+    seen: BTreeSet<String>,
+    failures: Vec<String>,
+}
+
+impl Golden {
+    fn new() -> Golden {
+        Golden {
+            dir: Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden"),
+            bless: std::env::var("TERN_BLESS").is_ok_and(|v| v == "1"),
+            seen: BTreeSet::new(),
+            failures: Vec::new(),
+        }
+    }
+
+    /// `encoded` must equal the file; the file must decode to `value`.
+    fn check<T, E>(
+        &mut self,
+        name: &str,
+        value: &T,
+        encoded: Vec<u8>,
+        decode: impl Fn(&[u8]) -> Result<T, E>,
+    ) where
+        T: PartialEq + Debug,
+        E: Debug,
+    {
+        let file = format!("{name}.bin");
+        assert!(self.seen.insert(file.clone()), "two vectors named {name}");
+        let path = self.dir.join(&file);
+        let stored = match std::fs::read(&path) {
+            Ok(stored) if !self.bless => stored,
+            Ok(_) => {
+                std::fs::write(&path, &encoded).unwrap();
+                return;
+            }
+            Err(_) => {
+                std::fs::create_dir_all(&self.dir).unwrap();
+                std::fs::write(&path, &encoded).unwrap();
+                if !self.bless {
+                    self.failures
+                        .push(format!("{file}: was missing; written (commit it)"));
+                }
+                return;
+            }
+        };
+        if stored != encoded {
+            self.failures.push(format!(
+                "{file}: encoding changed\n  stored  {stored:02x?}\n  encoded {encoded:02x?}"
+            ));
+        }
+        match decode(&stored) {
+            Ok(decoded) if decoded == *value => {}
+            Ok(decoded) => self.failures.push(format!(
+                "{file}: decodes to a different value\n  want {value:?}\n  got  {decoded:?}"
+            )),
+            Err(e) => self
+                .failures
+                .push(format!("{file}: does not decode: {e:?}")),
+        }
+    }
+
+    /// Fails on collected failures, and on files no vector claims.
+    fn finish(self) {
+        let mut failures = self.failures;
+        for f in std::fs::read_dir(&self.dir).unwrap() {
+            let name = f.unwrap().file_name().to_string_lossy().into_owned();
+            if name.ends_with(".bin") && !self.seen.contains(&name) {
+                failures.push(format!("{name}: no vector claims this file; delete it"));
+            }
+        }
+        assert!(
+            failures.is_empty(),
+            "golden vectors differ (if the format change is intended, bump \
+             CODEC_VERSION and re-bless; see tests/golden/README.md):\n{}",
+            failures.join("\n")
+        );
+    }
+}
+
+fn decode_wal_record(bytes: &[u8]) -> Result<WalRecord, String> {
+    let rec = wire::recover(bytes).map_err(|e| e.to_string())?;
+    match (rec.torn_tail, <[WalRecord; 1]>::try_from(rec.records)) {
+        (None, Ok([r])) => Ok(r),
+        (t, r) => Err(format!("not one clean record: torn {t:?}, records {r:?}")),
+    }
+}
+
+#[test]
+fn golden_vectors_match() {
+    let mut g = Golden::new();
+
+    for (name, raft) in raft_messages() {
+        let m = message(MessageBody::Raft(raft));
+        g.check(
+            &format!("message_raft_{name}"),
+            &m,
+            wire::encode_message(&m),
+            wire::decode_message,
+        );
+    }
+    let forward = message(MessageBody::Forward {
+        id: 77,
+        request: Request {
+            datacenter: Datacenter("dc1".into()),
+            read_mode: ReadMode::Stale,
+            blocking: Some(Blocking {
+                min_index: 101,
+                max_wait: Duration::from_secs(300),
+            }),
+            op: Op::KvList {
+                prefix: "web/".into(),
+            },
+        },
+    });
+    g.check(
+        "message_forward",
+        &forward,
+        wire::encode_message(&forward),
+        wire::decode_message,
+    );
+    let ok = message(MessageBody::ForwardReply {
+        id: 77,
+        response: Ok(reply(ReplyBody::Kv(None))),
+    });
+    g.check(
+        "message_forward_reply_ok",
+        &ok,
+        wire::encode_message(&ok),
+        wire::decode_message,
+    );
+    for (name, err) in rpc_errors() {
+        let m = message(MessageBody::ForwardReply {
+            id: 78,
+            response: Err(err),
+        });
+        g.check(
+            &format!("message_forward_reply_err_{name}"),
+            &m,
+            wire::encode_message(&m),
+            wire::decode_message,
+        );
+    }
+
+    for (name, op) in ops() {
+        let r = request(op);
+        g.check(
+            &format!("request_{name}"),
+            &r,
+            wire::encode_request(&r),
+            wire::decode_request,
+        );
+    }
+    for (name, body) in reply_bodies() {
+        let r: Response = Ok(reply(body));
+        g.check(
+            &format!("response_ok_{name}"),
+            &r,
+            wire::encode_response(&r),
+            wire::decode_response,
+        );
+    }
+    for (name, err) in rpc_errors() {
+        let r: Response = Err(err);
+        g.check(
+            &format!("response_err_{name}"),
+            &r,
+            wire::encode_response(&r),
+            wire::decode_response,
+        );
+    }
+
+    for (name, kv) in kv_commands() {
+        let c = Command::Kv(kv);
+        g.check(
+            &format!("command_kv_{name}"),
+            &c,
+            wire::encode_command(&c),
+            wire::decode_command,
+        );
+    }
+
+    for (name, record) in wal_records() {
+        let mut bytes = Vec::new();
+        wire::encode_record(&record, &mut bytes);
+        g.check(&format!("wal_{name}"), &record, bytes, decode_wal_record);
+    }
+
+    g.finish();
+}
