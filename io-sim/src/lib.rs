@@ -1,3 +1,68 @@
-//! The core on madsim.
+//! The core on madsim: simulated network, time and disk around tern-core's
+//! `Server`, plus the fault API the chaos harness drives.
+//!
+//! A run is `run_seed(seed, cfg, || async { ... })`: inside it, build a
+//! [`World`] of servers, add [`Client`]s, inject faults, and look at the
+//! servers through [`World::with_server`] or an [`Observer`] called after
+//! every `handle`.
+//!
+//! ```no_run
+//! use std::time::Duration;
+//! use tern_io_sim::{run_seed, SimOptions, World};
+//!
+//! run_seed(7, madsim::Config::default(), || async {
+//!     let world = World::new(SimOptions::default(), 3, |spec| spec.config());
+//!     madsim::time::sleep(Duration::from_secs(5)).await;
+//!     assert_eq!(world.leaders().len(), 1);
+//! });
+//! ```
+//!
+//! Each server is a madsim node whose init task (re-run on restart) recovers
+//! the node's WAL from its [`SimDisk`], builds the `Server`, and loops: wait
+//! for a datagram or the core's `poll_timeout`, `handle`, then execute the
+//! actions strictly in order (a `Persist` completes, fsync included, before
+//! the next action starts). Disks live in the world, outside the nodes, so a
+//! kill loses only unsynced bytes.
 #[cfg(not(madsim))]
 compile_error!("tern-io-sim only builds with --cfg madsim (see .cargo/config.toml; a RUSTFLAGS variable replaces it)");
+
+mod client;
+mod disk;
+mod net;
+mod node;
+mod world;
+
+use std::future::Future;
+
+pub use client::{CallError, Client, ClientCounters};
+pub use disk::{compacted_file, CrashKeep, CrashOutcome, SimDisk};
+pub use net::{
+    client_ip, decode_envelope, encode_envelope, server_ip, ClientId, EnvelopeError, Peer,
+    CLIENT_PORT, SERVER_PORT,
+};
+pub use node::now;
+pub use world::{
+    NodeCounters, NodeStatus, Observation, Observer, ServerSpec, SimOptions, World, WorldEvent,
+};
+
+/// Runs one simulation with `seed` on a fresh OS thread (madsim keeps its
+/// random state per thread, so two seeds must never share one) and returns
+/// what `f`'s future returns. A panic inside the simulation is re-raised here.
+pub fn run_seed<F, Fut, R>(seed: u64, config: madsim::Config, f: F) -> R
+where
+    F: FnOnce() -> Fut + Send + 'static,
+    Fut: Future<Output = R> + 'static,
+    R: Send + 'static,
+{
+    let thread = std::thread::Builder::new()
+        .name(format!("sim-seed-{seed}"))
+        .spawn(move || {
+            let runtime = madsim::runtime::Runtime::with_seed_and_config(seed, config);
+            runtime.block_on(f())
+        })
+        .expect("spawn a simulation thread");
+    match thread.join() {
+        Ok(r) => r,
+        Err(panic) => std::panic::resume_unwind(panic),
+    }
+}

@@ -1,0 +1,458 @@
+//! One server's runtime inside its madsim node: recover the disk, build the
+//! `Server`, then loop { wait for a datagram or the core's deadline → handle →
+//! execute the actions strictly in order }.
+
+use std::collections::BTreeMap;
+use std::future::{poll_fn, Future};
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::{Arc, MutexGuard};
+use std::task::Poll;
+
+use madsim::net::Endpoint;
+use madsim::rand::Rng;
+use tern_core::raft::Durable;
+use tern_core::wire::{
+    decode_frame, decode_message, decode_request, encode_frame, encode_message, encode_response,
+    recover, replay, WalRecord,
+};
+use tern_core::{Action, Event, Input, Instant, Message, PersistOp, RequestId, Server};
+use tokio::sync::mpsc;
+
+use crate::disk::{compacted_file, SimDisk};
+use crate::net::{
+    decode_envelope, encode_envelope, receive_loop, send_detached, Datagram, TAG_PEER, TAG_REQUEST,
+    TAG_RESPONSE,
+};
+use crate::world::{NodeStatus, Observation, ServerSlot, Shared, WorldEvent};
+
+/// Virtual time since the world started, as the core's `Instant`.
+pub fn now() -> Instant {
+    let elapsed = madsim::time::TimeHandle::current().elapsed();
+    Instant(u64::try_from(elapsed.as_nanos()).unwrap_or(u64::MAX))
+}
+
+/// This incarnation of the node has been killed: stop at once.
+struct Dead;
+
+/// The node's init task: re-run from scratch by every restart.
+pub(crate) async fn run_server(shared: Arc<Shared>, slot: Arc<ServerSlot>) {
+    let incarnation = slot.disk.lock().unwrap().incarnation();
+    slot.counters.lock().unwrap().starts += 1;
+    *slot.status.lock().unwrap() = NodeStatus::Starting;
+
+    let Some(durable) = recover_disk(&shared, &slot) else {
+        return;
+    };
+    let (last_index, term) = (
+        durable
+            .entries
+            .last()
+            .map(|e| e.index)
+            .or(durable.snapshot.as_ref().map(|s| s.meta.last_index))
+            .unwrap_or_default(),
+        durable.hard_state.term,
+    );
+    let server = match Server::new(slot.config.clone(), durable, now()) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("[io-sim] {:?}: refusing to start: {e}", slot.id);
+            *slot.status.lock().unwrap() = NodeStatus::Failed(e.to_string());
+            return;
+        }
+    };
+    let ep = match Endpoint::bind(slot.addr).await {
+        Ok(ep) => ep,
+        Err(e) => {
+            eprintln!("[io-sim] {:?}: cannot bind {}: {e}", slot.id, slot.addr);
+            *slot.status.lock().unwrap() = NodeStatus::Failed(e.to_string());
+            return;
+        }
+    };
+    *slot.server.lock().unwrap() = Some(server);
+    *slot.status.lock().unwrap() = NodeStatus::Running;
+    shared.record(WorldEvent::Started {
+        node: slot.id,
+        last_index,
+        term,
+    });
+
+    let (tx, rx) = mpsc::unbounded_channel();
+    for _ in 0..shared.opts.receivers_per_tag.max(1) {
+        madsim::task::spawn(receive_loop(ep.clone(), TAG_PEER, tx.clone()));
+        madsim::task::spawn(receive_loop(ep.clone(), TAG_REQUEST, tx.clone()));
+    }
+    drop(tx);
+    let mut driver = Driver {
+        frame_bytes_max: slot.config.frame_bytes_max,
+        shared,
+        slot,
+        ep,
+        incarnation,
+        pending: BTreeMap::new(),
+        next_request: 1,
+        last_tick: None,
+    };
+    // A fresh server writes its bootstrap configuration here; its actions
+    // run like any others, strictly in order.
+    let Some(actions) = driver.step(None) else {
+        return;
+    };
+    if driver.execute(actions).await.is_err() {
+        return;
+    }
+    driver.run(rx).await;
+}
+
+/// Reads the WAL back: truncates a torn tail, refuses to go on from a
+/// corrupt one (the status says why, loudly).
+fn recover_disk(shared: &Shared, slot: &ServerSlot) -> Option<Durable> {
+    let mut disk = slot.disk.lock().unwrap();
+    let bytes = disk.contents();
+    let corrupt = |e: tern_core::wire::WalError| {
+        eprintln!(
+            "[io-sim] {:?}: WAL is corrupt, refusing to start: {e}",
+            slot.id
+        );
+        *slot.status.lock().unwrap() = NodeStatus::Corrupt(e.clone());
+        shared.record(WorldEvent::Corrupt {
+            node: slot.id,
+            error: e,
+        });
+    };
+    let rec = match recover(&bytes) {
+        Ok(rec) => rec,
+        Err(e) => {
+            corrupt(e);
+            return None;
+        }
+    };
+    if let Some(torn) = rec.torn_tail {
+        println!(
+            "[io-sim] {:?}: truncating a torn tail of {} bytes at offset {}",
+            slot.id, torn.len, torn.offset
+        );
+        disk.truncate(rec.valid_len);
+        let mut c = slot.counters.lock().unwrap();
+        c.torn_tails_recovered += 1;
+        c.torn_bytes_truncated += torn.len;
+        shared.record(WorldEvent::TornTail {
+            node: slot.id,
+            offset: torn.offset,
+            len: torn.len,
+        });
+    }
+    match replay(&rec) {
+        Ok(d) => Some(d),
+        Err(e) => {
+            corrupt(e);
+            None
+        }
+    }
+}
+
+enum Wake {
+    Tick,
+    Datagram(Datagram),
+    Closed,
+}
+
+struct Driver {
+    shared: Arc<Shared>,
+    slot: Arc<ServerSlot>,
+    ep: Endpoint,
+    incarnation: u64,
+    frame_bytes_max: usize,
+    /// Client requests in the core, by the id we gave them: who to answer.
+    pending: BTreeMap<RequestId, (SocketAddr, u64)>,
+    next_request: u64,
+    /// When the last `Tick` was handled: a deadline still due at that same
+    /// instant is not ticked again at once (see `next_wake`).
+    last_tick: Option<Instant>,
+}
+
+impl Driver {
+    async fn run(mut self, mut rx: mpsc::UnboundedReceiver<Datagram>) {
+        loop {
+            let input = match self.next_wake(&mut rx).await {
+                Wake::Closed => return,
+                Wake::Tick => {
+                    self.last_tick = Some(now());
+                    Input::Tick
+                }
+                Wake::Datagram(d) => match self.decode(d) {
+                    Some(input) => input,
+                    None => continue,
+                },
+            };
+            let Some(actions) = self.step(Some(input)) else {
+                return;
+            };
+            if self.execute(actions).await.is_err() {
+                return;
+            }
+        }
+    }
+
+    /// Waits for the next datagram or for the core's deadline.
+    async fn next_wake(&mut self, rx: &mut mpsc::UnboundedReceiver<Datagram>) -> Wake {
+        let deadline = match self.slot.server.lock().unwrap().as_ref() {
+            Some(s) => s.poll_timeout(),
+            None => return Wake::Closed,
+        };
+        let now = now();
+        let wait = match deadline {
+            None => None,
+            Some(d) if d > now => Some(std::time::Duration::from_nanos(d.0 - now.0)),
+            Some(_) if self.last_tick != Some(now) => return Wake::Tick,
+            Some(_) => {
+                // The core asked to be ticked again at an instant it was
+                // just ticked at. Let time move rather than spin forever.
+                self.slot.counters.lock().unwrap().timer_spins += 1;
+                Some(std::time::Duration::from_millis(1))
+            }
+        };
+        let mut sleep: Option<Pin<Box<madsim::time::Sleep>>> =
+            wait.map(|d| Box::pin(madsim::time::sleep(d)));
+        poll_fn(|cx| {
+            match rx.poll_recv(cx) {
+                Poll::Ready(Some(d)) => return Poll::Ready(Wake::Datagram(d)),
+                Poll::Ready(None) => return Poll::Ready(Wake::Closed),
+                Poll::Pending => {}
+            }
+            if let Some(s) = sleep.as_mut() {
+                if s.as_mut().poll(cx).is_ready() {
+                    return Poll::Ready(Wake::Tick);
+                }
+            }
+            Poll::Pending
+        })
+        .await
+    }
+
+    /// Turns a datagram into an input; anything undecodable is dropped
+    /// with one log line and a count, and the core never sees it.
+    fn decode(&mut self, d: Datagram) -> Option<Input> {
+        self.slot.counters.lock().unwrap().messages_received += 1;
+        let Some(bytes) = d.bytes else {
+            self.decode_error(d.from, "payload is not bytes".into());
+            return None;
+        };
+        match d.tag {
+            TAG_PEER => {
+                let message = decode_frame(&bytes, self.frame_bytes_max)
+                    .map_err(|e| e.to_string())
+                    .and_then(|p| decode_message(p).map_err(|e| e.to_string()));
+                match message {
+                    Ok(m) => Some(Input::Message(m)),
+                    Err(e) => {
+                        self.decode_error(d.from, e);
+                        None
+                    }
+                }
+            }
+            TAG_REQUEST => {
+                let request = decode_envelope(&bytes, self.frame_bytes_max)
+                    .map_err(|e| e.to_string())
+                    .and_then(|(cid, body)| {
+                        decode_request(body)
+                            .map(|r| (cid, r))
+                            .map_err(|e| e.to_string())
+                    });
+                match request {
+                    Ok((client_id, request)) => {
+                        let id = RequestId(self.next_request);
+                        self.next_request += 1;
+                        self.pending.insert(id, (d.from, client_id));
+                        self.slot.counters.lock().unwrap().requests_received += 1;
+                        Some(Input::Request { id, request })
+                    }
+                    Err(e) => {
+                        self.decode_error(d.from, e);
+                        None
+                    }
+                }
+            }
+            _ => {
+                self.decode_error(d.from, format!("unknown tag {}", d.tag));
+                None
+            }
+        }
+    }
+
+    fn decode_error(&self, from: SocketAddr, why: String) {
+        self.slot.counters.lock().unwrap().decode_errors += 1;
+        println!(
+            "[io-sim] {:?}: dropped an undecodable datagram from {from}: {why}",
+            self.slot.id
+        );
+    }
+
+    /// One `handle`, then the observer. The server is taken out of its slot
+    /// meanwhile, so an observer may look at every *other* server through
+    /// the world without deadlocking on this one.
+    /// `None` is `Server::start`, called once before the first input.
+    fn step(&mut self, input: Option<Input>) -> Option<Vec<Action>> {
+        let mut server = self.slot.server.lock().unwrap().take()?;
+        let now = now();
+        let mut out = Vec::new();
+        let observer = self.shared.observer();
+        let seen = observer.as_ref().and(input.clone());
+        match input {
+            Some(input) => server.handle(now, input, &mut out),
+            None => server.start(&mut out),
+        }
+        if let Some(observer) = observer {
+            observer(&Observation {
+                node: self.slot.id,
+                now,
+                input: seen.as_ref(),
+                server: &server,
+                actions: &out,
+            });
+        }
+        *self.slot.server.lock().unwrap() = Some(server);
+        Some(out)
+    }
+
+    async fn execute(&mut self, actions: Vec<Action>) -> Result<(), Dead> {
+        for action in actions {
+            match action {
+                Action::Persist { op, sync } => self.persist(op, sync).await?,
+                Action::Send { address, message } => self.send(&address, &message),
+                Action::Respond { id, response } => {
+                    self.respond(id, &response);
+                }
+                Action::Event(event) => self.event(event),
+            }
+        }
+        Ok(())
+    }
+
+    fn disk(&self) -> Result<MutexGuard<'_, SimDisk>, Dead> {
+        let disk = self.slot.disk.lock().unwrap();
+        if disk.incarnation() == self.incarnation {
+            Ok(disk)
+        } else {
+            Err(Dead)
+        }
+    }
+
+    async fn persist(&mut self, op: PersistOp, sync: bool) -> Result<(), Dead> {
+        let snapshot = matches!(op, PersistOp::Snapshot { .. });
+        let n = self.disk()?.append_record(&WalRecord::from(op));
+        {
+            let mut c = self.slot.counters.lock().unwrap();
+            c.persists += 1;
+            c.bytes_written += n as u64;
+        }
+        if sync {
+            self.fsync().await?;
+        }
+        if snapshot {
+            self.compact().await?;
+        }
+        Ok(())
+    }
+
+    /// An fsync: what was written before it becomes durable after a
+    /// simulated latency, during which a crash may strike.
+    async fn fsync(&mut self) -> Result<(), Dead> {
+        let upto = self.disk()?.unsynced_len();
+        self.disk_latency().await;
+        self.disk()?.mark_synced(upto);
+        self.slot.counters.lock().unwrap().fsyncs += 1;
+        Ok(())
+    }
+
+    async fn disk_latency(&self) {
+        let (lo, hi) = self.shared.opts.fsync_latency;
+        let d = if hi > lo {
+            madsim::rand::thread_rng().gen_range(lo..=hi)
+        } else {
+            lo
+        };
+        if !d.is_zero() {
+            madsim::time::sleep(d).await;
+        }
+    }
+
+    /// After a snapshot, rewrites the WAL as [hard state, snapshot, entries
+    /// after it]: a new file is written and fsynced (a crash meanwhile leaves
+    /// the old one), then renamed over the old one atomically.
+    async fn compact(&mut self) -> Result<(), Dead> {
+        let bytes = self.disk()?.contents();
+        let rec = recover(&bytes).expect("a running node's own WAL recovers");
+        assert!(
+            rec.torn_tail.is_none(),
+            "a running node's WAL has no torn tail"
+        );
+        let durable = replay(&rec).expect("a running node's own WAL replays");
+        let new = compacted_file(&durable);
+        let check = replay(&recover(&new).expect("compacted WAL recovers"));
+        assert_eq!(
+            check.as_ref(),
+            Ok(&durable),
+            "the compacted WAL replays to the same state"
+        );
+        self.disk_latency().await;
+        let mut disk = self.disk()?;
+        assert_eq!(
+            disk.contents().len(),
+            bytes.len(),
+            "nothing else writes the WAL while it is compacted"
+        );
+        disk.replace(new);
+        drop(disk);
+        self.slot.counters.lock().unwrap().compactions += 1;
+        Ok(())
+    }
+
+    fn send(&mut self, address: &str, message: &Message) {
+        let Ok(dst) = address.parse::<SocketAddr>() else {
+            self.slot.counters.lock().unwrap().send_errors += 1;
+            println!(
+                "[io-sim] {:?}: cannot send to {address:?}: not an address",
+                self.slot.id
+            );
+            return;
+        };
+        let mut frame = Vec::new();
+        encode_frame(&encode_message(message), &mut frame);
+        let rate = self.shared.duplicate_rate();
+        let duplicate = rate > 0.0 && madsim::rand::thread_rng().gen_bool(rate.min(1.0));
+        if duplicate {
+            send_detached(&self.ep, dst, TAG_PEER, frame.clone());
+        }
+        send_detached(&self.ep, dst, TAG_PEER, frame);
+        let mut c = self.slot.counters.lock().unwrap();
+        c.messages_sent += 1;
+        c.messages_duplicated += u64::from(duplicate);
+    }
+
+    fn respond(&mut self, id: RequestId, response: &tern_core::rpc::Response) {
+        let Some((to, client_id)) = self.pending.remove(&id) else {
+            self.slot.counters.lock().unwrap().responses_unmatched += 1;
+            println!(
+                "[io-sim] {:?}: the core answered unknown request {id:?}",
+                self.slot.id
+            );
+            return;
+        };
+        let bytes = encode_envelope(client_id, &encode_response(response));
+        send_detached(&self.ep, to, TAG_RESPONSE, bytes);
+        self.slot.counters.lock().unwrap().responses_sent += 1;
+    }
+
+    fn event(&mut self, event: Event) {
+        match event {
+            Event::BecameLeader { .. } | Event::SteppedDown { .. } | Event::Removed => {
+                self.shared.record(WorldEvent::Core {
+                    node: self.slot.id,
+                    event,
+                });
+            }
+            _ => {}
+        }
+    }
+}

@@ -1,0 +1,669 @@
+//! The world: a cluster of simulated servers and clients, their disks, and
+//! the fault API the chaos harness drives.
+//!
+//! Everything here must be called from inside a madsim runtime (see
+//! [`crate::run_seed`]). A `World` is a cheap handle; clone it into tasks.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration as StdDuration;
+
+use madsim::net::NetSim;
+use madsim::rand::Rng;
+use madsim::runtime::Handle;
+use tern_core::raft::{Member, Membership, Suffrage};
+use tern_core::wire::WalError;
+use tern_core::{Action, Config, Event, Input, Instant, LogIndex, NodeId, NodeName, Server, Term};
+
+use crate::client::{Client, ClientSlot};
+use crate::disk::{CrashKeep, CrashOutcome, SimDisk};
+use crate::net::{client_ip, server_ip, ClientId, Peer, CLIENT_PORT, SERVER_PORT};
+use crate::node::{now, run_server};
+
+/// Knobs of the simulated machines (the network's own knobs are madsim's
+/// `net::Config`, set at runtime with [`World::set_loss`] and
+/// [`World::set_latency`]).
+#[derive(Clone, Debug)]
+pub struct SimOptions {
+    /// An fsync takes a random time in `[min, max]`. madsim never sleeps less
+    /// than 1 ms, so a non-zero latency below that is 1 ms; zero means an
+    /// fsync is instant (no crash window).
+    pub fsync_latency: (StdDuration, StdDuration),
+    /// Chance that a server-to-server datagram is sent twice.
+    pub duplicate_rate: f64,
+    /// Receiving tasks per datagram kind per server (madsim charges each
+    /// receive a 1 ms sleep; several receivers keep a busy server's inbox
+    /// from queueing behind it).
+    pub receivers_per_tag: usize,
+}
+
+impl Default for SimOptions {
+    fn default() -> SimOptions {
+        SimOptions {
+            fsync_latency: (StdDuration::from_millis(1), StdDuration::from_millis(2)),
+            duplicate_rate: 0.0,
+            receivers_per_tag: 8,
+        }
+    }
+}
+
+/// What one server's driver has done, summed over all its restarts.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct NodeCounters {
+    /// Times the node's runtime started (1 + restarts).
+    pub starts: u64,
+    pub messages_sent: u64,
+    pub messages_duplicated: u64,
+    /// `Send` actions whose address did not parse.
+    pub send_errors: u64,
+    /// Datagrams received (of any kind, decodable or not).
+    pub messages_received: u64,
+    /// Datagrams dropped because they did not decode.
+    pub decode_errors: u64,
+    pub requests_received: u64,
+    pub responses_sent: u64,
+    /// `Respond` actions for an id this driver never gave out.
+    pub responses_unmatched: u64,
+    pub persists: u64,
+    pub bytes_written: u64,
+    pub fsyncs: u64,
+    /// WAL rewrites after a snapshot.
+    pub compactions: u64,
+    pub crashes: u64,
+    pub unsynced_bytes_lost: u64,
+    pub torn_tails_recovered: u64,
+    pub torn_bytes_truncated: u64,
+    /// Times the core asked for a tick at the instant it was just ticked.
+    pub timer_spins: u64,
+}
+
+/// Where a server is in its life.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum NodeStatus {
+    /// Created or restarted; recovering its disk.
+    Starting,
+    Running,
+    Paused,
+    Killed,
+    /// Stopped for good by [`World::remove_node`].
+    Removed,
+    /// Recovery found its WAL corrupt; it refused to start.
+    Corrupt(WalError),
+    /// `Server::new` or binding its address failed.
+    Failed(String),
+}
+
+/// What the observer sees after every `handle`.
+pub struct Observation<'a> {
+    pub node: NodeId,
+    pub now: Instant,
+    /// `None` for `Server::start` (the bootstrap write before any input).
+    pub input: Option<&'a Input>,
+    pub server: &'a Server,
+    pub actions: &'a [Action],
+}
+
+/// Called synchronously after every `Server::handle`, before the actions run.
+/// While it runs, this node's server is out of its slot: `World::with_server`
+/// on the same node returns `None` (other nodes are fine).
+pub type Observer = Arc<dyn Fn(&Observation<'_>) + Send + Sync>;
+
+/// Notable things that happened, in order, with the virtual time.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum WorldEvent {
+    Started {
+        node: NodeId,
+        last_index: LogIndex,
+        term: Term,
+    },
+    Crashed {
+        node: NodeId,
+        outcome: CrashOutcome,
+    },
+    TornTail {
+        node: NodeId,
+        offset: u64,
+        len: u64,
+    },
+    Corrupt {
+        node: NodeId,
+        error: WalError,
+    },
+    /// `BecameLeader`, `SteppedDown` and `Removed` from the core.
+    Core {
+        node: NodeId,
+        event: Event,
+    },
+    /// A fault the harness injected, in words.
+    Fault(String),
+}
+
+/// What the caller's config closure is told about a server it configures.
+#[derive(Clone, Debug)]
+pub struct ServerSpec {
+    /// 0-based, in creation order.
+    pub index: usize,
+    pub node_id: NodeId,
+    pub name: NodeName,
+    /// `10.0.0.<index+1>:8300`.
+    pub address: String,
+    /// Drawn from the world's seeded RNG.
+    pub rng_seed: u64,
+    /// All initial servers as voters; `None` for servers added later.
+    pub bootstrap: Option<Membership>,
+}
+
+impl ServerSpec {
+    /// `Config::new` defaults (datacenter `dc1`) with this spec's identity.
+    pub fn config(&self) -> Config {
+        let mut c = Config::new(self.node_id, &self.name.0, "dc1", &self.address);
+        c.rng_seed = self.rng_seed;
+        c.bootstrap = self.bootstrap.clone();
+        c
+    }
+}
+
+pub(crate) struct ServerSlot {
+    pub id: NodeId,
+    pub config: Config,
+    pub addr: SocketAddr,
+    pub disk: Mutex<SimDisk>,
+    pub server: Mutex<Option<Server>>,
+    pub counters: Mutex<NodeCounters>,
+    pub status: Mutex<NodeStatus>,
+}
+
+pub(crate) struct Shared {
+    pub opts: SimOptions,
+    observer: Mutex<Option<Observer>>,
+    duplicate_rate: Mutex<f64>,
+    servers: Mutex<BTreeMap<NodeId, Arc<ServerSlot>>>,
+    clients: Mutex<BTreeMap<ClientId, Arc<ClientSlot>>>,
+    sim_ids: Mutex<BTreeMap<Peer, madsim::task::NodeId>>,
+    /// Links we clogged, so `heal` can undo exactly them.
+    clogged: Mutex<BTreeSet<(Peer, Peer)>>,
+    events: Mutex<Vec<(Instant, WorldEvent)>>,
+    raw_senders: Mutex<u32>,
+}
+
+impl Shared {
+    pub fn observer(&self) -> Option<Observer> {
+        self.observer.lock().unwrap().clone()
+    }
+    pub fn duplicate_rate(&self) -> f64 {
+        *self.duplicate_rate.lock().unwrap()
+    }
+    pub fn record(&self, event: WorldEvent) {
+        self.events.lock().unwrap().push((now(), event));
+    }
+    pub fn server_addr(&self, id: NodeId) -> Option<SocketAddr> {
+        self.servers.lock().unwrap().get(&id).map(|s| s.addr)
+    }
+}
+
+/// A simulated cluster. See the crate docs for the lifecycle.
+#[derive(Clone)]
+pub struct World {
+    shared: Arc<Shared>,
+}
+
+impl World {
+    /// Starts `n` servers that bootstrap together as voters. `make` turns
+    /// each [`ServerSpec`] into its `Config` (`|s| s.config()` for defaults);
+    /// the config must keep the spec's `node_id` and `address`.
+    pub fn new(opts: SimOptions, n: usize, mut make: impl FnMut(&ServerSpec) -> Config) -> World {
+        let world = World {
+            shared: Arc::new(Shared {
+                duplicate_rate: Mutex::new(opts.duplicate_rate),
+                opts,
+                observer: Mutex::new(None),
+                servers: Mutex::new(BTreeMap::new()),
+                clients: Mutex::new(BTreeMap::new()),
+                sim_ids: Mutex::new(BTreeMap::new()),
+                clogged: Mutex::new(BTreeSet::new()),
+                events: Mutex::new(Vec::new()),
+                raw_senders: Mutex::new(0),
+            }),
+        };
+        let mut bootstrap = Membership::default();
+        for i in 0..n {
+            let (id, name, address) = Self::identity(i);
+            bootstrap.servers.insert(
+                id,
+                Member {
+                    name,
+                    address,
+                    suffrage: Suffrage::Voter,
+                },
+            );
+        }
+        for i in 0..n {
+            let spec = world.spec(i, Some(bootstrap.clone()));
+            world.start(&spec, make(&spec));
+        }
+        world
+    }
+
+    fn identity(index: usize) -> (NodeId, NodeName, String) {
+        let n = index as u32 + 1;
+        (
+            NodeId(u128::from(n)),
+            NodeName(format!("s{n}")),
+            SocketAddr::new(server_ip(n), SERVER_PORT).to_string(),
+        )
+    }
+
+    fn spec(&self, index: usize, bootstrap: Option<Membership>) -> ServerSpec {
+        let (node_id, name, address) = Self::identity(index);
+        ServerSpec {
+            index,
+            node_id,
+            name,
+            address,
+            rng_seed: madsim::rand::thread_rng().gen(),
+            bootstrap,
+        }
+    }
+
+    fn start(&self, spec: &ServerSpec, config: Config) -> NodeId {
+        assert_eq!(
+            config.node_id, spec.node_id,
+            "config must keep the spec's node_id"
+        );
+        assert_eq!(
+            config.address, spec.address,
+            "config must keep the spec's address"
+        );
+        let slot = Arc::new(ServerSlot {
+            id: spec.node_id,
+            addr: spec.address.parse().expect("spec address parses"),
+            config,
+            disk: Mutex::new(SimDisk::new()),
+            server: Mutex::new(None),
+            counters: Mutex::new(NodeCounters::default()),
+            status: Mutex::new(NodeStatus::Starting),
+        });
+        self.shared
+            .servers
+            .lock()
+            .unwrap()
+            .insert(spec.node_id, slot.clone());
+        let shared = self.shared.clone();
+        let node = Handle::current()
+            .create_node()
+            .name(spec.name.0.clone())
+            .ip(slot.addr.ip())
+            .init(move || run_server(shared.clone(), slot.clone()))
+            .build();
+        self.shared
+            .sim_ids
+            .lock()
+            .unwrap()
+            .insert(Peer::Server(spec.node_id), node.id());
+        spec.node_id
+    }
+
+    /// Starts a new server with an empty disk and no bootstrap (it waits to
+    /// be added to the configuration, e.g. by `Op::RaftAddNonvoter`).
+    pub fn add_server(&self, make: impl FnOnce(&ServerSpec) -> Config) -> NodeId {
+        let index = self.shared.servers.lock().unwrap().len();
+        let spec = self.spec(index, None);
+        self.start(&spec, make(&spec))
+    }
+
+    /// Starts a client on its own node, reachable from every server until
+    /// a fault says otherwise.
+    pub async fn add_client(&self) -> Client {
+        let n = self.shared.clients.lock().unwrap().len() as u32 + 1;
+        let id = ClientId(n);
+        let addr = SocketAddr::new(client_ip(n), CLIENT_PORT);
+        let node = Handle::current()
+            .create_node()
+            .name(format!("c{n}"))
+            .ip(addr.ip())
+            .build();
+        self.shared
+            .sim_ids
+            .lock()
+            .unwrap()
+            .insert(Peer::Client(id), node.id());
+        let client = Client::start(id, node, addr, self.shared.clone()).await;
+        self.shared
+            .clients
+            .lock()
+            .unwrap()
+            .insert(id, client.slot());
+        client
+    }
+
+    // ---- inspection ----
+
+    /// Every server ever started, in id order (removed ones too).
+    pub fn servers(&self) -> Vec<NodeId> {
+        self.shared
+            .servers
+            .lock()
+            .unwrap()
+            .keys()
+            .copied()
+            .collect()
+    }
+
+    /// The server's address (`10.0.0.x:8300`).
+    pub fn address(&self, id: NodeId) -> Option<String> {
+        self.shared.server_addr(id).map(|a| a.to_string())
+    }
+
+    /// Looks at a running server. `None` if it is not running (or is the
+    /// one the observer is being called for).
+    pub fn with_server<R>(&self, id: NodeId, f: impl FnOnce(&Server) -> R) -> Option<R> {
+        let slot = self.slot(id)?;
+        let guard = slot.server.lock().unwrap();
+        guard.as_ref().map(f)
+    }
+
+    /// The running servers that believe they are leader, with their terms.
+    pub fn leaders(&self) -> Vec<(NodeId, Term)> {
+        self.servers()
+            .into_iter()
+            .filter_map(|id| {
+                self.with_server(id, |s| {
+                    (s.role() == tern_core::raft::Role::Leader).then(|| (id, s.term()))
+                })
+                .flatten()
+            })
+            .collect()
+    }
+
+    pub fn status(&self, id: NodeId) -> Option<NodeStatus> {
+        Some(self.slot(id)?.status.lock().unwrap().clone())
+    }
+
+    pub fn counters(&self, id: NodeId) -> Option<NodeCounters> {
+        Some(self.slot(id)?.counters.lock().unwrap().clone())
+    }
+
+    /// Bytes of the server's WAL: (durable, written but not yet synced).
+    pub fn disk_len(&self, id: NodeId) -> Option<(usize, usize)> {
+        let slot = self.slot(id)?;
+        let disk = slot.disk.lock().unwrap();
+        Some((disk.durable_len(), disk.unsynced_len()))
+    }
+
+    /// A copy of the server's WAL as a reader would see it now.
+    pub fn disk_contents(&self, id: NodeId) -> Option<Vec<u8>> {
+        Some(self.slot(id)?.disk.lock().unwrap().contents())
+    }
+
+    /// Everything notable so far, in order.
+    pub fn events(&self) -> Vec<(Instant, WorldEvent)> {
+        self.shared.events.lock().unwrap().clone()
+    }
+
+    pub fn set_observer(&self, observer: Observer) {
+        *self.shared.observer.lock().unwrap() = Some(observer);
+    }
+
+    pub fn clear_observer(&self) {
+        *self.shared.observer.lock().unwrap() = None;
+    }
+
+    /// Virtual time since the world's runtime started.
+    pub fn now(&self) -> Instant {
+        now()
+    }
+
+    fn slot(&self, id: NodeId) -> Option<Arc<ServerSlot>> {
+        self.shared.servers.lock().unwrap().get(&id).cloned()
+    }
+
+    fn sim_id(&self, peer: Peer) -> madsim::task::NodeId {
+        *self
+            .shared
+            .sim_ids
+            .lock()
+            .unwrap()
+            .get(&peer)
+            .unwrap_or_else(|| panic!("no such node in the world: {peer:?}"))
+    }
+
+    // ---- process faults ----
+
+    /// Power-cuts a server: its tasks stop, its unsynced writes are lost or
+    /// torn (a random prefix survives), its durable bytes stay.
+    pub fn kill(&self, id: NodeId) {
+        self.crash(id, NodeStatus::Killed);
+        Handle::current().kill(self.sim_id(Peer::Server(id)));
+    }
+
+    /// Crashes the server if it is up, then starts it again from its disk.
+    pub fn restart(&self, id: NodeId) {
+        let status = self.status(id).expect("no such server");
+        assert_ne!(status, NodeStatus::Removed, "a removed server stays down");
+        self.crash(id, NodeStatus::Starting);
+        self.fault(format!("restart {id:?}"));
+        // madsim's restart alone keeps the old incarnation's sockets bound;
+        // a kill first releases them.
+        let sim = self.sim_id(Peer::Server(id));
+        Handle::current().kill(sim);
+        Handle::current().restart(sim);
+    }
+
+    /// Freezes the server's tasks (a long GC pause, a stopped VM): its
+    /// timers and inbox pile up until `resume`.
+    pub fn pause(&self, id: NodeId) {
+        self.fault(format!("pause {id:?}"));
+        Handle::current().pause(self.sim_id(Peer::Server(id)));
+        self.set_status(id, NodeStatus::Paused);
+    }
+
+    pub fn resume(&self, id: NodeId) {
+        self.fault(format!("resume {id:?}"));
+        Handle::current().resume(self.sim_id(Peer::Server(id)));
+        if self.status(id) == Some(NodeStatus::Paused) {
+            self.set_status(id, NodeStatus::Running);
+        }
+    }
+
+    /// Stops a server for good (its disk is kept for inspection).
+    pub fn remove_node(&self, id: NodeId) {
+        self.crash(id, NodeStatus::Removed);
+        Handle::current().kill(self.sim_id(Peer::Server(id)));
+    }
+
+    fn set_status(&self, id: NodeId, status: NodeStatus) {
+        if let Some(slot) = self.slot(id) {
+            *slot.status.lock().unwrap() = status;
+        }
+    }
+
+    fn crash(&self, id: NodeId, status: NodeStatus) {
+        let slot = self.slot(id).expect("no such server");
+        let down = matches!(
+            *slot.status.lock().unwrap(),
+            NodeStatus::Killed
+                | NodeStatus::Removed
+                | NodeStatus::Corrupt(_)
+                | NodeStatus::Failed(_)
+        );
+        if down {
+            // Nothing runs, so nothing is unsynced: no second crash to count.
+            *slot.status.lock().unwrap() = status;
+            return;
+        }
+        // A third of crashes lose every unsynced byte, a third keep them
+        // all, and a third keep a random prefix (usually a torn record).
+        let mut rng = madsim::rand::thread_rng();
+        let keep = match rng.gen_range(0..3) {
+            0 => CrashKeep::Nothing,
+            1 => CrashKeep::Everything,
+            _ => {
+                let unsynced = slot.disk.lock().unwrap().unsynced_len();
+                CrashKeep::Prefix(rng.gen_range(0..=unsynced))
+            }
+        };
+        let outcome = slot.disk.lock().unwrap().crash(keep);
+        *slot.server.lock().unwrap() = None;
+        *slot.status.lock().unwrap() = status;
+        {
+            let mut c = slot.counters.lock().unwrap();
+            c.crashes += 1;
+            c.unsynced_bytes_lost += outcome.lost as u64;
+        }
+        self.shared
+            .record(WorldEvent::Crashed { node: id, outcome });
+    }
+
+    /// Flips a byte inside a durable record that has intact records after
+    /// it, so the server's next recovery must refuse to start. Returns the
+    /// damaged record's offset (what `WalError::Corrupt` will name), or
+    /// `None` if the durable WAL holds fewer than two records.
+    pub fn corrupt_disk(&self, id: NodeId) -> Option<u64> {
+        let slot = self.slot(id)?;
+        let mut rng = madsim::rand::thread_rng();
+        let at = slot
+            .disk
+            .lock()
+            .unwrap()
+            .corrupt_middle(|n| rng.gen_range(0..n))?;
+        self.fault(format!("corrupt the WAL of {id:?} at offset {at}"));
+        Some(at)
+    }
+
+    // ---- network faults ----
+
+    fn clog(&self, from: Peer, to: Peer) {
+        if from == to {
+            return;
+        }
+        NetSim::current().clog_link(self.sim_id(from), self.sim_id(to));
+        self.shared.clogged.lock().unwrap().insert((from, to));
+    }
+
+    fn unclog_servers(&self) {
+        let net = NetSim::current();
+        let mut clogged = self.shared.clogged.lock().unwrap();
+        let links: Vec<(Peer, Peer)> = clogged
+            .iter()
+            .filter(|(a, b)| matches!((a, b), (Peer::Server(_), Peer::Server(_))))
+            .copied()
+            .collect();
+        for (a, b) in links {
+            net.unclog_link(self.sim_id(a), self.sim_id(b));
+            clogged.remove(&(a, b));
+        }
+    }
+
+    /// Splits the servers into groups that cannot reach each other (both
+    /// directions). Replaces any earlier server-to-server partition or clog;
+    /// a server in no group is alone. Clients still reach every server.
+    pub fn partition(&self, groups: &[Vec<NodeId>]) {
+        self.unclog_servers();
+        let servers = self.servers();
+        let group_of = |id: NodeId| groups.iter().position(|g| g.contains(&id));
+        for &a in &servers {
+            for &b in &servers {
+                let apart = match (group_of(a), group_of(b)) {
+                    (Some(x), Some(y)) => x != y,
+                    _ => true,
+                };
+                if a != b && apart {
+                    self.clog(Peer::Server(a), Peer::Server(b));
+                }
+            }
+        }
+        self.fault(format!("partition {groups:?}"));
+    }
+
+    /// Drops everything `from` sends to `to` (the other way still works).
+    pub fn clog_one_way(&self, from: NodeId, to: NodeId) {
+        self.clog(Peer::Server(from), Peer::Server(to));
+        self.fault(format!("clog {from:?} -> {to:?}"));
+    }
+
+    /// Cuts one server off from every other server (clients still reach it).
+    pub fn isolate(&self, id: NodeId) {
+        for other in self.servers() {
+            self.clog(Peer::Server(id), Peer::Server(other));
+            self.clog(Peer::Server(other), Peer::Server(id));
+        }
+        self.fault(format!("isolate {id:?}"));
+    }
+
+    /// Cuts a client off from a server, both ways.
+    pub fn cut_client(&self, client: ClientId, server: NodeId) {
+        self.clog(Peer::Client(client), Peer::Server(server));
+        self.clog(Peer::Server(server), Peer::Client(client));
+        self.fault(format!("cut {client:?} from {server:?}"));
+    }
+
+    /// Restores every link this world clogged.
+    pub fn heal(&self) {
+        let net = NetSim::current();
+        let links: Vec<(Peer, Peer)> = std::mem::take(&mut *self.shared.clogged.lock().unwrap())
+            .into_iter()
+            .collect();
+        for (a, b) in links {
+            net.unclog_link(self.sim_id(a), self.sim_id(b));
+        }
+        self.fault("heal".into());
+    }
+
+    /// Chance that any datagram is lost.
+    pub fn set_loss(&self, rate: f64) {
+        NetSim::current().update_config(|c| c.packet_loss_rate = rate.clamp(0.0, 1.0));
+        self.fault(format!("loss {rate}"));
+    }
+
+    /// Each datagram takes a random time in `[min, max)`, so they reorder.
+    pub fn set_latency(&self, min: StdDuration, max: StdDuration) {
+        let max = if max > min {
+            max
+        } else {
+            min + StdDuration::from_nanos(1)
+        };
+        NetSim::current().update_config(|c| c.send_latency = min..max);
+        self.fault(format!("latency {min:?}..{max:?}"));
+    }
+
+    /// Chance that a server-to-server datagram is delivered twice.
+    pub fn set_duplication(&self, rate: f64) {
+        *self.shared.duplicate_rate.lock().unwrap() = rate.clamp(0.0, 1.0);
+        self.fault(format!("duplicate {rate}"));
+    }
+
+    /// Sends raw bytes to a server's port from a throwaway client node, as
+    /// a peer would (`as_peer`) or as a client request (otherwise):
+    /// for tests that bad input is dropped and counted.
+    pub async fn send_raw(&self, to: NodeId, bytes: Vec<u8>, as_peer: bool) {
+        let dst = self.shared.server_addr(to).expect("no such server");
+        let tag = if as_peer {
+            crate::net::TAG_PEER
+        } else {
+            crate::net::TAG_REQUEST
+        };
+        let n = {
+            let mut raw = self.shared.raw_senders.lock().unwrap();
+            *raw += 1;
+            50_000 + *raw
+        };
+        let node = Handle::current()
+            .create_node()
+            .name(format!("raw{n}"))
+            .ip(client_ip(n))
+            .build();
+        node.spawn(async move {
+            let ep = madsim::net::Endpoint::bind(SocketAddr::new(client_ip(n), CLIENT_PORT))
+                .await
+                .expect("bind");
+            let _ = ep.send_to_raw(dst, tag, Box::new(bytes)).await;
+        })
+        .await
+        .expect("raw sender task");
+    }
+
+    fn fault(&self, what: String) {
+        self.shared.record(WorldEvent::Fault(what));
+    }
+}
