@@ -1038,6 +1038,7 @@ impl Raft {
                 last_index: meta.last_index,
             }));
             out.push(Action::Event(Event::Committed { index: self.commit }));
+            self.check_removed(now, out);
         }
         let resp = InstallSnapshotResponse {
             term: self.term,

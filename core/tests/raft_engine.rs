@@ -1,0 +1,1684 @@
+//! Engine tests for one `Raft` state machine: every test drives a single
+//! server with `tick` / `step` / `propose` / ... at chosen instants and
+//! compares the actions it emits with an exact expected list (STYLE.md rule 9).
+//!
+//! Section numbers cite the Raft paper (Ongaro & Ousterhout 2014) as §N and
+//! Ongaro's thesis (2014) as "thesis §N". Servers are `s1..sN` from
+//! `testkit`; `s1` is the server under test unless a test says otherwise.
+//! Election timeouts are drawn from a seeded RNG, so a test that needs the
+//! timer to fire reads `poll_timeout()` and ticks at exactly that instant.
+
+use tern_core::action::{Action, Event, PersistOp};
+use tern_core::clock::{Duration, Instant};
+use tern_core::config::Config;
+use tern_core::fsm::{Command, KvCommand, KvWrite};
+use tern_core::ids::{LogIndex, NodeId, NodeName, Term};
+use tern_core::message::{Message, MessageBody};
+use tern_core::raft::{
+    AppendEntries, AppendEntriesResponse, Durable, Entry, EntryPayload, HardState, InstallSnapshot,
+    InstallSnapshotResponse, Member, Membership, ProposeError, Raft, RaftMessage, Role, Snapshot,
+    SnapshotMeta, Suffrage, TimeoutNow, VoteRequest, VoteResponse,
+};
+use tern_core::testkit::{config, membership, node_id};
+
+// ----- the server under test -----
+
+/// When every test's server starts.
+const T0: Instant = Instant(1_000_000_000);
+
+fn ms(n: u64) -> Duration {
+    Duration::from_millis(n)
+}
+
+/// One `Raft` and the current instant; each call returns what it emitted.
+struct Node {
+    raft: Raft,
+    now: Instant,
+}
+
+impl Node {
+    fn new(cfg: &Config, durable: Durable) -> Node {
+        Node {
+            raft: Raft::new(cfg, durable, T0),
+            now: T0,
+        }
+    }
+
+    /// Move the clock forward (no tick).
+    fn advance(&mut self, d: Duration) {
+        self.now = self.now + d;
+    }
+
+    fn tick(&mut self) -> Vec<Action> {
+        let mut out = Vec::new();
+        self.raft.tick(self.now, &mut out);
+        out
+    }
+
+    /// Jump to the next deadline the server asked for and tick there.
+    fn fire(&mut self) -> Vec<Action> {
+        let t = self.raft.poll_timeout();
+        assert!(t >= self.now, "deadlines are never in the past");
+        self.now = t;
+        self.tick()
+    }
+
+    fn step(&mut self, from: u64, msg: RaftMessage) -> Vec<Action> {
+        let mut out = Vec::new();
+        self.raft.step(self.now, node_id(from), msg, &mut out);
+        out
+    }
+
+    fn propose(
+        &mut self,
+        payload: EntryPayload,
+    ) -> (Result<(LogIndex, Term), ProposeError>, Vec<Action>) {
+        let mut out = Vec::new();
+        let r = self.raft.propose(self.now, payload, &mut out);
+        (r, out)
+    }
+
+    fn read_index(&mut self, ctx: u64) -> (Result<(), ProposeError>, Vec<Action>) {
+        let mut out = Vec::new();
+        let r = self.raft.read_index(self.now, ctx, &mut out);
+        (r, out)
+    }
+
+    fn transfer(&mut self, to: u64) -> (Result<NodeId, ProposeError>, Vec<Action>) {
+        let mut out = Vec::new();
+        let r = self
+            .raft
+            .transfer_leadership(self.now, Some(node_id(to)), &mut out);
+        (r, out)
+    }
+
+    fn snapshot_taken(&mut self, snapshot: Snapshot, trailing: u64) -> Vec<Action> {
+        let mut out = Vec::new();
+        self.raft.snapshot_taken(snapshot, trailing, &mut out);
+        out
+    }
+}
+
+// ----- expected actions -----
+
+fn send(from: u64, to: u64, msg: RaftMessage) -> Action {
+    Action::Send {
+        address: format!("s{to}:8300"),
+        message: Message {
+            from: node_id(from),
+            to: node_id(to),
+            body: MessageBody::Raft(msg),
+        },
+    }
+}
+
+fn hard_state(term: u64, vote: Option<u64>) -> Action {
+    Action::Persist {
+        op: PersistOp::HardState(HardState {
+            term: Term(term),
+            vote: vote.map(node_id),
+        }),
+        sync: true,
+    }
+}
+
+fn persist_append(entries: Vec<Entry>) -> Action {
+    Action::Persist {
+        op: PersistOp::Append(entries),
+        sync: true,
+    }
+}
+
+fn persist_snapshot(snapshot: Snapshot, compact_to: u64) -> Action {
+    Action::Persist {
+        op: PersistOp::Snapshot {
+            snapshot,
+            compact_to: LogIndex(compact_to),
+        },
+        sync: true,
+    }
+}
+
+fn became_leader(term: u64) -> Action {
+    Action::Event(Event::BecameLeader { term: Term(term) })
+}
+
+fn stepped_down(term: u64) -> Action {
+    Action::Event(Event::SteppedDown { term: Term(term) })
+}
+
+fn committed(index: u64) -> Action {
+    Action::Event(Event::Committed {
+        index: LogIndex(index),
+    })
+}
+
+// ----- log entries, memberships, snapshots -----
+
+fn entry(index: u64, term: u64, payload: EntryPayload) -> Entry {
+    Entry {
+        term: Term(term),
+        index: LogIndex(index),
+        payload,
+    }
+}
+
+fn noop(index: u64, term: u64) -> Entry {
+    entry(index, term, EntryPayload::Noop)
+}
+
+fn set(key: &str) -> EntryPayload {
+    EntryPayload::Command(Command::Kv(KvCommand::Set(KvWrite {
+        key: key.to_string(),
+        flags: 0,
+        value: b"v".to_vec(),
+    })))
+}
+
+fn cmd(index: u64, term: u64, key: &str) -> Entry {
+    entry(index, term, set(key))
+}
+
+fn conf(index: u64, term: u64, m: Membership) -> Entry {
+    entry(index, term, EntryPayload::Membership(m))
+}
+
+/// `membership(n)` plus server `id` with the given suffrage.
+fn with_server(mut m: Membership, id: u64, suffrage: Suffrage) -> Membership {
+    m.servers.insert(
+        node_id(id),
+        Member {
+            name: NodeName(format!("s{id}")),
+            address: format!("s{id}:8300"),
+            suffrage,
+        },
+    );
+    m
+}
+
+fn without_server(mut m: Membership, id: u64) -> Membership {
+    m.servers.remove(&node_id(id));
+    m
+}
+
+fn snapshot(last_index: u64, last_term: u64, m: Membership) -> Snapshot {
+    Snapshot {
+        meta: SnapshotMeta {
+            last_index: LogIndex(last_index),
+            last_term: Term(last_term),
+            membership: m,
+        },
+        data: b"fsm-state".to_vec(),
+    }
+}
+
+fn durable(term: u64, vote: Option<u64>, entries: Vec<Entry>) -> Durable {
+    Durable {
+        hard_state: HardState {
+            term: Term(term),
+            vote: vote.map(node_id),
+        },
+        snapshot: None,
+        entries,
+    }
+}
+
+/// What every server of an `n`-voter cluster holds right after bootstrap.
+fn bootstrapped(n: u64) -> Durable {
+    durable(1, None, vec![conf(1, 1, membership(n))])
+}
+
+// ----- messages -----
+
+fn vote_request(
+    term: u64,
+    last_index: u64,
+    last_term: u64,
+    pre_vote: bool,
+    transfer: bool,
+) -> RaftMessage {
+    RaftMessage::VoteRequest(VoteRequest {
+        term: Term(term),
+        last_log_index: LogIndex(last_index),
+        last_log_term: Term(last_term),
+        pre_vote,
+        leadership_transfer: transfer,
+    })
+}
+
+fn pre_vote_req(term: u64, last_index: u64, last_term: u64) -> RaftMessage {
+    vote_request(term, last_index, last_term, true, false)
+}
+
+fn vote_req(term: u64, last_index: u64, last_term: u64) -> RaftMessage {
+    vote_request(term, last_index, last_term, false, false)
+}
+
+fn transfer_vote_req(term: u64, last_index: u64, last_term: u64) -> RaftMessage {
+    vote_request(term, last_index, last_term, false, true)
+}
+
+fn pre_vote_resp(term: u64, granted: bool) -> RaftMessage {
+    RaftMessage::VoteResponse(VoteResponse {
+        term: Term(term),
+        granted,
+        pre_vote: true,
+    })
+}
+
+fn vote_resp(term: u64, granted: bool) -> RaftMessage {
+    RaftMessage::VoteResponse(VoteResponse {
+        term: Term(term),
+        granted,
+        pre_vote: false,
+    })
+}
+
+/// AppendEntries in `term` anchored at `prev = (index, term)`.
+fn append(
+    term: u64,
+    prev: (u64, u64),
+    entries: Vec<Entry>,
+    leader_commit: u64,
+    seq: u64,
+) -> RaftMessage {
+    RaftMessage::AppendEntries(AppendEntries {
+        term: Term(term),
+        prev_log_index: LogIndex(prev.0),
+        prev_log_term: Term(prev.1),
+        entries,
+        leader_commit: LogIndex(leader_commit),
+        seq,
+    })
+}
+
+fn heartbeat(term: u64, prev: (u64, u64), leader_commit: u64, seq: u64) -> RaftMessage {
+    append(term, prev, Vec::new(), leader_commit, seq)
+}
+
+fn append_ok(term: u64, match_index: u64, seq: u64) -> RaftMessage {
+    RaftMessage::AppendEntriesResponse(AppendEntriesResponse {
+        term: Term(term),
+        success: true,
+        match_index: LogIndex(match_index),
+        seq,
+    })
+}
+
+fn append_reject(term: u64, hint: u64, seq: u64) -> RaftMessage {
+    RaftMessage::AppendEntriesResponse(AppendEntriesResponse {
+        term: Term(term),
+        success: false,
+        match_index: LogIndex(hint),
+        seq,
+    })
+}
+
+fn install_snapshot(term: u64, snapshot: Snapshot, seq: u64) -> RaftMessage {
+    RaftMessage::InstallSnapshot(InstallSnapshot {
+        term: Term(term),
+        snapshot,
+        seq,
+    })
+}
+
+fn install_snapshot_resp(term: u64, last_index: u64, seq: u64) -> RaftMessage {
+    RaftMessage::InstallSnapshotResponse(InstallSnapshotResponse {
+        term: Term(term),
+        last_index: LogIndex(last_index),
+        seq,
+    })
+}
+
+fn timeout_now(term: u64) -> RaftMessage {
+    RaftMessage::TimeoutNow(TimeoutNow { term: Term(term) })
+}
+
+// ----- common situations -----
+
+/// Let `node`'s election timer fire and feed it pre-votes and then votes from
+/// `voters` until it leads. Returns what it emitted on winning.
+fn elect(node: &mut Node, voters: &[u64]) -> Vec<Action> {
+    let next_term = node.raft.term().0 + 1;
+    node.fire();
+    assert_eq!(node.raft.role(), Role::PreCandidate);
+    for v in voters {
+        node.step(*v, pre_vote_resp(next_term, true));
+        if node.raft.role() == Role::Candidate {
+            break;
+        }
+    }
+    assert_eq!(node.raft.role(), Role::Candidate);
+    let mut out = Vec::new();
+    for v in voters {
+        out = node.step(*v, vote_resp(next_term, true));
+        if node.raft.role() == Role::Leader {
+            break;
+        }
+    }
+    assert_eq!(node.raft.role(), Role::Leader);
+    out
+}
+
+/// s1 leading an `n`-voter cluster in term 2, its no-op (index 2) sent to
+/// s2..sn with seq 1..n-1 but not yet acknowledged.
+fn elected(cfg: &Config, n: u64) -> Node {
+    let mut s1 = Node::new(cfg, bootstrapped(n));
+    let voters: Vec<u64> = (2..=n).collect();
+    elect(&mut s1, &voters);
+    assert_eq!(s1.raft.term(), Term(2));
+    s1
+}
+
+/// As `elected`, and every follower acknowledged the no-op at once: commit
+/// is 2, every follower replicates, the next seq is `n`.
+fn established(cfg: &Config, n: u64) -> Node {
+    let mut s1 = elected(cfg, n);
+    for (seq, f) in (2..=n).enumerate() {
+        s1.step(f, append_ok(2, 2, seq as u64 + 1));
+    }
+    assert_eq!(s1.raft.commit_index(), LogIndex(2));
+    assert!(s1.raft.committed_in_term());
+    s1
+}
+
+/// s2 of three, following s1 in term 2 since `T0 + contact_after`.
+fn follower_of_s1(contact_after: Duration) -> Node {
+    let mut s2 = Node::new(&config(2, 3), bootstrapped(3));
+    s2.advance(contact_after);
+    let out = s2.step(1, append(2, (1, 1), vec![noop(2, 2)], 1, 1));
+    assert_eq!(
+        out,
+        vec![
+            hard_state(2, None),
+            persist_append(vec![noop(2, 2)]),
+            committed(1),
+            send(2, 1, append_ok(2, 2, 1)),
+        ]
+    );
+    s2
+}
+
+/// Apply the persist actions in `out` to `disk`, as a driver would.
+fn apply_persists(disk: &mut Durable, out: &[Action]) {
+    for a in out {
+        if let Action::Persist { op, .. } = a {
+            disk.apply(op);
+        }
+    }
+}
+
+// ===== §5.2 elections, thesis §9.6 pre-vote =====
+
+/// Thesis §9.6 and §5.2: a timed-out follower first asks for pre-votes
+/// without touching its term; only a pre-vote majority makes it a candidate,
+/// and it persists its new term and self-vote before asking for votes
+/// (Figure 2: persist before responding to RPCs).
+#[test]
+fn timeout_starts_a_pre_vote_and_a_pre_vote_majority_starts_the_election() {
+    let mut s1 = Node::new(&config(1, 3), bootstrapped(3));
+
+    // Phase 1: the election timer fires. Pre-vote for term 2: nothing persisted.
+    let out = s1.fire();
+    assert_eq!(
+        out,
+        vec![
+            send(1, 2, pre_vote_req(2, 1, 1)),
+            send(1, 3, pre_vote_req(2, 1, 1)),
+        ]
+    );
+    assert_eq!(s1.raft.role(), Role::PreCandidate);
+    assert_eq!(s1.raft.term(), Term(1));
+    assert_eq!(s1.raft.vote(), None);
+
+    // Phase 2: s2's grant makes a majority of three (with s1's own): a real
+    // election, the hard state written before any VoteRequest leaves.
+    let out = s1.step(2, pre_vote_resp(2, true));
+    assert_eq!(
+        out,
+        vec![
+            hard_state(2, Some(1)),
+            send(1, 2, vote_req(2, 1, 1)),
+            send(1, 3, vote_req(2, 1, 1)),
+        ]
+    );
+    assert_eq!(s1.raft.role(), Role::Candidate);
+    assert_eq!(s1.raft.term(), Term(2));
+
+    // Phase 3: s3's late pre-vote grant changes nothing.
+    assert_eq!(s1.step(3, pre_vote_resp(2, true)), vec![]);
+    assert_eq!(s1.raft.role(), Role::Candidate);
+}
+
+/// Thesis §9.6: a pre-vote that is refused leaves the term alone, and the
+/// pre-candidate tries again at its next timeout.
+#[test]
+fn refused_pre_votes_change_no_term() {
+    let mut s1 = Node::new(&config(1, 3), bootstrapped(3));
+    s1.fire();
+    assert_eq!(s1.step(2, pre_vote_resp(1, false)), vec![]);
+    assert_eq!(s1.step(3, pre_vote_resp(1, false)), vec![]);
+    assert_eq!(s1.raft.role(), Role::PreCandidate);
+    assert_eq!(s1.raft.term(), Term(1));
+
+    // The next timeout asks again, still for term 2.
+    let out = s1.fire();
+    assert_eq!(
+        out,
+        vec![
+            send(1, 2, pre_vote_req(2, 1, 1)),
+            send(1, 3, pre_vote_req(2, 1, 1)),
+        ]
+    );
+}
+
+/// Thesis §9.6: granting a pre-vote changes nothing on the voter: no term,
+/// no vote, nothing persisted, and it answers with the proposed term.
+#[test]
+fn pre_vote_is_granted_without_changing_term_or_vote() {
+    let mut s2 = Node::new(&config(2, 3), bootstrapped(3));
+    s2.advance(ms(150));
+    let out = s2.step(1, pre_vote_req(2, 1, 1));
+    assert_eq!(out, vec![send(2, 1, pre_vote_resp(2, true))]);
+    assert_eq!(s2.raft.term(), Term(1));
+    assert_eq!(s2.raft.vote(), None);
+    assert_eq!(s2.raft.role(), Role::Follower);
+}
+
+/// Thesis §6.4.1: a server just restarted may have acknowledged a leader's
+/// heartbeat right before it crashed, so for election_timeout_min after
+/// starting it treats itself as having heard from a leader.
+#[test]
+fn restarted_server_refuses_votes_for_an_election_timeout() {
+    let mut s2 = Node::new(&config(2, 3), bootstrapped(3));
+    s2.advance(ms(149));
+    assert_eq!(
+        s2.step(1, pre_vote_req(2, 1, 1)),
+        vec![send(2, 1, pre_vote_resp(1, false))]
+    );
+    assert_eq!(
+        s2.step(1, vote_req(2, 1, 1)),
+        vec![send(2, 1, vote_resp(1, false))]
+    );
+    assert_eq!(s2.raft.term(), Term(1));
+}
+
+/// §5.2 and Figure 2: a vote is durable before it is granted, and a server
+/// grants at most one vote per term.
+#[test]
+fn vote_is_persisted_before_it_is_granted_and_given_once_per_term() {
+    let mut s2 = Node::new(&config(2, 3), bootstrapped(3));
+    // Past the stickiness window a restart opens (thesis §6.4.1).
+    s2.advance(ms(150));
+
+    // Phase 1: s1 asks for term 2. The new term and the vote are written first.
+    let out = s2.step(1, vote_req(2, 1, 1));
+    assert_eq!(
+        out,
+        vec![
+            hard_state(2, None),
+            hard_state(2, Some(1)),
+            send(2, 1, vote_resp(2, true)),
+        ]
+    );
+    assert_eq!(s2.raft.vote(), Some(node_id(1)));
+
+    // Phase 2: s3 campaigns in the same term: refused, nothing written.
+    let out = s2.step(3, vote_req(2, 1, 1));
+    assert_eq!(out, vec![send(2, 3, vote_resp(2, false))]);
+    assert_eq!(s2.raft.vote(), Some(node_id(1)));
+
+    // Phase 3: s1's retransmitted request is granted again (same candidate).
+    let out = s2.step(1, vote_req(2, 1, 1));
+    assert_eq!(
+        out,
+        vec![hard_state(2, Some(1)), send(2, 1, vote_resp(2, true))]
+    );
+}
+
+/// §5.4.1 election restriction: no vote (nor pre-vote) for a candidate whose
+/// log is less up-to-date: a lower last term loses even with more entries,
+/// an equal last term needs at least as many entries.
+#[test]
+fn vote_is_refused_to_a_candidate_with_a_less_up_to_date_log() {
+    let mut s2 = Node::new(
+        &config(2, 3),
+        durable(2, None, vec![conf(1, 1, membership(3)), noop(2, 2)]),
+    );
+    s2.advance(ms(150));
+
+    // Pre-vote from s3, whose log ends at (5, term 1): refused.
+    let out = s2.step(3, pre_vote_req(3, 5, 1));
+    assert_eq!(out, vec![send(2, 3, pre_vote_resp(2, false))]);
+
+    // The real request: the term is adopted, the vote is not given.
+    let out = s2.step(3, vote_req(3, 5, 1));
+    assert_eq!(
+        out,
+        vec![hard_state(3, None), send(2, 3, vote_resp(3, false))]
+    );
+    assert_eq!(s2.raft.vote(), None);
+
+    // s1's log ends at (1, term 2): same last term, shorter: refused.
+    let out = s2.step(1, vote_req(3, 1, 2));
+    assert_eq!(out, vec![send(2, 1, vote_resp(3, false))]);
+
+    // s1's log ends at (2, term 2), as ours: granted.
+    let out = s2.step(1, vote_req(3, 2, 2));
+    assert_eq!(
+        out,
+        vec![hard_state(3, Some(1)), send(2, 1, vote_resp(3, true))]
+    );
+}
+
+/// §5.2: a candidate that hears AppendEntries from a leader of its own term
+/// returns to follower and accepts the entries.
+#[test]
+fn candidate_accepts_a_leader_of_its_term() {
+    let mut s1 = Node::new(&config(1, 3), bootstrapped(3));
+    s1.fire();
+    s1.step(2, pre_vote_resp(2, true));
+    assert_eq!(s1.raft.role(), Role::Candidate);
+
+    // s3 won term 2 first.
+    let out = s1.step(3, append(2, (1, 1), vec![noop(2, 2)], 1, 1));
+    assert_eq!(
+        out,
+        vec![
+            persist_append(vec![noop(2, 2)]),
+            committed(1),
+            send(1, 3, append_ok(2, 2, 1)),
+        ]
+    );
+    assert_eq!(s1.raft.role(), Role::Follower);
+    assert_eq!(s1.raft.leader(), Some(node_id(3)));
+    // Its own vote in term 2 stays recorded.
+    assert_eq!(s1.raft.vote(), Some(node_id(1)));
+}
+
+// ===== thesis §4.2.3 leader stickiness, §3.10 transfer votes =====
+
+/// Thesis §4.2.3: a follower that heard from its leader less than
+/// election_timeout_min ago ignores a higher-term candidate (no term change,
+/// no vote) and refuses its pre-vote, unless the request comes from a
+/// leadership transfer (thesis §3.10).
+#[test]
+fn follower_that_heard_from_its_leader_recently_ignores_candidates() {
+    let mut s2 = follower_of_s1(ms(10));
+
+    // Phase 1: 100 ms after the leader's AppendEntries, s3 campaigns for term 3.
+    s2.advance(ms(100));
+    let out = s2.step(3, vote_req(3, 2, 2));
+    assert_eq!(out, vec![send(2, 3, vote_resp(2, false))]);
+    assert_eq!(s2.raft.term(), Term(2));
+    assert_eq!(s2.raft.vote(), None);
+    let out = s2.step(3, pre_vote_req(3, 2, 2));
+    assert_eq!(out, vec![send(2, 3, pre_vote_resp(2, false))]);
+
+    // Phase 2: the same request marked as a leadership transfer is granted.
+    let out = s2.step(3, transfer_vote_req(3, 2, 2));
+    assert_eq!(
+        out,
+        vec![
+            hard_state(3, None),
+            hard_state(3, Some(3)),
+            send(2, 3, vote_resp(3, true)),
+        ]
+    );
+}
+
+/// Thesis §4.2.3: stickiness lasts exactly election_timeout_min after the
+/// last contact with the leader.
+#[test]
+fn stickiness_ends_an_election_timeout_after_the_last_contact() {
+    let mut s2 = follower_of_s1(ms(10));
+    s2.advance(ms(149));
+    assert_eq!(
+        s2.step(3, vote_req(3, 2, 2)),
+        vec![send(2, 3, vote_resp(2, false))]
+    );
+    s2.advance(ms(1));
+    assert_eq!(
+        s2.step(3, vote_req(3, 2, 2)),
+        vec![
+            hard_state(3, None),
+            hard_state(3, Some(3)),
+            send(2, 3, vote_resp(3, true)),
+        ]
+    );
+}
+
+// ===== §8 a new leader's no-op =====
+
+/// §5.2 and §8: the candidate that wins announces it, appends a no-op in its
+/// term, sends it to every peer (followers write in parallel with the
+/// leader's own fsync), and commits once a majority holds it.
+#[test]
+fn new_leader_appends_a_noop_in_its_term_and_replicates_it() {
+    let mut s1 = Node::new(&config(1, 3), bootstrapped(3));
+    s1.fire();
+    s1.step(2, pre_vote_resp(2, true));
+
+    // Phase 1: s2's vote is a majority.
+    let out = s1.step(2, vote_resp(2, true));
+    assert_eq!(
+        out,
+        vec![
+            became_leader(2),
+            send(1, 2, append(2, (1, 1), vec![noop(2, 2)], 0, 1)),
+            send(1, 3, append(2, (1, 1), vec![noop(2, 2)], 0, 2)),
+            persist_append(vec![noop(2, 2)]),
+        ]
+    );
+    assert_eq!(s1.raft.role(), Role::Leader);
+    assert!(!s1.raft.committed_in_term());
+
+    // Phase 2: s3's late vote changes nothing.
+    assert_eq!(s1.step(3, vote_resp(2, true)), vec![]);
+
+    // Phase 3: s2 holds the no-op: with s1 a majority, so it commits.
+    assert_eq!(s1.step(2, append_ok(2, 2, 1)), vec![committed(2)]);
+    assert!(s1.raft.committed_in_term());
+}
+
+// ===== §5.3 AppendEntries on a follower =====
+
+/// §5.3: AppendEntries whose prev entry the follower lacks or holds with
+/// another term is refused, with a hint where to resume; one from an older
+/// term is refused with the follower's term.
+#[test]
+fn append_entries_with_a_mismatched_prev_is_rejected_with_a_hint() {
+    let mut s2 = Node::new(
+        &config(2, 3),
+        durable(2, None, vec![conf(1, 1, membership(3)), noop(2, 2)]),
+    );
+
+    // Phase 1: prev (5, 2) is past our end: the hint is our last index.
+    let out = s2.step(1, append(2, (5, 2), vec![cmd(6, 2, "a")], 0, 7));
+    assert_eq!(out, vec![send(2, 1, append_reject(2, 2, 7))]);
+
+    // Phase 2: prev (2, 3) conflicts with our (2, 2): the hint is the index before.
+    let out = s2.step(1, append(3, (2, 3), vec![cmd(3, 3, "a")], 0, 8));
+    assert_eq!(
+        out,
+        vec![hard_state(3, None), send(2, 1, append_reject(3, 1, 8))]
+    );
+    assert_eq!(s2.raft.log().last_index(), LogIndex(2));
+
+    // Phase 3: a deposed term-2 leader is told about term 3.
+    let out = s2.step(3, append(2, (2, 2), vec![cmd(3, 2, "b")], 0, 9));
+    assert_eq!(out, vec![send(2, 3, append_reject(3, 2, 9))]);
+    assert_eq!(s2.raft.log().last_index(), LogIndex(2));
+    assert_eq!(s2.raft.leader(), Some(node_id(1)));
+}
+
+/// Figure 2 and §5.3: new entries are made durable before the follower
+/// acknowledges them (the Persist precedes the response in the action list),
+/// and commit follows the leader's.
+#[test]
+fn follower_persists_new_entries_before_acknowledging_them() {
+    let mut s2 = Node::new(
+        &config(2, 3),
+        durable(2, None, vec![conf(1, 1, membership(3)), noop(2, 2)]),
+    );
+    let out = s2.step(
+        1,
+        append(2, (2, 2), vec![cmd(3, 2, "a"), cmd(4, 2, "b")], 2, 5),
+    );
+    assert_eq!(
+        out,
+        vec![
+            persist_append(vec![cmd(3, 2, "a"), cmd(4, 2, "b")]),
+            committed(2),
+            send(2, 1, append_ok(2, 4, 5)),
+        ]
+    );
+    assert_eq!(s2.raft.log().last_index(), LogIndex(4));
+    assert_eq!(s2.raft.leader(), Some(node_id(1)));
+}
+
+/// §5.3: entries the follower already holds are skipped, so a stale or
+/// duplicated AppendEntries never truncates the newer entries after them.
+#[test]
+fn stale_append_entries_do_not_truncate_newer_entries() {
+    let log = vec![
+        conf(1, 1, membership(3)),
+        noop(2, 2),
+        cmd(3, 2, "a"),
+        cmd(4, 2, "b"),
+    ];
+    let mut s2 = Node::new(&config(2, 3), durable(2, None, log.clone()));
+
+    // An old AppendEntries carrying 2..=3 arrives late: nothing written.
+    let out = s2.step(1, append(2, (1, 1), vec![noop(2, 2), cmd(3, 2, "a")], 0, 3));
+    assert_eq!(out, vec![send(2, 1, append_ok(2, 3, 3))]);
+    assert_eq!(s2.raft.log().last_index(), LogIndex(4));
+    assert_eq!(s2.raft.log().entry(LogIndex(4)), Some(&log[3]));
+}
+
+/// §5.3: at the first entry whose term differs, the follower drops that entry
+/// and all after it and takes the leader's; `PersistOp::Append` starting at
+/// an index the disk already holds replaces the suffix there too.
+#[test]
+fn conflicting_suffix_is_truncated_and_replaced() {
+    let mut disk = durable(
+        3,
+        None,
+        vec![
+            conf(1, 1, membership(3)),
+            noop(2, 2),
+            cmd(3, 2, "x"),
+            cmd(4, 2, "y"),
+        ],
+    );
+    let mut s2 = Node::new(&config(2, 3), disk.clone());
+
+    // The term-3 leader's log has its no-op at 3.
+    let out = s2.step(1, append(3, (2, 2), vec![noop(3, 3)], 2, 1));
+    assert_eq!(
+        out,
+        vec![
+            persist_append(vec![noop(3, 3)]),
+            committed(2),
+            send(2, 1, append_ok(3, 3, 1)),
+        ]
+    );
+    assert_eq!(s2.raft.log().last_index(), LogIndex(3));
+    assert_eq!(s2.raft.log().term_at(LogIndex(3)), Some(Term(3)));
+
+    apply_persists(&mut disk, &out);
+    assert_eq!(
+        disk.entries,
+        vec![conf(1, 1, membership(3)), noop(2, 2), noop(3, 3)]
+    );
+}
+
+/// §5.4 (Leader Completeness): a follower never overwrites an entry it knows
+/// is committed, even if a (broken) leader asks it to.
+#[test]
+fn follower_refuses_to_overwrite_a_committed_entry() {
+    let mut s2 = Node::new(
+        &config(2, 3),
+        durable(
+            3,
+            None,
+            vec![conf(1, 1, membership(3)), noop(2, 2), cmd(3, 2, "x")],
+        ),
+    );
+    let out = s2.step(1, heartbeat(3, (3, 2), 3, 1));
+    assert_eq!(out, vec![committed(3), send(2, 1, append_ok(3, 3, 1))]);
+
+    let out = s2.step(1, append(3, (2, 2), vec![noop(3, 3)], 3, 2));
+    assert_eq!(out, vec![send(2, 1, append_reject(3, 3, 2))]);
+    assert_eq!(s2.raft.log().term_at(LogIndex(3)), Some(Term(2)));
+}
+
+/// Figure 2, AppendEntries rule 5: commitIndex = min(leaderCommit, index of
+/// last new entry); the follower's commit index never goes back.
+#[test]
+fn follower_commit_is_min_of_leader_commit_and_last_new_entry() {
+    let mut s2 = Node::new(
+        &config(2, 3),
+        durable(2, None, vec![conf(1, 1, membership(3)), noop(2, 2)]),
+    );
+
+    // The leader committed 9, but we only know we match it up to 3.
+    let out = s2.step(1, append(2, (2, 2), vec![cmd(3, 2, "a")], 9, 1));
+    assert_eq!(
+        out,
+        vec![
+            persist_append(vec![cmd(3, 2, "a")]),
+            committed(3),
+            send(2, 1, append_ok(2, 3, 1)),
+        ]
+    );
+    assert_eq!(s2.raft.commit_index(), LogIndex(3));
+
+    // A heartbeat anchored lower does not move commit backwards.
+    let out = s2.step(1, heartbeat(2, (1, 1), 9, 2));
+    assert_eq!(out, vec![send(2, 1, append_ok(2, 1, 2))]);
+    assert_eq!(s2.raft.commit_index(), LogIndex(3));
+}
+
+/// Thesis §4.1: a configuration entry takes effect when appended, and a
+/// follower whose uncommitted configuration entry is truncated away must fall
+/// back to the previous configuration in its log. (Regression: before
+/// 33f4251 the follower kept the configuration of the deleted entry.)
+#[test]
+fn truncating_a_configuration_entry_restores_the_previous_configuration() {
+    let with_s4 = with_server(membership(3), 4, Suffrage::Voter);
+    let mut s2 = Node::new(
+        &config(2, 3),
+        durable(
+            2,
+            None,
+            vec![conf(1, 1, membership(3)), noop(2, 2), conf(3, 2, with_s4)],
+        ),
+    );
+    assert_eq!(s2.raft.membership().voter_count(), 4);
+
+    // The term-3 leader never had entry 3: it is replaced by its no-op.
+    let out = s2.step(1, append(3, (2, 2), vec![noop(3, 3)], 2, 1));
+    assert_eq!(
+        out,
+        vec![
+            hard_state(3, None),
+            persist_append(vec![noop(3, 3)]),
+            committed(2),
+            send(2, 1, append_ok(3, 3, 1)),
+        ]
+    );
+    assert_eq!(s2.raft.membership(), &membership(3));
+}
+
+// ===== §5.4.2 commitment rule (Figure 8) =====
+
+/// §5.4.2 and Figure 8: a leader never commits an entry of an earlier term by
+/// counting replicas. Here s1 leads term 4 with entry 2 from term 2; once
+/// entry 2 is on s1, s2, s3 (a majority of five) it is still not committed,
+/// because a server holding a term-3 entry at 2 could still be elected
+/// (Figure 8 (c)-(d)). Only when s1's term-4 no-op at 3 reaches a majority do
+/// 2 and 3 commit together (Figure 8 (e)).
+#[test]
+fn leader_commits_an_earlier_term_entry_only_through_an_entry_of_its_own_term() {
+    let mut cfg = config(1, 5);
+    cfg.append_entries_max = 1; // one entry per AppendEntries, to stop at 2
+    let mut s1 = Node::new(
+        &cfg,
+        durable(3, None, vec![conf(1, 1, membership(5)), cmd(2, 2, "fig8")]),
+    );
+
+    // Phase 1: s1 wins term 4 with s2 and s3 and sends its no-op at 3.
+    let out = elect(&mut s1, &[2, 3]);
+    let noop_ae = |seq| append(4, (2, 2), vec![noop(3, 4)], 0, seq);
+    assert_eq!(
+        out,
+        vec![
+            became_leader(4),
+            send(1, 2, noop_ae(1)),
+            send(1, 3, noop_ae(2)),
+            send(1, 4, noop_ae(3)),
+            send(1, 5, noop_ae(4)),
+            persist_append(vec![noop(3, 4)]),
+        ]
+    );
+
+    // Phase 2: s3 lacks entry 2; the leader backs up and sends it alone.
+    let out = s1.step(3, append_reject(4, 1, 2));
+    assert_eq!(
+        out,
+        vec![send(1, 3, append(4, (1, 1), vec![cmd(2, 2, "fig8")], 0, 5))]
+    );
+
+    // Phase 3: s2 holds 1..=3; only two of five have the no-op.
+    assert_eq!(s1.step(2, append_ok(4, 3, 1)), vec![]);
+
+    // Phase 4: s3 now holds entry 2: it is on s1, s2, s3, a majority, but it
+    // is from term 2, so nothing commits. The leader sends s3 the no-op.
+    let out = s1.step(3, append_ok(4, 2, 5));
+    assert_eq!(out, vec![send(1, 3, noop_ae(6))]);
+    assert_eq!(s1.raft.commit_index(), LogIndex(0));
+
+    // Phase 5: the term-4 no-op is on a majority: 2 and 3 commit at once.
+    assert_eq!(s1.step(3, append_ok(4, 3, 6)), vec![committed(3)]);
+    assert_eq!(s1.raft.commit_index(), LogIndex(3));
+}
+
+// ===== non-voters (Raft protocol 3 / thesis §4.2.1) =====
+
+/// Thesis §4.2.1: a non-voter receives the log but is never asked for its
+/// vote, its vote does not count, its acknowledgements do not commit, and it
+/// never campaigns. `voter_count` counts voters only.
+#[test]
+fn nonvoters_replicate_but_neither_vote_nor_count_toward_commit() {
+    let m = with_server(membership(3), 4, Suffrage::Nonvoter);
+    assert_eq!(m.voter_count(), 3);
+    assert_eq!(m.servers.len(), 4);
+    let disk = durable(1, None, vec![conf(1, 1, m.clone())]);
+
+    // Phase 1: the non-voter's timer fires; it does not campaign.
+    let mut s4 = Node::new(&config(4, 3), disk.clone());
+    assert_eq!(s4.raft.membership().voter_count(), 3);
+    assert_eq!(s4.fire(), vec![]);
+    assert_eq!(s4.raft.role(), Role::Follower);
+    assert_eq!(s4.raft.term(), Term(1));
+
+    // Phase 2: s1 asks only the voters; s4's (unsolicited) grants do not count.
+    let mut s1 = Node::new(&config(1, 3), disk);
+    let out = s1.fire();
+    assert_eq!(
+        out,
+        vec![
+            send(1, 2, pre_vote_req(2, 1, 1)),
+            send(1, 3, pre_vote_req(2, 1, 1)),
+        ]
+    );
+    assert_eq!(s1.step(4, pre_vote_resp(2, true)), vec![]);
+    assert_eq!(s1.raft.role(), Role::PreCandidate);
+    let out = s1.step(2, pre_vote_resp(2, true));
+    assert_eq!(
+        out,
+        vec![
+            hard_state(2, Some(1)),
+            send(1, 2, vote_req(2, 1, 1)),
+            send(1, 3, vote_req(2, 1, 1)),
+        ]
+    );
+    assert_eq!(s1.step(4, vote_resp(2, true)), vec![]);
+    assert_eq!(s1.raft.role(), Role::Candidate);
+
+    // Phase 3: s2's vote wins; the no-op goes to every server, s4 included.
+    let out = s1.step(2, vote_resp(2, true));
+    let noop_ae = |seq| append(2, (1, 1), vec![noop(2, 2)], 0, seq);
+    assert_eq!(
+        out,
+        vec![
+            became_leader(2),
+            send(1, 2, noop_ae(1)),
+            send(1, 3, noop_ae(2)),
+            send(1, 4, noop_ae(3)),
+            persist_append(vec![noop(2, 2)]),
+        ]
+    );
+
+    // Phase 4: s4 holding the no-op does not make a majority; s2 does.
+    assert_eq!(s1.step(4, append_ok(2, 2, 3)), vec![]);
+    assert_eq!(s1.raft.commit_index(), LogIndex(0));
+    assert_eq!(s1.step(2, append_ok(2, 2, 1)), vec![committed(2)]);
+}
+
+// ===== thesis §10.2.1 pipelining =====
+
+/// Thesis §10.2.1: a leader keeps at most `inflight_appends_max`
+/// AppendEntries carrying entries unanswered per follower; what is proposed
+/// meanwhile is only written locally, then sent in one batch after an answer.
+#[test]
+fn pipeline_is_bounded_and_later_proposals_are_batched() {
+    let mut cfg = config(1, 3);
+    cfg.inflight_appends_max = 2;
+    let mut s1 = established(&cfg, 3);
+
+    // Phase 1: two proposals fill both windows.
+    let (r, out) = s1.propose(set("a"));
+    assert_eq!(r, Ok((LogIndex(3), Term(2))));
+    assert_eq!(
+        out,
+        vec![
+            send(1, 2, append(2, (2, 2), vec![cmd(3, 2, "a")], 2, 3)),
+            send(1, 3, append(2, (2, 2), vec![cmd(3, 2, "a")], 2, 4)),
+            persist_append(vec![cmd(3, 2, "a")]),
+        ]
+    );
+    let (r, out) = s1.propose(set("b"));
+    assert_eq!(r, Ok((LogIndex(4), Term(2))));
+    assert_eq!(
+        out,
+        vec![
+            send(1, 2, append(2, (3, 2), vec![cmd(4, 2, "b")], 2, 5)),
+            send(1, 3, append(2, (3, 2), vec![cmd(4, 2, "b")], 2, 6)),
+            persist_append(vec![cmd(4, 2, "b")]),
+        ]
+    );
+
+    // Phase 2: the windows are full: the next two are only written locally.
+    let (r, out) = s1.propose(set("c"));
+    assert_eq!(r, Ok((LogIndex(5), Term(2))));
+    assert_eq!(out, vec![persist_append(vec![cmd(5, 2, "c")])]);
+    let (r, out) = s1.propose(set("d"));
+    assert_eq!(r, Ok((LogIndex(6), Term(2))));
+    assert_eq!(out, vec![persist_append(vec![cmd(6, 2, "d")])]);
+
+    // Phase 3: s2 answers the first: 3 commits, and c and d go in one message.
+    let out = s1.step(2, append_ok(2, 3, 3));
+    assert_eq!(
+        out,
+        vec![
+            committed(3),
+            send(
+                1,
+                2,
+                append(2, (4, 2), vec![cmd(5, 2, "c"), cmd(6, 2, "d")], 3, 7)
+            ),
+        ]
+    );
+}
+
+// ===== thesis §6.2 check-quorum =====
+
+/// Thesis §6.2: at each check-quorum round (every election_timeout_min) a
+/// leader that heard from no majority of voters since the previous round
+/// steps down; its term does not change.
+#[test]
+fn leader_that_hears_from_no_majority_for_a_round_steps_down() {
+    let mut s1 = established(&config(1, 3), 3);
+    let elected_at = s1.now;
+
+    // Phase 1: the first round ends; both followers answered in it.
+    s1.now = elected_at + ms(150);
+    let out = s1.tick();
+    assert_eq!(
+        out,
+        vec![
+            send(1, 2, heartbeat(2, (2, 2), 2, 3)),
+            send(1, 3, heartbeat(2, (2, 2), 2, 4)),
+        ]
+    );
+    assert_eq!(s1.raft.role(), Role::Leader);
+
+    // Phase 2: silence. Just before the second round ends, still leading.
+    s1.now = elected_at + ms(299);
+    let out = s1.tick();
+    assert_eq!(
+        out,
+        vec![
+            send(1, 2, heartbeat(2, (2, 2), 2, 5)),
+            send(1, 3, heartbeat(2, (2, 2), 2, 6)),
+        ]
+    );
+    assert_eq!(s1.raft.role(), Role::Leader);
+
+    // Phase 3: the round ends with no answer: step down, same term, nothing persisted.
+    s1.now = elected_at + ms(300);
+    assert_eq!(s1.raft.poll_timeout(), s1.now);
+    assert_eq!(s1.tick(), vec![stepped_down(2)]);
+    assert_eq!(s1.raft.role(), Role::Follower);
+    assert_eq!(s1.raft.term(), Term(2));
+    assert_eq!(s1.raft.leader(), None);
+}
+
+/// Thesis §6.2: one answering follower keeps a leader of three in office.
+#[test]
+fn leader_that_hears_from_a_majority_keeps_leading() {
+    let mut s1 = established(&config(1, 3), 3);
+    let elected_at = s1.now;
+    s1.now = elected_at + ms(150);
+    s1.tick();
+    s1.now = elected_at + ms(200);
+    assert_eq!(s1.step(3, append_ok(2, 2, 4)), vec![]);
+    s1.now = elected_at + ms(300);
+    let out = s1.tick();
+    assert_eq!(
+        out,
+        vec![
+            send(1, 2, heartbeat(2, (2, 2), 2, 5)),
+            send(1, 3, heartbeat(2, (2, 2), 2, 6)),
+        ]
+    );
+    assert_eq!(s1.raft.role(), Role::Leader);
+}
+
+// ===== thesis §6.4 ReadIndex =====
+
+/// Thesis §6.4: a read is served at the commit index only after a fresh
+/// round of heartbeats shows a majority still follows this leader; an answer
+/// to an earlier heartbeat does not count.
+#[test]
+fn read_index_waits_for_a_heartbeat_round_from_a_majority() {
+    let mut s1 = established(&config(1, 3), 3);
+
+    // Phase 1: the read starts a round of heartbeats (seq 3 and 4).
+    let (r, out) = s1.read_index(7);
+    assert_eq!(r, Ok(()));
+    assert_eq!(
+        out,
+        vec![
+            send(1, 2, heartbeat(2, (2, 2), 2, 3)),
+            send(1, 3, heartbeat(2, (2, 2), 2, 4)),
+        ]
+    );
+    assert_eq!(s1.raft.take_ready_reads(), vec![]);
+
+    // Phase 2: s2 repeats its answer to seq 1, sent before the read: not enough.
+    assert_eq!(s1.step(2, append_ok(2, 2, 1)), vec![]);
+    assert_eq!(s1.raft.take_ready_reads(), vec![]);
+
+    // Phase 3: s3 answers the read's round: with s1, a majority.
+    assert_eq!(s1.step(3, append_ok(2, 2, 4)), vec![]);
+    assert_eq!(s1.raft.take_ready_reads(), vec![(7, LogIndex(2))]);
+    assert_eq!(s1.raft.take_ready_reads(), vec![]);
+}
+
+/// Thesis §6.4 step 1: until the leader has committed an entry of its term it
+/// does not know the commit index, so a read waits for the no-op to commit
+/// before its heartbeat round even starts. Followers cannot serve it.
+#[test]
+fn read_index_before_the_noop_commits_is_delayed() {
+    let mut s1 = elected(&config(1, 3), 3);
+
+    // Phase 1: accepted, but nothing is sent yet.
+    let (r, out) = s1.read_index(9);
+    assert_eq!(r, Ok(()));
+    assert_eq!(out, vec![]);
+
+    // Phase 2: the no-op commits; the read's round starts at once. s3 has not
+    // answered yet, so its heartbeat is anchored at what it is known to hold.
+    let out = s1.step(2, append_ok(2, 2, 1));
+    assert_eq!(
+        out,
+        vec![
+            committed(2),
+            send(1, 2, heartbeat(2, (2, 2), 2, 3)),
+            send(1, 3, heartbeat(2, (0, 0), 2, 4)),
+        ]
+    );
+    assert_eq!(s1.raft.take_ready_reads(), vec![]);
+
+    // Phase 3: s2 answers the round.
+    assert_eq!(s1.step(2, append_ok(2, 2, 3)), vec![]);
+    assert_eq!(s1.raft.take_ready_reads(), vec![(9, LogIndex(2))]);
+
+    // A follower refuses reads.
+    let mut s2 = follower_of_s1(ms(10));
+    assert_eq!(s2.read_index(1), (Err(ProposeError::NotLeader), vec![]));
+}
+
+// ===== thesis §6.4.1 leases =====
+
+/// Thesis §6.4.1: the lease runs from when the heartbeat a majority answered
+/// was *sent*, for 90% of election_timeout_min (a tenth kept for clock
+/// drift); it is void before the no-op commits and during a leadership
+/// transfer (whose vote requests bypass stickiness, thesis §3.10).
+#[test]
+fn lease_holds_after_a_majority_answers_and_lapses_without_answers() {
+    let mut s1 = elected(&config(1, 3), 3);
+    let t = s1.now; // the no-op went out now, seq 1 and 2
+    assert!(!s1.raft.lease_valid(t));
+
+    // Phase 1: s2 answers seq 1: lease until t + 135 ms.
+    s1.now = t + ms(5);
+    assert_eq!(s1.step(2, append_ok(2, 2, 1)), vec![committed(2)]);
+    assert!(s1.raft.lease_valid(t + ms(5)));
+    assert!(s1.raft.lease_valid(t + Duration::from_nanos(ms(135).0 - 1)));
+    assert!(!s1.raft.lease_valid(t + ms(135)));
+    s1.now = t + ms(6);
+    assert_eq!(s1.step(3, append_ok(2, 2, 2)), vec![]);
+    assert!(!s1.raft.lease_valid(t + ms(135)));
+
+    // Phase 2: a heartbeat round at t + 100 ms, answered by s3 only.
+    s1.now = t + ms(100);
+    let out = s1.tick();
+    assert_eq!(
+        out,
+        vec![
+            send(1, 2, heartbeat(2, (2, 2), 2, 3)),
+            send(1, 3, heartbeat(2, (2, 2), 2, 4)),
+        ]
+    );
+    assert!(!s1.raft.lease_valid(t + ms(140)));
+    s1.now = t + ms(120);
+    assert_eq!(s1.step(3, append_ok(2, 2, 4)), vec![]);
+    assert!(s1.raft.lease_valid(t + ms(140)));
+    assert!(s1.raft.lease_valid(t + ms(234)));
+    assert!(!s1.raft.lease_valid(t + ms(235)));
+
+    // Phase 3: a leadership transfer voids the lease at once.
+    s1.now = t + ms(130);
+    let (r, out) = s1.transfer(2);
+    assert_eq!(r, Ok(node_id(2)));
+    assert_eq!(out, vec![send(1, 2, timeout_now(2))]);
+    assert!(!s1.raft.lease_valid(t + ms(131)));
+}
+
+// ===== thesis §3.10 leadership transfer =====
+
+/// Thesis §3.10: a target that is up to date gets TimeoutNow at once; while
+/// the transfer is under way the leader accepts no proposals; when it times
+/// out (election_timeout_min) the leader carries on.
+#[test]
+fn transfer_to_an_up_to_date_target_sends_timeout_now_and_pauses_proposals() {
+    let mut s1 = established(&config(1, 3), 3);
+    let started = s1.now;
+
+    // Phase 1: s2 holds everything: TimeoutNow right away.
+    let (r, out) = s1.transfer(2);
+    assert_eq!(r, Ok(node_id(2)));
+    assert_eq!(out, vec![send(1, 2, timeout_now(2))]);
+    assert_eq!(s1.raft.transfer_target(), Some(node_id(2)));
+
+    // Phase 2: proposals and a second transfer are refused.
+    assert_eq!(
+        s1.propose(set("a")),
+        (Err(ProposeError::TransferInProgress), vec![])
+    );
+    assert_eq!(
+        s1.transfer(3),
+        (Err(ProposeError::TransferInProgress), vec![])
+    );
+
+    // Phase 3: s2 never took over; at the deadline s1 resumes.
+    s1.now = started + ms(150);
+    let out = s1.tick();
+    assert_eq!(
+        out,
+        vec![
+            send(1, 2, heartbeat(2, (2, 2), 2, 3)),
+            send(1, 3, heartbeat(2, (2, 2), 2, 4)),
+        ]
+    );
+    assert_eq!(s1.raft.transfer_target(), None);
+    assert_eq!(s1.propose(set("a")).0, Ok((LogIndex(3), Term(2))));
+}
+
+/// Thesis §3.10: a lagging target is first brought up to date; TimeoutNow
+/// follows the answer that shows it holds the leader's whole log.
+#[test]
+fn transfer_to_a_lagging_target_waits_until_it_catches_up() {
+    let mut s1 = elected(&config(1, 3), 3);
+    assert_eq!(s1.step(2, append_ok(2, 2, 1)), vec![committed(2)]);
+
+    // s3 has the no-op in flight (seq 2): nothing more to send it yet.
+    let (r, out) = s1.transfer(3);
+    assert_eq!(r, Ok(node_id(3)));
+    assert_eq!(out, vec![]);
+
+    assert_eq!(
+        s1.step(3, append_ok(2, 2, 2)),
+        vec![send(1, 3, timeout_now(2))]
+    );
+}
+
+/// Thesis §3.10: TimeoutNow makes the target campaign at once, skipping
+/// pre-vote, with `leadership_transfer` set so voters that still hear from
+/// the old leader grant their vote; a TimeoutNow from an old term is ignored.
+#[test]
+fn timeout_now_starts_an_election_at_once_without_pre_vote() {
+    let mut s2 = follower_of_s1(ms(10));
+    s2.advance(ms(20));
+
+    assert_eq!(s2.step(1, timeout_now(1)), vec![]);
+    assert_eq!(s2.raft.role(), Role::Follower);
+
+    let out = s2.step(1, timeout_now(2));
+    assert_eq!(
+        out,
+        vec![
+            hard_state(3, Some(2)),
+            send(2, 1, transfer_vote_req(3, 2, 2)),
+            send(2, 3, transfer_vote_req(3, 2, 2)),
+        ]
+    );
+    assert_eq!(s2.raft.role(), Role::Candidate);
+}
+
+/// Thesis §3.10: the old leader, which would ignore an ordinary candidate
+/// (thesis §4.2.3), steps down for the transfer target's vote request.
+#[test]
+fn leader_grants_its_vote_to_the_transfer_target() {
+    let mut s1 = established(&config(1, 3), 3);
+    assert_eq!(s1.transfer(2).1, vec![send(1, 2, timeout_now(2))]);
+
+    assert_eq!(
+        s1.step(3, vote_req(3, 2, 2)),
+        vec![send(1, 3, vote_resp(2, false))]
+    );
+    let out = s1.step(2, transfer_vote_req(3, 2, 2));
+    assert_eq!(
+        out,
+        vec![
+            hard_state(3, None),
+            stepped_down(3),
+            hard_state(3, Some(2)),
+            send(1, 2, vote_resp(3, true)),
+        ]
+    );
+    assert_eq!(s1.raft.role(), Role::Follower);
+}
+
+// ===== thesis §4.1, §4.2.2 membership changes =====
+
+/// Thesis §4.1: one configuration change at a time. The new configuration is
+/// in effect as soon as it is appended (a non-voter joins, the voter count
+/// stays); a second change is refused until the first commits.
+#[test]
+fn second_membership_change_waits_for_the_first_to_commit() {
+    let mut s1 = established(&config(1, 3), 3);
+    let joins = with_server(membership(3), 4, Suffrage::Nonvoter);
+    let promoted = with_server(membership(3), 4, Suffrage::Voter);
+
+    // Phase 1: add s4 as a non-voter.
+    let (r, out) = s1.propose(EntryPayload::Membership(joins.clone()));
+    assert_eq!(r, Ok((LogIndex(3), Term(2))));
+    assert_eq!(
+        out,
+        vec![
+            send(
+                1,
+                2,
+                append(2, (2, 2), vec![conf(3, 2, joins.clone())], 2, 3)
+            ),
+            send(
+                1,
+                3,
+                append(2, (2, 2), vec![conf(3, 2, joins.clone())], 2, 4)
+            ),
+            persist_append(vec![conf(3, 2, joins.clone())]),
+        ]
+    );
+    assert_eq!(s1.raft.membership(), &joins);
+    assert_eq!(s1.raft.membership().voter_count(), 3);
+
+    // Phase 2: promoting s4 now is refused, nothing emitted.
+    assert_eq!(
+        s1.propose(EntryPayload::Membership(promoted.clone())),
+        (Err(ProposeError::ConfigChangeInProgress), vec![])
+    );
+
+    // Phase 3: the first change commits; the promotion is accepted and goes
+    // to s4 too.
+    assert_eq!(s1.step(2, append_ok(2, 3, 3)), vec![committed(3)]);
+    let (r, out) = s1.propose(EntryPayload::Membership(promoted.clone()));
+    assert_eq!(r, Ok((LogIndex(4), Term(2))));
+    let ae = |seq| append(2, (3, 2), vec![conf(4, 2, promoted.clone())], 3, seq);
+    assert_eq!(
+        out,
+        vec![
+            send(1, 2, ae(5)),
+            send(1, 3, ae(6)),
+            send(1, 4, ae(7)),
+            persist_append(vec![conf(4, 2, promoted.clone())]),
+        ]
+    );
+    assert_eq!(s1.raft.membership().voter_count(), 4);
+
+    // A change of more than one server is refused outright.
+    let two = with_server(
+        with_server(membership(4), 5, Suffrage::Voter),
+        6,
+        Suffrage::Voter,
+    );
+    s1.step(2, append_ok(2, 4, 5));
+    assert_eq!(s1.step(3, append_ok(2, 4, 6)), vec![committed(4)]);
+    assert!(matches!(
+        s1.propose(EntryPayload::Membership(two)),
+        (Err(ProposeError::BadChange(_)), _)
+    ));
+}
+
+/// Thesis §4.2.2: a leader removing itself keeps leading and replicating
+/// until the new configuration commits, but does not count itself toward
+/// that majority; then it steps down, reports `Removed`, and never campaigns.
+#[test]
+fn leader_that_removes_itself_steps_down_once_the_removal_commits() {
+    let mut s1 = established(&config(1, 3), 3);
+    let without_s1 = without_server(membership(3), 1);
+
+    // Phase 1: the removal is appended and sent; s1 still leads.
+    let (r, out) = s1.propose(EntryPayload::Membership(without_s1.clone()));
+    assert_eq!(r, Ok((LogIndex(3), Term(2))));
+    assert_eq!(
+        out,
+        vec![
+            send(
+                1,
+                2,
+                append(2, (2, 2), vec![conf(3, 2, without_s1.clone())], 2, 3)
+            ),
+            send(
+                1,
+                3,
+                append(2, (2, 2), vec![conf(3, 2, without_s1.clone())], 2, 4)
+            ),
+            persist_append(vec![conf(3, 2, without_s1.clone())]),
+        ]
+    );
+    assert_eq!(s1.raft.role(), Role::Leader);
+
+    // Phase 2: it still takes and replicates commands.
+    let (r, out) = s1.propose(set("a"));
+    assert_eq!(r, Ok((LogIndex(4), Term(2))));
+    assert_eq!(
+        out,
+        vec![
+            send(1, 2, append(2, (3, 2), vec![cmd(4, 2, "a")], 2, 5)),
+            send(1, 3, append(2, (3, 2), vec![cmd(4, 2, "a")], 2, 6)),
+            persist_append(vec![cmd(4, 2, "a")]),
+        ]
+    );
+
+    // Phase 3: s2 holds everything. s1 + s2 would be a majority of the old
+    // three, but s1 no longer counts: one of the two voters is not enough.
+    assert_eq!(s1.step(2, append_ok(2, 4, 5)), vec![]);
+    assert_eq!(s1.raft.commit_index(), LogIndex(2));
+
+    // Phase 4: s3 too: the removal commits and s1 steps down.
+    assert_eq!(
+        s1.step(3, append_ok(2, 4, 6)),
+        vec![committed(4), stepped_down(2), Action::Event(Event::Removed)]
+    );
+    assert_eq!(s1.raft.role(), Role::Follower);
+
+    // Phase 5: its election timer fires: it is no voter, so nothing happens.
+    assert_eq!(s1.fire(), vec![]);
+    assert_eq!(s1.raft.role(), Role::Follower);
+    assert_eq!(s1.raft.term(), Term(2));
+}
+
+// ===== §7 snapshots =====
+
+/// §7: after the state machine snapshots at 5, the log drops what the
+/// snapshot covers except `trailing` entries kept for slow followers; the
+/// snapshot is persisted before `SnapshotTaken` is reported.
+#[test]
+fn snapshot_taken_compacts_the_log_keeping_trailing_entries() {
+    let log = vec![
+        conf(1, 1, membership(3)),
+        noop(2, 2),
+        cmd(3, 2, "a"),
+        cmd(4, 2, "b"),
+        cmd(5, 2, "c"),
+        cmd(6, 2, "d"),
+    ];
+    let mut disk = durable(2, None, log);
+    let mut s2 = Node::new(&config(2, 3), disk.clone());
+    assert_eq!(
+        s2.step(1, heartbeat(2, (6, 2), 6, 1)),
+        vec![committed(6), send(2, 1, append_ok(2, 6, 1))]
+    );
+
+    let snap = snapshot(5, 2, membership(3));
+    let out = s2.snapshot_taken(snap.clone(), 2);
+    assert_eq!(
+        out,
+        vec![
+            persist_snapshot(snap.clone(), 3),
+            Action::Event(Event::SnapshotTaken {
+                last_index: LogIndex(5)
+            }),
+        ]
+    );
+    assert_eq!(s2.raft.log().base_index(), LogIndex(3));
+    assert_eq!(s2.raft.log().first_index(), LogIndex(4));
+    assert_eq!(s2.raft.log().last_index(), LogIndex(6));
+    assert_eq!(s2.raft.snapshot(), Some(&snap));
+
+    apply_persists(&mut disk, &out);
+    assert_eq!(disk.snapshot, Some(snap));
+    assert_eq!(
+        disk.entries,
+        vec![cmd(4, 2, "b"), cmd(5, 2, "c"), cmd(6, 2, "d")]
+    );
+}
+
+/// §7: a follower that needs entries the leader has compacted gets the
+/// snapshot instead; once it answers, replication resumes after it.
+#[test]
+fn leader_sends_install_snapshot_to_a_follower_that_needs_compacted_entries() {
+    let mut s1 = elected(&config(1, 3), 3);
+    assert_eq!(s1.step(2, append_ok(2, 2, 1)), vec![committed(2)]);
+
+    // Phase 1: two commands reach s2 (s3 still has the no-op in flight); they
+    // commit and the leader snapshots at 4, keeping nothing.
+    assert_eq!(s1.propose(set("a")).0, Ok((LogIndex(3), Term(2))));
+    assert_eq!(s1.propose(set("b")).0, Ok((LogIndex(4), Term(2))));
+    assert_eq!(s1.step(2, append_ok(2, 4, 4)), vec![committed(4)]);
+    let snap = snapshot(4, 2, membership(3));
+    s1.snapshot_taken(snap.clone(), 0);
+    assert_eq!(s1.raft.log().base_index(), LogIndex(4));
+
+    // Phase 2: s3 turns out to hold only entry 1; 2.. are gone: snapshot.
+    let out = s1.step(3, append_reject(2, 1, 2));
+    assert_eq!(out, vec![send(1, 3, install_snapshot(2, snap.clone(), 5))]);
+
+    // Phase 3: s3 installed it; nothing left to send until the next entry,
+    // which goes to s3 anchored at the snapshot.
+    assert_eq!(s1.step(3, install_snapshot_resp(2, 4, 5)), vec![]);
+    let (r, out) = s1.propose(set("c"));
+    assert_eq!(r, Ok((LogIndex(5), Term(2))));
+    assert_eq!(
+        out,
+        vec![
+            send(1, 2, append(2, (4, 2), vec![cmd(5, 2, "c")], 4, 6)),
+            send(1, 3, append(2, (4, 2), vec![cmd(5, 2, "c")], 4, 7)),
+            persist_append(vec![cmd(5, 2, "c")]),
+        ]
+    );
+}
+
+/// §7: a follower whose log disagrees with the snapshot at its last entry
+/// discards the whole log (even entries past the snapshot), persists the
+/// snapshot, commits to its end, and hands it to the state machine once.
+#[test]
+fn installing_a_snapshot_discards_a_conflicting_log() {
+    let mut disk = durable(
+        2,
+        None,
+        vec![
+            conf(1, 1, membership(3)),
+            noop(2, 2),
+            cmd(3, 2, "x"),
+            cmd(4, 2, "x"),
+            cmd(5, 2, "x"),
+            cmd(6, 2, "x"),
+        ],
+    );
+    let mut s3 = Node::new(&config(3, 3), disk.clone());
+    let snap = snapshot(5, 3, membership(3));
+
+    let out = s3.step(1, install_snapshot(3, snap.clone(), 9));
+    assert_eq!(
+        out,
+        vec![
+            hard_state(3, None),
+            persist_snapshot(snap.clone(), 6),
+            Action::Event(Event::SnapshotInstalled {
+                last_index: LogIndex(5)
+            }),
+            committed(5),
+            send(3, 1, install_snapshot_resp(3, 5, 9)),
+        ]
+    );
+    assert_eq!(s3.raft.log().base_index(), LogIndex(5));
+    assert_eq!(s3.raft.log().last_index(), LogIndex(5));
+    assert_eq!(s3.raft.log().last_term(), Term(3));
+    assert_eq!(s3.raft.commit_index(), LogIndex(5));
+    assert_eq!(s3.raft.take_installed_snapshot(), Some(snap.clone()));
+    assert_eq!(s3.raft.take_installed_snapshot(), None);
+
+    apply_persists(&mut disk, &out);
+    assert_eq!(disk.snapshot, Some(snap));
+    assert_eq!(disk.entries, vec![]);
+}
+
+/// §7: "If existing log entry has same index and term as snapshot's last
+/// included entry, retain log entries following it." A repeated snapshot at
+/// or below the commit index is only acknowledged.
+#[test]
+fn installing_a_snapshot_keeps_a_matching_suffix() {
+    let mut disk = durable(
+        2,
+        None,
+        vec![
+            conf(1, 1, membership(3)),
+            noop(2, 2),
+            cmd(3, 2, "a"),
+            cmd(4, 2, "b"),
+            cmd(5, 2, "c"),
+        ],
+    );
+    let mut s3 = Node::new(&config(3, 3), disk.clone());
+    let snap = snapshot(3, 2, membership(3));
+
+    let out = s3.step(1, install_snapshot(2, snap.clone(), 4));
+    assert_eq!(
+        out,
+        vec![
+            persist_snapshot(snap.clone(), 3),
+            Action::Event(Event::SnapshotInstalled {
+                last_index: LogIndex(3)
+            }),
+            committed(3),
+            send(3, 1, install_snapshot_resp(2, 3, 4)),
+        ]
+    );
+    assert_eq!(s3.raft.log().first_index(), LogIndex(4));
+    assert_eq!(s3.raft.log().last_index(), LogIndex(5));
+    assert_eq!(s3.raft.take_installed_snapshot(), Some(snap.clone()));
+
+    apply_persists(&mut disk, &out);
+    assert_eq!(disk.entries, vec![cmd(4, 2, "b"), cmd(5, 2, "c")]);
+
+    // The same snapshot again: already covered by commit, only acknowledged.
+    let out = s3.step(1, install_snapshot(2, snap, 5));
+    assert_eq!(out, vec![send(3, 1, install_snapshot_resp(2, 3, 5))]);
+    assert_eq!(s3.raft.take_installed_snapshot(), None);
+}
+
+/// Thesis §4.2.2: a server that learns from a snapshot that it was removed
+/// reports `Removed`, as it does when it learns it from AppendEntries.
+#[test]
+fn removal_learned_from_a_snapshot_is_reported() {
+    let mut s3 = Node::new(&config(3, 3), bootstrapped(3));
+    let snap = snapshot(5, 2, without_server(membership(3), 3));
+    let out = s3.step(1, install_snapshot(2, snap.clone(), 1));
+    assert_eq!(
+        out,
+        vec![
+            hard_state(2, None),
+            persist_snapshot(snap, 5),
+            Action::Event(Event::SnapshotInstalled {
+                last_index: LogIndex(5)
+            }),
+            committed(5),
+            Action::Event(Event::Removed),
+            send(3, 1, install_snapshot_resp(2, 5, 1)),
+        ]
+    );
+}
+
+// ===== §5.1 higher terms =====
+
+/// §5.1 and Figure 2: whatever response carries a higher term, the leader
+/// adopts it, persists it (with no vote) and steps down; reads it was
+/// confirming fail.
+#[test]
+fn higher_term_in_any_response_makes_a_leader_step_down() {
+    let responses = [
+        ("AppendEntriesResponse", append_reject(5, 2, 3)),
+        ("VoteResponse", vote_resp(5, false)),
+        ("InstallSnapshotResponse", install_snapshot_resp(5, 2, 3)),
+    ];
+    for (what, resp) in responses {
+        let mut s1 = established(&config(1, 3), 3);
+        let (r, _) = s1.read_index(11);
+        assert_eq!(r, Ok(()));
+
+        let out = s1.step(2, resp);
+        assert_eq!(out, vec![hard_state(5, None), stepped_down(5)], "{what}");
+        assert_eq!(s1.raft.role(), Role::Follower, "{what}");
+        assert_eq!(s1.raft.term(), Term(5), "{what}");
+        assert_eq!(s1.raft.vote(), None, "{what}");
+        assert_eq!(s1.raft.leader(), None, "{what}");
+        assert_eq!(s1.raft.take_failed_reads(), vec![11], "{what}");
+        assert_eq!(s1.raft.take_ready_reads(), vec![], "{what}");
+    }
+}
+
+/// §5.1: a response from an older term is ignored.
+#[test]
+fn stale_term_responses_are_ignored() {
+    let mut s1 = elected(&config(1, 3), 3);
+    assert_eq!(s1.step(2, append_ok(1, 2, 1)), vec![]);
+    assert_eq!(s1.raft.commit_index(), LogIndex(0));
+    assert_eq!(s1.step(2, vote_resp(1, true)), vec![]);
+    assert_eq!(s1.raft.role(), Role::Leader);
+}
