@@ -8,7 +8,7 @@
 //! stagger until `rpc_hold_timeout`, then fails with `No cluster leader`; a
 //! leaving server fails fast for `leave_drain_time`.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
 use crate::action::{Action, Event, Input};
 use crate::clock::{Duration, Instant};
@@ -47,6 +47,8 @@ struct Held {
 #[derive(Clone, Debug)]
 struct Forwarded {
     origin: Origin,
+    /// The server it went to: only its reply counts.
+    to: NodeId,
     deadline: Instant,
 }
 
@@ -84,6 +86,10 @@ pub struct Server {
     parked: Vec<Parked>,
     transfer_waiter: Option<(Origin, Term)>,
     applied_since_snapshot: u64,
+    /// Forwarded requests already taken, so a duplicated message is not
+    /// applied twice (a CAS would answer `false` for its own write).
+    forwards_seen: BTreeSet<(NodeId, u64)>,
+    forwards_seen_order: VecDeque<(Instant, NodeId, u64)>,
 }
 
 impl Server {
@@ -102,6 +108,21 @@ impl Server {
             })?,
             None => Fsm::new(),
         };
+        // Forwarded requests are matched to replies by id, and a reply can
+        // outlive a restart: ids start at a value unique to this incarnation
+        // (its start time, term and log), so an old reply never matches a new
+        // request. The simulator found this (seed 179, a power loss).
+        let incarnation = Rng::new(
+            config.rng_seed
+                ^ now.0
+                ^ (durable.hard_state.term.0 << 32)
+                ^ durable
+                    .entries
+                    .last()
+                    .map_or(0, |e| e.index.0)
+                    .rotate_left(17),
+        )
+        .next_u64();
         let raft = Raft::new(&config, durable, now);
         let rng = Rng::new(config.rng_seed ^ 0x005E_ED0F_5E4E);
         Ok(Server {
@@ -111,7 +132,7 @@ impl Server {
             rng,
             ever_had_leader: false,
             draining_until: None,
-            next_ctx: 0,
+            next_ctx: incarnation & !0xFFFF_FFFF,
             proposals: BTreeMap::new(),
             reads: BTreeMap::new(),
             confirmed_reads: Vec::new(),
@@ -120,6 +141,8 @@ impl Server {
             parked: Vec::new(),
             transfer_waiter: None,
             applied_since_snapshot: 0,
+            forwards_seen: BTreeSet::new(),
+            forwards_seen_order: VecDeque::new(),
         })
     }
 
@@ -231,14 +254,36 @@ impl Server {
         match m.body {
             MessageBody::Raft(r) => self.raft.step(now, m.from, r, out),
             MessageBody::Forward { id, request } => {
-                self.handle_request(now, Origin::Remote { from: m.from, id }, request, out)
+                if self.first_time_forwarded(now, m.from, id) {
+                    self.handle_request(now, Origin::Remote { from: m.from, id }, request, out)
+                }
             }
             MessageBody::ForwardReply { id, response } => {
-                if let Some(f) = self.forwarded.remove(&id) {
+                if self.forwarded.get(&id).is_some_and(|f| f.to == m.from) {
+                    let f = self.forwarded.remove(&id).expect("checked");
                     self.respond(f.origin, response, out);
                 }
             }
         }
+    }
+
+    /// Remember `(from, id)` for twice the hold timeout (after that the
+    /// forwarder has given up on it); false if it was already seen.
+    fn first_time_forwarded(&mut self, now: Instant, from: NodeId, id: u64) -> bool {
+        let keep = self.config.rpc_hold_timeout.saturating_mul(2);
+        while let Some((t, f, i)) = self.forwards_seen_order.front().copied() {
+            let full = self.forwards_seen_order.len() >= self.config.pending_requests_max;
+            if !full && now.saturating_since(t) < keep {
+                break;
+            }
+            self.forwards_seen_order.pop_front();
+            self.forwards_seen.remove(&(f, i));
+        }
+        if !self.forwards_seen.insert((from, id)) {
+            return false;
+        }
+        self.forwards_seen_order.push_back((now, from, id));
+        true
     }
 
     // ----- requests -----
@@ -358,7 +403,14 @@ impl Server {
         self.next_ctx += 1;
         let id = self.next_ctx;
         let deadline = now + self.config.rpc_hold_timeout;
-        self.forwarded.insert(id, Forwarded { origin, deadline });
+        self.forwarded.insert(
+            id,
+            Forwarded {
+                origin,
+                to: leader,
+                deadline,
+            },
+        );
         out.push(Action::Send {
             address,
             message: Message {

@@ -446,7 +446,11 @@ impl Driver {
 
     fn event(&mut self, event: Event) {
         match event {
-            Event::BecameLeader { .. } | Event::SteppedDown { .. } | Event::Removed => {
+            Event::BecameLeader { .. }
+            | Event::SteppedDown { .. }
+            | Event::Removed
+            | Event::SnapshotTaken { .. }
+            | Event::SnapshotInstalled { .. } => {
                 self.shared.record(WorldEvent::Core {
                     node: self.slot.id,
                     event,

@@ -130,7 +130,7 @@ pub enum WorldEvent {
         node: NodeId,
         error: WalError,
     },
-    /// `BecameLeader`, `SteppedDown` and `Removed` from the core.
+    /// `BecameLeader`, `SteppedDown`, `Removed` and the snapshot events from the core.
     Core {
         node: NodeId,
         event: Event,

@@ -519,7 +519,6 @@ impl Raft {
 
     fn become_leader(&mut self, now: Instant, out: &mut Vec<Action>) {
         assert_eq!(self.role, Role::Candidate);
-        assert_eq!(self.vote, Some(self.id));
         self.role = Role::Leader;
         self.leader = Some(self.id);
         self.lease_disabled = false;

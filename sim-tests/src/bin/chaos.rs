@@ -1,0 +1,158 @@
+//! Seeded chaos runs of Tern's core on madsim.
+//!
+//! ```text
+//! chaos --seed N                 replay one seed
+//! chaos --seeds K [--seed N]     sweep seeds N..N+K (N defaults to 0)
+//! chaos --bug NAME               plant a bug: vote-twice, ack-before-fsync, stale-read, commit-old-term
+//! chaos --scenario NAME          play a named scenario instead of random faults
+//! chaos --servers 5 --safety-s S override the seed's cluster size / fault phase length
+//! chaos -v                       print the options, the fault log and failures of every seed
+//! ```
+//! The last line for each seed is exactly
+//! `seed=N result=ok|FAIL trace=<16 hex> sim_s=<simulated seconds> wall_ms=<ms>`.
+#![allow(clippy::disallowed_methods)]
+
+use std::process::ExitCode;
+
+use sim_tests::{run, Bug, Options, Scenario};
+
+struct Args {
+    seed: u64,
+    seeds: u64,
+    bug: Option<Bug>,
+    scenario: Option<Scenario>,
+    servers: Option<usize>,
+    safety_s: Option<u64>,
+    verbose: bool,
+}
+
+fn usage(msg: &str) -> ! {
+    eprintln!("chaos: {msg}");
+    eprintln!(
+        "usage: chaos [--seed N] [--seeds K] [--bug {}] [--scenario {}] [--servers N] [--safety-s S] [-v]",
+        Bug::ALL.map(Bug::name).join("|"),
+        Scenario::ALL.map(Scenario::name).join("|")
+    );
+    std::process::exit(2);
+}
+
+fn parse() -> Args {
+    let mut a = Args {
+        seed: 0,
+        seeds: 1,
+        bug: None,
+        scenario: None,
+        servers: None,
+        safety_s: None,
+        verbose: false,
+    };
+    let mut it = std::env::args().skip(1);
+    while let Some(arg) = it.next() {
+        let mut value = |name: &str| {
+            it.next()
+                .unwrap_or_else(|| usage(&format!("{name} needs a value")))
+        };
+        match arg.as_str() {
+            "--seed" => {
+                a.seed = value("--seed")
+                    .parse()
+                    .unwrap_or_else(|_| usage("--seed takes a number"))
+            }
+            "--seeds" => {
+                a.seeds = value("--seeds")
+                    .parse()
+                    .unwrap_or_else(|_| usage("--seeds takes a number"))
+            }
+            "--bug" => {
+                let v = value("--bug");
+                a.bug =
+                    Some(Bug::parse(&v).unwrap_or_else(|| usage(&format!("unknown bug {v:?}"))));
+            }
+            "--scenario" => {
+                let v = value("--scenario");
+                a.scenario = Some(
+                    Scenario::parse(&v)
+                        .unwrap_or_else(|| usage(&format!("unknown scenario {v:?}"))),
+                );
+            }
+            "--servers" => {
+                a.servers = Some(
+                    value("--servers")
+                        .parse()
+                        .unwrap_or_else(|_| usage("--servers takes a number")),
+                )
+            }
+            "--safety-s" => {
+                a.safety_s = Some(
+                    value("--safety-s")
+                        .parse()
+                        .unwrap_or_else(|_| usage("--safety-s takes a number")),
+                )
+            }
+            "-v" | "--verbose" => a.verbose = true,
+            "-h" | "--help" => usage("help"),
+            other => usage(&format!("unknown argument {other:?}")),
+        }
+    }
+    a
+}
+
+fn main() -> ExitCode {
+    let args = parse();
+    let mut failed = 0u64;
+    let mut sim_total = 0.0;
+    let mut wall_total = 0u128;
+    for seed in args.seed..args.seed + args.seeds {
+        let mut opts = Options::from_seed(seed);
+        opts.bug = args.bug;
+        if let Some(n) = args.servers {
+            opts.servers = n;
+        }
+        if let Some(s) = args.safety_s {
+            opts.safety_s = s;
+        }
+        if args.verbose || args.seeds == 1 {
+            println!("seed={seed} options: {opts}");
+        }
+        let out = run(opts, args.scenario);
+        sim_total += out.sim_s;
+        wall_total += out.wall_ms;
+        if args.verbose {
+            for f in &out.faults {
+                println!("  fault {f}");
+            }
+            println!(
+                "  ops={} acked_writes={} unknown={} max_commit={}",
+                out.ops, out.acked_writes, out.unknown, out.max_commit
+            );
+        }
+        if !out.ok {
+            failed += 1;
+            for f in &out.failures {
+                println!("  FAILURE: {f}");
+            }
+            println!("  replay: {}", out.replay_command(args.bug, args.scenario));
+        }
+        println!("{}", out.line());
+    }
+    if args.seeds > 1 {
+        let speed = if wall_total > 0 {
+            sim_total / (wall_total as f64 / 1000.0)
+        } else {
+            0.0
+        };
+        println!(
+            "{} seeds, {} failed; {:.0} simulated s in {:.1} wall s ({:.0}x real time)",
+            args.seeds,
+            failed,
+            sim_total,
+            wall_total as f64 / 1000.0,
+            speed
+        );
+    }
+    if failed > 0 {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    }
+}

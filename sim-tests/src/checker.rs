@@ -1,0 +1,182 @@
+//! Raft's safety properties, checked after every step of every server.
+//!
+//! The checker sees each server right after it handled an input, together
+//! with the actions it produced, and keeps just enough global history to
+//! check (Raft paper, Figure 3):
+//! - election safety: at most one leader per term;
+//! - log matching: two entries with the same index and term are the same entry
+//!   (recorded as servers append them);
+//! - leader completeness: a new leader holds every entry committed before it;
+//! - state-machine safety: every server applies the same entry at an index,
+//!   and reaches the same state hash there;
+//! - commit indexes never go back on a running server.
+
+use std::collections::hash_map::DefaultHasher;
+use std::collections::BTreeMap;
+use std::hash::{Hash, Hasher};
+
+use tern_core::raft::Entry;
+use tern_core::{Action, Event, LogIndex, NodeId, PersistOp, Server, Term};
+
+/// One broken property, in words.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Violation(pub String);
+
+/// A stable digest of an entry (SipHash with fixed keys: deterministic).
+fn digest(e: &Entry) -> u64 {
+    let mut h = DefaultHasher::new();
+    e.hash(&mut h);
+    h.finish()
+}
+
+#[derive(Default)]
+pub struct Checker {
+    leaders: BTreeMap<Term, NodeId>,
+    /// (index, term) → digest of every entry any server appended.
+    appended: BTreeMap<(LogIndex, Term), u64>,
+    /// index → (term, digest) of committed entries.
+    committed: BTreeMap<LogIndex, (Term, u64)>,
+    /// index → (term, state hash) after applying it.
+    applied: BTreeMap<LogIndex, (Term, u64, NodeId)>,
+    commit_seen: BTreeMap<NodeId, LogIndex>,
+    pub violations: Vec<Violation>,
+    pub max_commit: LogIndex,
+}
+
+impl Checker {
+    pub fn new() -> Checker {
+        Checker::default()
+    }
+
+    fn fail(&mut self, msg: String) {
+        if self.violations.len() < 20 {
+            self.violations.push(Violation(msg));
+        }
+    }
+
+    /// A server restarted: its volatile commit index starts over.
+    pub fn restarted(&mut self, node: NodeId) {
+        self.commit_seen.remove(&node);
+    }
+
+    /// Look at `server` right after it produced `actions`.
+    pub fn observe(&mut self, server: &Server, actions: &[Action]) {
+        let node = server.id();
+        for a in actions {
+            match a {
+                Action::Persist {
+                    op: PersistOp::Append(entries),
+                    ..
+                } => {
+                    for e in entries {
+                        self.check_appended(node, e);
+                    }
+                }
+                Action::Event(Event::BecameLeader { term }) => {
+                    self.check_leader(node, *term, server);
+                }
+                Action::Event(Event::Applied {
+                    index,
+                    term,
+                    state_hash,
+                }) => self.check_applied(node, *index, *term, *state_hash),
+                _ => {}
+            }
+        }
+        self.check_commit(node, server);
+    }
+
+    fn check_appended(&mut self, node: NodeId, e: &Entry) {
+        let d = digest(e);
+        match self.appended.get(&(e.index, e.term)) {
+            Some(prev) if *prev != d => self.fail(format!(
+                "log matching: {node:?} appended a different entry at index {} term {}",
+                e.index.0, e.term.0
+            )),
+            Some(_) => {}
+            None => {
+                self.appended.insert((e.index, e.term), d);
+            }
+        }
+    }
+
+    fn check_leader(&mut self, node: NodeId, term: Term, server: &Server) {
+        if let Some(other) = self.leaders.insert(term, node) {
+            if other != node {
+                self.fail(format!(
+                    "election safety: {other:?} and {node:?} both led term {}",
+                    term.0
+                ));
+            }
+        }
+        // Leader completeness: every committed entry the leader's log still
+        // holds explicitly must match; compacted ones are in its snapshot.
+        let log = server.raft().log();
+        let base = log.base_index();
+        let missing: Vec<LogIndex> = self
+            .committed
+            .range(base.next()..)
+            .filter(|(i, (t, _))| log.term_at(**i) != Some(*t))
+            .map(|(i, _)| *i)
+            .take(3)
+            .collect();
+        if !missing.is_empty() {
+            self.fail(format!(
+                "leader completeness: {node:?} leads term {} without committed entries {:?}",
+                term.0,
+                missing.iter().map(|i| i.0).collect::<Vec<_>>()
+            ));
+        }
+    }
+
+    fn check_applied(&mut self, node: NodeId, index: LogIndex, term: Term, hash: u64) {
+        match self.applied.get(&index) {
+            Some((t, h, other)) if (*t, *h) != (term, hash) => {
+                let other = *other;
+                self.fail(format!(
+                    "state-machine safety: at index {} {other:?} applied term {} (state {:016x}) \
+                     but {node:?} applied term {} (state {hash:016x})",
+                    index.0, t.0, h, term.0
+                ))
+            }
+            Some(_) => {}
+            None => {
+                self.applied.insert(index, (term, hash, node));
+            }
+        }
+    }
+
+    fn check_commit(&mut self, node: NodeId, server: &Server) {
+        let commit = server.commit_index();
+        let seen = self.commit_seen.get(&node).copied().unwrap_or_default();
+        if commit < seen {
+            self.fail(format!(
+                "{node:?}'s commit index went back from {} to {}",
+                seen.0, commit.0
+            ));
+        }
+        let from = seen.max(server.raft().log().base_index());
+        let mut i = from.next();
+        while i <= commit {
+            if let Some(e) = server.entry(i) {
+                let d = digest(e);
+                match self.committed.get(&i) {
+                    Some((t, d0)) if (*t, *d0) != (e.term, d) => {
+                        let t = *t;
+                        self.fail(format!(
+                            "state-machine safety: {node:?} committed term {} at index {} where term {} was committed",
+                            e.term.0, i.0, t.0
+                        ));
+                    }
+                    Some(_) => {}
+                    None => {
+                        self.committed.insert(i, (e.term, d));
+                    }
+                }
+            }
+            i = i.next();
+        }
+        self.commit_seen.insert(node, commit);
+        self.max_commit = self.max_commit.max(commit);
+    }
+}

@@ -1,0 +1,698 @@
+//! The nemesis: faults drawn from the seed, and the named scenarios.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
+
+use tern_core::raft::Role;
+use tern_core::rng::Rng;
+use tern_core::rpc::{Op, ReadMode, ReplyBody};
+use tern_core::{Event, NodeId, NodeName};
+use tern_io_sim::{Client, NodeStatus, World, WorldEvent};
+
+use crate::options::Options;
+use crate::run::server_config;
+use crate::workload::{self, SharedHistory};
+
+/// Drives faults into a world and remembers what it did.
+pub struct Nemesis {
+    pub world: World,
+    pub operator: Client,
+    pub opts: Options,
+    rng: Rng,
+    /// Killed servers and when to restart them.
+    killed: BTreeMap<NodeId, madsim::time::Instant>,
+    paused: BTreeMap<NodeId, madsim::time::Instant>,
+    removed: BTreeSet<NodeId>,
+    pub log: Vec<String>,
+}
+
+async fn sleep(d: Duration) {
+    madsim::time::sleep(d).await;
+}
+
+fn now() -> madsim::time::Instant {
+    madsim::time::Instant::now()
+}
+
+impl Nemesis {
+    pub fn new(world: World, operator: Client, opts: Options) -> Nemesis {
+        let rng = Rng::new(opts.seed ^ 0x000E_3E51_5000);
+        Nemesis {
+            world,
+            operator,
+            opts,
+            rng,
+            killed: BTreeMap::new(),
+            paused: BTreeMap::new(),
+            removed: BTreeSet::new(),
+            log: Vec::new(),
+        }
+    }
+
+    fn note(&mut self, what: String) {
+        let t = tern_io_sim::now().0 as f64 / 1e9;
+        self.log.push(format!("{t:8.3}s {what}"));
+    }
+
+    /// Servers that are members and not removed.
+    pub fn live_servers(&self) -> Vec<NodeId> {
+        self.world
+            .servers()
+            .into_iter()
+            .filter(|id| !self.removed.contains(id))
+            .collect()
+    }
+
+    fn pick(&mut self, from: &[NodeId]) -> Option<NodeId> {
+        if from.is_empty() {
+            return None;
+        }
+        Some(from[self.rng.range(0, from.len() as u64) as usize])
+    }
+
+    /// The leader with the highest term among running servers.
+    pub fn leader(&self) -> Option<NodeId> {
+        self.world
+            .leaders()
+            .into_iter()
+            .max_by_key(|(_, t)| *t)
+            .map(|(id, _)| id)
+    }
+
+    /// Wait (in simulated time) for a leader, at most `within`.
+    pub async fn wait_for_leader(&self, within: Duration) -> Option<NodeId> {
+        let end = now() + within;
+        while now() < end {
+            if let Some(l) = self.leader() {
+                let ready = self
+                    .world
+                    .with_server(l, |s| s.raft().committed_in_term())
+                    .unwrap_or(false);
+                if ready {
+                    return Some(l);
+                }
+            }
+            sleep(Duration::from_millis(20)).await;
+        }
+        None
+    }
+
+    /// Wait for any server to win an election (its no-op may be uncommitted).
+    pub async fn wait_for_any_leader(&self, within: Duration) -> Option<NodeId> {
+        let end = now() + within;
+        while now() < end {
+            if let Some(l) = self.leader() {
+                return Some(l);
+            }
+            sleep(Duration::from_millis(2)).await;
+        }
+        None
+    }
+
+    fn election_max(&self) -> Duration {
+        self.opts.election().1
+    }
+
+    /// Restart killed servers and resume paused ones whose time has come.
+    fn wake_due(&mut self, all: bool) {
+        let t = now();
+        let due: Vec<NodeId> = self
+            .killed
+            .iter()
+            .filter(|(_, at)| all || **at <= t)
+            .map(|(id, _)| *id)
+            .collect();
+        for id in due {
+            self.killed.remove(&id);
+            self.world.restart(id);
+            self.note(format!("restart {id:?}"));
+        }
+        let due: Vec<NodeId> = self
+            .paused
+            .iter()
+            .filter(|(_, at)| all || **at <= t)
+            .map(|(id, _)| *id)
+            .collect();
+        for id in due {
+            self.paused.remove(&id);
+            self.world.resume(id);
+            self.note(format!("resume {id:?}"));
+        }
+    }
+
+    /// Random faults for `duration` of simulated time.
+    pub async fn random_faults(&mut self, duration: Duration) {
+        let end = now() + duration;
+        while now() < end {
+            let gap = self.rng.range(1, 2 * self.opts.fault_every_ms.max(1));
+            sleep(Duration::from_millis(gap)).await;
+            self.wake_due(false);
+            let m = self.opts.faults.clone();
+            let weights = [
+                m.partition_halves,
+                m.isolate_leader,
+                m.isolate_one,
+                m.one_way,
+                m.crash,
+                m.crash_leader,
+                m.pause,
+                m.membership,
+                m.heal,
+                m.crash_all,
+                m.leader_churn,
+            ];
+            let total: u64 = weights.iter().sum();
+            if total == 0 {
+                continue;
+            }
+            let mut roll = self.rng.range(0, total);
+            let mut which = 0;
+            for (i, w) in weights.iter().enumerate() {
+                if roll < *w {
+                    which = i;
+                    break;
+                }
+                roll -= w;
+            }
+            match which {
+                0 => self.partition_halves(),
+                1 => self.isolate_leader(),
+                2 => self.isolate_one(),
+                3 => self.one_way(),
+                4 => self.crash_one(false),
+                5 => self.crash_one(true),
+                6 => self.pause_one(),
+                7 => self.membership_change().await,
+                8 => self.heal(),
+                9 => self.crash_all(),
+                _ => self.leader_churn().await,
+            }
+        }
+    }
+
+    pub fn heal(&mut self) {
+        self.world.heal();
+        self.note("heal".into());
+    }
+
+    pub fn partition_halves(&mut self) {
+        let mut servers = self.live_servers();
+        // Fisher–Yates with the nemesis's own RNG.
+        for i in (1..servers.len()).rev() {
+            let j = self.rng.range(0, i as u64 + 1) as usize;
+            servers.swap(i, j);
+        }
+        if servers.len() < 2 {
+            return;
+        }
+        let cut = self.rng.range(1, servers.len() as u64) as usize;
+        let (a, b) = servers.split_at(cut);
+        self.world.partition(&[a.to_vec(), b.to_vec()]);
+        self.note(format!("partition {a:?} | {b:?}"));
+    }
+
+    pub fn isolate_leader(&mut self) {
+        if let Some(l) = self.leader() {
+            self.world.isolate(l);
+            self.note(format!("isolate leader {l:?}"));
+        }
+    }
+
+    pub fn isolate_one(&mut self) {
+        let servers = self.live_servers();
+        if let Some(id) = self.pick(&servers) {
+            self.world.isolate(id);
+            self.note(format!("isolate {id:?}"));
+        }
+    }
+
+    pub fn one_way(&mut self) {
+        let servers = self.live_servers();
+        let (Some(a), Some(b)) = (self.pick(&servers), self.pick(&servers)) else {
+            return;
+        };
+        if a != b {
+            self.world.clog_one_way(a, b);
+            self.note(format!("clog {a:?} -> {b:?}"));
+        }
+    }
+
+    pub fn crash_one(&mut self, leader: bool) {
+        let target = if leader {
+            self.leader()
+        } else {
+            let up: Vec<NodeId> = self
+                .live_servers()
+                .into_iter()
+                .filter(|id| !self.killed.contains_key(id) && !self.paused.contains_key(id))
+                .collect();
+            self.pick(&up)
+        };
+        let Some(id) = target else {
+            return;
+        };
+        if self.killed.contains_key(&id) || self.paused.contains_key(&id) {
+            return;
+        }
+        self.world.kill(id);
+        let down = Duration::from_millis(self.rng.range(10, 4 * self.opts.election_ms.1));
+        self.killed.insert(id, now() + down);
+        self.note(format!("kill {id:?} for {down:?}"));
+    }
+
+    /// Power loss of the whole datacenter: every server dies at once and
+    /// loses what it had not fsynced.
+    pub fn crash_all(&mut self) {
+        let up: Vec<NodeId> = self
+            .live_servers()
+            .into_iter()
+            .filter(|id| !self.killed.contains_key(id))
+            .collect();
+        for id in &up {
+            self.paused.remove(id);
+            self.world.kill(*id);
+            let down = Duration::from_millis(self.rng.range(10, 2 * self.opts.election_ms.1));
+            self.killed.insert(*id, now() + down);
+        }
+        self.note(format!("power loss: kill {up:?}"));
+    }
+
+    /// A flapping leader: kill each new leader shortly after it wins, a few
+    /// times, restarting it soon after.
+    pub async fn leader_churn(&mut self) {
+        let rounds = self.rng.range(2, 6);
+        for _ in 0..rounds {
+            let Some(l) = self.wait_for_any_leader(self.election_max() * 4).await else {
+                return;
+            };
+            let after = self.rng.range(0, 60);
+            sleep(Duration::from_millis(after)).await;
+            if self.killed.contains_key(&l) || self.paused.contains_key(&l) {
+                continue;
+            }
+            self.world.kill(l);
+            let down = Duration::from_millis(self.rng.range(10, 2 * self.opts.election_ms.1));
+            self.killed.insert(l, now() + down);
+            self.note(format!(
+                "churn: kill leader {l:?} {after}ms after checking, for {down:?}"
+            ));
+            self.wake_due(false);
+        }
+    }
+
+    pub fn pause_one(&mut self) {
+        let up: Vec<NodeId> = self
+            .live_servers()
+            .into_iter()
+            .filter(|id| !self.killed.contains_key(id) && !self.paused.contains_key(id))
+            .collect();
+        let Some(id) = self.pick(&up) else {
+            return;
+        };
+        self.world.pause(id);
+        let span = Duration::from_millis(self.rng.range(10, 3 * self.opts.election_ms.1));
+        self.paused.insert(id, now() + span);
+        self.note(format!("pause {id:?} for {span:?}"));
+    }
+
+    /// Voters and non-voters in the current leader's configuration.
+    fn configuration(&self) -> Option<(Vec<NodeId>, Vec<NodeId>)> {
+        let l = self.leader()?;
+        self.world.with_server(l, |s| {
+            let m = s.membership();
+            let voters: Vec<NodeId> = m.voters().collect();
+            let nonvoters = m
+                .servers
+                .keys()
+                .filter(|id| !m.is_voter(**id))
+                .copied()
+                .collect();
+            (voters, nonvoters)
+        })
+    }
+
+    /// One step of membership churn: promote a non-voter, remove a voter, or
+    /// add a new server as a non-voter.
+    pub async fn membership_change(&mut self) {
+        let Some((voters, nonvoters)) = self.configuration() else {
+            return;
+        };
+        if let Some(id) = nonvoters.first().copied() {
+            self.promote(id).await;
+        } else if voters.len() > 3 || (voters.len() == 3 && self.rng.chance(1, 3)) {
+            let v = self.pick(&voters).expect("voters");
+            self.remove(v).await;
+        } else if self.world.servers().len() < 8 {
+            self.add_nonvoter().await;
+        }
+    }
+
+    /// Start a new, empty server and add it as a non-voter.
+    pub async fn add_nonvoter(&mut self) -> Option<NodeId> {
+        let opts = self.opts.clone();
+        let id = self
+            .world
+            .add_server(move |spec| server_config(&opts, spec.config()));
+        let address = self.world.address(id)?;
+        let name = NodeName(format!("s{}", self.world.servers().len()));
+        let ok = self
+            .operate(Op::RaftAddNonvoter { id, name, address })
+            .await;
+        self.note(format!("add non-voter {id:?}: {ok}"));
+        ok.then_some(id)
+    }
+
+    pub async fn promote(&mut self, id: NodeId) -> bool {
+        let ok = self.operate(Op::RaftPromote { id }).await;
+        self.note(format!("promote {id:?}: {ok}"));
+        ok
+    }
+
+    pub async fn remove(&mut self, id: NodeId) -> bool {
+        let ok = self
+            .operate(Op::RaftRemovePeer {
+                id: Some(id),
+                address: None,
+            })
+            .await;
+        self.note(format!("remove {id:?}: {ok}"));
+        if ok {
+            // It is out of the configuration: stop it for good.
+            self.killed.remove(&id);
+            self.paused.remove(&id);
+            self.removed.insert(id);
+            self.world.remove_node(id);
+        }
+        ok
+    }
+
+    /// An operator request through any live server; true once it succeeded.
+    async fn operate(&mut self, op: Op) -> bool {
+        for _ in 0..3 {
+            let servers = self.live_servers();
+            let Some(server) = self.pick(&servers) else {
+                return false;
+            };
+            let req = workload::request(op.clone(), ReadMode::Default);
+            match self
+                .operator
+                .call(server, req, Duration::from_secs(3))
+                .await
+            {
+                Ok(Ok(r)) if r.body == ReplyBody::Done => return true,
+                Ok(Err(e)) if matches!(e, tern_core::rpc::RpcError::BadRequest(_)) => return false,
+                _ => {}
+            }
+        }
+        false
+    }
+
+    /// End of the safety phase: heal the network, restart and resume everyone.
+    pub async fn heal_all(&mut self) {
+        self.world.heal();
+        self.world.set_loss(0.0);
+        self.wake_due(true);
+        for id in self.live_servers() {
+            if matches!(self.world.status(id), Some(NodeStatus::Killed)) {
+                self.world.restart(id);
+            }
+        }
+        self.note("heal all".into());
+    }
+}
+
+/// A named scenario: a scripted fault schedule instead of random faults.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub enum Scenario {
+    LeaderIsolated,
+    MinorityPartition,
+    AsymmetricPartition,
+    LeaderCrashMidReplication,
+    CrashBetweenAppendAndFsync,
+    MembershipWhilePartitioned,
+    RemoveLeader,
+    SnapshotInstall,
+    ConsistentReadDuringPartition,
+}
+
+impl Scenario {
+    pub const ALL: [Scenario; 9] = [
+        Scenario::LeaderIsolated,
+        Scenario::MinorityPartition,
+        Scenario::AsymmetricPartition,
+        Scenario::LeaderCrashMidReplication,
+        Scenario::CrashBetweenAppendAndFsync,
+        Scenario::MembershipWhilePartitioned,
+        Scenario::RemoveLeader,
+        Scenario::SnapshotInstall,
+        Scenario::ConsistentReadDuringPartition,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Scenario::LeaderIsolated => "leader-isolated",
+            Scenario::MinorityPartition => "minority-partition",
+            Scenario::AsymmetricPartition => "asymmetric-partition",
+            Scenario::LeaderCrashMidReplication => "leader-crash-mid-replication",
+            Scenario::CrashBetweenAppendAndFsync => "crash-between-append-and-fsync",
+            Scenario::MembershipWhilePartitioned => "membership-while-partitioned",
+            Scenario::RemoveLeader => "remove-leader",
+            Scenario::SnapshotInstall => "snapshot-install",
+            Scenario::ConsistentReadDuringPartition => "consistent-read-during-partition",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Scenario> {
+        Scenario::ALL.into_iter().find(|x| x.name() == s)
+    }
+
+    /// Adjust the seed's options to what the scenario needs.
+    pub fn shape(self, opts: &mut Options) {
+        opts.loss_permille = 0;
+        opts.clients = opts.clients.max(3);
+        match self {
+            Scenario::MinorityPartition | Scenario::MembershipWhilePartitioned => opts.servers = 5,
+            Scenario::CrashBetweenAppendAndFsync => {
+                opts.fsync_ms = (5, 40);
+            }
+            Scenario::SnapshotInstall => {
+                opts.snapshot_threshold = 20;
+                opts.trailing_logs = 0;
+            }
+            _ => {}
+        }
+    }
+
+    /// Play the scenario; what it saw go wrong beyond the global checks is
+    /// returned.
+    pub async fn play(self, n: &mut Nemesis, _history: &SharedHistory) -> Vec<String> {
+        let mut failures = Vec::new();
+        let em = n.election_max();
+        let Some(leader) = n.wait_for_leader(Duration::from_secs(20)).await else {
+            failures.push(format!("{}: no leader to start from", self.name()));
+            return failures;
+        };
+        sleep(Duration::from_secs(1)).await;
+        match self {
+            Scenario::LeaderIsolated | Scenario::ConsistentReadDuringPartition => {
+                // Clients still reach the old leader; only servers are cut off.
+                n.world.isolate(leader);
+                n.note(format!("isolate leader {leader:?}"));
+                sleep(em * 4).await;
+                match n.leader() {
+                    Some(l) if l != leader => {}
+                    other => failures.push(format!(
+                        "{}: no new leader while {leader:?} was isolated (leader now {other:?})",
+                        self.name()
+                    )),
+                }
+                let still = n
+                    .world
+                    .with_server(leader, |s| s.role() == Role::Leader)
+                    .unwrap_or(false);
+                if still {
+                    failures.push(format!(
+                        "{}: isolated {leader:?} still believes it leads after 4 election timeouts (check-quorum)",
+                        self.name()
+                    ));
+                }
+                n.heal();
+                sleep(Duration::from_secs(2)).await;
+            }
+            Scenario::MinorityPartition => {
+                let servers = n.live_servers();
+                let others: Vec<NodeId> =
+                    servers.iter().copied().filter(|s| *s != leader).collect();
+                let minority = vec![leader, others[0]];
+                let majority: Vec<NodeId> = others[1..].to_vec();
+                n.world.partition(&[minority.clone(), majority.clone()]);
+                n.note(format!("partition {minority:?} | {majority:?}"));
+                sleep(em * 4).await;
+                let l = n.leader();
+                if !l.is_some_and(|l| majority.contains(&l)) {
+                    failures.push(format!(
+                        "{}: the majority elected no leader ({l:?})",
+                        self.name()
+                    ));
+                }
+                n.heal();
+                sleep(Duration::from_secs(2)).await;
+            }
+            Scenario::AsymmetricPartition => {
+                // The leader's messages arrive; nothing comes back to it.
+                for s in n.live_servers() {
+                    if s != leader {
+                        n.world.clog_one_way(s, leader);
+                    }
+                }
+                n.note(format!("everyone -> {leader:?} clogged"));
+                sleep(em * 5).await;
+                let still = n
+                    .world
+                    .with_server(leader, |s| s.role() == Role::Leader)
+                    .unwrap_or(false);
+                if still {
+                    failures.push(format!(
+                        "{}: {leader:?} hears no follower but still leads (check-quorum)",
+                        self.name()
+                    ));
+                }
+                n.heal();
+                sleep(Duration::from_secs(2)).await;
+            }
+            Scenario::LeaderCrashMidReplication => {
+                for round in 0..4 {
+                    let Some(l) = n.wait_for_leader(Duration::from_secs(20)).await else {
+                        failures.push(format!("{}: no leader in round {round}", self.name()));
+                        break;
+                    };
+                    let wait = n.rng.range(1, 300);
+                    sleep(Duration::from_millis(wait)).await;
+                    n.world.kill(l);
+                    n.note(format!("kill leader {l:?}"));
+                    sleep(em * 2).await;
+                    n.world.restart(l);
+                    n.note(format!("restart {l:?}"));
+                }
+            }
+            Scenario::CrashBetweenAppendAndFsync => {
+                for _ in 0..12 {
+                    let servers = n.live_servers();
+                    let id = n.pick(&servers).expect("servers");
+                    let wait = n.rng.range(1, 400);
+                    sleep(Duration::from_millis(wait)).await;
+                    let unsynced = n.world.disk_len(id).map_or(0, |(_, u)| u);
+                    n.world.kill(id);
+                    n.note(format!("kill {id:?} with {unsynced} unsynced bytes"));
+                    sleep(Duration::from_millis(n.rng.range(50, 1000))).await;
+                    n.world.restart(id);
+                }
+            }
+            Scenario::MembershipWhilePartitioned => {
+                let Some(new) = n.add_nonvoter().await else {
+                    failures.push(format!("{}: could not add a non-voter", self.name()));
+                    return failures;
+                };
+                sleep(Duration::from_secs(2)).await;
+                // Cut one old voter off, then promote and remove while it is away.
+                let old: Vec<NodeId> = n
+                    .live_servers()
+                    .into_iter()
+                    .filter(|s| *s != new && *s != leader)
+                    .collect();
+                let cut = old[0];
+                n.world.isolate(cut);
+                n.note(format!("isolate {cut:?}"));
+                if !n.promote(new).await {
+                    failures.push(format!("{}: promote {new:?} failed", self.name()));
+                }
+                sleep(Duration::from_secs(1)).await;
+                let victim = old[1];
+                if !n.remove(victim).await {
+                    failures.push(format!("{}: remove {victim:?} failed", self.name()));
+                }
+                sleep(Duration::from_secs(1)).await;
+                n.heal();
+                sleep(Duration::from_secs(3)).await;
+                let caught_up = n
+                    .world
+                    .with_server(cut, |s| !s.membership().contains(victim))
+                    .unwrap_or(false);
+                if !caught_up {
+                    failures.push(format!(
+                        "{}: {cut:?} did not learn that {victim:?} was removed",
+                        self.name()
+                    ));
+                }
+            }
+            Scenario::RemoveLeader => {
+                if !n.remove(leader).await {
+                    failures.push(format!(
+                        "{}: removing leader {leader:?} failed",
+                        self.name()
+                    ));
+                }
+                match n.wait_for_leader(Duration::from_secs(20)).await {
+                    Some(l) if l != leader => {
+                        let members = n
+                            .world
+                            .with_server(l, |s| s.membership().contains(leader))
+                            .unwrap_or(true);
+                        if members {
+                            failures.push(format!(
+                                "{}: {leader:?} still in the configuration",
+                                self.name()
+                            ));
+                        }
+                    }
+                    other => failures.push(format!(
+                        "{}: no new leader after removing the leader ({other:?})",
+                        self.name()
+                    )),
+                }
+            }
+            Scenario::SnapshotInstall => {
+                let servers = n.live_servers();
+                let follower = servers
+                    .into_iter()
+                    .find(|s| *s != leader)
+                    .expect("a follower");
+                n.world.kill(follower);
+                n.note(format!("kill {follower:?}"));
+                // The others write well past several snapshots.
+                for i in 0..120 {
+                    let _ = n
+                        .operator
+                        .call(
+                            leader,
+                            workload::put_request("bulk", &format!("b{i}")),
+                            Duration::from_secs(2),
+                        )
+                        .await;
+                }
+                n.world.restart(follower);
+                n.note(format!("restart {follower:?}"));
+                sleep(Duration::from_secs(5)).await;
+                let installed = n.world.events().iter().any(|(_, e)| {
+                    matches!(e, WorldEvent::Core { node, event: Event::SnapshotInstalled { .. } } if *node == follower)
+                });
+                if !installed {
+                    failures.push(format!(
+                        "{}: {follower:?} never installed a snapshot",
+                        self.name()
+                    ));
+                }
+                let same = n.world.with_server(follower, |s| {
+                    s.fsm().kv_get("bulk").map(|e| e.value.clone())
+                });
+                if same != Some(Some(b"b119".to_vec())) {
+                    failures.push(format!(
+                        "{}: {follower:?} did not catch up: {same:?}",
+                        self.name()
+                    ));
+                }
+            }
+        }
+        failures
+    }
+}

@@ -1,0 +1,192 @@
+//! Seed → options: every knob of a run is drawn from the seed and printed with it.
+
+use std::fmt;
+use std::time::Duration;
+
+use tern_core::config::Bugs;
+use tern_core::rng::Rng;
+
+/// A planted bug, to prove the checks can fail.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub enum Bug {
+    VoteTwice,
+    AckBeforeFsync,
+    StaleRead,
+    CommitOldTerm,
+}
+
+impl Bug {
+    pub const ALL: [Bug; 4] = [
+        Bug::VoteTwice,
+        Bug::AckBeforeFsync,
+        Bug::StaleRead,
+        Bug::CommitOldTerm,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Bug::VoteTwice => "vote-twice",
+            Bug::AckBeforeFsync => "ack-before-fsync",
+            Bug::StaleRead => "stale-read",
+            Bug::CommitOldTerm => "commit-old-term",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Bug> {
+        Bug::ALL.into_iter().find(|b| b.name() == s)
+    }
+
+    pub fn bugs(bug: Option<Bug>) -> Bugs {
+        let mut b = Bugs::default();
+        match bug {
+            Some(Bug::VoteTwice) => b.vote_twice = true,
+            Some(Bug::AckBeforeFsync) => b.ack_before_fsync = true,
+            Some(Bug::StaleRead) => b.stale_read = true,
+            Some(Bug::CommitOldTerm) => b.commit_old_term = true,
+            None => {}
+        }
+        b
+    }
+}
+
+/// The faults a run's nemesis may inject, as relative weights.
+#[derive(Clone, Debug)]
+pub struct FaultMix {
+    pub partition_halves: u64,
+    pub isolate_leader: u64,
+    pub isolate_one: u64,
+    pub one_way: u64,
+    pub crash: u64,
+    pub crash_leader: u64,
+    pub pause: u64,
+    pub membership: u64,
+    pub heal: u64,
+    /// Every server loses power at once (a whole-datacenter outage).
+    pub crash_all: u64,
+    /// Leaders are killed again and again right after they win.
+    pub leader_churn: u64,
+}
+
+/// Everything a run does, derived from its seed.
+#[derive(Clone, Debug)]
+pub struct Options {
+    pub seed: u64,
+    pub servers: usize,
+    pub clients: usize,
+    pub keys: usize,
+    pub latency_ms: (u64, u64),
+    /// Per-mille of messages lost.
+    pub loss_permille: u64,
+    pub duplicate_permille: u64,
+    pub fsync_ms: (u64, u64),
+    pub election_ms: (u64, u64),
+    pub heartbeat_ms: u64,
+    pub append_entries_max: usize,
+    pub inflight_appends_max: usize,
+    pub snapshot_threshold: u64,
+    pub trailing_logs: u64,
+    /// Simulated time with faults.
+    pub safety_s: u64,
+    /// Mean time between faults.
+    pub fault_every_ms: u64,
+    pub faults: FaultMix,
+    /// Simulated time the liveness phase may take to show a leader and a
+    /// committed write after healing.
+    pub liveness_bound_s: u64,
+    pub bug: Option<Bug>,
+}
+
+impl Options {
+    pub fn from_seed(seed: u64) -> Options {
+        let mut r = Rng::new(seed ^ 0x007E_570F_7E4E);
+        let servers = if r.chance(1, 2) { 3 } else { 5 };
+        let lat_min = r.range(1, 4);
+        let lat_max = lat_min + r.range(0, 20);
+        let election_min = r.range(150, 600);
+        let fsync_min = r.range(0, 3);
+        Options {
+            seed,
+            servers,
+            clients: r.range(2, 7) as usize,
+            keys: r.range(1, 5) as usize,
+            latency_ms: (lat_min, lat_max),
+            loss_permille: if r.chance(1, 3) { 0 } else { r.range(0, 50) },
+            duplicate_permille: if r.chance(1, 2) { 0 } else { r.range(0, 30) },
+            fsync_ms: (fsync_min, fsync_min + r.range(0, 15)),
+            election_ms: (election_min, election_min * 2),
+            heartbeat_ms: election_min / r.range(4, 8),
+            append_entries_max: [1, 2, 4, 64, 1024][r.range(0, 5) as usize],
+            inflight_appends_max: r.range(1, 9) as usize,
+            snapshot_threshold: r.range(20, 400),
+            trailing_logs: r.range(0, 50),
+            safety_s: r.range(10, 30),
+            fault_every_ms: r.range(200, 2000),
+            faults: FaultMix {
+                partition_halves: r.range(0, 4),
+                isolate_leader: r.range(0, 4),
+                isolate_one: r.range(0, 3),
+                one_way: r.range(0, 3),
+                crash: r.range(0, 5),
+                crash_leader: r.range(0, 4),
+                pause: r.range(0, 3),
+                membership: r.range(0, 3),
+                heal: r.range(1, 5),
+                crash_all: r.range(0, 3),
+                leader_churn: r.range(0, 5),
+            },
+            liveness_bound_s: 30,
+            bug: None,
+        }
+    }
+
+    pub fn election(&self) -> (Duration, Duration) {
+        (
+            Duration::from_millis(self.election_ms.0),
+            Duration::from_millis(self.election_ms.1),
+        )
+    }
+}
+
+impl fmt::Display for Options {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let m = &self.faults;
+        write!(
+            f,
+            "servers={} clients={} keys={} latency_ms={}..{} loss={}‰ dup={}‰ fsync_ms={}..{} \
+             election_ms={}..{} heartbeat_ms={} append_max={} inflight_max={} snapshot_every={} \
+             trailing={} safety_s={} fault_every_ms={} faults=[halves {} isolate-leader {} \
+             isolate {} one-way {} crash {} crash-leader {} pause {} membership {} heal {} \
+             crash-all {} leader-churn {}] bug={}",
+            self.servers,
+            self.clients,
+            self.keys,
+            self.latency_ms.0,
+            self.latency_ms.1,
+            self.loss_permille,
+            self.duplicate_permille,
+            self.fsync_ms.0,
+            self.fsync_ms.1,
+            self.election_ms.0,
+            self.election_ms.1,
+            self.heartbeat_ms,
+            self.append_entries_max,
+            self.inflight_appends_max,
+            self.snapshot_threshold,
+            self.trailing_logs,
+            self.safety_s,
+            self.fault_every_ms,
+            m.partition_halves,
+            m.isolate_leader,
+            m.isolate_one,
+            m.one_way,
+            m.crash,
+            m.crash_leader,
+            m.pause,
+            m.membership,
+            m.heal,
+            m.crash_all,
+            m.leader_churn,
+            self.bug.map_or("none", Bug::name),
+        )
+    }
+}

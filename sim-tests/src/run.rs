@@ -1,0 +1,270 @@
+//! One seeded run: seed → options → world → safety phase with faults →
+//! liveness phase → checks.
+
+use std::collections::hash_map::DefaultHasher;
+use std::hash::{Hash, Hasher};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant as WallInstant};
+
+use tern_core::fsm::ApplyResult;
+use tern_core::rpc::ReplyBody;
+use tern_core::{Action, Config, Duration as CoreDuration, NodeId};
+use tern_io_sim::{run_seed, Client, NodeStatus, Observation, SimOptions, World};
+
+use crate::checker::Checker;
+use crate::linearizability::{self, CheckResult};
+use crate::nemesis::{Nemesis, Scenario};
+use crate::options::{Bug, Options};
+use crate::workload::{self, History, SharedHistory};
+
+/// What a run found.
+#[derive(Clone, Debug)]
+pub struct Outcome {
+    pub seed: u64,
+    pub ok: bool,
+    pub failures: Vec<String>,
+    pub trace: u64,
+    pub sim_s: f64,
+    pub wall_ms: u128,
+    pub ops: usize,
+    pub acked_writes: u64,
+    pub unknown: u64,
+    pub max_commit: u64,
+    pub faults: Vec<String>,
+}
+
+impl Outcome {
+    /// The line the chaos binary prints for a seed.
+    pub fn line(&self) -> String {
+        format!(
+            "seed={} result={} trace={:016x} sim_s={:.1} wall_ms={}",
+            self.seed,
+            if self.ok { "ok" } else { "FAIL" },
+            self.trace,
+            self.sim_s,
+            self.wall_ms
+        )
+    }
+
+    /// The one command that replays this run.
+    pub fn replay_command(&self, bug: Option<Bug>, scenario: Option<Scenario>) -> String {
+        let mut cmd = format!(
+            "cargo run --release -p sim-tests --bin chaos -- --seed {}",
+            self.seed
+        );
+        if let Some(b) = bug {
+            cmd.push_str(&format!(" --bug {}", b.name()));
+        }
+        if let Some(s) = scenario {
+            cmd.push_str(&format!(" --scenario {}", s.name()));
+        }
+        cmd
+    }
+}
+
+/// The server configuration a run uses for one server.
+pub fn server_config(opts: &Options, base: Config) -> Config {
+    let mut c = base;
+    let (min, max) = opts.election();
+    c.election_timeout_min = min.into();
+    c.election_timeout_max = max.into();
+    c.heartbeat_interval = CoreDuration::from_millis(opts.heartbeat_ms.max(1));
+    c.append_entries_max = opts.append_entries_max;
+    c.inflight_appends_max = opts.inflight_appends_max;
+    c.snapshot_threshold = opts.snapshot_threshold;
+    c.trailing_logs = opts.trailing_logs;
+    c.bugs = Bug::bugs(opts.bug);
+    // Consul's test servers shorten the hold too; clients give up after 3 s.
+    c.rpc_hold_timeout = CoreDuration::from_secs(2);
+    c
+}
+
+/// Run one seed with the given options (and an optional named scenario in
+/// place of the random nemesis).
+pub fn run(mut opts: Options, scenario: Option<Scenario>) -> Outcome {
+    if let Some(s) = scenario {
+        s.shape(&mut opts);
+    }
+    let seed = opts.seed;
+    let wall = WallInstant::now();
+    let mut cfg = madsim::Config::default();
+    cfg.net.send_latency = Duration::from_millis(opts.latency_ms.0)
+        ..Duration::from_millis(opts.latency_ms.1.max(opts.latency_ms.0 + 1));
+    let mut outcome = run_seed(
+        seed,
+        cfg,
+        move || async move { simulate(opts, scenario).await },
+    );
+    outcome.wall_ms = wall.elapsed().as_millis();
+    outcome
+}
+
+/// Folds every observation into one hash: the same seed gives the same trace.
+fn fold_trace(h: &mut u64, obs: &Observation<'_>) {
+    let mut s = DefaultHasher::new();
+    h.hash(&mut s);
+    obs.node.hash(&mut s);
+    obs.now.hash(&mut s);
+    obs.server.term().hash(&mut s);
+    obs.server.commit_index().hash(&mut s);
+    for a in obs.actions {
+        match a {
+            Action::Persist { op, .. } => (0u8, format!("{op:?}").len()).hash(&mut s),
+            Action::Send { message, .. } => (1u8, message.to).hash(&mut s),
+            Action::Respond { id, response } => (2u8, id, response.is_ok()).hash(&mut s),
+            Action::Event(e) => (3u8, format!("{e:?}")).hash(&mut s),
+        }
+    }
+    *h = s.finish();
+}
+
+async fn simulate(opts: Options, scenario: Option<Scenario>) -> Outcome {
+    let start = tern_io_sim::now();
+    let sim_opts = SimOptions {
+        fsync_latency: (
+            Duration::from_millis(opts.fsync_ms.0),
+            Duration::from_millis(opts.fsync_ms.1),
+        ),
+        duplicate_rate: opts.duplicate_permille as f64 / 1000.0,
+        ..SimOptions::default()
+    };
+    let o2 = opts.clone();
+    let world = World::new(sim_opts, opts.servers, move |spec| {
+        server_config(&o2, spec.config())
+    });
+    world.set_loss(opts.loss_permille as f64 / 1000.0);
+
+    let checker = Arc::new(Mutex::new(Checker::new()));
+    let trace = Arc::new(Mutex::new(0u64));
+    {
+        let checker = checker.clone();
+        let trace = trace.clone();
+        world.set_observer(Arc::new(move |obs: &Observation<'_>| {
+            let mut c = checker.lock().unwrap();
+            if obs.input.is_none() {
+                c.restarted(obs.node);
+            }
+            c.observe(obs.server, obs.actions);
+            fold_trace(&mut trace.lock().unwrap(), obs);
+        }));
+    }
+
+    // Clients run through both phases.
+    let history: SharedHistory = Arc::new(Mutex::new(History::default()));
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut tasks = Vec::new();
+    for i in 0..opts.clients {
+        let client = world.add_client().await;
+        tasks.push(madsim::task::spawn(workload::client_loop(
+            world.clone(),
+            client,
+            i as u64,
+            opts.keys,
+            opts.seed,
+            history.clone(),
+            stop.clone(),
+            Duration::from_secs(3),
+        )));
+    }
+    let operator = world.add_client().await;
+
+    // Safety phase: faults.
+    let mut nemesis = Nemesis::new(world.clone(), operator.clone(), opts.clone());
+    let mut failures = match scenario {
+        Some(s) => s.play(&mut nemesis, &history).await,
+        None => {
+            nemesis
+                .random_faults(Duration::from_secs(opts.safety_s))
+                .await;
+            Vec::new()
+        }
+    };
+
+    // Liveness phase: heal everything, require a leader and a committed write.
+    nemesis.heal_all().await;
+    let bound = Duration::from_secs(opts.liveness_bound_s);
+    if !committed_write(&world, &operator, bound).await {
+        failures.push(format!(
+            "liveness: no leader committed a write within {}s of simulated time after healing",
+            opts.liveness_bound_s
+        ));
+    }
+    stop.store(true, Ordering::Relaxed);
+    // Let in-flight client calls finish (they time out after 3 s at most).
+    for t in tasks {
+        let _ = t.await;
+    }
+    for k in 0..opts.keys {
+        let key = format!("k{k}");
+        if !workload::final_read(&world, &operator, &key, &history, bound).await {
+            failures.push(format!(
+                "liveness: no consistent read of {key} after healing"
+            ));
+        }
+    }
+    for id in world.servers() {
+        match world.status(id) {
+            Some(NodeStatus::Corrupt(e)) => {
+                failures.push(format!("{id:?}: data corrupt after crashes: {e}"))
+            }
+            Some(NodeStatus::Failed(m)) => failures.push(format!("{id:?}: failed: {m}")),
+            _ => {}
+        }
+    }
+    world.clear_observer();
+
+    // Checks.
+    let c = checker.lock().unwrap();
+    failures.extend(c.violations.iter().map(|v| v.0.clone()));
+    let h = history.lock().unwrap();
+    match linearizability::check(&h.ops, 2_000_000) {
+        CheckResult::Ok => {}
+        CheckResult::Illegal { key, explanation } => failures.push(format!(
+            "linearizability: history of {key} is not linearizable:\n{explanation}"
+        )),
+        CheckResult::Unknown { key, reason } => failures.push(format!(
+            "linearizability: could not decide for {key}: {reason}"
+        )),
+    }
+    let sim_s = tern_io_sim::now().saturating_since(start).as_secs_f64();
+    let trace = *trace.lock().unwrap();
+    Outcome {
+        seed: opts.seed,
+        ok: failures.is_empty(),
+        failures,
+        trace,
+        sim_s,
+        wall_ms: 0,
+        ops: h.ops.len(),
+        acked_writes: h.acked_writes,
+        unknown: h.unknown,
+        max_commit: c.max_commit.0,
+        faults: nemesis.log.clone(),
+    }
+}
+
+/// Retry a write through any server until one commits or `within` passes.
+async fn committed_write(world: &World, client: &Client, within: Duration) -> bool {
+    let deadline = madsim::time::Instant::now() + within;
+    let mut attempt = 0usize;
+    while madsim::time::Instant::now() < deadline {
+        let servers = world.servers();
+        let server: NodeId = servers[attempt % servers.len()];
+        attempt += 1;
+        let answer = client
+            .call(
+                server,
+                workload::put_request("liveness", &format!("probe-{attempt}")),
+                Duration::from_secs(5),
+            )
+            .await;
+        if let Ok(Ok(reply)) = answer {
+            if reply.body == ReplyBody::Applied(ApplyResult::Kv(true)) {
+                return true;
+            }
+        }
+        madsim::time::sleep(Duration::from_millis(100)).await;
+    }
+    false
+}
