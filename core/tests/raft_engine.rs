@@ -511,15 +511,12 @@ fn vote_is_persisted_before_it_is_granted_and_given_once_per_term() {
     // Past the stickiness window a restart opens (thesis §6.4.1).
     s2.advance(ms(150));
 
-    // Phase 1: s1 asks for term 2. The new term and the vote are written first.
+    // Phase 1: s1 asks for term 2. The new term and the vote are written
+    // first, together, in one fsync.
     let out = s2.step(1, vote_req(2, 1, 1));
     assert_eq!(
         out,
-        vec![
-            hard_state(2, None),
-            hard_state(2, Some(1)),
-            send(2, 1, vote_resp(2, true)),
-        ]
+        vec![hard_state(2, Some(1)), send(2, 1, vote_resp(2, true)),]
     );
     assert_eq!(s2.raft.vote(), Some(node_id(1)));
 
@@ -619,11 +616,7 @@ fn follower_that_heard_from_its_leader_recently_ignores_candidates() {
     let out = s2.step(3, transfer_vote_req(3, 2, 2));
     assert_eq!(
         out,
-        vec![
-            hard_state(3, None),
-            hard_state(3, Some(3)),
-            send(2, 3, vote_resp(3, true)),
-        ]
+        vec![hard_state(3, Some(3)), send(2, 3, vote_resp(3, true)),]
     );
 }
 
@@ -640,11 +633,7 @@ fn stickiness_ends_an_election_timeout_after_the_last_contact() {
     s2.advance(ms(1));
     assert_eq!(
         s2.step(3, vote_req(3, 2, 2)),
-        vec![
-            hard_state(3, None),
-            hard_state(3, Some(3)),
-            send(2, 3, vote_resp(3, true)),
-        ]
+        vec![hard_state(3, Some(3)), send(2, 3, vote_resp(3, true)),]
     );
 }
 
@@ -1315,7 +1304,6 @@ fn leader_grants_its_vote_to_the_transfer_target() {
     assert_eq!(
         out,
         vec![
-            hard_state(3, None),
             stepped_down(3),
             hard_state(3, Some(2)),
             send(1, 2, vote_resp(3, true)),

@@ -366,7 +366,8 @@ impl Driver {
     }
 
     async fn disk_latency(&self) {
-        let (lo, hi) = self.shared.opts.fsync_latency;
+        let own = *self.slot.fsync_latency.lock().unwrap();
+        let (lo, hi) = own.unwrap_or(self.shared.opts.fsync_latency);
         let d = if hi > lo {
             madsim::rand::thread_rng().gen_range(lo..=hi)
         } else {

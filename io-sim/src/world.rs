@@ -172,6 +172,8 @@ pub(crate) struct ServerSlot {
     pub server: Mutex<Option<Server>>,
     pub counters: Mutex<NodeCounters>,
     pub status: Mutex<NodeStatus>,
+    /// This server's own fsync latency, in place of `SimOptions::fsync_latency`.
+    pub fsync_latency: Mutex<Option<(StdDuration, StdDuration)>>,
 }
 
 pub(crate) struct Shared {
@@ -283,6 +285,7 @@ impl World {
             server: Mutex::new(None),
             counters: Mutex::new(NodeCounters::default()),
             status: Mutex::new(NodeStatus::Starting),
+            fsync_latency: Mutex::new(None),
         });
         self.shared
             .servers
@@ -608,6 +611,15 @@ impl World {
             net.unclog_link(self.sim_id(a), self.sim_id(b));
         }
         self.fault("heal".into());
+    }
+
+    /// Give one server a disk of its own speed (a slow or failing disk), or
+    /// `None` to go back to the world's.
+    pub fn set_fsync_latency(&self, id: NodeId, latency: Option<(StdDuration, StdDuration)>) {
+        if let Some(slot) = self.slot(id) {
+            *slot.fsync_latency.lock().unwrap() = latency;
+        }
+        self.fault(format!("fsync latency of {id:?}: {latency:?}"));
     }
 
     /// Chance that any datagram is lost.

@@ -9,14 +9,18 @@
 //! - leader completeness: a new leader holds every entry committed before it;
 //! - state-machine safety: every server applies the same entry at an index,
 //!   and reaches the same state hash there;
-//! - commit indexes never go back on a running server.
+//! - commit indexes never go back on a running server;
+//! - a leader's commit index only moves to an entry of its own term (§5.4.2);
+//! - durability before acknowledgement, the core's contract: a server never
+//!   sends a success AppendEntries/InstallSnapshot answer for entries, or
+//!   grants a vote, that its earlier `Persist` actions have not made durable.
 
 use std::collections::hash_map::DefaultHasher;
 use std::collections::BTreeMap;
 use std::hash::{Hash, Hasher};
 
-use tern_core::raft::Entry;
-use tern_core::{Action, Event, LogIndex, NodeId, PersistOp, Server, Term};
+use tern_core::raft::{Entry, HardState, RaftMessage, Role};
+use tern_core::{Action, Event, LogIndex, MessageBody, NodeId, PersistOp, Server, Term};
 
 /// One broken property, in words.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -39,6 +43,8 @@ pub struct Checker {
     /// index → (term, state hash) after applying it.
     applied: BTreeMap<LogIndex, (Term, u64, NodeId)>,
     commit_seen: BTreeMap<NodeId, LogIndex>,
+    /// What each server has made durable: last log index and hard state.
+    durable: BTreeMap<NodeId, (LogIndex, HardState)>,
     pub violations: Vec<Violation>,
     pub max_commit: LogIndex,
 }
@@ -54,15 +60,55 @@ impl Checker {
         }
     }
 
-    /// A server restarted: its volatile commit index starts over.
-    pub fn restarted(&mut self, node: NodeId) {
+    /// A server (re)started from what its disk held.
+    pub fn restarted(&mut self, server: &Server) {
+        let node = server.id();
         self.commit_seen.remove(&node);
+        let hs = HardState {
+            term: server.term(),
+            vote: server.raft().vote(),
+        };
+        self.durable.insert(node, (server.last_log_index(), hs));
+    }
+
+    fn check_durable_before_send(&mut self, node: NodeId, a: &Action) {
+        let Action::Send { message, .. } = a else {
+            return;
+        };
+        let MessageBody::Raft(m) = &message.body else {
+            return;
+        };
+        let (last, hs) = self.durable.get(&node).cloned().unwrap_or_default();
+        match m {
+            RaftMessage::AppendEntriesResponse(r) if r.success && r.match_index > last => {
+                self.fail(format!(
+                    "durability: {node:?} acknowledged entries up to {} but only {} are durable",
+                    r.match_index.0, last.0
+                ))
+            }
+            RaftMessage::InstallSnapshotResponse(r) if r.last_index > last => self.fail(format!(
+                "durability: {node:?} acknowledged a snapshot up to {} but only {} is durable",
+                r.last_index.0, last.0
+            )),
+            RaftMessage::VoteResponse(r)
+                if r.granted
+                    && !r.pre_vote
+                    && (hs.term != r.term || hs.vote != Some(message.to)) =>
+            {
+                self.fail(format!(
+                    "durability: {node:?} granted its term-{} vote to {:?} before persisting it (durable: {hs:?})",
+                    r.term.0, message.to
+                ))
+            }
+            _ => {}
+        }
     }
 
     /// Look at `server` right after it produced `actions`.
     pub fn observe(&mut self, server: &Server, actions: &[Action]) {
         let node = server.id();
         for a in actions {
+            self.check_durable_before_send(node, a);
             match a {
                 Action::Persist {
                     op: PersistOp::Append(entries),
@@ -70,6 +116,33 @@ impl Checker {
                 } => {
                     for e in entries {
                         self.check_appended(node, e);
+                    }
+                    if let Some(last) = entries.last() {
+                        self.durable.entry(node).or_default().0 = last.index;
+                    }
+                }
+                Action::Persist {
+                    op: PersistOp::HardState(hs),
+                    ..
+                } => {
+                    self.durable.entry(node).or_default().1 = hs.clone();
+                }
+                Action::Persist {
+                    op: PersistOp::Snapshot { snapshot, .. },
+                    ..
+                } => {
+                    let d = self.durable.entry(node).or_default();
+                    d.0 = d.0.max(snapshot.meta.last_index);
+                }
+                Action::Event(Event::Committed { index }) if server.role() == Role::Leader => {
+                    let term = server.raft().log().term_at(*index);
+                    if term.is_some() && term != Some(server.term()) {
+                        self.fail(format!(
+                            "commitment rule (§5.4.2): leader {node:?} of term {} advanced its commit index to {} whose entry is of term {}",
+                            server.term().0,
+                            index.0,
+                            term.map_or(0, |t| t.0)
+                        ));
                     }
                 }
                 Action::Event(Event::BecameLeader { term }) => {

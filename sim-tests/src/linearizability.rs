@@ -58,6 +58,37 @@
 //! `Ok` and never a hang.
 
 use std::collections::{BTreeMap, HashMap};
+use std::hash::{BuildHasherDefault, Hasher};
+
+/// A small multiply-rotate hasher for the search cache: its keys are bitsets
+/// and small integers, hashed millions of times; SipHash cost a third of a
+/// long check.
+#[derive(Default)]
+struct FastHasher(u64);
+
+impl Hasher for FastHasher {
+    fn write(&mut self, bytes: &[u8]) {
+        for chunk in bytes.chunks(8) {
+            let mut w = [0u8; 8];
+            w[..chunk.len()].copy_from_slice(chunk);
+            self.write_u64(u64::from_le_bytes(w));
+        }
+    }
+    fn write_u64(&mut self, x: u64) {
+        self.0 = (self.0.rotate_left(5) ^ x).wrapping_mul(0x517C_C1B7_2722_0A95);
+    }
+    fn write_usize(&mut self, x: usize) {
+        self.write_u64(x as u64);
+    }
+    fn write_u32(&mut self, x: u32) {
+        self.write_u64(u64::from(x));
+    }
+    fn finish(&self) -> u64 {
+        self.0
+    }
+}
+
+type FastMap<K, V> = HashMap<K, V, BuildHasherDefault<FastHasher>>;
 use std::fmt::{self, Write as _};
 
 pub type Key = String;
@@ -268,7 +299,7 @@ impl Bits {
 /// sets of linearized unknown ops seen with it (an antichain under ⊆).
 #[derive(Default)]
 struct Cache {
-    map: HashMap<(Bits, State), Vec<Bits>>,
+    map: FastMap<(Bits, State), Vec<Bits>>,
     len: usize,
 }
 

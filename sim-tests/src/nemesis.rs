@@ -23,6 +23,8 @@ pub struct Nemesis {
     killed: BTreeMap<NodeId, madsim::time::Instant>,
     paused: BTreeMap<NodeId, madsim::time::Instant>,
     removed: BTreeSet<NodeId>,
+    /// Servers with a slow disk, and when it recovers.
+    slow: BTreeMap<NodeId, madsim::time::Instant>,
     pub log: Vec<String>,
 }
 
@@ -45,6 +47,7 @@ impl Nemesis {
             killed: BTreeMap::new(),
             paused: BTreeMap::new(),
             removed: BTreeSet::new(),
+            slow: BTreeMap::new(),
             log: Vec::new(),
         }
     }
@@ -117,6 +120,17 @@ impl Nemesis {
     fn wake_due(&mut self, all: bool) {
         let t = now();
         let due: Vec<NodeId> = self
+            .slow
+            .iter()
+            .filter(|(_, at)| all || **at <= t)
+            .map(|(id, _)| *id)
+            .collect();
+        for id in due {
+            self.slow.remove(&id);
+            self.world.set_fsync_latency(id, None);
+            self.note(format!("disk of {id:?} back to normal"));
+        }
+        let due: Vec<NodeId> = self
             .killed
             .iter()
             .filter(|(_, at)| all || **at <= t)
@@ -160,6 +174,7 @@ impl Nemesis {
                 m.heal,
                 m.crash_all,
                 m.leader_churn,
+                m.slow_disk,
             ];
             let total: u64 = weights.iter().sum();
             if total == 0 {
@@ -185,7 +200,8 @@ impl Nemesis {
                 7 => self.membership_change().await,
                 8 => self.heal(),
                 9 => self.crash_all(),
-                _ => self.leader_churn().await,
+                10 => self.leader_churn().await,
+                _ => self.slow_disk(),
             }
         }
     }
@@ -260,6 +276,35 @@ impl Nemesis {
         self.note(format!("kill {id:?} for {down:?}"));
     }
 
+    /// Disks turn slow for a while (fsync 20-300 ms): one server's, or
+    /// every follower's at once while the leader's stays fast, so that acks
+    /// race ahead of durability on a majority.
+    pub fn slow_disk(&mut self) {
+        let lo = self.rng.range(20, 100);
+        let hi = lo + self.rng.range(0, 200);
+        let until = now() + Duration::from_millis(self.rng.range(500, 4000));
+        let targets: Vec<NodeId> = if self.rng.chance(1, 2) {
+            let Some(l) = self.leader() else {
+                return;
+            };
+            self.live_servers()
+                .into_iter()
+                .filter(|id| *id != l)
+                .collect()
+        } else {
+            let servers = self.live_servers();
+            self.pick(&servers).into_iter().collect()
+        };
+        for id in &targets {
+            self.world.set_fsync_latency(
+                *id,
+                Some((Duration::from_millis(lo), Duration::from_millis(hi))),
+            );
+            self.slow.insert(*id, until);
+        }
+        self.note(format!("disks of {targets:?} slow: fsync {lo}..{hi} ms"));
+    }
+
     /// Power loss of the whole datacenter: every server dies at once and
     /// loses what it had not fsynced.
     pub fn crash_all(&mut self) {
@@ -280,7 +325,7 @@ impl Nemesis {
     /// A flapping leader: kill each new leader shortly after it wins, a few
     /// times, restarting it soon after.
     pub async fn leader_churn(&mut self) {
-        let rounds = self.rng.range(2, 6);
+        let rounds = self.rng.range(3, 10);
         for _ in 0..rounds {
             let Some(l) = self.wait_for_any_leader(self.election_max() * 4).await else {
                 return;
@@ -400,7 +445,7 @@ impl Nemesis {
                 .await
             {
                 Ok(Ok(r)) if r.body == ReplyBody::Done => return true,
-                Ok(Err(e)) if matches!(e, tern_core::rpc::RpcError::BadRequest(_)) => return false,
+                Ok(Err(tern_core::rpc::RpcError::BadRequest(_))) => return false,
                 _ => {}
             }
         }
@@ -576,16 +621,25 @@ impl Scenario {
                 }
             }
             Scenario::CrashBetweenAppendAndFsync => {
-                for _ in 0..12 {
-                    let servers = n.live_servers();
-                    let id = n.pick(&servers).expect("servers");
+                // Writes keep coming; servers die while their last appends are
+                // still being fsynced: one at a time, and all at once.
+                for round in 0..12 {
                     let wait = n.rng.range(1, 400);
                     sleep(Duration::from_millis(wait)).await;
-                    let unsynced = n.world.disk_len(id).map_or(0, |(_, u)| u);
-                    n.world.kill(id);
-                    n.note(format!("kill {id:?} with {unsynced} unsynced bytes"));
+                    let unsynced: u64 = n
+                        .live_servers()
+                        .iter()
+                        .map(|id| n.world.disk_len(*id).map_or(0, |(_, u)| u as u64))
+                        .sum();
+                    if round % 2 == 0 {
+                        n.crash_all();
+                    } else {
+                        n.crash_one(false);
+                    }
+                    n.note(format!("  ({unsynced} unsynced bytes in the cluster)"));
                     sleep(Duration::from_millis(n.rng.range(50, 1000))).await;
-                    n.world.restart(id);
+                    n.wake_due(true);
+                    let _ = n.wait_for_leader(em * 8).await;
                 }
             }
             Scenario::MembershipWhilePartitioned => {

@@ -65,6 +65,8 @@ pub struct FaultMix {
     pub crash_all: u64,
     /// Leaders are killed again and again right after they win.
     pub leader_churn: u64,
+    /// One server's disk turns slow (fsync 20-300 ms), or back to normal.
+    pub slow_disk: u64,
 }
 
 /// Everything a run does, derived from its seed.
@@ -108,15 +110,27 @@ impl Options {
             seed,
             servers,
             clients: r.range(2, 7) as usize,
-            keys: r.range(1, 5) as usize,
+            keys: r.range(2, 6) as usize,
             latency_ms: (lat_min, lat_max),
             loss_permille: if r.chance(1, 3) { 0 } else { r.range(0, 50) },
             duplicate_permille: if r.chance(1, 2) { 0 } else { r.range(0, 30) },
-            fsync_ms: (fsync_min, fsync_min + r.range(0, 15)),
+            // A quarter of the runs get a slow disk (fsync up to 200 ms),
+            // which widens the window between a write and its durability.
+            fsync_ms: if r.chance(1, 4) {
+                (fsync_min + 1, fsync_min + r.range(20, 200))
+            } else {
+                (fsync_min, fsync_min + r.range(0, 15))
+            },
             election_ms: (election_min, election_min * 2),
             heartbeat_ms: election_min / r.range(4, 8),
-            append_entries_max: [1, 2, 4, 64, 1024][r.range(0, 5) as usize],
-            inflight_appends_max: r.range(1, 9) as usize,
+            // Small batches and a window of one keep entries of different
+            // terms in different messages: Figure 8 needs exactly that.
+            append_entries_max: [1, 1, 2, 4, 64, 1024][r.range(0, 6) as usize],
+            inflight_appends_max: if r.chance(1, 3) {
+                1
+            } else {
+                r.range(2, 9) as usize
+            },
             snapshot_threshold: r.range(20, 400),
             trailing_logs: r.range(0, 50),
             safety_s: r.range(10, 30),
@@ -133,6 +147,7 @@ impl Options {
                 heal: r.range(1, 5),
                 crash_all: r.range(0, 3),
                 leader_churn: r.range(0, 5),
+                slow_disk: r.range(0, 4),
             },
             liveness_bound_s: 30,
             bug: None,
@@ -156,7 +171,7 @@ impl fmt::Display for Options {
              election_ms={}..{} heartbeat_ms={} append_max={} inflight_max={} snapshot_every={} \
              trailing={} safety_s={} fault_every_ms={} faults=[halves {} isolate-leader {} \
              isolate {} one-way {} crash {} crash-leader {} pause {} membership {} heal {} \
-             crash-all {} leader-churn {}] bug={}",
+             crash-all {} leader-churn {} slow-disk {}] bug={}",
             self.servers,
             self.clients,
             self.keys,
@@ -186,6 +201,7 @@ impl fmt::Display for Options {
             m.heal,
             m.crash_all,
             m.leader_churn,
+            m.slow_disk,
             self.bug.map_or("none", Bug::name),
         )
     }

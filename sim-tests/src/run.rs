@@ -143,7 +143,7 @@ async fn simulate(opts: Options, scenario: Option<Scenario>) -> Outcome {
         world.set_observer(Arc::new(move |obs: &Observation<'_>| {
             let mut c = checker.lock().unwrap();
             if obs.input.is_none() {
-                c.restarted(obs.node);
+                c.restarted(obs.server);
             }
             c.observe(obs.server, obs.actions);
             fold_trace(&mut trace.lock().unwrap(), obs);

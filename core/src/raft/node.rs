@@ -430,6 +430,7 @@ impl Raft {
             );
             return;
         }
+        let mut term_changed = false;
         if req.term > self.term {
             if self.heard_from_leader_recently(now) && !req.leadership_transfer {
                 let resp = VoteResponse {
@@ -440,14 +441,19 @@ impl Raft {
                 self.send(from, RaftMessage::VoteResponse(resp), out);
                 return;
             }
-            self.become_follower(now, req.term, None, out);
+            // The new term and the vote are persisted together below: one
+            // fsync on the election path, not two.
+            self.step_down(now, req.term, None, false, out);
+            term_changed = true;
         }
         let free = self.vote.is_none() || self.vote == Some(from) || self.bug_vote_twice();
         let grant = req.term == self.term && free && log_ok;
         if grant {
             self.vote = Some(from);
-            self.persist_hard_state(out);
             self.reset_election_timer(now);
+        }
+        if grant || term_changed {
+            self.persist_hard_state(out);
         }
         let resp = VoteResponse {
             term: self.term,
@@ -497,11 +503,26 @@ impl Raft {
         leader: Option<NodeId>,
         out: &mut Vec<Action>,
     ) {
+        self.step_down(now, term, leader, true, out);
+    }
+
+    /// Become a follower in `term`; a new term is persisted at once unless
+    /// the caller persists it together with a vote.
+    fn step_down(
+        &mut self,
+        now: Instant,
+        term: Term,
+        leader: Option<NodeId>,
+        persist: bool,
+        out: &mut Vec<Action>,
+    ) {
         assert!(term >= self.term, "terms never go back");
         if term > self.term {
             self.term = term;
             self.vote = None;
-            self.persist_hard_state(out);
+            if persist {
+                self.persist_hard_state(out);
+            }
         }
         if self.role == Role::Leader {
             out.push(Action::Event(Event::SteppedDown { term: self.term }));
