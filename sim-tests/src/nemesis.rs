@@ -9,6 +9,7 @@ use tern_core::rpc::{Op, ReadMode, ReplyBody};
 use tern_core::{Event, NodeId, NodeName};
 use tern_io_sim::{Client, NodeStatus, World, WorldEvent};
 
+use crate::linearizability::{KvInput, KvOutput, Operation};
 use crate::options::Options;
 use crate::run::server_config;
 use crate::workload::{self, SharedHistory};
@@ -530,7 +531,7 @@ impl Scenario {
 
     /// Play the scenario; what it saw go wrong beyond the global checks is
     /// returned.
-    pub async fn play(self, n: &mut Nemesis, _history: &SharedHistory) -> Vec<String> {
+    pub async fn play(self, n: &mut Nemesis, history: &SharedHistory) -> Vec<String> {
         let mut failures = Vec::new();
         let em = n.election_max();
         let Some(leader) = n.wait_for_leader(Duration::from_secs(20)).await else {
@@ -543,7 +544,79 @@ impl Scenario {
                 // Clients still reach the old leader; only servers are cut off.
                 n.world.isolate(leader);
                 n.note(format!("isolate leader {leader:?}"));
-                sleep(em * 4).await;
+                if self == Scenario::ConsistentReadDuringPartition {
+                    // Write through the majority, then read consistently
+                    // through the old leader: the read must never return
+                    // the value the write replaced.
+                    let end = now() + em * 4;
+                    let mut i = 0u64;
+                    while now() < end {
+                        i += 1;
+                        // Write through the new leader as soon as there is one.
+                        let new_leader = n
+                            .world
+                            .leaders()
+                            .into_iter()
+                            .filter(|(id, _)| *id != leader)
+                            .max_by_key(|(_, t)| *t)
+                            .map(|(id, _)| id);
+                        let Some(via) = new_leader else {
+                            sleep(Duration::from_millis(5)).await;
+                            continue;
+                        };
+                        let value = format!("probe-{i}");
+                        let call = tern_io_sim::now().0;
+                        let w = n
+                            .operator
+                            .call(
+                                via,
+                                workload::put_request("k0", &value),
+                                Duration::from_secs(3),
+                            )
+                            .await;
+                        let ret = tern_io_sim::now().0;
+                        let output = match w {
+                            Ok(Ok(_)) => Some((ret, KvOutput::Ok)),
+                            Ok(Err(e)) if !matches!(e, tern_core::rpc::RpcError::Unknown(_)) => {
+                                continue
+                            }
+                            _ => None,
+                        };
+                        history.lock().unwrap().ops.push(Operation {
+                            client: 1_000_000,
+                            key: "k0".into(),
+                            input: KvInput::Put { value },
+                            call,
+                            ret: output,
+                        });
+                        let call = tern_io_sim::now().0;
+                        let r = n
+                            .operator
+                            .call(
+                                leader,
+                                workload::request(
+                                    Op::KvGet { key: "k0".into() },
+                                    ReadMode::Consistent,
+                                ),
+                                Duration::from_millis(500),
+                            )
+                            .await;
+                        if let Ok(Ok(reply)) = r {
+                            if let ReplyBody::Kv(e) = reply.body {
+                                let v = e.map(|e| String::from_utf8_lossy(&e.value).into_owned());
+                                history.lock().unwrap().ops.push(Operation {
+                                    client: 1_000_000,
+                                    key: "k0".into(),
+                                    input: KvInput::Get,
+                                    call,
+                                    ret: Some((tern_io_sim::now().0, KvOutput::Value(v))),
+                                });
+                            }
+                        }
+                    }
+                } else {
+                    sleep(em * 4).await;
+                }
                 match n.leader() {
                     Some(l) if l != leader => {}
                     other => failures.push(format!(
