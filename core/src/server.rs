@@ -431,7 +431,11 @@ impl Server {
         let result = match &request.op {
             Op::KvApply(c) => self
                 .raft
-                .propose(now, EntryPayload::Command(Command::Kv(c.clone())), out)
+                .propose(
+                    now,
+                    EntryPayload::Command(std::sync::Arc::new(Command::Kv(c.clone()))),
+                    out,
+                )
                 .map(|(index, term)| {
                     self.proposals.insert(index, (term, origin.clone()));
                 }),

@@ -92,7 +92,7 @@ fn entries() -> Vec<Entry> {
         Entry {
             term: Term(5),
             index: LogIndex(101),
-            payload: EntryPayload::Command(Command::Kv(KvCommand::Set(kv_write()))),
+            payload: EntryPayload::Command(Command::Kv(KvCommand::Set(kv_write())).into()),
         },
         Entry {
             term: Term(5),

@@ -168,11 +168,11 @@ fn noop(index: u64, term: u64) -> Entry {
 }
 
 fn set(key: &str) -> EntryPayload {
-    EntryPayload::Command(Command::Kv(KvCommand::Set(KvWrite {
+    EntryPayload::Command(std::sync::Arc::new(Command::Kv(KvCommand::Set(KvWrite {
         key: key.to_string(),
         flags: 0,
         value: b"v".to_vec(),
-    })))
+    }))))
 }
 
 fn cmd(index: u64, term: u64, key: &str) -> Entry {

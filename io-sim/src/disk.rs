@@ -181,11 +181,13 @@ mod tests {
         Entry {
             term: Term(1),
             index: LogIndex(index),
-            payload: EntryPayload::Command(Command::Kv(KvCommand::Set(KvWrite {
-                key: format!("k{index}"),
-                flags: 0,
-                value: vec![index as u8; 40],
-            }))),
+            payload: EntryPayload::Command(std::sync::Arc::new(Command::Kv(KvCommand::Set(
+                KvWrite {
+                    key: format!("k{index}"),
+                    flags: 0,
+                    value: vec![index as u8; 40],
+                },
+            )))),
         }
     }
 

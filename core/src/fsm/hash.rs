@@ -32,7 +32,24 @@ impl ItemHasher {
         // Whole 8-byte words first (little-endian), multiply-xorshift mixed:
         // values are hashed on every apply, and byte-at-a-time FNV cost a
         // sixth of the commit benchmark. The tail is FNV-1a byte by byte.
-        let mut chunks = bytes.chunks_exact(8);
+        // Four independent lanes over 32-byte blocks keep the multiplier busy
+        // (a single chain waits on each multiply), then fold into the state.
+        let mut blocks = bytes.chunks_exact(32);
+        if bytes.len() >= 32 {
+            let mut lanes = [self.0, self.0 ^ 1, self.0 ^ 2, self.0 ^ 3];
+            for b in &mut blocks {
+                for (lane, c) in lanes.iter_mut().zip(b.chunks_exact(8)) {
+                    let w = u64::from_le_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]]);
+                    *lane = (*lane ^ w).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+                    *lane ^= *lane >> 29;
+                }
+            }
+            for lane in lanes {
+                self.0 = (self.0 ^ lane).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+                self.0 ^= self.0 >> 29;
+            }
+        }
+        let mut chunks = blocks.remainder().chunks_exact(8);
         for c in &mut chunks {
             let w = u64::from_le_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]]);
             self.0 = (self.0 ^ w).wrapping_mul(0x9E37_79B9_7F4A_7C15);
@@ -91,6 +108,22 @@ mod tests {
         let ab_c = ItemHasher::new("t").str("ab").str("c").finish();
         let a_bc = ItemHasher::new("t").str("a").str("bc").finish();
         assert_ne!(ab_c, a_bc);
+    }
+
+    #[test]
+    fn every_byte_of_a_long_value_counts() {
+        let base: Vec<u8> = (0..100u8).collect();
+        let h0 = ItemHasher::new("t").bytes(&base).finish();
+        for i in 0..base.len() {
+            let mut v = base.clone();
+            v[i] ^= 0x40;
+            assert_ne!(ItemHasher::new("t").bytes(&v).finish(), h0, "byte {i}");
+        }
+        // Lanes are not interchangeable: swapping two 8-byte words changes it.
+        let mut swapped = base.clone();
+        swapped[..8].copy_from_slice(&base[8..16]);
+        swapped[8..16].copy_from_slice(&base[..8]);
+        assert_ne!(ItemHasher::new("t").bytes(&swapped).finish(), h0);
     }
 
     #[test]

@@ -126,6 +126,18 @@ impl KvTable {
     }
 
     fn set(&mut self, index: u64, write: &KvWrite) {
+        // An update rewrites the entry in place: no new key, and the value's
+        // buffer is reused (this is the hot path of every write).
+        if let Some(slot) = self.entries.get_mut(&write.key) {
+            self.content_hash = self.content_hash.wrapping_sub(slot.hash);
+            slot.entry.flags = write.flags;
+            slot.entry.value.clone_from(&write.value);
+            slot.entry.modify_index = index;
+            slot.hash = entry_hash(&slot.entry);
+            self.content_hash = self.content_hash.wrapping_add(slot.hash);
+            self.index = index;
+            return;
+        }
         let create_index = match self.entries.get(&write.key) {
             Some(old) => {
                 self.content_hash = self.content_hash.wrapping_sub(old.hash);

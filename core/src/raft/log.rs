@@ -152,10 +152,12 @@ pub fn entry_size(e: &Entry) -> usize {
     24 + match &e.payload {
         EntryPayload::Noop => 0,
         EntryPayload::Membership(m) => m.servers.len() * 96,
-        EntryPayload::Command(Command::Kv(c)) => match c {
-            KvCommand::Set(w) | KvCommand::Cas { write: w, .. } => w.key.len() + w.value.len(),
-            KvCommand::Delete { key } | KvCommand::DeleteCas { key, .. } => key.len(),
-            KvCommand::DeleteTree { prefix } => prefix.len(),
+        EntryPayload::Command(cmd) => match cmd.as_ref() {
+            Command::Kv(c) => match c {
+                KvCommand::Set(w) | KvCommand::Cas { write: w, .. } => w.key.len() + w.value.len(),
+                KvCommand::Delete { key } | KvCommand::DeleteCas { key, .. } => key.len(),
+                KvCommand::DeleteTree { prefix } => prefix.len(),
+            },
         },
     }
 }

@@ -61,8 +61,9 @@ impl Membership {
 pub enum EntryPayload {
     /// Appended by every new leader so it can commit in its own term (§5.4.2, §8).
     Noop,
-    /// A state-machine command.
-    Command(Command),
+    /// A state-machine command, shared rather than copied as the entry
+    /// travels to each follower (encoded exactly like a bare `Command`).
+    Command(std::sync::Arc<Command>),
     /// A new configuration, in effect as soon as it is appended (thesis §4.1).
     Membership(Membership),
 }

@@ -211,7 +211,7 @@ mod tests {
                     Entry {
                         term: Term(3),
                         index: LogIndex(10),
-                        payload: EntryPayload::Command(kv_set("a/b", b"v")),
+                        payload: EntryPayload::Command(kv_set("a/b", b"v").into()),
                     },
                     Entry {
                         term: Term(3),

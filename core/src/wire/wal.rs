@@ -363,11 +363,13 @@ mod tests {
         Entry {
             term: Term(term),
             index: LogIndex(index),
-            payload: EntryPayload::Command(Command::Kv(KvCommand::Set(KvWrite {
-                key: format!("k{index}"),
-                flags: 0,
-                value: vec![index as u8; 3],
-            }))),
+            payload: EntryPayload::Command(std::sync::Arc::new(Command::Kv(KvCommand::Set(
+                KvWrite {
+                    key: format!("k{index}"),
+                    flags: 0,
+                    value: vec![index as u8; 3],
+                },
+            )))),
         }
     }
 
