@@ -184,3 +184,72 @@ fn a_duplicated_forward_is_applied_once() {
         b"1".to_vec()
     );
 }
+
+/// A blocking query (`?index=N&wait=`) parks until the key's index moves
+/// past N, and answers with the new value; without a change it answers when
+/// the wait (plus at most wait/16 of jitter) runs out.
+#[test]
+fn a_blocking_query_returns_when_the_index_moves_or_the_wait_ends() {
+    use tern_core::rpc::Blocking;
+    let mut c = Cluster::with_voters(3);
+    let leader = c.run_until_leader(Duration::from_secs(5)).unwrap();
+    let w = c.request(leader, put("watched", "1"));
+    c.run_for(Duration::from_millis(100));
+    let index = c.responses[&(leader, w)].as_ref().unwrap().index;
+
+    let mut q = get("watched", ReadMode::Default);
+    q.blocking = Some(Blocking {
+        min_index: index,
+        max_wait: Duration::from_secs(60),
+    });
+    let parked = c.request(leader, q.clone());
+    c.run_for(Duration::from_secs(1));
+    assert!(
+        !c.responses.contains_key(&(leader, parked)),
+        "parked while nothing changed"
+    );
+    c.request(leader, put("watched", "2"));
+    c.run_for(Duration::from_millis(100));
+    assert_eq!(value_of(&c, leader, parked), Some("2".into()));
+    assert!(c.responses[&(leader, parked)].as_ref().unwrap().index > index);
+
+    // Nothing changes: the query answers after its wait, with the same index.
+    let mut q = get("watched", ReadMode::Default);
+    let now_index = c.responses[&(leader, parked)].as_ref().unwrap().index;
+    q.blocking = Some(Blocking {
+        min_index: now_index,
+        max_wait: Duration::from_secs(2),
+    });
+    let timed = c.request(leader, q);
+    c.run_for(Duration::from_millis(1900));
+    assert!(!c.responses.contains_key(&(leader, timed)));
+    c.run_for(Duration::from_millis(300));
+    let r = c.responses[&(leader, timed)].as_ref().unwrap();
+    assert_eq!(r.index, now_index);
+}
+
+/// A leaving leader hands leadership to another voter, and a leaving server
+/// fails every request at once with `No cluster leader` for the drain time,
+/// so clients move on to another server.
+#[test]
+fn a_leaving_server_transfers_leadership_and_fails_fast() {
+    use tern_core::Input;
+    let mut c = Cluster::with_voters(3);
+    let leader = c.run_until_leader(Duration::from_secs(5)).unwrap();
+    c.handle(leader, Input::Leave);
+    let rid = c.request(leader, put("x", "1"));
+    assert_eq!(
+        c.responses[&(leader, rid)],
+        Err(RpcError::NoLeader),
+        "answered at once"
+    );
+    c.run_for(Duration::from_millis(500));
+    let next = c.leader().expect("a leader");
+    assert_ne!(next, leader, "leadership moved to another voter");
+    assert_eq!(c.servers[&leader].role(), tern_core::raft::Role::Follower);
+    // After the drain time the server answers normally again (the daemon
+    // exits before that; the core does not decide to stop).
+    c.run_for(Duration::from_secs(5));
+    let rid = c.request(leader, get("x", ReadMode::Stale));
+    assert!(c.responses[&(leader, rid)].is_ok());
+}
