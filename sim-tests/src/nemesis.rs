@@ -117,38 +117,27 @@ impl Nemesis {
         self.opts.election().1
     }
 
-    /// Restart killed servers and resume paused ones whose time has come.
+    /// Restart killed servers, resume paused ones and restore slow disks
+    /// whose time has come (all of them with `all`).
     fn wake_due(&mut self, all: bool) {
         let t = now();
-        let due: Vec<NodeId> = self
-            .slow
-            .iter()
-            .filter(|(_, at)| all || **at <= t)
-            .map(|(id, _)| *id)
-            .collect();
-        for id in due {
+        let due = |m: &BTreeMap<NodeId, madsim::time::Instant>| -> Vec<NodeId> {
+            m.iter()
+                .filter(|(_, at)| all || **at <= t)
+                .map(|(id, _)| *id)
+                .collect()
+        };
+        for id in due(&self.slow) {
             self.slow.remove(&id);
             self.world.set_fsync_latency(id, None);
             self.note(format!("disk of {id:?} back to normal"));
         }
-        let due: Vec<NodeId> = self
-            .killed
-            .iter()
-            .filter(|(_, at)| all || **at <= t)
-            .map(|(id, _)| *id)
-            .collect();
-        for id in due {
+        for id in due(&self.killed) {
             self.killed.remove(&id);
             self.world.restart(id);
             self.note(format!("restart {id:?}"));
         }
-        let due: Vec<NodeId> = self
-            .paused
-            .iter()
-            .filter(|(_, at)| all || **at <= t)
-            .map(|(id, _)| *id)
-            .collect();
-        for id in due {
+        for id in due(&self.paused) {
             self.paused.remove(&id);
             self.world.resume(id);
             self.note(format!("resume {id:?}"));

@@ -905,6 +905,45 @@ impl Raft {
         self.reset_election_timer(now);
     }
 
+    /// The common start of handling a follower's answer: a higher term
+    /// deposes this leader; an answer from another term, from a server we do
+    /// not replicate to, or to a server that no longer leads is stale. Else
+    /// record that the follower is alive and which heartbeat it answered.
+    fn accept_answer(
+        &mut self,
+        now: Instant,
+        from: NodeId,
+        term: Term,
+        seq: u64,
+        out: &mut Vec<Action>,
+    ) -> bool {
+        if term > self.term {
+            self.become_follower(now, term, None, out);
+            return false;
+        }
+        if self.role != Role::Leader || term < self.term {
+            return false;
+        }
+        let Some(p) = self.progress.get_mut(&from) else {
+            return false;
+        };
+        p.recent_active = true;
+        p.last_ack = now;
+        p.acked_seq = p.acked_seq.max(seq);
+        true
+    }
+
+    /// What a follower's answer may unlock: a commit, confirmed reads, the
+    /// TimeoutNow of a transfer, and the next AppendEntries for it.
+    fn after_answer(&mut self, now: Instant, from: NodeId, out: &mut Vec<Action>) {
+        self.maybe_commit(now, out);
+        self.confirm_reads();
+        self.maybe_send_timeout_now(from, out);
+        if self.role == Role::Leader {
+            self.send_append(now, from, false, out);
+        }
+    }
+
     fn handle_append_response(
         &mut self,
         now: Instant,
@@ -912,20 +951,11 @@ impl Raft {
         resp: AppendEntriesResponse,
         out: &mut Vec<Action>,
     ) {
-        if resp.term > self.term {
-            self.become_follower(now, resp.term, None, out);
-            return;
-        }
-        if self.role != Role::Leader || resp.term < self.term {
+        if !self.accept_answer(now, from, resp.term, resp.seq, out) {
             return;
         }
         let last = self.log.last_index();
-        let Some(p) = self.progress.get_mut(&from) else {
-            return;
-        };
-        p.recent_active = true;
-        p.last_ack = now;
-        p.acked_seq = p.acked_seq.max(resp.seq);
+        let p = self.progress.get_mut(&from).expect("accepted");
         p.inflight.retain(|s| *s > resp.seq);
         if resp.success {
             // A follower cannot match entries we never had; ignore such a claim.
@@ -949,12 +979,7 @@ impl Raft {
                 .next()
                 .max(p.next.prev().min(resp.match_index.next()));
         }
-        self.maybe_commit(now, out);
-        self.confirm_reads();
-        self.maybe_send_timeout_now(from, out);
-        if self.role == Role::Leader {
-            self.send_append(now, from, false, out);
-        }
+        self.after_answer(now, from, out);
     }
 
     /// §5.3/§5.4.2: commit the highest index a majority of voters hold, but
@@ -1075,30 +1100,16 @@ impl Raft {
         resp: InstallSnapshotResponse,
         out: &mut Vec<Action>,
     ) {
-        if resp.term > self.term {
-            self.become_follower(now, resp.term, None, out);
-            return;
-        }
-        if self.role != Role::Leader || resp.term < self.term {
+        if !self.accept_answer(now, from, resp.term, resp.seq, out) {
             return;
         }
         let last = self.log.last_index();
-        let Some(p) = self.progress.get_mut(&from) else {
-            return;
-        };
-        p.recent_active = true;
-        p.last_ack = now;
-        p.acked_seq = p.acked_seq.max(resp.seq);
+        let p = self.progress.get_mut(&from).expect("accepted");
         if resp.last_index > p.matched && resp.last_index <= last {
             p.matched = resp.last_index;
         }
         p.reset_to_probe();
-        self.maybe_commit(now, out);
-        self.confirm_reads();
-        self.maybe_send_timeout_now(from, out);
-        if self.role == Role::Leader {
-            self.send_append(now, from, false, out);
-        }
+        self.after_answer(now, from, out);
     }
 
     /// The server took a snapshot of its state machine at `snapshot.meta.last_index`:
