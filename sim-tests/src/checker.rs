@@ -19,12 +19,20 @@ use std::collections::hash_map::DefaultHasher;
 use std::collections::BTreeMap;
 use std::hash::{Hash, Hasher};
 
-use tern_core::raft::{Entry, HardState, RaftMessage, Role};
+use tern_core::raft::{Entry, EntryPayload, HardState, RaftMessage, Role};
 use tern_core::{Action, Event, LogIndex, MessageBody, NodeId, PersistOp, Server, Term};
 
 /// One broken property, in words.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Violation(pub String);
+
+/// A stable digest of an entry's payload, as a client can compute it from
+/// the command it sent.
+pub fn payload_digest(p: &EntryPayload) -> u64 {
+    let mut h = DefaultHasher::new();
+    p.hash(&mut h);
+    h.finish()
+}
 
 /// A stable digest of an entry (SipHash with fixed keys: deterministic).
 fn digest(e: &Entry) -> u64 {
@@ -40,6 +48,8 @@ pub struct Checker {
     appended: BTreeMap<(LogIndex, Term), u64>,
     /// index → (term, digest) of committed entries.
     committed: BTreeMap<LogIndex, (Term, u64)>,
+    /// index → digest of the committed entry's payload (what a client wrote).
+    committed_payload: BTreeMap<LogIndex, u64>,
     /// index → (term, state hash) after applying it.
     applied: BTreeMap<LogIndex, (Term, u64, NodeId)>,
     commit_seen: BTreeMap<NodeId, LogIndex>,
@@ -58,6 +68,24 @@ impl Checker {
         if self.violations.len() < 20 {
             self.violations.push(Violation(msg));
         }
+    }
+
+    /// No acknowledged write lost: every write a client was told succeeded,
+    /// at the log index its reply named, is the entry committed there.
+    /// Returns how many could be verified (an entry compacted away in the
+    /// same step that committed it was never seen).
+    pub fn check_acknowledged(&mut self, acked: &[(u64, u64)]) -> usize {
+        let mut verified = 0;
+        for (index, digest) in acked {
+            match self.committed_payload.get(&LogIndex(*index)) {
+                Some(d) if d == digest => verified += 1,
+                Some(_) => self.fail(format!(
+                    "acknowledged write lost: the write acknowledged at index {index} is not the entry committed there"
+                )),
+                None => {}
+            }
+        }
+        verified
     }
 
     /// A server (re)started from what its disk held.
@@ -244,6 +272,7 @@ impl Checker {
                     Some(_) => {}
                     None => {
                         self.committed.insert(i, (e.term, d));
+                        self.committed_payload.insert(i, payload_digest(&e.payload));
                     }
                 }
             }

@@ -29,6 +29,8 @@ pub struct Outcome {
     pub wall_ms: u128,
     pub ops: usize,
     pub acked_writes: u64,
+    /// Acknowledged writes found committed at the index their reply named.
+    pub acked_verified: usize,
     pub unknown: u64,
     pub max_commit: u64,
     pub faults: Vec<String>,
@@ -215,9 +217,10 @@ async fn simulate(opts: Options, scenario: Option<Scenario>) -> Outcome {
     world.clear_observer();
 
     // Checks.
-    let c = checker.lock().unwrap();
-    failures.extend(c.violations.iter().map(|v| v.0.clone()));
     let h = history.lock().unwrap();
+    let mut c = checker.lock().unwrap();
+    let acked_verified = c.check_acknowledged(&h.acked);
+    failures.extend(c.violations.iter().map(|v| v.0.clone()));
     match linearizability::check(&h.ops, 2_000_000) {
         CheckResult::Ok => {}
         CheckResult::Illegal { key, explanation } => failures.push(format!(
@@ -238,6 +241,7 @@ async fn simulate(opts: Options, scenario: Option<Scenario>) -> Outcome {
         wall_ms: 0,
         ops: h.ops.len(),
         acked_writes: h.acked_writes,
+        acked_verified,
         unknown: h.unknown,
         max_commit: c.max_commit.0,
         faults: nemesis.log.clone(),

@@ -12,7 +12,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use tern_core::fsm::{ApplyResult, KvCommand, KvWrite};
+use tern_core::fsm::{ApplyResult, Command, KvCommand, KvWrite};
+use tern_core::raft::EntryPayload;
 use tern_core::rpc::{Op, ReadMode, ReplyBody, Request, Response, RpcError};
 use tern_core::{Datacenter, NodeId};
 use tern_io_sim::{Client, World};
@@ -43,6 +44,8 @@ pub fn put_request(key: &str, value: &str) -> Request {
 #[derive(Default)]
 pub struct History {
     pub ops: Vec<Operation>,
+    /// (log index, payload digest) of every write acknowledged as applied.
+    pub acked: Vec<(u64, u64)>,
     pub acked_writes: u64,
     pub unknown: u64,
     pub refused: u64,
@@ -157,9 +160,21 @@ pub async fn client_loop(
                 ),
             },
         };
+        let digest = match &req.op {
+            Op::KvApply(c) => Some(crate::checker::payload_digest(&EntryPayload::Command(
+                Arc::new(Command::Kv(c.clone())),
+            ))),
+            _ => None,
+        };
         let call = tern_io_sim::now().0;
         let answer = client.call(server, req, timeout).await;
         let ret_at = tern_io_sim::now().0;
+        let acked_index = match (&answer, digest) {
+            (Ok(Ok(reply)), Some(d)) if matches!(reply.body, ReplyBody::Applied(_)) => {
+                Some((reply.index, d))
+            }
+            _ => None,
+        };
         let outcome = classify(&input, answer);
         {
             let mut h = history.lock().unwrap();
@@ -171,6 +186,7 @@ pub async fn client_loop(
                     if !matches!(input, KvInput::Get) {
                         h.acked_writes += 1;
                     }
+                    h.acked.extend(acked_index);
                     h.ops.push(Operation {
                         client: index,
                         key,
