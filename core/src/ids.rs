@@ -64,6 +64,13 @@ pub struct Datacenter(pub String);
 )]
 pub struct Term(pub u64);
 
+impl Term {
+    /// The following term (saturating, as terms come from peers too).
+    pub const fn next(self) -> Term {
+        Term(self.0.saturating_add(1))
+    }
+}
+
 /// A Raft log index. Index 0 is "before the first entry".
 #[derive(
     Copy, Clone, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize,
@@ -72,8 +79,10 @@ pub struct LogIndex(pub u64);
 
 impl LogIndex {
     pub const ZERO: LogIndex = LogIndex(0);
+    /// The following index. Saturates: indexes come from peers, and a
+    /// hostile `u64::MAX` must not panic a server.
     pub const fn next(self) -> LogIndex {
-        LogIndex(self.0 + 1)
+        LogIndex(self.0.saturating_add(1))
     }
     pub const fn prev(self) -> LogIndex {
         LogIndex(self.0.saturating_sub(1))

@@ -253,3 +253,50 @@ fn a_leaving_server_transfers_leadership_and_fails_fast() {
     let rid = c.request(leader, get("x", ReadMode::Stale));
     assert!(c.responses[&(leader, rid)].is_ok());
 }
+
+/// Hostile numbers from a peer (terms and indexes at u64::MAX) never panic a
+/// server, never commit anything, and never make it vote twice in a term.
+#[test]
+fn extreme_terms_and_indexes_from_a_peer_do_not_panic() {
+    use tern_core::raft::{AppendEntries, RaftMessage, VoteRequest};
+    use tern_core::{Input, LogIndex, Message, MessageBody, Term};
+    let mut c = Cluster::with_voters(3);
+    let leader = c.run_until_leader(Duration::from_secs(5)).unwrap();
+    let follower = *c.servers.keys().find(|id| **id != leader).unwrap();
+    let max = u64::MAX;
+    let bodies = [
+        RaftMessage::AppendEntries(AppendEntries {
+            term: Term(max),
+            prev_log_index: LogIndex(max),
+            prev_log_term: Term(max),
+            entries: vec![],
+            leader_commit: LogIndex(max),
+            seq: max,
+        }),
+        RaftMessage::VoteRequest(VoteRequest {
+            term: Term(max),
+            last_log_index: LogIndex(max),
+            last_log_term: Term(max),
+            pre_vote: true,
+            leadership_transfer: false,
+        }),
+    ];
+    for body in bodies {
+        let m = Message {
+            from: follower,
+            to: leader,
+            body: MessageBody::Raft(body),
+        };
+        c.handle(leader, Input::Message(m));
+    }
+    c.run_for(Duration::from_secs(3));
+    // The leader stepped down to the hostile term and nobody can campaign
+    // past u64::MAX, so nobody leads; nothing was committed on its say-so.
+    assert_eq!(c.leader(), None);
+    for s in c.servers.values() {
+        assert!(
+            s.commit_index().0 < 100,
+            "no commit index from the hostile message"
+        );
+    }
+}

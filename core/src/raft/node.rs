@@ -346,6 +346,12 @@ impl Raft {
     /// Pre-vote (thesis §9.6): ask whether we could win before disturbing
     /// anyone's term.
     fn start_pre_vote(&mut self, now: Instant, out: &mut Vec<Action>) {
+        if self.term.next() == self.term {
+            // Only a hostile peer can push the term to u64::MAX: there is no
+            // next term to campaign in, and reusing this one could vote twice.
+            self.reset_election_timer(now);
+            return;
+        }
         self.role = Role::PreCandidate;
         self.leader = None;
         self.votes.clear();
@@ -356,7 +362,7 @@ impl Raft {
             return;
         }
         let req = VoteRequest {
-            term: Term(self.term.0 + 1),
+            term: self.term.next(),
             last_log_index: self.log.last_index(),
             last_log_term: self.log.last_term(),
             pre_vote: true,
@@ -367,7 +373,11 @@ impl Raft {
 
     /// Become a candidate (§5.2): new term, vote for self, ask for votes.
     fn start_election(&mut self, now: Instant, transfer: bool, out: &mut Vec<Action>) {
-        self.term = Term(self.term.0 + 1);
+        if self.term.next() == self.term {
+            self.reset_election_timer(now);
+            return;
+        }
+        self.term = self.term.next();
         self.vote = Some(self.id);
         self.role = Role::Candidate;
         self.leader = None;
@@ -474,7 +484,7 @@ impl Raft {
             if self.role != Role::PreCandidate {
                 return;
             }
-            if resp.granted && resp.term == Term(self.term.0 + 1) {
+            if resp.granted && resp.term == self.term.next() {
                 self.votes.insert(from);
                 if self.has_quorum(&self.votes) {
                     self.start_election(now, false, out);
@@ -774,7 +784,7 @@ impl Raft {
             seq,
             ..
         } = req;
-        let match_index = LogIndex(prev.0 + entries.len() as u64);
+        let match_index = LogIndex(prev.0.saturating_add(entries.len() as u64));
         // Entries at or below our base are committed and in our snapshot.
         let base = self.log.base_index();
         if prev < base {
