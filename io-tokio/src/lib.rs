@@ -1,0 +1,14 @@
+//! The `tern` binary's library: the core on tokio, real sockets and a real disk.
+//!
+//! `agent` owns one `tern_core::Server` in one task and drives it with real
+//! timers, the server port (`net`) and the data dir (`storage`); `http` is the
+//! Consul-compatible HTTP API on top of an [`agent::AgentHandle`]; `config`
+//! turns flags and Consul-style config files into [`agent::AgentOptions`];
+//! `cli` holds the client commands (`kv`, `operator raft`, `members`, `leave`).
+
+pub mod agent;
+pub mod cli;
+pub mod config;
+pub mod http;
+pub mod net;
+pub mod storage;
