@@ -7,6 +7,7 @@
 //! `cli` holds the client commands (`kv`, `operator raft`, `members`, `leave`).
 
 pub mod agent;
+pub mod bench;
 pub mod cli;
 pub mod config;
 pub mod http;

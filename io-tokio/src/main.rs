@@ -1,20 +1,113 @@
-//! The `tern` binary. The daemon (`tern agent`) arrives with issue 3; until
-//! then this prints what exists and where to look.
+//! The `tern` binary: `tern agent ...` runs a server; every other subcommand
+//! is a client of the HTTP API (`tern kv`, `tern operator raft`, `tern members`,
+//! `tern leave`).
 
-fn main() {
+use std::process::ExitCode;
+
+fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     match args.first().map(String::as_str) {
-        Some("version") | Some("--version") | Some("-v") => {
+        Some("agent") => agent(&args[1..]),
+        Some("bench") => ExitCode::from(tern::bench::main(&args[1..]).clamp(0, 255) as u8),
+        Some("version") | Some("-version") | Some("--version") => {
             println!("Tern v{}", env!("CARGO_PKG_VERSION"));
+            ExitCode::SUCCESS
         }
-        _ => {
+        Some(cmd) if tern::cli::is_command(cmd) => {
+            ExitCode::from(tern::cli::run(&args).clamp(0, 255) as u8)
+        }
+        Some(other) => {
+            eprintln!("unknown command {other:?}; commands: agent, kv, operator, members, leave, bench, version");
+            ExitCode::from(1)
+        }
+        None => {
             eprintln!(
-                "tern v{}: the daemon (`tern agent`) is not built yet.\n\
-                 What exists today is the core and its simulator:\n  \
-                 cargo run --release -p sim-tests --bin chaos -- --seeds 20",
-                env!("CARGO_PKG_VERSION")
+                "usage: tern <command> [args]\n\n\
+                 commands: agent, kv, operator, members, leave, bench, version\n\
+                 start here: tern agent -dev"
             );
-            std::process::exit(1);
+            ExitCode::from(1)
         }
+    }
+}
+
+fn agent(args: &[String]) -> ExitCode {
+    let (options, log_level) = match tern::config::load(args) {
+        Ok(c) => (c.options, c.log_level),
+        Err(e) if e.0.starts_with("usage: ") => {
+            println!("{e}");
+            return ExitCode::SUCCESS;
+        }
+        Err(e) => {
+            eprintln!("{e}");
+            return ExitCode::from(1);
+        }
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_env("TERN_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(log_level));
+    tracing_subscriber::fmt().with_env_filter(filter).init();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("starting the runtime: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    runtime.block_on(async move {
+        let agent = match tern::agent::start(options.clone()).await {
+            Ok(a) => a,
+            Err(e) => {
+                tracing::error!("{e}");
+                return ExitCode::from(1);
+            }
+        };
+        let http = match tokio::net::TcpListener::bind(options.http_addr).await {
+            Ok(l) => l,
+            Err(e) => {
+                tracing::error!("binding the HTTP address {}: {e}", options.http_addr);
+                return ExitCode::from(1);
+            }
+        };
+        tracing::info!(
+            "Tern agent running: node {} ({}), datacenter {}, HTTP on {}, server port on {}",
+            options.core.node_name,
+            options.core.node_id,
+            options.core.datacenter,
+            options.http_addr,
+            options.server_addr
+        );
+        let handle = agent.handle.clone();
+        tokio::spawn(async move {
+            if let Err(e) = tern::http::serve(http, handle).await {
+                tracing::error!("HTTP server stopped: {e}");
+            }
+        });
+        wait_for_signal().await;
+        tracing::info!("caught a signal: leaving gracefully");
+        agent.handle.leave().await;
+        // Fail fast for the drain time, so clients move to other servers.
+        let drain: std::time::Duration = options.core.leave_drain_time.into();
+        tokio::time::sleep(drain.min(std::time::Duration::from_secs(5))).await;
+        tracing::info!("graceful leave complete");
+        ExitCode::SUCCESS
+    })
+}
+
+async fn wait_for_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = match signal(SignalKind::terminate()) {
+        Ok(s) => s,
+        Err(_) => {
+            let _ = tokio::signal::ctrl_c().await;
+            return;
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
     }
 }

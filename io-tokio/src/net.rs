@@ -1,1 +1,270 @@
-//! (in progress)
+//! The server port: one listener, the first byte of each connection picks the
+//! protocol (`tern_core::wire::conn`), frames are the core's; and a pool of
+//! outbound connections keyed by address.
+//!
+//! Server-to-server traffic is one-way per connection: each server dials its
+//! peers and writes `RPC_RAFT` frames (Raft messages and forwarded requests);
+//! answers come back over the peer's own connection to us. `RPC_CONSUL`
+//! connections carry the join handshake ([`Hello`]).
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use tern_core::wire;
+use tern_core::{Message, NodeId};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::mpsc;
+
+/// Deadline for a connection's first byte (Consul's `rpc_handshake_timeout`).
+pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
+/// Deadline for dialing a peer.
+pub const DIAL_TIMEOUT: Duration = Duration::from_secs(3);
+/// Frames queued for one peer before new ones are dropped (Raft resends).
+pub const PEER_QUEUE_MAX: usize = 4096;
+
+/// What a server says about itself when it joins (the `RPC_CONSUL` handshake).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Hello {
+    pub node_id: NodeId,
+    pub node_name: String,
+    pub datacenter: String,
+    pub server_addr: String,
+    /// Servers this one knows, so joining is transitive.
+    pub known: Vec<(NodeId, String, String)>,
+}
+
+const HELLO_VERSION: u8 = 1;
+
+impl Hello {
+    pub fn encode(&self) -> Vec<u8> {
+        let mut out = vec![HELLO_VERSION];
+        out.extend(postcard::to_allocvec(self).expect("a Hello always encodes"));
+        out
+    }
+
+    /// Total: any bytes give a Hello or an error.
+    pub fn decode(bytes: &[u8]) -> Result<Hello, String> {
+        match bytes.split_first() {
+            None => Err("empty hello".into()),
+            Some((&HELLO_VERSION, rest)) => match postcard::take_from_bytes::<Hello>(rest) {
+                Ok((h, [])) => Ok(h),
+                Ok((_, extra)) => Err(format!("{} trailing bytes after hello", extra.len())),
+                Err(e) => Err(format!("malformed hello: {e}")),
+            },
+            Some((v, _)) => Err(format!("unknown hello version {v}")),
+        }
+    }
+}
+
+/// What the listener hands the agent.
+pub enum Inbound {
+    Message(Message),
+    /// A joining server's hello; answer with ours on `reply`.
+    Hello(Hello, tokio::sync::oneshot::Sender<Hello>),
+}
+
+/// Accept connections on the server port until the process ends.
+pub async fn serve(listener: TcpListener, frame_bytes_max: usize, to_agent: mpsc::Sender<Inbound>) {
+    loop {
+        let (stream, peer) = match listener.accept().await {
+            Ok(x) => x,
+            Err(e) => {
+                tracing::warn!("server port accept failed: {e}");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let _ = stream.set_nodelay(true);
+        let to_agent = to_agent.clone();
+        tokio::spawn(async move {
+            if let Err(e) = handle_conn(stream, frame_bytes_max, to_agent).await {
+                tracing::info!("server port: closed connection from {peer}: {e}");
+            }
+        });
+    }
+}
+
+async fn handle_conn(
+    mut stream: TcpStream,
+    frame_bytes_max: usize,
+    to_agent: mpsc::Sender<Inbound>,
+) -> Result<(), String> {
+    let mut first = [0u8; 1];
+    match tokio::time::timeout(HANDSHAKE_TIMEOUT, stream.read_exact(&mut first)).await {
+        Err(_) => return Err("no first byte within the handshake timeout".into()),
+        Ok(Err(e)) => return Err(format!("reading the first byte: {e}")),
+        Ok(Ok(_)) => {}
+    }
+    match wire::conn::classify_first_byte(first[0]) {
+        wire::conn::ConnKind::Raft => read_messages(stream, frame_bytes_max, to_agent).await,
+        wire::conn::ConnKind::Rpc => answer_hello(stream, frame_bytes_max, to_agent).await,
+        other => Err(format!(
+            "first byte {:#04x} ({other:?}) is not served",
+            first[0]
+        )),
+    }
+}
+
+async fn read_frame(
+    stream: &mut TcpStream,
+    decoder: &mut wire::FrameDecoder,
+    buf: &mut [u8],
+) -> Result<Option<Vec<u8>>, String> {
+    loop {
+        match decoder.next_frame() {
+            Ok(Some(f)) => return Ok(Some(f)),
+            Ok(None) => {}
+            Err(e) => return Err(format!("bad frame: {e}")),
+        }
+        let n = stream.read(buf).await.map_err(|e| e.to_string())?;
+        if n == 0 {
+            return Ok(None);
+        }
+        decoder.push(&buf[..n]);
+    }
+}
+
+async fn read_messages(
+    mut stream: TcpStream,
+    frame_bytes_max: usize,
+    to_agent: mpsc::Sender<Inbound>,
+) -> Result<(), String> {
+    let mut decoder = wire::FrameDecoder::new(frame_bytes_max);
+    let mut buf = vec![0u8; 64 * 1024];
+    while let Some(frame) = read_frame(&mut stream, &mut decoder, &mut buf).await? {
+        let message = wire::decode_message(&frame).map_err(|e| format!("bad message: {e}"))?;
+        if to_agent.send(Inbound::Message(message)).await.is_err() {
+            return Ok(());
+        }
+    }
+    Ok(())
+}
+
+async fn answer_hello(
+    mut stream: TcpStream,
+    frame_bytes_max: usize,
+    to_agent: mpsc::Sender<Inbound>,
+) -> Result<(), String> {
+    let mut decoder = wire::FrameDecoder::new(frame_bytes_max.min(1 << 20));
+    let mut buf = vec![0u8; 4096];
+    let frame = tokio::time::timeout(
+        HANDSHAKE_TIMEOUT,
+        read_frame(&mut stream, &mut decoder, &mut buf),
+    )
+    .await
+    .map_err(|_| "no hello within the handshake timeout".to_string())??
+    .ok_or("closed before its hello")?;
+    let hello = Hello::decode(&frame)?;
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    to_agent
+        .send(Inbound::Hello(hello, tx))
+        .await
+        .map_err(|_| "agent stopped")?;
+    let ours = rx.await.map_err(|_| "agent stopped")?;
+    let mut out = Vec::new();
+    wire::encode_frame(&ours.encode(), &mut out);
+    stream.write_all(&out).await.map_err(|e| e.to_string())?;
+    Ok(())
+}
+
+/// Say hello to the server at `addr` and return its answer.
+pub async fn hello(addr: &str, ours: &Hello) -> Result<Hello, String> {
+    let mut stream = tokio::time::timeout(DIAL_TIMEOUT, TcpStream::connect(addr))
+        .await
+        .map_err(|_| format!("dialing {addr} timed out"))?
+        .map_err(|e| format!("dialing {addr}: {e}"))?;
+    let mut out = vec![wire::conn::RPC_CONSUL];
+    wire::encode_frame(&ours.encode(), &mut out);
+    stream.write_all(&out).await.map_err(|e| e.to_string())?;
+    let mut decoder = wire::FrameDecoder::new(1 << 20);
+    let mut buf = vec![0u8; 4096];
+    let frame = tokio::time::timeout(
+        HANDSHAKE_TIMEOUT,
+        read_frame(&mut stream, &mut decoder, &mut buf),
+    )
+    .await
+    .map_err(|_| format!("{addr} did not answer the hello"))??
+    .ok_or_else(|| format!("{addr} closed without a hello"))?;
+    Hello::decode(&frame)
+}
+
+/// Outbound connections, one writer task per peer address.
+#[derive(Clone, Default)]
+pub struct Pool {
+    peers: Arc<Mutex<BTreeMap<String, mpsc::Sender<Vec<u8>>>>>,
+}
+
+impl Pool {
+    /// Queue a message for `address`. Never blocks: if the peer's queue is
+    /// full the message is dropped (Raft retries; forwarded requests time out).
+    pub fn send(&self, address: &str, message: &Message) {
+        let mut frame = Vec::new();
+        wire::encode_frame(&wire::encode_message(message), &mut frame);
+        let mut peers = self.peers.lock().expect("pool lock");
+        let tx = peers
+            .entry(address.to_string())
+            .or_insert_with(|| spawn_writer(address.to_string()))
+            .clone();
+        if let Err(mpsc::error::TrySendError::Closed(_)) = tx.try_send(frame) {
+            peers.remove(address);
+        }
+    }
+}
+
+/// A task that owns the connection to one peer: dials on demand, writes
+/// frames, and throws the connection away after any error (the next frame
+/// dials again), so a broken connection is never reused.
+fn spawn_writer(address: String) -> mpsc::Sender<Vec<u8>> {
+    let (tx, mut rx) = mpsc::channel::<Vec<u8>>(PEER_QUEUE_MAX);
+    tokio::spawn(async move {
+        let mut conn: Option<TcpStream> = None;
+        while let Some(frame) = rx.recv().await {
+            if conn.is_none() {
+                conn = dial_raft(&address).await;
+            }
+            let Some(stream) = conn.as_mut() else {
+                continue; // dropped: the peer is unreachable
+            };
+            // Coalesce whatever else is queued into one write.
+            let mut batch = frame;
+            while let Ok(more) = rx.try_recv() {
+                batch.extend_from_slice(&more);
+                if batch.len() > 1 << 20 {
+                    break;
+                }
+            }
+            if let Err(e) = stream.write_all(&batch).await {
+                tracing::debug!(
+                    "connection to {address} failed: {e}; redialing on the next message"
+                );
+                conn = None;
+            }
+        }
+    });
+    tx
+}
+
+async fn dial_raft(address: &str) -> Option<TcpStream> {
+    let addr: SocketAddr = match address.parse() {
+        Ok(a) => a,
+        Err(_) => match tokio::net::lookup_host(address)
+            .await
+            .ok()
+            .and_then(|mut a| a.next())
+        {
+            Some(a) => a,
+            None => return None,
+        },
+    };
+    let mut stream = tokio::time::timeout(DIAL_TIMEOUT, TcpStream::connect(addr))
+        .await
+        .ok()?
+        .ok()?;
+    let _ = stream.set_nodelay(true);
+    stream.write_all(&[wire::conn::RPC_RAFT]).await.ok()?;
+    Some(stream)
+}

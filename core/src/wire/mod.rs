@@ -10,6 +10,7 @@
 //!   corpus by the test suite.
 
 pub mod codec;
+pub mod conn;
 pub mod frame;
 pub mod fuzz_check;
 pub mod wal;

@@ -115,3 +115,6 @@ impl AgentHandle {
         )
     }
 }
+
+mod runtime;
+pub use runtime::{start, Agent};

@@ -1,1 +1,72 @@
-//! (in progress)
+//! The Consul-compatible HTTP API on top of an [`AgentHandle`].
+//!
+//! The subset this release serves, with Consul's paths, PascalCase JSON,
+//! query-meta headers on reads (`X-Consul-Index`, never 0,
+//! `X-Consul-KnownLeader`, `X-Consul-LastContact`, 404s included), query
+//! flags that count by presence, and plain-text errors with Consul's strings
+//! and status codes (see `reply.rs`):
+//!
+//! | route | what |
+//! |---|---|
+//! | `GET /v1/status/leader`, `GET /v1/status/peers` | leader and voter addresses |
+//! | `GET /v1/agent/self`, `PUT /v1/agent/leave` | this agent |
+//! | `GET/PUT/DELETE /v1/kv/<key>` | KV: recurse, keys, separator, raw, cas, flags, blocking, stale/consistent |
+//! | `GET /v1/operator/raft/configuration`, `DELETE /v1/operator/raft/peer` | Raft membership |
+//!
+//! Request bodies are read as bytes whatever their `Content-Type` (python
+//! `requests` sends none), and nothing a client sends can panic a handler:
+//! bad input is a 400 that names the parameter.
+
+mod agent_api;
+mod kv;
+mod operator;
+mod params;
+mod reply;
+mod status;
+
+use axum::routing::{delete, get, put};
+use axum::Router;
+use tern_core::rpc::{Op, Reply};
+
+pub use agent_api::CONSUL_COMPATIBLE_VERSION;
+
+use crate::agent::AgentHandle;
+use params::QueryOptions;
+use reply::{ApiError, Meta};
+
+/// Every route of the API, answering through `agent`.
+pub fn router(agent: AgentHandle) -> Router {
+    Router::new()
+        .route("/v1/status/leader", get(status::leader))
+        .route("/v1/status/peers", get(status::peers))
+        .route("/v1/agent/self", get(agent_api::agent_self))
+        .route("/v1/agent/leave", put(agent_api::leave))
+        // `{*key}` needs at least one character: `/v1/kv/` is its own route
+        // (py-consul cleans up with `DELETE /v1/kv/?recurse=1`).
+        .route(
+            "/v1/kv/",
+            get(kv::get_root).put(kv::put_root).delete(kv::delete_root),
+        )
+        .route(
+            "/v1/kv/{*key}",
+            get(kv::get).put(kv::put).delete(kv::delete),
+        )
+        .route(
+            "/v1/operator/raft/configuration",
+            get(operator::configuration),
+        )
+        .route("/v1/operator/raft/peer", delete(operator::remove_peer))
+        .with_state(agent)
+}
+
+/// Serves the API on `listener` until the process stops or accepting fails.
+pub async fn serve(listener: tokio::net::TcpListener, agent: AgentHandle) -> std::io::Result<()> {
+    axum::serve(listener, router(agent)).await
+}
+
+/// Sends a read and returns the reply with its meta headers.
+async fn read(agent: &AgentHandle, opts: &QueryOptions, op: Op) -> Result<(Reply, Meta), ApiError> {
+    let reply = agent.call(opts.request(op)).await?;
+    let meta = Meta::of(&reply, opts.read_mode);
+    Ok((reply, meta))
+}

@@ -1,0 +1,434 @@
+//! The agent task: owns the `Server`, turns the world into `Input`s and
+//! executes the `Action`s in order.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration as StdDuration;
+
+use tern_core::raft::{Durable, Member, Membership, Role, Suffrage};
+use tern_core::rpc::{Response, RpcError};
+use tern_core::{Action, Event, Input, Instant, NodeId, NodeName, RequestId, Server};
+use tokio::sync::{mpsc, oneshot};
+
+use super::{AgentHandle, AgentOptions, AgentStatus, HandleInner, ToAgent};
+use crate::net::{self, Hello, Inbound, Pool};
+use crate::storage::{DataDir, MemStorage, Storage};
+
+/// A running agent.
+pub struct Agent {
+    pub handle: AgentHandle,
+    pub task: tokio::task::JoinHandle<()>,
+    /// Warnings from opening the data dir (e.g. a torn tail truncated).
+    pub warnings: Vec<String>,
+}
+
+/// Inputs taken in one go before the actions they cause are executed (and
+/// their fsyncs coalesced).
+const INPUT_BATCH_MAX: usize = 256;
+
+/// Open the data dir, bind the server port, and start the agent task. A
+/// corrupt data dir is an error naming the file and offset.
+pub async fn start(options: AgentOptions) -> Result<Agent, String> {
+    let (storage, durable, warnings): (Box<dyn Storage>, Durable, Vec<String>) =
+        match &options.data_dir {
+            None => (
+                Box::new(MemStorage {
+                    durable: Durable::default(),
+                }),
+                Durable::default(),
+                Vec::new(),
+            ),
+            Some(dir) => {
+                let (dd, durable, warnings) = DataDir::open(dir, crate::storage::SEGMENT_BYTES_MAX)
+                    .map_err(|e| e.to_string())?;
+                (Box::new(dd), durable, warnings)
+            }
+        };
+    for w in &warnings {
+        tracing::warn!("{w}");
+    }
+    let listener = tokio::net::TcpListener::bind(options.server_addr)
+        .await
+        .map_err(|e| format!("binding the server port {}: {e}", options.server_addr))?;
+    let (inbound_tx, inbound_rx) = mpsc::channel(4096);
+    tokio::spawn(net::serve(
+        listener,
+        options.core.frame_bytes_max,
+        inbound_tx,
+    ));
+    let (tx, rx) = mpsc::channel(4096);
+    let handle = AgentHandle {
+        inner: Arc::new(HandleInner {
+            tx,
+            options: options.clone(),
+        }),
+    };
+    let task = tokio::spawn(run(options, storage, durable, rx, inbound_rx));
+    Ok(Agent {
+        handle,
+        task,
+        warnings,
+    })
+}
+
+struct Clock {
+    start: std::time::Instant,
+}
+
+impl Clock {
+    fn now(&self) -> Instant {
+        Instant(self.start.elapsed().as_nanos() as u64)
+    }
+    fn deadline(&self, t: Instant) -> tokio::time::Instant {
+        tokio::time::Instant::from_std(self.start + StdDuration::from_nanos(t.0))
+    }
+}
+
+struct Loop {
+    options: AgentOptions,
+    clock: Clock,
+    storage: Box<dyn Storage>,
+    pool: Pool,
+    server: Option<Server>,
+    /// Servers known through the join handshake, before bootstrap.
+    known: BTreeMap<NodeId, (String, String)>,
+    next_request: u64,
+    waiting: BTreeMap<RequestId, oneshot::Sender<Response>>,
+}
+
+async fn run(
+    options: AgentOptions,
+    storage: Box<dyn Storage>,
+    durable: Durable,
+    mut rx: mpsc::Receiver<ToAgent>,
+    mut inbound: mpsc::Receiver<Inbound>,
+) {
+    let mut l = Loop {
+        clock: Clock {
+            start: std::time::Instant::now(),
+        },
+        known: BTreeMap::new(),
+        storage,
+        pool: Pool::default(),
+        server: None,
+        next_request: 0,
+        waiting: BTreeMap::new(),
+        options,
+    };
+    let id = l.options.core.node_id;
+    l.known.insert(
+        id,
+        (
+            l.options.core.node_name.0.clone(),
+            l.options.core.address.clone(),
+        ),
+    );
+    let fresh = durable.entries.is_empty() && durable.snapshot.is_none();
+    if !fresh || l.options.bootstrap_expect <= 1 {
+        l.start_server(durable);
+    } else {
+        // Find the other servers, then bootstrap with all of them.
+        let (found_tx, mut found_rx) = mpsc::channel::<Hello>(64);
+        tokio::spawn(join_loop(l.options.retry_join.clone(), l.hello(), found_tx));
+        let mut durable = Some(durable);
+        while l.server.is_none() {
+            tokio::select! {
+                Some(h) = found_rx.recv() => l.learn(&h),
+                Some(msg) = rx.recv() => l.before_bootstrap(msg),
+                Some(inb) = inbound.recv() => {
+                    if let Inbound::Hello(h, reply) = inb {
+                        l.learn(&h);
+                        let _ = reply.send(l.hello());
+                    }
+                }
+                else => return,
+            }
+            if l.known.len() >= l.options.bootstrap_expect {
+                tracing::info!("found {} servers, bootstrapping", l.known.len());
+                l.start_server(durable.take().unwrap_or_default());
+            }
+        }
+    }
+
+    let mut inputs: Vec<Input> = Vec::new();
+    let mut out: Vec<Action> = Vec::new();
+    loop {
+        let deadline = l
+            .server
+            .as_ref()
+            .and_then(|s| s.poll_timeout())
+            .map(|t| l.clock.deadline(t));
+        let sleep = async {
+            match deadline {
+                Some(d) => tokio::time::sleep_until(d).await,
+                None => std::future::pending::<()>().await,
+            }
+        };
+        tokio::select! {
+            msg = rx.recv() => match msg {
+                Some(m) => l.take(m, &mut inputs),
+                None => return,
+            },
+            Some(inb) = inbound.recv() => l.take_inbound(inb, &mut inputs),
+            _ = sleep => inputs.push(Input::Tick),
+        }
+        // Take whatever else is waiting, so its writes share one fsync.
+        while inputs.len() < INPUT_BATCH_MAX {
+            if let Ok(m) = rx.try_recv() {
+                l.take(m, &mut inputs);
+            } else if let Ok(inb) = inbound.try_recv() {
+                l.take_inbound(inb, &mut inputs);
+            } else {
+                break;
+            }
+        }
+        let now = l.clock.now();
+        if let Some(server) = l.server.as_mut() {
+            for input in inputs.drain(..) {
+                server.handle(now, input, &mut out);
+            }
+            // A due timer is fired even if other inputs woke us.
+            if server.poll_timeout().is_some_and(|t| t <= now) {
+                server.handle(now, Input::Tick, &mut out);
+            }
+        }
+        inputs.clear();
+        if let Err(e) = l.execute(&mut out) {
+            tracing::error!("stopping: a durable write failed: {e}");
+            std::process::exit(1);
+        }
+    }
+}
+
+async fn join_loop(addrs: Vec<String>, ours: Hello, found: mpsc::Sender<Hello>) {
+    loop {
+        for a in &addrs {
+            match net::hello(a, &ours).await {
+                Ok(h) => {
+                    if found.send(h).await.is_err() {
+                        return;
+                    }
+                }
+                Err(e) => tracing::debug!("join {a}: {e}"),
+            }
+        }
+        tokio::time::sleep(StdDuration::from_millis(500)).await;
+        if found.is_closed() {
+            return;
+        }
+    }
+}
+
+impl Loop {
+    fn hello(&self) -> Hello {
+        Hello {
+            node_id: self.options.core.node_id,
+            node_name: self.options.core.node_name.0.clone(),
+            datacenter: self.options.core.datacenter.0.clone(),
+            server_addr: self.options.core.address.clone(),
+            known: self
+                .known
+                .iter()
+                .map(|(id, (n, a))| (*id, n.clone(), a.clone()))
+                .collect(),
+        }
+    }
+
+    fn learn(&mut self, h: &Hello) {
+        if h.datacenter != self.options.core.datacenter.0 {
+            tracing::warn!(
+                "ignoring {} of datacenter {}: this is {}",
+                h.node_name,
+                h.datacenter,
+                self.options.core.datacenter.0
+            );
+            return;
+        }
+        self.known
+            .insert(h.node_id, (h.node_name.clone(), h.server_addr.clone()));
+        for (id, n, a) in &h.known {
+            self.known.insert(*id, (n.clone(), a.clone()));
+        }
+    }
+
+    fn start_server(&mut self, durable: Durable) {
+        let mut config = self.options.core.clone();
+        let fresh = durable.entries.is_empty() && durable.snapshot.is_none();
+        if fresh && self.options.bootstrap_expect > 0 {
+            let mut m = Membership::default();
+            for (id, (name, addr)) in &self.known {
+                m.servers.insert(
+                    *id,
+                    Member {
+                        name: NodeName(name.clone()),
+                        address: addr.clone(),
+                        suffrage: Suffrage::Voter,
+                    },
+                );
+            }
+            config.bootstrap = Some(m);
+        } else {
+            config.bootstrap = None;
+        }
+        let now = self.clock.now();
+        let mut server = match Server::new(config, durable, now) {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::error!("{e}");
+                std::process::exit(1);
+            }
+        };
+        let mut out = Vec::new();
+        server.start(&mut out);
+        self.server = Some(server);
+        if let Err(e) = self.execute(&mut out) {
+            tracing::error!("stopping: a durable write failed: {e}");
+            std::process::exit(1);
+        }
+    }
+
+    fn before_bootstrap(&mut self, msg: ToAgent) {
+        match msg {
+            ToAgent::Request(_, tx) => {
+                let _ = tx.send(Err(RpcError::NoLeader));
+            }
+            ToAgent::Status(tx) => {
+                let _ = tx.send(self.status());
+            }
+            ToAgent::Leave(tx) => {
+                let _ = tx.send(());
+            }
+        }
+    }
+
+    fn take(&mut self, msg: ToAgent, inputs: &mut Vec<Input>) {
+        match msg {
+            ToAgent::Request(request, tx) => {
+                self.next_request += 1;
+                let id = RequestId(self.next_request);
+                self.waiting.insert(id, tx);
+                inputs.push(Input::Request { id, request });
+            }
+            ToAgent::Status(tx) => {
+                let _ = tx.send(self.status());
+            }
+            ToAgent::Leave(tx) => {
+                inputs.push(Input::Leave);
+                let _ = tx.send(());
+            }
+        }
+    }
+
+    fn take_inbound(&mut self, inb: Inbound, inputs: &mut Vec<Input>) {
+        match inb {
+            Inbound::Message(m) => inputs.push(Input::Message(m)),
+            Inbound::Hello(h, reply) => {
+                self.learn(&h);
+                let _ = reply.send(self.hello());
+            }
+        }
+    }
+
+    /// Execute actions in order. Log appends share one fsync: an append is
+    /// synced only when no other append follows it before the next message,
+    /// reply or other kind of write (the later append's fsync of the same log
+    /// covers it), so nothing is sent before what it depends on is on disk.
+    /// Hard state and snapshot writes are always synced when asked.
+    fn execute(&mut self, out: &mut Vec<Action>) -> Result<(), String> {
+        use tern_core::PersistOp;
+        let actions: Vec<Action> = std::mem::take(out);
+        let n = actions.len();
+        let mut sync_at = vec![false; n];
+        let mut later_append_syncs = false;
+        for i in (0..n).rev() {
+            match &actions[i] {
+                Action::Persist {
+                    op: PersistOp::Append(_),
+                    sync,
+                } => {
+                    sync_at[i] = *sync && !later_append_syncs;
+                    later_append_syncs |= *sync;
+                }
+                Action::Persist { sync, .. } => {
+                    sync_at[i] = *sync;
+                    later_append_syncs = false;
+                }
+                Action::Send { .. } | Action::Respond { .. } => later_append_syncs = false,
+                Action::Event(_) => {}
+            }
+        }
+        for (i, a) in actions.into_iter().enumerate() {
+            match a {
+                Action::Persist { op, .. } => {
+                    let do_sync = sync_at[i];
+                    let storage = &mut self.storage;
+                    tokio::task::block_in_place(|| storage.persist(&op, do_sync))
+                        .map_err(|e| e.to_string())?;
+                }
+                Action::Send { address, message } => self.pool.send(&address, &message),
+                Action::Respond { id, response } => {
+                    if let Some(tx) = self.waiting.remove(&id) {
+                        let _ = tx.send(response);
+                    }
+                }
+                Action::Event(e) => log_event(&e),
+            }
+        }
+        Ok(())
+    }
+
+    fn status(&self) -> AgentStatus {
+        let o = &self.options;
+        let mut st = AgentStatus {
+            node_id: o.core.node_id,
+            node_name: o.core.node_name.0.clone(),
+            datacenter: o.core.datacenter.0.clone(),
+            server_addr: o.core.address.clone(),
+            role: "Follower".into(),
+            ..AgentStatus::default()
+        };
+        let Some(s) = &self.server else {
+            return st;
+        };
+        st.leader = s.leader();
+        st.leader_addr = s
+            .leader()
+            .and_then(|l| s.raft().address_of(l).map(str::to_string));
+        st.known_leader = st.leader.is_some();
+        st.role = match s.role() {
+            Role::Leader => "Leader",
+            Role::Follower => "Follower",
+            Role::Candidate => "Candidate",
+            Role::PreCandidate => "PreCandidate",
+        }
+        .into();
+        st.term = s.term();
+        st.commit_index = s.commit_index();
+        st.applied_index = s.last_applied();
+        st.last_log_index = s.last_log_index();
+        st.num_peers = s.num_peers();
+        st.last_contact_ms = if s.role() == Role::Leader {
+            0
+        } else {
+            s.raft()
+                .last_leader_contact()
+                .map_or(0, |t| self.clock.now().saturating_since(t).as_millis())
+        };
+        st
+    }
+}
+
+fn log_event(e: &Event) {
+    match e {
+        Event::BecameLeader { term } => tracing::info!("became leader in term {}", term.0),
+        Event::SteppedDown { term } => tracing::info!("stepped down in term {}", term.0),
+        Event::Removed => tracing::info!("removed from the Raft configuration"),
+        Event::SnapshotTaken { last_index } => {
+            tracing::info!("snapshot taken at index {}", last_index.0)
+        }
+        Event::SnapshotInstalled { last_index } => {
+            tracing::info!("snapshot installed at index {}", last_index.0)
+        }
+        Event::Committed { .. } | Event::Applied { .. } => {}
+    }
+}

@@ -1,0 +1,407 @@
+//! `tern agent`'s configuration: flags and Consul-style config files (JSON or
+//! HCL, Consul's key names) merged into an [`AgentOptions`].
+//!
+//! Sources, earliest first, each overriding the ones before it (lists append,
+//! as in Consul): the `-dev` defaults, then every `-config-file` and
+//! `-config-dir` in command-line order (a directory contributes its `*.json`
+//! and `*.hcl` files sorted by name), then `-hcl` fragments, then the flags.
+//! Every error is one line that names the key or the flag.
+
+mod duration;
+mod source;
+
+use std::io::Read;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::path::{Path, PathBuf};
+
+use serde_json::Value;
+use tern_core::{Config, Duration, NodeId};
+
+use crate::agent::AgentOptions;
+use crate::cli::flags::{self, flag, value, Spec};
+pub(crate) use source::parse_bool;
+use source::{quoted, Format, Layer};
+
+/// A configuration error: one line naming the key or the flag, e.g.
+/// `bootstrap_expect: must be a whole number, got "three"`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ConfigError(pub String);
+
+impl std::fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+/// What `tern agent` runs with: the agent's options and the settings that
+/// belong to the process rather than the agent.
+#[derive(Clone, Debug)]
+pub struct AgentConfig {
+    pub options: AgentOptions,
+    /// A `tracing` level (`trace`, `debug`, `info`, `warn`, `error`), from
+    /// Consul's `log_level` (`err` becomes `error`). Default `info`.
+    pub log_level: String,
+}
+
+/// Consul's defaults (`agent/config/default.go`).
+pub const DEFAULT_DATACENTER: &str = "dc1";
+pub const DEFAULT_HTTP_PORT: u16 = 8500;
+pub const DEFAULT_SERVER_PORT: u16 = 8300;
+/// Consul's default `performance.raft_multiplier` outside `-dev`.
+pub const DEFAULT_RAFT_MULTIPLIER: u64 = 5;
+/// The client address the CLI talks to when nothing says otherwise.
+pub const DEFAULT_HTTP_ADDR: &str = "127.0.0.1:8500";
+
+/// Consul's base Raft timings at `raft_multiplier = 1`.
+const ELECTION_TIMEOUT_MS_BASE: u64 = 1000;
+/// `-dev` without an explicit multiplier: a lone server elects itself well
+/// within a second.
+const DEV_ELECTION_TIMEOUT_MS_MIN: u64 = 100;
+
+const SPECS: &[Spec] = &[
+    flag("dev"),
+    flag("server"),
+    value("bootstrap-expect"),
+    value("node"),
+    value("node-id"),
+    value("datacenter"),
+    value("data-dir"),
+    value("bind"),
+    value("advertise"),
+    value("client"),
+    value("retry-join"),
+    value("http-port"),
+    value("server-port"),
+    value("config-file"),
+    value("config-dir"),
+    value("hcl"),
+    value("log-level"),
+];
+
+/// Which config key each value flag sets.
+const FLAG_KEYS: &[(&str, &str)] = &[
+    ("server", "server"),
+    ("bootstrap-expect", "bootstrap_expect"),
+    ("node", "node_name"),
+    ("node-id", "node_id"),
+    ("datacenter", "datacenter"),
+    ("data-dir", "data_dir"),
+    ("bind", "bind_addr"),
+    ("advertise", "advertise_addr"),
+    ("client", "client_addr"),
+    ("retry-join", "retry_join"),
+    ("http-port", "ports.http"),
+    ("server-port", "ports.server"),
+    ("log-level", "log_level"),
+];
+
+/// Parse `tern agent` arguments (everything after "agent"), load the config
+/// files, merge, validate and build the agent's options.
+pub fn agent_options(args: &[String]) -> Result<AgentOptions, ConfigError> {
+    load(args).map(|c| c.options)
+}
+
+/// [`agent_options`] plus the process-level settings (`log_level`).
+pub fn load(args: &[String]) -> Result<AgentConfig, ConfigError> {
+    let parsed = flags::parse(args, SPECS).map_err(ConfigError)?;
+    if parsed.help {
+        return Err(ConfigError(format!("usage: {AGENT_USAGE}")));
+    }
+    if let Some(extra) = parsed.args.first() {
+        return Err(ConfigError(format!(
+            "unexpected argument {}",
+            quoted(extra)
+        )));
+    }
+    let dev = parsed.bool("dev").map_err(ConfigError)?;
+    let mut merged = if dev { dev_layer() } else { Layer::default() };
+    let mut flag_layer = Layer::default();
+    let mut fragments = Vec::new();
+    for (name, v) in &parsed.flags {
+        match *name {
+            "dev" => {}
+            "config-file" => merged.merge(source::read_file(Path::new(v), "-config-file")?),
+            "config-dir" => {
+                for file in config_dir_files(Path::new(v))? {
+                    merged.merge(source::read_file(&file, "-config-dir")?);
+                }
+            }
+            "hcl" => fragments
+                .push(source::read_text(v, Format::Hcl).map_err(|m| format!("{m} (in -hcl)"))?),
+            _ => {
+                let key = FLAG_KEYS
+                    .iter()
+                    .find(|(f, _)| f == name)
+                    .map(|(_, k)| *k)
+                    .expect("every value flag has a key");
+                let known = flag_layer.set(key, &Value::String(v.clone()), &format!("-{name}"))?;
+                assert!(known, "flag key {key} is a config key");
+            }
+        }
+    }
+    for fragment in fragments {
+        merged.merge(fragment);
+    }
+    merged.merge(flag_layer);
+    build(merged, dev)
+}
+
+impl From<String> for ConfigError {
+    fn from(s: String) -> ConfigError {
+        ConfigError(s)
+    }
+}
+
+/// `-dev`: an in-memory server on loopback that bootstraps alone.
+fn dev_layer() -> Layer {
+    Layer {
+        server: Some(true),
+        bootstrap_expect: Some(1),
+        bind_addr: Some(IpAddr::V4(Ipv4Addr::LOCALHOST)),
+        client_addr: Some(IpAddr::V4(Ipv4Addr::LOCALHOST)),
+        ..Layer::default()
+    }
+}
+
+/// A directory's `*.json` and `*.hcl` files, sorted by name, not recursive.
+fn config_dir_files(dir: &Path) -> Result<Vec<PathBuf>, ConfigError> {
+    let cannot = |err: std::io::Error| {
+        ConfigError(format!(
+            "-config-dir: cannot read {}: {err}",
+            quoted(&dir.display().to_string())
+        ))
+    };
+    let mut files = Vec::new();
+    for entry in std::fs::read_dir(dir).map_err(cannot)? {
+        let path = entry.map_err(cannot)?.path();
+        let ext = path.extension().and_then(|e| e.to_str());
+        if matches!(ext, Some("json") | Some("hcl")) && path.is_file() {
+            files.push(path);
+        }
+    }
+    files.sort();
+    Ok(files)
+}
+
+/// Resolve defaults, check what Consul checks, and build the options.
+fn build(c: Layer, dev: bool) -> Result<AgentConfig, ConfigError> {
+    let server = c.server.unwrap_or(false);
+    let bootstrap_expect = c.bootstrap_expect.unwrap_or(0);
+    if bootstrap_expect > 0 && !server {
+        // Consul: "'bootstrap_expect > 0' requires 'server = true'".
+        return Err(ConfigError(
+            "bootstrap_expect: requires server = true (-server)".into(),
+        ));
+    }
+    if !server {
+        return Err(ConfigError(
+            "server: must be true: Tern runs servers only (-server or -dev)".into(),
+        ));
+    }
+    let data_dir = match (dev, c.data_dir) {
+        (true, _) => None,
+        (false, Some(d)) if !d.as_os_str().is_empty() => Some(d),
+        (false, _) => return Err(ConfigError("data_dir: must be set unless -dev".into())),
+    };
+
+    let datacenter = c
+        .datacenter
+        .unwrap_or_else(|| DEFAULT_DATACENTER.into())
+        .to_lowercase();
+    let node_name = c.node_name.unwrap_or_else(hostname);
+    let bind = c.bind_addr.unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED));
+    let client = c.client_addr.unwrap_or(IpAddr::V4(Ipv4Addr::LOCALHOST));
+    let server_port = c.server_port.unwrap_or(DEFAULT_SERVER_PORT);
+    let http_port = c.http_port.unwrap_or(DEFAULT_HTTP_PORT);
+    let advertise = c.advertise_addr.unwrap_or(match bind {
+        // Consul advertises the first private IP here; Tern advertises
+        // loopback, so a multi-machine cluster sets advertise_addr or bind_addr.
+        IpAddr::V4(ip) if ip.is_unspecified() => IpAddr::V4(Ipv4Addr::LOCALHOST),
+        IpAddr::V6(ip) if ip.is_unspecified() => IpAddr::V6(Ipv6Addr::LOCALHOST),
+        ip => ip,
+    });
+    if advertise.is_unspecified() {
+        return Err(ConfigError(format!(
+            "advertise_addr: must be an address peers can reach, got \"{advertise}\""
+        )));
+    }
+    let server_addr = SocketAddr::new(bind, server_port);
+    let http_addr = SocketAddr::new(client, http_port);
+
+    // Build with a placeholder id so a bad setting is reported before the
+    // node-id file is created.
+    let mut core = Config::new(
+        NodeId(0),
+        &node_name,
+        &datacenter,
+        &SocketAddr::new(advertise, server_port).to_string(),
+    );
+    // Consul scales its base timings (1000 ms) by raft_multiplier; -dev
+    // without an explicit multiplier uses short ones.
+    let election_min = match (c.raft_multiplier, dev) {
+        (Some(m), _) => ELECTION_TIMEOUT_MS_BASE * m,
+        (None, true) => DEV_ELECTION_TIMEOUT_MS_MIN,
+        (None, false) => ELECTION_TIMEOUT_MS_BASE * DEFAULT_RAFT_MULTIPLIER,
+    };
+    core.election_timeout_min = Duration::from_millis(election_min);
+    core.election_timeout_max = Duration::from_millis(2 * election_min);
+    core.heartbeat_interval = Duration::from_millis(election_min / 10);
+    if let Some(d) = c.rpc_hold_timeout {
+        core.rpc_hold_timeout = d;
+    }
+    if let Some(d) = c.leave_drain_time {
+        core.leave_drain_time = d;
+    }
+    core.validate().map_err(|e| {
+        let key = match e.key {
+            "election_timeout_min" | "election_timeout_max" | "heartbeat_interval" => {
+                "performance.raft_multiplier"
+            }
+            "rpc_hold_timeout" => "performance.rpc_hold_timeout",
+            "leave_drain_time" => "performance.leave_drain_time",
+            other => other,
+        };
+        ConfigError(format!("{key}: {}", e.message))
+    })?;
+
+    core.node_id = match (c.node_id, &data_dir) {
+        (Some(id), _) => id,
+        (None, None) => random_node_id(),
+        (None, Some(dir)) => persisted_node_id(dir)?,
+    };
+    core.rng_seed = random_u64();
+
+    let retry_join = c
+        .retry_join
+        .iter()
+        .map(|a| with_default_port(a, server_port))
+        .collect();
+    Ok(AgentConfig {
+        options: AgentOptions {
+            core,
+            data_dir,
+            http_addr,
+            server_addr,
+            retry_join,
+            bootstrap_expect,
+            dev,
+        },
+        log_level: c.log_level.unwrap_or_else(|| "info".into()),
+    })
+}
+
+/// A retry-join address without a port gets this agent's server port (Tern
+/// joins over the server port; there is no gossip port yet).
+fn with_default_port(addr: &str, port: u16) -> String {
+    if let Ok(ip) = addr.parse::<IpAddr>() {
+        return SocketAddr::new(ip, port).to_string();
+    }
+    if addr.parse::<SocketAddr>().is_ok() {
+        return addr.to_string();
+    }
+    if let Some(inner) = addr.strip_prefix('[').and_then(|a| a.strip_suffix(']')) {
+        return format!("[{inner}]:{port}");
+    }
+    match addr.rsplit_once(':') {
+        Some((_, p)) if p.parse::<u16>().is_ok() => addr.to_string(),
+        _ => format!("{addr}:{port}"),
+    }
+}
+
+/// The machine's host name, as Go's `os.Hostname()` gives it to Consul.
+fn hostname() -> String {
+    let from_file = |p: &str| std::fs::read_to_string(p).ok();
+    from_file("/proc/sys/kernel/hostname")
+        .or_else(|| from_file("/etc/hostname"))
+        .or_else(|| std::env::var("HOSTNAME").ok())
+        .map(|h| h.trim().to_string())
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "tern".into())
+}
+
+/// The node id kept in `<data_dir>/node-id` (Consul's file name and format),
+/// made and written on first start.
+fn persisted_node_id(dir: &Path) -> Result<NodeId, ConfigError> {
+    let path = dir.join("node-id");
+    let show = |p: &Path| quoted(&p.display().to_string());
+    match std::fs::read_to_string(&path) {
+        Ok(text) => NodeId::parse(text.trim()).ok_or_else(|| {
+            ConfigError(format!(
+                "node_id: {} holds {}, not a UUID",
+                show(&path),
+                quoted(text.trim())
+            ))
+        }),
+        Err(err) if err.kind() == std::io::ErrorKind::NotFound => {
+            std::fs::create_dir_all(dir).map_err(|err| {
+                ConfigError(format!("data_dir: cannot create {}: {err}", show(dir)))
+            })?;
+            let id = random_node_id();
+            std::fs::write(&path, id.to_string()).map_err(|err| {
+                ConfigError(format!("data_dir: cannot write {}: {err}", show(&path)))
+            })?;
+            Ok(id)
+        }
+        Err(err) => Err(ConfigError(format!(
+            "data_dir: cannot read {}: {err}",
+            show(&path)
+        ))),
+    }
+}
+
+/// A random version-4 UUID.
+fn random_node_id() -> NodeId {
+    let mut b = random_bytes();
+    b[6] = (b[6] & 0x0f) | 0x40;
+    b[8] = (b[8] & 0x3f) | 0x80;
+    NodeId(u128::from_be_bytes(b))
+}
+
+fn random_u64() -> u64 {
+    let b = random_bytes();
+    u64::from_le_bytes(b[..8].try_into().expect("16 bytes"))
+}
+
+/// 16 bytes from `/dev/urandom`; if it cannot be read, from the standard
+/// library's per-process random hash keys (also OS-seeded).
+fn random_bytes() -> [u8; 16] {
+    let mut b = [0u8; 16];
+    let read = std::fs::File::open("/dev/urandom").and_then(|mut f| f.read_exact(&mut b));
+    if read.is_err() {
+        use std::hash::{BuildHasher, Hasher};
+        for half in b.chunks_mut(8) {
+            let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+            h.write_usize(half.as_ptr() as usize);
+            half.copy_from_slice(&h.finish().to_le_bytes());
+        }
+    }
+    b
+}
+
+/// The HTTP address a client command talks to: the `-http-addr` flag, then
+/// `TERN_HTTP_ADDR`, then `CONSUL_HTTP_ADDR`, then `127.0.0.1:8500`. A
+/// leading `http://` and a trailing `/` are dropped.
+pub fn http_addr_from_env(flag: Option<&str>) -> String {
+    http_addr_from(flag, |name| std::env::var(name).ok())
+}
+
+/// [`http_addr_from_env`] with the environment passed in.
+pub fn http_addr_from(flag: Option<&str>, env: impl Fn(&str) -> Option<String>) -> String {
+    let chosen = flag
+        .map(str::to_string)
+        .or_else(|| env("TERN_HTTP_ADDR"))
+        .or_else(|| env("CONSUL_HTTP_ADDR"))
+        .map(|a| a.trim().to_string())
+        .filter(|a| !a.is_empty())
+        .unwrap_or_else(|| DEFAULT_HTTP_ADDR.into());
+    let addr = chosen.strip_prefix("http://").unwrap_or(&chosen);
+    addr.trim_end_matches('/').to_string()
+}
+
+/// One line of usage for `tern agent`.
+pub const AGENT_USAGE: &str = "tern agent [-dev] [-server] [-bootstrap-expect N] [-node NAME] \
+[-node-id UUID] [-datacenter DC] [-data-dir DIR] [-bind ADDR] [-advertise ADDR] [-client ADDR] \
+[-retry-join ADDR]... [-http-port P] [-server-port P] [-config-file F]... [-config-dir D]... \
+[-hcl TEXT]... [-log-level L]";

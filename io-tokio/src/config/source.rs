@@ -1,0 +1,322 @@
+//! One source of settings (a config file, an `-hcl` fragment, the flags), read
+//! with Consul's key names, and how later sources override earlier ones.
+
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+
+use serde_json::{Map, Value};
+use tern_core::{Duration, NodeId};
+
+use super::duration;
+
+/// The settings one source gives; `None` means "this source does not say".
+#[derive(Clone, Debug, Default, PartialEq)]
+pub(crate) struct Layer {
+    pub datacenter: Option<String>,
+    pub node_name: Option<String>,
+    pub node_id: Option<NodeId>,
+    pub server: Option<bool>,
+    pub bootstrap_expect: Option<usize>,
+    pub data_dir: Option<PathBuf>,
+    pub bind_addr: Option<IpAddr>,
+    pub advertise_addr: Option<IpAddr>,
+    pub client_addr: Option<IpAddr>,
+    /// Lists append across sources, as in Consul.
+    pub retry_join: Vec<String>,
+    pub http_port: Option<u16>,
+    pub server_port: Option<u16>,
+    pub raft_multiplier: Option<u64>,
+    pub rpc_hold_timeout: Option<Duration>,
+    pub leave_drain_time: Option<Duration>,
+    pub log_level: Option<String>,
+}
+
+impl Layer {
+    /// Put `later` on top of `self`: its scalars win, its lists append.
+    pub fn merge(&mut self, later: Layer) {
+        fn over<T>(a: &mut Option<T>, b: Option<T>) {
+            if b.is_some() {
+                *a = b;
+            }
+        }
+        over(&mut self.datacenter, later.datacenter);
+        over(&mut self.node_name, later.node_name);
+        over(&mut self.node_id, later.node_id);
+        over(&mut self.server, later.server);
+        over(&mut self.bootstrap_expect, later.bootstrap_expect);
+        over(&mut self.data_dir, later.data_dir);
+        over(&mut self.bind_addr, later.bind_addr);
+        over(&mut self.advertise_addr, later.advertise_addr);
+        over(&mut self.client_addr, later.client_addr);
+        self.retry_join.extend(later.retry_join);
+        over(&mut self.http_port, later.http_port);
+        over(&mut self.server_port, later.server_port);
+        over(&mut self.raft_multiplier, later.raft_multiplier);
+        over(&mut self.rpc_hold_timeout, later.rpc_hold_timeout);
+        over(&mut self.leave_drain_time, later.leave_drain_time);
+        over(&mut self.log_level, later.log_level);
+    }
+
+    /// Set the setting at Consul key path `key` (`ports.http`) from `v`.
+    /// `name` is what an error calls it: the key, or the flag it came from.
+    /// An unknown key is `Ok(false)`.
+    pub fn set(&mut self, key: &str, v: &Value, name: &str) -> Result<bool, String> {
+        let e = |msg: String| format!("{name}: {msg}");
+        match key {
+            "datacenter" => self.datacenter = Some(string(v).map_err(e)?),
+            "node_name" => self.node_name = Some(string(v).map_err(e)?),
+            "node_id" => self.node_id = Some(node_id(v).map_err(e)?),
+            "server" => self.server = Some(boolean(v).map_err(e)?),
+            "bootstrap_expect" => self.bootstrap_expect = Some(whole(v).map_err(e)? as usize),
+            "data_dir" => self.data_dir = Some(PathBuf::from(string(v).map_err(e)?)),
+            "bind_addr" => self.bind_addr = Some(ip(v).map_err(e)?),
+            "advertise_addr" => self.advertise_addr = Some(ip(v).map_err(e)?),
+            "client_addr" => self.client_addr = Some(ip(v).map_err(e)?),
+            "retry_join" => self.retry_join.extend(strings(v).map_err(e)?),
+            "ports.http" => self.http_port = Some(port(v, 0).map_err(e)?),
+            "ports.server" => self.server_port = Some(port(v, 1).map_err(e)?),
+            "performance.raft_multiplier" => self.raft_multiplier = Some(multiplier(v).map_err(e)?),
+            "performance.rpc_hold_timeout" => {
+                self.rpc_hold_timeout = Some(go_duration(v).map_err(e)?)
+            }
+            "performance.leave_drain_time" => {
+                self.leave_drain_time = Some(go_duration(v).map_err(e)?)
+            }
+            "log_level" => self.log_level = Some(log_level(v).map_err(e)?),
+            _ => return Ok(false),
+        }
+        Ok(true)
+    }
+
+    /// Read a parsed config document (JSON or HCL turned into JSON values).
+    pub fn from_document(doc: &Value) -> Result<Layer, String> {
+        let Value::Object(top) = doc else {
+            return Err(format!("the top level must be an object, got {}", got(doc)));
+        };
+        let mut layer = Layer::default();
+        for (key, v) in top {
+            match key.as_str() {
+                "ports" | "performance" => {
+                    for (inner, v) in block(v).map_err(|m| format!("{key}: {m}"))? {
+                        let path = format!("{key}.{inner}");
+                        if !layer.set(&path, &v, &path)? {
+                            return Err(format!("invalid config key {path}"));
+                        }
+                    }
+                }
+                _ => {
+                    if !layer.set(key, v, key)? {
+                        return Err(format!("invalid config key {key}"));
+                    }
+                }
+            }
+        }
+        Ok(layer)
+    }
+}
+
+/// Read one config file, JSON or HCL by its extension. Errors are one line
+/// and end with the file's path.
+pub(crate) fn read_file(path: &Path, flag: &str) -> Result<Layer, String> {
+    let format = match path.extension().and_then(|e| e.to_str()) {
+        Some("json") => Format::Json,
+        Some("hcl") => Format::Hcl,
+        _ => {
+            return Err(format!(
+                "{flag}: {} must end in .json or .hcl",
+                quoted(&path.display().to_string())
+            ))
+        }
+    };
+    let text = std::fs::read_to_string(path).map_err(|err| {
+        format!(
+            "{flag}: cannot read {}: {err}",
+            quoted(&path.display().to_string())
+        )
+    })?;
+    read_text(&text, format).map_err(|m| format!("{m} (in {})", path.display()))
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Format {
+    Json,
+    Hcl,
+}
+
+/// Parse config text into a layer.
+pub(crate) fn read_text(text: &str, format: Format) -> Result<Layer, String> {
+    let doc: Value = match format {
+        Format::Json => serde_json::from_str(text).map_err(|err| format!("invalid JSON: {err}"))?,
+        Format::Hcl => {
+            let body: hcl::Value = hcl::from_str(text).map_err(|err| match &err {
+                hcl::Error::Parse(e) => format!(
+                    "invalid HCL at line {}, column {}: {}",
+                    e.location().line(),
+                    e.location().column(),
+                    one_line(&e.message())
+                ),
+                _ => format!("invalid HCL: {}", one_line(&err)),
+            })?;
+            serde_json::to_value(body).map_err(|err| format!("invalid HCL: {err}"))?
+        }
+    };
+    Layer::from_document(&doc)
+}
+
+/// hcl-rs errors come with a source excerpt over several lines.
+fn one_line(err: &dyn std::fmt::Display) -> String {
+    err.to_string()
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// A block: one object, or several (a block written twice in HCL arrives as
+/// an array) merged in order, later keys winning.
+fn block(v: &Value) -> Result<Map<String, Value>, String> {
+    match v {
+        Value::Object(m) => Ok(m.clone()),
+        Value::Array(items) => {
+            let mut merged = Map::new();
+            for item in items {
+                let Value::Object(m) = item else {
+                    return Err(format!("must be a block, got {}", got(item)));
+                };
+                for (k, v) in m {
+                    merged.insert(k.clone(), v.clone());
+                }
+            }
+            Ok(merged)
+        }
+        _ => Err(format!("must be a block, got {}", got(v))),
+    }
+}
+
+/// How a value is shown in an error: JSON, so a string is quoted.
+pub(crate) fn got(v: &Value) -> String {
+    serde_json::to_string(v).unwrap_or_else(|_| "?".into())
+}
+
+pub(crate) fn quoted(s: &str) -> String {
+    got(&Value::String(s.to_string()))
+}
+
+fn string(v: &Value) -> Result<String, String> {
+    match v {
+        Value::String(s) => Ok(s.clone()),
+        _ => Err(format!("must be a string, got {}", got(v))),
+    }
+}
+
+fn strings(v: &Value) -> Result<Vec<String>, String> {
+    match v {
+        Value::String(s) => Ok(vec![s.clone()]),
+        Value::Array(items) if items.iter().all(Value::is_string) => Ok(items
+            .iter()
+            .filter_map(|s| s.as_str().map(str::to_string))
+            .collect()),
+        _ => Err(format!("must be a list of strings, got {}", got(v))),
+    }
+}
+
+/// Go's `strconv.ParseBool` words, as Consul's flags accept them.
+pub(crate) fn parse_bool(s: &str) -> Option<bool> {
+    match s {
+        "1" | "t" | "T" | "true" | "TRUE" | "True" => Some(true),
+        "0" | "f" | "F" | "false" | "FALSE" | "False" => Some(false),
+        _ => None,
+    }
+}
+
+fn boolean(v: &Value) -> Result<bool, String> {
+    match v {
+        Value::Bool(b) => Ok(*b),
+        Value::String(s) => parse_bool(s).ok_or(()),
+        _ => Err(()),
+    }
+    .map_err(|()| format!("must be true or false, got {}", got(v)))
+}
+
+/// A whole number from a JSON/HCL number or a string of digits (flags).
+fn whole_opt(v: &Value) -> Option<u64> {
+    match v {
+        Value::Number(n) => n.as_u64(),
+        Value::String(s) => s.parse().ok(),
+        _ => None,
+    }
+}
+
+fn whole(v: &Value) -> Result<u64, String> {
+    whole_opt(v).ok_or_else(|| format!("must be a whole number, got {}", got(v)))
+}
+
+fn port(v: &Value, min: u16) -> Result<u16, String> {
+    match whole_opt(v).and_then(|n| u16::try_from(n).ok()) {
+        Some(p) if p >= min => Ok(p),
+        _ => Err(format!(
+            "must be a port number ({min} to 65535), got {}",
+            got(v)
+        )),
+    }
+}
+
+/// Consul: "performance.raft_multiplier cannot be N. Must be between 1 and 10".
+fn multiplier(v: &Value) -> Result<u64, String> {
+    match whole_opt(v) {
+        Some(m) if (1..=10).contains(&m) => Ok(m),
+        _ => Err(format!("must be between 1 and 10, got {}", got(v))),
+    }
+}
+
+fn go_duration(v: &Value) -> Result<Duration, String> {
+    match v {
+        Value::String(s) => duration::parse(s),
+        _ => None,
+    }
+    .ok_or_else(|| {
+        format!(
+            "must be a duration such as \"7s\" or \"500ms\", got {}",
+            got(v)
+        )
+    })
+}
+
+fn ip(v: &Value) -> Result<IpAddr, String> {
+    match v {
+        Value::String(s) => s.parse().ok(),
+        _ => None,
+    }
+    .ok_or_else(|| format!("must be an IP address, got {}", got(v)))
+}
+
+fn node_id(v: &Value) -> Result<NodeId, String> {
+    match v {
+        Value::String(s) => NodeId::parse(s),
+        _ => None,
+    }
+    .ok_or_else(|| format!("must be a UUID, got {}", got(v)))
+}
+
+/// Consul's levels (trace, debug, info, warn, err), stored as the `tracing`
+/// level of the same meaning.
+fn log_level(v: &Value) -> Result<String, String> {
+    let level = match v {
+        Value::String(s) => match s.to_ascii_lowercase().as_str() {
+            "trace" => Some("trace"),
+            "debug" => Some("debug"),
+            "info" => Some("info"),
+            "warn" | "warning" => Some("warn"),
+            "err" | "error" => Some("error"),
+            _ => None,
+        },
+        _ => None,
+    };
+    level.map(str::to_string).ok_or_else(|| {
+        format!(
+            "must be one of trace, debug, info, warn, err, got {}",
+            got(v)
+        )
+    })
+}

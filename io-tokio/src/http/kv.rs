@@ -1,0 +1,247 @@
+//! `/v1/kv/<key>`: Consul's `agent/kvs_endpoint.go` for the operations this
+//! release has (get, recurse, keys, raw, put, cas, delete, delete-tree).
+
+use axum::body::Body;
+use axum::extract::{Path, Query, State};
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use base64::Engine as _;
+use serde::Serialize;
+use tern_core::fsm::{ApplyResult, KvCommand, KvEntry, KvWrite};
+use tern_core::rpc::{Op, ReplyBody, Request};
+
+use super::params::{Params, QueryOptions};
+use super::read;
+use super::reply::{json, not_found, ApiError, ApiResult};
+use crate::agent::AgentHandle;
+
+/// Where Consul's 413 text sends the reader (`kvs_endpoint.go`).
+const KV_MAX_VALUE_SIZE_DOC: &str =
+    "https://developer.hashicorp.com/docs/agent/config/config-files#kv_max_value_size";
+
+/// A KV entry as Consul's `DirEntry` is encoded (field order as Consul's).
+#[derive(Serialize)]
+#[serde(rename_all = "PascalCase")]
+struct DirEntry<'a> {
+    lock_index: u64,
+    key: &'a str,
+    flags: u64,
+    /// Base64, or `null` for an empty value.
+    value: Option<String>,
+    create_index: u64,
+    modify_index: u64,
+}
+
+impl<'a> From<&'a KvEntry> for DirEntry<'a> {
+    fn from(e: &'a KvEntry) -> DirEntry<'a> {
+        DirEntry {
+            lock_index: e.lock_index,
+            key: &e.key,
+            flags: e.flags,
+            value: (!e.value.is_empty())
+                .then(|| base64::engine::general_purpose::STANDARD.encode(&e.value)),
+            create_index: e.create_index,
+            modify_index: e.modify_index,
+        }
+    }
+}
+
+/// `GET /v1/kv/` and `GET /v1/kv/<key>`.
+pub(crate) async fn get_root(
+    agent: State<AgentHandle>,
+    query: Query<Vec<(String, String)>>,
+) -> ApiResult {
+    get(agent, Path(String::new()), query).await
+}
+
+pub(crate) async fn get(
+    State(agent): State<AgentHandle>,
+    Path(key): Path<String>,
+    Query(query): Query<Vec<(String, String)>>,
+) -> ApiResult {
+    let params = Params::new(query);
+    let opts = QueryOptions::parse(&params, agent.options())?;
+    if params.has("keys") {
+        return get_keys(&agent, &params, opts, key).await;
+    }
+    let recurse = params.has("recurse");
+    if !recurse && key.is_empty() {
+        return Err(ApiError::bad_request("Missing key name"));
+    }
+    let op = if recurse {
+        Op::KvList { prefix: key }
+    } else {
+        Op::KvGet { key }
+    };
+    let (reply, meta) = read(&agent, &opts, op).await?;
+    let entries: Vec<KvEntry> = match reply.body {
+        ReplyBody::Kv(entry) => entry.into_iter().collect(),
+        ReplyBody::KvList(entries) => entries,
+        _ => return Err(ApiError::unexpected_reply("a KV read")),
+    };
+    // An empty recurse is a 404 too (py-consul's tests expect `None`).
+    let Some(first) = entries.first() else {
+        return Ok(meta.apply(not_found()));
+    };
+    if params.has("raw") && !recurse {
+        return Ok(meta.apply(raw(first.value.clone())));
+    }
+    let body: Vec<DirEntry<'_>> = entries.iter().map(DirEntry::from).collect();
+    Ok(meta.apply(json(&body, opts.pretty)?))
+}
+
+/// `?keys`: an empty list only at the root; elsewhere no keys is a 404.
+async fn get_keys(
+    agent: &AgentHandle,
+    params: &Params,
+    opts: QueryOptions,
+    prefix: String,
+) -> ApiResult {
+    // Consul still honours its historic spelling; the correct one wins.
+    let separator = params
+        .get("separator")
+        .or_else(|| params.get("seperator"))
+        .filter(|s| !s.is_empty())
+        .map(str::to_string);
+    let root = prefix.is_empty();
+    let (reply, meta) = read(agent, &opts, Op::KvKeys { prefix, separator }).await?;
+    let ReplyBody::Keys(keys) = reply.body else {
+        return Err(ApiError::unexpected_reply("a KV keys read"));
+    };
+    if keys.is_empty() && !root {
+        return Ok(meta.apply(not_found()));
+    }
+    Ok(meta.apply(json(&keys, opts.pretty)?))
+}
+
+/// The value's bytes as Consul's `?raw` sends them, with its XSS guards.
+fn raw(value: Vec<u8>) -> Response {
+    (
+        StatusCode::OK,
+        [
+            (header::CONTENT_TYPE, "text/plain"),
+            (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
+            (header::CONTENT_SECURITY_POLICY, "sandbox"),
+        ],
+        value,
+    )
+        .into_response()
+}
+
+/// `PUT /v1/kv/<key>`: the body is the value, whatever its Content-Type.
+pub(crate) async fn put_root(
+    agent: State<AgentHandle>,
+    query: Query<Vec<(String, String)>>,
+    headers: HeaderMap,
+    body: Body,
+) -> ApiResult {
+    put(agent, Path(String::new()), query, headers, body).await
+}
+
+pub(crate) async fn put(
+    State(agent): State<AgentHandle>,
+    Path(key): Path<String>,
+    Query(query): Query<Vec<(String, String)>>,
+    headers: HeaderMap,
+    body: Body,
+) -> ApiResult {
+    let params = Params::new(query);
+    let opts = QueryOptions::parse(&params, agent.options())?;
+    if key.is_empty() {
+        return Err(ApiError::bad_request("Missing key name"));
+    }
+    params.check_conflicting(&["cas", "acquire", "release"])?;
+    let flags = params.u64("flags")?.unwrap_or(0);
+    let cas = params.u64("cas")?;
+    for session_flag in ["acquire", "release"] {
+        if params.has(session_flag) {
+            return Err(ApiError::bad_request(format!(
+                "Sessions are not supported by this server: ?{session_flag}"
+            )));
+        }
+    }
+    let value = read_value(&headers, body, agent.options().core.kv_value_bytes_max).await?;
+    let write = KvWrite { key, flags, value };
+    let command = match cas {
+        Some(modify_index) => KvCommand::Cas {
+            write,
+            modify_index,
+        },
+        None => KvCommand::Set(write),
+    };
+    apply(&agent, &opts, command).await
+}
+
+/// Reads the body up to `max` bytes. Like Consul, a declared length over
+/// the limit is refused before reading; a body without one is cut off.
+async fn read_value(headers: &HeaderMap, body: Body, max: usize) -> Result<Vec<u8>, ApiError> {
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if let Some(len) = declared.filter(|len| *len > max as u64) {
+        return Err(too_large(format!(
+            "Request body({len} bytes) too large, max size: {max} bytes. See {KV_MAX_VALUE_SIZE_DOC}."
+        )));
+    }
+    match axum::body::to_bytes(body, max).await {
+        Ok(bytes) => Ok(bytes.to_vec()),
+        Err(_) => Err(too_large(format!(
+            "Request body too large, max size: {max} bytes. See {KV_MAX_VALUE_SIZE_DOC}."
+        ))),
+    }
+}
+
+fn too_large(text: String) -> ApiError {
+    ApiError {
+        status: StatusCode::PAYLOAD_TOO_LARGE,
+        text,
+    }
+}
+
+/// `DELETE /v1/kv/<key>`, `?recurse` for a whole prefix, `?cas` for a
+/// conditional delete.
+pub(crate) async fn delete_root(
+    agent: State<AgentHandle>,
+    query: Query<Vec<(String, String)>>,
+) -> ApiResult {
+    delete(agent, Path(String::new()), query).await
+}
+
+pub(crate) async fn delete(
+    State(agent): State<AgentHandle>,
+    Path(key): Path<String>,
+    Query(query): Query<Vec<(String, String)>>,
+) -> ApiResult {
+    let params = Params::new(query);
+    let opts = QueryOptions::parse(&params, agent.options())?;
+    params.check_conflicting(&["recurse", "cas"])?;
+    let command = if params.has("recurse") {
+        KvCommand::DeleteTree { prefix: key }
+    } else if key.is_empty() {
+        return Err(ApiError::bad_request("Missing key name"));
+    } else {
+        match params.u64("cas")? {
+            Some(modify_index) => KvCommand::DeleteCas { key, modify_index },
+            None => KvCommand::Delete { key },
+        }
+    };
+    apply(&agent, &opts, command).await
+}
+
+/// Sends a write and answers `true`/`false`. Only the CAS variants report
+/// their condition; the others answer `true`, as Consul's do.
+async fn apply(agent: &AgentHandle, opts: &QueryOptions, command: KvCommand) -> ApiResult {
+    let conditional = matches!(command, KvCommand::Cas { .. } | KvCommand::DeleteCas { .. });
+    let request = Request {
+        datacenter: opts.datacenter.clone(),
+        read_mode: opts.read_mode,
+        blocking: None,
+        op: Op::KvApply(command),
+    };
+    let reply = agent.call(request).await?;
+    let ReplyBody::Applied(ApplyResult::Kv(held)) = reply.body else {
+        return Err(ApiError::unexpected_reply("a KV write"));
+    };
+    json(&(held || !conditional), opts.pretty)
+}

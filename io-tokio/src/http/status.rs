@@ -1,0 +1,45 @@
+//! `/v1/status/leader` and `/v1/status/peers`.
+
+use axum::extract::{Query, State};
+use tern_core::rpc::{Op, ReadMode, ReplyBody, RpcError};
+
+use super::params::{Params, QueryOptions};
+use super::read;
+use super::reply::{json, ApiError, ApiResult, Meta};
+use crate::agent::AgentHandle;
+
+/// The leader's server address, or `""` (still 200) when there is none:
+/// clients poll this until it is non-empty. Any server answers (stale).
+pub(crate) async fn leader(
+    State(agent): State<AgentHandle>,
+    Query(query): Query<Vec<(String, String)>>,
+) -> ApiResult {
+    let mut opts = QueryOptions::parse(&Params::new(query), agent.options())?;
+    opts.read_mode = ReadMode::Stale;
+    opts.blocking = None;
+    let reply = match agent.call(opts.request(Op::StatusLeader)).await {
+        Ok(reply) => reply,
+        // The agent has stopped: there is no leader to name.
+        Err(RpcError::NoLeader) => return json(&"", opts.pretty),
+        Err(e) => return Err(e.into()),
+    };
+    let meta = Meta::of(&reply, opts.read_mode);
+    let ReplyBody::Leader(address) = reply.body else {
+        return Err(ApiError::unexpected_reply("status/leader"));
+    };
+    Ok(meta.apply(json(&address.unwrap_or_default(), opts.pretty)?))
+}
+
+/// The voters' server addresses.
+pub(crate) async fn peers(
+    State(agent): State<AgentHandle>,
+    Query(query): Query<Vec<(String, String)>>,
+) -> ApiResult {
+    let mut opts = QueryOptions::parse(&Params::new(query), agent.options())?;
+    opts.blocking = None;
+    let (reply, meta) = read(&agent, &opts, Op::StatusPeers).await?;
+    let ReplyBody::Peers(peers) = reply.body else {
+        return Err(ApiError::unexpected_reply("status/peers"));
+    };
+    Ok(meta.apply(json(&peers, opts.pretty)?))
+}

@@ -1,0 +1,864 @@
+//! `tern agent`'s configuration (flags and Consul-style files) and the client
+//! commands against a fake Consul HTTP server.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpListener;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+
+use tern::agent::AgentOptions;
+use tern::config::{agent_options, http_addr_from, http_addr_from_env, load};
+
+// ---------------------------------------------------------------------------
+// Helpers
+
+fn args(s: &str) -> Vec<String> {
+    s.split_whitespace().map(str::to_string).collect()
+}
+
+/// A fresh, empty directory for one test.
+fn temp_dir(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("tern-config-cli-{}-{name}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+fn write(dir: &std::path::Path, name: &str, text: &str) -> String {
+    let path = dir.join(name);
+    std::fs::write(&path, text).unwrap();
+    path.display().to_string()
+}
+
+/// Options with the random parts (the RNG seed) cleared, for comparing.
+fn canonical(o: &AgentOptions) -> String {
+    let mut o = o.clone();
+    o.core.rng_seed = 0;
+    format!("{o:?}")
+}
+
+/// The error of `agent_options`, checked to be one line.
+fn error_of(a: &[String]) -> String {
+    let e = agent_options(a).expect_err("should be refused").to_string();
+    assert!(!e.contains('\n'), "one line: {e:?}");
+    e
+}
+
+const ID: &str = "8f2c1e4a-0b7d-4c3e-9a51-2d6f0e8b7c90";
+
+// ---------------------------------------------------------------------------
+// Config files
+
+const SAME_JSON: &str = r#"{
+  "datacenter": "east",
+  "node_name": "s1",
+  "node_id": "8f2c1e4a-0b7d-4c3e-9a51-2d6f0e8b7c90",
+  "server": true,
+  "bootstrap_expect": 3,
+  "data_dir": "/var/lib/tern",
+  "bind_addr": "10.0.0.5",
+  "client_addr": "0.0.0.0",
+  "retry_join": ["10.0.0.6", "10.0.0.7:8300"],
+  "ports": { "http": 8501, "server": 8310 },
+  "performance": { "raft_multiplier": 2, "rpc_hold_timeout": "3s", "leave_drain_time": "500ms" },
+  "log_level": "debug"
+}"#;
+
+const SAME_HCL: &str = r#"
+datacenter = "east"
+node_name = "s1"
+node_id = "8f2c1e4a-0b7d-4c3e-9a51-2d6f0e8b7c90"
+server = true
+bootstrap_expect = 3
+data_dir = "/var/lib/tern"
+bind_addr = "10.0.0.5"
+client_addr = "0.0.0.0"
+retry_join = ["10.0.0.6", "10.0.0.7:8300"]
+ports {
+  http = 8501
+  server = 8310
+}
+performance {
+  raft_multiplier = 2
+  rpc_hold_timeout = "3s"
+  leave_drain_time = "500ms"
+}
+log_level = "debug"
+"#;
+
+/// The same settings in JSON and in HCL build the same options, and every
+/// key lands where it should.
+#[test]
+fn json_and_hcl_files_give_the_same_options() {
+    let dir = temp_dir("json-hcl");
+    let json = write(&dir, "a.json", SAME_JSON);
+    let hcl = write(&dir, "a.hcl", SAME_HCL);
+    let from_json = load(&args(&format!("-config-file {json}"))).unwrap();
+    let from_hcl = load(&args(&format!("-config-file {hcl}"))).unwrap();
+    assert_eq!(canonical(&from_json.options), canonical(&from_hcl.options));
+    assert_eq!(from_json.log_level, "debug");
+    assert_eq!(from_hcl.log_level, "debug");
+
+    let o = from_json.options;
+    assert_eq!(o.core.datacenter.0, "east");
+    assert_eq!(o.core.node_name.0, "s1");
+    assert_eq!(o.core.node_id.to_string(), ID);
+    assert_eq!(o.bootstrap_expect, 3);
+    assert_eq!(o.data_dir, Some(PathBuf::from("/var/lib/tern")));
+    assert_eq!(o.server_addr.to_string(), "10.0.0.5:8310");
+    assert_eq!(o.core.address, "10.0.0.5:8310");
+    assert_eq!(o.http_addr.to_string(), "0.0.0.0:8501");
+    assert_eq!(o.retry_join, ["10.0.0.6:8310", "10.0.0.7:8300"]);
+    assert_eq!(o.core.election_timeout_min.as_millis(), 2000);
+    assert_eq!(o.core.rpc_hold_timeout.as_millis(), 3000);
+    assert_eq!(o.core.leave_drain_time.as_millis(), 500);
+    assert!(!o.dev);
+}
+
+/// Later files win for scalars; lists append (Consul's merge). A config dir
+/// contributes its *.json and *.hcl files in name order and skips others.
+#[test]
+fn later_files_win_and_config_dir_is_read_in_name_order() {
+    let dir = temp_dir("later");
+    let base = write(
+        &dir,
+        "base.json",
+        r#"{"server": true, "data_dir": "/d", "node_id": "8f2c1e4a-0b7d-4c3e-9a51-2d6f0e8b7c90",
+            "datacenter": "first", "node_name": "n1", "retry_join": ["a"]}"#,
+    );
+    let over = write(
+        &dir,
+        "over.hcl",
+        "datacenter = \"second\"\nretry_join = [\"b\"]\n",
+    );
+    let o = agent_options(&args(&format!("-config-file {base} -config-file {over}"))).unwrap();
+    assert_eq!(o.core.datacenter.0, "second");
+    assert_eq!(o.core.node_name.0, "n1");
+    assert_eq!(o.retry_join, ["a:8300", "b:8300"]);
+
+    let conf = dir.join("conf.d");
+    std::fs::create_dir(&conf).unwrap();
+    write(&conf, "20-dc.hcl", "datacenter = \"twenty\"\n");
+    write(
+        &conf,
+        "10-dc.json",
+        r#"{"datacenter": "ten", "node_name": "n2"}"#,
+    );
+    write(&conf, "30-ignored.txt", "not config");
+    let o = agent_options(&args(&format!(
+        "-config-file {base} -config-dir {}",
+        conf.display()
+    )))
+    .unwrap();
+    assert_eq!(o.core.datacenter.0, "twenty");
+    assert_eq!(o.core.node_name.0, "n2");
+}
+
+/// Flags win over files, whatever their order on the command line.
+#[test]
+fn flags_win_over_files() {
+    let dir = temp_dir("flags-win");
+    let file = write(&dir, "a.json", SAME_JSON);
+    let o = agent_options(&args(&format!(
+        "-datacenter west -http-port 9000 -config-file {file} -node s9 -bootstrap-expect 5"
+    )))
+    .unwrap();
+    assert_eq!(o.core.datacenter.0, "west");
+    assert_eq!(o.http_addr.port(), 9000);
+    assert_eq!(o.core.node_name.0, "s9");
+    assert_eq!(o.bootstrap_expect, 5);
+    // What the flags leave alone still comes from the file.
+    assert_eq!(o.server_addr.port(), 8310);
+}
+
+/// `-flag value`, `--flag value`, `-flag=value` and `--flag=value` are all
+/// the same; a bool flag is turned off only as `-flag=false`.
+#[test]
+fn single_dash_double_dash_and_equals_forms_agree() {
+    let forms = [
+        "-server -bootstrap-expect 3 -data-dir /d -node n -node-id ID -retry-join x -retry-join y",
+        "--server --bootstrap-expect 3 --data-dir /d --node n --node-id ID --retry-join x --retry-join y",
+        "-server=true -bootstrap-expect=3 -data-dir=/d -node=n -node-id=ID -retry-join=x -retry-join=y",
+        "--server=true --bootstrap-expect=3 --data-dir=/d --node=n --node-id=ID --retry-join=x --retry-join=y",
+    ];
+    let built: Vec<String> = forms
+        .iter()
+        .map(|f| canonical(&agent_options(&args(&f.replace("ID", ID))).unwrap()))
+        .collect();
+    for b in &built[1..] {
+        assert_eq!(b, &built[0]);
+    }
+    let e = error_of(&args(&format!("-server=false -data-dir /d -node-id {ID}")));
+    assert!(e.starts_with("server: "), "{e}");
+}
+
+/// HCL delivers a block written twice as an array; both halves count.
+#[test]
+fn an_hcl_block_written_twice_is_merged() {
+    let dir = temp_dir("twice");
+    let file = write(
+        &dir,
+        "a.hcl",
+        r#"
+server = true
+data_dir = "/d"
+ports {
+  http = 8601
+}
+ports {
+  server = 8401
+}
+performance {
+  raft_multiplier = 1
+}
+performance {
+  rpc_hold_timeout = "2s"
+}
+"#,
+    );
+    let o = agent_options(&args(&format!("-config-file {file} -node-id {ID}"))).unwrap();
+    assert_eq!(o.http_addr.port(), 8601);
+    assert_eq!(o.server_addr.port(), 8401);
+    assert_eq!(o.core.election_timeout_min.as_millis(), 1000);
+    assert_eq!(o.core.rpc_hold_timeout.as_millis(), 2000);
+}
+
+/// Every bad value is refused with exactly one line that names the key (or
+/// the flag) and shows what was given.
+#[test]
+fn each_bad_value_gives_one_line_naming_the_key() {
+    let dir = temp_dir("bad");
+    let ok = format!("-server -data-dir /d -node-id {ID}");
+    let file = |name: &str, text: &str| write(&dir, name, text);
+    let cases: Vec<(Vec<String>, &str)> = vec![
+        (
+            args(&format!("{ok} -config-file {}", file("p.json", r#"{"ports": {"http": "x"}}"#))),
+            "ports.http: must be a port number (0 to 65535), got \"x\" (in ",
+        ),
+        (
+            args(&format!("{ok} -config-file {}", file("b.hcl", "bootstrap_expect = \"three\"\n"))),
+            "bootstrap_expect: must be a whole number, got \"three\" (in ",
+        ),
+        (
+            args(&format!("{ok} -bootstrap-expect three")),
+            "-bootstrap-expect: must be a whole number, got \"three\"",
+        ),
+        (
+            args(&format!("{ok} -config-file {}", file("u.json", r#"{"colour": "blue"}"#))),
+            "invalid config key colour (in ",
+        ),
+        (
+            args(&format!("{ok} -config-file {}", file("u2.hcl", "ports {\n  dns = 53\n}\n"))),
+            "invalid config key ports.dns (in ",
+        ),
+        (
+            args(&format!("-server -node-id {ID}")),
+            "data_dir: must be set unless -dev",
+        ),
+        (
+            args(&format!(
+                "{ok} -config-file {}",
+                file("d.json", r#"{"performance": {"rpc_hold_timeout": "7 parsecs"}}"#)
+            )),
+            "performance.rpc_hold_timeout: must be a duration such as \"7s\" or \"500ms\", got \"7 parsecs\" (in ",
+        ),
+        (
+            args("-bootstrap-expect 3 -data-dir /d"),
+            "bootstrap_expect: requires server = true (-server)",
+        ),
+        (
+            args(&format!("{ok} -config-file {}", file("m.json", r#"{"performance": {"raft_multiplier": 11}}"#))),
+            "performance.raft_multiplier: must be between 1 and 10, got 11 (in ",
+        ),
+        (
+            args(&format!("{ok} -config-file {}", file("z.json", r#"{"performance": {"rpc_hold_timeout": "0s"}}"#))),
+            "performance.rpc_hold_timeout: must be greater than zero",
+        ),
+        (args(&format!("{ok} -datacenter d.c")), "datacenter: \"d.c\" must be non-empty"),
+        (args(&format!("{ok} -http-port 70000")), "-http-port: must be a port number"),
+        (args(&format!("{ok} -bind nowhere")), "-bind: must be an IP address, got \"nowhere\""),
+        (args(&format!("{ok} -log-level loud")), "-log-level: must be one of"),
+        (args("-server -data-dir /d -node-id nope"), "-node-id: must be a UUID, got \"nope\""),
+        (args(&format!("{ok} -foo")), "unknown flag -foo"),
+        (args(&format!("{ok} --foo=1")), "unknown flag --foo"),
+        (args(&format!("{ok} -retry-join")), "-retry-join: needs a value"),
+        (args(&format!("{ok} stray")), "unexpected argument \"stray\""),
+        (
+            args(&format!("{ok} -config-file {}", file("bad.json", "{ not json"))),
+            "invalid JSON: ",
+        ),
+        (
+            args(&format!("{ok} -config-file {}", file("bad.hcl", "ports {{{ \n"))),
+            "invalid HCL at line 1, column 8: invalid block body",
+        ),
+        (args(&format!("{ok} -config-file /no/such.json")), "-config-file: cannot read \"/no/such.json\": "),
+        (args(&format!("{ok} -config-file {}", file("c.yaml", "x: 1"))), "-config-file: \""),
+        (args(&format!("{ok} -config-dir /no/such/dir")), "-config-dir: cannot read \"/no/such/dir\": "),
+    ];
+    for (a, want) in cases {
+        let e = error_of(&a);
+        assert!(
+            e.starts_with(want),
+            "{a:?}\n  got  {e:?}\n  want {want:?}..."
+        );
+    }
+}
+
+/// `-dev`: an in-memory server on loopback that bootstraps alone and elects
+/// itself within a fraction of a second; data_dir is not needed.
+#[test]
+fn dev_defaults() {
+    let c = load(&args("-dev")).unwrap();
+    let o = c.options;
+    assert!(o.dev);
+    assert_eq!(o.data_dir, None);
+    assert_eq!(o.bootstrap_expect, 1);
+    assert_eq!(o.http_addr.to_string(), "127.0.0.1:8500");
+    assert_eq!(o.server_addr.to_string(), "127.0.0.1:8300");
+    assert_eq!(o.core.address, "127.0.0.1:8300");
+    assert_eq!(o.core.datacenter.0, "dc1");
+    assert!(!o.core.node_name.0.is_empty());
+    assert_ne!(o.core.node_id.0, 0);
+    assert_eq!(o.core.election_timeout_min.as_millis(), 100);
+    assert_eq!(o.core.election_timeout_max.as_millis(), 200);
+    assert_eq!(o.core.heartbeat_interval.as_millis(), 10);
+    assert_eq!(o.core.rpc_hold_timeout.as_millis(), 7000);
+    assert_eq!(o.core.leave_drain_time.as_millis(), 5000);
+    assert_eq!(c.log_level, "info");
+    // A random id each time in -dev.
+    let again = agent_options(&args("-dev")).unwrap();
+    assert_ne!(again.core.node_id, o.core.node_id);
+    // Flags still override the dev defaults.
+    let o = agent_options(&args("--dev -http-port 0 -node dev1")).unwrap();
+    assert_eq!(o.http_addr.port(), 0);
+    assert_eq!(o.core.node_name.0, "dev1");
+}
+
+/// Consul's timings at raft_multiplier 1 are 1000 ms; the multiplier scales
+/// them. Without one Tern uses Consul's default of 5.
+#[test]
+fn raft_multiplier_scales_the_timings() {
+    let timings = |extra: &str| {
+        let o = agent_options(&args(&format!(
+            "-server -data-dir /d -node-id {ID} {extra}"
+        )))
+        .unwrap();
+        (
+            o.core.election_timeout_min.as_millis(),
+            o.core.election_timeout_max.as_millis(),
+            o.core.heartbeat_interval.as_millis(),
+        )
+    };
+    assert_eq!(timings(""), (5000, 10000, 500));
+    assert_eq!(
+        timings("-hcl performance{raft_multiplier=1}"),
+        (1000, 2000, 100)
+    );
+    assert_eq!(
+        timings("-hcl performance{raft_multiplier=10}"),
+        (10000, 20000, 1000)
+    );
+    // An explicit multiplier also applies in -dev.
+    let o = agent_options(&args("-dev -hcl performance{raft_multiplier=1}")).unwrap();
+    assert_eq!(o.core.election_timeout_min.as_millis(), 1000);
+}
+
+/// Outside -dev the node id is made once and kept in `<data_dir>/node-id`.
+#[test]
+fn node_id_is_persisted_in_the_data_dir() {
+    let dir = temp_dir("node-id").join("data");
+    let a = args(&format!("-server -data-dir {}", dir.display()));
+    let first = agent_options(&a).unwrap().core.node_id;
+    let stored = std::fs::read_to_string(dir.join("node-id")).unwrap();
+    assert_eq!(stored, first.to_string());
+    assert_eq!(agent_options(&a).unwrap().core.node_id, first);
+    // A configured id wins over the file.
+    let o = agent_options(&args(&format!("{} -node-id {ID}", a.join(" ")))).unwrap();
+    assert_eq!(o.core.node_id.to_string(), ID);
+    // A damaged file is reported, not replaced.
+    std::fs::write(dir.join("node-id"), "garbage").unwrap();
+    let e = error_of(&a);
+    assert!(e.starts_with("node_id: ") && e.contains("garbage"), "{e}");
+}
+
+/// Bound to 0.0.0.0 a server advertises 127.0.0.1 unless told otherwise.
+#[test]
+fn a_wildcard_bind_advertises_loopback_unless_told() {
+    let base = format!("-server -data-dir /d -node-id {ID}");
+    let o = agent_options(&args(&base)).unwrap();
+    assert_eq!(o.server_addr.to_string(), "0.0.0.0:8300");
+    assert_eq!(o.core.address, "127.0.0.1:8300");
+    let o = agent_options(&args(&format!("{base} -advertise 10.1.2.3"))).unwrap();
+    assert_eq!(o.core.address, "10.1.2.3:8300");
+    let o = agent_options(&args(&format!("{base} -bind 10.1.2.4 -server-port 8400"))).unwrap();
+    assert_eq!(o.core.address, "10.1.2.4:8400");
+}
+
+/// The environment is process-wide and tests run in parallel threads.
+static ENV_LOCK: Mutex<()> = Mutex::new(());
+
+/// `-http-addr`, then TERN_HTTP_ADDR, then CONSUL_HTTP_ADDR, then the default.
+#[test]
+fn http_addr_precedence() {
+    let env = |pairs: &'static [(&'static str, &'static str)]| {
+        move |name: &str| {
+            pairs
+                .iter()
+                .find(|(k, _)| *k == name)
+                .map(|(_, v)| v.to_string())
+        }
+    };
+    let both = &[
+        ("TERN_HTTP_ADDR", "10.0.0.1:1"),
+        ("CONSUL_HTTP_ADDR", "http://10.0.0.2:2"),
+    ];
+    assert_eq!(http_addr_from(Some("http://f:3/"), env(both)), "f:3");
+    assert_eq!(http_addr_from(None, env(both)), "10.0.0.1:1");
+    assert_eq!(http_addr_from(None, env(&both[1..])), "10.0.0.2:2");
+    assert_eq!(http_addr_from(None, env(&[])), "127.0.0.1:8500");
+    assert_eq!(
+        http_addr_from(None, env(&[("TERN_HTTP_ADDR", "")])),
+        "127.0.0.1:8500"
+    );
+
+    // The same through the real environment.
+    let _guard = ENV_LOCK.lock().unwrap_or_else(|e| e.into_inner());
+    let saved: Vec<_> = ["TERN_HTTP_ADDR", "CONSUL_HTTP_ADDR"]
+        .iter()
+        .map(|k| (*k, std::env::var(k).ok()))
+        .collect();
+    std::env::remove_var("TERN_HTTP_ADDR");
+    std::env::set_var("CONSUL_HTTP_ADDR", "http://10.9.9.9:8500");
+    assert_eq!(http_addr_from_env(None), "10.9.9.9:8500");
+    std::env::set_var("TERN_HTTP_ADDR", "10.8.8.8:8500");
+    assert_eq!(http_addr_from_env(None), "10.8.8.8:8500");
+    assert_eq!(http_addr_from_env(Some("1.2.3.4:5")), "1.2.3.4:5");
+    for (k, v) in saved {
+        match v {
+            Some(v) => std::env::set_var(k, v),
+            None => std::env::remove_var(k),
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------
+// A fake Consul agent: canned answers by "METHOD /path?query".
+
+struct Fake {
+    addr: String,
+    /// "METHOD /path?query body" of every request, in order.
+    seen: Arc<Mutex<Vec<String>>>,
+}
+
+fn fake(routes: &[(&str, u16, &str)]) -> Fake {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let routes: Vec<(String, u16, String)> = routes
+        .iter()
+        .map(|(r, s, b)| (r.to_string(), *s, b.to_string()))
+        .collect();
+    let log = seen.clone();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { return };
+            let mut reader = BufReader::new(stream.try_clone().unwrap());
+            let mut request_line = String::new();
+            reader.read_line(&mut request_line).unwrap();
+            let mut length = 0;
+            loop {
+                let mut h = String::new();
+                reader.read_line(&mut h).unwrap();
+                if h.trim().is_empty() {
+                    break;
+                }
+                if let Some((k, v)) = h.split_once(':') {
+                    if k.eq_ignore_ascii_case("content-length") {
+                        length = v.trim().parse().unwrap();
+                    }
+                }
+            }
+            let mut body = vec![0; length];
+            reader.read_exact(&mut body).unwrap();
+            let mut parts = request_line.split_whitespace();
+            let route = format!("{} {}", parts.next().unwrap(), parts.next().unwrap());
+            log.lock().unwrap().push(
+                format!("{route} {}", String::from_utf8_lossy(&body))
+                    .trim()
+                    .to_string(),
+            );
+            let (status, answer) = routes
+                .iter()
+                .find(|(r, _, _)| *r == route)
+                .map(|(_, s, b)| (*s, b.clone()))
+                .unwrap_or((404, String::new()));
+            let _ = write!(
+                stream,
+                "HTTP/1.1 {status} X\r\nContent-Type: application/json\r\nX-Consul-Index: 1\r\n\
+                 Content-Length: {}\r\nConnection: close\r\n\r\n{answer}",
+                answer.len()
+            );
+        }
+    });
+    Fake { addr, seen }
+}
+
+impl Fake {
+    fn seen(&self) -> Vec<String> {
+        self.seen.lock().unwrap().clone()
+    }
+}
+
+/// Run a CLI command against `addr` with `stdin`; (exit code, stdout, stderr).
+fn cli_in(command: &str, addr: &str, stdin: &str) -> (i32, String, String) {
+    let mut a = args(command);
+    a.push(format!("-http-addr={addr}"));
+    let (mut out, mut err) = (Vec::new(), Vec::new());
+    let code = tern::cli::run_with_input(&a, &mut stdin.as_bytes(), &mut out, &mut err);
+    (
+        code,
+        String::from_utf8(out).unwrap(),
+        String::from_utf8(err).unwrap(),
+    )
+}
+
+fn cli(command: &str, addr: &str) -> (i32, String, String) {
+    cli_in(command, addr, "")
+}
+
+/// Exit 1 with exactly one line on stderr starting with `want`, nothing on stdout.
+fn assert_one_error_line((code, out, err): (i32, String, String), want: &str) {
+    assert_eq!(code, 1, "stderr: {err}");
+    assert_eq!(out, "");
+    assert!(err.ends_with('\n') && err.lines().count() == 1, "{err:?}");
+    assert!(err.starts_with(want), "got {err:?}, want {want:?}...");
+}
+
+// "test" and "second" in base64.
+const PAIR: &str = r#"[{"LockIndex":0,"Key":"app/one","Flags":42,"Value":"dGVzdA==","CreateIndex":7,"ModifyIndex":9}]"#;
+const PAIRS: &str = r#"[{"Key":"app/one","Value":"dGVzdA==","Flags":0,"CreateIndex":7,"ModifyIndex":9,"LockIndex":0},
+ {"Key":"app/two","Value":"c2Vjb25k","Flags":0,"CreateIndex":8,"ModifyIndex":8,"LockIndex":0},
+ {"Key":"app/empty","Value":null,"Flags":0,"CreateIndex":10,"ModifyIndex":10,"LockIndex":0}]"#;
+
+// ---------------------------------------------------------------------------
+// kv
+
+#[test]
+fn kv_get_prints_the_raw_value() {
+    let f = fake(&[("GET /v1/kv/app/one", 200, PAIR)]);
+    assert_eq!(
+        cli("kv get app/one", &f.addr),
+        (0, "test\n".into(), String::new())
+    );
+}
+
+#[test]
+fn kv_get_of_a_missing_key_says_so_and_exits_1() {
+    let f = fake(&[]);
+    assert_one_error_line(
+        cli("kv get nope", &f.addr),
+        "Error! No key exists at: nope\n",
+    );
+}
+
+#[test]
+fn kv_get_recurse_prints_key_value_lines() {
+    let f = fake(&[("GET /v1/kv/app/?recurse", 200, PAIRS)]);
+    let (code, out, _) = cli("kv get -recurse app/", &f.addr);
+    assert_eq!(code, 0);
+    assert_eq!(out, "app/one:test\napp/two:second\napp/empty:\n");
+    // Nothing under the prefix: no output, success.
+    let (code, out, err) = cli("kv get app/zzz --recurse", &f.addr);
+    assert_eq!((code, out.as_str(), err.as_str()), (0, "", ""));
+}
+
+#[test]
+fn kv_get_keys_lists_keys_up_to_the_separator() {
+    let f = fake(&[
+        (
+            "GET /v1/kv/app?keys&separator=%2F",
+            200,
+            r#"["app/","apple"]"#,
+        ),
+        ("GET /v1/kv/app?keys&separator=-", 200, r#"["app-"]"#),
+    ]);
+    assert_eq!(cli("kv get -keys app", &f.addr).1, "app/\napple\n");
+    assert_eq!(cli("kv get -keys -separator=- app", &f.addr).1, "app-\n");
+}
+
+#[test]
+fn kv_get_detailed_prints_every_field() {
+    let f = fake(&[("GET /v1/kv/app/one", 200, PAIR)]);
+    let (code, out, _) = cli("kv get -detailed app/one", &f.addr);
+    assert_eq!(code, 0);
+    assert_eq!(
+        out,
+        "CreateIndex      7\nFlags            42\nKey              app/one\nLockIndex        0\n\
+         ModifyIndex      9\nSession          -\nValue            test\n"
+    );
+}
+
+#[test]
+fn kv_get_reports_an_agent_error_on_one_line() {
+    let f = fake(&[("GET /v1/kv/k", 500, "No cluster leader\n")]);
+    assert_one_error_line(
+        cli("kv get k", &f.addr),
+        "Error querying Consul agent: Unexpected response code: 500 (No cluster leader)\n",
+    );
+}
+
+#[test]
+fn kv_put_writes_the_value_and_flags() {
+    let f = fake(&[
+        ("PUT /v1/kv/app/one", 200, "true"),
+        ("PUT /v1/kv/app/one?flags=42", 200, "true"),
+    ]);
+    assert_eq!(
+        cli("kv put app/one hello", &f.addr),
+        (
+            0,
+            "Success! Data written to: app/one\n".into(),
+            String::new()
+        )
+    );
+    assert_eq!(cli("kv put -flags=42 app/one x", &f.addr).0, 0);
+    assert_eq!(
+        f.seen(),
+        ["PUT /v1/kv/app/one hello", "PUT /v1/kv/app/one?flags=42 x"]
+    );
+}
+
+#[test]
+fn kv_put_reads_stdin_and_files() {
+    let f = fake(&[("PUT /v1/kv/k", 200, "true")]);
+    assert_eq!(cli_in("kv put k -", &f.addr, "from stdin").0, 0);
+    let dir = temp_dir("put-file");
+    let file = write(&dir, "v.txt", "from a file");
+    assert_eq!(cli(&format!("kv put k @{file}"), &f.addr).0, 0);
+    assert_eq!(
+        f.seen(),
+        ["PUT /v1/kv/k from stdin", "PUT /v1/kv/k from a file"]
+    );
+    assert_one_error_line(
+        cli("kv put k @/no/such/file", &f.addr),
+        "Error! Failed to read file /no/such/file: ",
+    );
+}
+
+#[test]
+fn kv_put_cas_reports_a_lost_race() {
+    let f = fake(&[
+        ("PUT /v1/kv/k?cas=5", 200, "false"),
+        ("PUT /v1/kv/k?cas=6", 200, "true"),
+    ]);
+    assert_one_error_line(
+        cli("kv put -cas -modify-index=5 k v", &f.addr),
+        "Error! Did not write to k: CAS failed\n",
+    );
+    assert_eq!(cli("kv put -cas -modify-index 6 k v", &f.addr).0, 0);
+}
+
+#[test]
+fn kv_put_reports_an_agent_error_on_one_line() {
+    let f = fake(&[("PUT /v1/kv/k", 413, "Value exceeds 524288 byte limit\nmore")]);
+    assert_one_error_line(
+        cli("kv put k v", &f.addr),
+        "Error! Failed writing data: Unexpected response code: 413 (Value exceeds 524288 byte limit more)\n",
+    );
+}
+
+#[test]
+fn kv_delete_deletes_a_key_or_a_prefix() {
+    let f = fake(&[
+        ("DELETE /v1/kv/k", 200, "true"),
+        ("DELETE /v1/kv/app/?recurse", 200, "true"),
+        ("DELETE /v1/kv/k?cas=3", 200, "false"),
+    ]);
+    assert_eq!(
+        cli("kv delete k", &f.addr),
+        (0, "Success! Deleted key: k\n".into(), String::new())
+    );
+    assert_eq!(
+        cli("kv delete -recurse app/", &f.addr),
+        (
+            0,
+            "Success! Deleted keys with prefix: app/\n".into(),
+            String::new()
+        )
+    );
+    assert_one_error_line(
+        cli("kv delete -cas -modify-index 3 k", &f.addr),
+        "Error! Did not delete key k: CAS failed\n",
+    );
+    assert_one_error_line(
+        cli("kv delete -cas -recurse k", &f.addr),
+        "Cannot specify both -cas and -recurse!\n",
+    );
+    assert_one_error_line(cli("kv delete", &f.addr), "Error! Missing KEY argument\n");
+}
+
+// ---------------------------------------------------------------------------
+// operator raft, members, leave
+
+const RAFT: &str = r#"{"Servers":[
+ {"ID":"11111111-1111-1111-1111-111111111111","Node":"alpha","Address":"127.0.0.1:8300","Leader":true,"ProtocolVersion":"3","Voter":true},
+ {"ID":"22222222-2222-2222-2222-222222222222","Node":"b","Address":"127.0.0.2:8300","Leader":false,"ProtocolVersion":"3","Voter":false}
+],"Index":0}"#;
+
+#[test]
+fn list_peers_prints_an_aligned_table() {
+    let f = fake(&[("GET /v1/operator/raft/configuration", 200, RAFT)]);
+    let (code, out, err) = cli("operator raft list-peers", &f.addr);
+    assert_eq!((code, err.as_str()), (0, ""));
+    assert_eq!(
+        out,
+        "Node   ID                                    Address         State     Voter  RaftProtocol\n\
+         alpha  11111111-1111-1111-1111-111111111111  127.0.0.1:8300  leader    true   3\n\
+         b      22222222-2222-2222-2222-222222222222  127.0.0.2:8300  follower  false  3\n"
+    );
+    let f = fake(&[("GET /v1/operator/raft/configuration?stale", 200, RAFT)]);
+    assert_eq!(cli("operator raft list-peers -stale", &f.addr).0, 0);
+}
+
+#[test]
+fn list_peers_reports_errors_on_one_line() {
+    let f = fake(&[(
+        "GET /v1/operator/raft/configuration",
+        500,
+        "No cluster leader",
+    )]);
+    assert_one_error_line(
+        cli("operator raft list-peers", &f.addr),
+        "Error getting peers: Unexpected response code: 500 (No cluster leader)\n",
+    );
+}
+
+#[test]
+fn remove_peer_by_id_or_address() {
+    let f = fake(&[
+        ("DELETE /v1/operator/raft/peer?id=abc", 200, ""),
+        (
+            "DELETE /v1/operator/raft/peer?address=127.0.0.2%3A8300",
+            200,
+            "",
+        ),
+    ]);
+    assert_eq!(
+        cli("operator raft remove-peer -id abc", &f.addr),
+        (0, "Removed peer with id \"abc\"\n".into(), String::new())
+    );
+    assert_eq!(
+        cli(
+            "operator raft remove-peer --address=127.0.0.2:8300",
+            &f.addr
+        )
+        .1,
+        "Removed peer with address \"127.0.0.2:8300\"\n"
+    );
+    assert_one_error_line(
+        cli("operator raft remove-peer", &f.addr),
+        "Error removing peer: an address or id is required for the peer to remove\n",
+    );
+    assert_one_error_line(
+        cli("operator raft remove-peer -id zzz", &f.addr),
+        "Error removing peer: Unexpected response code: 404 ()\n",
+    );
+}
+
+const SELF: &str =
+    r#"{"Config":{"Datacenter":"dc1","NodeName":"alpha","Version":"0.1.0","Server":true}}"#;
+
+#[test]
+fn members_lists_the_raft_servers_until_gossip_exists() {
+    let f = fake(&[
+        ("GET /v1/agent/members", 200, "[]"),
+        ("GET /v1/agent/self", 200, SELF),
+        ("GET /v1/operator/raft/configuration", 200, RAFT),
+    ]);
+    let (code, out, err) = cli("members", &f.addr);
+    assert_eq!((code, err.as_str()), (0, ""));
+    assert_eq!(
+        out,
+        "Node   Address         Status  Type    Build      Protocol  DC   Partition  Segment\n\
+         alpha  127.0.0.1:8300  alive   server  0.1.0      2         dc1  default    <all>\n\
+         b      127.0.0.2:8300  alive   server  <unknown>  2         dc1  default    <all>\n"
+    );
+}
+
+#[test]
+fn members_uses_the_agents_member_list_when_it_has_one() {
+    let members = r#"[{"Name":"s2","Addr":"10.0.0.2","Port":8301,"Status":4,
+        "Tags":{"role":"consul","dc":"east","build":"1.17.0:abc","vsn":"2"}},
+        {"Name":"s1","Addr":"10.0.0.1","Port":8301,"Status":1,
+        "Tags":{"role":"consul","dc":"east","build":"1.17.0:abc","vsn":"2"}}]"#;
+    let f = fake(&[("GET /v1/agent/members", 200, members)]);
+    assert_eq!(
+        cli("members", &f.addr).1,
+        "Node  Address        Status  Type    Build   Protocol  DC    Partition  Segment\n\
+         s1    10.0.0.1:8301  alive   server  1.17.0  2         east  default    <all>\n\
+         s2    10.0.0.2:8301  failed  server  1.17.0  2         east  default    <all>\n"
+    );
+}
+
+#[test]
+fn leave_asks_the_agent_to_leave() {
+    let f = fake(&[("PUT /v1/agent/leave", 200, "")]);
+    assert_eq!(
+        cli("leave", &f.addr),
+        (0, "Graceful leave complete\n".into(), String::new())
+    );
+    assert_eq!(f.seen(), ["PUT /v1/agent/leave"]);
+    let f = fake(&[("PUT /v1/agent/leave", 500, "oops")]);
+    assert_one_error_line(
+        cli("leave", &f.addr),
+        "Error leaving: Unexpected response code: 500 (oops)\n",
+    );
+}
+
+// ---------------------------------------------------------------------------
+// Usage errors and an unreachable agent
+
+#[test]
+fn usage_errors_are_one_line_and_exit_1() {
+    let f = fake(&[]);
+    assert_one_error_line(cli("kv get -bogus k", &f.addr), "unknown flag -bogus\n");
+    assert_one_error_line(cli("kv get", &f.addr), "Error! Missing KEY argument\n");
+    assert_one_error_line(
+        cli("kv get a b", &f.addr),
+        "Too many arguments (expected 1, got 2)\n",
+    );
+    assert_one_error_line(
+        cli("kv put -flags=x k v", &f.addr),
+        "-flags: must be a whole number, got \"x\"\n",
+    );
+    assert_one_error_line(
+        cli("members extra", &f.addr),
+        "unexpected argument \"extra\"\n",
+    );
+    assert_one_error_line(
+        cli("frobnicate", &f.addr),
+        "unknown command \"frobnicate -http-addr=",
+    );
+    assert!(f.seen().is_empty(), "no request for a usage error");
+    // -h prints the command's usage on stdout and succeeds.
+    let (code, out, _) = cli("kv put -h", &f.addr);
+    assert_eq!(code, 0);
+    assert!(out.starts_with("Usage: tern kv put"));
+}
+
+#[test]
+fn an_unreachable_agent_is_one_error_line() {
+    let addr = {
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().to_string()
+    };
+    assert_one_error_line(
+        cli("kv get k", &addr),
+        &format!("Error querying Consul agent: Get \"http://{addr}/v1/kv/k\": "),
+    );
+    assert_one_error_line(cli("leave", &addr), "Error leaving: Put \"http://");
+    assert_one_error_line(
+        cli("kv get k", "https://127.0.0.1:8501"),
+        "-http-addr: only plain http:// is supported",
+    );
+}

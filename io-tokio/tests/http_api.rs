@@ -1,0 +1,929 @@
+//! The HTTP API over real TCP against a scripted agent: proves the HTTP layer
+//! speaks Consul's dialect (status codes, error strings, meta headers, JSON
+//! shapes, presence flags) and turns each call into the right `Request`.
+//!
+//! The fake agent keeps a `BTreeMap` as its KV store and records every
+//! request it is sent, so a test can check both what a client sees and what
+//! reached the agent. Requests are raw HTTP/1.1 over a `TcpStream`, so the
+//! tests control every header (or its absence, like python `requests`).
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+
+use tern::agent::{AgentHandle, AgentOptions, AgentStatus, ToAgent};
+use tern_core::fsm::{ApplyResult, KvCommand, KvEntry};
+use tern_core::rpc::{
+    Blocking, Op, RaftServer, ReadMode, Reply, ReplyBody, Request, Response, RpcError,
+};
+use tern_core::{Config, Datacenter, Duration, LogIndex, NodeId, NodeName, Term};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+const NODE_A: NodeId = NodeId(0x0a);
+const NODE_B: NodeId = NodeId(0x0b);
+
+// ---------------------------------------------------------------- the fake agent
+
+/// What the scripted agent knows and what it was asked.
+#[derive(Default)]
+struct Script {
+    kv: BTreeMap<String, KvEntry>,
+    index: u64,
+    leader: Option<String>,
+    requests: Vec<Request>,
+    leaves: usize,
+}
+
+type Shared = Arc<Mutex<Script>>;
+
+impl Script {
+    fn answer(&mut self, request: Request) -> Response {
+        self.requests.push(request.clone());
+        if request.datacenter.0 != "dc1" {
+            return Err(RpcError::NoPathToDatacenter);
+        }
+        let body = match request.op {
+            Op::KvGet { key } => match key.as_str() {
+                "err/no-leader" => return Err(RpcError::NoLeader),
+                "err/busy" => return Err(RpcError::Busy),
+                "err/not-ready" => return Err(RpcError::NotReadyForConsistentReads),
+                "err/unknown" => return Err(RpcError::Unknown("leadership lost".into())),
+                _ => ReplyBody::Kv(self.kv.get(&key).cloned()),
+            },
+            Op::KvList { prefix } => ReplyBody::KvList(
+                self.kv
+                    .range(prefix.clone()..)
+                    .take_while(|(k, _)| k.starts_with(&prefix))
+                    .map(|(_, e)| e.clone())
+                    .collect(),
+            ),
+            Op::KvKeys { prefix, separator } => ReplyBody::Keys(self.keys(&prefix, separator)),
+            Op::KvApply(command) => ReplyBody::Applied(ApplyResult::Kv(self.apply(command))),
+            Op::StatusLeader => ReplyBody::Leader(self.leader.clone()),
+            Op::StatusPeers => ReplyBody::Peers(vec!["10.0.0.1:8300".into()]),
+            Op::RaftConfiguration => ReplyBody::Configuration {
+                servers: vec![
+                    raft_server(NODE_A, "a", "10.0.0.1:8300", true),
+                    raft_server(NODE_B, "b", "10.0.0.2:8300", false),
+                ],
+                index: 7,
+            },
+            Op::RaftRemovePeer { .. } => ReplyBody::Done,
+            _ => return Err(RpcError::BadRequest("not scripted".into())),
+        };
+        Ok(Reply {
+            // The real core clamps too; the HTTP layer must not rely on it.
+            index: self.index,
+            known_leader: self.leader.is_some(),
+            last_contact_ms: 42,
+            body,
+        })
+    }
+
+    fn keys(&self, prefix: &str, separator: Option<String>) -> Vec<String> {
+        let mut keys: Vec<String> = Vec::new();
+        for key in self.kv.keys().filter(|k| k.starts_with(prefix)) {
+            let rolled = match separator.as_deref() {
+                Some(sep) => match key[prefix.len()..].find(sep) {
+                    Some(at) => key[..prefix.len() + at + sep.len()].to_string(),
+                    None => key.clone(),
+                },
+                None => key.clone(),
+            };
+            if keys.last() != Some(&rolled) {
+                keys.push(rolled);
+            }
+        }
+        keys
+    }
+
+    fn apply(&mut self, command: KvCommand) -> bool {
+        self.index += 1;
+        let index = self.index;
+        let modify_index = |kv: &BTreeMap<String, KvEntry>, key: &str| {
+            kv.get(key).map_or(0, |e: &KvEntry| e.modify_index)
+        };
+        match command {
+            KvCommand::Set(w) => {
+                self.put(w.key, w.flags, w.value, index);
+                true
+            }
+            KvCommand::Cas {
+                write,
+                modify_index: want,
+            } => {
+                let held = modify_index(&self.kv, &write.key) == want;
+                if held {
+                    self.put(write.key, write.flags, write.value, index);
+                }
+                held
+            }
+            KvCommand::Delete { key } => {
+                self.kv.remove(&key);
+                true
+            }
+            KvCommand::DeleteCas {
+                key,
+                modify_index: want,
+            } => {
+                let held = modify_index(&self.kv, &key) == want;
+                if held {
+                    self.kv.remove(&key);
+                }
+                held
+            }
+            KvCommand::DeleteTree { prefix } => {
+                self.kv.retain(|k, _| !k.starts_with(&prefix));
+                true
+            }
+        }
+    }
+
+    fn put(&mut self, key: String, flags: u64, value: Vec<u8>, index: u64) {
+        let create_index = self.kv.get(&key).map_or(index, |e| e.create_index);
+        self.kv.insert(
+            key.clone(),
+            KvEntry {
+                key,
+                flags,
+                value,
+                create_index,
+                modify_index: index,
+                lock_index: 0,
+            },
+        );
+    }
+}
+
+fn raft_server(id: NodeId, node: &str, address: &str, leader: bool) -> RaftServer {
+    RaftServer {
+        id,
+        node: NodeName(node.into()),
+        address: address.into(),
+        leader,
+        voter: true,
+    }
+}
+
+fn options() -> AgentOptions {
+    AgentOptions {
+        core: Config::new(NODE_A, "node-a", "dc1", "10.0.0.1:8300"),
+        data_dir: None,
+        http_addr: "127.0.0.1:8500".parse().unwrap(),
+        server_addr: "10.0.0.1:8300".parse().unwrap(),
+        retry_join: vec![],
+        bootstrap_expect: 3,
+        dev: false,
+    }
+}
+
+fn leader_status() -> AgentStatus {
+    AgentStatus {
+        node_id: NODE_A,
+        node_name: "node-a".into(),
+        datacenter: "dc1".into(),
+        server_addr: "10.0.0.1:8300".into(),
+        leader: Some(NODE_A),
+        leader_addr: Some("10.0.0.1:8300".into()),
+        role: "Leader".into(),
+        term: Term(3),
+        commit_index: LogIndex(17),
+        applied_index: LogIndex(16),
+        last_log_index: LogIndex(18),
+        last_contact_ms: 0,
+        num_peers: 2,
+        known_leader: true,
+    }
+}
+
+/// A served router over a scripted agent.
+struct Harness {
+    addr: SocketAddr,
+    script: Shared,
+}
+
+impl Harness {
+    async fn start() -> Harness {
+        let (handle, mut rx) = AgentHandle::detached(options());
+        let script: Shared = Arc::new(Mutex::new(Script {
+            index: 0,
+            leader: Some("10.0.0.1:8300".into()),
+            ..Script::default()
+        }));
+        let agent_script = script.clone();
+        tokio::spawn(async move {
+            while let Some(msg) = rx.recv().await {
+                match msg {
+                    ToAgent::Request(request, reply) => {
+                        let answer = agent_script.lock().unwrap().answer(request);
+                        let _ = reply.send(answer);
+                    }
+                    ToAgent::Status(reply) => {
+                        let _ = reply.send(leader_status());
+                    }
+                    ToAgent::Leave(reply) => {
+                        agent_script.lock().unwrap().leaves += 1;
+                        let _ = reply.send(());
+                    }
+                }
+            }
+        });
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(tern::http::serve(listener, handle));
+        Harness { addr, script }
+    }
+
+    fn last_request(&self) -> Request {
+        self.script
+            .lock()
+            .unwrap()
+            .requests
+            .last()
+            .cloned()
+            .unwrap()
+    }
+
+    fn request_count(&self) -> usize {
+        self.script.lock().unwrap().requests.len()
+    }
+
+    async fn get(&self, target: &str) -> HttpResponse {
+        http(self.addr, "GET", target, &[]).await
+    }
+
+    async fn put(&self, target: &str, body: &[u8]) -> HttpResponse {
+        http(self.addr, "PUT", target, body).await
+    }
+
+    async fn delete(&self, target: &str) -> HttpResponse {
+        http(self.addr, "DELETE", target, &[]).await
+    }
+}
+
+// ---------------------------------------------------------------- a raw HTTP/1.1 client
+
+#[derive(Debug)]
+struct HttpResponse {
+    status: u16,
+    headers: Vec<(String, String)>,
+    body: Vec<u8>,
+}
+
+impl HttpResponse {
+    fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+
+    fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+
+    fn json(&self) -> serde_json::Value {
+        serde_json::from_slice(&self.body)
+            .unwrap_or_else(|e| panic!("not JSON ({e}): {:?}", self.text()))
+    }
+
+    /// The three query-meta headers every read sends.
+    fn assert_meta(&self) {
+        let index: u64 = self.header("X-Consul-Index").unwrap().parse().unwrap();
+        assert!(index >= 1, "X-Consul-Index is never 0");
+        assert!(matches!(
+            self.header("X-Consul-KnownLeader"),
+            Some("true" | "false")
+        ));
+        assert_eq!(self.header("X-Consul-LastContact"), Some("42"));
+    }
+}
+
+/// One request with `Connection: close` and no `Content-Type`, as python
+/// `requests` sends a `data=` body. The body is written while the response is
+/// read, so a server that answers early (413) does not stall the test.
+async fn http(addr: SocketAddr, method: &str, target: &str, body: &[u8]) -> HttpResponse {
+    let mut request = format!(
+        "{method} {target} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\nContent-Length: {}\r\n\r\n",
+        body.len()
+    )
+    .into_bytes();
+    request.extend_from_slice(body);
+    http_raw(addr, request).await
+}
+
+/// Sends `request` exactly as given and reads the response.
+async fn http_raw(addr: SocketAddr, request: Vec<u8>) -> HttpResponse {
+    let stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let (mut reader, mut writer) = stream.into_split();
+    let write = tokio::spawn(async move {
+        let _ = writer.write_all(&request).await;
+        writer
+    });
+    let mut raw = Vec::new();
+    reader.read_to_end(&mut raw).await.unwrap();
+    drop(write.await);
+    parse_response(&raw)
+}
+
+fn parse_response(raw: &[u8]) -> HttpResponse {
+    let split = raw
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .expect("a complete response head");
+    let head = std::str::from_utf8(&raw[..split]).unwrap();
+    let mut lines = head.split("\r\n");
+    let status = lines
+        .next()
+        .unwrap()
+        .split(' ')
+        .nth(1)
+        .unwrap()
+        .parse()
+        .unwrap();
+    let headers: Vec<(String, String)> = lines
+        .map(|l| {
+            let (k, v) = l.split_once(':').unwrap();
+            (k.trim().to_string(), v.trim().to_string())
+        })
+        .collect();
+    assert!(
+        !headers
+            .iter()
+            .any(|(k, v)| k.eq_ignore_ascii_case("transfer-encoding") && v == "chunked"),
+        "this little client reads only sized bodies"
+    );
+    HttpResponse {
+        status,
+        headers,
+        body: raw[split + 4..].to_vec(),
+    }
+}
+
+// ---------------------------------------------------------------- KV reads
+
+#[tokio::test]
+async fn kv_reads_send_meta_headers_also_on_a_404() {
+    let h = Harness::start().await;
+
+    // A missing key: 404, empty body, and still the three headers (py-consul
+    // raises "Missing index header" otherwise). The agent said index 0.
+    let r = h.get("/v1/kv/missing").await;
+    assert_eq!(r.status, 404);
+    assert!(r.body.is_empty());
+    r.assert_meta();
+    assert_eq!(r.header("X-Consul-Index"), Some("1"));
+    assert_eq!(r.header("X-Consul-KnownLeader"), Some("true"));
+
+    // A present key: the same headers, the agent's index.
+    assert_eq!(h.put("/v1/kv/here", b"v").await.status, 200);
+    let r = h.get("/v1/kv/here").await;
+    assert_eq!(r.status, 200);
+    r.assert_meta();
+    assert_eq!(r.header("X-Consul-Index"), Some("1"));
+    assert_eq!(r.header("Content-Type"), Some("application/json"));
+}
+
+#[tokio::test]
+async fn an_empty_recurse_is_a_404_with_headers_and_keys_at_the_root_is_an_empty_list() {
+    let h = Harness::start().await;
+
+    // Consul answers an empty recurse with 404 (py-consul's test_kv_recurse
+    // expects `None`), not with `[]`.
+    let r = h.get("/v1/kv/foo/?recurse").await;
+    assert_eq!(r.status, 404);
+    r.assert_meta();
+
+    // `?keys` at the root is `[]`, never `null`; under a prefix, 404.
+    let r = h.get("/v1/kv/?keys").await;
+    assert_eq!(r.status, 200);
+    assert_eq!(r.json(), serde_json::json!([]));
+    r.assert_meta();
+    let r = h.get("/v1/kv/foo/?keys").await;
+    assert_eq!(r.status, 404);
+    r.assert_meta();
+}
+
+#[tokio::test]
+async fn values_are_base64_and_an_empty_value_is_null() {
+    let h = Harness::start().await;
+    assert_eq!(
+        h.put("/v1/kv/greeting?flags=42", b"hello").await.json(),
+        true
+    );
+    assert_eq!(h.put("/v1/kv/empty", b"").await.json(), true);
+
+    let r = h.get("/v1/kv/greeting").await;
+    assert_eq!(
+        r.json(),
+        serde_json::json!([{
+            "LockIndex": 0, "Key": "greeting", "Flags": 42, "Value": "aGVsbG8=",
+            "CreateIndex": 1, "ModifyIndex": 1,
+        }])
+    );
+    assert_eq!(
+        h.get("/v1/kv/empty").await.json()[0]["Value"],
+        serde_json::Value::Null
+    );
+
+    // Recurse lists every entry under the prefix, in key order.
+    h.put("/v1/kv/greeting/x", b"1").await;
+    let keys: Vec<String> = h
+        .get("/v1/kv/greeting?recurse")
+        .await
+        .json()
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["Key"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(keys, ["greeting", "greeting/x"]);
+    assert_eq!(
+        h.last_request().op,
+        Op::KvList {
+            prefix: "greeting".into()
+        }
+    );
+}
+
+#[tokio::test]
+async fn raw_returns_the_bytes_as_text_plain() {
+    let h = Harness::start().await;
+    h.put("/v1/kv/blob", &[0, 159, 146, 150, b'x']).await;
+    let r = h.get("/v1/kv/blob?raw").await;
+    assert_eq!(r.status, 200);
+    assert_eq!(r.body, [0, 159, 146, 150, b'x']);
+    assert_eq!(r.header("Content-Type"), Some("text/plain"));
+    assert_eq!(r.header("X-Content-Type-Options"), Some("nosniff"));
+    r.assert_meta();
+}
+
+#[tokio::test]
+async fn keys_roll_up_at_the_separator() {
+    let h = Harness::start().await;
+    for k in ["app/a", "app/b/c", "app/b/d", "other"] {
+        h.put(&format!("/v1/kv/{k}"), b"1").await;
+    }
+    let r = h.get("/v1/kv/app/?keys&separator=/").await;
+    assert_eq!(r.json(), serde_json::json!(["app/a", "app/b/"]));
+    assert_eq!(
+        h.last_request().op,
+        Op::KvKeys {
+            prefix: "app/".into(),
+            separator: Some("/".into())
+        }
+    );
+    // No separator (or an empty one): every key.
+    let r = h.get("/v1/kv/?keys&separator=").await;
+    assert_eq!(
+        r.json(),
+        serde_json::json!(["app/a", "app/b/c", "app/b/d", "other"])
+    );
+}
+
+#[tokio::test]
+async fn keys_are_percent_decoded_and_keep_slashes() {
+    let h = Harness::start().await;
+    assert_eq!(h.put("/v1/kv/a%2Fb/c%20d/", b"1").await.status, 200);
+    let r = h.get("/v1/kv/a/b/c%20d/").await;
+    assert_eq!(r.status, 200);
+    assert_eq!(r.json()[0]["Key"], "a/b/c d/");
+    assert_eq!(
+        h.last_request().op,
+        Op::KvGet {
+            key: "a/b/c d/".into()
+        }
+    );
+}
+
+// ---------------------------------------------------------------- KV writes
+
+#[tokio::test]
+async fn a_put_without_content_type_stores_the_body_as_is() {
+    let h = Harness::start().await;
+    // `http` sends no Content-Type at all; the body is JSON-looking on purpose.
+    let r = h.put("/v1/kv/config", br#"{"a": 1}"#).await;
+    assert_eq!(r.status, 200);
+    assert_eq!(r.json(), true);
+    let Op::KvApply(KvCommand::Set(write)) = h.last_request().op else {
+        panic!("expected a Set");
+    };
+    assert_eq!(write.key, "config");
+    assert_eq!(write.value, br#"{"a": 1}"#);
+    assert_eq!(write.flags, 0);
+}
+
+#[tokio::test]
+async fn cas_answers_true_or_false() {
+    let h = Harness::start().await;
+    // cas=0: create only.
+    assert_eq!(h.put("/v1/kv/lock?cas=0", b"first").await.json(), true);
+    assert_eq!(h.put("/v1/kv/lock?cas=0", b"second").await.json(), false);
+    let index = h.get("/v1/kv/lock").await.json()[0]["ModifyIndex"]
+        .as_u64()
+        .unwrap();
+    assert_eq!(
+        h.put(&format!("/v1/kv/lock?cas={}", index + 5), b"x")
+            .await
+            .json(),
+        false
+    );
+    assert_eq!(
+        h.put(&format!("/v1/kv/lock?cas={index}"), b"x")
+            .await
+            .json(),
+        true
+    );
+
+    // Delete with cas: false on a stale index, true on the current one.
+    let index = h.get("/v1/kv/lock").await.json()[0]["ModifyIndex"]
+        .as_u64()
+        .unwrap();
+    assert_eq!(h.delete("/v1/kv/lock?cas=1").await.json(), false);
+    assert_eq!(
+        h.delete(&format!("/v1/kv/lock?cas={index}")).await.json(),
+        true
+    );
+    assert_eq!(
+        h.last_request().op,
+        Op::KvApply(KvCommand::DeleteCas {
+            key: "lock".into(),
+            modify_index: index
+        })
+    );
+    assert_eq!(h.get("/v1/kv/lock").await.status, 404);
+}
+
+#[tokio::test]
+async fn delete_recurse_removes_the_prefix_and_the_root_needs_recurse() {
+    let h = Harness::start().await;
+    for k in ["t/a", "t/b", "u"] {
+        h.put(&format!("/v1/kv/{k}"), b"1").await;
+    }
+    let r = h.delete("/v1/kv/t/?recurse").await;
+    assert_eq!(r.json(), true);
+    assert_eq!(
+        h.last_request().op,
+        Op::KvApply(KvCommand::DeleteTree {
+            prefix: "t/".into()
+        })
+    );
+    assert_eq!(h.get("/v1/kv/t/?recurse").await.status, 404);
+    assert_eq!(h.get("/v1/kv/u").await.status, 200);
+
+    // py-consul's cleanup: DELETE /v1/kv/?recurse=1 (axum's `{*key}` does
+    // not match `/v1/kv/`).
+    assert_eq!(h.delete("/v1/kv/?recurse=1").await.json(), true);
+    assert_eq!(h.get("/v1/kv/u").await.status, 404);
+
+    // A plain delete of a missing key is still `true`; the root without
+    // recurse is a 400.
+    assert_eq!(h.delete("/v1/kv/nothing").await.json(), true);
+    let r = h.delete("/v1/kv/").await;
+    assert_eq!((r.status, r.text().as_str()), (400, "Missing key name"));
+}
+
+#[tokio::test]
+async fn a_value_one_byte_over_512_kib_is_413_and_never_reaches_the_agent() {
+    let h = Harness::start().await;
+    let at_limit = vec![b'x'; 512 * 1024];
+    assert_eq!(h.put("/v1/kv/big", &at_limit).await.json(), true);
+    let before = h.request_count();
+
+    let over = vec![b'x'; 512 * 1024 + 1];
+    let r = h.put("/v1/kv/big", &over).await;
+    assert_eq!(r.status, 413);
+    assert_eq!(
+        r.text(),
+        "Request body(524289 bytes) too large, max size: 524288 bytes. \
+         See https://developer.hashicorp.com/docs/agent/config/config-files#kv_max_value_size."
+    );
+    assert_eq!(h.request_count(), before);
+}
+
+#[tokio::test]
+async fn a_chunked_value_over_the_limit_is_413_too() {
+    let h = Harness::start().await;
+    // No Content-Length to check up front: the read itself is bounded.
+    let chunk = vec![b'x'; 64 * 1024];
+    let mut request =
+        b"PUT /v1/kv/big HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\nTransfer-Encoding: chunked\r\n\r\n"
+            .to_vec();
+    for _ in 0..9 {
+        request.extend_from_slice(format!("{:x}\r\n", chunk.len()).as_bytes());
+        request.extend_from_slice(&chunk);
+        request.extend_from_slice(b"\r\n");
+    }
+    request.extend_from_slice(b"0\r\n\r\n");
+    let r = http_raw(h.addr, request).await;
+    assert_eq!(r.status, 413);
+    assert!(r
+        .text()
+        .starts_with("Request body too large, max size: 524288 bytes."));
+    assert_eq!(h.request_count(), 0);
+}
+
+#[tokio::test]
+async fn hostile_requests_get_an_answer_and_the_server_keeps_serving() {
+    let h = Harness::start().await;
+    let cases = [
+        ("GET", "/v1/kv/%FF%FE", 400),
+        ("GET", "/v1/kv/k%zz?x=%zz", 404),
+        ("GET", "/v1/kv/k?index=99999999999999999999999", 400),
+        ("GET", "/v1/kv/k?index=1&wait=99999999999999999999h", 400),
+        (
+            "GET",
+            "/v1/kv/k?index=1&wait=1h1h1h1h1h1h1h1h1h1h1h1h1h1h1h1h1h1h1h",
+            404,
+        ),
+        ("GET", "/v1/kv/k?index=1&wait=-5s", 404),
+        ("PUT", "/v1/kv/k?flags=18446744073709551616", 400),
+        ("GET", "/v1/status/leader?dc=%00", 500),
+    ];
+    for (method, target, status) in cases {
+        let r = http(h.addr, method, target, b"").await;
+        assert_eq!(r.status, status, "{method} {target}: {}", r.text());
+    }
+    // A negative wait means Consul's default.
+    assert_eq!(
+        h.script.lock().unwrap().requests[2]
+            .blocking
+            .unwrap()
+            .max_wait,
+        Duration::from_secs(300)
+    );
+    assert_eq!(h.get("/v1/status/leader").await.status, 200);
+}
+
+#[tokio::test]
+async fn put_and_get_of_the_empty_key_are_400() {
+    let h = Harness::start().await;
+    for r in [h.put("/v1/kv/", b"v").await, h.get("/v1/kv/").await] {
+        assert_eq!((r.status, r.text().as_str()), (400, "Missing key name"));
+    }
+    assert_eq!(h.request_count(), 0);
+}
+
+// ---------------------------------------------------------------- query parameters
+
+#[tokio::test]
+async fn stale_with_consistent_is_400() {
+    let h = Harness::start().await;
+    let r = h.get("/v1/kv/k?stale&consistent").await;
+    assert_eq!(r.status, 400);
+    assert_eq!(
+        r.text(),
+        "Cannot specify ?stale with ?consistent, conflicting semantics."
+    );
+    assert_eq!(h.request_count(), 0);
+
+    // Each alone picks the read mode, whatever its value (presence counts).
+    h.get("/v1/kv/k?stale=false").await;
+    assert_eq!(h.last_request().read_mode, ReadMode::Stale);
+    h.get("/v1/kv/k?consistent").await;
+    assert_eq!(h.last_request().read_mode, ReadMode::Consistent);
+    h.get("/v1/kv/k").await;
+    assert_eq!(h.last_request().read_mode, ReadMode::Default);
+}
+
+#[tokio::test]
+async fn bad_query_values_are_400_naming_the_parameter() {
+    let h = Harness::start().await;
+    let cases = [
+        ("PUT", "/v1/kv/k?cas=abc", "?cas"),
+        ("PUT", "/v1/kv/k?flags=-1", "?flags"),
+        ("DELETE", "/v1/kv/k?cas=1x", "?cas"),
+        ("GET", "/v1/kv/k?index=x", "Invalid index"),
+        ("GET", "/v1/kv/k?index=1&wait=forever", "Invalid wait time"),
+        ("GET", "/v1/kv/k?wait=10", "Invalid wait time"),
+        (
+            "DELETE",
+            "/v1/kv/k?recurse&cas=1",
+            "Conflicting flags: cas=1&recurse=",
+        ),
+        ("PUT", "/v1/kv/k?cas=1&acquire=s", "Conflicting flags"),
+        ("DELETE", "/v1/operator/raft/peer?id=not-a-uuid", "?id"),
+    ];
+    for (method, target, needle) in cases {
+        let r = http(h.addr, method, target, b"").await;
+        assert_eq!(r.status, 400, "{method} {target}: {}", r.text());
+        assert!(
+            r.text().contains(needle),
+            "{method} {target}: {:?}",
+            r.text()
+        );
+        assert!(r.header("Content-Type").unwrap().starts_with("text/plain"));
+    }
+    assert_eq!(h.request_count(), 0);
+}
+
+#[tokio::test]
+async fn a_blocking_query_passes_index_and_wait_to_the_request() {
+    let h = Harness::start().await;
+    h.get("/v1/kv/k?index=5&wait=10s").await;
+    assert_eq!(
+        h.last_request().blocking,
+        Some(Blocking {
+            min_index: 5,
+            max_wait: Duration::from_secs(10)
+        })
+    );
+    h.get("/v1/kv/k?recurse&index=9&wait=100ms").await;
+    assert_eq!(
+        h.last_request().blocking,
+        Some(Blocking {
+            min_index: 9,
+            max_wait: Duration::from_millis(100)
+        })
+    );
+    // No wait: Consul's default 5 minutes; over 10 minutes: capped.
+    h.get("/v1/kv/k?index=5").await;
+    assert_eq!(
+        h.last_request().blocking.unwrap().max_wait,
+        Duration::from_secs(300)
+    );
+    h.get("/v1/kv/k?index=5&wait=1h").await;
+    assert_eq!(
+        h.last_request().blocking.unwrap().max_wait,
+        Duration::from_secs(600)
+    );
+    // A wait without an index does not block.
+    h.get("/v1/kv/k?wait=5m").await;
+    assert_eq!(h.last_request().blocking, None);
+}
+
+#[tokio::test]
+async fn dc_selects_the_datacenter_and_defaults_to_the_agents() {
+    let h = Harness::start().await;
+    h.get("/v1/kv/k").await;
+    assert_eq!(h.last_request().datacenter, Datacenter("dc1".into()));
+    let r = h.get("/v1/kv/k?dc=dc2").await;
+    assert_eq!(h.last_request().datacenter, Datacenter("dc2".into()));
+    assert_eq!(
+        (r.status, r.text().as_str()),
+        (500, "No path to datacenter")
+    );
+}
+
+#[tokio::test]
+async fn agent_errors_map_to_consuls_status_codes_and_strings() {
+    let h = Harness::start().await;
+    let cases = [
+        ("err/no-leader", 500, "No cluster leader"),
+        ("err/not-ready", 500, "Not ready to serve consistent reads"),
+        ("err/busy", 429, "Server is busy, try again later"),
+        ("err/unknown", 500, "outcome unknown: leadership lost"),
+    ];
+    for (key, status, text) in cases {
+        let r = h.get(&format!("/v1/kv/{key}")).await;
+        assert_eq!((r.status, r.text().as_str()), (status, text), "{key}");
+    }
+}
+
+// ---------------------------------------------------------------- status, agent, operator
+
+#[tokio::test]
+async fn status_leader_is_an_empty_string_with_200_when_there_is_none() {
+    let h = Harness::start().await;
+    let r = h.get("/v1/status/leader").await;
+    assert_eq!(
+        (r.status, r.json()),
+        (200, serde_json::json!("10.0.0.1:8300"))
+    );
+    // Any server answers: the read is stale.
+    assert_eq!(h.last_request().read_mode, ReadMode::Stale);
+    assert_eq!(h.last_request().op, Op::StatusLeader);
+
+    h.script.lock().unwrap().leader = None;
+    let r = h.get("/v1/status/leader").await;
+    assert_eq!((r.status, r.json()), (200, serde_json::json!("")));
+
+    let r = h.get("/v1/status/peers").await;
+    assert_eq!(r.json(), serde_json::json!(["10.0.0.1:8300"]));
+    // `?pretty` indents, and ends with a newline as Consul's does.
+    let r = h.get("/v1/status/peers?pretty").await;
+    assert_eq!(r.text(), "[\n  \"10.0.0.1:8300\"\n]\n");
+}
+
+#[tokio::test]
+async fn agent_self_has_consuls_shape_with_string_stats() {
+    let h = Harness::start().await;
+    let r = h.get("/v1/agent/self").await;
+    assert_eq!(r.status, 200);
+    let v = r.json();
+    let config = &v["Config"];
+    assert_eq!(config["Datacenter"], "dc1");
+    assert_eq!(config["NodeName"], "node-a");
+    assert_eq!(config["NodeID"], NODE_A.to_string());
+    assert_eq!(config["Server"], true);
+    assert!(config["Version"].as_str().unwrap().starts_with("1."));
+    assert!(config["Revision"].is_string());
+
+    let member = &v["Member"];
+    assert_eq!(member["Name"], "node-a");
+    assert_eq!(member["Addr"], "10.0.0.1");
+    assert_eq!(member["Port"], 8300);
+    assert_eq!(member["Status"], 1);
+    assert_eq!(member["Tags"]["role"], "consul");
+    assert_eq!(member["Tags"]["dc"], "dc1");
+
+    // Every value under Stats is a string.
+    for (group, stats) in v["Stats"].as_object().unwrap() {
+        for (name, value) in stats.as_object().unwrap() {
+            assert!(value.is_string(), "Stats.{group}.{name} = {value}");
+        }
+    }
+    let raft = &v["Stats"]["raft"];
+    assert_eq!(raft["state"], "Leader");
+    assert_eq!(raft["term"], "3");
+    assert_eq!(raft["commit_index"], "17");
+    assert_eq!(raft["applied_index"], "16");
+    assert_eq!(raft["last_log_index"], "18");
+    assert_eq!(raft["num_peers"], "2");
+    assert_eq!(raft["last_contact"], "0");
+    let consul = &v["Stats"]["consul"];
+    assert_eq!(consul["server"], "true");
+    assert_eq!(consul["leader"], "true");
+    assert_eq!(consul["leader_addr"], "10.0.0.1:8300");
+    assert_eq!(consul["known_datacenters"], "1");
+    assert_eq!(consul["bootstrap"], "false");
+}
+
+#[tokio::test]
+async fn agent_leave_answers_200_with_an_empty_body() {
+    let h = Harness::start().await;
+    let r = h.put("/v1/agent/leave", b"").await;
+    assert_eq!(r.status, 200);
+    assert!(r.body.is_empty());
+    assert_eq!(h.script.lock().unwrap().leaves, 1);
+}
+
+#[tokio::test]
+async fn operator_raft_configuration_lists_servers() {
+    let h = Harness::start().await;
+    let r = h.get("/v1/operator/raft/configuration?stale").await;
+    assert_eq!(r.status, 200);
+    r.assert_meta();
+    assert_eq!(
+        r.json(),
+        serde_json::json!({
+            "Servers": [
+                {"ID": NODE_A.to_string(), "Node": "a", "Address": "10.0.0.1:8300",
+                 "Leader": true, "ProtocolVersion": "3", "Voter": true},
+                {"ID": NODE_B.to_string(), "Node": "b", "Address": "10.0.0.2:8300",
+                 "Leader": false, "ProtocolVersion": "3", "Voter": true},
+            ],
+            "Index": 7,
+        })
+    );
+    assert_eq!(h.last_request().read_mode, ReadMode::Stale);
+}
+
+#[tokio::test]
+async fn remove_peer_needs_exactly_one_of_id_or_address() {
+    let h = Harness::start().await;
+    let r = h.delete("/v1/operator/raft/peer").await;
+    assert_eq!(r.status, 400);
+    assert_eq!(
+        r.text(),
+        "Must specify either ?id with the server's ID or ?address with IP:port of peer to remove"
+    );
+    let r = h.delete("/v1/operator/raft/peer?id=x&address=y").await;
+    assert_eq!(
+        (r.status, r.text().as_str()),
+        (400, "Must specify only one of ?id or ?address")
+    );
+    assert_eq!(h.request_count(), 0);
+
+    let r = h
+        .delete("/v1/operator/raft/peer?address=10.0.0.2:8300")
+        .await;
+    assert_eq!((r.status, r.body.len()), (200, 0));
+    assert_eq!(
+        h.last_request().op,
+        Op::RaftRemovePeer {
+            id: None,
+            address: Some("10.0.0.2:8300".into())
+        }
+    );
+    let r = h
+        .delete(&format!("/v1/operator/raft/peer?id={NODE_B}"))
+        .await;
+    assert_eq!(r.status, 200);
+    assert_eq!(
+        h.last_request().op,
+        Op::RaftRemovePeer {
+            id: Some(NODE_B),
+            address: None
+        }
+    );
+}
+
+#[tokio::test]
+async fn unknown_routes_are_404_and_wrong_methods_405() {
+    let h = Harness::start().await;
+    assert_eq!(h.get("/v1/nope").await.status, 404);
+    let r = http(h.addr, "POST", "/v1/kv/k", b"").await;
+    assert_eq!(r.status, 405);
+    assert!(r.header("Allow").is_some());
+}

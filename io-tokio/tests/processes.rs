@@ -1,0 +1,361 @@
+//! Real `tern agent` processes on 127.0.0.1: a three-server cluster elects a
+//! leader, takes writes through any server, survives `kill -9` of its leader
+//! under load, and a restarted server catches up from its data dir. Also: a
+//! corrupted segment stops an agent with a clear message; a torn tail is
+//! recovered.
+
+use std::collections::BTreeMap;
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn temp_dir(name: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!(
+        "tern-test-{name}-{}-{}",
+        std::process::id(),
+        free_port()
+    ));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+struct Node {
+    name: String,
+    http: u16,
+    server: u16,
+    dir: PathBuf,
+    child: Option<Child>,
+    log: PathBuf,
+}
+
+impl Node {
+    fn args(&self, peers: &[u16]) -> Vec<String> {
+        let mut a = vec![
+            "agent".into(),
+            "-server".into(),
+            "-bootstrap-expect=3".into(),
+            // Consul's production timings (raft_multiplier 1): elections in 1-2 s.
+            "-hcl=performance { raft_multiplier = 1 }".into(),
+            format!("-node={}", self.name),
+            format!("-data-dir={}", self.dir.display()),
+            "-bind=127.0.0.1".into(),
+            "-client=127.0.0.1".into(),
+            format!("-http-port={}", self.http),
+            format!("-server-port={}", self.server),
+        ];
+        for p in peers {
+            if *p != self.server {
+                a.push(format!("-retry-join=127.0.0.1:{p}"));
+            }
+        }
+        a
+    }
+
+    fn start(&mut self, peers: &[u16]) {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log)
+            .unwrap();
+        let child = Command::new(env!("CARGO_BIN_EXE_tern"))
+            .args(self.args(peers))
+            .env("TERN_LOG", "info")
+            .stdout(Stdio::from(log.try_clone().unwrap()))
+            .stderr(Stdio::from(log))
+            .spawn()
+            .expect("start tern agent");
+        self.child = Some(child);
+    }
+
+    fn kill9(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill(); // SIGKILL
+            let _ = c.wait();
+        }
+    }
+
+    fn base(&self) -> String {
+        format!("http://127.0.0.1:{}", self.http)
+    }
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}
+
+fn get(url: &str) -> Option<(u16, String)> {
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .timeout_global(Some(Duration::from_secs(3)))
+        .http_status_as_error(false)
+        .build()
+        .into();
+    let mut r = agent.get(url).call().ok()?;
+    let status = r.status().as_u16();
+    Some((status, r.body_mut().read_to_string().ok()?))
+}
+
+fn put(url: &str, body: &str) -> Option<(u16, String)> {
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .timeout_global(Some(Duration::from_secs(3)))
+        .http_status_as_error(false)
+        .build()
+        .into();
+    let mut r = agent.put(url).send(body.as_bytes()).ok()?;
+    let status = r.status().as_u16();
+    Some((status, r.body_mut().read_to_string().ok()?))
+}
+
+fn cluster(name: &str) -> Vec<Node> {
+    (1..=3)
+        .map(|i| {
+            let dir = temp_dir(&format!("{name}-s{i}"));
+            Node {
+                name: format!("s{i}"),
+                http: free_port(),
+                server: free_port(),
+                log: dir.join("agent.log"),
+                dir,
+                child: None,
+            }
+        })
+        .collect()
+}
+
+fn leader_of(nodes: &[Node], within: Duration) -> Option<usize> {
+    let end = Instant::now() + within;
+    while Instant::now() < end {
+        for n in nodes.iter() {
+            if n.child.is_none() {
+                continue;
+            }
+            if let Some((200, body)) = get(&format!("{}/v1/status/leader", n.base())) {
+                let addr = body.trim().trim_matches('"').to_string();
+                if let Some(j) = nodes
+                    .iter()
+                    .position(|m| m.child.is_some() && addr == format!("127.0.0.1:{}", m.server))
+                {
+                    return Some(j);
+                }
+            }
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    None
+}
+
+fn logs(nodes: &[Node]) -> String {
+    nodes
+        .iter()
+        .map(|n| {
+            format!(
+                "---- {} ----\n{}",
+                n.name,
+                std::fs::read_to_string(&n.log).unwrap_or_default()
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn three_servers_elect_survive_kill_9_of_the_leader_and_lose_no_acknowledged_write() {
+    let mut nodes = cluster("kill9");
+    let ports: Vec<u16> = nodes.iter().map(|n| n.server).collect();
+    for n in nodes.iter_mut() {
+        n.start(&ports);
+    }
+    // Phase 1: a leader, and writes through every server.
+    let leader = leader_of(&nodes, Duration::from_secs(20))
+        .unwrap_or_else(|| panic!("no leader\n{}", logs(&nodes)));
+    let mut acked: BTreeMap<String, String> = BTreeMap::new();
+    for (i, n) in nodes.iter().enumerate() {
+        let key = format!("through-s{}", i + 1);
+        let r = put(&format!("{}/v1/kv/{key}", n.base()), "v");
+        assert_eq!(
+            r.map(|r| r.1.trim().to_string()),
+            Some("true".into()),
+            "{}",
+            logs(&nodes)
+        );
+        acked.insert(key, "v".into());
+    }
+
+    // Phase 2: a steady write load; kill -9 the leader in the middle of it.
+    let mut seq = 0;
+    let start = Instant::now();
+    let mut killed = false;
+    let mut failover_first_ok: Option<Duration> = None;
+    let mut killed_at = Instant::now();
+    while start.elapsed() < Duration::from_secs(12) {
+        seq += 1;
+        let key = format!("load/{seq}");
+        let target = seq % 3;
+        if nodes[target].child.is_none() {
+            continue;
+        }
+        if let Some((200, body)) = put(
+            &format!("{}/v1/kv/{key}", nodes[target].base()),
+            &seq.to_string(),
+        ) {
+            if body.trim() == "true" {
+                acked.insert(key, seq.to_string());
+                if killed && failover_first_ok.is_none() {
+                    failover_first_ok = Some(killed_at.elapsed());
+                }
+            }
+        }
+        if !killed && start.elapsed() > Duration::from_secs(2) {
+            nodes[leader].kill9();
+            killed = true;
+            killed_at = Instant::now();
+        }
+    }
+    assert!(
+        failover_first_ok.is_some(),
+        "no write succeeded after killing the leader\n{}",
+        logs(&nodes)
+    );
+    eprintln!(
+        "first successful write {:?} after kill -9 of the leader",
+        failover_first_ok.unwrap()
+    );
+
+    // Phase 3: the killed server restarts from its data dir and catches up.
+    nodes[leader].start(&ports);
+    let end = Instant::now() + Duration::from_secs(20);
+    for n in &nodes {
+        for (key, value) in &acked {
+            loop {
+                let r = get(&format!("{}/v1/kv/{key}?stale&raw", n.base()));
+                if r.as_ref().is_some_and(|(s, b)| *s == 200 && b == value) {
+                    break;
+                }
+                assert!(
+                    Instant::now() < end,
+                    "{}: acknowledged {key}={value} missing ({r:?})\n{}",
+                    n.name,
+                    logs(&nodes)
+                );
+                std::thread::sleep(Duration::from_millis(100));
+            }
+        }
+    }
+}
+
+fn segments(dir: &Path) -> Vec<PathBuf> {
+    let mut v: Vec<PathBuf> = std::fs::read_dir(dir.join("raft"))
+        .map(|rd| rd.filter_map(|e| e.ok().map(|e| e.path())).collect())
+        .unwrap_or_default();
+    v.retain(|p| p.extension().is_some_and(|e| e == "wal"));
+    v.sort();
+    v
+}
+
+#[test]
+fn a_corrupt_segment_stops_the_agent_and_a_torn_tail_is_recovered() {
+    // One server, bootstrap 1: write, stop with kill -9.
+    let dir = temp_dir("corrupt");
+    let http = free_port();
+    let server = free_port();
+    let args = |d: &Path| {
+        vec![
+            "agent".to_string(),
+            "-server".into(),
+            "-bootstrap-expect=1".into(),
+            "-hcl=performance { raft_multiplier = 1 }".into(),
+            "-node=solo".into(),
+            format!("-data-dir={}", d.display()),
+            "-bind=127.0.0.1".into(),
+            "-client=127.0.0.1".into(),
+            format!("-http-port={http}"),
+            format!("-server-port={server}"),
+        ]
+    };
+    let spawn = |d: &Path| {
+        Command::new(env!("CARGO_BIN_EXE_tern"))
+            .args(args(d))
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap()
+    };
+    let mut child = spawn(&dir);
+    let base = format!("http://127.0.0.1:{http}");
+    let end = Instant::now() + Duration::from_secs(15);
+    while put(&format!("{base}/v1/kv/a"), "1").map(|r| r.1) != Some("true".into()) {
+        assert!(Instant::now() < end, "the single server never took a write");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    for i in 0..20 {
+        assert_eq!(
+            put(&format!("{base}/v1/kv/k{i}"), "x").map(|r| r.0),
+            Some(200)
+        );
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+
+    // A torn tail: cut the last segment mid-record. The agent starts, says so,
+    // and keeps everything before the cut.
+    let seg = segments(&dir).pop().expect("a log segment");
+    let len = std::fs::metadata(&seg).unwrap().len();
+    let f = std::fs::OpenOptions::new().write(true).open(&seg).unwrap();
+    f.set_len(len - 3).unwrap();
+    drop(f);
+    let mut child = spawn(&dir);
+    let end = Instant::now() + Duration::from_secs(15);
+    loop {
+        if let Some((200, v)) = get(&format!("{base}/v1/kv/a?raw")) {
+            assert_eq!(v, "1");
+            break;
+        }
+        assert!(
+            Instant::now() < end,
+            "no answer after recovering a torn tail"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+
+    // A flipped byte in the middle of the first segment: refuse to start,
+    // naming the file and the offset.
+    let seg = segments(&dir).into_iter().next().expect("a log segment");
+    let mut bytes = std::fs::read(&seg).unwrap();
+    let mid = bytes.len() / 3;
+    bytes[mid] ^= 0xFF;
+    std::fs::write(&seg, &bytes).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_tern"))
+        .args(args(&dir))
+        .output()
+        .unwrap();
+    assert!(
+        !out.status.success(),
+        "a corrupt segment must stop the agent"
+    );
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let file_name = seg.file_name().unwrap().to_string_lossy().to_string();
+    assert!(
+        text.contains(&file_name),
+        "the message names the file: {text}"
+    );
+    assert!(
+        text.contains("offset"),
+        "the message names the offset: {text}"
+    );
+}
