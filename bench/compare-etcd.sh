@@ -26,7 +26,9 @@ for i in 1 2 3; do TH[$i]=$(port); TS[$i]=$(port); done
 start_tern() {
   local i=$1 joins=()
   for j in 1 2 3; do [ "$j" = "$i" ] || joins+=("-retry-join=127.0.0.1:${TS[$j]}"); done
+  # raft_multiplier 1: election timeout 1000-2000 ms, like etcd's default 1000 ms.
   "$TERN" agent -server -bootstrap-expect=3 -node="s$i" -data-dir="$WORK/tern$i" \
+    -hcl='performance { raft_multiplier = 1 }' \
     -bind=127.0.0.1 -client=127.0.0.1 -http-port="${TH[$i]}" -server-port="${TS[$i]}" \
     "${joins[@]}" >>"$WORK/tern$i.log" 2>&1 &
   TPID[$i]=$!
@@ -74,7 +76,7 @@ for c in 1 64; do
   R[etcd,$c]=$(run etcd "127.0.0.1:${EC[$el]}" "$c")
 done
 
-field() { echo "$1" | tr ' ' '\n' | sed -n "s/^$2=//p"; }
+field() { echo "$1" | tr ' ' '\n' | sed -n "s|^$2=||p"; }
 ratio() { python3 -c "a,b=float('$1'),float('$2'); print(f'{a/b:.2f}' if b else 'n/a')"; }
 
 # ---------- failover ----------
@@ -82,26 +84,28 @@ failover_tern() {
   local l; l=$(tern_leader)
   local others=(); for j in 1 2 3; do [ "$j" = "$l" ] || others+=("$j"); done
   kill -9 "${TPID[$l]}"; local t0; t0=$(date +%s.%N)
-  while :; do
+  while python3 -c "import sys; sys.exit(0 if $(date +%s.%N)-$t0 < 30 else 1)"; do
     for j in "${others[@]}"; do
       if [ "$(curl -s -m 1 -X PUT --data x "http://127.0.0.1:${TH[$j]}/v1/kv/failover")" = "true" ]; then
-        python3 -c "print(f'{$(date +%s.%N)-$t0:.3f}')"; start_tern "$l"; sleep 3; return; fi
+        python3 -c "print(f'{$(date +%s.%N)-$t0:.3f}')" >>"$WORK/failover-tern"; start_tern "$l"; sleep 3; return; fi
     done
   done
+  echo 30 >>"$WORK/failover-tern"; start_tern "$l"; sleep 3
 }
 failover_etcd() {
   local l; l=$(etcd_leader)
   local others=(); for j in 1 2 3; do [ "$j" = "$l" ] || others+=("$j"); done
   kill -9 "${EPID[$l]}"; local t0; t0=$(date +%s.%N)
-  while :; do
+  while python3 -c "import sys; sys.exit(0 if $(date +%s.%N)-$t0 < 30 else 1)"; do
     for j in "${others[@]}"; do
       if ETCDCTL_API=3 etcdctl --endpoints "127.0.0.1:${EC[$j]}" --command-timeout=500ms put failover x >/dev/null 2>&1; then
-        python3 -c "print(f'{$(date +%s.%N)-$t0:.3f}')"; start_etcd "$l" existing; sleep 3; return; fi
+        python3 -c "print(f'{$(date +%s.%N)-$t0:.3f}')" >>"$WORK/failover-etcd"; start_etcd "$l" existing; sleep 3; return; fi
     done
   done
+  echo 30 >>"$WORK/failover-etcd"; start_etcd "$l" existing; sleep 3
 }
-TF=(); EF=()
-for t in $(seq "$TRIALS"); do TF+=("$(failover_tern)"); EF+=("$(failover_etcd)"); done
+for t in $(seq "$TRIALS"); do failover_tern; failover_etcd; done
+mapfile -t TF <"$WORK/failover-tern"; mapfile -t EF <"$WORK/failover-etcd"
 stats() { python3 -c "import statistics,sys; v=[float(x) for x in sys.argv[1:]]; print(f'median={statistics.median(v):.3f}s max={max(v):.3f}s')" "$@"; }
 
 echo
