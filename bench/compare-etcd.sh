@@ -86,7 +86,7 @@ failover_tern() {
   kill -9 "${TPID[$l]}"; local t0; t0=$(date +%s.%N)
   while python3 -c "import sys; sys.exit(0 if $(date +%s.%N)-$t0 < 30 else 1)"; do
     for j in "${others[@]}"; do
-      if [ "$(curl -s -m 1 -X PUT --data x "http://127.0.0.1:${TH[$j]}/v1/kv/failover")" = "true" ]; then
+      if [ "$(curl -s -m 0.25 -X PUT --data x "http://127.0.0.1:${TH[$j]}/v1/kv/failover")" = "true" ]; then
         python3 -c "print(f'{$(date +%s.%N)-$t0:.3f}')" >>"$WORK/failover-tern"; start_tern "$l"; sleep 3; return; fi
     done
   done
@@ -98,7 +98,7 @@ failover_etcd() {
   kill -9 "${EPID[$l]}"; local t0; t0=$(date +%s.%N)
   while python3 -c "import sys; sys.exit(0 if $(date +%s.%N)-$t0 < 30 else 1)"; do
     for j in "${others[@]}"; do
-      if ETCDCTL_API=3 etcdctl --endpoints "127.0.0.1:${EC[$j]}" --command-timeout=500ms put failover x >/dev/null 2>&1; then
+      if ETCDCTL_API=3 etcdctl --endpoints "127.0.0.1:${EC[$j]}" --command-timeout=250ms put failover x >/dev/null 2>&1; then
         python3 -c "print(f'{$(date +%s.%N)-$t0:.3f}')" >>"$WORK/failover-etcd"; start_etcd "$l" existing; sleep 3; return; fi
     done
   done

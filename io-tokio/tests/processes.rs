@@ -359,3 +359,86 @@ fn a_corrupt_segment_stops_the_agent_and_a_torn_tail_is_recovered() {
         "the message names the offset: {text}"
     );
 }
+
+/// Garbage, a truncated frame, an unknown first byte, a TLS byte and a
+/// connection that never sends its first byte: each is closed, the agent
+/// keeps serving, and no data is lost.
+#[test]
+fn bad_input_on_the_server_port_is_closed_and_the_agent_keeps_serving() {
+    use std::io::{Read, Write};
+    use std::net::TcpStream;
+    let dir = temp_dir("badinput");
+    let http = free_port();
+    let server = free_port();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_tern"))
+        .args([
+            "agent".to_string(),
+            "-server".into(),
+            "-bootstrap-expect=1".into(),
+            "-hcl=performance { raft_multiplier = 1 }".into(),
+            "-node=solo".into(),
+            format!("-data-dir={}", dir.display()),
+            "-bind=127.0.0.1".into(),
+            "-client=127.0.0.1".into(),
+            format!("-http-port={http}"),
+            format!("-server-port={server}"),
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let base = format!("http://127.0.0.1:{http}");
+    let end = Instant::now() + Duration::from_secs(15);
+    while put(&format!("{base}/v1/kv/before"), "1").map(|r| r.1) != Some("true".into()) {
+        assert!(Instant::now() < end, "the server never took a write");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // Each of these connections must be closed by the server.
+    let closed = |bytes: &[u8], within: Duration| {
+        let mut s = TcpStream::connect(("127.0.0.1", server)).unwrap();
+        s.set_read_timeout(Some(within)).unwrap();
+        s.write_all(bytes).unwrap();
+        let mut buf = [0u8; 16];
+        match s.read(&mut buf) {
+            Ok(0) => true,
+            Err(e) => e.kind() == std::io::ErrorKind::ConnectionReset,
+            Ok(_) => false,
+        }
+    };
+    let short = Duration::from_secs(3);
+    assert!(
+        closed(&[1, 0xff, 0xff, 0xff, 0xff, 1, 2, 3], short),
+        "an oversized frame"
+    );
+    assert!(
+        closed(&[1, 0, 0, 0, 4, 9, 9, 9, 9], short),
+        "a frame that is not a message"
+    );
+    assert!(closed(&[5], short), "an unknown first byte");
+    assert!(closed(&[3], short), "TLS is not served yet");
+    assert!(closed(&[0, 0, 0, 0, 2, 0xde, 0xad], short), "a bad hello");
+    // A connection that never sends its first byte is closed after the
+    // handshake timeout (5 s).
+    let t = Instant::now();
+    assert!(closed(&[], Duration::from_secs(8)), "slow loris");
+    assert!(
+        t.elapsed() >= Duration::from_secs(4),
+        "closed only at the deadline"
+    );
+    // A truncated frame followed by the peer going away.
+    {
+        let mut s = TcpStream::connect(("127.0.0.1", server)).unwrap();
+        s.write_all(&[1, 0, 0, 0, 100, 1, 2]).unwrap();
+    }
+    // Still serving, nothing lost.
+    assert_eq!(
+        put(&format!("{base}/v1/kv/after"), "2").map(|r| r.1),
+        Some("true".into())
+    );
+    assert_eq!(
+        get(&format!("{base}/v1/kv/before?raw")).map(|r| r.1),
+        Some("1".into())
+    );
+    let _ = child.kill();
+    let _ = child.wait();
+}
