@@ -1,0 +1,38 @@
+# Drives a running Tern agent with py-consul, unchanged, the way Consul users
+# do; run by tests/consul_clients.rs with TERN_HTTP_PORT set. Fails loudly.
+import os, threading, time
+import consul
+
+c = consul.Consul(host="127.0.0.1", port=int(os.environ["TERN_HTTP_PORT"]))
+assert c.status.leader() != "", "a leader"
+assert len(c.status.peers()) == 1
+assert c.kv.put("py/a", "1") is True
+assert c.kv.put("py/b", "2", flags=7) is True
+idx, v = c.kv.get("py/a")
+assert v["Value"] == b"1" and int(idx) >= 1, v
+assert c.kv.put("py/a", "3", cas=v["ModifyIndex"]) is True
+assert c.kv.put("py/a", "4", cas=v["ModifyIndex"]) is False, "stale cas must fail"
+assert c.kv.put("py/new", "x", cas=0) is True
+assert c.kv.put("py/new", "y", cas=0) is False, "cas 0 is create-only"
+_, vs = c.kv.get("py/", recurse=True)
+assert [(x["Key"], x["Value"], x["Flags"]) for x in vs] == [
+    ("py/a", b"3", 0), ("py/b", b"2", 7), ("py/new", b"x", 0)], vs
+_, keys = c.kv.get("py/", keys=True)
+assert keys == ["py/a", "py/b", "py/new"], keys
+_, missing = c.kv.get("nope")
+assert missing is None
+_, stale = c.kv.get("py/a", consistency="stale")
+assert stale["Value"] == b"3"
+_, cons = c.kv.get("py/a", consistency="consistent")
+assert cons["Value"] == b"3"
+assert c.kv.delete("py/", recurse=True) is True
+assert c.kv.get("py/", recurse=True)[1] is None
+# A blocking query returns when the key changes.
+idx, _ = c.kv.get("watched")
+threading.Thread(target=lambda: (time.sleep(0.5), c.kv.put("watched", "x"))).start()
+t = time.time()
+_, w = c.kv.get("watched", index=idx, wait="5s")
+assert w["Value"] == b"x" and time.time() - t < 4, (w, time.time() - t)
+assert c.agent.self()["Config"]["Datacenter"] == "dc1"
+assert [s["Voter"] for s in c.operator.raft_config()["Servers"]] == [True]
+print("py-consul: all checks passed")
