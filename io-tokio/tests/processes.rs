@@ -442,3 +442,41 @@ fn bad_input_on_the_server_port_is_closed_and_the_agent_keeps_serving() {
     let _ = child.kill();
     let _ = child.wait();
 }
+
+/// SIGTERM makes a leader leave gracefully: it hands leadership to another
+/// server (which answers writes within a moment), fails fast meanwhile, and
+/// exits with status 0.
+#[test]
+fn sigterm_hands_leadership_over_and_exits_cleanly() {
+    let mut nodes = cluster("sigterm");
+    let ports: Vec<u16> = nodes.iter().map(|n| n.server).collect();
+    for n in nodes.iter_mut() {
+        n.start(&ports);
+    }
+    let leader = leader_of(&nodes, Duration::from_secs(20))
+        .unwrap_or_else(|| panic!("no leader\n{}", logs(&nodes)));
+    let mut child = nodes[leader].child.take().unwrap();
+    let pid = child.id().to_string();
+    assert!(Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap()
+        .success());
+    // Another server leads (the log line shows how fast: a transfer takes
+    // one round trip, an election would take at least 1 s).
+    let t = Instant::now();
+    let next = leader_of(&nodes, Duration::from_secs(5))
+        .unwrap_or_else(|| panic!("no new leader\n{}", logs(&nodes)));
+    assert_ne!(next, leader);
+    eprintln!("leadership moved {:?} after SIGTERM", t.elapsed());
+    assert_eq!(
+        put(&format!("{}/v1/kv/after-leave", nodes[next].base()), "1").map(|r| r.1),
+        Some("true".into())
+    );
+    let status = child.wait().unwrap();
+    assert!(
+        status.success(),
+        "a graceful leave exits 0: {status:?}\n{}",
+        logs(&nodes)
+    );
+}
