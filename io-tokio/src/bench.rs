@@ -127,7 +127,11 @@ pub fn run(
                             base64(&value)
                         )),
                     };
-                    let ok = sent.ok().is_some_and(|r| r.status().as_u16() == 200);
+                    // Read the body to the end so the connection goes back to
+                    // the pool and is reused (else every request reconnects).
+                    let ok = sent.ok().is_some_and(|mut r| {
+                        r.status().as_u16() == 200 && r.body_mut().read_to_vec().is_ok()
+                    });
                     if ok {
                         lat.push(t.elapsed());
                     } else {
