@@ -5,35 +5,40 @@ use tern_core::Duration;
 
 /// Parse a Go duration. Negative durations are refused: no Tern setting wants one.
 pub(crate) fn parse(text: &str) -> Option<Duration> {
-    let s = text.strip_prefix('+').unwrap_or(text);
-    if s == "0" {
-        return Some(Duration::from_nanos(0));
+    parse_go_nanos(text)
+        .filter(|n| *n >= 0 && !text.starts_with('-'))
+        .map(|n| Duration::from_nanos(n as u64))
+}
+
+/// Go's `time.ParseDuration`, in nanoseconds: `[-+]?([0-9]*(\.[0-9]*)?unit)+`
+/// or a bare `0`, units `ns us µs ms s m h`, at most `i64::MAX`.
+pub(crate) fn parse_go_nanos(s: &str) -> Option<i64> {
+    let (negative, mut rest) = match s.as_bytes().first() {
+        Some(b'-') => (true, &s[1..]),
+        Some(b'+') => (false, &s[1..]),
+        _ => (false, s),
+    };
+    if rest == "0" {
+        return Some(0);
     }
-    if s.is_empty() {
+    if rest.is_empty() {
         return None;
     }
-    let mut rest = s;
     let mut total: u128 = 0;
     while !rest.is_empty() {
-        let int_len = rest
-            .find(|c: char| !c.is_ascii_digit())
-            .unwrap_or(rest.len());
-        let (int_digits, after) = rest.split_at(int_len);
-        let (frac_digits, after) = match after.strip_prefix('.') {
-            Some(a) => {
-                let n = a.find(|c: char| !c.is_ascii_digit()).unwrap_or(a.len());
-                a.split_at(n)
-            }
-            None => ("", after),
+        let (whole, r) = split_digits(rest);
+        let (fraction, r) = match r.strip_prefix('.') {
+            Some(r) => split_digits(r),
+            None => ("", r),
         };
-        if int_digits.is_empty() && frac_digits.is_empty() {
+        if whole.is_empty() && fraction.is_empty() {
             return None;
         }
-        let unit_len = after
-            .find(|c: char| c.is_ascii_digit() || c == '.')
-            .unwrap_or(after.len());
-        let (unit, after) = after.split_at(unit_len);
-        let unit_nanos: u128 = match unit {
+        let unit_len = r
+            .find(|c: char| c == '.' || c.is_ascii_digit())
+            .unwrap_or(r.len());
+        let (unit, r) = r.split_at(unit_len);
+        let scale: u128 = match unit {
             "ns" => 1,
             "us" | "µs" | "μs" => 1_000,
             "ms" => 1_000_000,
@@ -42,22 +47,33 @@ pub(crate) fn parse(text: &str) -> Option<Duration> {
             "h" => 3_600_000_000_000,
             _ => return None,
         };
-        let int: u128 = if int_digits.is_empty() {
+        let whole: u128 = if whole.is_empty() {
             0
         } else {
-            int_digits.parse().ok()?
+            whole.parse().ok()?
         };
-        total = total.checked_add(int.checked_mul(unit_nanos)?)?;
-        if !frac_digits.is_empty() {
-            // Digits beyond nanosecond precision cannot matter; cap them so
-            // the power of ten cannot overflow.
-            let digits = &frac_digits[..frac_digits.len().min(18)];
-            let frac: u128 = digits.parse().ok()?;
-            total = total.checked_add(frac * unit_nanos / 10u128.pow(digits.len() as u32))?;
+        // Digits past the 18th cannot change a nanosecond count.
+        let (mut numerator, mut denominator) = (0u128, 1u128);
+        for d in fraction.bytes().take(18) {
+            numerator = numerator * 10 + u128::from(d - b'0');
+            denominator *= 10;
         }
-        rest = after;
+        let part = whole
+            .checked_mul(scale)?
+            .checked_add(numerator * scale / denominator)?;
+        total = total.checked_add(part)?;
+        if total > i64::MAX as u128 {
+            return None;
+        }
+        rest = r;
     }
-    u64::try_from(total).ok().map(Duration::from_nanos)
+    let total = total as i64;
+    Some(if negative { -total } else { total })
+}
+
+fn split_digits(s: &str) -> (&str, &str) {
+    let n = s.bytes().take_while(u8::is_ascii_digit).count();
+    s.split_at(n)
 }
 
 #[cfg(test)]

@@ -7,7 +7,7 @@
 //! and `*.hcl` files sorted by name), then `-hcl` fragments, then the flags.
 //! Every error is one line that names the key or the flag.
 
-mod duration;
+pub(crate) mod duration;
 mod source;
 
 use std::io::Read;
