@@ -714,17 +714,7 @@ impl Server {
                 let upto = snap.meta.last_index;
                 let decided: Vec<LogIndex> =
                     self.proposals.range(..=upto).map(|(i, _)| *i).collect();
-                for i in decided {
-                    if let Some((_, origin)) = self.proposals.remove(&i) {
-                        self.respond(
-                            origin,
-                            Err(RpcError::Unknown(
-                                "leadership lost while committing log".into(),
-                            )),
-                            out,
-                        );
-                    }
-                }
+                self.answer_lost(decided, out);
             }
             Err(e) => {
                 // A leader sent a snapshot we cannot decode: a broken peer.
@@ -816,15 +806,16 @@ impl Server {
             .filter(|(_, (t, _))| *t < self.raft.term() || self.raft.role() != Role::Leader)
             .map(|(i, _)| *i)
             .collect();
-        for i in stale {
+        self.answer_lost(stale, out);
+    }
+
+    /// Answer these proposals "outcome unknown": their entries may yet be
+    /// committed by another leader, so they are never reported as failed.
+    fn answer_lost(&mut self, indexes: Vec<LogIndex>, out: &mut Vec<Action>) {
+        for i in indexes {
             if let Some((_, origin)) = self.proposals.remove(&i) {
-                self.respond(
-                    origin,
-                    Err(RpcError::Unknown(
-                        "leadership lost while committing log".into(),
-                    )),
-                    out,
-                );
+                let lost = RpcError::Unknown("leadership lost while committing log".into());
+                self.respond(origin, Err(lost), out);
             }
         }
     }
