@@ -18,6 +18,13 @@ pub enum Input {
     Request { id: RequestId, request: Request },
     /// Begin a graceful leave: transfer leadership if leader, then drain.
     Leave,
+    /// A hint from the transport that this peer is gone: a connection it
+    /// held open closed or was reset, or a dial was refused (what the OS
+    /// reports when a process dies). Only a hint: it may be false, and the
+    /// core stays safe if it is. A follower whose leader this is campaigns
+    /// as soon as the leader's lease allows instead of waiting a whole
+    /// election timeout, and requests forwarded to it stop waiting for it.
+    Unreachable(NodeId),
 }
 
 /// A durable write. The driver performs it, and if `sync` fsyncs it, before

@@ -17,6 +17,9 @@ pub struct Bugs {
     pub stale_read: bool,
     /// Count replicas of an earlier term's entry toward commit (breaks §5.4.2).
     pub commit_old_term: bool,
+    /// On a hint that the leader is unreachable, help elect another at once
+    /// instead of honouring its lease first.
+    pub hint_skips_lease: bool,
 }
 
 /// A server's configuration. Durations are [`Duration`]s; sizes end in `_bytes_max`.
@@ -39,6 +42,13 @@ pub struct Config {
     pub election_timeout_max: Duration,
     /// How often a leader sends AppendEntries to an idle follower.
     pub heartbeat_interval: Duration,
+    /// Consul's `LeaderLeaseTimeout`: after hearing from its leader, a
+    /// follower helps elect no other for at least this long, even when a
+    /// hint ([`crate::Input::Unreachable`]) says the leader is gone. The
+    /// leader serves `default` reads from local state for 90% of it after a
+    /// quorum acknowledged a heartbeat. Without a hint a follower waits the
+    /// whole election timeout, as always.
+    pub leader_lease_timeout: Duration,
     /// Entries in one AppendEntries.
     pub append_entries_max: usize,
     /// Bytes of entry payload in one AppendEntries (at least one entry is sent).
@@ -99,6 +109,7 @@ impl Config {
             election_timeout_min: Duration::from_millis(1000),
             election_timeout_max: Duration::from_millis(2000),
             heartbeat_interval: Duration::from_millis(100),
+            leader_lease_timeout: Duration::from_millis(500),
             append_entries_max: 1024,
             append_bytes_max: 4 << 20,
             inflight_appends_max: 8,
@@ -158,6 +169,14 @@ impl Config {
             return err(
                 "heartbeat_interval",
                 "must be greater than zero and at most half of election_timeout_min",
+            );
+        }
+        if self.leader_lease_timeout.as_nanos() == 0
+            || self.leader_lease_timeout > self.election_timeout_min
+        {
+            return err(
+                "leader_lease_timeout",
+                "must be greater than zero and at most election_timeout_min",
             );
         }
         let positive: [(&'static str, usize); 6] = [
@@ -226,6 +245,10 @@ mod tests {
         let mut c = base();
         c.heartbeat_interval = Duration::from_millis(600);
         assert_eq!(c.validate().unwrap_err().key, "heartbeat_interval");
+
+        let mut c = base();
+        c.leader_lease_timeout = Duration::from_millis(1001);
+        assert_eq!(c.validate().unwrap_err().key, "leader_lease_timeout");
 
         let mut c = base();
         c.inflight_appends_max = 0;

@@ -50,6 +50,9 @@ struct Forwarded {
     /// The server it went to: only its reply counts.
     to: NodeId,
     deadline: Instant,
+    /// A read, kept so it can be asked again elsewhere if `to` is reported
+    /// gone. A write is never sent twice: its outcome is unknown instead.
+    read: Option<Request>,
 }
 
 /// A blocking query parked until its index moves.
@@ -166,6 +169,7 @@ impl Server {
                 self.handle_request(now, Origin::Local(id), request, out)
             }
             Input::Leave => self.leave(now, out),
+            Input::Unreachable(peer) => self.peer_unreachable(now, peer, out),
         }
         self.after(now, out);
     }
@@ -364,10 +368,45 @@ impl Server {
             }
             return self.serve_read(now, origin, request, out);
         }
-        match self.raft.leader() {
+        match self.routable_leader() {
             Some(l) if l == self.config.node_id => self.serve_as_leader(now, origin, request, out),
             Some(l) => self.forward(now, l, origin, request, out),
             None => self.hold(now, origin, request, out),
+        }
+    }
+
+    /// The leader to send requests to: none while a hint says it is gone
+    /// (requests are held for the next one rather than sent into the void).
+    fn routable_leader(&self) -> Option<NodeId> {
+        self.raft.leader().filter(|_| !self.raft.leader_suspected())
+    }
+
+    /// The transport says `peer` is gone. Raft may campaign early; requests
+    /// forwarded to `peer` stop waiting for it: a read is routed again (held
+    /// until there is a leader), a write is answered "outcome unknown" at
+    /// once, as Consul answers a write whose connection to the leader broke.
+    fn peer_unreachable(&mut self, now: Instant, peer: NodeId, out: &mut Vec<Action>) {
+        self.raft.peer_unreachable(now, peer);
+        let gone: Vec<u64> = self
+            .forwarded
+            .iter()
+            .filter(|(_, f)| f.to == peer)
+            .map(|(id, _)| *id)
+            .collect();
+        for id in gone {
+            let Some(f) = self.forwarded.remove(&id) else {
+                continue;
+            };
+            match f.read {
+                Some(request) => self.route(now, f.origin, request, out),
+                None => self.respond(
+                    f.origin,
+                    Err(RpcError::Unknown(
+                        "the connection to the leader closed before it answered".into(),
+                    )),
+                    out,
+                ),
+            }
         }
     }
 
@@ -403,12 +442,14 @@ impl Server {
         self.next_ctx += 1;
         let id = self.next_ctx;
         let deadline = now + self.config.rpc_hold_timeout;
+        let read = (!request.op.is_write()).then(|| request.clone());
         self.forwarded.insert(
             id,
             Forwarded {
                 origin,
                 to: leader,
                 deadline,
+                read,
             },
         );
         out.push(Action::Send {
@@ -865,7 +906,7 @@ impl Server {
         if self.held.is_empty() {
             return;
         }
-        let leader_known = self.raft.leader().is_some();
+        let leader_known = self.routable_leader().is_some();
         let held = std::mem::take(&mut self.held);
         for h in held {
             if leader_known || now >= h.recheck {

@@ -63,6 +63,7 @@ pub fn config(i: u64, n: u64) -> Config {
     c.election_timeout_min = Duration::from_millis(150);
     c.election_timeout_max = Duration::from_millis(300);
     c.heartbeat_interval = Duration::from_millis(50);
+    c.leader_lease_timeout = Duration::from_millis(100);
     c.bootstrap = Some(membership(n));
     c
 }

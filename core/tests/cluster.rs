@@ -300,3 +300,61 @@ fn extreme_terms_and_indexes_from_a_peer_do_not_panic() {
         );
     }
 }
+
+/// When the transport reports the leader gone, a follower holds new
+/// requests instead of forwarding them into the void, answers a write it had
+/// forwarded "outcome unknown" at once (it may or may not have been
+/// applied), routes a forwarded read again, and the followers elect a new
+/// leader well before a whole election timeout; the held requests then go
+/// to it.
+#[test]
+fn a_leader_reported_gone_is_replaced_early_and_requests_move_on() {
+    use tern_core::Input;
+    let mut c = Cluster::with_voters(3);
+    let leader = c.run_until_leader(Duration::from_secs(5)).unwrap();
+    let followers: Vec<NodeId> = c
+        .servers
+        .keys()
+        .copied()
+        .filter(|id| *id != leader)
+        .collect();
+    let f = followers[0];
+    c.run_for(Duration::from_millis(20));
+
+    // The leader dies with a write and a read forwarded to it in flight.
+    c.crash(leader);
+    let write = c.request(f, put("k", "v"));
+    let read = c.request(f, get("k", ReadMode::Default));
+    assert!(!c.responses.contains_key(&(f, write)));
+    let died = c.now;
+    for id in &followers {
+        c.handle(*id, Input::Unreachable(leader));
+    }
+    assert_eq!(
+        c.responses[&(f, write)],
+        Err(RpcError::Unknown(
+            "the connection to the leader closed before it answered".into()
+        ))
+    );
+    assert!(!c.responses.contains_key(&(f, read)), "the read is held");
+    let later = c.request(f, get("k", ReadMode::Default));
+    assert!(
+        !c.responses.contains_key(&(f, later)),
+        "held, not forwarded"
+    );
+
+    // A new leader within the lease timeout plus jitter (100 + 50 ms), not
+    // the 150-300 ms election timeout.
+    let new = c.run_until_leader(Duration::from_secs(5)).unwrap();
+    assert_ne!(new, leader);
+    let took = c.now.saturating_since(died);
+    assert!(took < Duration::from_millis(150), "took {took:?}");
+    c.run_for(Duration::from_millis(50));
+    for rid in [read, later] {
+        assert!(
+            matches!(&c.responses[&(f, rid)], Ok(r) if r.body == ReplyBody::Kv(None)),
+            "{:?}",
+            c.responses[&(f, rid)]
+        );
+    }
+}

@@ -485,6 +485,40 @@ fn pre_vote_is_granted_without_changing_term_or_vote() {
     assert_eq!(s2.raft.role(), Role::Follower);
 }
 
+/// Two followers that lose the same leader often time out together. Were
+/// each pre-candidate to grant the other, both would campaign and split the
+/// vote; a pre-candidate yields only to a more up-to-date log or, with an
+/// equal log, to a lower id, so exactly one goes on.
+#[test]
+fn a_pre_candidate_yields_only_to_a_better_log_or_a_lower_id() {
+    let mut s2 = Node::new(&config(2, 3), bootstrapped(3));
+    let out = s2.fire();
+    assert_eq!(
+        out,
+        vec![
+            send(2, 1, pre_vote_req(2, 1, 1)),
+            send(2, 3, pre_vote_req(2, 1, 1)),
+        ]
+    );
+    assert_eq!(s2.raft.role(), Role::PreCandidate);
+    // Equal logs: s3 (higher id) is refused, s1 (lower id) is granted.
+    assert_eq!(
+        s2.step(3, pre_vote_req(2, 1, 1)),
+        vec![send(2, 3, pre_vote_resp(1, false))]
+    );
+    assert_eq!(
+        s2.step(1, pre_vote_req(2, 1, 1)),
+        vec![send(2, 1, pre_vote_resp(2, true))]
+    );
+    // A longer log wins whatever the id.
+    assert_eq!(
+        s2.step(3, pre_vote_req(2, 2, 1)),
+        vec![send(2, 3, pre_vote_resp(2, true))]
+    );
+    assert_eq!(s2.raft.term(), Term(1));
+    assert_eq!(s2.raft.role(), Role::PreCandidate);
+}
+
 /// Thesis §6.4.1: a server just restarted may have acknowledged a leader's
 /// heartbeat right before it crashed, so for election_timeout_min after
 /// starting it treats itself as having heard from a leader.
@@ -635,6 +669,99 @@ fn stickiness_ends_an_election_timeout_after_the_last_contact() {
         s2.step(3, vote_req(3, 2, 2)),
         vec![hard_state(3, Some(3)), send(2, 3, vote_resp(3, true)),]
     );
+}
+
+// ===== hints from the transport (Input::Unreachable) =====
+
+/// A hint that the leader is gone (its connections closed) lets a follower
+/// campaign once the leader's lease timeout has passed since it last heard
+/// from it (plus up to a heartbeat interval of jitter), not a whole election
+/// timeout later. Until then it still refuses candidates, so the old
+/// leader's lease (90% of the lease timeout) cannot overlap a new leader.
+#[test]
+fn a_hint_that_the_leader_is_gone_starts_the_pre_vote_once_the_lease_allows() {
+    let mut s2 = follower_of_s1(ms(10));
+    let contact = s2.now;
+    let normal = s2.raft.poll_timeout();
+    assert!(
+        normal >= contact + ms(150),
+        "no hint: a whole election timeout"
+    );
+
+    // Phase 1: the hint arrives 20 ms after the last AppendEntries.
+    s2.advance(ms(20));
+    s2.raft.peer_unreachable(s2.now, node_id(1));
+    let early = s2.raft.poll_timeout();
+    assert!(early >= contact + ms(100), "not before the lease timeout");
+    assert!(early < contact + ms(150), "jitter is under a heartbeat");
+    assert!(s2.raft.leader_suspected());
+
+    // Phase 2: candidates are still refused within the lease timeout...
+    s2.now = contact + ms(99);
+    assert_eq!(
+        s2.step(3, pre_vote_req(3, 2, 2)),
+        vec![send(2, 3, pre_vote_resp(2, false))]
+    );
+    assert_eq!(
+        s2.step(3, vote_req(3, 2, 2)),
+        vec![send(2, 3, vote_resp(2, false))]
+    );
+    // ...and granted after it, though the election timeout has not passed.
+    s2.now = contact + ms(100);
+    assert_eq!(
+        s2.step(3, pre_vote_req(3, 2, 2)),
+        vec![send(2, 3, pre_vote_resp(3, true))]
+    );
+
+    // Phase 3: at the early deadline s2 asks for pre-votes itself.
+    let out = s2.fire();
+    assert_eq!(s2.now, early);
+    assert_eq!(
+        out,
+        vec![
+            send(2, 1, pre_vote_req(3, 2, 2)),
+            send(2, 3, pre_vote_req(3, 2, 2)),
+        ]
+    );
+}
+
+/// A false hint (the leader is alive; one connection broke) is undone by
+/// the leader's next message: the timer and stickiness are back to a whole
+/// election timeout.
+#[test]
+fn a_false_hint_is_undone_by_the_next_message_from_the_leader() {
+    let mut s2 = follower_of_s1(ms(10));
+    s2.advance(ms(20));
+    s2.raft.peer_unreachable(s2.now, node_id(1));
+    s2.advance(ms(30));
+    let out = s2.step(1, heartbeat(2, (2, 2), 2, 2));
+    assert_eq!(out, vec![committed(2), send(2, 1, append_ok(2, 2, 2))]);
+    let contact = s2.now;
+    assert!(!s2.raft.leader_suspected());
+    assert!(s2.raft.poll_timeout() >= contact + ms(150));
+    s2.now = contact + ms(120);
+    assert_eq!(
+        s2.step(3, vote_req(3, 2, 2)),
+        vec![send(2, 3, vote_resp(2, false))]
+    );
+}
+
+/// Hints about a server that is not our leader, or hints to a leader, change
+/// nothing: only a follower's own leader matters.
+#[test]
+fn hints_about_anyone_but_the_leader_change_nothing() {
+    let mut s2 = follower_of_s1(ms(10));
+    let before = s2.raft.poll_timeout();
+    s2.raft.peer_unreachable(s2.now, node_id(3));
+    s2.raft.peer_unreachable(s2.now, node_id(2));
+    assert_eq!(s2.raft.poll_timeout(), before);
+    assert!(!s2.raft.leader_suspected());
+
+    let mut s1 = established(&config(1, 3), 3);
+    let before = s1.raft.poll_timeout();
+    s1.raft.peer_unreachable(s1.now, node_id(2));
+    assert_eq!(s1.raft.poll_timeout(), before);
+    assert_eq!(s1.raft.role(), Role::Leader);
 }
 
 // ===== §8 a new leader's no-op =====
@@ -1164,8 +1291,8 @@ fn read_index_before_the_noop_commits_is_delayed() {
 // ===== thesis §6.4.1 leases =====
 
 /// Thesis §6.4.1: the lease runs from when the heartbeat a majority answered
-/// was *sent*, for 90% of election_timeout_min (a tenth kept for clock
-/// drift); it is void before the no-op commits and during a leadership
+/// was *sent*, for 90% of the lease timeout (100 ms here; a tenth kept for
+/// clock drift); it is void before the no-op commits and during a leadership
 /// transfer (whose vote requests bypass stickiness, thesis §3.10).
 #[test]
 fn lease_holds_after_a_majority_answers_and_lapses_without_answers() {
@@ -1173,15 +1300,15 @@ fn lease_holds_after_a_majority_answers_and_lapses_without_answers() {
     let t = s1.now; // the no-op went out now, seq 1 and 2
     assert!(!s1.raft.lease_valid(t));
 
-    // Phase 1: s2 answers seq 1: lease until t + 135 ms.
+    // Phase 1: s2 answers seq 1: lease until t + 90 ms.
     s1.now = t + ms(5);
     assert_eq!(s1.step(2, append_ok(2, 2, 1)), vec![committed(2)]);
     assert!(s1.raft.lease_valid(t + ms(5)));
-    assert!(s1.raft.lease_valid(t + Duration::from_nanos(ms(135).0 - 1)));
-    assert!(!s1.raft.lease_valid(t + ms(135)));
+    assert!(s1.raft.lease_valid(t + Duration::from_nanos(ms(90).0 - 1)));
+    assert!(!s1.raft.lease_valid(t + ms(90)));
     s1.now = t + ms(6);
     assert_eq!(s1.step(3, append_ok(2, 2, 2)), vec![]);
-    assert!(!s1.raft.lease_valid(t + ms(135)));
+    assert!(!s1.raft.lease_valid(t + ms(90)));
 
     // Phase 2: a heartbeat round at t + 100 ms, answered by s3 only.
     s1.now = t + ms(100);
@@ -1193,12 +1320,12 @@ fn lease_holds_after_a_majority_answers_and_lapses_without_answers() {
             send(1, 3, heartbeat(2, (2, 2), 2, 4)),
         ]
     );
-    assert!(!s1.raft.lease_valid(t + ms(140)));
+    assert!(!s1.raft.lease_valid(t + ms(110)));
     s1.now = t + ms(120);
     assert_eq!(s1.step(3, append_ok(2, 2, 4)), vec![]);
-    assert!(s1.raft.lease_valid(t + ms(140)));
-    assert!(s1.raft.lease_valid(t + ms(234)));
-    assert!(!s1.raft.lease_valid(t + ms(235)));
+    assert!(s1.raft.lease_valid(t + ms(120)));
+    assert!(s1.raft.lease_valid(t + ms(189)));
+    assert!(!s1.raft.lease_valid(t + ms(190)));
 
     // Phase 3: a leadership transfer voids the lease at once.
     s1.now = t + ms(130);

@@ -16,7 +16,7 @@ use tern_core::wire::{
     decode_frame, decode_message, decode_request, encode_frame, encode_message, encode_response,
     recover, replay, WalRecord,
 };
-use tern_core::{Action, Event, Input, Instant, Message, PersistOp, RequestId, Server};
+use tern_core::{Action, Event, Input, Instant, Message, NodeId, PersistOp, RequestId, Server};
 use tokio::sync::mpsc;
 
 use crate::disk::{compacted_file, SimDisk};
@@ -83,6 +83,8 @@ pub(crate) async fn run_server(shared: Arc<Shared>, slot: Arc<ServerSlot>) {
         madsim::task::spawn(receive_loop(ep.clone(), TAG_REQUEST, tx.clone()));
     }
     drop(tx);
+    let (hint_tx, hints) = mpsc::unbounded_channel();
+    *slot.hints.lock().unwrap() = Some(hint_tx);
     let mut driver = Driver {
         frame_bytes_max: slot.config.frame_bytes_max,
         shared,
@@ -101,7 +103,7 @@ pub(crate) async fn run_server(shared: Arc<Shared>, slot: Arc<ServerSlot>) {
     if driver.execute(actions).await.is_err() {
         return;
     }
-    driver.run(rx).await;
+    driver.run(rx, hints).await;
 }
 
 /// Reads the WAL back: truncates a torn tail, refuses to go on from a
@@ -154,6 +156,8 @@ fn recover_disk(shared: &Shared, slot: &ServerSlot) -> Option<Durable> {
 enum Wake {
     Tick,
     Datagram(Datagram),
+    /// A transport hint from the world: this server is gone.
+    Hint(NodeId),
     Closed,
 }
 
@@ -172,14 +176,19 @@ struct Driver {
 }
 
 impl Driver {
-    async fn run(mut self, mut rx: mpsc::UnboundedReceiver<Datagram>) {
+    async fn run(
+        mut self,
+        mut rx: mpsc::UnboundedReceiver<Datagram>,
+        mut hints: mpsc::UnboundedReceiver<NodeId>,
+    ) {
         loop {
-            let input = match self.next_wake(&mut rx).await {
+            let input = match self.next_wake(&mut rx, &mut hints).await {
                 Wake::Closed => return,
                 Wake::Tick => {
                     self.last_tick = Some(now());
                     Input::Tick
                 }
+                Wake::Hint(about) => Input::Unreachable(about),
                 Wake::Datagram(d) => match self.decode(d) {
                     Some(input) => input,
                     None => continue,
@@ -195,7 +204,11 @@ impl Driver {
     }
 
     /// Waits for the next datagram or for the core's deadline.
-    async fn next_wake(&mut self, rx: &mut mpsc::UnboundedReceiver<Datagram>) -> Wake {
+    async fn next_wake(
+        &mut self,
+        rx: &mut mpsc::UnboundedReceiver<Datagram>,
+        hints: &mut mpsc::UnboundedReceiver<NodeId>,
+    ) -> Wake {
         let deadline = match self.slot.server.lock().unwrap().as_ref() {
             Some(s) => s.poll_timeout(),
             None => return Wake::Closed,
@@ -215,6 +228,9 @@ impl Driver {
         let mut sleep: Option<Pin<Box<madsim::time::Sleep>>> =
             wait.map(|d| Box::pin(madsim::time::sleep(d)));
         poll_fn(|cx| {
+            if let Poll::Ready(Some(about)) = hints.poll_recv(cx) {
+                return Poll::Ready(Wake::Hint(about));
+            }
             match rx.poll_recv(cx) {
                 Poll::Ready(Some(d)) => return Poll::Ready(Wake::Datagram(d)),
                 Poll::Ready(None) => return Poll::Ready(Wake::Closed),

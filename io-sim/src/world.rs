@@ -174,6 +174,9 @@ pub(crate) struct ServerSlot {
     pub status: Mutex<NodeStatus>,
     /// This server's own fsync latency, in place of `SimOptions::fsync_latency`.
     pub fsync_latency: Mutex<Option<(StdDuration, StdDuration)>>,
+    /// Where the running incarnation takes transport hints
+    /// ([`tern_core::Input::Unreachable`]); `None` while it is down.
+    pub hints: Mutex<Option<tokio::sync::mpsc::UnboundedSender<NodeId>>>,
 }
 
 pub(crate) struct Shared {
@@ -286,6 +289,7 @@ impl World {
             counters: Mutex::new(NodeCounters::default()),
             status: Mutex::new(NodeStatus::Starting),
             fsync_latency: Mutex::new(None),
+            hints: Mutex::new(None),
         });
         self.shared
             .servers
@@ -438,6 +442,38 @@ impl World {
     pub fn kill(&self, id: NodeId) {
         self.crash(id, NodeStatus::Killed);
         Handle::current().kill(self.sim_id(Peer::Server(id)));
+        self.connections_closed(id);
+    }
+
+    /// Tells server `at` that `about` is gone, as a transport hint
+    /// ([`tern_core::Input::Unreachable`]): what a real agent concludes when
+    /// a connection from `about` closes. May be false (`about` alive); the
+    /// core must stay safe either way. Dropped if `at` is not running.
+    pub fn hint_unreachable(&self, at: NodeId, about: NodeId) {
+        let Some(slot) = self.slot(at) else {
+            return;
+        };
+        let tx = slot.hints.lock().unwrap().clone();
+        if let Some(tx) = tx {
+            let _ = tx.send(about);
+        }
+    }
+
+    /// A process that dies has its connections closed by its OS: every
+    /// server that can still hear from it (no clogged link) gets a hint.
+    fn connections_closed(&self, id: NodeId) {
+        let others: Vec<NodeId> = self.servers().into_iter().filter(|o| *o != id).collect();
+        for other in others {
+            let cut = self
+                .shared
+                .clogged
+                .lock()
+                .unwrap()
+                .contains(&(Peer::Server(id), Peer::Server(other)));
+            if !cut {
+                self.hint_unreachable(other, id);
+            }
+        }
     }
 
     /// Crashes the server if it is up, then starts it again from its disk.
@@ -450,6 +486,7 @@ impl World {
         // a kill first releases them.
         let sim = self.sim_id(Peer::Server(id));
         Handle::current().kill(sim);
+        self.connections_closed(id);
         Handle::current().restart(sim);
     }
 
@@ -473,6 +510,7 @@ impl World {
     pub fn remove_node(&self, id: NodeId) {
         self.crash(id, NodeStatus::Removed);
         Handle::current().kill(self.sim_id(Peer::Server(id)));
+        self.connections_closed(id);
     }
 
     fn set_status(&self, id: NodeId, status: NodeStatus) {
@@ -483,6 +521,7 @@ impl World {
 
     fn crash(&self, id: NodeId, status: NodeStatus) {
         let slot = self.slot(id).expect("no such server");
+        *slot.hints.lock().unwrap() = None;
         let down = matches!(
             *slot.status.lock().unwrap(),
             NodeStatus::Killed

@@ -190,6 +190,7 @@ fn crashes_under_load_tear_writes_but_recovery_always_succeeds() {
             c.election_timeout_min = tern_core::Duration::from_millis(300);
             c.election_timeout_max = tern_core::Duration::from_millis(600);
             c.heartbeat_interval = tern_core::Duration::from_millis(50);
+            c.leader_lease_timeout = tern_core::Duration::from_millis(150);
             c
         });
         one_leader(&world, Duration::from_secs(10)).await;
@@ -342,4 +343,46 @@ fn the_same_seed_gives_the_same_run() {
     let b = trace_hash(11);
     assert_eq!(a, b, "seed 11 replays identically");
     assert_ne!(a, trace_hash(12), "another seed takes another path");
+}
+
+/// A killed process's connections close, so the others are told it is gone
+/// (`Input::Unreachable`): they elect a new leader once its lease (500 ms)
+/// is over, well before the 1-2 s election timeout. A paused leader sends no
+/// such hint, and the others wait the whole election timeout.
+#[test]
+fn a_killed_leader_is_replaced_after_its_lease_not_an_election_timeout() {
+    run_seed(11, madsim::Config::default(), || async {
+        let world = three();
+        let leader = one_leader(&world, Duration::from_secs(10)).await;
+        madsim::time::sleep(Duration::from_secs(1)).await;
+        let t0 = madsim::time::Instant::now();
+        world.kill(leader);
+        let deadline = t0 + Duration::from_secs(10);
+        while !world.leaders().into_iter().any(|(l, _)| l != leader) {
+            assert!(madsim::time::Instant::now() < deadline, "no new leader");
+            madsim::time::sleep(Duration::from_millis(5)).await;
+        }
+        let took = t0.elapsed();
+        assert!(
+            took >= Duration::from_millis(490) && took < Duration::from_millis(800),
+            "killed: a new leader after {took:?}"
+        );
+
+        world.restart(leader);
+        madsim::time::sleep(Duration::from_secs(3)).await;
+        let next = one_leader(&world, Duration::from_secs(10)).await;
+        let t0 = madsim::time::Instant::now();
+        world.pause(next);
+        let deadline = t0 + Duration::from_secs(10);
+        while !world.leaders().into_iter().any(|(l, _)| l != next) {
+            assert!(madsim::time::Instant::now() < deadline, "no new leader");
+            madsim::time::sleep(Duration::from_millis(5)).await;
+        }
+        let took = t0.elapsed();
+        assert!(
+            took >= Duration::from_millis(990),
+            "paused (no hint): a new leader after only {took:?}"
+        );
+        world.resume(next);
+    });
 }

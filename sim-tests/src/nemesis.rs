@@ -165,6 +165,7 @@ impl Nemesis {
                 m.crash_all,
                 m.leader_churn,
                 m.slow_disk,
+                m.hints,
             ];
             let total: u64 = weights.iter().sum();
             if total == 0 {
@@ -191,7 +192,8 @@ impl Nemesis {
                 8 => self.heal(),
                 9 => self.crash_all(),
                 10 => self.leader_churn().await,
-                _ => self.slow_disk(),
+                11 => self.slow_disk(),
+                _ => self.false_hints(),
             }
         }
     }
@@ -222,6 +224,39 @@ impl Nemesis {
             self.world.isolate(l);
             self.note(format!("isolate leader {l:?}"));
         }
+    }
+
+    /// Hints that are not the truth of a crash: either the leader is cut off
+    /// and its connections reset (every other server is told it is gone
+    /// while it still serves its clients), or one follower is told a
+    /// healthy leader is gone.
+    pub fn false_hints(&mut self) {
+        let Some(l) = self.leader() else {
+            return;
+        };
+        let others: Vec<NodeId> = self
+            .live_servers()
+            .into_iter()
+            .filter(|id| *id != l)
+            .collect();
+        if self.rng.chance(1, 2) {
+            self.isolate_with_resets(l);
+        } else if let Some(f) = self.pick(&others) {
+            self.world.hint_unreachable(f, l);
+            self.note(format!("false hint to {f:?}: {l:?} is gone"));
+        }
+    }
+
+    /// Cut `leader` off from the other servers and tell each of them it is
+    /// gone, as connection resets would.
+    pub fn isolate_with_resets(&mut self, leader: NodeId) {
+        self.world.isolate(leader);
+        for id in self.live_servers() {
+            if id != leader {
+                self.world.hint_unreachable(id, leader);
+            }
+        }
+        self.note(format!("isolate leader {leader:?} with connection resets"));
     }
 
     pub fn isolate_one(&mut self) {
@@ -468,10 +503,11 @@ pub enum Scenario {
     RemoveLeader,
     SnapshotInstall,
     ConsistentReadDuringPartition,
+    LeaderIsolatedWithResets,
 }
 
 impl Scenario {
-    pub const ALL: [Scenario; 9] = [
+    pub const ALL: [Scenario; 10] = [
         Scenario::LeaderIsolated,
         Scenario::MinorityPartition,
         Scenario::AsymmetricPartition,
@@ -481,6 +517,7 @@ impl Scenario {
         Scenario::RemoveLeader,
         Scenario::SnapshotInstall,
         Scenario::ConsistentReadDuringPartition,
+        Scenario::LeaderIsolatedWithResets,
     ];
 
     pub fn name(self) -> &'static str {
@@ -494,6 +531,7 @@ impl Scenario {
             Scenario::RemoveLeader => "remove-leader",
             Scenario::SnapshotInstall => "snapshot-install",
             Scenario::ConsistentReadDuringPartition => "consistent-read-during-partition",
+            Scenario::LeaderIsolatedWithResets => "leader-isolated-with-resets",
         }
     }
 
@@ -514,6 +552,13 @@ impl Scenario {
                 opts.snapshot_threshold = 20;
                 opts.trailing_logs = 0;
             }
+            Scenario::LeaderIsolatedWithResets => {
+                // A long lease and frequent heartbeats: the old leader keeps
+                // serving reads from its lease for most of the election
+                // timeout, which is when a new leader must not exist yet.
+                opts.lease_permille = 1000;
+                opts.heartbeat_ms = (opts.election_ms.0 / 8).max(1);
+            }
             _ => {}
         }
     }
@@ -529,80 +574,28 @@ impl Scenario {
         };
         sleep(Duration::from_secs(1)).await;
         match self {
-            Scenario::LeaderIsolated | Scenario::ConsistentReadDuringPartition => {
+            Scenario::LeaderIsolated
+            | Scenario::ConsistentReadDuringPartition
+            | Scenario::LeaderIsolatedWithResets => {
                 // Clients still reach the old leader; only servers are cut off.
-                n.world.isolate(leader);
-                n.note(format!("isolate leader {leader:?}"));
+                if self == Scenario::LeaderIsolatedWithResets {
+                    n.isolate_with_resets(leader);
+                } else {
+                    n.world.isolate(leader);
+                    n.note(format!("isolate leader {leader:?}"));
+                }
                 if self == Scenario::ConsistentReadDuringPartition {
                     // Write through the majority, then read consistently
                     // through the old leader: the read must never return
                     // the value the write replaced.
-                    let end = now() + em * 4;
-                    let mut i = 0u64;
-                    while now() < end {
-                        i += 1;
-                        // Write through the new leader as soon as there is one.
-                        let new_leader = n
-                            .world
-                            .leaders()
-                            .into_iter()
-                            .filter(|(id, _)| *id != leader)
-                            .max_by_key(|(_, t)| *t)
-                            .map(|(id, _)| id);
-                        let Some(via) = new_leader else {
-                            sleep(Duration::from_millis(5)).await;
-                            continue;
-                        };
-                        let value = format!("probe-{i}");
-                        let call = tern_io_sim::now().0;
-                        let w = n
-                            .operator
-                            .call(
-                                via,
-                                workload::put_request("k0", &value),
-                                Duration::from_secs(3),
-                            )
-                            .await;
-                        let ret = tern_io_sim::now().0;
-                        let output = match w {
-                            Ok(Ok(_)) => Some((ret, KvOutput::Ok)),
-                            Ok(Err(e)) if !matches!(e, tern_core::rpc::RpcError::Unknown(_)) => {
-                                continue
-                            }
-                            _ => None,
-                        };
-                        history.lock().unwrap().ops.push(Operation {
-                            client: 1_000_000,
-                            key: "k0".into(),
-                            input: KvInput::Put { value },
-                            call,
-                            ret: output,
-                        });
-                        let call = tern_io_sim::now().0;
-                        let r = n
-                            .operator
-                            .call(
-                                leader,
-                                workload::request(
-                                    Op::KvGet { key: "k0".into() },
-                                    ReadMode::Consistent,
-                                ),
-                                Duration::from_millis(500),
-                            )
-                            .await;
-                        if let Ok(Ok(reply)) = r {
-                            if let ReplyBody::Kv(e) = reply.body {
-                                let v = e.map(|e| String::from_utf8_lossy(&e.value).into_owned());
-                                history.lock().unwrap().ops.push(Operation {
-                                    client: 1_000_000,
-                                    key: "k0".into(),
-                                    input: KvInput::Get,
-                                    call,
-                                    ret: Some((tern_io_sim::now().0, KvOutput::Value(v))),
-                                });
-                            }
-                        }
-                    }
+                    write_elsewhere_read_there(n, leader, ReadMode::Consistent, em * 4, history)
+                        .await;
+                } else if self == Scenario::LeaderIsolatedWithResets {
+                    // The others were told the leader is gone and elect
+                    // another after its lease; a default read through the
+                    // old leader (served from its lease) must still never
+                    // miss a write the new leader committed.
+                    write_elsewhere_read_there(n, leader, ReadMode::Default, em * 4, history).await;
                 } else {
                     sleep(em * 4).await;
                 }
@@ -810,5 +803,80 @@ impl Scenario {
             }
         }
         failures
+    }
+}
+
+/// Write `k0` through the newest leader other than `old` as soon as there is
+/// one, then read it through `old` with `mode`, again and again for `span`;
+/// both go into the history, so the linearizability check sees any read that
+/// misses a write acknowledged before it began.
+async fn write_elsewhere_read_there(
+    n: &mut Nemesis,
+    old: NodeId,
+    mode: ReadMode,
+    span: Duration,
+    history: &SharedHistory,
+) {
+    let leader = old;
+    let end = now() + span;
+    let mut i = 0u64;
+    while now() < end {
+        i += 1;
+        // Write through the new leader as soon as there is one.
+        let new_leader = n
+            .world
+            .leaders()
+            .into_iter()
+            .filter(|(id, _)| *id != leader)
+            .max_by_key(|(_, t)| *t)
+            .map(|(id, _)| id);
+        let Some(via) = new_leader else {
+            sleep(Duration::from_millis(5)).await;
+            continue;
+        };
+        let value = format!("probe-{i}");
+        let call = tern_io_sim::now().0;
+        let w = n
+            .operator
+            .call(
+                via,
+                workload::put_request("k0", &value),
+                Duration::from_secs(3),
+            )
+            .await;
+        let ret = tern_io_sim::now().0;
+        let output = match w {
+            Ok(Ok(_)) => Some((ret, KvOutput::Ok)),
+            Ok(Err(e)) if !matches!(e, tern_core::rpc::RpcError::Unknown(_)) => continue,
+            _ => None,
+        };
+        history.lock().unwrap().ops.push(Operation {
+            client: 1_000_000,
+            key: "k0".into(),
+            input: KvInput::Put { value },
+            call,
+            ret: output,
+        });
+        let call = tern_io_sim::now().0;
+        let r = n
+            .operator
+            .call(
+                leader,
+                workload::request(Op::KvGet { key: "k0".into() }, mode),
+                Duration::from_millis(500),
+            )
+            .await;
+        if let Ok(Ok(reply)) = r {
+            if let ReplyBody::Kv(e) = reply.body {
+                let v = e.map(|e| String::from_utf8_lossy(&e.value).into_owned());
+                history.lock().unwrap().ops.push(Operation {
+                    client: 1_000_000,
+                    key: "k0".into(),
+                    input: KvInput::Get,
+                    call,
+                    ret: Some((tern_io_sim::now().0, KvOutput::Value(v))),
+                });
+            }
+        }
     }
 }

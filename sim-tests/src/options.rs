@@ -13,14 +13,16 @@ pub enum Bug {
     AckBeforeFsync,
     StaleRead,
     CommitOldTerm,
+    HintSkipsLease,
 }
 
 impl Bug {
-    pub const ALL: [Bug; 4] = [
+    pub const ALL: [Bug; 5] = [
         Bug::VoteTwice,
         Bug::AckBeforeFsync,
         Bug::StaleRead,
         Bug::CommitOldTerm,
+        Bug::HintSkipsLease,
     ];
 
     pub fn name(self) -> &'static str {
@@ -29,6 +31,7 @@ impl Bug {
             Bug::AckBeforeFsync => "ack-before-fsync",
             Bug::StaleRead => "stale-read",
             Bug::CommitOldTerm => "commit-old-term",
+            Bug::HintSkipsLease => "hint-skips-lease",
         }
     }
 
@@ -43,6 +46,7 @@ impl Bug {
             Some(Bug::AckBeforeFsync) => b.ack_before_fsync = true,
             Some(Bug::StaleRead) => b.stale_read = true,
             Some(Bug::CommitOldTerm) => b.commit_old_term = true,
+            Some(Bug::HintSkipsLease) => b.hint_skips_lease = true,
             None => {}
         }
         b
@@ -67,6 +71,11 @@ pub struct FaultMix {
     pub leader_churn: u64,
     /// One server's disk turns slow (fsync 20-300 ms), or back to normal.
     pub slow_disk: u64,
+    /// Transport hints ([`tern_core::Input::Unreachable`]) beyond the true
+    /// ones every crash sends: the leader is isolated and its connections
+    /// reset (every other server is told it is gone), or one follower gets
+    /// a false hint about a healthy leader.
+    pub hints: u64,
 }
 
 /// Everything a run does, derived from its seed.
@@ -83,6 +92,8 @@ pub struct Options {
     pub fsync_ms: (u64, u64),
     pub election_ms: (u64, u64),
     pub heartbeat_ms: u64,
+    /// The leader lease timeout, in thousandths of the minimum election timeout.
+    pub lease_permille: u64,
     pub append_entries_max: usize,
     pub inflight_appends_max: usize,
     pub snapshot_threshold: u64,
@@ -148,10 +159,26 @@ impl Options {
                 crash_all: r.range(0, 3),
                 leader_churn: r.range(0, 5),
                 slow_disk: r.range(0, 4),
+                hints: 0,
             },
+            lease_permille: 0,
             liveness_bound_s: 30,
             bug: None,
         }
+        .drawn_last(&mut r)
+    }
+
+    /// Knobs added after the others, drawn after them so that every earlier
+    /// knob of a seed stays what it was.
+    fn drawn_last(mut self, r: &mut Rng) -> Options {
+        self.faults.hints = r.range(0, 4);
+        self.lease_permille = r.range(300, 1001);
+        self
+    }
+
+    /// The leader lease timeout this run's servers use.
+    pub fn lease(&self) -> Duration {
+        Duration::from_millis((self.election_ms.0 * self.lease_permille / 1000).max(1))
     }
 
     pub fn election(&self) -> (Duration, Duration) {
@@ -168,10 +195,10 @@ impl fmt::Display for Options {
         write!(
             f,
             "servers={} clients={} keys={} latency_ms={}..{} loss={}‰ dup={}‰ fsync_ms={}..{} \
-             election_ms={}..{} heartbeat_ms={} append_max={} inflight_max={} snapshot_every={} \
+             election_ms={}..{} heartbeat_ms={} lease_ms={} append_max={} inflight_max={} snapshot_every={} \
              trailing={} safety_s={} fault_every_ms={} faults=[halves {} isolate-leader {} \
              isolate {} one-way {} crash {} crash-leader {} pause {} membership {} heal {} \
-             crash-all {} leader-churn {} slow-disk {}] bug={}",
+             crash-all {} leader-churn {} slow-disk {} hints {}] bug={}",
             self.servers,
             self.clients,
             self.keys,
@@ -184,6 +211,7 @@ impl fmt::Display for Options {
             self.election_ms.0,
             self.election_ms.1,
             self.heartbeat_ms,
+            self.lease().as_millis(),
             self.append_entries_max,
             self.inflight_appends_max,
             self.snapshot_threshold,
@@ -202,6 +230,7 @@ impl fmt::Display for Options {
             m.crash_all,
             m.leader_churn,
             m.slow_disk,
+            m.hints,
             self.bug.map_or("none", Bug::name),
         )
     }

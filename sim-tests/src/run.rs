@@ -72,6 +72,7 @@ pub fn server_config(opts: &Options, base: Config) -> Config {
     c.election_timeout_min = min.into();
     c.election_timeout_max = max.into();
     c.heartbeat_interval = CoreDuration::from_millis(opts.heartbeat_ms.max(1));
+    c.leader_lease_timeout = opts.lease().into();
     c.append_entries_max = opts.append_entries_max;
     c.inflight_appends_max = opts.inflight_appends_max;
     c.snapshot_threshold = opts.snapshot_threshold;

@@ -95,3 +95,27 @@ fn consistent_read_scenario_catches_the_stale_read_bug() {
     });
     assert!(caught.is_some(), "stale reads went unnoticed in 40 seeds");
 }
+
+/// The leader is cut off and every other server is told it is gone (as
+/// connection resets would say): they elect another leader early, but only
+/// after the old leader's lease, so default reads it serves from its lease
+/// never miss the new leader's writes.
+#[test]
+fn leader_isolated_with_connection_resets() {
+    passes(Scenario::LeaderIsolatedWithResets);
+}
+
+/// The same scenario catches a follower that, told its leader is gone,
+/// helps elect another at once instead of honouring the lease.
+#[test]
+fn planted_bug_hint_skips_lease_is_caught_by_the_resets_scenario() {
+    let caught: Vec<u64> = (0..SEEDS)
+        .filter(|seed| {
+            let mut o = Options::from_seed(*seed);
+            o.bug = Some(Bug::HintSkipsLease);
+            !run(o, Some(Scenario::LeaderIsolatedWithResets)).ok
+        })
+        .collect();
+    assert!(!caught.is_empty(), "hint-skips-lease was never caught");
+    println!("hint-skips-lease caught on seeds {caught:?} of 0..{SEEDS}");
+}

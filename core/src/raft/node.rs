@@ -41,6 +41,7 @@ struct Opts {
     election_min: Duration,
     election_max: Duration,
     heartbeat: Duration,
+    lease_timeout: Duration,
     append_entries_max: usize,
     append_bytes_max: usize,
     inflight_max: usize,
@@ -89,6 +90,10 @@ pub struct Raft {
     /// time after a restart, so a server that acknowledged a leader before a
     /// crash still honours that leader's lease (thesis §6.4.1).
     last_leader_contact: Option<Instant>,
+    /// The leader we last heard from, if a hint said it is gone
+    /// ([`crate::Input::Unreachable`]); any message from a leader, or
+    /// winning an election, clears it.
+    suspect: Option<NodeId>,
     votes: BTreeSet<NodeId>,
     removed_reported: bool,
 
@@ -116,6 +121,7 @@ impl Raft {
             election_min: config.election_timeout_min,
             election_max: config.election_timeout_max,
             heartbeat: config.heartbeat_interval,
+            lease_timeout: config.leader_lease_timeout,
             append_entries_max: config.append_entries_max,
             append_bytes_max: config.append_bytes_max,
             inflight_max: config.inflight_appends_max,
@@ -162,6 +168,7 @@ impl Raft {
             addresses: BTreeMap::new(),
             election_deadline: now,
             last_leader_contact: Some(now),
+            suspect: None,
             votes: BTreeSet::new(),
             removed_reported: false,
             progress: BTreeMap::new(),
@@ -238,6 +245,11 @@ impl Raft {
     }
     pub fn last_leader_contact(&self) -> Option<Instant> {
         self.last_leader_contact
+    }
+    /// Whether a hint said the current leader is gone (requests are held
+    /// rather than forwarded to it).
+    pub fn leader_suspected(&self) -> bool {
+        self.leader.is_some() && self.leader == self.suspect
     }
     pub fn snapshot(&self) -> Option<&Snapshot> {
         self.snapshot.as_ref()
@@ -408,12 +420,41 @@ impl Raft {
     }
 
     /// Leader stickiness (thesis §4.2.3): a server that heard from a leader
-    /// within the minimum election timeout ignores candidates.
+    /// within the minimum election timeout ignores candidates. After a hint
+    /// that the leader is gone the window shrinks to the lease timeout, which
+    /// is what the leader's lease relies on (see [`Raft::lease_valid`]).
     fn heard_from_leader_recently(&self, now: Instant) -> bool {
-        self.role == Role::Leader
-            || self
-                .last_leader_contact
-                .is_some_and(|t| now < t + self.opts.election_min)
+        if self.role == Role::Leader {
+            return true;
+        }
+        let window = match (self.suspect.is_some(), self.bug_hint_skips_lease()) {
+            (false, _) => self.opts.election_min,
+            (true, false) => self.opts.lease_timeout,
+            (true, true) => Duration::ZERO,
+        };
+        self.last_leader_contact.is_some_and(|t| now < t + window)
+    }
+
+    /// A hint that `peer` is gone ([`crate::Input::Unreachable`]). A
+    /// follower whose leader it is campaigns once the leader's lease has run
+    /// out since it last heard from it, instead of a whole election timeout
+    /// later. A random delay of up to a heartbeat interval keeps followers
+    /// that got the same hint from splitting the vote. Any message from a
+    /// leader undoes it, so a false hint costs at most a pre-vote that the
+    /// other servers, still hearing from the leader, refuse. Hints about
+    /// anyone else change nothing here.
+    pub fn peer_unreachable(&mut self, now: Instant, peer: NodeId) {
+        if self.role != Role::Follower || self.leader != Some(peer) || peer == self.id {
+            return;
+        }
+        self.suspect = Some(peer);
+        let guard_end = match self.last_leader_contact {
+            Some(t) if !self.bug_hint_skips_lease() => t + self.opts.lease_timeout,
+            _ => now,
+        };
+        let jitter = Duration(self.rng.range(0, self.opts.heartbeat.as_nanos().max(1)));
+        let at = guard_end.max(now) + jitter;
+        self.election_deadline = self.election_deadline.min(at);
     }
 
     fn handle_vote_request(
@@ -427,7 +468,17 @@ impl Raft {
         let log_ok = (req.last_log_term, req.last_log_index)
             >= (self.log.last_term(), self.log.last_index());
         if req.pre_vote {
-            let grant = req.term > self.term && log_ok && !self.heard_from_leader_recently(now);
+            // Followers that lost the same leader often time out together;
+            // if each pre-candidate granted the other, both would campaign
+            // and split the vote. A pre-candidate yields only to a strictly
+            // more up-to-date log or, with equal logs, to a lower id, so one
+            // of them goes on. (Pre-votes never touch safety.)
+            let yields = self.role != Role::PreCandidate
+                || (req.last_log_term, req.last_log_index)
+                    > (self.log.last_term(), self.log.last_index())
+                || from < self.id;
+            let grant =
+                req.term > self.term && log_ok && yields && !self.heard_from_leader_recently(now);
             let term = if grant { req.term } else { self.term };
             self.send(
                 from,
@@ -552,6 +603,7 @@ impl Raft {
         assert_eq!(self.role, Role::Candidate);
         self.role = Role::Leader;
         self.leader = Some(self.id);
+        self.suspect = None;
         self.lease_disabled = false;
         self.transfer = None;
         self.seq = 0;
@@ -912,6 +964,7 @@ impl Raft {
         // simulator's checker reports it. Peer input never panics a server.
         self.leader = Some(from);
         self.last_leader_contact = Some(now);
+        self.suspect = None;
         self.reset_election_timer(now);
     }
 
@@ -1195,8 +1248,10 @@ impl Raft {
     }
 
     /// Whether the leader may serve a read from local state without a round
-    /// trip: a quorum acknowledged a heartbeat sent less than a minimum election
-    /// timeout ago, so no other leader can have been elected since (thesis
+    /// trip: a quorum acknowledged a heartbeat sent less than the lease
+    /// timeout ago. Each of them refuses other candidates for at least the
+    /// lease timeout after it got that heartbeat (even after a hint that we
+    /// are gone), so no other leader can have been elected since (thesis
     /// §6.4.1). Never during a leadership transfer, which bypasses stickiness.
     pub fn lease_valid(&self, now: Instant) -> bool {
         if !self.committed_in_term() || self.lease_disabled || self.transfer.is_some() {
@@ -1221,7 +1276,7 @@ impl Raft {
         }
         times.sort_unstable_by(|a, b| b.cmp(a));
         // A tenth of the timeout is kept back for clock drift between servers.
-        let lease = self.opts.election_min.saturating_mul(9).div(10);
+        let lease = self.opts.lease_timeout.saturating_mul(9).div(10);
         now < times[q - 1] + lease
     }
 
@@ -1403,6 +1458,14 @@ impl Raft {
     }
     #[cfg(not(feature = "bugs"))]
     fn bug_ack_before_fsync(&self) -> bool {
+        false
+    }
+    #[cfg(feature = "bugs")]
+    fn bug_hint_skips_lease(&self) -> bool {
+        self.opts.bugs.hint_skips_lease
+    }
+    #[cfg(not(feature = "bugs"))]
+    fn bug_hint_skips_lease(&self) -> bool {
         false
     }
     #[cfg(feature = "bugs")]
