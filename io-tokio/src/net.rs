@@ -1,6 +1,6 @@
 //! The server port: one listener, the first byte of each connection picks the
 //! protocol (`tern_core::wire::conn`), frames are the core's; and a pool of
-//! outbound connections keyed by address.
+//! outbound connections keyed by node name and address.
 //!
 //! Server-to-server traffic is one-way per connection: each server dials its
 //! peers and writes `RPC_RAFT` frames (Raft messages and forwarded requests);
@@ -63,6 +63,10 @@ impl Hello {
 /// What the listener hands the agent.
 pub enum Inbound {
     Message(Message),
+    /// A connection that had carried messages from this server closed or
+    /// broke: what the OS says when a process dies. A hint, not a fact
+    /// (`Input::Unreachable`).
+    Gone(NodeId),
     /// A joining server's hello; answer with ours on `reply`.
     Hello(Hello, tokio::sync::oneshot::Sender<Hello>),
 }
@@ -109,18 +113,34 @@ async fn handle_conn(
     }
 }
 
+/// Why reading a frame stopped: the peer sent something malformed, or the
+/// connection itself failed.
+enum ReadError {
+    BadFrame(String),
+    Io(std::io::Error),
+}
+
+impl From<ReadError> for String {
+    fn from(e: ReadError) -> String {
+        match e {
+            ReadError::BadFrame(e) => format!("bad frame: {e}"),
+            ReadError::Io(e) => e.to_string(),
+        }
+    }
+}
+
 async fn read_frame(
     stream: &mut TcpStream,
     decoder: &mut wire::FrameDecoder,
     buf: &mut [u8],
-) -> Result<Option<Vec<u8>>, String> {
+) -> Result<Option<Vec<u8>>, ReadError> {
     loop {
         match decoder.next_frame() {
             Ok(Some(f)) => return Ok(Some(f)),
             Ok(None) => {}
-            Err(e) => return Err(format!("bad frame: {e}")),
+            Err(e) => return Err(ReadError::BadFrame(e.to_string())),
         }
-        let n = stream.read(buf).await.map_err(|e| e.to_string())?;
+        let n = stream.read(buf).await.map_err(ReadError::Io)?;
         if n == 0 {
             return Ok(None);
         }
@@ -135,13 +155,26 @@ async fn read_messages(
 ) -> Result<(), String> {
     let mut decoder = wire::FrameDecoder::new(frame_bytes_max);
     let mut buf = vec![0u8; 64 * 1024];
-    while let Some(frame) = read_frame(&mut stream, &mut decoder, &mut buf).await? {
+    // Who writes on this connection (a peer's writer only ever carries its
+    // own messages): when the connection ends, the agent hears it is gone.
+    let mut sender: Option<NodeId> = None;
+    let ended = loop {
+        let frame = match read_frame(&mut stream, &mut decoder, &mut buf).await {
+            Ok(Some(f)) => f,
+            Ok(None) => break Ok(()),
+            Err(e @ ReadError::BadFrame(_)) => return Err(e.into()),
+            Err(e) => break Err(String::from(e)),
+        };
         let message = wire::decode_message(&frame).map_err(|e| format!("bad message: {e}"))?;
+        sender = Some(message.from);
         if to_agent.send(Inbound::Message(message)).await.is_err() {
             return Ok(());
         }
+    };
+    if let Some(id) = sender {
+        let _ = to_agent.send(Inbound::Gone(id)).await;
     }
-    Ok(())
+    ended
 }
 
 async fn answer_hello(
@@ -192,41 +225,65 @@ pub async fn hello(addr: &str, ours: &Hello) -> Result<Hello, String> {
     Hello::decode(&frame)
 }
 
-/// Outbound connections, one writer task per peer address.
+/// Outbound connections, one writer task per peer, keyed by node name and
+/// address (as Consul's pool): a different server at a reused address gets a
+/// connection of its own, which TLS will need to name the right server.
 #[derive(Clone, Default)]
 pub struct Pool {
-    peers: Arc<Mutex<BTreeMap<String, mpsc::Sender<Vec<u8>>>>>,
+    peers: Arc<Mutex<BTreeMap<PeerKey, mpsc::Sender<Vec<u8>>>>>,
 }
 
+/// A pool entry's key: the peer's node name and its server-port address.
+type PeerKey = (String, String);
+
 impl Pool {
-    /// Queue a message for `address`. Never blocks: if the peer's queue is
-    /// full the message is dropped (Raft retries; forwarded requests time out).
-    pub fn send(&self, address: &str, message: &Message) {
+    /// Queue a message for server `node` at `address`. Never blocks: if the
+    /// peer's queue is full the message is dropped (Raft retries; forwarded
+    /// requests time out).
+    pub fn send(&self, node: &str, address: &str, message: &Message) {
         let mut frame = Vec::new();
         wire::encode_frame(&wire::encode_message(message), &mut frame);
+        let key = (node.to_string(), address.to_string());
         let mut peers = self.peers.lock().expect("pool lock");
         let tx = peers
-            .entry(address.to_string())
+            .entry(key.clone())
             .or_insert_with(|| spawn_writer(address.to_string()))
             .clone();
         if let Err(mpsc::error::TrySendError::Closed(_)) = tx.try_send(frame) {
-            peers.remove(address);
+            peers.remove(&key);
         }
+    }
+
+    /// How many peers have a writer (for tests).
+    pub fn len(&self) -> usize {
+        self.peers.lock().expect("pool lock").len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
     }
 }
 
 /// A task that owns the connection to one peer: dials on demand, writes
 /// frames, and throws the connection away after any error (the next frame
-/// dials again), so a broken connection is never reused.
+/// dials again), so a broken connection is never reused. The peer never
+/// writes on this connection, so a read that returns means it closed (its
+/// process died or restarted): the connection is dropped at once rather
+/// than found dead by a later write, which the kernel would accept and then
+/// lose.
 fn spawn_writer(address: String) -> mpsc::Sender<Vec<u8>> {
     let (tx, mut rx) = mpsc::channel::<Vec<u8>>(PEER_QUEUE_MAX);
     tokio::spawn(async move {
-        let mut conn: Option<TcpStream> = None;
+        let mut conn: Option<Conn> = None;
         while let Some(frame) = rx.recv().await {
-            if conn.is_none() {
-                conn = dial_raft(&address).await;
+            if conn.as_ref().is_some_and(Conn::closed) {
+                tracing::debug!("connection to {address} closed by the peer; redialing");
+                conn = None;
             }
-            let Some(stream) = conn.as_mut() else {
+            if conn.is_none() {
+                conn = dial_raft(&address).await.map(Conn::new);
+            }
+            let Some(c) = conn.as_mut() else {
                 continue; // dropped: the peer is unreachable
             };
             // Coalesce whatever else is queued into one write.
@@ -237,7 +294,7 @@ fn spawn_writer(address: String) -> mpsc::Sender<Vec<u8>> {
                     break;
                 }
             }
-            if let Err(e) = stream.write_all(&batch).await {
+            if let Err(e) = c.write.write_all(&batch).await {
                 tracing::debug!(
                     "connection to {address} failed: {e}; redialing on the next message"
                 );
@@ -246,6 +303,47 @@ fn spawn_writer(address: String) -> mpsc::Sender<Vec<u8>> {
         }
     });
     tx
+}
+
+/// An outbound connection: its write half, and a watcher on the read half
+/// that notes when the peer closes it.
+struct Conn {
+    write: tokio::net::tcp::OwnedWriteHalf,
+    closed: tokio::sync::oneshot::Receiver<()>,
+    watcher: tokio::task::JoinHandle<()>,
+}
+
+impl Conn {
+    fn new(stream: TcpStream) -> Conn {
+        let (mut read, write) = stream.into_split();
+        let (tx, closed) = tokio::sync::oneshot::channel();
+        let watcher = tokio::spawn(async move {
+            let mut buf = [0u8; 64];
+            // Anything the peer sends here is unexpected; EOF or an error
+            // means the connection is over.
+            while let Ok(n) = read.read(&mut buf).await {
+                if n == 0 {
+                    break;
+                }
+            }
+            let _ = tx.send(());
+        });
+        Conn {
+            write,
+            closed,
+            watcher,
+        }
+    }
+
+    fn closed(&self) -> bool {
+        !self.closed.is_empty() || self.closed.is_terminated()
+    }
+}
+
+impl Drop for Conn {
+    fn drop(&mut self) {
+        self.watcher.abort();
+    }
 }
 
 async fn dial_raft(address: &str) -> Option<TcpStream> {

@@ -1,13 +1,13 @@
 //! The agent task: owns the `Server`, turns the world into `Input`s and
 //! executes the `Action`s in order.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 use std::sync::Arc;
 use std::time::Duration as StdDuration;
 
 use tern_core::raft::{Durable, Member, Membership, Role, Suffrage};
 use tern_core::rpc::{Response, RpcError};
-use tern_core::{Action, Event, Input, Instant, NodeId, NodeName, RequestId, Server};
+use tern_core::{Action, Event, Input, Instant, NodeId, NodeName, PersistOp, RequestId, Server};
 use tokio::sync::{mpsc, oneshot};
 
 use super::{AgentHandle, AgentOptions, AgentStatus, HandleInner, ToAgent};
@@ -22,9 +22,12 @@ pub struct Agent {
     pub warnings: Vec<String>,
 }
 
-/// Inputs taken in one go before the actions they cause are executed (and
-/// their fsyncs coalesced).
+/// Inputs taken in one go before the actions they cause are queued.
 const INPUT_BATCH_MAX: usize = 256;
+
+/// Durable writes handed to the disk thread in one go, each with whether it
+/// must be fsynced.
+type DiskJob = Vec<(PersistOp, bool)>;
 
 /// Open the data dir, bind the server port, and start the agent task. A
 /// corrupt data dir is an error naming the file and offset.
@@ -87,7 +90,15 @@ impl Clock {
 struct Loop {
     options: AgentOptions,
     clock: Clock,
-    storage: Box<dyn Storage>,
+    /// The disk thread, which owns the storage.
+    disk: mpsc::UnboundedSender<DiskJob>,
+    /// A disk job is running: no action behind a durable write may run.
+    disk_busy: bool,
+    /// Actions not yet started, in the order the core asked for them.
+    pending: VecDeque<Action>,
+    /// Sends, replies and events that were queued among the writes of the
+    /// running disk job: they run, in order, when it is done.
+    blocked: Vec<Action>,
     pool: Pool,
     server: Option<Server>,
     /// Servers known through the join handshake, before bootstrap.
@@ -103,12 +114,16 @@ async fn run(
     mut rx: mpsc::Receiver<ToAgent>,
     mut inbound: mpsc::Receiver<Inbound>,
 ) {
+    let (disk, mut disk_done) = spawn_disk_thread(storage);
     let mut l = Loop {
         clock: Clock {
             start: std::time::Instant::now(),
         },
         known: BTreeMap::new(),
-        storage,
+        disk,
+        disk_busy: false,
+        pending: VecDeque::new(),
+        blocked: Vec::new(),
         pool: Pool::default(),
         server: None,
         next_request: 0,
@@ -133,6 +148,7 @@ async fn run(
         let mut durable = Some(durable);
         while l.server.is_none() {
             tokio::select! {
+                done = disk_done.recv() => l.disk_done(done),
                 Some(h) = found_rx.recv() => l.learn(&h),
                 Some(msg) = rx.recv() => l.before_bootstrap(msg),
                 Some(inb) = inbound.recv() => {
@@ -165,6 +181,10 @@ async fn run(
             }
         };
         tokio::select! {
+            done = disk_done.recv() => {
+                l.disk_done(done);
+                continue;
+            }
             msg = rx.recv() => match msg {
                 Some(m) => l.take(m, &mut inputs),
                 None => return,
@@ -193,11 +213,37 @@ async fn run(
             }
         }
         inputs.clear();
-        if let Err(e) = l.execute(&mut out) {
-            tracing::error!("stopping: a durable write failed: {e}");
-            std::process::exit(1);
-        }
+        l.pending.extend(out.drain(..));
+        l.pump();
     }
+}
+
+/// The disk thread: performs each job's writes in order and reports when the
+/// job is durable (or the first error). Blocking file I/O stays off the
+/// async workers, and the agent keeps taking inputs while an fsync runs.
+fn spawn_disk_thread(
+    mut storage: Box<dyn Storage>,
+) -> (
+    mpsc::UnboundedSender<DiskJob>,
+    mpsc::UnboundedReceiver<Result<(), String>>,
+) {
+    let (job_tx, mut job_rx) = mpsc::unbounded_channel::<DiskJob>();
+    let (done_tx, done_rx) = mpsc::unbounded_channel();
+    std::thread::Builder::new()
+        .name("tern-disk".into())
+        .spawn(move || {
+            while let Some(job) = job_rx.blocking_recv() {
+                let result = job
+                    .iter()
+                    .try_for_each(|(op, sync)| storage.persist(op, *sync))
+                    .map_err(|e| e.to_string());
+                if done_tx.send(result).is_err() {
+                    return;
+                }
+            }
+        })
+        .expect("spawning the disk thread");
+    (job_tx, done_rx)
 }
 
 async fn join_loop(addrs: Vec<String>, ours: Hello, found: mpsc::Sender<Hello>) {
@@ -281,10 +327,8 @@ impl Loop {
         let mut out = Vec::new();
         server.start(&mut out);
         self.server = Some(server);
-        if let Err(e) = self.execute(&mut out) {
-            tracing::error!("stopping: a durable write failed: {e}");
-            std::process::exit(1);
-        }
+        self.pending.extend(out);
+        self.pump();
     }
 
     fn before_bootstrap(&mut self, msg: ToAgent) {
@@ -322,6 +366,14 @@ impl Loop {
     fn take_inbound(&mut self, inb: Inbound, inputs: &mut Vec<Input>) {
         match inb {
             Inbound::Message(m) => inputs.push(Input::Message(m)),
+            Inbound::Gone(id) => {
+                if self.server.as_ref().is_some_and(|s| s.leader() == Some(id)) {
+                    tracing::info!(
+                        "the connection from leader {id} closed; electing another once its lease is over"
+                    );
+                }
+                inputs.push(Input::Unreachable(id));
+            }
             Inbound::Hello(h, reply) => {
                 self.learn(&h);
                 let _ = reply.send(self.hello());
@@ -329,52 +381,81 @@ impl Loop {
         }
     }
 
-    /// Execute actions in order. Log appends share one fsync: an append is
-    /// synced only when no other append follows it before the next message,
-    /// reply or other kind of write (the later append's fsync of the same log
-    /// covers it), so nothing is sent before what it depends on is on disk.
-    /// Hard state and snapshot writes are always synced when asked.
-    fn execute(&mut self, out: &mut Vec<Action>) -> Result<(), String> {
-        use tern_core::PersistOp;
-        let actions: Vec<Action> = std::mem::take(out);
-        let n = actions.len();
-        let mut sync_at = vec![false; n];
-        let mut later_append_syncs = false;
-        for i in (0..n).rev() {
-            match &actions[i] {
-                Action::Persist {
-                    op: PersistOp::Append(_),
-                    sync,
-                } => {
-                    sync_at[i] = *sync && !later_append_syncs;
-                    later_append_syncs |= *sync;
-                }
-                Action::Persist { sync, .. } => {
-                    sync_at[i] = *sync;
-                    later_append_syncs = false;
-                }
-                Action::Send { .. } | Action::Respond { .. } => later_append_syncs = false,
-                Action::Event(_) => {}
+    /// Run queued actions in order, as far as the contract allows: sends,
+    /// replies and events run at once until the first durable write. Then
+    /// every write queued so far goes to the disk thread as one job (group
+    /// commit: one fsync for all of them), and the actions queued among
+    /// those writes wait for the job. Meanwhile the agent keeps handling
+    /// inputs; what they cause queues behind. So nothing is sent or
+    /// answered before every write the core asked for ahead of it is durable.
+    fn pump(&mut self) {
+        while !self.disk_busy {
+            while self
+                .pending
+                .front()
+                .is_some_and(|a| !matches!(a, Action::Persist { .. }))
+            {
+                let a = self.pending.pop_front().expect("checked");
+                self.run_action(a);
+            }
+            let Some(last) = self
+                .pending
+                .iter()
+                .rposition(|a| matches!(a, Action::Persist { .. }))
+            else {
+                return;
+            };
+            let covered: Vec<Action> = self.pending.drain(..=last).collect();
+            let job = disk_job(covered, &mut self.blocked);
+            self.disk_busy = true;
+            if self.disk.send(job).is_err() {
+                tracing::error!("stopping: the disk thread is gone");
+                std::process::exit(1);
             }
         }
-        for (i, a) in actions.into_iter().enumerate() {
-            match a {
-                Action::Persist { op, .. } => {
-                    let do_sync = sync_at[i];
-                    let storage = &mut self.storage;
-                    tokio::task::block_in_place(|| storage.persist(&op, do_sync))
-                        .map_err(|e| e.to_string())?;
-                }
-                Action::Send { address, message } => self.pool.send(&address, &message),
-                Action::Respond { id, response } => {
-                    if let Some(tx) = self.waiting.remove(&id) {
-                        let _ = tx.send(response);
-                    }
-                }
-                Action::Event(e) => log_event(&e),
+    }
+
+    /// The running disk job finished: on success release what waited for
+    /// it and go on; a failed durable write stops the agent (continuing
+    /// could acknowledge what is not on disk).
+    fn disk_done(&mut self, done: Option<Result<(), String>>) {
+        match done {
+            Some(Ok(())) => {}
+            Some(Err(e)) => {
+                tracing::error!("stopping: a durable write failed: {e}");
+                std::process::exit(1);
+            }
+            None => {
+                tracing::error!("stopping: the disk thread is gone");
+                std::process::exit(1);
             }
         }
-        Ok(())
+        self.disk_busy = false;
+        for a in std::mem::take(&mut self.blocked) {
+            self.run_action(a);
+        }
+        self.pump();
+    }
+
+    fn run_action(&mut self, a: Action) {
+        match a {
+            Action::Persist { .. } => unreachable!("durable writes go to the disk thread"),
+            Action::Send { address, message } => {
+                let name = self
+                    .server
+                    .as_ref()
+                    .and_then(|s| s.membership().servers.get(&message.to))
+                    .map(|m| m.name.0.clone())
+                    .unwrap_or_else(|| message.to.to_string());
+                self.pool.send(&name, &address, &message)
+            }
+            Action::Respond { id, response } => {
+                if let Some(tx) = self.waiting.remove(&id) {
+                    let _ = tx.send(response);
+                }
+            }
+            Action::Event(e) => log_event(&e),
+        }
     }
 
     fn status(&self) -> AgentStatus {
@@ -416,6 +497,33 @@ impl Loop {
         };
         st
     }
+}
+
+/// Split the actions a disk job covers into its writes and the actions that
+/// wait for it (appended to `blocked`, in order). Log appends share one
+/// fsync: an append is synced only if a later append in the job is not
+/// (that later fsync of the same log covers it), and an append followed by
+/// a write of another kind syncs itself first. Hard state and snapshot
+/// writes sync when asked.
+fn disk_job(covered: Vec<Action>, blocked: &mut Vec<Action>) -> DiskJob {
+    let mut job: DiskJob = Vec::new();
+    for a in covered {
+        match a {
+            Action::Persist { op, sync } => job.push((op, sync)),
+            other => blocked.push(other),
+        }
+    }
+    let mut later_append_syncs = false;
+    for (op, sync) in job.iter_mut().rev() {
+        if matches!(op, PersistOp::Append(_)) {
+            let wanted = *sync;
+            *sync = wanted && !later_append_syncs;
+            later_append_syncs |= wanted;
+        } else {
+            later_append_syncs = false;
+        }
+    }
+    job
 }
 
 fn log_event(e: &Event) {

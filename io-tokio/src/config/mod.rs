@@ -248,6 +248,8 @@ fn build(c: Layer, dev: bool) -> Result<AgentConfig, ConfigError> {
     core.election_timeout_min = Duration::from_millis(election_min);
     core.election_timeout_max = Duration::from_millis(2 * election_min);
     core.heartbeat_interval = Duration::from_millis(election_min / 10);
+    // Consul's LeaderLeaseTimeout: 500 ms at raft_multiplier 1.
+    core.leader_lease_timeout = Duration::from_millis(election_min / 2);
     if let Some(d) = c.rpc_hold_timeout {
         core.rpc_hold_timeout = d;
     }
@@ -256,9 +258,10 @@ fn build(c: Layer, dev: bool) -> Result<AgentConfig, ConfigError> {
     }
     core.validate().map_err(|e| {
         let key = match e.key {
-            "election_timeout_min" | "election_timeout_max" | "heartbeat_interval" => {
-                "performance.raft_multiplier"
-            }
+            "election_timeout_min"
+            | "election_timeout_max"
+            | "heartbeat_interval"
+            | "leader_lease_timeout" => "performance.raft_multiplier",
             "rpc_hold_timeout" => "performance.rpc_hold_timeout",
             "leave_drain_time" => "performance.leave_drain_time",
             other => other,
