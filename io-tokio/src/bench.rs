@@ -1,11 +1,41 @@
 //! `tern bench kv`: a closed-loop put workload against the HTTP API.
 //!
-//! N client threads each keep one request in flight (`PUT /v1/kv/...` with a
-//! value of the given size) for the given duration, over kept-alive
-//! connections; the report is writes/s and latency percentiles. It measures;
-//! it asserts nothing.
+//! N clients each keep one request in flight (`PUT /v1/kv/...` with a value of
+//! the given size, or etcd's `POST /v3/kv/put`) for the given duration, over
+//! kept-alive connections; the report is writes/s and latency percentiles. It
+//! measures; it asserts nothing.
+//!
+//! The load generator shares the machine with the servers it measures, so it
+//! has to be cheap, and equally cheap for every target. All clients are tasks
+//! on one thread (a current-thread tokio runtime), each owning one TCP
+//! connection and speaking a hand-written HTTP/1.1: the address is resolved
+//! once, each request goes out in one write, and each response is read into a
+//! buffer the client reuses. (A blocking HTTP client on a thread per client
+//! spawned a resolver thread per request and burned more CPU than the Tern
+//! leader it measured.)
 
+use std::io::{self, Write as _};
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
+
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::task::JoinSet;
+
+/// How long one request (dialing included) may take before it is an error.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+/// The pause after a failed request, so a dead server is not re-dialed in a spin.
+const ERROR_BACKOFF: Duration = Duration::from_millis(10);
+/// The most a response's status line and headers (or a chunked body's
+/// trailers) may take; a put's answer has a few hundred bytes.
+const MAX_HEAD: usize = 64 * 1024;
+/// The largest response body accepted (Consul answers a put with `true`).
+const MAX_BODY: u64 = 16 * 1024 * 1024;
+/// The longest chunk-size line, extensions included, in a chunked body.
+const MAX_CHUNK_LINE: usize = 4 * 1024;
+/// The room each socket read gets.
+const READ_CHUNK: usize = 8 * 1024;
 
 /// What one run measured.
 #[derive(Clone, Debug, Default)]
@@ -52,26 +82,8 @@ pub enum Target {
 
 /// Standard base64 (etcd's JSON gateway wants keys and values in it).
 fn base64(bytes: &[u8]) -> String {
-    const T: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    let mut out = String::with_capacity(bytes.len().div_ceil(3) * 4);
-    for c in bytes.chunks(3) {
-        let n = (u32::from(c[0]) << 16)
-            | (u32::from(*c.get(1).unwrap_or(&0)) << 8)
-            | u32::from(*c.get(2).unwrap_or(&0));
-        out.push(T[(n >> 18) as usize & 63] as char);
-        out.push(T[(n >> 12) as usize & 63] as char);
-        out.push(if c.len() > 1 {
-            T[(n >> 6) as usize & 63] as char
-        } else {
-            '='
-        });
-        out.push(if c.len() > 2 {
-            T[n as usize & 63] as char
-        } else {
-            '='
-        });
-    }
-    out
+    use ::base64::Engine as _;
+    ::base64::engine::general_purpose::STANDARD.encode(bytes)
 }
 
 /// Run the workload against `http_addr` (host:port).
@@ -92,65 +104,207 @@ pub fn run(
     duration: Duration,
     value_size: usize,
 ) -> BenchReport {
-    let base = if http_addr.starts_with("http://") {
-        http_addr.to_string()
-    } else {
-        format!("http://{http_addr}")
+    run_with_timeout(
+        target,
+        http_addr,
+        clients,
+        duration,
+        value_size,
+        REQUEST_TIMEOUT,
+    )
+}
+
+/// [`run`] with the per-request timeout as a parameter (the tests shorten it).
+fn run_with_timeout(
+    target: Target,
+    http_addr: &str,
+    clients: usize,
+    duration: Duration,
+    value_size: usize,
+    request_timeout: Duration,
+) -> BenchReport {
+    // Every client failed before sending anything.
+    let failed = |what: String| {
+        eprintln!("bench: {what}");
+        BenchReport {
+            errors: clients as u64,
+            ..BenchReport::default()
+        }
+    };
+    let host = http_addr
+        .trim_start_matches("http://")
+        .trim_end_matches('/');
+    let addr = match resolve(host) {
+        Ok(a) => a,
+        Err(e) => return failed(format!("resolving {host}: {e}")),
+    };
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => return failed(format!("starting the runtime: {e}")),
     };
     let value = vec![b'x'; value_size];
     let start = Instant::now();
-    let deadline = start + duration;
-    let threads: Vec<_> = (0..clients)
-        .map(|c| {
-            let base = base.clone();
-            let value = value.clone();
-            std::thread::spawn(move || {
-                let agent: ureq::Agent = ureq::Agent::config_builder()
-                    .timeout_global(Some(Duration::from_secs(10)))
-                    .http_status_as_error(false)
-                    .build()
-                    .into();
-                let mut lat = Vec::new();
-                let mut errors = 0u64;
-                let mut i = 0u64;
-                while Instant::now() < deadline {
-                    i += 1;
-                    let key = format!("bench/{c}/{}", i % 1000);
-                    let t = Instant::now();
-                    let sent = match target {
-                        Target::Consul => {
-                            agent.put(&format!("{base}/v1/kv/{key}")).send(&value[..])
-                        }
-                        Target::Etcd => agent.post(&format!("{base}/v3/kv/put")).send(format!(
-                            "{{\"key\":\"{}\",\"value\":\"{}\"}}",
-                            base64(key.as_bytes()),
-                            base64(&value)
-                        )),
-                    };
-                    // Read the body to the end so the connection goes back to
-                    // the pool and is reused (else every request reconnects).
-                    let ok = sent.ok().is_some_and(|mut r| {
-                        r.status().as_u16() == 200 && r.body_mut().read_to_vec().is_ok()
-                    });
-                    if ok {
-                        lat.push(t.elapsed());
-                    } else {
-                        errors += 1;
-                    }
-                }
-                (lat, errors)
-            })
-        })
-        .collect();
-    let mut all = Vec::new();
-    let mut errors = 0;
-    for t in threads {
-        if let Ok((l, e)) = t.join() {
-            all.extend(l);
-            errors += e;
+    let workload = Arc::new(Workload {
+        target,
+        host: host.to_string(),
+        addr,
+        value_base64: base64(&value),
+        value,
+        deadline: start + duration,
+        request_timeout,
+    });
+    let tally = runtime.block_on(async move {
+        let mut tasks = JoinSet::new();
+        for c in 0..clients {
+            tasks.spawn(client(workload.clone(), c));
+        }
+        let mut all = Tally::default();
+        while let Some(done) = tasks.join_next().await {
+            if let Ok(t) = done {
+                all.latencies.extend(t.latencies);
+                all.errors += t.errors;
+            }
+        }
+        all
+    });
+    report(tally, start.elapsed().as_secs_f64())
+}
+
+/// Resolve `host` (host:port) once, before the run. Of several addresses
+/// (`localhost` may give `::1` and `127.0.0.1`) the first that accepts a
+/// connection is used, so a server listening on one family only is found.
+fn resolve(host: &str) -> io::Result<SocketAddr> {
+    let addrs: Vec<SocketAddr> = host.to_socket_addrs()?.collect();
+    match addrs.as_slice() {
+        [] => Err(io::Error::new(io::ErrorKind::NotFound, "no address")),
+        [one] => Ok(*one),
+        many => Ok(many
+            .iter()
+            .copied()
+            .find(|a| std::net::TcpStream::connect_timeout(a, Duration::from_secs(1)).is_ok())
+            .unwrap_or(many[0])),
+    }
+}
+
+/// What every client of one run shares.
+struct Workload {
+    target: Target,
+    /// The `Host` header: the address as given.
+    host: String,
+    /// Where to connect, resolved once.
+    addr: SocketAddr,
+    /// The value every put writes.
+    value: Vec<u8>,
+    /// `value` in base64, for etcd's JSON.
+    value_base64: String,
+    /// When clients stop issuing requests (one already in flight finishes).
+    deadline: Instant,
+    request_timeout: Duration,
+}
+
+impl Workload {
+    /// Client `c`'s request number `i` into `out`: the header and the body in
+    /// one buffer, so the request goes out in one write.
+    fn request(&self, c: usize, i: u64, out: &mut Vec<u8>) {
+        const INFALLIBLE: &str = "writing to a Vec cannot fail";
+        out.clear();
+        let key = format!("bench/{c}/{}", i % 1000);
+        let host = &self.host;
+        match self.target {
+            Target::Consul => {
+                let len = self.value.len();
+                write!(
+                    out,
+                    "PUT /v1/kv/{key} HTTP/1.1\r\nHost: {host}\r\nContent-Length: {len}\r\n\r\n"
+                )
+                .expect(INFALLIBLE);
+                out.extend_from_slice(&self.value);
+            }
+            Target::Etcd => {
+                let body = format!(
+                    "{{\"key\":\"{}\",\"value\":\"{}\"}}",
+                    base64(key.as_bytes()),
+                    self.value_base64
+                );
+                let len = body.len();
+                write!(
+                    out,
+                    "POST /v3/kv/put HTTP/1.1\r\nHost: {host}\r\n\
+                     Content-Type: application/json\r\nContent-Length: {len}\r\n\r\n{body}"
+                )
+                .expect(INFALLIBLE);
+            }
         }
     }
-    let seconds = start.elapsed().as_secs_f64();
+}
+
+/// What one client (or the whole run) saw.
+#[derive(Default)]
+struct Tally {
+    /// One per successful write.
+    latencies: Vec<Duration>,
+    errors: u64,
+}
+
+/// One closed-loop client: a request at a time until the deadline, on a
+/// connection kept alive across requests and dropped (then re-dialed) after
+/// any error, since its state is then unknown.
+async fn client(w: Arc<Workload>, c: usize) -> Tally {
+    let mut tally = Tally::default();
+    let mut conn = None;
+    let mut inbox = Inbox::default();
+    let mut request = Vec::new();
+    let mut i = 0u64;
+    while Instant::now() < w.deadline {
+        i += 1;
+        w.request(c, i, &mut request);
+        let t = Instant::now();
+        let sent = exchange(w.addr, &mut conn, &mut inbox, &request);
+        match tokio::time::timeout(w.request_timeout, sent).await {
+            Ok(Ok(())) => tally.latencies.push(t.elapsed()),
+            Ok(Err(_)) | Err(_) => {
+                tally.errors += 1;
+                conn = None;
+                let left = w.deadline.saturating_duration_since(Instant::now());
+                tokio::time::sleep(ERROR_BACKOFF.min(left)).await;
+            }
+        }
+    }
+    tally
+}
+
+/// Send `request` on `conn`, dialing first if there is none, and read the
+/// response: Ok only for a 200 whose body arrived whole. A response that
+/// closes the connection leaves `conn` empty, so the next request re-dials.
+async fn exchange(
+    addr: SocketAddr,
+    conn: &mut Option<TcpStream>,
+    inbox: &mut Inbox,
+    request: &[u8],
+) -> io::Result<()> {
+    let stream = match conn {
+        Some(s) => s,
+        None => {
+            let s = TcpStream::connect(addr).await?;
+            // Requests are single writes, and each waits for its answer.
+            s.set_nodelay(true)?;
+            inbox.clear();
+            conn.insert(s)
+        }
+    };
+    stream.write_all(request).await?;
+    if !read_response(inbox, stream).await? {
+        *conn = None;
+    }
+    Ok(())
+}
+
+/// The report of a run that took `seconds`.
+fn report(tally: Tally, seconds: f64) -> BenchReport {
+    let mut all = tally.latencies;
     all.sort_unstable();
     let pct = |p: f64| -> Duration {
         if all.is_empty() {
@@ -161,12 +315,313 @@ pub fn run(
     };
     BenchReport {
         writes: all.len() as u64,
-        errors,
+        errors: tally.errors,
         seconds,
         p50: pct(0.50),
         p90: pct(0.90),
         p99: pct(0.99),
         max: all.last().copied().unwrap_or_default(),
+    }
+}
+
+// ---------- reading a response ----------
+//
+// Just enough HTTP/1.1 (RFC 9112) for a put's answer from hyper (Tern) or Go's
+// net/http (etcd's gateway): the status line, the headers that frame the body
+// (Content-Length, Transfer-Encoding: chunked) or end the connection
+// (Connection), and the body itself, which is consumed and dropped. Lines must
+// end in CRLF, as both servers write them. Everything is bounded.
+
+/// Read one response to its end. Ok(keep-alive) only for a 200 whose body
+/// arrived whole; anything else is an error, after which the caller drops the
+/// connection, so the body of a non-200 is never read.
+async fn read_response<R: AsyncRead + Unpin>(inbox: &mut Inbox, r: &mut R) -> io::Result<bool> {
+    let head = read_head(inbox, r).await?;
+    if head.status != 200 {
+        return Err(io::Error::other(format!("HTTP status {}", head.status)));
+    }
+    match head.framing {
+        Framing::Length(n) => inbox.skip(r, n).await?,
+        Framing::Chunked => skip_chunked(inbox, r).await?,
+        Framing::UntilClose => inbox.skip_to_eof(r).await?,
+    }
+    Ok(head.keep_alive)
+}
+
+/// How a response's body ends.
+#[derive(Debug, PartialEq, Eq)]
+enum Framing {
+    Length(u64),
+    Chunked,
+    /// Neither header: the body is whatever comes before the server closes.
+    UntilClose,
+}
+
+/// A response's status line and headers, as far as the client needs them.
+#[derive(Debug, PartialEq, Eq)]
+struct Head {
+    status: u16,
+    framing: Framing,
+    /// The connection may carry the next request.
+    keep_alive: bool,
+}
+
+/// Read the status line and the headers, at most [`MAX_HEAD`] bytes of them.
+async fn read_head<R: AsyncRead + Unpin>(inbox: &mut Inbox, r: &mut R) -> io::Result<Head> {
+    let mut budget = MAX_HEAD;
+    let line = inbox.line(r, budget).await?;
+    budget -= line.len() + 2;
+    let (status, http10) = parse_status_line(line)?;
+    let mut headers = Headers::default();
+    loop {
+        let line = inbox.line(r, budget).await?;
+        if line.is_empty() {
+            return headers.finish(status, http10);
+        }
+        budget -= line.len() + 2;
+        headers.add(line)?;
+    }
+}
+
+/// `HTTP/1.x NNN reason`: the status, and whether the version is 1.0 (whose
+/// connections close unless the server says keep-alive).
+fn parse_status_line(line: &[u8]) -> io::Result<(u16, bool)> {
+    let bad_line = || bad("malformed status line");
+    let rest = line.strip_prefix(b"HTTP/1.").ok_or_else(bad_line)?;
+    let (minor, rest) = rest.split_first().ok_or_else(bad_line)?;
+    let rest = rest.strip_prefix(b" ").ok_or_else(bad_line)?;
+    let (code, reason) = rest.split_at_checked(3).ok_or_else(bad_line)?;
+    if !minor.is_ascii_digit()
+        || !code.iter().all(u8::is_ascii_digit)
+        || !(reason.is_empty() || reason[0] == b' ')
+    {
+        return Err(bad_line());
+    }
+    let status = code.iter().fold(0u16, |n, d| n * 10 + u16::from(d - b'0'));
+    Ok((status, *minor == b'0'))
+}
+
+/// The headers that matter, gathered line by line.
+#[derive(Default)]
+struct Headers {
+    length: Option<u64>,
+    /// A Transfer-Encoding header was present...
+    transfer_encoding: bool,
+    /// ... and its last coding is chunked (else the body cannot be delimited).
+    chunked: bool,
+    close: bool,
+    keep_alive: bool,
+}
+
+impl Headers {
+    /// Take one `Name: value` line; names are case-insensitive.
+    fn add(&mut self, line: &[u8]) -> io::Result<()> {
+        if line.first().is_some_and(|b| *b == b' ' || *b == b'\t') {
+            return Err(bad("folded header line"));
+        }
+        let colon = line
+            .iter()
+            .position(|b| *b == b':')
+            .ok_or_else(|| bad("header line without a colon"))?;
+        let (name, value) = (&line[..colon], line[colon + 1..].trim_ascii());
+        if name.is_empty() || name.last().is_some_and(u8::is_ascii_whitespace) {
+            return Err(bad("malformed header name"));
+        }
+        if name.eq_ignore_ascii_case(b"content-length") {
+            let n = parse_number(value, 10).ok_or_else(|| bad("malformed Content-Length"))?;
+            if self.length.is_some_and(|m| m != n) {
+                return Err(bad("conflicting Content-Length headers"));
+            }
+            self.length = Some(n);
+        } else if name.eq_ignore_ascii_case(b"transfer-encoding") {
+            self.transfer_encoding = true;
+            for coding in tokens(value) {
+                self.chunked = coding.eq_ignore_ascii_case(b"chunked");
+            }
+        } else if name.eq_ignore_ascii_case(b"connection") {
+            for option in tokens(value) {
+                self.close |= option.eq_ignore_ascii_case(b"close");
+                self.keep_alive |= option.eq_ignore_ascii_case(b"keep-alive");
+            }
+        }
+        Ok(())
+    }
+
+    /// The head, once the blank line after the headers has arrived.
+    fn finish(self, status: u16, http10: bool) -> io::Result<Head> {
+        // Transfer-Encoding overrides Content-Length (RFC 9112 §6.3).
+        let framing = if self.transfer_encoding {
+            if !self.chunked {
+                return Err(bad("a body not delimited by chunked encoding"));
+            }
+            Framing::Chunked
+        } else if let Some(n) = self.length {
+            if n > MAX_BODY {
+                return Err(bad("response body too large"));
+            }
+            Framing::Length(n)
+        } else if matches!(status, 100..=199 | 204 | 304) {
+            Framing::Length(0)
+        } else {
+            Framing::UntilClose
+        };
+        let keep_alive =
+            !self.close && (!http10 || self.keep_alive) && framing != Framing::UntilClose;
+        Ok(Head {
+            status,
+            framing,
+            keep_alive,
+        })
+    }
+}
+
+/// The non-empty elements of a comma-separated header value.
+fn tokens(value: &[u8]) -> impl Iterator<Item = &[u8]> {
+    value
+        .split(|b| *b == b',')
+        .map(<[u8]>::trim_ascii)
+        .filter(|t| !t.is_empty())
+}
+
+/// A decimal (Content-Length) or hexadecimal (chunk size) number: digits
+/// only, no sign, and few enough that it cannot overflow.
+fn parse_number(digits: &[u8], radix: u32) -> Option<u64> {
+    let ok = |b: &u8| char::from(*b).is_digit(radix);
+    if digits.is_empty() || digits.len() > 15 || !digits.iter().all(ok) {
+        return None;
+    }
+    u64::from_str_radix(std::str::from_utf8(digits).ok()?, radix).ok()
+}
+
+/// Consume a chunked body: `size[;ext]` CRLF, data, CRLF, ..., a zero size,
+/// then trailer lines up to a blank one. At most [`MAX_BODY`] bytes of data.
+async fn skip_chunked<R: AsyncRead + Unpin>(inbox: &mut Inbox, r: &mut R) -> io::Result<()> {
+    let mut total = 0u64;
+    loop {
+        let line = inbox.line(r, MAX_CHUNK_LINE).await?;
+        let size = line.split(|b| *b == b';').next().unwrap_or_default();
+        let size =
+            parse_number(size.trim_ascii(), 16).ok_or_else(|| bad("malformed chunk size"))?;
+        if size == 0 {
+            break;
+        }
+        total += size;
+        if total > MAX_BODY {
+            return Err(bad("response body too large"));
+        }
+        inbox.skip(r, size).await?;
+        if !inbox.line(r, 2).await?.is_empty() {
+            return Err(bad("chunk data longer than its size"));
+        }
+    }
+    let mut budget = MAX_HEAD;
+    loop {
+        let trailer = inbox.line(r, budget).await?;
+        if trailer.is_empty() {
+            return Ok(());
+        }
+        budget -= trailer.len() + 2;
+    }
+}
+
+/// A malformed or oversized response.
+fn bad(what: &'static str) -> io::Error {
+    io::Error::new(io::ErrorKind::InvalidData, what)
+}
+
+/// A connection's receive buffer, kept by its client across requests:
+/// `data[pos..]` has been read from the socket but not consumed yet. It holds
+/// at most one unfinished line plus one read; bodies pass through.
+#[derive(Default)]
+struct Inbox {
+    data: Vec<u8>,
+    pos: usize,
+}
+
+impl Inbox {
+    fn unread(&self) -> &[u8] {
+        &self.data[self.pos..]
+    }
+
+    /// Forget everything (a new connection starts clean).
+    fn clear(&mut self) {
+        self.data.clear();
+        self.pos = 0;
+    }
+
+    /// Read what the socket has after the unread bytes; 0 at EOF.
+    async fn fill<R: AsyncRead + Unpin>(&mut self, r: &mut R) -> io::Result<usize> {
+        self.data.drain(..self.pos);
+        self.pos = 0;
+        self.data.reserve_exact(READ_CHUNK);
+        r.read_buf(&mut self.data).await
+    }
+
+    /// [`Inbox::fill`] inside a response, where EOF means it was cut short.
+    async fn fill_more<R: AsyncRead + Unpin>(&mut self, r: &mut R) -> io::Result<()> {
+        match self.fill(r).await? {
+            0 => Err(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                "connection closed mid-response",
+            )),
+            _ => Ok(()),
+        }
+    }
+
+    /// Consume one line of at most `limit` bytes, CRLF included, and return
+    /// it without the CRLF.
+    async fn line<R: AsyncRead + Unpin>(&mut self, r: &mut R, limit: usize) -> io::Result<&[u8]> {
+        // Bytes of `unread()` already searched for the LF.
+        let mut scanned = 0;
+        loop {
+            let unread = self.unread();
+            if let Some(at) = unread[scanned..].iter().position(|b| *b == b'\n') {
+                let lf = scanned + at;
+                if lf >= limit {
+                    return Err(bad("line too long"));
+                }
+                if lf == 0 || unread[lf - 1] != b'\r' {
+                    return Err(bad("line not ended by CRLF"));
+                }
+                let start = self.pos;
+                self.pos += lf + 1;
+                return Ok(&self.data[start..start + lf - 1]);
+            }
+            scanned = unread.len();
+            if scanned >= limit {
+                return Err(bad("line too long"));
+            }
+            self.fill_more(r).await?;
+        }
+    }
+
+    /// Consume `n` bytes (a body), reading as needed and keeping none.
+    async fn skip<R: AsyncRead + Unpin>(&mut self, r: &mut R, mut n: u64) -> io::Result<()> {
+        loop {
+            let take = n.min(self.unread().len() as u64);
+            self.pos += take as usize;
+            n -= take;
+            if n == 0 {
+                return Ok(());
+            }
+            self.fill_more(r).await?;
+        }
+    }
+
+    /// Consume everything up to EOF (a body the server ends by closing), at
+    /// most [`MAX_BODY`] bytes.
+    async fn skip_to_eof<R: AsyncRead + Unpin>(&mut self, r: &mut R) -> io::Result<()> {
+        let mut total = 0u64;
+        loop {
+            total += self.unread().len() as u64;
+            self.pos = self.data.len();
+            if total > MAX_BODY {
+                return Err(bad("response body too large"));
+            }
+            if self.fill(r).await? == 0 {
+                return Ok(());
+            }
+        }
     }
 }
 
@@ -233,4 +688,478 @@ pub fn main(args: &[String]) -> i32 {
 
 fn parse_duration(s: &str) -> Option<Duration> {
     crate::config::duration::parse(s).map(Into::into)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::{Read, Write};
+    use std::net::{TcpListener, TcpStream};
+    use std::pin::Pin;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Mutex;
+    use std::task::{Context, Poll};
+
+    use ::base64::Engine as _;
+    use tokio::io::ReadBuf;
+
+    use super::*;
+
+    /// Every run against a test server is this long.
+    const SHORT: Duration = Duration::from_millis(300);
+
+    const OK_LENGTH: &[u8] =
+        b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 4\r\n\r\ntrue";
+    const OK_CHUNKED: &[u8] = b"HTTP/1.1 200 OK\r\ntransfer-encoding: Chunked\r\n\r\n\
+        2;ext=1\r\ntr\r\n2\r\nue\r\n0\r\nX-Trailer: y\r\n\r\n";
+
+    // ---------- against tiny servers ----------
+
+    /// A blocking HTTP server on 127.0.0.1:0, a thread per connection. It
+    /// reads each request whole (by its Content-Length), records its bytes and
+    /// calls `answer`, which writes a response and says whether to keep the
+    /// connection open.
+    struct Server {
+        addr: String,
+        requests: Arc<Mutex<Vec<Vec<u8>>>>,
+        connections: Arc<AtomicUsize>,
+    }
+
+    type Answer = dyn Fn(&mut TcpStream) -> io::Result<bool> + Send + Sync;
+
+    impl Server {
+        fn start(
+            answer: impl Fn(&mut TcpStream) -> io::Result<bool> + Send + Sync + 'static,
+        ) -> Server {
+            let answer: Arc<Answer> = Arc::new(answer);
+            let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+            let server = Server {
+                addr: listener.local_addr().unwrap().to_string(),
+                requests: Arc::default(),
+                connections: Arc::default(),
+            };
+            let (requests, connections) = (server.requests.clone(), server.connections.clone());
+            std::thread::spawn(move || {
+                for stream in listener.incoming() {
+                    let Ok(mut stream) = stream else { continue };
+                    connections.fetch_add(1, Ordering::SeqCst);
+                    let (requests, answer) = (requests.clone(), answer.clone());
+                    std::thread::spawn(move || {
+                        while let Ok(Some(request)) = read_request(&mut stream) {
+                            requests.lock().unwrap().push(request);
+                            if !matches!(answer(&mut stream), Ok(true)) {
+                                break;
+                            }
+                        }
+                    });
+                }
+            });
+            server
+        }
+
+        /// Answers every request with `response` and keeps the connection.
+        fn canned(response: &'static [u8]) -> Server {
+            Server::start(move |s| s.write_all(response).map(|()| true))
+        }
+
+        fn connections(&self) -> usize {
+            self.connections.load(Ordering::SeqCst)
+        }
+
+        fn requests(&self) -> Vec<Vec<u8>> {
+            self.requests.lock().unwrap().clone()
+        }
+    }
+
+    /// One request as the server saw it, or None at EOF.
+    fn read_request(stream: &mut TcpStream) -> io::Result<Option<Vec<u8>>> {
+        let mut buf = Vec::new();
+        let mut chunk = [0u8; 4096];
+        let body_at = loop {
+            if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                break end + 4;
+            }
+            match stream.read(&mut chunk)? {
+                0 => return Ok(None),
+                n => buf.extend_from_slice(&chunk[..n]),
+            }
+        };
+        let head = String::from_utf8(buf[..body_at].to_vec()).unwrap();
+        let length: usize = head
+            .lines()
+            .filter_map(|l| l.split_once(':'))
+            .find(|(name, _)| name.eq_ignore_ascii_case("content-length"))
+            .map_or(0, |(_, v)| v.trim().parse().unwrap());
+        while buf.len() < body_at + length {
+            match stream.read(&mut chunk)? {
+                0 => return Ok(None),
+                n => buf.extend_from_slice(&chunk[..n]),
+            }
+        }
+        Ok(Some(buf))
+    }
+
+    #[test]
+    fn a_content_length_response_counts_as_a_write_on_one_kept_alive_connection() {
+        let server = Server::canned(OK_LENGTH);
+        let r = run(Target::Consul, &server.addr, 1, SHORT, 16);
+        assert!(r.writes >= 10, "{r}");
+        assert_eq!(r.errors, 0, "{r}");
+        assert_eq!(server.requests().len() as u64, r.writes);
+        assert_eq!(server.connections(), 1, "one connection, kept alive");
+    }
+
+    #[test]
+    fn a_chunked_response_counts_as_a_write() {
+        let server = Server::canned(OK_CHUNKED);
+        let r = run(Target::Consul, &server.addr, 2, SHORT, 16);
+        assert!(r.writes >= 10, "{r}");
+        assert_eq!(r.errors, 0, "{r}");
+        assert_eq!(
+            server.connections(),
+            2,
+            "one connection per client, kept alive"
+        );
+    }
+
+    #[test]
+    fn a_500_is_an_error_and_its_connection_is_replaced() {
+        let server =
+            Server::canned(b"HTTP/1.1 500 Internal Server Error\r\nContent-Length: 5\r\n\r\nerror");
+        let r = run(Target::Consul, &server.addr, 1, SHORT, 16);
+        assert_eq!(r.writes, 0, "{r}");
+        assert!(r.errors >= 2, "{r}");
+        // Each error drops the connection; the next request dials a new one.
+        assert_eq!(server.connections() as u64, r.errors, "{r}");
+        // ... after the backoff.
+        let most = (SHORT.as_millis() / ERROR_BACKOFF.as_millis()) as u64 + 1;
+        assert!(r.errors <= most, "{r}");
+    }
+
+    #[test]
+    fn connection_close_is_honoured_by_redialing() {
+        let server = Server::start(|s| {
+            s.write_all(b"HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: 4\r\n\r\ntrue")?;
+            Ok(false)
+        });
+        let r = run(Target::Consul, &server.addr, 1, SHORT, 16);
+        assert!(r.writes >= 3, "{r}");
+        // Reusing a connection the server closed would fail the request.
+        assert_eq!(r.errors, 0, "{r}");
+        assert_eq!(
+            server.connections() as u64,
+            r.writes,
+            "a connection per request"
+        );
+    }
+
+    #[test]
+    fn a_dead_server_is_redialed_after_a_backoff_not_in_a_spin() {
+        let addr = TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap();
+        let r = run(Target::Consul, &addr.to_string(), 1, SHORT, 16);
+        assert_eq!(r.writes, 0, "{r}");
+        let most = (SHORT.as_millis() / ERROR_BACKOFF.as_millis()) as u64 + 1;
+        assert!((2..=most).contains(&r.errors), "{r}");
+    }
+
+    #[test]
+    fn a_server_that_never_answers_times_out() {
+        let server = Server::start(|_| {
+            std::thread::sleep(Duration::from_secs(2));
+            Ok(false)
+        });
+        let timeout = Duration::from_millis(100);
+        let r = run_with_timeout(Target::Consul, &server.addr, 1, SHORT, 16, timeout);
+        assert_eq!(r.writes, 0, "{r}");
+        assert!(r.errors >= 2, "{r}");
+        assert!(
+            r.seconds < 1.0,
+            "the run ends at its deadline plus a timeout: {r}"
+        );
+    }
+
+    #[test]
+    fn the_consul_request_is_a_well_formed_put() {
+        let server = Server::canned(OK_LENGTH);
+        let r = run(Target::Consul, &server.addr, 2, SHORT, 16);
+        assert!(r.writes >= 4, "{r}");
+        let requests = server.requests();
+        let addr = &server.addr;
+        for c in 0..2 {
+            for i in 1..=2 {
+                let expected = format!(
+                    "PUT /v1/kv/bench/{c}/{i} HTTP/1.1\r\nHost: {addr}\r\n\
+                     Content-Length: 16\r\n\r\nxxxxxxxxxxxxxxxx"
+                );
+                assert!(
+                    requests.contains(&expected.clone().into_bytes()),
+                    "{expected:?} not among {:?}",
+                    &requests[..4]
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn the_etcd_request_is_json_with_base64_key_and_value() {
+        let server = Server::canned(OK_LENGTH);
+        let r = run(Target::Etcd, &server.addr, 1, SHORT, 10);
+        assert!(r.writes >= 1, "{r}");
+        let first = server.requests()[0].clone();
+        let first = String::from_utf8(first).unwrap();
+        let (head, body) = first.split_once("\r\n\r\n").unwrap();
+        let mut lines = head.split("\r\n");
+        assert_eq!(lines.next(), Some("POST /v3/kv/put HTTP/1.1"));
+        let headers: Vec<&str> = lines.collect();
+        assert!(
+            headers.contains(&format!("Host: {}", server.addr).as_str()),
+            "{headers:?}"
+        );
+        assert!(
+            headers.contains(&"Content-Type: application/json"),
+            "{headers:?}"
+        );
+        assert!(
+            headers.contains(&format!("Content-Length: {}", body.len()).as_str()),
+            "{headers:?}"
+        );
+        let json: serde_json::Value = serde_json::from_str(body).unwrap();
+        let decode = |field: &str| {
+            let text = json[field].as_str().unwrap();
+            String::from_utf8(
+                ::base64::engine::general_purpose::STANDARD
+                    .decode(text)
+                    .unwrap(),
+            )
+            .unwrap()
+        };
+        assert_eq!(decode("key"), "bench/0/1");
+        assert_eq!(decode("value"), "x".repeat(10));
+    }
+
+    // ---------- the parser, on byte strings ----------
+
+    /// A reader handing out at most `piece` bytes per read, so lines and
+    /// bodies are split wherever reads happen to end.
+    struct Pieces<'a> {
+        bytes: &'a [u8],
+        piece: usize,
+    }
+
+    impl AsyncRead for Pieces<'_> {
+        fn poll_read(
+            mut self: Pin<&mut Self>,
+            _: &mut Context<'_>,
+            buf: &mut ReadBuf<'_>,
+        ) -> Poll<io::Result<()>> {
+            let n = self.piece.min(buf.remaining()).min(self.bytes.len());
+            let (now, later) = self.bytes.split_at(n);
+            buf.put_slice(now);
+            self.bytes = later;
+            Poll::Ready(Ok(()))
+        }
+    }
+
+    /// A reader handing out `head`, then `a`s forever.
+    struct Endless(&'static [u8]);
+
+    impl AsyncRead for Endless {
+        fn poll_read(
+            mut self: Pin<&mut Self>,
+            _: &mut Context<'_>,
+            buf: &mut ReadBuf<'_>,
+        ) -> Poll<io::Result<()>> {
+            let n = buf.remaining();
+            if self.0.is_empty() {
+                buf.initialize_unfilled_to(n).fill(b'a');
+                buf.advance(n);
+            } else {
+                let (now, later) = self.0.split_at(n.min(self.0.len()));
+                buf.put_slice(now);
+                self.0 = later;
+            }
+            Poll::Ready(Ok(()))
+        }
+    }
+
+    fn block_on<T>(f: impl std::future::Future<Output = T>) -> T {
+        tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap()
+            .block_on(f)
+    }
+
+    /// Read one response from `bytes`, whole and in pieces of 1 and 1000
+    /// bytes: every way must agree. Ok(keep-alive) for a complete 200.
+    fn parse(bytes: &[u8]) -> io::Result<bool> {
+        let whole = block_on(read_response(&mut Inbox::default(), &mut &bytes[..]));
+        for piece in [1, 1000] {
+            let mut reader = Pieces { bytes, piece };
+            let split = block_on(read_response(&mut Inbox::default(), &mut reader));
+            assert_eq!(
+                format!("{whole:?}"),
+                format!("{split:?}"),
+                "{piece}-byte reads of {:?}",
+                String::from_utf8_lossy(bytes)
+            );
+        }
+        whole
+    }
+
+    fn error_kind(bytes: &[u8]) -> io::ErrorKind {
+        match parse(bytes) {
+            Ok(keep) => panic!(
+                "{:?} parsed (keep-alive {keep})",
+                String::from_utf8_lossy(bytes)
+            ),
+            Err(e) => e.kind(),
+        }
+    }
+
+    #[test]
+    fn complete_200s_parse_with_any_framing_and_header_case() {
+        assert!(parse(OK_LENGTH).unwrap());
+        assert!(parse(OK_CHUNKED).unwrap());
+        assert!(parse(b"HTTP/1.1 200 OK\r\ncontent-LENGTH:0\r\n\r\n").unwrap());
+        assert!(parse(
+            b"HTTP/1.1 200\r\nTransfer-Encoding: gzip,  chunked\r\n\r\n1 ; a=b\r\nx\r\n0\r\n\r\n"
+        )
+        .unwrap());
+        // Transfer-Encoding wins over Content-Length.
+        assert!(parse(
+            b"HTTP/1.1 200 OK\r\nContent-Length: 99\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n"
+        )
+        .unwrap());
+    }
+
+    #[test]
+    fn close_http_1_0_and_bodies_until_eof_end_the_connection() {
+        assert!(
+            !parse(b"HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: 0\r\n\r\n").unwrap()
+        );
+        assert!(!parse(
+            b"HTTP/1.1 200 OK\r\nConnection: keep-alive, CLOSE\r\nContent-Length: 0\r\n\r\n"
+        )
+        .unwrap());
+        assert!(!parse(b"HTTP/1.0 200 OK\r\nContent-Length: 0\r\n\r\n").unwrap());
+        assert!(
+            parse(b"HTTP/1.0 200 OK\r\nConnection: Keep-Alive\r\nContent-Length: 0\r\n\r\n")
+                .unwrap()
+        );
+        assert!(!parse(b"HTTP/1.1 200 OK\r\n\r\nthe body runs to the end").unwrap());
+    }
+
+    #[test]
+    fn back_to_back_responses_are_read_one_at_a_time() {
+        let two: Vec<u8> = [OK_CHUNKED, OK_LENGTH].concat();
+        let mut inbox = Inbox::default();
+        let mut reader = &two[..];
+        assert!(block_on(read_response(&mut inbox, &mut reader)).unwrap());
+        assert!(block_on(read_response(&mut inbox, &mut reader)).unwrap());
+        assert!(inbox.unread().is_empty() && reader.is_empty());
+        let eof = block_on(read_response(&mut inbox, &mut reader)).unwrap_err();
+        assert_eq!(eof.kind(), io::ErrorKind::UnexpectedEof);
+    }
+
+    #[test]
+    fn anything_but_a_complete_200_is_an_error() {
+        use io::ErrorKind::{InvalidData, Other, UnexpectedEof};
+        let cases: &[(&[u8], io::ErrorKind)] = &[
+            (b"", UnexpectedEof),
+            (
+                b"HTTP/1.1 500 Internal Server Error\r\nContent-Length: 0\r\n\r\n",
+                Other,
+            ),
+            (b"HTTP/1.1 201 Created\r\nContent-Length: 0\r\n\r\n", Other),
+            (
+                b"HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\ntr",
+                UnexpectedEof,
+            ),
+            (
+                b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n4\r\ntr",
+                UnexpectedEof,
+            ),
+            (
+                b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n4\r\ntrue\r\n",
+                UnexpectedEof,
+            ),
+            (
+                b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n",
+                InvalidData,
+            ),
+            (
+                b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\ntrue\r\n0\r\n\r\n",
+                InvalidData,
+            ),
+            (
+                b"HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip\r\n\r\n",
+                InvalidData,
+            ),
+            (
+                b"HTTP/1.1 200 OK\r\nContent-Length: 4\r\nContent-Length: 5\r\n\r\ntrue",
+                InvalidData,
+            ),
+            (
+                b"HTTP/1.1 200 OK\r\nContent-Length: +4\r\n\r\ntrue",
+                InvalidData,
+            ),
+            (
+                b"HTTP/1.1 200 OK\r\nX: a\r\n b\r\nContent-Length: 0\r\n\r\n",
+                InvalidData,
+            ),
+            (b"HTTP/1.1 200 OK\r\nno colon\r\n\r\n", InvalidData),
+            (b"HTTP/1.1 200 OK\nContent-Length: 0\n\n", InvalidData),
+            (b"HTTP/2 200\r\n\r\n", InvalidData),
+            (b"HTTP/1.1 20 OK\r\n\r\n", InvalidData),
+            (b"HTTP/1.1 200OK\r\n\r\n", InvalidData),
+        ];
+        for (bytes, kind) in cases {
+            assert_eq!(
+                error_kind(bytes),
+                *kind,
+                "{:?}",
+                String::from_utf8_lossy(bytes)
+            );
+        }
+    }
+
+    #[test]
+    fn heads_and_bodies_are_bounded() {
+        let head = |lines: usize| {
+            let pad = format!("X-Pad: {}\r\n", "p".repeat(100)).repeat(lines);
+            format!("HTTP/1.1 200 OK\r\n{pad}Content-Length: 0\r\n\r\n").into_bytes()
+        };
+        assert!(parse(&head(500)).unwrap(), "55 KB of headers is fine");
+        assert_eq!(
+            error_kind(&head(700)),
+            io::ErrorKind::InvalidData,
+            "76 KB is not"
+        );
+        let limit = format!("HTTP/1.1 200 OK\r\nContent-Length: {MAX_BODY}\r\n\r\n");
+        assert_eq!(error_kind(limit.as_bytes()), io::ErrorKind::UnexpectedEof);
+        let over = format!(
+            "HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n",
+            MAX_BODY + 1
+        );
+        assert_eq!(error_kind(over.as_bytes()), io::ErrorKind::InvalidData);
+        // Servers that never stop: a header line, a chunk, a body until EOF.
+        for head in [
+            &b"HTTP/1.1 200 OK\r\nX-Endless: "[..],
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n",
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n1000001\r\n",
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n1\r\nx\r\n0\r\n",
+            b"HTTP/1.1 200 OK\r\n\r\n",
+        ] {
+            let mut inbox = Inbox::default();
+            let e = block_on(read_response(&mut inbox, &mut Endless(head))).unwrap_err();
+            assert_eq!(e.kind(), io::ErrorKind::InvalidData, "{e}");
+            assert!(
+                inbox.data.capacity() <= MAX_HEAD + 2 * READ_CHUNK,
+                "{}",
+                inbox.data.capacity()
+            );
+        }
+    }
 }
