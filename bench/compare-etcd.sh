@@ -32,6 +32,7 @@ start_tern() {
     -bind=127.0.0.1 -client=127.0.0.1 -http-port="${TH[$i]}" -server-port="${TS[$i]}" \
     "${joins[@]}" >>"$WORK/tern$i.log" 2>&1 &
   TPID[$i]=$!
+  disown "$!" # no "Killed" line from bash when the failover test kills it
 }
 tern_leader() { # prints the index of the leader, or nothing
   for i in 1 2 3; do
@@ -53,6 +54,7 @@ start_etcd() {
     --listen-peer-urls "http://127.0.0.1:${EP[$i]}" --initial-advertise-peer-urls "http://127.0.0.1:${EP[$i]}" \
     --initial-cluster "$CLUSTER" --initial-cluster-state "${2:-new}" >>"$WORK/etcd$i.log" 2>&1 &
   EPID[$i]=$!
+  disown "$!"
 }
 for i in 1 2 3; do start_etcd "$i"; done
 ENDPOINTS="127.0.0.1:${EC[1]},127.0.0.1:${EC[2]},127.0.0.1:${EC[3]}"

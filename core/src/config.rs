@@ -55,8 +55,14 @@ pub struct Config {
     pub append_bytes_max: usize,
     /// AppendEntries in flight to one follower before the leader waits.
     pub inflight_appends_max: usize,
-    /// Take a snapshot once this many entries were applied since the last one.
+    /// Take a snapshot once this many entries were applied since the last one
+    /// (Consul's `raft_snapshot_threshold`)...
     pub snapshot_threshold: u64,
+    /// ...checked this often, staggered at random between 1x and 2x
+    /// (Consul's `raft_snapshot_interval`, 30 s). A snapshot encodes the whole
+    /// state machine, so taking one as soon as the threshold is reached would
+    /// stall a busy server every few seconds. Zero checks after every apply.
+    pub snapshot_interval: Duration,
     /// Entries kept in the log behind a snapshot, for slow followers.
     pub trailing_logs: u64,
 
@@ -114,6 +120,7 @@ impl Config {
             append_bytes_max: 4 << 20,
             inflight_appends_max: 8,
             snapshot_threshold: 16384,
+            snapshot_interval: Duration::from_secs(30),
             trailing_logs: 10240,
             frame_bytes_max: 64 << 20,
             pending_proposals_max: 65536,

@@ -89,6 +89,8 @@ pub struct Server {
     parked: Vec<Parked>,
     transfer_waiter: Option<(Origin, Term)>,
     applied_since_snapshot: u64,
+    /// When to look at `applied_since_snapshot` next (`snapshot_interval`).
+    next_snapshot_check: Instant,
     /// Forwarded requests already taken, so a duplicated message is not
     /// applied twice (a CAS would answer `false` for its own write).
     forwards_seen: BTreeSet<(NodeId, u64)>,
@@ -144,6 +146,7 @@ impl Server {
             parked: Vec::new(),
             transfer_waiter: None,
             applied_since_snapshot: 0,
+            next_snapshot_check: now,
             forwards_seen: BTreeSet::new(),
             forwards_seen_order: VecDeque::new(),
         })
@@ -742,7 +745,7 @@ impl Server {
             self.wake_parked(now, out);
         }
         self.retry_held(now, out);
-        self.maybe_snapshot(out);
+        self.maybe_snapshot(now, out);
     }
 
     fn install_snapshot(&mut self, snap: Snapshot, out: &mut Vec<Action>) {
@@ -964,7 +967,13 @@ impl Server {
         }
     }
 
-    fn maybe_snapshot(&mut self, out: &mut Vec<Action>) {
+    fn maybe_snapshot(&mut self, now: Instant, out: &mut Vec<Action>) {
+        if now < self.next_snapshot_check {
+            return;
+        }
+        let interval = self.config.snapshot_interval;
+        self.next_snapshot_check =
+            now + interval + Duration(self.rng.range(0, interval.as_nanos().max(1)));
         if self.applied_since_snapshot < self.config.snapshot_threshold {
             return;
         }

@@ -358,3 +358,40 @@ fn a_leader_reported_gone_is_replaced_early_and_requests_move_on() {
         );
     }
 }
+
+/// Snapshots follow Consul's `raft_snapshot_interval`: the threshold is
+/// looked at only every interval (staggered between 1x and 2x), not after
+/// every apply, so a busy server does not encode its whole state every few
+/// thousand writes.
+#[test]
+fn snapshots_wait_for_the_snapshot_interval() {
+    use tern_core::testkit::config;
+    use tern_core::Event;
+    let configs = (1..=3)
+        .map(|i| {
+            let mut c = config(i, 3);
+            c.snapshot_threshold = 5;
+            c.snapshot_interval = Duration::from_secs(1);
+            c
+        })
+        .collect();
+    let mut c = Cluster::new(configs);
+    let leader = c.run_until_leader(Duration::from_secs(5)).unwrap();
+    for i in 0..10 {
+        c.request(leader, put(&format!("k{i}"), "v"));
+    }
+    c.run_for(Duration::from_millis(100));
+    let taken = |c: &Cluster| {
+        c.events
+            .iter()
+            .filter(|(id, e)| *id == leader && matches!(e, Event::SnapshotTaken { .. }))
+            .count()
+    };
+    assert_eq!(
+        taken(&c),
+        0,
+        "10 applied, past the threshold, but not yet checked"
+    );
+    c.run_for(Duration::from_secs(2));
+    assert_eq!(taken(&c), 1, "checked within 2 intervals: one snapshot");
+}

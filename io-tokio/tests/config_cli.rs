@@ -61,6 +61,9 @@ const SAME_JSON: &str = r#"{
   "retry_join": ["10.0.0.6", "10.0.0.7:8300"],
   "ports": { "http": 8501, "server": 8310 },
   "performance": { "raft_multiplier": 2, "rpc_hold_timeout": "3s", "leave_drain_time": "500ms" },
+  "raft_snapshot_threshold": 50000,
+  "raft_trailing_logs": 20000,
+  "raft_snapshot_interval": "2m",
   "log_level": "debug"
 }"#;
 
@@ -83,6 +86,9 @@ performance {
   rpc_hold_timeout = "3s"
   leave_drain_time = "500ms"
 }
+raft_snapshot_threshold = 50000
+raft_trailing_logs = 20000
+raft_snapshot_interval = "2m"
 log_level = "debug"
 "#;
 
@@ -112,6 +118,10 @@ fn json_and_hcl_files_give_the_same_options() {
     assert_eq!(o.core.election_timeout_min.as_millis(), 2000);
     assert_eq!(o.core.rpc_hold_timeout.as_millis(), 3000);
     assert_eq!(o.core.leave_drain_time.as_millis(), 500);
+    assert_eq!(o.core.leader_lease_timeout.as_millis(), 1000);
+    assert_eq!(o.core.snapshot_threshold, 50000);
+    assert_eq!(o.core.trailing_logs, 20000);
+    assert_eq!(o.core.snapshot_interval.as_millis(), 120_000);
     assert!(!o.dev);
 }
 
@@ -242,6 +252,10 @@ fn each_bad_value_gives_one_line_naming_the_key() {
         (
             args(&format!("{ok} -bootstrap-expect three")),
             "-bootstrap-expect: must be a whole number, got \"three\"",
+        ),
+        (
+            args(&format!("{ok} -config-file {}", file("s.json", r#"{"raft_snapshot_threshold": 0}"#))),
+            "raft_snapshot_threshold: must be greater than zero",
         ),
         (
             args(&format!("{ok} -config-file {}", file("u.json", r#"{"colour": "blue"}"#))),

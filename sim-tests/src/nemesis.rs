@@ -550,6 +550,7 @@ impl Scenario {
             }
             Scenario::SnapshotInstall => {
                 opts.snapshot_threshold = 20;
+                opts.snapshot_interval_ms = 0;
                 opts.trailing_logs = 0;
             }
             Scenario::LeaderIsolatedWithResets => {

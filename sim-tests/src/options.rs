@@ -97,6 +97,8 @@ pub struct Options {
     pub append_entries_max: usize,
     pub inflight_appends_max: usize,
     pub snapshot_threshold: u64,
+    /// How often servers check the snapshot threshold (0: after every apply).
+    pub snapshot_interval_ms: u64,
     pub trailing_logs: u64,
     /// Simulated time with faults.
     pub safety_s: u64,
@@ -162,6 +164,7 @@ impl Options {
                 hints: 0,
             },
             lease_permille: 0,
+            snapshot_interval_ms: 0,
             liveness_bound_s: 30,
             bug: None,
         }
@@ -173,6 +176,11 @@ impl Options {
     fn drawn_last(mut self, r: &mut Rng) -> Options {
         self.faults.hints = r.range(0, 4);
         self.lease_permille = r.range(300, 1001);
+        self.snapshot_interval_ms = if r.chance(1, 2) {
+            0
+        } else {
+            r.range(100, 3000)
+        };
         self
     }
 
@@ -195,7 +203,7 @@ impl fmt::Display for Options {
         write!(
             f,
             "servers={} clients={} keys={} latency_ms={}..{} loss={}‰ dup={}‰ fsync_ms={}..{} \
-             election_ms={}..{} heartbeat_ms={} lease_ms={} append_max={} inflight_max={} snapshot_every={} \
+             election_ms={}..{} heartbeat_ms={} lease_ms={} append_max={} inflight_max={} snapshot_every={} snapshot_interval_ms={} \
              trailing={} safety_s={} fault_every_ms={} faults=[halves {} isolate-leader {} \
              isolate {} one-way {} crash {} crash-leader {} pause {} membership {} heal {} \
              crash-all {} leader-churn {} slow-disk {} hints {}] bug={}",
@@ -215,6 +223,7 @@ impl fmt::Display for Options {
             self.append_entries_max,
             self.inflight_appends_max,
             self.snapshot_threshold,
+            self.snapshot_interval_ms,
             self.trailing_logs,
             self.safety_s,
             self.fault_every_ms,

@@ -76,6 +76,7 @@ pub fn server_config(opts: &Options, base: Config) -> Config {
     c.append_entries_max = opts.append_entries_max;
     c.inflight_appends_max = opts.inflight_appends_max;
     c.snapshot_threshold = opts.snapshot_threshold;
+    c.snapshot_interval = CoreDuration::from_millis(opts.snapshot_interval_ms);
     c.trailing_logs = opts.trailing_logs;
     c.bugs = Bug::bugs(opts.bug);
     // Consul's test servers shorten the hold too; clients give up after 3 s.

@@ -256,6 +256,15 @@ fn build(c: Layer, dev: bool) -> Result<AgentConfig, ConfigError> {
     if let Some(d) = c.leave_drain_time {
         core.leave_drain_time = d;
     }
+    if let Some(n) = c.raft_snapshot_threshold {
+        core.snapshot_threshold = n;
+    }
+    if let Some(n) = c.raft_trailing_logs {
+        core.trailing_logs = n;
+    }
+    if let Some(d) = c.raft_snapshot_interval {
+        core.snapshot_interval = d;
+    }
     core.validate().map_err(|e| {
         let key = match e.key {
             "election_timeout_min"
@@ -264,6 +273,7 @@ fn build(c: Layer, dev: bool) -> Result<AgentConfig, ConfigError> {
             | "leader_lease_timeout" => "performance.raft_multiplier",
             "rpc_hold_timeout" => "performance.rpc_hold_timeout",
             "leave_drain_time" => "performance.leave_drain_time",
+            "snapshot_threshold" => "raft_snapshot_threshold",
             other => other,
         };
         ConfigError(format!("{key}: {}", e.message))

@@ -28,6 +28,9 @@ pub(crate) struct Layer {
     pub raft_multiplier: Option<u64>,
     pub rpc_hold_timeout: Option<Duration>,
     pub leave_drain_time: Option<Duration>,
+    pub raft_snapshot_threshold: Option<u64>,
+    pub raft_snapshot_interval: Option<Duration>,
+    pub raft_trailing_logs: Option<u64>,
     pub log_level: Option<String>,
 }
 
@@ -54,6 +57,15 @@ impl Layer {
         over(&mut self.raft_multiplier, later.raft_multiplier);
         over(&mut self.rpc_hold_timeout, later.rpc_hold_timeout);
         over(&mut self.leave_drain_time, later.leave_drain_time);
+        over(
+            &mut self.raft_snapshot_threshold,
+            later.raft_snapshot_threshold,
+        );
+        over(&mut self.raft_trailing_logs, later.raft_trailing_logs);
+        over(
+            &mut self.raft_snapshot_interval,
+            later.raft_snapshot_interval,
+        );
         over(&mut self.log_level, later.log_level);
     }
 
@@ -81,6 +93,11 @@ impl Layer {
             }
             "performance.leave_drain_time" => {
                 self.leave_drain_time = Some(go_duration(v).map_err(e)?)
+            }
+            "raft_snapshot_threshold" => self.raft_snapshot_threshold = Some(whole(v).map_err(e)?),
+            "raft_trailing_logs" => self.raft_trailing_logs = Some(whole(v).map_err(e)?),
+            "raft_snapshot_interval" => {
+                self.raft_snapshot_interval = Some(go_duration(v).map_err(e)?)
             }
             "log_level" => self.log_level = Some(log_level(v).map_err(e)?),
             _ => return Ok(false),
