@@ -210,7 +210,7 @@ pub async fn client_loop(
         }
         // Some think time, so that clients do not move in lock step; and
         // never loop without letting simulated time move.
-        if roll % 3 == 0 || ret_at == call {
+        if roll.is_multiple_of(3) || ret_at == call {
             madsim::time::sleep(Duration::from_millis(rng.range(1, 20))).await;
         }
     }
