@@ -3,18 +3,12 @@
 //! `tests/py_consul.py`, which asserts what it gets back; rs-consul (a
 //! dev-dependency) is driven from Rust below.
 
-use std::net::TcpListener;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
+mod common;
+use common::{free_port, spawn_single_server};
 
 /// A one-server `tern agent` on free ports with its own data dir, started
 /// and waited on until it has a leader; killed and cleaned up on drop.
@@ -34,23 +28,7 @@ impl Agent {
         let _ = std::fs::remove_dir_all(&dir);
         let http = free_port();
         let server = free_port();
-        let child = Command::new(env!("CARGO_BIN_EXE_tern"))
-            .args([
-                "agent".to_string(),
-                "-server".into(),
-                "-bootstrap-expect=1".into(),
-                "-hcl=performance { raft_multiplier = 1 }".into(),
-                format!("-node={node}"),
-                format!("-data-dir={}", dir.display()),
-                "-bind=127.0.0.1".into(),
-                "-client=127.0.0.1".into(),
-                format!("-http-port={http}"),
-                format!("-server-port={server}"),
-            ])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start tern agent");
+        let child = spawn_single_server(node, &dir, http, server);
         let mut agent = Agent { child, dir, http };
         agent.wait_for_leader(Duration::from_secs(15));
         agent

@@ -5,29 +5,12 @@
 //! recovered.
 
 use std::collections::BTreeMap;
-use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-fn temp_dir(name: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!(
-        "tern-test-{name}-{}-{}",
-        std::process::id(),
-        free_port()
-    ));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).unwrap();
-    d
-}
+mod common;
+use common::{free_port, spawn_single_server, temp_dir};
 
 struct Node {
     name: String,
@@ -370,23 +353,7 @@ fn bad_input_on_the_server_port_is_closed_and_the_agent_keeps_serving() {
     let dir = temp_dir("badinput");
     let http = free_port();
     let server = free_port();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_tern"))
-        .args([
-            "agent".to_string(),
-            "-server".into(),
-            "-bootstrap-expect=1".into(),
-            "-hcl=performance { raft_multiplier = 1 }".into(),
-            "-node=solo".into(),
-            format!("-data-dir={}", dir.display()),
-            "-bind=127.0.0.1".into(),
-            "-client=127.0.0.1".into(),
-            format!("-http-port={http}"),
-            format!("-server-port={server}"),
-        ])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut child = spawn_single_server("solo", &dir, http, server);
     let base = format!("http://127.0.0.1:{http}");
     let end = Instant::now() + Duration::from_secs(15);
     while put(&format!("{base}/v1/kv/before"), "1").map(|r| r.1) != Some("true".into()) {
