@@ -927,3 +927,43 @@ async fn unknown_routes_are_404_and_wrong_methods_405() {
     assert_eq!(r.status, 405);
     assert!(r.header("Allow").is_some());
 }
+
+/// Consul's key checks: a leading `/` and path traversal (plain, with a
+/// backslash, or still percent-encoded) are 400 with Consul's text, for
+/// every method, and never reach the agent; ordinary keys with dots and
+/// file-like names pass.
+#[tokio::test]
+async fn keys_with_path_traversal_or_a_leading_slash_are_400() {
+    let h = Harness::start().await;
+    let cases = [
+        ("/v1/kv//etc", "key must not begin with a '/'"),
+        (
+            "/v1/kv/a/../b",
+            "key contains invalid path traversal sequence",
+        ),
+        (
+            "/v1/kv/a/..%5Cb",
+            "key contains invalid path traversal sequence",
+        ),
+        (
+            "/v1/kv/a/%252e%252e%252fb",
+            "key contains encoded path traversal sequence",
+        ),
+        (
+            "/v1/kv/..",
+            "key contains path traversal sequence after normalization",
+        ),
+    ];
+    for (target, why) in cases {
+        for r in [
+            h.get(target).await,
+            h.put(target, b"v").await,
+            h.delete(target).await,
+        ] {
+            assert_eq!((r.status, r.text().as_str()), (400, why), "{target}");
+        }
+    }
+    assert_eq!(h.request_count(), 0);
+    assert_eq!(h.put("/v1/kv/app/config.json", b"{}").await.json(), true);
+    assert_eq!(h.put("/v1/kv/a..b/.c", b"v").await.json(), true);
+}

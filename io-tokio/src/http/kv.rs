@@ -61,6 +61,7 @@ pub(crate) async fn get(
 ) -> ApiResult {
     let params = Params::new(query);
     let opts = QueryOptions::parse(&params, agent.options())?;
+    check_key(&key)?;
     if params.has("keys") {
         return get_keys(&agent, &params, opts, key).await;
     }
@@ -147,6 +148,7 @@ pub(crate) async fn put(
 ) -> ApiResult {
     let params = Params::new(query);
     let opts = QueryOptions::parse(&params, agent.options())?;
+    check_key(&key)?;
     if key.is_empty() {
         return Err(ApiError::bad_request("Missing key name"));
     }
@@ -215,6 +217,7 @@ pub(crate) async fn delete(
 ) -> ApiResult {
     let params = Params::new(query);
     let opts = QueryOptions::parse(&params, agent.options())?;
+    check_key(&key)?;
     params.check_conflicting(&["recurse", "cas"])?;
     let command = if params.has("recurse") {
         KvCommand::DeleteTree { prefix: key }
@@ -244,4 +247,123 @@ async fn apply(agent: &AgentHandle, opts: &QueryOptions, command: KvCommand) -> 
         return Err(ApiError::unexpected_reply("a KV write"));
     };
     json(&(held || !conditional), opts.pretty)
+}
+
+/// Consul's key checks (`validateKVKey` in newer `kvs_endpoint.go`): no
+/// leading `/`, no path traversal, plain or still encoded, before or after
+/// normalizing the key as a path. An empty key is left to each handler.
+/// Consul's newer list of refused file extensions (`.json`, `.txt`, ...) is
+/// not copied: keys like `app/config.json` are common and older Consul
+/// versions accept them.
+fn check_key(key: &str) -> Result<(), ApiError> {
+    if key.is_empty() {
+        return Ok(());
+    }
+    let refuse = |why: &str| Err(ApiError::bad_request(why));
+    if key.starts_with('/') {
+        return refuse("key must not begin with a '/'");
+    }
+    if key.contains("../") || key.contains("..\\") {
+        return refuse("key contains invalid path traversal sequence");
+    }
+    let lower = key.to_ascii_lowercase();
+    if ["%2e%2e%2f", "%2e%2e/", "..%2f", "%2e%2e%5c"]
+        .iter()
+        .any(|s| lower.contains(s))
+    {
+        return refuse("key contains encoded path traversal sequence");
+    }
+    let clean = clean_path(key);
+    if clean != key && (clean.contains("..") || clean.starts_with('/')) {
+        return refuse("key path normalization results in invalid path");
+    }
+    if clean.starts_with("..") || clean.contains("/..") {
+        return refuse("key contains path traversal sequence after normalization");
+    }
+    Ok(())
+}
+
+/// A path with repeated slashes, `.` elements and resolvable `..` elements
+/// removed, as Go's `filepath.Clean` gives it on Unix.
+fn clean_path(path: &str) -> String {
+    let rooted = path.starts_with('/');
+    let mut parts: Vec<&str> = Vec::new();
+    for part in path.split('/') {
+        match part {
+            "" | "." => {}
+            ".." => match parts.last() {
+                Some(p) if *p != ".." => {
+                    parts.pop();
+                }
+                _ if rooted => {}
+                _ => parts.push(".."),
+            },
+            p => parts.push(p),
+        }
+    }
+    let joined = parts.join("/");
+    match (rooted, joined.is_empty()) {
+        (true, _) => format!("/{joined}"),
+        (false, true) => ".".into(),
+        (false, false) => joined,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{check_key, clean_path};
+
+    #[test]
+    fn clean_path_matches_go() {
+        for (input, want) in [
+            ("a/b", "a/b"),
+            ("a//b/", "a/b"),
+            ("a/./b", "a/b"),
+            ("a/../b", "b"),
+            ("a/..", "."),
+            ("../a", "../a"),
+            ("..", ".."),
+            ("/a/../..", "/"),
+            ("a/..b", "a/..b"),
+            ("", "."),
+        ] {
+            assert_eq!(clean_path(input), want, "{input:?}");
+        }
+    }
+
+    #[test]
+    fn keys_are_checked_as_consul_checks_them() {
+        for ok in [
+            "a",
+            "a/b/",
+            "app/config.json",
+            "a..b",
+            "a/.b",
+            "a/..",
+            "x y",
+        ] {
+            assert!(check_key(ok).is_ok(), "{ok:?} should pass");
+        }
+        for (bad, why) in [
+            ("/a", "key must not begin with a '/'"),
+            ("a/../b", "key contains invalid path traversal sequence"),
+            ("a\\..\\b", "key contains invalid path traversal sequence"),
+            (
+                "a/%2E%2E%2Fb",
+                "key contains encoded path traversal sequence",
+            ),
+            ("a//b/..c", "key path normalization results in invalid path"),
+            (
+                "..",
+                "key contains path traversal sequence after normalization",
+            ),
+            (
+                "a/..b",
+                "key contains path traversal sequence after normalization",
+            ),
+        ] {
+            let e = check_key(bad).expect_err(bad);
+            assert_eq!((e.status.as_u16(), e.text.as_str()), (400, why), "{bad:?}");
+        }
+    }
 }
