@@ -25,6 +25,9 @@ pub struct Agent {
 /// Inputs taken in one go before the actions they cause are queued.
 const INPUT_BATCH_MAX: usize = 256;
 
+/// A disk job slower than this is logged: every reply behind it waited.
+const SLOW_DISK_JOB: StdDuration = StdDuration::from_millis(100);
+
 /// Durable writes handed to the disk thread in one go, each with whether it
 /// must be fsynced.
 type DiskJob = Vec<(PersistOp, bool)>;
@@ -233,10 +236,24 @@ fn spawn_disk_thread(
         .name("tern-disk".into())
         .spawn(move || {
             while let Some(job) = job_rx.blocking_recv() {
+                let started = std::time::Instant::now();
                 let result = job
                     .iter()
                     .try_for_each(|(op, sync)| storage.persist(op, *sync))
                     .map_err(|e| e.to_string());
+                let took = started.elapsed();
+                if took > SLOW_DISK_JOB {
+                    let snapshots = job
+                        .iter()
+                        .filter(|(op, _)| matches!(op, PersistOp::Snapshot { .. }))
+                        .count();
+                    tracing::warn!(
+                        "durable writes took {} ms ({} writes, {snapshots} of them snapshots); \
+                         everything queued behind them waited",
+                        took.as_millis(),
+                        job.len()
+                    );
+                }
                 if done_tx.send(result).is_err() {
                     return;
                 }
