@@ -225,16 +225,17 @@ pub async fn hello(addr: &str, ours: &Hello) -> Result<Hello, String> {
     Hello::decode(&frame)
 }
 
-/// Outbound connections, one writer task per peer, keyed by node name and
-/// address (as Consul's pool): a different server at a reused address gets a
-/// connection of its own, which TLS will need to name the right server.
+/// Outbound connections, one writer task per peer, keyed by address and
+/// node name (as Consul's pool): a different server at a reused address gets
+/// a connection of its own, which TLS will need to name the right server.
+/// Looking a peer up allocates nothing; only a new peer does.
 #[derive(Clone, Default)]
 pub struct Pool {
-    peers: Arc<Mutex<BTreeMap<PeerKey, mpsc::Sender<Vec<u8>>>>>,
+    peers: Arc<Mutex<BTreeMap<String, ByName>>>,
 }
 
-/// A pool entry's key: the peer's node name and its server-port address.
-type PeerKey = (String, String);
+/// The writers at one address, by node name.
+type ByName = BTreeMap<String, mpsc::Sender<Vec<u8>>>;
 
 impl Pool {
     /// Queue a message for server `node` at `address`. Never blocks: if the
@@ -243,24 +244,26 @@ impl Pool {
     pub fn send(&self, node: &str, address: &str, message: &Message) {
         let mut frame = Vec::new();
         wire::encode_frame(&wire::encode_message(message), &mut frame);
-        let key = (node.to_string(), address.to_string());
         let mut peers = self.peers.lock().expect("pool lock");
-        let tx = peers
-            .entry(key.clone())
-            .or_insert_with(|| spawn_writer(address.to_string()))
-            .clone();
+        let tx = match peers.get(address).and_then(|by_name| by_name.get(node)) {
+            Some(tx) => tx.clone(),
+            None => {
+                let tx = spawn_writer(address.to_string());
+                peers
+                    .entry(address.to_string())
+                    .or_default()
+                    .insert(node.to_string(), tx.clone());
+                tx
+            }
+        };
         if let Err(mpsc::error::TrySendError::Closed(_)) = tx.try_send(frame) {
-            peers.remove(&key);
+            if let Some(by_name) = peers.get_mut(address) {
+                by_name.remove(node);
+                if by_name.is_empty() {
+                    peers.remove(address);
+                }
+            }
         }
-    }
-
-    /// How many peers have a writer (for tests).
-    pub fn len(&self) -> usize {
-        self.peers.lock().expect("pool lock").len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
     }
 }
 

@@ -458,13 +458,15 @@ impl Loop {
         match a {
             Action::Persist { .. } => unreachable!("durable writes go to the disk thread"),
             Action::Send { address, message } => {
-                let name = self
+                let member = self
                     .server
                     .as_ref()
-                    .and_then(|s| s.membership().servers.get(&message.to))
-                    .map(|m| m.name.0.clone())
-                    .unwrap_or_else(|| message.to.to_string());
-                self.pool.send(&name, &address, &message)
+                    .and_then(|s| s.membership().servers.get(&message.to));
+                match member {
+                    Some(m) => self.pool.send(&m.name.0, &address, &message),
+                    // Not (or no longer) a member: its id stands in for a name.
+                    None => self.pool.send(&message.to.to_string(), &address, &message),
+                }
             }
             Action::Respond { id, response } => {
                 if let Some(tx) = self.waiting.remove(&id) {
