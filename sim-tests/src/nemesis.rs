@@ -10,7 +10,7 @@ use tern_core::{Event, NodeId, NodeName};
 use tern_io_sim::{Client, NodeStatus, World, WorldEvent};
 
 use crate::linearizability::{KvInput, KvOutput, Operation};
-use crate::options::Options;
+use crate::options::{Fault, Options};
 use crate::run::server_config;
 use crate::workload::{self, SharedHistory};
 
@@ -84,6 +84,13 @@ impl Nemesis {
     }
 
     /// Wait (in simulated time) for a leader, at most `within`.
+    /// Whether `id` is up and believes it leads.
+    pub fn still_leads(&self, id: NodeId) -> bool {
+        self.world
+            .with_server(id, |s| s.role() == Role::Leader)
+            .unwrap_or(false)
+    }
+
     pub async fn wait_for_leader(&self, within: Duration) -> Option<NodeId> {
         let end = now() + within;
         while now() < end {
@@ -151,49 +158,35 @@ impl Nemesis {
             let gap = self.rng.range(1, 2 * self.opts.fault_every_ms.max(1));
             sleep(Duration::from_millis(gap)).await;
             self.wake_due(false);
-            let m = self.opts.faults.clone();
-            let weights = [
-                m.partition_halves,
-                m.isolate_leader,
-                m.isolate_one,
-                m.one_way,
-                m.crash,
-                m.crash_leader,
-                m.pause,
-                m.membership,
-                m.heal,
-                m.crash_all,
-                m.leader_churn,
-                m.slow_disk,
-                m.hints,
-            ];
-            let total: u64 = weights.iter().sum();
+            let m = &self.opts.faults;
+            let total: u64 = Fault::ALL.iter().map(|f| m.weight(*f)).sum();
             if total == 0 {
                 continue;
             }
             let mut roll = self.rng.range(0, total);
-            let mut which = 0;
-            for (i, w) in weights.iter().enumerate() {
-                if roll < *w {
-                    which = i;
+            let mut which = Fault::ALL[0];
+            for fault in Fault::ALL {
+                let w = m.weight(fault);
+                if roll < w {
+                    which = fault;
                     break;
                 }
                 roll -= w;
             }
             match which {
-                0 => self.partition_halves(),
-                1 => self.isolate_leader(),
-                2 => self.isolate_one(),
-                3 => self.one_way(),
-                4 => self.crash_one(false),
-                5 => self.crash_one(true),
-                6 => self.pause_one(),
-                7 => self.membership_change().await,
-                8 => self.heal(),
-                9 => self.crash_all(),
-                10 => self.leader_churn().await,
-                11 => self.slow_disk(),
-                _ => self.false_hints(),
+                Fault::PartitionHalves => self.partition_halves(),
+                Fault::IsolateLeader => self.isolate_leader(),
+                Fault::IsolateOne => self.isolate_one(),
+                Fault::OneWay => self.one_way(),
+                Fault::Crash => self.crash_one(false),
+                Fault::CrashLeader => self.crash_one(true),
+                Fault::Pause => self.pause_one(),
+                Fault::Membership => self.membership_change().await,
+                Fault::Heal => self.heal(),
+                Fault::CrashAll => self.crash_all(),
+                Fault::LeaderChurn => self.leader_churn().await,
+                Fault::SlowDisk => self.slow_disk(),
+                Fault::Hints => self.false_hints(),
             }
         }
     }
@@ -607,11 +600,7 @@ impl Scenario {
                         self.name()
                     )),
                 }
-                let still = n
-                    .world
-                    .with_server(leader, |s| s.role() == Role::Leader)
-                    .unwrap_or(false);
-                if still {
+                if n.still_leads(leader) {
                     failures.push(format!(
                         "{}: isolated {leader:?} still believes it leads after 4 election timeouts (check-quorum)",
                         self.name()
@@ -648,11 +637,7 @@ impl Scenario {
                 }
                 n.note(format!("everyone -> {leader:?} clogged"));
                 sleep(em * 5).await;
-                let still = n
-                    .world
-                    .with_server(leader, |s| s.role() == Role::Leader)
-                    .unwrap_or(false);
-                if still {
+                if n.still_leads(leader) {
                     failures.push(format!(
                         "{}: {leader:?} hears no follower but still leads (check-quorum)",
                         self.name()

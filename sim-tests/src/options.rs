@@ -78,6 +78,81 @@ pub struct FaultMix {
     pub hints: u64,
 }
 
+/// The kinds of random fault, in the order the nemesis rolls over them.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub enum Fault {
+    PartitionHalves,
+    IsolateLeader,
+    IsolateOne,
+    OneWay,
+    Crash,
+    CrashLeader,
+    Pause,
+    Membership,
+    Heal,
+    CrashAll,
+    LeaderChurn,
+    SlowDisk,
+    Hints,
+}
+
+impl Fault {
+    pub const ALL: [Fault; 13] = [
+        Fault::PartitionHalves,
+        Fault::IsolateLeader,
+        Fault::IsolateOne,
+        Fault::OneWay,
+        Fault::Crash,
+        Fault::CrashLeader,
+        Fault::Pause,
+        Fault::Membership,
+        Fault::Heal,
+        Fault::CrashAll,
+        Fault::LeaderChurn,
+        Fault::SlowDisk,
+        Fault::Hints,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Fault::PartitionHalves => "halves",
+            Fault::IsolateLeader => "isolate-leader",
+            Fault::IsolateOne => "isolate",
+            Fault::OneWay => "one-way",
+            Fault::Crash => "crash",
+            Fault::CrashLeader => "crash-leader",
+            Fault::Pause => "pause",
+            Fault::Membership => "membership",
+            Fault::Heal => "heal",
+            Fault::CrashAll => "crash-all",
+            Fault::LeaderChurn => "leader-churn",
+            Fault::SlowDisk => "slow-disk",
+            Fault::Hints => "hints",
+        }
+    }
+}
+
+impl FaultMix {
+    /// The relative weight of one kind of fault.
+    pub fn weight(&self, fault: Fault) -> u64 {
+        match fault {
+            Fault::PartitionHalves => self.partition_halves,
+            Fault::IsolateLeader => self.isolate_leader,
+            Fault::IsolateOne => self.isolate_one,
+            Fault::OneWay => self.one_way,
+            Fault::Crash => self.crash,
+            Fault::CrashLeader => self.crash_leader,
+            Fault::Pause => self.pause,
+            Fault::Membership => self.membership,
+            Fault::Heal => self.heal,
+            Fault::CrashAll => self.crash_all,
+            Fault::LeaderChurn => self.leader_churn,
+            Fault::SlowDisk => self.slow_disk,
+            Fault::Hints => self.hints,
+        }
+    }
+}
+
 /// Everything a run does, derived from its seed.
 #[derive(Clone, Debug)]
 pub struct Options {
@@ -199,14 +274,11 @@ impl Options {
 
 impl fmt::Display for Options {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let m = &self.faults;
         write!(
             f,
             "servers={} clients={} keys={} latency_ms={}..{} loss={}‰ dup={}‰ fsync_ms={}..{} \
              election_ms={}..{} heartbeat_ms={} lease_ms={} append_max={} inflight_max={} snapshot_every={} snapshot_interval_ms={} \
-             trailing={} safety_s={} fault_every_ms={} faults=[halves {} isolate-leader {} \
-             isolate {} one-way {} crash {} crash-leader {} pause {} membership {} heal {} \
-             crash-all {} leader-churn {} slow-disk {} hints {}] bug={}",
+             trailing={} safety_s={} fault_every_ms={} faults=[",
             self.servers,
             self.clients,
             self.keys,
@@ -227,20 +299,11 @@ impl fmt::Display for Options {
             self.trailing_logs,
             self.safety_s,
             self.fault_every_ms,
-            m.partition_halves,
-            m.isolate_leader,
-            m.isolate_one,
-            m.one_way,
-            m.crash,
-            m.crash_leader,
-            m.pause,
-            m.membership,
-            m.heal,
-            m.crash_all,
-            m.leader_churn,
-            m.slow_disk,
-            m.hints,
-            self.bug.map_or("none", Bug::name),
-        )
+        )?;
+        for (i, fault) in Fault::ALL.into_iter().enumerate() {
+            let sep = if i == 0 { "" } else { " " };
+            write!(f, "{sep}{} {}", fault.name(), self.faults.weight(fault))?;
+        }
+        write!(f, "] bug={}", self.bug.map_or("none", Bug::name))
     }
 }

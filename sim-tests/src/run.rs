@@ -9,7 +9,7 @@ use std::time::{Duration, Instant as WallInstant};
 
 use tern_core::fsm::ApplyResult;
 use tern_core::rpc::ReplyBody;
-use tern_core::{Action, Config, Duration as CoreDuration, NodeId};
+use tern_core::{Action, Config, Duration as CoreDuration};
 use tern_io_sim::{run_seed, Client, NodeStatus, Observation, SimOptions, World};
 
 use crate::checker::Checker;
@@ -252,12 +252,7 @@ async fn simulate(opts: Options, scenario: Option<Scenario>) -> Outcome {
 
 /// Retry a write through any server until one commits or `within` passes.
 async fn committed_write(world: &World, client: &Client, within: Duration) -> bool {
-    let deadline = madsim::time::Instant::now() + within;
-    let mut attempt = 0usize;
-    while madsim::time::Instant::now() < deadline {
-        let servers = world.servers();
-        let server: NodeId = servers[attempt % servers.len()];
-        attempt += 1;
+    workload::until_some_server(world, within, |server, attempt| async move {
         let answer = client
             .call(
                 server,
@@ -265,12 +260,7 @@ async fn committed_write(world: &World, client: &Client, within: Duration) -> bo
                 Duration::from_secs(5),
             )
             .await;
-        if let Ok(Ok(reply)) = answer {
-            if reply.body == ReplyBody::Applied(ApplyResult::Kv(true)) {
-                return true;
-            }
-        }
-        madsim::time::sleep(Duration::from_millis(100)).await;
-    }
-    false
+        matches!(answer, Ok(Ok(reply)) if reply.body == ReplyBody::Applied(ApplyResult::Kv(true)))
+    })
+    .await
 }

@@ -248,6 +248,27 @@ fn classify(input: &KvInput, answer: Result<Response, tern_io_sim::CallError>) -
     }
 }
 
+/// Ask the servers in turn, 100 ms apart, until `attempt` (given the server
+/// and the attempt number, from 1) reports success or `within` passes.
+pub async fn until_some_server<F, Fut>(world: &World, within: Duration, mut attempt: F) -> bool
+where
+    F: FnMut(NodeId, usize) -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = madsim::time::Instant::now() + within;
+    let mut n = 0usize;
+    while madsim::time::Instant::now() < deadline {
+        let servers = world.servers();
+        let server = servers[n % servers.len()];
+        n += 1;
+        if attempt(server, n).await {
+            return true;
+        }
+        madsim::time::sleep(Duration::from_millis(100)).await;
+    }
+    false
+}
+
 /// A consistent read of `key` through any server, retried until it succeeds
 /// or `within` passes; recorded in the history.
 pub async fn final_read(
@@ -257,12 +278,7 @@ pub async fn final_read(
     history: &SharedHistory,
     within: Duration,
 ) -> bool {
-    let deadline = madsim::time::Instant::now() + within;
-    let mut attempt = 0usize;
-    while madsim::time::Instant::now() < deadline {
-        let servers = world.servers();
-        let server: NodeId = servers[attempt % servers.len()];
-        attempt += 1;
+    until_some_server(world, within, |server, _| async move {
         let call = tern_io_sim::now().0;
         let answer = client
             .call(
@@ -271,19 +287,20 @@ pub async fn final_read(
                 Duration::from_secs(5),
             )
             .await;
-        if let Ok(Ok(reply)) = answer {
-            if let Some((value, _)) = value_of(&reply.body) {
-                history.lock().unwrap().ops.push(Operation {
-                    client: u64::MAX,
-                    key: key.into(),
-                    input: KvInput::Get,
-                    call,
-                    ret: Some((tern_io_sim::now().0, KvOutput::Value(value))),
-                });
-                return true;
-            }
-        }
-        madsim::time::sleep(Duration::from_millis(100)).await;
-    }
-    false
+        let Ok(Ok(reply)) = answer else {
+            return false;
+        };
+        let Some((value, _)) = value_of(&reply.body) else {
+            return false;
+        };
+        history.lock().unwrap().ops.push(Operation {
+            client: u64::MAX,
+            key: key.into(),
+            input: KvInput::Get,
+            call,
+            ret: Some((tern_io_sim::now().0, KvOutput::Value(value))),
+        });
+        true
+    })
+    .await
 }
