@@ -59,9 +59,7 @@ pub(crate) async fn get(
     Path(key): Path<String>,
     Query(query): Query<Vec<(String, String)>>,
 ) -> ApiResult {
-    let params = Params::new(query);
-    let opts = QueryOptions::parse(&params, agent.options())?;
-    check_key(&key)?;
+    let (params, opts) = start(&agent, &key, query)?;
     if params.has("keys") {
         return get_keys(&agent, &params, opts, key).await;
     }
@@ -146,9 +144,7 @@ pub(crate) async fn put(
     headers: HeaderMap,
     body: Body,
 ) -> ApiResult {
-    let params = Params::new(query);
-    let opts = QueryOptions::parse(&params, agent.options())?;
-    check_key(&key)?;
+    let (params, opts) = start(&agent, &key, query)?;
     if key.is_empty() {
         return Err(ApiError::bad_request("Missing key name"));
     }
@@ -215,9 +211,7 @@ pub(crate) async fn delete(
     Path(key): Path<String>,
     Query(query): Query<Vec<(String, String)>>,
 ) -> ApiResult {
-    let params = Params::new(query);
-    let opts = QueryOptions::parse(&params, agent.options())?;
-    check_key(&key)?;
+    let (params, opts) = start(&agent, &key, query)?;
     params.check_conflicting(&["recurse", "cas"])?;
     let command = if params.has("recurse") {
         KvCommand::DeleteTree { prefix: key }
@@ -247,6 +241,19 @@ async fn apply(agent: &AgentHandle, opts: &QueryOptions, command: KvCommand) -> 
         return Err(ApiError::unexpected_reply("a KV write"));
     };
     json(&(held || !conditional), opts.pretty)
+}
+
+/// What every KV handler does first, in Consul's order: the query options,
+/// then the key checks.
+fn start(
+    agent: &AgentHandle,
+    key: &str,
+    query: Vec<(String, String)>,
+) -> Result<(Params, QueryOptions), ApiError> {
+    let params = Params::new(query);
+    let opts = QueryOptions::parse(&params, agent.options())?;
+    check_key(key)?;
+    Ok((params, opts))
 }
 
 /// Consul's key checks (`validateKVKey` in newer `kvs_endpoint.go`): no
