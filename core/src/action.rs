@@ -29,21 +29,38 @@ pub enum Input {
 
 /// A durable write. The driver performs it, and if `sync` fsyncs it, before
 /// it executes the next action.
+///
+/// Each op does one thing; [`crate::raft::Durable::apply`] is the one
+/// interpreter that defines them and refuses an op outside this contract
+/// (with [`crate::raft::PersistError`], state unchanged). "The last index" is
+/// the last entry's, else the snapshot's, else 0.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum PersistOp {
-    /// Replace the hard state (term and vote).
+    /// Replace the hard state (term and vote). The term never goes down.
     HardState(HardState),
-    /// Append entries. The first entry's index may be at or below the current
-    /// last index: everything from that index on is replaced (a conflicting
-    /// suffix is truncated first, §5.3).
+    /// Append entries. They are consecutive and the first is exactly the
+    /// last index + 1: no gap, no overlap, no implicit truncation (a
+    /// conflicting suffix is dropped first with `TruncateFrom`). Empty
+    /// changes nothing.
     Append(Vec<Entry>),
-    /// Store a snapshot, then drop log entries up to `compact_to` (inclusive).
-    /// When the snapshot came from the leader, the whole log is dropped
-    /// (`compact_to` is the log's last index).
-    Snapshot {
-        snapshot: Snapshot,
-        compact_to: LogIndex,
-    },
+    /// Drop every entry at or after this index: a follower's conflicting
+    /// suffix (§5.3). The index is above the floor (the snapshot's last
+    /// index, and the first entry's index - 1) and at most the last index.
+    TruncateFrom(LogIndex),
+    /// Store a server's own snapshot of its state machine. Its last entry is
+    /// in the log with its term, and it is newer than the stored snapshot.
+    /// The log is untouched: `PurgeUpTo` drops what it covers, later.
+    SaveSnapshot(Snapshot),
+    /// Drop every entry at or below this index, which is at most the stored
+    /// snapshot's last index (entries behind it may be kept for slow
+    /// followers). Below the first entry it changes nothing.
+    PurgeUpTo(LogIndex),
+    /// Store a snapshot sent by the leader, newer than the stored one. §7:
+    /// if the log holds the snapshot's last entry with its term, the entries
+    /// after it are kept and the rest dropped; otherwise the whole log is
+    /// dropped. The interpreter decides, from the log it holds, so the op
+    /// means the same whether it is applied live or replayed after a crash.
+    InstallSnapshot(Snapshot),
 }
 
 /// Facts the core reports for logs, metrics and the simulator's checkers.

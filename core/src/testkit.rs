@@ -4,52 +4,14 @@
 
 use std::collections::{BTreeMap, VecDeque};
 
-use crate::action::{Action, Event, Input, PersistOp};
+use crate::action::{Action, Event, Input};
 use crate::clock::{Duration, Instant};
 use crate::config::Config;
-use crate::ids::{LogIndex, NodeId, RequestId};
+use crate::ids::{NodeId, RequestId};
 use crate::message::Message;
 use crate::raft::{Durable, Member, Membership, Role, Suffrage};
 use crate::rpc::{Request, Response};
 use crate::server::Server;
-
-impl Durable {
-    /// Apply one durable write, with the meaning `PersistOp` documents.
-    pub fn apply(&mut self, op: &PersistOp) {
-        match op {
-            PersistOp::HardState(h) => self.hard_state = h.clone(),
-            PersistOp::Append(entries) => {
-                let Some(first) = entries.first() else {
-                    return;
-                };
-                // Entries are contiguous: cut at the first replaced index.
-                let keep = match self.entries.first() {
-                    Some(e0) if first.index > e0.index => {
-                        ((first.index.0 - e0.index.0) as usize).min(self.entries.len())
-                    }
-                    _ => 0,
-                };
-                self.entries.truncate(keep);
-                self.entries.extend(entries.iter().cloned());
-            }
-            PersistOp::Snapshot {
-                snapshot,
-                compact_to,
-            } => {
-                let keep_after = (*compact_to).max(LogIndex::ZERO);
-                self.entries.retain(|e| e.index > keep_after);
-                if self
-                    .entries
-                    .first()
-                    .is_some_and(|e| e.index > snapshot.meta.last_index.next())
-                {
-                    self.entries.clear();
-                }
-                self.snapshot = Some(snapshot.clone());
-            }
-        }
-    }
-}
 
 /// A node id for test server `i` (1-based), stable and readable.
 pub fn node_id(i: u64) -> NodeId {
@@ -183,7 +145,10 @@ impl Cluster {
                         continue;
                     }
                     if let Some(d) = self.disks.get_mut(&id) {
-                        d.apply(&op);
+                        // The core emits only valid ops: a refusal is a bug.
+                        if let Err(e) = d.apply(&op) {
+                            panic!("{id:?} emitted an invalid durable write {op:?}: {e}");
+                        }
                     }
                 }
                 Action::Send { message, .. } => {

@@ -1,5 +1,6 @@
 //! Golden vectors: one fixed example of every message, request, response,
-//! command and WAL record, encoded and compared byte for byte with the files
+//! command and WAL record (one for each `PersistOp`, plus the older
+//! `Snapshot` record that data dirs may still hold), encoded and compared byte for byte with the files
 //! in `tests/golden/`, and each file decoded back to its value. A change here
 //! is a wire-format change: servers of different versions would stop
 //! understanding each other, or a restart would stop reading its own WAL.
@@ -330,6 +331,10 @@ fn wal_records() -> Vec<(&'static str, WalRecord)> {
                 compact_to: LogIndex(90),
             },
         ),
+        ("truncate_from", WalRecord::TruncateFrom(LogIndex(93))),
+        ("save_snapshot", WalRecord::SaveSnapshot(snapshot())),
+        ("purge_up_to", WalRecord::PurgeUpTo(LogIndex(90))),
+        ("install_snapshot", WalRecord::InstallSnapshot(snapshot())),
     ]
 }
 

@@ -129,13 +129,31 @@ fn persist_append(entries: Vec<Entry>) -> Action {
     }
 }
 
-fn persist_snapshot(snapshot: Snapshot, compact_to: u64) -> Action {
+fn persist_save_snapshot(snapshot: Snapshot) -> Action {
     Action::Persist {
-        op: PersistOp::Snapshot {
-            snapshot,
-            compact_to: LogIndex(compact_to),
-        },
+        op: PersistOp::SaveSnapshot(snapshot),
         sync: true,
+    }
+}
+
+fn persist_purge(up_to: u64) -> Action {
+    Action::Persist {
+        op: PersistOp::PurgeUpTo(LogIndex(up_to)),
+        sync: false,
+    }
+}
+
+fn persist_install_snapshot(snapshot: Snapshot) -> Action {
+    Action::Persist {
+        op: PersistOp::InstallSnapshot(snapshot),
+        sync: true,
+    }
+}
+
+fn persist_truncate(from: u64) -> Action {
+    Action::Persist {
+        op: PersistOp::TruncateFrom(LogIndex(from)),
+        sync: false,
     }
 }
 
@@ -403,7 +421,7 @@ fn follower_of_s1(contact_after: Duration) -> Node {
 fn apply_persists(disk: &mut Durable, out: &[Action]) {
     for a in out {
         if let Action::Persist { op, .. } = a {
-            disk.apply(op);
+            disk.apply(op).expect("the core emits valid durable writes");
         }
     }
 }
@@ -873,8 +891,8 @@ fn stale_append_entries_do_not_truncate_newer_entries() {
 }
 
 /// §5.3: at the first entry whose term differs, the follower drops that entry
-/// and all after it and takes the leader's; `PersistOp::Append` starting at
-/// an index the disk already holds replaces the suffix there too.
+/// and all after it and takes the leader's: on disk, `TruncateFrom` there,
+/// then an `Append` right after what is left.
 #[test]
 fn conflicting_suffix_is_truncated_and_replaced() {
     let mut disk = durable(
@@ -894,6 +912,7 @@ fn conflicting_suffix_is_truncated_and_replaced() {
     assert_eq!(
         out,
         vec![
+            persist_truncate(3),
             persist_append(vec![noop(3, 3)]),
             committed(2),
             send(2, 1, append_ok(3, 3, 1)),
@@ -979,6 +998,7 @@ fn truncating_a_configuration_entry_restores_the_previous_configuration() {
         out,
         vec![
             hard_state(3, None),
+            persist_truncate(3),
             persist_append(vec![noop(3, 3)]),
             committed(2),
             send(2, 1, append_ok(3, 3, 1)),
@@ -1595,7 +1615,8 @@ fn snapshot_taken_compacts_the_log_keeping_trailing_entries() {
     assert_eq!(
         out,
         vec![
-            persist_snapshot(snap.clone(), 3),
+            persist_save_snapshot(snap.clone()),
+            persist_purge(3),
             Action::Event(Event::SnapshotTaken {
                 last_index: LogIndex(5)
             }),
@@ -1674,7 +1695,7 @@ fn installing_a_snapshot_discards_a_conflicting_log() {
         out,
         vec![
             hard_state(3, None),
-            persist_snapshot(snap.clone(), 6),
+            persist_install_snapshot(snap.clone()),
             Action::Event(Event::SnapshotInstalled {
                 last_index: LogIndex(5)
             }),
@@ -1717,7 +1738,7 @@ fn installing_a_snapshot_keeps_a_matching_suffix() {
     assert_eq!(
         out,
         vec![
-            persist_snapshot(snap.clone(), 3),
+            persist_install_snapshot(snap.clone()),
             Action::Event(Event::SnapshotInstalled {
                 last_index: LogIndex(3)
             }),
@@ -1749,7 +1770,7 @@ fn removal_learned_from_a_snapshot_is_reported() {
         out,
         vec![
             hard_state(2, None),
-            persist_snapshot(snap, 5),
+            persist_install_snapshot(snap),
             Action::Event(Event::SnapshotInstalled {
                 last_index: LogIndex(5)
             }),

@@ -4,11 +4,15 @@
 
 mod log;
 mod node;
+mod persist;
 mod progress;
 mod types;
 
 pub use log::RaftLog;
 pub use node::{ProposeError, Raft};
+pub use persist::{
+    check, check_append, check_newer, check_purge, check_truncate, LogShape, PersistError,
+};
 pub use progress::{Progress, ReplState};
 pub use types::{
     AppendEntries, AppendEntriesResponse, Durable, Entry, EntryPayload, HardState, InstallSnapshot,

@@ -890,6 +890,11 @@ impl Raft {
                         return;
                     }
                     self.log.truncate_from(e.index);
+                    // Durable before the append that follows (which syncs).
+                    out.push(Action::Persist {
+                        op: PersistOp::TruncateFrom(e.index),
+                        sync: false,
+                    });
                     truncated = true;
                     split = Some(i);
                     break;
@@ -1122,22 +1127,17 @@ impl Raft {
         let meta = req.snapshot.meta.clone();
         if meta.last_index > self.commit {
             // §7: keep the log after the snapshot if it agrees with it,
-            // else discard it all.
-            let compact_to = if self.log.term_at(meta.last_index) == Some(meta.last_term) {
+            // else discard it all (`PersistOp::InstallSnapshot` makes the
+            // same choice on disk).
+            if self.log.term_at(meta.last_index) == Some(meta.last_term) {
                 self.log.compact_to(meta.last_index);
-                meta.last_index
             } else {
-                let old_last = self.log.last_index();
                 self.log.reset_to(meta.last_index, meta.last_term);
-                old_last.max(meta.last_index)
-            };
+            }
             self.snapshot = Some(req.snapshot.clone());
             self.installed = Some(req.snapshot.clone());
             out.push(Action::Persist {
-                op: PersistOp::Snapshot {
-                    snapshot: req.snapshot,
-                    compact_to,
-                },
+                op: PersistOp::InstallSnapshot(req.snapshot),
                 sync: true,
             });
             self.commit = meta.last_index;
@@ -1180,16 +1180,28 @@ impl Raft {
     pub fn snapshot_taken(&mut self, snapshot: Snapshot, trailing: u64, out: &mut Vec<Action>) {
         let last = snapshot.meta.last_index;
         assert!(last <= self.commit, "only committed state is snapshotted");
+        if self
+            .snapshot
+            .as_ref()
+            .is_some_and(|s| s.meta.last_index >= last)
+        {
+            return; // nothing new (an installed snapshot got here first)
+        }
         let compact_to = LogIndex(last.0.saturating_sub(trailing)).max(self.log.base_index());
+        let purge = compact_to > self.log.base_index();
         self.log.compact_to(compact_to);
         self.snapshot = Some(snapshot.clone());
         out.push(Action::Persist {
-            op: PersistOp::Snapshot {
-                snapshot,
-                compact_to,
-            },
+            op: PersistOp::SaveSnapshot(snapshot),
             sync: true,
         });
+        if purge {
+            // Only space: entries the snapshot covers may survive a crash.
+            out.push(Action::Persist {
+                op: PersistOp::PurgeUpTo(compact_to),
+                sync: false,
+            });
+        }
         out.push(Action::Event(Event::SnapshotTaken { last_index: last }));
     }
 

@@ -12,7 +12,7 @@ use core::fmt;
 use serde::{Deserialize, Serialize};
 
 use crate::action::PersistOp;
-use crate::ids::LogIndex;
+use crate::ids::{LogIndex, Term};
 use crate::raft::{Durable, Entry, HardState, Snapshot};
 use crate::wire::codec;
 
@@ -29,17 +29,33 @@ pub const WAL_RECORD_BYTES_MAX: usize = 256 << 20;
 pub const WAL_SCAN_BYTES_MAX: usize = 64 << 20;
 
 /// One durable write, mirroring [`PersistOp`].
+///
+/// Variants are only ever added at the end: data dirs written by older
+/// builds hold the old ones, which still decode and replay (see
+/// [`WalRecord::ops`]).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum WalRecord {
     /// Replace the hard state.
     HardState(HardState),
-    /// Replace the log from `entries[0].index` on with these entries.
+    /// Append entries. Written only as `PersistOp::Append` (starting right
+    /// after the last index); a record from an older build may start at or
+    /// below it, meaning "replace the log from here on" (see [`Self::ops`]).
     Append(Vec<Entry>),
-    /// Store a snapshot, then drop entries up to `compact_to` inclusive.
+    /// Older builds' snapshot record: store a snapshot, then drop entries up
+    /// to `compact_to` inclusive, or the whole log for one installed from the
+    /// leader. No longer written; replayed as the new ops (see [`Self::ops`]).
     Snapshot {
         snapshot: Snapshot,
         compact_to: LogIndex,
     },
+    /// `PersistOp::TruncateFrom`.
+    TruncateFrom(LogIndex),
+    /// `PersistOp::SaveSnapshot`.
+    SaveSnapshot(Snapshot),
+    /// `PersistOp::PurgeUpTo`.
+    PurgeUpTo(LogIndex),
+    /// `PersistOp::InstallSnapshot`.
+    InstallSnapshot(Snapshot),
 }
 
 impl From<PersistOp> for WalRecord {
@@ -47,29 +63,62 @@ impl From<PersistOp> for WalRecord {
         match op {
             PersistOp::HardState(h) => WalRecord::HardState(h),
             PersistOp::Append(entries) => WalRecord::Append(entries),
-            PersistOp::Snapshot {
-                snapshot,
-                compact_to,
-            } => WalRecord::Snapshot {
-                snapshot,
-                compact_to,
-            },
+            PersistOp::TruncateFrom(at) => WalRecord::TruncateFrom(at),
+            PersistOp::SaveSnapshot(s) => WalRecord::SaveSnapshot(s),
+            PersistOp::PurgeUpTo(at) => WalRecord::PurgeUpTo(at),
+            PersistOp::InstallSnapshot(s) => WalRecord::InstallSnapshot(s),
         }
     }
 }
 
-impl From<WalRecord> for PersistOp {
-    fn from(r: WalRecord) -> PersistOp {
-        match r {
-            WalRecord::HardState(h) => PersistOp::HardState(h),
-            WalRecord::Append(entries) => PersistOp::Append(entries),
+impl WalRecord {
+    /// The ops this record stands for, replayed on a log whose last index
+    /// is `last` and which holds term `term_at(i)` at index `i`. A record
+    /// written by this build is exactly its op. The older records mean:
+    ///
+    /// - an `Append` starting at or below `last`: `TruncateFrom` its first
+    ///   index, then the `Append`;
+    /// - a `Snapshot { snapshot, compact_to }` with `compact_to` at or below
+    ///   the snapshot's last index and its last entry in the log with its
+    ///   term (a server's own snapshot): `SaveSnapshot`, then
+    ///   `PurgeUpTo(compact_to)`; any other (one from the leader, which
+    ///   dropped the whole log): `InstallSnapshot`.
+    pub fn ops(
+        &self,
+        last: LogIndex,
+        term_at: impl Fn(LogIndex) -> Option<Term>,
+    ) -> Vec<PersistOp> {
+        match self {
+            WalRecord::HardState(h) => vec![PersistOp::HardState(h.clone())],
+            WalRecord::Append(entries) => {
+                let append = PersistOp::Append(entries.clone());
+                match entries.first() {
+                    Some(e) if e.index <= last && e.index != LogIndex::ZERO => {
+                        vec![PersistOp::TruncateFrom(e.index), append]
+                    }
+                    _ => vec![append],
+                }
+            }
             WalRecord::Snapshot {
                 snapshot,
                 compact_to,
-            } => PersistOp::Snapshot {
-                snapshot,
-                compact_to,
-            },
+            } => {
+                let meta = &snapshot.meta;
+                let own = *compact_to <= meta.last_index
+                    && term_at(meta.last_index) == Some(meta.last_term);
+                if own {
+                    vec![
+                        PersistOp::SaveSnapshot(snapshot.clone()),
+                        PersistOp::PurgeUpTo(*compact_to),
+                    ]
+                } else {
+                    vec![PersistOp::InstallSnapshot(snapshot.clone())]
+                }
+            }
+            WalRecord::TruncateFrom(at) => vec![PersistOp::TruncateFrom(*at)],
+            WalRecord::SaveSnapshot(s) => vec![PersistOp::SaveSnapshot(s.clone())],
+            WalRecord::PurgeUpTo(at) => vec![PersistOp::PurgeUpTo(*at)],
+            WalRecord::InstallSnapshot(s) => vec![PersistOp::InstallSnapshot(s.clone())],
         }
     }
 }
@@ -270,86 +319,22 @@ fn intact_record_after(bytes: &[u8], damaged: usize) -> Result<Option<usize>, ()
     Ok(None)
 }
 
-/// Folds recovered records into the state a server restarts from.
-///
-/// - `HardState` replaces the hard state.
-/// - `Append` drops every entry from its first index on, then appends. Its
-///   entries must be consecutive, the first index at least 1 and at most one
-///   past the last index known (the last entry's, else the snapshot's).
-///   An empty `Append` changes nothing.
-/// - `Snapshot` sets the snapshot and drops entries at or below
-///   `compact_to`; if the snapshot's last index is past the last entry, it
-///   drops the whole log.
-///
-/// A record that cannot fit is `Corrupt`, at its offset.
+/// Folds recovered records into the state a server restarts from: each
+/// record's ops ([`WalRecord::ops`]) applied with
+/// [`Durable::apply`], the one interpreter of persist ops. A record it
+/// refuses is `Corrupt`, at its offset.
 pub fn replay(rec: &Recovered) -> Result<Durable, WalError> {
     let mut durable = Durable::default();
     for (i, record) in rec.records.iter().enumerate() {
         let offset = rec.offsets.get(i).copied().unwrap_or_default();
-        apply(&mut durable, record).map_err(|reason| WalError::Corrupt { offset, reason })?;
+        for op in record.ops(durable.last_index(), |i| durable.term_at(i)) {
+            durable.apply(&op).map_err(|e| WalError::Corrupt {
+                offset,
+                reason: e.to_string(),
+            })?;
+        }
     }
     Ok(durable)
-}
-
-fn last_index(d: &Durable) -> LogIndex {
-    match (d.entries.last(), &d.snapshot) {
-        (Some(e), _) => e.index,
-        (None, Some(s)) => s.meta.last_index,
-        (None, None) => LogIndex::ZERO,
-    }
-}
-
-fn apply(d: &mut Durable, record: &WalRecord) -> Result<(), String> {
-    match record {
-        WalRecord::HardState(h) => d.hard_state = h.clone(),
-        WalRecord::Append(entries) => {
-            let Some(first) = entries.first() else {
-                return Ok(());
-            };
-            let last = last_index(d);
-            if first.index == LogIndex::ZERO || first.index.0 > last.0.saturating_add(1) {
-                return Err(format!(
-                    "append at index {} does not follow the last index {}",
-                    first.index.0, last.0
-                ));
-            }
-            // Indexes come from disk: no `next()`, which would overflow at u64::MAX.
-            let follows = |w: &[Entry]| w[0].index.0.checked_add(1) == Some(w[1].index.0);
-            if let Some(w) = entries.windows(2).find(|w| !follows(w)) {
-                return Err(format!(
-                    "append jumps from index {} to {}",
-                    w[0].index.0, w[1].index.0
-                ));
-            }
-            d.entries.retain(|e| e.index < first.index);
-            d.entries.extend(entries.iter().cloned());
-        }
-        WalRecord::Snapshot {
-            snapshot,
-            compact_to,
-        } => {
-            let beyond_log = d
-                .entries
-                .last()
-                .is_none_or(|e| e.index < snapshot.meta.last_index);
-            if beyond_log {
-                d.entries.clear();
-            } else {
-                d.entries.retain(|e| e.index > *compact_to);
-            }
-            let covered = snapshot.meta.last_index.0;
-            if let Some(first) = d.entries.first() {
-                if first.index.0 > covered.saturating_add(1) {
-                    return Err(format!(
-                        "compacting to {} leaves a gap after the snapshot at {covered}",
-                        compact_to.0
-                    ));
-                }
-            }
-            d.snapshot = Some(snapshot.clone());
-        }
-    }
-    Ok(())
 }
 
 #[cfg(test)]
@@ -583,7 +568,7 @@ mod tests {
             err,
             WalError::Corrupt {
                 offset: offsets[1],
-                reason: "append at index 4 does not follow the last index 2".into()
+                reason: "an append at index 4 does not follow the last index 2".into()
             }
         );
         let err = replayed(vec![WalRecord::Append(entries(2..=3, 1))]).unwrap_err();
@@ -594,18 +579,21 @@ mod tests {
     }
 
     #[test]
-    fn compacting_past_the_snapshot_is_corrupt_unless_it_drops_the_log() {
-        let err = replayed(vec![
+    fn an_old_snapshot_record_replays_as_save_and_purge_or_as_install() {
+        // A server's own snapshot, compacted behind its last index: saved,
+        // then purged up to `compact_to`.
+        let d = replayed(vec![
             WalRecord::Append(entries(1..=10, 1)),
             WalRecord::Snapshot {
-                snapshot: snapshot(3, 1),
+                snapshot: snapshot(8, 1),
                 compact_to: LogIndex(5),
             },
         ])
-        .unwrap_err();
-        assert!(err.to_string().contains("leaves a gap"), "{err}");
-        // A leader's snapshot replacing a longer, conflicting log: the core
-        // compacts to the log's last index and the whole log goes.
+        .unwrap();
+        assert_eq!(d.snapshot, Some(snapshot(8, 1)));
+        assert_eq!(d.entries, entries(6..=10, 1));
+        // A leader's snapshot replacing a longer, conflicting log (the old
+        // core compacted to the log's last index): installed, the log goes.
         let d = replayed(vec![
             WalRecord::Append(entries(1..=10, 1)),
             WalRecord::Snapshot {
@@ -616,6 +604,53 @@ mod tests {
         ])
         .unwrap();
         assert_eq!(d.entries, entries(9..=9, 2));
+    }
+
+    #[test]
+    fn new_records_replay_through_the_interpreter() {
+        let d = replayed(vec![
+            WalRecord::Append(entries(1..=6, 1)),
+            WalRecord::TruncateFrom(LogIndex(5)),
+            WalRecord::Append(entries(5..=7, 2)),
+            WalRecord::SaveSnapshot(snapshot(4, 1)),
+            WalRecord::PurgeUpTo(LogIndex(3)),
+        ])
+        .unwrap();
+        assert_eq!(d.snapshot, Some(snapshot(4, 1)));
+        let mut want = entries(4..=4, 1);
+        want.extend(entries(5..=7, 2));
+        assert_eq!(d.entries, want);
+        // §7: an installed snapshot that matches keeps the suffix after it.
+        let d = replayed(vec![
+            WalRecord::Append(entries(1..=6, 2)),
+            WalRecord::InstallSnapshot(snapshot(4, 2)),
+        ])
+        .unwrap();
+        assert_eq!(d.entries, entries(5..=6, 2));
+    }
+
+    #[test]
+    fn a_new_record_outside_the_contract_is_corrupt_at_its_offset() {
+        let records = vec![
+            WalRecord::Append(entries(1..=4, 1)),
+            WalRecord::SaveSnapshot(snapshot(2, 1)),
+            WalRecord::PurgeUpTo(LogIndex(3)),
+        ];
+        let (_, offsets) = file(&records);
+        let err = replayed(records).unwrap_err();
+        assert_eq!(
+            err,
+            WalError::Corrupt {
+                offset: offsets[2],
+                reason: "a purge up to index 3 is past the saved snapshot's last index 2".into()
+            }
+        );
+        let err = replayed(vec![
+            WalRecord::Append(entries(1..=4, 1)),
+            WalRecord::TruncateFrom(LogIndex(6)),
+        ])
+        .unwrap_err();
+        assert!(err.to_string().contains("past the last index 4"), "{err}");
     }
 
     #[test]
@@ -639,10 +674,18 @@ mod tests {
     }
 
     #[test]
-    fn persist_ops_convert_both_ways() {
-        for r in three_records() {
-            let op: PersistOp = r.clone().into();
-            assert_eq!(WalRecord::from(op), r);
+    fn each_op_is_written_as_a_record_that_replays_as_that_op() {
+        let ops = vec![
+            PersistOp::HardState(HardState::default()),
+            PersistOp::Append(entries(5..=6, 1)),
+            PersistOp::TruncateFrom(LogIndex(4)),
+            PersistOp::SaveSnapshot(snapshot(3, 1)),
+            PersistOp::PurgeUpTo(LogIndex(2)),
+            PersistOp::InstallSnapshot(snapshot(9, 2)),
+        ];
+        for op in ops {
+            let record = WalRecord::from(op.clone());
+            assert_eq!(record.ops(LogIndex(4), |_| None), vec![op]);
         }
     }
 }

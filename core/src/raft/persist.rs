@@ -1,0 +1,320 @@
+//! The one interpreter of [`PersistOp`]s: what each durable write means, and
+//! which writes are outside the contract.
+//!
+//! [`Durable::apply`] is the definition. Everything that applies persist ops
+//! uses it (the testkit's disks, io-tokio's `MemStorage`, WAL replay); the
+//! data dir, which keeps only a summary of the log in memory, checks each op
+//! with the same [`check`] on a [`LogShape`] before it writes anything, and
+//! its recovery folds what it read back through `Durable::apply`.
+//!
+//! An op outside the contract is refused with a [`PersistError`] and the
+//! state is unchanged: it is a bug in whoever produced it (the core never
+//! does), or a damaged data dir when it comes from disk.
+
+use core::fmt;
+
+use super::types::{Durable, Entry, HardState, Snapshot, SnapshotMeta};
+use crate::action::PersistOp;
+use crate::ids::{LogIndex, Term};
+
+/// Why an op was refused. Nothing changed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum PersistError {
+    /// An append that does not start right after the last index.
+    AppendNotNext { first: LogIndex, last: LogIndex },
+    /// The entries of one append are not consecutive (`next` follows `at`).
+    AppendNotConsecutive { at: LogIndex, next: LogIndex },
+    /// A truncation at or below the floor: entries there are in the
+    /// snapshot (committed) or already gone.
+    TruncateAtFloor { at: LogIndex, floor: LogIndex },
+    /// A truncation past the last index: nothing to drop.
+    TruncatePastLast { at: LogIndex, last: LogIndex },
+    /// A purge with no snapshot saved, or past the saved snapshot's last
+    /// index (`snapshot` is 0 when there is none).
+    PurgePastSnapshot { at: LogIndex, snapshot: LogIndex },
+    /// A snapshot that is not newer than the stored one.
+    SnapshotNotNewer {
+        index: LogIndex,
+        term: Term,
+        stored_index: LogIndex,
+        stored_term: Term,
+    },
+    /// A server's own snapshot whose last entry is not in the log with its
+    /// term (`found` is the term the log holds there, if any).
+    SnapshotNotInLog {
+        index: LogIndex,
+        term: Term,
+        found: Option<Term>,
+    },
+    /// A hard state whose term is below the stored one.
+    TermRegressed { term: Term, stored: Term },
+}
+
+impl fmt::Display for PersistError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            PersistError::AppendNotNext { first, last } => write!(
+                f,
+                "an append at index {} does not follow the last index {}",
+                first.0, last.0
+            ),
+            PersistError::AppendNotConsecutive { at, next } => {
+                write!(f, "an append jumps from index {} to {}", at.0, next.0)
+            }
+            PersistError::TruncateAtFloor { at, floor } => write!(
+                f,
+                "a truncation at index {} is at or below the floor {} (snapshotted or gone)",
+                at.0, floor.0
+            ),
+            PersistError::TruncatePastLast { at, last } => write!(
+                f,
+                "a truncation at index {} is past the last index {}",
+                at.0, last.0
+            ),
+            PersistError::PurgePastSnapshot { at, snapshot } => write!(
+                f,
+                "a purge up to index {} is past the saved snapshot's last index {}",
+                at.0, snapshot.0
+            ),
+            PersistError::SnapshotNotNewer {
+                index,
+                term,
+                stored_index,
+                stored_term,
+            } => write!(
+                f,
+                "a snapshot at index {} term {} is not newer than the stored one at index {} \
+                 term {}",
+                index.0, term.0, stored_index.0, stored_term.0
+            ),
+            PersistError::SnapshotNotInLog { index, term, found } => match found {
+                Some(t) => write!(
+                    f,
+                    "a snapshot at index {} term {} but the log holds term {} there",
+                    index.0, term.0, t.0
+                ),
+                None => write!(
+                    f,
+                    "a snapshot at index {} term {} but the log does not hold that index",
+                    index.0, term.0
+                ),
+            },
+            PersistError::TermRegressed { term, stored } => write!(
+                f,
+                "a hard state at term {} is below the stored term {}",
+                term.0, stored.0
+            ),
+        }
+    }
+}
+
+impl std::error::Error for PersistError {}
+
+/// What [`check`] needs to know of a log: the stored snapshot, the floor
+/// (entries at or below it are gone or covered by the snapshot, and may not
+/// be truncated), the last index (the last entry's, else the snapshot's, else
+/// 0) and the stored term.
+#[derive(Copy, Clone, Debug, Default, PartialEq, Eq)]
+pub struct LogShape {
+    /// The stored snapshot's last index and term.
+    pub snapshot: Option<(LogIndex, Term)>,
+    pub floor: LogIndex,
+    pub last: LogIndex,
+    pub term: Term,
+}
+
+impl LogShape {
+    fn snapshot_index(&self) -> LogIndex {
+        self.snapshot.map_or(LogIndex::ZERO, |(i, _)| i)
+    }
+}
+
+/// Whether `op` may be applied to a log of this shape; `term_at(i)` is the
+/// term of the entry the log holds at `i`, if any. The one place the
+/// contract of [`PersistOp`] is checked.
+pub fn check(
+    shape: &LogShape,
+    term_at: impl Fn(LogIndex) -> Option<Term>,
+    op: &PersistOp,
+) -> Result<(), PersistError> {
+    match op {
+        PersistOp::HardState(h) => check_hard_state(shape.term, h),
+        PersistOp::Append(entries) => check_append(shape.last, entries),
+        PersistOp::TruncateFrom(at) => check_truncate(shape.floor, shape.last, *at),
+        PersistOp::PurgeUpTo(at) => check_purge(shape.snapshot_index(), *at),
+        PersistOp::SaveSnapshot(s) => {
+            check_newer(shape.snapshot, &s.meta)?;
+            let found = term_at(s.meta.last_index);
+            if found != Some(s.meta.last_term) {
+                return Err(PersistError::SnapshotNotInLog {
+                    index: s.meta.last_index,
+                    term: s.meta.last_term,
+                    found,
+                });
+            }
+            Ok(())
+        }
+        PersistOp::InstallSnapshot(s) => check_newer(shape.snapshot, &s.meta),
+    }
+}
+
+fn check_hard_state(stored: Term, h: &HardState) -> Result<(), PersistError> {
+    if h.term < stored {
+        return Err(PersistError::TermRegressed {
+            term: h.term,
+            stored,
+        });
+    }
+    Ok(())
+}
+
+/// An append starts right after `last` and its entries are consecutive (an
+/// empty append is allowed and changes nothing). Indexes may come from disk:
+/// no `next()`, which saturates at `u64::MAX`.
+pub fn check_append(last: LogIndex, entries: &[Entry]) -> Result<(), PersistError> {
+    let Some(first) = entries.first() else {
+        return Ok(());
+    };
+    if last.0.checked_add(1) != Some(first.index.0) {
+        return Err(PersistError::AppendNotNext {
+            first: first.index,
+            last,
+        });
+    }
+    let follows = |w: &[Entry]| w[0].index.0.checked_add(1) == Some(w[1].index.0);
+    if let Some(w) = entries.windows(2).find(|w| !follows(w)) {
+        return Err(PersistError::AppendNotConsecutive {
+            at: w[0].index,
+            next: w[1].index,
+        });
+    }
+    Ok(())
+}
+
+/// A truncation drops at least one entry above the floor.
+pub fn check_truncate(floor: LogIndex, last: LogIndex, at: LogIndex) -> Result<(), PersistError> {
+    if at <= floor {
+        return Err(PersistError::TruncateAtFloor { at, floor });
+    }
+    if at > last {
+        return Err(PersistError::TruncatePastLast { at, last });
+    }
+    Ok(())
+}
+
+/// A purge goes no further than the saved snapshot (0: none saved).
+pub fn check_purge(snapshot: LogIndex, at: LogIndex) -> Result<(), PersistError> {
+    if at > snapshot {
+        return Err(PersistError::PurgePastSnapshot { at, snapshot });
+    }
+    Ok(())
+}
+
+/// A snapshot replaces only an older one: a higher last index.
+pub fn check_newer(
+    stored: Option<(LogIndex, Term)>,
+    meta: &SnapshotMeta,
+) -> Result<(), PersistError> {
+    match stored {
+        Some((stored_index, stored_term)) if meta.last_index <= stored_index => {
+            Err(PersistError::SnapshotNotNewer {
+                index: meta.last_index,
+                term: meta.last_term,
+                stored_index,
+                stored_term,
+            })
+        }
+        _ => Ok(()),
+    }
+}
+
+impl Durable {
+    /// The last index: the last entry's, else the snapshot's, else 0.
+    pub fn last_index(&self) -> LogIndex {
+        match (self.entries.last(), &self.snapshot) {
+            (Some(e), _) => e.index,
+            (None, Some(s)) => s.meta.last_index,
+            (None, None) => LogIndex::ZERO,
+        }
+    }
+
+    /// The term of the entry held at `index` (the snapshot's last entry
+    /// counts).
+    pub fn term_at(&self, index: LogIndex) -> Option<Term> {
+        if let Some(s) = &self.snapshot {
+            if s.meta.last_index == index {
+                return Some(s.meta.last_term);
+            }
+        }
+        let first = self.entries.first()?.index;
+        let at = index.0.checked_sub(first.0)?;
+        let e = self.entries.get(usize::try_from(at).ok()?)?;
+        Some(e.term)
+    }
+
+    /// What [`check`] needs to know of this state.
+    pub fn shape(&self) -> LogShape {
+        let snapshot = self
+            .snapshot
+            .as_ref()
+            .map(|s| (s.meta.last_index, s.meta.last_term));
+        let last = self.last_index();
+        let below_entries = self.entries.first().map_or(last, |e| e.index.prev());
+        let floor = below_entries.max(snapshot.map_or(LogIndex::ZERO, |(i, _)| i));
+        LogShape {
+            snapshot,
+            floor,
+            last,
+            term: self.hard_state.term,
+        }
+    }
+
+    /// Applies one durable write, with the meaning [`PersistOp`] documents,
+    /// or refuses it (state unchanged) if it is outside the contract.
+    pub fn apply(&mut self, op: &PersistOp) -> Result<(), PersistError> {
+        check(&self.shape(), |i| self.term_at(i), op)?;
+        match op {
+            PersistOp::HardState(h) => self.hard_state = h.clone(),
+            PersistOp::Append(entries) => self.entries.extend(entries.iter().cloned()),
+            PersistOp::TruncateFrom(at) => self.entries.retain(|e| e.index < *at),
+            PersistOp::PurgeUpTo(at) => self.entries.retain(|e| e.index > *at),
+            PersistOp::SaveSnapshot(s) => self.snapshot = Some(s.clone()),
+            PersistOp::InstallSnapshot(s) => {
+                self.install(s.clone());
+            }
+        }
+        Ok(())
+    }
+
+    /// §7: the log after the snapshot is kept if the entry at its last
+    /// index matches; otherwise the whole log goes.
+    fn install(&mut self, s: Snapshot) {
+        let (index, term) = (s.meta.last_index, s.meta.last_term);
+        let matches = self
+            .entries
+            .iter()
+            .any(|e| e.index == index && e.term == term);
+        if matches {
+            self.entries.retain(|e| e.index > index);
+        } else {
+            self.entries.clear();
+        }
+        self.snapshot = Some(s);
+    }
+
+    /// Where the log is not what a server can start from: entries that are
+    /// not consecutive, or that do not reach back to the snapshot (or to
+    /// index 1 without one). `None` when the state is whole.
+    pub fn gap(&self) -> Option<(LogIndex, LogIndex)> {
+        let follows = |w: &[Entry]| w[0].index.0.checked_add(1) == Some(w[1].index.0);
+        if let Some(w) = self.entries.windows(2).find(|w| !follows(w)) {
+            return Some((w[0].index, w[1].index));
+        }
+        let first = self.entries.first()?.index;
+        let base = self
+            .snapshot
+            .as_ref()
+            .map_or(LogIndex::ZERO, |s| s.meta.last_index);
+        (first.0 > base.0.saturating_add(1) || first == LogIndex::ZERO).then_some((base, first))
+    }
+}
