@@ -7,8 +7,9 @@
 //! mid-way: a torn write). Everything here is synchronous and pure; the node
 //! runtime adds the simulated fsync latency around it.
 
-use tern_core::raft::Durable;
+use tern_core::raft::{Durable, Snapshot, SnapshotMeta};
 use tern_core::wire::{encode_record, recover, WalRecord};
+use tern_core::LogIndex;
 
 /// What a crash did to the unsynced bytes.
 #[derive(Copy, Clone, Debug, PartialEq, Eq)]
@@ -143,28 +144,44 @@ impl SimDisk {
     }
 }
 
-/// The file contents equivalent to `durable`, as few records as possible:
-/// hard state, snapshot (compacted to just before the first kept entry), and
-/// the entries after it. Used to rewrite the WAL after a snapshot.
+/// The file contents equivalent to `durable`, as few records as possible,
+/// replaying (through [`Durable::apply`]) to exactly `durable`. Used to
+/// rewrite the WAL after a snapshot.
+///
+/// The ops cannot set a log's floor without a snapshot there, so when
+/// entries the snapshot covers are kept (trailing entries for slow
+/// followers, from index `f > 1`), a placeholder snapshot at `f - 1` with no
+/// data comes first: it is installed on the empty log, the entries follow
+/// it, and the real snapshot replaces it at once.
 pub fn compacted_file(durable: &Durable) -> Vec<u8> {
     let mut out = Vec::new();
     encode_record(&WalRecord::HardState(durable.hard_state.clone()), &mut out);
-    if let Some(snapshot) = &durable.snapshot {
-        let compact_to = match durable.entries.first() {
-            Some(first) => first.index.prev(),
-            None => snapshot.meta.last_index,
-        };
-        let compact_to = compact_to.min(snapshot.meta.last_index);
-        encode_record(
-            &WalRecord::Snapshot {
-                snapshot: snapshot.clone(),
-                compact_to,
-            },
-            &mut out,
-        );
-    }
-    if !durable.entries.is_empty() {
-        encode_record(&WalRecord::Append(durable.entries.clone()), &mut out);
+    let first = durable.entries.first().map(|e| e.index);
+    let append = |out: &mut Vec<u8>| {
+        if !durable.entries.is_empty() {
+            encode_record(&WalRecord::Append(durable.entries.clone()), out);
+        }
+    };
+    match (&durable.snapshot, first) {
+        (None, _) => append(&mut out),
+        (Some(s), Some(first)) if first <= s.meta.last_index => {
+            if first > LogIndex(1) {
+                let placeholder = Snapshot {
+                    meta: SnapshotMeta {
+                        last_index: first.prev(),
+                        ..s.meta.clone()
+                    },
+                    data: Vec::new(),
+                };
+                encode_record(&WalRecord::InstallSnapshot(placeholder), &mut out);
+            }
+            append(&mut out);
+            encode_record(&WalRecord::SaveSnapshot(s.clone()), &mut out);
+        }
+        (Some(s), _) => {
+            encode_record(&WalRecord::InstallSnapshot(s.clone()), &mut out);
+            append(&mut out);
+        }
     }
     out
 }
@@ -173,9 +190,9 @@ pub fn compacted_file(durable: &Durable) -> Vec<u8> {
 mod tests {
     use super::*;
     use tern_core::fsm::{Command, KvCommand, KvWrite};
-    use tern_core::raft::{Entry, EntryPayload, HardState, Snapshot, SnapshotMeta};
+    use tern_core::raft::{Entry, EntryPayload, HardState};
     use tern_core::wire::replay;
-    use tern_core::{LogIndex, NodeId, Term};
+    use tern_core::{NodeId, Term};
 
     fn entry(index: u64) -> Entry {
         Entry {

@@ -28,6 +28,7 @@ compile_error!("tern-io-sim only builds with --cfg madsim (see .cargo/config.tom
 
 mod client;
 mod disk;
+pub mod fs;
 mod net;
 mod node;
 mod world;

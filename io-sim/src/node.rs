@@ -355,7 +355,10 @@ impl Driver {
     }
 
     async fn persist(&mut self, op: PersistOp, sync: bool) -> Result<(), Dead> {
-        let snapshot = matches!(op, PersistOp::Snapshot { .. });
+        let snapshot = matches!(
+            op,
+            PersistOp::SaveSnapshot(_) | PersistOp::InstallSnapshot(_)
+        );
         let n = self.disk()?.append_record(&WalRecord::from(op));
         {
             let mut c = self.slot.counters.lock().unwrap();

@@ -1,13 +1,13 @@
-//! The data dir against real files: what `DataDir` persists, `open` gives
-//! back exactly as `Durable::apply` would have built it, torn tails are
-//! truncated with a warning, and every other kind of damage is an error
-//! naming the file (DESIGN §9, "Data dir").
+//! The data dir (`tern-storage`) on real files through `StdFs`: what
+//! `DataDir` persists, `open` gives back exactly as `Durable::apply` would
+//! have built it, torn tails are truncated with a warning, and every other
+//! kind of damage is an error naming the file (DESIGN §9, "Data dir").
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
-use tern::storage::{DataDir, MemStorage, Storage, StorageError};
+use tern::storage::{open_data_dir, MemStorage, StdDataDir as DataDir, Storage, StorageError};
 use tern_core::fsm::{Command, KvCommand, KvWrite};
 use tern_core::raft::{
     Durable, Entry, EntryPayload, HardState, Membership, Snapshot, SnapshotMeta,
@@ -79,18 +79,29 @@ fn append(range: std::ops::RangeInclusive<u64>, term: u64) -> PersistOp {
     PersistOp::Append(range.map(|i| entry(i, term, 40)).collect())
 }
 
-fn snapshot(last_index: u64, last_term: u64, compact_to: u64) -> PersistOp {
-    PersistOp::Snapshot {
-        snapshot: Snapshot {
-            meta: SnapshotMeta {
-                last_index: LogIndex(last_index),
-                last_term: Term(last_term),
-                membership: Membership::default(),
-            },
-            data: format!("state at {last_index}").into_bytes(),
+fn snapshot(last_index: u64, last_term: u64) -> Snapshot {
+    Snapshot {
+        meta: SnapshotMeta {
+            last_index: LogIndex(last_index),
+            last_term: Term(last_term),
+            membership: Membership::default(),
         },
-        compact_to: LogIndex(compact_to),
+        data: format!("state at {last_index}").into_bytes(),
     }
+}
+
+/// A server's own snapshot.
+fn save(last_index: u64, last_term: u64) -> PersistOp {
+    PersistOp::SaveSnapshot(snapshot(last_index, last_term))
+}
+
+/// A snapshot from the leader.
+fn install(last_index: u64, last_term: u64) -> PersistOp {
+    PersistOp::InstallSnapshot(snapshot(last_index, last_term))
+}
+
+fn purge(up_to: u64) -> PersistOp {
+    PersistOp::PurgeUpTo(LogIndex(up_to))
 }
 
 fn hard_state(term: u64, vote: Option<u128>) -> PersistOp {
@@ -105,12 +116,12 @@ fn persist_all(dd: &mut DataDir, model: &mut Durable, ops: &[PersistOp]) {
     for op in ops {
         dd.persist(op, true)
             .unwrap_or_else(|e| panic!("{op:?}: {e}"));
-        model.apply(op);
+        model.apply(op).unwrap_or_else(|e| panic!("{op:?}: {e}"));
     }
 }
 
 fn open(dir: &TempDir, segment_bytes_max: u64) -> (DataDir, Durable, Vec<String>) {
-    DataDir::open(&dir.0, segment_bytes_max).unwrap_or_else(|e| panic!("open: {e}"))
+    open_data_dir(&dir.0, segment_bytes_max).unwrap_or_else(|e| panic!("open: {e}"))
 }
 
 fn files_named(dir: &Path, prefix: &str) -> Vec<PathBuf> {
@@ -133,10 +144,10 @@ fn record_offsets(path: &Path) -> Vec<u64> {
 
 // ----- a generator of op sequences shaped like the core's -----
 
-/// What the generator needs to know to stay inside `DataDir`'s contract
-/// (the core's: appends after the floor and at most one past the last
-/// index, never overwriting committed (snapshotted) entries; snapshots only
-/// move forward).
+/// What the generator needs to know to stay inside the contract of
+/// `PersistOp` (the core's: appends right after the last index, a
+/// conflicting suffix truncated first but never at or below the snapshot,
+/// snapshots only move forward, purges only up to the snapshot).
 struct Model {
     durable: Durable,
     term: u64,
@@ -167,18 +178,26 @@ impl Model {
         e.expect("held").term.0
     }
 
-    fn random_op(&mut self, rng: &mut Rng) -> PersistOp {
+    /// One step of the core: usually one op, two for a truncation before
+    /// an append or a purge after a snapshot.
+    fn random_ops(&mut self, rng: &mut Rng) -> Vec<PersistOp> {
         let (floor, last, snap) = (self.floor(), self.last(), self.snapshot_last());
-        // Entries a snapshot may be taken at (held, not older than the stored one).
-        let lowest = (floor + 1).max(snap).max(1);
+        // Entries a snapshot may be taken at (held, newer than the stored one).
+        let lowest = (floor + 1).max(snap + 1);
         match rng.below(100) {
-            0..=9 => hard_state(self.term, (rng.below(2) == 0).then(|| rng.below(5) as u128)),
+            0..=9 => vec![hard_state(
+                self.term,
+                (rng.below(2) == 0).then(|| rng.below(5) as u128),
+            )],
             10..=74 => {
                 let committed = floor.max(snap);
+                let mut ops = Vec::new();
                 let start = if last > committed && rng.below(5) == 0 {
                     // A new leader overwrites an uncommitted suffix.
                     self.term += 1;
-                    committed + 1 + rng.below(last - committed)
+                    let start = committed + 1 + rng.below(last - committed);
+                    ops.push(PersistOp::TruncateFrom(LogIndex(start)));
+                    start
                 } else {
                     last + 1
                 };
@@ -186,22 +205,30 @@ impl Model {
                 let entries = (start..start + n)
                     .map(|i| entry(i, self.term, 20 + rng.below(400) as usize))
                     .collect();
-                PersistOp::Append(entries)
+                ops.push(PersistOp::Append(entries));
+                ops
             }
-            75..=89 if lowest <= last => {
-                // Taken locally (trailing entries kept) or installed from a
-                // leader whose log agrees (compact_to == last index).
+            75..=84 if lowest <= last => {
+                // Taken locally, trailing entries kept behind a purge.
                 let index = lowest + rng.below(last - lowest + 1);
                 let trailing = if rng.below(3) == 0 { 0 } else { rng.below(8) };
-                let compact_to = index.saturating_sub(trailing).max(floor);
-                snapshot(index, self.term_at(index), compact_to)
+                let mut ops = vec![save(index, self.term_at(index))];
+                if rng.below(4) != 0 {
+                    ops.push(purge(index.saturating_sub(trailing)));
+                }
+                ops
+            }
+            85..=89 if lowest <= last => {
+                // Installed from a leader whose log agrees: the suffix stays.
+                let index = lowest + rng.below(last - lowest + 1);
+                vec![install(index, self.term_at(index))]
             }
             75..=99 => {
                 // Installed from a leader whose log conflicts with ours: a
                 // new term at its last index, and the whole log goes.
                 self.term += 1;
                 let index = floor.max(snap) + 1 + rng.below(last - floor + 10);
-                snapshot(index, self.term, last.max(index))
+                vec![install(index, self.term)]
             }
             _ => unreachable!(),
         }
@@ -227,11 +254,12 @@ fn reopening_gives_back_exactly_what_apply_builds() {
         let mut segments_seen = std::collections::BTreeSet::new();
         let mut segments_at_once = 0;
         for step in 0..400 {
-            let op = model.random_op(&mut rng);
-            let sync = rng.below(4) != 0;
-            dd.persist(&op, sync)
-                .unwrap_or_else(|e| panic!("seed {seed} step {step}: {op:?}: {e}"));
-            model.durable.apply(&op);
+            for op in model.random_ops(&mut rng) {
+                let sync = rng.below(4) != 0;
+                dd.persist(&op, sync)
+                    .unwrap_or_else(|e| panic!("seed {seed} step {step}: {op:?}: {e}"));
+                model.durable.apply(&op).unwrap();
+            }
             let segments = files_named(&dir.raft(), "log-");
             segments_at_once = segments_at_once.max(segments.len());
             segments_seen.extend(segments);
@@ -271,7 +299,7 @@ fn a_crash_before_a_replaced_log_is_deleted_still_drops_it() {
         .collect();
     assert!(before.len() >= 2);
     // The leader's snapshot at 15 has term 2: our log diverges there.
-    persist_all(&mut dd, &mut model, &[snapshot(15, 2, 20)]);
+    persist_all(&mut dd, &mut model, &[install(15, 2)]);
     assert!(model.entries.is_empty());
     drop(dd);
     // Bring the deleted segments back, as if the crash came first.
@@ -303,7 +331,7 @@ fn a_crash_before_compaction_finishes_still_compacts() {
         .into_iter()
         .map(|p| (p.clone(), std::fs::read(&p).unwrap()))
         .collect();
-    persist_all(&mut dd, &mut model, &[snapshot(25, 1, 22)]);
+    persist_all(&mut dd, &mut model, &[save(25, 1), purge(22)]);
     let after = files_named(&dir.raft(), "log-").len();
     assert!(after < before.len());
     drop(dd);
@@ -406,7 +434,7 @@ fn a_flipped_byte_mid_segment_is_corrupt() {
     let mut bytes = std::fs::read(&segment).unwrap();
     bytes[offsets[1] as usize + 20] ^= 0x10;
     std::fs::write(&segment, &bytes).unwrap();
-    let err = DataDir::open(&dir.0, 1 << 20).err().expect("corrupt");
+    let err = open_data_dir(&dir.0, 1 << 20).err().expect("corrupt");
     match &err {
         StorageError::Corrupt { file, offset, .. } => {
             assert_eq!((file, *offset), (&segment, offsets[1]))
@@ -431,7 +459,7 @@ fn a_torn_tail_in_an_earlier_segment_is_corrupt() {
     let len = std::fs::metadata(&segments[0]).unwrap().len();
     let bytes = std::fs::read(&segments[0]).unwrap();
     std::fs::write(&segments[0], &bytes[..len as usize - 3]).unwrap();
-    match DataDir::open(&dir.0, 200) {
+    match open_data_dir(&dir.0, 200) {
         Err(StorageError::Corrupt { file, offset, .. }) => {
             assert_eq!((file, offset), (segments[0].clone(), 0))
         }
@@ -448,7 +476,13 @@ fn a_corrupt_newest_snapshot_is_an_error_naming_it() {
     persist_all(
         &mut dd,
         &mut model,
-        &[append(1..=10, 1), snapshot(4, 1, 2), snapshot(8, 1, 6)],
+        &[
+            append(1..=10, 1),
+            save(4, 1),
+            purge(2),
+            save(8, 1),
+            purge(6),
+        ],
     );
     drop(dd);
     let snaps = files_named(&dir.raft(), "snapshot-");
@@ -458,7 +492,7 @@ fn a_corrupt_newest_snapshot_is_an_error_naming_it() {
     let n = bytes.len();
     bytes[n - 2] ^= 0x01;
     std::fs::write(newest, &bytes).unwrap();
-    let err = DataDir::open(&dir.0, 1 << 20).err().expect("corrupt");
+    let err = open_data_dir(&dir.0, 1 << 20).err().expect("corrupt");
     assert!(matches!(&err, StorageError::Corrupt { file, .. } if file == newest));
     assert!(
         err.to_string().contains("snapshot-00000000000000000008"),
@@ -476,12 +510,12 @@ fn a_corrupt_hard_state_is_an_error() {
     let mut bytes = std::fs::read(&path).unwrap();
     bytes[9] ^= 0xff;
     std::fs::write(&path, &bytes).unwrap();
-    let err = DataDir::open(&dir.0, 1 << 20).err().expect("corrupt");
+    let err = open_data_dir(&dir.0, 1 << 20).err().expect("corrupt");
     assert!(matches!(&err, StorageError::Corrupt { file, .. } if *file == path));
     // Cut short is no better: the file is only ever replaced whole.
     std::fs::write(&path, &bytes[..4]).unwrap();
     assert!(matches!(
-        DataDir::open(&dir.0, 1 << 20),
+        open_data_dir(&dir.0, 1 << 20),
         Err(StorageError::Corrupt { .. })
     ));
 }
@@ -526,10 +560,11 @@ fn mem_storage_matches_durable_apply() {
     };
     let mut mem = MemStorage::default();
     for _ in 0..300 {
-        let op = model.random_op(&mut rng);
-        mem.persist(&op, false).unwrap();
-        model.durable.apply(&op);
-        assert_eq!(mem.durable, model.durable);
+        for op in model.random_ops(&mut rng) {
+            mem.persist(&op, false).unwrap();
+            model.durable.apply(&op).unwrap();
+            assert_eq!(mem.durable, model.durable);
+        }
     }
 }
 
@@ -540,22 +575,35 @@ fn mem_storage_matches_durable_apply() {
 fn ops_outside_the_contract_are_refused() {
     let dir = TempDir::new("invalid");
     let (mut dd, mut model, _) = open(&dir, 1 << 20);
-    persist_all(&mut dd, &mut model, &[append(1..=5, 1), snapshot(4, 1, 3)]);
+    persist_all(
+        &mut dd,
+        &mut model,
+        &[append(1..=5, 1), save(4, 1), purge(3)],
+    );
     let refused = [
-        append(7..=8, 1),  // a gap after the last index
-        append(2..=3, 2),  // at or below the floor
-        snapshot(3, 1, 3), // older than the stored snapshot
-        snapshot(4, 2, 4), // same index, another term
-        snapshot(5, 1, 2), // compacting below the floor
-        snapshot(9, 1, 4), // keeps entries the log does not reach
+        append(7..=8, 1),                     // a gap after the last index
+        append(5..=6, 2),                     // overlapping (no implicit truncation)
+        save(3, 1),                           // older than the stored snapshot
+        save(4, 2),                           // same index, another term
+        save(5, 2),                           // its last entry is not in the log with its term
+        install(4, 1),                        // not newer than the stored snapshot
+        purge(5),                             // past the snapshot
+        PersistOp::TruncateFrom(LogIndex(4)), // at the snapshot (committed)
+        PersistOp::TruncateFrom(LogIndex(6)), // past the last index
         PersistOp::Append(vec![entry(6, 1, 1), entry(8, 1, 1)]), // not consecutive
+        hard_state(0, None),                  // the term goes down
     ];
+    persist_all(&mut dd, &mut model, &[hard_state(1, None)]);
+    let files_before = files_named(&dir.raft(), "");
     for op in &refused {
         match dd.persist(op, true) {
-            Err(StorageError::Invalid { .. }) => {}
+            Err(StorageError::Invalid(_)) => {}
             other => panic!("{op:?}: {other:?}"),
         }
+        let mut m = model.clone();
+        assert!(m.apply(op).is_err() && m == model, "{op:?}");
     }
+    assert_eq!(files_named(&dir.raft(), ""), files_before);
     // The data dir still works, and holds only the valid ops.
     persist_all(&mut dd, &mut model, &[append(6..=6, 1)]);
     drop(dd);

@@ -156,7 +156,14 @@ impl Checker {
                     self.durable.entry(node).or_default().1 = hs.clone();
                 }
                 Action::Persist {
-                    op: PersistOp::Snapshot { snapshot, .. },
+                    op: PersistOp::TruncateFrom(at),
+                    ..
+                } => {
+                    let d = self.durable.entry(node).or_default();
+                    d.0 = d.0.min(at.prev());
+                }
+                Action::Persist {
+                    op: PersistOp::SaveSnapshot(snapshot) | PersistOp::InstallSnapshot(snapshot),
                     ..
                 } => {
                     let d = self.durable.entry(node).or_default();

@@ -12,7 +12,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::{AgentHandle, AgentOptions, AgentStatus, HandleInner, ToAgent};
 use crate::net::{self, Hello, Inbound, Pool};
-use crate::storage::{DataDir, MemStorage, Storage};
+use crate::storage::{open_data_dir, MemStorage, Storage};
 
 /// A running agent.
 pub struct Agent {
@@ -45,7 +45,7 @@ pub async fn start(options: AgentOptions) -> Result<Agent, String> {
                 Vec::new(),
             ),
             Some(dir) => {
-                let (dd, durable, warnings) = DataDir::open(dir, crate::storage::SEGMENT_BYTES_MAX)
+                let (dd, durable, warnings) = open_data_dir(dir, crate::storage::SEGMENT_BYTES_MAX)
                     .map_err(|e| e.to_string())?;
                 (Box::new(dd), durable, warnings)
             }
@@ -245,7 +245,12 @@ fn spawn_disk_thread(
                 if took > SLOW_DISK_JOB {
                     let snapshots = job
                         .iter()
-                        .filter(|(op, _)| matches!(op, PersistOp::Snapshot { .. }))
+                        .filter(|(op, _)| {
+                            matches!(
+                                op,
+                                PersistOp::SaveSnapshot(_) | PersistOp::InstallSnapshot(_)
+                            )
+                        })
                         .count();
                     tracing::warn!(
                         "durable writes took {} ms ({} writes, {snapshots} of them snapshots); \

@@ -1,0 +1,440 @@
+//! [`DataDir`]: the core's durable writes as files (layout in the crate docs).
+
+use std::path::{Path, PathBuf};
+
+use tern_core::raft::{check, Durable, Entry, EntryPayload, Snapshot, SnapshotMeta};
+use tern_core::wire::wal::{encode_record, WalRecord};
+use tern_core::{LogIndex, PersistOp, Term};
+
+use crate::files::{self, HARDSTATE, PURGED};
+use crate::fs::{Fs, FsError, FsOp};
+use crate::recovery;
+use crate::{Storage, StorageError};
+
+/// A data dir's Raft state, on disk under `<data dir>/raft/`, through the
+/// filesystem `F`.
+///
+/// # Contract
+///
+/// It performs [`PersistOp`]s exactly as `Durable::apply` defines them. It
+/// keeps in memory a summary of the state: a `Durable` whose entries carry
+/// no payload and whose snapshot carries no data, maintained by
+/// `Durable::apply` itself; every op is checked against it with the same
+/// [`check`] before anything is written, and an op outside the contract is
+/// refused with [`StorageError::Invalid`], nothing written. For every
+/// sequence of valid ops, [`DataDir::open`] gives back exactly the `Durable`
+/// that `Durable::apply` builds from `Durable::default()`.
+///
+/// # Write order, and what a crash leaves
+///
+/// Every multi-step write is ordered so a crash at any point leaves a state
+/// recovery turns into the state before or after the write, or, for a
+/// write that drops entries (`TruncateFrom`, `PurgeUpTo`,
+/// `InstallSnapshot`), one in which only some of the dropped entries are
+/// still there (a prefix of the old log for a truncation or a replaced log,
+/// a suffix of the segments for a purge). An op that was not synced may be
+/// lost, and so may everything after it, but never an op before a synced
+/// one:
+///
+/// - hard state, snapshot and `purged` files are replaced atomically (tmp,
+///   fsync, rename, directory fsync); snapshots are written after every
+///   append before them is fsynced;
+/// - `TruncateFrom` deletes the segments that start at or after it (newest
+///   first) and makes that durable before it writes a `TruncateFrom` record
+///   into the segment that is left, so a torn write is always at the end of
+///   the last segment;
+/// - a full segment is fsynced before the next one is created;
+/// - `PurgeUpTo` writes `purged`, then deletes, oldest first, the segments
+///   wholly at or below it; `InstallSnapshot` writes its file, then deletes
+///   the segments it makes dead: oldest first when the log is kept after
+///   it, newest first when the whole log goes.
+///
+/// # Errors
+///
+/// - A failed fsync is fatal, whatever its errno: the error names the file
+///   and the errno, and every later write is refused with
+///   [`StorageError::Failed`] (never retry an fsync and carry on: after a
+///   failure the kernel may have dropped the dirty pages, and a retry
+///   "succeeds"). So is any other I/O error, except:
+/// - ENOSPC while writing a new file or appending to a segment is
+///   [`StorageError::NoSpace`]: the partial write is cut back, nothing in
+///   the state changed, and a later write may succeed once there is room.
+///   (ENOSPC in the middle of a multi-step write is fatal like any error.)
+pub struct DataDir<F: Fs> {
+    fs: F,
+    /// `<data dir>/raft`.
+    dir: PathBuf,
+    segment_bytes_max: u64,
+    /// Each segment on disk, ascending: its first index and its length.
+    segments: Vec<(LogIndex, u64)>,
+    /// The last segment was written since its last fsync.
+    unsynced: bool,
+    /// The snapshot files on disk, oldest first; the last is current.
+    snapshots: Vec<(LogIndex, Term)>,
+    /// The state, without payloads (see the contract).
+    summary: Durable,
+    /// What the `purged` file holds (0 if there is none).
+    purged: LogIndex,
+    /// The first fatal error; every write after it fails.
+    failed: Option<String>,
+}
+
+/// Snapshot files kept on disk.
+const SNAPSHOTS_KEPT: usize = 2;
+
+/// How a write failed: cleanly (nothing changed, the data dir goes on) or
+/// fatally (the data dir refuses every later write).
+enum Fail {
+    Clean(StorageError),
+    Fatal(StorageError),
+}
+
+impl From<FsError> for Fail {
+    fn from(e: FsError) -> Fail {
+        Fail::Fatal(StorageError::from(e))
+    }
+}
+
+/// A failed fsync (of a file or a directory) is an I/O error whatever its
+/// errno; ENOSPC elsewhere is `NoSpace`.
+fn fatal(e: FsError) -> Fail {
+    match e.op {
+        FsOp::Sync | FsOp::SyncDir => Fail::Fatal(StorageError::Io(e)),
+        _ => Fail::Fatal(StorageError::from(e)),
+    }
+}
+
+/// The op without what the summary does not keep: payloads and snapshot
+/// data.
+fn light(op: &PersistOp) -> PersistOp {
+    let snap = |s: &Snapshot| Snapshot {
+        meta: SnapshotMeta {
+            last_index: s.meta.last_index,
+            last_term: s.meta.last_term,
+            membership: Default::default(),
+        },
+        data: Vec::new(),
+    };
+    match op {
+        PersistOp::Append(entries) => PersistOp::Append(entries.iter().map(light_entry).collect()),
+        PersistOp::SaveSnapshot(s) => PersistOp::SaveSnapshot(snap(s)),
+        PersistOp::InstallSnapshot(s) => PersistOp::InstallSnapshot(snap(s)),
+        other => other.clone(),
+    }
+}
+
+fn light_entry(e: &Entry) -> Entry {
+    Entry {
+        term: e.term,
+        index: e.index,
+        payload: EntryPayload::Noop,
+    }
+}
+
+fn light_durable(d: &Durable) -> Durable {
+    Durable {
+        hard_state: d.hard_state.clone(),
+        snapshot: d
+            .snapshot
+            .as_ref()
+            .map(|s| match light(&PersistOp::SaveSnapshot(s.clone())) {
+                PersistOp::SaveSnapshot(s) => s,
+                _ => unreachable!(),
+            }),
+        entries: d.entries.iter().map(light_entry).collect(),
+    }
+}
+
+fn encode(record: WalRecord) -> Vec<u8> {
+    let mut bytes = Vec::new();
+    encode_record(&record, &mut bytes);
+    bytes
+}
+
+impl<F: Fs> DataDir<F> {
+    /// Opens (creating if absent) `<dir>/raft/` on `fs`, recovers it, and
+    /// returns the durable state to start from plus warnings (torn tails
+    /// truncated). `segment_bytes_max` is where a log segment is closed
+    /// ([`crate::SEGMENT_BYTES_MAX`] normally).
+    pub fn open(
+        mut fs: F,
+        dir: &Path,
+        segment_bytes_max: u64,
+    ) -> Result<(DataDir<F>, Durable, Vec<String>), StorageError> {
+        let raft = dir.join("raft");
+        if fs.create_dir_all(&raft)? {
+            fs.sync_dir(dir).map_err(StorageError::Io)?;
+        }
+        let rec = recovery::recover(&mut fs, &raft)?;
+        let data_dir = DataDir {
+            fs,
+            dir: raft,
+            segment_bytes_max: segment_bytes_max.max(1),
+            segments: rec.segments,
+            unsynced: false,
+            snapshots: rec.snapshots,
+            summary: light_durable(&rec.durable),
+            purged: rec.purged,
+            failed: None,
+        };
+        Ok((data_dir, rec.durable, rec.warnings))
+    }
+
+    /// The raft dir (`<data dir>/raft`).
+    pub fn path(&self) -> &Path {
+        &self.dir
+    }
+
+    /// The filesystem (a simulator reads its latency and crashes it).
+    pub fn fs_mut(&mut self) -> &mut F {
+        &mut self.fs
+    }
+
+    /// Gives the filesystem back (to crash it and open it again).
+    pub fn into_fs(self) -> F {
+        self.fs
+    }
+
+    fn segment_path(&self, first: LogIndex) -> PathBuf {
+        self.dir.join(files::segment_name(first))
+    }
+
+    /// Makes every append so far durable.
+    fn sync_log(&mut self) -> Result<(), Fail> {
+        if let (true, Some(&(first, _))) = (self.unsynced, self.segments.last()) {
+            let path = self.segment_path(first);
+            self.fs.sync(&path).map_err(fatal)?;
+            self.unsynced = false;
+        }
+        Ok(())
+    }
+
+    /// Replaces a whole small file: ENOSPC while writing it is clean (the
+    /// old file is still there); anything later is fatal.
+    fn replace_file(&mut self, name: &str, bytes: &[u8]) -> Result<(), Fail> {
+        files::write_atomically(&mut self.fs, &self.dir, name, bytes).map_err(|e| match e.op {
+            FsOp::Create | FsOp::Write if e.is_no_space() => {
+                Fail::Clean(StorageError::NoSpace { path: e.path })
+            }
+            _ => fatal(e),
+        })
+    }
+
+    /// Appends `bytes` to the last segment. ENOSPC is clean once the
+    /// partial write is cut back.
+    fn append_to_log(&mut self, bytes: &[u8]) -> Result<(), Fail> {
+        let (first, len) = *self.segments.last().expect("a segment is open");
+        let path = self.segment_path(first);
+        if let Err(e) = self.fs.append(&path, bytes) {
+            if !e.is_no_space() {
+                return Err(fatal(e));
+            }
+            self.fs.truncate(&path, len).map_err(fatal)?;
+            return Err(Fail::Clean(StorageError::NoSpace { path }));
+        }
+        self.segments.last_mut().expect("checked").1 += bytes.len() as u64;
+        self.unsynced = true;
+        Ok(())
+    }
+
+    fn persist_append(&mut self, entries: &[Entry], sync: bool) -> Result<(), Fail> {
+        let Some(first) = entries.first() else {
+            return Ok(());
+        };
+        let full = self
+            .segments
+            .last()
+            .is_none_or(|&(_, len)| len >= self.segment_bytes_max);
+        if full {
+            self.start_segment(first.index)?;
+        }
+        self.append_to_log(&encode(WalRecord::Append(entries.to_vec())))?;
+        if sync {
+            self.sync_log()?;
+        }
+        Ok(())
+    }
+
+    /// Closes the last segment (fsynced: nothing unsynced may be left behind
+    /// in a segment that is no longer last) and creates one for `first`.
+    fn start_segment(&mut self, first: LogIndex) -> Result<(), Fail> {
+        self.sync_log()?;
+        let path = self.segment_path(first);
+        self.fs.create(&path).map_err(|e| match e.is_no_space() {
+            true => Fail::Clean(StorageError::NoSpace { path: e.path }),
+            false => fatal(e),
+        })?;
+        self.fs.sync_dir(&self.dir).map_err(fatal)?;
+        self.segments.push((first, 0));
+        Ok(())
+    }
+
+    fn persist_truncate(&mut self, at: LogIndex, sync: bool) -> Result<(), Fail> {
+        let mut lowest_dropped = None;
+        while self.segments.last().is_some_and(|&(first, _)| first >= at) {
+            let (first, _) = self.segments.pop().expect("checked");
+            self.fs.remove(&self.segment_path(first)).map_err(fatal)?;
+            self.unsynced = false;
+            lowest_dropped = Some(first);
+        }
+        if lowest_dropped.is_some() {
+            self.fs.sync_dir(&self.dir).map_err(fatal)?;
+        }
+        // The entries left on disk end where the last deleted segment began.
+        let last_on_disk = match lowest_dropped {
+            Some(first) => first.prev(),
+            None => self.summary.last_index(),
+        };
+        if !self.segments.is_empty() && last_on_disk >= at {
+            let bytes = encode(WalRecord::TruncateFrom(at));
+            self.append_to_log(&bytes).map_err(|f| match f {
+                Fail::Clean(e) | Fail::Fatal(e) => Fail::Fatal(e),
+            })?;
+        }
+        if sync {
+            self.sync_log()?;
+        }
+        Ok(())
+    }
+
+    fn persist_snapshot_file(
+        &mut self,
+        record: WalRecord,
+        meta: &SnapshotMeta,
+    ) -> Result<(), Fail> {
+        // Appends the snapshot depends on reach the disk before it does.
+        self.sync_log()?;
+        let (index, term) = (meta.last_index, meta.last_term);
+        self.replace_file(&files::snapshot_name(index, term), &encode(record))?;
+        self.snapshots.push((index, term));
+        let mut deleted = false;
+        while self.snapshots.len() > SNAPSHOTS_KEPT {
+            let (i, t) = self.snapshots.remove(0);
+            self.fs
+                .remove(&self.dir.join(files::snapshot_name(i, t)))
+                .map_err(fatal)?;
+            deleted = true;
+        }
+        if deleted {
+            self.fs.sync_dir(&self.dir).map_err(fatal)?;
+        }
+        Ok(())
+    }
+
+    /// Drops the entries at or below `at` from the disk: `purged` records
+    /// the highest such index (so a later, lower purge cannot bring entries
+    /// back, and entries an installed snapshot dropped stay dropped once a
+    /// newer snapshot replaces its file), then the segments wholly at or
+    /// below it go, oldest first.
+    fn purge_disk(&mut self, at: LogIndex) -> Result<(), Fail> {
+        if self.segments.first().is_none_or(|&(first, _)| first > at) {
+            return Ok(());
+        }
+        if at > self.purged {
+            self.replace_file(PURGED, &encode(WalRecord::PurgeUpTo(at)))?;
+            self.purged = at;
+        }
+        let all = at >= self.summary.last_index();
+        self.drop_segments_oldest_first(if all { None } else { Some(at.next()) })
+    }
+
+    /// Deletes, oldest first, every segment whose successor starts at or
+    /// below `first_live` (all their entries are dead); every segment when
+    /// `first_live` is `None`.
+    fn drop_segments_oldest_first(&mut self, first_live: Option<LogIndex>) -> Result<(), Fail> {
+        let mut deleted = false;
+        loop {
+            let dead = match first_live {
+                None => !self.segments.is_empty(),
+                Some(live) => self.segments.len() >= 2 && self.segments[1].0 <= live,
+            };
+            if !dead {
+                break;
+            }
+            let (first, _) = self.segments.remove(0);
+            if self.segments.is_empty() {
+                self.unsynced = false;
+            }
+            self.fs.remove(&self.segment_path(first)).map_err(fatal)?;
+            deleted = true;
+        }
+        if deleted {
+            self.fs.sync_dir(&self.dir).map_err(fatal)?;
+        }
+        Ok(())
+    }
+
+    fn persist_install(&mut self, snapshot: &Snapshot) -> Result<(), Fail> {
+        let meta = &snapshot.meta;
+        let keep = self.summary.term_at(meta.last_index) == Some(meta.last_term);
+        self.persist_snapshot_file(WalRecord::InstallSnapshot(snapshot.clone()), meta)?;
+        if keep {
+            // Past the snapshot file, any failure is fatal.
+            return self.purge_disk(meta.last_index).map_err(|f| match f {
+                Fail::Clean(e) | Fail::Fatal(e) => Fail::Fatal(e),
+            });
+        }
+        // The whole log goes, newest first: a crash leaves a prefix of it,
+        // which recovery drops too (it still disagrees with the snapshot).
+        let deleted = !self.segments.is_empty();
+        while let Some((first, _)) = self.segments.pop() {
+            self.fs.remove(&self.segment_path(first)).map_err(fatal)?;
+        }
+        self.unsynced = false;
+        if deleted {
+            self.fs.sync_dir(&self.dir).map_err(fatal)?;
+        }
+        Ok(())
+    }
+
+    fn write(&mut self, op: &PersistOp, sync: bool) -> Result<(), Fail> {
+        match op {
+            PersistOp::HardState(h) => {
+                if sync {
+                    self.sync_log()?;
+                }
+                // Always fsynced: a rename of an unsynced file may leave an
+                // empty file after a crash, which recovery would call corrupt.
+                self.replace_file(HARDSTATE, &encode(WalRecord::HardState(h.clone())))
+            }
+            PersistOp::Append(entries) => self.persist_append(entries, sync),
+            PersistOp::TruncateFrom(at) => self.persist_truncate(*at, sync),
+            PersistOp::SaveSnapshot(s) => {
+                self.persist_snapshot_file(WalRecord::SaveSnapshot(s.clone()), &s.meta)
+            }
+            PersistOp::PurgeUpTo(at) => {
+                self.purge_disk(*at)?;
+                if sync {
+                    self.sync_log()?;
+                }
+                Ok(())
+            }
+            PersistOp::InstallSnapshot(s) => self.persist_install(s),
+        }
+    }
+}
+
+impl<F: Fs + Send> Storage for DataDir<F> {
+    fn persist(&mut self, op: &PersistOp, sync: bool) -> Result<(), StorageError> {
+        if let Some(first) = &self.failed {
+            return Err(StorageError::Failed {
+                first: first.clone(),
+            });
+        }
+        check(&self.summary.shape(), |i| self.summary.term_at(i), op)
+            .map_err(StorageError::Invalid)?;
+        match self.write(op, sync) {
+            Ok(()) => {
+                self.summary
+                    .apply(&light(op))
+                    .expect("checked against the same state");
+                Ok(())
+            }
+            Err(Fail::Clean(e)) => Err(e),
+            Err(Fail::Fatal(e)) => {
+                self.failed = Some(e.to_string());
+                Err(e)
+            }
+        }
+    }
+}

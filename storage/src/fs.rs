@@ -1,0 +1,236 @@
+//! The few filesystem moves the data dir is built from, as a trait: [`StdFs`]
+//! does them on real files, [`crate::SimFs`] in memory with crashes and
+//! injected faults. Paths name files; there are no handles, so a simulated
+//! crash has nothing to invalidate.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Read, Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+
+/// Which move failed.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub enum FsOp {
+    Create,
+    Write,
+    Read,
+    Sync,
+    Rename,
+    Remove,
+    List,
+    SyncDir,
+    Truncate,
+    CreateDir,
+}
+
+impl fmt::Display for FsOp {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            FsOp::Create => "create",
+            FsOp::Write => "write",
+            FsOp::Read => "read",
+            FsOp::Sync => "fsync",
+            FsOp::Rename => "rename",
+            FsOp::Remove => "remove",
+            FsOp::List => "list",
+            FsOp::SyncDir => "fsync of directory",
+            FsOp::Truncate => "truncate",
+            FsOp::CreateDir => "create directory",
+        })
+    }
+}
+
+/// A failed move: what, on which path, and the OS's kind and errno (the
+/// simulated filesystem gives the errno it pretends: 5 for EIO, 28 for
+/// ENOSPC).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FsError {
+    pub op: FsOp,
+    pub path: PathBuf,
+    pub kind: io::ErrorKind,
+    pub errno: Option<i32>,
+    pub message: String,
+}
+
+/// Linux's errno for an I/O error.
+pub const EIO: i32 = 5;
+/// Linux's errno for a full device.
+pub const ENOSPC: i32 = 28;
+
+impl FsError {
+    pub fn from_io(op: FsOp, path: &Path, e: &io::Error) -> FsError {
+        FsError {
+            op,
+            path: path.to_path_buf(),
+            kind: e.kind(),
+            errno: e.raw_os_error(),
+            message: e.to_string(),
+        }
+    }
+
+    /// The device is full (ENOSPC): nothing is wrong with what is on disk.
+    pub fn is_no_space(&self) -> bool {
+        self.kind == io::ErrorKind::StorageFull || self.errno == Some(ENOSPC)
+    }
+
+    pub fn is_not_found(&self) -> bool {
+        self.kind == io::ErrorKind::NotFound
+    }
+}
+
+impl fmt::Display for FsError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} {}: {}", self.op, self.path.display(), self.message)?;
+        match self.errno {
+            Some(n) => write!(f, " (errno {n})"),
+            None => write!(f, " ({:?})", self.kind),
+        }
+    }
+}
+
+impl std::error::Error for FsError {}
+
+/// What the data dir needs of a filesystem. Every method names its file;
+/// "durable" means it survives a crash. A directory's entries (a creation,
+/// rename or removal) are durable only after [`Fs::sync_dir`] of it; a
+/// file's bytes only after [`Fs::sync`] of it.
+pub trait Fs {
+    /// Creates `path` empty (replacing any file there).
+    fn create(&mut self, path: &Path) -> Result<(), FsError>;
+    /// Writes `bytes` at the end of `path`, which exists.
+    fn append(&mut self, path: &Path, bytes: &[u8]) -> Result<(), FsError>;
+    /// The whole file.
+    fn read(&mut self, path: &Path) -> Result<Vec<u8>, FsError>;
+    /// Up to `len` bytes from `offset` (fewer at the end of the file).
+    fn read_range(&mut self, path: &Path, offset: u64, len: usize) -> Result<Vec<u8>, FsError>;
+    /// Makes the file's bytes durable.
+    fn sync(&mut self, path: &Path) -> Result<(), FsError>;
+    /// Renames `from` over `to` (atomically replacing it).
+    fn rename(&mut self, from: &Path, to: &Path) -> Result<(), FsError>;
+    fn remove(&mut self, path: &Path) -> Result<(), FsError>;
+    /// The names of the files in `dir` (names that are not UTF-8 are left
+    /// out: they are not ours).
+    fn list(&mut self, dir: &Path) -> Result<Vec<String>, FsError>;
+    /// Makes the creations, renames and removals in `dir` durable.
+    fn sync_dir(&mut self, dir: &Path) -> Result<(), FsError>;
+    /// Cuts `path` to `len` bytes.
+    fn truncate(&mut self, path: &Path, len: u64) -> Result<(), FsError>;
+    /// Creates `dir` and its parents if absent; returns whether it created
+    /// any (the caller then syncs the parent).
+    fn create_dir_all(&mut self, dir: &Path) -> Result<bool, FsError>;
+}
+
+/// Real files (std::fs). Appends go through a cached handle per file, so the
+/// hot path is one `write` syscall and one `fsync`.
+#[derive(Debug, Default)]
+pub struct StdFs {
+    open: BTreeMap<PathBuf, File>,
+}
+
+/// Files kept open at once (the data dir appends to one segment at a time).
+const OPEN_FILES_MAX: usize = 4;
+
+impl StdFs {
+    pub fn new() -> StdFs {
+        StdFs::default()
+    }
+
+    fn handle(&mut self, path: &Path, op: FsOp) -> Result<&mut File, FsError> {
+        if !self.open.contains_key(path) {
+            if self.open.len() >= OPEN_FILES_MAX {
+                self.open.clear();
+            }
+            let file = OpenOptions::new()
+                .read(true)
+                .append(true)
+                .open(path)
+                .map_err(|e| FsError::from_io(op, path, &e))?;
+            self.open.insert(path.to_path_buf(), file);
+        }
+        Ok(self.open.get_mut(path).expect("inserted"))
+    }
+}
+
+impl Fs for StdFs {
+    fn create(&mut self, path: &Path) -> Result<(), FsError> {
+        self.open.remove(path);
+        let file = File::create(path).map_err(|e| FsError::from_io(FsOp::Create, path, &e))?;
+        drop(file);
+        Ok(())
+    }
+
+    fn append(&mut self, path: &Path, bytes: &[u8]) -> Result<(), FsError> {
+        let file = self.handle(path, FsOp::Write)?;
+        file.write_all(bytes)
+            .map_err(|e| FsError::from_io(FsOp::Write, path, &e))
+    }
+
+    fn read(&mut self, path: &Path) -> Result<Vec<u8>, FsError> {
+        fs::read(path).map_err(|e| FsError::from_io(FsOp::Read, path, &e))
+    }
+
+    fn read_range(&mut self, path: &Path, offset: u64, len: usize) -> Result<Vec<u8>, FsError> {
+        let err = |e: io::Error| FsError::from_io(FsOp::Read, path, &e);
+        let mut file = File::open(path).map_err(err)?;
+        file.seek(SeekFrom::Start(offset)).map_err(err)?;
+        let mut out = Vec::new();
+        file.take(len as u64).read_to_end(&mut out).map_err(err)?;
+        Ok(out)
+    }
+
+    fn sync(&mut self, path: &Path) -> Result<(), FsError> {
+        let file = self.handle(path, FsOp::Sync)?;
+        let result = file.sync_all();
+        if result.is_err() {
+            // Never fsync this handle again: after a failed fsync the kernel
+            // may have dropped the dirty pages and a retry would "succeed".
+            self.open.remove(path);
+        }
+        result.map_err(|e| FsError::from_io(FsOp::Sync, path, &e))
+    }
+
+    fn rename(&mut self, from: &Path, to: &Path) -> Result<(), FsError> {
+        self.open.remove(from);
+        self.open.remove(to);
+        fs::rename(from, to).map_err(|e| FsError::from_io(FsOp::Rename, to, &e))
+    }
+
+    fn remove(&mut self, path: &Path) -> Result<(), FsError> {
+        self.open.remove(path);
+        fs::remove_file(path).map_err(|e| FsError::from_io(FsOp::Remove, path, &e))
+    }
+
+    fn list(&mut self, dir: &Path) -> Result<Vec<String>, FsError> {
+        let err = |e: io::Error| FsError::from_io(FsOp::List, dir, &e);
+        let mut out = Vec::new();
+        for entry in fs::read_dir(dir).map_err(err)? {
+            let entry = entry.map_err(err)?;
+            if let Some(name) = entry.file_name().to_str() {
+                out.push(name.to_string());
+            }
+        }
+        out.sort();
+        Ok(out)
+    }
+
+    fn sync_dir(&mut self, dir: &Path) -> Result<(), FsError> {
+        File::open(dir)
+            .and_then(|d| d.sync_all())
+            .map_err(|e| FsError::from_io(FsOp::SyncDir, dir, &e))
+    }
+
+    fn truncate(&mut self, path: &Path, len: u64) -> Result<(), FsError> {
+        let file = self.handle(path, FsOp::Truncate)?;
+        file.set_len(len)
+            .map_err(|e| FsError::from_io(FsOp::Truncate, path, &e))
+    }
+
+    fn create_dir_all(&mut self, dir: &Path) -> Result<bool, FsError> {
+        if dir.is_dir() {
+            return Ok(false);
+        }
+        fs::create_dir_all(dir).map_err(|e| FsError::from_io(FsOp::CreateDir, dir, &e))?;
+        Ok(true)
+    }
+}
