@@ -199,6 +199,14 @@ impl<F: Fs> DataDir<F> {
         self.dir.join(files::segment_name(first))
     }
 
+    /// Deletes a segment and makes that durable before the next deletion:
+    /// the order segments go in is what keeps a crash recoverable, and a
+    /// directory's unsynced removals may reach the disk in any order.
+    fn remove_segment(&mut self, first: LogIndex) -> Result<(), Fail> {
+        self.fs.remove(&self.segment_path(first)).map_err(fatal)?;
+        self.fs.sync_dir(&self.dir).map_err(fatal)
+    }
+
     /// Makes every append so far durable.
     fn sync_log(&mut self) -> Result<(), Fail> {
         if let (true, Some(&(first, _))) = (self.unsynced, self.segments.last()) {
@@ -273,12 +281,9 @@ impl<F: Fs> DataDir<F> {
         let mut lowest_dropped = None;
         while self.segments.last().is_some_and(|&(first, _)| first >= at) {
             let (first, _) = self.segments.pop().expect("checked");
-            self.fs.remove(&self.segment_path(first)).map_err(fatal)?;
             self.unsynced = false;
+            self.remove_segment(first)?;
             lowest_dropped = Some(first);
-        }
-        if lowest_dropped.is_some() {
-            self.fs.sync_dir(&self.dir).map_err(fatal)?;
         }
         // The entries left on disk end where the last deleted segment began.
         let last_on_disk = match lowest_dropped {
@@ -331,6 +336,9 @@ impl<F: Fs> DataDir<F> {
             return Ok(());
         }
         if at > self.purged {
+            // Appends before it reach the disk first: a crash never keeps a
+            // purge and loses a write before it.
+            self.sync_log()?;
             self.replace_file(PURGED, &encode(WalRecord::PurgeUpTo(at)))?;
             self.purged = at;
         }
@@ -342,7 +350,6 @@ impl<F: Fs> DataDir<F> {
     /// below `first_live` (all their entries are dead); every segment when
     /// `first_live` is `None`.
     fn drop_segments_oldest_first(&mut self, first_live: Option<LogIndex>) -> Result<(), Fail> {
-        let mut deleted = false;
         loop {
             let dead = match first_live {
                 None => !self.segments.is_empty(),
@@ -355,11 +362,7 @@ impl<F: Fs> DataDir<F> {
             if self.segments.is_empty() {
                 self.unsynced = false;
             }
-            self.fs.remove(&self.segment_path(first)).map_err(fatal)?;
-            deleted = true;
-        }
-        if deleted {
-            self.fs.sync_dir(&self.dir).map_err(fatal)?;
+            self.remove_segment(first)?;
         }
         Ok(())
     }
@@ -376,13 +379,9 @@ impl<F: Fs> DataDir<F> {
         }
         // The whole log goes, newest first: a crash leaves a prefix of it,
         // which recovery drops too (it still disagrees with the snapshot).
-        let deleted = !self.segments.is_empty();
-        while let Some((first, _)) = self.segments.pop() {
-            self.fs.remove(&self.segment_path(first)).map_err(fatal)?;
-        }
         self.unsynced = false;
-        if deleted {
-            self.fs.sync_dir(&self.dir).map_err(fatal)?;
+        while let Some((first, _)) = self.segments.pop() {
+            self.remove_segment(first)?;
         }
         Ok(())
     }

@@ -39,6 +39,15 @@ struct Segment {
     records: Vec<(u64, WalRecord)>,
 }
 
+impl Segment {
+    fn dir(&self) -> PathBuf {
+        self.path
+            .parent()
+            .map(Path::to_path_buf)
+            .unwrap_or_default()
+    }
+}
+
 /// Reads the raft dir `dir` (which exists) and tidies it: leftover `*.tmp`
 /// files are deleted, a torn tail of the last segment is truncated, and
 /// files that hold nothing live any more (snapshots past the newest two,
@@ -374,7 +383,9 @@ fn read_segments(
 
 /// Deletes the segments that hold no live entry: all of them when the log
 /// is empty, else every segment whose successor starts at or below the
-/// log's first index. The order keeps a crash in the middle recoverable to
+/// log's first index, each removal made durable before the next (a
+/// directory's unsynced removals may reach the disk in any order). The
+/// order keeps a crash in the middle recoverable to
 /// the same state: when the log that was read held the snapshot's last
 /// entry (or there is no snapshot), oldest first, so what is left still
 /// holds it; otherwise (a log an installed snapshot replaced) newest first,
@@ -394,6 +405,7 @@ fn drop_dead_segments(
                 segments.pop().expect("not empty")
             };
             fs.remove(&seg.path)?;
+            fs.sync_dir(&seg.dir())?;
             deleted = true;
         }
         return Ok(deleted);
@@ -401,6 +413,7 @@ fn drop_dead_segments(
     while segments.len() >= 2 && segments[1].first <= first_live {
         let seg = segments.remove(0);
         fs.remove(&seg.path)?;
+        fs.sync_dir(&seg.dir())?;
         deleted = true;
     }
     Ok(deleted)

@@ -16,7 +16,9 @@
 //!   ([`SimFs::fail_next`], or at random rates with [`SimFs::set_faults`]);
 //!   a failed write may still land a prefix of its bytes, and a failed fsync
 //!   makes nothing durable. A full device ([`SimFs::set_full`]) refuses
-//!   every write with ENOSPC. A slow op adds latency that the caller takes
+//!   every write with ENOSPC. [`SimFs::die_after`] fails every call after
+//!   the next `n` with EIO (a crash in the middle of a multi-step write). A
+//!   slow op adds latency that the caller takes
 //!   with [`SimFs::take_latency_ns`] and sleeps.
 //! - Directories are created durable (the data dir makes its one directory
 //!   once, at start).
@@ -82,6 +84,9 @@ pub struct SimFs {
     /// One-shot faults: the next op of this kind fails with this errno.
     planned: Vec<(FsOp, i32)>,
     full: bool,
+    /// Mutating calls left before the machine "dies": every call after
+    /// that fails with EIO until [`SimFs::crash`].
+    calls_left: Option<u64>,
     latency_ns: u64,
     stats: SimFsStats,
 }
@@ -98,6 +103,7 @@ impl SimFs {
             rates: FaultRates::default(),
             planned: Vec::new(),
             full: false,
+            calls_left: None,
             latency_ns: 0,
             stats: SimFsStats::default(),
         }
@@ -116,6 +122,13 @@ impl SimFs {
     /// A full device: every write fails with ENOSPC until cleared.
     pub fn set_full(&mut self, full: bool) {
         self.full = full;
+    }
+
+    /// Lets `n` more mutating calls (create, write, fsync, rename, remove,
+    /// truncate) through, then fails every call with EIO until
+    /// [`SimFs::crash`]: a crash at any point inside a multi-step write.
+    pub fn die_after(&mut self, n: u64) {
+        self.calls_left = Some(n);
     }
 
     /// Latency the ops since the last call added, for the caller to sleep.
@@ -198,6 +211,7 @@ impl SimFs {
             inode.durable = kept;
         }
         self.planned.clear();
+        self.calls_left = None;
         self.latency_ns = 0;
         report
     }
@@ -248,6 +262,18 @@ impl SimFs {
             .ok_or_else(|| Self::not_found(op, path))
     }
 
+    /// Counts a mutating call; EIO once the machine is dead.
+    fn alive(&mut self, op: FsOp, path: &Path) -> Result<(), FsError> {
+        match &mut self.calls_left {
+            Some(0) => Err(Self::errno_error(op, path, EIO)),
+            Some(n) => {
+                *n -= 1;
+                Ok(())
+            }
+            None => Ok(()),
+        }
+    }
+
     /// A planned or random fault for this op, and any slowness.
     fn fault(&mut self, op: FsOp, path: &Path) -> Result<(), FsError> {
         if let Some(i) = self.planned.iter().position(|(o, _)| *o == op) {
@@ -285,6 +311,7 @@ impl SimFs {
 
 impl Fs for SimFs {
     fn create(&mut self, path: &Path) -> Result<(), FsError> {
+        self.alive(FsOp::Create, path)?;
         self.parent_exists(FsOp::Create, path)?;
         if let Some(ino) = self.names.get(path) {
             self.inodes.get_mut(ino).expect("linked").data.clear();
@@ -298,6 +325,7 @@ impl Fs for SimFs {
     }
 
     fn append(&mut self, path: &Path, bytes: &[u8]) -> Result<(), FsError> {
+        self.alive(FsOp::Write, path)?;
         let ino = self.inode(FsOp::Write, path)?;
         self.stats.writes += 1;
         if let Err(e) = self.fault(FsOp::Write, path) {
@@ -329,6 +357,7 @@ impl Fs for SimFs {
     }
 
     fn sync(&mut self, path: &Path) -> Result<(), FsError> {
+        self.alive(FsOp::Sync, path)?;
         let ino = self.inode(FsOp::Sync, path)?;
         self.stats.syncs += 1;
         self.fault(FsOp::Sync, path)?;
@@ -338,6 +367,7 @@ impl Fs for SimFs {
     }
 
     fn rename(&mut self, from: &Path, to: &Path) -> Result<(), FsError> {
+        self.alive(FsOp::Rename, to)?;
         self.parent_exists(FsOp::Rename, to)?;
         let ino = self.inode(FsOp::Rename, from)?;
         self.names.remove(from);
@@ -346,6 +376,7 @@ impl Fs for SimFs {
     }
 
     fn remove(&mut self, path: &Path) -> Result<(), FsError> {
+        self.alive(FsOp::Remove, path)?;
         self.inode(FsOp::Remove, path)?;
         self.names.remove(path);
         Ok(())
@@ -367,6 +398,7 @@ impl Fs for SimFs {
         if !self.dirs.contains(dir) {
             return Err(Self::not_found(FsOp::SyncDir, dir));
         }
+        self.alive(FsOp::SyncDir, dir)?;
         self.stats.dir_syncs += 1;
         self.durable_names.retain(|p, _| p.parent() != Some(dir));
         for (p, ino) in &self.names {
@@ -378,6 +410,7 @@ impl Fs for SimFs {
     }
 
     fn truncate(&mut self, path: &Path, len: u64) -> Result<(), FsError> {
+        self.alive(FsOp::Truncate, path)?;
         let ino = self.inode(FsOp::Truncate, path)?;
         let len = usize::try_from(len).unwrap_or(usize::MAX);
         self.inodes

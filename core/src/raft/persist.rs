@@ -318,3 +318,170 @@ impl Durable {
         (first.0 > base.0.saturating_add(1) || first == LogIndex::ZERO).then_some((base, first))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::raft::{EntryPayload, Membership};
+
+    fn entries(range: core::ops::RangeInclusive<u64>, term: u64) -> Vec<Entry> {
+        range
+            .map(|i| Entry {
+                term: Term(term),
+                index: LogIndex(i),
+                payload: EntryPayload::Noop,
+            })
+            .collect()
+    }
+
+    fn snap(index: u64, term: u64) -> Snapshot {
+        Snapshot {
+            meta: SnapshotMeta {
+                last_index: LogIndex(index),
+                last_term: Term(term),
+                membership: Membership::default(),
+            },
+            data: vec![7],
+        }
+    }
+
+    fn with(ops: &[PersistOp]) -> Durable {
+        let mut d = Durable::default();
+        for op in ops {
+            d.apply(op).unwrap_or_else(|e| panic!("{op:?}: {e}"));
+        }
+        d
+    }
+
+    #[test]
+    fn save_leaves_the_log_and_purge_drops_only_what_it_covers() {
+        let d = with(&[
+            PersistOp::Append(entries(1..=6, 1)),
+            PersistOp::SaveSnapshot(snap(4, 1)),
+        ]);
+        assert_eq!(d.entries, entries(1..=6, 1));
+        let d = with(&[
+            PersistOp::Append(entries(1..=6, 1)),
+            PersistOp::SaveSnapshot(snap(4, 1)),
+            PersistOp::PurgeUpTo(LogIndex(2)),
+            PersistOp::PurgeUpTo(LogIndex(1)), // below the first entry: nothing
+        ]);
+        assert_eq!(d.entries, entries(3..=6, 1));
+        assert_eq!(d.shape().floor, LogIndex(4), "the snapshot is the floor");
+    }
+
+    #[test]
+    fn install_keeps_a_matching_suffix_and_drops_any_other_log() {
+        let log = PersistOp::Append(entries(1..=6, 2));
+        let d = with(&[log.clone(), PersistOp::InstallSnapshot(snap(4, 2))]);
+        assert_eq!(d.entries, entries(5..=6, 2));
+        let d = with(&[log.clone(), PersistOp::InstallSnapshot(snap(4, 3))]);
+        assert_eq!(d.entries, vec![]);
+        let d = with(&[log, PersistOp::InstallSnapshot(snap(9, 3))]);
+        assert_eq!((d.last_index(), d.entries), (LogIndex(9), vec![]));
+    }
+
+    #[test]
+    fn truncate_then_append_replaces_a_suffix() {
+        let d = with(&[
+            PersistOp::Append(entries(1..=6, 1)),
+            PersistOp::TruncateFrom(LogIndex(4)),
+            PersistOp::Append(entries(4..=5, 2)),
+        ]);
+        let mut want = entries(1..=3, 1);
+        want.extend(entries(4..=5, 2));
+        assert_eq!(d.entries, want);
+    }
+
+    #[test]
+    fn each_refusal_names_its_reason_and_changes_nothing() {
+        let base = with(&[
+            PersistOp::HardState(HardState {
+                term: Term(3),
+                vote: None,
+            }),
+            PersistOp::Append(entries(1..=6, 1)),
+            PersistOp::SaveSnapshot(snap(4, 1)),
+        ]);
+        let cases = [
+            (
+                PersistOp::Append(entries(8..=8, 1)),
+                PersistError::AppendNotNext {
+                    first: LogIndex(8),
+                    last: LogIndex(6),
+                },
+            ),
+            (
+                PersistOp::Append(entries(6..=6, 1)),
+                PersistError::AppendNotNext {
+                    first: LogIndex(6),
+                    last: LogIndex(6),
+                },
+            ),
+            (
+                PersistOp::TruncateFrom(LogIndex(4)),
+                PersistError::TruncateAtFloor {
+                    at: LogIndex(4),
+                    floor: LogIndex(4),
+                },
+            ),
+            (
+                PersistOp::TruncateFrom(LogIndex(7)),
+                PersistError::TruncatePastLast {
+                    at: LogIndex(7),
+                    last: LogIndex(6),
+                },
+            ),
+            (
+                PersistOp::PurgeUpTo(LogIndex(5)),
+                PersistError::PurgePastSnapshot {
+                    at: LogIndex(5),
+                    snapshot: LogIndex(4),
+                },
+            ),
+            (
+                PersistOp::InstallSnapshot(snap(4, 1)),
+                PersistError::SnapshotNotNewer {
+                    index: LogIndex(4),
+                    term: Term(1),
+                    stored_index: LogIndex(4),
+                    stored_term: Term(1),
+                },
+            ),
+            (
+                PersistOp::SaveSnapshot(snap(5, 2)),
+                PersistError::SnapshotNotInLog {
+                    index: LogIndex(5),
+                    term: Term(2),
+                    found: Some(Term(1)),
+                },
+            ),
+            (
+                PersistOp::HardState(HardState {
+                    term: Term(2),
+                    vote: None,
+                }),
+                PersistError::TermRegressed {
+                    term: Term(2),
+                    stored: Term(3),
+                },
+            ),
+        ];
+        for (op, want) in cases {
+            let mut d = base.clone();
+            assert_eq!(d.apply(&op), Err(want), "{op:?}");
+            assert_eq!(d, base, "{op:?} changed the state");
+        }
+        let mut jumpy = entries(7..=7, 1);
+        jumpy.extend(entries(9..=9, 1));
+        let mut d = base.clone();
+        assert_eq!(
+            d.apply(&PersistOp::Append(jumpy)),
+            Err(PersistError::AppendNotConsecutive {
+                at: LogIndex(7),
+                next: LogIndex(9)
+            })
+        );
+        assert_eq!(d, base);
+    }
+}
