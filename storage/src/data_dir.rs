@@ -75,6 +75,9 @@ pub struct DataDir<F: Fs> {
     summary: Durable,
     /// What the `purged` file holds (0 if there is none).
     purged: LogIndex,
+    /// What it must hold before another snapshot file is written (see
+    /// `raise_purged`).
+    purge_floor: LogIndex,
     /// The first fatal error; every write after it fails.
     failed: Option<String>,
 }
@@ -175,8 +178,16 @@ impl<F: Fs> DataDir<F> {
             snapshots: rec.snapshots,
             summary: light_durable(&rec.durable),
             purged: rec.purged,
+            purge_floor: rec.purge_floor,
             failed: None,
         };
+        let mut data_dir = data_dir;
+        match data_dir.raise_purged() {
+            // A full disk: the raise waits for the next snapshot or purge,
+            // which must write it first; the state read is right as it is.
+            Ok(()) | Err(Fail::Clean(StorageError::NoSpace { .. })) => {}
+            Err(Fail::Clean(e)) | Err(Fail::Fatal(e)) => return Err(e),
+        }
         Ok((data_dir, rec.durable, rec.warnings))
     }
 
@@ -309,6 +320,7 @@ impl<F: Fs> DataDir<F> {
     ) -> Result<(), Fail> {
         // Appends the snapshot depends on reach the disk before it does.
         self.sync_log()?;
+        self.raise_purged()?;
         let (index, term) = (meta.last_index, meta.last_term);
         self.replace_file(&files::snapshot_name(index, term), &encode(record))?;
         self.snapshots.push((index, term));
@@ -335,15 +347,28 @@ impl<F: Fs> DataDir<F> {
         if self.segments.first().is_none_or(|&(first, _)| first > at) {
             return Ok(());
         }
-        if at > self.purged {
-            // Appends before it reach the disk first: a crash never keeps a
-            // purge and loses a write before it.
-            self.sync_log()?;
-            self.replace_file(PURGED, &encode(WalRecord::PurgeUpTo(at)))?;
-            self.purged = at;
-        }
+        self.purge_floor = self.purge_floor.max(at);
+        self.raise_purged()?;
         let all = at >= self.summary.last_index();
         self.drop_segments_oldest_first(if all { None } else { Some(at.next()) })
+    }
+
+    /// Writes `purged` up to `purge_floor` if it is behind. `purged` holds
+    /// the highest index whose entries were dropped, so a later, lower purge
+    /// cannot bring entries back, and entries that an installed snapshot (or
+    /// an older build's snapshot record) dropped stay dropped once a newer
+    /// snapshot file replaces the one that said so.
+    fn raise_purged(&mut self) -> Result<(), Fail> {
+        if self.purge_floor <= self.purged {
+            return Ok(());
+        }
+        // Appends before it reach the disk first: a crash never keeps a
+        // purge and loses a write before it.
+        self.sync_log()?;
+        let at = self.purge_floor;
+        self.replace_file(PURGED, &encode(WalRecord::PurgeUpTo(at)))?;
+        self.purged = at;
+        Ok(())
     }
 
     /// Deletes, oldest first, every segment whose successor starts at or

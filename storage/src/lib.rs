@@ -33,8 +33,12 @@
 //!   `SaveSnapshot` or `InstallSnapshot` record (or an older build's
 //!   `Snapshot { snapshot, compact_to }`), written like the hard state. The
 //!   newest two are kept.
-//! - `purged`: one `PurgeUpTo` record, the newest purge, written like the
-//!   hard state (purges are rare: one per snapshot).
+//! - `purged`: one `PurgeUpTo` record, the highest index whose entries were
+//!   dropped (by a purge, or by an installed snapshot that kept the log
+//!   after it), written like the hard state (rarely: about once per
+//!   snapshot). Recovery applies it last, so entries the first segment still
+//!   holds below the live log never come back, whichever snapshot file is
+//!   newest.
 //!
 //! See [`DataDir`] for the write order that keeps every crash recoverable,
 //! the recovery rules, and what an I/O error does.

@@ -21,6 +21,8 @@ pub(crate) struct Recovered {
     pub snapshots: Vec<(LogIndex, Term)>,
     /// What the `purged` file holds (0 if there is none).
     pub purged: LogIndex,
+    /// What it must hold before another snapshot file is written.
+    pub purge_floor: LogIndex,
 }
 
 fn corrupt(file: &Path, offset: u64, reason: impl Into<String>) -> StorageError {
@@ -70,8 +72,9 @@ impl Segment {
 ///   that the real one must replace.
 ///
 /// The `purged` record comes last (it is never newer than the snapshot).
-/// When entries below the live log are still on disk, `purged` is raised
-/// to just below it, so no later snapshot file can bring them back.
+/// When entries below the live log are still on disk, `purged` must be
+/// raised to just below it (the data dir does, at open or before its next
+/// snapshot file), so no later snapshot file can bring them back.
 /// Any record the interpreter refuses, any gap, and any damage other than a
 /// torn tail of the last segment is [`StorageError::Corrupt`], naming the
 /// file: nothing is silently skipped.
@@ -193,18 +196,16 @@ pub(crate) fn recover(fs: &mut impl Fs, dir: &Path) -> Result<Recovered, Storage
     if changed {
         fs.sync_dir(dir)?;
     }
-    let mut purged = purged.map_or(LogIndex::ZERO, |(_, at)| at);
+    let purged = purged.map_or(LogIndex::ZERO, |(_, at)| at);
     // Entries left on disk below the live log were dropped by a record that
     // a newer snapshot file may replace (an installed snapshot, or an older
-    // build's snapshot record with its `compact_to`): `purged` says so on
-    // its own, so they never come back.
+    // build's snapshot record with its `compact_to`): `purged` must say so
+    // on its own (the data dir writes it), so they never come back.
+    let mut purge_floor = purged;
     if let (Some(seg), Some(e)) = (segments.first(), d.entries.first()) {
         let dead_up_to = e.index.prev();
-        if seg.first <= dead_up_to && purged < dead_up_to {
-            let mut bytes = Vec::new();
-            wal::encode_record(&WalRecord::PurgeUpTo(dead_up_to), &mut bytes);
-            files::write_atomically(fs, dir, files::PURGED, &bytes)?;
-            purged = dead_up_to;
+        if seg.first <= dead_up_to {
+            purge_floor = purge_floor.max(dead_up_to);
         }
     }
     Ok(Recovered {
@@ -213,6 +214,7 @@ pub(crate) fn recover(fs: &mut impl Fs, dir: &Path) -> Result<Recovered, Storage
         segments: segments.iter().map(|s| (s.first, s.len)).collect(),
         snapshots: snapshot_files.into_keys().collect(),
         purged,
+        purge_floor,
     })
 }
 

@@ -1,8 +1,9 @@
 //! Property tests of the data dir on `SimFs`, against the one interpreter
 //! (`Durable::apply`) as the model:
 //!
-//! (a) random valid op sequences, a crash at a random point (between ops or
-//!     inside one), a random surviving prefix of every unsynced byte and
+//! (a) random valid op sequences, some writes refused for lack of space
+//!     (then retried), a crash at a random point (between ops or inside
+//!     one), a random surviving prefix of every unsynced byte and
 //!     directory entry, then recovery: the state is the model after some
 //!     prefix of the ops that holds every synced op, or, when the op after
 //!     that prefix is a truncation, that state with some of the dropped
@@ -25,7 +26,7 @@ use tern_core::raft::{
 };
 use tern_core::wire::wal::{encode_record, recover, WalRecord};
 use tern_core::{LogIndex, NodeId, PersistOp, Term};
-use tern_storage::{SimFs, Storage, StorageError};
+use tern_storage::{FaultRates, SimFs, Storage, StorageError};
 
 /// `cases` per property, or `PROPTEST_CASES` to widen a run.
 fn config(cases: u32) -> ProptestConfig {
@@ -60,6 +61,7 @@ proptest! {
         seed in any::<u64>(),
         crash_step in 0usize..40,
         die_after in prop::option::of(0u64..12),
+        full_ppm in prop_oneof![Just(0u64), 50_000u64..300_000],
     ) {
         let mut t = Tape::new(&tape);
         let mut gen = Gen::default();
@@ -68,6 +70,11 @@ proptest! {
         let mut ops = Vec::new();
         let mut synced = 0; // every op before this index is durable
         let (mut dd, _, _) = open(SimFs::new(seed));
+        // Writes that hit a full disk: NoSpace must leave no trace, so the
+        // op is simply retried with room.
+        let rates = FaultRates { write_enospc_ppm: full_ppm, ..FaultRates::default() };
+        dd.fs_mut().set_faults(rates);
+        let mut no_space = 0;
         let mut step = 0;
         'run: while !t.done() {
             if step == crash_step {
@@ -76,7 +83,13 @@ proptest! {
                 }
             }
             for (op, sync) in gen.step(&mut t) {
-                let result = dd.persist(&op, sync);
+                let mut result = dd.persist(&op, sync);
+                if let Err(StorageError::NoSpace { .. }) = result {
+                    no_space += 1;
+                    dd.fs_mut().set_faults(FaultRates::default());
+                    result = dd.persist(&op, sync);
+                    dd.fs_mut().set_faults(rates);
+                }
                 let mut m = models.last().expect("one").clone();
                 m.apply(&op).expect("the generator's ops are valid");
                 models.push(m);
@@ -104,7 +117,8 @@ proptest! {
         });
         prop_assert!(
             ok,
-            "recovered {:?}\nnot a state after ops {synced}..={} of {:?}",
+            "recovered {:?} ({no_space} writes refused for lack of space)\nnot a state after \
+             ops {synced}..={} of {:?}",
             summary(&r),
             models.len() - 1,
             ops.iter().map(op_summary).collect::<Vec<_>>()
