@@ -20,6 +20,9 @@ pub struct Bugs {
     /// On a hint that the leader is unreachable, help elect another at once
     /// instead of honouring its lease first.
     pub hint_skips_lease: bool,
+    /// The outbox releases a send that waits for a durable write as soon as
+    /// the write is handed to the disk, not once it is durable.
+    pub send_before_persisted: bool,
 }
 
 /// A server's configuration. Durations are [`Duration`]s; sizes end in `_bytes_max`.

@@ -173,6 +173,7 @@ impl Server {
             }
             Input::Leave => self.leave(now, out),
             Input::Unreachable(peer) => self.peer_unreachable(now, peer, out),
+            Input::Persisted(id) => self.raft.persisted(now, id, out),
         }
         self.after(now, out);
     }
@@ -462,6 +463,7 @@ impl Server {
                 to: leader,
                 body: MessageBody::Forward { id, request },
             },
+            after: None,
         });
     }
 
@@ -713,6 +715,9 @@ impl Server {
                             to: from,
                             body: MessageBody::ForwardReply { id, response },
                         },
+                        // A reply reflects committed state, which a quorum
+                        // holds durably; nothing of ours needs to be on disk.
+                        after: None,
                     });
                 }
             }
