@@ -14,15 +14,17 @@ pub enum Bug {
     StaleRead,
     CommitOldTerm,
     HintSkipsLease,
+    SendBeforePersisted,
 }
 
 impl Bug {
-    pub const ALL: [Bug; 5] = [
+    pub const ALL: [Bug; 6] = [
         Bug::VoteTwice,
         Bug::AckBeforeFsync,
         Bug::StaleRead,
         Bug::CommitOldTerm,
         Bug::HintSkipsLease,
+        Bug::SendBeforePersisted,
     ];
 
     pub fn name(self) -> &'static str {
@@ -32,6 +34,7 @@ impl Bug {
             Bug::StaleRead => "stale-read",
             Bug::CommitOldTerm => "commit-old-term",
             Bug::HintSkipsLease => "hint-skips-lease",
+            Bug::SendBeforePersisted => "send-before-persisted",
         }
     }
 
@@ -47,6 +50,7 @@ impl Bug {
             Some(Bug::StaleRead) => b.stale_read = true,
             Some(Bug::CommitOldTerm) => b.commit_old_term = true,
             Some(Bug::HintSkipsLease) => b.hint_skips_lease = true,
+            Some(Bug::SendBeforePersisted) => b.send_before_persisted = true,
             None => {}
         }
         b

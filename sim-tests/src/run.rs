@@ -112,13 +112,16 @@ fn fold_trace(h: &mut u64, obs: &Observation<'_>) {
     obs.now.hash(&mut s);
     obs.server.term().hash(&mut s);
     obs.server.commit_index().hash(&mut s);
-    for a in obs.actions {
+    for a in obs.actions.iter().chain(obs.executed) {
         match a {
             Action::Persist { op, .. } => (0u8, format!("{op:?}").len()).hash(&mut s),
             Action::Send { message, .. } => (1u8, message.to).hash(&mut s),
             Action::Respond { id, response } => (2u8, id, response.is_ok()).hash(&mut s),
             Action::Event(e) => (3u8, format!("{e:?}")).hash(&mut s),
         }
+    }
+    for w in obs.durable {
+        (4u8, w.id.0).hash(&mut s);
     }
     *h = s.finish();
 }
@@ -149,7 +152,7 @@ async fn simulate(opts: Options, scenario: Option<Scenario>) -> Outcome {
             if obs.input.is_none() {
                 c.restarted(obs.server);
             }
-            c.observe(obs.server, obs.actions);
+            c.observe(obs.server, obs.actions, obs.durable, obs.executed);
             fold_trace(&mut trace.lock().unwrap(), obs);
         }));
     }

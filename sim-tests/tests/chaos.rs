@@ -123,3 +123,11 @@ fn planted_bug_stale_read_is_caught() {
 fn planted_bug_commit_old_term_is_caught() {
     caught_within_200(Bug::CommitOldTerm);
 }
+
+/// The outbox releases a send as its write starts instead of once it is
+/// durable (issue 7): the durability check sees the acknowledgement leave
+/// before the disk job that holds it completes.
+#[test]
+fn planted_bug_send_before_persisted_is_caught() {
+    caught_within_200(Bug::SendBeforePersisted);
+}
