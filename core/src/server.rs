@@ -21,7 +21,9 @@ use crate::raft::{
     SnapshotMeta, Suffrage,
 };
 use crate::rng::Rng;
-use crate::rpc::{Op, RaftServer, ReadMode, Reply, ReplyBody, Request, Response, RpcError};
+use crate::rpc::{
+    Blocking, Op, RaftServer, ReadMode, Reply, ReplyBody, Request, Response, RpcError,
+};
 
 /// Who is waiting for a response.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -41,6 +43,9 @@ struct Held {
     request: Request,
     deadline: Instant,
     recheck: Instant,
+    /// The overall deadline of a read that was forwarded once already and
+    /// is waiting for the next leader: it keeps it when forwarded again.
+    forward_deadline: Option<Instant>,
 }
 
 /// A request this server forwarded to the leader.
@@ -49,9 +54,12 @@ struct Forwarded {
     origin: Origin,
     /// The server it went to: only its reply counts.
     to: NodeId,
+    /// The hold timeout, or for a blocking query its whole wait (see
+    /// `forward_deadline`). A read asked again elsewhere keeps it.
     deadline: Instant,
-    /// A read, kept so it can be asked again elsewhere if `to` is reported
-    /// gone. A write is never sent twice: its outcome is unknown instead.
+    /// A read, kept so it can be asked again of a new leader, or elsewhere
+    /// if `to` is reported gone. A write is never sent twice: its outcome
+    /// is unknown instead.
     read: Option<Request>,
 }
 
@@ -87,6 +95,9 @@ pub struct Server {
     held: Vec<Held>,
     forwarded: BTreeMap<u64, Forwarded>,
     parked: Vec<Parked>,
+    /// The leader forwarded reads were last checked against: when another
+    /// becomes routable, reads forwarded elsewhere are sent to it.
+    leader_followed: Option<NodeId>,
     transfer_waiter: Option<(Origin, Term)>,
     applied_since_snapshot: u64,
     /// When to look at `applied_since_snapshot` next (`snapshot_interval`).
@@ -144,6 +155,7 @@ impl Server {
             held: Vec::new(),
             forwarded: BTreeMap::new(),
             parked: Vec::new(),
+            leader_followed: None,
             transfer_waiter: None,
             applied_since_snapshot: 0,
             next_snapshot_check: now,
@@ -359,6 +371,19 @@ impl Server {
 
     /// Decide where a request is served: here, at the leader, or later.
     fn route(&mut self, now: Instant, origin: Origin, request: Request, out: &mut Vec<Action>) {
+        self.route_within(now, origin, request, None, out)
+    }
+
+    /// `route`, for a read that was forwarded before and must be answered
+    /// by `deadline` (its first forward's) wherever it goes now.
+    fn route_within(
+        &mut self,
+        now: Instant,
+        origin: Origin,
+        request: Request,
+        deadline: Option<Instant>,
+        out: &mut Vec<Action>,
+    ) {
         let local = matches!(
             request.op,
             Op::StatusLeader | Op::StatusPeers | Op::RaftConfiguration
@@ -374,8 +399,8 @@ impl Server {
         }
         match self.routable_leader() {
             Some(l) if l == self.config.node_id => self.serve_as_leader(now, origin, request, out),
-            Some(l) => self.forward(now, l, origin, request, out),
-            None => self.hold(now, origin, request, out),
+            Some(l) => self.forward(now, l, origin, request, deadline, out),
+            None => self.hold_within(now, origin, request, deadline),
         }
     }
 
@@ -387,8 +412,9 @@ impl Server {
 
     /// The transport says `peer` is gone. Raft may campaign early; requests
     /// forwarded to `peer` stop waiting for it: a read is routed again (held
-    /// until there is a leader), a write is answered "outcome unknown" at
-    /// once, as Consul answers a write whose connection to the leader broke.
+    /// until there is a leader) within its first deadline, a write is
+    /// answered "outcome unknown" at once, as Consul answers a write whose
+    /// connection to the leader broke.
     fn peer_unreachable(&mut self, now: Instant, peer: NodeId, out: &mut Vec<Action>) {
         self.raft.peer_unreachable(now, peer);
         let gone: Vec<u64> = self
@@ -402,7 +428,7 @@ impl Server {
                 continue;
             };
             match f.read {
-                Some(request) => self.route(now, f.origin, request, out),
+                Some(request) => self.forward_again(now, f.origin, request, f.deadline, out),
                 None => self.respond(
                     f.origin,
                     Err(RpcError::Unknown(
@@ -416,13 +442,27 @@ impl Server {
 
     fn hold(&mut self, now: Instant, origin: Origin, request: Request, out: &mut Vec<Action>) {
         let _ = out;
-        let deadline = now + self.config.rpc_hold_timeout;
+        self.hold_within(now, origin, request, None)
+    }
+
+    /// Hold for at most the hold timeout, and not past `forward_deadline`,
+    /// the overall deadline of a read that was forwarded before.
+    fn hold_within(
+        &mut self,
+        now: Instant,
+        origin: Origin,
+        request: Request,
+        forward_deadline: Option<Instant>,
+    ) {
+        let hold_until = now + self.config.rpc_hold_timeout;
+        let deadline = forward_deadline.map_or(hold_until, |d| d.min(hold_until));
         let recheck = now + self.stagger();
         self.held.push(Held {
             origin,
             request,
             deadline,
             recheck,
+            forward_deadline,
         });
     }
 
@@ -432,20 +472,23 @@ impl Server {
         Duration(self.rng.range(0, max.max(1)))
     }
 
+    /// Send a request to the leader. It gives up at `deadline` if given
+    /// (a read asked again keeps its first one), else at `forward_deadline`.
     fn forward(
         &mut self,
         now: Instant,
         leader: NodeId,
         origin: Origin,
         request: Request,
+        deadline: Option<Instant>,
         out: &mut Vec<Action>,
     ) {
         let Some(address) = self.raft.address_of(leader).map(str::to_string) else {
-            return self.hold(now, origin, request, out);
+            return self.hold_within(now, origin, request, deadline);
         };
         self.next_ctx += 1;
         let id = self.next_ctx;
-        let deadline = now + self.config.rpc_hold_timeout;
+        let deadline = deadline.unwrap_or_else(|| self.forward_deadline(now, &request));
         let read = (!request.op.is_write()).then(|| request.clone());
         self.forwarded.insert(
             id,
@@ -465,6 +508,90 @@ impl Server {
             },
             after: None,
         });
+    }
+
+    /// How long a forwarded request may wait for the leader's answer: the
+    /// hold timeout, or for a blocking query its wait (capped, plus the up
+    /// to wait/16 of jitter the leader adds) plus the hold timeout for the
+    /// round trip, as Consul's `QueryOptions.HasTimedOut`
+    /// (agent/structs/structs.go).
+    fn forward_deadline(&self, now: Instant, request: &Request) -> Instant {
+        let hold = self.config.rpc_hold_timeout;
+        match request.blocking.filter(|b| b.min_index > 0) {
+            Some(b) => {
+                let wait = self.blocking_wait(&b);
+                now + wait + wait.div(16) + hold
+            }
+            None => now + hold,
+        }
+    }
+
+    /// The wait a blocking query gets: 5 minutes if it names none (Consul's
+    /// default query time), never more than `blocking_wait_max`.
+    fn blocking_wait(&self, b: &Blocking) -> Duration {
+        let wait = if b.max_wait.as_nanos() == 0 {
+            Duration::from_secs(300)
+        } else {
+            b.max_wait
+        };
+        wait.min(self.config.blocking_wait_max)
+    }
+
+    /// Ask again (of a new leader, or after `to` was reported gone) a read
+    /// this server forwarded, within its first `deadline`: a blocking
+    /// query's wait shrinks to what is left, so that the answer (wait,
+    /// jitter and round trip) still fits; with nothing left it is asked
+    /// without blocking and answers at once, as a wait that ended does.
+    fn forward_again(
+        &mut self,
+        now: Instant,
+        origin: Origin,
+        mut request: Request,
+        deadline: Instant,
+        out: &mut Vec<Action>,
+    ) {
+        if let Some(b) = request.blocking.as_mut().filter(|b| b.min_index > 0) {
+            let left = deadline.saturating_since(now).as_nanos();
+            let left = left.saturating_sub(self.config.rpc_hold_timeout.as_nanos());
+            // wait + wait/16 <= left.
+            let wait = Duration(left / 17 * 16);
+            if wait < Duration::from_millis(1) {
+                request.blocking = None;
+            } else {
+                b.max_wait = wait.min(self.blocking_wait(b));
+            }
+        }
+        self.route_within(now, origin, request, Some(deadline), out)
+    }
+
+    /// When another server becomes the routable leader, reads forwarded to
+    /// the old one are asked again of it: the old leader may never answer
+    /// (it crashed, or is cut off), and a blocking query parked there would
+    /// otherwise wait out its whole wait. A late answer from the old leader
+    /// is dropped (`handle_message` takes only the current target's).
+    fn follow_leader(&mut self, now: Instant, out: &mut Vec<Action>) {
+        let leader = self.routable_leader();
+        if leader == self.leader_followed {
+            return;
+        }
+        self.leader_followed = leader;
+        let Some(leader) = leader else {
+            // No leader yet: keep waiting for the old one, or the next.
+            return;
+        };
+        let moved: Vec<u64> = self
+            .forwarded
+            .iter()
+            .filter(|(_, f)| f.to != leader && f.read.is_some())
+            .map(|(id, _)| *id)
+            .collect();
+        for id in moved {
+            let Some(f) = self.forwarded.remove(&id) else {
+                continue;
+            };
+            let request = f.read.expect("filtered on reads");
+            self.forward_again(now, f.origin, request, f.deadline, out);
+        }
     }
 
     fn serve_as_leader(
@@ -606,12 +733,7 @@ impl Server {
         let (index, body) = self.read_local(&request.op);
         if let Some(b) = request.blocking {
             if b.min_index > 0 && index <= b.min_index {
-                let wait = if b.max_wait.as_nanos() == 0 {
-                    Duration::from_secs(300)
-                } else {
-                    b.max_wait
-                };
-                let wait = wait.min(self.config.blocking_wait_max);
+                let wait = self.blocking_wait(&b);
                 // Consul adds up to wait/16 of jitter so that many blocked
                 // clients do not return at once.
                 let jitter = Duration(self.rng.range(0, wait.as_nanos() / 16 + 1));
@@ -749,6 +871,7 @@ impl Server {
         if applied_any {
             self.wake_parked(now, out);
         }
+        self.follow_leader(now, out);
         self.retry_held(now, out);
         self.maybe_snapshot(now, out);
     }
@@ -895,10 +1018,25 @@ impl Server {
         }
     }
 
+    /// The index a parked query waits to see pass its `min_index`: the
+    /// last change to what it reads. For a key or a prefix that is narrower
+    /// than the index it answers with (a missing key answers with the table
+    /// index), so a query on a missing key is not woken by writes to other
+    /// keys, as Consul's watch on the key's node is not.
+    fn watch_index(&self, op: &Op) -> u64 {
+        match op {
+            Op::KvGet { key } => self.fsm.kv_change_index_for_key(key),
+            Op::KvList { prefix } | Op::KvKeys { prefix, .. } => {
+                self.fsm.kv_change_index_for_prefix(prefix)
+            }
+            _ => self.read_local(op).0,
+        }
+    }
+
     fn wake_parked(&mut self, now: Instant, out: &mut Vec<Action>) {
         let parked = std::mem::take(&mut self.parked);
         for p in parked {
-            let (index, _) = self.read_local(&p.request.op);
+            let index = self.watch_index(&p.request.op);
             let min = p.request.blocking.map_or(0, |b| b.min_index);
             if index > min {
                 let mut request = p.request;
@@ -919,7 +1057,7 @@ impl Server {
         for h in held {
             if leader_known || now >= h.recheck {
                 if leader_known {
-                    self.route(now, h.origin, h.request, out);
+                    self.route_within(now, h.origin, h.request, h.forward_deadline, out);
                 } else {
                     let recheck = now + self.stagger();
                     self.held.push(Held { recheck, ..h });

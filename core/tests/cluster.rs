@@ -395,3 +395,387 @@ fn snapshots_wait_for_the_snapshot_interval() {
     c.run_for(Duration::from_secs(2));
     assert_eq!(taken(&c), 1, "checked within 2 intervals: one snapshot");
 }
+
+fn blocking(mut r: Request, min_index: u64, wait: Duration) -> Request {
+    r.blocking = Some(tern_core::rpc::Blocking {
+        min_index,
+        max_wait: wait,
+    });
+    r
+}
+
+/// Put `key` through `at`, run until it is applied everywhere; its index.
+fn put_applied(c: &mut Cluster, at: NodeId, key: &str, value: &str) -> u64 {
+    let w = c.request(at, put(key, value));
+    c.run_for(Duration::from_millis(200));
+    match &c.responses[&(at, w)] {
+        Ok(r) => r.index,
+        Err(e) => panic!("put {key} through {at:?} failed: {e}"),
+    }
+}
+
+fn followers_of(c: &Cluster, leader: NodeId) -> Vec<NodeId> {
+    c.servers
+        .keys()
+        .copied()
+        .filter(|id| *id != leader)
+        .collect()
+}
+
+/// A blocking query sent to a follower is forwarded to the leader, which
+/// parks it for its whole wait; the follower waits as long (the wait plus
+/// Consul's wait/16 of jitter plus the hold timeout, as Consul's
+/// `QueryOptions.HasTimedOut` in agent/structs/structs.go), not just the
+/// 7 s hold timeout, and answers with the unchanged entry.
+#[test]
+fn a_follower_forwarded_blocking_query_waits_its_whole_wait() {
+    let mut c = Cluster::with_voters(3);
+    let leader = c.run_until_leader(Duration::from_secs(5)).unwrap();
+    let f = followers_of(&c, leader)[0];
+    let index = put_applied(&mut c, leader, "k", "1");
+
+    let q = c.request(
+        f,
+        blocking(get("k", ReadMode::Default), index, Duration::from_secs(15)),
+    );
+    c.run_for(Duration::from_secs(14));
+    assert!(
+        !c.responses.contains_key(&(f, q)),
+        "still waiting after 14 s of a 15 s wait: {:?}",
+        c.responses.get(&(f, q))
+    );
+    // The wait plus at most wait/16 of jitter (0.94 s).
+    c.run_for(Duration::from_secs(2));
+    let r = c.responses[&(f, q)]
+        .as_ref()
+        .expect("an answer, not an error");
+    assert_eq!(r.index, index);
+    assert_eq!(value_of(&c, f, q), Some("1".into()));
+}
+
+/// A forwarded blocking query wakes when the key changes, however long into
+/// its wait that is, and answers with the new value and index.
+#[test]
+fn a_follower_forwarded_blocking_query_wakes_on_a_write() {
+    let mut c = Cluster::with_voters(3);
+    let leader = c.run_until_leader(Duration::from_secs(5)).unwrap();
+    let fs = followers_of(&c, leader);
+    let index = put_applied(&mut c, leader, "k", "1");
+
+    let q = c.request(
+        fs[0],
+        blocking(get("k", ReadMode::Default), index, Duration::from_secs(60)),
+    );
+    // Past the 7 s hold timeout, then a write through the other follower.
+    c.run_for(Duration::from_secs(10));
+    assert!(!c.responses.contains_key(&(fs[0], q)));
+    let written = put_applied(&mut c, fs[1], "k", "2");
+    assert_eq!(value_of(&c, fs[0], q), Some("2".into()));
+    let r = c.responses[&(fs[0], q)].as_ref().unwrap();
+    assert_eq!(r.index, written);
+    assert!(r.index > index);
+}
+
+/// A forwarded blocking query follows the leader: when the follower learns
+/// of a new leader (here the old one crashed without a word), it sends the
+/// query again to the new one, within the original deadline, and the new
+/// leader's wake-up answers it.
+#[test]
+fn a_forwarded_blocking_query_is_sent_again_to_a_new_leader() {
+    let mut c = Cluster::with_voters(3);
+    let leader = c.run_until_leader(Duration::from_secs(5)).unwrap();
+    let fs = followers_of(&c, leader);
+    let index = put_applied(&mut c, leader, "k", "1");
+    let q = c.request(
+        fs[0],
+        blocking(get("k", ReadMode::Default), index, Duration::from_secs(60)),
+    );
+    c.run_for(Duration::from_secs(2));
+
+    // The leader dies silently; the followers elect another.
+    c.crash(leader);
+    let new = c.run_until_leader(Duration::from_secs(5)).unwrap();
+    assert_ne!(new, leader);
+    c.run_for(Duration::from_millis(100));
+    assert!(!c.responses.contains_key(&(fs[0], q)), "still parked");
+
+    // A write the old leader can never see: only the new leader can answer.
+    let written = put_applied(&mut c, new, "k", "2");
+    assert_eq!(value_of(&c, fs[0], q), Some("2".into()));
+    assert_eq!(c.responses[&(fs[0], q)].as_ref().unwrap().index, written);
+}
+
+/// When the transport reports the leader gone, a forwarded blocking query
+/// is held for the next leader and sent to it with what is left of its
+/// wait: it answers when its original wait ends, not 7 s after the
+/// re-send, and not with an error.
+#[test]
+fn a_forwarded_blocking_query_survives_an_unreachable_leader_and_keeps_its_wait() {
+    use tern_core::Input;
+    let mut c = Cluster::with_voters(3);
+    let leader = c.run_until_leader(Duration::from_secs(5)).unwrap();
+    let fs = followers_of(&c, leader);
+    let index = put_applied(&mut c, leader, "k", "1");
+    let started = c.now;
+    let wait = Duration::from_secs(20);
+    let q = c.request(fs[0], blocking(get("k", ReadMode::Default), index, wait));
+    c.run_for(Duration::from_secs(3));
+    c.crash(leader);
+    for f in &fs {
+        c.handle(*f, Input::Unreachable(leader));
+    }
+    c.run_until_leader(Duration::from_secs(5)).unwrap();
+    // Nothing changes: no answer until the original wait is over, then the
+    // unchanged entry (the wait plus at most wait/16 of jitter).
+    let end = started + wait;
+    c.run_for(end.saturating_since(c.now + Duration::from_secs(1)));
+    assert!(
+        !c.responses.contains_key(&(fs[0], q)),
+        "answered before its wait ended: {:?}",
+        c.responses.get(&(fs[0], q))
+    );
+    c.run_for(Duration::from_secs(3));
+    let r = c.responses[&(fs[0], q)]
+        .as_ref()
+        .expect("an answer, not an error");
+    assert_eq!(r.index, index);
+    assert_eq!(value_of(&c, fs[0], q), Some("1".into()));
+}
+
+/// After a leadership transfer the old leader is alive and still has the
+/// query parked: the follower sends it to the new leader, and only the new
+/// leader's reply is delivered; the old one's is dropped.
+#[test]
+fn only_the_current_leaders_reply_to_a_resent_query_is_delivered() {
+    let mut c = Cluster::with_voters(3);
+    let leader = c.run_until_leader(Duration::from_secs(5)).unwrap();
+    let fs = followers_of(&c, leader);
+    let (f, next) = (fs[0], fs[1]);
+    let index = put_applied(&mut c, leader, "k", "1");
+    let q = c.request(
+        f,
+        blocking(get("k", ReadMode::Default), index, Duration::from_secs(60)),
+    );
+    c.run_for(Duration::from_secs(1));
+    let t = c.request(
+        leader,
+        req(
+            Op::RaftTransferLeadership { to: Some(next) },
+            ReadMode::Default,
+        ),
+    );
+    c.run_for(Duration::from_millis(500));
+    assert!(c.responses[&(leader, t)].is_ok());
+    assert_eq!(c.leader(), Some(next));
+    assert!(!c.responses.contains_key(&(f, q)));
+
+    // The write wakes the query on both the old leader and the new one; the
+    // new leader applies it first. Take its answer as soon as it is there.
+    let w = c.request(next, put("k", "2"));
+    for _ in 0..1000 {
+        if c.responses.contains_key(&(f, q)) {
+            break;
+        }
+        c.step(Duration::from_millis(1));
+    }
+    let written = c.responses[&(next, w)].as_ref().unwrap().index;
+    assert_eq!(c.responses[&(f, q)].as_ref().unwrap().index, written);
+    assert!(
+        c.servers[&leader].last_applied().0 < written,
+        "the old leader has not applied the write yet"
+    );
+    c.responses.remove(&(f, q));
+    c.run_for(Duration::from_secs(2));
+    assert!(
+        !c.responses.contains_key(&(f, q)),
+        "answered twice: {:?}",
+        c.responses.get(&(f, q))
+    );
+}
+
+/// A stale blocking query is served by the follower itself and parks
+/// there until the follower applies a change to the key.
+#[test]
+fn a_stale_blocking_query_parks_on_the_follower() {
+    let mut c = Cluster::with_voters(3);
+    let leader = c.run_until_leader(Duration::from_secs(5)).unwrap();
+    let f = followers_of(&c, leader)[0];
+    let index = put_applied(&mut c, leader, "k", "1");
+    let q = c.request(
+        f,
+        blocking(get("k", ReadMode::Stale), index, Duration::from_secs(30)),
+    );
+    c.run_for(Duration::from_secs(10));
+    assert!(!c.responses.contains_key(&(f, q)));
+    let written = put_applied(&mut c, leader, "k", "2");
+    assert_eq!(value_of(&c, f, q), Some("2".into()));
+    assert_eq!(c.responses[&(f, q)].as_ref().unwrap().index, written);
+}
+
+/// A blocking query on a missing key watches that key, as Consul's
+/// `KVS.Get` watches the key's node (agent/consul/kvs_endpoint.go,
+/// state/kvs.go `kvsGetTxn`): a write to another key does not wake it;
+/// creating the key does. Its 404 carries the table index, as Consul's.
+#[test]
+fn a_blocking_query_on_a_missing_key_waits_for_that_key() {
+    let mut c = Cluster::with_voters(3);
+    let leader = c.run_until_leader(Duration::from_secs(5)).unwrap();
+    let f = followers_of(&c, leader)[0];
+    let table = put_applied(&mut c, leader, "other", "1");
+
+    // The 404 reports the KV table index.
+    let r = c.request(f, get("missing", ReadMode::Default));
+    c.run_for(Duration::from_millis(100));
+    assert_eq!(value_of(&c, f, r), None);
+    assert_eq!(c.responses[&(f, r)].as_ref().unwrap().index, table);
+
+    let q = c.request(
+        f,
+        blocking(
+            get("missing", ReadMode::Default),
+            table,
+            Duration::from_secs(60),
+        ),
+    );
+    c.run_for(Duration::from_secs(1));
+    put_applied(&mut c, leader, "unrelated", "1");
+    put_applied(&mut c, leader, "missing/child", "1");
+    c.run_for(Duration::from_secs(1));
+    assert!(
+        !c.responses.contains_key(&(f, q)),
+        "woken by a write to another key: {:?}",
+        c.responses.get(&(f, q))
+    );
+    let created = put_applied(&mut c, leader, "missing", "here");
+    assert_eq!(value_of(&c, f, q), Some("here".into()));
+    assert_eq!(c.responses[&(f, q)].as_ref().unwrap().index, created);
+
+    // A delete of the key is a change too: it wakes with a 404.
+    let q = c.request(
+        f,
+        blocking(
+            get("missing", ReadMode::Default),
+            created,
+            Duration::from_secs(60),
+        ),
+    );
+    c.run_for(Duration::from_secs(1));
+    put_applied(&mut c, leader, "unrelated", "2");
+    assert!(!c.responses.contains_key(&(f, q)));
+    let d = c.request(
+        leader,
+        req(
+            Op::KvApply(KvCommand::Delete {
+                key: "missing".into(),
+            }),
+            ReadMode::Default,
+        ),
+    );
+    c.run_for(Duration::from_millis(200));
+    let deleted = c.responses[&(leader, d)].as_ref().unwrap().index;
+    assert_eq!(value_of(&c, f, q), None);
+    assert_eq!(c.responses[&(f, q)].as_ref().unwrap().index, deleted);
+}
+
+/// `?recurse` and `?keys` blocking queries wake only when something under
+/// their prefix changes (an entry or a tombstone), also while the prefix
+/// holds nothing; a query of the empty prefix wakes on any change, as
+/// Consul's `kvsListTxn` (agent/consul/state/kvs.go).
+#[test]
+fn prefix_blocking_queries_wake_only_for_their_prefix() {
+    let mut c = Cluster::with_voters(3);
+    let leader = c.run_until_leader(Duration::from_secs(5)).unwrap();
+    let f = followers_of(&c, leader)[0];
+    let table = put_applied(&mut c, leader, "other", "1");
+    let wait = Duration::from_secs(60);
+    let list = c.request(
+        f,
+        blocking(
+            req(
+                Op::KvList {
+                    prefix: "p/".into(),
+                },
+                ReadMode::Default,
+            ),
+            table,
+            wait,
+        ),
+    );
+    let keys = c.request(
+        f,
+        blocking(
+            req(
+                Op::KvKeys {
+                    prefix: "p/".into(),
+                    separator: Some("/".into()),
+                },
+                ReadMode::Default,
+            ),
+            table,
+            wait,
+        ),
+    );
+    let everything = c.request(
+        f,
+        blocking(
+            req(
+                Op::KvList {
+                    prefix: String::new(),
+                },
+                ReadMode::Default,
+            ),
+            table,
+            wait,
+        ),
+    );
+    c.run_for(Duration::from_secs(1));
+    let unrelated = put_applied(&mut c, leader, "q/1", "1");
+    c.run_for(Duration::from_secs(1));
+    assert!(!c.responses.contains_key(&(f, list)), "recurse woke");
+    assert!(!c.responses.contains_key(&(f, keys)), "keys woke");
+    assert_eq!(
+        c.responses[&(f, everything)].as_ref().unwrap().index,
+        unrelated,
+        "the empty prefix wakes on any change"
+    );
+
+    let created = put_applied(&mut c, leader, "p/a/b", "1");
+    for q in [list, keys] {
+        assert_eq!(c.responses[&(f, q)].as_ref().unwrap().index, created);
+    }
+    match &c.responses[&(f, keys)].as_ref().unwrap().body {
+        ReplyBody::Keys(k) => assert_eq!(k, &["p/a/".to_string()]),
+        b => panic!("unexpected body {b:?}"),
+    }
+
+    // A delete under the prefix (a tombstone) wakes a prefix query.
+    let list = c.request(
+        f,
+        blocking(
+            req(
+                Op::KvList {
+                    prefix: "p/".into(),
+                },
+                ReadMode::Default,
+            ),
+            created,
+            wait,
+        ),
+    );
+    c.run_for(Duration::from_secs(1));
+    put_applied(&mut c, leader, "q/2", "1");
+    assert!(!c.responses.contains_key(&(f, list)));
+    let d = c.request(
+        leader,
+        req(
+            Op::KvApply(KvCommand::DeleteTree {
+                prefix: "p/".into(),
+            }),
+            ReadMode::Default,
+        ),
+    );
+    c.run_for(Duration::from_millis(200));
+    let deleted = c.responses[&(leader, d)].as_ref().unwrap().index;
+    let r = c.responses[&(f, list)].as_ref().unwrap();
+    assert_eq!((r.index, &r.body), (deleted, &ReplyBody::KvList(vec![])));
+}

@@ -247,6 +247,27 @@ impl KvTable {
         self.get(key).map_or(self.index, |e| e.modify_index)
     }
 
+    /// The last change to `key` itself: its entry's modify index, else its
+    /// tombstone's index, else 0.
+    pub(crate) fn change_index_for_key(&self, key: &str) -> u64 {
+        match self.get(key) {
+            Some(e) => e.modify_index,
+            None => self.tombstones.get(key).copied().unwrap_or(0),
+        }
+    }
+
+    /// The last change under `prefix`: the highest modify index among its
+    /// entries and tombstones, 0 if there are none; the table index for the
+    /// empty prefix (everything is under it).
+    pub(crate) fn change_index_for_prefix(&self, prefix: &str) -> u64 {
+        if prefix.is_empty() {
+            return self.index;
+        }
+        let live = under(&self.entries, prefix).map(|(_, s)| s.entry.modify_index);
+        let dead = under(&self.tombstones, prefix).map(|(_, at)| *at);
+        live.chain(dead).max().unwrap_or(0)
+    }
+
     pub(crate) fn hash(&self) -> u64 {
         ItemHasher::new("kv.table")
             .u64(self.index)
@@ -634,6 +655,31 @@ mod tests {
         set(&mut fsm, 2, "a/b", "v");
         assert_eq!(fsm.kv_index_for_key("a"), 1);
         assert_eq!(fsm.kv_index_for_key("missing"), 2);
+    }
+
+    #[test]
+    fn change_indexes_see_only_their_key_or_prefix() {
+        let mut fsm = Fsm::new();
+        set(&mut fsm, 1, "a/x", "v");
+        set(&mut fsm, 2, "b", "v");
+        assert_eq!(fsm.kv_change_index_for_key("a/x"), 1);
+        assert_eq!(fsm.kv_change_index_for_key("missing"), 0);
+        assert_eq!(fsm.kv_change_index_for_prefix("a/"), 1);
+        assert_eq!(fsm.kv_change_index_for_prefix("c/"), 0);
+        assert_eq!(fsm.kv_change_index_for_prefix(""), 2);
+        // A delete is a change of the key and of every prefix above it.
+        delete(&mut fsm, 3, "a/x");
+        set(&mut fsm, 4, "b", "w");
+        assert_eq!(fsm.kv_change_index_for_key("a/x"), 3);
+        assert_eq!(fsm.kv_change_index_for_prefix("a/"), 3);
+        assert_eq!(fsm.kv_change_index_for_prefix(""), 4);
+        // The read indexes are never below the change indexes.
+        for key in ["a/x", "b", "missing"] {
+            assert!(fsm.kv_index_for_key(key) >= fsm.kv_change_index_for_key(key));
+        }
+        for prefix in ["a/", "b", "c/", ""] {
+            assert!(fsm.kv_index_for_prefix(prefix) >= fsm.kv_change_index_for_prefix(prefix));
+        }
     }
 
     #[test]

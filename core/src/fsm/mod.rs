@@ -99,6 +99,22 @@ impl Fsm {
         self.kv.index_for_key(key)
     }
 
+    /// What a blocking query on one key waits to see pass its index: the
+    /// last change to that key (its modify index, or its tombstone's if it
+    /// was deleted), 0 if none is known. Unlike `kv_index_for_key`, writes
+    /// to other keys do not move it, as Consul's `KVS.Get` watches only the
+    /// key's node.
+    pub fn kv_change_index_for_key(&self, key: &str) -> u64 {
+        self.kv.change_index_for_key(key)
+    }
+
+    /// What a blocking `?recurse`/`?keys` query waits to see pass its index:
+    /// the last change (entry or tombstone) under `prefix`, 0 if none; for
+    /// the empty prefix the table index, as any change is under it.
+    pub fn kv_change_index_for_prefix(&self, prefix: &str) -> u64 {
+        self.kv.change_index_for_prefix(prefix)
+    }
+
     /// Forgets KV tombstones recorded at or below Raft index `upto`. This
     /// changes replicated state, so every replica must do it at the same
     /// point in the log (Consul replicates a tombstone reap as a command).
