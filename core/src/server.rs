@@ -853,16 +853,21 @@ impl Server {
                 self.tombstone_gc.hint(now, last);
             }
         }
-        if !leading || !self.raft.committed_in_term() {
-            return;
-        }
-        let Some(upto) = self.tombstone_gc.poll_reap(now) else {
+        // Expired bins move into the due reap on every input, so the GC's
+        // timer is always in the future (no busy loop while a reap waits).
+        let due = self.tombstone_gc.poll_reap(now);
+        assert!(
+            self.tombstone_gc.next_expiry().is_none_or(|t| t > now),
+            "the tombstone GC asks for a time already past"
+        );
+        let Some(upto) = due else {
             return;
         };
         // Hints are applied indexes or the log's end at the election, which
-        // the committed no-op of this term covers: once applied through
-        // `upto`, the state machine knows every tombstone a reap would take.
-        if self.fsm.last_applied() < upto {
+        // the committed no-op of this term covers: once that is committed
+        // and applied through `upto`, the state machine knows every
+        // tombstone a reap would take.
+        if !self.raft.committed_in_term() || self.fsm.last_applied() < upto {
             return;
         }
         if !self.fsm.has_tombstones_upto(upto) {
