@@ -13,7 +13,7 @@ use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use crate::action::{Action, Event, Input};
 use crate::clock::{Duration, Instant};
 use crate::config::{Config, ConfigError};
-use crate::fsm::{ApplyResult, Command, Fsm};
+use crate::fsm::{ApplyResult, Command, Fsm, TombstoneGc};
 use crate::ids::{LogIndex, NodeId, RequestId, Term};
 use crate::message::{Message, MessageBody};
 use crate::raft::{
@@ -84,6 +84,8 @@ pub struct Server {
     config: Config,
     raft: Raft,
     fsm: Fsm,
+    /// When the leader reaps KV tombstones (enabled only while leading).
+    tombstone_gc: TombstoneGc,
     rng: Rng,
     ever_had_leader: bool,
     draining_until: Option<Instant>,
@@ -141,10 +143,16 @@ impl Server {
         .next_u64();
         let raft = Raft::new(&config, durable, now);
         let rng = Rng::new(config.rng_seed ^ 0x005E_ED0F_5E4E);
+        let tombstone_gc = TombstoneGc::new(
+            config.tombstone_ttl,
+            config.tombstone_ttl_granularity,
+            config.tombstone_gc_buckets_max,
+        );
         Ok(Server {
             config,
             raft,
             fsm,
+            tombstone_gc,
             rng,
             ever_had_leader: false,
             draining_until: None,
@@ -205,6 +213,9 @@ impl Server {
         if let Some(d) = self.draining_until {
             t = t.min(d);
         }
+        if let Some(e) = self.tombstone_gc.next_expiry() {
+            t = t.min(e);
+        }
         Some(t)
     }
 
@@ -250,6 +261,9 @@ impl Server {
     }
     pub fn fsm(&self) -> &Fsm {
         &self.fsm
+    }
+    pub fn tombstone_gc(&self) -> &TombstoneGc {
+        &self.tombstone_gc
     }
     /// Whether this server is failing fast while it leaves.
     pub fn is_draining(&self, now: Instant) -> bool {
@@ -862,11 +876,12 @@ impl Server {
         if let Some(snap) = self.raft.take_installed_snapshot() {
             self.install_snapshot(snap, out);
         }
-        let applied_any = self.apply_committed(out);
+        let applied_any = self.apply_committed(now, out);
         self.finish_reads(now, out);
         if self.raft.role() != Role::Leader {
             self.fail_proposals(out);
         }
+        self.reap_tombstones(now, out);
         self.finish_transfer(out);
         if applied_any {
             self.wake_parked(now, out);
@@ -896,7 +911,7 @@ impl Server {
         }
     }
 
-    fn apply_committed(&mut self, out: &mut Vec<Action>) -> bool {
+    fn apply_committed(&mut self, now: Instant, out: &mut Vec<Action>) -> bool {
         let commit = self.raft.commit_index();
         let mut applied_any = false;
         while self.fsm.last_applied() < commit.0 {
@@ -906,12 +921,21 @@ impl Server {
             };
             let term = entry.term;
             let result = match &entry.payload {
-                EntryPayload::Command(c) => Some(self.fsm.apply(index.0, c)),
+                EntryPayload::Command(c) => {
+                    let r = self.fsm.apply(index.0, c);
+                    if let Command::TombstoneReap { upto } = c.as_ref() {
+                        self.tombstone_gc.reaped(*upto);
+                    } else if self.fsm.left_tombstones(index.0, c) {
+                        self.tombstone_gc.hint(now, index.0);
+                    }
+                    Some(r)
+                }
                 _ => {
                     self.fsm.apply_other(index.0);
                     None
                 }
             };
+            self.tombstone_gc.applied_through(index.0);
             applied_any = true;
             self.applied_since_snapshot += 1;
             out.push(Action::Event(Event::Applied {
@@ -940,6 +964,50 @@ impl Server {
             }
         }
         applied_any
+    }
+
+    /// Consul's leader loop: the tombstone GC runs only on the leader; a new
+    /// leader hints its last log index (`establishLeadership`), so the
+    /// tombstones of earlier terms are reaped one TTL after it took over.
+    /// When a bin expires, one reap is proposed through the log like any
+    /// command (`reapTombstones`), once the leader has committed an entry
+    /// of its term, and only if it would remove something.
+    fn reap_tombstones(&mut self, now: Instant, out: &mut Vec<Action>) {
+        let leading = self.raft.role() == Role::Leader;
+        if leading != self.tombstone_gc.is_enabled() {
+            self.tombstone_gc.set_enabled(leading);
+            if leading {
+                let last = self.raft.log().last_index().0;
+                self.tombstone_gc.hint(now, last);
+            }
+        }
+        // Expired bins move into the due reap on every input, so the GC's
+        // timer is always in the future (no busy loop while a reap waits).
+        let due = self.tombstone_gc.poll_reap(now);
+        assert!(
+            self.tombstone_gc.next_expiry().is_none_or(|t| t > now),
+            "the tombstone GC asks for a time already past"
+        );
+        let Some(upto) = due else {
+            return;
+        };
+        // Hints are applied indexes or the log's end at the election, which
+        // the committed no-op of this term covers: once that is committed
+        // and applied through `upto`, the state machine knows every
+        // tombstone a reap would take.
+        if !self.raft.committed_in_term() || self.fsm.last_applied() < upto {
+            return;
+        }
+        if !self.fsm.has_tombstones_upto(upto) {
+            self.tombstone_gc.reaped(upto);
+            return;
+        }
+        let reap = EntryPayload::Command(std::sync::Arc::new(Command::TombstoneReap { upto }));
+        // On Busy or a transfer under way the reap stays due: the next
+        // input (a heartbeat tick at the latest) tries again.
+        if let Ok((index, _)) = self.raft.propose(now, reap, out) {
+            self.tombstone_gc.proposed(index.0);
+        }
     }
 
     fn finish_reads(&mut self, now: Instant, out: &mut Vec<Action>) {

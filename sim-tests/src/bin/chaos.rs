@@ -123,8 +123,13 @@ fn main() -> ExitCode {
                 println!("  fault {f}");
             }
             println!(
-                "  ops={} acked_writes={} (verified committed: {}) unknown={} max_commit={}",
-                out.ops, out.acked_writes, out.acked_verified, out.unknown, out.max_commit
+                "  ops={} acked_writes={} (verified committed: {}) unknown={} max_commit={} tombstone_reaps={}",
+                out.ops,
+                out.acked_writes,
+                out.acked_verified,
+                out.unknown,
+                out.max_commit,
+                out.tombstone_reaps
             );
         }
         if !out.ok {
