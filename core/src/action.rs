@@ -25,10 +25,22 @@ pub enum Input {
     /// as soon as the leader's lease allows instead of waiting a whole
     /// election timeout, and requests forwarded to it stop waiting for it.
     Unreachable(NodeId),
+    /// Every durable write up to and including this one is on disk (and
+    /// fsynced where it asked to be). Writes complete in the order the core
+    /// issued them, so one id covers all before it: a driver that commits a
+    /// group of writes with one fsync reports the group's last id.
+    Persisted(PersistId),
 }
 
-/// A durable write. The driver performs it, and if `sync` fsyncs it, before
-/// it executes the next action.
+/// Names one durable write. Ids increase by one with every
+/// [`Action::Persist`] a server issues, starting after 0 in each incarnation
+/// (a restarted server starts again; what it recovered is durable already).
+#[derive(Copy, Clone, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct PersistId(pub u64);
+
+/// A durable write. The driver performs the writes in the order of their ids
+/// (fsyncing where `sync` asks) and reports [`Input::Persisted`] once they are
+/// durable; it may take other inputs meanwhile.
 ///
 /// Each op does one thing; [`crate::raft::Durable::apply`] is the one
 /// interpreter that defines them and refuses an op outside this contract
@@ -93,17 +105,29 @@ pub enum Event {
     Removed,
 }
 
-/// What the core asks its driver to do, executed strictly in order.
+/// What the core asks its driver to do.
+///
+/// Durability is explicit: a `Persist` has an id, and a `Send` that may only
+/// leave once a write is durable names it in `after` (a follower's
+/// acknowledgement of entries, a vote). Everything else may run at once, in
+/// the order given, while writes are still in flight: a leader's
+/// AppendEntries go out in parallel with its own fsync (Raft §10.2.1), and a
+/// reply to a client reflects only committed state, which a quorum holds
+/// durably. [`crate::Outbox`] is the one place that applies these rules; every
+/// driver runs it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Action {
     Persist {
+        id: PersistId,
         op: PersistOp,
         sync: bool,
     },
-    /// Send to a peer; `address` is where the peer's server port is.
+    /// Send to a peer; `address` is where the peer's server port is. Not
+    /// before the write `after` names is durable.
     Send {
         address: String,
         message: Message,
+        after: Option<PersistId>,
     },
     /// Answer a local client's request.
     Respond {

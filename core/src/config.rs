@@ -20,6 +20,9 @@ pub struct Bugs {
     /// On a hint that the leader is unreachable, help elect another at once
     /// instead of honouring its lease first.
     pub hint_skips_lease: bool,
+    /// The outbox releases a send that waits for a durable write as soon as
+    /// the write is handed to the disk, not once it is durable.
+    pub send_before_persisted: bool,
 }
 
 /// A server's configuration. Durations are [`Duration`]s; sizes end in `_bytes_max`.
@@ -83,6 +86,18 @@ pub struct Config {
     /// Consul's `kv_max_value_size`, 512 KiB.
     pub kv_value_bytes_max: usize,
 
+    /// How long a KV tombstone is kept after its delete before the leader
+    /// reaps it (Consul's `TombstoneTTL`, 15 minutes): the window in which
+    /// a blocking query on a prefix is sure to see a delete.
+    pub tombstone_ttl: Duration,
+    /// Reap times are rounded up to a multiple of this, so deletes close in
+    /// time share one reap (Consul's `TombstoneTTLGranularity`, 30 s).
+    pub tombstone_ttl_granularity: Duration,
+    /// Expiry bins the tombstone GC tracks; beyond it, new hints fold into
+    /// the newest bin (reaped later, never earlier). TTL/granularity + 1
+    /// bins are enough at the defaults.
+    pub tombstone_gc_buckets_max: usize,
+
     #[cfg(feature = "bugs")]
     pub bugs: Bugs,
 }
@@ -130,6 +145,9 @@ impl Config {
             blocking_wait_max: Duration::from_secs(600),
             kv_key_bytes_max: 4096,
             kv_value_bytes_max: 512 * 1024,
+            tombstone_ttl: Duration::from_secs(15 * 60),
+            tombstone_ttl_granularity: Duration::from_secs(30),
+            tombstone_gc_buckets_max: 1024,
             #[cfg(feature = "bugs")]
             bugs: Bugs::default(),
         }
@@ -186,13 +204,14 @@ impl Config {
                 "must be greater than zero and at most election_timeout_min",
             );
         }
-        let positive: [(&'static str, usize); 6] = [
+        let positive: [(&'static str, usize); 7] = [
             ("append_entries_max", self.append_entries_max),
             ("append_bytes_max", self.append_bytes_max),
             ("inflight_appends_max", self.inflight_appends_max),
             ("pending_proposals_max", self.pending_proposals_max),
             ("pending_requests_max", self.pending_requests_max),
             ("kv_key_bytes_max", self.kv_key_bytes_max),
+            ("tombstone_gc_buckets_max", self.tombstone_gc_buckets_max),
         ];
         for (key, v) in positive {
             if v == 0 {
@@ -216,6 +235,17 @@ impl Config {
         }
         if self.rpc_hold_timeout.as_nanos() == 0 {
             return err("rpc_hold_timeout", "must be greater than zero");
+        }
+        // Consul's NewTombstoneGC: "Tombstone TTL and granularity must be
+        // positive"; a TTL shorter than one bin would be rounded past itself.
+        if self.tombstone_ttl_granularity.as_nanos() == 0 {
+            return err("tombstone_ttl_granularity", "must be greater than zero");
+        }
+        if self.tombstone_ttl < self.tombstone_ttl_granularity {
+            return err(
+                "tombstone_ttl",
+                "must be at least tombstone_ttl_granularity",
+            );
         }
         if let Some(m) = &self.bootstrap {
             if !m.is_voter(self.node_id) {
@@ -268,5 +298,32 @@ mod tests {
         let mut c = base();
         c.bootstrap = Some(Membership::default());
         assert_eq!(c.validate().unwrap_err().key, "bootstrap");
+    }
+
+    #[test]
+    fn tombstone_gc_defaults_are_consuls_and_are_checked() {
+        let c = base();
+        assert_eq!(c.tombstone_ttl, Duration::from_secs(900));
+        assert_eq!(c.tombstone_ttl_granularity, Duration::from_secs(30));
+
+        let mut c = base();
+        c.tombstone_ttl_granularity = Duration::ZERO;
+        assert_eq!(
+            c.validate().unwrap_err().to_string(),
+            "tombstone_ttl_granularity: must be greater than zero"
+        );
+
+        let mut c = base();
+        c.tombstone_ttl = Duration::from_secs(29);
+        assert_eq!(
+            c.validate().unwrap_err().to_string(),
+            "tombstone_ttl: must be at least tombstone_ttl_granularity"
+        );
+        c.tombstone_ttl = Duration::from_secs(30);
+        c.validate().unwrap();
+
+        let mut c = base();
+        c.tombstone_gc_buckets_max = 0;
+        assert_eq!(c.validate().unwrap_err().key, "tombstone_gc_buckets_max");
     }
 }

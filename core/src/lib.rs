@@ -11,13 +11,17 @@
 //! - [`Server::poll_timeout`]`()`: when to call `handle` with
 //!   [`Input::Tick`] next, if nothing else happens first.
 //!
-//! The driver executes the [`Action`]s **strictly in order**. A
-//! [`Action::Persist`] must be written (and, if `sync`, fsynced) before the
-//! driver executes the next action: that is how "acknowledge only what is
-//! durable" is kept — a reply or message that depends on a write always comes
-//! after it in the list. Time is a value ([`Instant`], nanoseconds since a
-//! driver-chosen epoch) and randomness comes from a seed in [`Config`], so the
-//! same inputs always give the same outputs.
+//! Durability is explicit. Every [`Action::Persist`] carries a
+//! [`PersistId`]; the driver performs the writes in id order and reports
+//! [`Input::Persisted`]`(id)` once they are durable, taking other inputs
+//! meanwhile. A [`Action::Send`] that may only leave once a write is durable
+//! (a vote, a follower's acknowledgement) names it in `after`; a leader
+//! counts its own log toward commit only as far as it was reported durable.
+//! The bookkeeping of writes in flight and actions held back is one pure
+//! piece, the [`Outbox`], which every driver runs, so the simulator runs the
+//! same interleavings as the daemon. Time is a value ([`Instant`],
+//! nanoseconds since a driver-chosen epoch) and randomness comes from a seed
+//! in [`Config`], so the same inputs always give the same outputs.
 //!
 //! # The driving loop
 //!
@@ -25,7 +29,7 @@
 //! use tern_core::raft::Durable;
 //! use tern_core::rpc::{Op, ReadMode, ReplyBody, Request};
 //! use tern_core::fsm::{KvCommand, KvWrite};
-//! use tern_core::{Action, Config, Datacenter, Duration, Input, Instant, NodeId, RequestId, Server};
+//! use tern_core::{Action, Config, Datacenter, Duration, Input, Instant, NodeId, Outbox, RequestId, Server};
 //!
 //! // A one-server datacenter that bootstraps itself.
 //! let mut config = Config::new(NodeId(1), "s1", "dc1", "127.0.0.1:8300");
@@ -44,14 +48,31 @@
 //! };
 //! let mut pending = Some(put);
 //! let mut answer = None;
+//! let mut outbox = Outbox::new();
+//! let mut disk = Durable::default();
 //! while answer.is_none() {
-//!     for action in out.drain(..) {
+//!     let mut ready = Vec::new();
+//!     outbox.push(out.drain(..), &mut ready);
+//!     // Hand queued writes to the disk; here it is instant, so the job is
+//!     // durable at once (a real driver keeps taking inputs meanwhile).
+//!     let mut persisted = None;
+//!     if let Some(job) = outbox.start_job(&mut ready) {
+//!         for write in &job {
+//!             disk.apply(&write.op); // write, and fsync if `write.sync`
+//!         }
+//!         persisted = Some(outbox.job_done(&mut ready));
+//!     }
+//!     for action in ready {
 //!         match action {
-//!             Action::Persist { op: _, sync: _ } => { /* write, fsync if sync, before going on */ }
-//!             Action::Send { address: _, message: _ } => { /* frame and send to the peer */ }
+//!             Action::Persist { .. } => unreachable!("the outbox keeps writes"),
+//!             Action::Send { .. } => { /* frame and send to the peer */ }
 //!             Action::Respond { id, response } => answer = Some((id, response)),
 //!             Action::Event(_) => { /* log, metrics */ }
 //!         }
+//!     }
+//!     if let Some(id) = persisted {
+//!         server.handle(now, Input::Persisted(id), &mut out);
+//!         continue;
 //!     }
 //!     // Sleep until the next deadline (or an input arrives), then tell the core.
 //!     now = server.poll_timeout().unwrap_or(now + Duration::from_millis(10)).max(now);
@@ -74,6 +95,7 @@ pub mod config;
 pub mod fsm;
 pub mod ids;
 pub mod message;
+pub mod outbox;
 pub mod raft;
 pub mod rng;
 pub mod rpc;
@@ -81,9 +103,10 @@ pub mod server;
 pub mod testkit;
 pub mod wire;
 
-pub use action::{Action, Event, Input, PersistOp};
+pub use action::{Action, Event, Input, PersistId, PersistOp};
 pub use clock::{Clock, Duration, Instant, ManualClock};
 pub use config::{Config, ConfigError};
 pub use ids::{Datacenter, LogIndex, NodeId, NodeName, RequestId, Term};
 pub use message::{Message, MessageBody};
+pub use outbox::{Outbox, PersistWrite};
 pub use server::Server;

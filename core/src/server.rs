@@ -13,7 +13,7 @@ use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use crate::action::{Action, Event, Input};
 use crate::clock::{Duration, Instant};
 use crate::config::{Config, ConfigError};
-use crate::fsm::{ApplyResult, Command, Fsm};
+use crate::fsm::{ApplyResult, Command, Fsm, TombstoneGc};
 use crate::ids::{LogIndex, NodeId, RequestId, Term};
 use crate::message::{Message, MessageBody};
 use crate::raft::{
@@ -21,7 +21,9 @@ use crate::raft::{
     SnapshotMeta, Suffrage,
 };
 use crate::rng::Rng;
-use crate::rpc::{Op, RaftServer, ReadMode, Reply, ReplyBody, Request, Response, RpcError};
+use crate::rpc::{
+    Blocking, Op, RaftServer, ReadMode, Reply, ReplyBody, Request, Response, RpcError,
+};
 
 /// Who is waiting for a response.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -41,6 +43,9 @@ struct Held {
     request: Request,
     deadline: Instant,
     recheck: Instant,
+    /// The overall deadline of a read that was forwarded once already and
+    /// is waiting for the next leader: it keeps it when forwarded again.
+    forward_deadline: Option<Instant>,
 }
 
 /// A request this server forwarded to the leader.
@@ -49,9 +54,12 @@ struct Forwarded {
     origin: Origin,
     /// The server it went to: only its reply counts.
     to: NodeId,
+    /// The hold timeout, or for a blocking query its whole wait (see
+    /// `forward_deadline`). A read asked again elsewhere keeps it.
     deadline: Instant,
-    /// A read, kept so it can be asked again elsewhere if `to` is reported
-    /// gone. A write is never sent twice: its outcome is unknown instead.
+    /// A read, kept so it can be asked again of a new leader, or elsewhere
+    /// if `to` is reported gone. A write is never sent twice: its outcome
+    /// is unknown instead.
     read: Option<Request>,
 }
 
@@ -76,6 +84,8 @@ pub struct Server {
     config: Config,
     raft: Raft,
     fsm: Fsm,
+    /// When the leader reaps KV tombstones (enabled only while leading).
+    tombstone_gc: TombstoneGc,
     rng: Rng,
     ever_had_leader: bool,
     draining_until: Option<Instant>,
@@ -87,6 +97,9 @@ pub struct Server {
     held: Vec<Held>,
     forwarded: BTreeMap<u64, Forwarded>,
     parked: Vec<Parked>,
+    /// The leader forwarded reads were last checked against: when another
+    /// becomes routable, reads forwarded elsewhere are sent to it.
+    leader_followed: Option<NodeId>,
     transfer_waiter: Option<(Origin, Term)>,
     applied_since_snapshot: u64,
     /// When to look at `applied_since_snapshot` next (`snapshot_interval`).
@@ -130,10 +143,16 @@ impl Server {
         .next_u64();
         let raft = Raft::new(&config, durable, now);
         let rng = Rng::new(config.rng_seed ^ 0x005E_ED0F_5E4E);
+        let tombstone_gc = TombstoneGc::new(
+            config.tombstone_ttl,
+            config.tombstone_ttl_granularity,
+            config.tombstone_gc_buckets_max,
+        );
         Ok(Server {
             config,
             raft,
             fsm,
+            tombstone_gc,
             rng,
             ever_had_leader: false,
             draining_until: None,
@@ -144,6 +163,7 @@ impl Server {
             held: Vec::new(),
             forwarded: BTreeMap::new(),
             parked: Vec::new(),
+            leader_followed: None,
             transfer_waiter: None,
             applied_since_snapshot: 0,
             next_snapshot_check: now,
@@ -173,6 +193,7 @@ impl Server {
             }
             Input::Leave => self.leave(now, out),
             Input::Unreachable(peer) => self.peer_unreachable(now, peer, out),
+            Input::Persisted(id) => self.raft.persisted(now, id, out),
         }
         self.after(now, out);
     }
@@ -191,6 +212,9 @@ impl Server {
         }
         if let Some(d) = self.draining_until {
             t = t.min(d);
+        }
+        if let Some(e) = self.tombstone_gc.next_expiry() {
+            t = t.min(e);
         }
         Some(t)
     }
@@ -237,6 +261,9 @@ impl Server {
     }
     pub fn fsm(&self) -> &Fsm {
         &self.fsm
+    }
+    pub fn tombstone_gc(&self) -> &TombstoneGc {
+        &self.tombstone_gc
     }
     /// Whether this server is failing fast while it leaves.
     pub fn is_draining(&self, now: Instant) -> bool {
@@ -358,6 +385,19 @@ impl Server {
 
     /// Decide where a request is served: here, at the leader, or later.
     fn route(&mut self, now: Instant, origin: Origin, request: Request, out: &mut Vec<Action>) {
+        self.route_within(now, origin, request, None, out)
+    }
+
+    /// `route`, for a read that was forwarded before and must be answered
+    /// by `deadline` (its first forward's) wherever it goes now.
+    fn route_within(
+        &mut self,
+        now: Instant,
+        origin: Origin,
+        request: Request,
+        deadline: Option<Instant>,
+        out: &mut Vec<Action>,
+    ) {
         let local = matches!(
             request.op,
             Op::StatusLeader | Op::StatusPeers | Op::RaftConfiguration
@@ -373,8 +413,8 @@ impl Server {
         }
         match self.routable_leader() {
             Some(l) if l == self.config.node_id => self.serve_as_leader(now, origin, request, out),
-            Some(l) => self.forward(now, l, origin, request, out),
-            None => self.hold(now, origin, request, out),
+            Some(l) => self.forward(now, l, origin, request, deadline, out),
+            None => self.hold_within(now, origin, request, deadline),
         }
     }
 
@@ -386,8 +426,9 @@ impl Server {
 
     /// The transport says `peer` is gone. Raft may campaign early; requests
     /// forwarded to `peer` stop waiting for it: a read is routed again (held
-    /// until there is a leader), a write is answered "outcome unknown" at
-    /// once, as Consul answers a write whose connection to the leader broke.
+    /// until there is a leader) within its first deadline, a write is
+    /// answered "outcome unknown" at once, as Consul answers a write whose
+    /// connection to the leader broke.
     fn peer_unreachable(&mut self, now: Instant, peer: NodeId, out: &mut Vec<Action>) {
         self.raft.peer_unreachable(now, peer);
         let gone: Vec<u64> = self
@@ -401,7 +442,7 @@ impl Server {
                 continue;
             };
             match f.read {
-                Some(request) => self.route(now, f.origin, request, out),
+                Some(request) => self.forward_again(now, f.origin, request, f.deadline, out),
                 None => self.respond(
                     f.origin,
                     Err(RpcError::Unknown(
@@ -415,13 +456,27 @@ impl Server {
 
     fn hold(&mut self, now: Instant, origin: Origin, request: Request, out: &mut Vec<Action>) {
         let _ = out;
-        let deadline = now + self.config.rpc_hold_timeout;
+        self.hold_within(now, origin, request, None)
+    }
+
+    /// Hold for at most the hold timeout, and not past `forward_deadline`,
+    /// the overall deadline of a read that was forwarded before.
+    fn hold_within(
+        &mut self,
+        now: Instant,
+        origin: Origin,
+        request: Request,
+        forward_deadline: Option<Instant>,
+    ) {
+        let hold_until = now + self.config.rpc_hold_timeout;
+        let deadline = forward_deadline.map_or(hold_until, |d| d.min(hold_until));
         let recheck = now + self.stagger();
         self.held.push(Held {
             origin,
             request,
             deadline,
             recheck,
+            forward_deadline,
         });
     }
 
@@ -431,20 +486,23 @@ impl Server {
         Duration(self.rng.range(0, max.max(1)))
     }
 
+    /// Send a request to the leader. It gives up at `deadline` if given
+    /// (a read asked again keeps its first one), else at `forward_deadline`.
     fn forward(
         &mut self,
         now: Instant,
         leader: NodeId,
         origin: Origin,
         request: Request,
+        deadline: Option<Instant>,
         out: &mut Vec<Action>,
     ) {
         let Some(address) = self.raft.address_of(leader).map(str::to_string) else {
-            return self.hold(now, origin, request, out);
+            return self.hold_within(now, origin, request, deadline);
         };
         self.next_ctx += 1;
         let id = self.next_ctx;
-        let deadline = now + self.config.rpc_hold_timeout;
+        let deadline = deadline.unwrap_or_else(|| self.forward_deadline(now, &request));
         let read = (!request.op.is_write()).then(|| request.clone());
         self.forwarded.insert(
             id,
@@ -462,7 +520,92 @@ impl Server {
                 to: leader,
                 body: MessageBody::Forward { id, request },
             },
+            after: None,
         });
+    }
+
+    /// How long a forwarded request may wait for the leader's answer: the
+    /// hold timeout, or for a blocking query its wait (capped, plus the up
+    /// to wait/16 of jitter the leader adds) plus the hold timeout for the
+    /// round trip, as Consul's `QueryOptions.HasTimedOut`
+    /// (agent/structs/structs.go).
+    fn forward_deadline(&self, now: Instant, request: &Request) -> Instant {
+        let hold = self.config.rpc_hold_timeout;
+        match request.blocking.filter(|b| b.min_index > 0) {
+            Some(b) => {
+                let wait = self.blocking_wait(&b);
+                now + wait + wait.div(16) + hold
+            }
+            None => now + hold,
+        }
+    }
+
+    /// The wait a blocking query gets: 5 minutes if it names none (Consul's
+    /// default query time), never more than `blocking_wait_max`.
+    fn blocking_wait(&self, b: &Blocking) -> Duration {
+        let wait = if b.max_wait.as_nanos() == 0 {
+            Duration::from_secs(300)
+        } else {
+            b.max_wait
+        };
+        wait.min(self.config.blocking_wait_max)
+    }
+
+    /// Ask again (of a new leader, or after `to` was reported gone) a read
+    /// this server forwarded, within its first `deadline`: a blocking
+    /// query's wait shrinks to what is left, so that the answer (wait,
+    /// jitter and round trip) still fits; with nothing left it is asked
+    /// without blocking and answers at once, as a wait that ended does.
+    fn forward_again(
+        &mut self,
+        now: Instant,
+        origin: Origin,
+        mut request: Request,
+        deadline: Instant,
+        out: &mut Vec<Action>,
+    ) {
+        if let Some(b) = request.blocking.as_mut().filter(|b| b.min_index > 0) {
+            let left = deadline.saturating_since(now).as_nanos();
+            let left = left.saturating_sub(self.config.rpc_hold_timeout.as_nanos());
+            // wait + wait/16 <= left.
+            let wait = Duration(left / 17 * 16);
+            if wait < Duration::from_millis(1) {
+                request.blocking = None;
+            } else {
+                b.max_wait = wait.min(self.blocking_wait(b));
+            }
+        }
+        self.route_within(now, origin, request, Some(deadline), out)
+    }
+
+    /// When another server becomes the routable leader, reads forwarded to
+    /// the old one are asked again of it: the old leader may never answer
+    /// (it crashed, or is cut off), and a blocking query parked there would
+    /// otherwise wait out its whole wait. A late answer from the old leader
+    /// is dropped (`handle_message` takes only the current target's).
+    fn follow_leader(&mut self, now: Instant, out: &mut Vec<Action>) {
+        let leader = self.routable_leader();
+        if leader == self.leader_followed {
+            return;
+        }
+        self.leader_followed = leader;
+        let Some(leader) = leader else {
+            // No leader yet: keep waiting for the old one, or the next.
+            return;
+        };
+        let moved: Vec<u64> = self
+            .forwarded
+            .iter()
+            .filter(|(_, f)| f.to != leader && f.read.is_some())
+            .map(|(id, _)| *id)
+            .collect();
+        for id in moved {
+            let Some(f) = self.forwarded.remove(&id) else {
+                continue;
+            };
+            let request = f.read.expect("filtered on reads");
+            self.forward_again(now, f.origin, request, f.deadline, out);
+        }
     }
 
     fn serve_as_leader(
@@ -604,12 +747,7 @@ impl Server {
         let (index, body) = self.read_local(&request.op);
         if let Some(b) = request.blocking {
             if b.min_index > 0 && index <= b.min_index {
-                let wait = if b.max_wait.as_nanos() == 0 {
-                    Duration::from_secs(300)
-                } else {
-                    b.max_wait
-                };
-                let wait = wait.min(self.config.blocking_wait_max);
+                let wait = self.blocking_wait(&b);
                 // Consul adds up to wait/16 of jitter so that many blocked
                 // clients do not return at once.
                 let jitter = Duration(self.rng.range(0, wait.as_nanos() / 16 + 1));
@@ -713,6 +851,9 @@ impl Server {
                             to: from,
                             body: MessageBody::ForwardReply { id, response },
                         },
+                        // A reply reflects committed state, which a quorum
+                        // holds durably; nothing of ours needs to be on disk.
+                        after: None,
                     });
                 }
             }
@@ -735,15 +876,17 @@ impl Server {
         if let Some(snap) = self.raft.take_installed_snapshot() {
             self.install_snapshot(snap, out);
         }
-        let applied_any = self.apply_committed(out);
+        let applied_any = self.apply_committed(now, out);
         self.finish_reads(now, out);
         if self.raft.role() != Role::Leader {
             self.fail_proposals(out);
         }
+        self.reap_tombstones(now, out);
         self.finish_transfer(out);
         if applied_any {
             self.wake_parked(now, out);
         }
+        self.follow_leader(now, out);
         self.retry_held(now, out);
         self.maybe_snapshot(now, out);
     }
@@ -768,7 +911,7 @@ impl Server {
         }
     }
 
-    fn apply_committed(&mut self, out: &mut Vec<Action>) -> bool {
+    fn apply_committed(&mut self, now: Instant, out: &mut Vec<Action>) -> bool {
         let commit = self.raft.commit_index();
         let mut applied_any = false;
         while self.fsm.last_applied() < commit.0 {
@@ -778,12 +921,21 @@ impl Server {
             };
             let term = entry.term;
             let result = match &entry.payload {
-                EntryPayload::Command(c) => Some(self.fsm.apply(index.0, c)),
+                EntryPayload::Command(c) => {
+                    let r = self.fsm.apply(index.0, c);
+                    if let Command::TombstoneReap { upto } = c.as_ref() {
+                        self.tombstone_gc.reaped(*upto);
+                    } else if self.fsm.left_tombstones(index.0, c) {
+                        self.tombstone_gc.hint(now, index.0);
+                    }
+                    Some(r)
+                }
                 _ => {
                     self.fsm.apply_other(index.0);
                     None
                 }
             };
+            self.tombstone_gc.applied_through(index.0);
             applied_any = true;
             self.applied_since_snapshot += 1;
             out.push(Action::Event(Event::Applied {
@@ -812,6 +964,50 @@ impl Server {
             }
         }
         applied_any
+    }
+
+    /// Consul's leader loop: the tombstone GC runs only on the leader; a new
+    /// leader hints its last log index (`establishLeadership`), so the
+    /// tombstones of earlier terms are reaped one TTL after it took over.
+    /// When a bin expires, one reap is proposed through the log like any
+    /// command (`reapTombstones`), once the leader has committed an entry
+    /// of its term, and only if it would remove something.
+    fn reap_tombstones(&mut self, now: Instant, out: &mut Vec<Action>) {
+        let leading = self.raft.role() == Role::Leader;
+        if leading != self.tombstone_gc.is_enabled() {
+            self.tombstone_gc.set_enabled(leading);
+            if leading {
+                let last = self.raft.log().last_index().0;
+                self.tombstone_gc.hint(now, last);
+            }
+        }
+        // Expired bins move into the due reap on every input, so the GC's
+        // timer is always in the future (no busy loop while a reap waits).
+        let due = self.tombstone_gc.poll_reap(now);
+        assert!(
+            self.tombstone_gc.next_expiry().is_none_or(|t| t > now),
+            "the tombstone GC asks for a time already past"
+        );
+        let Some(upto) = due else {
+            return;
+        };
+        // Hints are applied indexes or the log's end at the election, which
+        // the committed no-op of this term covers: once that is committed
+        // and applied through `upto`, the state machine knows every
+        // tombstone a reap would take.
+        if !self.raft.committed_in_term() || self.fsm.last_applied() < upto {
+            return;
+        }
+        if !self.fsm.has_tombstones_upto(upto) {
+            self.tombstone_gc.reaped(upto);
+            return;
+        }
+        let reap = EntryPayload::Command(std::sync::Arc::new(Command::TombstoneReap { upto }));
+        // On Busy or a transfer under way the reap stays due: the next
+        // input (a heartbeat tick at the latest) tries again.
+        if let Ok((index, _)) = self.raft.propose(now, reap, out) {
+            self.tombstone_gc.proposed(index.0);
+        }
     }
 
     fn finish_reads(&mut self, now: Instant, out: &mut Vec<Action>) {
@@ -890,10 +1086,25 @@ impl Server {
         }
     }
 
+    /// The index a parked query waits to see pass its `min_index`: the
+    /// last change to what it reads. For a key or a prefix that is narrower
+    /// than the index it answers with (a missing key answers with the table
+    /// index), so a query on a missing key is not woken by writes to other
+    /// keys, as Consul's watch on the key's node is not.
+    fn watch_index(&self, op: &Op) -> u64 {
+        match op {
+            Op::KvGet { key } => self.fsm.kv_change_index_for_key(key),
+            Op::KvList { prefix } | Op::KvKeys { prefix, .. } => {
+                self.fsm.kv_change_index_for_prefix(prefix)
+            }
+            _ => self.read_local(op).0,
+        }
+    }
+
     fn wake_parked(&mut self, now: Instant, out: &mut Vec<Action>) {
         let parked = std::mem::take(&mut self.parked);
         for p in parked {
-            let (index, _) = self.read_local(&p.request.op);
+            let index = self.watch_index(&p.request.op);
             let min = p.request.blocking.map_or(0, |b| b.min_index);
             if index > min {
                 let mut request = p.request;
@@ -914,7 +1125,7 @@ impl Server {
         for h in held {
             if leader_known || now >= h.recheck {
                 if leader_known {
-                    self.route(now, h.origin, h.request, out);
+                    self.route_within(now, h.origin, h.request, h.forward_deadline, out);
                 } else {
                     let recheck = now + self.stagger();
                     self.held.push(Held { recheck, ..h });

@@ -9,6 +9,7 @@ use crate::clock::{Duration, Instant};
 use crate::config::Config;
 use crate::ids::{NodeId, RequestId};
 use crate::message::Message;
+use crate::outbox::Outbox;
 use crate::raft::{Durable, Member, Membership, Role, Suffrage};
 use crate::rpc::{Request, Response};
 use crate::server::Server;
@@ -65,6 +66,9 @@ pub struct Cluster {
     pub now: Instant,
     pub servers: BTreeMap<NodeId, Server>,
     pub disks: BTreeMap<NodeId, Durable>,
+    /// Each running server's outbox: the disk is instant, but writes still
+    /// complete through `Input::Persisted`, as with every driver.
+    outboxes: BTreeMap<NodeId, Outbox>,
     pub configs: BTreeMap<NodeId, Config>,
     queue: VecDeque<Message>,
     /// Directed links that drop everything.
@@ -86,6 +90,7 @@ impl Cluster {
             now: Instant(1_000_000_000),
             servers: BTreeMap::new(),
             disks: BTreeMap::new(),
+            outboxes: BTreeMap::new(),
             configs: BTreeMap::new(),
             queue: VecDeque::new(),
             cut: Default::default(),
@@ -115,7 +120,9 @@ impl Cluster {
     pub fn start(&mut self, id: NodeId) {
         let cfg = self.configs[&id].clone();
         let durable = self.disks[&id].clone();
+        let outbox = Outbox::for_config(&cfg);
         let mut s = Server::new(cfg, durable, self.now).expect("valid test config");
+        self.outboxes.insert(id, outbox);
         let mut out = Vec::new();
         s.start(&mut out);
         self.servers.insert(id, s);
@@ -125,6 +132,7 @@ impl Cluster {
     /// Stop a server; what it persisted stays on its disk.
     pub fn crash(&mut self, id: NodeId) {
         self.servers.remove(&id);
+        self.outboxes.remove(&id);
         self.queue.retain(|m| m.to != id);
     }
 
@@ -137,20 +145,43 @@ impl Cluster {
         self.execute(id, out);
     }
 
+    /// Run a server's actions through its outbox. The disk is instant:
+    /// each handle's writes are durable before the next input, and the
+    /// server hears so through `Input::Persisted` like under any driver.
     fn execute(&mut self, id: NodeId, out: Vec<Action>) {
-        for a in out {
-            match a {
-                Action::Persist { op, .. } => {
-                    if !self.keep_disks {
-                        continue;
-                    }
-                    if let Some(d) = self.disks.get_mut(&id) {
-                        // The core emits only valid ops: a refusal is a bug.
-                        if let Err(e) = d.apply(&op) {
-                            panic!("{id:?} emitted an invalid durable write {op:?}: {e}");
-                        }
+        let Some(outbox) = self.outboxes.get_mut(&id) else {
+            return;
+        };
+        let mut ready = Vec::new();
+        outbox.push(out, &mut ready);
+        let job = outbox.start_job(&mut ready);
+        self.run(id, ready);
+        let Some(job) = job else {
+            return;
+        };
+        if self.keep_disks {
+            if let Some(d) = self.disks.get_mut(&id) {
+                for w in &job {
+                    // The core emits only valid ops: a refusal is a bug.
+                    if let Err(e) = d.apply(&w.op) {
+                        panic!("{id:?} emitted an invalid durable write {:?}: {e}", w.op);
                     }
                 }
+            }
+        }
+        let mut released = Vec::new();
+        let Some(outbox) = self.outboxes.get_mut(&id) else {
+            return;
+        };
+        let persisted = outbox.job_done(&mut released);
+        self.run(id, released);
+        self.handle(id, Input::Persisted(persisted));
+    }
+
+    fn run(&mut self, id: NodeId, actions: Vec<Action>) {
+        for a in actions {
+            match a {
+                Action::Persist { .. } => unreachable!("the outbox keeps writes"),
                 Action::Send { message, .. } => {
                     if let crate::message::MessageBody::Raft(
                         crate::raft::RaftMessage::AppendEntries(ae),

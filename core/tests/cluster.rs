@@ -395,3 +395,725 @@ fn snapshots_wait_for_the_snapshot_interval() {
     c.run_for(Duration::from_secs(2));
     assert_eq!(taken(&c), 1, "checked within 2 intervals: one snapshot");
 }
+
+fn blocking(mut r: Request, min_index: u64, wait: Duration) -> Request {
+    r.blocking = Some(tern_core::rpc::Blocking {
+        min_index,
+        max_wait: wait,
+    });
+    r
+}
+
+/// Put `key` through `at`, run until it is applied everywhere; its index.
+fn put_applied(c: &mut Cluster, at: NodeId, key: &str, value: &str) -> u64 {
+    let w = c.request(at, put(key, value));
+    c.run_for(Duration::from_millis(200));
+    match &c.responses[&(at, w)] {
+        Ok(r) => r.index,
+        Err(e) => panic!("put {key} through {at:?} failed: {e}"),
+    }
+}
+
+fn followers_of(c: &Cluster, leader: NodeId) -> Vec<NodeId> {
+    c.servers
+        .keys()
+        .copied()
+        .filter(|id| *id != leader)
+        .collect()
+}
+
+/// A blocking query sent to a follower is forwarded to the leader, which
+/// parks it for its whole wait; the follower waits as long (the wait plus
+/// Consul's wait/16 of jitter plus the hold timeout, as Consul's
+/// `QueryOptions.HasTimedOut` in agent/structs/structs.go), not just the
+/// 7 s hold timeout, and answers with the unchanged entry.
+#[test]
+fn a_follower_forwarded_blocking_query_waits_its_whole_wait() {
+    let mut c = Cluster::with_voters(3);
+    let leader = c.run_until_leader(Duration::from_secs(5)).unwrap();
+    let f = followers_of(&c, leader)[0];
+    let index = put_applied(&mut c, leader, "k", "1");
+
+    let q = c.request(
+        f,
+        blocking(get("k", ReadMode::Default), index, Duration::from_secs(15)),
+    );
+    c.run_for(Duration::from_secs(14));
+    assert!(
+        !c.responses.contains_key(&(f, q)),
+        "still waiting after 14 s of a 15 s wait: {:?}",
+        c.responses.get(&(f, q))
+    );
+    // The wait plus at most wait/16 of jitter (0.94 s).
+    c.run_for(Duration::from_secs(2));
+    let r = c.responses[&(f, q)]
+        .as_ref()
+        .expect("an answer, not an error");
+    assert_eq!(r.index, index);
+    assert_eq!(value_of(&c, f, q), Some("1".into()));
+}
+
+/// A forwarded blocking query wakes when the key changes, however long into
+/// its wait that is, and answers with the new value and index.
+#[test]
+fn a_follower_forwarded_blocking_query_wakes_on_a_write() {
+    let mut c = Cluster::with_voters(3);
+    let leader = c.run_until_leader(Duration::from_secs(5)).unwrap();
+    let fs = followers_of(&c, leader);
+    let index = put_applied(&mut c, leader, "k", "1");
+
+    let q = c.request(
+        fs[0],
+        blocking(get("k", ReadMode::Default), index, Duration::from_secs(60)),
+    );
+    // Past the 7 s hold timeout, then a write through the other follower.
+    c.run_for(Duration::from_secs(10));
+    assert!(!c.responses.contains_key(&(fs[0], q)));
+    let written = put_applied(&mut c, fs[1], "k", "2");
+    assert_eq!(value_of(&c, fs[0], q), Some("2".into()));
+    let r = c.responses[&(fs[0], q)].as_ref().unwrap();
+    assert_eq!(r.index, written);
+    assert!(r.index > index);
+}
+
+/// A forwarded blocking query follows the leader: when the follower learns
+/// of a new leader (here the old one crashed without a word), it sends the
+/// query again to the new one, within the original deadline, and the new
+/// leader's wake-up answers it.
+#[test]
+fn a_forwarded_blocking_query_is_sent_again_to_a_new_leader() {
+    let mut c = Cluster::with_voters(3);
+    let leader = c.run_until_leader(Duration::from_secs(5)).unwrap();
+    let fs = followers_of(&c, leader);
+    let index = put_applied(&mut c, leader, "k", "1");
+    let q = c.request(
+        fs[0],
+        blocking(get("k", ReadMode::Default), index, Duration::from_secs(60)),
+    );
+    c.run_for(Duration::from_secs(2));
+
+    // The leader dies silently; the followers elect another.
+    c.crash(leader);
+    let new = c.run_until_leader(Duration::from_secs(5)).unwrap();
+    assert_ne!(new, leader);
+    c.run_for(Duration::from_millis(100));
+    assert!(!c.responses.contains_key(&(fs[0], q)), "still parked");
+
+    // A write the old leader can never see: only the new leader can answer.
+    let written = put_applied(&mut c, new, "k", "2");
+    assert_eq!(value_of(&c, fs[0], q), Some("2".into()));
+    assert_eq!(c.responses[&(fs[0], q)].as_ref().unwrap().index, written);
+}
+
+/// When the transport reports the leader gone, a forwarded blocking query
+/// is held for the next leader and sent to it with what is left of its
+/// wait: it answers when its original wait ends, not 7 s after the
+/// re-send, and not with an error.
+#[test]
+fn a_forwarded_blocking_query_survives_an_unreachable_leader_and_keeps_its_wait() {
+    use tern_core::Input;
+    let mut c = Cluster::with_voters(3);
+    let leader = c.run_until_leader(Duration::from_secs(5)).unwrap();
+    let fs = followers_of(&c, leader);
+    let index = put_applied(&mut c, leader, "k", "1");
+    let started = c.now;
+    let wait = Duration::from_secs(20);
+    let q = c.request(fs[0], blocking(get("k", ReadMode::Default), index, wait));
+    c.run_for(Duration::from_secs(3));
+    c.crash(leader);
+    for f in &fs {
+        c.handle(*f, Input::Unreachable(leader));
+    }
+    c.run_until_leader(Duration::from_secs(5)).unwrap();
+    // Nothing changes: no answer until the original wait is over, then the
+    // unchanged entry (the wait plus at most wait/16 of jitter).
+    let end = started + wait;
+    c.run_for(end.saturating_since(c.now + Duration::from_secs(1)));
+    assert!(
+        !c.responses.contains_key(&(fs[0], q)),
+        "answered before its wait ended: {:?}",
+        c.responses.get(&(fs[0], q))
+    );
+    c.run_for(Duration::from_secs(3));
+    let r = c.responses[&(fs[0], q)]
+        .as_ref()
+        .expect("an answer, not an error");
+    assert_eq!(r.index, index);
+    assert_eq!(value_of(&c, fs[0], q), Some("1".into()));
+}
+
+/// After a leadership transfer the old leader is alive and still has the
+/// query parked: the follower sends it to the new leader, and only the new
+/// leader's reply is delivered; the old one's is dropped.
+#[test]
+fn only_the_current_leaders_reply_to_a_resent_query_is_delivered() {
+    let mut c = Cluster::with_voters(3);
+    let leader = c.run_until_leader(Duration::from_secs(5)).unwrap();
+    let fs = followers_of(&c, leader);
+    let (f, next) = (fs[0], fs[1]);
+    let index = put_applied(&mut c, leader, "k", "1");
+    let q = c.request(
+        f,
+        blocking(get("k", ReadMode::Default), index, Duration::from_secs(60)),
+    );
+    c.run_for(Duration::from_secs(1));
+    let t = c.request(
+        leader,
+        req(
+            Op::RaftTransferLeadership { to: Some(next) },
+            ReadMode::Default,
+        ),
+    );
+    c.run_for(Duration::from_millis(500));
+    assert!(c.responses[&(leader, t)].is_ok());
+    assert_eq!(c.leader(), Some(next));
+    assert!(!c.responses.contains_key(&(f, q)));
+
+    // The write wakes the query on both the old leader and the new one; the
+    // new leader applies it first. Take its answer as soon as it is there.
+    let w = c.request(next, put("k", "2"));
+    for _ in 0..1000 {
+        if c.responses.contains_key(&(f, q)) {
+            break;
+        }
+        c.step(Duration::from_millis(1));
+    }
+    let written = c.responses[&(next, w)].as_ref().unwrap().index;
+    assert_eq!(c.responses[&(f, q)].as_ref().unwrap().index, written);
+    assert!(
+        c.servers[&leader].last_applied().0 < written,
+        "the old leader has not applied the write yet"
+    );
+    c.responses.remove(&(f, q));
+    c.run_for(Duration::from_secs(2));
+    assert!(
+        !c.responses.contains_key(&(f, q)),
+        "answered twice: {:?}",
+        c.responses.get(&(f, q))
+    );
+}
+
+/// A stale blocking query is served by the follower itself and parks
+/// there until the follower applies a change to the key.
+#[test]
+fn a_stale_blocking_query_parks_on_the_follower() {
+    let mut c = Cluster::with_voters(3);
+    let leader = c.run_until_leader(Duration::from_secs(5)).unwrap();
+    let f = followers_of(&c, leader)[0];
+    let index = put_applied(&mut c, leader, "k", "1");
+    let q = c.request(
+        f,
+        blocking(get("k", ReadMode::Stale), index, Duration::from_secs(30)),
+    );
+    c.run_for(Duration::from_secs(10));
+    assert!(!c.responses.contains_key(&(f, q)));
+    let written = put_applied(&mut c, leader, "k", "2");
+    assert_eq!(value_of(&c, f, q), Some("2".into()));
+    assert_eq!(c.responses[&(f, q)].as_ref().unwrap().index, written);
+}
+
+/// A blocking query on a missing key watches that key, as Consul's
+/// `KVS.Get` watches the key's node (agent/consul/kvs_endpoint.go,
+/// state/kvs.go `kvsGetTxn`): a write to another key does not wake it;
+/// creating the key does. Its 404 carries the table index, as Consul's.
+#[test]
+fn a_blocking_query_on_a_missing_key_waits_for_that_key() {
+    let mut c = Cluster::with_voters(3);
+    let leader = c.run_until_leader(Duration::from_secs(5)).unwrap();
+    let f = followers_of(&c, leader)[0];
+    let table = put_applied(&mut c, leader, "other", "1");
+
+    // The 404 reports the KV table index.
+    let r = c.request(f, get("missing", ReadMode::Default));
+    c.run_for(Duration::from_millis(100));
+    assert_eq!(value_of(&c, f, r), None);
+    assert_eq!(c.responses[&(f, r)].as_ref().unwrap().index, table);
+
+    let q = c.request(
+        f,
+        blocking(
+            get("missing", ReadMode::Default),
+            table,
+            Duration::from_secs(60),
+        ),
+    );
+    c.run_for(Duration::from_secs(1));
+    put_applied(&mut c, leader, "unrelated", "1");
+    put_applied(&mut c, leader, "missing/child", "1");
+    c.run_for(Duration::from_secs(1));
+    assert!(
+        !c.responses.contains_key(&(f, q)),
+        "woken by a write to another key: {:?}",
+        c.responses.get(&(f, q))
+    );
+    let created = put_applied(&mut c, leader, "missing", "here");
+    assert_eq!(value_of(&c, f, q), Some("here".into()));
+    assert_eq!(c.responses[&(f, q)].as_ref().unwrap().index, created);
+
+    // A delete of the key is a change too: it wakes with a 404.
+    let q = c.request(
+        f,
+        blocking(
+            get("missing", ReadMode::Default),
+            created,
+            Duration::from_secs(60),
+        ),
+    );
+    c.run_for(Duration::from_secs(1));
+    put_applied(&mut c, leader, "unrelated", "2");
+    assert!(!c.responses.contains_key(&(f, q)));
+    let d = c.request(
+        leader,
+        req(
+            Op::KvApply(KvCommand::Delete {
+                key: "missing".into(),
+            }),
+            ReadMode::Default,
+        ),
+    );
+    c.run_for(Duration::from_millis(200));
+    let deleted = c.responses[&(leader, d)].as_ref().unwrap().index;
+    assert_eq!(value_of(&c, f, q), None);
+    assert_eq!(c.responses[&(f, q)].as_ref().unwrap().index, deleted);
+}
+
+/// `?recurse` and `?keys` blocking queries wake only when something under
+/// their prefix changes (an entry or a tombstone), also while the prefix
+/// holds nothing; a query of the empty prefix wakes on any change, as
+/// Consul's `kvsListTxn` (agent/consul/state/kvs.go).
+#[test]
+fn prefix_blocking_queries_wake_only_for_their_prefix() {
+    let mut c = Cluster::with_voters(3);
+    let leader = c.run_until_leader(Duration::from_secs(5)).unwrap();
+    let f = followers_of(&c, leader)[0];
+    let table = put_applied(&mut c, leader, "other", "1");
+    let wait = Duration::from_secs(60);
+    let list = c.request(
+        f,
+        blocking(
+            req(
+                Op::KvList {
+                    prefix: "p/".into(),
+                },
+                ReadMode::Default,
+            ),
+            table,
+            wait,
+        ),
+    );
+    let keys = c.request(
+        f,
+        blocking(
+            req(
+                Op::KvKeys {
+                    prefix: "p/".into(),
+                    separator: Some("/".into()),
+                },
+                ReadMode::Default,
+            ),
+            table,
+            wait,
+        ),
+    );
+    let everything = c.request(
+        f,
+        blocking(
+            req(
+                Op::KvList {
+                    prefix: String::new(),
+                },
+                ReadMode::Default,
+            ),
+            table,
+            wait,
+        ),
+    );
+    c.run_for(Duration::from_secs(1));
+    let unrelated = put_applied(&mut c, leader, "q/1", "1");
+    c.run_for(Duration::from_secs(1));
+    assert!(!c.responses.contains_key(&(f, list)), "recurse woke");
+    assert!(!c.responses.contains_key(&(f, keys)), "keys woke");
+    assert_eq!(
+        c.responses[&(f, everything)].as_ref().unwrap().index,
+        unrelated,
+        "the empty prefix wakes on any change"
+    );
+
+    let created = put_applied(&mut c, leader, "p/a/b", "1");
+    for q in [list, keys] {
+        assert_eq!(c.responses[&(f, q)].as_ref().unwrap().index, created);
+    }
+    match &c.responses[&(f, keys)].as_ref().unwrap().body {
+        ReplyBody::Keys(k) => assert_eq!(k, &["p/a/".to_string()]),
+        b => panic!("unexpected body {b:?}"),
+    }
+
+    // A delete under the prefix (a tombstone) wakes a prefix query.
+    let list = c.request(
+        f,
+        blocking(
+            req(
+                Op::KvList {
+                    prefix: "p/".into(),
+                },
+                ReadMode::Default,
+            ),
+            created,
+            wait,
+        ),
+    );
+    c.run_for(Duration::from_secs(1));
+    put_applied(&mut c, leader, "q/2", "1");
+    assert!(!c.responses.contains_key(&(f, list)));
+    let d = c.request(
+        leader,
+        req(
+            Op::KvApply(KvCommand::DeleteTree {
+                prefix: "p/".into(),
+            }),
+            ReadMode::Default,
+        ),
+    );
+    c.run_for(Duration::from_millis(200));
+    let deleted = c.responses[&(leader, d)].as_ref().unwrap().index;
+    let r = c.responses[&(f, list)].as_ref().unwrap();
+    assert_eq!((r.index, &r.body), (deleted, &ReplyBody::KvList(vec![])));
+}
+
+// ----- tombstones: reaped through the log (Consul's tombstone GC) -----
+
+fn delete(key: &str) -> Request {
+    req(
+        Op::KvApply(KvCommand::Delete { key: key.into() }),
+        ReadMode::Default,
+    )
+}
+
+fn list(prefix: &str, min_index: u64, wait: Duration) -> Request {
+    let mut q = req(
+        Op::KvList {
+            prefix: prefix.into(),
+        },
+        ReadMode::Default,
+    );
+    q.blocking = Some(tern_core::rpc::Blocking {
+        min_index,
+        max_wait: wait,
+    });
+    q
+}
+
+/// A cluster of `n` voters whose tombstones live `ttl`, binned by `granularity`.
+fn cluster_with_ttl(n: u64, ttl: Duration, granularity: Duration) -> Cluster {
+    use tern_core::testkit::config;
+    Cluster::new(
+        (1..=n)
+            .map(|i| {
+                let mut c = config(i, n);
+                c.tombstone_ttl = ttl;
+                c.tombstone_ttl_granularity = granularity;
+                // No compaction, so a test can count the reaps in the log.
+                c.snapshot_threshold = u64::MAX;
+                c
+            })
+            .collect(),
+    )
+}
+
+/// The answer's index, which must be a success.
+fn index_of(c: &Cluster, at: NodeId, rid: tern_core::RequestId) -> u64 {
+    c.responses[&(at, rid)].as_ref().expect("answered ok").index
+}
+
+/// Every running server has applied the same log and holds the same state.
+fn assert_replicas_agree(c: &Cluster) {
+    let states: Vec<(u64, u64, usize)> = c
+        .servers
+        .values()
+        .map(|s| {
+            (
+                s.last_applied().0,
+                s.fsm().state_hash(),
+                s.fsm().tombstone_count(),
+            )
+        })
+        .collect();
+    assert!(
+        states.windows(2).all(|w| w[0] == w[1]),
+        "replicas differ: {states:?}"
+    );
+}
+
+/// How many reap entries the server's log holds.
+fn reaps_in_log(c: &Cluster, at: NodeId) -> Vec<u64> {
+    use tern_core::fsm::Command;
+    use tern_core::raft::EntryPayload;
+    let s = &c.servers[&at];
+    (1..=s.last_log_index().0)
+        .filter_map(
+            |i| match s.entry(tern_core::LogIndex(i)).map(|e| &e.payload) {
+                Some(EntryPayload::Command(cmd)) => match cmd.as_ref() {
+                    Command::TombstoneReap { upto } => Some(*upto),
+                    _ => None,
+                },
+                _ => None,
+            },
+        )
+        .collect()
+}
+
+/// Consul's `TestLeader_ReapTombstones` (agent/consul/leader_test.go), with
+/// the default TTL (15 min) and granularity (30 s): tombstones outlive the
+/// TTL only by the granularity, then the leader's one reap removes them on
+/// every server at the same log position.
+#[test]
+fn the_leader_reaps_tombstones_after_the_ttl_on_every_server() {
+    let mut c = Cluster::with_voters(3);
+    let leader = c.run_until_leader(Duration::from_secs(5)).unwrap();
+    let ttl = c.servers[&leader].config().tombstone_ttl;
+    assert_eq!(ttl, Duration::from_secs(15 * 60));
+
+    // Phase 1: deletes of every kind leave tombstones on every server.
+    for k in ["a/1", "a/2", "b/1", "c/1", "c/2"] {
+        c.request(leader, put(k, "v"));
+    }
+    c.run_for(Duration::from_millis(100));
+    let b1 = c.servers[&leader].fsm().kv_get("b/1").unwrap().modify_index;
+    c.request(leader, delete("a/1"));
+    c.request(
+        leader,
+        req(
+            Op::KvApply(KvCommand::DeleteCas {
+                key: "b/1".into(),
+                modify_index: b1,
+            }),
+            ReadMode::Default,
+        ),
+    );
+    c.request(
+        leader,
+        req(
+            Op::KvApply(KvCommand::DeleteTree {
+                prefix: "c/".into(),
+            }),
+            ReadMode::Default,
+        ),
+    );
+    c.run_for(Duration::from_millis(100));
+    for s in c.servers.values() {
+        assert_eq!(s.fsm().tombstone_count(), 4);
+    }
+
+    let kv_index = c.servers[&leader].fsm().kv_index();
+
+    // Phase 2: not a moment before the TTL.
+    c.run_for(Duration::from_nanos(ttl.as_nanos() - 1_000_000_000));
+    for s in c.servers.values() {
+        assert_eq!(s.fsm().tombstone_count(), 4, "reaped before the TTL");
+    }
+    assert!(reaps_in_log(&c, leader).is_empty());
+
+    // Phase 3: within one granularity after it, one reap, applied everywhere.
+    c.run_for(Duration::from_secs(32));
+    assert_eq!(c.leader(), Some(leader));
+    assert_eq!(reaps_in_log(&c, leader).len(), 1);
+    for s in c.servers.values() {
+        assert_eq!(s.fsm().tombstone_count(), 0);
+        assert_eq!(reaps_in_log(&c, s.id()), reaps_in_log(&c, leader));
+    }
+    assert_replicas_agree(&c);
+    // The reap changed no visible value and no table index.
+    assert_eq!(c.servers[&leader].fsm().kv_keys("", None), ["a/2"]);
+    assert_eq!(c.servers[&leader].fsm().kv_index(), kv_index);
+}
+
+/// The GC runs only on the leader, and a new leader does not know the old
+/// one's hints: it hints its own last log index when it takes over
+/// (Consul's `establishLeadership`), so tombstones deleted under the old
+/// leader are reaped one TTL after the new one's election, on every server,
+/// the old leader included once it is back.
+#[test]
+fn a_leader_change_between_delete_and_expiry_still_reaps_the_tombstones() {
+    let (ttl, granularity) = (Duration::from_secs(60), Duration::from_secs(5));
+    let mut c = cluster_with_ttl(3, ttl, granularity);
+    let old = c.run_until_leader(Duration::from_secs(5)).unwrap();
+    for i in 0..5 {
+        c.request(old, put(&format!("k{i}"), "v"));
+    }
+    c.run_for(Duration::from_millis(100));
+    for i in 0..5 {
+        c.request(old, delete(&format!("k{i}")));
+    }
+    c.run_for(Duration::from_millis(100));
+    assert!(c.servers[&old].tombstone_gc().buckets() > 0);
+    for s in c.servers.values() {
+        assert_eq!(s.fsm().tombstone_count(), 5);
+        let follows = s.id() != old;
+        assert_eq!(
+            s.tombstone_gc().buckets() == 0,
+            follows,
+            "only the leader tracks"
+        );
+    }
+
+    // Halfway to expiry the leader dies; another takes over.
+    c.run_for(Duration::from_secs(30));
+    c.crash(old);
+    let new = c.run_until_leader(Duration::from_secs(5)).unwrap();
+    assert_ne!(new, old);
+
+    // The old leader's bin would have expired now: nobody reaps yet.
+    c.run_for(Duration::from_secs(40));
+    for s in c.servers.values() {
+        assert_eq!(s.fsm().tombstone_count(), 5, "reaped before the new TTL");
+    }
+    // One TTL (plus a bin) after the election, the new leader reaps.
+    c.run_for(Duration::from_secs(30));
+    assert_eq!(c.leader(), Some(new));
+    for s in c.servers.values() {
+        assert_eq!(s.fsm().tombstone_count(), 0);
+    }
+    assert_eq!(reaps_in_log(&c, new).len(), 1);
+    assert_replicas_agree(&c);
+
+    // The old leader comes back, catches up, and has reaped too.
+    c.start(old);
+    c.run_for(Duration::from_secs(2));
+    assert_eq!(c.servers[&old].fsm().tombstone_count(), 0);
+    assert_eq!(c.servers[&old].tombstone_gc().buckets(), 0);
+    assert_replicas_agree(&c);
+}
+
+/// What a Consul client sees (agent/consul/state/kvs.go `kvsListTxn`, and
+/// the "reset the index if it goes backwards" rule of Consul's blocking
+/// query docs): a blocking list of a prefix is woken by a delete under it;
+/// the reap of that delete's tombstone wakes no one, even where the
+/// prefix's index slides back to its newest live entry (as Consul's
+/// `TestStateStore_ReapTombstones` shows it does); a parked query answers
+/// only for a real change, at an index above what its client saw, or when
+/// its wait ends. An emptied prefix never reports less than its delete.
+#[test]
+fn blocking_queries_see_deletes_and_are_not_fooled_by_the_reap() {
+    let (ttl, granularity) = (Duration::from_secs(60), Duration::from_secs(5));
+    let mut c = cluster_with_ttl(3, ttl, granularity);
+    let leader = c.run_until_leader(Duration::from_secs(5)).unwrap();
+    let follower = *c.servers.keys().find(|id| **id != leader).unwrap();
+    let live = c.request(leader, put("p/live", "v"));
+    let dead = c.request(leader, put("p/dead", "v"));
+    let q_only = c.request(leader, put("q/only", "v"));
+    c.run_for(Duration::from_millis(100));
+    let (live_at, seen) = (index_of(&c, leader, live), index_of(&c, leader, dead));
+    let q_only_at = index_of(&c, leader, q_only);
+
+    // Phase 1: a delete wakes a blocking list of its prefix, on the leader
+    // and on a follower (stale read), with the delete's index.
+    let wait = Duration::from_secs(300);
+    let on_leader = c.request(leader, list("p/", seen, wait));
+    let mut stale = list("p/", seen, wait);
+    stale.read_mode = ReadMode::Stale;
+    let on_follower = c.request(follower, stale);
+    let emptied = c.request(leader, list("q/", q_only_at, wait));
+    c.run_for(Duration::from_secs(1));
+    assert!(!c.responses.contains_key(&(leader, on_leader)), "parked");
+    let del = c.request(leader, delete("p/dead"));
+    let del_q = c.request(leader, delete("q/only"));
+    c.run_for(Duration::from_millis(100));
+    let deleted_at = index_of(&c, leader, del);
+    for (at, rid) in [(leader, on_leader), (follower, on_follower)] {
+        let r = c.responses[&(at, rid)].as_ref().unwrap();
+        assert_eq!(r.index, deleted_at);
+        assert_eq!(
+            r.body,
+            ReplyBody::KvList(c.servers[&leader].fsm().kv_list("p/"))
+        );
+    }
+    assert_eq!(index_of(&c, leader, emptied), index_of(&c, leader, del_q));
+
+    // Phase 2: clients park again at what they saw; the reap comes and goes.
+    let after_delete = c.request(leader, list("p/", deleted_at, wait));
+    let q_seen = index_of(&c, leader, del_q);
+    let after_emptied = c.request(leader, list("q/", q_seen, wait));
+    c.run_for(Duration::from_secs(70));
+    assert_eq!(c.servers[&leader].fsm().tombstone_count(), 0, "reaped");
+    assert_eq!(reaps_in_log(&c, leader).len(), 1);
+    assert!(
+        !c.responses.contains_key(&(leader, after_delete)),
+        "the reap does not wake a query on the prefix it slid back"
+    );
+    assert!(!c.responses.contains_key(&(leader, after_emptied)));
+    // A fresh read shows the slide (Consul's behaviour) for the prefix with
+    // a live key, and no slide below the delete for the emptied one.
+    let fresh = c.request(leader, list("p/", 0, wait));
+    let fresh_q = c.request(leader, list("q/", 0, wait));
+    c.run_for(Duration::from_millis(100));
+    assert_eq!(index_of(&c, leader, fresh), live_at);
+    assert!(index_of(&c, leader, fresh_q) >= q_seen);
+
+    // Phase 3: the next change under each prefix wakes its parked query
+    // with an index above anything its client saw. A write elsewhere does
+    // not wake the emptied prefix's query: Consul's list watches only the
+    // prefix's nodes (agent/consul/state/kvs.go `kvsListTxn`).
+    let w = c.request(leader, put("p/new", "v"));
+    c.run_for(Duration::from_millis(100));
+    assert_eq!(index_of(&c, leader, after_delete), index_of(&c, leader, w));
+    assert!(index_of(&c, leader, after_delete) > deleted_at);
+    assert!(!c.responses.contains_key(&(leader, after_emptied)));
+    let wq = c.request(leader, put("q/again", "v"));
+    c.run_for(Duration::from_millis(100));
+    assert_eq!(
+        index_of(&c, leader, after_emptied),
+        index_of(&c, leader, wq)
+    );
+    assert!(index_of(&c, leader, after_emptied) > q_seen);
+    assert_replicas_agree(&c);
+}
+
+/// Memory is bounded under churn: 10,000 put/delete cycles of distinct keys
+/// (each delete leaves a tombstone) over five TTLs of simulated time. At
+/// every point each server keeps at most the tombstones of the last TTL
+/// plus two bins (one of rounding, one for the reap to commit), and at
+/// least those of the last TTL less a bin (nothing is reaped early); the
+/// GC's bins stay within TTL/granularity + 2; once the churn stops, one
+/// more TTL leaves none.
+#[test]
+fn tombstones_stay_bounded_under_churn() {
+    let (ttl, granularity) = (Duration::from_secs(20), Duration::from_secs(1));
+    let mut c = cluster_with_ttl(3, ttl, granularity);
+    let leader = c.run_until_leader(Duration::from_secs(5)).unwrap();
+    let period = Duration::from_millis(10); // 100 deletes a second
+    let per_ttl = ttl.as_nanos() / period.as_nanos();
+    let per_bin = granularity.as_nanos() / period.as_nanos();
+    let (upper, lower) = (per_ttl + 2 * per_bin, per_ttl - per_bin);
+    let (mut peak, mut checked_lower) = (0, 0);
+    for i in 0..10_000u64 {
+        c.request(leader, put(&format!("churn/{i}"), "v"));
+        c.request(leader, delete(&format!("churn/{i}")));
+        c.run_for(period);
+        for s in c.servers.values() {
+            let n = s.fsm().tombstone_count() as u64;
+            assert!(n <= upper, "cycle {i}: {n} tombstones > {upper}");
+            peak = peak.max(n);
+            if i > per_ttl + per_bin {
+                assert!(
+                    n >= lower,
+                    "cycle {i}: {n} tombstones < {lower}: reaped early"
+                );
+                checked_lower += 1;
+            }
+        }
+        let bins = c.servers[&leader].tombstone_gc().buckets() as u64;
+        assert!(bins <= per_ttl / per_bin + 2, "cycle {i}: {bins} bins");
+    }
+    assert_eq!(c.leader(), Some(leader), "one leader throughout");
+    assert!(peak > lower && checked_lower > 20_000, "peak {peak}");
+    let reaps = reaps_in_log(&c, leader).len();
+    // Bins expire from one TTL into the churn to its end: ~80 of them.
+    assert!((70..=110).contains(&reaps), "one reap per bin: {reaps}");
+
+    c.run_for(ttl + granularity.saturating_mul(2));
+    for s in c.servers.values() {
+        assert_eq!(s.fsm().tombstone_count(), 0);
+        assert!(s.fsm().kv_list("churn/").is_empty());
+    }
+    assert_replicas_agree(&c);
+}

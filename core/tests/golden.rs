@@ -529,6 +529,17 @@ fn golden_vectors_match() {
             wire::decode_command,
         );
     }
+    // Proposed by the leader's tombstone GC; an index above 2^32 pins the
+    // varint's width.
+    let reap = Command::TombstoneReap {
+        upto: 0x1_2345_6789,
+    };
+    g.check(
+        "command_tombstone_reap",
+        &reap,
+        wire::encode_command(&reap),
+        wire::decode_command,
+    );
 
     for (name, record) in wal_records() {
         let mut bytes = Vec::new();

@@ -8,7 +8,7 @@
 //! Election timeouts are drawn from a seeded RNG, so a test that needs the
 //! timer to fire reads `poll_timeout()` and ticks at exactly that instant.
 
-use tern_core::action::{Action, Event, PersistOp};
+use tern_core::action::{Action, Event, PersistId, PersistOp};
 use tern_core::clock::{Duration, Instant};
 use tern_core::config::Config;
 use tern_core::fsm::{Command, KvCommand, KvWrite};
@@ -31,6 +31,12 @@ fn ms(n: u64) -> Duration {
 }
 
 /// One `Raft` and the current instant; each call returns what it emitted.
+///
+/// The disk is instant: after each call, every write it issued is reported
+/// durable (`Raft::persisted`) and what that causes is appended to the
+/// returned list. Persist ids are then written as 0 and a send's `after` as
+/// the position (1-based) of the write it waits for in the same list, so
+/// expected lists say which write a message waits for without counting ids.
 struct Node {
     raft: Raft,
     now: Instant,
@@ -49,10 +55,43 @@ impl Node {
         self.now = self.now + d;
     }
 
+    /// Report the writes in `out` durable, then number them (see `Node`).
+    fn settle(&mut self, mut out: Vec<Action>) -> Vec<Action> {
+        let last = out.iter().rev().find_map(|a| match a {
+            Action::Persist { id, .. } => Some(*id),
+            _ => None,
+        });
+        if let Some(id) = last {
+            self.raft.persisted(self.now, id, &mut out);
+        }
+        let ids: Vec<PersistId> = out
+            .iter()
+            .filter_map(|a| match a {
+                Action::Persist { id, .. } => Some(*id),
+                _ => None,
+            })
+            .collect();
+        for a in out.iter_mut() {
+            match a {
+                Action::Persist { id, .. } => *id = PersistId(0),
+                Action::Send {
+                    after: Some(after), ..
+                } => {
+                    let pos = ids.iter().position(|i| i == after).expect(
+                        "a send waits only for a write of the same call (the disk is instant)",
+                    );
+                    *after = PersistId(pos as u64 + 1);
+                }
+                _ => {}
+            }
+        }
+        out
+    }
+
     fn tick(&mut self) -> Vec<Action> {
         let mut out = Vec::new();
         self.raft.tick(self.now, &mut out);
-        out
+        self.settle(out)
     }
 
     /// Jump to the next deadline the server asked for and tick there.
@@ -66,7 +105,7 @@ impl Node {
     fn step(&mut self, from: u64, msg: RaftMessage) -> Vec<Action> {
         let mut out = Vec::new();
         self.raft.step(self.now, node_id(from), msg, &mut out);
-        out
+        self.settle(out)
     }
 
     fn propose(
@@ -75,13 +114,13 @@ impl Node {
     ) -> (Result<(LogIndex, Term), ProposeError>, Vec<Action>) {
         let mut out = Vec::new();
         let r = self.raft.propose(self.now, payload, &mut out);
-        (r, out)
+        (r, self.settle(out))
     }
 
     fn read_index(&mut self, ctx: u64) -> (Result<(), ProposeError>, Vec<Action>) {
         let mut out = Vec::new();
         let r = self.raft.read_index(self.now, ctx, &mut out);
-        (r, out)
+        (r, self.settle(out))
     }
 
     fn transfer(&mut self, to: u64) -> (Result<NodeId, ProposeError>, Vec<Action>) {
@@ -89,13 +128,13 @@ impl Node {
         let r = self
             .raft
             .transfer_leadership(self.now, Some(node_id(to)), &mut out);
-        (r, out)
+        (r, self.settle(out))
     }
 
     fn snapshot_taken(&mut self, snapshot: Snapshot, trailing: u64) -> Vec<Action> {
         let mut out = Vec::new();
         self.raft.snapshot_taken(snapshot, trailing, &mut out);
-        out
+        self.settle(out)
     }
 }
 
@@ -109,11 +148,27 @@ fn send(from: u64, to: u64, msg: RaftMessage) -> Action {
             to: node_id(to),
             body: MessageBody::Raft(msg),
         },
+        after: None,
+    }
+}
+
+/// `send` that waits for the `nth` write (1-based) of the same list.
+fn after(nth: u64, send: Action) -> Action {
+    match send {
+        Action::Send {
+            address, message, ..
+        } => Action::Send {
+            address,
+            message,
+            after: Some(PersistId(nth)),
+        },
+        other => panic!("only a send waits for a write, not {other:?}"),
     }
 }
 
 fn hard_state(term: u64, vote: Option<u64>) -> Action {
     Action::Persist {
+        id: PersistId(0),
         op: PersistOp::HardState(HardState {
             term: Term(term),
             vote: vote.map(node_id),
@@ -124,6 +179,7 @@ fn hard_state(term: u64, vote: Option<u64>) -> Action {
 
 fn persist_append(entries: Vec<Entry>) -> Action {
     Action::Persist {
+        id: PersistId(0),
         op: PersistOp::Append(entries),
         sync: true,
     }
@@ -131,6 +187,7 @@ fn persist_append(entries: Vec<Entry>) -> Action {
 
 fn persist_save_snapshot(snapshot: Snapshot) -> Action {
     Action::Persist {
+        id: PersistId(0),
         op: PersistOp::SaveSnapshot(snapshot),
         sync: true,
     }
@@ -138,13 +195,15 @@ fn persist_save_snapshot(snapshot: Snapshot) -> Action {
 
 fn persist_purge(up_to: u64) -> Action {
     Action::Persist {
+        id: PersistId(0),
         op: PersistOp::PurgeUpTo(LogIndex(up_to)),
-        sync: false,
+        sync: true,
     }
 }
 
 fn persist_install_snapshot(snapshot: Snapshot) -> Action {
     Action::Persist {
+        id: PersistId(0),
         op: PersistOp::InstallSnapshot(snapshot),
         sync: true,
     }
@@ -152,8 +211,9 @@ fn persist_install_snapshot(snapshot: Snapshot) -> Action {
 
 fn persist_truncate(from: u64) -> Action {
     Action::Persist {
+        id: PersistId(0),
         op: PersistOp::TruncateFrom(LogIndex(from)),
-        sync: false,
+        sync: true,
     }
 }
 
@@ -411,7 +471,7 @@ fn follower_of_s1(contact_after: Duration) -> Node {
             hard_state(2, None),
             persist_append(vec![noop(2, 2)]),
             committed(1),
-            send(2, 1, append_ok(2, 2, 1)),
+            after(2, send(2, 1, append_ok(2, 2, 1))),
         ]
     );
     s2
@@ -456,8 +516,8 @@ fn timeout_starts_a_pre_vote_and_a_pre_vote_majority_starts_the_election() {
         out,
         vec![
             hard_state(2, Some(1)),
-            send(1, 2, vote_req(2, 1, 1)),
-            send(1, 3, vote_req(2, 1, 1)),
+            after(1, send(1, 2, vote_req(2, 1, 1))),
+            after(1, send(1, 3, vote_req(2, 1, 1))),
         ]
     );
     assert_eq!(s1.raft.role(), Role::Candidate);
@@ -568,7 +628,10 @@ fn vote_is_persisted_before_it_is_granted_and_given_once_per_term() {
     let out = s2.step(1, vote_req(2, 1, 1));
     assert_eq!(
         out,
-        vec![hard_state(2, Some(1)), send(2, 1, vote_resp(2, true)),]
+        vec![
+            hard_state(2, Some(1)),
+            after(1, send(2, 1, vote_resp(2, true))),
+        ]
     );
     assert_eq!(s2.raft.vote(), Some(node_id(1)));
 
@@ -581,7 +644,10 @@ fn vote_is_persisted_before_it_is_granted_and_given_once_per_term() {
     let out = s2.step(1, vote_req(2, 1, 1));
     assert_eq!(
         out,
-        vec![hard_state(2, Some(1)), send(2, 1, vote_resp(2, true))]
+        vec![
+            hard_state(2, Some(1)),
+            after(1, send(2, 1, vote_resp(2, true)))
+        ]
     );
 }
 
@@ -604,7 +670,10 @@ fn vote_is_refused_to_a_candidate_with_a_less_up_to_date_log() {
     let out = s2.step(3, vote_req(3, 5, 1));
     assert_eq!(
         out,
-        vec![hard_state(3, None), send(2, 3, vote_resp(3, false))]
+        vec![
+            hard_state(3, None),
+            after(1, send(2, 3, vote_resp(3, false)))
+        ]
     );
     assert_eq!(s2.raft.vote(), None);
 
@@ -616,7 +685,10 @@ fn vote_is_refused_to_a_candidate_with_a_less_up_to_date_log() {
     let out = s2.step(1, vote_req(3, 2, 2));
     assert_eq!(
         out,
-        vec![hard_state(3, Some(1)), send(2, 1, vote_resp(3, true))]
+        vec![
+            hard_state(3, Some(1)),
+            after(1, send(2, 1, vote_resp(3, true)))
+        ]
     );
 }
 
@@ -636,7 +708,7 @@ fn candidate_accepts_a_leader_of_its_term() {
         vec![
             persist_append(vec![noop(2, 2)]),
             committed(1),
-            send(1, 3, append_ok(2, 2, 1)),
+            after(1, send(1, 3, append_ok(2, 2, 1))),
         ]
     );
     assert_eq!(s1.raft.role(), Role::Follower);
@@ -668,7 +740,10 @@ fn follower_that_heard_from_its_leader_recently_ignores_candidates() {
     let out = s2.step(3, transfer_vote_req(3, 2, 2));
     assert_eq!(
         out,
-        vec![hard_state(3, Some(3)), send(2, 3, vote_resp(3, true)),]
+        vec![
+            hard_state(3, Some(3)),
+            after(1, send(2, 3, vote_resp(3, true))),
+        ]
     );
 }
 
@@ -685,7 +760,10 @@ fn stickiness_ends_an_election_timeout_after_the_last_contact() {
     s2.advance(ms(1));
     assert_eq!(
         s2.step(3, vote_req(3, 2, 2)),
-        vec![hard_state(3, Some(3)), send(2, 3, vote_resp(3, true)),]
+        vec![
+            hard_state(3, Some(3)),
+            after(1, send(2, 3, vote_resp(3, true))),
+        ]
     );
 }
 
@@ -835,7 +913,10 @@ fn append_entries_with_a_mismatched_prev_is_rejected_with_a_hint() {
     let out = s2.step(1, append(3, (2, 3), vec![cmd(3, 3, "a")], 0, 8));
     assert_eq!(
         out,
-        vec![hard_state(3, None), send(2, 1, append_reject(3, 1, 8))]
+        vec![
+            hard_state(3, None),
+            after(1, send(2, 1, append_reject(3, 1, 8)))
+        ]
     );
     assert_eq!(s2.raft.log().last_index(), LogIndex(2));
 
@@ -864,7 +945,7 @@ fn follower_persists_new_entries_before_acknowledging_them() {
         vec![
             persist_append(vec![cmd(3, 2, "a"), cmd(4, 2, "b")]),
             committed(2),
-            send(2, 1, append_ok(2, 4, 5)),
+            after(1, send(2, 1, append_ok(2, 4, 5))),
         ]
     );
     assert_eq!(s2.raft.log().last_index(), LogIndex(4));
@@ -915,7 +996,7 @@ fn conflicting_suffix_is_truncated_and_replaced() {
             persist_truncate(3),
             persist_append(vec![noop(3, 3)]),
             committed(2),
-            send(2, 1, append_ok(3, 3, 1)),
+            after(2, send(2, 1, append_ok(3, 3, 1))),
         ]
     );
     assert_eq!(s2.raft.log().last_index(), LogIndex(3));
@@ -964,7 +1045,7 @@ fn follower_commit_is_min_of_leader_commit_and_last_new_entry() {
         vec![
             persist_append(vec![cmd(3, 2, "a")]),
             committed(3),
-            send(2, 1, append_ok(2, 3, 1)),
+            after(1, send(2, 1, append_ok(2, 3, 1))),
         ]
     );
     assert_eq!(s2.raft.commit_index(), LogIndex(3));
@@ -1001,7 +1082,7 @@ fn truncating_a_configuration_entry_restores_the_previous_configuration() {
             persist_truncate(3),
             persist_append(vec![noop(3, 3)]),
             committed(2),
-            send(2, 1, append_ok(3, 3, 1)),
+            after(3, send(2, 1, append_ok(3, 3, 1))),
         ]
     );
     assert_eq!(s2.raft.membership(), &membership(3));
@@ -1096,8 +1177,8 @@ fn nonvoters_replicate_but_neither_vote_nor_count_toward_commit() {
         out,
         vec![
             hard_state(2, Some(1)),
-            send(1, 2, vote_req(2, 1, 1)),
-            send(1, 3, vote_req(2, 1, 1)),
+            after(1, send(1, 2, vote_req(2, 1, 1))),
+            after(1, send(1, 3, vote_req(2, 1, 1))),
         ]
     );
     assert_eq!(s1.step(4, vote_resp(2, true)), vec![]);
@@ -1177,6 +1258,163 @@ fn pipeline_is_bounded_and_later_proposals_are_batched() {
             ),
         ]
     );
+}
+
+// ===== durability is explicit (Input::Persisted, thesis §10.2.1) =====
+
+/// `Raft` calls without the instant disk of `Node`: writes stay in flight
+/// until the test reports them with `persisted`, and ids are absolute.
+fn raw_step(node: &mut Node, from: u64, msg: RaftMessage) -> Vec<Action> {
+    let mut out = Vec::new();
+    node.raft.step(node.now, node_id(from), msg, &mut out);
+    out
+}
+
+fn raw_persisted(node: &mut Node, id: u64) -> Vec<Action> {
+    let mut out = Vec::new();
+    node.raft.persisted(node.now, PersistId(id), &mut out);
+    out
+}
+
+fn persist_ids(out: &[Action]) -> Vec<u64> {
+    out.iter()
+        .filter_map(|a| match a {
+            Action::Persist { id, .. } => Some(id.0),
+            _ => None,
+        })
+        .collect()
+}
+
+/// Thesis §10.2.1: the leader sends its new entry before its own write is
+/// durable, and the followers' copies may commit it; but the leader counts
+/// its own copy only once the driver reports it durable.
+#[test]
+fn a_leader_counts_its_own_entry_toward_commit_only_once_it_is_durable() {
+    let mut s1 = established(&config(1, 3), 3);
+
+    // Phase 1: propose; the sends wait for nothing, the write is in flight.
+    let mut out = Vec::new();
+    let r = s1.raft.propose(s1.now, set("a"), &mut out);
+    assert_eq!(r, Ok((LogIndex(3), Term(2))));
+    let ids = persist_ids(&out);
+    assert_eq!(ids.len(), 1);
+    assert!(out
+        .iter()
+        .all(|a| !matches!(a, Action::Send { after: Some(_), .. })));
+
+    // Phase 2: one follower's copy plus a leader copy that is not durable
+    // yet is not a majority.
+    let out = raw_step(&mut s1, 2, append_ok(2, 3, 3));
+    assert!(!out.contains(&committed(3)), "{out:?}");
+    assert_eq!(s1.raft.commit_index(), LogIndex(2));
+
+    // Phase 3: the driver reports the write durable: now it commits.
+    let out = raw_persisted(&mut s1, ids[0]);
+    assert_eq!(out, vec![committed(3)]);
+
+    // Phase 4: the next entry commits on the two followers alone, before the
+    // leader's own write is durable.
+    let mut out = Vec::new();
+    s1.raft.propose(s1.now, set("b"), &mut out).unwrap();
+    raw_step(&mut s1, 2, append_ok(2, 4, 5));
+    let out = raw_step(&mut s1, 3, append_ok(2, 4, 6));
+    assert!(out.contains(&committed(4)), "{out:?}");
+    assert!(s1.raft.durable_index() < LogIndex(4));
+}
+
+/// A one-server cluster commits its no-op only after its write is durable:
+/// there is nobody else whose copy could count.
+#[test]
+fn a_one_server_cluster_commits_only_what_its_disk_holds() {
+    let mut s1 = Node::new(&config(1, 1), bootstrapped(1));
+    let mut out = Vec::new();
+    s1.now = s1.raft.poll_timeout();
+    s1.raft.tick(s1.now, &mut out);
+    assert_eq!(s1.raft.role(), Role::Leader);
+    assert!(!out
+        .iter()
+        .any(|a| matches!(a, Action::Event(Event::Committed { .. }))));
+    let ids = persist_ids(&out);
+    assert_eq!(ids.len(), 2, "hard state, then the no-op: {out:?}");
+    // Reporting only the hard state is not enough.
+    assert_eq!(raw_persisted(&mut s1, ids[0]), vec![]);
+    assert_eq!(raw_persisted(&mut s1, ids[1]), vec![committed(2)]);
+}
+
+/// Figure 2 ("persist before responding"), now as data: a vote names the
+/// write that records it, and an acknowledgement of entries the write that
+/// stores them.
+#[test]
+fn a_vote_and_an_acknowledgement_name_the_write_they_wait_for() {
+    let mut s2 = Node::new(&config(2, 3), bootstrapped(3));
+    s2.advance(ms(1000));
+    let out = raw_step(&mut s2, 1, vote_req(2, 1, 1));
+    assert_eq!(
+        out,
+        vec![
+            Action::Persist {
+                id: PersistId(1),
+                op: PersistOp::HardState(HardState {
+                    term: Term(2),
+                    vote: Some(node_id(1)),
+                }),
+                sync: true,
+            },
+            Action::Send {
+                address: "s1:8300".into(),
+                message: Message {
+                    from: node_id(2),
+                    to: node_id(1),
+                    body: MessageBody::Raft(vote_resp(2, true)),
+                },
+                after: Some(PersistId(1)),
+            },
+        ]
+    );
+    // Write 1 is still in flight: the acknowledgement waits for write 2,
+    // which covers it.
+    let out = raw_step(&mut s2, 1, append(2, (1, 1), vec![noop(2, 2)], 1, 1));
+    let ack = out
+        .iter()
+        .find_map(|a| match a {
+            Action::Send { after, .. } => Some(*after),
+            _ => None,
+        })
+        .unwrap();
+    assert_eq!(persist_ids(&out), vec![2]);
+    assert_eq!(ack, Some(PersistId(2)));
+    // Once everything is durable, a heartbeat's answer waits for nothing.
+    raw_persisted(&mut s2, 2);
+    let out = raw_step(&mut s2, 1, heartbeat(2, (2, 2), 2, 2));
+    assert!(out
+        .iter()
+        .any(|a| matches!(a, Action::Send { after: None, .. })));
+}
+
+/// §5.3 with writes in flight: entries a conflicting AppendEntries replaced
+/// are not counted durable when the write that carried them completes.
+#[test]
+fn a_write_in_flight_for_entries_since_replaced_makes_only_the_survivors_durable() {
+    let mut s2 = Node::new(&config(2, 3), bootstrapped(3));
+    s2.advance(ms(1000));
+    // Term 2 entries 2 and 3 arrive (writes 1: hard state, 2: append).
+    let out = raw_step(
+        &mut s2,
+        1,
+        append(2, (1, 1), vec![noop(2, 2), cmd(3, 2, "x")], 1, 1),
+    );
+    assert_eq!(persist_ids(&out), vec![1, 2]);
+    // A term-3 leader replaces entry 3 (writes 3: hard state, 4: the
+    // truncation, 5: append).
+    s2.advance(ms(1000));
+    let out = raw_step(&mut s2, 3, append(3, (2, 2), vec![noop(3, 3)], 1, 1));
+    assert_eq!(persist_ids(&out), vec![3, 4, 5]);
+    assert_eq!(s2.raft.durable_index(), LogIndex(1));
+    // Write 2 completes: of what it carried, only entry 2 is still in the log.
+    raw_persisted(&mut s2, 2);
+    assert_eq!(s2.raft.durable_index(), LogIndex(2));
+    raw_persisted(&mut s2, 5);
+    assert_eq!(s2.raft.durable_index(), LogIndex(3));
 }
 
 // ===== thesis §6.2 check-quorum =====
@@ -1429,8 +1667,8 @@ fn timeout_now_starts_an_election_at_once_without_pre_vote() {
         out,
         vec![
             hard_state(3, Some(2)),
-            send(2, 1, transfer_vote_req(3, 2, 2)),
-            send(2, 3, transfer_vote_req(3, 2, 2)),
+            after(1, send(2, 1, transfer_vote_req(3, 2, 2))),
+            after(1, send(2, 3, transfer_vote_req(3, 2, 2))),
         ]
     );
     assert_eq!(s2.raft.role(), Role::Candidate);
@@ -1453,7 +1691,7 @@ fn leader_grants_its_vote_to_the_transfer_target() {
         vec![
             stepped_down(3),
             hard_state(3, Some(2)),
-            send(1, 2, vote_resp(3, true)),
+            after(1, send(1, 2, vote_resp(3, true))),
         ]
     );
     assert_eq!(s1.raft.role(), Role::Follower);
@@ -1700,7 +1938,7 @@ fn installing_a_snapshot_discards_a_conflicting_log() {
                 last_index: LogIndex(5)
             }),
             committed(5),
-            send(3, 1, install_snapshot_resp(3, 5, 9)),
+            after(2, send(3, 1, install_snapshot_resp(3, 5, 9))),
         ]
     );
     assert_eq!(s3.raft.log().base_index(), LogIndex(5));
@@ -1743,7 +1981,7 @@ fn installing_a_snapshot_keeps_a_matching_suffix() {
                 last_index: LogIndex(3)
             }),
             committed(3),
-            send(3, 1, install_snapshot_resp(2, 3, 4)),
+            after(1, send(3, 1, install_snapshot_resp(2, 3, 4))),
         ]
     );
     assert_eq!(s3.raft.log().first_index(), LogIndex(4));
@@ -1776,7 +2014,7 @@ fn removal_learned_from_a_snapshot_is_reported() {
             }),
             committed(5),
             Action::Event(Event::Removed),
-            send(3, 1, install_snapshot_resp(2, 5, 1)),
+            after(2, send(3, 1, install_snapshot_resp(2, 5, 1))),
         ]
     );
 }

@@ -16,7 +16,10 @@ use tern_core::wire::{
     decode_frame, decode_message, decode_request, encode_frame, encode_message, encode_response,
     recover, replay, WalRecord,
 };
-use tern_core::{Action, Event, Input, Instant, Message, NodeId, PersistOp, RequestId, Server};
+use tern_core::{
+    Action, Event, Input, Instant, Message, NodeId, Outbox, PersistOp, PersistWrite, RequestId,
+    Server,
+};
 use tokio::sync::mpsc;
 
 use crate::disk::{compacted_file, SimDisk};
@@ -85,25 +88,36 @@ pub(crate) async fn run_server(shared: Arc<Shared>, slot: Arc<ServerSlot>) {
     drop(tx);
     let (hint_tx, hints) = mpsc::unbounded_channel();
     *slot.hints.lock().unwrap() = Some(hint_tx);
+    // The disk runs beside the node loop, as the daemon's disk thread does:
+    // the node keeps taking inputs while a job's fsyncs run.
+    let (jobs_tx, jobs_rx) = mpsc::unbounded_channel();
+    let (done_tx, disk_done) = mpsc::unbounded_channel();
+    madsim::task::spawn(disk_worker(
+        shared.clone(),
+        slot.clone(),
+        incarnation,
+        jobs_rx,
+        done_tx,
+    ));
+    let outbox = Outbox::for_config(&slot.config);
     let mut driver = Driver {
         frame_bytes_max: slot.config.frame_bytes_max,
         shared,
         slot,
         ep,
-        incarnation,
+        outbox,
+        disk_jobs: jobs_tx,
+        running_job: Vec::new(),
         pending: BTreeMap::new(),
         next_request: 1,
         last_tick: None,
     };
     // A fresh server writes its bootstrap configuration here; its actions
     // run like any others, strictly in order.
-    let Some(actions) = driver.step(None) else {
-        return;
-    };
-    if driver.execute(actions).await.is_err() {
+    if !driver.step(None, Vec::new()) {
         return;
     }
-    driver.run(rx, hints).await;
+    driver.run(rx, hints, disk_done).await;
 }
 
 /// Reads the WAL back: truncates a torn tail, refuses to go on from a
@@ -158,6 +172,8 @@ enum Wake {
     Datagram(Datagram),
     /// A transport hint from the world: this server is gone.
     Hint(NodeId),
+    /// The disk finished the running job: its writes are durable.
+    DiskDone,
     Closed,
 }
 
@@ -165,8 +181,12 @@ struct Driver {
     shared: Arc<Shared>,
     slot: Arc<ServerSlot>,
     ep: Endpoint,
-    incarnation: u64,
     frame_bytes_max: usize,
+    /// The same scheduler of writes and held-back sends as the daemon's.
+    outbox: Outbox,
+    disk_jobs: mpsc::UnboundedSender<Vec<PersistWrite>>,
+    /// The writes of the job the disk is running (for the observer).
+    running_job: Vec<PersistWrite>,
     /// Client requests in the core, by the id we gave them: who to answer.
     pending: BTreeMap<RequestId, (SocketAddr, u64)>,
     next_request: u64,
@@ -180,24 +200,24 @@ impl Driver {
         mut self,
         mut rx: mpsc::UnboundedReceiver<Datagram>,
         mut hints: mpsc::UnboundedReceiver<NodeId>,
+        mut disk_done: mpsc::UnboundedReceiver<()>,
     ) {
         loop {
-            let input = match self.next_wake(&mut rx, &mut hints).await {
+            let mut released = Vec::new();
+            let input = match self.next_wake(&mut rx, &mut hints, &mut disk_done).await {
                 Wake::Closed => return,
                 Wake::Tick => {
                     self.last_tick = Some(now());
                     Input::Tick
                 }
                 Wake::Hint(about) => Input::Unreachable(about),
+                Wake::DiskDone => Input::Persisted(self.outbox.job_done(&mut released)),
                 Wake::Datagram(d) => match self.decode(d) {
                     Some(input) => input,
                     None => continue,
                 },
             };
-            let Some(actions) = self.step(Some(input)) else {
-                return;
-            };
-            if self.execute(actions).await.is_err() {
+            if !self.step(Some(input), released) {
                 return;
             }
         }
@@ -208,6 +228,7 @@ impl Driver {
         &mut self,
         rx: &mut mpsc::UnboundedReceiver<Datagram>,
         hints: &mut mpsc::UnboundedReceiver<NodeId>,
+        disk_done: &mut mpsc::UnboundedReceiver<()>,
     ) -> Wake {
         let deadline = match self.slot.server.lock().unwrap().as_ref() {
             Some(s) => s.poll_timeout(),
@@ -228,6 +249,12 @@ impl Driver {
         let mut sleep: Option<Pin<Box<madsim::time::Sleep>>> =
             wait.map(|d| Box::pin(madsim::time::sleep(d)));
         poll_fn(|cx| {
+            match disk_done.poll_recv(cx) {
+                Poll::Ready(Some(())) => return Poll::Ready(Wake::DiskDone),
+                // The disk worker stopped: this incarnation was killed.
+                Poll::Ready(None) => return Poll::Ready(Wake::Closed),
+                Poll::Pending => {}
+            }
             if let Poll::Ready(Some(about)) = hints.poll_recv(cx) {
                 return Poll::Ready(Wake::Hint(about));
             }
@@ -304,20 +331,37 @@ impl Driver {
         );
     }
 
-    /// One `handle`, then the observer. The server is taken out of its slot
-    /// meanwhile, so an observer may look at every *other* server through
-    /// the world without deadlocking on this one.
-    /// `None` is `Server::start`, called once before the first input.
-    fn step(&mut self, input: Option<Input>) -> Option<Vec<Action>> {
-        let mut server = self.slot.server.lock().unwrap().take()?;
+    /// One `handle`, through the outbox, then the observer, then the
+    /// actions that may run now; a new disk job goes to the disk worker.
+    /// The server is taken out of its slot meanwhile, so an observer may
+    /// look at every *other* server through the world without deadlocking
+    /// on this one. `None` is `Server::start`, called once before the first
+    /// input. `released` are the sends the finished disk job let go (with
+    /// `Input::Persisted`). False once the node is gone.
+    fn step(&mut self, input: Option<Input>, released: Vec<Action>) -> bool {
+        let Some(mut server) = self.slot.server.lock().unwrap().take() else {
+            return false;
+        };
         let now = now();
         let mut out = Vec::new();
         let observer = self.shared.observer();
         let seen = observer.as_ref().and(input.clone());
+        let persisted = matches!(input, Some(Input::Persisted(_)));
         match input {
             Some(input) => server.handle(now, input, &mut out),
             None => server.start(&mut out),
         }
+        let durable = if persisted {
+            std::mem::take(&mut self.running_job)
+        } else {
+            Vec::new()
+        };
+        let mut ready = released;
+        match &observer {
+            Some(_) => self.outbox.push(out.iter().cloned(), &mut ready),
+            None => self.outbox.push(std::mem::take(&mut out), &mut ready),
+        }
+        let job = self.outbox.start_job(&mut ready);
         if let Some(observer) = observer {
             observer(&Observation {
                 node: self.slot.id,
@@ -325,26 +369,117 @@ impl Driver {
                 input: seen.as_ref(),
                 server: &server,
                 actions: &out,
+                durable: &durable,
+                executed: &ready,
             });
         }
         *self.slot.server.lock().unwrap() = Some(server);
-        Some(out)
-    }
-
-    async fn execute(&mut self, actions: Vec<Action>) -> Result<(), Dead> {
-        for action in actions {
+        for action in ready {
             match action {
-                Action::Persist { op, sync } => self.persist(op, sync).await?,
-                Action::Send { address, message } => self.send(&address, &message),
-                Action::Respond { id, response } => {
-                    self.respond(id, &response);
-                }
+                Action::Persist { .. } => unreachable!("the outbox keeps writes"),
+                Action::Send {
+                    address, message, ..
+                } => self.send(&address, &message),
+                Action::Respond { id, response } => self.respond(id, &response),
                 Action::Event(event) => self.event(event),
             }
         }
-        Ok(())
+        if let Some(job) = job {
+            self.running_job = job.clone();
+            if self.disk_jobs.send(job).is_err() {
+                return false;
+            }
+        }
+        true
     }
 
+    fn send(&mut self, address: &str, message: &Message) {
+        let Ok(dst) = address.parse::<SocketAddr>() else {
+            self.slot.counters.lock().unwrap().send_errors += 1;
+            println!(
+                "[io-sim] {:?}: cannot send to {address:?}: not an address",
+                self.slot.id
+            );
+            return;
+        };
+        let mut frame = Vec::new();
+        encode_frame(&encode_message(message), &mut frame);
+        let rate = self.shared.duplicate_rate();
+        let duplicate = rate > 0.0 && madsim::rand::thread_rng().gen_bool(rate.min(1.0));
+        if duplicate {
+            send_detached(&self.ep, dst, TAG_PEER, frame.clone());
+        }
+        send_detached(&self.ep, dst, TAG_PEER, frame);
+        let mut c = self.slot.counters.lock().unwrap();
+        c.messages_sent += 1;
+        c.messages_duplicated += u64::from(duplicate);
+    }
+
+    fn respond(&mut self, id: RequestId, response: &tern_core::rpc::Response) {
+        let Some((to, client_id)) = self.pending.remove(&id) else {
+            self.slot.counters.lock().unwrap().responses_unmatched += 1;
+            println!(
+                "[io-sim] {:?}: the core answered unknown request {id:?}",
+                self.slot.id
+            );
+            return;
+        };
+        let bytes = encode_envelope(client_id, &encode_response(response));
+        send_detached(&self.ep, to, TAG_RESPONSE, bytes);
+        self.slot.counters.lock().unwrap().responses_sent += 1;
+    }
+
+    fn event(&mut self, event: Event) {
+        match event {
+            Event::BecameLeader { .. }
+            | Event::SteppedDown { .. }
+            | Event::Removed
+            | Event::SnapshotTaken { .. }
+            | Event::SnapshotInstalled { .. } => {
+                self.shared.record(WorldEvent::Core {
+                    node: self.slot.id,
+                    event,
+                });
+            }
+            _ => {}
+        }
+    }
+}
+
+/// The node's disk: performs each job's writes in order, with the simulated
+/// fsync latency, and reports when the job is durable. It is the only writer
+/// of the node's WAL. A crash (kill) ends it with the node.
+async fn disk_worker(
+    shared: Arc<Shared>,
+    slot: Arc<ServerSlot>,
+    incarnation: u64,
+    mut jobs: mpsc::UnboundedReceiver<Vec<PersistWrite>>,
+    done: mpsc::UnboundedSender<()>,
+) {
+    let mut disk = DiskWorker {
+        shared,
+        slot,
+        incarnation,
+    };
+    while let Some(job) = jobs.recv().await {
+        for w in &job {
+            if disk.persist(&w.op, w.sync).await.is_err() {
+                return;
+            }
+        }
+        if done.send(()).is_err() {
+            return;
+        }
+    }
+}
+
+struct DiskWorker {
+    shared: Arc<Shared>,
+    slot: Arc<ServerSlot>,
+    incarnation: u64,
+}
+
+impl DiskWorker {
     fn disk(&self) -> Result<MutexGuard<'_, SimDisk>, Dead> {
         let disk = self.slot.disk.lock().unwrap();
         if disk.incarnation() == self.incarnation {
@@ -354,12 +489,12 @@ impl Driver {
         }
     }
 
-    async fn persist(&mut self, op: PersistOp, sync: bool) -> Result<(), Dead> {
+    async fn persist(&mut self, op: &PersistOp, sync: bool) -> Result<(), Dead> {
         let snapshot = matches!(
             op,
             PersistOp::SaveSnapshot(_) | PersistOp::InstallSnapshot(_)
         );
-        let n = self.disk()?.append_record(&WalRecord::from(op));
+        let n = self.disk()?.append_record(&WalRecord::from(op.clone()));
         {
             let mut c = self.slot.counters.lock().unwrap();
             c.persists += 1;
@@ -426,57 +561,5 @@ impl Driver {
         drop(disk);
         self.slot.counters.lock().unwrap().compactions += 1;
         Ok(())
-    }
-
-    fn send(&mut self, address: &str, message: &Message) {
-        let Ok(dst) = address.parse::<SocketAddr>() else {
-            self.slot.counters.lock().unwrap().send_errors += 1;
-            println!(
-                "[io-sim] {:?}: cannot send to {address:?}: not an address",
-                self.slot.id
-            );
-            return;
-        };
-        let mut frame = Vec::new();
-        encode_frame(&encode_message(message), &mut frame);
-        let rate = self.shared.duplicate_rate();
-        let duplicate = rate > 0.0 && madsim::rand::thread_rng().gen_bool(rate.min(1.0));
-        if duplicate {
-            send_detached(&self.ep, dst, TAG_PEER, frame.clone());
-        }
-        send_detached(&self.ep, dst, TAG_PEER, frame);
-        let mut c = self.slot.counters.lock().unwrap();
-        c.messages_sent += 1;
-        c.messages_duplicated += u64::from(duplicate);
-    }
-
-    fn respond(&mut self, id: RequestId, response: &tern_core::rpc::Response) {
-        let Some((to, client_id)) = self.pending.remove(&id) else {
-            self.slot.counters.lock().unwrap().responses_unmatched += 1;
-            println!(
-                "[io-sim] {:?}: the core answered unknown request {id:?}",
-                self.slot.id
-            );
-            return;
-        };
-        let bytes = encode_envelope(client_id, &encode_response(response));
-        send_detached(&self.ep, to, TAG_RESPONSE, bytes);
-        self.slot.counters.lock().unwrap().responses_sent += 1;
-    }
-
-    fn event(&mut self, event: Event) {
-        match event {
-            Event::BecameLeader { .. }
-            | Event::SteppedDown { .. }
-            | Event::Removed
-            | Event::SnapshotTaken { .. }
-            | Event::SnapshotInstalled { .. } => {
-                self.shared.record(WorldEvent::Core {
-                    node: self.slot.id,
-                    event,
-                });
-            }
-            _ => {}
-        }
     }
 }

@@ -14,7 +14,9 @@ use madsim::rand::Rng;
 use madsim::runtime::Handle;
 use tern_core::raft::{Member, Membership, Suffrage};
 use tern_core::wire::WalError;
-use tern_core::{Action, Config, Event, Input, Instant, LogIndex, NodeId, NodeName, Server, Term};
+use tern_core::{
+    Action, Config, Event, Input, Instant, LogIndex, NodeId, NodeName, PersistWrite, Server, Term,
+};
 
 use crate::client::{Client, ClientSlot};
 use crate::disk::{CrashKeep, CrashOutcome, SimDisk};
@@ -101,7 +103,14 @@ pub struct Observation<'a> {
     /// `None` for `Server::start` (the bootstrap write before any input).
     pub input: Option<&'a Input>,
     pub server: &'a Server,
+    /// What `handle` emitted, in order.
     pub actions: &'a [Action],
+    /// The writes that became durable just before this input (the disk job
+    /// an `Input::Persisted` reports); empty otherwise.
+    pub durable: &'a [PersistWrite],
+    /// What the driver executes now, in order: the sends the outbox released
+    /// and the ready actions `handle` emitted (never a `Persist`).
+    pub executed: &'a [Action],
 }
 
 /// Called synchronously after every `Server::handle`, before the actions run.

@@ -386,3 +386,37 @@ fn a_killed_leader_is_replaced_after_its_lease_not_an_election_timeout() {
         world.resume(next);
     });
 }
+
+/// Issue 7, deliverable 1: the simulated node runs the daemon's pipeline.
+/// Its disk works beside the node loop, so a leader whose own fsync is slow
+/// keeps taking its followers' answers meanwhile, and a write commits on the
+/// followers' durable copies (thesis §10.2.1) long before the leader's own
+/// fsync ends. A driver that handled no input while an fsync ran could not
+/// answer before the leader's fsync finished.
+#[test]
+fn a_leader_with_a_slow_disk_commits_on_its_followers_disks() {
+    run_seed(8, madsim::Config::default(), || async {
+        let world = three();
+        let leader = one_leader(&world, Duration::from_secs(10)).await;
+        let client = world.add_client().await;
+        put_ok(&client, leader, "warm", "up").await;
+
+        // The leader's fsyncs now take 400 ms; its followers' 1-2 ms.
+        let slow = (Duration::from_millis(400), Duration::from_millis(400));
+        world.set_fsync_latency(leader, Some(slow));
+        // Let any fsync that started before the change finish.
+        madsim::time::sleep(Duration::from_millis(500)).await;
+
+        let started = madsim::time::Instant::now();
+        put_ok(&client, leader, "k", "v").await;
+        let took = started.elapsed();
+        assert!(
+            took < Duration::from_millis(400),
+            "the write waited for the leader's own fsync: {took:?}"
+        );
+        // The leader's copy still becomes durable: its fsync completes later.
+        let fsyncs = world.counters(leader).unwrap().fsyncs;
+        madsim::time::sleep(Duration::from_millis(900)).await;
+        assert!(world.counters(leader).unwrap().fsyncs > fsyncs);
+    });
+}

@@ -2,7 +2,8 @@
 //! leader, takes writes through any server, survives `kill -9` of its leader
 //! under load, and a restarted server catches up from its data dir. Also: a
 //! corrupted segment stops an agent with a clear message; a torn tail is
-//! recovered.
+//! recovered. A blocking query through a follower waits its whole wait and
+//! wakes on a write made through another server.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -446,4 +447,95 @@ fn sigterm_hands_leadership_over_and_exits_cleanly() {
         "a graceful leave exits 0: {status:?}\n{}",
         logs(&nodes)
     );
+}
+
+/// A GET that may block: its status, `X-Consul-Index`, body, and how long
+/// it took. `None` if the request failed (connection error, client timeout).
+fn get_blocking(url: &str, timeout: Duration) -> Option<(u16, u64, String, Duration)> {
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .timeout_global(Some(timeout))
+        .http_status_as_error(false)
+        .build()
+        .into();
+    let t = Instant::now();
+    let mut r = agent.get(url).call().ok()?;
+    let status = r.status().as_u16();
+    let index = r
+        .headers()
+        .get("X-Consul-Index")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
+    let body = r.body_mut().read_to_string().ok()?;
+    Some((status, index, body, t.elapsed()))
+}
+
+/// Blocking queries through a follower (which forwards them to the leader,
+/// where they park): one waits its whole 12 s wait and answers 200 with
+/// the unchanged value, not the 500 "outcome unknown" the follower's 7 s
+/// hold timeout used to give; another wakes when the key is written through
+/// a different server, with the new value and a larger `X-Consul-Index`.
+#[test]
+fn a_followers_blocking_query_waits_its_whole_wait_and_wakes_on_a_write() {
+    let mut nodes = cluster("blocking");
+    let ports: Vec<u16> = nodes.iter().map(|n| n.server).collect();
+    for n in nodes.iter_mut() {
+        n.start(&ports);
+    }
+    let leader = leader_of(&nodes, Duration::from_secs(20))
+        .unwrap_or_else(|| panic!("no leader\n{}", logs(&nodes)));
+    let (follower, other) = ((leader + 1) % 3, (leader + 2) % 3);
+    assert_eq!(
+        put(&format!("{}/v1/kv/watched", nodes[leader].base()), "1").map(|r| r.1),
+        Some("true".into()),
+        "{}",
+        logs(&nodes)
+    );
+    let url = format!("{}/v1/kv/watched?raw", nodes[follower].base());
+    let (status, index, body, _) = get_blocking(&url, Duration::from_secs(5)).unwrap();
+    assert_eq!((status, body.as_str()), (200, "1"), "{}", logs(&nodes));
+    assert!(index > 0);
+
+    // Phase 1: nothing changes; the query answers when its wait is over.
+    let (status, after, body, took) = get_blocking(
+        &format!("{url}&index={index}&wait=12s"),
+        Duration::from_secs(40),
+    )
+    .unwrap_or_else(|| panic!("the blocking query failed\n{}", logs(&nodes)));
+    eprintln!("a 12 s blocking query through a follower answered after {took:?}");
+    assert_eq!(
+        (status, body.as_str()),
+        (200, "1"),
+        "answered after {took:?}\n{}",
+        logs(&nodes)
+    );
+    assert_eq!(after, index);
+    assert!(took >= Duration::from_secs(11), "answered after {took:?}");
+    assert!(took < Duration::from_secs(30), "answered after {took:?}");
+
+    // Phase 2: a write through another server wakes a parked query. (If the
+    // write landed first, the query answers at once: the same assertions.)
+    let blocked = {
+        let url = format!("{url}&index={index}&wait=60s");
+        std::thread::spawn(move || get_blocking(&url, Duration::from_secs(90)))
+    };
+    std::thread::sleep(Duration::from_secs(1));
+    let written_at = Instant::now();
+    assert_eq!(
+        put(&format!("{}/v1/kv/watched", nodes[other].base()), "2").map(|r| r.1),
+        Some("true".into()),
+        "{}",
+        logs(&nodes)
+    );
+    let (status, woke, body, took) = blocked
+        .join()
+        .unwrap()
+        .unwrap_or_else(|| panic!("the blocking query failed\n{}", logs(&nodes)));
+    eprintln!(
+        "a parked query through a follower answered {:?} after the write was sent ({took:?} in all)",
+        written_at.elapsed()
+    );
+    assert_eq!((status, body.as_str()), (200, "2"), "{}", logs(&nodes));
+    assert!(woke > index, "X-Consul-Index {woke} after {index}");
+    assert!(took < Duration::from_secs(30), "answered after {took:?}");
 }

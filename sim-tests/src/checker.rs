@@ -20,7 +20,9 @@ use std::collections::BTreeMap;
 use std::hash::{Hash, Hasher};
 
 use tern_core::raft::{Entry, EntryPayload, HardState, RaftMessage, Role};
-use tern_core::{Action, Event, LogIndex, MessageBody, NodeId, PersistOp, Server, Term};
+use tern_core::{
+    Action, Event, LogIndex, MessageBody, NodeId, PersistOp, PersistWrite, Server, Term,
+};
 
 /// One broken property, in words.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -118,10 +120,15 @@ impl Checker {
                 "durability: {node:?} acknowledged a snapshot up to {} but only {} is durable",
                 r.last_index.0, last.0
             )),
+            // A durable later term also keeps the promise: the server can
+            // never vote in `r.term` again (several writes of one disk job
+            // become durable at once, so the grant's own record may already
+            // be superseded when it leaves).
             RaftMessage::VoteResponse(r)
                 if r.granted
                     && !r.pre_vote
-                    && (hs.term != r.term || hs.vote != Some(message.to)) =>
+                    && (hs.term < r.term
+                        || (hs.term == r.term && hs.vote != Some(message.to))) =>
             {
                 self.fail(format!(
                     "durability: {node:?} granted its term-{} vote to {:?} before persisting it (durable: {hs:?})",
@@ -132,11 +139,24 @@ impl Checker {
         }
     }
 
-    /// Look at `server` right after it produced `actions`.
-    pub fn observe(&mut self, server: &Server, actions: &[Action]) {
+    /// Look at `server` right after it produced `actions`, once `durable`
+    /// (the disk job an `Input::Persisted` reported) is on disk, as the
+    /// driver is about to run `executed`.
+    pub fn observe(
+        &mut self,
+        server: &Server,
+        actions: &[Action],
+        durable: &[PersistWrite],
+        executed: &[Action],
+    ) {
         let node = server.id();
-        for a in actions {
+        for w in durable {
+            self.made_durable(node, &w.op);
+        }
+        for a in executed {
             self.check_durable_before_send(node, a);
+        }
+        for a in actions {
             match a {
                 Action::Persist {
                     op: PersistOp::Append(entries),
@@ -145,29 +165,6 @@ impl Checker {
                     for e in entries {
                         self.check_appended(node, e);
                     }
-                    if let Some(last) = entries.last() {
-                        self.durable.entry(node).or_default().0 = last.index;
-                    }
-                }
-                Action::Persist {
-                    op: PersistOp::HardState(hs),
-                    ..
-                } => {
-                    self.durable.entry(node).or_default().1 = hs.clone();
-                }
-                Action::Persist {
-                    op: PersistOp::TruncateFrom(at),
-                    ..
-                } => {
-                    let d = self.durable.entry(node).or_default();
-                    d.0 = d.0.min(at.prev());
-                }
-                Action::Persist {
-                    op: PersistOp::SaveSnapshot(snapshot) | PersistOp::InstallSnapshot(snapshot),
-                    ..
-                } => {
-                    let d = self.durable.entry(node).or_default();
-                    d.0 = d.0.max(snapshot.meta.last_index);
                 }
                 Action::Event(Event::Committed { index }) if server.role() == Role::Leader => {
                     let term = server.raft().log().term_at(*index);
@@ -192,6 +189,24 @@ impl Checker {
             }
         }
         self.check_commit(node, server);
+    }
+
+    /// A write reached the disk: what the server may now acknowledge.
+    fn made_durable(&mut self, node: NodeId, op: &PersistOp) {
+        let d = self.durable.entry(node).or_default();
+        match op {
+            PersistOp::Append(entries) => {
+                if let Some(last) = entries.last() {
+                    d.0 = last.index;
+                }
+            }
+            PersistOp::HardState(hs) => d.1 = hs.clone(),
+            PersistOp::TruncateFrom(at) => d.0 = d.0.min(at.prev()),
+            PersistOp::SaveSnapshot(snapshot) | PersistOp::InstallSnapshot(snapshot) => {
+                d.0 = d.0.max(snapshot.meta.last_index)
+            }
+            PersistOp::PurgeUpTo(_) => {}
+        }
     }
 
     fn check_appended(&mut self, node: NodeId, e: &Entry) {

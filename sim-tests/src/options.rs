@@ -14,15 +14,17 @@ pub enum Bug {
     StaleRead,
     CommitOldTerm,
     HintSkipsLease,
+    SendBeforePersisted,
 }
 
 impl Bug {
-    pub const ALL: [Bug; 5] = [
+    pub const ALL: [Bug; 6] = [
         Bug::VoteTwice,
         Bug::AckBeforeFsync,
         Bug::StaleRead,
         Bug::CommitOldTerm,
         Bug::HintSkipsLease,
+        Bug::SendBeforePersisted,
     ];
 
     pub fn name(self) -> &'static str {
@@ -32,6 +34,7 @@ impl Bug {
             Bug::StaleRead => "stale-read",
             Bug::CommitOldTerm => "commit-old-term",
             Bug::HintSkipsLease => "hint-skips-lease",
+            Bug::SendBeforePersisted => "send-before-persisted",
         }
     }
 
@@ -47,6 +50,7 @@ impl Bug {
             Some(Bug::StaleRead) => b.stale_read = true,
             Some(Bug::CommitOldTerm) => b.commit_old_term = true,
             Some(Bug::HintSkipsLease) => b.hint_skips_lease = true,
+            Some(Bug::SendBeforePersisted) => b.send_before_persisted = true,
             None => {}
         }
         b
@@ -175,6 +179,11 @@ pub struct Options {
     /// How often servers check the snapshot threshold (0: after every apply).
     pub snapshot_interval_ms: u64,
     pub trailing_logs: u64,
+    /// How long KV tombstones live before the leader reaps them, and the
+    /// bins reaps are rounded to: seconds here (Consul's 15 min and 30 s
+    /// would never expire in a run), so reaps interleave with faults.
+    pub tombstone_ttl_ms: u64,
+    pub tombstone_granularity_ms: u64,
     /// Simulated time with faults.
     pub safety_s: u64,
     /// Mean time between faults.
@@ -240,6 +249,8 @@ impl Options {
             },
             lease_permille: 0,
             snapshot_interval_ms: 0,
+            tombstone_ttl_ms: 0,
+            tombstone_granularity_ms: 0,
             liveness_bound_s: 30,
             bug: None,
         }
@@ -256,6 +267,8 @@ impl Options {
         } else {
             r.range(100, 3000)
         };
+        self.tombstone_ttl_ms = r.range(200, 3001);
+        self.tombstone_granularity_ms = r.range(10, self.tombstone_ttl_ms / 4 + 1);
         self
     }
 
@@ -278,7 +291,7 @@ impl fmt::Display for Options {
             f,
             "servers={} clients={} keys={} latency_ms={}..{} loss={}‰ dup={}‰ fsync_ms={}..{} \
              election_ms={}..{} heartbeat_ms={} lease_ms={} append_max={} inflight_max={} snapshot_every={} snapshot_interval_ms={} \
-             trailing={} safety_s={} fault_every_ms={} faults=[",
+             trailing={} tombstone_ttl_ms={} tombstone_granularity_ms={} safety_s={} fault_every_ms={} faults=[",
             self.servers,
             self.clients,
             self.keys,
@@ -297,6 +310,8 @@ impl fmt::Display for Options {
             self.snapshot_threshold,
             self.snapshot_interval_ms,
             self.trailing_logs,
+            self.tombstone_ttl_ms,
+            self.tombstone_granularity_ms,
             self.safety_s,
             self.fault_every_ms,
         )?;

@@ -2,14 +2,16 @@
 //! liveness phase → checks.
 
 use std::collections::hash_map::DefaultHasher;
+use std::collections::BTreeSet;
 use std::hash::{Hash, Hasher};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant as WallInstant};
 
-use tern_core::fsm::ApplyResult;
+use tern_core::fsm::{ApplyResult, Command};
+use tern_core::raft::EntryPayload;
 use tern_core::rpc::ReplyBody;
-use tern_core::{Action, Config, Duration as CoreDuration};
+use tern_core::{Action, Config, Duration as CoreDuration, Event};
 use tern_io_sim::{run_seed, Client, NodeStatus, Observation, SimOptions, World};
 
 use crate::checker::Checker;
@@ -33,6 +35,9 @@ pub struct Outcome {
     pub acked_verified: usize,
     pub unknown: u64,
     pub max_commit: u64,
+    /// Tombstone reaps seen applied (distinct log indexes; a lower bound, as
+    /// an entry compacted in the step that applied it is not seen).
+    pub tombstone_reaps: usize,
     pub faults: Vec<String>,
 }
 
@@ -78,6 +83,8 @@ pub fn server_config(opts: &Options, base: Config) -> Config {
     c.snapshot_threshold = opts.snapshot_threshold;
     c.snapshot_interval = CoreDuration::from_millis(opts.snapshot_interval_ms);
     c.trailing_logs = opts.trailing_logs;
+    c.tombstone_ttl = CoreDuration::from_millis(opts.tombstone_ttl_ms);
+    c.tombstone_ttl_granularity = CoreDuration::from_millis(opts.tombstone_granularity_ms);
     c.bugs = Bug::bugs(opts.bug);
     // Consul's test servers shorten the hold too; clients give up after 3 s.
     c.rpc_hold_timeout = CoreDuration::from_secs(2);
@@ -112,13 +119,16 @@ fn fold_trace(h: &mut u64, obs: &Observation<'_>) {
     obs.now.hash(&mut s);
     obs.server.term().hash(&mut s);
     obs.server.commit_index().hash(&mut s);
-    for a in obs.actions {
+    for a in obs.actions.iter().chain(obs.executed) {
         match a {
             Action::Persist { op, .. } => (0u8, format!("{op:?}").len()).hash(&mut s),
             Action::Send { message, .. } => (1u8, message.to).hash(&mut s),
             Action::Respond { id, response } => (2u8, id, response.is_ok()).hash(&mut s),
             Action::Event(e) => (3u8, format!("{e:?}")).hash(&mut s),
         }
+    }
+    for w in obs.durable {
+        (4u8, w.id.0).hash(&mut s);
     }
     *h = s.finish();
 }
@@ -141,16 +151,19 @@ async fn simulate(opts: Options, scenario: Option<Scenario>) -> Outcome {
 
     let checker = Arc::new(Mutex::new(Checker::new()));
     let trace = Arc::new(Mutex::new(0u64));
+    let reaps = Arc::new(Mutex::new(BTreeSet::new()));
     {
         let checker = checker.clone();
         let trace = trace.clone();
+        let reaps = reaps.clone();
         world.set_observer(Arc::new(move |obs: &Observation<'_>| {
             let mut c = checker.lock().unwrap();
             if obs.input.is_none() {
                 c.restarted(obs.server);
             }
-            c.observe(obs.server, obs.actions);
+            c.observe(obs.server, obs.actions, obs.durable, obs.executed);
             fold_trace(&mut trace.lock().unwrap(), obs);
+            note_reaps(&mut reaps.lock().unwrap(), obs);
         }));
     }
 
@@ -234,6 +247,7 @@ async fn simulate(opts: Options, scenario: Option<Scenario>) -> Outcome {
     }
     let sim_s = tern_io_sim::now().saturating_since(start).as_secs_f64();
     let trace = *trace.lock().unwrap();
+    let tombstone_reaps = reaps.lock().unwrap().len();
     Outcome {
         seed: opts.seed,
         ok: failures.is_empty(),
@@ -246,7 +260,23 @@ async fn simulate(opts: Options, scenario: Option<Scenario>) -> Outcome {
         acked_verified,
         unknown: h.unknown,
         max_commit: c.max_commit.0,
+        tombstone_reaps,
         faults: nemesis.log.clone(),
+    }
+}
+
+/// Records the log index of every tombstone reap a server applied.
+fn note_reaps(reaps: &mut BTreeSet<u64>, obs: &Observation<'_>) {
+    for a in obs.actions {
+        if let Action::Event(Event::Applied { index, .. }) = a {
+            let reap = obs.server.entry(*index).is_some_and(|e| {
+                matches!(&e.payload, EntryPayload::Command(c)
+                    if matches!(c.as_ref(), Command::TombstoneReap { .. }))
+            });
+            if reap {
+                reaps.insert(index.0);
+            }
+        }
     }
 }
 

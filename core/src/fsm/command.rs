@@ -32,6 +32,14 @@ pub enum KvCommand {
 #[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub enum Command {
     Kv(KvCommand),
+    /// Forget every KV tombstone recorded at or below Raft index `upto`
+    /// (Consul's `TombstoneRequest{Op: reap, ReapIndex}`). Proposed by the
+    /// leader's tombstone GC once the tombstones are older than
+    /// `tombstone_ttl`; never by a client. Changes no table index, as in
+    /// Consul (`Graveyard.ReapTxn` deletes rows and touches no index).
+    TombstoneReap {
+        upto: u64,
+    },
 }
 
 /// A stored KV entry (Consul's `DirEntry`).
@@ -49,5 +57,6 @@ pub struct KvEntry {
 #[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub enum ApplyResult {
     /// Set/Delete/DeleteTree: `true`. CAS variants: whether the condition held.
+    /// `TombstoneReap` (answered to no client): always `true`.
     Kv(bool),
 }

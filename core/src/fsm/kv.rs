@@ -60,8 +60,8 @@ fn under<'a, V>(
 /// also sees the delete. Re-creating a key drops its tombstone (the new
 /// entry's modify index is higher, so no read can tell), which keeps the
 /// table's contents independent of history. Tombstones are removed only by
-/// `prune_tombstones`, which every replica must call at the same point in
-/// the log.
+/// `prune_tombstones`, which runs when a `Command::TombstoneReap` is
+/// applied, so every replica does it at the same point in the log.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub(crate) struct KvTable {
     entries: BTreeMap<String, Slot>,
@@ -193,6 +193,14 @@ impl KvTable {
         self.content_hash = sum;
     }
 
+    pub(crate) fn tombstone_count(&self) -> usize {
+        self.tombstones.len()
+    }
+
+    pub(crate) fn has_tombstones_upto(&self, upto: u64) -> bool {
+        self.tombstones.values().any(|&at| at <= upto)
+    }
+
     pub(crate) fn get(&self, key: &str) -> Option<&KvEntry> {
         self.entries.get(key).map(|slot| &slot.entry)
     }
@@ -245,6 +253,27 @@ impl KvTable {
 
     pub(crate) fn index_for_key(&self, key: &str) -> u64 {
         self.get(key).map_or(self.index, |e| e.modify_index)
+    }
+
+    /// The last change to `key` itself: its entry's modify index, else its
+    /// tombstone's index, else 0.
+    pub(crate) fn change_index_for_key(&self, key: &str) -> u64 {
+        match self.get(key) {
+            Some(e) => e.modify_index,
+            None => self.tombstones.get(key).copied().unwrap_or(0),
+        }
+    }
+
+    /// The last change under `prefix`: the highest modify index among its
+    /// entries and tombstones, 0 if there are none; the table index for the
+    /// empty prefix (everything is under it).
+    pub(crate) fn change_index_for_prefix(&self, prefix: &str) -> u64 {
+        if prefix.is_empty() {
+            return self.index;
+        }
+        let live = under(&self.entries, prefix).map(|(_, s)| s.entry.modify_index);
+        let dead = under(&self.tombstones, prefix).map(|(_, at)| *at);
+        live.chain(dead).max().unwrap_or(0)
     }
 
     pub(crate) fn hash(&self) -> u64 {
@@ -407,6 +436,11 @@ mod tests {
                 prefix: prefix.to_owned(),
             },
         )
+    }
+
+    fn reap(fsm: &mut Fsm, index: u64, upto: u64) {
+        let ApplyResult::Kv(ok) = fsm.apply(index, &Command::TombstoneReap { upto });
+        assert!(ok, "a reap always holds");
     }
 
     fn keys(fsm: &Fsm, prefix: &str, sep: Option<&str>) -> Vec<String> {
@@ -605,11 +639,11 @@ mod tests {
         // Nothing matched, ever: the table index.
         assert_eq!(fsm.kv_index_for_prefix("nothing/"), 7);
 
-        // Pruning forgets tombstones; the prefix falls back to what is left.
-        fsm.prune_tombstones(4);
+        // A reap forgets tombstones; the prefix falls back to what is left.
+        reap(&mut fsm, 8, 4);
         assert_eq!(fsm.kv_index_for_prefix("a/"), 1);
         assert_eq!(fsm.kv_index_for_prefix("c/"), 7);
-        fsm.prune_tombstones(7);
+        reap(&mut fsm, 9, 7);
         assert_eq!(fsm.kv_index_for_prefix("c/"), 7, "falls back to kv_index");
         assert_eq!(fsm.kv_index(), 7);
     }
@@ -622,9 +656,136 @@ mod tests {
         set(&mut fsm, 1, "a", "v");
         set(&mut fsm, 2, "b", "v");
         delete(&mut fsm, 3, "b");
-        fsm.prune_tombstones(3);
+        reap(&mut fsm, 4, 3);
         assert_eq!(fsm.kv_index_for_prefix(""), 3);
         assert_eq!(fsm.kv_index_for_prefix("a"), 1);
+    }
+
+    #[test]
+    fn a_reap_removes_tombstones_up_to_its_index_and_no_further() {
+        // Consul's TestStateStore_ReapTombstones (state/kvs_test.go).
+        let mut fsm = Fsm::new();
+        for (i, k) in ["foo/a", "foo/bar", "foo/baz", "foo/moo", "foo/zoo"]
+            .iter()
+            .enumerate()
+        {
+            set(&mut fsm, i as u64 + 1, k, "v");
+        }
+        delete(&mut fsm, 6, "foo/baz");
+        delete(&mut fsm, 7, "foo/moo");
+        delete_cas(&mut fsm, 8, "foo/bar", 2);
+        delete_tree(&mut fsm, 9, "foo/z");
+        assert_eq!(fsm.tombstone_count(), 4);
+        assert!(fsm.has_tombstones_upto(6) && !fsm.has_tombstones_upto(5));
+
+        // Tombstones at or below 7 go; those of 8 and 9 (created after the
+        // reap's index) survive, and the prefix still reports the newest.
+        reap(&mut fsm, 10, 7);
+        assert_eq!(fsm.tombstone_count(), 2);
+        assert!(!fsm.has_tombstones_upto(7) && fsm.has_tombstones_upto(8));
+        assert_eq!(fsm.kv_index_for_prefix("foo/"), 9);
+        assert_eq!(fsm.kv_index_for_prefix("foo/m"), 9, "table index");
+
+        // A reap moves no table index, only last_applied (Consul's
+        // Graveyard.ReapTxn touches no index), and reaping again is a no-op.
+        assert_eq!((fsm.kv_index(), fsm.last_applied()), (9, 10));
+        let before = fsm.clone();
+        reap(&mut fsm, 11, 7);
+        assert_eq!(fsm.tombstone_count(), 2);
+        assert_eq!(fsm.kv_list("foo/"), before.kv_list("foo/"));
+
+        // A later reap with a higher index sweeps every older tombstone.
+        reap(&mut fsm, 12, 100);
+        assert_eq!(fsm.tombstone_count(), 0);
+        assert_eq!(keys(&fsm, "", None), ["foo/a"]);
+    }
+
+    #[test]
+    fn after_a_reap_an_emptied_prefix_keeps_an_index_at_least_its_delete() {
+        // A client that saw a delete's index on a prefix that is now empty
+        // never sees that prefix's index go below it: with no entry and no
+        // tombstone left, the read reports the table index, which a reap
+        // does not move and which is at least every delete's index.
+        let mut fsm = Fsm::new();
+        set(&mut fsm, 1, "gone/a", "v");
+        set(&mut fsm, 2, "gone/b", "v");
+        set(&mut fsm, 3, "other", "v");
+        delete_tree(&mut fsm, 4, "gone/");
+        let seen = fsm.kv_index_for_prefix("gone/");
+        assert_eq!(seen, 4);
+        for (i, upto) in [(5, 3), (6, 4), (7, 6)] {
+            reap(&mut fsm, i, upto);
+            assert!(fsm.kv_index_for_prefix("gone/") >= seen, "reap at {i}");
+            assert!(fsm.kv_index_for_key("gone/a") >= seen, "reap at {i}");
+        }
+        assert_eq!(fsm.tombstone_count(), 0);
+        assert_eq!(fsm.kv_index_for_prefix("gone/"), 4);
+    }
+
+    #[test]
+    fn after_a_reap_a_prefix_with_live_keys_slides_back_to_its_newest_entry() {
+        // As Consul ("At this point the sub index will slide backwards",
+        // TestStateStore_ReapTombstones): once the tombstone is reaped, a
+        // prefix that still has entries reports the newest of them. Consul's
+        // blocking-query docs tell clients to reset an index that goes
+        // backwards; the server keeps such a query parked (see
+        // core/tests/cluster.rs) until the prefix really changes, at an
+        // index above anything the client saw.
+        let mut fsm = Fsm::new();
+        set(&mut fsm, 1, "p/live", "v");
+        set(&mut fsm, 2, "p/dead", "v");
+        delete(&mut fsm, 3, "p/dead");
+        assert_eq!(fsm.kv_index_for_prefix("p/"), 3);
+        reap(&mut fsm, 4, 3);
+        assert_eq!(fsm.kv_index_for_prefix("p/"), 1);
+        set(&mut fsm, 5, "p/new", "v");
+        assert_eq!(fsm.kv_index_for_prefix("p/"), 5);
+    }
+
+    #[test]
+    fn deletes_that_remove_something_leave_tombstones_and_say_so() {
+        let mut fsm = Fsm::new();
+        set(&mut fsm, 1, "a/1", "v");
+        set(&mut fsm, 2, "a/2", "v");
+        let cases: [(u64, KvCommand, bool); 6] = [
+            (3, KvCommand::Delete { key: "a/1".into() }, true),
+            (4, KvCommand::Delete { key: "a/1".into() }, false),
+            (
+                5,
+                KvCommand::DeleteCas {
+                    key: "a/2".into(),
+                    modify_index: 1,
+                },
+                false,
+            ),
+            (
+                6,
+                KvCommand::DeleteCas {
+                    key: "a/2".into(),
+                    modify_index: 2,
+                },
+                true,
+            ),
+            (
+                7,
+                KvCommand::DeleteTree {
+                    prefix: "a/".into(),
+                },
+                false,
+            ),
+            (8, KvCommand::Set(write("a/3", 0, "v")), false),
+        ];
+        for (index, cmd, left) in cases {
+            let cmd = Command::Kv(cmd);
+            fsm.apply(index, &cmd);
+            assert_eq!(fsm.left_tombstones(index, &cmd), left, "{cmd:?}");
+        }
+        let tree = Command::Kv(KvCommand::DeleteTree {
+            prefix: "a/".into(),
+        });
+        fsm.apply(9, &tree);
+        assert!(fsm.left_tombstones(9, &tree));
+        assert_eq!(fsm.tombstone_count(), 3);
     }
 
     #[test]
@@ -634,6 +795,31 @@ mod tests {
         set(&mut fsm, 2, "a/b", "v");
         assert_eq!(fsm.kv_index_for_key("a"), 1);
         assert_eq!(fsm.kv_index_for_key("missing"), 2);
+    }
+
+    #[test]
+    fn change_indexes_see_only_their_key_or_prefix() {
+        let mut fsm = Fsm::new();
+        set(&mut fsm, 1, "a/x", "v");
+        set(&mut fsm, 2, "b", "v");
+        assert_eq!(fsm.kv_change_index_for_key("a/x"), 1);
+        assert_eq!(fsm.kv_change_index_for_key("missing"), 0);
+        assert_eq!(fsm.kv_change_index_for_prefix("a/"), 1);
+        assert_eq!(fsm.kv_change_index_for_prefix("c/"), 0);
+        assert_eq!(fsm.kv_change_index_for_prefix(""), 2);
+        // A delete is a change of the key and of every prefix above it.
+        delete(&mut fsm, 3, "a/x");
+        set(&mut fsm, 4, "b", "w");
+        assert_eq!(fsm.kv_change_index_for_key("a/x"), 3);
+        assert_eq!(fsm.kv_change_index_for_prefix("a/"), 3);
+        assert_eq!(fsm.kv_change_index_for_prefix(""), 4);
+        // The read indexes are never below the change indexes.
+        for key in ["a/x", "b", "missing"] {
+            assert!(fsm.kv_index_for_key(key) >= fsm.kv_change_index_for_key(key));
+        }
+        for prefix in ["a/", "b", "c/", ""] {
+            assert!(fsm.kv_index_for_prefix(prefix) >= fsm.kv_change_index_for_prefix(prefix));
+        }
     }
 
     #[test]

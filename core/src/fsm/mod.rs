@@ -11,9 +11,11 @@ mod error;
 mod hash;
 mod kv;
 mod snapshot;
+mod tombstone_gc;
 
 pub use command::{ApplyResult, Command, KvCommand, KvEntry, KvWrite};
 pub use error::FsmError;
+pub use tombstone_gc::TombstoneGc;
 
 use hash::ItemHasher;
 use kv::KvTable;
@@ -39,7 +41,27 @@ impl Fsm {
         self.advance(index);
         match cmd {
             Command::Kv(kv) => ApplyResult::Kv(self.kv.apply(index, kv)),
+            Command::TombstoneReap { upto } => {
+                self.kv.prune_tombstones(*upto);
+                ApplyResult::Kv(true)
+            }
         }
+    }
+
+    /// Whether `cmd`, just applied at `index`, left tombstones at `index`:
+    /// a delete that removed something (only such a delete moves the KV
+    /// table index). What the tombstone GC is hinted with, as Consul's
+    /// `Graveyard.InsertTxn` hints its GC.
+    pub fn left_tombstones(&self, index: u64, cmd: &Command) -> bool {
+        let deletes = matches!(
+            cmd,
+            Command::Kv(
+                KvCommand::Delete { .. }
+                    | KvCommand::DeleteCas { .. }
+                    | KvCommand::DeleteTree { .. }
+            )
+        );
+        deletes && self.kv.index() == index
     }
 
     /// Records that a non-command entry (no-op, membership change) at
@@ -99,11 +121,31 @@ impl Fsm {
         self.kv.index_for_key(key)
     }
 
-    /// Forgets KV tombstones recorded at or below Raft index `upto`. This
-    /// changes replicated state, so every replica must do it at the same
-    /// point in the log (Consul replicates a tombstone reap as a command).
-    pub fn prune_tombstones(&mut self, upto: u64) {
-        self.kv.prune_tombstones(upto);
+    /// What a blocking query on one key waits to see pass its index: the
+    /// last change to that key (its modify index, or its tombstone's if it
+    /// was deleted), 0 if none is known. Unlike `kv_index_for_key`, writes
+    /// to other keys do not move it, as Consul's `KVS.Get` watches only the
+    /// key's node.
+    pub fn kv_change_index_for_key(&self, key: &str) -> u64 {
+        self.kv.change_index_for_key(key)
+    }
+
+    /// What a blocking `?recurse`/`?keys` query waits to see pass its index:
+    /// the last change (entry or tombstone) under `prefix`, 0 if none; for
+    /// the empty prefix the table index, as any change is under it.
+    pub fn kv_change_index_for_prefix(&self, prefix: &str) -> u64 {
+        self.kv.change_index_for_prefix(prefix)
+    }
+
+    /// How many KV tombstones are kept (for tests and metrics).
+    pub fn tombstone_count(&self) -> usize {
+        self.kv.tombstone_count()
+    }
+
+    /// Whether any tombstone was recorded at or below Raft index `upto`
+    /// (whether a reap of `upto` would change anything).
+    pub fn has_tombstones_upto(&self, upto: u64) -> bool {
+        self.kv.has_tombstones_upto(upto)
     }
 
     /// A hash of the whole replicated state: every table's contents and
@@ -162,12 +204,11 @@ mod tests {
         }
     }
 
-    /// One step of a log: a command, a non-command entry, or a tombstone
-    /// prune (which every replica does at the same point).
+    /// One step of a log: a command (a tombstone reap among them) or a
+    /// non-command entry.
     enum Step {
         Cmd(u64, Command),
         Other(u64),
-        Prune(u64),
     }
 
     const KEYS: [&str; 10] = [
@@ -219,7 +260,7 @@ mod tests {
                     continue;
                 }
                 _ => {
-                    log.push(Step::Prune(near));
+                    log.push(Step::Cmd(index, Command::TombstoneReap { upto: near }));
                     continue;
                 }
             };
@@ -243,7 +284,6 @@ mod tests {
                     ApplyResult::Kv(false) => failed += 1,
                 },
                 Step::Other(index) => fsm.apply_other(*index),
-                Step::Prune(upto) => fsm.prune_tombstones(*upto),
             }
         }
         (fsm, held, failed)
@@ -386,7 +426,6 @@ mod tests {
                     fsm.apply(*index, cmd);
                 }
                 Step::Other(index) => fsm.apply_other(*index),
-                Step::Prune(upto) => fsm.prune_tombstones(*upto),
             }
             assert_eq!(fsm == before.0, fsm.state_hash() == before.1);
         }
@@ -411,10 +450,14 @@ mod tests {
         y.apply_other(2);
         assert_ne!(x.state_hash(), y.state_hash());
 
-        // Same entries, but one state still remembers a tombstone.
+        // Same entries and last_applied, but one state still remembers a
+        // tombstone: a reap changes the hash beyond last_applied.
         let mut pruned = sample();
-        pruned.prune_tombstones(4);
-        assert_ne!(pruned.state_hash(), sample().state_hash());
+        pruned.apply(8, &Command::TombstoneReap { upto: 4 });
+        let mut kept = sample();
+        kept.apply(8, &Command::TombstoneReap { upto: 3 });
+        assert_eq!((pruned.tombstone_count(), kept.tombstone_count()), (0, 1));
+        assert_ne!(pruned.state_hash(), kept.state_hash());
     }
 
     #[test]

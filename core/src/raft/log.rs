@@ -158,6 +158,7 @@ pub fn entry_size(e: &Entry) -> usize {
                 KvCommand::Delete { key } | KvCommand::DeleteCas { key, .. } => key.len(),
                 KvCommand::DeleteTree { prefix } => prefix.len(),
             },
+            Command::TombstoneReap { .. } => 8,
         },
     }
 }

@@ -8,7 +8,7 @@ use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use super::log::RaftLog;
 use super::progress::{Progress, ReplState};
 use super::types::*;
-use crate::action::{Action, Event, PersistOp};
+use crate::action::{Action, Event, PersistId, PersistOp};
 use crate::clock::{Duration, Instant};
 use crate::config::Config;
 use crate::ids::{LogIndex, NodeId, Term};
@@ -77,6 +77,18 @@ pub struct Raft {
     vote: Option<NodeId>,
     log: RaftLog,
     snapshot: Option<Snapshot>,
+
+    // Durability (see `persist` and `persisted`).
+    /// The id of the last `Persist` issued.
+    persist_issued: PersistId,
+    /// Every write up to this id is durable (`Input::Persisted`).
+    persist_durable: PersistId,
+    /// The log is durable up to here: what a leader counts for itself toward
+    /// commit. Only ever at or below the last index.
+    durable_index: LogIndex,
+    /// Writes in flight that extend the log, with the log index each makes
+    /// durable once it is.
+    pending_log_writes: VecDeque<(PersistId, LogIndex)>,
 
     // Volatile state.
     role: Role,
@@ -152,14 +164,20 @@ impl Raft {
             }
         }
         let commit = base_index;
+        let log = RaftLog::new(base_index, base_term, entries);
+        let durable_index = log.last_index();
         let mut raft = Raft {
             id: config.node_id,
             opts,
             rng: Rng::new(config.rng_seed),
             term: hard_state.term,
             vote: hard_state.vote,
-            log: RaftLog::new(base_index, base_term, entries),
+            log,
             snapshot,
+            persist_issued: PersistId(0),
+            persist_durable: PersistId(0),
+            durable_index,
+            pending_log_writes: VecDeque::new(),
             role: Role::Follower,
             leader: None,
             commit,
@@ -207,10 +225,7 @@ impl Raft {
         self.term = self.term.max(Term(1));
         self.persist_hard_state(out);
         self.log.push(entry.clone());
-        out.push(Action::Persist {
-            op: PersistOp::Append(vec![entry]),
-            sync: true,
-        });
+        self.persist(PersistOp::Append(vec![entry]), out);
         self.recompute_membership();
     }
 
@@ -701,10 +716,9 @@ impl Raft {
         for p in peers {
             self.send_append(now, p, false, out);
         }
-        out.push(Action::Persist {
-            op: PersistOp::Append(vec![entry]),
-            sync: true,
-        });
+        self.persist(PersistOp::Append(vec![entry]), out);
+        // The leader counts its own entry only once `persisted` says it is
+        // durable; followers may commit it before that (§10.2.1).
         self.maybe_commit(now, out);
         (index, term)
     }
@@ -890,11 +904,8 @@ impl Raft {
                         return;
                     }
                     self.log.truncate_from(e.index);
-                    // Durable before the append that follows (which syncs).
-                    out.push(Action::Persist {
-                        op: PersistOp::TruncateFrom(e.index),
-                        sync: false,
-                    });
+                    self.log_truncated(e.index);
+                    self.persist(PersistOp::TruncateFrom(e.index), out);
                     truncated = true;
                     split = Some(i);
                     break;
@@ -927,17 +938,11 @@ impl Raft {
             }
             if self.bug_ack_before_fsync() {
                 self.send(from, RaftMessage::AppendEntriesResponse(resp.clone()), out);
-                out.push(Action::Persist {
-                    op: PersistOp::Append(new),
-                    sync: true,
-                });
+                self.persist(PersistOp::Append(new), out);
                 self.advance_follower_commit(now, leader_commit, match_index, out);
                 return;
             }
-            out.push(Action::Persist {
-                op: PersistOp::Append(new),
-                sync: true,
-            });
+            self.persist(PersistOp::Append(new), out);
         }
         self.advance_follower_commit(now, leader_commit, match_index, out);
         self.send(from, RaftMessage::AppendEntriesResponse(resp), out);
@@ -1061,7 +1066,7 @@ impl Raft {
             .voters()
             .map(|v| {
                 if v == self.id {
-                    self.log.last_index()
+                    self.durable_index.min(self.log.last_index())
                 } else {
                     self.progress.get(&v).map_or(LogIndex::ZERO, |p| p.matched)
                 }
@@ -1133,13 +1138,11 @@ impl Raft {
                 self.log.compact_to(meta.last_index);
             } else {
                 self.log.reset_to(meta.last_index, meta.last_term);
+                self.log_truncated(meta.last_index.next());
             }
             self.snapshot = Some(req.snapshot.clone());
             self.installed = Some(req.snapshot.clone());
-            out.push(Action::Persist {
-                op: PersistOp::InstallSnapshot(req.snapshot),
-                sync: true,
-            });
+            self.persist(PersistOp::InstallSnapshot(req.snapshot), out);
             self.commit = meta.last_index;
             self.recompute_membership();
             out.push(Action::Event(Event::SnapshotInstalled {
@@ -1191,16 +1194,10 @@ impl Raft {
         let purge = compact_to > self.log.base_index();
         self.log.compact_to(compact_to);
         self.snapshot = Some(snapshot.clone());
-        out.push(Action::Persist {
-            op: PersistOp::SaveSnapshot(snapshot),
-            sync: true,
-        });
+        self.persist(PersistOp::SaveSnapshot(snapshot), out);
         if purge {
             // Only space: entries the snapshot covers may survive a crash.
-            out.push(Action::Persist {
-                op: PersistOp::PurgeUpTo(compact_to),
-                sync: false,
-            });
+            self.persist(PersistOp::PurgeUpTo(compact_to), out);
         }
         out.push(Action::Event(Event::SnapshotTaken { last_index: last }));
     }
@@ -1390,14 +1387,88 @@ impl Raft {
         }
     }
 
-    fn persist_hard_state(&self, out: &mut Vec<Action>) {
-        out.push(Action::Persist {
-            op: PersistOp::HardState(HardState {
-                term: self.term,
-                vote: self.vote,
-            }),
-            sync: true,
+    fn persist_hard_state(&mut self, out: &mut Vec<Action>) {
+        let op = PersistOp::HardState(HardState {
+            term: self.term,
+            vote: self.vote,
         });
+        self.persist(op, out);
+    }
+
+    /// Issue a durable write. A write that extends the log is remembered, so
+    /// `persisted` knows how far the log is durable.
+    fn persist(&mut self, op: PersistOp, out: &mut Vec<Action>) -> PersistId {
+        self.persist_issued = PersistId(self.persist_issued.0 + 1);
+        let id = self.persist_issued;
+        let extends = match &op {
+            PersistOp::Append(entries) => entries.last().map(|e| e.index),
+            PersistOp::InstallSnapshot(snapshot) => Some(snapshot.meta.last_index),
+            PersistOp::HardState(_)
+            | PersistOp::TruncateFrom(_)
+            | PersistOp::SaveSnapshot(_)
+            | PersistOp::PurgeUpTo(_) => None,
+        };
+        if let Some(upto) = extends {
+            self.pending_log_writes.push_back((id, upto));
+        }
+        out.push(Action::Persist { id, op, sync: true });
+        id
+    }
+
+    /// Entries from `index` on were dropped from the log: they are no longer
+    /// durable, and a write still in flight for them makes durable at most
+    /// what is before `index`.
+    fn log_truncated(&mut self, index: LogIndex) {
+        let keep = index.prev();
+        self.durable_index = self.durable_index.min(keep);
+        for (_, upto) in self.pending_log_writes.iter_mut() {
+            *upto = (*upto).min(keep);
+        }
+    }
+
+    /// The driver reports that every write up to `id` is durable: a leader
+    /// may now count more of its own log toward commit.
+    pub fn persisted(&mut self, now: Instant, id: PersistId, out: &mut Vec<Action>) {
+        if id <= self.persist_durable {
+            return;
+        }
+        assert!(
+            id <= self.persist_issued,
+            "persisted {id:?}, but only {:?} was issued",
+            self.persist_issued
+        );
+        self.persist_durable = id;
+        while let Some((pid, upto)) = self.pending_log_writes.front().copied() {
+            if pid > id {
+                break;
+            }
+            self.pending_log_writes.pop_front();
+            self.durable_index = self.durable_index.max(upto);
+        }
+        self.durable_index = self.durable_index.min(self.log.last_index());
+        self.maybe_commit(now, out);
+        self.confirm_reads();
+    }
+
+    /// How far this server's own log is durable.
+    pub fn durable_index(&self) -> LogIndex {
+        self.durable_index
+    }
+
+    /// Whether a message may only leave once the writes issued before it are
+    /// durable: a vote, and a follower's acknowledgement of what it stored.
+    /// A leader's AppendEntries, snapshots and TimeoutNow, and pre-votes,
+    /// promise nothing about this server's disk (§10.2.1: a leader writes
+    /// its log in parallel with replicating it).
+    fn needs_durable(msg: &RaftMessage) -> bool {
+        match msg {
+            RaftMessage::VoteRequest(r) => !r.pre_vote,
+            RaftMessage::VoteResponse(r) => !r.pre_vote,
+            RaftMessage::AppendEntriesResponse(_) | RaftMessage::InstallSnapshotResponse(_) => true,
+            RaftMessage::AppendEntries(_)
+            | RaftMessage::InstallSnapshot(_)
+            | RaftMessage::TimeoutNow(_) => false,
+        }
     }
 
     fn send_to_voters(&mut self, msg: RaftMessage, out: &mut Vec<Action>) {
@@ -1411,6 +1482,8 @@ impl Raft {
         let Some(address) = self.addresses.get(&to) else {
             return;
         };
+        let after = (Raft::needs_durable(&msg) && self.persist_issued > self.persist_durable)
+            .then_some(self.persist_issued);
         out.push(Action::Send {
             address: address.clone(),
             message: Message {
@@ -1418,6 +1491,7 @@ impl Raft {
                 to,
                 body: MessageBody::Raft(msg),
             },
+            after,
         });
     }
 

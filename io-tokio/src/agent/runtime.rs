@@ -1,13 +1,16 @@
 //! The agent task: owns the `Server`, turns the world into `Input`s and
 //! executes the `Action`s in order.
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration as StdDuration;
 
 use tern_core::raft::{Durable, Member, Membership, Role, Suffrage};
 use tern_core::rpc::{Response, RpcError};
-use tern_core::{Action, Event, Input, Instant, NodeId, NodeName, PersistOp, RequestId, Server};
+use tern_core::{
+    Action, Event, Input, Instant, NodeId, NodeName, Outbox, PersistOp, PersistWrite, RequestId,
+    Server,
+};
 use tokio::sync::{mpsc, oneshot};
 
 use super::{AgentHandle, AgentOptions, AgentStatus, HandleInner, ToAgent};
@@ -28,9 +31,9 @@ const INPUT_BATCH_MAX: usize = 256;
 /// A disk job slower than this is logged: every reply behind it waited.
 const SLOW_DISK_JOB: StdDuration = StdDuration::from_millis(100);
 
-/// Durable writes handed to the disk thread in one go, each with whether it
-/// must be fsynced.
-type DiskJob = Vec<(PersistOp, bool)>;
+/// Durable writes handed to the disk thread in one go (the outbox's plan:
+/// which of them to fsync).
+type DiskJob = Vec<PersistWrite>;
 
 /// Open the data dir, bind the server port, and start the agent task. A
 /// corrupt data dir is an error naming the file and offset.
@@ -95,13 +98,9 @@ struct Loop {
     clock: Clock,
     /// The disk thread, which owns the storage.
     disk: mpsc::UnboundedSender<DiskJob>,
-    /// A disk job is running: no action behind a durable write may run.
-    disk_busy: bool,
-    /// Actions not yet started, in the order the core asked for them.
-    pending: VecDeque<Action>,
-    /// Sends, replies and events that were queued among the writes of the
-    /// running disk job: they run, in order, when it is done.
-    blocked: Vec<Action>,
+    /// Writes in flight and the sends that wait for them: the same
+    /// scheduler the simulator runs.
+    outbox: Outbox,
     pool: Pool,
     server: Option<Server>,
     /// Servers known through the join handshake, before bootstrap.
@@ -123,10 +122,8 @@ async fn run(
             start: std::time::Instant::now(),
         },
         known: BTreeMap::new(),
+        outbox: Outbox::for_config(&options.core),
         disk,
-        disk_busy: false,
-        pending: VecDeque::new(),
-        blocked: Vec::new(),
         pool: Pool::default(),
         server: None,
         next_request: 0,
@@ -216,8 +213,7 @@ async fn run(
             }
         }
         inputs.clear();
-        l.pending.extend(out.drain(..));
-        l.pump();
+        l.pump(&mut out);
     }
 }
 
@@ -239,15 +235,15 @@ fn spawn_disk_thread(
                 let started = std::time::Instant::now();
                 let result = job
                     .iter()
-                    .try_for_each(|(op, sync)| storage.persist(op, *sync))
+                    .try_for_each(|w| storage.persist(&w.op, w.sync))
                     .map_err(|e| e.to_string());
                 let took = started.elapsed();
                 if took > SLOW_DISK_JOB {
                     let snapshots = job
                         .iter()
-                        .filter(|(op, _)| {
+                        .filter(|w| {
                             matches!(
-                                op,
+                                w.op,
                                 PersistOp::SaveSnapshot(_) | PersistOp::InstallSnapshot(_)
                             )
                         })
@@ -349,8 +345,7 @@ impl Loop {
         let mut out = Vec::new();
         server.start(&mut out);
         self.server = Some(server);
-        self.pending.extend(out);
-        self.pump();
+        self.pump(&mut out);
     }
 
     fn before_bootstrap(&mut self, msg: ToAgent) {
@@ -403,33 +398,18 @@ impl Loop {
         }
     }
 
-    /// Run queued actions in order, as far as the contract allows: sends,
-    /// replies and events run at once until the first durable write. Then
-    /// every write queued so far goes to the disk thread as one job (group
-    /// commit: one fsync for all of them), and the actions queued among
-    /// those writes wait for the job. Meanwhile the agent keeps handling
-    /// inputs; what they cause queues behind. So nothing is sent or
-    /// answered before every write the core asked for ahead of it is durable.
-    fn pump(&mut self) {
-        while !self.disk_busy {
-            while self
-                .pending
-                .front()
-                .is_some_and(|a| !matches!(a, Action::Persist { .. }))
-            {
-                let a = self.pending.pop_front().expect("checked");
-                self.run_action(a);
-            }
-            let Some(last) = self
-                .pending
-                .iter()
-                .rposition(|a| matches!(a, Action::Persist { .. }))
-            else {
-                return;
-            };
-            let covered: Vec<Action> = self.pending.drain(..=last).collect();
-            let job = disk_job(covered, &mut self.blocked);
-            self.disk_busy = true;
+    /// Take the core's actions through the outbox: run what may run now,
+    /// and if the disk is idle hand it every queued write as one job (group
+    /// commit). Meanwhile the agent keeps handling inputs; sends that wait
+    /// for a write run when `disk_done` releases them.
+    fn pump(&mut self, out: &mut Vec<Action>) {
+        let mut ready = Vec::new();
+        self.outbox.push(out.drain(..), &mut ready);
+        let job = self.outbox.start_job(&mut ready);
+        for a in ready {
+            self.run_action(a);
+        }
+        if let Some(job) = job {
             if self.disk.send(job).is_err() {
                 tracing::error!("stopping: the disk thread is gone");
                 std::process::exit(1);
@@ -438,8 +418,8 @@ impl Loop {
     }
 
     /// The running disk job finished: on success release what waited for
-    /// it and go on; a failed durable write stops the agent (continuing
-    /// could acknowledge what is not on disk).
+    /// it, tell the core what is durable, and go on; a failed durable write
+    /// stops the agent (continuing could acknowledge what is not on disk).
     fn disk_done(&mut self, done: Option<Result<(), String>>) {
         match done {
             Some(Ok(())) => {}
@@ -452,17 +432,24 @@ impl Loop {
                 std::process::exit(1);
             }
         }
-        self.disk_busy = false;
-        for a in std::mem::take(&mut self.blocked) {
+        let mut ready = Vec::new();
+        let id = self.outbox.job_done(&mut ready);
+        for a in ready {
             self.run_action(a);
         }
-        self.pump();
+        let mut out = Vec::new();
+        if let Some(server) = self.server.as_mut() {
+            server.handle(self.clock.now(), Input::Persisted(id), &mut out);
+        }
+        self.pump(&mut out);
     }
 
     fn run_action(&mut self, a: Action) {
         match a {
             Action::Persist { .. } => unreachable!("durable writes go to the disk thread"),
-            Action::Send { address, message } => {
+            Action::Send {
+                address, message, ..
+            } => {
                 let member = self
                     .server
                     .as_ref()
@@ -521,33 +508,6 @@ impl Loop {
         };
         st
     }
-}
-
-/// Split the actions a disk job covers into its writes and the actions that
-/// wait for it (appended to `blocked`, in order). Log appends share one
-/// fsync: an append is synced only if a later append in the job is not
-/// (that later fsync of the same log covers it), and an append followed by
-/// a write of another kind syncs itself first. Hard state and snapshot
-/// writes sync when asked.
-fn disk_job(covered: Vec<Action>, blocked: &mut Vec<Action>) -> DiskJob {
-    let mut job: DiskJob = Vec::new();
-    for a in covered {
-        match a {
-            Action::Persist { op, sync } => job.push((op, sync)),
-            other => blocked.push(other),
-        }
-    }
-    let mut later_append_syncs = false;
-    for (op, sync) in job.iter_mut().rev() {
-        if matches!(op, PersistOp::Append(_)) {
-            let wanted = *sync;
-            *sync = wanted && !later_append_syncs;
-            later_append_syncs |= wanted;
-        } else {
-            later_append_syncs = false;
-        }
-    }
-    job
 }
 
 fn log_event(e: &Event) {

@@ -3,7 +3,8 @@
 //! ```text
 //! chaos --seed N                 replay one seed
 //! chaos --seeds K [--seed N]     sweep seeds N..N+K (N defaults to 0)
-//! chaos --bug NAME               plant a bug: vote-twice, ack-before-fsync, stale-read, commit-old-term
+//! chaos --bug NAME               plant a bug: vote-twice, ack-before-fsync, stale-read, commit-old-term,
+//!                                 hint-skips-lease, send-before-persisted
 //! chaos --scenario NAME          play a named scenario instead of random faults
 //! chaos --servers 5 --safety-s S override the seed's cluster size / fault phase length
 //! chaos -v                       print the options, the fault log and failures of every seed
@@ -122,8 +123,13 @@ fn main() -> ExitCode {
                 println!("  fault {f}");
             }
             println!(
-                "  ops={} acked_writes={} (verified committed: {}) unknown={} max_commit={}",
-                out.ops, out.acked_writes, out.acked_verified, out.unknown, out.max_commit
+                "  ops={} acked_writes={} (verified committed: {}) unknown={} max_commit={} tombstone_reaps={}",
+                out.ops,
+                out.acked_writes,
+                out.acked_verified,
+                out.unknown,
+                out.max_commit,
+                out.tombstone_reaps
             );
         }
         if !out.ok {

@@ -1,0 +1,302 @@
+//! The outbox: which of the core's actions may run now, and which durable
+//! writes go to the disk next.
+//!
+//! Every driver (io-tokio, io-sim, the in-memory testkit) feeds the actions
+//! from [`crate::Server::handle`] through one `Outbox`, so the pipelining the
+//! daemon does (taking inputs while an fsync runs, one fsync for a group of
+//! writes) is exactly what the simulator runs. The loop is:
+//!
+//! 1. [`Outbox::push`] the actions a `handle` produced. Writes are queued;
+//!    sends whose write is not yet durable wait; everything else is ready.
+//! 2. Run what is ready, in order.
+//! 3. If the disk is idle, [`Outbox::start_job`] hands over every queued
+//!    write as one job (group commit).
+//! 4. When the job is durable, [`Outbox::job_done`] releases what waited on
+//!    it and returns the id to report to the core as
+//!    [`crate::Input::Persisted`]. Then back to 2.
+//!
+//! Pure and synchronous: it never touches a disk or a clock.
+
+use std::collections::VecDeque;
+
+use crate::action::{Action, PersistId, PersistOp};
+
+/// One durable write handed to the disk.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PersistWrite {
+    pub id: PersistId,
+    pub op: PersistOp,
+    /// Fsync after this write (the job's plan: see [`Outbox::start_job`]).
+    pub sync: bool,
+}
+
+/// Writes in flight and actions waiting for them.
+#[derive(Debug, Default)]
+pub struct Outbox {
+    /// Writes not yet handed to the disk, in id order.
+    queued: VecDeque<PersistWrite>,
+    /// The last id of the job the disk is running, if any.
+    in_flight: Option<PersistId>,
+    /// Every write up to this one is durable.
+    durable: PersistId,
+    /// Sends waiting for a write, in the order the core asked for them.
+    waiting: VecDeque<(PersistId, Action)>,
+    /// Planted bug `send-before-persisted`: release waiting sends when their
+    /// write is *started* rather than when it is durable.
+    #[cfg(feature = "bugs")]
+    bug_send_before_persisted: bool,
+}
+
+impl Outbox {
+    pub fn new() -> Outbox {
+        Outbox::default()
+    }
+
+    /// An outbox with the planted bugs `config` turns on.
+    pub fn for_config(config: &crate::Config) -> Outbox {
+        let _ = config;
+        Outbox {
+            #[cfg(feature = "bugs")]
+            bug_send_before_persisted: config.bugs.send_before_persisted,
+            ..Outbox::default()
+        }
+    }
+
+    /// Take the actions one `handle` produced: writes are queued for the
+    /// disk, sends that need a write not yet durable wait for it, and the rest
+    /// is appended to `ready`, in order.
+    pub fn push(&mut self, actions: impl IntoIterator<Item = Action>, ready: &mut Vec<Action>) {
+        for a in actions {
+            match a {
+                Action::Persist { id, op, sync } => {
+                    let last = self.queued.back().map(|w| w.id).or(self.in_flight);
+                    assert!(
+                        last.is_none_or(|l| id > l) && id > self.durable,
+                        "persist ids increase: {id:?} after {last:?}"
+                    );
+                    self.queued.push_back(PersistWrite { id, op, sync });
+                }
+                Action::Send {
+                    after: Some(after), ..
+                } if after > self.released_upto() => self.waiting.push_back((after, a)),
+                other => ready.push(other),
+            }
+        }
+    }
+
+    /// Every write up to this id is durable (for a planted bug: started).
+    fn released_upto(&self) -> PersistId {
+        #[cfg(feature = "bugs")]
+        if self.bug_send_before_persisted {
+            return self.in_flight.unwrap_or(self.durable).max(self.durable);
+        }
+        self.durable
+    }
+
+    /// If the disk is idle and writes are queued, the next job: all of them,
+    /// to be performed in order. Consecutive log appends share one fsync:
+    /// only the last append of a run is synced (the fsync of the same log
+    /// covers those before it); any other write ends a run and keeps its own
+    /// `sync`.
+    ///
+    /// Sends are never released here (`ready` only serves the planted bug
+    /// `send-before-persisted`, which releases them as their job starts).
+    pub fn start_job(&mut self, ready: &mut Vec<Action>) -> Option<Vec<PersistWrite>> {
+        if self.in_flight.is_some() || self.queued.is_empty() {
+            return None;
+        }
+        let mut job: Vec<PersistWrite> = self.queued.drain(..).collect();
+        let mut later_append_syncs = false;
+        for w in job.iter_mut().rev() {
+            if matches!(w.op, PersistOp::Append(_)) {
+                let wanted = w.sync;
+                w.sync = wanted && !later_append_syncs;
+                later_append_syncs |= wanted;
+            } else {
+                later_append_syncs = false;
+            }
+        }
+        self.in_flight = job.last().map(|w| w.id);
+        #[cfg(feature = "bugs")]
+        if self.bug_send_before_persisted {
+            self.release(ready);
+        }
+        let _ = ready;
+        Some(job)
+    }
+
+    /// The running job is durable: release the sends that waited for it
+    /// (appended to `ready`, in order) and return the id to report to the
+    /// core as `Input::Persisted`.
+    ///
+    /// # Panics
+    /// If no job is running (a driver bug).
+    pub fn job_done(&mut self, ready: &mut Vec<Action>) -> PersistId {
+        let id = self
+            .in_flight
+            .take()
+            .expect("job_done without a running job");
+        self.durable = id;
+        self.release(ready);
+        id
+    }
+
+    fn release(&mut self, ready: &mut Vec<Action>) {
+        let upto = self.released_upto();
+        if self.waiting.iter().all(|(after, _)| *after > upto) {
+            return;
+        }
+        let waiting = std::mem::take(&mut self.waiting);
+        for (after, a) in waiting {
+            if after <= upto {
+                ready.push(a);
+            } else {
+                self.waiting.push_back((after, a));
+            }
+        }
+    }
+
+    /// Whether the disk is running a job.
+    pub fn disk_busy(&self) -> bool {
+        self.in_flight.is_some()
+    }
+
+    /// Every write up to this id is durable.
+    pub fn durable(&self) -> PersistId {
+        self.durable
+    }
+
+    /// Writes queued and not yet started.
+    pub fn queued_writes(&self) -> usize {
+        self.queued.len()
+    }
+
+    /// Sends waiting for a write.
+    pub fn waiting_sends(&self) -> usize {
+        self.waiting.len()
+    }
+
+    /// Whether nothing is queued, running or waiting.
+    pub fn is_idle(&self) -> bool {
+        self.in_flight.is_none() && self.queued.is_empty() && self.waiting.is_empty()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ids::{NodeId, RequestId, Term};
+    use crate::message::{Message, MessageBody};
+    use crate::raft::{AppendEntriesResponse, HardState, RaftMessage};
+    use crate::rpc::RpcError;
+    use crate::LogIndex;
+
+    fn write(id: u64, op: PersistOp) -> Action {
+        Action::Persist {
+            id: PersistId(id),
+            op,
+            sync: true,
+        }
+    }
+    fn hs(id: u64) -> Action {
+        write(id, PersistOp::HardState(HardState::default()))
+    }
+    fn append(id: u64) -> Action {
+        write(id, PersistOp::Append(Vec::new()))
+    }
+    fn send(to: u128, after: Option<u64>) -> Action {
+        Action::Send {
+            address: format!("s{to}"),
+            message: Message {
+                from: NodeId(0),
+                to: NodeId(to),
+                body: MessageBody::Raft(RaftMessage::AppendEntriesResponse(
+                    AppendEntriesResponse {
+                        term: Term(1),
+                        success: true,
+                        match_index: LogIndex(1),
+                        seq: 0,
+                    },
+                )),
+            },
+            after: after.map(PersistId),
+        }
+    }
+    fn respond(id: u64) -> Action {
+        Action::Respond {
+            id: RequestId(id),
+            response: Err(RpcError::NoLeader),
+        }
+    }
+
+    #[test]
+    fn a_send_waits_for_its_write_and_nothing_else_does() {
+        let mut o = Outbox::new();
+        let mut ready = Vec::new();
+        o.push(
+            vec![send(1, None), append(1), send(2, Some(1)), respond(7)],
+            &mut ready,
+        );
+        assert_eq!(ready, vec![send(1, None), respond(7)]);
+        assert_eq!(o.waiting_sends(), 1);
+        let job = o.start_job(&mut ready).unwrap();
+        assert_eq!(job.len(), 1);
+        assert!(o.start_job(&mut ready).is_none(), "one job at a time");
+        ready.clear();
+        assert_eq!(o.job_done(&mut ready), PersistId(1));
+        assert_eq!(ready, vec![send(2, Some(1))]);
+        assert!(o.is_idle());
+    }
+
+    #[test]
+    fn writes_queued_while_a_job_runs_form_the_next_job() {
+        let mut o = Outbox::new();
+        let mut ready = Vec::new();
+        o.push(vec![hs(1)], &mut ready);
+        let first = o.start_job(&mut ready).unwrap();
+        assert_eq!(first.iter().map(|w| w.id.0).collect::<Vec<_>>(), vec![1]);
+        o.push(vec![append(2), send(3, Some(2)), append(3)], &mut ready);
+        assert!(ready.is_empty());
+        assert!(o.start_job(&mut ready).is_none(), "the disk is busy");
+        assert_eq!(o.job_done(&mut ready), PersistId(1));
+        assert!(ready.is_empty(), "the send waits for write 2, not 1");
+        let second = o.start_job(&mut ready).unwrap();
+        assert_eq!(
+            second.iter().map(|w| w.id.0).collect::<Vec<_>>(),
+            vec![2, 3]
+        );
+        assert_eq!(o.job_done(&mut ready), PersistId(3));
+        assert_eq!(ready, vec![send(3, Some(2))]);
+    }
+
+    #[test]
+    fn a_run_of_appends_shares_one_fsync_and_other_writes_keep_theirs() {
+        let mut o = Outbox::new();
+        let mut ready = Vec::new();
+        o.push(
+            vec![append(1), append(2), hs(3), append(4), append(5)],
+            &mut ready,
+        );
+        let job = o.start_job(&mut ready).unwrap();
+        let syncs: Vec<bool> = job.iter().map(|w| w.sync).collect();
+        assert_eq!(syncs, vec![false, true, true, false, true]);
+    }
+
+    #[test]
+    fn a_send_whose_write_is_already_durable_is_ready_at_once() {
+        let mut o = Outbox::new();
+        let mut ready = Vec::new();
+        o.push(vec![append(1)], &mut ready);
+        o.start_job(&mut ready);
+        o.job_done(&mut ready);
+        o.push(vec![send(1, Some(1))], &mut ready);
+        assert_eq!(ready, vec![send(1, Some(1))]);
+    }
+
+    #[test]
+    #[should_panic(expected = "persist ids increase")]
+    fn ids_that_go_backwards_are_a_core_bug() {
+        let mut o = Outbox::new();
+        o.push(vec![append(2), append(1)], &mut Vec::new());
+    }
+}
