@@ -82,16 +82,22 @@ fn a_seed_replays_to_the_same_trace() {
 /// Runs draw a tombstone TTL of a fraction of a second to a few seconds, so
 /// the leader's reaps interleave with faults in the sweep (and the checks
 /// above hold with them: same state hash at every applied index on every
-/// server, a linearizable history). These seeds each reap at least once.
+/// server, a linearizable history). Of the first 14 seeds, every run passes
+/// and at least three reap (which seeds do moves with any change to the
+/// trace, so the test counts them rather than naming them).
 #[test]
 fn tombstones_are_reaped_in_simulated_runs() {
-    for seed in [2, 4, 8] {
+    let mut reaping = Vec::new();
+    for seed in 0..14 {
         let o = Options::from_seed(seed);
         assert!(o.tombstone_ttl_ms <= 3000, "{o}");
         let out = run(o, None);
         assert!(out.ok, "seed {seed} failed: {:?}", out.failures);
-        assert!(out.tombstone_reaps > 0, "seed {seed} reaped nothing");
+        if out.tombstone_reaps > 0 {
+            reaping.push(seed);
+        }
     }
+    assert!(reaping.len() >= 3, "only seeds {reaping:?} reaped");
 }
 
 /// Each planted bug is caught within the first 200 seeds, while the same
