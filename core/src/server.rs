@@ -88,6 +88,8 @@ pub struct Server {
     tombstone_gc: TombstoneGc,
     rng: Rng,
     ever_had_leader: bool,
+    /// Why this server stopped (`Event::Fatal`); it takes no more input.
+    fatal: Option<String>,
     draining_until: Option<Instant>,
 
     next_ctx: u64,
@@ -155,6 +157,7 @@ impl Server {
             tombstone_gc,
             rng,
             ever_had_leader: false,
+            fatal: None,
             draining_until: None,
             next_ctx: incarnation & !0xFFFF_FFFF,
             proposals: BTreeMap::new(),
@@ -182,6 +185,9 @@ impl Server {
 
     /// Handle one input; append what to do, in order, to `out`.
     pub fn handle(&mut self, now: Instant, input: Input, out: &mut Vec<Action>) {
+        if self.fatal.is_some() {
+            return;
+        }
         match input {
             Input::Tick => {
                 self.raft.tick(now, out);
@@ -258,6 +264,10 @@ impl Server {
     /// Voters only, as Consul's `numPeers`.
     pub fn num_peers(&self) -> usize {
         self.raft.membership().voter_count()
+    }
+    /// Why the server stopped taking input, if it did (`Event::Fatal`).
+    pub fn fatal(&self) -> Option<&str> {
+        self.fatal.as_deref()
     }
     pub fn fsm(&self) -> &Fsm {
         &self.fsm
@@ -875,6 +885,9 @@ impl Server {
         }
         if let Some(snap) = self.raft.take_installed_snapshot() {
             self.install_snapshot(snap, out);
+            if self.fatal.is_some() {
+                return;
+            }
         }
         let applied_any = self.apply_committed(now, out);
         self.finish_reads(now, out);
@@ -904,9 +917,16 @@ impl Server {
                 self.answer_lost(decided, out);
             }
             Err(e) => {
-                // A leader sent a snapshot we cannot decode: a broken peer.
-                // Keep serving the old state; the checker will notice.
-                let _ = e;
+                // The leader sent a snapshot (whole: its crc32c matched) that
+                // our state machine cannot restore. Applying entries on top of
+                // the old state would diverge; stop instead.
+                self.fatal = Some(format!(
+                    "the snapshot at index {} from the leader cannot be restored: {e}",
+                    snap.meta.last_index.0
+                ));
+                out.push(Action::Event(Event::Fatal {
+                    reason: self.fatal.clone().unwrap_or_default(),
+                }));
             }
         }
     }

@@ -1060,7 +1060,10 @@ fn blocking_queries_see_deletes_and_are_not_fooled_by_the_reap() {
     assert!(!c.responses.contains_key(&(leader, after_emptied)));
     let wq = c.request(leader, put("q/again", "v"));
     c.run_for(Duration::from_millis(100));
-    assert_eq!(index_of(&c, leader, after_emptied), index_of(&c, leader, wq));
+    assert_eq!(
+        index_of(&c, leader, after_emptied),
+        index_of(&c, leader, wq)
+    );
     assert!(index_of(&c, leader, after_emptied) > q_seen);
     assert_replicas_agree(&c);
 }

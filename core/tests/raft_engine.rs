@@ -16,8 +16,9 @@ use tern_core::ids::{LogIndex, NodeId, NodeName, Term};
 use tern_core::message::{Message, MessageBody};
 use tern_core::raft::{
     AppendEntries, AppendEntriesResponse, Durable, Entry, EntryPayload, HardState, InstallSnapshot,
-    InstallSnapshotResponse, Member, Membership, ProposeError, Raft, RaftMessage, Role, Snapshot,
-    SnapshotMeta, Suffrage, TimeoutNow, VoteRequest, VoteResponse,
+    InstallSnapshotChunk, InstallSnapshotChunkResponse, InstallSnapshotResponse, Member,
+    Membership, ProposeError, Raft, RaftMessage, Role, Snapshot, SnapshotMeta, Suffrage,
+    TimeoutNow, VoteRequest, VoteResponse,
 };
 use tern_core::testkit::{config, membership, node_id};
 
@@ -382,6 +383,29 @@ fn install_snapshot(term: u64, snapshot: Snapshot, seq: u64) -> RaftMessage {
 fn install_snapshot_resp(term: u64, last_index: u64, seq: u64) -> RaftMessage {
     RaftMessage::InstallSnapshotResponse(InstallSnapshotResponse {
         term: Term(term),
+        last_index: LogIndex(last_index),
+        seq,
+    })
+}
+
+/// The piece `[offset, end)` of `snap`, as its leader in `term` streams it.
+fn chunk(term: u64, snap: &Snapshot, offset: u64, end: u64, seq: u64) -> RaftMessage {
+    RaftMessage::InstallSnapshotChunk(InstallSnapshotChunk {
+        term: Term(term),
+        meta: snap.meta.clone(),
+        total_bytes: snap.data.len() as u64,
+        crc32c: crc32c::crc32c(&snap.data),
+        offset,
+        data: snap.data[offset as usize..end as usize].to_vec(),
+        seq,
+    })
+}
+
+fn chunk_resp(term: u64, snapshot_index: u64, next: u64, last_index: u64, seq: u64) -> RaftMessage {
+    RaftMessage::InstallSnapshotChunkResponse(InstallSnapshotChunkResponse {
+        term: Term(term),
+        snapshot_index: LogIndex(snapshot_index),
+        next_offset: next,
         last_index: LogIndex(last_index),
         seq,
     })
@@ -1864,13 +1888,14 @@ fn leader_sends_install_snapshot_to_a_follower_that_needs_compacted_entries() {
     s1.snapshot_taken(snap.clone(), 0);
     assert_eq!(s1.raft.log().base_index(), LogIndex(4));
 
-    // Phase 2: s3 turns out to hold only entry 1; 2.. are gone: snapshot.
+    // Phase 2: s3 turns out to hold only entry 1; 2.. are gone: snapshot,
+    // streamed (it fits in one piece).
     let out = s1.step(3, append_reject(2, 1, 2));
-    assert_eq!(out, vec![send(1, 3, install_snapshot(2, snap.clone(), 5))]);
+    assert_eq!(out, vec![send(1, 3, chunk(2, &snap, 0, 9, 5))]);
 
     // Phase 3: s3 installed it; nothing left to send until the next entry,
     // which goes to s3 anchored at the snapshot.
-    assert_eq!(s1.step(3, install_snapshot_resp(2, 4, 5)), vec![]);
+    assert_eq!(s1.step(3, chunk_resp(2, 4, 9, 4, 5)), vec![]);
     let (r, out) = s1.propose(set("c"));
     assert_eq!(r, Ok((LogIndex(5), Term(2))));
     assert_eq!(
@@ -2030,4 +2055,97 @@ fn stale_term_responses_are_ignored() {
     assert_eq!(s1.raft.commit_index(), LogIndex(0));
     assert_eq!(s1.step(2, vote_resp(1, true)), vec![]);
     assert_eq!(s1.raft.role(), Role::Leader);
+}
+
+// ===== §7 snapshots streamed in pieces (issue 7: any state size) =====
+
+/// §7 (offset/done), made resumable: with 4-byte pieces the leader streams
+/// its 9-byte snapshot from whatever offset the follower confirms, resumes
+/// after a lost piece, and replication goes on once it is installed.
+#[test]
+fn a_leader_streams_its_snapshot_in_pieces_and_resumes_where_the_follower_is() {
+    let mut cfg = config(1, 3);
+    cfg.snapshot_chunk_bytes = 4;
+    let mut s1 = elected(&cfg, 3);
+    s1.step(2, append_ok(2, 2, 1));
+    s1.propose(set("a")).0.unwrap();
+    s1.propose(set("b")).0.unwrap();
+    s1.step(2, append_ok(2, 4, 4));
+    let snap = snapshot(4, 2, membership(3));
+    s1.snapshot_taken(snap.clone(), 0);
+
+    // Phase 1: s3 needs compacted entries: the first piece.
+    let out = s1.step(3, append_reject(2, 1, 2));
+    assert_eq!(out, vec![send(1, 3, chunk(2, &snap, 0, 4, 5))]);
+    // Phase 2: it took 4 bytes: the next piece.
+    let out = s1.step(3, chunk_resp(2, 4, 4, 1, 5));
+    assert_eq!(out, vec![send(1, 3, chunk(2, &snap, 4, 8, 6))]);
+    // Phase 3: that piece was lost; a stall makes the leader resend from
+    // what s3 confirmed (4), not from the start.
+    s1.advance(ms(200));
+    let out = s1.tick();
+    assert!(
+        out.contains(&send(1, 3, chunk(2, &snap, 4, 8, 8))),
+        "{out:?}"
+    );
+    // Phase 4: the last piece, then replication resumes after the snapshot.
+    let out = s1.step(3, chunk_resp(2, 4, 8, 1, 8));
+    assert_eq!(out, vec![send(1, 3, chunk(2, &snap, 8, 9, 9))]);
+    assert_eq!(s1.step(3, chunk_resp(2, 4, 9, 4, 9)), vec![]);
+    let (_, out) = s1.propose(set("c"));
+    assert!(out.contains(&send(1, 3, append(2, (4, 2), vec![cmd(5, 2, "c")], 4, 11))));
+}
+
+/// The follower side: pieces are taken only in order and only of the same
+/// snapshot; the whole is checked (crc32c) before it is installed, and the
+/// install is persisted before it is acknowledged.
+#[test]
+fn a_follower_assembles_pieces_in_order_and_checks_the_whole() {
+    let mut s2 = Node::new(&config(2, 3), bootstrapped(3));
+    s2.advance(ms(1000));
+    let snap = snapshot(5, 2, membership(3));
+
+    // Out of order before anything: ask from the start.
+    let out = s2.step(1, chunk(2, &snap, 4, 8, 1));
+    assert_eq!(
+        out.last(),
+        Some(&after(1, send(2, 1, chunk_resp(2, 5, 0, 1, 1))))
+    );
+    let out = s2.step(1, chunk(2, &snap, 0, 4, 2));
+    assert_eq!(out, vec![send(2, 1, chunk_resp(2, 5, 4, 1, 2))]);
+    // A repeated piece: ask for what comes next.
+    let out = s2.step(1, chunk(2, &snap, 0, 4, 3));
+    assert_eq!(out, vec![send(2, 1, chunk_resp(2, 5, 4, 1, 3))]);
+    // A piece damaged on the way: the whole fails its check, start over.
+    let mut bad = chunk(2, &snap, 4, 9, 4);
+    if let RaftMessage::InstallSnapshotChunk(c) = &mut bad {
+        c.data[0] ^= 1;
+    }
+    let out = s2.step(1, bad);
+    assert_eq!(out, vec![send(2, 1, chunk_resp(2, 5, 0, 1, 4))]);
+    assert_eq!(s2.raft.snapshot(), None);
+    // Whole and intact: persisted, committed, then acknowledged.
+    s2.step(1, chunk(2, &snap, 0, 4, 5));
+    let out = s2.step(1, chunk(2, &snap, 4, 9, 6));
+    assert_eq!(
+        out,
+        vec![
+            persist_snapshot(snap.clone(), 5),
+            Action::Event(Event::SnapshotInstalled {
+                last_index: LogIndex(5)
+            }),
+            committed(5),
+            after(1, send(2, 1, chunk_resp(2, 5, 9, 5, 6))),
+        ]
+    );
+    assert_eq!(s2.raft.snapshot(), Some(&snap));
+    // A piece claiming more than `snapshot_bytes_max` is refused outright.
+    let mut cfg = config(2, 3);
+    cfg.snapshot_bytes_max = 8;
+    let mut s2 = Node::new(&cfg, bootstrapped(3));
+    s2.advance(ms(1000));
+    let out = s2.step(1, chunk(2, &snap, 0, 4, 1));
+    assert!(out
+        .iter()
+        .any(|a| *a == after(1, send(2, 1, chunk_resp(2, 5, 0, 1, 1)))));
 }

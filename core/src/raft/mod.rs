@@ -12,6 +12,7 @@ pub use node::{ProposeError, Raft};
 pub use progress::{Progress, ReplState};
 pub use types::{
     AppendEntries, AppendEntriesResponse, Durable, Entry, EntryPayload, HardState, InstallSnapshot,
-    InstallSnapshotResponse, Member, Membership, RaftMessage, Role, Snapshot, SnapshotMeta,
-    Suffrage, TimeoutNow, VoteRequest, VoteResponse,
+    InstallSnapshotChunk, InstallSnapshotChunkResponse, InstallSnapshotResponse, Member,
+    Membership, RaftMessage, Role, Snapshot, SnapshotMeta, Suffrage, TimeoutNow, VoteRequest,
+    VoteResponse,
 };

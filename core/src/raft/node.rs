@@ -15,6 +15,9 @@ use crate::ids::{LogIndex, NodeId, Term};
 use crate::message::{Message, MessageBody};
 use crate::rng::Rng;
 
+mod snapshot_transfer;
+use snapshot_transfer::IncomingSnapshot;
+
 /// Why a proposal or a read was not accepted.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum ProposeError {
@@ -46,6 +49,8 @@ struct Opts {
     append_bytes_max: usize,
     inflight_max: usize,
     pending_proposals_max: usize,
+    snapshot_chunk_bytes: usize,
+    snapshot_bytes_max: u64,
     #[cfg_attr(not(feature = "bugs"), allow(dead_code))]
     bugs: Bugs,
 }
@@ -121,6 +126,11 @@ pub struct Raft {
     reads: VecDeque<PendingRead>,
     reads_waiting_for_commit: Vec<u64>,
 
+    /// A snapshot a leader is streaming to us, assembled piece by piece.
+    incoming: Option<IncomingSnapshot>,
+    /// The crc32c of our snapshot (by its last index), for its pieces.
+    snapshot_crc: Option<(LogIndex, u32)>,
+
     // Outputs for the server, drained after each call.
     ready_reads: Vec<(u64, LogIndex)>,
     failed_reads: Vec<u64>,
@@ -138,6 +148,8 @@ impl Raft {
             append_bytes_max: config.append_bytes_max,
             inflight_max: config.inflight_appends_max,
             pending_proposals_max: config.pending_proposals_max,
+            snapshot_chunk_bytes: config.snapshot_chunk_bytes,
+            snapshot_bytes_max: config.snapshot_bytes_max,
             #[cfg(feature = "bugs")]
             bugs: config.bugs,
             #[cfg(not(feature = "bugs"))]
@@ -202,6 +214,8 @@ impl Raft {
             ready_reads: Vec::new(),
             failed_reads: Vec::new(),
             installed: None,
+            incoming: None,
+            snapshot_crc: None,
         };
         raft.addresses
             .insert(config.node_id, config.address.clone());
@@ -804,23 +818,9 @@ impl Raft {
         self.send(peer, RaftMessage::AppendEntries(msg), out);
     }
 
+    /// The follower needs entries we compacted: stream it our snapshot.
     fn send_snapshot(&mut self, now: Instant, peer: NodeId, out: &mut Vec<Action>) {
-        let Some(snapshot) = self.snapshot.clone() else {
-            return;
-        };
-        let seq = self.next_seq(now);
-        if let Some(p) = self.progress.get_mut(&peer) {
-            p.state = ReplState::Snapshot;
-            p.inflight.clear();
-            p.inflight.push(seq);
-            p.next = snapshot.meta.last_index.next();
-        }
-        let msg = InstallSnapshot {
-            term: self.term,
-            snapshot,
-            seq,
-        };
-        self.send(peer, RaftMessage::InstallSnapshot(msg), out);
+        self.send_snapshot_chunk(now, peer, out);
     }
 
     fn handle_append(
@@ -1129,41 +1129,48 @@ impl Raft {
         }
         self.accept_leader(now, from, req.term, out);
         let meta = req.snapshot.meta.clone();
-        if meta.last_index > self.commit {
-            // §7: keep the log after the snapshot if it agrees with it,
-            // else discard it all.
-            let compact_to = if self.log.term_at(meta.last_index) == Some(meta.last_term) {
-                self.log.compact_to(meta.last_index);
-                meta.last_index
-            } else {
-                let old_last = self.log.last_index();
-                self.log.reset_to(meta.last_index, meta.last_term);
-                self.log_truncated(meta.last_index.next());
-                old_last.max(meta.last_index)
-            };
-            self.snapshot = Some(req.snapshot.clone());
-            self.installed = Some(req.snapshot.clone());
-            self.persist(
-                PersistOp::Snapshot {
-                    snapshot: req.snapshot,
-                    compact_to,
-                },
-                out,
-            );
-            self.commit = meta.last_index;
-            self.recompute_membership();
-            out.push(Action::Event(Event::SnapshotInstalled {
-                last_index: meta.last_index,
-            }));
-            out.push(Action::Event(Event::Committed { index: self.commit }));
-            self.check_removed(now, out);
-        }
+        self.install(now, req.snapshot, out);
         let resp = InstallSnapshotResponse {
             term: self.term,
             last_index: meta.last_index,
             seq: req.seq,
         };
         self.send(from, RaftMessage::InstallSnapshotResponse(resp), out);
+    }
+
+    /// Install a snapshot from the leader, if it covers more than is
+    /// committed here (§7): keep the log after it if it agrees with it, else
+    /// discard it all.
+    fn install(&mut self, now: Instant, snapshot: Snapshot, out: &mut Vec<Action>) {
+        let meta = snapshot.meta.clone();
+        if meta.last_index <= self.commit {
+            return;
+        }
+        let compact_to = if self.log.term_at(meta.last_index) == Some(meta.last_term) {
+            self.log.compact_to(meta.last_index);
+            meta.last_index
+        } else {
+            let old_last = self.log.last_index();
+            self.log.reset_to(meta.last_index, meta.last_term);
+            self.log_truncated(meta.last_index.next());
+            old_last.max(meta.last_index)
+        };
+        self.snapshot = Some(snapshot.clone());
+        self.installed = Some(snapshot.clone());
+        self.persist(
+            PersistOp::Snapshot {
+                snapshot,
+                compact_to,
+            },
+            out,
+        );
+        self.commit = meta.last_index;
+        self.recompute_membership();
+        out.push(Action::Event(Event::SnapshotInstalled {
+            last_index: meta.last_index,
+        }));
+        out.push(Action::Event(Event::Committed { index: self.commit }));
+        self.check_removed(now, out);
     }
 
     fn handle_install_snapshot_response(
@@ -1385,6 +1392,10 @@ impl Raft {
                 self.handle_install_snapshot_response(now, from, m, out)
             }
             RaftMessage::TimeoutNow(m) => self.handle_timeout_now(now, from, m, out),
+            RaftMessage::InstallSnapshotChunk(m) => self.handle_snapshot_chunk(now, from, m, out),
+            RaftMessage::InstallSnapshotChunkResponse(m) => {
+                self.handle_snapshot_chunk_response(now, from, m, out)
+            }
         }
     }
 
@@ -1462,9 +1473,12 @@ impl Raft {
         match msg {
             RaftMessage::VoteRequest(r) => !r.pre_vote,
             RaftMessage::VoteResponse(r) => !r.pre_vote,
-            RaftMessage::AppendEntriesResponse(_) | RaftMessage::InstallSnapshotResponse(_) => true,
+            RaftMessage::AppendEntriesResponse(_)
+            | RaftMessage::InstallSnapshotResponse(_)
+            | RaftMessage::InstallSnapshotChunkResponse(_) => true,
             RaftMessage::AppendEntries(_)
             | RaftMessage::InstallSnapshot(_)
+            | RaftMessage::InstallSnapshotChunk(_)
             | RaftMessage::TimeoutNow(_) => false,
         }
     }

@@ -516,6 +516,10 @@ fn log_event(e: &Event) {
         Event::SnapshotInstalled { last_index } => {
             tracing::info!("snapshot installed at index {}", last_index.0)
         }
+        Event::Fatal { reason } => {
+            tracing::error!("stopping: {reason}");
+            std::process::exit(1);
+        }
         Event::Committed { .. } | Event::Applied { .. } => {}
     }
 }
