@@ -17,8 +17,8 @@ use crate::fsm::{ApplyResult, Command, Fsm};
 use crate::ids::{LogIndex, NodeId, RequestId, Term};
 use crate::message::{Message, MessageBody};
 use crate::raft::{
-    Durable, Entry, EntryPayload, Member, Membership, ProposeError, Raft, Role, Snapshot,
-    SnapshotMeta, Suffrage,
+    Durable, Entry, EntryPayload, Member, Membership, ProposeError, Raft, RaftMessage, Role,
+    Snapshot, SnapshotMeta, Suffrage,
 };
 use crate::rng::Rng;
 use crate::rpc::{Op, RaftServer, ReadMode, Reply, ReplyBody, Request, Response, RpcError};
@@ -95,6 +95,9 @@ pub struct Server {
     /// applied twice (a CAS would answer `false` for its own write).
     forwards_seen: BTreeSet<(NodeId, u64)>,
     forwards_seen_order: VecDeque<(Instant, NodeId, u64)>,
+    /// The state machine restored from the snapshot in the message being
+    /// handled, if Raft may install it (`restore_offered_snapshot`).
+    offered: Option<(LogIndex, Fsm)>,
 }
 
 impl Server {
@@ -149,6 +152,7 @@ impl Server {
             next_snapshot_check: now,
             forwards_seen: BTreeSet::new(),
             forwards_seen_order: VecDeque::new(),
+            offered: None,
         })
     }
 
@@ -167,7 +171,12 @@ impl Server {
                 self.raft.tick(now, out);
                 self.expire(now, out);
             }
-            Input::Message(m) => self.handle_message(now, m, out),
+            Input::Message(m) => {
+                if self.handle_message(now, m, out).is_err() {
+                    // Refused: nothing changed, so there is nothing to catch up on.
+                    return;
+                }
+            }
             Input::Request { id, request } => {
                 self.handle_request(now, Origin::Local(id), request, out)
             }
@@ -254,12 +263,38 @@ impl Server {
 
     // ----- messages -----
 
-    fn handle_message(&mut self, now: Instant, m: Message, out: &mut Vec<Action>) {
+    /// Handle one message from a peer; `Err` if it was refused (reported
+    /// with [`Event::PeerMessageRefused`], nothing changed).
+    ///
+    /// What a server checks here, by body: Raft messages in [`Raft::step`];
+    /// an InstallSnapshot that would be installed must also carry a state the
+    /// state machine can restore (else the log would claim entries the state
+    /// machine never gets). A `Forward` is a client request and goes through
+    /// the same checks as a local one (`handle_request`); Consul forwards
+    /// RPCs from any server of the datacenter, so it is taken from servers
+    /// outside the Raft configuration too (one that is joining forwards to
+    /// the leader). A `ForwardReply` counts only from the server the request
+    /// went to and for an id in flight; any other is a late answer to a
+    /// request that timed out or was routed elsewhere, and is dropped.
+    fn handle_message(
+        &mut self,
+        now: Instant,
+        m: Message,
+        out: &mut Vec<Action>,
+    ) -> Result<(), String> {
         if m.to != self.config.node_id {
-            return;
+            return Ok(());
+        }
+        if m.from == self.config.node_id {
+            return self.refuse(m.from, "a message from this server's own id".into(), out);
         }
         match m.body {
-            MessageBody::Raft(r) => self.raft.step(now, m.from, r, out),
+            MessageBody::Raft(r) => {
+                if let Err(reason) = self.restore_offered_snapshot(&r) {
+                    return self.refuse(m.from, reason, out);
+                }
+                return self.raft.step(now, m.from, r, out);
+            }
             MessageBody::Forward { id, request } => {
                 if self.first_time_forwarded(now, m.from, id) {
                     self.handle_request(now, Origin::Remote { from: m.from, id }, request, out)
@@ -272,6 +307,37 @@ impl Server {
                 }
             }
         }
+        Ok(())
+    }
+
+    fn refuse(&self, from: NodeId, reason: String, out: &mut Vec<Action>) -> Result<(), String> {
+        out.push(Action::Event(Event::PeerMessageRefused {
+            from,
+            reason: reason.clone(),
+        }));
+        Err(reason)
+    }
+
+    /// Restore the state machine from a snapshot Raft would install (one
+    /// from a current leader that goes past our commit index), before Raft
+    /// sees it; kept for `install_snapshot`. `Err` if it cannot be restored.
+    fn restore_offered_snapshot(&mut self, r: &RaftMessage) -> Result<(), String> {
+        self.offered = None;
+        let RaftMessage::InstallSnapshot(m) = r else {
+            return Ok(());
+        };
+        let meta = &m.snapshot.meta;
+        if m.term < self.raft.term() || meta.last_index <= self.raft.commit_index() {
+            return Ok(());
+        }
+        let fsm = Fsm::restore(&m.snapshot.data).map_err(|e| {
+            format!(
+                "InstallSnapshot at {} carries a state that cannot be restored: {e}",
+                meta.last_index.0
+            )
+        })?;
+        self.offered = Some((meta.last_index, fsm));
+        Ok(())
     }
 
     /// Remember `(from, id)` for twice the hold timeout (after that the
@@ -735,6 +801,7 @@ impl Server {
         if let Some(snap) = self.raft.take_installed_snapshot() {
             self.install_snapshot(snap, out);
         }
+        self.offered = None;
         let applied_any = self.apply_committed(out);
         self.finish_reads(now, out);
         if self.raft.role() != Role::Leader {
@@ -749,23 +816,19 @@ impl Server {
     }
 
     fn install_snapshot(&mut self, snap: Snapshot, out: &mut Vec<Action>) {
-        match Fsm::restore(&snap.data) {
-            Ok(fsm) => {
-                self.fsm = fsm;
-                self.applied_since_snapshot = 0;
-                // Proposals at or below the snapshot were decided by someone
-                // else's log; their outcome is unknown to us.
-                let upto = snap.meta.last_index;
-                let decided: Vec<LogIndex> =
-                    self.proposals.range(..=upto).map(|(i, _)| *i).collect();
-                self.answer_lost(decided, out);
-            }
-            Err(e) => {
-                // A leader sent a snapshot we cannot decode: a broken peer.
-                // Keep serving the old state; the checker will notice.
-                let _ = e;
-            }
-        }
+        // Raft installs only what `restore_offered_snapshot` restored: a
+        // snapshot that does not restore was refused before Raft saw it.
+        let fsm = match self.offered.take() {
+            Some((index, fsm)) if index == snap.meta.last_index => fsm,
+            _ => panic!("Raft installed a snapshot the server did not restore"),
+        };
+        self.fsm = fsm;
+        self.applied_since_snapshot = 0;
+        // Proposals at or below the snapshot were decided by someone
+        // else's log; their outcome is unknown to us.
+        let upto = snap.meta.last_index;
+        let decided: Vec<LogIndex> = self.proposals.range(..=upto).map(|(i, _)| *i).collect();
+        self.answer_lost(decided, out);
     }
 
     fn apply_committed(&mut self, out: &mut Vec<Action>) -> bool {

@@ -8,6 +8,7 @@ use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use super::log::RaftLog;
 use super::progress::{Progress, ReplState};
 use super::types::*;
+use super::validate::{self, Receiver};
 use crate::action::{Action, Event, PersistOp};
 use crate::clock::{Duration, Instant};
 use crate::config::Config;
@@ -464,6 +465,25 @@ impl Raft {
         req: VoteRequest,
         out: &mut Vec<Action>,
     ) {
+        // Thesis §4.2.3: a server removed from the configuration must not
+        // disrupt the cluster, and it campaigns once it stops hearing
+        // heartbeats. As hashicorp/raft's `requestVote` (which Consul runs),
+        // only the voters of our configuration get a vote or a pre-vote; the
+        // answer carries our term and nothing here changes, not even for a
+        // leadership transfer. Refusing a vote is always safe, and a new voter
+        // we have not heard of yet wins with the votes of the servers that do
+        // have its configuration (they are the more up-to-date ones, §5.4.1).
+        // A server with no configuration yet (not bootstrapped) has nobody
+        // to prefer and decides as below.
+        if self.membership.voter_count() > 0 && !self.membership.is_voter(from) {
+            let resp = VoteResponse {
+                term: self.term,
+                granted: false,
+                pre_vote: req.pre_vote,
+            };
+            self.send(from, RaftMessage::VoteResponse(resp), out);
+            return;
+        }
         // §5.4.1: the candidate's log must be at least as up-to-date as ours.
         let log_ok = (req.last_log_term, req.last_log_index)
             >= (self.log.last_term(), self.log.last_index());
@@ -531,6 +551,12 @@ impl Raft {
         resp: VoteResponse,
         out: &mut Vec<Action>,
     ) {
+        // Thesis §4.2.3: votes are only asked of voters; an answer from
+        // anyone else (a server removed since, or never a member) counts for
+        // nothing, and its term does not depose us either.
+        if !self.membership.is_voter(from) {
+            return;
+        }
         if resp.pre_vote {
             if self.role != Role::PreCandidate {
                 return;
@@ -809,6 +835,11 @@ impl Raft {
         self.send(peer, RaftMessage::InstallSnapshot(msg), out);
     }
 
+    /// AppendEntries (§5.3), already validated. It is accepted from a server
+    /// outside our configuration too: a follower may not yet have the entry
+    /// that adds its new leader (thesis §4.2.3, §4.1: a server takes
+    /// AppendEntries from any leader of a current term). Until that entry
+    /// arrives we may not know the leader's address, and then cannot answer.
     fn handle_append(
         &mut self,
         now: Instant,
@@ -877,18 +908,11 @@ impl Raft {
             match self.log.term_at(e.index) {
                 Some(t) if t == e.term => continue,
                 Some(_) => {
-                    if e.index <= self.commit {
-                        // A leader asks us to overwrite a committed entry: it
-                        // is broken. Refuse rather than lose committed state.
-                        let resp = AppendEntriesResponse {
-                            term: self.term,
-                            success: false,
-                            match_index: self.commit,
-                            seq,
-                        };
-                        self.send(from, RaftMessage::AppendEntriesResponse(resp), out);
-                        return;
-                    }
+                    // Validation refused any contradiction of a committed entry.
+                    assert!(
+                        e.index > self.commit,
+                        "committed entries are never truncated"
+                    );
                     self.log.truncate_from(e.index);
                     truncated = true;
                     split = Some(i);
@@ -968,10 +992,13 @@ impl Raft {
         self.reset_election_timer(now);
     }
 
-    /// The common start of handling a follower's answer: a higher term
-    /// deposes this leader; an answer from another term, from a server we do
-    /// not replicate to, or to a server that no longer leads is stale. Else
-    /// record that the follower is alive and which heartbeat it answered.
+    /// The common start of handling a follower's answer. An answer from a
+    /// server outside the configuration is ignored whatever its term: a
+    /// removed server must not depose the leader (thesis §4.2.3). Else a
+    /// higher term deposes this leader; an answer from another term, from a
+    /// server we do not replicate to, or to a server that no longer leads is
+    /// stale. Else record that the follower is alive and which heartbeat it
+    /// answered.
     fn accept_answer(
         &mut self,
         now: Instant,
@@ -980,6 +1007,9 @@ impl Raft {
         seq: u64,
         out: &mut Vec<Action>,
     ) -> bool {
+        if !self.membership.contains(from) {
+            return false;
+        }
         if term > self.term {
             self.become_follower(now, term, None, out);
             return false;
@@ -1102,6 +1132,8 @@ impl Raft {
 
     // ----- snapshots -----
 
+    /// InstallSnapshot (§7), already validated; accepted from a server
+    /// outside our configuration for the same reason as AppendEntries.
     fn handle_install_snapshot(
         &mut self,
         now: Instant,
@@ -1349,6 +1381,12 @@ impl Raft {
         req: TimeoutNow,
         out: &mut Vec<Action>,
     ) {
+        // TimeoutNow skips leader stickiness, so a server outside the
+        // configuration may not send it (thesis §4.2.3: removed servers must
+        // not disrupt); only a leader of ours transfers its leadership.
+        if !self.membership.contains(from) {
+            return;
+        }
         if req.term < self.term || !self.membership.is_voter(self.id) {
             return;
         }
@@ -1363,8 +1401,24 @@ impl Raft {
 
     // ----- plumbing -----
 
-    /// Handle one Raft message from a peer.
-    pub fn step(&mut self, now: Instant, from: NodeId, msg: RaftMessage, out: &mut Vec<Action>) {
+    /// Handle one Raft message from a peer. A message no honest peer could
+    /// have sent to a server in this state is refused before it touches
+    /// anything (`validate.rs`): nothing changes, and the only action is
+    /// [`Event::PeerMessageRefused`], so the driver can close the connection.
+    pub fn step(
+        &mut self,
+        now: Instant,
+        from: NodeId,
+        msg: RaftMessage,
+        out: &mut Vec<Action>,
+    ) -> Result<(), String> {
+        if let Err(reason) = self.validate(&msg) {
+            out.push(Action::Event(Event::PeerMessageRefused {
+                from,
+                reason: reason.clone(),
+            }));
+            return Err(reason);
+        }
         match msg {
             RaftMessage::VoteRequest(m) => self.handle_vote_request(now, from, m, out),
             RaftMessage::VoteResponse(m) => self.handle_vote_response(now, from, m, out),
@@ -1376,6 +1430,20 @@ impl Raft {
             }
             RaftMessage::TimeoutNow(m) => self.handle_timeout_now(now, from, m, out),
         }
+        Ok(())
+    }
+
+    /// Check `msg` against what an honest peer could send us now.
+    pub fn validate(&self, msg: &RaftMessage) -> Result<(), String> {
+        let receiver = Receiver {
+            term: self.term,
+            log: &self.log,
+            commit: self.commit,
+            leading_seq: (self.role == Role::Leader).then_some(self.seq),
+            append_entries_max: self.opts.append_entries_max,
+            append_bytes_max: self.opts.append_bytes_max,
+        };
+        validate::check(msg, &receiver)
     }
 
     fn persist_hard_state(&self, out: &mut Vec<Action>) {

@@ -556,6 +556,13 @@ fn log_event(e: &Event) {
         Event::SnapshotInstalled { last_index } => {
             tracing::info!("snapshot installed at index {}", last_index.0)
         }
+        // The message changed nothing. The connection it came on is not
+        // closed yet: this function has no handle on it (the reader task
+        // that decoded it does); a refused peer keeps its connection until
+        // it errs or closes it.
+        Event::PeerMessageRefused { from, reason } => {
+            tracing::warn!("refused a message from {from}: {reason}")
+        }
         Event::Committed { .. } | Event::Applied { .. } => {}
     }
 }
