@@ -320,7 +320,8 @@ impl Server {
 
     /// Restore the state machine from a snapshot Raft would install (one
     /// from a current leader that goes past our commit index), before Raft
-    /// sees it; kept for `install_snapshot`. `Err` if it cannot be restored.
+    /// sees it; kept for `install_snapshot`. `Err` if it cannot be restored,
+    /// or is not the state after exactly the entries the snapshot covers.
     fn restore_offered_snapshot(&mut self, r: &RaftMessage) -> Result<(), String> {
         self.offered = None;
         let RaftMessage::InstallSnapshot(m) = r else {
@@ -336,6 +337,15 @@ impl Server {
                 meta.last_index.0
             )
         })?;
+        // Else the state machine would wait forever for entries the log no
+        // longer has (or skip some).
+        if fsm.last_applied() != meta.last_index.0 {
+            return Err(format!(
+                "InstallSnapshot at {} carries a state applied up to {}",
+                meta.last_index.0,
+                fsm.last_applied()
+            ));
+        }
         self.offered = Some((meta.last_index, fsm));
         Ok(())
     }

@@ -395,3 +395,81 @@ fn snapshots_wait_for_the_snapshot_interval() {
     c.run_for(Duration::from_secs(2));
     assert_eq!(taken(&c), 1, "checked within 2 intervals: one snapshot");
 }
+
+/// A server refuses, changing nothing, a snapshot whose state cannot be
+/// restored or is not the state after exactly the entries it covers, and any
+/// message claiming to come from itself. Before: the first two were installed
+/// by Raft (commit moved to 5) while the state machine stayed at 1, so it
+/// could never apply another entry; the third made a follower take itself
+/// for its leader.
+#[test]
+fn a_server_refuses_unusable_snapshots_and_messages_from_itself() {
+    use tern_core::fsm::Fsm;
+    use tern_core::raft::{AppendEntries, InstallSnapshot, RaftMessage, Snapshot, SnapshotMeta};
+    use tern_core::testkit::membership;
+    use tern_core::{Event, Input, LogIndex, Message, MessageBody, Term};
+
+    let mut c = Cluster::with_voters(3);
+    let s3 = node_id(3);
+    let offer = |data: Vec<u8>| Message {
+        from: node_id(1),
+        to: s3,
+        body: MessageBody::Raft(RaftMessage::InstallSnapshot(InstallSnapshot {
+            term: Term(2),
+            snapshot: Snapshot {
+                meta: SnapshotMeta {
+                    last_index: LogIndex(5),
+                    last_term: Term(2),
+                    membership: membership(3),
+                },
+                data,
+            },
+            seq: 1,
+        })),
+    };
+    let mut at_4 = Fsm::new();
+    at_4.apply_other(4);
+    let from_itself = Message {
+        from: s3,
+        to: s3,
+        body: MessageBody::Raft(RaftMessage::AppendEntries(AppendEntries {
+            term: Term(2),
+            prev_log_index: LogIndex(1),
+            prev_log_term: Term(1),
+            entries: vec![],
+            leader_commit: LogIndex(1),
+            seq: 1,
+        })),
+    };
+    let cases = [
+        (
+            offer(b"not a state".to_vec()),
+            "InstallSnapshot at 5 carries a state that cannot be restored",
+        ),
+        (
+            offer(at_4.snapshot()),
+            "InstallSnapshot at 5 carries a state applied up to 4",
+        ),
+        (from_itself, "a message from this server's own id"),
+    ];
+    for (m, reason) in cases {
+        c.events.clear();
+        c.handle(s3, Input::Message(m));
+        let refused: Vec<String> = c
+            .events
+            .iter()
+            .filter_map(|(_, e)| match e {
+                Event::PeerMessageRefused { reason, .. } => Some(reason.clone()),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(refused.len(), 1, "{reason}");
+        assert!(refused[0].starts_with(reason), "{}", refused[0]);
+        assert_eq!(c.events.len(), 1, "{reason}: nothing else happened");
+        let s = &c.servers[&s3];
+        assert_eq!(s.commit_index(), LogIndex(0), "{reason}");
+        assert_eq!(s.term(), Term(1), "{reason}");
+        assert_eq!(s.leader(), None, "{reason}");
+        assert_eq!(s.raft().snapshot(), None, "{reason}");
+    }
+}
