@@ -16,6 +16,10 @@ use crate::ids::{LogIndex, NodeId, Term};
 use crate::message::{Message, MessageBody};
 use crate::rng::Rng;
 
+/// The `seq` of an answer to a request from an older term: no leader sends
+/// it (its seqs start at 1), so it acknowledges nothing.
+pub(super) const STALE_SEQ: u64 = 0;
+
 /// Why a proposal or a read was not accepted.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum ProposeError {
@@ -848,11 +852,15 @@ impl Raft {
         out: &mut Vec<Action>,
     ) {
         if req.term < self.term {
+            // Seq 0 (never sent: seqs start at 1) says this answers nothing
+            // of the current term. Echoing the seq of a leader's earlier term
+            // would, once it leads again, look like an acknowledgement of a
+            // heartbeat of its new term (found by the cluster fuzz target).
             let resp = AppendEntriesResponse {
                 term: self.term,
                 success: false,
                 match_index: self.log.last_index(),
-                seq: req.seq,
+                seq: STALE_SEQ,
             };
             self.send(from, RaftMessage::AppendEntriesResponse(resp), out);
             return;
@@ -997,8 +1005,9 @@ impl Raft {
     /// removed server must not depose the leader (thesis §4.2.3). Else a
     /// higher term deposes this leader; an answer from another term, from a
     /// server we do not replicate to, or to a server that no longer leads is
-    /// stale. Else record that the follower is alive and which heartbeat it
-    /// answered.
+    /// stale, and so is one that answers a request of an older term
+    /// ([`STALE_SEQ`]). Else record that the follower is alive and which
+    /// heartbeat it answered.
     fn accept_answer(
         &mut self,
         now: Instant,
@@ -1014,7 +1023,9 @@ impl Raft {
             self.become_follower(now, term, None, out);
             return false;
         }
-        if self.role != Role::Leader || term < self.term {
+        // An answer to a request of an older term tells us its term, and
+        // nothing else: not that our messages arrive, nor which one.
+        if self.role != Role::Leader || term < self.term || seq == STALE_SEQ {
             return false;
         }
         let Some(p) = self.progress.get_mut(&from) else {
@@ -1142,10 +1153,11 @@ impl Raft {
         out: &mut Vec<Action>,
     ) {
         if req.term < self.term {
+            // Seq 0: an answer to nothing of the current term (see `handle_append`).
             let resp = InstallSnapshotResponse {
                 term: self.term,
                 last_index: self.log.last_index(),
-                seq: req.seq,
+                seq: STALE_SEQ,
             };
             self.send(from, RaftMessage::InstallSnapshotResponse(resp), out);
             return;

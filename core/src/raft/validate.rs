@@ -16,6 +16,7 @@
 //! entries it has not sent us yet), and failure hints of any value.
 
 use super::log::{entry_size, RaftLog};
+use super::node::STALE_SEQ;
 use super::types::{
     AppendEntries, AppendEntriesResponse, InstallSnapshot, InstallSnapshotResponse, RaftMessage,
     VoteRequest,
@@ -202,6 +203,11 @@ fn answer_in_my_term(
     let Some(sent) = r.leading_seq.filter(|_| term == r.term) else {
         return Ok(());
     };
+    if seq == STALE_SEQ {
+        // The answer to a request of an older term, from a server now in
+        // ours: it claims nothing about what this leader sent.
+        return Ok(());
+    }
     if seq > sent {
         return Err(format!(
             "{what} answers seq {seq}, but this leader sent only {sent} in term {}",
