@@ -256,39 +256,56 @@ fn a_leaving_server_transfers_leadership_and_fails_fast() {
 
 /// Hostile numbers from a peer (terms and indexes at u64::MAX) never panic a
 /// server, never commit anything, and never make it vote twice in a term.
+/// Indexes past any real log are refused outright (`PeerMessageRefused`); a
+/// bare term of u64::MAX is believed, and then nobody can campaign past it.
 #[test]
 fn extreme_terms_and_indexes_from_a_peer_do_not_panic() {
     use tern_core::raft::{AppendEntries, RaftMessage, VoteRequest};
-    use tern_core::{Input, LogIndex, Message, MessageBody, Term};
+    use tern_core::{Event, Input, LogIndex, Message, MessageBody, Term};
     let mut c = Cluster::with_voters(3);
     let leader = c.run_until_leader(Duration::from_secs(5)).unwrap();
     let follower = *c.servers.keys().find(|id| **id != leader).unwrap();
     let max = u64::MAX;
-    let bodies = [
+    let to_leader = |body| Message {
+        from: follower,
+        to: leader,
+        body: MessageBody::Raft(body),
+    };
+    let heartbeat = |prev: u64, prev_term: u64, leader_commit: u64| {
         RaftMessage::AppendEntries(AppendEntries {
             term: Term(max),
-            prev_log_index: LogIndex(max),
-            prev_log_term: Term(max),
+            prev_log_index: LogIndex(prev),
+            prev_log_term: Term(prev_term),
             entries: vec![],
-            leader_commit: LogIndex(max),
+            leader_commit: LogIndex(leader_commit),
             seq: max,
-        }),
+        })
+    };
+
+    // Phase 1: indexes at u64::MAX are refused; the leader keeps leading.
+    let refused = [
+        heartbeat(max, max, max),
         RaftMessage::VoteRequest(VoteRequest {
             term: Term(max),
             last_log_index: LogIndex(max),
-            last_log_term: Term(max),
+            last_log_term: Term(max - 1),
             pre_vote: true,
             leadership_transfer: false,
         }),
     ];
-    for body in bodies {
-        let m = Message {
-            from: follower,
-            to: leader,
-            body: MessageBody::Raft(body),
-        };
-        c.handle(leader, Input::Message(m));
+    for body in refused {
+        c.events.clear();
+        c.handle(leader, Input::Message(to_leader(body)));
+        assert!(
+            matches!(&c.events[..], [(_, Event::PeerMessageRefused { from, .. })] if *from == follower),
+            "{:?}",
+            c.events
+        );
     }
+    assert_eq!(c.leader(), Some(leader));
+
+    // Phase 2: a term of u64::MAX with sane indexes deposes the leader.
+    c.handle(leader, Input::Message(to_leader(heartbeat(0, 0, max / 2))));
     c.run_for(Duration::from_secs(3));
     // The leader stepped down to the hostile term and nobody can campaign
     // past u64::MAX, so nobody leads; nothing was committed on its say-so.

@@ -1988,6 +1988,26 @@ fn install_snapshot_with_bogus_meta_is_refused() {
     assert_eq!(s3.raft.take_installed_snapshot(), None);
 }
 
+/// Indexes no real log reaches (above `u64::MAX / 2`). Before: a snapshot
+/// ending at u64::MAX was installed, and the server overflowed computing its
+/// last index after its next append (found by the cluster fuzz target).
+#[test]
+fn indexes_past_any_real_log_are_refused() {
+    let mut s3 = Node::new(&config(3, 3), bootstrapped(3));
+    assert_refused(
+        &mut s3,
+        1,
+        install_snapshot(2, snapshot(u64::MAX, 2, membership(3)), 1),
+        "InstallSnapshot index 18446744073709551615 is past any real log",
+    );
+    assert_refused(
+        &mut s3,
+        1,
+        heartbeat(2, (1, 1), u64::MAX / 2 + 1, 1),
+        "AppendEntries index 9223372036854775808 is past any real log",
+    );
+}
+
 /// An answer to a heartbeat this leader never sent. Before: the bogus seq
 /// was recorded as s2's latest acknowledgement, so the next ReadIndex was
 /// confirmed by s1 + s2 with no round trip at all (a stale read).

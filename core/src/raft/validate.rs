@@ -23,6 +23,13 @@ use super::types::{
 };
 use crate::ids::{LogIndex, Term};
 
+/// No log index an honest server sends is above this: at a billion entries
+/// a second a log takes three centuries to get there. A larger one could
+/// only be planted by a forged message, and a log that reached `u64::MAX`
+/// would have no index left for its next entry (found by the cluster fuzz
+/// target: a leader whose snapshot ended there overflowed on its next write).
+pub const INDEX_MAX: LogIndex = LogIndex(u64::MAX / 2);
+
 /// What the checks read of the receiver.
 pub(super) struct Receiver<'a> {
     pub term: Term,
@@ -38,6 +45,7 @@ pub(super) struct Receiver<'a> {
 /// `Ok` if an honest peer could have sent `msg` to a server in state `r`;
 /// otherwise why not, in a sentence for the log.
 pub(super) fn check(msg: &RaftMessage, r: &Receiver) -> Result<(), String> {
+    indexes_in_range(msg)?;
     match msg {
         RaftMessage::VoteRequest(m) => vote_request(m),
         // Any term and either answer are possible (a late answer, a refusal).
@@ -49,6 +57,25 @@ pub(super) fn check(msg: &RaftMessage, r: &Receiver) -> Result<(), String> {
         // Only a term, and any term is possible (a late one is ignored).
         RaftMessage::TimeoutNow(_) => Ok(()),
     }
+}
+
+fn indexes_in_range(msg: &RaftMessage) -> Result<(), String> {
+    let (what, index) = match msg {
+        RaftMessage::VoteRequest(m) => ("VoteRequest last_log_index", m.last_log_index),
+        RaftMessage::AppendEntries(m) => {
+            let last = m.entries.last().map_or(m.prev_log_index, |e| e.index);
+            let i = m.prev_log_index.max(last).max(m.leader_commit);
+            ("AppendEntries index", i)
+        }
+        RaftMessage::AppendEntriesResponse(m) => ("AppendEntriesResponse index", m.match_index),
+        RaftMessage::InstallSnapshot(m) => ("InstallSnapshot index", m.snapshot.meta.last_index),
+        RaftMessage::InstallSnapshotResponse(m) => ("InstallSnapshotResponse index", m.last_index),
+        RaftMessage::VoteResponse(_) | RaftMessage::TimeoutNow(_) => return Ok(()),
+    };
+    if index > INDEX_MAX {
+        return Err(format!("{what} {} is past any real log", index.0));
+    }
+    Ok(())
 }
 
 /// Index 0 ("before the first entry") has term 0, and every real entry a
