@@ -134,7 +134,17 @@ pub fn cluster(data: &[u8]) {
 fn run(data: &[u8]) -> Option<Run> {
     let (&mode, rest) = data.split_first()?;
     let mut bytes = Bytes { data: rest };
-    let configs = (1..=HONEST).map(|i| config(i, 4)).collect();
+    // Snapshots every few entries, keeping few behind, so compaction and
+    // InstallSnapshot happen within the few hundred steps of one input.
+    let configs = (1..=HONEST)
+        .map(|i| {
+            let mut c = config(i, 4);
+            c.snapshot_threshold = 4;
+            c.snapshot_interval = Duration::ZERO;
+            c.trailing_logs = 2;
+            c
+        })
+        .collect();
     let mut run = Run {
         c: Cluster::new(configs),
         safe: mode & 1 == 0,
@@ -569,6 +579,32 @@ mod tests {
         for s in r.c.servers.values() {
             assert!(s.fsm().kv_get("k1").is_some(), "applied everywhere");
         }
+    }
+
+    /// Snapshots happen within one input: a follower that was down while
+    /// the others wrote and compacted catches up through InstallSnapshot.
+    #[test]
+    fn a_follower_that_missed_compacted_entries_gets_a_snapshot() {
+        let mut data = vec![0];
+        data.extend_from_slice(&[4, 150, 5, 255].repeat(6));
+        let r = super::run(&data).unwrap();
+        let leader = r.c.leader().expect("a leader");
+        let down = (1..=HONEST).find(|i| node_id(*i) != leader).unwrap() as u8 - 1;
+        let to = leader.0 as u8 - 1;
+        data.extend_from_slice(&[10, down]);
+        for k in 0..12 {
+            data.extend_from_slice(&[9, to, 6, k, k, 0, 5, 255]);
+        }
+        data.extend_from_slice(&[4, 30, 5, 255, 10, down]);
+        data.extend_from_slice(&[4, 30, 5, 255].repeat(4));
+        let r = super::run(&data).unwrap();
+        let s = &r.c.servers[&node_id(u64::from(down) + 1)];
+        assert!(s.raft().snapshot().is_some(), "installed a snapshot");
+        assert_eq!(
+            s.fsm().kv_get("k3"),
+            r.c.servers[&leader].fsm().kv_get("k3")
+        );
+        assert!(s.fsm().kv_get("k3").is_some());
     }
 
     /// A few hand-made runs pass: empty, time only, an election and writes.
