@@ -266,6 +266,9 @@ impl Server {
     /// Handle one message from a peer; `Err` if it was refused (reported
     /// with [`Event::PeerMessageRefused`], nothing changed).
     ///
+    /// A message addressed to another server is dropped, not refused: an
+    /// address can be reused by a new server, and the sender is then only
+    /// mistaken. One claiming to come from this server itself is refused.
     /// What a server checks here, by body: Raft messages in [`Raft::step`];
     /// an InstallSnapshot that would be installed must also carry a state the
     /// state machine can restore (else the log would claim entries the state
