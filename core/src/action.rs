@@ -93,6 +93,13 @@ pub enum Event {
     Fatal {
         reason: String,
     },
+    /// A message from `from` was refused: no honest peer could have sent it
+    /// to a server in this state (`raft/validate.rs`). Nothing changed; the
+    /// driver should close the connection it came on and log `reason`.
+    PeerMessageRefused {
+        from: NodeId,
+        reason: String,
+    },
 }
 
 /// What the core asks its driver to do.

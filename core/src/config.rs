@@ -56,9 +56,11 @@ pub struct Config {
     /// quorum acknowledged a heartbeat. Without a hint a follower waits the
     /// whole election timeout, as always.
     pub leader_lease_timeout: Duration,
-    /// Entries in one AppendEntries.
+    /// Entries in one AppendEntries. A follower refuses a larger batch as
+    /// one no honest leader sends, so every server needs the same value.
     pub append_entries_max: usize,
-    /// Bytes of entry payload in one AppendEntries (at least one entry is sent).
+    /// Bytes of entry payload in one AppendEntries (at least one entry is
+    /// sent). Checked by followers too, like `append_entries_max`.
     pub append_bytes_max: usize,
     /// AppendEntries in flight to one follower before the leader waits.
     pub inflight_appends_max: usize,

@@ -6,6 +6,7 @@ mod log;
 mod node;
 mod progress;
 mod types;
+mod validate;
 
 pub use log::RaftLog;
 pub use node::{ProposeError, Raft};

@@ -8,6 +8,7 @@ use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use super::log::RaftLog;
 use super::progress::{Progress, ReplState};
 use super::types::*;
+use super::validate::{self, Receiver};
 use crate::action::{Action, Event, PersistId, PersistOp};
 use crate::clock::{Duration, Instant};
 use crate::config::Config;
@@ -17,6 +18,10 @@ use crate::rng::Rng;
 
 mod snapshot_transfer;
 use snapshot_transfer::IncomingSnapshot;
+
+/// The `seq` of an answer to a request from an older term: no leader sends
+/// it (its seqs start at 1), so it acknowledges nothing.
+pub(super) const STALE_SEQ: u64 = 0;
 
 /// Why a proposal or a read was not accepted.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -493,6 +498,25 @@ impl Raft {
         req: VoteRequest,
         out: &mut Vec<Action>,
     ) {
+        // Thesis §4.2.3: a server removed from the configuration must not
+        // disrupt the cluster, and it campaigns once it stops hearing
+        // heartbeats. As hashicorp/raft's `requestVote` (which Consul runs),
+        // only the voters of our configuration get a vote or a pre-vote; the
+        // answer carries our term and nothing here changes, not even for a
+        // leadership transfer. Refusing a vote is always safe, and a new voter
+        // we have not heard of yet wins with the votes of the servers that do
+        // have its configuration (they are the more up-to-date ones, §5.4.1).
+        // A server with no configuration yet (not bootstrapped) has nobody
+        // to prefer and decides as below.
+        if self.membership.voter_count() > 0 && !self.membership.is_voter(from) {
+            let resp = VoteResponse {
+                term: self.term,
+                granted: false,
+                pre_vote: req.pre_vote,
+            };
+            self.send(from, RaftMessage::VoteResponse(resp), out);
+            return;
+        }
         // §5.4.1: the candidate's log must be at least as up-to-date as ours.
         let log_ok = (req.last_log_term, req.last_log_index)
             >= (self.log.last_term(), self.log.last_index());
@@ -560,6 +584,12 @@ impl Raft {
         resp: VoteResponse,
         out: &mut Vec<Action>,
     ) {
+        // Thesis §4.2.3: votes are only asked of voters; an answer from
+        // anyone else (a server removed since, or never a member) counts for
+        // nothing, and its term does not depose us either.
+        if !self.membership.is_voter(from) {
+            return;
+        }
         if resp.pre_vote {
             if self.role != Role::PreCandidate {
                 return;
@@ -823,6 +853,11 @@ impl Raft {
         self.send_snapshot_chunk(now, peer, out);
     }
 
+    /// AppendEntries (§5.3), already validated. It is accepted from a server
+    /// outside our configuration too: a follower may not yet have the entry
+    /// that adds its new leader (thesis §4.2.3, §4.1: a server takes
+    /// AppendEntries from any leader of a current term). Until that entry
+    /// arrives we may not know the leader's address, and then cannot answer.
     fn handle_append(
         &mut self,
         now: Instant,
@@ -831,11 +866,15 @@ impl Raft {
         out: &mut Vec<Action>,
     ) {
         if req.term < self.term {
+            // Seq 0 (never sent: seqs start at 1) says this answers nothing
+            // of the current term. Echoing the seq of a leader's earlier term
+            // would, once it leads again, look like an acknowledgement of a
+            // heartbeat of its new term (found by the cluster fuzz target).
             let resp = AppendEntriesResponse {
                 term: self.term,
                 success: false,
                 match_index: self.log.last_index(),
-                seq: req.seq,
+                seq: STALE_SEQ,
             };
             self.send(from, RaftMessage::AppendEntriesResponse(resp), out);
             return;
@@ -891,18 +930,11 @@ impl Raft {
             match self.log.term_at(e.index) {
                 Some(t) if t == e.term => continue,
                 Some(_) => {
-                    if e.index <= self.commit {
-                        // A leader asks us to overwrite a committed entry: it
-                        // is broken. Refuse rather than lose committed state.
-                        let resp = AppendEntriesResponse {
-                            term: self.term,
-                            success: false,
-                            match_index: self.commit,
-                            seq,
-                        };
-                        self.send(from, RaftMessage::AppendEntriesResponse(resp), out);
-                        return;
-                    }
+                    // Validation refused any contradiction of a committed entry.
+                    assert!(
+                        e.index > self.commit,
+                        "committed entries are never truncated"
+                    );
                     self.log.truncate_from(e.index);
                     self.log_truncated(e.index);
                     truncated = true;
@@ -977,10 +1009,14 @@ impl Raft {
         self.reset_election_timer(now);
     }
 
-    /// The common start of handling a follower's answer: a higher term
-    /// deposes this leader; an answer from another term, from a server we do
-    /// not replicate to, or to a server that no longer leads is stale. Else
-    /// record that the follower is alive and which heartbeat it answered.
+    /// The common start of handling a follower's answer. An answer from a
+    /// server outside the configuration is ignored whatever its term: a
+    /// removed server must not depose the leader (thesis §4.2.3). Else a
+    /// higher term deposes this leader; an answer from another term, from a
+    /// server we do not replicate to, or to a server that no longer leads is
+    /// stale, and so is one that answers a request of an older term
+    /// ([`STALE_SEQ`]). Else record that the follower is alive and which
+    /// heartbeat it answered.
     fn accept_answer(
         &mut self,
         now: Instant,
@@ -989,11 +1025,16 @@ impl Raft {
         seq: u64,
         out: &mut Vec<Action>,
     ) -> bool {
+        if !self.membership.contains(from) {
+            return false;
+        }
         if term > self.term {
             self.become_follower(now, term, None, out);
             return false;
         }
-        if self.role != Role::Leader || term < self.term {
+        // An answer to a request of an older term tells us its term, and
+        // nothing else: not that our messages arrive, nor which one.
+        if self.role != Role::Leader || term < self.term || seq == STALE_SEQ {
             return false;
         }
         let Some(p) = self.progress.get_mut(&from) else {
@@ -1111,6 +1152,8 @@ impl Raft {
 
     // ----- snapshots -----
 
+    /// InstallSnapshot (§7), already validated; accepted from a server
+    /// outside our configuration for the same reason as AppendEntries.
     fn handle_install_snapshot(
         &mut self,
         now: Instant,
@@ -1119,10 +1162,11 @@ impl Raft {
         out: &mut Vec<Action>,
     ) {
         if req.term < self.term {
+            // Seq 0: an answer to nothing of the current term (see `handle_append`).
             let resp = InstallSnapshotResponse {
                 term: self.term,
                 last_index: self.log.last_index(),
-                seq: req.seq,
+                seq: STALE_SEQ,
             };
             self.send(from, RaftMessage::InstallSnapshotResponse(resp), out);
             return;
@@ -1366,6 +1410,12 @@ impl Raft {
         req: TimeoutNow,
         out: &mut Vec<Action>,
     ) {
+        // TimeoutNow skips leader stickiness, so a server outside the
+        // configuration may not send it (thesis §4.2.3: removed servers must
+        // not disrupt); only a leader of ours transfers its leadership.
+        if !self.membership.contains(from) {
+            return;
+        }
         if req.term < self.term || !self.membership.is_voter(self.id) {
             return;
         }
@@ -1380,8 +1430,24 @@ impl Raft {
 
     // ----- plumbing -----
 
-    /// Handle one Raft message from a peer.
-    pub fn step(&mut self, now: Instant, from: NodeId, msg: RaftMessage, out: &mut Vec<Action>) {
+    /// Handle one Raft message from a peer. A message no honest peer could
+    /// have sent to a server in this state is refused before it touches
+    /// anything (`validate.rs`): nothing changes, and the only action is
+    /// [`Event::PeerMessageRefused`], so the driver can close the connection.
+    pub fn step(
+        &mut self,
+        now: Instant,
+        from: NodeId,
+        msg: RaftMessage,
+        out: &mut Vec<Action>,
+    ) -> Result<(), String> {
+        if let Err(reason) = self.validate(&msg) {
+            out.push(Action::Event(Event::PeerMessageRefused {
+                from,
+                reason: reason.clone(),
+            }));
+            return Err(reason);
+        }
         match msg {
             RaftMessage::VoteRequest(m) => self.handle_vote_request(now, from, m, out),
             RaftMessage::VoteResponse(m) => self.handle_vote_response(now, from, m, out),
@@ -1397,6 +1463,20 @@ impl Raft {
                 self.handle_snapshot_chunk_response(now, from, m, out)
             }
         }
+        Ok(())
+    }
+
+    /// Check `msg` against what an honest peer could send us now.
+    pub fn validate(&self, msg: &RaftMessage) -> Result<(), String> {
+        let receiver = Receiver {
+            term: self.term,
+            log: &self.log,
+            commit: self.commit,
+            leading_seq: (self.role == Role::Leader).then_some(self.seq),
+            append_entries_max: self.opts.append_entries_max,
+            append_bytes_max: self.opts.append_bytes_max,
+        };
+        validate::check(msg, &receiver)
     }
 
     fn persist_hard_state(&mut self, out: &mut Vec<Action>) {

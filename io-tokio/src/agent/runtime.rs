@@ -520,6 +520,13 @@ fn log_event(e: &Event) {
             tracing::error!("stopping: {reason}");
             std::process::exit(1);
         }
+        // The message changed nothing. The connection it came on is not
+        // closed yet: this function has no handle on it (the reader task
+        // that decoded it does); a refused peer keeps its connection until
+        // it errs or closes it.
+        Event::PeerMessageRefused { from, reason } => {
+            tracing::warn!("refused a message from {from}: {reason}")
+        }
         Event::Committed { .. } | Event::Applied { .. } => {}
     }
 }

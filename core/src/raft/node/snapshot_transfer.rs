@@ -94,18 +94,33 @@ impl Raft {
         out: &mut Vec<Action>,
     ) {
         let index = m.meta.last_index;
+        // `last_index` claims what this server holds only once it holds the
+        // whole snapshot (an answer claiming more than the leader's log
+        // would be refused by it); while assembling it claims nothing.
+        let seq = m.seq;
         let answer = |raft: &Raft, next_offset: u64, out: &mut Vec<Action>| {
+            let done = next_offset == m.total_bytes && next_offset > 0;
             let resp = InstallSnapshotChunkResponse {
                 term: raft.term,
                 snapshot_index: index,
                 next_offset,
-                last_index: raft.log.last_index().max(raft.commit),
-                seq: m.seq,
+                last_index: if done { index } else { LogIndex::ZERO },
+                seq,
             };
             raft.send(from, RaftMessage::InstallSnapshotChunkResponse(resp), out);
         };
         if m.term < self.term {
-            return answer(self, 0, out);
+            // A stale leader's piece: the answer acknowledges nothing it
+            // could mistake for an answer in a later term (`STALE_SEQ`).
+            let resp = InstallSnapshotChunkResponse {
+                term: self.term,
+                snapshot_index: index,
+                next_offset: 0,
+                last_index: LogIndex::ZERO,
+                seq: STALE_SEQ,
+            };
+            self.send(from, RaftMessage::InstallSnapshotChunkResponse(resp), out);
+            return;
         }
         self.accept_leader(now, from, m.term, out);
         if index <= self.commit {
