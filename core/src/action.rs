@@ -103,6 +103,20 @@ pub enum Event {
     },
     /// This server has been removed from the configuration.
     Removed,
+    /// The server cannot go on safely (a snapshot from the leader that its
+    /// state machine cannot restore): it ignores every later input, and the
+    /// driver must stop it, saying why. Restarting it from its data dir
+    /// stops again, naming the snapshot, until an operator intervenes.
+    Fatal {
+        reason: String,
+    },
+    /// A message from `from` was refused: no honest peer could have sent it
+    /// to a server in this state (`raft/validate.rs`). Nothing changed; the
+    /// driver should close the connection it came on and log `reason`.
+    PeerMessageRefused {
+        from: NodeId,
+        reason: String,
+    },
 }
 
 /// What the core asks its driver to do.

@@ -25,6 +25,10 @@ pub struct Bugs {
     pub send_before_persisted: bool,
 }
 
+/// Room kept in a frame for an `InstallSnapshotChunk`'s header (term,
+/// metadata with the configuration, offsets) beside its data.
+pub const SNAPSHOT_CHUNK_HEADER_BYTES: usize = 64 << 10;
+
 /// A server's configuration. Durations are [`Duration`]s; sizes end in `_bytes_max`.
 #[derive(Clone, Debug)]
 pub struct Config {
@@ -52,9 +56,11 @@ pub struct Config {
     /// quorum acknowledged a heartbeat. Without a hint a follower waits the
     /// whole election timeout, as always.
     pub leader_lease_timeout: Duration,
-    /// Entries in one AppendEntries.
+    /// Entries in one AppendEntries. A follower refuses a larger batch as
+    /// one no honest leader sends, so every server needs the same value.
     pub append_entries_max: usize,
-    /// Bytes of entry payload in one AppendEntries (at least one entry is sent).
+    /// Bytes of entry payload in one AppendEntries (at least one entry is
+    /// sent). Checked by followers too, like `append_entries_max`.
     pub append_bytes_max: usize,
     /// AppendEntries in flight to one follower before the leader waits.
     pub inflight_appends_max: usize,
@@ -71,6 +77,12 @@ pub struct Config {
 
     /// Largest frame accepted from the network.
     pub frame_bytes_max: usize,
+    /// A leader streams a snapshot to a follower in pieces of at most this
+    /// many bytes (each piece plus its header must fit in a frame).
+    pub snapshot_chunk_bytes: usize,
+    /// The largest snapshot a follower accepts from a leader (it assembles
+    /// the pieces before installing).
+    pub snapshot_bytes_max: u64,
     /// Proposals appended but not yet committed.
     pub pending_proposals_max: usize,
     /// Reads waiting for ReadIndex, blocking queries, held and forwarded requests.
@@ -138,6 +150,8 @@ impl Config {
             snapshot_interval: Duration::from_secs(30),
             trailing_logs: 10240,
             frame_bytes_max: 64 << 20,
+            snapshot_chunk_bytes: 1 << 20,
+            snapshot_bytes_max: 16 << 30,
             pending_proposals_max: 65536,
             pending_requests_max: 65536,
             rpc_hold_timeout: Duration::from_secs(7),
@@ -232,6 +246,17 @@ impl Config {
         }
         if self.append_bytes_max + 4096 > self.frame_bytes_max {
             return err("append_bytes_max", "must fit in frame_bytes_max");
+        }
+        if self.snapshot_chunk_bytes == 0
+            || self.snapshot_chunk_bytes + SNAPSHOT_CHUNK_HEADER_BYTES > self.frame_bytes_max
+        {
+            return err(
+                "snapshot_chunk_bytes",
+                "must be greater than zero and fit in frame_bytes_max with its header (64 KiB)",
+            );
+        }
+        if self.snapshot_bytes_max == 0 {
+            return err("snapshot_bytes_max", "must be greater than zero");
         }
         if self.rpc_hold_timeout.as_nanos() == 0 {
             return err("rpc_hold_timeout", "must be greater than zero");

@@ -93,6 +93,7 @@ pub mod action;
 pub mod clock;
 pub mod config;
 pub mod fsm;
+pub mod fuzz_cluster;
 pub mod ids;
 pub mod message;
 pub mod outbox;

@@ -17,8 +17,8 @@ use crate::fsm::{ApplyResult, Command, Fsm, TombstoneGc};
 use crate::ids::{LogIndex, NodeId, RequestId, Term};
 use crate::message::{Message, MessageBody};
 use crate::raft::{
-    Durable, Entry, EntryPayload, Member, Membership, ProposeError, Raft, Role, Snapshot,
-    SnapshotMeta, Suffrage,
+    Durable, Entry, EntryPayload, Member, Membership, ProposeError, Raft, RaftMessage, Role,
+    Snapshot, SnapshotMeta, Suffrage,
 };
 use crate::rng::Rng;
 use crate::rpc::{
@@ -88,6 +88,8 @@ pub struct Server {
     tombstone_gc: TombstoneGc,
     rng: Rng,
     ever_had_leader: bool,
+    /// Why this server stopped (`Event::Fatal`); it takes no more input.
+    fatal: Option<String>,
     draining_until: Option<Instant>,
 
     next_ctx: u64,
@@ -108,6 +110,9 @@ pub struct Server {
     /// applied twice (a CAS would answer `false` for its own write).
     forwards_seen: BTreeSet<(NodeId, u64)>,
     forwards_seen_order: VecDeque<(Instant, NodeId, u64)>,
+    /// The state machine restored from the snapshot in the message being
+    /// handled, if Raft may install it (`restore_offered_snapshot`).
+    offered: Option<(LogIndex, Fsm)>,
 }
 
 impl Server {
@@ -155,6 +160,7 @@ impl Server {
             tombstone_gc,
             rng,
             ever_had_leader: false,
+            fatal: None,
             draining_until: None,
             next_ctx: incarnation & !0xFFFF_FFFF,
             proposals: BTreeMap::new(),
@@ -169,6 +175,7 @@ impl Server {
             next_snapshot_check: now,
             forwards_seen: BTreeSet::new(),
             forwards_seen_order: VecDeque::new(),
+            offered: None,
         })
     }
 
@@ -182,12 +189,20 @@ impl Server {
 
     /// Handle one input; append what to do, in order, to `out`.
     pub fn handle(&mut self, now: Instant, input: Input, out: &mut Vec<Action>) {
+        if self.fatal.is_some() {
+            return;
+        }
         match input {
             Input::Tick => {
                 self.raft.tick(now, out);
                 self.expire(now, out);
             }
-            Input::Message(m) => self.handle_message(now, m, out),
+            Input::Message(m) => {
+                if self.handle_message(now, m, out).is_err() {
+                    // Refused: nothing changed, so there is nothing to catch up on.
+                    return;
+                }
+            }
             Input::Request { id, request } => {
                 self.handle_request(now, Origin::Local(id), request, out)
             }
@@ -259,6 +274,10 @@ impl Server {
     pub fn num_peers(&self) -> usize {
         self.raft.membership().voter_count()
     }
+    /// Why the server stopped taking input, if it did (`Event::Fatal`).
+    pub fn fatal(&self) -> Option<&str> {
+        self.fatal.as_deref()
+    }
     pub fn fsm(&self) -> &Fsm {
         &self.fsm
     }
@@ -281,12 +300,41 @@ impl Server {
 
     // ----- messages -----
 
-    fn handle_message(&mut self, now: Instant, m: Message, out: &mut Vec<Action>) {
+    /// Handle one message from a peer; `Err` if it was refused (reported
+    /// with [`Event::PeerMessageRefused`], nothing changed).
+    ///
+    /// A message addressed to another server is dropped, not refused: an
+    /// address can be reused by a new server, and the sender is then only
+    /// mistaken. One claiming to come from this server itself is refused.
+    /// What a server checks here, by body: Raft messages in [`Raft::step`];
+    /// an InstallSnapshot that would be installed must also carry a state the
+    /// state machine can restore (else the log would claim entries the state
+    /// machine never gets). A `Forward` is a client request and goes through
+    /// the same checks as a local one (`handle_request`); Consul forwards
+    /// RPCs from any server of the datacenter, so it is taken from servers
+    /// outside the Raft configuration too (one that is joining forwards to
+    /// the leader). A `ForwardReply` counts only from the server the request
+    /// went to and for an id in flight; any other is a late answer to a
+    /// request that timed out or was routed elsewhere, and is dropped.
+    fn handle_message(
+        &mut self,
+        now: Instant,
+        m: Message,
+        out: &mut Vec<Action>,
+    ) -> Result<(), String> {
         if m.to != self.config.node_id {
-            return;
+            return Ok(());
+        }
+        if m.from == self.config.node_id {
+            return self.refuse(m.from, "a message from this server's own id".into(), out);
         }
         match m.body {
-            MessageBody::Raft(r) => self.raft.step(now, m.from, r, out),
+            MessageBody::Raft(r) => {
+                if let Err(reason) = self.restore_offered_snapshot(&r) {
+                    return self.refuse(m.from, reason, out);
+                }
+                return self.raft.step(now, m.from, r, out);
+            }
             MessageBody::Forward { id, request } => {
                 if self.first_time_forwarded(now, m.from, id) {
                     self.handle_request(now, Origin::Remote { from: m.from, id }, request, out)
@@ -299,6 +347,47 @@ impl Server {
                 }
             }
         }
+        Ok(())
+    }
+
+    fn refuse(&self, from: NodeId, reason: String, out: &mut Vec<Action>) -> Result<(), String> {
+        out.push(Action::Event(Event::PeerMessageRefused {
+            from,
+            reason: reason.clone(),
+        }));
+        Err(reason)
+    }
+
+    /// Restore the state machine from a snapshot Raft would install (one
+    /// from a current leader that goes past our commit index), before Raft
+    /// sees it; kept for `install_snapshot`. `Err` if it cannot be restored,
+    /// or is not the state after exactly the entries the snapshot covers.
+    fn restore_offered_snapshot(&mut self, r: &RaftMessage) -> Result<(), String> {
+        self.offered = None;
+        let RaftMessage::InstallSnapshot(m) = r else {
+            return Ok(());
+        };
+        let meta = &m.snapshot.meta;
+        if m.term < self.raft.term() || meta.last_index <= self.raft.commit_index() {
+            return Ok(());
+        }
+        let fsm = Fsm::restore(&m.snapshot.data).map_err(|e| {
+            format!(
+                "InstallSnapshot at {} carries a state that cannot be restored: {e}",
+                meta.last_index.0
+            )
+        })?;
+        // Else the state machine would wait forever for entries the log no
+        // longer has (or skip some).
+        if fsm.last_applied() != meta.last_index.0 {
+            return Err(format!(
+                "InstallSnapshot at {} carries a state applied up to {}",
+                meta.last_index.0,
+                fsm.last_applied()
+            ));
+        }
+        self.offered = Some((meta.last_index, fsm));
+        Ok(())
     }
 
     /// Remember `(from, id)` for twice the hold timeout (after that the
@@ -875,7 +964,11 @@ impl Server {
         }
         if let Some(snap) = self.raft.take_installed_snapshot() {
             self.install_snapshot(snap, out);
+            if self.fatal.is_some() {
+                return;
+            }
         }
+        self.offered = None;
         let applied_any = self.apply_committed(now, out);
         self.finish_reads(now, out);
         if self.raft.role() != Role::Leader {
@@ -892,7 +985,22 @@ impl Server {
     }
 
     fn install_snapshot(&mut self, snap: Snapshot, out: &mut Vec<Action>) {
-        match Fsm::restore(&snap.data) {
+        // Raft installs a whole InstallSnapshot only once
+        // `restore_offered_snapshot` restored it; a snapshot assembled from
+        // pieces is restored here, after its crc32c matched.
+        let restored = match self.offered.take() {
+            Some((index, fsm)) if index == snap.meta.last_index => Ok(fsm),
+            _ => Fsm::restore(&snap.data)
+                .map_err(|e| e.to_string())
+                .and_then(|fsm| {
+                    if fsm.last_applied() == snap.meta.last_index.0 {
+                        Ok(fsm)
+                    } else {
+                        Err(format!("it is applied up to {}", fsm.last_applied()))
+                    }
+                }),
+        };
+        match restored {
             Ok(fsm) => {
                 self.fsm = fsm;
                 self.applied_since_snapshot = 0;
@@ -904,9 +1012,16 @@ impl Server {
                 self.answer_lost(decided, out);
             }
             Err(e) => {
-                // A leader sent a snapshot we cannot decode: a broken peer.
-                // Keep serving the old state; the checker will notice.
-                let _ = e;
+                // The leader sent a whole snapshot (its crc32c matched) that
+                // our state machine cannot restore. Applying entries on top of
+                // the old state would diverge; stop instead.
+                self.fatal = Some(format!(
+                    "the snapshot at index {} from the leader cannot be restored: {e}",
+                    snap.meta.last_index.0
+                ));
+                out.push(Action::Event(Event::Fatal {
+                    reason: self.fatal.clone().unwrap_or_default(),
+                }));
             }
         }
     }

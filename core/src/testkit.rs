@@ -227,6 +227,41 @@ impl Cluster {
         n
     }
 
+    /// Messages sent and not yet delivered.
+    pub fn queued(&self) -> usize {
+        self.queue.len()
+    }
+
+    /// Deliver the `i`-th queued message (counting from the oldest, modulo
+    /// the queue's length) out of order; returns it. None if nothing is queued.
+    pub fn deliver_nth(&mut self, i: usize) -> Option<Message> {
+        let n = self.queue.len();
+        let m = self.queue.remove(i.checked_rem(n)?)?;
+        self.handle(m.to, Input::Message(m.clone()));
+        Some(m)
+    }
+
+    /// Lose the `i`-th queued message (modulo the queue's length).
+    pub fn drop_nth(&mut self, i: usize) -> Option<Message> {
+        let n = self.queue.len();
+        self.queue.remove(i.checked_rem(n)?)
+    }
+
+    /// Move time forward by `d` and tick every server whose deadline has
+    /// passed, delivering nothing.
+    pub fn advance(&mut self, d: Duration) {
+        self.now = self.now + d;
+        let due: Vec<NodeId> = self
+            .servers
+            .iter()
+            .filter(|(_, s)| s.poll_timeout().is_some_and(|t| t <= self.now))
+            .map(|(id, _)| *id)
+            .collect();
+        for id in due {
+            self.handle(id, Input::Tick);
+        }
+    }
+
     /// Move time to the earliest timer (at most `max`), fire due timers and
     /// deliver messages.
     pub fn step(&mut self, max: Duration) {

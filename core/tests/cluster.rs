@@ -256,39 +256,56 @@ fn a_leaving_server_transfers_leadership_and_fails_fast() {
 
 /// Hostile numbers from a peer (terms and indexes at u64::MAX) never panic a
 /// server, never commit anything, and never make it vote twice in a term.
+/// Indexes past any real log are refused outright (`PeerMessageRefused`); a
+/// bare term of u64::MAX is believed, and then nobody can campaign past it.
 #[test]
 fn extreme_terms_and_indexes_from_a_peer_do_not_panic() {
     use tern_core::raft::{AppendEntries, RaftMessage, VoteRequest};
-    use tern_core::{Input, LogIndex, Message, MessageBody, Term};
+    use tern_core::{Event, Input, LogIndex, Message, MessageBody, Term};
     let mut c = Cluster::with_voters(3);
     let leader = c.run_until_leader(Duration::from_secs(5)).unwrap();
     let follower = *c.servers.keys().find(|id| **id != leader).unwrap();
     let max = u64::MAX;
-    let bodies = [
+    let to_leader = |body| Message {
+        from: follower,
+        to: leader,
+        body: MessageBody::Raft(body),
+    };
+    let heartbeat = |prev: u64, prev_term: u64, leader_commit: u64| {
         RaftMessage::AppendEntries(AppendEntries {
             term: Term(max),
-            prev_log_index: LogIndex(max),
-            prev_log_term: Term(max),
+            prev_log_index: LogIndex(prev),
+            prev_log_term: Term(prev_term),
             entries: vec![],
-            leader_commit: LogIndex(max),
+            leader_commit: LogIndex(leader_commit),
             seq: max,
-        }),
+        })
+    };
+
+    // Phase 1: indexes at u64::MAX are refused; the leader keeps leading.
+    let refused = [
+        heartbeat(max, max, max),
         RaftMessage::VoteRequest(VoteRequest {
             term: Term(max),
             last_log_index: LogIndex(max),
-            last_log_term: Term(max),
+            last_log_term: Term(max - 1),
             pre_vote: true,
             leadership_transfer: false,
         }),
     ];
-    for body in bodies {
-        let m = Message {
-            from: follower,
-            to: leader,
-            body: MessageBody::Raft(body),
-        };
-        c.handle(leader, Input::Message(m));
+    for body in refused {
+        c.events.clear();
+        c.handle(leader, Input::Message(to_leader(body)));
+        assert!(
+            matches!(&c.events[..], [(_, Event::PeerMessageRefused { from, .. })] if *from == follower),
+            "{:?}",
+            c.events
+        );
     }
+    assert_eq!(c.leader(), Some(leader));
+
+    // Phase 2: a term of u64::MAX with sane indexes deposes the leader.
+    c.handle(leader, Input::Message(to_leader(heartbeat(0, 0, max / 2))));
     c.run_for(Duration::from_secs(3));
     // The leader stepped down to the hostile term and nobody can campaign
     // past u64::MAX, so nobody leads; nothing was committed on its say-so.
@@ -1116,4 +1133,82 @@ fn tombstones_stay_bounded_under_churn() {
         assert!(s.fsm().kv_list("churn/").is_empty());
     }
     assert_replicas_agree(&c);
+}
+
+/// A server refuses, changing nothing, a snapshot whose state cannot be
+/// restored or is not the state after exactly the entries it covers, and any
+/// message claiming to come from itself. Before: the first two were installed
+/// by Raft (commit moved to 5) while the state machine stayed at 1, so it
+/// could never apply another entry; the third made a follower take itself
+/// for its leader.
+#[test]
+fn a_server_refuses_unusable_snapshots_and_messages_from_itself() {
+    use tern_core::fsm::Fsm;
+    use tern_core::raft::{AppendEntries, InstallSnapshot, RaftMessage, Snapshot, SnapshotMeta};
+    use tern_core::testkit::membership;
+    use tern_core::{Event, Input, LogIndex, Message, MessageBody, Term};
+
+    let mut c = Cluster::with_voters(3);
+    let s3 = node_id(3);
+    let offer = |data: Vec<u8>| Message {
+        from: node_id(1),
+        to: s3,
+        body: MessageBody::Raft(RaftMessage::InstallSnapshot(InstallSnapshot {
+            term: Term(2),
+            snapshot: Snapshot {
+                meta: SnapshotMeta {
+                    last_index: LogIndex(5),
+                    last_term: Term(2),
+                    membership: membership(3),
+                },
+                data,
+            },
+            seq: 1,
+        })),
+    };
+    let mut at_4 = Fsm::new();
+    at_4.apply_other(4);
+    let from_itself = Message {
+        from: s3,
+        to: s3,
+        body: MessageBody::Raft(RaftMessage::AppendEntries(AppendEntries {
+            term: Term(2),
+            prev_log_index: LogIndex(1),
+            prev_log_term: Term(1),
+            entries: vec![],
+            leader_commit: LogIndex(1),
+            seq: 1,
+        })),
+    };
+    let cases = [
+        (
+            offer(b"not a state".to_vec()),
+            "InstallSnapshot at 5 carries a state that cannot be restored",
+        ),
+        (
+            offer(at_4.snapshot()),
+            "InstallSnapshot at 5 carries a state applied up to 4",
+        ),
+        (from_itself, "a message from this server's own id"),
+    ];
+    for (m, reason) in cases {
+        c.events.clear();
+        c.handle(s3, Input::Message(m));
+        let refused: Vec<String> = c
+            .events
+            .iter()
+            .filter_map(|(_, e)| match e {
+                Event::PeerMessageRefused { reason, .. } => Some(reason.clone()),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(refused.len(), 1, "{reason}");
+        assert!(refused[0].starts_with(reason), "{}", refused[0]);
+        assert_eq!(c.events.len(), 1, "{reason}: nothing else happened");
+        let s = &c.servers[&s3];
+        assert_eq!(s.commit_index(), LogIndex(0), "{reason}");
+        assert_eq!(s.term(), Term(1), "{reason}");
+        assert_eq!(s.leader(), None, "{reason}");
+        assert_eq!(s.raft().snapshot(), None, "{reason}");
+    }
 }

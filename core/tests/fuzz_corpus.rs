@@ -20,10 +20,11 @@ use tern_core::{Datacenter, LogIndex, Message, MessageBody, NodeId, Term};
 /// A fuzz target's body.
 type Check = fn(&[u8]);
 
-const TARGETS: [(&str, Check); 3] = [
+const TARGETS: [(&str, Check); 4] = [
     ("frame", fuzz_check::frame),
     ("message", fuzz_check::message),
     ("wal", fuzz_check::wal),
+    ("cluster", fuzz_check::cluster),
 ];
 
 fn corpus_dir(target: &str) -> PathBuf {
@@ -147,8 +148,82 @@ fn wal_records() -> Vec<WalRecord> {
     ]
 }
 
+/// Inputs for the `cluster` target, in its step grammar
+/// (`tern_core::fuzz_cluster`): byte 0 even is the safe mode, odd the wild one.
+fn cluster_inputs() -> Vec<(&'static str, Vec<u8>)> {
+    use tern_core::testkit::node_id;
+    // Advance 300 ms, then deliver everything queued, six times: a leader.
+    let election: Vec<u8> = [4, 150, 5, 255].repeat(6);
+    // A client write at each server (KvApply), then the traffic it causes.
+    let mut writes = election.clone();
+    for to in 0..3u8 {
+        writes.extend_from_slice(&[9, to, 6, to, 42, 0]);
+    }
+    writes.extend_from_slice(&[5, 255, 4, 30, 5, 255]);
+    // Out-of-order delivery, losses, a crash and restart, replays, a hint.
+    let mut chaos = writes.clone();
+    chaos.extend_from_slice(&[9, 1, 6, 3, 7, 0, 2, 3, 3, 1, 10, 0, 4, 200, 5, 255]);
+    chaos.extend_from_slice(&[8, 0, 8, 5, 11, 1, 0, 10, 0, 4, 150, 5, 255]);
+    // Structured hostile messages (op 6) of each kind, after an election.
+    let mut hostile = election.clone();
+    for kind in 0..9u8 {
+        hostile.extend_from_slice(&[6, kind % 3, kind, 0, 0, kind]);
+        hostile.extend_from_slice(&[3, 0, 1, 0, 2, 1, 3, 0, 1, 2, 3, 4, 5, 6, 7]);
+        hostile.extend_from_slice(&[5, 255]);
+    }
+    // An AppendEntries with a gap, decoded with the real codec (op 7).
+    let gap = Message {
+        from: node_id(4),
+        to: node_id(2),
+        body: MessageBody::Raft(RaftMessage::AppendEntries(AppendEntries {
+            term: Term(1),
+            prev_log_index: LogIndex(1),
+            prev_log_term: Term(1),
+            entries: vec![entry(2, 1), entry(4, 1)],
+            leader_commit: LogIndex(1),
+            seq: 1,
+        })),
+    };
+    let encoded = wire::encode_message(&gap);
+    let mut codec = vec![7, u8::try_from(encoded.len()).expect("fits a u8 length")];
+    codec.extend_from_slice(&encoded);
+    let mut wild = election.clone();
+    wild.extend_from_slice(&codec);
+    // The same as a forged leader of a later term, which the wild mode lets
+    // through: with contiguous entries it is believed, and must not panic.
+    let mut forged = gap.clone();
+    forged.from = node_id(1);
+    if let MessageBody::Raft(RaftMessage::AppendEntries(ae)) = &mut forged.body {
+        ae.term = Term(9);
+        ae.entries = vec![entry(2, 9), entry(3, 9)];
+        ae.leader_commit = LogIndex(3);
+    }
+    let encoded = wire::encode_message(&forged);
+    wild.extend_from_slice(&[7, u8::try_from(encoded.len()).expect("fits a u8 length")]);
+    wild.extend_from_slice(&encoded);
+    wild.extend_from_slice(&[5, 255, 4, 200, 5, 255]);
+
+    let mut out = Vec::new();
+    for (name, mode, steps) in [
+        ("election", 0u8, election),
+        ("writes", 0, writes),
+        ("chaos", 0, chaos),
+        ("hostile", 0, hostile),
+        ("codec-gap", 0, codec),
+        ("wild", 1, wild),
+    ] {
+        let mut data = vec![mode];
+        data.extend_from_slice(&steps);
+        out.push((name, data));
+    }
+    out
+}
+
 fn seeds() -> Vec<(&'static str, String, Vec<u8>)> {
     let mut out = Vec::new();
+    for (name, data) in cluster_inputs() {
+        out.push(("cluster", name.to_string(), data));
+    }
 
     // frame: [limit][piece seed][stream]
     let mut stream = Vec::new();

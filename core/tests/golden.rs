@@ -17,8 +17,9 @@ use tern_core::clock::Duration;
 use tern_core::fsm::{ApplyResult, Command, KvCommand, KvEntry, KvWrite};
 use tern_core::raft::{
     AppendEntries, AppendEntriesResponse, Entry, EntryPayload, HardState, InstallSnapshot,
-    InstallSnapshotResponse, Member, Membership, RaftMessage, Snapshot, SnapshotMeta, Suffrage,
-    TimeoutNow, VoteRequest, VoteResponse,
+    InstallSnapshotChunk, InstallSnapshotChunkResponse, InstallSnapshotResponse, Member,
+    Membership, RaftMessage, Snapshot, SnapshotMeta, Suffrage, TimeoutNow, VoteRequest,
+    VoteResponse,
 };
 use tern_core::rpc::{
     Blocking, Op, RaftServer, ReadMode, Reply, ReplyBody, Request, Response, RpcError,
@@ -174,6 +175,28 @@ fn raft_messages() -> Vec<(&'static str, RaftMessage)> {
             "timeout_now",
             RaftMessage::TimeoutNow(TimeoutNow {
                 term: Term(u64::MAX),
+            }),
+        ),
+        (
+            "install_snapshot_chunk",
+            RaftMessage::InstallSnapshotChunk(InstallSnapshotChunk {
+                term: Term(5),
+                meta: snapshot().meta,
+                total_bytes: 1 << 20,
+                crc32c: 0xE306_9283,
+                offset: 4096,
+                data: vec![0, 1, 2, 3, 0x7f, 0x80, 0xff],
+                seq: 1236,
+            }),
+        ),
+        (
+            "install_snapshot_chunk_response",
+            RaftMessage::InstallSnapshotChunkResponse(InstallSnapshotChunkResponse {
+                term: Term(5),
+                snapshot_index: LogIndex(99),
+                next_offset: 4103,
+                last_index: LogIndex(42),
+                seq: 1236,
             }),
         ),
     ]

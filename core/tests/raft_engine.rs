@@ -16,8 +16,9 @@ use tern_core::ids::{LogIndex, NodeId, NodeName, Term};
 use tern_core::message::{Message, MessageBody};
 use tern_core::raft::{
     AppendEntries, AppendEntriesResponse, Durable, Entry, EntryPayload, HardState, InstallSnapshot,
-    InstallSnapshotResponse, Member, Membership, ProposeError, Raft, RaftMessage, Role, Snapshot,
-    SnapshotMeta, Suffrage, TimeoutNow, VoteRequest, VoteResponse,
+    InstallSnapshotChunk, InstallSnapshotChunkResponse, InstallSnapshotResponse, Member,
+    Membership, ProposeError, Raft, RaftMessage, Role, Snapshot, SnapshotMeta, Suffrage,
+    TimeoutNow, VoteRequest, VoteResponse,
 };
 use tern_core::testkit::{config, membership, node_id};
 
@@ -104,7 +105,7 @@ impl Node {
 
     fn step(&mut self, from: u64, msg: RaftMessage) -> Vec<Action> {
         let mut out = Vec::new();
-        self.raft.step(self.now, node_id(from), msg, &mut out);
+        let _ = self.raft.step(self.now, node_id(from), msg, &mut out);
         self.settle(out)
     }
 
@@ -223,6 +224,13 @@ fn became_leader(term: u64) -> Action {
 
 fn stepped_down(term: u64) -> Action {
     Action::Event(Event::SteppedDown { term: Term(term) })
+}
+
+fn refused(from: u64, reason: &str) -> Action {
+    Action::Event(Event::PeerMessageRefused {
+        from: node_id(from),
+        reason: reason.to_string(),
+    })
 }
 
 fn committed(index: u64) -> Action {
@@ -403,6 +411,29 @@ fn install_snapshot(term: u64, snapshot: Snapshot, seq: u64) -> RaftMessage {
 fn install_snapshot_resp(term: u64, last_index: u64, seq: u64) -> RaftMessage {
     RaftMessage::InstallSnapshotResponse(InstallSnapshotResponse {
         term: Term(term),
+        last_index: LogIndex(last_index),
+        seq,
+    })
+}
+
+/// The piece `[offset, end)` of `snap`, as its leader in `term` streams it.
+fn chunk(term: u64, snap: &Snapshot, offset: u64, end: u64, seq: u64) -> RaftMessage {
+    RaftMessage::InstallSnapshotChunk(InstallSnapshotChunk {
+        term: Term(term),
+        meta: snap.meta.clone(),
+        total_bytes: snap.data.len() as u64,
+        crc32c: crc32c::crc32c(&snap.data),
+        offset,
+        data: snap.data[offset as usize..end as usize].to_vec(),
+        seq,
+    })
+}
+
+fn chunk_resp(term: u64, snapshot_index: u64, next: u64, last_index: u64, seq: u64) -> RaftMessage {
+    RaftMessage::InstallSnapshotChunkResponse(InstallSnapshotChunkResponse {
+        term: Term(term),
+        snapshot_index: LogIndex(snapshot_index),
+        next_offset: next,
         last_index: LogIndex(last_index),
         seq,
     })
@@ -897,7 +928,8 @@ fn new_leader_appends_a_noop_in_its_term_and_replicates_it() {
 
 /// §5.3: AppendEntries whose prev entry the follower lacks or holds with
 /// another term is refused, with a hint where to resume; one from an older
-/// term is refused with the follower's term.
+/// term is refused with the follower's term and seq 0 (it answers nothing
+/// of that term).
 #[test]
 fn append_entries_with_a_mismatched_prev_is_rejected_with_a_hint() {
     let mut s2 = Node::new(
@@ -920,9 +952,12 @@ fn append_entries_with_a_mismatched_prev_is_rejected_with_a_hint() {
     );
     assert_eq!(s2.raft.log().last_index(), LogIndex(2));
 
-    // Phase 3: a deposed term-2 leader is told about term 3.
+    // Phase 3: a deposed term-2 leader is told about term 3. The answer
+    // carries seq 0, not 9: were s3 to lead in term 3, seq 9 would read as
+    // an acknowledgement of its own ninth message of term 3 (found by the
+    // cluster fuzz target: a ReadIndex confirmed by an answer to nothing).
     let out = s2.step(3, append(2, (2, 2), vec![cmd(3, 2, "b")], 0, 9));
-    assert_eq!(out, vec![send(2, 3, append_reject(3, 2, 9))]);
+    assert_eq!(out, vec![send(2, 3, append_reject(3, 2, 0))]);
     assert_eq!(s2.raft.log().last_index(), LogIndex(2));
     assert_eq!(s2.raft.leader(), Some(node_id(1)));
 }
@@ -1010,7 +1045,8 @@ fn conflicting_suffix_is_truncated_and_replaced() {
 }
 
 /// §5.4 (Leader Completeness): a follower never overwrites an entry it knows
-/// is committed, even if a (broken) leader asks it to.
+/// is committed, even if a (broken) leader asks it to: no leader of a current
+/// term can hold another entry there, so the message is refused outright.
 #[test]
 fn follower_refuses_to_overwrite_a_committed_entry() {
     let mut s2 = Node::new(
@@ -1025,7 +1061,13 @@ fn follower_refuses_to_overwrite_a_committed_entry() {
     assert_eq!(out, vec![committed(3), send(2, 1, append_ok(3, 3, 1))]);
 
     let out = s2.step(1, append(3, (2, 2), vec![noop(3, 3)], 3, 2));
-    assert_eq!(out, vec![send(2, 1, append_reject(3, 3, 2))]);
+    assert_eq!(
+        out,
+        vec![refused(
+            1,
+            "AppendEntries entry 3 of term 3 contradicts committed term 2"
+        )]
+    );
     assert_eq!(s2.raft.log().term_at(LogIndex(3)), Some(Term(2)));
 }
 
@@ -1266,7 +1308,9 @@ fn pipeline_is_bounded_and_later_proposals_are_batched() {
 /// until the test reports them with `persisted`, and ids are absolute.
 fn raw_step(node: &mut Node, from: u64, msg: RaftMessage) -> Vec<Action> {
     let mut out = Vec::new();
-    node.raft.step(node.now, node_id(from), msg, &mut out);
+    node.raft
+        .step(node.now, node_id(from), msg, &mut out)
+        .expect("an honest message");
     out
 }
 
@@ -1889,13 +1933,14 @@ fn leader_sends_install_snapshot_to_a_follower_that_needs_compacted_entries() {
     s1.snapshot_taken(snap.clone(), 0);
     assert_eq!(s1.raft.log().base_index(), LogIndex(4));
 
-    // Phase 2: s3 turns out to hold only entry 1; 2.. are gone: snapshot.
+    // Phase 2: s3 turns out to hold only entry 1; 2.. are gone: snapshot,
+    // streamed (it fits in one piece).
     let out = s1.step(3, append_reject(2, 1, 2));
-    assert_eq!(out, vec![send(1, 3, install_snapshot(2, snap.clone(), 5))]);
+    assert_eq!(out, vec![send(1, 3, chunk(2, &snap, 0, 9, 5))]);
 
     // Phase 3: s3 installed it; nothing left to send until the next entry,
     // which goes to s3 anchored at the snapshot.
-    assert_eq!(s1.step(3, install_snapshot_resp(2, 4, 5)), vec![]);
+    assert_eq!(s1.step(3, chunk_resp(2, 4, 9, 4, 5)), vec![]);
     let (r, out) = s1.propose(set("c"));
     assert_eq!(r, Ok((LogIndex(5), Term(2))));
     assert_eq!(
@@ -2055,4 +2100,469 @@ fn stale_term_responses_are_ignored() {
     assert_eq!(s1.raft.commit_index(), LogIndex(0));
     assert_eq!(s1.step(2, vote_resp(1, true)), vec![]);
     assert_eq!(s1.raft.role(), Role::Leader);
+}
+
+// ===== §7 snapshots streamed in pieces (issue 7: any state size) =====
+
+/// §7 (offset/done), made resumable: with 4-byte pieces the leader streams
+/// its 9-byte snapshot from whatever offset the follower confirms, resumes
+/// after a lost piece, and replication goes on once it is installed.
+#[test]
+fn a_leader_streams_its_snapshot_in_pieces_and_resumes_where_the_follower_is() {
+    let mut cfg = config(1, 3);
+    cfg.snapshot_chunk_bytes = 4;
+    let mut s1 = elected(&cfg, 3);
+    s1.step(2, append_ok(2, 2, 1));
+    s1.propose(set("a")).0.unwrap();
+    s1.propose(set("b")).0.unwrap();
+    s1.step(2, append_ok(2, 4, 4));
+    let snap = snapshot(4, 2, membership(3));
+    s1.snapshot_taken(snap.clone(), 0);
+
+    // Phase 1: s3 needs compacted entries: the first piece.
+    let out = s1.step(3, append_reject(2, 1, 2));
+    assert_eq!(out, vec![send(1, 3, chunk(2, &snap, 0, 4, 5))]);
+    // Phase 2: it took 4 bytes: the next piece.
+    let out = s1.step(3, chunk_resp(2, 4, 4, 1, 5));
+    assert_eq!(out, vec![send(1, 3, chunk(2, &snap, 4, 8, 6))]);
+    // Phase 3: that piece was lost; a stall makes the leader resend from
+    // what s3 confirmed (4), not from the start.
+    s1.advance(ms(200));
+    let out = s1.tick();
+    assert!(
+        out.contains(&send(1, 3, chunk(2, &snap, 4, 8, 8))),
+        "{out:?}"
+    );
+    // Phase 4: the last piece, then replication resumes after the snapshot.
+    let out = s1.step(3, chunk_resp(2, 4, 8, 1, 8));
+    assert_eq!(out, vec![send(1, 3, chunk(2, &snap, 8, 9, 9))]);
+    assert_eq!(s1.step(3, chunk_resp(2, 4, 9, 4, 9)), vec![]);
+    let (_, out) = s1.propose(set("c"));
+    assert!(out.contains(&send(1, 3, append(2, (4, 2), vec![cmd(5, 2, "c")], 4, 11))));
+}
+
+/// The follower side: pieces are taken only in order and only of the same
+/// snapshot; the whole is checked (crc32c) before it is installed, and the
+/// install is persisted before it is acknowledged.
+#[test]
+fn a_follower_assembles_pieces_in_order_and_checks_the_whole() {
+    let mut s2 = Node::new(&config(2, 3), bootstrapped(3));
+    s2.advance(ms(1000));
+    let snap = snapshot(5, 2, membership(3));
+
+    // Out of order before anything: ask from the start.
+    let out = s2.step(1, chunk(2, &snap, 4, 8, 1));
+    assert_eq!(
+        out.last(),
+        Some(&after(1, send(2, 1, chunk_resp(2, 5, 0, 0, 1))))
+    );
+    let out = s2.step(1, chunk(2, &snap, 0, 4, 2));
+    assert_eq!(out, vec![send(2, 1, chunk_resp(2, 5, 4, 0, 2))]);
+    // A repeated piece: ask for what comes next.
+    let out = s2.step(1, chunk(2, &snap, 0, 4, 3));
+    assert_eq!(out, vec![send(2, 1, chunk_resp(2, 5, 4, 0, 3))]);
+    // A piece damaged on the way: the whole fails its check, start over.
+    let mut bad = chunk(2, &snap, 4, 9, 4);
+    if let RaftMessage::InstallSnapshotChunk(c) = &mut bad {
+        c.data[0] ^= 1;
+    }
+    let out = s2.step(1, bad);
+    assert_eq!(out, vec![send(2, 1, chunk_resp(2, 5, 0, 0, 4))]);
+    assert_eq!(s2.raft.snapshot(), None);
+    // Whole and intact: persisted, committed, then acknowledged.
+    s2.step(1, chunk(2, &snap, 0, 4, 5));
+    let out = s2.step(1, chunk(2, &snap, 4, 9, 6));
+    assert_eq!(
+        out,
+        vec![
+            persist_install_snapshot(snap.clone()),
+            Action::Event(Event::SnapshotInstalled {
+                last_index: LogIndex(5)
+            }),
+            committed(5),
+            after(1, send(2, 1, chunk_resp(2, 5, 9, 5, 6))),
+        ]
+    );
+    assert_eq!(s2.raft.snapshot(), Some(&snap));
+    // A piece claiming more than `snapshot_bytes_max` is refused outright.
+    let mut cfg = config(2, 3);
+    cfg.snapshot_bytes_max = 8;
+    let mut s2 = Node::new(&cfg, bootstrapped(3));
+    s2.advance(ms(1000));
+    let out = s2.step(1, chunk(2, &snap, 0, 4, 1));
+    assert!(out
+        .iter()
+        .any(|a| *a == after(1, send(2, 1, chunk_resp(2, 5, 0, 0, 1)))));
+}
+
+// ===== peer input is validated before it touches anything (raft/validate.rs) =====
+
+/// What a refused message must leave alone.
+fn state(
+    node: &Node,
+) -> (
+    Term,
+    Option<NodeId>,
+    Role,
+    Option<NodeId>,
+    LogIndex,
+    LogIndex,
+    Term,
+) {
+    let r = &node.raft;
+    (
+        r.term(),
+        r.vote(),
+        r.role(),
+        r.leader(),
+        r.commit_index(),
+        r.log().last_index(),
+        r.log().last_term(),
+    )
+}
+
+/// Send `msg` from `from` and check it is refused for `reason` with no other
+/// action and no change of state.
+fn assert_refused(node: &mut Node, from: u64, msg: RaftMessage, reason: &str) {
+    let before = state(node);
+    assert_eq!(node.step(from, msg), vec![refused(from, reason)]);
+    assert_eq!(state(node), before, "{reason}");
+}
+
+/// AppendEntries entries with a gap (3 then 5). Before validation the log's
+/// `push` asserted contiguity and the server panicked.
+#[test]
+fn append_entries_with_a_gap_is_refused() {
+    let mut s2 = follower_of_s1(ms(10));
+    assert_refused(
+        &mut s2,
+        1,
+        append(2, (2, 2), vec![cmd(3, 2, "a"), cmd(5, 2, "b")], 2, 2),
+        "AppendEntries entry at index 5 where 4 follows prev_log_index 2",
+    );
+}
+
+/// Entries that do not start right after `prev_log_index`. Before: the
+/// follower pushed entry 4 onto a log ending at 2 and panicked.
+#[test]
+fn append_entries_not_starting_after_prev_is_refused() {
+    let mut s2 = follower_of_s1(ms(10));
+    assert_refused(
+        &mut s2,
+        1,
+        append(2, (2, 2), vec![cmd(4, 2, "a")], 2, 2),
+        "AppendEntries entry at index 4 where 3 follows prev_log_index 2",
+    );
+}
+
+/// Entry terms that go down (3, then 2). Before: `push` asserted that log
+/// terms never decrease and the server panicked.
+#[test]
+fn append_entries_with_decreasing_terms_is_refused() {
+    let mut s2 = follower_of_s1(ms(10));
+    assert_refused(
+        &mut s2,
+        1,
+        append(3, (2, 2), vec![cmd(3, 3, "a"), cmd(4, 2, "b")], 2, 2),
+        "AppendEntries entry 4 has term 2 after term 3",
+    );
+}
+
+/// An entry from a term after the message's own, and a prev term after it:
+/// no leader has entries from a future term. Before: the entry of term 5 was
+/// appended by a follower in term 2 (wrong state: its log ran ahead of its term).
+#[test]
+fn append_entries_with_terms_above_the_message_term_is_refused() {
+    let mut s2 = follower_of_s1(ms(10));
+    assert_refused(
+        &mut s2,
+        1,
+        append(2, (2, 2), vec![cmd(3, 5, "a")], 2, 2),
+        "AppendEntries in term 2 carries entry 3 of term 5",
+    );
+    assert_refused(
+        &mut s2,
+        1,
+        heartbeat(2, (2, 3), 2, 2),
+        "AppendEntries in term 2 with prev_log_term 3",
+    );
+    assert_refused(
+        &mut s2,
+        1,
+        heartbeat(2, (0, 1), 2, 2),
+        "AppendEntries prev index 0 with term 1: only index 0 has term 0",
+    );
+}
+
+/// A batch over `append_entries_max`, and one over `append_bytes_max`.
+/// Before: both were appended whole (wrong state: a peer could make a
+/// follower take any amount of work and memory in one message).
+#[test]
+fn oversized_append_entries_batches_are_refused() {
+    let mut cfg = config(2, 3);
+    cfg.append_entries_max = 2;
+    cfg.append_bytes_max = 100;
+    let mut s2 = Node::new(&cfg, bootstrapped(3));
+    let three: Vec<Entry> = (2..=4).map(|i| cmd(i, 2, "k")).collect();
+    assert_refused(
+        &mut s2,
+        1,
+        append(2, (1, 1), three, 1, 1),
+        "AppendEntries with 3 entries (append_entries_max is 2)",
+    );
+    let big = |i| {
+        let value = vec![b'v'; 60];
+        entry(
+            i,
+            2,
+            EntryPayload::Command(std::sync::Arc::new(Command::Kv(KvCommand::Set(KvWrite {
+                key: "k".to_string(),
+                flags: 0,
+                value,
+            })))),
+        )
+    };
+    assert_refused(
+        &mut s2,
+        1,
+        append(2, (1, 1), vec![big(2), big(3)], 1, 1),
+        "AppendEntries with about 170 bytes of entries (append_bytes_max is 100)",
+    );
+    // One entry always goes, whatever its size (`RaftLog::slice`).
+    assert_eq!(
+        s2.step(1, append(2, (1, 1), vec![big(2)], 1, 1)),
+        vec![
+            hard_state(2, None),
+            persist_append(vec![big(2)]),
+            committed(1),
+            after(2, send(2, 1, append_ok(2, 2, 1))),
+        ]
+    );
+}
+
+/// A snapshot whose last term is after the message's term, or whose
+/// configuration has no voter. Before: both were installed (wrong state: a
+/// log base from a future term; a follower left with nobody to elect).
+#[test]
+fn install_snapshot_with_bogus_meta_is_refused() {
+    let mut s3 = Node::new(&config(3, 3), bootstrapped(3));
+    assert_refused(
+        &mut s3,
+        1,
+        install_snapshot(2, snapshot(5, 4, membership(3)), 1),
+        "InstallSnapshot in term 2 covers entries of term 4",
+    );
+    assert_refused(
+        &mut s3,
+        1,
+        install_snapshot(2, snapshot(5, 2, Membership::default()), 1),
+        "InstallSnapshot at 5 has a configuration without voters",
+    );
+    assert_refused(
+        &mut s3,
+        1,
+        install_snapshot(2, snapshot(0, 0, membership(3)), 1),
+        "InstallSnapshot of an empty log (last_index 0)",
+    );
+    assert_eq!(s3.raft.take_installed_snapshot(), None);
+}
+
+/// Indexes no real log reaches (above `u64::MAX / 2`). Before: a snapshot
+/// ending at u64::MAX was installed, and the server overflowed computing its
+/// last index after its next append (found by the cluster fuzz target).
+#[test]
+fn indexes_past_any_real_log_are_refused() {
+    let mut s3 = Node::new(&config(3, 3), bootstrapped(3));
+    assert_refused(
+        &mut s3,
+        1,
+        install_snapshot(2, snapshot(u64::MAX, 2, membership(3)), 1),
+        "InstallSnapshot index 18446744073709551615 is past any real log",
+    );
+    assert_refused(
+        &mut s3,
+        1,
+        heartbeat(2, (1, 1), u64::MAX / 2 + 1, 1),
+        "AppendEntries index 9223372036854775808 is past any real log",
+    );
+}
+
+/// An answer to a heartbeat this leader never sent. Before: the bogus seq
+/// was recorded as s2's latest acknowledgement, so the next ReadIndex was
+/// confirmed by s1 + s2 with no round trip at all (a stale read).
+#[test]
+fn answers_to_messages_never_sent_are_refused() {
+    let mut s1 = established(&config(1, 3), 3);
+    assert_refused(
+        &mut s1,
+        2,
+        append_ok(2, 2, 1000),
+        "AppendEntriesResponse answers seq 1000, but this leader sent only 2 in term 2",
+    );
+    assert_refused(
+        &mut s1,
+        2,
+        append_ok(2, 9, 2),
+        "AppendEntriesResponse claims index 9 but this leader's log ends at 2",
+    );
+    assert_refused(
+        &mut s1,
+        2,
+        install_snapshot_resp(2, 9, 2),
+        "InstallSnapshotResponse claims index 9 but this leader's log ends at 2",
+    );
+    let (r, _) = s1.read_index(7);
+    assert_eq!(r, Ok(()));
+    assert_eq!(s1.raft.take_ready_reads(), vec![]);
+}
+
+/// A vote request whose last log term is not below its term. Before: granted
+/// (wrong state: a vote for a log no candidate can have).
+#[test]
+fn vote_request_with_an_impossible_log_is_refused() {
+    let mut s2 = Node::new(&config(2, 3), bootstrapped(3));
+    s2.advance(ms(400));
+    assert_refused(
+        &mut s2,
+        3,
+        vote_req(3, 7, 3),
+        "VoteRequest for term 3 with a last log term of 3",
+    );
+    assert_eq!(s2.raft.vote(), None);
+}
+
+// ===== thesis §4.2.3 servers outside the configuration =====
+
+/// s1 of s1..s4, after leader s2 replicated the removal of s4 (index 2, term
+/// 2) and 400 ms passed without a word from s2 (no leader heard recently).
+fn s1_after_s4_removed() -> Node {
+    let mut s1 = Node::new(
+        &config(1, 4),
+        durable(1, None, vec![conf(1, 1, membership(4))]),
+    );
+    let removal = conf(2, 2, without_server(membership(4), 4));
+    s1.step(2, append(2, (1, 1), vec![removal], 2, 1));
+    assert_eq!(s1.raft.commit_index(), LogIndex(2));
+    s1.advance(ms(400));
+    s1
+}
+
+/// Thesis §4.2.3: a removed server (s4) must not disrupt the cluster. Its
+/// vote request, pre-vote and even a "leadership transfer" vote are refused
+/// with our term, and nothing changes, although no leader was heard from
+/// recently (hashicorp/raft's `requestVote` does the same). Before: s1 moved
+/// to term 3 and voted for s4.
+#[test]
+fn vote_requests_from_outside_the_configuration_are_refused() {
+    let mut s1 = s1_after_s4_removed();
+    assert_eq!(
+        s1.step(4, vote_req(3, 2, 2)),
+        vec![send(1, 4, vote_resp(2, false))]
+    );
+    assert_eq!(
+        s1.step(4, pre_vote_req(3, 2, 2)),
+        vec![send(1, 4, pre_vote_resp(2, false))]
+    );
+    assert_eq!(
+        s1.step(4, transfer_vote_req(3, 2, 2)),
+        vec![send(1, 4, vote_resp(2, false))]
+    );
+    assert_eq!(s1.raft.term(), Term(2));
+    assert_eq!(s1.raft.vote(), None);
+
+    // A voter of the configuration is granted the same vote.
+    assert_eq!(
+        s1.step(3, vote_req(3, 2, 2)),
+        vec![
+            hard_state(3, Some(3)),
+            after(1, send(1, 3, vote_resp(3, true)))
+        ]
+    );
+}
+
+/// Thesis §4.2.3: answers from servers outside the configuration do not
+/// depose a leader, whatever their term. Before: each made s1 step down to
+/// term 5.
+#[test]
+fn answers_from_outside_the_configuration_are_ignored() {
+    for resp in [
+        append_reject(5, 2, 3),
+        vote_resp(5, false),
+        install_snapshot_resp(5, 2, 3),
+    ] {
+        let mut s1 = established(&config(1, 3), 3);
+        assert_eq!(s1.step(4, resp.clone()), vec![], "{resp:?}");
+        assert_eq!(s1.raft.role(), Role::Leader, "{resp:?}");
+        assert_eq!(s1.raft.term(), Term(2), "{resp:?}");
+    }
+}
+
+/// Thesis §4.2.3: TimeoutNow skips leader stickiness, so it is taken only
+/// from a member. Before: s4's TimeoutNow made s2 adopt term 5 and campaign.
+#[test]
+fn timeout_now_from_outside_the_configuration_is_ignored() {
+    let mut s2 = follower_of_s1(ms(10));
+    assert_eq!(s2.step(4, timeout_now(5)), vec![]);
+    assert_eq!(s2.raft.role(), Role::Follower);
+    assert_eq!(s2.raft.term(), Term(2));
+}
+
+/// Thesis §4.2.3 and §4.1: AppendEntries from a leader of a current term is
+/// accepted even if that leader is not in our configuration yet: here s4,
+/// added as a voter and elected, sends s2 the very entry that adds it, and
+/// s2 answers it (it learns s4's address from that entry).
+#[test]
+fn append_entries_from_a_leader_not_yet_in_our_configuration_is_accepted() {
+    let mut s2 = Node::new(&config(2, 3), bootstrapped(3));
+    let with_s4 = with_server(membership(3), 4, Suffrage::Voter);
+    let out = s2.step(
+        4,
+        append(3, (1, 1), vec![conf(2, 3, with_s4.clone())], 1, 1),
+    );
+    assert_eq!(
+        out,
+        vec![
+            hard_state(3, None),
+            persist_append(vec![conf(2, 3, with_s4.clone())]),
+            committed(1),
+            after(2, send(2, 4, append_ok(3, 2, 1))),
+        ]
+    );
+    assert_eq!(s2.raft.leader(), Some(node_id(4)));
+    assert_eq!(s2.raft.membership(), &with_s4);
+}
+
+/// A snapshot piece that cannot lie within the snapshot it names (past its
+/// end, or of an empty snapshot), or that names a snapshot no honest leader
+/// could send, is refused and changes nothing.
+#[test]
+fn a_snapshot_piece_outside_its_snapshot_is_refused() {
+    let mut s3 = Node::new(&config(3, 3), bootstrapped(3));
+    let snap = snapshot(5, 2, membership(3));
+    let mut past_end = chunk(2, &snap, 4, 9, 1);
+    if let RaftMessage::InstallSnapshotChunk(c) = &mut past_end {
+        c.offset = 5;
+    }
+    assert_refused(
+        &mut s3,
+        1,
+        past_end,
+        "InstallSnapshotChunk of 5 bytes at offset 5 in a snapshot of 9 bytes",
+    );
+    let mut empty = chunk(2, &snap, 0, 0, 1);
+    if let RaftMessage::InstallSnapshotChunk(c) = &mut empty {
+        c.total_bytes = 0;
+    }
+    assert_refused(
+        &mut s3,
+        1,
+        empty,
+        "InstallSnapshotChunk of 0 bytes at offset 0 in a snapshot of 0 bytes",
+    );
+    assert_refused(
+        &mut s3,
+        1,
+        chunk(2, &snapshot(5, 4, membership(3)), 0, 4, 1),
+        "InstallSnapshotChunk in term 2 covers entries of term 4",
+    );
 }

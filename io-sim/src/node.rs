@@ -373,6 +373,7 @@ impl Driver {
                 executed: &ready,
             });
         }
+        let fatal = server.fatal().map(str::to_string);
         *self.slot.server.lock().unwrap() = Some(server);
         for action in ready {
             match action {
@@ -383,6 +384,11 @@ impl Driver {
                 Action::Respond { id, response } => self.respond(id, &response),
                 Action::Event(event) => self.event(event),
             }
+        }
+        if let Some(reason) = fatal {
+            eprintln!("[io-sim] {:?}: stopping: {reason}", self.slot.id);
+            *self.slot.status.lock().unwrap() = NodeStatus::Failed(reason);
+            return false;
         }
         if let Some(job) = job {
             self.running_job = job.clone();
@@ -435,7 +441,8 @@ impl Driver {
             | Event::SteppedDown { .. }
             | Event::Removed
             | Event::SnapshotTaken { .. }
-            | Event::SnapshotInstalled { .. } => {
+            | Event::SnapshotInstalled { .. }
+            | Event::Fatal { .. } => {
                 self.shared.record(WorldEvent::Core {
                     node: self.slot.id,
                     event,

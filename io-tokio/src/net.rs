@@ -9,7 +9,7 @@
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
@@ -17,7 +17,7 @@ use tern_core::wire;
 use tern_core::{Message, NodeId};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, Notify};
 
 /// Deadline for a connection's first byte (Consul's `rpc_handshake_timeout`).
 pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
@@ -71,8 +71,50 @@ pub enum Inbound {
     Hello(Hello, tokio::sync::oneshot::Sender<Hello>),
 }
 
+/// The inbound Raft connections, by the server that writes on them, so the
+/// agent can close those of a peer whose message the core refused
+/// (`Event::PeerMessageRefused`).
+#[derive(Clone, Default)]
+pub struct Refusals {
+    open: Arc<Mutex<BTreeMap<NodeId, Vec<Weak<Notify>>>>>,
+}
+
+impl Refusals {
+    /// A connection now carries `peer`'s messages: its close signal.
+    fn register(&self, peer: NodeId) -> Arc<Notify> {
+        let close = Arc::new(Notify::new());
+        let mut open = self.open.lock().expect("not poisoned");
+        let conns = open.entry(peer).or_default();
+        conns.retain(|c| c.strong_count() > 0);
+        conns.push(Arc::downgrade(&close));
+        close
+    }
+
+    /// Close every open connection that carried `peer`'s messages; how many.
+    pub fn close(&self, peer: NodeId) -> usize {
+        let conns = self
+            .open
+            .lock()
+            .expect("not poisoned")
+            .remove(&peer)
+            .unwrap_or_default();
+        let mut closed = 0;
+        for c in conns.iter().filter_map(Weak::upgrade) {
+            // A stored permit: the reader sees it even if it is not waiting.
+            c.notify_one();
+            closed += 1;
+        }
+        closed
+    }
+}
+
 /// Accept connections on the server port until the process ends.
-pub async fn serve(listener: TcpListener, frame_bytes_max: usize, to_agent: mpsc::Sender<Inbound>) {
+pub async fn serve(
+    listener: TcpListener,
+    frame_bytes_max: usize,
+    to_agent: mpsc::Sender<Inbound>,
+    refusals: Refusals,
+) {
     loop {
         let (stream, peer) = match listener.accept().await {
             Ok(x) => x,
@@ -84,8 +126,9 @@ pub async fn serve(listener: TcpListener, frame_bytes_max: usize, to_agent: mpsc
         };
         let _ = stream.set_nodelay(true);
         let to_agent = to_agent.clone();
+        let refusals = refusals.clone();
         tokio::spawn(async move {
-            if let Err(e) = handle_conn(stream, frame_bytes_max, to_agent).await {
+            if let Err(e) = handle_conn(stream, frame_bytes_max, to_agent, refusals).await {
                 tracing::info!("server port: closed connection from {peer}: {e}");
             }
         });
@@ -96,6 +139,7 @@ async fn handle_conn(
     mut stream: TcpStream,
     frame_bytes_max: usize,
     to_agent: mpsc::Sender<Inbound>,
+    refusals: Refusals,
 ) -> Result<(), String> {
     let mut first = [0u8; 1];
     match tokio::time::timeout(HANDSHAKE_TIMEOUT, stream.read_exact(&mut first)).await {
@@ -104,7 +148,9 @@ async fn handle_conn(
         Ok(Ok(_)) => {}
     }
     match wire::conn::classify_first_byte(first[0]) {
-        wire::conn::ConnKind::Raft => read_messages(stream, frame_bytes_max, to_agent).await,
+        wire::conn::ConnKind::Raft => {
+            read_messages(stream, frame_bytes_max, to_agent, refusals).await
+        }
         wire::conn::ConnKind::Rpc => answer_hello(stream, frame_bytes_max, to_agent).await,
         other => Err(format!(
             "first byte {:#04x} ({other:?}) is not served",
@@ -152,21 +198,43 @@ async fn read_messages(
     mut stream: TcpStream,
     frame_bytes_max: usize,
     to_agent: mpsc::Sender<Inbound>,
+    refusals: Refusals,
 ) -> Result<(), String> {
     let mut decoder = wire::FrameDecoder::new(frame_bytes_max);
     let mut buf = vec![0u8; 64 * 1024];
     // Who writes on this connection (a peer's writer only ever carries its
     // own messages): when the connection ends, the agent hears it is gone.
     let mut sender: Option<NodeId> = None;
+    let mut close: Option<Arc<Notify>> = None;
     let ended = loop {
-        let frame = match read_frame(&mut stream, &mut decoder, &mut buf).await {
-            Ok(Some(f)) => f,
-            Ok(None) => break Ok(()),
-            Err(e @ ReadError::BadFrame(_)) => return Err(e.into()),
-            Err(e) => break Err(String::from(e)),
+        let read = read_frame(&mut stream, &mut decoder, &mut buf);
+        let refused = async {
+            match &close {
+                Some(c) => c.notified().await,
+                None => std::future::pending().await,
+            }
+        };
+        let frame = tokio::select! {
+            r = read => match r {
+                Ok(Some(f)) => f,
+                Ok(None) => break Ok(()),
+                Err(e @ ReadError::BadFrame(_)) => return Err(e.into()),
+                Err(e) => break Err(String::from(e)),
+            },
+            // The core refused a message from this peer: close the
+            // connection. It is not a sign the peer is gone, so no hint.
+            () = refused => {
+                return Err(format!(
+                    "a message from {} was refused",
+                    sender.map_or_else(String::new, |s| s.to_string())
+                ));
+            }
         };
         let message = wire::decode_message(&frame).map_err(|e| format!("bad message: {e}"))?;
-        sender = Some(message.from);
+        if sender != Some(message.from) {
+            sender = Some(message.from);
+            close = Some(refusals.register(message.from));
+        }
         if to_agent.send(Inbound::Message(message)).await.is_err() {
             return Ok(());
         }

@@ -539,3 +539,82 @@ fn a_followers_blocking_query_waits_its_whole_wait_and_wakes_on_a_write() {
     assert!(woke > index, "X-Consul-Index {woke} after {index}");
     assert!(took < Duration::from_secs(30), "answered after {took:?}");
 }
+
+/// Issue 7, deliverable 4, on a real agent: a well-formed Raft message that
+/// no honest peer could send (AppendEntries whose entries skip an index) is
+/// refused by the core, the connection it came on is closed, and the agent
+/// loses nothing and keeps serving. Before validation the agent aborted on
+/// the log's contiguity assertion.
+#[test]
+fn a_refused_peer_message_closes_its_connection_and_changes_nothing() {
+    use std::io::{Read, Write};
+    use std::net::TcpStream;
+    use tern_core::fsm::{Command, KvCommand, KvWrite};
+    use tern_core::raft::{AppendEntries, Entry, EntryPayload, RaftMessage};
+    use tern_core::{LogIndex, Message, MessageBody, NodeId, Term};
+
+    let dir = temp_dir("refused");
+    let http = free_port();
+    let server = free_port();
+    let mut child = spawn_single_server("solo", &dir, http, server);
+    let base = format!("http://127.0.0.1:{http}");
+    let end = Instant::now() + Duration::from_secs(15);
+    while put(&format!("{base}/v1/kv/before"), "1").map(|r| r.1) != Some("true".into()) {
+        assert!(Instant::now() < end, "the server never took a write");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let (_, body) = get(&format!("{base}/v1/agent/self")).unwrap();
+    let id = body
+        .split("\"NodeID\":\"")
+        .nth(1)
+        .and_then(|r| r.split('"').next())
+        .and_then(NodeId::parse)
+        .expect("agent self names the node id");
+
+    let cmd = |i: u64| Entry {
+        term: Term(1),
+        index: LogIndex(i),
+        payload: EntryPayload::Command(std::sync::Arc::new(Command::Kv(KvCommand::Set(KvWrite {
+            key: "forged".into(),
+            flags: 0,
+            value: b"x".to_vec(),
+        })))),
+    };
+    let forged = Message {
+        from: NodeId(0xF0F0),
+        to: id,
+        body: MessageBody::Raft(RaftMessage::AppendEntries(AppendEntries {
+            term: Term(1),
+            prev_log_index: LogIndex(0),
+            prev_log_term: Term(0),
+            entries: vec![cmd(1), cmd(3)],
+            leader_commit: LogIndex(0),
+            seq: 1,
+        })),
+    };
+    let mut bytes = vec![1u8];
+    tern_core::wire::encode_frame(&tern_core::wire::encode_message(&forged), &mut bytes);
+    let mut s = TcpStream::connect(("127.0.0.1", server)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    s.write_all(&bytes).unwrap();
+    let mut buf = [0u8; 16];
+    let closed = match s.read(&mut buf) {
+        Ok(0) => true,
+        Err(e) => e.kind() == std::io::ErrorKind::ConnectionReset,
+        Ok(_) => false,
+    };
+    assert!(closed, "the refused peer's connection is closed");
+
+    // Still serving, nothing lost, nothing forged applied.
+    assert_eq!(
+        put(&format!("{base}/v1/kv/after"), "2").map(|r| r.1),
+        Some("true".into())
+    );
+    assert_eq!(
+        get(&format!("{base}/v1/kv/before?raw")).map(|r| r.1),
+        Some("1".into())
+    );
+    assert_eq!(get(&format!("{base}/v1/kv/forged")).map(|r| r.0), Some(404));
+    let _ = child.kill();
+    let _ = child.wait();
+}

@@ -7,6 +7,7 @@ mod node;
 mod persist;
 mod progress;
 mod types;
+mod validate;
 
 pub use log::RaftLog;
 pub use node::{ProposeError, Raft};
@@ -16,6 +17,7 @@ pub use persist::{
 pub use progress::{Progress, ReplState};
 pub use types::{
     AppendEntries, AppendEntriesResponse, Durable, Entry, EntryPayload, HardState, InstallSnapshot,
-    InstallSnapshotResponse, Member, Membership, RaftMessage, Role, Snapshot, SnapshotMeta,
-    Suffrage, TimeoutNow, VoteRequest, VoteResponse,
+    InstallSnapshotChunk, InstallSnapshotChunkResponse, InstallSnapshotResponse, Member,
+    Membership, RaftMessage, Role, Snapshot, SnapshotMeta, Suffrage, TimeoutNow, VoteRequest,
+    VoteResponse,
 };

@@ -8,12 +8,20 @@ use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use super::log::RaftLog;
 use super::progress::{Progress, ReplState};
 use super::types::*;
+use super::validate::{self, Receiver};
 use crate::action::{Action, Event, PersistId, PersistOp};
 use crate::clock::{Duration, Instant};
 use crate::config::Config;
 use crate::ids::{LogIndex, NodeId, Term};
 use crate::message::{Message, MessageBody};
 use crate::rng::Rng;
+
+mod snapshot_transfer;
+use snapshot_transfer::IncomingSnapshot;
+
+/// The `seq` of an answer to a request from an older term: no leader sends
+/// it (its seqs start at 1), so it acknowledges nothing.
+pub(super) const STALE_SEQ: u64 = 0;
 
 /// Why a proposal or a read was not accepted.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -46,6 +54,8 @@ struct Opts {
     append_bytes_max: usize,
     inflight_max: usize,
     pending_proposals_max: usize,
+    snapshot_chunk_bytes: usize,
+    snapshot_bytes_max: u64,
     #[cfg_attr(not(feature = "bugs"), allow(dead_code))]
     bugs: Bugs,
 }
@@ -121,6 +131,11 @@ pub struct Raft {
     reads: VecDeque<PendingRead>,
     reads_waiting_for_commit: Vec<u64>,
 
+    /// A snapshot a leader is streaming to us, assembled piece by piece.
+    incoming: Option<IncomingSnapshot>,
+    /// The crc32c of our snapshot (by its last index), for its pieces.
+    snapshot_crc: Option<(LogIndex, u32)>,
+
     // Outputs for the server, drained after each call.
     ready_reads: Vec<(u64, LogIndex)>,
     failed_reads: Vec<u64>,
@@ -138,6 +153,8 @@ impl Raft {
             append_bytes_max: config.append_bytes_max,
             inflight_max: config.inflight_appends_max,
             pending_proposals_max: config.pending_proposals_max,
+            snapshot_chunk_bytes: config.snapshot_chunk_bytes,
+            snapshot_bytes_max: config.snapshot_bytes_max,
             #[cfg(feature = "bugs")]
             bugs: config.bugs,
             #[cfg(not(feature = "bugs"))]
@@ -202,6 +219,8 @@ impl Raft {
             ready_reads: Vec::new(),
             failed_reads: Vec::new(),
             installed: None,
+            incoming: None,
+            snapshot_crc: None,
         };
         raft.addresses
             .insert(config.node_id, config.address.clone());
@@ -479,6 +498,25 @@ impl Raft {
         req: VoteRequest,
         out: &mut Vec<Action>,
     ) {
+        // Thesis §4.2.3: a server removed from the configuration must not
+        // disrupt the cluster, and it campaigns once it stops hearing
+        // heartbeats. As hashicorp/raft's `requestVote` (which Consul runs),
+        // only the voters of our configuration get a vote or a pre-vote; the
+        // answer carries our term and nothing here changes, not even for a
+        // leadership transfer. Refusing a vote is always safe, and a new voter
+        // we have not heard of yet wins with the votes of the servers that do
+        // have its configuration (they are the more up-to-date ones, §5.4.1).
+        // A server with no configuration yet (not bootstrapped) has nobody
+        // to prefer and decides as below.
+        if self.membership.voter_count() > 0 && !self.membership.is_voter(from) {
+            let resp = VoteResponse {
+                term: self.term,
+                granted: false,
+                pre_vote: req.pre_vote,
+            };
+            self.send(from, RaftMessage::VoteResponse(resp), out);
+            return;
+        }
         // §5.4.1: the candidate's log must be at least as up-to-date as ours.
         let log_ok = (req.last_log_term, req.last_log_index)
             >= (self.log.last_term(), self.log.last_index());
@@ -546,6 +584,12 @@ impl Raft {
         resp: VoteResponse,
         out: &mut Vec<Action>,
     ) {
+        // Thesis §4.2.3: votes are only asked of voters; an answer from
+        // anyone else (a server removed since, or never a member) counts for
+        // nothing, and its term does not depose us either.
+        if !self.membership.is_voter(from) {
+            return;
+        }
         if resp.pre_vote {
             if self.role != Role::PreCandidate {
                 return;
@@ -804,25 +848,16 @@ impl Raft {
         self.send(peer, RaftMessage::AppendEntries(msg), out);
     }
 
+    /// The follower needs entries we compacted: stream it our snapshot.
     fn send_snapshot(&mut self, now: Instant, peer: NodeId, out: &mut Vec<Action>) {
-        let Some(snapshot) = self.snapshot.clone() else {
-            return;
-        };
-        let seq = self.next_seq(now);
-        if let Some(p) = self.progress.get_mut(&peer) {
-            p.state = ReplState::Snapshot;
-            p.inflight.clear();
-            p.inflight.push(seq);
-            p.next = snapshot.meta.last_index.next();
-        }
-        let msg = InstallSnapshot {
-            term: self.term,
-            snapshot,
-            seq,
-        };
-        self.send(peer, RaftMessage::InstallSnapshot(msg), out);
+        self.send_snapshot_chunk(now, peer, out);
     }
 
+    /// AppendEntries (§5.3), already validated. It is accepted from a server
+    /// outside our configuration too: a follower may not yet have the entry
+    /// that adds its new leader (thesis §4.2.3, §4.1: a server takes
+    /// AppendEntries from any leader of a current term). Until that entry
+    /// arrives we may not know the leader's address, and then cannot answer.
     fn handle_append(
         &mut self,
         now: Instant,
@@ -831,11 +866,15 @@ impl Raft {
         out: &mut Vec<Action>,
     ) {
         if req.term < self.term {
+            // Seq 0 (never sent: seqs start at 1) says this answers nothing
+            // of the current term. Echoing the seq of a leader's earlier term
+            // would, once it leads again, look like an acknowledgement of a
+            // heartbeat of its new term (found by the cluster fuzz target).
             let resp = AppendEntriesResponse {
                 term: self.term,
                 success: false,
                 match_index: self.log.last_index(),
-                seq: req.seq,
+                seq: STALE_SEQ,
             };
             self.send(from, RaftMessage::AppendEntriesResponse(resp), out);
             return;
@@ -891,18 +930,11 @@ impl Raft {
             match self.log.term_at(e.index) {
                 Some(t) if t == e.term => continue,
                 Some(_) => {
-                    if e.index <= self.commit {
-                        // A leader asks us to overwrite a committed entry: it
-                        // is broken. Refuse rather than lose committed state.
-                        let resp = AppendEntriesResponse {
-                            term: self.term,
-                            success: false,
-                            match_index: self.commit,
-                            seq,
-                        };
-                        self.send(from, RaftMessage::AppendEntriesResponse(resp), out);
-                        return;
-                    }
+                    // Validation refused any contradiction of a committed entry.
+                    assert!(
+                        e.index > self.commit,
+                        "committed entries are never truncated"
+                    );
                     self.log.truncate_from(e.index);
                     self.log_truncated(e.index);
                     self.persist(PersistOp::TruncateFrom(e.index), out);
@@ -978,10 +1010,14 @@ impl Raft {
         self.reset_election_timer(now);
     }
 
-    /// The common start of handling a follower's answer: a higher term
-    /// deposes this leader; an answer from another term, from a server we do
-    /// not replicate to, or to a server that no longer leads is stale. Else
-    /// record that the follower is alive and which heartbeat it answered.
+    /// The common start of handling a follower's answer. An answer from a
+    /// server outside the configuration is ignored whatever its term: a
+    /// removed server must not depose the leader (thesis §4.2.3). Else a
+    /// higher term deposes this leader; an answer from another term, from a
+    /// server we do not replicate to, or to a server that no longer leads is
+    /// stale, and so is one that answers a request of an older term
+    /// ([`STALE_SEQ`]). Else record that the follower is alive and which
+    /// heartbeat it answered.
     fn accept_answer(
         &mut self,
         now: Instant,
@@ -990,11 +1026,16 @@ impl Raft {
         seq: u64,
         out: &mut Vec<Action>,
     ) -> bool {
+        if !self.membership.contains(from) {
+            return false;
+        }
         if term > self.term {
             self.become_follower(now, term, None, out);
             return false;
         }
-        if self.role != Role::Leader || term < self.term {
+        // An answer to a request of an older term tells us its term, and
+        // nothing else: not that our messages arrive, nor which one.
+        if self.role != Role::Leader || term < self.term || seq == STALE_SEQ {
             return false;
         }
         let Some(p) = self.progress.get_mut(&from) else {
@@ -1112,6 +1153,8 @@ impl Raft {
 
     // ----- snapshots -----
 
+    /// InstallSnapshot (§7), already validated; accepted from a server
+    /// outside our configuration for the same reason as AppendEntries.
     fn handle_install_snapshot(
         &mut self,
         now: Instant,
@@ -1120,43 +1163,51 @@ impl Raft {
         out: &mut Vec<Action>,
     ) {
         if req.term < self.term {
+            // Seq 0: an answer to nothing of the current term (see `handle_append`).
             let resp = InstallSnapshotResponse {
                 term: self.term,
                 last_index: self.log.last_index(),
-                seq: req.seq,
+                seq: STALE_SEQ,
             };
             self.send(from, RaftMessage::InstallSnapshotResponse(resp), out);
             return;
         }
         self.accept_leader(now, from, req.term, out);
         let meta = req.snapshot.meta.clone();
-        if meta.last_index > self.commit {
-            // §7: keep the log after the snapshot if it agrees with it,
-            // else discard it all (`PersistOp::InstallSnapshot` makes the
-            // same choice on disk).
-            if self.log.term_at(meta.last_index) == Some(meta.last_term) {
-                self.log.compact_to(meta.last_index);
-            } else {
-                self.log.reset_to(meta.last_index, meta.last_term);
-                self.log_truncated(meta.last_index.next());
-            }
-            self.snapshot = Some(req.snapshot.clone());
-            self.installed = Some(req.snapshot.clone());
-            self.persist(PersistOp::InstallSnapshot(req.snapshot), out);
-            self.commit = meta.last_index;
-            self.recompute_membership();
-            out.push(Action::Event(Event::SnapshotInstalled {
-                last_index: meta.last_index,
-            }));
-            out.push(Action::Event(Event::Committed { index: self.commit }));
-            self.check_removed(now, out);
-        }
+        self.install(now, req.snapshot, out);
         let resp = InstallSnapshotResponse {
             term: self.term,
             last_index: meta.last_index,
             seq: req.seq,
         };
         self.send(from, RaftMessage::InstallSnapshotResponse(resp), out);
+    }
+
+    /// Install a snapshot from the leader, if it covers more than is
+    /// committed here (§7): keep the log after it if it agrees with it, else
+    /// discard it all.
+    fn install(&mut self, now: Instant, snapshot: Snapshot, out: &mut Vec<Action>) {
+        let meta = snapshot.meta.clone();
+        if meta.last_index <= self.commit {
+            return;
+        }
+        // `PersistOp::InstallSnapshot` makes the same choice on disk.
+        if self.log.term_at(meta.last_index) == Some(meta.last_term) {
+            self.log.compact_to(meta.last_index);
+        } else {
+            self.log.reset_to(meta.last_index, meta.last_term);
+            self.log_truncated(meta.last_index.next());
+        }
+        self.snapshot = Some(snapshot.clone());
+        self.installed = Some(snapshot.clone());
+        self.persist(PersistOp::InstallSnapshot(snapshot), out);
+        self.commit = meta.last_index;
+        self.recompute_membership();
+        out.push(Action::Event(Event::SnapshotInstalled {
+            last_index: meta.last_index,
+        }));
+        out.push(Action::Event(Event::Committed { index: self.commit }));
+        self.check_removed(now, out);
     }
 
     fn handle_install_snapshot_response(
@@ -1358,6 +1409,12 @@ impl Raft {
         req: TimeoutNow,
         out: &mut Vec<Action>,
     ) {
+        // TimeoutNow skips leader stickiness, so a server outside the
+        // configuration may not send it (thesis §4.2.3: removed servers must
+        // not disrupt); only a leader of ours transfers its leadership.
+        if !self.membership.contains(from) {
+            return;
+        }
         if req.term < self.term || !self.membership.is_voter(self.id) {
             return;
         }
@@ -1372,8 +1429,24 @@ impl Raft {
 
     // ----- plumbing -----
 
-    /// Handle one Raft message from a peer.
-    pub fn step(&mut self, now: Instant, from: NodeId, msg: RaftMessage, out: &mut Vec<Action>) {
+    /// Handle one Raft message from a peer. A message no honest peer could
+    /// have sent to a server in this state is refused before it touches
+    /// anything (`validate.rs`): nothing changes, and the only action is
+    /// [`Event::PeerMessageRefused`], so the driver can close the connection.
+    pub fn step(
+        &mut self,
+        now: Instant,
+        from: NodeId,
+        msg: RaftMessage,
+        out: &mut Vec<Action>,
+    ) -> Result<(), String> {
+        if let Err(reason) = self.validate(&msg) {
+            out.push(Action::Event(Event::PeerMessageRefused {
+                from,
+                reason: reason.clone(),
+            }));
+            return Err(reason);
+        }
         match msg {
             RaftMessage::VoteRequest(m) => self.handle_vote_request(now, from, m, out),
             RaftMessage::VoteResponse(m) => self.handle_vote_response(now, from, m, out),
@@ -1384,7 +1457,25 @@ impl Raft {
                 self.handle_install_snapshot_response(now, from, m, out)
             }
             RaftMessage::TimeoutNow(m) => self.handle_timeout_now(now, from, m, out),
+            RaftMessage::InstallSnapshotChunk(m) => self.handle_snapshot_chunk(now, from, m, out),
+            RaftMessage::InstallSnapshotChunkResponse(m) => {
+                self.handle_snapshot_chunk_response(now, from, m, out)
+            }
         }
+        Ok(())
+    }
+
+    /// Check `msg` against what an honest peer could send us now.
+    pub fn validate(&self, msg: &RaftMessage) -> Result<(), String> {
+        let receiver = Receiver {
+            term: self.term,
+            log: &self.log,
+            commit: self.commit,
+            leading_seq: (self.role == Role::Leader).then_some(self.seq),
+            append_entries_max: self.opts.append_entries_max,
+            append_bytes_max: self.opts.append_bytes_max,
+        };
+        validate::check(msg, &receiver)
     }
 
     fn persist_hard_state(&mut self, out: &mut Vec<Action>) {
@@ -1464,9 +1555,12 @@ impl Raft {
         match msg {
             RaftMessage::VoteRequest(r) => !r.pre_vote,
             RaftMessage::VoteResponse(r) => !r.pre_vote,
-            RaftMessage::AppendEntriesResponse(_) | RaftMessage::InstallSnapshotResponse(_) => true,
+            RaftMessage::AppendEntriesResponse(_)
+            | RaftMessage::InstallSnapshotResponse(_)
+            | RaftMessage::InstallSnapshotChunkResponse(_) => true,
             RaftMessage::AppendEntries(_)
             | RaftMessage::InstallSnapshot(_)
+            | RaftMessage::InstallSnapshotChunk(_)
             | RaftMessage::TimeoutNow(_) => false,
         }
     }

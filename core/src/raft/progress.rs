@@ -29,6 +29,9 @@ pub struct Progress {
     pub recent_active: bool,
     /// When the follower last answered.
     pub last_ack: Instant,
+    /// How much of our snapshot (by its last index) the follower confirmed
+    /// holding: where streaming resumes.
+    pub snapshot_offset: Option<(LogIndex, u64)>,
 }
 
 impl Progress {
@@ -41,6 +44,7 @@ impl Progress {
             acked_seq: 0,
             recent_active: true,
             last_ack: now,
+            snapshot_offset: None,
         }
     }
 

@@ -144,7 +144,8 @@ pub struct AppendEntriesResponse {
     pub seq: u64,
 }
 
-/// InstallSnapshot (§7), sent whole in one message.
+/// InstallSnapshot (§7), sent whole in one message. Still understood, but a
+/// leader now sends `InstallSnapshotChunk`s.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct InstallSnapshot {
     pub term: Term,
@@ -156,6 +157,41 @@ pub struct InstallSnapshot {
 pub struct InstallSnapshotResponse {
     pub term: Term,
     /// The last index now in the follower's log or snapshot.
+    pub last_index: LogIndex,
+    pub seq: u64,
+}
+
+/// One piece of a snapshot on its way to a follower (§7's `offset`/`done`
+/// fields, made resumable). A leader streams its snapshot in pieces of at
+/// most `snapshot_chunk_bytes`, so a state of any size reaches a follower
+/// through frames of bounded size. Every piece names the whole snapshot
+/// (its metadata, size and crc32c), so a follower can tell a piece of
+/// another snapshot, and checks the whole before installing it.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct InstallSnapshotChunk {
+    pub term: Term,
+    pub meta: SnapshotMeta,
+    /// The snapshot's size in bytes and the crc32c of all of them.
+    pub total_bytes: u64,
+    pub crc32c: u32,
+    /// Where `data` starts in the snapshot.
+    pub offset: u64,
+    pub data: Vec<u8>,
+    pub seq: u64,
+}
+
+/// A follower's answer to a piece: how much of the snapshot at
+/// `snapshot_index` it holds, so the leader resumes from there (after a lost
+/// piece or a restart) rather than from the start.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct InstallSnapshotChunkResponse {
+    pub term: Term,
+    /// The snapshot the answer is about.
+    pub snapshot_index: LogIndex,
+    /// The next byte it wants: the total size once it is installed (or if
+    /// it already holds everything the snapshot covers).
+    pub next_offset: u64,
+    /// The last index in its log or snapshot, as `InstallSnapshotResponse`.
     pub last_index: LogIndex,
     pub seq: u64,
 }
@@ -176,6 +212,8 @@ pub enum RaftMessage {
     InstallSnapshot(InstallSnapshot),
     InstallSnapshotResponse(InstallSnapshotResponse),
     TimeoutNow(TimeoutNow),
+    InstallSnapshotChunk(InstallSnapshotChunk),
+    InstallSnapshotChunkResponse(InstallSnapshotChunkResponse),
 }
 
 impl RaftMessage {
@@ -188,6 +226,8 @@ impl RaftMessage {
             RaftMessage::InstallSnapshot(m) => m.term,
             RaftMessage::InstallSnapshotResponse(m) => m.term,
             RaftMessage::TimeoutNow(m) => m.term,
+            RaftMessage::InstallSnapshotChunk(m) => m.term,
+            RaftMessage::InstallSnapshotChunkResponse(m) => m.term,
         }
     }
 }

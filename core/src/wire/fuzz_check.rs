@@ -3,6 +3,9 @@
 //! calls them from `fuzz/fuzz_targets/`; the normal test suite replays the
 //! checked-in corpus in `fuzz/corpus/` through them (`tests/fuzz_corpus.rs`).
 
+/// The `cluster` target (a hostile peer against an in-memory cluster) lives
+/// beside the cluster it drives.
+pub use crate::fuzz_cluster::cluster;
 use crate::wire::codec::{
     decode_command, decode_message, decode_request, decode_response, encode_command,
     encode_message, encode_request, encode_response,

@@ -60,10 +60,12 @@ pub async fn start(options: AgentOptions) -> Result<Agent, String> {
         .await
         .map_err(|e| format!("binding the server port {}: {e}", options.server_addr))?;
     let (inbound_tx, inbound_rx) = mpsc::channel(4096);
+    let refusals = net::Refusals::default();
     tokio::spawn(net::serve(
         listener,
         options.core.frame_bytes_max,
         inbound_tx,
+        refusals.clone(),
     ));
     let (tx, rx) = mpsc::channel(4096);
     let handle = AgentHandle {
@@ -72,7 +74,7 @@ pub async fn start(options: AgentOptions) -> Result<Agent, String> {
             options: options.clone(),
         }),
     };
-    let task = tokio::spawn(run(options, storage, durable, rx, inbound_rx));
+    let task = tokio::spawn(run(options, storage, durable, rx, inbound_rx, refusals));
     Ok(Agent {
         handle,
         task,
@@ -102,6 +104,8 @@ struct Loop {
     /// scheduler the simulator runs.
     outbox: Outbox,
     pool: Pool,
+    /// Inbound connections by peer, to close a refused peer's.
+    refusals: net::Refusals,
     server: Option<Server>,
     /// Servers known through the join handshake, before bootstrap.
     known: BTreeMap<NodeId, (String, String)>,
@@ -115,6 +119,7 @@ async fn run(
     durable: Durable,
     mut rx: mpsc::Receiver<ToAgent>,
     mut inbound: mpsc::Receiver<Inbound>,
+    refusals: net::Refusals,
 ) {
     let (disk, mut disk_done) = spawn_disk_thread(storage);
     let mut l = Loop {
@@ -125,6 +130,7 @@ async fn run(
         outbox: Outbox::for_config(&options.core),
         disk,
         pool: Pool::default(),
+        refusals,
         server: None,
         next_request: 0,
         waiting: BTreeMap::new(),
@@ -465,7 +471,12 @@ impl Loop {
                     let _ = tx.send(response);
                 }
             }
-            Action::Event(e) => log_event(&e),
+            Action::Event(e) => {
+                log_event(&e);
+                if let Event::PeerMessageRefused { from, .. } = e {
+                    self.refusals.close(from);
+                }
+            }
         }
     }
 
@@ -520,6 +531,15 @@ fn log_event(e: &Event) {
         }
         Event::SnapshotInstalled { last_index } => {
             tracing::info!("snapshot installed at index {}", last_index.0)
+        }
+        Event::Fatal { reason } => {
+            tracing::error!("stopping: {reason}");
+            std::process::exit(1);
+        }
+        // The message changed nothing; the agent closes the connections
+        // that carried it (`run_action`).
+        Event::PeerMessageRefused { from, reason } => {
+            tracing::warn!("refused a message from {from}, closing its connection: {reason}")
         }
         Event::Committed { .. } | Event::Applied { .. } => {}
     }
