@@ -17,17 +17,18 @@
 //! });
 //! ```
 //!
-//! Each server is a madsim node whose init task (re-run on restart) recovers
-//! the node's WAL from its [`SimDisk`], builds the `Server`, and loops: wait
-//! for a datagram or the core's `poll_timeout`, `handle`, then execute the
-//! actions strictly in order (a `Persist` completes, fsync included, before
-//! the next action starts). Disks live in the world, outside the nodes, so a
-//! kill loses only unsynced bytes.
+//! Each server is a madsim node whose init task (re-run on restart) opens the
+//! node's data dir with the daemon's own code (`tern_storage::DataDir`) on a
+//! simulated filesystem ([`fs`]), builds the `Server`, and loops: wait for a
+//! datagram, the core's `poll_timeout` or the disk, `handle`, and run the
+//! actions through the core's `Outbox`, as the daemon does; a disk task
+//! performs each job with the simulated fsync latency meanwhile.
+//! Filesystems live in the world, outside the nodes, so a kill loses only
+//! what was not synced (and unsynced directory changes).
 #[cfg(not(madsim))]
 compile_error!("tern-io-sim only builds with --cfg madsim (see .cargo/config.toml; a RUSTFLAGS variable replaces it)");
 
 mod client;
-mod disk;
 pub mod fs;
 mod net;
 mod node;
@@ -36,7 +37,6 @@ mod world;
 use std::future::Future;
 
 pub use client::{CallError, Client, ClientCounters};
-pub use disk::{compacted_file, CrashKeep, CrashOutcome, SimDisk};
 pub use net::{
     client_ip, decode_envelope, encode_envelope, server_ip, ClientId, EnvelopeError, Peer,
     CLIENT_PORT, SERVER_PORT,

@@ -1,12 +1,14 @@
-//! One server's runtime inside its madsim node: recover the disk, build the
-//! `Server`, then loop { wait for a datagram or the core's deadline → handle →
-//! execute the actions strictly in order }.
+//! One server's runtime inside its madsim node: open its data dir (the
+//! daemon's `tern_storage::DataDir`, on the world's simulated filesystem),
+//! build the `Server`, then loop { wait for a datagram, the core's deadline
+//! or the disk → handle → run the actions through the outbox }.
 
 use std::collections::BTreeMap;
 use std::future::{poll_fn, Future};
 use std::net::SocketAddr;
+use std::path::Path;
 use std::pin::Pin;
-use std::sync::{Arc, MutexGuard};
+use std::sync::Arc;
 use std::task::Poll;
 
 use madsim::net::Endpoint;
@@ -14,7 +16,6 @@ use madsim::rand::Rng;
 use tern_core::raft::Durable;
 use tern_core::wire::{
     decode_frame, decode_message, decode_request, encode_frame, encode_message, encode_response,
-    recover, replay, WalRecord,
 };
 use tern_core::{
     Action, Event, Input, Instant, Message, NodeId, Outbox, PersistOp, PersistWrite, RequestId,
@@ -22,7 +23,7 @@ use tern_core::{
 };
 use tokio::sync::mpsc;
 
-use crate::disk::{compacted_file, SimDisk};
+use crate::fs::{DataDir, SharedFs, Storage, DATA_DIR};
 use crate::net::{
     decode_envelope, encode_envelope, receive_loop, send_detached, Datagram, TAG_PEER, TAG_REQUEST,
     TAG_RESPONSE,
@@ -35,16 +36,16 @@ pub fn now() -> Instant {
     Instant(u64::try_from(elapsed.as_nanos()).unwrap_or(u64::MAX))
 }
 
-/// This incarnation of the node has been killed: stop at once.
-struct Dead;
+/// Log segments are this small in the simulator so segment rolls, purges
+/// of whole segments and recovery across several files happen in short runs.
+const SIM_SEGMENT_BYTES_MAX: u64 = 16 << 10;
 
 /// The node's init task: re-run from scratch by every restart.
 pub(crate) async fn run_server(shared: Arc<Shared>, slot: Arc<ServerSlot>) {
-    let incarnation = slot.disk.lock().unwrap().incarnation();
     slot.counters.lock().unwrap().starts += 1;
     *slot.status.lock().unwrap() = NodeStatus::Starting;
 
-    let Some(durable) = recover_disk(&shared, &slot) else {
+    let Some((data_dir, durable)) = open_data_dir(&shared, &slot) else {
         return;
     };
     let (last_index, term) = (
@@ -95,7 +96,7 @@ pub(crate) async fn run_server(shared: Arc<Shared>, slot: Arc<ServerSlot>) {
     madsim::task::spawn(disk_worker(
         shared.clone(),
         slot.clone(),
-        incarnation,
+        data_dir,
         jobs_rx,
         done_tx,
     ));
@@ -120,48 +121,33 @@ pub(crate) async fn run_server(shared: Arc<Shared>, slot: Arc<ServerSlot>) {
     driver.run(rx, hints, disk_done).await;
 }
 
-/// Reads the WAL back: truncates a torn tail, refuses to go on from a
-/// corrupt one (the status says why, loudly).
-fn recover_disk(shared: &Shared, slot: &ServerSlot) -> Option<Durable> {
-    let mut disk = slot.disk.lock().unwrap();
-    let bytes = disk.contents();
-    let corrupt = |e: tern_core::wire::WalError| {
-        eprintln!(
-            "[io-sim] {:?}: WAL is corrupt, refusing to start: {e}",
-            slot.id
-        );
-        *slot.status.lock().unwrap() = NodeStatus::Corrupt(e.clone());
-        shared.record(WorldEvent::Corrupt {
-            node: slot.id,
-            error: e,
-        });
-    };
-    let rec = match recover(&bytes) {
-        Ok(rec) => rec,
-        Err(e) => {
-            corrupt(e);
-            return None;
+/// Opens the data dir with the daemon's recovery code: a torn tail is
+/// truncated (and counted), a corrupt file stops the node (the status says
+/// which file and offset, loudly).
+fn open_data_dir(shared: &Shared, slot: &ServerSlot) -> Option<(DataDir<SharedFs>, Durable)> {
+    let fs = slot.fs.handle();
+    match DataDir::open(fs, Path::new(DATA_DIR), SIM_SEGMENT_BYTES_MAX) {
+        Ok((dd, durable, warnings)) => {
+            for w in &warnings {
+                println!("[io-sim] {:?}: {w}", slot.id);
+            }
+            let torn = warnings.iter().filter(|w| w.contains("torn tail")).count();
+            slot.counters.lock().unwrap().torn_tails_recovered += torn as u64;
+            if torn > 0 {
+                shared.record(WorldEvent::TornTail { node: slot.id });
+            }
+            Some((dd, durable))
         }
-    };
-    if let Some(torn) = rec.torn_tail {
-        println!(
-            "[io-sim] {:?}: truncating a torn tail of {} bytes at offset {}",
-            slot.id, torn.len, torn.offset
-        );
-        disk.truncate(rec.valid_len);
-        let mut c = slot.counters.lock().unwrap();
-        c.torn_tails_recovered += 1;
-        c.torn_bytes_truncated += torn.len;
-        shared.record(WorldEvent::TornTail {
-            node: slot.id,
-            offset: torn.offset,
-            len: torn.len,
-        });
-    }
-    match replay(&rec) {
-        Ok(d) => Some(d),
         Err(e) => {
-            corrupt(e);
+            eprintln!(
+                "[io-sim] {:?}: the data dir cannot be recovered, refusing to start: {e}",
+                slot.id
+            );
+            *slot.status.lock().unwrap() = NodeStatus::Corrupt(e.clone());
+            shared.record(WorldEvent::Corrupt {
+                node: slot.id,
+                error: e,
+            });
             None
         }
     }
@@ -453,120 +439,82 @@ impl Driver {
     }
 }
 
-/// The node's disk: performs each job's writes in order, with the simulated
-/// fsync latency, and reports when the job is durable. It is the only writer
-/// of the node's WAL. A crash (kill) ends it with the node.
+/// The node's disk: performs each job's writes in order through the
+/// daemon's data-dir code, with the simulated fsync latency, and reports
+/// when the job is durable. It is the only writer of the node's files. A
+/// kill ends it with the node; a failed write stops the node, as a failed
+/// durable write stops the daemon (continuing could acknowledge what is not
+/// on disk).
 async fn disk_worker(
     shared: Arc<Shared>,
     slot: Arc<ServerSlot>,
-    incarnation: u64,
+    mut data_dir: DataDir<SharedFs>,
     mut jobs: mpsc::UnboundedReceiver<Vec<PersistWrite>>,
     done: mpsc::UnboundedSender<()>,
 ) {
-    let mut disk = DiskWorker {
-        shared,
-        slot,
-        incarnation,
-    };
+    let incarnation = slot.fs.incarnation();
     while let Some(job) = jobs.recv().await {
         for w in &job {
-            if disk.persist(&w.op, w.sync).await.is_err() {
+            // The fsync's latency is a window in which a crash finds the
+            // write incomplete: an append is written, then synced after the
+            // latency (a crash meanwhile keeps a random prefix of it, often
+            // tearing it); any other write (replaced atomically) happens at
+            // the end of the window or not at all.
+            let append = matches!(w.op, PersistOp::Append(_));
+            let result = if !w.sync {
+                data_dir.persist(&w.op, false)
+            } else if append {
+                match data_dir.persist(&w.op, false) {
+                    Ok(()) => {
+                        disk_latency(&shared, &slot).await;
+                        data_dir.sync()
+                    }
+                    Err(e) => Err(e),
+                }
+            } else {
+                disk_latency(&shared, &slot).await;
+                data_dir.persist(&w.op, true)
+            };
+            if slot.fs.incarnation() != incarnation {
                 return;
             }
+            if let Err(e) = result {
+                eprintln!(
+                    "[io-sim] {:?}: stopping: a durable write failed: {e}",
+                    slot.id
+                );
+                *slot.status.lock().unwrap() = NodeStatus::Failed(e.to_string());
+                *slot.server.lock().unwrap() = None;
+                return;
+            }
+            {
+                let mut c = slot.counters.lock().unwrap();
+                c.persists += 1;
+                c.fsyncs += u64::from(w.sync);
+                c.compactions += u64::from(matches!(w.op, PersistOp::PurgeUpTo(_)));
+                c.bytes_written = slot.fs.lock().stats().bytes_written;
+            }
+            let slow = data_dir.fs_mut().take_latency_ns();
+            if slow > 0 {
+                madsim::time::sleep(std::time::Duration::from_nanos(slow)).await;
+            }
         }
-        if done.send(()).is_err() {
+        if slot.fs.incarnation() != incarnation || done.send(()).is_err() {
             return;
         }
     }
 }
 
-struct DiskWorker {
-    shared: Arc<Shared>,
-    slot: Arc<ServerSlot>,
-    incarnation: u64,
-}
-
-impl DiskWorker {
-    fn disk(&self) -> Result<MutexGuard<'_, SimDisk>, Dead> {
-        let disk = self.slot.disk.lock().unwrap();
-        if disk.incarnation() == self.incarnation {
-            Ok(disk)
-        } else {
-            Err(Dead)
-        }
-    }
-
-    async fn persist(&mut self, op: &PersistOp, sync: bool) -> Result<(), Dead> {
-        let snapshot = matches!(
-            op,
-            PersistOp::SaveSnapshot(_) | PersistOp::InstallSnapshot(_)
-        );
-        let n = self.disk()?.append_record(&WalRecord::from(op.clone()));
-        {
-            let mut c = self.slot.counters.lock().unwrap();
-            c.persists += 1;
-            c.bytes_written += n as u64;
-        }
-        if sync {
-            self.fsync().await?;
-        }
-        if snapshot {
-            self.compact().await?;
-        }
-        Ok(())
-    }
-
-    /// An fsync: what was written before it becomes durable after a
-    /// simulated latency, during which a crash may strike.
-    async fn fsync(&mut self) -> Result<(), Dead> {
-        let upto = self.disk()?.unsynced_len();
-        self.disk_latency().await;
-        self.disk()?.mark_synced(upto);
-        self.slot.counters.lock().unwrap().fsyncs += 1;
-        Ok(())
-    }
-
-    async fn disk_latency(&self) {
-        let own = *self.slot.fsync_latency.lock().unwrap();
-        let (lo, hi) = own.unwrap_or(self.shared.opts.fsync_latency);
-        let d = if hi > lo {
-            madsim::rand::thread_rng().gen_range(lo..=hi)
-        } else {
-            lo
-        };
-        if !d.is_zero() {
-            madsim::time::sleep(d).await;
-        }
-    }
-
-    /// After a snapshot, rewrites the WAL as [hard state, snapshot, entries
-    /// after it]: a new file is written and fsynced (a crash meanwhile leaves
-    /// the old one), then renamed over the old one atomically.
-    async fn compact(&mut self) -> Result<(), Dead> {
-        let bytes = self.disk()?.contents();
-        let rec = recover(&bytes).expect("a running node's own WAL recovers");
-        assert!(
-            rec.torn_tail.is_none(),
-            "a running node's WAL has no torn tail"
-        );
-        let durable = replay(&rec).expect("a running node's own WAL replays");
-        let new = compacted_file(&durable);
-        let check = replay(&recover(&new).expect("compacted WAL recovers"));
-        assert_eq!(
-            check.as_ref(),
-            Ok(&durable),
-            "the compacted WAL replays to the same state"
-        );
-        self.disk_latency().await;
-        let mut disk = self.disk()?;
-        assert_eq!(
-            disk.contents().len(),
-            bytes.len(),
-            "nothing else writes the WAL while it is compacted"
-        );
-        disk.replace(new);
-        drop(disk);
-        self.slot.counters.lock().unwrap().compactions += 1;
-        Ok(())
+/// What one fsync takes on this node's disk (a slow disk fault sets its own).
+async fn disk_latency(shared: &Shared, slot: &ServerSlot) {
+    let own = *slot.fsync_latency.lock().unwrap();
+    let (lo, hi) = own.unwrap_or(shared.opts.fsync_latency);
+    let d = if hi > lo {
+        madsim::rand::thread_rng().gen_range(lo..=hi)
+    } else {
+        lo
+    };
+    if !d.is_zero() {
+        madsim::time::sleep(d).await;
     }
 }

@@ -13,13 +13,12 @@ use madsim::net::NetSim;
 use madsim::rand::Rng;
 use madsim::runtime::Handle;
 use tern_core::raft::{Member, Membership, Suffrage};
-use tern_core::wire::WalError;
 use tern_core::{
     Action, Config, Event, Input, Instant, LogIndex, NodeId, NodeName, PersistWrite, Server, Term,
 };
 
 use crate::client::{Client, ClientSlot};
-use crate::disk::{CrashKeep, CrashOutcome, SimDisk};
+use crate::fs::{segments, CrashReport, FsSlot, StorageError};
 use crate::net::{client_ip, server_ip, ClientId, Peer, CLIENT_PORT, SERVER_PORT};
 use crate::node::{now, run_server};
 
@@ -68,14 +67,14 @@ pub struct NodeCounters {
     /// `Respond` actions for an id this driver never gave out.
     pub responses_unmatched: u64,
     pub persists: u64,
+    /// Bytes its filesystem has taken (all files, every incarnation).
     pub bytes_written: u64,
     pub fsyncs: u64,
-    /// WAL rewrites after a snapshot.
+    /// Purges of log entries a snapshot covers.
     pub compactions: u64,
     pub crashes: u64,
     pub unsynced_bytes_lost: u64,
     pub torn_tails_recovered: u64,
-    pub torn_bytes_truncated: u64,
     /// Times the core asked for a tick at the instant it was just ticked.
     pub timer_spins: u64,
 }
@@ -91,7 +90,7 @@ pub enum NodeStatus {
     /// Stopped for good by [`World::remove_node`].
     Removed,
     /// Recovery found its WAL corrupt; it refused to start.
-    Corrupt(WalError),
+    Corrupt(StorageError),
     /// `Server::new` or binding its address failed.
     Failed(String),
 }
@@ -128,16 +127,15 @@ pub enum WorldEvent {
     },
     Crashed {
         node: NodeId,
-        outcome: CrashOutcome,
+        outcome: CrashReport,
     },
+    /// Recovery truncated a torn tail of the last log segment.
     TornTail {
         node: NodeId,
-        offset: u64,
-        len: u64,
     },
     Corrupt {
         node: NodeId,
-        error: WalError,
+        error: StorageError,
     },
     /// `BecameLeader`, `SteppedDown`, `Removed` and the snapshot events from the core.
     Core {
@@ -177,7 +175,8 @@ pub(crate) struct ServerSlot {
     pub id: NodeId,
     pub config: Config,
     pub addr: SocketAddr,
-    pub disk: Mutex<SimDisk>,
+    /// Its filesystem, which outlives every incarnation of the node.
+    pub fs: FsSlot,
     pub server: Mutex<Option<Server>>,
     pub counters: Mutex<NodeCounters>,
     pub status: Mutex<NodeStatus>,
@@ -293,7 +292,7 @@ impl World {
             id: spec.node_id,
             addr: spec.address.parse().expect("spec address parses"),
             config,
-            disk: Mutex::new(SimDisk::new()),
+            fs: FsSlot::new(madsim::rand::thread_rng().gen()),
             server: Mutex::new(None),
             counters: Mutex::new(NodeCounters::default()),
             status: Mutex::new(NodeStatus::Starting),
@@ -403,13 +402,8 @@ impl World {
     /// Bytes of the server's WAL: (durable, written but not yet synced).
     pub fn disk_len(&self, id: NodeId) -> Option<(usize, usize)> {
         let slot = self.slot(id)?;
-        let disk = slot.disk.lock().unwrap();
-        Some((disk.durable_len(), disk.unsynced_len()))
-    }
-
-    /// A copy of the server's WAL as a reader would see it now.
-    pub fn disk_contents(&self, id: NodeId) -> Option<Vec<u8>> {
-        Some(self.slot(id)?.disk.lock().unwrap().contents())
+        let (durable, unsynced) = slot.fs.lock().byte_counts();
+        Some((durable as usize, unsynced as usize))
     }
 
     /// Everything notable so far, in order.
@@ -543,43 +537,64 @@ impl World {
             *slot.status.lock().unwrap() = status;
             return;
         }
-        // A third of crashes lose every unsynced byte, a third keep them
-        // all, and a third keep a random prefix (usually a torn record).
-        let mut rng = madsim::rand::thread_rng();
-        let keep = match rng.gen_range(0..3) {
-            0 => CrashKeep::Nothing,
-            1 => CrashKeep::Everything,
-            _ => {
-                let unsynced = slot.disk.lock().unwrap().unsynced_len();
-                CrashKeep::Prefix(rng.gen_range(0..=unsynced))
-            }
-        };
-        let outcome = slot.disk.lock().unwrap().crash(keep);
+        // The filesystem keeps every synced byte and a random prefix of the
+        // rest (often tearing the last write), and may lose each directory
+        // change made since its directory was last synced.
+        let outcome = slot.fs.crash();
         *slot.server.lock().unwrap() = None;
         *slot.status.lock().unwrap() = status;
         {
             let mut c = slot.counters.lock().unwrap();
             c.crashes += 1;
-            c.unsynced_bytes_lost += outcome.lost as u64;
+            c.unsynced_bytes_lost += outcome.bytes_lost;
         }
         self.shared
             .record(WorldEvent::Crashed { node: id, outcome });
     }
 
-    /// Flips a byte inside a durable record that has intact records after
-    /// it, so the server's next recovery must refuse to start. Returns the
-    /// damaged record's offset (what `WalError::Corrupt` will name), or
-    /// `None` if the durable WAL holds fewer than two records.
-    pub fn corrupt_disk(&self, id: NodeId) -> Option<u64> {
+    /// Flips a byte inside a durable record of a log segment that has intact
+    /// records after it, so the server's next recovery must refuse to start.
+    /// Returns the segment and the damaged record's offset (what the
+    /// recovery error will name), or `None` if no segment holds two records.
+    pub fn corrupt_disk(&self, id: NodeId) -> Option<(std::path::PathBuf, u64)> {
         let slot = self.slot(id)?;
         let mut rng = madsim::rand::thread_rng();
-        let at = slot
-            .disk
-            .lock()
-            .unwrap()
-            .corrupt_middle(|n| rng.gen_range(0..n))?;
-        self.fault(format!("corrupt the WAL of {id:?} at offset {at}"));
-        Some(at)
+        let mut fs = slot.fs.lock();
+        let candidates: Vec<(std::path::PathBuf, Vec<u64>)> = segments(&fs)
+            .into_iter()
+            .filter_map(|p| {
+                let rec = tern_core::wire::recover(fs.contents(&p)?).ok()?;
+                (rec.offsets.len() >= 2).then_some((p, rec.offsets))
+            })
+            .collect();
+        if candidates.is_empty() {
+            return None;
+        }
+        let (path, offsets) = &candidates[rng.gen_range(0..candidates.len())];
+        let which = rng.gen_range(0..offsets.len() - 1);
+        let (start, end) = (offsets[which] as usize, offsets[which + 1] as usize);
+        // Past the 8-byte header (length, checksum): a checksum mismatch,
+        // not an implausible length.
+        if start + 8 >= end {
+            return None;
+        }
+        let at = rng.gen_range(start + 8..end);
+        fs.flip_byte(path, at, 0x5a);
+        drop(fs);
+        self.fault(format!(
+            "corrupt {} of {id:?} at offset {start}",
+            path.display()
+        ));
+        Some((path.clone(), start as u64))
+    }
+
+    /// The server's next filesystem op of kind `op` (`FsOp::Write` or
+    /// `FsOp::Sync`) fails with `errno` (`fs::EIO`, `fs::ENOSPC`).
+    pub fn fail_next_disk_op(&self, id: NodeId, op: crate::fs::FsOp, errno: i32) {
+        if let Some(slot) = self.slot(id) {
+            slot.fs.lock().fail_next(op, errno);
+            self.fault(format!("the next {op} on {id:?} fails with errno {errno}"));
+        }
     }
 
     // ---- network faults ----

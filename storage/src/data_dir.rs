@@ -218,6 +218,26 @@ impl<F: Fs> DataDir<F> {
         self.fs.sync_dir(&self.dir).map_err(fatal)
     }
 
+    /// Makes every append so far durable: what `persist` of an append with
+    /// `sync` does after writing it. A driver that wants the write and its
+    /// fsync apart (the simulator, to crash between them) persists the
+    /// append without `sync` and calls this later. A failed fsync is fatal,
+    /// as in `persist`.
+    pub fn sync(&mut self) -> Result<(), StorageError> {
+        if let Some(first) = &self.failed {
+            return Err(StorageError::Failed {
+                first: first.clone(),
+            });
+        }
+        match self.sync_log() {
+            Ok(()) => Ok(()),
+            Err(Fail::Clean(e)) | Err(Fail::Fatal(e)) => {
+                self.failed = Some(e.to_string());
+                Err(e)
+            }
+        }
+    }
+
     /// Makes every append so far durable.
     fn sync_log(&mut self) -> Result<(), Fail> {
         if let (true, Some(&(first, _))) = (self.unsynced, self.segments.last()) {

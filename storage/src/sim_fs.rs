@@ -140,6 +140,24 @@ impl SimFs {
         self.stats
     }
 
+    /// Bytes of every file that a crash keeps, and those written since
+    /// their file's last fsync (which a crash may lose).
+    pub fn byte_counts(&self) -> (u64, u64) {
+        let mut durable = 0;
+        let mut unsynced = 0;
+        for ino in self.names.values() {
+            let inode = &self.inodes[ino];
+            durable += inode.durable.len() as u64;
+            unsynced += inode.data.len().saturating_sub(inode.durable.len()) as u64;
+        }
+        (durable, unsynced)
+    }
+
+    /// The files (as readers see them now), by path.
+    pub fn files(&self) -> Vec<PathBuf> {
+        self.names.keys().cloned().collect()
+    }
+
     /// A file's bytes as a reader sees them now.
     pub fn contents(&self, path: &Path) -> Option<&[u8]> {
         let ino = self.names.get(path)?;
