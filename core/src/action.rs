@@ -30,6 +30,12 @@ pub enum Input {
     /// issued them, so one id covers all before it: a driver that commits a
     /// group of writes with one fsync reports the group's last id.
     Persisted(PersistId),
+    /// The disk is full (ENOSPC): the driver's current disk job could not
+    /// finish and it retries it until there is room (`false` once a retry
+    /// went through). Meanwhile the server takes no new writes: as leader it
+    /// refuses them with `RpcError::DiskFull`, it neither campaigns nor
+    /// accepts new entries, and it keeps serving reads.
+    DiskFull(bool),
 }
 
 /// Names one durable write. Ids increase by one with every

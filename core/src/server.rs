@@ -209,6 +209,7 @@ impl Server {
             Input::Leave => self.leave(now, out),
             Input::Unreachable(peer) => self.peer_unreachable(now, peer, out),
             Input::Persisted(id) => self.raft.persisted(now, id, out),
+            Input::DiskFull(full) => self.raft.set_disk_full(full),
         }
         self.after(now, out);
     }
@@ -426,6 +427,12 @@ impl Server {
         }
         if let Err(e) = self.check_limits(&request) {
             return self.respond(origin, Err(e), out);
+        }
+        // A leader whose disk is full cannot append: a write is refused at
+        // once, with nothing applied, rather than left to time out. A
+        // follower forwards it as usual (the leader's disk may have room).
+        if self.raft.disk_full() && request.op.is_write() && self.raft.role() == Role::Leader {
+            return self.respond(origin, Err(RpcError::DiskFull), out);
         }
         if self.pending_requests() >= self.config.pending_requests_max {
             return self.respond(origin, Err(RpcError::Busy), out);
@@ -802,6 +809,7 @@ impl Server {
                 self.hold(now, origin, request, out)
             }
             Err(ProposeError::Busy) => self.respond(origin, Err(RpcError::Busy), out),
+            Err(ProposeError::DiskFull) => self.respond(origin, Err(RpcError::DiskFull), out),
             Err(ProposeError::ConfigChangeInProgress) => {
                 // Another configuration change is committing: wait and retry.
                 self.hold(now, origin, request, out)

@@ -333,6 +333,7 @@ fn rpc_errors() -> Vec<(&'static str, RpcError)> {
         ),
         ("bad_request", RpcError::BadRequest("missing key".into())),
         ("busy", RpcError::Busy),
+        ("disk_full", RpcError::DiskFull),
         ("unknown", RpcError::Unknown("leadership lost".into())),
     ]
 }

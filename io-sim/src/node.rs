@@ -23,7 +23,7 @@ use tern_core::{
 };
 use tokio::sync::mpsc;
 
-use crate::fs::{DataDir, SharedFs, Storage, DATA_DIR};
+use crate::fs::{DataDir, SharedFs, Storage, StorageError, DATA_DIR};
 use crate::net::{
     decode_envelope, encode_envelope, receive_loop, send_detached, Datagram, TAG_PEER, TAG_REQUEST,
     TAG_RESPONSE,
@@ -160,6 +160,8 @@ enum Wake {
     Hint(NodeId),
     /// The disk finished the running job: its writes are durable.
     DiskDone,
+    /// The disk is full (it retries the job), or has room again.
+    DiskFull(bool),
     Closed,
 }
 
@@ -186,7 +188,7 @@ impl Driver {
         mut self,
         mut rx: mpsc::UnboundedReceiver<Datagram>,
         mut hints: mpsc::UnboundedReceiver<NodeId>,
-        mut disk_done: mpsc::UnboundedReceiver<()>,
+        mut disk_done: mpsc::UnboundedReceiver<DiskReport>,
     ) {
         loop {
             let mut released = Vec::new();
@@ -198,6 +200,7 @@ impl Driver {
                 }
                 Wake::Hint(about) => Input::Unreachable(about),
                 Wake::DiskDone => Input::Persisted(self.outbox.job_done(&mut released)),
+                Wake::DiskFull(full) => Input::DiskFull(full),
                 Wake::Datagram(d) => match self.decode(d) {
                     Some(input) => input,
                     None => continue,
@@ -214,7 +217,7 @@ impl Driver {
         &mut self,
         rx: &mut mpsc::UnboundedReceiver<Datagram>,
         hints: &mut mpsc::UnboundedReceiver<NodeId>,
-        disk_done: &mut mpsc::UnboundedReceiver<()>,
+        disk_done: &mut mpsc::UnboundedReceiver<DiskReport>,
     ) -> Wake {
         let deadline = match self.slot.server.lock().unwrap().as_ref() {
             Some(s) => s.poll_timeout(),
@@ -236,7 +239,10 @@ impl Driver {
             wait.map(|d| Box::pin(madsim::time::sleep(d)));
         poll_fn(|cx| {
             match disk_done.poll_recv(cx) {
-                Poll::Ready(Some(())) => return Poll::Ready(Wake::DiskDone),
+                Poll::Ready(Some(DiskReport::Done)) => return Poll::Ready(Wake::DiskDone),
+                Poll::Ready(Some(DiskReport::Full(full))) => {
+                    return Poll::Ready(Wake::DiskFull(full))
+                }
                 // The disk worker stopped: this incarnation was killed.
                 Poll::Ready(None) => return Poll::Ready(Wake::Closed),
                 Poll::Pending => {}
@@ -439,6 +445,17 @@ impl Driver {
     }
 }
 
+/// What the disk worker tells the node loop.
+enum DiskReport {
+    /// The running job is durable.
+    Done,
+    /// The disk is full (the job is retried), or has room again.
+    Full(bool),
+}
+
+/// How often a write refused for lack of space is tried again.
+const DISK_FULL_RETRY: std::time::Duration = std::time::Duration::from_millis(500);
+
 /// The node's disk: performs each job's writes in order through the
 /// daemon's data-dir code, with the simulated fsync latency, and reports
 /// when the job is durable. It is the only writer of the node's files. A
@@ -450,56 +467,80 @@ async fn disk_worker(
     slot: Arc<ServerSlot>,
     mut data_dir: DataDir<SharedFs>,
     mut jobs: mpsc::UnboundedReceiver<Vec<PersistWrite>>,
-    done: mpsc::UnboundedSender<()>,
+    done: mpsc::UnboundedSender<DiskReport>,
 ) {
     let incarnation = slot.fs.incarnation();
     while let Some(job) = jobs.recv().await {
         for w in &job {
-            // The fsync's latency is a window in which a crash finds the
-            // write incomplete: an append is written, then synced after the
-            // latency (a crash meanwhile keeps a random prefix of it, often
-            // tearing it); any other write (replaced atomically) happens at
-            // the end of the window or not at all.
-            let append = matches!(w.op, PersistOp::Append(_));
-            let result = if !w.sync {
-                data_dir.persist(&w.op, false)
-            } else if append {
-                match data_dir.persist(&w.op, false) {
-                    Ok(()) => {
-                        disk_latency(&shared, &slot).await;
-                        data_dir.sync()
+            let mut full = false;
+            loop {
+                // The fsync's latency is a window in which a crash finds the
+                // write incomplete: an append is written, then synced after the
+                // latency (a crash meanwhile keeps a random prefix of it, often
+                // tearing it); any other write (replaced atomically) happens at
+                // the end of the window or not at all.
+                let append = matches!(w.op, PersistOp::Append(_));
+                let result = if !w.sync {
+                    data_dir.persist(&w.op, false)
+                } else if append {
+                    match data_dir.persist(&w.op, false) {
+                        Ok(()) => {
+                            disk_latency(&shared, &slot).await;
+                            data_dir.sync()
+                        }
+                        Err(e) => Err(e),
                     }
-                    Err(e) => Err(e),
+                } else {
+                    disk_latency(&shared, &slot).await;
+                    data_dir.persist(&w.op, true)
+                };
+                if slot.fs.incarnation() != incarnation {
+                    return;
                 }
-            } else {
-                disk_latency(&shared, &slot).await;
-                data_dir.persist(&w.op, true)
-            };
-            if slot.fs.incarnation() != incarnation {
-                return;
-            }
-            if let Err(e) = result {
-                eprintln!(
-                    "[io-sim] {:?}: stopping: a durable write failed: {e}",
-                    slot.id
-                );
-                *slot.status.lock().unwrap() = NodeStatus::Failed(e.to_string());
-                *slot.server.lock().unwrap() = None;
-                return;
-            }
-            {
-                let mut c = slot.counters.lock().unwrap();
-                c.persists += 1;
-                c.fsyncs += u64::from(w.sync);
-                c.compactions += u64::from(matches!(w.op, PersistOp::PurgeUpTo(_)));
-                c.bytes_written = slot.fs.lock().stats().bytes_written;
-            }
-            let slow = data_dir.fs_mut().take_latency_ns();
-            if slow > 0 {
-                madsim::time::sleep(std::time::Duration::from_nanos(slow)).await;
+                if let Err(StorageError::NoSpace { path }) = &result {
+                    // Nothing durable is damaged and the partial write was cut
+                    // back: tell the node once, and try again until there is room.
+                    if !full {
+                        println!(
+                            "[io-sim] {:?}: {} is full; refusing writes until there is room",
+                            slot.id,
+                            path.display()
+                        );
+                        full = true;
+                        if done.send(DiskReport::Full(true)).is_err() {
+                            return;
+                        }
+                    }
+                    madsim::time::sleep(DISK_FULL_RETRY).await;
+                    continue;
+                }
+                if full && done.send(DiskReport::Full(false)).is_err() {
+                    return;
+                }
+                if let Err(e) = result {
+                    eprintln!(
+                        "[io-sim] {:?}: stopping: a durable write failed: {e}",
+                        slot.id
+                    );
+                    *slot.status.lock().unwrap() = NodeStatus::Failed(e.to_string());
+                    *slot.server.lock().unwrap() = None;
+                    return;
+                }
+                {
+                    let mut c = slot.counters.lock().unwrap();
+                    c.persists += 1;
+                    c.fsyncs += u64::from(w.sync);
+                    c.compactions += u64::from(matches!(w.op, PersistOp::PurgeUpTo(_)));
+                    c.bytes_written = slot.fs.lock().stats().bytes_written;
+                }
+                let slow = data_dir.fs_mut().take_latency_ns();
+                if slow > 0 {
+                    madsim::time::sleep(std::time::Duration::from_nanos(slow)).await;
+                }
+                break;
             }
         }
-        if slot.fs.incarnation() != incarnation || done.send(()).is_err() {
+        if slot.fs.incarnation() != incarnation || done.send(DiskReport::Done).is_err() {
             return;
         }
     }

@@ -676,6 +676,18 @@ impl World {
         self.fault("heal".into());
     }
 
+    /// Make a server's disk full (every write fails with ENOSPC), or give
+    /// it room again.
+    pub fn set_disk_full(&self, id: NodeId, full: bool) {
+        if let Some(slot) = self.slot(id) {
+            slot.fs.lock().set_full(full);
+            self.fault(format!(
+                "the disk of {id:?} is {}",
+                if full { "full" } else { "no longer full" }
+            ));
+        }
+    }
+
     /// Give one server a disk of its own speed (a slow or failing disk), or
     /// `None` to go back to the world's.
     pub fn set_fsync_latency(&self, id: NodeId, latency: Option<(StdDuration, StdDuration)>) {

@@ -529,3 +529,73 @@ fn a_failed_fsync_stops_the_server_naming_file_and_errno() {
         assert_eq!(world.status(victim), Some(NodeStatus::Running));
     });
 }
+
+/// Issue 7, deliverable 2: a full disk (ENOSPC) refuses writes with a clear
+/// error and keeps serving reads; once there is room, writes resume and
+/// nothing is lost. Here a one-server datacenter, where the leader's disk is
+/// the only one, so no other server could take the writes.
+#[test]
+fn a_full_disk_refuses_writes_keeps_serving_reads_and_recovers() {
+    use tern_core::rpc::RpcError;
+    run_seed(13, madsim::Config::default(), || async {
+        let world = World::new(SimOptions::default(), 1, |spec| spec.config());
+        let leader = one_leader(&world, Duration::from_secs(10)).await;
+        let client = world.add_client().await;
+        put_ok(&client, leader, "before", "1").await;
+
+        // Phase 1: the disk fills; the next write cannot be stored. The
+        // server learns it is full and refuses the writes that follow.
+        world.set_disk_full(leader, true);
+        let stuck = {
+            let client = world.add_client().await;
+            madsim::task::spawn(async move {
+                client
+                    .call(leader, put("stuck", "2"), Duration::from_secs(30))
+                    .await
+            })
+        };
+        madsim::time::sleep(Duration::from_millis(200)).await;
+        let refused = client
+            .call(leader, put("refused", "3"), Duration::from_secs(5))
+            .await
+            .unwrap();
+        assert_eq!(refused, Err(RpcError::DiskFull));
+        assert!(RpcError::DiskFull
+            .to_string()
+            .starts_with("No space left on device"));
+
+        // Reads are still served.
+        let read = client
+            .call(leader, get("before"), Duration::from_secs(5))
+            .await
+            .unwrap()
+            .unwrap();
+        match read.body {
+            ReplyBody::Kv(Some(e)) => assert_eq!(e.value, b"1"),
+            other => panic!("read before: {other:?}"),
+        }
+
+        // Phase 2: room again. The stuck write goes through and writes are
+        // taken again; nothing was lost.
+        world.set_disk_full(leader, false);
+        match stuck.await.unwrap() {
+            Ok(Ok(_)) => {}
+            other => panic!("the write queued while full: {other:?}"),
+        }
+        put_ok(&client, leader, "after", "4").await;
+        world.restart(leader);
+        let leader = one_leader(&world, Duration::from_secs(10)).await;
+        // A write in the new term makes the restarted server apply its log.
+        put_ok(&client, leader, "restarted", "5").await;
+        for (k, v) in [("before", "1"), ("stuck", "2"), ("after", "4")] {
+            let got = world
+                .with_server(leader, |s| s.fsm().kv_get(k).map(|e| e.value.clone()))
+                .unwrap();
+            assert_eq!(got.as_deref(), Some(v.as_bytes()), "{k} after a restart");
+        }
+        assert_eq!(
+            world.with_server(leader, |s| s.fsm().kv_get("refused").is_none()),
+            Some(true)
+        );
+    });
+}

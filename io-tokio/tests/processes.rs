@@ -618,3 +618,90 @@ fn a_refused_peer_message_closes_its_connection_and_changes_nothing() {
     let _ = child.kill();
     let _ = child.wait();
 }
+
+/// Issue 7, deliverable 2, on a real agent and a real full filesystem (a
+/// 1 MiB tmpfs; the test mounts it, as root, and fails if it cannot): once
+/// the data dir's device is full, writes are refused with a clear error,
+/// reads are still served, and once there is room again (the tmpfs is grown)
+/// writes resume and nothing acknowledged is lost.
+#[test]
+fn a_full_data_dir_refuses_writes_serves_reads_and_recovers() {
+    let mnt = temp_dir("fulltmpfs");
+    let mount = |opts: &str| {
+        Command::new("mount")
+            .args(["-t", "tmpfs", "-o", opts, "tmpfs"])
+            .arg(&mnt)
+            .status()
+            .is_ok_and(|s| s.success())
+    };
+    assert!(
+        mount("size=1m"),
+        "mounting a 1 MiB tmpfs at {} failed: this test needs root (CI and the dev machines run as root)",
+        mnt.display()
+    );
+    struct Unmount(PathBuf);
+    impl Drop for Unmount {
+        fn drop(&mut self) {
+            let _ = Command::new("umount").arg("-l").arg(&self.0).status();
+        }
+    }
+    let _unmount = Unmount(mnt.clone());
+    let http = free_port();
+    let server = free_port();
+    let mut child = spawn_single_server("full", &mnt.join("data"), http, server);
+    let base = format!("http://127.0.0.1:{http}");
+    let end = Instant::now() + Duration::from_secs(15);
+    while put(&format!("{base}/v1/kv/first"), "1").map(|r| r.1) != Some("true".into()) {
+        assert!(Instant::now() < end, "the server never took a write");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+
+    // Phase 1: fill the device. The write that meets ENOSPC waits (the
+    // agent retries it); the ones after it are refused at once.
+    let value = "v".repeat(60 << 10);
+    let mut acked = Vec::new();
+    let mut refused = None;
+    for i in 0..40 {
+        match put(&format!("{base}/v1/kv/k{i}"), &value) {
+            Some((200, b)) if b == "true" => acked.push(i),
+            Some((500, b)) if b.starts_with("No space left on device") => {
+                refused = Some(b);
+                break;
+            }
+            _ => {} // the write that hit the full disk, still waiting
+        }
+    }
+    let refused = refused.expect("writes were refused once the disk was full");
+    assert!(
+        refused.contains("writes are refused until there is room"),
+        "{refused}"
+    );
+    assert!(!acked.is_empty(), "some writes fit before the disk filled");
+
+    // Reads are still served.
+    assert_eq!(
+        get(&format!("{base}/v1/kv/first?raw")).map(|r| r.1),
+        Some("1".into())
+    );
+
+    // Phase 2: room again; writes resume, nothing acknowledged was lost.
+    assert!(
+        Command::new("mount")
+            .args(["-o", "remount,size=64m"])
+            .arg(&mnt)
+            .status()
+            .is_ok_and(|s| s.success()),
+        "growing the tmpfs failed"
+    );
+    let end = Instant::now() + Duration::from_secs(15);
+    while put(&format!("{base}/v1/kv/after"), "2").map(|r| r.1) != Some("true".into()) {
+        assert!(Instant::now() < end, "writes never resumed");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    for i in acked {
+        let (status, _) = get(&format!("{base}/v1/kv/k{i}?raw")).unwrap();
+        assert_eq!(status, 200, "k{i} was acknowledged");
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+}

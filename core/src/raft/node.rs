@@ -33,6 +33,8 @@ pub enum ProposeError {
     Busy,
     /// A configuration change is still uncommitted (one at a time, thesis §4.1).
     ConfigChangeInProgress,
+    /// This server's disk is full (`Input::DiskFull`): nothing can be appended.
+    DiskFull,
     /// The change makes no sense: unknown server, already a voter, ...
     BadChange(String),
 }
@@ -99,6 +101,9 @@ pub struct Raft {
     /// Writes in flight that extend the log, with the log index each makes
     /// durable once it is.
     pending_log_writes: VecDeque<(PersistId, LogIndex)>,
+    /// The driver reported the disk full (`Input::DiskFull`): no campaign
+    /// (a vote must be persisted), no new entries taken or proposed.
+    disk_full: bool,
 
     // Volatile state.
     role: Role,
@@ -195,6 +200,7 @@ impl Raft {
             persist_durable: PersistId(0),
             durable_index,
             pending_log_writes: VecDeque::new(),
+            disk_full: false,
             role: Role::Follower,
             leader: None,
             commit,
@@ -352,7 +358,9 @@ impl Raft {
             }
             _ => {
                 if now >= self.election_deadline {
-                    if self.membership.is_voter(self.id) {
+                    // With a full disk this server could not persist its
+                    // vote: it stays a follower until there is room.
+                    if self.membership.is_voter(self.id) && !self.disk_full {
                         self.start_pre_vote(now, out);
                     } else {
                         self.reset_election_timer(now);
@@ -697,6 +705,9 @@ impl Raft {
         if self.transfer.is_some() {
             return Err(ProposeError::TransferInProgress);
         }
+        if self.disk_full {
+            return Err(ProposeError::DiskFull);
+        }
         let uncommitted = self.log.last_index().0 - self.commit.0;
         if uncommitted as usize >= self.opts.pending_proposals_max {
             return Err(ProposeError::Busy);
@@ -880,6 +891,11 @@ impl Raft {
             return;
         }
         self.accept_leader(now, from, req.term, out);
+        if self.disk_full && !req.entries.is_empty() {
+            // Nowhere to store them: taken as lost (the leader sends them
+            // again), so nothing piles up in memory while the disk is full.
+            return;
+        }
 
         let AppendEntries {
             prev_log_index: mut prev,
@@ -1173,6 +1189,10 @@ impl Raft {
             return;
         }
         self.accept_leader(now, from, req.term, out);
+        if self.disk_full {
+            // Nowhere to store it: the leader sends it again later.
+            return;
+        }
         let meta = req.snapshot.meta.clone();
         self.install(now, req.snapshot, out);
         let resp = InstallSnapshotResponse {
@@ -1539,6 +1559,15 @@ impl Raft {
         self.durable_index = self.durable_index.min(self.log.last_index());
         self.maybe_commit(now, out);
         self.confirm_reads();
+    }
+
+    /// The driver says the disk is full, or has room again.
+    pub fn set_disk_full(&mut self, full: bool) {
+        self.disk_full = full;
+    }
+
+    pub fn disk_full(&self) -> bool {
+        self.disk_full
     }
 
     /// How far this server's own log is durable.

@@ -154,6 +154,9 @@ pub enum RpcError {
     /// The outcome is unknown: the request may or may not have been applied
     /// (leadership was lost, or a forwarded request got no answer).
     Unknown(String),
+    /// The leader's data dir is full (ENOSPC): it refuses writes, and
+    /// nothing was applied, until there is room; reads are still served.
+    DiskFull,
 }
 
 impl core::fmt::Display for RpcError {
@@ -167,6 +170,9 @@ impl core::fmt::Display for RpcError {
             RpcError::TooLarge(s) | RpcError::BadRequest(s) => f.write_str(s),
             RpcError::Busy => f.write_str("Server is busy, try again later"),
             RpcError::Unknown(s) => write!(f, "outcome unknown: {s}"),
+            RpcError::DiskFull => f.write_str(
+                "No space left on device: the leader's data dir is full; writes are refused until there is room",
+            ),
         }
     }
 }

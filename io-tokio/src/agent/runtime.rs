@@ -15,7 +15,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::{AgentHandle, AgentOptions, AgentStatus, HandleInner, ToAgent};
 use crate::net::{self, Hello, Inbound, Pool};
-use crate::storage::{open_data_dir, MemStorage, Storage};
+use crate::storage::{open_data_dir, MemStorage, Storage, StorageError};
 
 /// A running agent.
 pub struct Agent {
@@ -230,7 +230,7 @@ fn spawn_disk_thread(
     mut storage: Box<dyn Storage>,
 ) -> (
     mpsc::UnboundedSender<DiskJob>,
-    mpsc::UnboundedReceiver<Result<(), String>>,
+    mpsc::UnboundedReceiver<DiskReport>,
 ) {
     let (job_tx, mut job_rx) = mpsc::unbounded_channel::<DiskJob>();
     let (done_tx, done_rx) = mpsc::unbounded_channel();
@@ -239,10 +239,7 @@ fn spawn_disk_thread(
         .spawn(move || {
             while let Some(job) = job_rx.blocking_recv() {
                 let started = std::time::Instant::now();
-                let result = job
-                    .iter()
-                    .try_for_each(|w| storage.persist(&w.op, w.sync))
-                    .map_err(|e| e.to_string());
+                let result = persist_job(storage.as_mut(), &job, &done_tx);
                 let took = started.elapsed();
                 if took > SLOW_DISK_JOB {
                     let snapshots = job
@@ -261,13 +258,68 @@ fn spawn_disk_thread(
                         job.len()
                     );
                 }
-                if done_tx.send(result).is_err() {
+                let report = match result {
+                    Ok(()) => DiskReport::Done,
+                    Err(e) => DiskReport::Failed(e),
+                };
+                if done_tx.send(report).is_err() {
                     return;
                 }
             }
         })
         .expect("spawning the disk thread");
     (job_tx, done_rx)
+}
+
+/// What the disk thread tells the agent.
+enum DiskReport {
+    /// The running job is durable.
+    Done,
+    /// The disk is full (ENOSPC): the job is retried until there is room
+    /// (`false` once a retry went through).
+    Full(bool),
+    /// A durable write failed: the agent must stop.
+    Failed(String),
+}
+
+/// How often a write refused for lack of space is tried again.
+const DISK_FULL_RETRY: StdDuration = StdDuration::from_secs(1);
+
+/// Performs a job's writes in order. A full disk is not an error: the data
+/// dir cut the partial write back, so the write is tried again until there
+/// is room, and the agent is told (it refuses writes meanwhile). Any other
+/// failure ends the job.
+fn persist_job(
+    storage: &mut dyn Storage,
+    job: &DiskJob,
+    report: &mpsc::UnboundedSender<DiskReport>,
+) -> Result<(), String> {
+    for w in job {
+        let mut full = false;
+        loop {
+            match storage.persist(&w.op, w.sync) {
+                Ok(()) => break,
+                Err(StorageError::NoSpace { path }) => {
+                    if !full {
+                        tracing::error!(
+                            "{} is full: refusing writes until there is room (retrying every {} s)",
+                            path.display(),
+                            DISK_FULL_RETRY.as_secs()
+                        );
+                        full = true;
+                        let _ = report.send(DiskReport::Full(true));
+                    }
+                    std::thread::sleep(DISK_FULL_RETRY);
+                }
+                Err(e) => return Err(e.to_string()),
+            }
+        }
+        if full {
+            tracing::info!("the data dir has room again: taking writes");
+            let _ = report.send(DiskReport::Full(false));
+        }
+    }
+    Ok(())
 }
 
 async fn join_loop(addrs: Vec<String>, ours: Hello, found: mpsc::Sender<Hello>) {
@@ -426,10 +478,18 @@ impl Loop {
     /// The running disk job finished: on success release what waited for
     /// it, tell the core what is durable, and go on; a failed durable write
     /// stops the agent (continuing could acknowledge what is not on disk).
-    fn disk_done(&mut self, done: Option<Result<(), String>>) {
+    fn disk_done(&mut self, done: Option<DiskReport>) {
         match done {
-            Some(Ok(())) => {}
-            Some(Err(e)) => {
+            Some(DiskReport::Done) => {}
+            Some(DiskReport::Full(full)) => {
+                let mut out = Vec::new();
+                if let Some(server) = self.server.as_mut() {
+                    server.handle(self.clock.now(), Input::DiskFull(full), &mut out);
+                }
+                self.pump(&mut out);
+                return;
+            }
+            Some(DiskReport::Failed(e)) => {
                 tracing::error!("stopping: a durable write failed: {e}");
                 std::process::exit(1);
             }

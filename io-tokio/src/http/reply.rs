@@ -43,7 +43,8 @@ impl From<RpcError> for ApiError {
             RpcError::NoLeader
             | RpcError::NotReadyForConsistentReads
             | RpcError::NoPathToDatacenter
-            | RpcError::Unknown(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            | RpcError::Unknown(_)
+            | RpcError::DiskFull => StatusCode::INTERNAL_SERVER_ERROR,
             RpcError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             RpcError::BadRequest(_) => StatusCode::BAD_REQUEST,
             // A full queue on this server: "try again later" is Consul's 429.

@@ -123,6 +123,10 @@ impl Raft {
             return;
         }
         self.accept_leader(now, from, m.term, out);
+        if self.disk_full {
+            // Nowhere to store it: the leader resumes once there is room.
+            return;
+        }
         if index <= self.commit {
             // Everything it covers is committed here already.
             return answer(self, m.total_bytes, out);
