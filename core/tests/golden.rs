@@ -359,6 +359,19 @@ fn wal_records() -> Vec<(&'static str, WalRecord)> {
         ("save_snapshot", WalRecord::SaveSnapshot(snapshot())),
         ("purge_up_to", WalRecord::PurgeUpTo(LogIndex(90))),
         ("install_snapshot", WalRecord::InstallSnapshot(snapshot())),
+        (
+            "snapshot_header",
+            WalRecord::SnapshotHeader {
+                installed: true,
+                meta: snapshot().meta,
+                total_bytes: 7,
+                crc32c: 0x1234_5678,
+            },
+        ),
+        (
+            "snapshot_piece",
+            WalRecord::SnapshotPiece(vec![0, 1, 2, 3, 0x7f, 0x80, 0xff]),
+        ),
     ]
 }
 

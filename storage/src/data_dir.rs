@@ -148,6 +148,9 @@ fn light_durable(d: &Durable) -> Durable {
     }
 }
 
+/// The most snapshot bytes in one record of a snapshot file.
+pub const SNAPSHOT_PIECE_BYTES: usize = 4 << 20;
+
 fn encode(record: WalRecord) -> Vec<u8> {
     let mut bytes = Vec::new();
     encode_record(&record, &mut bytes);
@@ -333,16 +336,37 @@ impl<F: Fs> DataDir<F> {
         Ok(())
     }
 
-    fn persist_snapshot_file(
-        &mut self,
-        record: WalRecord,
-        meta: &SnapshotMeta,
-    ) -> Result<(), Fail> {
+    /// Writes a snapshot file: a `SnapshotHeader` record, then the bytes in
+    /// `SnapshotPiece` records of at most [`SNAPSHOT_PIECE_BYTES`], so a
+    /// state of any size is a file of bounded records, written piece by
+    /// piece (replaced atomically like the hard state).
+    fn persist_snapshot_file(&mut self, snapshot: &Snapshot, installed: bool) -> Result<(), Fail> {
         // Appends the snapshot depends on reach the disk before it does.
         self.sync_log()?;
         self.raise_purged()?;
+        let meta = &snapshot.meta;
         let (index, term) = (meta.last_index, meta.last_term);
-        self.replace_file(&files::snapshot_name(index, term), &encode(record))?;
+        let header = WalRecord::SnapshotHeader {
+            installed,
+            meta: meta.clone(),
+            total_bytes: snapshot.data.len() as u64,
+            crc32c: crc32c::crc32c(&snapshot.data),
+        };
+        let pieces = std::iter::once(encode(header)).chain(
+            snapshot
+                .data
+                .chunks(SNAPSHOT_PIECE_BYTES)
+                .map(|c| encode(WalRecord::SnapshotPiece(c.to_vec()))),
+        );
+        let name = files::snapshot_name(index, term);
+        files::write_atomically_pieces(&mut self.fs, &self.dir, &name, pieces).map_err(
+            |e| match e.op {
+                FsOp::Create | FsOp::Write if e.is_no_space() => {
+                    Fail::Clean(StorageError::NoSpace { path: e.path })
+                }
+                _ => fatal(e),
+            },
+        )?;
         self.snapshots.push((index, term));
         let mut deleted = false;
         while self.snapshots.len() > SNAPSHOTS_KEPT {
@@ -415,7 +439,7 @@ impl<F: Fs> DataDir<F> {
     fn persist_install(&mut self, snapshot: &Snapshot) -> Result<(), Fail> {
         let meta = &snapshot.meta;
         let keep = self.summary.term_at(meta.last_index) == Some(meta.last_term);
-        self.persist_snapshot_file(WalRecord::InstallSnapshot(snapshot.clone()), meta)?;
+        self.persist_snapshot_file(snapshot, true)?;
         if keep {
             // Past the snapshot file, any failure is fatal.
             return self.purge_disk(meta.last_index).map_err(|f| match f {
@@ -443,9 +467,7 @@ impl<F: Fs> DataDir<F> {
             }
             PersistOp::Append(entries) => self.persist_append(entries, sync),
             PersistOp::TruncateFrom(at) => self.persist_truncate(*at, sync),
-            PersistOp::SaveSnapshot(s) => {
-                self.persist_snapshot_file(WalRecord::SaveSnapshot(s.clone()), &s.meta)
-            }
+            PersistOp::SaveSnapshot(s) => self.persist_snapshot_file(s, false),
             PersistOp::PurgeUpTo(at) => {
                 self.purge_disk(*at)?;
                 if sync {

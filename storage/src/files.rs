@@ -95,6 +95,31 @@ pub(crate) fn write_atomically(
     fs.sync_dir(dir)
 }
 
+/// As [`write_atomically`], for a file written as several pieces (each
+/// appended in turn, so no buffer holds the whole file).
+pub(crate) fn write_atomically_pieces<'a>(
+    fs: &mut impl Fs,
+    dir: &Path,
+    name: &str,
+    pieces: impl Iterator<Item = Vec<u8>> + 'a,
+) -> Result<(), FsError> {
+    let path = dir.join(name);
+    let tmp = dir.join(format!("{name}{TMP_SUFFIX}"));
+    let result = (|| {
+        fs.create(&tmp)?;
+        for piece in pieces {
+            fs.append(&tmp, &piece)?;
+        }
+        fs.sync(&tmp)
+    })();
+    if let Err(e) = result {
+        let _ = fs.remove(&tmp);
+        return Err(e);
+    }
+    fs.rename(&tmp, &path)?;
+    fs.sync_dir(dir)
+}
+
 /// The raft dir's files, by what they are.
 pub(crate) fn list(fs: &mut impl Fs, dir: &Path) -> Result<Vec<(PathBuf, FileKind)>, FsError> {
     Ok(fs

@@ -280,6 +280,84 @@ fn replay_segments(d: &mut Durable, segments: &[Segment]) -> Result<(), StorageE
     Ok(())
 }
 
+/// A snapshot file as one snapshot record: a `SnapshotHeader` and its
+/// `SnapshotPiece`s, put back together and checked against the header's size
+/// and crc32c; or, from an older build, a single snapshot record. The file
+/// is only ever replaced atomically, so any damage is corruption.
+fn read_snapshot_file(fs: &mut impl Fs, path: &Path) -> Result<WalRecord, StorageError> {
+    let bytes = fs.read(path)?;
+    let rec = wal::recover(&bytes)
+        .map_err(|wal::WalError::Corrupt { offset, reason }| corrupt(path, offset, reason))?;
+    drop(bytes);
+    if let Some(torn) = rec.torn_tail {
+        return Err(corrupt(
+            path,
+            torn.offset,
+            "the record is damaged or cut short (the file is replaced atomically, \
+             so this is not a torn write)",
+        ));
+    }
+    let offsets = rec.offsets;
+    let mut records = rec.records.into_iter();
+    let Some(WalRecord::SnapshotHeader {
+        installed,
+        meta,
+        total_bytes,
+        crc32c,
+    }) = records.next()
+    else {
+        return read_single(fs, path);
+    };
+    let mut data = Vec::with_capacity(usize::try_from(total_bytes).unwrap_or(0).min(1 << 30));
+    for (i, r) in records.enumerate() {
+        let at = offsets.get(i + 1).copied().unwrap_or(0);
+        match r {
+            WalRecord::SnapshotPiece(piece)
+                if data.len() as u64 + piece.len() as u64 <= total_bytes =>
+            {
+                data.extend_from_slice(&piece)
+            }
+            WalRecord::SnapshotPiece(_) => {
+                return Err(corrupt(
+                    path,
+                    at,
+                    "more snapshot bytes than the header announced",
+                ))
+            }
+            _ => {
+                return Err(corrupt(
+                    path,
+                    at,
+                    "a snapshot file holds only its pieces after its header",
+                ))
+            }
+        }
+    }
+    if data.len() as u64 != total_bytes {
+        return Err(corrupt(
+            path,
+            0,
+            format!(
+                "the header announced {total_bytes} snapshot bytes, the pieces hold {}",
+                data.len()
+            ),
+        ));
+    }
+    if crc32c::crc32c(&data) != crc32c {
+        return Err(corrupt(
+            path,
+            0,
+            "the snapshot's bytes do not match the header's crc32c",
+        ));
+    }
+    let snapshot = Snapshot { meta, data };
+    Ok(if installed {
+        WalRecord::InstallSnapshot(snapshot)
+    } else {
+        WalRecord::SaveSnapshot(snapshot)
+    })
+}
+
 /// The one record of a file that is only ever replaced atomically: any
 /// damage, even at its end, is corruption.
 fn read_single(fs: &mut impl Fs, path: &Path) -> Result<WalRecord, StorageError> {
@@ -326,7 +404,7 @@ fn read_snapshot(
     index: LogIndex,
     term: Term,
 ) -> Result<WalRecord, StorageError> {
-    let record = read_single(fs, path)?;
+    let record = read_snapshot_file(fs, path)?;
     let meta = match &record {
         WalRecord::SaveSnapshot(s)
         | WalRecord::InstallSnapshot(s)

@@ -7,6 +7,7 @@ use serde::{Deserialize, Serialize};
 pub struct KvWrite {
     pub key: String,
     pub flags: u64,
+    #[serde(with = "serde_bytes")]
     pub value: Vec<u8>,
 }
 
@@ -47,6 +48,7 @@ pub enum Command {
 pub struct KvEntry {
     pub key: String,
     pub flags: u64,
+    #[serde(with = "serde_bytes")]
     pub value: Vec<u8>,
     pub create_index: u64,
     pub modify_index: u64,

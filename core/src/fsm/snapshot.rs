@@ -43,6 +43,7 @@ pub(crate) struct KvSnapshot {
 pub(crate) struct EntryRecord {
     pub(crate) key: String,
     pub(crate) flags: u64,
+    #[serde(with = "serde_bytes")]
     pub(crate) value: Vec<u8>,
     pub(crate) create_index: u64,
     pub(crate) modify_index: u64,
@@ -75,6 +76,7 @@ pub(crate) struct KvSnapshotRef<'a> {
 pub(crate) struct EntryRef<'a> {
     pub(crate) key: &'a str,
     pub(crate) flags: u64,
+    #[serde(with = "serde_bytes")]
     pub(crate) value: &'a [u8],
     pub(crate) create_index: u64,
     pub(crate) modify_index: u64,

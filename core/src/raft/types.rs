@@ -96,6 +96,7 @@ pub struct SnapshotMeta {
 pub struct Snapshot {
     pub meta: SnapshotMeta,
     /// The state machine's own encoding (see `fsm::Fsm::snapshot`).
+    #[serde(with = "serde_bytes")]
     pub data: Vec<u8>,
 }
 
@@ -176,6 +177,7 @@ pub struct InstallSnapshotChunk {
     pub crc32c: u32,
     /// Where `data` starts in the snapshot.
     pub offset: u64,
+    #[serde(with = "serde_bytes")]
     pub data: Vec<u8>,
     pub seq: u64,
 }

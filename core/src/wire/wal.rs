@@ -13,7 +13,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::action::PersistOp;
 use crate::ids::{LogIndex, Term};
-use crate::raft::{Durable, Entry, HardState, Snapshot};
+use crate::raft::{Durable, Entry, HardState, Snapshot, SnapshotMeta};
 use crate::wire::codec;
 
 /// Bytes in a record header: payload length, then checksum.
@@ -56,6 +56,20 @@ pub enum WalRecord {
     PurgeUpTo(LogIndex),
     /// `PersistOp::InstallSnapshot`.
     InstallSnapshot(Snapshot),
+    /// The first record of a snapshot file written in pieces: what the
+    /// snapshot is (saved by this server, or installed from the leader), its
+    /// size and the crc32c of all its bytes, which follow in
+    /// `SnapshotPiece`s. A snapshot of any size is then a file of bounded
+    /// records, never one record over [`WAL_RECORD_BYTES_MAX`]. Only in
+    /// snapshot files, never in the log.
+    SnapshotHeader {
+        installed: bool,
+        meta: SnapshotMeta,
+        total_bytes: u64,
+        crc32c: u32,
+    },
+    /// The next bytes of the snapshot a `SnapshotHeader` announced.
+    SnapshotPiece(#[serde(with = "serde_bytes")] Vec<u8>),
 }
 
 impl From<PersistOp> for WalRecord {
@@ -119,6 +133,9 @@ impl WalRecord {
             WalRecord::SaveSnapshot(s) => vec![PersistOp::SaveSnapshot(s.clone())],
             WalRecord::PurgeUpTo(at) => vec![PersistOp::PurgeUpTo(*at)],
             WalRecord::InstallSnapshot(s) => vec![PersistOp::InstallSnapshot(s.clone())],
+            // Parts of a snapshot file: the file as a whole is one
+            // `SaveSnapshot` or `InstallSnapshot` (see the data dir).
+            WalRecord::SnapshotHeader { .. } | WalRecord::SnapshotPiece(_) => Vec::new(),
         }
     }
 }
@@ -342,7 +359,7 @@ mod tests {
     use super::*;
     use crate::fsm::{Command, KvCommand, KvWrite};
     use crate::ids::{NodeId, Term};
-    use crate::raft::{EntryPayload, Membership, SnapshotMeta};
+    use crate::raft::{EntryPayload, Membership};
 
     fn entry(index: u64, term: u64) -> Entry {
         Entry {
