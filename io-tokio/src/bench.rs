@@ -110,9 +110,14 @@ pub fn run(
         clients,
         duration,
         value_size,
+        DEFAULT_KEYS_PER_CLIENT,
         REQUEST_TIMEOUT,
     )
 }
+
+/// Keys each client cycles through unless told otherwise: 64 clients write
+/// 64k distinct keys.
+pub const DEFAULT_KEYS_PER_CLIENT: u64 = 1000;
 
 /// [`run`] with the per-request timeout as a parameter (the tests shorten it).
 fn run_with_timeout(
@@ -121,6 +126,7 @@ fn run_with_timeout(
     clients: usize,
     duration: Duration,
     value_size: usize,
+    keys_per_client: u64,
     request_timeout: Duration,
 ) -> BenchReport {
     // Every client failed before sending anything.
@@ -154,6 +160,7 @@ fn run_with_timeout(
         value_base64: base64(&value),
         value,
         deadline: start + duration,
+        keys_per_client: keys_per_client.max(1),
         request_timeout,
     });
     let tally = runtime.block_on(async move {
@@ -202,6 +209,8 @@ struct Workload {
     value_base64: String,
     /// When clients stop issuing requests (one already in flight finishes).
     deadline: Instant,
+    /// Client `c` writes `bench/c/0` .. `bench/c/(keys_per_client - 1)`, in turn.
+    keys_per_client: u64,
     request_timeout: Duration,
 }
 
@@ -211,7 +220,7 @@ impl Workload {
     fn request(&self, c: usize, i: u64, out: &mut Vec<u8>) {
         const INFALLIBLE: &str = "writing to a Vec cannot fail";
         out.clear();
-        let key = format!("bench/{c}/{}", i % 1000);
+        let key = format!("bench/{c}/{}", i % self.keys_per_client);
         let host = &self.host;
         match self.target {
             Target::Consul => {
@@ -632,8 +641,9 @@ pub fn main(args: &[String]) -> i32 {
     let mut duration = Duration::from_secs(10);
     let mut size = 256usize;
     let mut target = Target::Consul;
+    let mut keys = DEFAULT_KEYS_PER_CLIENT;
     if args.first().map(String::as_str) != Some("kv") {
-        eprintln!("usage: tern bench kv [--http-addr A] [--clients N] [--duration D] [--value-size B] [--target tern|etcd]");
+        eprintln!("usage: tern bench kv [--http-addr A] [--clients N] [--duration D] [--value-size B] [--keys-per-client K] [--target tern|etcd]");
         return 1;
     }
     let mut it = args[1..].iter();
@@ -672,13 +682,25 @@ pub fn main(args: &[String]) -> i32 {
                 Ok(n) => size = n,
                 _ => return bad("must be a number of bytes"),
             },
+            "keys-per-client" => match value.parse() {
+                Ok(n) if n > 0 => keys = n,
+                _ => return bad("must be a positive number"),
+            },
             _ => {
                 eprintln!("unknown flag -{flag}");
                 return 1;
             }
         }
     }
-    let r = run(target, &http, clients, duration, size);
+    let r = run_with_timeout(
+        target,
+        &http,
+        clients,
+        duration,
+        size,
+        keys,
+        REQUEST_TIMEOUT,
+    );
     println!(
         "clients={clients} value_size={size} duration_s={:.1} {r}",
         r.seconds
@@ -871,7 +893,7 @@ mod tests {
             Ok(false)
         });
         let timeout = Duration::from_millis(100);
-        let r = run_with_timeout(Target::Consul, &server.addr, 1, SHORT, 16, timeout);
+        let r = run_with_timeout(Target::Consul, &server.addr, 1, SHORT, 16, 3, timeout);
         assert_eq!(r.writes, 0, "{r}");
         assert!(r.errors >= 2, "{r}");
         assert!(

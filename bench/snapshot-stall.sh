@@ -1,0 +1,50 @@
+#!/usr/bin/env bash
+# What snapshots cost a loaded cluster, in one run on this machine: the same
+# 64-client put workload (256-byte values) against 3 Tern servers twice, once
+# with a snapshot about every second (raft_snapshot_threshold 1024,
+# raft_snapshot_interval 1s) and once without (threshold out of reach).
+# It prints numbers; it asserts nothing. Usage: bench/snapshot-stall.sh [seconds]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+DUR=${1:-20}
+WORK=$(mktemp -d /tmp/tern-snapstall.XXXXXX)
+trap 'pkill -9 -f "$WORK" 2>/dev/null || true; rm -rf "$WORK"' EXIT
+cargo build --release -q -p tern
+TERN=$PWD/target/release/tern
+port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+
+run_cluster() { # name hcl -> prints the bench line
+  local name=$1 hcl=$2
+  local -a H S
+  for i in 1 2 3; do H[$i]=$(port); S[$i]=$(port); done
+  for i in 1 2 3; do
+    local joins=()
+    for j in 1 2 3; do [ "$j" = "$i" ] || joins+=("-retry-join=127.0.0.1:${S[$j]}"); done
+    "$TERN" agent -server -bootstrap-expect=3 -node="s$i" -data-dir="$WORK/$name$i" \
+      -hcl="$hcl" -bind=127.0.0.1 -client=127.0.0.1 -http-port="${H[$i]}" -server-port="${S[$i]}" \
+      "${joins[@]}" >>"$WORK/$name$i.log" 2>&1 &
+    disown "$!"
+  done
+  local leader=""
+  until [ -n "$leader" ]; do
+    sleep 0.2
+    for i in 1 2 3; do
+      l=$(curl -s -m 1 "http://127.0.0.1:${H[$i]}/v1/status/leader" 2>/dev/null | tr -d '"') || continue
+      for j in 1 2 3; do [ "$l" = "127.0.0.1:${S[$j]}" ] && leader=$j; done
+    done
+  done
+  "$TERN" bench kv --target tern --http-addr "127.0.0.1:${H[$leader]}" --clients 64 --duration "${DUR}s" --value-size 256
+  local snaps; snaps=$(cat "$WORK/$name"*.log | grep -c "snapshot taken" || true)
+  echo "snapshots_taken=$snaps"
+  pkill -9 -f "$WORK/$name" || true
+  sleep 1
+}
+BASE='performance { raft_multiplier = 1 }'
+echo "== without snapshots"
+run_cluster none "$BASE
+raft_snapshot_threshold = 100000000"
+echo "== a snapshot about every second"
+run_cluster every "$BASE
+raft_snapshot_threshold = 1024
+raft_snapshot_interval = \"1s\""
+echo "Machine: $(nproc) vCPU, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs)"
