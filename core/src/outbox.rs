@@ -15,6 +15,17 @@
 //!    it and returns the id to report to the core as
 //!    [`crate::Input::Persisted`]. Then back to 2.
 //!
+//! A server's own snapshot (`PersistOp::SaveSnapshot`) takes a second lane:
+//! [`Outbox::start_background`] hands it to the driver to write *beside*
+//! the log, so appends and their fsyncs never queue behind a snapshot file.
+//! Nothing waits for it (the core names no own snapshot in a send's
+//! `after`), except the writes that must follow it: a `PurgeUpTo` (held,
+//! while later appends overtake it: they touch other entries) and an
+//! `InstallSnapshot` (held with everything after it). When the driver
+//! reports it written ([`Outbox::background_done`]), the snapshot goes
+//! through the log lane once more, where the data dir only adopts the file
+//! already on disk, and the held writes follow it.
+//!
 //! Pure and synchronous: it never touches a disk or a clock.
 
 use std::collections::VecDeque;
@@ -41,6 +52,13 @@ pub struct Outbox {
     durable: PersistId,
     /// Sends waiting for a write, in the order the core asked for them.
     waiting: VecDeque<(PersistId, Action)>,
+    /// Own snapshots to write beside the log, in id order.
+    background: VecDeque<PersistWrite>,
+    /// The own snapshot being written beside the log.
+    background_running: Option<PersistWrite>,
+    /// Writes that must follow the own snapshots still to be written, in
+    /// order (see the module docs).
+    held: VecDeque<PersistWrite>,
     /// Planted bug `send-before-persisted`: release waiting sends when their
     /// write is *started* rather than when it is durable.
     #[cfg(feature = "bugs")]
@@ -74,13 +92,58 @@ impl Outbox {
                         last.is_none_or(|l| id > l) && id > self.durable,
                         "persist ids increase: {id:?} after {last:?}"
                     );
-                    self.queued.push_back(PersistWrite { id, op, sync });
+                    let w = PersistWrite { id, op, sync };
+                    let snapshot_pending =
+                        self.background_running.is_some() || !self.background.is_empty();
+                    let holding_all = self
+                        .held
+                        .iter()
+                        .any(|h| matches!(h.op, PersistOp::InstallSnapshot(_)));
+                    match &w.op {
+                        PersistOp::SaveSnapshot(_) if !holding_all => self.background.push_back(w),
+                        PersistOp::PurgeUpTo(_) | PersistOp::InstallSnapshot(_)
+                            if snapshot_pending =>
+                        {
+                            self.held.push_back(w)
+                        }
+                        _ if holding_all => self.held.push_back(w),
+                        _ => self.queued.push_back(w),
+                    }
                 }
                 Action::Send {
                     after: Some(after), ..
                 } if after > self.released_upto() => self.waiting.push_back((after, a)),
                 other => ready.push(other),
             }
+        }
+    }
+
+    /// The next own snapshot to write beside the log, if none is being
+    /// written: the driver writes it (durably) without holding up the log
+    /// lane, then calls [`Outbox::background_done`].
+    pub fn start_background(&mut self) -> Option<PersistWrite> {
+        if self.background_running.is_some() {
+            return None;
+        }
+        let w = self.background.pop_front()?;
+        self.background_running = Some(w.clone());
+        Some(w)
+    }
+
+    /// The own snapshot from [`Outbox::start_background`] is on disk: it goes
+    /// through the log lane once more (the data dir adopts the file), first,
+    /// and once no other own snapshot is pending, the held writes follow.
+    ///
+    /// # Panics
+    /// If none was being written (a driver bug).
+    pub fn background_done(&mut self) {
+        let w = self
+            .background_running
+            .take()
+            .expect("background_done without a background write");
+        self.queued.push_front(w);
+        if self.background.is_empty() {
+            self.queued.extend(self.held.drain(..));
         }
     }
 
@@ -136,7 +199,7 @@ impl Outbox {
             .in_flight
             .take()
             .expect("job_done without a running job");
-        self.durable = id;
+        self.durable = self.durable.max(id);
         self.release(ready);
         id
     }
@@ -178,7 +241,12 @@ impl Outbox {
 
     /// Whether nothing is queued, running or waiting.
     pub fn is_idle(&self) -> bool {
-        self.in_flight.is_none() && self.queued.is_empty() && self.waiting.is_empty()
+        self.in_flight.is_none()
+            && self.queued.is_empty()
+            && self.waiting.is_empty()
+            && self.background.is_empty()
+            && self.background_running.is_none()
+            && self.held.is_empty()
     }
 }
 
@@ -291,6 +359,67 @@ mod tests {
         o.job_done(&mut ready);
         o.push(vec![send(1, Some(1))], &mut ready);
         assert_eq!(ready, vec![send(1, Some(1))]);
+    }
+
+    fn save(id: u64) -> Action {
+        write(
+            id,
+            PersistOp::SaveSnapshot(crate::raft::Snapshot::default()),
+        )
+    }
+    fn purge(id: u64) -> Action {
+        write(id, PersistOp::PurgeUpTo(crate::LogIndex(1)))
+    }
+    fn ids(job: &[PersistWrite]) -> Vec<u64> {
+        job.iter().map(|w| w.id.0).collect()
+    }
+
+    /// An own snapshot is written beside the log: appends after it are not
+    /// held up; its purge waits until it is written, then follows it.
+    #[test]
+    fn an_own_snapshot_is_written_beside_the_log_and_its_purge_waits_for_it() {
+        let mut o = Outbox::new();
+        let mut ready = Vec::new();
+        o.push(vec![append(1), save(2), purge(3), append(4)], &mut ready);
+        let bg = o
+            .start_background()
+            .expect("the snapshot goes beside the log");
+        assert_eq!(bg.id, PersistId(2));
+        assert!(o.start_background().is_none(), "one at a time");
+        // The log lane runs past it: appends 1 and 4, not the held purge.
+        let job = o.start_job(&mut ready).unwrap();
+        assert_eq!(ids(&job), vec![1, 4]);
+        assert_eq!(o.job_done(&mut ready), PersistId(4));
+        o.push(vec![append(5)], &mut ready);
+        assert_eq!(ids(&o.start_job(&mut ready).unwrap()), vec![5]);
+        o.job_done(&mut ready);
+        // Written: the log lane adopts it, then the purge follows.
+        o.background_done();
+        assert_eq!(ids(&o.start_job(&mut ready).unwrap()), vec![2, 3]);
+        o.job_done(&mut ready);
+        assert!(o.is_idle());
+    }
+
+    /// A snapshot installed from the leader while an own snapshot is being
+    /// written waits for it, and so does everything after it.
+    #[test]
+    fn an_install_waits_for_an_own_snapshot_and_holds_what_follows() {
+        let mut o = Outbox::new();
+        let mut ready = Vec::new();
+        let install = write(
+            3,
+            PersistOp::InstallSnapshot(crate::raft::Snapshot::default()),
+        );
+        o.push(vec![save(1), hs(2), install, append(4)], &mut ready);
+        o.start_background().unwrap();
+        assert_eq!(ids(&o.start_job(&mut ready).unwrap()), vec![2]);
+        o.job_done(&mut ready);
+        assert!(
+            o.start_job(&mut ready).is_none(),
+            "the install and the append wait"
+        );
+        o.background_done();
+        assert_eq!(ids(&o.start_job(&mut ready).unwrap()), vec![1, 3, 4]);
     }
 
     #[test]

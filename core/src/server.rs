@@ -1305,6 +1305,16 @@ impl Server {
         if now < self.next_snapshot_check {
             return;
         }
+        // A snapshot file is written beside the log (`Outbox`), so it may
+        // reach the disk before appends still in flight: take it only at an
+        // index the log already holds durably, so that recovery always finds
+        // the snapshot's last entry in the log. Until then, look again after
+        // every input (the log becomes durable within one fsync).
+        if self.applied_since_snapshot >= self.config.snapshot_threshold
+            && self.last_applied() > self.raft.durable_index()
+        {
+            return;
+        }
         let interval = self.config.snapshot_interval;
         self.next_snapshot_check =
             now + interval + Duration(self.rng.range(0, interval.as_nanos().max(1)));

@@ -154,6 +154,11 @@ impl Cluster {
         };
         let mut ready = Vec::new();
         outbox.push(out, &mut ready);
+        // An own snapshot "written beside the log" is on disk at once; it
+        // then goes through the log lane (the model applies it there).
+        while outbox.start_background().is_some() {
+            outbox.background_done();
+        }
         let job = outbox.start_job(&mut ready);
         self.run(id, ready);
         let Some(job) = job else {

@@ -98,6 +98,15 @@ pub(crate) async fn run_server(shared: Arc<Shared>, slot: Arc<ServerSlot>) {
         slot.clone(),
         data_dir,
         jobs_rx,
+        done_tx.clone(),
+    ));
+    // Own snapshot files are written beside the log, as the daemon's
+    // snapshot thread does.
+    let (snapshots_tx, snapshots_rx) = mpsc::unbounded_channel();
+    madsim::task::spawn(snapshot_worker(
+        shared.clone(),
+        slot.clone(),
+        snapshots_rx,
         done_tx,
     ));
     let outbox = Outbox::for_config(&slot.config);
@@ -108,6 +117,7 @@ pub(crate) async fn run_server(shared: Arc<Shared>, slot: Arc<ServerSlot>) {
         ep,
         outbox,
         disk_jobs: jobs_tx,
+        snapshots: snapshots_tx,
         running_job: Vec::new(),
         pending: BTreeMap::new(),
         next_request: 1,
@@ -162,6 +172,8 @@ enum Wake {
     DiskDone,
     /// The disk is full (it retries the job), or has room again.
     DiskFull(bool),
+    /// An own snapshot file written beside the log is on disk.
+    SnapshotWritten,
     Closed,
 }
 
@@ -173,6 +185,8 @@ struct Driver {
     /// The same scheduler of writes and held-back sends as the daemon's.
     outbox: Outbox,
     disk_jobs: mpsc::UnboundedSender<Vec<PersistWrite>>,
+    /// The task that writes own snapshot files beside the log.
+    snapshots: mpsc::UnboundedSender<PersistWrite>,
     /// The writes of the job the disk is running (for the observer).
     running_job: Vec<PersistWrite>,
     /// Client requests in the core, by the id we gave them: who to answer.
@@ -201,6 +215,15 @@ impl Driver {
                 Wake::Hint(about) => Input::Unreachable(about),
                 Wake::DiskDone => Input::Persisted(self.outbox.job_done(&mut released)),
                 Wake::DiskFull(full) => Input::DiskFull(full),
+                Wake::SnapshotWritten => {
+                    // Not an input: the snapshot now goes through the log
+                    // lane (the data dir adopts the file).
+                    self.outbox.background_done();
+                    if !self.start_disk_work(None) {
+                        return;
+                    }
+                    continue;
+                }
                 Wake::Datagram(d) => match self.decode(d) {
                     Some(input) => input,
                     None => continue,
@@ -242,6 +265,9 @@ impl Driver {
                 Poll::Ready(Some(DiskReport::Done)) => return Poll::Ready(Wake::DiskDone),
                 Poll::Ready(Some(DiskReport::Full(full))) => {
                     return Poll::Ready(Wake::DiskFull(full))
+                }
+                Poll::Ready(Some(DiskReport::SnapshotWritten)) => {
+                    return Poll::Ready(Wake::SnapshotWritten)
                 }
                 // The disk worker stopped: this incarnation was killed.
                 Poll::Ready(None) => return Poll::Ready(Wake::Closed),
@@ -382,9 +408,34 @@ impl Driver {
             *self.slot.status.lock().unwrap() = NodeStatus::Failed(reason);
             return false;
         }
+        self.start_disk_work(job)
+    }
+
+    /// Hands the disk a job (the one `start_job` gave, or the next one) and
+    /// the snapshot writer an own snapshot, if either is idle and has work.
+    fn start_disk_work(&mut self, job: Option<Vec<PersistWrite>>) -> bool {
+        let job = job.or_else(|| {
+            let mut early = Vec::new();
+            let job = self.outbox.start_job(&mut early);
+            // Only the planted bug releases sends as a job starts.
+            for a in early {
+                if let Action::Send {
+                    address, message, ..
+                } = a
+                {
+                    self.send(&address, &message);
+                }
+            }
+            job
+        });
         if let Some(job) = job {
             self.running_job = job.clone();
             if self.disk_jobs.send(job).is_err() {
+                return false;
+            }
+        }
+        if let Some(w) = self.outbox.start_background() {
+            if self.snapshots.send(w).is_err() {
                 return false;
             }
         }
@@ -445,12 +496,58 @@ impl Driver {
     }
 }
 
-/// What the disk worker tells the node loop.
+/// What the disk and snapshot workers tell the node loop.
 enum DiskReport {
     /// The running job is durable.
     Done,
     /// The disk is full (the job is retried), or has room again.
     Full(bool),
+    /// An own snapshot file written beside the log is on disk.
+    SnapshotWritten,
+}
+
+/// Writes own snapshot files beside the log with the daemon's
+/// `write_snapshot_file`, on its own handle on the node's filesystem, with
+/// the simulated fsync latency; a failure other than a full disk (retried)
+/// stops the node.
+async fn snapshot_worker(
+    shared: Arc<Shared>,
+    slot: Arc<ServerSlot>,
+    mut snapshots: mpsc::UnboundedReceiver<PersistWrite>,
+    done: mpsc::UnboundedSender<DiskReport>,
+) {
+    let incarnation = slot.fs.incarnation();
+    let mut fs = slot.fs.handle();
+    while let Some(w) = snapshots.recv().await {
+        let PersistOp::SaveSnapshot(s) = &w.op else {
+            continue;
+        };
+        loop {
+            disk_latency(&shared, &slot).await;
+            let result = crate::fs::write_snapshot_file(&mut fs, Path::new(DATA_DIR), s);
+            if slot.fs.incarnation() != incarnation {
+                return;
+            }
+            match result {
+                Ok(()) => break,
+                Err(StorageError::NoSpace { .. }) => {
+                    madsim::time::sleep(DISK_FULL_RETRY).await;
+                }
+                Err(e) => {
+                    eprintln!(
+                        "[io-sim] {:?}: stopping: writing a snapshot failed: {e}",
+                        slot.id
+                    );
+                    *slot.status.lock().unwrap() = NodeStatus::Failed(e.to_string());
+                    *slot.server.lock().unwrap() = None;
+                    return;
+                }
+            }
+        }
+        if done.send(DiskReport::SnapshotWritten).is_err() {
+            return;
+        }
+    }
 }
 
 /// How often a write refused for lack of space is tried again.

@@ -3,7 +3,8 @@
 //! real files.
 
 pub use tern_storage::{
-    DataDir, FsError, MemStorage, StdFs, Storage, StorageError, SEGMENT_BYTES_MAX,
+    write_snapshot_file, DataDir, FsError, MemStorage, StdFs, Storage, StorageError,
+    SEGMENT_BYTES_MAX,
 };
 
 /// A data dir on real files.

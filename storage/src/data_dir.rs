@@ -148,6 +148,53 @@ fn light_durable(d: &Durable) -> Durable {
     }
 }
 
+/// Writes a server's own snapshot file under `<data_dir>/raft/`, durably,
+/// without the [`DataDir`]: what a driver does *beside* the log lane
+/// (`tern_core::Outbox::start_background`), with its own handle on the
+/// filesystem, so appends never wait for a snapshot file. The `SaveSnapshot`
+/// op that follows through the data dir then only adopts the file. The
+/// snapshot's last entry must already be durable in the log (the core takes
+/// snapshots only there), so a crash at any point leaves a state recovery
+/// accepts. ENOSPC is [`StorageError::NoSpace`]; any other failure is
+/// [`StorageError::Io`].
+pub fn write_snapshot_file<F: Fs>(
+    fs: &mut F,
+    data_dir: &Path,
+    snapshot: &Snapshot,
+) -> Result<(), StorageError> {
+    let dir = data_dir.join("raft");
+    write_snapshot_pieces(fs, &dir, snapshot, false).map_err(|e| {
+        if e.is_no_space() {
+            StorageError::NoSpace { path: e.path }
+        } else {
+            StorageError::Io(e)
+        }
+    })
+}
+
+fn write_snapshot_pieces<F: Fs>(
+    fs: &mut F,
+    dir: &Path,
+    snapshot: &Snapshot,
+    installed: bool,
+) -> Result<(), FsError> {
+    let meta = &snapshot.meta;
+    let header = WalRecord::SnapshotHeader {
+        installed,
+        meta: meta.clone(),
+        total_bytes: snapshot.data.len() as u64,
+        crc32c: crc32c::crc32c(&snapshot.data),
+    };
+    let pieces = std::iter::once(encode(header)).chain(
+        snapshot
+            .data
+            .chunks(SNAPSHOT_PIECE_BYTES)
+            .map(|c| encode(WalRecord::SnapshotPiece(c.to_vec()))),
+    );
+    let name = files::snapshot_name(meta.last_index, meta.last_term);
+    files::write_atomically_pieces(fs, dir, &name, pieces)
+}
+
 /// The most snapshot bytes in one record of a snapshot file.
 pub const SNAPSHOT_PIECE_BYTES: usize = 4 << 20;
 
@@ -336,37 +383,28 @@ impl<F: Fs> DataDir<F> {
         Ok(())
     }
 
-    /// Writes a snapshot file: a `SnapshotHeader` record, then the bytes in
-    /// `SnapshotPiece` records of at most [`SNAPSHOT_PIECE_BYTES`], so a
-    /// state of any size is a file of bounded records, written piece by
-    /// piece (replaced atomically like the hard state).
+    /// Stores a snapshot file: a `SnapshotHeader` record, then the bytes in
+    /// `SnapshotPiece` records of at most [`SNAPSHOT_PIECE_BYTES`] (see
+    /// [`write_snapshot_file`]). A server's own snapshot whose file the
+    /// driver already wrote beside the log is only adopted here.
     fn persist_snapshot_file(&mut self, snapshot: &Snapshot, installed: bool) -> Result<(), Fail> {
         // Appends the snapshot depends on reach the disk before it does.
         self.sync_log()?;
         self.raise_purged()?;
         let meta = &snapshot.meta;
         let (index, term) = (meta.last_index, meta.last_term);
-        let header = WalRecord::SnapshotHeader {
-            installed,
-            meta: meta.clone(),
-            total_bytes: snapshot.data.len() as u64,
-            crc32c: crc32c::crc32c(&snapshot.data),
-        };
-        let pieces = std::iter::once(encode(header)).chain(
-            snapshot
-                .data
-                .chunks(SNAPSHOT_PIECE_BYTES)
-                .map(|c| encode(WalRecord::SnapshotPiece(c.to_vec()))),
-        );
         let name = files::snapshot_name(index, term);
-        files::write_atomically_pieces(&mut self.fs, &self.dir, &name, pieces).map_err(
-            |e| match e.op {
-                FsOp::Create | FsOp::Write if e.is_no_space() => {
-                    Fail::Clean(StorageError::NoSpace { path: e.path })
-                }
-                _ => fatal(e),
-            },
-        )?;
+        let written = !installed && self.fs.list(&self.dir).map_err(fatal)?.contains(&name);
+        if !written {
+            write_snapshot_pieces(&mut self.fs, &self.dir, snapshot, installed).map_err(
+                |e| match e.op {
+                    FsOp::Create | FsOp::Write if e.is_no_space() => {
+                        Fail::Clean(StorageError::NoSpace { path: e.path })
+                    }
+                    _ => fatal(e),
+                },
+            )?;
+        }
         self.snapshots.push((index, term));
         let mut deleted = false;
         while self.snapshots.len() > SNAPSHOTS_KEPT {

@@ -55,7 +55,7 @@ use std::path::PathBuf;
 use tern_core::raft::{Durable, PersistError};
 use tern_core::PersistOp;
 
-pub use data_dir::DataDir;
+pub use data_dir::{write_snapshot_file, DataDir};
 pub use fs::{Fs, FsError, FsOp, StdFs, EIO, ENOSPC};
 pub use sim_fs::{CrashReport, FaultRates, SimFs, SimFsStats};
 

@@ -93,8 +93,12 @@ pub struct Raft {
     // Durability (see `persist` and `persisted`).
     /// The id of the last `Persist` issued.
     persist_issued: PersistId,
-    /// Every write up to this id is durable (`Input::Persisted`).
+    /// Every write up to this id is durable (`Input::Persisted`), but for
+    /// an own snapshot still being written beside the log.
     persist_durable: PersistId,
+    /// The id of the last `Persist` that is not an own snapshot: what a
+    /// message that needs durability waits for.
+    foreground_issued: PersistId,
     /// The log is durable up to here: what a leader counts for itself toward
     /// commit. Only ever at or below the last index.
     durable_index: LogIndex,
@@ -198,6 +202,7 @@ impl Raft {
             snapshot,
             persist_issued: PersistId(0),
             persist_durable: PersistId(0),
+            foreground_issued: PersistId(0),
             durable_index,
             pending_log_writes: VecDeque::new(),
             disk_full: false,
@@ -1511,6 +1516,11 @@ impl Raft {
     fn persist(&mut self, op: PersistOp, out: &mut Vec<Action>) -> PersistId {
         self.persist_issued = PersistId(self.persist_issued.0 + 1);
         let id = self.persist_issued;
+        // A server's own snapshot is written beside the log and promises
+        // nothing to anyone: no message waits for it.
+        if !matches!(op, PersistOp::SaveSnapshot(_)) {
+            self.foreground_issued = id;
+        }
         let extends = match &op {
             PersistOp::Append(entries) => entries.last().map(|e| e.index),
             PersistOp::InstallSnapshot(snapshot) => Some(snapshot.meta.last_index),
@@ -1605,8 +1615,8 @@ impl Raft {
         let Some(address) = self.addresses.get(&to) else {
             return;
         };
-        let after = (Raft::needs_durable(&msg) && self.persist_issued > self.persist_durable)
-            .then_some(self.persist_issued);
+        let after = (Raft::needs_durable(&msg) && self.foreground_issued > self.persist_durable)
+            .then_some(self.foreground_issued);
         out.push(Action::Send {
             address: address.clone(),
             message: Message {

@@ -100,6 +100,8 @@ struct Loop {
     clock: Clock,
     /// The disk thread, which owns the storage.
     disk: mpsc::UnboundedSender<DiskJob>,
+    /// The thread that writes own snapshot files beside the log.
+    snapshots: mpsc::UnboundedSender<PersistWrite>,
     /// Writes in flight and the sends that wait for them: the same
     /// scheduler the simulator runs.
     outbox: Outbox,
@@ -121,7 +123,9 @@ async fn run(
     mut inbound: mpsc::Receiver<Inbound>,
     refusals: net::Refusals,
 ) {
-    let (disk, mut disk_done) = spawn_disk_thread(storage);
+    let (done_tx, mut disk_done) = mpsc::unbounded_channel();
+    let disk = spawn_disk_thread(storage, done_tx.clone());
+    let snapshots = spawn_snapshot_thread(options.data_dir.clone(), done_tx);
     let mut l = Loop {
         clock: Clock {
             start: std::time::Instant::now(),
@@ -129,6 +133,7 @@ async fn run(
         known: BTreeMap::new(),
         outbox: Outbox::for_config(&options.core),
         disk,
+        snapshots,
         pool: Pool::default(),
         refusals,
         server: None,
@@ -228,12 +233,9 @@ async fn run(
 /// async workers, and the agent keeps taking inputs while an fsync runs.
 fn spawn_disk_thread(
     mut storage: Box<dyn Storage>,
-) -> (
-    mpsc::UnboundedSender<DiskJob>,
-    mpsc::UnboundedReceiver<DiskReport>,
-) {
+    done_tx: mpsc::UnboundedSender<DiskReport>,
+) -> mpsc::UnboundedSender<DiskJob> {
     let (job_tx, mut job_rx) = mpsc::unbounded_channel::<DiskJob>();
-    let (done_tx, done_rx) = mpsc::unbounded_channel();
     std::thread::Builder::new()
         .name("tern-disk".into())
         .spawn(move || {
@@ -268,7 +270,61 @@ fn spawn_disk_thread(
             }
         })
         .expect("spawning the disk thread");
-    (job_tx, done_rx)
+    job_tx
+}
+
+/// The thread that writes a server's own snapshot files beside the log
+/// (`Outbox::start_background`), with its own handle on the filesystem, so
+/// WAL appends and their fsyncs never wait for a snapshot file. `-dev` has
+/// no files: the snapshot is "written" at once.
+fn spawn_snapshot_thread(
+    data_dir: Option<std::path::PathBuf>,
+    done_tx: mpsc::UnboundedSender<DiskReport>,
+) -> mpsc::UnboundedSender<PersistWrite> {
+    let (tx, mut rx) = mpsc::unbounded_channel::<PersistWrite>();
+    std::thread::Builder::new()
+        .name("tern-snapshot".into())
+        .spawn(move || {
+            let mut fs = crate::storage::StdFs::new();
+            while let Some(w) = rx.blocking_recv() {
+                let report = match (&data_dir, &w.op) {
+                    (Some(dir), PersistOp::SaveSnapshot(s)) => {
+                        let started = std::time::Instant::now();
+                        loop {
+                            match crate::storage::write_snapshot_file(&mut fs, dir, s) {
+                                Ok(()) => break DiskReport::BackgroundDone,
+                                Err(StorageError::NoSpace { path }) => {
+                                    tracing::error!(
+                                        "{} is full: the snapshot is retried every {} s",
+                                        path.display(),
+                                        DISK_FULL_RETRY.as_secs()
+                                    );
+                                    std::thread::sleep(DISK_FULL_RETRY);
+                                }
+                                Err(e) => break DiskReport::Failed(e.to_string()),
+                            }
+                        }
+                        .log_took(started, s.data.len())
+                    }
+                    _ => DiskReport::BackgroundDone,
+                };
+                if done_tx.send(report).is_err() {
+                    return;
+                }
+            }
+        })
+        .expect("spawning the snapshot thread");
+    tx
+}
+
+impl DiskReport {
+    fn log_took(self, started: std::time::Instant, bytes: usize) -> DiskReport {
+        tracing::info!(
+            "snapshot file of {bytes} bytes written beside the log in {} ms",
+            started.elapsed().as_millis()
+        );
+        self
+    }
 }
 
 /// What the disk thread tells the agent.
@@ -278,6 +334,8 @@ enum DiskReport {
     /// The disk is full (ENOSPC): the job is retried until there is room
     /// (`false` once a retry went through).
     Full(bool),
+    /// An own snapshot file written beside the log is on disk.
+    BackgroundDone,
     /// A durable write failed: the agent must stop.
     Failed(String),
 }
@@ -473,6 +531,12 @@ impl Loop {
                 std::process::exit(1);
             }
         }
+        if let Some(w) = self.outbox.start_background() {
+            if self.snapshots.send(w).is_err() {
+                tracing::error!("stopping: the snapshot thread is gone");
+                std::process::exit(1);
+            }
+        }
     }
 
     /// The running disk job finished: on success release what waited for
@@ -481,6 +545,11 @@ impl Loop {
     fn disk_done(&mut self, done: Option<DiskReport>) {
         match done {
             Some(DiskReport::Done) => {}
+            Some(DiskReport::BackgroundDone) => {
+                self.outbox.background_done();
+                self.pump(&mut Vec::new());
+                return;
+            }
             Some(DiskReport::Full(full)) => {
                 let mut out = Vec::new();
                 if let Some(server) = self.server.as_mut() {
