@@ -93,7 +93,7 @@ fn a_seed_replays_to_the_same_trace() {
 /// server, a linearizable history). These seeds each reap at least once.
 #[test]
 fn tombstones_are_reaped_in_simulated_runs() {
-    for seed in [2, 4, 8] {
+    for seed in [1, 2, 4] {
         let o = Options::from_seed(seed);
         assert!(o.tombstone_ttl_ms <= 3000, "{o}");
         let out = run(o, None);
