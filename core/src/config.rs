@@ -23,6 +23,11 @@ pub struct Bugs {
     /// The outbox releases a send that waits for a durable write as soon as
     /// the write is handed to the disk, not once it is durable.
     pub send_before_persisted: bool,
+    /// The leader's lease lasts the maximum election timeout instead of
+    /// 90% of `leader_lease_timeout`: it outlasts what the followers
+    /// promised (they refuse candidates only for the lease timeout after a
+    /// hint, and for the minimum election timeout without one).
+    pub long_lease: bool,
 }
 
 /// Room kept in a frame for an `InstallSnapshotChunk`'s header (term,

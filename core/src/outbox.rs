@@ -131,8 +131,9 @@ impl Outbox {
     }
 
     /// The own snapshot from [`Outbox::start_background`] is on disk: it goes
-    /// through the log lane once more (the data dir adopts the file), first,
-    /// and once no other own snapshot is pending, the held writes follow.
+    /// through the log lane once more (the data dir adopts the file) and,
+    /// once no other own snapshot is pending, the held writes follow, all in
+    /// the order the core issued them.
     ///
     /// # Panics
     /// If none was being written (a driver bug).
@@ -141,10 +142,13 @@ impl Outbox {
             .background_running
             .take()
             .expect("background_done without a background write");
-        self.queued.push_front(w);
+        self.queued.push_back(w);
         if self.background.is_empty() {
             self.queued.extend(self.held.drain(..));
         }
+        // Back into the core's order: what is still queued runs exactly as
+        // it was issued (the writes that overtook are already done).
+        self.queued.make_contiguous().sort_by_key(|w| w.id);
     }
 
     /// Every write up to this id is durable (for a planted bug: started).
@@ -391,11 +395,10 @@ mod tests {
         assert_eq!(ids(&job), vec![1, 4]);
         assert_eq!(o.job_done(&mut ready), PersistId(4));
         o.push(vec![append(5)], &mut ready);
-        assert_eq!(ids(&o.start_job(&mut ready).unwrap()), vec![5]);
-        o.job_done(&mut ready);
-        // Written: the log lane adopts it, then the purge follows.
+        // Written while append 5 is still queued: the log lane adopts it,
+        // then the purge follows, in the order they were issued.
         o.background_done();
-        assert_eq!(ids(&o.start_job(&mut ready).unwrap()), vec![2, 3]);
+        assert_eq!(ids(&o.start_job(&mut ready).unwrap()), vec![2, 3, 5]);
         o.job_done(&mut ready);
         assert!(o.is_idle());
     }

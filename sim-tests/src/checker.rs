@@ -16,9 +16,10 @@
 //!   grants a vote, that its earlier `Persist` actions have not made durable.
 
 use std::collections::hash_map::DefaultHasher;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 use std::hash::{Hash, Hasher};
 
+use tern_core::fsm::{Command, KvCommand};
 use tern_core::raft::{Entry, EntryPayload, HardState, RaftMessage, Role};
 use tern_core::{
     Action, Event, LogIndex, MessageBody, NodeId, PersistOp, PersistWrite, Server, Term,
@@ -34,6 +35,19 @@ pub fn payload_digest(p: &EntryPayload) -> u64 {
     let mut h = DefaultHasher::new();
     p.hash(&mut h);
     h.finish()
+}
+
+/// The key and value a KV set or CAS entry writes.
+fn kv_write(p: &EntryPayload) -> Option<(String, Vec<u8>)> {
+    let EntryPayload::Command(c) = p else {
+        return None;
+    };
+    match c.as_ref() {
+        Command::Kv(KvCommand::Set(w)) | Command::Kv(KvCommand::Cas { write: w, .. }) => {
+            Some((w.key.clone(), w.value.clone()))
+        }
+        _ => None,
+    }
 }
 
 /// A stable digest of an entry (SipHash with fixed keys: deterministic).
@@ -52,6 +66,12 @@ pub struct Checker {
     committed: BTreeMap<LogIndex, (Term, u64)>,
     /// index → digest of the committed entry's payload (what a client wrote).
     committed_payload: BTreeMap<LogIndex, u64>,
+    /// Payload digests of every entry any server appended to its log: a
+    /// client command not among them was never proposed, so never applied.
+    pub appended_payloads: HashSet<u64>,
+    /// index → the key and value a committed KV set or CAS wrote there
+    /// (`None` for a committed entry that writes no value).
+    pub committed_kv: BTreeMap<u64, Option<(String, Vec<u8>)>>,
     /// index → (term, state hash) after applying it.
     applied: BTreeMap<LogIndex, (Term, u64, NodeId)>,
     commit_seen: BTreeMap<NodeId, LogIndex>,
@@ -150,11 +170,38 @@ impl Checker {
         executed: &[Action],
     ) {
         let node = server.id();
+        // Each send is checked against what was durable when it became
+        // releasable: right after the write it waited for (`after`). A job
+        // may make a write durable and then one that truncates it (a new
+        // term's conflicting entry): an acknowledgement that waited only
+        // for the first was true when it could leave, as a delayed message
+        // would be.
+        let after = |a: &Action| match a {
+            Action::Send { after, .. } => *after,
+            _ => None,
+        };
+        let first = durable.first().map(|w| w.id);
+        let last = durable.last().map(|w| w.id);
+        for a in executed {
+            if after(a).is_none_or(|id| first.is_none_or(|f| id < f)) {
+                self.check_durable_before_send(node, a);
+            }
+        }
         for w in durable {
             self.made_durable(node, &w.op);
+            for a in executed {
+                if after(a) == Some(w.id) {
+                    self.check_durable_before_send(node, a);
+                }
+            }
         }
+        // Sends released before the write they wait for is durable.
         for a in executed {
-            self.check_durable_before_send(node, a);
+            if let (Some(id), Some(f), Some(l)) = (after(a), first, last) {
+                if id > l || (id >= f && !durable.iter().any(|w| w.id == id)) {
+                    self.check_durable_before_send(node, a);
+                }
+            }
         }
         for a in actions {
             match a {
@@ -210,6 +257,7 @@ impl Checker {
     }
 
     fn check_appended(&mut self, node: NodeId, e: &Entry) {
+        self.appended_payloads.insert(payload_digest(&e.payload));
         let d = digest(e);
         match self.appended.get(&(e.index, e.term)) {
             Some(prev) if *prev != d => self.fail(format!(
@@ -295,6 +343,7 @@ impl Checker {
                     None => {
                         self.committed.insert(i, (e.term, d));
                         self.committed_payload.insert(i, payload_digest(&e.payload));
+                        self.committed_kv.insert(i.0, kv_write(&e.payload));
                     }
                 }
             }

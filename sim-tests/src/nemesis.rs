@@ -27,6 +27,8 @@ pub struct Nemesis {
     /// Servers with a slow disk, and when it recovers.
     slow: BTreeMap<NodeId, madsim::time::Instant>,
     pub log: Vec<String>,
+    /// Probe writes so far (each writes a value unique in the run).
+    probes: u64,
 }
 
 async fn sleep(d: Duration) {
@@ -50,6 +52,7 @@ impl Nemesis {
             removed: BTreeSet::new(),
             slow: BTreeMap::new(),
             log: Vec::new(),
+            probes: 0,
         }
     }
 
@@ -152,7 +155,7 @@ impl Nemesis {
     }
 
     /// Random faults for `duration` of simulated time.
-    pub async fn random_faults(&mut self, duration: Duration) {
+    pub async fn random_faults(&mut self, duration: Duration, history: &SharedHistory) {
         let end = now() + duration;
         while now() < end {
             let gap = self.rng.range(1, 2 * self.opts.fault_every_ms.max(1));
@@ -187,6 +190,7 @@ impl Nemesis {
                 Fault::LeaderChurn => self.leader_churn().await,
                 Fault::SlowDisk => self.slow_disk(),
                 Fault::Hints => self.false_hints(),
+                Fault::LeaseWindow => self.lease_window(history).await,
             }
         }
     }
@@ -238,6 +242,32 @@ impl Nemesis {
             self.world.hint_unreachable(f, l);
             self.note(format!("false hint to {f:?}: {l:?} is gone"));
         }
+    }
+
+    /// A stale-lease window: the leader is cut off from the other servers
+    /// but not from the clients (in two runs of three with connection
+    /// resets, so the others elect early, after its lease), and for one to
+    /// two and a half maximum election timeouts the nemesis writes through
+    /// the newest other leader and reads `k0` through the old one in default
+    /// mode, which it serves from its lease; then everything heals. A read
+    /// it serves after a new leader committed a write, from a lease that
+    /// outlasted what the followers promised, is a linearizability failure.
+    pub async fn lease_window(&mut self, history: &SharedHistory) {
+        let Some(l) = self.leader() else {
+            return;
+        };
+        if self.killed.contains_key(&l) || self.paused.contains_key(&l) {
+            return;
+        }
+        if self.rng.chance(2, 3) {
+            self.isolate_with_resets(l);
+        } else {
+            self.world.isolate(l);
+            self.note(format!("isolate leader {l:?} (lease window)"));
+        }
+        let span = self.election_max() * self.rng.range(2, 6) as u32 / 2;
+        write_elsewhere_read_there(self, l, ReadMode::Default, span, history).await;
+        self.heal();
     }
 
     /// Cut `leader` off from the other servers and tell each of them it is
@@ -805,9 +835,40 @@ async fn write_elsewhere_read_there(
 ) {
     let leader = old;
     let end = now() + span;
-    let mut i = 0u64;
+    // Readers through the old leader all along, so that a read begins soon
+    // after each write is acknowledged (the window may be a few ms wide).
+    let mut readers = Vec::new();
+    for r in 0..3u64 {
+        let client = n.operator.clone();
+        let history = history.clone();
+        readers.push(madsim::task::spawn(async move {
+            sleep(Duration::from_millis(r)).await;
+            while now() < end {
+                let call = tern_io_sim::now().0;
+                let answer = client
+                    .call(
+                        leader,
+                        workload::request(Op::KvGet { key: "k0".into() }, mode),
+                        Duration::from_millis(500),
+                    )
+                    .await;
+                if let Ok(Ok(reply)) = answer {
+                    if let ReplyBody::Kv(e) = reply.body {
+                        let v = e.map(|e| String::from_utf8_lossy(&e.value).into_owned());
+                        history.lock().unwrap().ops.push(Operation {
+                            client: 1_000_001 + r,
+                            key: "k0".into(),
+                            input: KvInput::Get,
+                            call,
+                            ret: Some((tern_io_sim::now().0, KvOutput::Value(v))),
+                        });
+                    }
+                }
+                sleep(Duration::from_millis(2)).await;
+            }
+        }));
+    }
     while now() < end {
-        i += 1;
         // Write through the new leader as soon as there is one.
         let new_leader = n
             .world
@@ -820,7 +881,8 @@ async fn write_elsewhere_read_there(
             sleep(Duration::from_millis(5)).await;
             continue;
         };
-        let value = format!("probe-{i}");
+        n.probes += 1;
+        let value = format!("probe-{}", n.probes);
         let call = tern_io_sim::now().0;
         let w = n
             .operator
@@ -836,6 +898,7 @@ async fn write_elsewhere_read_there(
             Ok(Err(e)) if !matches!(e, tern_core::rpc::RpcError::Unknown(_)) => continue,
             _ => None,
         };
+        history.lock().unwrap().written.insert(value.clone());
         history.lock().unwrap().ops.push(Operation {
             client: 1_000_000,
             key: "k0".into(),
@@ -864,5 +927,8 @@ async fn write_elsewhere_read_there(
                 });
             }
         }
+    }
+    for r in readers {
+        let _ = r.await;
     }
 }

@@ -15,16 +15,18 @@ pub enum Bug {
     CommitOldTerm,
     HintSkipsLease,
     SendBeforePersisted,
+    LongLease,
 }
 
 impl Bug {
-    pub const ALL: [Bug; 6] = [
+    pub const ALL: [Bug; 7] = [
         Bug::VoteTwice,
         Bug::AckBeforeFsync,
         Bug::StaleRead,
         Bug::CommitOldTerm,
         Bug::HintSkipsLease,
         Bug::SendBeforePersisted,
+        Bug::LongLease,
     ];
 
     pub fn name(self) -> &'static str {
@@ -35,6 +37,7 @@ impl Bug {
             Bug::CommitOldTerm => "commit-old-term",
             Bug::HintSkipsLease => "hint-skips-lease",
             Bug::SendBeforePersisted => "send-before-persisted",
+            Bug::LongLease => "long-lease",
         }
     }
 
@@ -51,6 +54,7 @@ impl Bug {
             Some(Bug::CommitOldTerm) => b.commit_old_term = true,
             Some(Bug::HintSkipsLease) => b.hint_skips_lease = true,
             Some(Bug::SendBeforePersisted) => b.send_before_persisted = true,
+            Some(Bug::LongLease) => b.long_lease = true,
             None => {}
         }
         b
@@ -80,6 +84,10 @@ pub struct FaultMix {
     /// reset (every other server is told it is gone), or one follower gets
     /// a false hint about a healthy leader.
     pub hints: u64,
+    /// A stale-lease window: the leader is cut off from the other servers
+    /// (not from clients), often with connection resets, while the nemesis
+    /// writes through the others and reads through it in default mode.
+    pub lease_window: u64,
 }
 
 /// The kinds of random fault, in the order the nemesis rolls over them.
@@ -98,10 +106,11 @@ pub enum Fault {
     LeaderChurn,
     SlowDisk,
     Hints,
+    LeaseWindow,
 }
 
 impl Fault {
-    pub const ALL: [Fault; 13] = [
+    pub const ALL: [Fault; 14] = [
         Fault::PartitionHalves,
         Fault::IsolateLeader,
         Fault::IsolateOne,
@@ -115,6 +124,7 @@ impl Fault {
         Fault::LeaderChurn,
         Fault::SlowDisk,
         Fault::Hints,
+        Fault::LeaseWindow,
     ];
 
     pub fn name(self) -> &'static str {
@@ -132,6 +142,7 @@ impl Fault {
             Fault::LeaderChurn => "leader-churn",
             Fault::SlowDisk => "slow-disk",
             Fault::Hints => "hints",
+            Fault::LeaseWindow => "lease-window",
         }
     }
 }
@@ -153,6 +164,7 @@ impl FaultMix {
             Fault::LeaderChurn => self.leader_churn,
             Fault::SlowDisk => self.slow_disk,
             Fault::Hints => self.hints,
+            Fault::LeaseWindow => self.lease_window,
         }
     }
 }
@@ -163,6 +175,11 @@ pub struct Options {
     pub seed: u64,
     pub servers: usize,
     pub clients: usize,
+    /// Requests each client keeps in flight (a task per slot, each its own
+    /// process in the history).
+    pub pipeline: usize,
+    /// Per-mille of client operations that are blocking queries.
+    pub blocking_permille: u64,
     pub keys: usize,
     pub latency_ms: (u64, u64),
     /// Per-mille of messages lost.
@@ -207,6 +224,8 @@ impl Options {
             seed,
             servers,
             clients: r.range(2, 7) as usize,
+            pipeline: 1,
+            blocking_permille: 0,
             keys: r.range(2, 6) as usize,
             latency_ms: (lat_min, lat_max),
             loss_permille: if r.chance(1, 3) { 0 } else { r.range(0, 50) },
@@ -246,6 +265,7 @@ impl Options {
                 leader_churn: r.range(0, 5),
                 slow_disk: r.range(0, 4),
                 hints: 0,
+                lease_window: 0,
             },
             lease_permille: 0,
             snapshot_interval_ms: 0,
@@ -269,6 +289,12 @@ impl Options {
         };
         self.tombstone_ttl_ms = r.range(200, 3001);
         self.tombstone_granularity_ms = r.range(10, self.tombstone_ttl_ms / 4 + 1);
+        self.pipeline = r.range(4, 9) as usize;
+        // About three client processes per key, as before pipelining (the
+        // linearizability check is exponential in a key's concurrency).
+        self.keys = self.keys.max(self.clients * self.pipeline / 3);
+        self.blocking_permille = r.range(50, 250);
+        self.faults.lease_window = if r.chance(1, 5) { 0 } else { r.range(2, 7) };
         self
     }
 
@@ -289,11 +315,13 @@ impl fmt::Display for Options {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
             f,
-            "servers={} clients={} keys={} latency_ms={}..{} loss={}‰ dup={}‰ fsync_ms={}..{} \
+            "servers={} clients={}x{} blocking={}‰ keys={} latency_ms={}..{} loss={}‰ dup={}‰ fsync_ms={}..{} \
              election_ms={}..{} heartbeat_ms={} lease_ms={} append_max={} inflight_max={} snapshot_every={} snapshot_interval_ms={} \
              trailing={} tombstone_ttl_ms={} tombstone_granularity_ms={} safety_s={} fault_every_ms={} faults=[",
             self.servers,
             self.clients,
+            self.pipeline,
+            self.blocking_permille,
             self.keys,
             self.latency_ms.0,
             self.latency_ms.1,

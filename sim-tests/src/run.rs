@@ -29,7 +29,15 @@ pub struct Outcome {
     pub trace: u64,
     pub sim_s: f64,
     pub wall_ms: u128,
+    /// Client operations: those in the linearizability history plus the
+    /// blocking queries.
     pub ops: usize,
+    /// Operations in the linearizability history.
+    pub history_ops: usize,
+    pub blocking: workload::BlockingCounts,
+    /// Writes with an unknown outcome that no server ever appended (left
+    /// out of the linearizability check: they never took effect).
+    pub never_proposed: usize,
     pub acked_writes: u64,
     /// Acknowledged writes found committed at the index their reply named.
     pub acked_verified: usize,
@@ -86,6 +94,12 @@ pub fn server_config(opts: &Options, base: Config) -> Config {
     c.tombstone_ttl = CoreDuration::from_millis(opts.tombstone_ttl_ms);
     c.tombstone_ttl_granularity = CoreDuration::from_millis(opts.tombstone_granularity_ms);
     c.bugs = Bug::bugs(opts.bug);
+    // Backpressure: about sixteen round trips' worth of uncommitted entries
+    // (the clients keep dozens of requests in flight; with one entry per
+    // message and one message in flight, an unbounded backlog would take
+    // longer to commit than any client waits).
+    c.pending_proposals_max =
+        (16 * opts.append_entries_max * opts.inflight_appends_max).clamp(16, 1024);
     // Consul's test servers shorten the hold too; clients give up after 3 s.
     c.rpc_hold_timeout = CoreDuration::from_secs(2);
     c
@@ -173,16 +187,21 @@ async fn simulate(opts: Options, scenario: Option<Scenario>) -> Outcome {
     let mut tasks = Vec::new();
     for i in 0..opts.clients {
         let client = world.add_client().await;
-        tasks.push(madsim::task::spawn(workload::client_loop(
-            world.clone(),
-            client,
-            i as u64,
-            opts.keys,
-            opts.seed,
-            history.clone(),
-            stop.clone(),
-            Duration::from_secs(3),
-        )));
+        // Each client keeps `pipeline` requests in flight: a task per slot,
+        // each its own process in the history.
+        for slot in 0..opts.pipeline {
+            tasks.push(madsim::task::spawn(workload::client_loop(
+                world.clone(),
+                client.clone(),
+                (i * opts.pipeline + slot) as u64,
+                opts.keys,
+                opts.seed,
+                history.clone(),
+                stop.clone(),
+                Duration::from_secs(3),
+                opts.blocking_permille,
+            )));
+        }
     }
     let operator = world.add_client().await;
 
@@ -192,7 +211,7 @@ async fn simulate(opts: Options, scenario: Option<Scenario>) -> Outcome {
         Some(s) => s.play(&mut nemesis, &history).await,
         None => {
             nemesis
-                .random_faults(Duration::from_secs(opts.safety_s))
+                .random_faults(Duration::from_secs(opts.safety_s), &history)
                 .await;
             Vec::new()
         }
@@ -236,7 +255,25 @@ async fn simulate(opts: Options, scenario: Option<Scenario>) -> Outcome {
     let mut c = checker.lock().unwrap();
     let acked_verified = c.check_acknowledged(&h.acked);
     failures.extend(c.violations.iter().map(|v| v.0.clone()));
-    match linearizability::check(&h.ops, 2_000_000) {
+    failures.extend(h.violations.iter().cloned());
+    failures.extend(check_blocking_reads(&h, &c).into_iter().take(10));
+    // A write with an unknown outcome that no server ever appended to its
+    // log never took effect: it leaves the history (as a refused one
+    // would), which spares the search from trying it everywhere.
+    let never_proposed: BTreeSet<usize> = h
+        .unknown_writes
+        .iter()
+        .filter(|(_, d)| !c.appended_payloads.contains(d))
+        .map(|(at, _)| *at)
+        .collect();
+    let ops: Vec<linearizability::Operation> = h
+        .ops
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| !never_proposed.contains(i))
+        .map(|(_, op)| op.clone())
+        .collect();
+    match linearizability::check(&ops, 2_000_000) {
         CheckResult::Ok => {}
         CheckResult::Illegal { key, explanation } => failures.push(format!(
             "linearizability: history of {key} is not linearizable:\n{explanation}"
@@ -255,7 +292,10 @@ async fn simulate(opts: Options, scenario: Option<Scenario>) -> Outcome {
         trace,
         sim_s,
         wall_ms: 0,
-        ops: h.ops.len(),
+        ops: h.ops.len() + h.blocking.issued as usize,
+        history_ops: h.ops.len(),
+        never_proposed: never_proposed.len(),
+        blocking: h.blocking,
         acked_writes: h.acked_writes,
         acked_verified,
         unknown: h.unknown,
@@ -263,6 +303,34 @@ async fn simulate(opts: Options, scenario: Option<Scenario>) -> Outcome {
         tombstone_reaps,
         faults: nemesis.log.clone(),
     }
+}
+
+/// Every entry a blocking query returned holds a value that some write
+/// which may have been applied wrote (never an invented one), and if the
+/// entry committed at its modify index was seen, it wrote this key and value.
+fn check_blocking_reads(h: &History, c: &Checker) -> Vec<String> {
+    let mut failures = Vec::new();
+    for r in &h.blocking_reads {
+        if !h.written.contains(&r.value) {
+            failures.push(format!(
+                "blocking read by client {} returned {}={:?}, a value no write that may have been applied wrote",
+                r.client, r.key, r.value
+            ));
+        }
+        if let Some(w) = c.committed_kv.get(&r.modify_index) {
+            let matches = w
+                .as_ref()
+                .is_some_and(|(k, v)| *k == r.key && *v == r.value.as_bytes());
+            if !matches {
+                failures.push(format!(
+                    "blocking read by client {} returned {}={:?} with modify index {}, but the entry committed there is {:?}",
+                    r.client, r.key, r.value, r.modify_index,
+                    w.as_ref().map(|(k, v)| (k.clone(), String::from_utf8_lossy(v).into_owned()))
+                ));
+            }
+        }
+    }
+    failures
 }
 
 /// Records the log index of every tombstone reap a server applied.

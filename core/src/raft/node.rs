@@ -1361,7 +1361,11 @@ impl Raft {
         }
         times.sort_unstable_by(|a, b| b.cmp(a));
         // A tenth of the timeout is kept back for clock drift between servers.
-        let lease = self.opts.lease_timeout.saturating_mul(9).div(10);
+        let lease = if self.bug_long_lease() {
+            self.opts.election_max
+        } else {
+            self.opts.lease_timeout.saturating_mul(9).div(10)
+        };
         now < times[q - 1] + lease
     }
 
@@ -1677,6 +1681,14 @@ impl Raft {
     }
     #[cfg(not(feature = "bugs"))]
     fn bug_ack_before_fsync(&self) -> bool {
+        false
+    }
+    #[cfg(feature = "bugs")]
+    fn bug_long_lease(&self) -> bool {
+        self.opts.bugs.long_lease
+    }
+    #[cfg(not(feature = "bugs"))]
+    fn bug_long_lease(&self) -> bool {
         false
     }
     #[cfg(feature = "bugs")]

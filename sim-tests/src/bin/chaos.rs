@@ -4,10 +4,11 @@
 //! chaos --seed N                 replay one seed
 //! chaos --seeds K [--seed N]     sweep seeds N..N+K (N defaults to 0)
 //! chaos --bug NAME               plant a bug: vote-twice, ack-before-fsync, stale-read, commit-old-term,
-//!                                 hint-skips-lease, send-before-persisted
+//!                                 hint-skips-lease, send-before-persisted, long-lease
 //! chaos --scenario NAME          play a named scenario instead of random faults
 //! chaos --servers 5 --safety-s S override the seed's cluster size / fault phase length
-//! chaos -v                       print the options, the fault log and failures of every seed
+//! chaos -v                       print the options, the fault log, the counts (client operations,
+//!                                blocking queries issued/woken/timed out) and failures of every seed
 //! ```
 //! The last line for each seed is exactly
 //! `seed=N result=ok|FAIL trace=<16 hex> sim_s=<simulated seconds> wall_ms=<ms>`.
@@ -103,6 +104,7 @@ fn main() -> ExitCode {
     let mut failed = 0u64;
     let mut sim_total = 0.0;
     let mut wall_total = 0u128;
+    let mut ops: Vec<usize> = Vec::new();
     for seed in args.seed..args.seed + args.seeds {
         let mut opts = Options::from_seed(seed);
         opts.bug = args.bug;
@@ -117,17 +119,24 @@ fn main() -> ExitCode {
         }
         let out = run(opts, args.scenario);
         sim_total += out.sim_s;
+        ops.push(out.ops);
         wall_total += out.wall_ms;
         if args.verbose {
             for f in &out.faults {
                 println!("  fault {f}");
             }
             println!(
-                "  ops={} acked_writes={} (verified committed: {}) unknown={} max_commit={} tombstone_reaps={}",
+                "  ops={} (history={} blocking={}: woken={} timed_out={} failed={}) acked_writes={} (verified committed: {}) unknown={} (never proposed: {}) max_commit={} tombstone_reaps={}",
                 out.ops,
+                out.history_ops,
+                out.blocking.issued,
+                out.blocking.woken,
+                out.blocking.timed_out,
+                out.blocking.failed,
                 out.acked_writes,
                 out.acked_verified,
                 out.unknown,
+                out.never_proposed,
                 out.max_commit,
                 out.tombstone_reaps
             );
@@ -147,10 +156,12 @@ fn main() -> ExitCode {
         } else {
             0.0
         };
+        ops.sort_unstable();
         println!(
-            "{} seeds, {} failed; {:.0} simulated s in {:.1} wall s ({:.0}x real time)",
+            "{} seeds, {} failed; median ops/seed {}; {:.0} simulated s in {:.1} wall s ({:.0}x real time)",
             args.seeds,
             failed,
+            ops[ops.len() / 2],
             sim_total,
             wall_total as f64 / 1000.0,
             speed
