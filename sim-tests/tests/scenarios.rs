@@ -106,16 +106,28 @@ fn leader_isolated_with_connection_resets() {
 }
 
 /// The same scenario catches a follower that, told its leader is gone,
-/// helps elect another at once instead of honouring the lease.
+/// helps elect another at once instead of honouring the lease: within the
+/// first 40 seeds (it needs a read through the old leader to land in the
+/// window; measured: 6 of seeds 0..40, the first at 16), on a seed that
+/// passes without the bug.
 #[test]
 fn planted_bug_hint_skips_lease_is_caught_by_the_resets_scenario() {
-    let caught: Vec<u64> = (0..SEEDS)
-        .filter(|seed| {
-            let mut o = Options::from_seed(*seed);
-            o.bug = Some(Bug::HintSkipsLease);
-            !run(o, Some(Scenario::LeaderIsolatedWithResets)).ok
-        })
-        .collect();
-    assert!(!caught.is_empty(), "hint-skips-lease was never caught");
-    println!("hint-skips-lease caught on seeds {caught:?} of 0..{SEEDS}");
+    for seed in 0..40 {
+        let mut o = Options::from_seed(seed);
+        o.bug = Some(Bug::HintSkipsLease);
+        if !run(o, Some(Scenario::LeaderIsolatedWithResets)).ok {
+            let clean = run(
+                Options::from_seed(seed),
+                Some(Scenario::LeaderIsolatedWithResets),
+            );
+            assert!(
+                clean.ok,
+                "seed {seed} fails without the bug too: {:?}",
+                clean.failures
+            );
+            println!("hint-skips-lease caught by the resets scenario on seed {seed}");
+            return;
+        }
+    }
+    panic!("hint-skips-lease was never caught by the resets scenario in 40 seeds");
 }
