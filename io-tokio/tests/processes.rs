@@ -355,15 +355,7 @@ fn bad_input_on_the_server_port_is_closed_and_the_agent_keeps_serving() {
     use std::io::{Read, Write};
     use std::net::TcpStream;
     let dir = temp_dir("badinput");
-    let http = free_port();
-    let server = free_port();
-    let mut child = spawn_single_server("solo", &dir, http, server);
-    let base = format!("http://127.0.0.1:{http}");
-    let end = Instant::now() + Duration::from_secs(15);
-    while put(&format!("{base}/v1/kv/before"), "1").map(|r| r.1) != Some("true".into()) {
-        assert!(Instant::now() < end, "the server never took a write");
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    let (mut child, base, server) = single_server_with_a_write("solo", &dir, "before");
     // Each of these connections must be closed by the server.
     let closed = |bytes: &[u8], within: Duration| {
         let mut s = TcpStream::connect(("127.0.0.1", server)).unwrap();
@@ -557,15 +549,7 @@ fn a_refused_peer_message_closes_its_connection_and_changes_nothing() {
     use tern_core::{LogIndex, Message, MessageBody, NodeId, Term};
 
     let dir = temp_dir("refused");
-    let http = free_port();
-    let server = free_port();
-    let mut child = spawn_single_server("solo", &dir, http, server);
-    let base = format!("http://127.0.0.1:{http}");
-    let end = Instant::now() + Duration::from_secs(15);
-    while put(&format!("{base}/v1/kv/before"), "1").map(|r| r.1) != Some("true".into()) {
-        assert!(Instant::now() < end, "the server never took a write");
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    let (mut child, base, server) = single_server_with_a_write("solo", &dir, "before");
     let (_, body) = get(&format!("{base}/v1/agent/self")).unwrap();
     let id = body
         .split("\"NodeID\":\"")
@@ -649,15 +633,7 @@ fn a_full_data_dir_refuses_writes_serves_reads_and_recovers() {
         }
     }
     let _unmount = Unmount(mnt.clone());
-    let http = free_port();
-    let server = free_port();
-    let mut child = spawn_single_server("full", &mnt.join("data"), http, server);
-    let base = format!("http://127.0.0.1:{http}");
-    let end = Instant::now() + Duration::from_secs(15);
-    while put(&format!("{base}/v1/kv/first"), "1").map(|r| r.1) != Some("true".into()) {
-        assert!(Instant::now() < end, "the server never took a write");
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    let (mut child, base, _) = single_server_with_a_write("full", &mnt.join("data"), "first");
 
     // Phase 1: fill the device. The write that meets ENOSPC waits (the
     // agent retries it); the ones after it are refused at once.
@@ -841,4 +817,19 @@ fn the_state_grows_past_300_mb_and_every_server_survives_its_snapshots() {
         // Over a GiB between them: do not leave it in the temp dir.
         let _ = std::fs::remove_dir_all(&n.dir);
     }
+}
+
+/// A one-server agent on `data_dir` that has taken the write `key` = "1":
+/// the process, its HTTP base URL and its server port.
+fn single_server_with_a_write(name: &str, data_dir: &Path, key: &str) -> (Child, String, u16) {
+    let http = free_port();
+    let server = free_port();
+    let child = spawn_single_server(name, data_dir, http, server);
+    let base = format!("http://127.0.0.1:{http}");
+    let end = Instant::now() + Duration::from_secs(15);
+    while put(&format!("{base}/v1/kv/{key}"), "1").map(|r| r.1) != Some("true".into()) {
+        assert!(Instant::now() < end, "the server never took a write");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    (child, base, server)
 }
