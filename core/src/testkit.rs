@@ -256,6 +256,11 @@ impl Cluster {
     /// passed, delivering nothing.
     pub fn advance(&mut self, d: Duration) {
         self.now = self.now + d;
+        self.tick_due();
+    }
+
+    /// Tick every server whose deadline has passed.
+    fn tick_due(&mut self) {
         let due: Vec<NodeId> = self
             .servers
             .iter()
@@ -278,15 +283,7 @@ impl Cluster {
             .min()
             .unwrap_or(self.now + max);
         self.now = next.min(self.now + max).max(self.now);
-        let due: Vec<NodeId> = self
-            .servers
-            .iter()
-            .filter(|(_, s)| s.poll_timeout().is_some_and(|t| t <= self.now))
-            .map(|(id, _)| *id)
-            .collect();
-        for id in due {
-            self.handle(id, Input::Tick);
-        }
+        self.tick_due();
         self.deliver_all();
     }
 
