@@ -309,6 +309,14 @@ impl Run {
             k @ 1..=3 => u64::from(k),
             _ => HOSTILE_VOTER,
         });
+        // The address it claims: none, its own, another server's (a peer
+        // lying about who it is), or one past the limit.
+        let from_address = match b.u8() % 4 {
+            0 => String::new(),
+            1 => format!("s{}:8300", from.0),
+            2 => format!("s{}:8300", u64::from(b.u8()) % HONEST + 1),
+            _ => "x".repeat(crate::message::ADDRESS_BYTES_MAX + 1),
+        };
         let s = self.c.servers.get(&to)?;
         let term = Term(b.near(s.term().0));
         let last = s.last_log_index().0;
@@ -409,11 +417,17 @@ impl Run {
                         response: Err::<_, RpcError>(RpcError::NoLeader) as Response,
                     }
                 };
-                return Some(Message { from, to, body });
+                return Some(Message {
+                    from,
+                    from_address,
+                    to,
+                    body,
+                });
             }
         };
         Some(Message {
             from,
+            from_address,
             to,
             body: MessageBody::Raft(raft),
         })

@@ -281,6 +281,7 @@ mod tests {
             address: format!("s{to}"),
             message: Message {
                 from: NodeId(0),
+                from_address: "s0".into(),
                 to: NodeId(to),
                 body: MessageBody::Raft(RaftMessage::AppendEntriesResponse(
                     AppendEntriesResponse {

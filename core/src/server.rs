@@ -15,7 +15,7 @@ use crate::clock::{Duration, Instant};
 use crate::config::{Config, ConfigError};
 use crate::fsm::{ApplyResult, Command, Fsm, TombstoneGc};
 use crate::ids::{LogIndex, NodeId, RequestId, Term};
-use crate::message::{Message, MessageBody};
+use crate::message::{Message, MessageBody, ADDRESS_BYTES_MAX};
 use crate::raft::{
     Durable, Entry, EntryPayload, Member, Membership, ProposeError, Raft, RaftMessage, Role,
     Snapshot, SnapshotMeta, Suffrage,
@@ -329,14 +329,34 @@ impl Server {
         if m.from == self.config.node_id {
             return self.refuse(m.from, "a message from this server's own id".into(), out);
         }
+        if m.from_address.len() > ADDRESS_BYTES_MAX {
+            let reason = format!(
+                "a sender address of {} bytes (at most {ADDRESS_BYTES_MAX})",
+                m.from_address.len()
+            );
+            return self.refuse(m.from, reason, out);
+        }
+        // A peer we know no address for is answered at the one it gives, but
+        // only once its message is known to be acceptable (refused: nothing
+        // changed, the address not learned either).
+        let unknown_sender = self.raft.address_of(m.from).is_none();
         match m.body {
             MessageBody::Raft(r) => {
                 if let Err(reason) = self.restore_offered_snapshot(&r) {
                     return self.refuse(m.from, reason, out);
                 }
+                if unknown_sender {
+                    if let Err(reason) = self.raft.validate(&r) {
+                        return self.refuse(m.from, reason, out);
+                    }
+                    self.raft.learn_address(m.from, &m.from_address);
+                }
                 return self.raft.step(now, m.from, r, out);
             }
             MessageBody::Forward { id, request } => {
+                if unknown_sender {
+                    self.raft.learn_address(m.from, &m.from_address);
+                }
                 if self.first_time_forwarded(now, m.from, id) {
                     self.handle_request(now, Origin::Remote { from: m.from, id }, request, out)
                 }
@@ -613,6 +633,7 @@ impl Server {
             address,
             message: Message {
                 from: self.config.node_id,
+                from_address: self.config.address.clone(),
                 to: leader,
                 body: MessageBody::Forward { id, request },
             },
@@ -945,6 +966,7 @@ impl Server {
                         address,
                         message: Message {
                             from: self.config.node_id,
+                            from_address: self.config.address.clone(),
                             to: from,
                             body: MessageBody::ForwardReply { id, response },
                         },

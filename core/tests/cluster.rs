@@ -164,6 +164,7 @@ fn a_duplicated_forward_is_applied_once() {
     );
     let forward = Message {
         from: follower,
+        from_address: String::new(),
         to: leader,
         body: MessageBody::Forward {
             id: 77,
@@ -268,6 +269,7 @@ fn extreme_terms_and_indexes_from_a_peer_do_not_panic() {
     let max = u64::MAX;
     let to_leader = |body| Message {
         from: follower,
+        from_address: String::new(),
         to: leader,
         body: MessageBody::Raft(body),
     };
@@ -1152,6 +1154,7 @@ fn a_server_refuses_unusable_snapshots_and_messages_from_itself() {
     let s3 = node_id(3);
     let offer = |data: Vec<u8>| Message {
         from: node_id(1),
+        from_address: "s1:8300".into(),
         to: s3,
         body: MessageBody::Raft(RaftMessage::InstallSnapshot(InstallSnapshot {
             term: Term(2),
@@ -1170,6 +1173,7 @@ fn a_server_refuses_unusable_snapshots_and_messages_from_itself() {
     at_4.apply_other(4);
     let from_itself = Message {
         from: s3,
+        from_address: "s3:8300".into(),
         to: s3,
         body: MessageBody::Raft(RaftMessage::AppendEntries(AppendEntries {
             term: Term(2),
@@ -1211,4 +1215,87 @@ fn a_server_refuses_unusable_snapshots_and_messages_from_itself() {
         assert_eq!(s.leader(), None, "{reason}");
         assert_eq!(s.raft().snapshot(), None, "{reason}");
     }
+}
+
+/// A voter with an empty log knows no other server's address (it was made a
+/// voter while it was down and lost its data dir, or never received the
+/// configuration that names it). It must still answer the servers that talk
+/// to it, at the address each message carries (hashicorp/raft's
+/// `RPCHeader.Addr`), or a cluster that needs its vote never elects a
+/// leader. Chaos seed 9000 found this: s1's configuration was {s1, s4}, s4
+/// restarted empty, and s4 dropped every answer. Before the fix, this test
+/// found no leader.
+#[test]
+fn a_voter_with_an_empty_log_answers_peers_it_knows_no_address_for() {
+    use tern_core::testkit::config;
+    let mut empty = config(3, 3);
+    empty.bootstrap = None;
+    let mut c = Cluster::new(vec![config(1, 3), config(2, 3), empty]);
+    let (s1, s2, s3) = (node_id(1), node_id(2), node_id(3));
+    assert_eq!(c.servers[&s3].raft().address_of(s1), None);
+    // s2 is down: s1 needs s3's vote.
+    c.crash(s2);
+    let leader = c
+        .run_until_leader(Duration::from_secs(5))
+        .expect("s1 wins with s3's vote");
+    assert_eq!(leader, s1);
+    let rid = c.request(s1, put("a", "1"));
+    c.run_for(Duration::from_millis(200));
+    let r = c.responses[&(s1, rid)].clone().expect("write ok");
+    assert_eq!(r.body, ReplyBody::Applied(ApplyResult::Kv(true)));
+    assert_eq!(
+        c.servers[&s3].fsm().kv_get("a").map(|e| e.value.clone()),
+        Some(b"1".to_vec())
+    );
+    assert_eq!(c.servers[&s3].raft().address_of(s1), Some("s1:8300"));
+}
+
+/// The address a message carries is a hint for an unknown peer only: it
+/// never replaces one the configuration names (a peer can claim anything),
+/// and one over `ADDRESS_BYTES_MAX` is refused, changing nothing.
+#[test]
+fn a_sender_address_never_overrides_the_configuration_and_is_bounded() {
+    use tern_core::message::ADDRESS_BYTES_MAX;
+    use tern_core::raft::{AppendEntries, RaftMessage};
+    use tern_core::{Event, Input, LogIndex, Message, MessageBody, Term};
+
+    let mut c = Cluster::with_voters(3);
+    let (s1, s3) = (node_id(1), node_id(3));
+    let heartbeat = |from_address: String| Message {
+        from: s1,
+        from_address,
+        to: s3,
+        body: MessageBody::Raft(RaftMessage::AppendEntries(AppendEntries {
+            term: Term(2),
+            prev_log_index: LogIndex(1),
+            prev_log_term: Term(1),
+            entries: vec![],
+            leader_commit: LogIndex(1),
+            seq: 1,
+        })),
+    };
+    c.handle(s3, Input::Message(heartbeat("evil:1".into())));
+    assert_eq!(c.servers[&s3].raft().address_of(s1), Some("s1:8300"));
+    assert_eq!(
+        c.servers[&s3].term(),
+        Term(2),
+        "the heartbeat itself counted"
+    );
+
+    c.events.clear();
+    let long = "x".repeat(ADDRESS_BYTES_MAX + 1);
+    c.handle(s3, Input::Message(heartbeat(long)));
+    let refused: Vec<&Event> = c.events.iter().map(|(_, e)| e).collect();
+    assert!(
+        matches!(refused.as_slice(), [Event::PeerMessageRefused { reason, .. }]
+            if reason.starts_with(&format!("a sender address of {} bytes", ADDRESS_BYTES_MAX + 1))),
+        "{refused:?}"
+    );
+    // At the limit it is taken.
+    c.events.clear();
+    c.handle(s3, Input::Message(heartbeat("y".repeat(ADDRESS_BYTES_MAX))));
+    assert!(c
+        .events
+        .iter()
+        .all(|(_, e)| !matches!(e, Event::PeerMessageRefused { .. })));
 }

@@ -71,6 +71,7 @@ fn entry(index: u64, term: u64) -> Entry {
 fn messages() -> Vec<Vec<u8>> {
     let msg = |body| Message {
         from: NodeId(1),
+        from_address: "s1:8300".into(),
         to: NodeId(2),
         body,
     };
@@ -174,6 +175,7 @@ fn cluster_inputs() -> Vec<(&'static str, Vec<u8>)> {
     // An AppendEntries with a gap, decoded with the real codec (op 7).
     let gap = Message {
         from: node_id(4),
+        from_address: "s4:8300".into(),
         to: node_id(2),
         body: MessageBody::Raft(RaftMessage::AppendEntries(AppendEntries {
             term: Term(1),

@@ -378,6 +378,7 @@ fn wal_records() -> Vec<(&'static str, WalRecord)> {
 fn message(body: MessageBody) -> Message {
     Message {
         from: S1,
+        from_address: "10.0.0.1:8300".into(),
         to: S2,
         body,
     }
@@ -447,6 +448,29 @@ impl Golden {
         }
     }
 
+    /// A file an older build wrote, which this one no longer writes but must
+    /// still decode to `value`. Never blessed: it is history.
+    fn check_decodes<T, E>(&mut self, name: &str, value: &T, decode: impl Fn(&[u8]) -> Result<T, E>)
+    where
+        T: PartialEq + Debug,
+        E: Debug,
+    {
+        let file = format!("{name}.bin");
+        assert!(self.seen.insert(file.clone()), "two vectors named {name}");
+        match std::fs::read(self.dir.join(&file)) {
+            Err(e) => self.failures.push(format!("{file}: {e}")),
+            Ok(stored) => match decode(&stored) {
+                Ok(decoded) if decoded == *value => {}
+                Ok(decoded) => self.failures.push(format!(
+                    "{file}: decodes to a different value\n  want {value:?}\n  got  {decoded:?}"
+                )),
+                Err(e) => self
+                    .failures
+                    .push(format!("{file}: does not decode: {e:?}")),
+            },
+        }
+    }
+
     /// Fails on collected failures, and on files no vector claims.
     fn finish(self) {
         let mut failures = self.failures;
@@ -477,56 +501,58 @@ fn decode_wal_record(bytes: &[u8]) -> Result<WalRecord, String> {
 fn golden_vectors_match() {
     let mut g = Golden::new();
 
-    for (name, raft) in raft_messages() {
-        let m = message(MessageBody::Raft(raft));
-        g.check(
-            &format!("message_raft_{name}"),
-            &m,
-            wire::encode_message(&m),
-            wire::decode_message,
-        );
-    }
-    let forward = message(MessageBody::Forward {
-        id: 77,
-        request: Request {
-            datacenter: Datacenter("dc1".into()),
-            read_mode: ReadMode::Stale,
-            blocking: Some(Blocking {
-                min_index: 101,
-                max_wait: Duration::from_secs(300),
-            }),
-            op: Op::KvList {
-                prefix: "web/".into(),
+    // Every message vector twice: the current encoding (version 2, with the
+    // sender's address), and the file an older build wrote (version 1,
+    // without it), which must still decode, with an empty address.
+    let mut messages: Vec<(String, Message)> = raft_messages()
+        .into_iter()
+        .map(|(name, raft)| (format!("raft_{name}"), message(MessageBody::Raft(raft))))
+        .collect();
+    messages.push((
+        "forward".into(),
+        message(MessageBody::Forward {
+            id: 77,
+            request: Request {
+                datacenter: Datacenter("dc1".into()),
+                read_mode: ReadMode::Stale,
+                blocking: Some(Blocking {
+                    min_index: 101,
+                    max_wait: Duration::from_secs(300),
+                }),
+                op: Op::KvList {
+                    prefix: "web/".into(),
+                },
             },
-        },
-    });
-    g.check(
-        "message_forward",
-        &forward,
-        wire::encode_message(&forward),
-        wire::decode_message,
-    );
-    let ok = message(MessageBody::ForwardReply {
-        id: 77,
-        response: Ok(reply(ReplyBody::Kv(None))),
-    });
-    g.check(
-        "message_forward_reply_ok",
-        &ok,
-        wire::encode_message(&ok),
-        wire::decode_message,
-    );
+        }),
+    ));
+    messages.push((
+        "forward_reply_ok".into(),
+        message(MessageBody::ForwardReply {
+            id: 77,
+            response: Ok(reply(ReplyBody::Kv(None))),
+        }),
+    ));
     for (name, err) in rpc_errors() {
-        let m = message(MessageBody::ForwardReply {
-            id: 78,
-            response: Err(err),
-        });
+        messages.push((
+            format!("forward_reply_err_{name}"),
+            message(MessageBody::ForwardReply {
+                id: 78,
+                response: Err(err),
+            }),
+        ));
+    }
+    for (name, m) in messages {
         g.check(
-            &format!("message_forward_reply_err_{name}"),
+            &format!("message_{name}"),
             &m,
             wire::encode_message(&m),
             wire::decode_message,
         );
+        let v1 = Message {
+            from_address: String::new(),
+            ..m
+        };
+        g.check_decodes(&format!("message_v1_{name}"), &v1, wire::decode_message);
     }
 
     for (name, op) in ops() {

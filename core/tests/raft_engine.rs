@@ -146,6 +146,7 @@ fn send(from: u64, to: u64, msg: RaftMessage) -> Action {
         address: format!("s{to}:8300"),
         message: Message {
             from: node_id(from),
+            from_address: format!("s{from}:8300"),
             to: node_id(to),
             body: MessageBody::Raft(msg),
         },
@@ -1408,6 +1409,7 @@ fn a_vote_and_an_acknowledgement_name_the_write_they_wait_for() {
                 address: "s1:8300".into(),
                 message: Message {
                     from: node_id(2),
+                    from_address: "s2:8300".into(),
                     to: node_id(1),
                     body: MessageBody::Raft(vote_resp(2, true)),
                 },

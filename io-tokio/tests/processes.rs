@@ -569,6 +569,7 @@ fn a_refused_peer_message_closes_its_connection_and_changes_nothing() {
     };
     let forged = Message {
         from: NodeId(0xF0F0),
+        from_address: "127.0.0.1:1".into(),
         to: id,
         body: MessageBody::Raft(RaftMessage::AppendEntries(AppendEntries {
             term: Term(1),

@@ -47,6 +47,9 @@ pub struct Outcome {
     /// an entry compacted in the step that applied it is not seen).
     pub tombstone_reaps: usize,
     pub faults: Vec<String>,
+    /// Each server's Raft state at the end of the run, kept when a liveness
+    /// check failed (what `chaos -v` prints to diagnose it).
+    pub final_states: Vec<String>,
 }
 
 impl Outcome {
@@ -239,6 +242,26 @@ async fn simulate(opts: Options, scenario: Option<Scenario>) -> Outcome {
             ));
         }
     }
+    let mut final_states = Vec::new();
+    if failures.iter().any(|f| f.starts_with("liveness")) {
+        for id in world.servers() {
+            let state = world.with_server(id, |s| {
+                let r = s.raft();
+                format!(
+                    "role={:?} term={:?} vote={:?} leader={:?} commit={:?} last={:?} voters={:?} addresses_known={:?}",
+                    r.role(),
+                    r.term(),
+                    r.vote(),
+                    r.leader(),
+                    r.commit_index(),
+                    r.log().last_index(),
+                    r.membership().servers.iter().map(|(id, m)| (*id, m.suffrage)).collect::<Vec<_>>(),
+                    r.membership().servers.keys().filter(|p| r.address_of(**p).is_some()).count(),
+                )
+            });
+            final_states.push(format!("{id:?}: {state:?} status={:?}", world.status(id)));
+        }
+    }
     for id in world.servers() {
         match world.status(id) {
             Some(NodeStatus::Corrupt(e)) => {
@@ -302,6 +325,7 @@ async fn simulate(opts: Options, scenario: Option<Scenario>) -> Outcome {
         max_commit: c.max_commit.0,
         tombstone_reaps,
         faults: nemesis.log.clone(),
+        final_states,
     }
 }
 

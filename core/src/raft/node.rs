@@ -116,6 +116,8 @@ pub struct Raft {
     membership: Membership,
     membership_index: LogIndex,
     addresses: BTreeMap<NodeId, String>,
+    /// This server's own address, sent in every message (`from_address`).
+    address: String,
     election_deadline: Instant,
     /// When this server last heard from a leader of its term. Set to the start
     /// time after a restart, so a server that acknowledged a leader before a
@@ -212,6 +214,7 @@ impl Raft {
             membership: Membership::default(),
             membership_index: LogIndex::ZERO,
             addresses: BTreeMap::new(),
+            address: String::new(),
             election_deadline: now,
             last_leader_contact: Some(now),
             suspect: None,
@@ -235,6 +238,7 @@ impl Raft {
         };
         raft.addresses
             .insert(config.node_id, config.address.clone());
+        raft.address = config.address.clone();
         raft.recompute_membership();
         raft.reset_election_timer(now);
         raft
@@ -287,6 +291,18 @@ impl Raft {
     }
     pub fn address_of(&self, id: NodeId) -> Option<&str> {
         self.addresses.get(&id).map(String::as_str)
+    }
+
+    /// Remember `address` for a peer this server knows no address for (the
+    /// `from_address` of a message it accepted). An address the
+    /// configuration names is never replaced: the configuration is what
+    /// every server agrees on, a message only what one peer says.
+    pub fn learn_address(&mut self, id: NodeId, address: &str) {
+        if id != self.id && !address.is_empty() {
+            self.addresses
+                .entry(id)
+                .or_insert_with(|| address.to_string());
+        }
     }
     pub fn last_leader_contact(&self) -> Option<Instant> {
         self.last_leader_contact
@@ -1625,6 +1641,7 @@ impl Raft {
             address: address.clone(),
             message: Message {
                 from: self.id,
+                from_address: self.address.clone(),
                 to,
                 body: MessageBody::Raft(msg),
             },

@@ -16,8 +16,10 @@
 //! `size_hint::cautious`). Callers bound the input itself with their frame or
 //! record limit.
 //!
-//! A format change that old servers cannot read bumps `CODEC_VERSION`; the
-//! decoders then keep accepting the older versions they know.
+//! A format change that old servers cannot read bumps the version; the
+//! decoders then keep accepting the older versions they know. Messages moved
+//! to version 2 on their own (`MESSAGE_VERSION`: the sender's address); WAL
+//! records, commands, requests and responses are still at `CODEC_VERSION`.
 
 use core::fmt;
 
@@ -60,12 +62,51 @@ impl fmt::Display for DecodeError {
 
 impl std::error::Error for DecodeError {}
 
-pub fn encode_message(m: &Message) -> Vec<u8> {
-    encode(m)
+/// Messages are at version 2: version 1 had no `from_address`. Every other
+/// type is still at `CODEC_VERSION`.
+pub const MESSAGE_VERSION: u8 = 2;
+
+/// A message as codec version 1 encoded it (no `from_address`): what a server
+/// of an older build sends during a rolling upgrade.
+#[derive(Serialize, Deserialize)]
+struct MessageV1 {
+    from: crate::ids::NodeId,
+    to: crate::ids::NodeId,
+    body: crate::message::MessageBody,
 }
 
+pub fn encode_message(m: &Message) -> Vec<u8> {
+    postcard::to_extend(m, vec![MESSAGE_VERSION]).expect("postcard encodes every wire type")
+}
+
+/// `m` as an older build encoded it (version 1, without the sender's
+/// address): what the fuzz checks compare a version-1 message with.
+pub(crate) fn encode_message_v1(m: &Message) -> Vec<u8> {
+    let v1 = MessageV1 {
+        from: m.from,
+        to: m.to,
+        body: m.body.clone(),
+    };
+    postcard::to_extend(&v1, vec![CODEC_VERSION]).expect("postcard encodes every wire type")
+}
+
+/// Decodes a message of version 2, or of version 1 with an empty
+/// `from_address`; strict and canonical within its version.
 pub fn decode_message(b: &[u8]) -> Result<Message, DecodeError> {
-    decode(b)
+    match b.first() {
+        Some(&MESSAGE_VERSION) => decode_body(&b[1..]),
+        Some(&CODEC_VERSION) => {
+            let MessageV1 { from, to, body } = decode_body(&b[1..])?;
+            Ok(Message {
+                from,
+                from_address: String::new(),
+                to,
+                body,
+            })
+        }
+        Some(&v) => Err(DecodeError::UnknownVersion(v)),
+        None => Err(DecodeError::Empty),
+    }
 }
 
 pub fn encode_request(r: &Request) -> Vec<u8> {
@@ -108,6 +149,14 @@ where
     if version != CODEC_VERSION {
         return Err(DecodeError::UnknownVersion(version));
     }
+    decode_body(body)
+}
+
+/// The postcard part of [`decode`], after the version byte.
+fn decode_body<T>(body: &[u8]) -> Result<T, DecodeError>
+where
+    T: Serialize + for<'de> Deserialize<'de>,
+{
     let (value, rest) =
         postcard::take_from_bytes::<T>(body).map_err(|e| DecodeError::Malformed(e.to_string()))?;
     if !rest.is_empty() {
@@ -202,6 +251,7 @@ mod tests {
         );
         Message {
             from: NodeId(1),
+            from_address: "127.0.0.1:8300".into(),
             to: NodeId(u128::MAX),
             body: MessageBody::Raft(RaftMessage::AppendEntries(AppendEntries {
                 term: Term(3),
@@ -241,7 +291,7 @@ mod tests {
     fn every_kind_round_trips() {
         let m = append_message();
         let b = encode_message(&m);
-        assert_eq!(b[0], CODEC_VERSION);
+        assert_eq!(b[0], MESSAGE_VERSION);
         assert_eq!(decode_message(&b), Ok(m));
 
         let r = request();
@@ -259,6 +309,31 @@ mod tests {
 
         let c = kv_set("k", &[0, 1, 2, 255]);
         assert_eq!(decode_command(&encode_command(&c)), Ok(c));
+    }
+
+    /// A version-1 message (an older build's: no sender address) decodes with
+    /// an empty address; a version-2 body under a version-1 byte does not
+    /// (the two are told apart by the byte, never guessed from the body).
+    #[test]
+    fn messages_of_version_1_still_decode() {
+        let m = append_message();
+        let old = encode_message_v1(&m);
+        let want = Message {
+            from_address: String::new(),
+            ..m.clone()
+        };
+        assert_eq!(decode_message(&old), Ok(want));
+        let mut relabelled = encode_message(&m);
+        relabelled[0] = CODEC_VERSION;
+        assert!(decode_message(&relabelled).is_err());
+        assert_eq!(decode_message(&[]), Err(DecodeError::Empty));
+        for v in [0u8, 3, 0xff] {
+            relabelled[0] = v;
+            assert_eq!(
+                decode_message(&relabelled),
+                Err(DecodeError::UnknownVersion(v))
+            );
+        }
     }
 
     #[test]

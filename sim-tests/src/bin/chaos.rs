@@ -146,6 +146,11 @@ fn main() -> ExitCode {
             for f in &out.failures {
                 println!("  FAILURE: {f}");
             }
+            if args.verbose {
+                for st in &out.final_states {
+                    println!("  state {st}");
+                }
+            }
             println!("  replay: {}", out.replay_command(args.bug, args.scenario));
         }
         println!("{}", out.line());
