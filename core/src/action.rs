@@ -109,6 +109,11 @@ pub enum Event {
     },
     /// This server has been removed from the configuration.
     Removed,
+    /// The leave that `Input::Leave` started is complete: leadership was
+    /// handed over and requests failed fast for `leave_drain_time`. The
+    /// server keeps failing every request fast; the driver stops it (the
+    /// daemon exits 0, as Consul's agent does after a leave).
+    Left,
     /// The server cannot go on safely (a snapshot from the leader that its
     /// state machine cannot restore): it ignores every later input, and the
     /// driver must stop it, saying why. Restarting it from its data dir

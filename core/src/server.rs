@@ -91,6 +91,8 @@ pub struct Server {
     /// Why this server stopped (`Event::Fatal`); it takes no more input.
     fatal: Option<String>,
     draining_until: Option<Instant>,
+    /// The leave is complete (`Event::Left`): every request fails fast.
+    left: bool,
 
     next_ctx: u64,
     proposals: BTreeMap<LogIndex, (Term, Origin)>,
@@ -162,6 +164,7 @@ impl Server {
             ever_had_leader: false,
             fatal: None,
             draining_until: None,
+            left: false,
             next_ctx: incarnation & !0xFFFF_FFFF,
             proposals: BTreeMap::new(),
             reads: BTreeMap::new(),
@@ -287,7 +290,11 @@ impl Server {
     }
     /// Whether this server is failing fast while it leaves.
     pub fn is_draining(&self, now: Instant) -> bool {
-        self.draining_until.is_some_and(|d| now < d)
+        self.left || self.draining_until.is_some_and(|d| now < d)
+    }
+    /// Whether the leave is complete (`Event::Left` was reported).
+    pub fn has_left(&self) -> bool {
+        self.left
     }
     /// Requests waiting in any queue.
     pub fn pending_requests(&self) -> usize {
@@ -980,6 +987,10 @@ impl Server {
     }
 
     fn leave(&mut self, now: Instant, out: &mut Vec<Action>) {
+        // Leaving twice changes nothing: the first drain runs its course.
+        if self.left || self.draining_until.is_some() {
+            return;
+        }
         if self.raft.role() == Role::Leader && self.raft.membership().voter_count() > 1 {
             let _ = self.raft.transfer_leadership(now, None, out);
         }
@@ -1320,6 +1331,8 @@ impl Server {
         }
         if self.draining_until.is_some_and(|d| now >= d) {
             self.draining_until = None;
+            self.left = true;
+            out.push(Action::Event(Event::Left));
         }
     }
 

@@ -248,11 +248,21 @@ fn a_leaving_server_transfers_leadership_and_fails_fast() {
     let next = c.leader().expect("a leader");
     assert_ne!(next, leader, "leadership moved to another voter");
     assert_eq!(c.servers[&leader].role(), tern_core::raft::Role::Follower);
-    // After the drain time the server answers normally again (the daemon
-    // exits before that; the core does not decide to stop).
+    // A second leave does not restart the drain.
+    c.handle(leader, Input::Leave);
+    assert!(!c.events.iter().any(|(_, e)| *e == tern_core::Event::Left));
+    // When the drain time is over, the leave is complete: the server says so
+    // once (the daemon exits on it) and keeps failing fast.
     c.run_for(Duration::from_secs(5));
+    let left: Vec<_> = c
+        .events
+        .iter()
+        .filter(|(id, e)| *id == leader && *e == tern_core::Event::Left)
+        .collect();
+    assert_eq!(left.len(), 1, "Event::Left once");
+    assert!(c.servers[&leader].has_left());
     let rid = c.request(leader, get("x", ReadMode::Stale));
-    assert!(c.responses[&(leader, rid)].is_ok());
+    assert_eq!(c.responses[&(leader, rid)], Err(RpcError::NoLeader));
 }
 
 /// Hostile numbers from a peer (terms and indexes at u64::MAX) never panic a

@@ -18,8 +18,7 @@ use tern_core::wire::{
     decode_frame, decode_message, decode_request, encode_frame, encode_message, encode_response,
 };
 use tern_core::{
-    Action, Event, Input, Instant, Message, NodeId, Outbox, PersistOp, PersistWrite, RequestId,
-    Server,
+    Action, Event, Input, Instant, Message, Outbox, PersistOp, PersistWrite, RequestId, Server,
 };
 use tokio::sync::mpsc;
 
@@ -166,8 +165,9 @@ fn open_data_dir(shared: &Shared, slot: &ServerSlot) -> Option<(DataDir<SharedFs
 enum Wake {
     Tick,
     Datagram(Datagram),
-    /// A transport hint from the world: this server is gone.
-    Hint(NodeId),
+    /// An input from outside the network: a transport hint (a server is
+    /// gone) or an operator's leave.
+    Control(Input),
     /// The disk finished the running job: its writes are durable.
     DiskDone,
     /// The disk is full (it retries the job), or has room again.
@@ -201,7 +201,7 @@ impl Driver {
     async fn run(
         mut self,
         mut rx: mpsc::UnboundedReceiver<Datagram>,
-        mut hints: mpsc::UnboundedReceiver<NodeId>,
+        mut hints: mpsc::UnboundedReceiver<Input>,
         mut disk_done: mpsc::UnboundedReceiver<DiskReport>,
     ) {
         loop {
@@ -212,7 +212,7 @@ impl Driver {
                     self.last_tick = Some(now());
                     Input::Tick
                 }
-                Wake::Hint(about) => Input::Unreachable(about),
+                Wake::Control(input) => input,
                 Wake::DiskDone => Input::Persisted(self.outbox.job_done(&mut released)),
                 Wake::DiskFull(full) => Input::DiskFull(full),
                 Wake::SnapshotWritten => {
@@ -239,7 +239,7 @@ impl Driver {
     async fn next_wake(
         &mut self,
         rx: &mut mpsc::UnboundedReceiver<Datagram>,
-        hints: &mut mpsc::UnboundedReceiver<NodeId>,
+        hints: &mut mpsc::UnboundedReceiver<Input>,
         disk_done: &mut mpsc::UnboundedReceiver<DiskReport>,
     ) -> Wake {
         let deadline = match self.slot.server.lock().unwrap().as_ref() {
@@ -273,8 +273,8 @@ impl Driver {
                 Poll::Ready(None) => return Poll::Ready(Wake::Closed),
                 Poll::Pending => {}
             }
-            if let Poll::Ready(Some(about)) = hints.poll_recv(cx) {
-                return Poll::Ready(Wake::Hint(about));
+            if let Poll::Ready(Some(input)) = hints.poll_recv(cx) {
+                return Poll::Ready(Wake::Control(input));
             }
             match rx.poll_recv(cx) {
                 Poll::Ready(Some(d)) => return Poll::Ready(Wake::Datagram(d)),
@@ -392,6 +392,7 @@ impl Driver {
             });
         }
         let fatal = server.fatal().map(str::to_string);
+        let left = server.has_left();
         *self.slot.server.lock().unwrap() = Some(server);
         for action in ready {
             match action {
@@ -406,6 +407,12 @@ impl Driver {
         if let Some(reason) = fatal {
             eprintln!("[io-sim] {:?}: stopping: {reason}", self.slot.id);
             *self.slot.status.lock().unwrap() = NodeStatus::Failed(reason);
+            return false;
+        }
+        if left {
+            // The daemon exits 0 here; writes still in flight are lost as in
+            // any exit (none of them was acknowledged).
+            *self.slot.status.lock().unwrap() = NodeStatus::Left;
             return false;
         }
         self.start_disk_work(job)
@@ -483,6 +490,7 @@ impl Driver {
             Event::BecameLeader { .. }
             | Event::SteppedDown { .. }
             | Event::Removed
+            | Event::Left
             | Event::SnapshotTaken { .. }
             | Event::SnapshotInstalled { .. }
             | Event::Fatal { .. } => {

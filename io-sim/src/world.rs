@@ -89,6 +89,9 @@ pub enum NodeStatus {
     Killed,
     /// Stopped for good by [`World::remove_node`].
     Removed,
+    /// Left gracefully ([`World::leave`]) and stopped, as the daemon exits;
+    /// it can be restarted.
+    Left,
     /// Recovery found its WAL corrupt; it refused to start.
     Corrupt(StorageError),
     /// `Server::new` or binding its address failed.
@@ -182,9 +185,11 @@ pub(crate) struct ServerSlot {
     pub status: Mutex<NodeStatus>,
     /// This server's own fsync latency, in place of `SimOptions::fsync_latency`.
     pub fsync_latency: Mutex<Option<(StdDuration, StdDuration)>>,
-    /// Where the running incarnation takes transport hints
-    /// ([`tern_core::Input::Unreachable`]); `None` while it is down.
-    pub hints: Mutex<Option<tokio::sync::mpsc::UnboundedSender<NodeId>>>,
+    /// Where the running incarnation takes inputs that come from outside
+    /// the network: transport hints ([`tern_core::Input::Unreachable`]) and
+    /// an operator's leave ([`tern_core::Input::Leave`]); `None` while it is
+    /// down.
+    pub hints: Mutex<Option<tokio::sync::mpsc::UnboundedSender<tern_core::Input>>>,
 }
 
 pub(crate) struct Shared {
@@ -458,7 +463,19 @@ impl World {
         };
         let tx = slot.hints.lock().unwrap().clone();
         if let Some(tx) = tx {
-            let _ = tx.send(about);
+            let _ = tx.send(tern_core::Input::Unreachable(about));
+        }
+    }
+
+    /// An operator's graceful leave (`tern leave`, SIGTERM): the server hands
+    /// leadership over, fails fast for `leave_drain_time`, then stops with
+    /// [`NodeStatus::Left`], as the daemon exits. Dropped if it is not
+    /// running.
+    pub fn leave(&self, id: NodeId) {
+        self.fault(format!("leave {id:?}"));
+        let tx = self.slot(id).and_then(|s| s.hints.lock().unwrap().clone());
+        if let Some(tx) = tx {
+            let _ = tx.send(tern_core::Input::Leave);
         }
     }
 

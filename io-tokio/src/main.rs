@@ -81,17 +81,24 @@ fn agent(args: &[String]) -> ExitCode {
             options.server_addr
         );
         let handle = agent.handle.clone();
-        tokio::spawn(async move {
-            if let Err(e) = tern::http::serve(http, handle).await {
+        let http = tokio::spawn(async move {
+            if let Err(e) = tern::http::serve_until_left(http, handle).await {
                 tracing::error!("HTTP server stopped: {e}");
             }
         });
-        wait_for_signal().await;
-        tracing::info!("caught a signal: leaving gracefully");
-        agent.handle.leave().await;
-        // Fail fast for the drain time, so clients move to other servers.
-        let drain: std::time::Duration = options.core.leave_drain_time.into();
-        tokio::time::sleep(drain.min(std::time::Duration::from_secs(5))).await;
+        // A signal, `tern leave` or `PUT /v1/agent/leave`: each hands
+        // leadership over and fails fast for `leave_drain_time`, so clients
+        // move to other servers; then the process exits 0.
+        tokio::select! {
+            _ = wait_for_signal() => {
+                tracing::info!("caught a signal: leaving gracefully");
+                agent.handle.leave().await;
+            }
+            _ = agent.handle.left() => {}
+        }
+        // Let the answers in flight go out (the leave request's own), but
+        // not wait on a blocking query's whole wait.
+        let _ = tokio::time::timeout(std::time::Duration::from_secs(2), http).await;
         tracing::info!("graceful leave complete");
         ExitCode::SUCCESS
     })

@@ -444,6 +444,94 @@ fn sigterm_hands_leadership_over_and_exits_cleanly() {
     );
 }
 
+/// Waits up to `within` for `child` to exit; its status, or `None` if it is
+/// still running.
+fn wait_exit(child: &mut Child, within: Duration) -> Option<std::process::ExitStatus> {
+    let end = Instant::now() + within;
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            return Some(status);
+        }
+        if Instant::now() >= end {
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// `tern leave` and `PUT /v1/agent/leave` each make the agent leave and the
+/// process exit 0 once its drain is over (Consul's agent shuts down after
+/// `Agent.Leave`: agent/agent_endpoint.go `AgentLeave`). Before, both
+/// printed success while the agent kept serving for good. The leave's answer
+/// comes only after the drain, as Consul's does, and a leaving leader hands
+/// leadership to another server.
+#[test]
+fn tern_leave_and_the_leave_endpoint_stop_the_agent() {
+    let mut nodes = cluster("leave");
+    for n in nodes.iter_mut() {
+        n.hcl = "performance {\n  raft_multiplier = 1\n  leave_drain_time = \"1s\"\n}".into();
+    }
+    let ports: Vec<u16> = nodes.iter().map(|n| n.server).collect();
+    for n in nodes.iter_mut() {
+        n.start(&ports);
+    }
+    let leader = leader_of(&nodes, Duration::from_secs(20))
+        .unwrap_or_else(|| panic!("no leader\n{}", logs(&nodes)));
+    let follower = (0..3).find(|i| *i != leader).unwrap();
+
+    // The CLI, against a follower.
+    let t = Instant::now();
+    let out = Command::new(env!("CARGO_BIN_EXE_tern"))
+        .args([
+            "leave".to_string(),
+            format!("-http-addr=127.0.0.1:{}", nodes[follower].http),
+        ])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "Graceful leave complete\n"
+    );
+    assert!(
+        t.elapsed() >= Duration::from_secs(1),
+        "answered before the 1 s drain was over: {:?}",
+        t.elapsed()
+    );
+    let mut child = nodes[follower].child.take().unwrap();
+    let status = wait_exit(&mut child, Duration::from_secs(10))
+        .unwrap_or_else(|| panic!("the agent still runs after tern leave\n{}", logs(&nodes)));
+    assert!(status.success(), "exits 0: {status:?}");
+
+    // The endpoint, against the leader: it hands leadership over first.
+    let third = (0..3).find(|i| *i != leader && *i != follower).unwrap();
+    let third_log = nodes[third].log.clone();
+    let became = || {
+        std::fs::read_to_string(&third_log)
+            .unwrap()
+            .matches("became leader")
+            .count()
+    };
+    let before = became();
+    let r = put(&format!("{}/v1/agent/leave", nodes[leader].base()), "");
+    assert_eq!(r, Some((200, String::new())));
+    let mut child = nodes[leader].child.take().unwrap();
+    let status = wait_exit(&mut child, Duration::from_secs(10)).unwrap_or_else(|| {
+        panic!(
+            "the agent still runs after PUT /v1/agent/leave\n{}",
+            logs(&nodes)
+        )
+    });
+    assert!(status.success(), "exits 0: {status:?}");
+    let log = std::fs::read_to_string(&nodes[leader].log).unwrap();
+    assert!(log.contains("graceful leave complete"), "{log}");
+    assert!(
+        became() > before,
+        "the last server took leadership from the leaving leader\n{}",
+        logs(&nodes)
+    );
+}
+
 /// A GET that may block: its status, `X-Consul-Index`, body, and how long
 /// it took. `None` if the request failed (connection error, client timeout).
 fn get_blocking(url: &str, timeout: Duration) -> Option<(u16, u64, String, Duration)> {

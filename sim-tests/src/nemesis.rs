@@ -517,6 +517,10 @@ impl Nemesis {
 /// A named scenario: a scripted fault schedule instead of random faults.
 #[derive(Copy, Clone, Debug, PartialEq, Eq)]
 pub enum Scenario {
+    /// An operator's leave of the leader (Consul's `TestServer_LeaveLeader`):
+    /// it hands leadership over, fails fast for the drain time, stops, and
+    /// is started again.
+    LeaderLeaves,
     LeaderIsolated,
     MinorityPartition,
     AsymmetricPartition,
@@ -530,7 +534,7 @@ pub enum Scenario {
 }
 
 impl Scenario {
-    pub const ALL: [Scenario; 10] = [
+    pub const ALL: [Scenario; 11] = [
         Scenario::LeaderIsolated,
         Scenario::MinorityPartition,
         Scenario::AsymmetricPartition,
@@ -541,6 +545,7 @@ impl Scenario {
         Scenario::SnapshotInstall,
         Scenario::ConsistentReadDuringPartition,
         Scenario::LeaderIsolatedWithResets,
+        Scenario::LeaderLeaves,
     ];
 
     pub fn name(self) -> &'static str {
@@ -555,6 +560,7 @@ impl Scenario {
             Scenario::SnapshotInstall => "snapshot-install",
             Scenario::ConsistentReadDuringPartition => "consistent-read-during-partition",
             Scenario::LeaderIsolatedWithResets => "leader-isolated-with-resets",
+            Scenario::LeaderLeaves => "leader-leaves",
         }
     }
 
@@ -775,6 +781,30 @@ impl Scenario {
                         self.name()
                     )),
                 }
+            }
+            Scenario::LeaderLeaves => {
+                n.world.leave(leader);
+                n.note(format!("leave {leader:?}"));
+                // Leadership moves at once (TimeoutNow), well within the drain.
+                sleep(em * 2).await;
+                match n.leader() {
+                    Some(l) if l != leader => {}
+                    other => failures.push(format!(
+                        "{}: leadership did not move off the leaving {leader:?} (leader now {other:?})",
+                        self.name()
+                    )),
+                }
+                sleep(crate::run::LEAVE_DRAIN).await;
+                if n.world.status(leader) != Some(NodeStatus::Left) {
+                    failures.push(format!(
+                        "{}: {leader:?} did not stop after its drain: {:?}",
+                        self.name(),
+                        n.world.status(leader)
+                    ));
+                }
+                // Started again, it is a follower of the new leader.
+                n.world.restart(leader);
+                n.note(format!("restart {leader:?}"));
             }
             Scenario::SnapshotInstall => {
                 let servers = n.live_servers();

@@ -105,8 +105,13 @@ pub fn server_config(opts: &Options, base: Config) -> Config {
         (16 * opts.append_entries_max * opts.inflight_appends_max).clamp(16, 1024);
     // Consul's test servers shorten the hold too; clients give up after 3 s.
     c.rpc_hold_timeout = CoreDuration::from_secs(2);
+    c.leave_drain_time = CoreDuration::from_millis(LEAVE_DRAIN.as_millis() as u64);
     c
 }
+
+/// How long a leaving server fails fast (Consul's test servers shorten
+/// `leave_drain_time` too).
+pub const LEAVE_DRAIN: Duration = Duration::from_secs(2);
 
 /// Run one seed with the given options (and an optional named scenario in
 /// place of the random nemesis).

@@ -131,3 +131,12 @@ fn planted_bug_hint_skips_lease_is_caught_by_the_resets_scenario() {
     }
     panic!("hint-skips-lease was never caught by the resets scenario in 40 seeds");
 }
+
+/// The leader leaves as an operator's `tern leave` makes it: leadership moves
+/// at once, the server fails fast for its drain time and then stops (the
+/// daemon exits), and started again it rejoins as a follower. Mirrors
+/// Consul's `TestServer_LeaveLeader` (agent/consul/server_test.go).
+#[test]
+fn the_leader_leaves_gracefully() {
+    passes(Scenario::LeaderLeaves);
+}

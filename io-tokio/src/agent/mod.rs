@@ -56,6 +56,9 @@ pub struct AgentHandle {
 pub(crate) struct HandleInner {
     pub(crate) tx: tokio::sync::mpsc::Sender<ToAgent>,
     pub(crate) options: AgentOptions,
+    /// Set once the agent's leave is complete (`Event::Left`): the process
+    /// exits on it.
+    pub(crate) left: Arc<tokio::sync::watch::Sender<bool>>,
 }
 
 /// A message to the agent task.
@@ -90,13 +93,23 @@ impl AgentHandle {
         rx.await.unwrap_or_default()
     }
 
-    /// Leave gracefully (transfer leadership, drain); returns when the drain
-    /// has started.
+    /// Leave gracefully: a leader hands leadership over, then requests fail
+    /// fast for `leave_drain_time`. Returns when the leave is complete (as
+    /// Consul's `Agent.Leave`, which the HTTP answer waits for); the process
+    /// then exits (`left`).
     pub async fn leave(&self) {
         let (tx, rx) = tokio::sync::oneshot::channel();
         if self.inner.tx.send(ToAgent::Leave(tx)).await.is_ok() {
             let _ = rx.await;
         }
+    }
+
+    /// Resolves once the agent has left (through any surface: HTTP, CLI,
+    /// signal), or its task has stopped.
+    pub async fn left(&self) {
+        let mut rx = self.inner.left.subscribe();
+        // An error means the sender is gone: nothing will ever leave.
+        let _ = rx.wait_for(|left| *left).await;
     }
 
     pub fn options(&self) -> &AgentOptions {
@@ -109,7 +122,11 @@ impl AgentHandle {
         let (tx, rx) = tokio::sync::mpsc::channel(1024);
         (
             AgentHandle {
-                inner: Arc::new(HandleInner { tx, options }),
+                inner: Arc::new(HandleInner {
+                    tx,
+                    options,
+                    left: Arc::new(tokio::sync::watch::Sender::new(false)),
+                }),
             },
             rx,
         )

@@ -72,9 +72,13 @@ pub async fn start(options: AgentOptions) -> Result<Agent, String> {
         inner: Arc::new(HandleInner {
             tx,
             options: options.clone(),
+            left: Arc::new(tokio::sync::watch::Sender::new(false)),
         }),
     };
-    let task = tokio::spawn(run(options, storage, durable, rx, inbound_rx, refusals));
+    let left = handle.inner.left.clone();
+    let task = tokio::spawn(run(
+        options, storage, durable, rx, inbound_rx, refusals, left,
+    ));
     Ok(Agent {
         handle,
         task,
@@ -109,6 +113,10 @@ struct Loop {
     /// Inbound connections by peer, to close a refused peer's.
     refusals: net::Refusals,
     server: Option<Server>,
+    /// Who asked to leave: answered when the leave is complete.
+    leaving: Vec<tokio::sync::oneshot::Sender<()>>,
+    /// Set when the leave is complete; the process exits on it.
+    left: Arc<tokio::sync::watch::Sender<bool>>,
     /// Servers known through the join handshake, before bootstrap.
     known: BTreeMap<NodeId, (String, String)>,
     next_request: u64,
@@ -122,6 +130,7 @@ async fn run(
     mut rx: mpsc::Receiver<ToAgent>,
     mut inbound: mpsc::Receiver<Inbound>,
     refusals: net::Refusals,
+    left: Arc<tokio::sync::watch::Sender<bool>>,
 ) {
     let (done_tx, mut disk_done) = mpsc::unbounded_channel();
     let disk = spawn_disk_thread(storage, done_tx.clone());
@@ -139,6 +148,8 @@ async fn run(
         server: None,
         next_request: 0,
         waiting: BTreeMap::new(),
+        leaving: Vec::new(),
+        left,
         options,
     };
     let id = l.options.core.node_id;
@@ -473,7 +484,9 @@ impl Loop {
                 let _ = tx.send(self.status());
             }
             ToAgent::Leave(tx) => {
+                // Nothing to hand over or drain: leave at once.
                 let _ = tx.send(());
+                self.left.send_replace(true);
             }
         }
     }
@@ -491,7 +504,8 @@ impl Loop {
             }
             ToAgent::Leave(tx) => {
                 inputs.push(Input::Leave);
-                let _ = tx.send(());
+                // Answered on `Event::Left`, when the drain is over.
+                self.leaving.push(tx);
             }
         }
     }
@@ -602,8 +616,17 @@ impl Loop {
             }
             Action::Event(e) => {
                 log_event(&e);
-                if let Event::PeerMessageRefused { from, .. } = e {
-                    self.refusals.close(from);
+                match e {
+                    Event::PeerMessageRefused { from, .. } => {
+                        self.refusals.close(from);
+                    }
+                    Event::Left => {
+                        for tx in self.leaving.drain(..) {
+                            let _ = tx.send(());
+                        }
+                        self.left.send_replace(true);
+                    }
+                    _ => {}
                 }
             }
         }
@@ -655,6 +678,7 @@ fn log_event(e: &Event) {
         Event::BecameLeader { term } => tracing::info!("became leader in term {}", term.0),
         Event::SteppedDown { term } => tracing::info!("stepped down in term {}", term.0),
         Event::Removed => tracing::info!("removed from the Raft configuration"),
+        Event::Left => tracing::info!("left: leadership handed over and the drain is over"),
         Event::SnapshotTaken { last_index } => {
             tracing::info!("snapshot taken at index {}", last_index.0)
         }

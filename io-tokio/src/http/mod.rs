@@ -64,6 +64,18 @@ pub async fn serve(listener: tokio::net::TcpListener, agent: AgentHandle) -> std
     axum::serve(listener, router(agent)).await
 }
 
+/// `serve` until the agent has left, then stop taking connections and let
+/// the requests in flight finish (the leave's own answer among them).
+pub async fn serve_until_left(
+    listener: tokio::net::TcpListener,
+    agent: AgentHandle,
+) -> std::io::Result<()> {
+    let left = agent.clone();
+    axum::serve(listener, router(agent))
+        .with_graceful_shutdown(async move { left.left().await })
+        .await
+}
+
 /// Sends a read and returns the reply with its meta headers.
 async fn read(agent: &AgentHandle, opts: &QueryOptions, op: Op) -> Result<(Reply, Meta), ApiError> {
     let reply = agent.call(opts.request(op)).await?;
