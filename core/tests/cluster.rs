@@ -1309,3 +1309,67 @@ fn a_sender_address_never_overrides_the_configuration_and_is_bounded() {
         .iter()
         .all(|(_, e)| !matches!(e, Event::PeerMessageRefused { .. })));
 }
+
+/// A leaving leader hands leadership to a voter that is answering, not to
+/// one that is down even if it is as caught up and would win the tie on id
+/// (found by the real-process leave test: the TimeoutNow went to a server
+/// that had already left, and nobody took over until the leader was gone).
+#[test]
+fn a_leaving_leader_transfers_to_a_voter_that_answers() {
+    use tern_core::Input;
+    let mut c = Cluster::with_voters(3);
+    let leader = c.run_until_leader(Duration::from_secs(5)).unwrap();
+    let mut followers: Vec<NodeId> = c
+        .servers
+        .keys()
+        .filter(|id| **id != leader)
+        .copied()
+        .collect();
+    followers.sort();
+    // The lowest id (the tie-break's choice among equals) goes down; both
+    // followers hold the whole log.
+    let (down, up) = (followers[0], followers[1]);
+    let rid = c.request(leader, put("x", "1"));
+    c.run_for(Duration::from_millis(50));
+    assert!(c.responses[&(leader, rid)].is_ok());
+    c.crash(down);
+    c.run_for(Duration::from_millis(200));
+    c.handle(leader, Input::Leave);
+    // Well within one election timeout (150-300 ms): a transfer, not an
+    // election.
+    c.run_for(Duration::from_millis(100));
+    assert_eq!(
+        c.leader(),
+        Some(up),
+        "leadership moved to the answering voter"
+    );
+}
+
+/// The same, the moment the driver reports the voter gone (its connection
+/// closed): it answered a moment ago, but a transfer looks elsewhere.
+#[test]
+fn a_leaving_leader_skips_a_voter_reported_gone() {
+    use tern_core::Input;
+    let mut c = Cluster::with_voters(3);
+    let leader = c.run_until_leader(Duration::from_secs(5)).unwrap();
+    let mut followers: Vec<NodeId> = c
+        .servers
+        .keys()
+        .filter(|id| **id != leader)
+        .copied()
+        .collect();
+    followers.sort();
+    let (down, up) = (followers[0], followers[1]);
+    let rid = c.request(leader, put("x", "1"));
+    c.run_for(Duration::from_millis(50));
+    assert!(c.responses[&(leader, rid)].is_ok());
+    c.crash(down);
+    c.handle(leader, Input::Unreachable(down));
+    c.handle(leader, Input::Leave);
+    c.run_for(Duration::from_millis(100));
+    assert_eq!(
+        c.leader(),
+        Some(up),
+        "leadership moved to the answering voter"
+    );
+}

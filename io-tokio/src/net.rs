@@ -8,7 +8,7 @@
 //! connections carry the join handshake ([`Hello`]).
 
 use std::collections::BTreeMap;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
@@ -272,12 +272,40 @@ async fn answer_hello(
     Ok(())
 }
 
-/// Say hello to the server at `addr` and return its answer.
-pub async fn hello(addr: &str, ours: &Hello) -> Result<Hello, String> {
-    let mut stream = tokio::time::timeout(DIAL_TIMEOUT, TcpStream::connect(addr))
+/// Connect to `address` (an `ip:port` or `host:port`) within
+/// `DIAL_TIMEOUT`, from `local` when given (the agent's bind address; port
+/// chosen by the OS), so that peers, firewalls and partition tests see which
+/// agent is talking. A `local` of the other address family than the peer's
+/// is not used.
+pub async fn dial(address: &str, local: Option<IpAddr>) -> Result<TcpStream, String> {
+    let addr: SocketAddr = match address.parse() {
+        Ok(a) => a,
+        Err(_) => tokio::net::lookup_host(address)
+            .await
+            .map_err(|e| format!("dialing {address}: {e}"))?
+            .next()
+            .ok_or_else(|| format!("dialing {address}: no address found"))?,
+    };
+    let socket = if addr.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()
+    } else {
+        tokio::net::TcpSocket::new_v6()
+    }
+    .map_err(|e| format!("dialing {address}: {e}"))?;
+    if let Some(ip) = local.filter(|ip| ip.is_ipv4() == addr.is_ipv4() && !ip.is_unspecified()) {
+        socket
+            .bind(SocketAddr::new(ip, 0))
+            .map_err(|e| format!("dialing {address} from {ip}: {e}"))?;
+    }
+    tokio::time::timeout(DIAL_TIMEOUT, socket.connect(addr))
         .await
-        .map_err(|_| format!("dialing {addr} timed out"))?
-        .map_err(|e| format!("dialing {addr}: {e}"))?;
+        .map_err(|_| format!("dialing {address} timed out"))?
+        .map_err(|e| format!("dialing {address}: {e}"))
+}
+
+/// Say hello to the server at `addr` and return its answer.
+pub async fn hello(addr: &str, ours: &Hello, local: Option<IpAddr>) -> Result<Hello, String> {
+    let mut stream = dial(addr, local).await?;
     let mut out = vec![wire::conn::RPC_CONSUL];
     wire::encode_frame(&ours.encode(), &mut out);
     stream.write_all(&out).await.map_err(|e| e.to_string())?;
@@ -300,12 +328,24 @@ pub async fn hello(addr: &str, ours: &Hello) -> Result<Hello, String> {
 #[derive(Clone, Default)]
 pub struct Pool {
     peers: Arc<Mutex<BTreeMap<String, ByName>>>,
+    /// The address outbound connections leave from (the agent's bind
+    /// address), as Consul's pool dials from its RPC bind address.
+    local: Option<IpAddr>,
 }
 
 /// The writers at one address, by node name.
 type ByName = BTreeMap<String, mpsc::Sender<Vec<u8>>>;
 
 impl Pool {
+    /// A pool whose connections leave from `local` (`None` or an
+    /// unspecified address: wherever the OS routes them from).
+    pub fn new(local: Option<IpAddr>) -> Pool {
+        Pool {
+            peers: Arc::default(),
+            local: local.filter(|ip| !ip.is_unspecified()),
+        }
+    }
+
     /// Queue a message for server `node` at `address`. Never blocks: if the
     /// peer's queue is full the message is dropped (Raft retries; forwarded
     /// requests time out).
@@ -316,7 +356,7 @@ impl Pool {
         let tx = match peers.get(address).and_then(|by_name| by_name.get(node)) {
             Some(tx) => tx.clone(),
             None => {
-                let tx = spawn_writer(address.to_string());
+                let tx = spawn_writer(address.to_string(), self.local);
                 peers
                     .entry(address.to_string())
                     .or_default()
@@ -342,7 +382,7 @@ impl Pool {
 /// process died or restarted): the connection is dropped at once rather
 /// than found dead by a later write, which the kernel would accept and then
 /// lose.
-fn spawn_writer(address: String) -> mpsc::Sender<Vec<u8>> {
+fn spawn_writer(address: String, local: Option<IpAddr>) -> mpsc::Sender<Vec<u8>> {
     let (tx, mut rx) = mpsc::channel::<Vec<u8>>(PEER_QUEUE_MAX);
     tokio::spawn(async move {
         let mut conn: Option<Conn> = None;
@@ -352,7 +392,7 @@ fn spawn_writer(address: String) -> mpsc::Sender<Vec<u8>> {
                 conn = None;
             }
             if conn.is_none() {
-                conn = dial_raft(&address).await.map(Conn::new);
+                conn = dial_raft(&address, local).await.map(Conn::new);
             }
             let Some(c) = conn.as_mut() else {
                 continue; // dropped: the peer is unreachable
@@ -417,22 +457,8 @@ impl Drop for Conn {
     }
 }
 
-async fn dial_raft(address: &str) -> Option<TcpStream> {
-    let addr: SocketAddr = match address.parse() {
-        Ok(a) => a,
-        Err(_) => match tokio::net::lookup_host(address)
-            .await
-            .ok()
-            .and_then(|mut a| a.next())
-        {
-            Some(a) => a,
-            None => return None,
-        },
-    };
-    let mut stream = tokio::time::timeout(DIAL_TIMEOUT, TcpStream::connect(addr))
-        .await
-        .ok()?
-        .ok()?;
+async fn dial_raft(address: &str, local: Option<IpAddr>) -> Option<TcpStream> {
+    let mut stream = dial(address, local).await.ok()?;
     let _ = stream.set_nodelay(true);
     stream.write_all(&[wire::conn::RPC_RAFT]).await.ok()?;
     Some(stream)

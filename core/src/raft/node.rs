@@ -507,6 +507,14 @@ impl Raft {
     /// other servers, still hearing from the leader, refuse. Hints about
     /// anyone else change nothing here.
     pub fn peer_unreachable(&mut self, now: Instant, peer: NodeId) {
+        if self.role == Role::Leader {
+            // Only a hint: replication goes on as before, but a leadership
+            // transfer prefers a voter nobody has reported gone.
+            if let Some(p) = self.progress.get_mut(&peer) {
+                p.hinted_gone = true;
+            }
+            return;
+        }
         if self.role != Role::Follower || self.leader != Some(peer) || peer == self.id {
             return;
         }
@@ -1080,6 +1088,7 @@ impl Raft {
         };
         p.recent_active = true;
         p.last_ack = now;
+        p.hinted_gone = false;
         p.acked_seq = p.acked_seq.max(seq);
         true
     }
@@ -1401,11 +1410,20 @@ impl Raft {
         }
         let target = match to {
             Some(t) => t,
+            // The voter most likely to win at once: one that answered
+            // within an election timeout and was not reported gone since (a
+            // server that is down or cut off would never campaign, and the
+            // transfer would only time out), then the most caught up, then
+            // the lowest id.
             None => self
                 .progress
                 .iter()
                 .filter(|(id, _)| self.membership.is_voter(**id))
-                .max_by_key(|(id, p)| (p.matched, std::cmp::Reverse(**id)))
+                .max_by_key(|(id, p)| {
+                    let answering =
+                        !p.hinted_gone && now.saturating_since(p.last_ack) < self.opts.election_min;
+                    (answering, p.matched, std::cmp::Reverse(**id))
+                })
                 .map(|(id, _)| *id)
                 .ok_or_else(|| {
                     ProposeError::BadChange("no other voter to transfer leadership to".into())

@@ -29,6 +29,9 @@ pub struct Progress {
     pub recent_active: bool,
     /// When the follower last answered.
     pub last_ack: Instant,
+    /// The driver reported the follower gone (`Input::Unreachable`) since it
+    /// last answered: a leadership transfer looks elsewhere first.
+    pub hinted_gone: bool,
     /// How much of our snapshot (by its last index) the follower confirmed
     /// holding: where streaming resumes.
     pub snapshot_offset: Option<(LogIndex, u64)>,
@@ -44,6 +47,7 @@ impl Progress {
             acked_seq: 0,
             recent_active: true,
             last_ack: now,
+            hinted_gone: false,
             snapshot_offset: None,
         }
     }

@@ -143,7 +143,7 @@ async fn run(
         outbox: Outbox::for_config(&options.core),
         disk,
         snapshots,
-        pool: Pool::default(),
+        pool: Pool::new(Some(options.server_addr.ip())),
         refusals,
         server: None,
         next_request: 0,
@@ -166,7 +166,12 @@ async fn run(
     } else {
         // Find the other servers, then bootstrap with all of them.
         let (found_tx, mut found_rx) = mpsc::channel::<Hello>(64);
-        tokio::spawn(join_loop(l.options.retry_join.clone(), l.hello(), found_tx));
+        tokio::spawn(join_loop(
+            l.options.retry_join.clone(),
+            l.hello(),
+            Some(l.options.server_addr.ip()),
+            found_tx,
+        ));
         let mut durable = Some(durable);
         while l.server.is_none() {
             tokio::select! {
@@ -391,10 +396,15 @@ fn persist_job(
     Ok(())
 }
 
-async fn join_loop(addrs: Vec<String>, ours: Hello, found: mpsc::Sender<Hello>) {
+async fn join_loop(
+    addrs: Vec<String>,
+    ours: Hello,
+    local: Option<std::net::IpAddr>,
+    found: mpsc::Sender<Hello>,
+) {
     loop {
         for a in &addrs {
-            match net::hello(a, &ours).await {
+            match net::hello(a, &ours, local).await {
                 Ok(h) => {
                     if found.send(h).await.is_err() {
                         return;
