@@ -1286,14 +1286,15 @@ fn validate(c: &GossipConfig) -> Result<(), String> {
 mod tests {
     use super::*;
 
-    /// memberlist's suspicion_test.go `TestSuspicion`: k = 3, min 500 ms,
-    /// max 2 s; the original suspecter and repeats do not count.
+    /// memberlist's suspicion_test.go `TestSuspicion_remainingSuspicionTime`
+    /// (k = 3, min 2 s, max 30 s), as totals from the start of the suspicion
+    /// (memberlist subtracts the elapsed time: 14 s at 2 s, 4.81 s at 3 s).
     #[test]
     fn suspicion_timeout_shrinks_as_memberlist_computes_it() {
-        let (min, max) = (Duration::from_millis(500), Duration::from_secs(2));
+        let (min, max) = (Duration::from_secs(2), Duration::from_secs(30));
         assert_eq!(remaining(0, 3, min, max), max);
-        assert_eq!(remaining(1, 3, min, max), Duration::from_millis(1250));
-        assert_eq!(remaining(2, 3, min, max), Duration::from_millis(810));
+        assert_eq!(remaining(1, 3, min, max), Duration::from_secs(16));
+        assert_eq!(remaining(2, 3, min, max), Duration::from_millis(7_810));
         assert_eq!(remaining(3, 3, min, max), min);
         assert_eq!(remaining(4, 3, min, max), min);
         assert_eq!(remaining(5, 0, min, max), min);
