@@ -269,6 +269,44 @@ fn force_leave_turns_a_failed_member_into_left_everywhere() {
     }
 }
 
+/// memberlist `TestMemberList_ProbeNode_Suspect`'s other half (indirect
+/// probes): when the direct path between two members is cut, others ping
+/// for them and neither suspects the other.
+#[test]
+fn a_cut_link_is_bridged_by_indirect_probes() {
+    let mut net = converged(5, 18);
+    net.cut(0, 1, true);
+    net.run_for(secs(120));
+    let suspects = |i: usize| {
+        net.events(i)
+            .iter()
+            .filter(|(_, e)| matches!(e, GossipEvent::MemberSuspect { .. }))
+            .count()
+    };
+    assert_eq!((suspects(0), suspects(1)), (0, 0));
+    assert!(net.converged_alive());
+}
+
+/// Lifeguard's local health awareness (memberlist awareness.go): a member
+/// that hears nothing blames itself as its probes go unanswered and
+/// stretches its own probe timings, up to `awareness_max_multiplier - 1`;
+/// once it hears again its score comes back down.
+#[test]
+fn a_deaf_member_lowers_its_own_health_and_recovers() {
+    let mut net = converged(5, 19);
+    assert_eq!(net.gossip(2).awareness(), 0);
+    net.deafen(2, true);
+    net.run_for(secs(20));
+    assert_eq!(
+        net.gossip(2).awareness(),
+        7,
+        "the score saturates at max - 1"
+    );
+    net.deafen(2, false);
+    net.run_until(secs(120), |net| net.gossip(2).awareness() == 0)
+        .expect("the score comes back down once probes are answered");
+}
+
 /// Lifeguard's claim (and memberlist's defaults' purpose): at 5% datagram
 /// loss, indirect probes and refutation keep false failures away.
 #[test]

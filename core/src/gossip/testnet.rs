@@ -60,6 +60,10 @@ pub struct TestNet {
     /// Datagrams lost so far.
     pub lost: u64,
     nodes: Vec<Node>,
+    /// Links that drop every datagram, as (from, to).
+    cut: std::collections::BTreeSet<(usize, usize)>,
+    /// Members that send but receive nothing.
+    deaf: std::collections::BTreeSet<usize>,
     by_address: BTreeMap<String, usize>,
     flights: BTreeMap<(Instant, u64), Flight>,
     flight_seq: u64,
@@ -80,6 +84,8 @@ impl TestNet {
             loss_per_mille: 0,
             lost: 0,
             nodes: Vec::new(),
+            cut: Default::default(),
+            deaf: Default::default(),
             by_address: BTreeMap::new(),
             flights: BTreeMap::new(),
             flight_seq: 0,
@@ -137,6 +143,27 @@ impl TestNet {
     /// a pause when followed by [`TestNet::resume`]).
     pub fn kill(&mut self, i: usize) {
         self.nodes[i].up = false;
+    }
+
+    /// Cuts (or mends) the link between `i` and `j` both ways: datagrams
+    /// are dropped, streams still pass (a UDP-only firewall rule).
+    pub fn cut(&mut self, i: usize, j: usize, cut: bool) {
+        for link in [(i, j), (j, i)] {
+            if cut {
+                self.cut.insert(link);
+            } else {
+                self.cut.remove(&link);
+            }
+        }
+    }
+
+    /// Makes member `i` deaf (or not): it runs and sends, but nothing reaches it.
+    pub fn deafen(&mut self, i: usize, deaf: bool) {
+        if deaf {
+            self.deaf.insert(i);
+        } else {
+            self.deaf.remove(&i);
+        }
     }
 
     /// Lets a paused member run again with the state it had.
@@ -282,6 +309,9 @@ impl TestNet {
                     let Some(&to) = self.by_address.get(&to) else {
                         continue;
                     };
+                    if self.deaf.contains(&to) || (!stream && self.cut.contains(&(i, to))) {
+                        continue;
+                    }
                     if !stream && self.rng.chance(self.loss_per_mille, 1000) {
                         self.lost += 1;
                         continue;
