@@ -47,6 +47,10 @@ pub enum GossipInput {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum GossipAction {
     /// Send `bytes` to `to`: over a stream (TCP) when `stream`, else a datagram.
+    /// A reply goes to the address the request came `from`: a UDP driver
+    /// sends from its gossip port so that is where answers land, and a TCP
+    /// driver answers a stream on the connection it came in on (its source
+    /// port is ephemeral), as memberlist's push-pull does.
     Send {
         to: String,
         bytes: Vec<u8>,

@@ -135,7 +135,10 @@ impl Gossip {
                 let Some(s) = e.suspicion.as_mut() else {
                     return;
                 };
-                if s.confirmers.insert(from.clone()) {
+                // memberlist stops counting at k: more cannot shorten the
+                // timeout further, and the set stays bounded.
+                let counted = u32::try_from(s.confirmers.len()).unwrap_or(u32::MAX);
+                if counted <= s.k && s.confirmers.insert(from.clone()) {
                     // A new, independent confirmation shortens the timeout.
                     let c = u32::try_from(s.confirmers.len() - 1).unwrap_or(u32::MAX);
                     s.deadline = s.started + remaining(c, s.k, s.min, s.max);
