@@ -94,6 +94,7 @@ pub mod clock;
 pub mod config;
 pub mod fsm;
 pub mod fuzz_cluster;
+pub mod gossip;
 pub mod ids;
 pub mod message;
 pub mod outbox;

@@ -20,11 +20,12 @@ use tern_core::{Datacenter, LogIndex, Message, MessageBody, NodeId, Term};
 /// A fuzz target's body.
 type Check = fn(&[u8]);
 
-const TARGETS: [(&str, Check); 4] = [
+const TARGETS: [(&str, Check); 5] = [
     ("frame", fuzz_check::frame),
     ("message", fuzz_check::message),
     ("wal", fuzz_check::wal),
     ("cluster", fuzz_check::cluster),
+    ("gossip", tern_core::gossip::fuzz::gossip),
 ];
 
 fn corpus_dir(target: &str) -> PathBuf {
@@ -221,8 +222,89 @@ fn cluster_inputs() -> Vec<(&'static str, Vec<u8>)> {
     out
 }
 
+/// Inputs for the `gossip` target: a packet of each kind, as a pool sends them.
+fn gossip_inputs() -> Vec<(&'static str, Vec<u8>)> {
+    use tern_core::gossip::packet::{MemberInfo, PeerEntry, PeerState};
+    use tern_core::gossip::{encode_packet, Body, Packet, Tags, Update, Version};
+    let info = MemberInfo {
+        name: "node1".into(),
+        node_id: NodeId(2),
+        address: "10.0.0.2:8301".into(),
+        tags: Tags::server("dc1", 8300, NodeId(2), 3, "0.1.0"),
+        version: Version {
+            generation: 1,
+            incarnation: 4,
+        },
+    };
+    let suspect = Update::Suspect {
+        name: "node2".into(),
+        version: Version {
+            generation: 1,
+            incarnation: 0,
+        },
+        from: "node1".into(),
+    };
+    let packet = |body, updates| encode_packet(&Packet { body, updates });
+    vec![
+        (
+            "ping",
+            packet(
+                Body::Ping {
+                    seq: 1,
+                    target: "node0".into(),
+                },
+                vec![Update::Alive(info.clone())],
+            ),
+        ),
+        ("ack", packet(Body::Ack { seq: 1 }, vec![suspect.clone()])),
+        (
+            "ping-req",
+            packet(
+                Body::PingReq {
+                    seq: 3,
+                    target: "node2".into(),
+                    address: "10.0.0.3:8301".into(),
+                },
+                vec![],
+            ),
+        ),
+        (
+            "push-pull",
+            packet(
+                Body::PushPull {
+                    seq: 4,
+                    reply: true,
+                    join: true,
+                    members: vec![PeerEntry {
+                        info,
+                        state: PeerState::Dead,
+                    }],
+                },
+                vec![],
+            ),
+        ),
+        (
+            "dead-self",
+            packet(
+                Body::Gossip,
+                vec![Update::Dead {
+                    name: "node0".into(),
+                    version: Version {
+                        generation: 1,
+                        incarnation: 9,
+                    },
+                    from: "node2".into(),
+                }],
+            ),
+        ),
+    ]
+}
+
 fn seeds() -> Vec<(&'static str, String, Vec<u8>)> {
     let mut out = Vec::new();
+    for (name, data) in gossip_inputs() {
+        out.push(("gossip", name.to_string(), data));
+    }
     for (name, data) in cluster_inputs() {
         out.push(("cluster", name.to_string(), data));
     }
