@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
 # Tern holding a big state, on this machine: 3 servers (Consul's snapshot
-# defaults), 1M keys of 256 B written by 64 clients, then: resident memory per
-# server (and per key), how long each snapshot file took to write (the agent
-# logs each one, and any disk job over 100 ms), how long a follower takes to
-# come back from kill -9 (recovery from its data dir), and how long a follower
-# that missed more than the trailing logs takes to catch up (the leader's
-# snapshot, streamed in pieces). Then, with the Tern servers stopped, the same
+# defaults), 1M keys of 256 B written once each by 64 clients
+# (bench/kv-load.py), then: resident memory per server (and per key), how
+# long each snapshot file took to write (the agent logs each one, and any disk
+# job over 100 ms), how long a follower takes to come back from kill -9
+# (recovery from its data dir), and how long a follower that missed more than
+# the trailing logs takes to catch up (the leader's snapshot, streamed in
+# pieces). Then, with the Tern servers stopped, the same
 # for etcd holding the same keys (bench/big-state-etcd.sh), and both side by
 # side. It prints numbers; it asserts nothing.
 # Usage: bench/big-state.sh [keys_per_client] (default 15625: 1M keys)
@@ -46,13 +47,12 @@ for i in 1 2 3; do start "$i"; done
 until [ -n "$(leader)" ]; do sleep 0.2; done
 L=$(leader)
 KEYS=$((64 * KPC))
-echo "== writing $KEYS keys of 256 B (64 clients)"
+echo "== writing $KEYS keys of 256 B (64 clients, each key once: bench/kv-load.py)"
 t=$(now)
-LOAD=$("$TERN" bench kv --target tern --http-addr "127.0.0.1:${H[$L]}" --clients 64 \
-  --keys-per-client "$KPC" --duration "$((KPC / 150 + 30))s" --value-size 256)
+LOAD=$(python3 bench/kv-load.py tern "127.0.0.1:${H[$L]}" 64 "$KPC" 256)
 echo "$LOAD"
 echo "took $(since "$t") s"
-for f in writes/s writes errors p50_ms p99_ms max_ms duration_s; do res "load.$f" "$(field "$LOAD" "$f")"; done
+for f in writes/s writes errors p50_ms p99_ms max_ms duration_s loader_cpu_s; do res "load.$f" "$(field "$LOAD" "$f")"; done
 for i in 1 2 3; do until [ "$(has_last "$i")" = 200 ]; do sleep 0.5; done; done
 sleep 35 # past raft_snapshot_interval (30 s): every server has snapshotted
 for i in 1 2 3; do
@@ -82,6 +82,7 @@ with open(sys.argv[2], "a") as f:
     f.write(f"tern.snapshot_mib={size / 1048576:.0f}\n")
     f.write(f"tern.slow_disk_jobs={len(stall)}\ntern.slow_disk_max_ms={max(stall, default=0)}\n")
 EOF
+L=$(leader) # leadership may have moved during the load
 F=$(( L % 3 + 1 ))
 echo "== restart: kill -9 s$F, start it, until it serves the last key"
 kill -9 "${P[$F]}"; sleep 1; t=$(now); start "$F"
@@ -112,6 +113,7 @@ echo "catch-up through the leader's snapshot: $took s ($installed installed)"
 res install_s "$took"
 echo "Machine: $(nproc) vCPU, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs)"
 stop_tern
+rm -rf "$WORK"/d[123] # etcd gets the disk space too
 [ "${ETCD:-1}" = 0 ] && exit 0
 
 echo
@@ -130,6 +132,7 @@ rows = [
     ("load: writes/s", g("tern.load.writes/s"), g("etcd.load.writes/s")),
     ("load: puts (errors)", f"{g('tern.load.writes')} ({g('tern.load.errors')})", f"{g('etcd.load.writes')} ({g('etcd.load.errors')})"),
     ("load: p99 / max ms", f"{g('tern.load.p99_ms')} / {g('tern.load.max_ms')}", f"{g('etcd.load.p99_ms')} / {g('etcd.load.max_ms')}"),
+    ("load: s (the loader's own CPU s)", f"{g('tern.load.duration_s')} ({g('tern.load.loader_cpu_s')})", f"{g('etcd.load.duration_s')} ({g('etcd.load.loader_cpu_s')})"),
     ("resident MiB per server", span("tern", "rss_mib", T), span("etcd", "rss_mib", E)),
     ("  of it anonymous / file-backed", f"{span('tern', 'anon_mib', T)} / {span('tern', 'file_mib', T)}", f"{span('etcd', 'anon_mib', E)} / {span('etcd', 'file_mib', E)}"),
     ("resident B per key", span("tern", "bytes_per_key", T), span("etcd", "bytes_per_key", E)),

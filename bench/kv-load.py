@@ -1,15 +1,18 @@
 #!/usr/bin/env python3
-"""Load an etcd member with exactly CLIENTS x KEYS_PER_CLIENT distinct keys.
+"""Write exactly CLIENTS x KEYS_PER_CLIENT distinct keys to Tern or etcd.
 
-Usage: etcd-load.py HOST:PORT CLIENTS KEYS_PER_CLIENT VALUE_SIZE
+Usage: kv-load.py tern|etcd HOST:PORT CLIENTS KEYS_PER_CLIENT VALUE_SIZE
 
 Client c puts bench/c/0 .. bench/c/(K-1) once each, in order, one request in
-flight per client, through etcd v3's JSON gateway (POST /v3/kv/put) on one
-kept-alive HTTP/1.1 connection per client: the key names, value size and
-client count of `tern bench kv --keys-per-client`, but exactly one pass, so
-etcd ends with one revision per key and no history to compact. All clients
-are coroutines on one thread (Python's standard library only, nothing to
-install). A failed put is retried on a new connection, so every key is
+flight per client, on one kept-alive HTTP/1.1 connection per client: Consul's
+PUT /v1/kv/<key> to Tern, etcd v3's JSON gateway (POST /v3/kv/put) to etcd.
+These are the key names, value size and client count of `tern bench kv
+--keys-per-client`, but exactly one pass that ends when every key is written
+(`tern bench kv` cycles through the keys for a fixed time, which leaves keys
+unwritten when the machine is slow, and overwrites that etcd would keep as
+history). The same client for both systems, so both pay the same per-request
+cost on the client side. All clients are coroutines on one thread (Python's
+standard library only, nothing to install). A failed put is retried on a new connection, so every key is
 written; the failures are counted. Prints one line like `tern bench kv`'s,
 plus the CPU the loader itself used (it shares the machine with etcd).
 """
@@ -22,16 +25,27 @@ import sys
 import time
 
 
-async def client(host, port, c, keys, value_b64, lat, errors):
+def request(target, host, port, key, value):
+    """One put of `value` at `key`, as bytes on the wire."""
+    if target == "tern":
+        return (
+            f"PUT /v1/kv/{key} HTTP/1.1\r\nHost: {host}:{port}\r\n"
+            f"Content-Length: {len(value)}\r\n\r\n"
+        ).encode() + value
+    k = base64.b64encode(key.encode()).decode()
+    v = base64.b64encode(value).decode()
+    body = f'{{"key":"{k}","value":"{v}"}}'.encode()
+    return (
+        f"POST /v3/kv/put HTTP/1.1\r\nHost: {host}:{port}\r\n"
+        f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n"
+    ).encode() + body
+
+
+async def client(target, host, port, c, keys, value, lat, errors):
     reader = writer = None
     i = 0
     while i < keys:
-        key = base64.b64encode(f"bench/{c}/{i}".encode()).decode()
-        body = f'{{"key":"{key}","value":"{value_b64}"}}'.encode()
-        req = (
-            f"POST /v3/kv/put HTTP/1.1\r\nHost: {host}:{port}\r\n"
-            f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n"
-        ).encode() + body
+        req = request(target, host, port, f"bench/{c}/{i}", value)
         t = time.perf_counter()
         try:
             if writer is None:
@@ -65,13 +79,16 @@ async def client(host, port, c, keys, value_b64, lat, errors):
 
 
 async def main():
-    addr, clients, keys, size = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
+    target, addr = sys.argv[1], sys.argv[2]
+    clients, keys, size = int(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5])
+    if target not in ("tern", "etcd"):
+        sys.exit("usage: kv-load.py tern|etcd HOST:PORT CLIENTS KEYS_PER_CLIENT VALUE_SIZE")
     host, port = addr.rsplit(":", 1)
-    value_b64 = base64.b64encode(b"x" * size).decode()
+    value = b"x" * size
     lat, errors = [], [0]
     start = time.perf_counter()
     await asyncio.gather(
-        *(client(host, int(port), c, keys, value_b64, lat, errors) for c in range(clients))
+        *(client(target, host, int(port), c, keys, value, lat, errors) for c in range(clients))
     )
     secs = time.perf_counter() - start
     lat.sort()
