@@ -4,12 +4,15 @@
 //! timers, the server port (`net`) and the data dir (`storage`); `http` is the
 //! Consul-compatible HTTP API on top of an [`agent::AgentHandle`]; `config`
 //! turns flags and Consul-style config files into [`agent::AgentOptions`];
-//! `cli` holds the client commands (`kv`, `operator raft`, `members`, `leave`).
+//! `cli` holds the client commands (`kv`, `operator raft`, `members`, `leave`);
+//! `gossip` runs a core gossip pool on UDP and TCP sockets (not yet wired into
+//! the agent).
 
 pub mod agent;
 pub mod bench;
 pub mod cli;
 pub mod config;
+pub mod gossip;
 pub mod http;
 pub mod net;
 pub mod storage;
