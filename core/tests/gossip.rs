@@ -695,3 +695,33 @@ fn bytes_per_member_per_second_stay_small() {
         assert!(per > 0 && per <= bound, "{n} members: {per} B/s");
     }
 }
+
+/// A probe that started against a member's previous life and fails after
+/// the member restarted suspects that previous life only, never the new
+/// generation (memberlist suspects the incarnation it probed). Before, such a
+/// probe made the restarted member refute a suspicion of itself at once
+/// (found by the io-tokio driver's test). Quick restarts at many moments, so
+/// some land while a probe of the old life is in flight.
+#[test]
+fn a_probe_of_a_previous_life_never_suspects_the_restarted_member() {
+    let mut net = converged(5, 11);
+    for round in 0..120u64 {
+        net.kill(3);
+        // Down past a probe's direct and indirect pings, back (joining
+        // through some prober) before that probe gives up.
+        net.run_for(Duration::from_millis(300 + (round * 53) % 600));
+        let mut config = lan_config(3, 11);
+        config.generation = 2 + round;
+        net.restart(3, config, [0, 1, 2, 4][(round % 4) as usize]);
+        net.run_for(Duration::from_millis(1500));
+    }
+    let refuted: Vec<_> = net
+        .events(3)
+        .iter()
+        .filter(|(_, e)| matches!(e, GossipEvent::Refuted(_)))
+        .collect();
+    assert!(
+        refuted.is_empty(),
+        "the restarted member had to refute: {refuted:?}"
+    );
+}

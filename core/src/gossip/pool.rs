@@ -158,6 +158,10 @@ struct Entry {
 #[derive(Clone, Debug)]
 struct Probe {
     target: String,
+    /// The target's version when the probe started: a probe that fails
+    /// suspects that life of the member, never a newer one it learned of
+    /// meanwhile (a restart; memberlist captures the incarnation too).
+    version: Version,
     seq: u32,
     indirect_at: Instant,
     indirect_sent: bool,
@@ -644,8 +648,10 @@ impl Gossip {
             return;
         };
         let seq = self.next_seq();
+        let version = self.members[&target].info.version;
         self.probe = Some(Probe {
             target: target.clone(),
+            version,
             seq,
             indirect_at: now + self.config.probe_timeout.saturating_mul(scale),
             indirect_sent: false,
@@ -693,9 +699,8 @@ impl Gossip {
             return;
         };
         if matches!(e.state, State::Alive | State::Suspect) {
-            let version = e.info.version;
             let from = self.me.name.clone();
-            self.on_suspect(now, p.target, version, from, out);
+            self.on_suspect(now, p.target, p.version, from, out);
         }
     }
 
