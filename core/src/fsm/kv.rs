@@ -1,8 +1,12 @@
 //! The KV table: entries, tombstones and the table index (Consul's `kvs`
 //! table, its graveyard and its `index` row).
 
-use std::collections::BTreeMap;
+use std::borrow::Borrow;
+use std::cmp::Ordering;
 use std::ops::Bound;
+use std::sync::Arc;
+
+use imbl::{OrdMap, OrdSet};
 
 use super::command::{KvCommand, KvEntry, KvWrite};
 use super::hash::ItemHasher;
@@ -11,10 +15,20 @@ use super::snapshot::{
 };
 use super::FsmError;
 
-/// A stored entry and its hash, kept so that replacing or removing the entry
-/// does not need to hash its (possibly large) value again.
-#[derive(Clone, Debug, PartialEq, Eq)]
-struct Slot {
+/// A stored entry and its hash (kept so that replacing or removing the entry
+/// does not need to hash its possibly large value again), behind an `Arc`:
+/// a point-in-time view and the live table share a slot until the live one
+/// replaces it, so copying a shared tree node copies pointers, never values.
+///
+/// The entry's key is the only copy of the key: the set of slots is ordered,
+/// compared and looked up by it (`Borrow<str>`), so `Eq` and `Ord` here mean
+/// "same key", which is what a set element needs. Whole contents are
+/// compared by `KvTable`'s `PartialEq`.
+#[derive(Clone, Debug)]
+struct Slot(Arc<SlotData>);
+
+#[derive(Debug, PartialEq, Eq)]
+struct SlotData {
     entry: KvEntry,
     hash: u64,
 }
@@ -22,7 +36,45 @@ struct Slot {
 impl Slot {
     fn new(entry: KvEntry) -> Slot {
         let hash = entry_hash(&entry);
-        Slot { entry, hash }
+        Slot(Arc::new(SlotData { entry, hash }))
+    }
+
+    fn entry(&self) -> &KvEntry {
+        &self.0.entry
+    }
+
+    fn key(&self) -> &str {
+        &self.0.entry.key
+    }
+
+    fn hash(&self) -> u64 {
+        self.0.hash
+    }
+}
+
+impl Borrow<str> for Slot {
+    fn borrow(&self) -> &str {
+        self.key()
+    }
+}
+
+impl PartialEq for Slot {
+    fn eq(&self, other: &Slot) -> bool {
+        self.key() == other.key()
+    }
+}
+
+impl Eq for Slot {}
+
+impl PartialOrd for Slot {
+    fn partial_cmp(&self, other: &Slot) -> Option<Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for Slot {
+    fn cmp(&self, other: &Slot) -> Ordering {
+        self.key().cmp(other.key())
     }
 }
 
@@ -41,12 +93,28 @@ fn tombstone_hash(key: &str, index: u64) -> u64 {
     ItemHasher::new("kv.tombstone").str(key).u64(index).finish()
 }
 
-/// Everything under `prefix` in a map keyed by strings, in key order.
-fn under<'a, V>(
-    map: &'a BTreeMap<String, V>,
+/// The bounds of everything at or after `prefix`, in key order.
+fn from(prefix: &str) -> (Bound<&str>, Bound<&str>) {
+    (Bound::Included(prefix), Bound::Unbounded)
+}
+
+/// Every entry whose key starts with `prefix`, in key order.
+fn entries_under<'a>(
+    entries: &'a OrdSet<Slot>,
     prefix: &'a str,
-) -> impl Iterator<Item = (&'a String, &'a V)> + 'a {
-    map.range::<str, _>((Bound::Included(prefix), Bound::Unbounded))
+) -> impl Iterator<Item = &'a Slot> + 'a {
+    entries
+        .range::<_, str>(from(prefix))
+        .take_while(move |s| s.key().starts_with(prefix))
+}
+
+/// Every tombstone whose key starts with `prefix`, in key order.
+fn tombstones_under<'a>(
+    tombstones: &'a OrdMap<Arc<str>, u64>,
+    prefix: &'a str,
+) -> impl Iterator<Item = (&'a Arc<str>, &'a u64)> + 'a {
+    tombstones
+        .range::<_, str>(from(prefix))
         .take_while(move |(k, _)| k.starts_with(prefix))
 }
 
@@ -62,15 +130,39 @@ fn under<'a, V>(
 /// table's contents independent of history. Tombstones are removed only by
 /// `prune_tombstones`, which runs when a `Command::TombstoneReap` is
 /// applied, so every replica does it at the same point in the log.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+///
+/// Both maps are persistent B-trees (`imbl`): `clone` is O(1) and shares
+/// every node, and a change afterwards copies only the nodes on its path
+/// (pointers to slots and keys, never values). That is what makes a
+/// point-in-time view ([`super::FsmView`]) free to take. Iteration is in key
+/// order, as with a `BTreeMap`.
+#[derive(Clone, Debug, Default)]
 pub(crate) struct KvTable {
-    entries: BTreeMap<String, Slot>,
-    tombstones: BTreeMap<String, u64>,
+    entries: OrdSet<Slot>,
+    tombstones: OrdMap<Arc<str>, u64>,
     /// The highest Raft index that changed the table; 0 if none has.
     index: u64,
     /// Wrapping sum of the hashes of every entry and tombstone.
     content_hash: u64,
 }
+
+impl PartialEq for KvTable {
+    /// Equal contents: every entry field by field (not only the keys, which
+    /// is all a `Slot` compares), every tombstone, and the index.
+    fn eq(&self, other: &KvTable) -> bool {
+        self.index == other.index
+            && self.content_hash == other.content_hash
+            && self.tombstones == other.tombstones
+            && self.entries.len() == other.entries.len()
+            && self
+                .entries
+                .iter()
+                .zip(other.entries.iter())
+                .all(|(a, b)| Arc::ptr_eq(&a.0, &b.0) || a.0 == b.0)
+    }
+}
+
+impl Eq for KvTable {}
 
 impl KvTable {
     /// Applies `cmd` at Raft index `index`; returns whether its condition
@@ -90,9 +182,9 @@ impl KvTable {
                 write,
                 modify_index,
             } => {
-                let holds = match self.entries.get(&write.key) {
+                let holds = match self.get(&write.key) {
                     None => *modify_index == 0,
-                    Some(slot) => *modify_index != 0 && slot.entry.modify_index == *modify_index,
+                    Some(e) => *modify_index != 0 && e.modify_index == *modify_index,
                 };
                 if holds {
                     self.set(index, write);
@@ -103,62 +195,71 @@ impl KvTable {
                 self.delete(index, key);
                 true
             }
-            KvCommand::DeleteCas { key, modify_index } => match self.entries.get(key) {
+            KvCommand::DeleteCas { key, modify_index } => match self.get(key) {
                 // Consul: index 0 means "only if absent", and absent means
                 // there is nothing to delete.
                 None => *modify_index == 0,
-                Some(slot) if *modify_index != 0 && slot.entry.modify_index == *modify_index => {
+                Some(e) if *modify_index != 0 && e.modify_index == *modify_index => {
                     self.delete(index, key);
                     true
                 }
                 Some(_) => false,
             },
             KvCommand::DeleteTree { prefix } => {
-                let keys: Vec<String> = under(&self.entries, prefix)
-                    .map(|(k, _)| k.clone())
-                    .collect();
-                for key in &keys {
-                    self.delete(index, key);
+                // The slots themselves (an `Arc` each), not copies of keys.
+                let doomed: Vec<Slot> = entries_under(&self.entries, prefix).cloned().collect();
+                for slot in &doomed {
+                    self.delete(index, slot.key());
                 }
                 true
             }
         }
     }
 
+    /// Stores `write`. An update keeps the entry's create and lock indexes.
     fn set(&mut self, index: u64, write: &KvWrite) {
-        // An update rewrites the entry in place: no new key, and the value's
-        // buffer is reused (this is the hot path of every write).
-        if let Some(slot) = self.entries.get_mut(&write.key) {
-            self.content_hash = self.content_hash.wrapping_sub(slot.hash);
-            slot.entry.flags = write.flags;
-            slot.entry.value.clone_from(&write.value);
-            slot.entry.modify_index = index;
-            slot.hash = entry_hash(&slot.entry);
-            self.content_hash = self.content_hash.wrapping_add(slot.hash);
+        let Some(mut slot) = self.entries.remove(write.key.as_str()) else {
+            self.remove_tombstone(&write.key);
+            self.insert(Slot::new(KvEntry {
+                key: write.key.clone(),
+                flags: write.flags,
+                value: write.value.clone(),
+                create_index: index,
+                modify_index: index,
+                lock_index: 0,
+            }));
             self.index = index;
             return;
-        }
-        let create_index = match self.entries.get(&write.key) {
-            Some(old) => {
-                self.content_hash = self.content_hash.wrapping_sub(old.hash);
-                old.entry.create_index
-            }
-            None => {
-                self.remove_tombstone(&write.key);
-                index
-            }
         };
-        let slot = Slot::new(KvEntry {
-            key: write.key.clone(),
-            flags: write.flags,
-            value: write.value.clone(),
-            create_index,
-            modify_index: index,
-            lock_index: 0,
-        });
-        self.content_hash = self.content_hash.wrapping_add(slot.hash);
-        self.entries.insert(write.key.clone(), slot);
+        self.content_hash = self.content_hash.wrapping_sub(slot.hash());
+        let slot = match Arc::get_mut(&mut slot.0) {
+            // No view holds the slot: rewrite it in place, reusing its
+            // key and value buffers (the hot path of every write).
+            Some(data) => {
+                data.entry.flags = write.flags;
+                data.entry.value.clone_from(&write.value);
+                data.entry.modify_index = index;
+                data.hash = entry_hash(&data.entry);
+                slot
+            }
+            // A view holds it: a new slot, and the view keeps the old one.
+            None => Slot::new(KvEntry {
+                key: write.key.clone(),
+                flags: write.flags,
+                value: write.value.clone(),
+                create_index: slot.entry().create_index,
+                modify_index: index,
+                lock_index: slot.entry().lock_index,
+            }),
+        };
+        self.insert(slot);
         self.index = index;
+    }
+
+    fn insert(&mut self, slot: Slot) {
+        self.content_hash = self.content_hash.wrapping_add(slot.hash());
+        let replaced = self.entries.insert(slot);
+        debug_assert!(replaced.is_none(), "a key is inserted only when absent");
     }
 
     /// Deletes `key` if present; only a delete that removed something moves
@@ -167,9 +268,9 @@ impl KvTable {
         let Some(old) = self.entries.remove(key) else {
             return;
         };
-        self.content_hash = self.content_hash.wrapping_sub(old.hash);
+        self.content_hash = self.content_hash.wrapping_sub(old.hash());
         self.remove_tombstone(key);
-        self.tombstones.insert(old.entry.key, index);
+        self.tombstones.insert(Arc::from(key), index);
         self.content_hash = self.content_hash.wrapping_add(tombstone_hash(key, index));
         self.index = index;
     }
@@ -182,15 +283,16 @@ impl KvTable {
 
     /// Forgets tombstones recorded at or below `upto`.
     pub(crate) fn prune_tombstones(&mut self, upto: u64) {
-        let mut sum = self.content_hash;
-        self.tombstones.retain(|key, at| {
-            let keep = *at > upto;
-            if !keep {
-                sum = sum.wrapping_sub(tombstone_hash(key, *at));
-            }
-            keep
-        });
-        self.content_hash = sum;
+        let reaped: Vec<(Arc<str>, u64)> = self
+            .tombstones
+            .iter()
+            .filter(|(_, &at)| at <= upto)
+            .map(|(key, &at)| (Arc::clone(key), at))
+            .collect();
+        for (key, at) in reaped {
+            self.tombstones.remove(&*key);
+            self.content_hash = self.content_hash.wrapping_sub(tombstone_hash(&key, at));
+        }
     }
 
     pub(crate) fn tombstone_count(&self) -> usize {
@@ -202,12 +304,12 @@ impl KvTable {
     }
 
     pub(crate) fn get(&self, key: &str) -> Option<&KvEntry> {
-        self.entries.get(key).map(|slot| &slot.entry)
+        self.entries.get(key).map(Slot::entry)
     }
 
     pub(crate) fn list(&self, prefix: &str) -> Vec<KvEntry> {
-        under(&self.entries, prefix)
-            .map(|(_, s)| s.entry.clone())
+        entries_under(&self.entries, prefix)
+            .map(|s| s.entry().clone())
             .collect()
     }
 
@@ -216,13 +318,14 @@ impl KvTable {
     pub(crate) fn keys(&self, prefix: &str, separator: Option<&str>) -> Vec<String> {
         let separator = separator.filter(|s| !s.is_empty());
         let mut keys: Vec<String> = Vec::new();
-        for (key, _) in under(&self.entries, prefix) {
+        for slot in entries_under(&self.entries, prefix) {
+            let key = slot.key();
             let rolled = match separator {
                 Some(sep) => match key[prefix.len()..].find(sep) {
                     Some(at) => &key[..prefix.len() + at + sep.len()],
-                    None => key.as_str(),
+                    None => key,
                 },
-                None => key.as_str(),
+                None => key,
             };
             // Keys sharing a rolled-up prefix are adjacent in key order, so
             // comparing with the last one is enough to deduplicate.
@@ -243,12 +346,18 @@ impl KvTable {
             // Consul uses the table index for a read of everything.
             return self.index;
         }
-        let live = under(&self.entries, prefix).map(|(_, s)| s.entry.modify_index);
-        let dead = under(&self.tombstones, prefix).map(|(_, at)| *at);
-        match live.chain(dead).max() {
+        match self.newest_under(prefix) {
             Some(at) if at > 0 => at,
             _ => self.index,
         }
+    }
+
+    /// The highest modify index among the entries and tombstones under
+    /// `prefix`, if there are any.
+    fn newest_under(&self, prefix: &str) -> Option<u64> {
+        let live = entries_under(&self.entries, prefix).map(|s| s.entry().modify_index);
+        let dead = tombstones_under(&self.tombstones, prefix).map(|(_, at)| *at);
+        live.chain(dead).max()
     }
 
     pub(crate) fn index_for_key(&self, key: &str) -> u64 {
@@ -271,9 +380,7 @@ impl KvTable {
         if prefix.is_empty() {
             return self.index;
         }
-        let live = under(&self.entries, prefix).map(|(_, s)| s.entry.modify_index);
-        let dead = under(&self.tombstones, prefix).map(|(_, at)| *at);
-        live.chain(dead).max().unwrap_or(0)
+        self.newest_under(prefix).unwrap_or(0)
     }
 
     pub(crate) fn hash(&self) -> u64 {
@@ -288,14 +395,17 @@ impl KvTable {
             index: self.index,
             entries: self
                 .entries
-                .values()
-                .map(|Slot { entry: e, .. }| EntryRef {
-                    key: &e.key,
-                    flags: e.flags,
-                    value: &e.value,
-                    create_index: e.create_index,
-                    modify_index: e.modify_index,
-                    lock_index: e.lock_index,
+                .iter()
+                .map(|slot| {
+                    let e = slot.entry();
+                    EntryRef {
+                        key: &e.key,
+                        flags: e.flags,
+                        value: &e.value,
+                        create_index: e.create_index,
+                        modify_index: e.modify_index,
+                        lock_index: e.lock_index,
+                    }
                 })
                 .collect(),
             tombstones: self
@@ -304,6 +414,11 @@ impl KvTable {
                 .map(|(key, &index)| TombstoneRef { key, index })
                 .collect(),
         }
+    }
+
+    /// How many entries the table holds.
+    pub(crate) fn len(&self) -> usize {
+        self.entries.len()
     }
 
     /// Rebuilds the table from a decoded snapshot, checking every invariant
@@ -338,8 +453,8 @@ impl KvTable {
             };
             if table
                 .entries
-                .last_key_value()
-                .is_some_and(|(last, _)| *last >= entry.key)
+                .get_max()
+                .is_some_and(|last| last.key() >= entry.key.as_str())
             {
                 return Err(FsmError::KvKeysUnordered { key: entry.key });
             }
@@ -350,22 +465,22 @@ impl KvTable {
                 return Err(FsmError::KvEntryIndexes { key: entry.key });
             }
             let slot = Slot::new(entry);
-            table.content_hash = table.content_hash.wrapping_add(slot.hash);
-            table.entries.insert(slot.entry.key.clone(), slot);
+            table.content_hash = table.content_hash.wrapping_add(slot.hash());
+            table.entries.insert(slot);
         }
         for TombstoneRecord { key, index } in snap.tombstones {
             if table
                 .tombstones
-                .last_key_value()
-                .is_some_and(|(last, _)| *last >= key)
+                .get_max()
+                .is_some_and(|(last, _)| **last >= *key)
             {
                 return Err(FsmError::KvTombstonesUnordered { key });
             }
-            if index == 0 || index > snap.index || table.entries.contains_key(&key) {
+            if index == 0 || index > snap.index || table.entries.contains(key.as_str()) {
                 return Err(FsmError::KvTombstoneInvalid { key });
             }
             table.content_hash = table.content_hash.wrapping_add(tombstone_hash(&key, index));
-            table.tombstones.insert(key, index);
+            table.tombstones.insert(Arc::from(key), index);
         }
         Ok(table)
     }
@@ -838,6 +953,73 @@ mod tests {
         set(&mut other, 3, "k", "v");
         assert_eq!(fsm, other);
         assert_eq!(fsm.state_hash(), other.state_hash());
+    }
+
+    /// After a view (a clone of the table), changing one key copies tree
+    /// nodes, not values: every other slot is still the very same
+    /// allocation in both, and the view keeps the old value of the key that
+    /// changed.
+    #[test]
+    fn a_change_after_a_view_shares_every_untouched_value() {
+        use std::sync::Arc;
+
+        let mut fsm = Fsm::new();
+        let big = vec![7u8; 64 << 10];
+        let keys: Vec<String> = (0..300).map(|i| format!("k{i:03}")).collect();
+        for (i, k) in keys.iter().enumerate() {
+            run(
+                &mut fsm,
+                i as u64 + 1,
+                KvCommand::Set(KvWrite {
+                    key: k.clone(),
+                    flags: 0,
+                    value: big.clone(),
+                }),
+            );
+        }
+        let view = fsm.kv.clone();
+        set(&mut fsm, 301, "k150", "small");
+        delete(&mut fsm, 302, "k151");
+
+        assert!(!view.entries.ptr_eq(&fsm.kv.entries), "the live tree moved");
+        let mut shared = 0;
+        for old in view.entries.iter() {
+            let Some(new) = fsm.kv.entries.get(old.key()) else {
+                assert_eq!(old.key(), "k151", "only the deleted key is gone");
+                continue;
+            };
+            if old.key() == "k150" {
+                assert_eq!(old.entry().value, big, "the view keeps the old value");
+                assert_eq!(new.entry().value, b"small");
+                continue;
+            }
+            assert!(Arc::ptr_eq(&old.0, &new.0), "{} was copied", old.key());
+            shared += 1;
+        }
+        assert_eq!(shared, 298);
+        assert_eq!(fsm.kv.get("k151"), None);
+        assert!(view.get("k151").is_some());
+    }
+
+    /// With no view holding it, an update rewrites the slot in place (no
+    /// new allocation on the hot path); with one, it makes a new slot.
+    #[test]
+    fn an_update_rewrites_the_slot_in_place_unless_a_view_holds_it() {
+        use std::sync::Arc;
+
+        let mut fsm = Fsm::new();
+        set(&mut fsm, 1, "k", "one");
+        let before = Arc::as_ptr(&fsm.kv.entries.get("k").unwrap().0);
+        set(&mut fsm, 2, "k", "two");
+        assert_eq!(Arc::as_ptr(&fsm.kv.entries.get("k").unwrap().0), before);
+
+        let view = fsm.view();
+        set(&mut fsm, 3, "k", "three");
+        assert_ne!(Arc::as_ptr(&fsm.kv.entries.get("k").unwrap().0), before);
+        assert_eq!(value(&fsm, "k").as_deref(), Some("three"));
+        let e = fsm.kv_get("k").unwrap();
+        assert_eq!((e.create_index, e.modify_index), (1, 3));
+        assert_eq!(view.kv.get("k").unwrap().value, b"two");
     }
 
     #[test]
