@@ -876,7 +876,7 @@ impl Server {
         match op {
             Op::KvGet { key } => (
                 self.fsm.kv_index_for_key(key),
-                ReplyBody::Kv(self.fsm.kv_get(key).cloned()),
+                ReplyBody::Kv(self.fsm.kv_get(key)),
             ),
             Op::KvList { prefix } => (
                 self.fsm.kv_index_for_prefix(prefix),

@@ -1,12 +1,10 @@
 //! The KV table: entries, tombstones and the table index (Consul's `kvs`
 //! table, its graveyard and its `index` row).
 
-use std::borrow::Borrow;
-use std::cmp::Ordering;
 use std::ops::Bound;
 use std::sync::Arc;
 
-use imbl::{OrdMap, OrdSet};
+use imbl::OrdMap;
 
 use super::command::{KvCommand, KvEntry, KvWrite};
 use super::hash::ItemHasher;
@@ -15,106 +13,70 @@ use super::snapshot::{
 };
 use super::FsmError;
 
-/// A stored entry and its hash (kept so that replacing or removing the entry
-/// does not need to hash its possibly large value again), behind an `Arc`:
-/// a point-in-time view and the live table share a slot until the live one
-/// replaces it, so copying a shared tree node copies pointers, never values.
+/// Everything a stored entry holds but its key (the map key is the only
+/// copy of it), and the entry's hash, kept so that replacing or removing the
+/// entry does not need to hash its possibly large value again.
 ///
-/// The entry's key is the only copy of the key: the set of slots is ordered,
-/// compared and looked up by it (`Borrow<str>`), so `Eq` and `Ord` here mean
-/// "same key", which is what a set element needs. Whole contents are
-/// compared by `KvTable`'s `PartialEq`.
-#[derive(Clone, Debug)]
-struct Slot(Arc<SlotData>);
-
-#[derive(Debug, PartialEq, Eq)]
-struct SlotData {
-    entry: KvEntry,
+/// Behind an `Arc`: a point-in-time view and the live table share a slot
+/// until the live one changes it, so copying a shared tree node copies
+/// pointers, never values.
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct Slot {
+    flags: u64,
+    value: Vec<u8>,
+    create_index: u64,
+    modify_index: u64,
+    lock_index: u64,
     hash: u64,
 }
 
 impl Slot {
-    fn new(entry: KvEntry) -> Slot {
-        let hash = entry_hash(&entry);
-        Slot(Arc::new(SlotData { entry, hash }))
+    fn new(key: &str, flags: u64, value: Vec<u8>, create_index: u64, modify_index: u64) -> Slot {
+        let mut slot = Slot {
+            flags,
+            value,
+            create_index,
+            modify_index,
+            lock_index: 0,
+            hash: 0,
+        };
+        slot.rehash(key);
+        slot
     }
 
-    fn entry(&self) -> &KvEntry {
-        &self.0.entry
+    fn rehash(&mut self, key: &str) {
+        self.hash = ItemHasher::new("kv.entry")
+            .str(key)
+            .u64(self.flags)
+            .bytes(&self.value)
+            .u64(self.create_index)
+            .u64(self.modify_index)
+            .u64(self.lock_index)
+            .finish();
     }
 
-    fn key(&self) -> &str {
-        &self.0.entry.key
+    fn entry(&self, key: &str) -> KvEntry {
+        KvEntry {
+            key: key.to_owned(),
+            flags: self.flags,
+            value: self.value.clone(),
+            create_index: self.create_index,
+            modify_index: self.modify_index,
+            lock_index: self.lock_index,
+        }
     }
-
-    fn hash(&self) -> u64 {
-        self.0.hash
-    }
-}
-
-impl Borrow<str> for Slot {
-    fn borrow(&self) -> &str {
-        self.key()
-    }
-}
-
-impl PartialEq for Slot {
-    fn eq(&self, other: &Slot) -> bool {
-        self.key() == other.key()
-    }
-}
-
-impl Eq for Slot {}
-
-impl PartialOrd for Slot {
-    fn partial_cmp(&self, other: &Slot) -> Option<Ordering> {
-        Some(self.cmp(other))
-    }
-}
-
-impl Ord for Slot {
-    fn cmp(&self, other: &Slot) -> Ordering {
-        self.key().cmp(other.key())
-    }
-}
-
-fn entry_hash(e: &KvEntry) -> u64 {
-    ItemHasher::new("kv.entry")
-        .str(&e.key)
-        .u64(e.flags)
-        .bytes(&e.value)
-        .u64(e.create_index)
-        .u64(e.modify_index)
-        .u64(e.lock_index)
-        .finish()
 }
 
 fn tombstone_hash(key: &str, index: u64) -> u64 {
     ItemHasher::new("kv.tombstone").str(key).u64(index).finish()
 }
 
-/// The bounds of everything at or after `prefix`, in key order.
-fn from(prefix: &str) -> (Bound<&str>, Bound<&str>) {
-    (Bound::Included(prefix), Bound::Unbounded)
-}
-
-/// Every entry whose key starts with `prefix`, in key order.
-fn entries_under<'a>(
-    entries: &'a OrdSet<Slot>,
+/// Everything in `map` whose key starts with `prefix`, in key order.
+fn under<'a, V>(
+    map: &'a OrdMap<Arc<str>, V>,
     prefix: &'a str,
-) -> impl Iterator<Item = &'a Slot> + 'a {
-    entries
-        .range::<_, str>(from(prefix))
-        .take_while(move |s| s.key().starts_with(prefix))
-}
-
-/// Every tombstone whose key starts with `prefix`, in key order.
-fn tombstones_under<'a>(
-    tombstones: &'a OrdMap<Arc<str>, u64>,
-    prefix: &'a str,
-) -> impl Iterator<Item = (&'a Arc<str>, &'a u64)> + 'a {
-    tombstones
-        .range::<_, str>(from(prefix))
+) -> impl Iterator<Item = (&'a Arc<str>, &'a V)> + 'a {
+    map.range::<_, str>((Bound::Included(prefix), Bound::Unbounded))
         .take_while(move |(k, _)| k.starts_with(prefix))
 }
 
@@ -131,38 +93,20 @@ fn tombstones_under<'a>(
 /// `prune_tombstones`, which runs when a `Command::TombstoneReap` is
 /// applied, so every replica does it at the same point in the log.
 ///
-/// Both maps are persistent B-trees (`imbl`): `clone` is O(1) and shares
-/// every node, and a change afterwards copies only the nodes on its path
-/// (pointers to slots and keys, never values). That is what makes a
-/// point-in-time view ([`super::FsmView`]) free to take. Iteration is in key
-/// order, as with a `BTreeMap`.
-#[derive(Clone, Debug, Default)]
+/// Both maps are persistent B-trees (`imbl`) keyed by `Arc<str>`: `clone`
+/// is O(1) and shares every node, and a later change copies only the nodes
+/// on its path (pointers to keys and slots, never values). That is what
+/// makes a point-in-time view ([`super::FsmView`]) free to take. Iteration
+/// is in key order, as with a `BTreeMap`.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub(crate) struct KvTable {
-    entries: OrdSet<Slot>,
+    entries: OrdMap<Arc<str>, Arc<Slot>>,
     tombstones: OrdMap<Arc<str>, u64>,
     /// The highest Raft index that changed the table; 0 if none has.
     index: u64,
     /// Wrapping sum of the hashes of every entry and tombstone.
     content_hash: u64,
 }
-
-impl PartialEq for KvTable {
-    /// Equal contents: every entry field by field (not only the keys, which
-    /// is all a `Slot` compares), every tombstone, and the index.
-    fn eq(&self, other: &KvTable) -> bool {
-        self.index == other.index
-            && self.content_hash == other.content_hash
-            && self.tombstones == other.tombstones
-            && self.entries.len() == other.entries.len()
-            && self
-                .entries
-                .iter()
-                .zip(other.entries.iter())
-                .all(|(a, b)| Arc::ptr_eq(&a.0, &b.0) || a.0 == b.0)
-    }
-}
-
-impl Eq for KvTable {}
 
 impl KvTable {
     /// Applies `cmd` at Raft index `index`; returns whether its condition
@@ -182,9 +126,9 @@ impl KvTable {
                 write,
                 modify_index,
             } => {
-                let holds = match self.get(&write.key) {
+                let holds = match self.entries.get(write.key.as_str()) {
                     None => *modify_index == 0,
-                    Some(e) => *modify_index != 0 && e.modify_index == *modify_index,
+                    Some(slot) => *modify_index != 0 && slot.modify_index == *modify_index,
                 };
                 if holds {
                     self.set(index, write);
@@ -195,21 +139,25 @@ impl KvTable {
                 self.delete(index, key);
                 true
             }
-            KvCommand::DeleteCas { key, modify_index } => match self.get(key) {
-                // Consul: index 0 means "only if absent", and absent means
-                // there is nothing to delete.
-                None => *modify_index == 0,
-                Some(e) if *modify_index != 0 && e.modify_index == *modify_index => {
-                    self.delete(index, key);
-                    true
+            KvCommand::DeleteCas { key, modify_index } => {
+                match self.entries.get(key.as_str()) {
+                    // Consul: index 0 means "only if absent", and absent
+                    // means there is nothing to delete.
+                    None => *modify_index == 0,
+                    Some(slot) if *modify_index != 0 && slot.modify_index == *modify_index => {
+                        self.delete(index, key);
+                        true
+                    }
+                    Some(_) => false,
                 }
-                Some(_) => false,
-            },
+            }
             KvCommand::DeleteTree { prefix } => {
-                // The slots themselves (an `Arc` each), not copies of keys.
-                let doomed: Vec<Slot> = entries_under(&self.entries, prefix).cloned().collect();
-                for slot in &doomed {
-                    self.delete(index, slot.key());
+                // The keys themselves (an `Arc` each), not copies.
+                let doomed: Vec<Arc<str>> = under(&self.entries, prefix)
+                    .map(|(k, _)| Arc::clone(k))
+                    .collect();
+                for key in &doomed {
+                    self.delete(index, key);
                 }
                 true
             }
@@ -218,60 +166,53 @@ impl KvTable {
 
     /// Stores `write`. An update keeps the entry's create and lock indexes.
     fn set(&mut self, index: u64, write: &KvWrite) {
-        let Some(mut slot) = self.entries.remove(write.key.as_str()) else {
-            self.remove_tombstone(&write.key);
-            self.insert(Slot::new(KvEntry {
-                key: write.key.clone(),
-                flags: write.flags,
-                value: write.value.clone(),
-                create_index: index,
-                modify_index: index,
-                lock_index: 0,
-            }));
+        let key = write.key.as_str();
+        let Some(shared) = self.entries.get_mut(key) else {
+            self.remove_tombstone(key);
+            let slot = Slot::new(key, write.flags, write.value.clone(), index, index);
+            self.content_hash = self.content_hash.wrapping_add(slot.hash);
+            self.entries.insert(Arc::from(key), Arc::new(slot));
             self.index = index;
             return;
         };
-        self.content_hash = self.content_hash.wrapping_sub(slot.hash());
-        let slot = match Arc::get_mut(&mut slot.0) {
-            // No view holds the slot: rewrite it in place, reusing its
-            // key and value buffers (the hot path of every write).
-            Some(data) => {
-                data.entry.flags = write.flags;
-                data.entry.value.clone_from(&write.value);
-                data.entry.modify_index = index;
-                data.hash = entry_hash(&data.entry);
-                slot
+        self.content_hash = self.content_hash.wrapping_sub(shared.hash);
+        match Arc::get_mut(shared) {
+            // No view holds the slot: rewrite it in place, reusing its value
+            // buffer (the hot path of every write).
+            Some(slot) => {
+                slot.flags = write.flags;
+                slot.value.clone_from(&write.value);
+                slot.modify_index = index;
+                slot.rehash(key);
             }
             // A view holds it: a new slot, and the view keeps the old one.
-            None => Slot::new(KvEntry {
-                key: write.key.clone(),
-                flags: write.flags,
-                value: write.value.clone(),
-                create_index: slot.entry().create_index,
-                modify_index: index,
-                lock_index: slot.entry().lock_index,
-            }),
-        };
-        self.insert(slot);
+            None => {
+                let mut slot = Slot::new(
+                    key,
+                    write.flags,
+                    write.value.clone(),
+                    shared.create_index,
+                    index,
+                );
+                slot.lock_index = shared.lock_index;
+                slot.rehash(key);
+                *shared = Arc::new(slot);
+            }
+        }
+        self.content_hash = self.content_hash.wrapping_add(shared.hash);
         self.index = index;
-    }
-
-    fn insert(&mut self, slot: Slot) {
-        self.content_hash = self.content_hash.wrapping_add(slot.hash());
-        let replaced = self.entries.insert(slot);
-        debug_assert!(replaced.is_none(), "a key is inserted only when absent");
     }
 
     /// Deletes `key` if present; only a delete that removed something moves
     /// the table index.
     fn delete(&mut self, index: u64, key: &str) {
-        let Some(old) = self.entries.remove(key) else {
+        let Some((key, old)) = self.entries.remove_with_key(key) else {
             return;
         };
-        self.content_hash = self.content_hash.wrapping_sub(old.hash());
-        self.remove_tombstone(key);
-        self.tombstones.insert(Arc::from(key), index);
-        self.content_hash = self.content_hash.wrapping_add(tombstone_hash(key, index));
+        self.content_hash = self.content_hash.wrapping_sub(old.hash);
+        self.remove_tombstone(&key);
+        self.content_hash = self.content_hash.wrapping_add(tombstone_hash(&key, index));
+        self.tombstones.insert(key, index);
         self.index = index;
     }
 
@@ -303,13 +244,18 @@ impl KvTable {
         self.tombstones.values().any(|&at| at <= upto)
     }
 
-    pub(crate) fn get(&self, key: &str) -> Option<&KvEntry> {
-        self.entries.get(key).map(Slot::entry)
+    /// The entry stored under `key` (a copy: the table stores its parts).
+    pub(crate) fn get(&self, key: &str) -> Option<KvEntry> {
+        self.entries.get(key).map(|slot| slot.entry(key))
+    }
+
+    fn modify_index_of(&self, key: &str) -> Option<u64> {
+        self.entries.get(key).map(|slot| slot.modify_index)
     }
 
     pub(crate) fn list(&self, prefix: &str) -> Vec<KvEntry> {
-        entries_under(&self.entries, prefix)
-            .map(|s| s.entry().clone())
+        under(&self.entries, prefix)
+            .map(|(key, slot)| slot.entry(key))
             .collect()
     }
 
@@ -318,8 +264,8 @@ impl KvTable {
     pub(crate) fn keys(&self, prefix: &str, separator: Option<&str>) -> Vec<String> {
         let separator = separator.filter(|s| !s.is_empty());
         let mut keys: Vec<String> = Vec::new();
-        for slot in entries_under(&self.entries, prefix) {
-            let key = slot.key();
+        for (key, _) in under(&self.entries, prefix) {
+            let key: &str = key;
             let rolled = match separator {
                 Some(sep) => match key[prefix.len()..].find(sep) {
                     Some(at) => &key[..prefix.len() + at + sep.len()],
@@ -355,20 +301,20 @@ impl KvTable {
     /// The highest modify index among the entries and tombstones under
     /// `prefix`, if there are any.
     fn newest_under(&self, prefix: &str) -> Option<u64> {
-        let live = entries_under(&self.entries, prefix).map(|s| s.entry().modify_index);
-        let dead = tombstones_under(&self.tombstones, prefix).map(|(_, at)| *at);
+        let live = under(&self.entries, prefix).map(|(_, s)| s.modify_index);
+        let dead = under(&self.tombstones, prefix).map(|(_, at)| *at);
         live.chain(dead).max()
     }
 
     pub(crate) fn index_for_key(&self, key: &str) -> u64 {
-        self.get(key).map_or(self.index, |e| e.modify_index)
+        self.modify_index_of(key).unwrap_or(self.index)
     }
 
     /// The last change to `key` itself: its entry's modify index, else its
     /// tombstone's index, else 0.
     pub(crate) fn change_index_for_key(&self, key: &str) -> u64 {
-        match self.get(key) {
-            Some(e) => e.modify_index,
+        match self.modify_index_of(key) {
+            Some(at) => at,
             None => self.tombstones.get(key).copied().unwrap_or(0),
         }
     }
@@ -396,16 +342,13 @@ impl KvTable {
             entries: self
                 .entries
                 .iter()
-                .map(|slot| {
-                    let e = slot.entry();
-                    EntryRef {
-                        key: &e.key,
-                        flags: e.flags,
-                        value: &e.value,
-                        create_index: e.create_index,
-                        modify_index: e.modify_index,
-                        lock_index: e.lock_index,
-                    }
+                .map(|(key, s)| EntryRef {
+                    key,
+                    flags: s.flags,
+                    value: &s.value,
+                    create_index: s.create_index,
+                    modify_index: s.modify_index,
+                    lock_index: s.lock_index,
                 })
                 .collect(),
             tombstones: self
@@ -443,30 +386,23 @@ impl KvTable {
                 modify_index,
                 lock_index,
             } = record;
-            let entry = KvEntry {
-                key,
-                flags,
-                value,
-                create_index,
-                modify_index,
-                lock_index,
-            };
             if table
                 .entries
                 .get_max()
-                .is_some_and(|last| last.key() >= entry.key.as_str())
+                .is_some_and(|(last, _)| **last >= *key)
             {
-                return Err(FsmError::KvKeysUnordered { key: entry.key });
+                return Err(FsmError::KvKeysUnordered { key });
             }
-            let indexes_ok = 0 < entry.create_index
-                && entry.create_index <= entry.modify_index
-                && entry.modify_index <= snap.index;
+            let indexes_ok =
+                0 < create_index && create_index <= modify_index && modify_index <= snap.index;
             if !indexes_ok {
-                return Err(FsmError::KvEntryIndexes { key: entry.key });
+                return Err(FsmError::KvEntryIndexes { key });
             }
-            let slot = Slot::new(entry);
-            table.content_hash = table.content_hash.wrapping_add(slot.hash());
-            table.entries.insert(slot);
+            let mut slot = Slot::new(&key, flags, value, create_index, modify_index);
+            slot.lock_index = lock_index;
+            slot.rehash(&key);
+            table.content_hash = table.content_hash.wrapping_add(slot.hash);
+            table.entries.insert(Arc::from(key), Arc::new(slot));
         }
         for TombstoneRecord { key, index } in snap.tombstones {
             if table
@@ -476,7 +412,7 @@ impl KvTable {
             {
                 return Err(FsmError::KvTombstonesUnordered { key });
             }
-            if index == 0 || index > snap.index || table.entries.contains(key.as_str()) {
+            if index == 0 || index > snap.index || table.entries.contains_key(key.as_str()) {
                 return Err(FsmError::KvTombstoneInvalid { key });
             }
             table.content_hash = table.content_hash.wrapping_add(tombstone_hash(&key, index));
@@ -603,9 +539,9 @@ mod tests {
         set(&mut fsm, 2, "k", "b");
 
         // A stale index fails and changes nothing but last_applied.
-        let before = fsm.kv_get("k").cloned();
+        let before = fsm.kv_get("k");
         assert!(!cas(&mut fsm, 3, "k", "c", 1));
-        assert_eq!(fsm.kv_get("k").cloned(), before);
+        assert_eq!(fsm.kv_get("k"), before);
         assert_eq!((fsm.kv_index(), fsm.last_applied()), (2, 3));
 
         // The current index succeeds.
@@ -983,17 +919,17 @@ mod tests {
 
         assert!(!view.entries.ptr_eq(&fsm.kv.entries), "the live tree moved");
         let mut shared = 0;
-        for old in view.entries.iter() {
-            let Some(new) = fsm.kv.entries.get(old.key()) else {
-                assert_eq!(old.key(), "k151", "only the deleted key is gone");
+        for (key, old) in view.entries.iter() {
+            let Some(new) = fsm.kv.entries.get(key) else {
+                assert_eq!(&**key, "k151", "only the deleted key is gone");
                 continue;
             };
-            if old.key() == "k150" {
-                assert_eq!(old.entry().value, big, "the view keeps the old value");
-                assert_eq!(new.entry().value, b"small");
+            if &**key == "k150" {
+                assert_eq!(old.value, big, "the view keeps the old value");
+                assert_eq!(new.value, b"small");
                 continue;
             }
-            assert!(Arc::ptr_eq(&old.0, &new.0), "{} was copied", old.key());
+            assert!(Arc::ptr_eq(old, new), "{key} was copied");
             shared += 1;
         }
         assert_eq!(shared, 298);
@@ -1009,13 +945,13 @@ mod tests {
 
         let mut fsm = Fsm::new();
         set(&mut fsm, 1, "k", "one");
-        let before = Arc::as_ptr(&fsm.kv.entries.get("k").unwrap().0);
+        let before = Arc::as_ptr(fsm.kv.entries.get("k").unwrap());
         set(&mut fsm, 2, "k", "two");
-        assert_eq!(Arc::as_ptr(&fsm.kv.entries.get("k").unwrap().0), before);
+        assert_eq!(Arc::as_ptr(fsm.kv.entries.get("k").unwrap()), before);
 
         let view = fsm.view();
         set(&mut fsm, 3, "k", "three");
-        assert_ne!(Arc::as_ptr(&fsm.kv.entries.get("k").unwrap().0), before);
+        assert_ne!(Arc::as_ptr(fsm.kv.entries.get("k").unwrap()), before);
         assert_eq!(value(&fsm, "k").as_deref(), Some("three"));
         let e = fsm.kv_get("k").unwrap();
         assert_eq!((e.create_index, e.modify_index), (1, 3));

@@ -85,7 +85,9 @@ impl Fsm {
         self.last_applied
     }
 
-    pub fn kv_get(&self, key: &str) -> Option<&KvEntry> {
+    /// The entry stored under `key`, copied out (the table stores a key
+    /// once, apart from the rest of the entry).
+    pub fn kv_get(&self, key: &str) -> Option<KvEntry> {
         self.kv.get(key)
     }
 
