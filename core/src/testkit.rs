@@ -157,8 +157,8 @@ impl Cluster {
             .collect()
     }
 
-    /// Encode every snapshot `id` asked for and hand each back with
-    /// `Input::SnapshotBuilt` (what a driver's snapshot thread does);
+    /// Encode every snapshot `id` has asked for so far and hand each back
+    /// with `Input::SnapshotBuilt` (what a driver's snapshot thread does);
     /// returns how many.
     pub fn finish_snapshot_builds(&mut self, id: NodeId) -> usize {
         let (mine, rest) = std::mem::take(&mut self.builds)
@@ -179,9 +179,12 @@ impl Cluster {
         mine.len()
     }
 
-    /// `finish_snapshot_builds` for every server with a build out.
+    /// `finish_snapshot_builds` for every server with a build out (builds
+    /// asked for while these are handed back wait for the next call).
     pub fn finish_all_snapshot_builds(&mut self) {
-        while let Some(&(id, _, _)) = self.builds.first() {
+        let ids: std::collections::BTreeSet<NodeId> =
+            self.builds.iter().map(|(id, _, _)| *id).collect();
+        for id in ids {
             self.finish_snapshot_builds(id);
         }
     }
