@@ -1,8 +1,9 @@
 //! The core's inputs and outputs: plain data in, plain data out.
 
+use crate::fsm::FsmView;
 use crate::ids::{LogIndex, NodeId, RequestId, Term};
 use crate::message::Message;
-use crate::raft::{Entry, HardState, Snapshot};
+use crate::raft::{Entry, HardState, Snapshot, SnapshotMeta};
 use crate::rpc::{Request, Response};
 
 /// Something that happened, handed to [`crate::Server::handle`].
@@ -36,6 +37,13 @@ pub enum Input {
     /// refuses them with `RpcError::DiskFull`, it neither campaigns nor
     /// accepts new entries, and it keeps serving reads.
     DiskFull(bool),
+    /// The driver encoded the view of an [`Action::BuildSnapshot`]: `data`
+    /// is `view.encode()`, `meta` the action's, unchanged. The server saves
+    /// it as its own snapshot unless it is stale (a newer snapshot, such as
+    /// one installed from the leader meanwhile, is never replaced by an
+    /// older one) or was not asked for by this incarnation; then it is
+    /// dropped.
+    SnapshotBuilt { meta: SnapshotMeta, data: Vec<u8> },
 }
 
 /// Names one durable write. Ids increase by one with every
@@ -160,6 +168,14 @@ pub enum Action {
         response: Response,
     },
     Event(Event),
+    /// Encode `view` ([`FsmView::encode`]) off the agent task, so requests
+    /// are served meanwhile, and report the bytes with
+    /// [`Input::SnapshotBuilt`] and the same `meta`. The server asks for at
+    /// most one at a time. A driver that restarts the server drops it.
+    BuildSnapshot {
+        meta: SnapshotMeta,
+        view: FsmView,
+    },
 }
 
 impl Action {

@@ -4,7 +4,8 @@
 //! The input is a sequence of steps (byte 0 picks the mode, then each step is
 //! an opcode byte and its operands; the run ends where the bytes do, or after
 //! [`STEPS_MAX`] steps): deliver honest traffic in order, out of order, or
-//! lose it; move time; a client request; crash or restart a server; a
+//! lose it; move time (the snapshot builds asked for so far are encoded
+//! first: until then servers take inputs with a build out); a client request; crash or restart a server; a
 //! transport hint; replay an honest message seen earlier; or a message from
 //! the hostile peer, either decoded with the real codec from a chunk of the
 //! input or built from structured bytes relative to the receiver's state (so
@@ -154,6 +155,7 @@ fn run(data: &[u8]) -> Option<Run> {
         next_request: 0,
     };
     run.c.keep_events = true;
+    run.c.hold_snapshot_builds = true;
     for _ in 0..STEPS_MAX {
         if bytes.data.is_empty() {
             break;
@@ -181,7 +183,12 @@ impl Run {
             3 => {
                 self.c.drop_nth(usize::from(b.u8()));
             }
-            4 => self.c.advance(Duration::from_millis(u64::from(b.u8()) * 2)),
+            4 => {
+                // The snapshot thread got to the builds asked for so far:
+                // everything delivered since ran while they were out.
+                self.c.finish_all_snapshot_builds();
+                self.c.advance(Duration::from_millis(u64::from(b.u8()) * 2));
+            }
             5 => {
                 let upto = usize::from(b.u8()) * 4;
                 for _ in 0..upto {

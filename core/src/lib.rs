@@ -19,7 +19,10 @@
 //! counts its own log toward commit only as far as it was reported durable.
 //! The bookkeeping of writes in flight and actions held back is one pure
 //! piece, the [`Outbox`], which every driver runs, so the simulator runs the
-//! same interleavings as the daemon. Time is a value ([`Instant`],
+//! same interleavings as the daemon. A server's own snapshot is encoded by
+//! the driver too: [`Action::BuildSnapshot`] carries a point-in-time view of
+//! the state machine (O(1) to take), the driver encodes it off the agent task
+//! and answers with [`Input::SnapshotBuilt`]. Time is a value ([`Instant`],
 //! nanoseconds since a driver-chosen epoch) and randomness comes from a seed
 //! in [`Config`], so the same inputs always give the same outputs.
 //!
@@ -68,6 +71,10 @@
 //!             Action::Send { .. } => { /* frame and send to the peer */ }
 //!             Action::Respond { id, response } => answer = Some((id, response)),
 //!             Action::Event(_) => { /* log, metrics */ }
+//!             Action::BuildSnapshot { .. } => {
+//!                 /* `view.encode()` on a background thread, then
+//!                    `Input::SnapshotBuilt { meta, data }` */
+//!             }
 //!         }
 //!     }
 //!     if let Some(id) = persisted {

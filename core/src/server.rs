@@ -108,6 +108,10 @@ pub struct Server {
     applied_since_snapshot: u64,
     /// When to look at `applied_since_snapshot` next (`snapshot_interval`).
     next_snapshot_check: Instant,
+    /// The last index of the own snapshot the driver is encoding
+    /// (`Action::BuildSnapshot`), until its `Input::SnapshotBuilt`: at most
+    /// one is in flight.
+    snapshot_building: Option<LogIndex>,
     /// Forwarded requests already taken, so a duplicated message is not
     /// applied twice (a CAS would answer `false` for its own write).
     forwards_seen: BTreeSet<(NodeId, u64)>,
@@ -176,6 +180,7 @@ impl Server {
             transfer_waiter: None,
             applied_since_snapshot: 0,
             next_snapshot_check: now,
+            snapshot_building: None,
             forwards_seen: BTreeSet::new(),
             forwards_seen_order: VecDeque::new(),
             offered: None,
@@ -213,6 +218,7 @@ impl Server {
             Input::Unreachable(peer) => self.peer_unreachable(now, peer, out),
             Input::Persisted(id) => self.raft.persisted(now, id, out),
             Input::DiskFull(full) => self.raft.set_disk_full(full),
+            Input::SnapshotBuilt { meta, data } => self.snapshot_built(meta, data, out),
         }
         self.after(now, out);
     }
@@ -287,6 +293,11 @@ impl Server {
     }
     pub fn tombstone_gc(&self) -> &TombstoneGc {
         &self.tombstone_gc
+    }
+    /// The last index of the own snapshot the driver is encoding, if one
+    /// was asked for and has not come back.
+    pub fn snapshot_building(&self) -> Option<LogIndex> {
+        self.snapshot_building
     }
     /// Whether this server is failing fast while it leaves.
     pub fn is_draining(&self, now: Instant) -> bool {
@@ -893,7 +904,7 @@ impl Server {
         match op {
             Op::KvGet { key } => (
                 self.fsm.kv_index_for_key(key),
-                ReplyBody::Kv(self.fsm.kv_get(key).cloned()),
+                ReplyBody::Kv(self.fsm.kv_get(key)),
             ),
             Op::KvList { prefix } => (
                 self.fsm.kv_index_for_prefix(prefix),
@@ -1336,8 +1347,14 @@ impl Server {
         }
     }
 
+    /// Asks the driver to encode a snapshot once `snapshot_threshold`
+    /// entries were applied since the last one (looked at every
+    /// `snapshot_interval`, staggered). The state machine is not encoded
+    /// here: the action carries a point-in-time view (O(1)), the driver
+    /// encodes it off the agent task, and `snapshot_built` saves it.
     fn maybe_snapshot(&mut self, now: Instant, out: &mut Vec<Action>) {
-        if now < self.next_snapshot_check {
+        // One build at a time; look again once it is back.
+        if now < self.next_snapshot_check || self.snapshot_building.is_some() {
             return;
         }
         // A snapshot file is written beside the log (`Outbox`), so it may
@@ -1360,17 +1377,45 @@ impl Server {
         let Some(last_term) = self.raft.log().term_at(last_index) else {
             return;
         };
-        let snapshot = Snapshot {
-            meta: SnapshotMeta {
-                last_index,
-                last_term,
-                membership: self.raft.membership_at(last_index),
-            },
-            data: self.fsm.snapshot(),
+        let meta = SnapshotMeta {
+            last_index,
+            last_term,
+            membership: self.raft.membership_at(last_index),
         };
         self.applied_since_snapshot = 0;
+        self.snapshot_building = Some(last_index);
+        out.push(Action::BuildSnapshot {
+            meta,
+            view: self.fsm.view(),
+        });
+    }
+
+    /// The driver encoded the snapshot `maybe_snapshot` asked for: save it
+    /// (Raft compacts the log once it is durable). Dropped if this
+    /// incarnation did not ask for it, or if a snapshot at or past it is
+    /// already held (one installed from the leader while it was encoded):
+    /// an older state never replaces a newer one.
+    fn snapshot_built(&mut self, meta: SnapshotMeta, data: Vec<u8>, out: &mut Vec<Action>) {
+        if self.snapshot_building != Some(meta.last_index) {
+            return;
+        }
+        self.snapshot_building = None;
+        let newer_held = self
+            .raft
+            .snapshot()
+            .is_some_and(|s| s.meta.last_index >= meta.last_index);
+        if newer_held {
+            return;
+        }
+        // Committed entries never change, and nothing compacts past the
+        // held snapshot: the entry the view was taken at is still there.
+        assert_eq!(
+            self.raft.log().term_at(meta.last_index),
+            Some(meta.last_term),
+            "the log changed under a snapshot being built"
+        );
         self.raft
-            .snapshot_taken(snapshot, self.config.trailing_logs, out);
+            .snapshot_taken(Snapshot { meta, data }, self.config.trailing_logs, out);
     }
 
     #[cfg(feature = "bugs")]

@@ -7,10 +7,11 @@ use std::collections::{BTreeMap, VecDeque};
 use crate::action::{Action, Event, Input};
 use crate::clock::{Duration, Instant};
 use crate::config::Config;
+use crate::fsm::FsmView;
 use crate::ids::{NodeId, RequestId};
 use crate::message::Message;
 use crate::outbox::Outbox;
-use crate::raft::{Durable, Member, Membership, Role, Suffrage};
+use crate::raft::{Durable, Member, Membership, Role, SnapshotMeta, Suffrage};
 use crate::rpc::{Request, Response};
 use crate::server::Server;
 
@@ -78,6 +79,14 @@ pub struct Cluster {
     pub keep_events: bool,
     /// Record durable writes (off in the benchmark: no I/O of any kind).
     pub keep_disks: bool,
+    /// Own snapshots asked for (`Action::BuildSnapshot`) and not yet
+    /// encoded, oldest first.
+    builds: Vec<(NodeId, SnapshotMeta, FsmView)>,
+    /// Whether builds wait: `false` (the default) encodes each at once,
+    /// right after the `handle` that asked for it; `true` keeps them until
+    /// `finish_snapshot_builds`, so that inputs arrive while they are out,
+    /// as under the real drivers.
+    pub hold_snapshot_builds: bool,
     next_request: u64,
     appends_with_entries: u64,
     entries_sent: u64,
@@ -98,6 +107,8 @@ impl Cluster {
             events: Vec::new(),
             keep_events: true,
             keep_disks: true,
+            builds: Vec::new(),
+            hold_snapshot_builds: false,
             next_request: 0,
             appends_with_entries: 0,
             entries_sent: 0,
@@ -129,11 +140,53 @@ impl Cluster {
         self.execute(id, out);
     }
 
-    /// Stop a server; what it persisted stays on its disk.
+    /// Stop a server; what it persisted stays on its disk, and a snapshot
+    /// it was having built is forgotten.
     pub fn crash(&mut self, id: NodeId) {
         self.servers.remove(&id);
         self.outboxes.remove(&id);
         self.queue.retain(|m| m.to != id);
+        self.builds.retain(|(of, _, _)| *of != id);
+    }
+
+    /// The snapshots asked for and not yet built: (server, metadata).
+    pub fn snapshot_builds(&self) -> Vec<(NodeId, SnapshotMeta)> {
+        self.builds
+            .iter()
+            .map(|(id, meta, _)| (*id, meta.clone()))
+            .collect()
+    }
+
+    /// Encode every snapshot `id` has asked for so far and hand each back
+    /// with `Input::SnapshotBuilt` (what a driver's snapshot thread does);
+    /// returns how many.
+    pub fn finish_snapshot_builds(&mut self, id: NodeId) -> usize {
+        let (mine, rest) = std::mem::take(&mut self.builds)
+            .into_iter()
+            .partition(|(of, _, _)| *of == id);
+        self.builds = rest;
+        let mine: Vec<(NodeId, SnapshotMeta, FsmView)> = mine;
+        for (_, meta, view) in &mine {
+            let data = view.encode();
+            self.handle(
+                id,
+                Input::SnapshotBuilt {
+                    meta: meta.clone(),
+                    data,
+                },
+            );
+        }
+        mine.len()
+    }
+
+    /// `finish_snapshot_builds` for every server with a build out (builds
+    /// asked for while these are handed back wait for the next call).
+    pub fn finish_all_snapshot_builds(&mut self) {
+        let ids: std::collections::BTreeSet<NodeId> =
+            self.builds.iter().map(|(id, _, _)| *id).collect();
+        for id in ids {
+            self.finish_snapshot_builds(id);
+        }
     }
 
     pub fn handle(&mut self, id: NodeId, input: Input) {
@@ -145,10 +198,19 @@ impl Cluster {
         self.execute(id, out);
     }
 
-    /// Run a server's actions through its outbox. The disk is instant:
-    /// each handle's writes are durable before the next input, and the
-    /// server hears so through `Input::Persisted` like under any driver.
+    /// Run a server's actions through its outbox, then (unless they are
+    /// held) encode the snapshots it asked for.
     fn execute(&mut self, id: NodeId, out: Vec<Action>) {
+        self.execute_actions(id, out);
+        if !self.hold_snapshot_builds && self.builds.iter().any(|(of, _, _)| *of == id) {
+            self.finish_snapshot_builds(id);
+        }
+    }
+
+    /// The disk is instant: each handle's writes are durable before the
+    /// next input, and the server hears so through `Input::Persisted` like
+    /// under any driver.
+    fn execute_actions(&mut self, id: NodeId, out: Vec<Action>) {
         let Some(outbox) = self.outboxes.get_mut(&id) else {
             return;
         };
@@ -209,6 +271,7 @@ impl Cluster {
                         self.events.push((id, e));
                     }
                 }
+                Action::BuildSnapshot { meta, view } => self.builds.push((id, meta, view)),
             }
         }
     }

@@ -72,6 +72,8 @@ pub struct NodeCounters {
     pub fsyncs: u64,
     /// Purges of log entries a snapshot covers.
     pub compactions: u64,
+    /// Own snapshots encoded in a task beside the node loop.
+    pub snapshot_builds: u64,
     pub crashes: u64,
     pub unsynced_bytes_lost: u64,
     pub torn_tails_recovered: u64,

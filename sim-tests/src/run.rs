@@ -147,6 +147,7 @@ fn fold_trace(h: &mut u64, obs: &Observation<'_>) {
             Action::Send { message, .. } => (1u8, message.to).hash(&mut s),
             Action::Respond { id, response } => (2u8, id, response.is_ok()).hash(&mut s),
             Action::Event(e) => (3u8, format!("{e:?}")).hash(&mut s),
+            Action::BuildSnapshot { meta, .. } => (5u8, meta.last_index).hash(&mut s),
         }
     }
     for w in obs.durable {

@@ -1,8 +1,10 @@
 //! The KV table: entries, tombstones and the table index (Consul's `kvs`
 //! table, its graveyard and its `index` row).
 
-use std::collections::BTreeMap;
 use std::ops::Bound;
+use std::sync::Arc;
+
+use imbl::OrdMap;
 
 use super::command::{KvCommand, KvEntry, KvWrite};
 use super::hash::ItemHasher;
@@ -11,42 +13,70 @@ use super::snapshot::{
 };
 use super::FsmError;
 
-/// A stored entry and its hash, kept so that replacing or removing the entry
-/// does not need to hash its (possibly large) value again.
+/// Everything a stored entry holds but its key (the map key is the only
+/// copy of it), and the entry's hash, kept so that replacing or removing the
+/// entry does not need to hash its possibly large value again.
+///
+/// Behind an `Arc`: a point-in-time view and the live table share a slot
+/// until the live one changes it, so copying a shared tree node copies
+/// pointers, never values.
 #[derive(Clone, Debug, PartialEq, Eq)]
 struct Slot {
-    entry: KvEntry,
+    flags: u64,
+    value: Vec<u8>,
+    create_index: u64,
+    modify_index: u64,
+    lock_index: u64,
     hash: u64,
 }
 
 impl Slot {
-    fn new(entry: KvEntry) -> Slot {
-        let hash = entry_hash(&entry);
-        Slot { entry, hash }
+    fn new(key: &str, flags: u64, value: Vec<u8>, create_index: u64, modify_index: u64) -> Slot {
+        let mut slot = Slot {
+            flags,
+            value,
+            create_index,
+            modify_index,
+            lock_index: 0,
+            hash: 0,
+        };
+        slot.rehash(key);
+        slot
     }
-}
 
-fn entry_hash(e: &KvEntry) -> u64 {
-    ItemHasher::new("kv.entry")
-        .str(&e.key)
-        .u64(e.flags)
-        .bytes(&e.value)
-        .u64(e.create_index)
-        .u64(e.modify_index)
-        .u64(e.lock_index)
-        .finish()
+    fn rehash(&mut self, key: &str) {
+        self.hash = ItemHasher::new("kv.entry")
+            .str(key)
+            .u64(self.flags)
+            .bytes(&self.value)
+            .u64(self.create_index)
+            .u64(self.modify_index)
+            .u64(self.lock_index)
+            .finish();
+    }
+
+    fn entry(&self, key: &str) -> KvEntry {
+        KvEntry {
+            key: key.to_owned(),
+            flags: self.flags,
+            value: self.value.clone(),
+            create_index: self.create_index,
+            modify_index: self.modify_index,
+            lock_index: self.lock_index,
+        }
+    }
 }
 
 fn tombstone_hash(key: &str, index: u64) -> u64 {
     ItemHasher::new("kv.tombstone").str(key).u64(index).finish()
 }
 
-/// Everything under `prefix` in a map keyed by strings, in key order.
+/// Everything in `map` whose key starts with `prefix`, in key order.
 fn under<'a, V>(
-    map: &'a BTreeMap<String, V>,
+    map: &'a OrdMap<Arc<str>, V>,
     prefix: &'a str,
-) -> impl Iterator<Item = (&'a String, &'a V)> + 'a {
-    map.range::<str, _>((Bound::Included(prefix), Bound::Unbounded))
+) -> impl Iterator<Item = (&'a Arc<str>, &'a V)> + 'a {
+    map.range::<_, str>((Bound::Included(prefix), Bound::Unbounded))
         .take_while(move |(k, _)| k.starts_with(prefix))
 }
 
@@ -62,10 +92,16 @@ fn under<'a, V>(
 /// table's contents independent of history. Tombstones are removed only by
 /// `prune_tombstones`, which runs when a `Command::TombstoneReap` is
 /// applied, so every replica does it at the same point in the log.
+///
+/// Both maps are persistent B-trees (`imbl`) keyed by `Arc<str>`: `clone`
+/// is O(1) and shares every node, and a later change copies only the nodes
+/// on its path (pointers to keys and slots, never values). That is what
+/// makes a point-in-time view ([`super::FsmView`]) free to take. Iteration
+/// is in key order, as with a `BTreeMap`.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub(crate) struct KvTable {
-    entries: BTreeMap<String, Slot>,
-    tombstones: BTreeMap<String, u64>,
+    entries: OrdMap<Arc<str>, Arc<Slot>>,
+    tombstones: OrdMap<Arc<str>, u64>,
     /// The highest Raft index that changed the table; 0 if none has.
     index: u64,
     /// Wrapping sum of the hashes of every entry and tombstone.
@@ -90,9 +126,9 @@ impl KvTable {
                 write,
                 modify_index,
             } => {
-                let holds = match self.entries.get(&write.key) {
+                let holds = match self.entries.get(write.key.as_str()) {
                     None => *modify_index == 0,
-                    Some(slot) => *modify_index != 0 && slot.entry.modify_index == *modify_index,
+                    Some(slot) => *modify_index != 0 && slot.modify_index == *modify_index,
                 };
                 if holds {
                     self.set(index, write);
@@ -103,21 +139,24 @@ impl KvTable {
                 self.delete(index, key);
                 true
             }
-            KvCommand::DeleteCas { key, modify_index } => match self.entries.get(key) {
-                // Consul: index 0 means "only if absent", and absent means
-                // there is nothing to delete.
-                None => *modify_index == 0,
-                Some(slot) if *modify_index != 0 && slot.entry.modify_index == *modify_index => {
-                    self.delete(index, key);
-                    true
+            KvCommand::DeleteCas { key, modify_index } => {
+                match self.entries.get(key.as_str()) {
+                    // Consul: index 0 means "only if absent", and absent
+                    // means there is nothing to delete.
+                    None => *modify_index == 0,
+                    Some(slot) if *modify_index != 0 && slot.modify_index == *modify_index => {
+                        self.delete(index, key);
+                        true
+                    }
+                    Some(_) => false,
                 }
-                Some(_) => false,
-            },
+            }
             KvCommand::DeleteTree { prefix } => {
-                let keys: Vec<String> = under(&self.entries, prefix)
-                    .map(|(k, _)| k.clone())
+                // The keys themselves (an `Arc` each), not copies.
+                let doomed: Vec<Arc<str>> = under(&self.entries, prefix)
+                    .map(|(k, _)| Arc::clone(k))
                     .collect();
-                for key in &keys {
+                for key in &doomed {
                     self.delete(index, key);
                 }
                 true
@@ -125,52 +164,55 @@ impl KvTable {
         }
     }
 
+    /// Stores `write`. An update keeps the entry's create and lock indexes.
     fn set(&mut self, index: u64, write: &KvWrite) {
-        // An update rewrites the entry in place: no new key, and the value's
-        // buffer is reused (this is the hot path of every write).
-        if let Some(slot) = self.entries.get_mut(&write.key) {
-            self.content_hash = self.content_hash.wrapping_sub(slot.hash);
-            slot.entry.flags = write.flags;
-            slot.entry.value.clone_from(&write.value);
-            slot.entry.modify_index = index;
-            slot.hash = entry_hash(&slot.entry);
+        let key = write.key.as_str();
+        let Some(shared) = self.entries.get_mut(key) else {
+            self.remove_tombstone(key);
+            let slot = Slot::new(key, write.flags, write.value.clone(), index, index);
             self.content_hash = self.content_hash.wrapping_add(slot.hash);
+            self.entries.insert(Arc::from(key), Arc::new(slot));
             self.index = index;
             return;
-        }
-        let create_index = match self.entries.get(&write.key) {
-            Some(old) => {
-                self.content_hash = self.content_hash.wrapping_sub(old.hash);
-                old.entry.create_index
-            }
-            None => {
-                self.remove_tombstone(&write.key);
-                index
-            }
         };
-        let slot = Slot::new(KvEntry {
-            key: write.key.clone(),
-            flags: write.flags,
-            value: write.value.clone(),
-            create_index,
-            modify_index: index,
-            lock_index: 0,
-        });
-        self.content_hash = self.content_hash.wrapping_add(slot.hash);
-        self.entries.insert(write.key.clone(), slot);
+        self.content_hash = self.content_hash.wrapping_sub(shared.hash);
+        match Arc::get_mut(shared) {
+            // No view holds the slot: rewrite it in place, reusing its value
+            // buffer (the hot path of every write).
+            Some(slot) => {
+                slot.flags = write.flags;
+                slot.value.clone_from(&write.value);
+                slot.modify_index = index;
+                slot.rehash(key);
+            }
+            // A view holds it: a new slot, and the view keeps the old one.
+            None => {
+                let mut slot = Slot::new(
+                    key,
+                    write.flags,
+                    write.value.clone(),
+                    shared.create_index,
+                    index,
+                );
+                slot.lock_index = shared.lock_index;
+                slot.rehash(key);
+                *shared = Arc::new(slot);
+            }
+        }
+        self.content_hash = self.content_hash.wrapping_add(shared.hash);
         self.index = index;
     }
 
     /// Deletes `key` if present; only a delete that removed something moves
     /// the table index.
     fn delete(&mut self, index: u64, key: &str) {
-        let Some(old) = self.entries.remove(key) else {
+        let Some((key, old)) = self.entries.remove_with_key(key) else {
             return;
         };
         self.content_hash = self.content_hash.wrapping_sub(old.hash);
-        self.remove_tombstone(key);
-        self.tombstones.insert(old.entry.key, index);
-        self.content_hash = self.content_hash.wrapping_add(tombstone_hash(key, index));
+        self.remove_tombstone(&key);
+        self.content_hash = self.content_hash.wrapping_add(tombstone_hash(&key, index));
+        self.tombstones.insert(key, index);
         self.index = index;
     }
 
@@ -182,15 +224,16 @@ impl KvTable {
 
     /// Forgets tombstones recorded at or below `upto`.
     pub(crate) fn prune_tombstones(&mut self, upto: u64) {
-        let mut sum = self.content_hash;
-        self.tombstones.retain(|key, at| {
-            let keep = *at > upto;
-            if !keep {
-                sum = sum.wrapping_sub(tombstone_hash(key, *at));
-            }
-            keep
-        });
-        self.content_hash = sum;
+        let reaped: Vec<(Arc<str>, u64)> = self
+            .tombstones
+            .iter()
+            .filter(|(_, &at)| at <= upto)
+            .map(|(key, &at)| (Arc::clone(key), at))
+            .collect();
+        for (key, at) in reaped {
+            self.tombstones.remove(&*key);
+            self.content_hash = self.content_hash.wrapping_sub(tombstone_hash(&key, at));
+        }
     }
 
     pub(crate) fn tombstone_count(&self) -> usize {
@@ -201,13 +244,18 @@ impl KvTable {
         self.tombstones.values().any(|&at| at <= upto)
     }
 
-    pub(crate) fn get(&self, key: &str) -> Option<&KvEntry> {
-        self.entries.get(key).map(|slot| &slot.entry)
+    /// The entry stored under `key` (a copy: the table stores its parts).
+    pub(crate) fn get(&self, key: &str) -> Option<KvEntry> {
+        self.entries.get(key).map(|slot| slot.entry(key))
+    }
+
+    fn modify_index_of(&self, key: &str) -> Option<u64> {
+        self.entries.get(key).map(|slot| slot.modify_index)
     }
 
     pub(crate) fn list(&self, prefix: &str) -> Vec<KvEntry> {
         under(&self.entries, prefix)
-            .map(|(_, s)| s.entry.clone())
+            .map(|(key, slot)| slot.entry(key))
             .collect()
     }
 
@@ -217,12 +265,13 @@ impl KvTable {
         let separator = separator.filter(|s| !s.is_empty());
         let mut keys: Vec<String> = Vec::new();
         for (key, _) in under(&self.entries, prefix) {
+            let key: &str = key;
             let rolled = match separator {
                 Some(sep) => match key[prefix.len()..].find(sep) {
                     Some(at) => &key[..prefix.len() + at + sep.len()],
-                    None => key.as_str(),
+                    None => key,
                 },
-                None => key.as_str(),
+                None => key,
             };
             // Keys sharing a rolled-up prefix are adjacent in key order, so
             // comparing with the last one is enough to deduplicate.
@@ -243,23 +292,29 @@ impl KvTable {
             // Consul uses the table index for a read of everything.
             return self.index;
         }
-        let live = under(&self.entries, prefix).map(|(_, s)| s.entry.modify_index);
-        let dead = under(&self.tombstones, prefix).map(|(_, at)| *at);
-        match live.chain(dead).max() {
+        match self.newest_under(prefix) {
             Some(at) if at > 0 => at,
             _ => self.index,
         }
     }
 
+    /// The highest modify index among the entries and tombstones under
+    /// `prefix`, if there are any.
+    fn newest_under(&self, prefix: &str) -> Option<u64> {
+        let live = under(&self.entries, prefix).map(|(_, s)| s.modify_index);
+        let dead = under(&self.tombstones, prefix).map(|(_, at)| *at);
+        live.chain(dead).max()
+    }
+
     pub(crate) fn index_for_key(&self, key: &str) -> u64 {
-        self.get(key).map_or(self.index, |e| e.modify_index)
+        self.modify_index_of(key).unwrap_or(self.index)
     }
 
     /// The last change to `key` itself: its entry's modify index, else its
     /// tombstone's index, else 0.
     pub(crate) fn change_index_for_key(&self, key: &str) -> u64 {
-        match self.get(key) {
-            Some(e) => e.modify_index,
+        match self.modify_index_of(key) {
+            Some(at) => at,
             None => self.tombstones.get(key).copied().unwrap_or(0),
         }
     }
@@ -271,9 +326,7 @@ impl KvTable {
         if prefix.is_empty() {
             return self.index;
         }
-        let live = under(&self.entries, prefix).map(|(_, s)| s.entry.modify_index);
-        let dead = under(&self.tombstones, prefix).map(|(_, at)| *at);
-        live.chain(dead).max().unwrap_or(0)
+        self.newest_under(prefix).unwrap_or(0)
     }
 
     pub(crate) fn hash(&self) -> u64 {
@@ -288,14 +341,14 @@ impl KvTable {
             index: self.index,
             entries: self
                 .entries
-                .values()
-                .map(|Slot { entry: e, .. }| EntryRef {
-                    key: &e.key,
-                    flags: e.flags,
-                    value: &e.value,
-                    create_index: e.create_index,
-                    modify_index: e.modify_index,
-                    lock_index: e.lock_index,
+                .iter()
+                .map(|(key, s)| EntryRef {
+                    key,
+                    flags: s.flags,
+                    value: &s.value,
+                    create_index: s.create_index,
+                    modify_index: s.modify_index,
+                    lock_index: s.lock_index,
                 })
                 .collect(),
             tombstones: self
@@ -304,6 +357,11 @@ impl KvTable {
                 .map(|(key, &index)| TombstoneRef { key, index })
                 .collect(),
         }
+    }
+
+    /// How many entries the table holds.
+    pub(crate) fn len(&self) -> usize {
+        self.entries.len()
     }
 
     /// Rebuilds the table from a decoded snapshot, checking every invariant
@@ -328,44 +386,37 @@ impl KvTable {
                 modify_index,
                 lock_index,
             } = record;
-            let entry = KvEntry {
-                key,
-                flags,
-                value,
-                create_index,
-                modify_index,
-                lock_index,
-            };
             if table
                 .entries
-                .last_key_value()
-                .is_some_and(|(last, _)| *last >= entry.key)
+                .get_max()
+                .is_some_and(|(last, _)| **last >= *key)
             {
-                return Err(FsmError::KvKeysUnordered { key: entry.key });
+                return Err(FsmError::KvKeysUnordered { key });
             }
-            let indexes_ok = 0 < entry.create_index
-                && entry.create_index <= entry.modify_index
-                && entry.modify_index <= snap.index;
+            let indexes_ok =
+                0 < create_index && create_index <= modify_index && modify_index <= snap.index;
             if !indexes_ok {
-                return Err(FsmError::KvEntryIndexes { key: entry.key });
+                return Err(FsmError::KvEntryIndexes { key });
             }
-            let slot = Slot::new(entry);
+            let mut slot = Slot::new(&key, flags, value, create_index, modify_index);
+            slot.lock_index = lock_index;
+            slot.rehash(&key);
             table.content_hash = table.content_hash.wrapping_add(slot.hash);
-            table.entries.insert(slot.entry.key.clone(), slot);
+            table.entries.insert(Arc::from(key), Arc::new(slot));
         }
         for TombstoneRecord { key, index } in snap.tombstones {
             if table
                 .tombstones
-                .last_key_value()
-                .is_some_and(|(last, _)| *last >= key)
+                .get_max()
+                .is_some_and(|(last, _)| **last >= *key)
             {
                 return Err(FsmError::KvTombstonesUnordered { key });
             }
-            if index == 0 || index > snap.index || table.entries.contains_key(&key) {
+            if index == 0 || index > snap.index || table.entries.contains_key(key.as_str()) {
                 return Err(FsmError::KvTombstoneInvalid { key });
             }
             table.content_hash = table.content_hash.wrapping_add(tombstone_hash(&key, index));
-            table.tombstones.insert(key, index);
+            table.tombstones.insert(Arc::from(key), index);
         }
         Ok(table)
     }
@@ -488,9 +539,9 @@ mod tests {
         set(&mut fsm, 2, "k", "b");
 
         // A stale index fails and changes nothing but last_applied.
-        let before = fsm.kv_get("k").cloned();
+        let before = fsm.kv_get("k");
         assert!(!cas(&mut fsm, 3, "k", "c", 1));
-        assert_eq!(fsm.kv_get("k").cloned(), before);
+        assert_eq!(fsm.kv_get("k"), before);
         assert_eq!((fsm.kv_index(), fsm.last_applied()), (2, 3));
 
         // The current index succeeds.
@@ -838,6 +889,73 @@ mod tests {
         set(&mut other, 3, "k", "v");
         assert_eq!(fsm, other);
         assert_eq!(fsm.state_hash(), other.state_hash());
+    }
+
+    /// After a view (a clone of the table), changing one key copies tree
+    /// nodes, not values: every other slot is still the very same
+    /// allocation in both, and the view keeps the old value of the key that
+    /// changed.
+    #[test]
+    fn a_change_after_a_view_shares_every_untouched_value() {
+        use std::sync::Arc;
+
+        let mut fsm = Fsm::new();
+        let big = vec![7u8; 64 << 10];
+        let keys: Vec<String> = (0..300).map(|i| format!("k{i:03}")).collect();
+        for (i, k) in keys.iter().enumerate() {
+            run(
+                &mut fsm,
+                i as u64 + 1,
+                KvCommand::Set(KvWrite {
+                    key: k.clone(),
+                    flags: 0,
+                    value: big.clone(),
+                }),
+            );
+        }
+        let view = fsm.kv.clone();
+        set(&mut fsm, 301, "k150", "small");
+        delete(&mut fsm, 302, "k151");
+
+        assert!(!view.entries.ptr_eq(&fsm.kv.entries), "the live tree moved");
+        let mut shared = 0;
+        for (key, old) in view.entries.iter() {
+            let Some(new) = fsm.kv.entries.get(key) else {
+                assert_eq!(&**key, "k151", "only the deleted key is gone");
+                continue;
+            };
+            if &**key == "k150" {
+                assert_eq!(old.value, big, "the view keeps the old value");
+                assert_eq!(new.value, b"small");
+                continue;
+            }
+            assert!(Arc::ptr_eq(old, new), "{key} was copied");
+            shared += 1;
+        }
+        assert_eq!(shared, 298);
+        assert_eq!(fsm.kv.get("k151"), None);
+        assert!(view.get("k151").is_some());
+    }
+
+    /// With no view holding it, an update rewrites the slot in place (no
+    /// new allocation on the hot path); with one, it makes a new slot.
+    #[test]
+    fn an_update_rewrites_the_slot_in_place_unless_a_view_holds_it() {
+        use std::sync::Arc;
+
+        let mut fsm = Fsm::new();
+        set(&mut fsm, 1, "k", "one");
+        let before = Arc::as_ptr(fsm.kv.entries.get("k").unwrap());
+        set(&mut fsm, 2, "k", "two");
+        assert_eq!(Arc::as_ptr(fsm.kv.entries.get("k").unwrap()), before);
+
+        let view = fsm.view();
+        set(&mut fsm, 3, "k", "three");
+        assert_ne!(Arc::as_ptr(fsm.kv.entries.get("k").unwrap()), before);
+        assert_eq!(value(&fsm, "k").as_deref(), Some("three"));
+        let e = fsm.kv_get("k").unwrap();
+        assert_eq!((e.create_index, e.modify_index), (1, 3));
+        assert_eq!(view.kv.get("k").unwrap().value, b"two");
     }
 
     #[test]

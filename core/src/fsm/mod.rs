@@ -12,14 +12,16 @@ mod hash;
 mod kv;
 mod snapshot;
 mod tombstone_gc;
+mod view;
 
 pub use command::{ApplyResult, Command, KvCommand, KvEntry, KvWrite};
 pub use error::FsmError;
 pub use tombstone_gc::TombstoneGc;
+pub use view::FsmView;
 
 use hash::ItemHasher;
 use kv::KvTable;
-use snapshot::{Snapshot, SnapshotRef};
+use snapshot::Snapshot;
 
 /// The replicated state.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -83,7 +85,9 @@ impl Fsm {
         self.last_applied
     }
 
-    pub fn kv_get(&self, key: &str) -> Option<&KvEntry> {
+    /// The entry stored under `key`, copied out (the table stores a key
+    /// once, apart from the rest of the entry).
+    pub fn kv_get(&self, key: &str) -> Option<KvEntry> {
         self.kv.get(key)
     }
 
@@ -159,12 +163,20 @@ impl Fsm {
             .finish()
     }
 
-    /// The whole state, encoded: a format version byte, then postcard.
-    pub fn snapshot(&self) -> Vec<u8> {
-        snapshot::encode(&SnapshotRef {
+    /// The whole state as it is now, frozen, in O(1): later applies do not
+    /// change it (see `view.rs`).
+    pub fn view(&self) -> FsmView {
+        FsmView {
             last_applied: self.last_applied,
-            kv: self.kv.to_snapshot(),
-        })
+            kv: self.kv.clone(),
+        }
+    }
+
+    /// The whole state, encoded: a format version byte, then postcard.
+    /// Takes time in proportion to the state; a server's own snapshot is
+    /// encoded from a [`Fsm::view`] off the agent task instead.
+    pub fn snapshot(&self) -> Vec<u8> {
+        self.view().encode()
     }
 
     /// The state a `snapshot` encoded. Total: any bytes give a state or an

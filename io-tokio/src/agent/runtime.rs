@@ -5,7 +5,8 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration as StdDuration;
 
-use tern_core::raft::{Durable, Member, Membership, Role, Suffrage};
+use tern_core::fsm::FsmView;
+use tern_core::raft::{Durable, Member, Membership, Role, SnapshotMeta, Suffrage};
 use tern_core::rpc::{Response, RpcError};
 use tern_core::{
     Action, Event, Input, Instant, NodeId, NodeName, Outbox, PersistOp, PersistWrite, RequestId,
@@ -104,8 +105,9 @@ struct Loop {
     clock: Clock,
     /// The disk thread, which owns the storage.
     disk: mpsc::UnboundedSender<DiskJob>,
-    /// The thread that writes own snapshot files beside the log.
-    snapshots: mpsc::UnboundedSender<PersistWrite>,
+    /// The thread that encodes own snapshots and writes their files beside
+    /// the log.
+    snapshots: mpsc::UnboundedSender<SnapshotJob>,
     /// Writes in flight and the sends that wait for them: the same
     /// scheduler the simulator runs.
     outbox: Outbox,
@@ -289,20 +291,47 @@ fn spawn_disk_thread(
     job_tx
 }
 
-/// The thread that writes a server's own snapshot files beside the log
-/// (`Outbox::start_background`), with its own handle on the filesystem, so
-/// WAL appends and their fsyncs never wait for a snapshot file. `-dev` has
-/// no files: the snapshot is "written" at once.
+/// What the snapshot thread is asked to do.
+enum SnapshotJob {
+    /// Encode a point-in-time view of the state machine
+    /// (`Action::BuildSnapshot`); the bytes go back to the core.
+    Build { meta: SnapshotMeta, view: FsmView },
+    /// Write an own snapshot file beside the log (`Outbox::start_background`).
+    Write(PersistWrite),
+}
+
+/// The thread that encodes a server's own snapshots and writes their files
+/// beside the log, with its own handle on the filesystem: the agent task
+/// keeps serving requests while a snapshot is encoded, and WAL appends and
+/// their fsyncs never wait for a snapshot file. `-dev` has no files: the
+/// snapshot is "written" at once.
 fn spawn_snapshot_thread(
     data_dir: Option<std::path::PathBuf>,
     done_tx: mpsc::UnboundedSender<DiskReport>,
-) -> mpsc::UnboundedSender<PersistWrite> {
-    let (tx, mut rx) = mpsc::unbounded_channel::<PersistWrite>();
+) -> mpsc::UnboundedSender<SnapshotJob> {
+    let (tx, mut rx) = mpsc::unbounded_channel::<SnapshotJob>();
     std::thread::Builder::new()
         .name("tern-snapshot".into())
         .spawn(move || {
             let mut fs = crate::storage::StdFs::new();
-            while let Some(w) = rx.blocking_recv() {
+            while let Some(job) = rx.blocking_recv() {
+                let w = match job {
+                    SnapshotJob::Write(w) => w,
+                    SnapshotJob::Build { meta, view } => {
+                        let started = std::time::Instant::now();
+                        let data = view.encode();
+                        tracing::info!(
+                            "snapshot at index {} encoded off the agent task: {} bytes in {} ms",
+                            meta.last_index.0,
+                            data.len(),
+                            started.elapsed().as_millis()
+                        );
+                        if done_tx.send(DiskReport::Built { meta, data }).is_err() {
+                            return;
+                        }
+                        continue;
+                    }
+                };
                 let report = match (&data_dir, &w.op) {
                     (Some(dir), PersistOp::SaveSnapshot(s)) => {
                         let started = std::time::Instant::now();
@@ -352,6 +381,8 @@ enum DiskReport {
     Full(bool),
     /// An own snapshot file written beside the log is on disk.
     BackgroundDone,
+    /// An own snapshot is encoded (`SnapshotJob::Build`).
+    Built { meta: SnapshotMeta, data: Vec<u8> },
     /// A durable write failed: the agent must stop.
     Failed(String),
 }
@@ -556,7 +587,7 @@ impl Loop {
             }
         }
         if let Some(w) = self.outbox.start_background() {
-            if self.snapshots.send(w).is_err() {
+            if self.snapshots.send(SnapshotJob::Write(w)).is_err() {
                 tracing::error!("stopping: the snapshot thread is gone");
                 std::process::exit(1);
             }
@@ -575,11 +606,11 @@ impl Loop {
                 return;
             }
             Some(DiskReport::Full(full)) => {
-                let mut out = Vec::new();
-                if let Some(server) = self.server.as_mut() {
-                    server.handle(self.clock.now(), Input::DiskFull(full), &mut out);
-                }
-                self.pump(&mut out);
+                self.handle_now(Input::DiskFull(full));
+                return;
+            }
+            Some(DiskReport::Built { meta, data }) => {
+                self.handle_now(Input::SnapshotBuilt { meta, data });
                 return;
             }
             Some(DiskReport::Failed(e)) => {
@@ -603,6 +634,15 @@ impl Loop {
         self.pump(&mut out);
     }
 
+    /// Hand the core one input from the disk side and run what it asks.
+    fn handle_now(&mut self, input: Input) {
+        let mut out = Vec::new();
+        if let Some(server) = self.server.as_mut() {
+            server.handle(self.clock.now(), input, &mut out);
+        }
+        self.pump(&mut out);
+    }
+
     fn run_action(&mut self, a: Action) {
         match a {
             Action::Persist { .. } => unreachable!("durable writes go to the disk thread"),
@@ -622,6 +662,16 @@ impl Loop {
             Action::Respond { id, response } => {
                 if let Some(tx) = self.waiting.remove(&id) {
                     let _ = tx.send(response);
+                }
+            }
+            Action::BuildSnapshot { meta, view } => {
+                if self
+                    .snapshots
+                    .send(SnapshotJob::Build { meta, view })
+                    .is_err()
+                {
+                    tracing::error!("stopping: the snapshot thread is gone");
+                    std::process::exit(1);
                 }
             }
             Action::Event(e) => {
