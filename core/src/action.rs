@@ -128,6 +128,8 @@ pub enum Event {
         from: NodeId,
         reason: String,
     },
+    /// Autopilot proposed a promotion or a removal, or declined one.
+    Autopilot(crate::autopilot::AutopilotEvent),
 }
 
 /// What the core asks its driver to do.

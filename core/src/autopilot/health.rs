@@ -3,6 +3,8 @@
 
 use std::collections::BTreeMap;
 
+use serde::{Deserialize, Serialize};
+
 use crate::clock::{Duration, Instant};
 use crate::ids::{LogIndex, NodeId, NodeName, Term};
 
@@ -10,7 +12,7 @@ use super::AutopilotConfig;
 
 /// A server's status in the LAN gossip pool, as Serf reports it. Autopilot
 /// takes it as an input; `None` means the server is not in the pool at all.
-#[derive(Copy, Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[derive(Copy, Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub enum GossipStatus {
     Alive,
     Leaving,

@@ -13,10 +13,13 @@
 //! - [`AutopilotConfig`]: Consul's knobs and defaults.
 //! - [`HealthTracker`]: per-server health, `StableSince`, cluster health.
 //! - [`promotions`], [`dead_servers`], [`keeps_quorum`]: the decisions.
+//! - [`Autopilot`]: the leader's timers, its view of each server, and the
+//!   one change to propose next.
 
 mod config;
 mod decide;
 mod health;
+mod leader;
 
 pub use config::AutopilotConfig;
 pub use decide::{dead_servers, keeps_quorum, promotions, Cleanup};
@@ -24,6 +27,7 @@ pub use health::{
     failure_tolerance, is_healthy, ClusterHealth, GossipStatus, HealthTracker, ServerHealth,
     ServerInfo, ServerStats,
 };
+pub use leader::{Autopilot, HealthReply, ServerHealthReply};
 
 use crate::ids::NodeId;
 

@@ -1,0 +1,295 @@
+//! Autopilot on the leader: when to sample health and when to act, what the
+//! leader's Raft progress says about each server, and the one membership
+//! change to propose next.
+//!
+//! Gossip does not exist yet, so each server's gossip status is derived
+//! here from what the leader has: a server is `Alive` unless the driver
+//! reported it unreachable (`Input::Unreachable`) and the leader has not
+//! heard from it since, for at least `server_stabilization_time`; then it
+//! is `Failed`. A transport hint is much weaker evidence than Serf's
+//! failure detection (probes, indirect probes and a suspicion timeout of
+//! several seconds), and a server removed from the configuration stays out
+//! until an operator adds it again (there is no reconciliation of members
+//! yet), so a server that only restarts is not treated as dead. The
+//! gossip layer will replace [`Autopilot::gossip_status`].
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use serde::{Deserialize, Serialize};
+
+use crate::clock::{Duration, Instant};
+use crate::config::Config;
+use crate::ids::{LogIndex, NodeId, NodeName, Term};
+use crate::raft::{Membership, Raft, Role, Suffrage};
+
+use super::{
+    dead_servers, keeps_quorum, promotions, AutopilotEvent, GossipStatus, HealthTracker,
+    ServerInfo, ServerStats,
+};
+
+/// One server in `/v1/operator/autopilot/health` and `/state`, as the leader
+/// answers it (also forwarded between servers, so plain data).
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct ServerHealthReply {
+    pub id: NodeId,
+    pub name: NodeName,
+    pub address: String,
+    pub serf_status: GossipStatus,
+    pub leader: bool,
+    pub voter: bool,
+    /// `None`: never in contact in this term.
+    pub last_contact: Option<Duration>,
+    pub last_term: Term,
+    pub last_index: LogIndex,
+    pub healthy: bool,
+    /// How long `healthy` had not changed at the last sample (the leader's
+    /// monotonic instants mean nothing elsewhere; the HTTP layer turns this
+    /// into `StableSince` on its own wall clock).
+    pub stable_for: Duration,
+}
+
+/// The leader's last health sample.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct HealthReply {
+    pub healthy: bool,
+    pub failure_tolerance: u64,
+    pub optimistic_failure_tolerance: u64,
+    /// By id.
+    pub servers: Vec<ServerHealthReply>,
+}
+
+/// Autopilot's state on a server; it acts only while the server leads.
+#[derive(Clone, Debug, Default)]
+pub struct Autopilot {
+    health: HealthTracker,
+    /// The term this server leads in, while autopilot runs.
+    term: Option<Term>,
+    sampled_at: Instant,
+    next_health: Instant,
+    next_run: Instant,
+    /// The last transport hint about each server of the configuration.
+    unreachable: BTreeMap<NodeId, Instant>,
+}
+
+impl Autopilot {
+    pub fn new() -> Autopilot {
+        Autopilot::default()
+    }
+
+    /// A transport hint that `peer` is gone (kept only for members).
+    pub fn unreachable(&mut self, now: Instant, peer: NodeId, raft: &Raft) {
+        if raft.membership().contains(peer) {
+            self.unreachable.insert(peer, now);
+        }
+    }
+
+    /// When autopilot next wants a tick (only while it runs).
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        self.term.map(|_| self.next_health.min(self.next_run))
+    }
+
+    pub fn health(&self) -> &HealthTracker {
+        &self.health
+    }
+
+    /// The gossip status autopilot uses for `id` (see the module doc).
+    pub fn gossip_status(
+        &self,
+        now: Instant,
+        config: &Config,
+        raft: &Raft,
+        id: NodeId,
+    ) -> GossipStatus {
+        if id == raft.id() {
+            return GossipStatus::Alive;
+        }
+        let (Some(hint), Some(p)) = (self.unreachable.get(&id), raft.progress(id)) else {
+            return GossipStatus::Alive;
+        };
+        let silent = now.saturating_since(p.last_ack);
+        if *hint >= p.last_ack && silent >= config.autopilot.server_stabilization_time {
+            GossipStatus::Failed
+        } else {
+            GossipStatus::Alive
+        }
+    }
+
+    /// What the leader's progress says of `id` (Consul's `RaftStats`).
+    fn stats(now: Instant, raft: &Raft, id: NodeId) -> ServerStats {
+        if id == raft.id() {
+            return ServerStats {
+                last_contact: Some(Duration::ZERO),
+                last_term: raft.log().last_term(),
+                last_index: raft.log().last_index(),
+            };
+        }
+        match raft.progress(id) {
+            Some(p) => ServerStats {
+                last_contact: (p.acked_seq > 0).then(|| now.saturating_since(p.last_ack)),
+                // Entries up to `matched` are the leader's own (log
+                // matching), so their term is known; one compacted away is
+                // far behind and reported as term 0, which is unhealthy.
+                last_term: raft.log().term_at(p.matched).unwrap_or(Term(0)),
+                last_index: p.matched,
+            },
+            None => ServerStats {
+                last_contact: None,
+                last_term: Term(0),
+                last_index: LogIndex::ZERO,
+            },
+        }
+    }
+
+    fn sample(&mut self, now: Instant, config: &Config, raft: &Raft) {
+        let infos: Vec<ServerInfo> = raft
+            .membership()
+            .servers
+            .iter()
+            .map(|(id, m)| ServerInfo {
+                id: *id,
+                name: m.name.clone(),
+                address: m.address.clone(),
+                voter: m.suffrage == Suffrage::Voter,
+                leader: *id == raft.id(),
+                gossip: self.gossip_status(now, config, raft, *id),
+                stats: Autopilot::stats(now, raft, *id),
+            })
+            .collect();
+        self.health.update(
+            now,
+            &config.autopilot,
+            &infos,
+            raft.log().last_term(),
+            raft.log().last_index(),
+        );
+        self.sampled_at = now;
+        let members = raft.membership();
+        self.unreachable.retain(|id, _| members.contains(*id));
+    }
+
+    /// The leader's last sample, for the HTTP API.
+    pub fn reply(&self) -> HealthReply {
+        let c = self.health.cluster();
+        HealthReply {
+            healthy: c.healthy,
+            failure_tolerance: c.failure_tolerance as u64,
+            optimistic_failure_tolerance: c.optimistic_failure_tolerance as u64,
+            servers: c
+                .servers
+                .iter()
+                .map(|h| ServerHealthReply {
+                    id: h.id,
+                    name: h.name.clone(),
+                    address: h.address.clone(),
+                    serf_status: h.gossip,
+                    leader: h.leader,
+                    voter: h.voter,
+                    last_contact: h.last_contact,
+                    last_term: h.last_term,
+                    last_index: h.last_index,
+                    healthy: h.healthy,
+                    stable_for: self.sampled_at.saturating_since(h.stable_since),
+                })
+                .collect(),
+        }
+    }
+
+    /// Called after every input. While `leading` (the leader, not leaving),
+    /// samples health every `server_health_interval` and, every
+    /// `autopilot_interval`, picks the one membership change to propose:
+    /// the first stable non-voter to promote, else the first dead server to
+    /// remove (Consul promotes before it prunes). `events` gets what was
+    /// refused. The caller proposes the change and reports with
+    /// [`Autopilot::proposed`]; nothing is returned while a configuration
+    /// change is still committing (Raft takes one at a time).
+    pub fn poll(
+        &mut self,
+        now: Instant,
+        config: &Config,
+        raft: &Raft,
+        leading: bool,
+        events: &mut Vec<AutopilotEvent>,
+    ) -> Option<(Membership, AutopilotEvent)> {
+        if !leading || raft.role() != Role::Leader {
+            if self.term.take().is_some() {
+                self.health.clear();
+            }
+            return None;
+        }
+        if self.term != Some(raft.term()) {
+            // A new leadership: start over, sample at once, act one
+            // interval later (Consul starts autopilot with leadership).
+            self.term = Some(raft.term());
+            self.health.clear();
+            self.next_health = now;
+            self.next_run = now + config.autopilot_interval;
+        }
+        if now >= self.next_health {
+            self.sample(now, config, raft);
+            self.next_health = now + config.server_health_interval;
+        }
+        if now < self.next_run {
+            return None;
+        }
+        if !raft.committed_in_term() || raft.membership_change_pending() {
+            // Look again soon: a change commits within a round trip.
+            self.next_run = now + config.heartbeat_interval;
+            return None;
+        }
+        self.next_run = now + config.autopilot_interval;
+        self.decide(now, config, raft, events)
+    }
+
+    /// After the caller proposed what `poll` returned: the next change (a
+    /// removal after a promotion, say) is looked for as soon as this one
+    /// has committed, as Consul's promotion triggers dead-server cleanup.
+    pub fn proposed(&mut self, now: Instant, config: &Config) {
+        self.next_run = now + config.heartbeat_interval;
+    }
+
+    fn decide(
+        &self,
+        now: Instant,
+        config: &Config,
+        raft: &Raft,
+        events: &mut Vec<AutopilotEvent>,
+    ) -> Option<(Membership, AutopilotEvent)> {
+        let ap = &config.autopilot;
+        let membership = raft.membership();
+        let responsive: BTreeSet<NodeId> = self
+            .health
+            .servers()
+            .values()
+            .filter(|h| {
+                h.gossip == GossipStatus::Alive
+                    && h.last_contact
+                        .is_some_and(|c| c <= ap.last_contact_threshold)
+            })
+            .map(|h| h.id)
+            .collect();
+        for id in promotions(ap, now, membership, &self.health) {
+            let mut after = membership.clone();
+            if let Some(m) = after.servers.get_mut(&id) {
+                m.suffrage = Suffrage::Voter;
+            }
+            if keeps_quorum(&after, &responsive) {
+                return Some((after, AutopilotEvent::Promoting { id }));
+            }
+        }
+        let gossip: BTreeMap<NodeId, GossipStatus> = membership
+            .servers
+            .keys()
+            .map(|id| (*id, self.gossip_status(now, config, raft, *id)))
+            .collect();
+        let cleanup = dead_servers(ap, membership, &gossip, raft.id());
+        events.extend(cleanup.events);
+        for id in cleanup.remove {
+            let mut after = membership.clone();
+            after.servers.remove(&id);
+            if keeps_quorum(&after, &responsive) {
+                return Some((after, AutopilotEvent::RemovingDeadServer { id }));
+            }
+        }
+        None
+    }
+}
