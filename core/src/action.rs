@@ -26,6 +26,15 @@ pub enum Input {
     /// as soon as the leader's lease allows instead of waiting a whole
     /// election timeout, and requests forwarded to it stop waiting for it.
     Unreachable(NodeId),
+    /// What the LAN gossip pool says of a server (serf's member status):
+    /// what autopilot's health and dead-server cleanup go by. A server no
+    /// status was reported for counts as alive. The driver feeds it from
+    /// gossip events; until gossip is wired into the agents (issue 8),
+    /// nothing does, so dead-server cleanup never acts on its own.
+    MemberStatus {
+        node: NodeId,
+        status: crate::autopilot::GossipStatus,
+    },
     /// Every durable write up to and including this one is on disk (and
     /// fsynced where it asked to be). Writes complete in the order the core
     /// issued them, so one id covers all before it: a driver that commits a
@@ -136,6 +145,8 @@ pub enum Event {
         from: NodeId,
         reason: String,
     },
+    /// Autopilot proposed a promotion or a removal, or declined one.
+    Autopilot(crate::autopilot::AutopilotEvent),
 }
 
 /// What the core asks its driver to do.

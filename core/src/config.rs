@@ -1,5 +1,6 @@
 //! Every knob and every limit of a server, with Consul-like validation.
 
+use crate::autopilot::AutopilotConfig;
 use crate::clock::Duration;
 use crate::ids::{Datacenter, NodeId, NodeName};
 use crate::raft::Membership;
@@ -115,6 +116,15 @@ pub struct Config {
     /// bins are enough at the defaults.
     pub tombstone_gc_buckets_max: usize,
 
+    /// Autopilot's knobs (the agent configuration's `autopilot { ... }`).
+    pub autopilot: AutopilotConfig,
+    /// How often the leader samples every server's health (Consul's
+    /// `ServerHealthInterval`, 2 s).
+    pub server_health_interval: Duration,
+    /// How often the leader promotes stable non-voters and removes dead
+    /// servers (Consul's `AutopilotInterval`, 10 s).
+    pub autopilot_interval: Duration,
+
     #[cfg(feature = "bugs")]
     pub bugs: Bugs,
 }
@@ -167,6 +177,9 @@ impl Config {
             tombstone_ttl: Duration::from_secs(15 * 60),
             tombstone_ttl_granularity: Duration::from_secs(30),
             tombstone_gc_buckets_max: 1024,
+            autopilot: AutopilotConfig::default(),
+            server_health_interval: Duration::from_secs(2),
+            autopilot_interval: Duration::from_secs(10),
             #[cfg(feature = "bugs")]
             bugs: Bugs::default(),
         }
@@ -277,6 +290,13 @@ impl Config {
                 "must be at least tombstone_ttl_granularity",
             );
         }
+        if self.server_health_interval.as_nanos() == 0 {
+            return err("server_health_interval", "must be greater than zero");
+        }
+        if self.autopilot_interval.as_nanos() == 0 {
+            return err("autopilot_interval", "must be greater than zero");
+        }
+        self.autopilot.validate()?;
         if let Some(m) = &self.bootstrap {
             if !m.is_voter(self.node_id) {
                 return err("bootstrap", "must list this server as a voter");
@@ -328,6 +348,21 @@ mod tests {
         let mut c = base();
         c.bootstrap = Some(Membership::default());
         assert_eq!(c.validate().unwrap_err().key, "bootstrap");
+
+        let mut c = base();
+        c.autopilot_interval = Duration::ZERO;
+        assert_eq!(c.validate().unwrap_err().key, "autopilot_interval");
+
+        let mut c = base();
+        c.server_health_interval = Duration::ZERO;
+        assert_eq!(c.validate().unwrap_err().key, "server_health_interval");
+
+        let mut c = base();
+        c.autopilot.last_contact_threshold = Duration::ZERO;
+        assert_eq!(
+            c.validate().unwrap_err().to_string(),
+            "autopilot.last_contact_threshold: must be greater than zero"
+        );
     }
 
     #[test]

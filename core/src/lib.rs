@@ -97,6 +97,7 @@
 #![forbid(unsafe_code)]
 
 pub mod action;
+pub mod autopilot;
 pub mod clock;
 pub mod config;
 pub mod fsm;

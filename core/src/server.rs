@@ -11,6 +11,7 @@
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
 use crate::action::{Action, Event, Input};
+use crate::autopilot::Autopilot;
 use crate::clock::{Duration, Instant};
 use crate::config::{Config, ConfigError};
 use crate::fsm::{ApplyResult, Command, Fsm, TombstoneGc};
@@ -119,6 +120,8 @@ pub struct Server {
     /// The state machine restored from the snapshot in the message being
     /// handled, if Raft may install it (`restore_offered_snapshot`).
     offered: Option<(LogIndex, Fsm)>,
+    /// Server health, promotion and dead-server cleanup (leader only).
+    autopilot: Autopilot,
 }
 
 impl Server {
@@ -184,6 +187,7 @@ impl Server {
             forwards_seen: BTreeSet::new(),
             forwards_seen_order: VecDeque::new(),
             offered: None,
+            autopilot: Autopilot::new(),
         })
     }
 
@@ -216,6 +220,7 @@ impl Server {
             }
             Input::Leave => self.leave(now, out),
             Input::Unreachable(peer) => self.peer_unreachable(now, peer, out),
+            Input::MemberStatus { node, status } => self.autopilot.member_status(node, status),
             Input::Persisted(id) => self.raft.persisted(now, id, out),
             Input::DiskFull(full) => self.raft.set_disk_full(full),
             Input::SnapshotBuilt { meta, data } => self.snapshot_built(meta, data, out),
@@ -240,6 +245,9 @@ impl Server {
         }
         if let Some(e) = self.tombstone_gc.next_expiry() {
             t = t.min(e);
+        }
+        if let Some(a) = self.autopilot.poll_timeout() {
+            t = t.min(a);
         }
         Some(t)
     }
@@ -298,6 +306,9 @@ impl Server {
     /// was asked for and has not come back.
     pub fn snapshot_building(&self) -> Option<LogIndex> {
         self.snapshot_building
+    }
+    pub fn autopilot(&self) -> &Autopilot {
+        &self.autopilot
     }
     /// Whether this server is failing fast while it leaves.
     pub fn is_draining(&self, now: Instant) -> bool {
@@ -535,7 +546,9 @@ impl Server {
         let local = matches!(
             request.op,
             Op::StatusLeader | Op::StatusPeers | Op::RaftConfiguration
-        ) || (request.read_mode == ReadMode::Stale && !request.op.is_write());
+        ) || (request.read_mode == ReadMode::Stale
+            && !request.op.is_write()
+            && request.op != Op::AutopilotHealth);
         if local {
             if request.read_mode == ReadMode::Stale
                 && !self.ever_had_leader
@@ -953,6 +966,9 @@ impl Server {
                     },
                 )
             }
+            // The leader's last sample (a follower has none: it answers
+            // only once forwarded, see `route_within`).
+            Op::AutopilotHealth => (commit, ReplyBody::AutopilotHealth(self.autopilot.reply())),
             // Writes never reach here.
             _ => (commit, ReplyBody::Done),
         }
@@ -1034,6 +1050,38 @@ impl Server {
         self.follow_leader(now, out);
         self.retry_held(now, out);
         self.maybe_snapshot(now, out);
+        self.run_autopilot(now, out);
+    }
+
+    /// Consul's autopilot loop on the leader (`autopilot.go`): health every
+    /// `server_health_interval`, and every `autopilot_interval` one
+    /// promotion or dead-server removal, proposed like any membership
+    /// change (`propose_membership`'s path, with no client waiting).
+    fn run_autopilot(&mut self, now: Instant, out: &mut Vec<Action>) {
+        let leading = self.raft.role() == Role::Leader && !self.is_draining(now);
+        let mut events = Vec::new();
+        let change = self
+            .autopilot
+            .poll(now, &self.config, &self.raft, leading, &mut events);
+        for e in events {
+            out.push(Action::Event(Event::Autopilot(e)));
+        }
+        if let Some((membership, event)) = change {
+            // Refused (Busy, a transfer, a full disk): tried again at the
+            // next interval.
+            if self
+                .raft
+                .propose(now, EntryPayload::Membership(membership), out)
+                .is_ok()
+            {
+                out.push(Action::Event(Event::Autopilot(event)));
+                self.autopilot.proposed(now, &self.config);
+            }
+        }
+        assert!(
+            self.autopilot.poll_timeout().is_none_or(|t| t > now),
+            "autopilot asks for a time already past"
+        );
     }
 
     fn install_snapshot(&mut self, snap: Snapshot, out: &mut Vec<Action>) {

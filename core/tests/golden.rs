@@ -13,6 +13,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Debug;
 use std::path::{Path, PathBuf};
 
+use tern_core::autopilot::{GossipStatus, HealthReply, ServerHealthReply};
 use tern_core::clock::Duration;
 use tern_core::fsm::{ApplyResult, Command, KvCommand, KvEntry, KvWrite};
 use tern_core::raft::{
@@ -253,6 +254,7 @@ fn ops() -> Vec<(&'static str, Op)> {
             "raft_transfer_leadership",
             Op::RaftTransferLeadership { to: Some(S2) },
         ),
+        ("autopilot_health", Op::AutopilotHealth),
     ]
 }
 
@@ -307,6 +309,42 @@ fn reply_bodies() -> Vec<(&'static str, ReplyBody)> {
             },
         ),
         ("done", ReplyBody::Done),
+        (
+            "autopilot_health",
+            ReplyBody::AutopilotHealth(HealthReply {
+                healthy: false,
+                failure_tolerance: 0,
+                optimistic_failure_tolerance: 1,
+                servers: vec![
+                    ServerHealthReply {
+                        id: S1,
+                        name: NodeName("s1".into()),
+                        address: "127.0.0.1:8300".into(),
+                        serf_status: GossipStatus::Alive,
+                        leader: true,
+                        voter: true,
+                        last_contact: Some(Duration::ZERO),
+                        last_term: Term(3),
+                        last_index: LogIndex(102),
+                        healthy: true,
+                        stable_for: Duration::from_secs(12),
+                    },
+                    ServerHealthReply {
+                        id: S2,
+                        name: NodeName("s2".into()),
+                        address: "127.0.0.2:8300".into(),
+                        serf_status: GossipStatus::Failed,
+                        leader: false,
+                        voter: false,
+                        last_contact: None,
+                        last_term: Term(0),
+                        last_index: LogIndex(0),
+                        healthy: false,
+                        stable_for: Duration::from_millis(1500),
+                    },
+                ],
+            }),
+        ),
     ]
 }
 

@@ -530,6 +530,7 @@ impl Driver {
             | Event::Left
             | Event::SnapshotTaken { .. }
             | Event::SnapshotInstalled { .. }
+            | Event::Autopilot(_)
             | Event::Fatal { .. } => {
                 self.shared.record(WorldEvent::Core {
                     node: self.slot.id,

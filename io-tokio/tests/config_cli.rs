@@ -308,6 +308,30 @@ fn each_bad_value_gives_one_line_naming_the_key() {
         (args(&format!("{ok} -config-file /no/such.json")), "-config-file: cannot read \"/no/such.json\": "),
         (args(&format!("{ok} -config-file {}", file("c.yaml", "x: 1"))), "-config-file: \""),
         (args(&format!("{ok} -config-dir /no/such/dir")), "-config-dir: cannot read \"/no/such/dir\": "),
+        (
+            args(&format!("{ok} -config-file {}", file("a1.json", r#"{"autopilot": {"last_contact_threshold": "soon"}}"#))),
+            "autopilot.last_contact_threshold: must be a duration such as \"7s\" or \"500ms\", got \"soon\" (in ",
+        ),
+        (
+            args(&format!("{ok} -config-file {}", file("a2.hcl", "autopilot {\n  max_trailing_logs = -1\n}\n"))),
+            "autopilot.max_trailing_logs: must be a whole number, got -1 (in ",
+        ),
+        (
+            args(&format!("{ok} -config-file {}", file("a3.json", r#"{"autopilot": {"cleanup_dead_servers": "maybe"}}"#))),
+            "autopilot.cleanup_dead_servers: ",
+        ),
+        (
+            args(&format!("{ok} -config-file {}", file("a4.json", r#"{"autopilot": {"last_contact_threshold": "0s"}}"#))),
+            "autopilot.last_contact_threshold: must be greater than zero",
+        ),
+        (
+            args(&format!("{ok} -config-file {}", file("a5.json", r#"{"autopilot": {"min_quorum": 4294967296}}"#))),
+            "autopilot.min_quorum: must be at most 4294967295",
+        ),
+        (
+            args(&format!("{ok} -config-file {}", file("a6.hcl", "autopilot {\n  bogus = 1\n}\n"))),
+            "invalid config key autopilot.bogus (in ",
+        ),
     ];
     for (a, want) in cases {
         let e = error_of(&a);
@@ -316,6 +340,48 @@ fn each_bad_value_gives_one_line_naming_the_key() {
             "{a:?}\n  got  {e:?}\n  want {want:?}..."
         );
     }
+}
+
+/// Consul's `autopilot { ... }` stanza (agent/config/config.go) reaches the
+/// core's configuration, every key of it.
+#[test]
+fn the_autopilot_stanza_sets_every_key() {
+    let dir = temp_dir("autopilot");
+    let hcl = write(
+        &dir,
+        "a.hcl",
+        r#"
+autopilot {
+  cleanup_dead_servers = false
+  last_contact_threshold = "1s"
+  max_trailing_logs = 1000
+  min_quorum = 3
+  server_stabilization_time = "30s"
+  redundancy_zone_tag = "zone"
+  disable_upgrade_migration = true
+  upgrade_version_tag = "build"
+}
+"#,
+    );
+    let o = agent_options(&args(&format!("-dev -config-file {hcl}"))).unwrap();
+    let a = &o.core.autopilot;
+    assert!(!a.cleanup_dead_servers);
+    assert_eq!(a.last_contact_threshold, tern_core::Duration::from_secs(1));
+    assert_eq!(a.max_trailing_logs, 1000);
+    assert_eq!(a.min_quorum, 3);
+    assert_eq!(
+        a.server_stabilization_time,
+        tern_core::Duration::from_secs(30)
+    );
+    assert_eq!(a.redundancy_zone_tag, "zone");
+    assert!(a.disable_upgrade_migration);
+    assert_eq!(a.upgrade_version_tag, "build");
+    // Without the stanza: Consul's defaults.
+    let o = agent_options(&args("-dev")).unwrap();
+    assert_eq!(
+        o.core.autopilot,
+        tern_core::autopilot::AutopilotConfig::default()
+    );
 }
 
 /// `-dev`: an in-memory server on loopback that bootstraps alone and elects
@@ -874,5 +940,60 @@ fn an_unreachable_agent_is_one_error_line() {
     assert_one_error_line(
         cli("kv get k", "https://127.0.0.1:8501"),
         "-http-addr: only plain http:// is supported",
+    );
+}
+
+// ---------------------------------------------------------------------------
+// operator autopilot
+
+/// Consul's `operator autopilot get-config` output, line for line
+/// (command/operator/autopilot/get/operator_autopilot_get.go).
+#[test]
+fn autopilot_get_config_prints_consuls_lines() {
+    let f = fake(&[(
+        "GET /v1/operator/autopilot/configuration",
+        200,
+        r#"{"CleanupDeadServers":true,"LastContactThreshold":"200ms","MaxTrailingLogs":250,
+            "MinQuorum":0,"ServerStabilizationTime":"10s","RedundancyZoneTag":"",
+            "DisableUpgradeMigration":false,"UpgradeVersionTag":"","CreateIndex":0,"ModifyIndex":0}"#,
+    )]);
+    let (code, out, err) = cli("operator autopilot get-config", &f.addr);
+    assert_eq!((code, err.as_str()), (0, ""));
+    assert_eq!(
+        out,
+        "CleanupDeadServers = true\nLastContactThreshold = 200ms\nMaxTrailingLogs = 250\n\
+         MinQuorum = 0\nServerStabilizationTime = 10s\nRedundancyZoneTag = \"\"\n\
+         DisableUpgradeMigration = false\nUpgradeVersionTag = \"\"\n"
+    );
+    let f = fake(&[(
+        "GET /v1/operator/autopilot/configuration",
+        500,
+        "No cluster leader",
+    )]);
+    assert_one_error_line(
+        cli("operator autopilot get-config", &f.addr),
+        "Error querying Autopilot configuration: Unexpected response code: 500 (No cluster leader)",
+    );
+}
+
+#[test]
+fn autopilot_state_prints_pretty_or_json_and_refuses_other_formats() {
+    let body = r#"{"Healthy":false,"FailureTolerance":0,"OptimisticFailureTolerance":1,"Servers":{},"Leader":"x","Voters":["x"]}"#;
+    let f = fake(&[("GET /v1/operator/autopilot/state", 200, body)]);
+    let (code, out, _) = cli("operator autopilot state", &f.addr);
+    assert_eq!(code, 0);
+    assert!(
+        out.starts_with("Healthy:                      false\nFailure Tolerance:            0\n"),
+        "{out}"
+    );
+    let (code, out, _) = cli("operator autopilot state -format=json", &f.addr);
+    assert_eq!(code, 0);
+    assert!(
+        out.contains("\n    \"Healthy\": false,"),
+        "four-space indent as Go's MarshalIndent: {out}"
+    );
+    assert_one_error_line(
+        cli("operator autopilot state -format=yaml", &f.addr),
+        "Unknown format: yaml",
     );
 }

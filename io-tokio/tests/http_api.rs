@@ -12,6 +12,7 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 
 use tern::agent::{AgentHandle, AgentOptions, AgentStatus, ToAgent};
+use tern_core::autopilot::{GossipStatus, HealthReply, ServerHealthReply};
 use tern_core::fsm::{ApplyResult, KvCommand, KvEntry};
 use tern_core::rpc::{
     Blocking, Op, RaftServer, ReadMode, Reply, ReplyBody, Request, Response, RpcError,
@@ -32,6 +33,7 @@ struct Script {
     leader: Option<String>,
     requests: Vec<Request>,
     leaves: usize,
+    health: HealthReply,
 }
 
 type Shared = Arc<Mutex<Script>>;
@@ -69,6 +71,7 @@ impl Script {
                 index: 7,
             },
             Op::RaftRemovePeer { .. } => ReplyBody::Done,
+            Op::AutopilotHealth => ReplyBody::AutopilotHealth(self.health.clone()),
             _ => return Err(RpcError::BadRequest("not scripted".into())),
         };
         Ok(Reply {
@@ -966,4 +969,143 @@ async fn keys_with_path_traversal_or_a_leading_slash_are_400() {
     assert_eq!(h.request_count(), 0);
     assert_eq!(h.put("/v1/kv/app/config.json", b"{}").await.json(), true);
     assert_eq!(h.put("/v1/kv/a..b/.c", b"v").await.json(), true);
+}
+
+// ---------------------------------------------------------------- autopilot
+
+fn health(healthy_b: bool) -> HealthReply {
+    let server = |id, name: &str, leader, voter, healthy, contact| ServerHealthReply {
+        id,
+        name: NodeName(name.into()),
+        address: format!("10.0.0.{}:8300", id.0),
+        serf_status: GossipStatus::Alive,
+        leader,
+        voter,
+        last_contact: contact,
+        last_term: Term(3),
+        last_index: LogIndex(17),
+        healthy,
+        stable_for: Duration::from_secs(5),
+    };
+    HealthReply {
+        healthy: healthy_b,
+        failure_tolerance: 0,
+        optimistic_failure_tolerance: 0,
+        servers: vec![
+            server(NODE_A, "a", true, true, true, Some(Duration::ZERO)),
+            server(
+                NODE_B,
+                "b",
+                false,
+                false,
+                healthy_b,
+                if healthy_b {
+                    Some(Duration::from_micros(27_291))
+                } else {
+                    None
+                },
+            ),
+        ],
+    }
+}
+
+/// Consul's `OperatorServerHealth` (agent/operator_endpoint.go): the
+/// leader's health with api `OperatorHealthReply`'s field names, 200 when
+/// healthy and 429 with the same body when not; always asked of the leader.
+#[tokio::test]
+async fn autopilot_health_is_200_when_healthy_and_429_when_not() {
+    let h = Harness::start().await;
+    h.script.lock().unwrap().health = health(true);
+    let r = h.get("/v1/operator/autopilot/health?stale").await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let req = h.last_request();
+    assert_eq!(req.op, Op::AutopilotHealth);
+    assert_eq!(
+        req.read_mode,
+        ReadMode::Default,
+        "the leader answers, never stale"
+    );
+    let j = r.json();
+    assert_eq!(j["Healthy"], true);
+    assert_eq!(j["FailureTolerance"], 0);
+    let s = &j["Servers"][1];
+    let keys: Vec<&str> = s.as_object().unwrap().keys().map(String::as_str).collect();
+    let mut want = vec![
+        "ID",
+        "Name",
+        "Address",
+        "SerfStatus",
+        "Version",
+        "Leader",
+        "LastContact",
+        "LastTerm",
+        "LastIndex",
+        "Healthy",
+        "Voter",
+        "StableSince",
+    ];
+    want.sort();
+    let mut got = keys.clone();
+    got.sort();
+    assert_eq!(got, want);
+    assert_eq!(s["ID"], NODE_B.to_string());
+    assert_eq!(s["SerfStatus"], "alive");
+    assert_eq!(s["LastContact"], "27.291ms");
+    assert_eq!(s["Voter"], false);
+    assert_eq!(j["Servers"][0]["LastContact"], "0s");
+    let since = s["StableSince"].as_str().unwrap();
+    assert!(since.ends_with('Z') && since.len() >= 20, "{since}");
+
+    h.script.lock().unwrap().health = health(false);
+    let r = h.get("/v1/operator/autopilot/health").await;
+    assert_eq!(r.status, 429);
+    let j = r.json();
+    assert_eq!(j["Healthy"], false);
+    assert_eq!(j["Servers"][1]["Healthy"], false);
+    assert_eq!(j["Servers"][1]["LastContact"], "-1ns");
+}
+
+/// api `AutopilotState` as Consul's CE fills it: servers by ID with their
+/// status, the leader and the voters.
+#[tokio::test]
+async fn autopilot_state_names_the_leader_and_the_voters() {
+    let h = Harness::start().await;
+    h.script.lock().unwrap().health = health(true);
+    let r = h.get("/v1/operator/autopilot/state").await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let j = r.json();
+    assert_eq!(j["Leader"], NODE_A.to_string());
+    assert_eq!(j["Voters"], serde_json::json!([NODE_A.to_string()]));
+    let b = &j["Servers"][NODE_B.to_string()];
+    assert_eq!(b["Status"], "non-voter");
+    assert_eq!(b["NodeStatus"], "alive");
+    assert_eq!(b["NodeType"], "voter");
+    assert_eq!(b["Meta"], serde_json::json!({}));
+    assert_eq!(j["Servers"][NODE_A.to_string()]["Status"], "leader");
+}
+
+/// api `AutopilotConfiguration`, from the agent's `autopilot` stanza.
+#[tokio::test]
+async fn autopilot_configuration_has_consuls_fields_and_defaults() {
+    let h = Harness::start().await;
+    let r = h.get("/v1/operator/autopilot/configuration").await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(
+        r.json(),
+        serde_json::json!({
+            "CleanupDeadServers": true,
+            "LastContactThreshold": "200ms",
+            "MaxTrailingLogs": 250,
+            "MinQuorum": 0,
+            "ServerStabilizationTime": "10s",
+            "RedundancyZoneTag": "",
+            "DisableUpgradeMigration": false,
+            "UpgradeVersionTag": "",
+            "CreateIndex": 0,
+            "ModifyIndex": 0
+        })
+    );
+    // Changing it is not built yet (it needs the state machine).
+    let r = h.put("/v1/operator/autopilot/configuration", b"{}").await;
+    assert_eq!(r.status, 405);
 }

@@ -3,6 +3,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
+use tern_core::autopilot::AutopilotEvent;
 use tern_core::raft::Role;
 use tern_core::rng::Rng;
 use tern_core::rpc::{Op, ReadMode, ReplyBody};
@@ -531,10 +532,14 @@ pub enum Scenario {
     SnapshotInstall,
     ConsistentReadDuringPartition,
     LeaderIsolatedWithResets,
+    /// Consul's `TestAutopilot_PromoteNonVoter` under the clients' load: a
+    /// new server joins as a non-voter and autopilot, not the nemesis,
+    /// promotes it once it has been healthy for the stabilization time.
+    AutopilotPromotes,
 }
 
 impl Scenario {
-    pub const ALL: [Scenario; 11] = [
+    pub const ALL: [Scenario; 12] = [
         Scenario::LeaderIsolated,
         Scenario::MinorityPartition,
         Scenario::AsymmetricPartition,
@@ -546,6 +551,7 @@ impl Scenario {
         Scenario::ConsistentReadDuringPartition,
         Scenario::LeaderIsolatedWithResets,
         Scenario::LeaderLeaves,
+        Scenario::AutopilotPromotes,
     ];
 
     pub fn name(self) -> &'static str {
@@ -561,6 +567,7 @@ impl Scenario {
             Scenario::ConsistentReadDuringPartition => "consistent-read-during-partition",
             Scenario::LeaderIsolatedWithResets => "leader-isolated-with-resets",
             Scenario::LeaderLeaves => "leader-leaves",
+            Scenario::AutopilotPromotes => "autopilot-promotes",
         }
     }
 
@@ -780,6 +787,33 @@ impl Scenario {
                         "{}: no new leader after removing the leader ({other:?})",
                         self.name()
                     )),
+                }
+            }
+            Scenario::AutopilotPromotes => {
+                let Some(new) = n.add_nonvoter().await else {
+                    failures.push(format!("{}: could not add a non-voter", self.name()));
+                    return failures;
+                };
+                // Stabilization (10 s) + one autopilot round (10 s) + one
+                // health sample (2 s), with room for a slow catch-up.
+                let end = now() + Duration::from_secs(40);
+                let mut voter = false;
+                while !voter && now() < end {
+                    sleep(Duration::from_millis(500)).await;
+                    voter = n.leader().is_some_and(|l| {
+                        n.world
+                            .with_server(l, |s| s.membership().is_voter(new))
+                            .unwrap_or(false)
+                    });
+                }
+                let by_autopilot = n.world.events().iter().any(|(_, e)| {
+                    matches!(e, WorldEvent::Core { event: Event::Autopilot(AutopilotEvent::Promoting { id }), .. } if *id == new)
+                });
+                if !voter || !by_autopilot {
+                    failures.push(format!(
+                        "{}: {new:?} was not promoted by autopilot within 40 s (voter: {voter})",
+                        self.name()
+                    ));
                 }
             }
             Scenario::LeaderLeaves => {

@@ -78,6 +78,14 @@ fn snapshot_install_to_a_far_behind_follower() {
     passes(Scenario::SnapshotInstall);
 }
 
+/// A non-voter added under load is promoted by autopilot (not by the
+/// nemesis) with every safety check holding (Consul's
+/// `TestAutopilot_PromoteNonVoter`).
+#[test]
+fn autopilot_promotes_a_new_non_voter_under_load() {
+    passes(Scenario::AutopilotPromotes);
+}
+
 /// Consistent reads through an isolated old leader never return a value that
 /// a write through the new leader already replaced.
 #[test]

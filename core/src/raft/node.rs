@@ -318,6 +318,16 @@ impl Raft {
     pub fn transfer_target(&self) -> Option<NodeId> {
         self.transfer.as_ref().map(|t| t.target)
     }
+    /// A leader's replication progress for follower `id` (autopilot reads
+    /// match index and last contact from it, as Consul's `RaftStats`).
+    pub fn progress(&self, id: NodeId) -> Option<&Progress> {
+        self.progress.get(&id)
+    }
+    /// Whether a configuration change is appended but not yet committed
+    /// (a new one would be refused with `ConfigChangeInProgress`).
+    pub fn membership_change_pending(&self) -> bool {
+        self.membership_index > self.commit
+    }
     /// The configuration in effect at `index` (for a snapshot taken there).
     pub fn membership_at(&self, index: LogIndex) -> Membership {
         if let Some((_, m)) = self.log.membership_at(index) {

@@ -61,6 +61,10 @@ pub enum Op {
     RaftTransferLeadership {
         to: Option<NodeId>,
     },
+    /// `/v1/operator/autopilot/health` and `/state`: the leader's last
+    /// health sample (always answered by the leader, as Consul's
+    /// `Operator.ServerHealth`).
+    AutopilotHealth,
 }
 
 impl Op {
@@ -121,6 +125,7 @@ pub enum ReplyBody {
     },
     /// An operator action that returns nothing.
     Done,
+    AutopilotHealth(crate::autopilot::HealthReply),
 }
 
 /// A successful reply with the metadata Consul puts in its headers.

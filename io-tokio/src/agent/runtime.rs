@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration as StdDuration;
 
+use tern_core::autopilot::AutopilotEvent;
 use tern_core::fsm::FsmView;
 use tern_core::raft::{Durable, Member, Membership, Role, SnapshotMeta, Suffrage};
 use tern_core::rpc::{Response, RpcError};
@@ -754,6 +755,16 @@ fn log_event(e: &Event) {
         Event::PeerMessageRefused { from, reason } => {
             tracing::warn!("refused a message from {from}, closing its connection: {reason}")
         }
+        // Consul logs these from `autopilot:` (the refusals at debug: they
+        // repeat every round while the cause lasts).
+        Event::Autopilot(a) => match a {
+            AutopilotEvent::Promoting { .. } | AutopilotEvent::RemovingDeadServer { .. } => {
+                tracing::info!("autopilot: {a}")
+            }
+            AutopilotEvent::TooManyDeadServers { .. } | AutopilotEvent::BelowMinQuorum { .. } => {
+                tracing::debug!("autopilot: {a}")
+            }
+        },
         Event::Committed { .. } | Event::Applied { .. } => {}
     }
 }

@@ -1,10 +1,11 @@
 //! The client commands, talking to an agent over its HTTP API as Consul's CLI
 //! does: `kv get|put|delete`, `operator raft list-peers|remove-peer`,
-//! `members`, `leave`.
+//! `operator autopilot get-config|state`, `members`, `leave`.
 //!
 //! Output follows Consul's CLI. Every error is one line on stderr and the
 //! exit code is 1 (Consul's code for usage and request errors alike).
 
+mod autopilot;
 mod client;
 pub(crate) mod flags;
 mod kv;
@@ -44,6 +45,8 @@ pub fn run_with_input(
         ["kv", "delete", ..] => kv::delete(&args[2..], &mut io),
         ["operator", "raft", "list-peers", ..] => operator::list_peers(&args[3..], &mut io),
         ["operator", "raft", "remove-peer", ..] => operator::remove_peer(&args[3..], &mut io),
+        ["operator", "autopilot", "get-config", ..] => autopilot::get_config(&args[3..], &mut io),
+        ["operator", "autopilot", "state", ..] => autopilot::state(&args[3..], &mut io),
         ["members", ..] => operator::members(&args[1..], &mut io),
         ["leave", ..] => operator::leave(&args[1..], &mut io),
         [] | ["help" | "-h" | "-help" | "--help"] => {
@@ -68,7 +71,7 @@ pub fn is_command(word: &str) -> bool {
 
 /// One line listing the client commands.
 pub const COMMANDS: &str =
-    "kv get|put|delete, operator raft list-peers|remove-peer, members, leave";
+    "kv get|put|delete, operator raft list-peers|remove-peer, operator autopilot get-config|state, members, leave";
 
 const USAGE: &str = "\
 Usage: tern <command> [options]
@@ -76,6 +79,8 @@ Usage: tern <command> [options]
   kv get|put|delete                 read and write the key/value store
   operator raft list-peers          show the Raft configuration
   operator raft remove-peer         remove a server from it
+  operator autopilot get-config     show the autopilot configuration
+  operator autopilot state          show autopilot's view of every server
   members                           list the datacenter's members
   leave                             make the agent leave and shut down
 

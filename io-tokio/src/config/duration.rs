@@ -76,6 +76,47 @@ fn split_digits(s: &str) -> (&str, &str) {
     s.split_at(n)
 }
 
+/// Go's `time.Duration.String()`: "0s", "850ns", "1.5µs", "27.291304ms",
+/// "10s", "1m30s", "2h0m0s", as Consul writes durations in its JSON.
+pub(crate) fn format_go(d: Duration) -> String {
+    const SECOND: u64 = 1_000_000_000;
+    let n = d.as_nanos();
+    if n == 0 {
+        return "0s".into();
+    }
+    if n < 1_000 {
+        return format!("{n}ns");
+    }
+    if n < 1_000_000 {
+        return format!("{}µs", decimal(n, 1_000, 3));
+    }
+    if n < SECOND {
+        return format!("{}ms", decimal(n, 1_000_000, 6));
+    }
+    let (h, rest) = (n / (3600 * SECOND), n % (3600 * SECOND));
+    let (m, s) = (rest / (60 * SECOND), rest % (60 * SECOND));
+    let mut out = String::new();
+    if h > 0 {
+        out.push_str(&format!("{h}h"));
+    }
+    if h > 0 || m > 0 {
+        out.push_str(&format!("{m}m"));
+    }
+    out.push_str(&decimal(s, SECOND, 9));
+    out.push('s');
+    out
+}
+
+/// `n / unit` with the remainder as up to `digits` decimals, trailing zeros dropped.
+fn decimal(n: u64, unit: u64, digits: usize) -> String {
+    let (whole, frac) = (n / unit, n % unit);
+    if frac == 0 {
+        return whole.to_string();
+    }
+    let frac = format!("{frac:0digits$}");
+    format!("{whole}.{}", frac.trim_end_matches('0'))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -107,6 +148,26 @@ mod tests {
             "1d",
         ] {
             assert_eq!(parse(bad), None, "{bad:?}");
+        }
+    }
+
+    /// Go's `time.Duration.String()` on the values Consul's JSON shows.
+    #[test]
+    fn formats_as_go_formats() {
+        let f = |n: u64| format_go(Duration::from_nanos(n));
+        assert_eq!(f(0), "0s");
+        assert_eq!(f(850), "850ns");
+        assert_eq!(f(1_500), "1.5µs");
+        assert_eq!(f(27_291_304), "27.291304ms");
+        assert_eq!(f(200_000_000), "200ms");
+        assert_eq!(f(10_000_000_000), "10s");
+        assert_eq!(f(1_500_000_000), "1.5s");
+        assert_eq!(f(90_000_000_000), "1m30s");
+        assert_eq!(f(60_000_000_000), "1m0s");
+        assert_eq!(f(7_200_000_000_000), "2h0m0s");
+        assert_eq!(f(3_723_000_000_001), "1h2m3.000000001s");
+        for text in ["200ms", "10s", "1m30s", "27.291304ms", "2h0m0s"] {
+            assert_eq!(format_go(parse(text).unwrap()), text);
         }
     }
 }

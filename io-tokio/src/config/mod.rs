@@ -265,6 +265,36 @@ fn build(c: Layer, dev: bool) -> Result<AgentConfig, ConfigError> {
     if let Some(d) = c.raft_snapshot_interval {
         core.snapshot_interval = d;
     }
+    let (ap, a) = (&mut core.autopilot, &c.autopilot);
+    if let Some(b) = a.cleanup_dead_servers {
+        ap.cleanup_dead_servers = b;
+    }
+    if let Some(d) = a.last_contact_threshold {
+        ap.last_contact_threshold = d;
+    }
+    if let Some(n) = a.max_trailing_logs {
+        ap.max_trailing_logs = n;
+    }
+    if let Some(n) = a.min_quorum {
+        ap.min_quorum = u32::try_from(n).map_err(|_| {
+            ConfigError(format!(
+                "autopilot.min_quorum: must be at most {}, got {n}",
+                u32::MAX
+            ))
+        })?;
+    }
+    if let Some(d) = a.server_stabilization_time {
+        ap.server_stabilization_time = d;
+    }
+    if let Some(t) = &a.redundancy_zone_tag {
+        ap.redundancy_zone_tag = t.clone();
+    }
+    if let Some(b) = a.disable_upgrade_migration {
+        ap.disable_upgrade_migration = b;
+    }
+    if let Some(t) = &a.upgrade_version_tag {
+        ap.upgrade_version_tag = t.clone();
+    }
     core.validate().map_err(|e| {
         let key = match e.key {
             "election_timeout_min"

@@ -32,6 +32,21 @@ pub(crate) struct Layer {
     pub raft_snapshot_interval: Option<Duration>,
     pub raft_trailing_logs: Option<u64>,
     pub log_level: Option<String>,
+    /// The `autopilot { ... }` stanza.
+    pub autopilot: AutopilotLayer,
+}
+
+/// Consul's `autopilot { ... }` keys (agent/config/config.go `Autopilot`).
+#[derive(Clone, Debug, Default, PartialEq)]
+pub(crate) struct AutopilotLayer {
+    pub cleanup_dead_servers: Option<bool>,
+    pub last_contact_threshold: Option<Duration>,
+    pub max_trailing_logs: Option<u64>,
+    pub min_quorum: Option<u64>,
+    pub server_stabilization_time: Option<Duration>,
+    pub redundancy_zone_tag: Option<String>,
+    pub disable_upgrade_migration: Option<bool>,
+    pub upgrade_version_tag: Option<String>,
 }
 
 impl Layer {
@@ -67,6 +82,21 @@ impl Layer {
             later.raft_snapshot_interval,
         );
         over(&mut self.log_level, later.log_level);
+        let (a, b) = (&mut self.autopilot, later.autopilot);
+        over(&mut a.cleanup_dead_servers, b.cleanup_dead_servers);
+        over(&mut a.last_contact_threshold, b.last_contact_threshold);
+        over(&mut a.max_trailing_logs, b.max_trailing_logs);
+        over(&mut a.min_quorum, b.min_quorum);
+        over(
+            &mut a.server_stabilization_time,
+            b.server_stabilization_time,
+        );
+        over(&mut a.redundancy_zone_tag, b.redundancy_zone_tag);
+        over(
+            &mut a.disable_upgrade_migration,
+            b.disable_upgrade_migration,
+        );
+        over(&mut a.upgrade_version_tag, b.upgrade_version_tag);
     }
 
     /// Set the setting at Consul key path `key` (`ports.http`) from `v`.
@@ -100,6 +130,28 @@ impl Layer {
                 self.raft_snapshot_interval = Some(go_duration(v).map_err(e)?)
             }
             "log_level" => self.log_level = Some(log_level(v).map_err(e)?),
+            "autopilot.cleanup_dead_servers" => {
+                self.autopilot.cleanup_dead_servers = Some(boolean(v).map_err(e)?)
+            }
+            "autopilot.last_contact_threshold" => {
+                self.autopilot.last_contact_threshold = Some(go_duration(v).map_err(e)?)
+            }
+            "autopilot.max_trailing_logs" => {
+                self.autopilot.max_trailing_logs = Some(whole(v).map_err(e)?)
+            }
+            "autopilot.min_quorum" => self.autopilot.min_quorum = Some(whole(v).map_err(e)?),
+            "autopilot.server_stabilization_time" => {
+                self.autopilot.server_stabilization_time = Some(go_duration(v).map_err(e)?)
+            }
+            "autopilot.redundancy_zone_tag" => {
+                self.autopilot.redundancy_zone_tag = Some(string(v).map_err(e)?)
+            }
+            "autopilot.disable_upgrade_migration" => {
+                self.autopilot.disable_upgrade_migration = Some(boolean(v).map_err(e)?)
+            }
+            "autopilot.upgrade_version_tag" => {
+                self.autopilot.upgrade_version_tag = Some(string(v).map_err(e)?)
+            }
             _ => return Ok(false),
         }
         Ok(true)
@@ -113,7 +165,7 @@ impl Layer {
         let mut layer = Layer::default();
         for (key, v) in top {
             match key.as_str() {
-                "ports" | "performance" => {
+                "ports" | "performance" | "autopilot" => {
                     for (inner, v) in block(v).map_err(|m| format!("{key}: {m}"))? {
                         let path = format!("{key}.{inner}");
                         if !layer.set(&path, &v, &path)? {
