@@ -1316,25 +1316,9 @@ fn a_sender_address_never_overrides_the_configuration_and_is_bounded() {
 /// that had already left, and nobody took over until the leader was gone).
 #[test]
 fn a_leaving_leader_transfers_to_a_voter_that_answers() {
-    use tern_core::Input;
-    let mut c = Cluster::with_voters(3);
-    let leader = c.run_until_leader(Duration::from_secs(5)).unwrap();
-    let mut followers: Vec<NodeId> = c
-        .servers
-        .keys()
-        .filter(|id| **id != leader)
-        .copied()
-        .collect();
-    followers.sort();
-    // The lowest id (the tie-break's choice among equals) goes down; both
-    // followers hold the whole log.
-    let (down, up) = (followers[0], followers[1]);
-    let rid = c.request(leader, put("x", "1"));
-    c.run_for(Duration::from_millis(50));
-    assert!(c.responses[&(leader, rid)].is_ok());
-    c.crash(down);
+    let (mut c, leader, _down, up) = leader_with_one_follower_down();
     c.run_for(Duration::from_millis(200));
-    c.handle(leader, Input::Leave);
+    c.handle(leader, tern_core::Input::Leave);
     // Well within one election timeout (150-300 ms): a transfer, not an
     // election.
     c.run_for(Duration::from_millis(100));
@@ -1349,7 +1333,21 @@ fn a_leaving_leader_transfers_to_a_voter_that_answers() {
 /// closed): it answered a moment ago, but a transfer looks elsewhere.
 #[test]
 fn a_leaving_leader_skips_a_voter_reported_gone() {
-    use tern_core::Input;
+    let (mut c, leader, down, up) = leader_with_one_follower_down();
+    c.handle(leader, tern_core::Input::Unreachable(down));
+    c.handle(leader, tern_core::Input::Leave);
+    c.run_for(Duration::from_millis(100));
+    assert_eq!(
+        c.leader(),
+        Some(up),
+        "leadership moved to the answering voter"
+    );
+}
+
+/// Three voters that all hold a write; then the follower with the lowest
+/// id (the transfer tie-break's choice among equals) crashes. Returns the
+/// cluster, the leader, the crashed follower and the one still up.
+fn leader_with_one_follower_down() -> (Cluster, NodeId, NodeId, NodeId) {
     let mut c = Cluster::with_voters(3);
     let leader = c.run_until_leader(Duration::from_secs(5)).unwrap();
     let mut followers: Vec<NodeId> = c
@@ -1364,12 +1362,5 @@ fn a_leaving_leader_skips_a_voter_reported_gone() {
     c.run_for(Duration::from_millis(50));
     assert!(c.responses[&(leader, rid)].is_ok());
     c.crash(down);
-    c.handle(leader, Input::Unreachable(down));
-    c.handle(leader, Input::Leave);
-    c.run_for(Duration::from_millis(100));
-    assert_eq!(
-        c.leader(),
-        Some(up),
-        "leadership moved to the answering voter"
-    );
+    (c, leader, down, up)
 }

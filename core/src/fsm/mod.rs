@@ -301,7 +301,8 @@ mod tests {
         (fsm, held, failed)
     }
 
-    fn set(fsm: &mut Fsm, index: u64, key: &str, value: &[u8]) {
+    /// Sets `key` to `value` at `index` (also used by `view.rs`'s tests).
+    pub(super) fn set(fsm: &mut Fsm, index: u64, key: &str, value: &[u8]) {
         let write = KvWrite {
             key: key.to_owned(),
             flags: 0,

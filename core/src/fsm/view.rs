@@ -51,16 +51,8 @@ impl fmt::Debug for FsmView {
 
 #[cfg(test)]
 mod tests {
-    use crate::fsm::{Command, Fsm, KvCommand, KvWrite};
-
-    fn set(fsm: &mut Fsm, index: u64, key: &str, value: &[u8]) {
-        let write = KvWrite {
-            key: key.to_owned(),
-            flags: 0,
-            value: value.to_vec(),
-        };
-        fsm.apply(index, &Command::Kv(KvCommand::Set(write)));
-    }
+    use crate::fsm::tests::set;
+    use crate::fsm::{Command, Fsm, KvCommand};
 
     /// Every kind of change made after a view is taken leaves the view's
     /// encoding, and the state it restores to, as they were.
