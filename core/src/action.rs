@@ -26,15 +26,14 @@ pub enum Input {
     /// as soon as the leader's lease allows instead of waiting a whole
     /// election timeout, and requests forwarded to it stop waiting for it.
     Unreachable(NodeId),
-    /// What the LAN gossip pool says of a server (serf's member status):
-    /// what autopilot's health and dead-server cleanup go by. A server no
-    /// status was reported for counts as alive. The driver feeds it from
-    /// gossip events; until gossip is wired into the agents (issue 8),
-    /// nothing does, so dead-server cleanup never acts on its own.
-    MemberStatus {
-        node: NodeId,
-        status: crate::autopilot::GossipStatus,
-    },
+    /// What the LAN gossip pool says of a server of this datacenter
+    /// (serf's member status and the server's tags): what autopilot's
+    /// health and dead-server cleanup go by, and what the leader reconciles
+    /// the Raft configuration from (a new server joins as a non-voter, one
+    /// that left is removed). The drivers' contract is in
+    /// [`crate::reconcile`]. A server no status was reported for counts as
+    /// alive.
+    ServerMember(crate::reconcile::ServerMember),
     /// Every durable write up to and including this one is on disk (and
     /// fsynced where it asked to be). Writes complete in the order the core
     /// issued them, so one id covers all before it: a driver that commits a

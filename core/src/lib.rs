@@ -107,6 +107,7 @@ pub mod ids;
 pub mod message;
 pub mod outbox;
 pub mod raft;
+pub mod reconcile;
 pub mod rng;
 pub mod rpc;
 pub mod server;

@@ -220,7 +220,7 @@ impl Server {
             }
             Input::Leave => self.leave(now, out),
             Input::Unreachable(peer) => self.peer_unreachable(now, peer, out),
-            Input::MemberStatus { node, status } => self.autopilot.member_status(node, status),
+            Input::ServerMember(m) => self.autopilot.member_status(m.node, m.status),
             Input::Persisted(id) => self.raft.persisted(now, id, out),
             Input::DiskFull(full) => self.raft.set_disk_full(full),
             Input::SnapshotBuilt { meta, data } => self.snapshot_built(meta, data, out),

@@ -142,6 +142,19 @@ impl Cluster {
 
     /// Stop a server; what it persisted stays on its disk, and a snapshot
     /// it was having built is forgotten.
+    /// What gossip would report of server `id` (from its config): the
+    /// `Input::ServerMember` a driver hands over.
+    pub fn gossip_says(&self, id: NodeId, status: crate::autopilot::GossipStatus) -> crate::Input {
+        let config = &self.configs[&id];
+        crate::Input::ServerMember(crate::reconcile::ServerMember {
+            node: id,
+            name: config.node_name.clone(),
+            address: config.address.clone(),
+            status,
+            raft_vsn: 3,
+        })
+    }
+
     pub fn crash(&mut self, id: NodeId) {
         self.servers.remove(&id);
         self.outboxes.remove(&id);

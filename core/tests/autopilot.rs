@@ -201,7 +201,7 @@ fn a_rolling_update_never_loses_quorum() {
         assert_eq!(suffrage(&c, leader, new), Some(Suffrage::Voter));
         assert_eq!(suffrage(&c, leader, old), Some(Suffrage::Voter));
         // ...then removes the old one once gossip has.
-        c.handle(leader, failed(old));
+        c.handle(leader, failed(&c, old));
         run_checking_quorum(&mut c, Duration::from_secs(15), step);
         assert_eq!(c.leader(), Some(leader), "no election was needed");
         assert_eq!(
@@ -258,7 +258,7 @@ fn dead_servers_are_removed_within_the_bound() {
     for d in &dead {
         c.crash(*d);
         c.handle(leader, Input::Unreachable(*d));
-        c.handle(leader, failed(*d));
+        c.handle(leader, failed(&c, *d));
     }
     run_checking_quorum(&mut c, Duration::from_secs(30), Duration::from_millis(100));
     assert_eq!(c.leader(), Some(leader));
@@ -301,15 +301,9 @@ fn a_server_that_is_only_gone_is_not_removed() {
     );
     assert!(c.servers[&leader].membership().is_voter(f));
     // Failed in gossip, then alive again before autopilot's next round.
-    c.handle(leader, failed(f));
+    c.handle(leader, failed(&c, f));
     c.start(f);
-    c.handle(
-        leader,
-        Input::MemberStatus {
-            node: f,
-            status: GossipStatus::Alive,
-        },
-    );
+    c.handle(leader, c.gossip_says(f, GossipStatus::Alive));
     c.run_for(Duration::from_secs(40));
     assert!(c.servers[&leader].membership().is_voter(f));
     assert!(autopilot_events(&c).is_empty());
@@ -327,7 +321,7 @@ fn a_majority_of_dead_voters_is_never_removed() {
     for d in &dead {
         c.crash(*d);
         c.handle(leader, Input::Unreachable(*d));
-        c.handle(leader, failed(*d));
+        c.handle(leader, failed(&c, *d));
     }
     c.run_for(Duration::from_secs(40));
     assert_eq!(c.servers[&leader].membership().servers.len(), 3);
@@ -337,9 +331,6 @@ fn a_majority_of_dead_voters_is_never_removed() {
 }
 
 /// Gossip's verdict that `node` failed.
-fn failed(node: NodeId) -> Input {
-    Input::MemberStatus {
-        node,
-        status: GossipStatus::Failed,
-    }
+fn failed(c: &Cluster, node: NodeId) -> Input {
+    c.gossip_says(node, GossipStatus::Failed)
 }

@@ -3,7 +3,7 @@
 //! change to propose next.
 //!
 //! Each server's gossip status is what the driver last reported with
-//! `Input::MemberStatus` (serf's member status); a server nothing was
+//! `Input::ServerMember` (serf's member status); a server nothing was
 //! reported for counts as alive. Gossip is not wired into the agents yet,
 //! so in the daemon every server counts as alive and dead-server cleanup
 //! never acts: inferring failure from transport hints alone would remove a
@@ -64,7 +64,7 @@ pub struct Autopilot {
     sampled_at: Instant,
     next_health: Instant,
     next_run: Instant,
-    /// What gossip last said of each server (`Input::MemberStatus`).
+    /// What gossip last said of each server (`Input::ServerMember`).
     reported: BTreeMap<NodeId, GossipStatus>,
 }
 
@@ -73,7 +73,7 @@ impl Autopilot {
         Autopilot::default()
     }
 
-    /// What the gossip pool says of `node` (`Input::MemberStatus`).
+    /// What the gossip pool says of `node` (`Input::ServerMember`).
     pub fn member_status(&mut self, node: NodeId, status: GossipStatus) {
         self.reported.insert(node, status);
     }
