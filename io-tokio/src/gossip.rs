@@ -242,6 +242,14 @@ impl GossipHandle {
         rx.await.unwrap_or_default()
     }
 
+    /// A cheap handle that only reads the member list (for a task that must
+    /// not keep the pool alive).
+    pub fn members_reader(&self) -> MembersReader {
+        MembersReader {
+            cmds: self.cmds.downgrade(),
+        }
+    }
+
     /// Joins the pool through `addresses` (`ip`, `ip:port`, `host:port`; a
     /// missing port is our own gossip port, as memberlist resolves join
     /// addresses). Returns the address that answered the first attempt, or
@@ -293,6 +301,26 @@ impl GossipHandle {
             task.abort();
             let _ = task.await;
         }
+    }
+}
+
+/// Reads a pool's member list without keeping the pool running.
+#[derive(Clone)]
+pub struct MembersReader {
+    cmds: mpsc::WeakSender<Command>,
+}
+
+impl MembersReader {
+    /// Every member we know, ourselves included; empty once the pool is gone.
+    pub async fn members(&self) -> Vec<Member> {
+        let Some(cmds) = self.cmds.upgrade() else {
+            return Vec::new();
+        };
+        let (tx, rx) = oneshot::channel();
+        if cmds.send(Command::Members(tx)).await.is_err() {
+            return Vec::new();
+        }
+        rx.await.unwrap_or_default()
     }
 }
 
@@ -797,6 +825,11 @@ impl Driver {
                     Some(d) => tracing::warn!(
                         "agent: ({pool}) Join cluster failed, will retry: attempt={attempt} retry_interval={}ms error={why}",
                         d.as_millis()
+                    ),
+                    // One attempt per join: whoever asked retries (the
+                    // agent's retry_join) or reports it (an operator's join).
+                    None if self.gossip.config().join_attempts_max == 1 => tracing::warn!(
+                        "agent: ({pool}) couldn't join: error={why}"
                     ),
                     None => tracing::error!(
                         "agent: ({pool}) max join retry exhausted: attempts={attempt} error={why}"

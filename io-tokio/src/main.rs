@@ -1,6 +1,6 @@
 //! The `tern` binary: `tern agent ...` runs a server; every other subcommand
 //! is a client of the HTTP API (`tern kv`, `tern operator raft`, `tern members`,
-//! `tern leave`).
+//! `tern join`, `tern force-leave`, `tern leave`).
 
 use std::process::ExitCode;
 
@@ -17,13 +17,13 @@ fn main() -> ExitCode {
             ExitCode::from(tern::cli::run(&args).clamp(0, 255) as u8)
         }
         Some(other) => {
-            eprintln!("unknown command {other:?}; commands: agent, kv, operator, members, leave, bench, version");
+            eprintln!("unknown command {other:?}; commands: agent, kv, operator, members, join, force-leave, leave, bench, version");
             ExitCode::from(1)
         }
         None => {
             eprintln!(
                 "usage: tern <command> [args]\n\n\
-                 commands: agent, kv, operator, members, leave, bench, version\n\
+                 commands: agent, kv, operator, members, join, force-leave, leave, bench, version\n\
                  start here: tern agent -dev"
             );
             ExitCode::from(1)

@@ -17,6 +17,9 @@ struct Node {
     name: String,
     http: u16,
     server: u16,
+    /// The LAN gossip port, which others `-retry-join`.
+    serf_lan: u16,
+    serf_wan: u16,
     dir: PathBuf,
     child: Option<Child>,
     log: PathBuf,
@@ -25,6 +28,7 @@ struct Node {
 }
 
 impl Node {
+    /// `peers`: the LAN gossip ports of the cluster's servers.
     fn args(&self, peers: &[u16]) -> Vec<String> {
         let mut a = vec![
             "agent".into(),
@@ -37,9 +41,13 @@ impl Node {
             "-client=127.0.0.1".into(),
             format!("-http-port={}", self.http),
             format!("-server-port={}", self.server),
+            format!("-serf-lan-port={}", self.serf_lan),
+            format!("-serf-wan-port={}", self.serf_wan),
+            // A server started before the others retries soon.
+            "-retry-interval=1s".into(),
         ];
         for p in peers {
-            if *p != self.server {
+            if *p != self.serf_lan {
                 a.push(format!("-retry-join=127.0.0.1:{p}"));
             }
         }
@@ -110,6 +118,8 @@ fn cluster(name: &str) -> Vec<Node> {
                 name: format!("s{i}"),
                 http: free_port(),
                 server: free_port(),
+                serf_lan: free_port(),
+                serf_wan: free_port(),
                 log: dir.join("agent.log"),
                 dir,
                 child: None,
@@ -158,7 +168,7 @@ fn logs(nodes: &[Node]) -> String {
 #[test]
 fn three_servers_elect_survive_kill_9_of_the_leader_and_lose_no_acknowledged_write() {
     let mut nodes = cluster("kill9");
-    let ports: Vec<u16> = nodes.iter().map(|n| n.server).collect();
+    let ports: Vec<u16> = nodes.iter().map(|n| n.serf_lan).collect();
     for n in nodes.iter_mut() {
         n.start(&ports);
     }
@@ -255,6 +265,7 @@ fn a_corrupt_segment_stops_the_agent_and_a_torn_tail_is_recovered() {
     let dir = temp_dir("corrupt");
     let http = free_port();
     let server = free_port();
+    let serf_lan = free_port();
     let args = |d: &Path| {
         vec![
             "agent".to_string(),
@@ -267,6 +278,8 @@ fn a_corrupt_segment_stops_the_agent_and_a_torn_tail_is_recovered() {
             "-client=127.0.0.1".into(),
             format!("-http-port={http}"),
             format!("-server-port={server}"),
+            format!("-serf-lan-port={serf_lan}"),
+            "-serf-wan-port=-1".into(),
         ]
     };
     let spawn = |d: &Path| {
@@ -412,7 +425,7 @@ fn bad_input_on_the_server_port_is_closed_and_the_agent_keeps_serving() {
 #[test]
 fn sigterm_hands_leadership_over_and_exits_cleanly() {
     let mut nodes = cluster("sigterm");
-    let ports: Vec<u16> = nodes.iter().map(|n| n.server).collect();
+    let ports: Vec<u16> = nodes.iter().map(|n| n.serf_lan).collect();
     for n in nodes.iter_mut() {
         n.start(&ports);
     }
@@ -471,7 +484,7 @@ fn tern_leave_and_the_leave_endpoint_stop_the_agent() {
     for n in nodes.iter_mut() {
         n.hcl = "performance {\n  raft_multiplier = 1\n  leave_drain_time = \"1s\"\n}".into();
     }
-    let ports: Vec<u16> = nodes.iter().map(|n| n.server).collect();
+    let ports: Vec<u16> = nodes.iter().map(|n| n.serf_lan).collect();
     for n in nodes.iter_mut() {
         n.start(&ports);
     }
@@ -561,7 +574,7 @@ fn get_blocking(url: &str, timeout: Duration) -> Option<(u16, u64, String, Durat
 #[test]
 fn a_followers_blocking_query_waits_its_whole_wait_and_wakes_on_a_write() {
     let mut nodes = cluster("blocking");
-    let ports: Vec<u16> = nodes.iter().map(|n| n.server).collect();
+    let ports: Vec<u16> = nodes.iter().map(|n| n.serf_lan).collect();
     for n in nodes.iter_mut() {
         n.start(&ports);
     }
@@ -801,7 +814,7 @@ fn the_state_grows_past_300_mb_and_every_server_survives_its_snapshots() {
                  raft_snapshot_interval = \"1s\"\nraft_trailing_logs = 16"
             .into();
     }
-    let ports: Vec<u16> = nodes.iter().map(|n| n.server).collect();
+    let ports: Vec<u16> = nodes.iter().map(|n| n.serf_lan).collect();
     for n in nodes.iter_mut() {
         n.start(&ports);
     }
@@ -972,7 +985,7 @@ fn autopilot_reports_health_and_keeps_a_server_that_restarts() {
             "performance { raft_multiplier = 1 }\nautopilot { server_stabilization_time = \"2s\" }"
                 .into();
     }
-    let ports: Vec<u16> = nodes.iter().map(|n| n.server).collect();
+    let ports: Vec<u16> = nodes.iter().map(|n| n.serf_lan).collect();
     for n in nodes.iter_mut() {
         n.start(&ports);
     }

@@ -15,8 +15,12 @@ use tern_core::{
 };
 use tokio::sync::{mpsc, oneshot};
 
+use tern_core::autopilot::GossipStatus;
+use tern_core::reconcile::ServerMember;
+
+use super::members::Pools;
 use super::{AgentHandle, AgentOptions, AgentStatus, HandleInner, ToAgent};
-use crate::net::{self, Hello, Inbound, Pool};
+use crate::net::{self, Inbound, Pool};
 use crate::storage::{open_data_dir, MemStorage, Storage, StorageError};
 
 /// A running agent.
@@ -61,6 +65,9 @@ pub async fn start(options: AgentOptions) -> Result<Agent, String> {
     let listener = tokio::net::TcpListener::bind(options.server_addr)
         .await
         .map_err(|e| format!("binding the server port {}: {e}", options.server_addr))?;
+    let (pools, reports) = Pools::start(&options).await?;
+    let pools = Arc::new(pools);
+    Pools::spawn_retry_joins(&pools, &options);
     let (inbound_tx, inbound_rx) = mpsc::channel(4096);
     let refusals = net::Refusals::default();
     tokio::spawn(net::serve(
@@ -75,11 +82,22 @@ pub async fn start(options: AgentOptions) -> Result<Agent, String> {
             tx,
             options: options.clone(),
             left: Arc::new(tokio::sync::watch::Sender::new(false)),
+            pools: Some(pools.clone()),
         }),
     };
     let left = handle.inner.left.clone();
     let task = tokio::spawn(run(
-        options, storage, durable, rx, inbound_rx, refusals, left,
+        options,
+        storage,
+        durable,
+        Channels {
+            rx,
+            inbound: inbound_rx,
+            reports,
+        },
+        refusals,
+        left,
+        pools,
     ));
     Ok(Agent {
         handle,
@@ -120,21 +138,45 @@ struct Loop {
     leaving: Vec<tokio::sync::oneshot::Sender<()>>,
     /// Set when the leave is complete; the process exits on it.
     left: Arc<tokio::sync::watch::Sender<bool>>,
-    /// Servers known through the join handshake, before bootstrap.
-    known: BTreeMap<NodeId, (String, String)>,
+    /// The servers of this datacenter the LAN pool has reported, latest
+    /// report per node: counted for `bootstrap_expect`, handed to the
+    /// server when it starts.
+    known: BTreeMap<NodeId, ServerMember>,
+    pools: Arc<Pools>,
+    /// Told when the gossip leave (WAN, then LAN) is done.
+    gossip_left_tx: mpsc::Sender<()>,
+    /// The leave has started (core and gossip).
+    leave_started: bool,
+    /// The core's leave is over (`Event::Left`, or there was no server).
+    core_left: bool,
+    gossip_left: bool,
     next_request: u64,
     waiting: BTreeMap<RequestId, oneshot::Sender<Response>>,
+}
+
+/// What the agent task reads from.
+struct Channels {
+    rx: mpsc::Receiver<ToAgent>,
+    inbound: mpsc::Receiver<Inbound>,
+    /// Server members of this datacenter, from the LAN pool.
+    reports: mpsc::Receiver<ServerMember>,
 }
 
 async fn run(
     options: AgentOptions,
     storage: Box<dyn Storage>,
     durable: Durable,
-    mut rx: mpsc::Receiver<ToAgent>,
-    mut inbound: mpsc::Receiver<Inbound>,
+    channels: Channels,
     refusals: net::Refusals,
     left: Arc<tokio::sync::watch::Sender<bool>>,
+    pools: Arc<Pools>,
 ) {
+    let Channels {
+        mut rx,
+        mut inbound,
+        mut reports,
+    } = channels;
+    let (gossip_left_tx, mut gossip_left_rx) = mpsc::channel(1);
     let (done_tx, mut disk_done) = mpsc::unbounded_channel();
     let disk = spawn_disk_thread(storage, done_tx.clone());
     let snapshots = spawn_snapshot_thread(options.data_dir.clone(), done_tx);
@@ -153,44 +195,34 @@ async fn run(
         waiting: BTreeMap::new(),
         leaving: Vec::new(),
         left,
+        pools,
+        gossip_left_tx,
+        leave_started: false,
+        core_left: false,
+        gossip_left: false,
         options,
     };
-    let id = l.options.core.node_id;
-    l.known.insert(
-        id,
-        (
-            l.options.core.node_name.0.clone(),
-            l.options.core.address.clone(),
-        ),
-    );
     let fresh = durable.entries.is_empty() && durable.snapshot.is_none();
     if !fresh || l.options.bootstrap_expect <= 1 {
         l.start_server(durable);
     } else {
-        // Find the other servers, then bootstrap with all of them.
-        let (found_tx, mut found_rx) = mpsc::channel::<Hello>(64);
-        tokio::spawn(join_loop(
-            l.options.retry_join.clone(),
-            l.hello(),
-            Some(l.options.server_addr.ip()),
-            found_tx,
-        ));
+        // Wait until the LAN pool shows `bootstrap_expect` alive servers of
+        // this datacenter (ourselves included), then bootstrap with them.
         let mut durable = Some(durable);
         while l.server.is_none() {
             tokio::select! {
                 done = disk_done.recv() => l.disk_done(done),
-                Some(h) = found_rx.recv() => l.learn(&h),
+                Some(m) = reports.recv() => l.known_server(m),
                 Some(msg) = rx.recv() => l.before_bootstrap(msg),
-                Some(inb) = inbound.recv() => {
-                    if let Inbound::Hello(h, reply) = inb {
-                        l.learn(&h);
-                        let _ = reply.send(l.hello());
-                    }
-                }
+                Some(()) = gossip_left_rx.recv() => l.gossip_leave_done(),
+                // Nothing to do with peer messages before there is a server;
+                // the old join handshake is not answered any more.
+                Some(_) = inbound.recv() => {}
                 else => return,
             }
-            if l.known.len() >= l.options.bootstrap_expect {
-                tracing::info!("found {} servers, bootstrapping", l.known.len());
+            let alive = l.alive_servers();
+            if !l.leave_started && alive >= l.options.bootstrap_expect {
+                tracing::info!("found {alive} servers in the LAN pool, bootstrapping");
                 l.start_server(durable.take().unwrap_or_default());
             }
         }
@@ -220,6 +252,8 @@ async fn run(
                 None => return,
             },
             Some(inb) = inbound.recv() => l.take_inbound(inb, &mut inputs),
+            Some(m) = reports.recv() => l.take_report(m, &mut inputs),
+            Some(()) = gossip_left_rx.recv() => l.gossip_leave_done(),
             _ = sleep => inputs.push(Input::Tick),
         }
         // Take whatever else is waiting, so its writes share one fsync.
@@ -228,6 +262,8 @@ async fn run(
                 l.take(m, &mut inputs);
             } else if let Ok(inb) = inbound.try_recv() {
                 l.take_inbound(inb, &mut inputs);
+            } else if let Ok(m) = reports.try_recv() {
+                l.take_report(m, &mut inputs);
             } else {
                 break;
             }
@@ -428,60 +464,23 @@ fn persist_job(
     Ok(())
 }
 
-async fn join_loop(
-    addrs: Vec<String>,
-    ours: Hello,
-    local: Option<std::net::IpAddr>,
-    found: mpsc::Sender<Hello>,
-) {
-    loop {
-        for a in &addrs {
-            match net::hello(a, &ours, local).await {
-                Ok(h) => {
-                    if found.send(h).await.is_err() {
-                        return;
-                    }
-                }
-                Err(e) => tracing::debug!("join {a}: {e}"),
-            }
-        }
-        tokio::time::sleep(StdDuration::from_millis(500)).await;
-        if found.is_closed() {
-            return;
-        }
-    }
-}
-
 impl Loop {
-    fn hello(&self) -> Hello {
-        Hello {
-            node_id: self.options.core.node_id,
-            node_name: self.options.core.node_name.0.clone(),
-            datacenter: self.options.core.datacenter.0.clone(),
-            server_addr: self.options.core.address.clone(),
-            known: self
-                .known
-                .iter()
-                .map(|(id, (n, a))| (*id, n.clone(), a.clone()))
-                .collect(),
-        }
+    fn known_server(&mut self, m: ServerMember) {
+        self.known.insert(m.node, m);
     }
 
-    fn learn(&mut self, h: &Hello) {
-        if h.datacenter != self.options.core.datacenter.0 {
-            tracing::warn!(
-                "ignoring {} of datacenter {}: this is {}",
-                h.node_name,
-                h.datacenter,
-                self.options.core.datacenter.0
-            );
-            return;
-        }
+    fn alive_servers(&self) -> usize {
         self.known
-            .insert(h.node_id, (h.node_name.clone(), h.server_addr.clone()));
-        for (id, n, a) in &h.known {
-            self.known.insert(*id, (n.clone(), a.clone()));
-        }
+            .values()
+            .filter(|m| m.status == GossipStatus::Alive)
+            .count()
+    }
+
+    /// A LAN report about a server of this datacenter: remembered, and
+    /// handed to the server (`tern_core::reconcile`'s contract).
+    fn take_report(&mut self, m: ServerMember, inputs: &mut Vec<Input>) {
+        self.known.insert(m.node, m.clone());
+        inputs.push(Input::ServerMember(m));
     }
 
     fn start_server(&mut self, durable: Durable) {
@@ -489,12 +488,25 @@ impl Loop {
         let fresh = durable.entries.is_empty() && durable.snapshot.is_none();
         if fresh && self.options.bootstrap_expect > 0 {
             let mut m = Membership::default();
-            for (id, (name, addr)) in &self.known {
+            // Ourselves, whether or not the pool has reported us yet
+            // (`bootstrap_expect = 1` starts at once).
+            m.servers.insert(
+                config.node_id,
+                Member {
+                    name: config.node_name.clone(),
+                    address: config.address.clone(),
+                    suffrage: Suffrage::Voter,
+                },
+            );
+            for (id, s) in &self.known {
+                if s.status != GossipStatus::Alive {
+                    continue;
+                }
                 m.servers.insert(
                     *id,
                     Member {
-                        name: NodeName(name.clone()),
-                        address: addr.clone(),
+                        name: NodeName(s.name.0.clone()),
+                        address: s.address.clone(),
                         suffrage: Suffrage::Voter,
                     },
                 );
@@ -513,8 +525,46 @@ impl Loop {
         };
         let mut out = Vec::new();
         server.start(&mut out);
+        // Everything the LAN pool said before the server existed.
+        let now = self.clock.now();
+        for m in self.known.values() {
+            server.handle(now, Input::ServerMember(m.clone()), &mut out);
+        }
         self.server = Some(server);
         self.pump(&mut out);
+    }
+
+    /// Leave the gossip pools (WAN, then LAN) in the background; the agent
+    /// is told when both leaves have been broadcast.
+    fn start_gossip_leave(&mut self) {
+        if self.leave_started {
+            return;
+        }
+        self.leave_started = true;
+        let pools = self.pools.clone();
+        let done = self.gossip_left_tx.clone();
+        tokio::spawn(async move {
+            pools.leave().await;
+            let _ = done.send(()).await;
+        });
+    }
+
+    fn gossip_leave_done(&mut self) {
+        self.gossip_left = true;
+        self.finish_leave();
+    }
+
+    /// The leave is complete once the core has left (or there was no
+    /// server) and the gossip leave has been broadcast: answer who asked and
+    /// let the process exit.
+    fn finish_leave(&mut self) {
+        if !(self.core_left && self.gossip_left) {
+            return;
+        }
+        for tx in self.leaving.drain(..) {
+            let _ = tx.send(());
+        }
+        self.left.send_replace(true);
     }
 
     fn before_bootstrap(&mut self, msg: ToAgent) {
@@ -526,9 +576,10 @@ impl Loop {
                 let _ = tx.send(self.status());
             }
             ToAgent::Leave(tx) => {
-                // Nothing to hand over or drain: leave at once.
-                let _ = tx.send(());
-                self.left.send_replace(true);
+                // Nothing to hand over or drain: only the gossip leave.
+                self.leaving.push(tx);
+                self.core_left = true;
+                self.start_gossip_leave();
             }
         }
     }
@@ -545,9 +596,13 @@ impl Loop {
                 let _ = tx.send(self.status());
             }
             ToAgent::Leave(tx) => {
-                inputs.push(Input::Leave);
-                // Answered on `Event::Left`, when the drain is over.
+                if !self.leave_started {
+                    inputs.push(Input::Leave);
+                }
+                // Answered once `Event::Left` (the drain is over) and the
+                // gossip leave are both done.
                 self.leaving.push(tx);
+                self.start_gossip_leave();
             }
         }
     }
@@ -563,10 +618,9 @@ impl Loop {
                 }
                 inputs.push(Input::Unreachable(id));
             }
-            Inbound::Hello(h, reply) => {
-                self.learn(&h);
-                let _ = reply.send(self.hello());
-            }
+            // The old server-port join handshake: servers find each other
+            // through the LAN pool now; the asker sees the reply dropped.
+            Inbound::Hello(_, reply) => drop(reply),
         }
     }
 
@@ -682,10 +736,8 @@ impl Loop {
                         self.refusals.close(from);
                     }
                     Event::Left => {
-                        for tx in self.leaving.drain(..) {
-                            let _ = tx.send(());
-                        }
-                        self.left.send_replace(true);
+                        self.core_left = true;
+                        self.finish_leave();
                     }
                     _ => {}
                 }

@@ -43,6 +43,8 @@ pub fn spawn_single_server(node: &str, data_dir: &Path, http: u16, server: u16) 
             "-client=127.0.0.1".into(),
             format!("-http-port={http}"),
             format!("-server-port={server}"),
+            format!("-serf-lan-port={}", free_port()),
+            format!("-serf-wan-port={}", free_port()),
         ])
         .stdout(Stdio::null())
         .stderr(Stdio::null())
