@@ -242,10 +242,10 @@ impl GossipHandle {
         rx.await.unwrap_or_default()
     }
 
-    /// A cheap handle that only reads the member list (for a task that must
-    /// not keep the pool alive).
-    pub fn members_reader(&self) -> MembersReader {
-        MembersReader {
+    /// A cheap, clonable reference for another task that must not keep the
+    /// pool running: it reads the member list and joins.
+    pub fn weak(&self) -> GossipRef {
+        GossipRef {
             cmds: self.cmds.downgrade(),
         }
     }
@@ -304,13 +304,14 @@ impl GossipHandle {
     }
 }
 
-/// Reads a pool's member list without keeping the pool running.
+/// A pool reference that does not keep the pool running
+/// ([`GossipHandle::weak`]).
 #[derive(Clone)]
-pub struct MembersReader {
+pub struct GossipRef {
     cmds: mpsc::WeakSender<Command>,
 }
 
-impl MembersReader {
+impl GossipRef {
     /// Every member we know, ourselves included; empty once the pool is gone.
     pub async fn members(&self) -> Vec<Member> {
         let Some(cmds) = self.cmds.upgrade() else {
@@ -321,6 +322,16 @@ impl MembersReader {
             return Vec::new();
         }
         rx.await.unwrap_or_default()
+    }
+
+    /// As [`GossipHandle::join`].
+    pub async fn join(&self, addresses: Vec<String>) -> Result<String, GossipError> {
+        let cmds = self.cmds.upgrade().ok_or(GossipError::Stopped)?;
+        let (tx, rx) = oneshot::channel();
+        cmds.send(Command::Join(addresses, tx))
+            .await
+            .map_err(|_| GossipError::Stopped)?;
+        rx.await.map_err(|_| GossipError::Stopped)?
     }
 }
 

@@ -437,6 +437,14 @@ fn an_unreachable_join_address_is_retried_and_logged_and_bad_ports_name_the_key(
         "-bootstrap-expect=1".to_string(),
         format!("-retry-join={dead}"),
     ]);
+    // Beside it, one that may retry once: it stops with status 1 after its
+    // second failed attempt, as Consul's agent does ("Retry join failed").
+    let mut s3 = Server::new("unreachable", "s3");
+    s3.start(&[
+        "-bootstrap-expect=1".to_string(),
+        format!("-retry-join={dead}"),
+        "-retry-max=1".into(),
+    ]);
     leader(&[&s1], Duration::from_secs(20)).unwrap_or_else(|| panic!("{}", s1.log_text()));
     let r = http("PUT", &format!("{}/v1/kv/k", s1.base()));
     assert_eq!(r.map(|r| r.1.trim().to_string()), Some("true".into()));
@@ -460,6 +468,16 @@ fn an_unreachable_join_address_is_retried_and_logged_and_bad_ports_name_the_key(
     let (code, out, _) = tern(&["members"], &s1.http_addr());
     assert_eq!(code, 0);
     assert_eq!(status_of(&out, "s1").as_deref(), Some("alive"), "{out}");
+    let status = wait_exit(s3.child.as_mut().unwrap(), Duration::from_secs(60))
+        .unwrap_or_else(|| panic!("s3 still runs after its retries\n{}", s3.log_text()));
+    assert_eq!(status.code(), Some(1), "{}", s3.log_text());
+    let log = s3.log_text();
+    assert!(log.contains("max join LAN retry exhausted"), "{log}");
+    assert_eq!(
+        log.matches("Join cluster failed, will retry").count(),
+        1,
+        "{log}"
+    );
 
     // A bad port is refused before anything starts.
     let out = Command::new(env!("CARGO_BIN_EXE_tern"))

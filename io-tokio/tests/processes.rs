@@ -526,7 +526,13 @@ fn tern_leave_and_the_leave_endpoint_stop_the_agent() {
             .count()
     };
     let before = became();
-    let r = put(&format!("{}/v1/agent/leave", nodes[leader].base()), "");
+    // The answer waits for the drain and for the gossip leave (WAN, then
+    // LAN: about 3.5 s with the default propagation delays).
+    let r = put_with(
+        &format!("{}/v1/agent/leave", nodes[leader].base()),
+        b"",
+        Duration::from_secs(20),
+    );
     assert_eq!(r, Some((200, String::new())));
     let mut child = nodes[leader].child.take().unwrap();
     let status = wait_exit(&mut child, Duration::from_secs(10)).unwrap_or_else(|| {
@@ -973,16 +979,16 @@ fn poll_until(
 /// Autopilot on real processes (`/v1/operator/autopilot/health`,
 /// agent/operator_autopilot_endpoint.go): a healthy cluster answers 200 and
 /// the CLI shows it; after `kill -9` of a follower the health endpoint
-/// answers 429 naming it unhealthy. Until gossip is wired into the agents,
-/// nothing reports the server failed, so dead-server cleanup leaves it in
-/// the configuration (a slow restart must not cost a server its place when
-/// nothing would add it back); restarted, it is healthy again.
+/// answers 429 naming it unhealthy, and once LAN gossip declares it failed,
+/// its `SerfStatus` says so. With `cleanup_dead_servers = false` it stays in
+/// the configuration; restarted, it is healthy again. (With cleanup on, the
+/// next test: autopilot removes it.)
 #[test]
 fn autopilot_reports_health_and_keeps_a_server_that_restarts() {
     let mut nodes = cluster("autopilot");
     for n in nodes.iter_mut() {
         n.hcl =
-            "performance { raft_multiplier = 1 }\nautopilot { server_stabilization_time = \"2s\" }"
+            "performance { raft_multiplier = 1 }\nautopilot {\n  server_stabilization_time = \"2s\"\n  cleanup_dead_servers = false\n}"
                 .into();
     }
     let ports: Vec<u16> = nodes.iter().map(|n| n.serf_lan).collect();
@@ -1042,6 +1048,25 @@ fn autopilot_reports_health_and_keeps_a_server_that_restarts() {
         .find(|s| s["Address"] == victim_addr.as_str())
         .expect("the dead server is still listed");
     assert_eq!(dead["Healthy"], false);
+    // Gossip says it failed (Consul's SerfStatus), within the failure
+    // detector's time.
+    let serf_status = |h: &serde_json::Value| {
+        h["Servers"].as_array().and_then(|ss| {
+            ss.iter()
+                .find(|s| s["Address"] == victim_addr.as_str())
+                .map(|s| s["SerfStatus"].clone())
+        })
+    };
+    let (_, h) = poll_until(&health_url(leader), Duration::from_secs(60), |_, h| {
+        serf_status(h) == Some("failed".into())
+    })
+    .expect("a health answer");
+    assert_eq!(
+        serf_status(&h),
+        Some("failed".into()),
+        "{h}\n{}",
+        logs(&nodes)
+    );
 
     // Phase 3: past the stabilization time and an autopilot round (10 s),
     // it is still in the configuration.
@@ -1066,4 +1091,50 @@ fn autopilot_reports_health_and_keeps_a_server_that_restarts() {
     .expect("a health answer");
     assert_eq!(status, 200, "{h}\n{}", logs(&nodes));
     assert_eq!(h["FailureTolerance"], 1);
+}
+
+/// Consul's autopilot dead-server cleanup (agent/consul/autopilot.go,
+/// `TestAutopilot_CleanupDeadServer`) on real processes: `kill -9` of a
+/// follower makes LAN gossip declare it failed, and with
+/// `cleanup_dead_servers` on (the default) the leader removes it from the
+/// Raft configuration, since that leaves a quorum.
+#[test]
+fn autopilot_removes_a_server_gossip_declares_failed() {
+    let mut nodes = cluster("cleanup");
+    for n in nodes.iter_mut() {
+        n.hcl =
+            "performance { raft_multiplier = 1 }\nautopilot { server_stabilization_time = \"2s\" }"
+                .into();
+    }
+    let ports: Vec<u16> = nodes.iter().map(|n| n.serf_lan).collect();
+    for n in nodes.iter_mut() {
+        n.start(&ports);
+    }
+    let leader = leader_of(&nodes, Duration::from_secs(20))
+        .unwrap_or_else(|| panic!("no leader\n{}", logs(&nodes)));
+    let config_url = format!("{}/v1/operator/raft/configuration", nodes[leader].base());
+    let servers = |c: &serde_json::Value| c["Servers"].as_array().map_or(0, Vec::len);
+    poll_until(&config_url, Duration::from_secs(10), |_, c| servers(c) == 3)
+        .expect("three servers");
+
+    let victim = (leader + 1) % 3;
+    let victim_id = nodes[victim].name.clone();
+    nodes[victim].kill9();
+    let (_, c) = poll_until(&config_url, Duration::from_secs(90), |_, c| servers(c) == 2)
+        .expect("a configuration");
+    assert_eq!(
+        servers(&c),
+        2,
+        "the failed server stays: {c}\n{}",
+        logs(&nodes)
+    );
+    assert!(
+        c["Servers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|s| s["Node"] != victim_id.as_str()),
+        "{c}"
+    );
+    assert!(logs(&nodes).contains("Attempting removal of failed server"));
 }

@@ -5,7 +5,7 @@
 //! - **Joining** (Consul's agent/retry_join.go): `start_join` is tried once
 //!   at start and the agent does not start if no address answers;
 //!   `retry_join` is tried in the background every `retry_interval`, up to
-//!   `retry_max` attempts (0: forever), each failure logged at warn. An
+//!   `retry_max` retries (0: forever), each failure logged at warn. An
 //!   agent whose LAN `retry_join` is exhausted stops with exit code 1, as
 //!   Consul's does ("Retry join failed"). The pool itself makes one attempt
 //!   per join (`join_attempts_max = 1`): the retrying is this file's, so an
@@ -34,7 +34,7 @@ use tern_core::reconcile::ServerMember;
 use tokio::sync::{broadcast, mpsc, watch};
 
 use super::{AgentOptions, PoolOptions};
-use crate::gossip::{GossipError, GossipHandle, GossipNode, MembersReader, PoolKind};
+use crate::gossip::{GossipError, GossipHandle, GossipNode, GossipRef, PoolKind};
 
 /// Server-member reports queued for the agent task; when it is behind, the
 /// event task waits (and resyncs from the member list if the pool's event
@@ -43,6 +43,13 @@ const REPORTS_MAX: usize = 1024;
 
 /// The Raft protocol our servers speak (the `raft_vsn` tag).
 const RAFT_VSN: u8 = 3;
+
+/// The LAN tag naming a server's WAN gossip port (Consul's `wan_join_port`).
+const WAN_JOIN_PORT: &str = "wan_join_port";
+
+/// How often every known server of the datacenter is checked against the
+/// WAN pool (Consul's flood-join ticker, 60 s).
+const FLOOD_INTERVAL: StdDuration = StdDuration::from_secs(60);
 
 /// The running pools of one agent.
 pub struct Pools {
@@ -108,12 +115,47 @@ impl Pools {
             RAFT_VSN,
             &build(),
         );
+        let wan = match &options.wan {
+            None => None,
+            Some(w) => {
+                let config = pool_config(
+                    GossipConfig::wan(
+                        &core.node_name.0,
+                        &core.datacenter.0,
+                        core.node_id,
+                        &advertised(w),
+                        tags.clone(),
+                    ),
+                    w,
+                );
+                Some(
+                    GossipNode::start(config, w.bind, PoolKind::Wan)
+                        .await
+                        .map_err(|e| {
+                            format!(
+                                "ports.serf_wan: cannot start the WAN gossip pool on {}: {e}",
+                                w.bind
+                            )
+                        })?,
+                )
+            }
+        };
+        // Consul's servers tell the LAN where their WAN pool listens, so the
+        // other servers of the datacenter flood-join it.
+        let mut lan_tags = tags;
+        if let (Some(handle), Some(w)) = (&wan, &options.wan) {
+            let port = match w.advertise.port() {
+                0 => handle.local_addr().port(),
+                p => p,
+            };
+            lan_tags.0.insert(WAN_JOIN_PORT.into(), port.to_string());
+        }
         let lan_config = pool_config(
             GossipConfig::lan(
                 &core.node_name.0,
                 core.node_id,
                 &advertised(&options.lan),
-                tags.clone(),
+                lan_tags,
             ),
             &options.lan,
         );
@@ -132,36 +174,15 @@ impl Pools {
         tokio::spawn(report_servers(
             lan.members().await,
             events,
-            lan.members_reader(),
-            core.datacenter.0.clone(),
+            lan.weak(),
+            wan.as_ref().map(GossipHandle::weak),
+            Flood {
+                own_name: core.node_name.0.clone(),
+                dc: core.datacenter.0.clone(),
+            },
             reports_tx,
             servers_tx,
         ));
-        let wan = match &options.wan {
-            None => None,
-            Some(w) => {
-                let config = pool_config(
-                    GossipConfig::wan(
-                        &core.node_name.0,
-                        &core.datacenter.0,
-                        core.node_id,
-                        &advertised(w),
-                        tags,
-                    ),
-                    w,
-                );
-                Some(
-                    GossipNode::start(config, w.bind, PoolKind::Wan)
-                        .await
-                        .map_err(|e| {
-                            format!(
-                                "ports.serf_wan: cannot start the WAN gossip pool on {}: {e}",
-                                w.bind
-                            )
-                        })?,
-                )
-            }
-        };
         let pools = Pools { lan, wan, servers };
         pools.start_joins(options).await?;
         Ok((pools, reports_rx))
@@ -281,7 +302,7 @@ fn advertised(o: &PoolOptions) -> String {
 }
 
 /// Consul's retryJoiner: try every address, wait `retry_interval`, again,
-/// until one answers or `retry_max` attempts have failed (then the LAN
+/// until one answers or `retry_max` retries have failed too (then the LAN
 /// retry stops the agent, as Consul's `retryJoinCh` does).
 async fn retry_join(pools: std::sync::Arc<Pools>, pool: Pool, o: PoolOptions) {
     let kind = match pool {
@@ -308,9 +329,11 @@ async fn retry_join(pools: std::sync::Arc<Pools>, pool: Pool, o: PoolOptions) {
             Err(GossipError::Leaving | GossipError::Stopped) => return,
             Err(e) => {
                 attempt = attempt.saturating_add(1);
-                if o.retry_max > 0 && attempt >= o.retry_max {
+                // As Consul counts: `retry_max` retries after the first
+                // attempt (agent/retry_join.go, `attempt > maxAttempts`).
+                if o.retry_max > 0 && attempt > o.retry_max {
                     tracing::error!(
-                        "agent: ({kind}) max join retry exhausted, exiting: attempts={attempt} error={e}"
+                        "agent: max join {kind} retry exhausted, exiting: attempts={attempt} error={e}"
                     );
                     if pool == Pool::Lan {
                         std::process::exit(1);
@@ -327,18 +350,28 @@ async fn retry_join(pools: std::sync::Arc<Pools>, pool: Pool, o: PoolOptions) {
     }
 }
 
+/// Who we are, for the WAN flood-join.
+struct Flood {
+    own_name: String,
+    dc: String,
+}
+
 /// Reports server members of `dc` to the agent task and keeps the alive
-/// list current, from the member list `initial` and then every event.
+/// list current, from the member list `initial` and then every event; a
+/// server also flood-joins the WAN pools of the other servers of its
+/// datacenter (Consul's agent/router/serf_flooder.go), on every LAN event
+/// about one and every [`FLOOD_INTERVAL`].
 async fn report_servers(
     initial: Vec<Member>,
     mut events: broadcast::Receiver<GossipEvent>,
-    resync: MembersReader,
-    dc: String,
+    resync: GossipRef,
+    wan: Option<GossipRef>,
+    flood: Flood,
     reports: mpsc::Sender<ServerMember>,
     alive: watch::Sender<Vec<ServerMember>>,
 ) {
     let mut r = Reporter {
-        dc,
+        dc: flood.dc.clone(),
         last: BTreeMap::new(),
         reports,
         alive,
@@ -346,21 +379,79 @@ async fn report_servers(
     if r.sync(initial).await.is_err() {
         return;
     }
+    let mut tick = tokio::time::interval(FLOOD_INTERVAL);
     loop {
-        let sent = match events.recv().await {
-            Ok(e) => r.event(e).await,
-            Err(broadcast::error::RecvError::Lagged(n)) => {
-                tracing::warn!(
-                    "agent: fell {n} gossip events behind; reading the member list again"
-                );
-                r.sync(resync.members().await).await
+        let sent = tokio::select! {
+            e = events.recv() => match e {
+                Ok(e) => {
+                    let flood_now = matches!(
+                        e,
+                        GossipEvent::MemberJoined(_) | GossipEvent::MemberUpdated(_)
+                    );
+                    let sent = r.event(e).await;
+                    if flood_now {
+                        flood_join(&r.last, wan.as_ref(), &flood);
+                    }
+                    sent
+                }
+                Err(broadcast::error::RecvError::Lagged(n)) => {
+                    tracing::warn!(
+                        "agent: fell {n} gossip events behind; reading the member list again"
+                    );
+                    r.sync(resync.members().await).await
+                }
+                Err(broadcast::error::RecvError::Closed) => return,
+            },
+            _ = tick.tick() => {
+                flood_join(&r.last, wan.as_ref(), &flood);
+                Ok(())
             }
-            Err(broadcast::error::RecvError::Closed) => return,
         };
         if sent.is_err() {
             return; // the agent task is gone
         }
     }
+}
+
+/// Joins the WAN pool through every alive server of our datacenter that the
+/// LAN knows and the WAN does not (by `<node>.<dc>`), at its LAN host and
+/// its `wan_join_port` tag. The joins run on their own task; a failure is
+/// logged and tried again on the next event or tick.
+fn flood_join(lan: &BTreeMap<String, Member>, wan: Option<&GossipRef>, flood: &Flood) {
+    let Some(wan) = wan else {
+        return;
+    };
+    let candidates: Vec<(String, String)> = lan
+        .values()
+        .filter(|m| m.status == Status::Alive && m.name != flood.own_name)
+        .filter_map(|m| {
+            let server = ServerMember::from_gossip(m, &flood.dc)?;
+            let port: u16 = m.tags.get(WAN_JOIN_PORT)?.parse().ok()?;
+            let (host, _) = split_address(&m.address);
+            let ip: std::net::IpAddr = host.parse().ok()?;
+            let addr = SocketAddr::new(ip, port).to_string();
+            Some((format!("{}.{}", server.name.0, flood.dc), addr))
+        })
+        .collect();
+    if candidates.is_empty() {
+        return;
+    }
+    let wan = wan.clone();
+    tokio::spawn(async move {
+        let known: std::collections::BTreeSet<String> =
+            wan.members().await.into_iter().map(|m| m.name).collect();
+        for (name, addr) in candidates {
+            if known.contains(&name) {
+                continue;
+            }
+            match wan.join(vec![addr.clone()]).await {
+                Ok(_) => tracing::info!("agent: (WAN) flood-joined {name} at {addr}"),
+                Err(e) => {
+                    tracing::warn!("agent: (WAN) failed to flood-join {name} at {addr}: {e}")
+                }
+            }
+        }
+    });
 }
 
 struct Reporter {

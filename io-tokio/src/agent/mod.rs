@@ -40,8 +40,9 @@ pub struct PoolOptions {
     pub advertise: SocketAddr,
     /// Joined once at start; the agent does not start if none answers (`-join`).
     pub start_join: Vec<String>,
-    /// Joined in the background, every `retry_interval`, up to `retry_max`
-    /// attempts (0: forever), each failure logged at warn (`-retry-join`).
+    /// Joined in the background, every `retry_interval`, with up to
+    /// `retry_max` retries after the first attempt (0: forever), each failure
+    /// logged at warn (`-retry-join`).
     pub retry_join: Vec<String>,
     pub retry_interval: tern_core::Duration,
     pub retry_max: u32,
