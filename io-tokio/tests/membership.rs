@@ -3,7 +3,8 @@
 //! bootstrap on `-bootstrap-expect`; `tern members` shows Consul's columns
 //! and statuses (`alive`, `failed` after `kill -9`, `left` after `tern
 //! leave` or `tern force-leave`); a server started later with nothing but
-//! `-retry-join` shows up; the HTTP endpoints answer as Consul's
+//! `-retry-join` shows up, is added to Raft as a non-voter and promoted; the
+//! HTTP endpoints answer as Consul's
 //! agent/agent_endpoint.go does; an unreachable join address is retried and
 //! logged while the agent serves.
 
@@ -51,7 +52,9 @@ impl Server {
         let mut args = vec![
             "agent".to_string(),
             "-server".into(),
-            "-hcl=performance {\n  raft_multiplier = 1\n  leave_drain_time = \"1s\"\n}".into(),
+            "-hcl=performance {\n  raft_multiplier = 1\n  leave_drain_time = \"1s\"\n}\n\
+             autopilot {\n  server_stabilization_time = \"2s\"\n}"
+                .into(),
             format!("-node={}", self.name),
             format!("-data-dir={}", self.dir.display()),
             "-bind=127.0.0.1".into(),
@@ -201,7 +204,8 @@ fn wait_exit(child: &mut Child, within: Duration) -> Option<std::process::ExitSt
 /// The story of Consul's members/join/leave/force-leave surfaces
 /// (command/members/members.go, command/forceleave/forceleave.go,
 /// agent/agent_endpoint.go `AgentLeave`): three servers bootstrap from
-/// gossip; a fourth joins with only `-retry-join`; `kill -9` makes a member
+/// gossip; a fourth joins with only `-retry-join` and becomes a non-voter,
+/// then a voter; `kill -9` makes a member
 /// `failed`; `tern leave` makes one `left` and its process exit 0;
 /// `tern force-leave` turns the failed one `left`.
 #[test]
@@ -271,6 +275,27 @@ fn servers_join_by_gossip_and_members_tracks_failed_left_and_force_left() {
         })
         .unwrap_or_else(|e| panic!("s4 not alive at {}: {e}\n{}", srv.name, logs(&s)));
     }
+    // The leader adds it to Raft as a non-voter (Raft protocol 3, Consul's
+    // leader.go reconcile), and autopilot promotes it once stable
+    // (`tern operator raft list-peers`, Consul's command/operator/raft).
+    let voter_column = |out: &str| row(out, "s4").and_then(|r| r.get(4).cloned());
+    let mut seen = Vec::new();
+    let end = Instant::now() + Duration::from_secs(60);
+    while seen.last().map(String::as_str) != Some("true") {
+        assert!(
+            Instant::now() < end,
+            "s4 never became a voter: {seen:?}\n{}",
+            logs(&s)
+        );
+        let (code, out, _) = tern(&["operator", "raft", "list-peers"], &a);
+        if let (0, Some(v)) = (code, voter_column(&out)) {
+            if seen.last() != Some(&v) {
+                seen.push(v);
+            }
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(seen, ["false", "true"], "non-voter first, then voter");
 
     // Phase 4: kill -9 of s3: the others show it failed.
     s[2].kill9();
