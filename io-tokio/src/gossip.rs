@@ -188,6 +188,7 @@ impl GossipNode {
             inbound_rx,
             streams: JoinSet::new(),
             join_waiters: Vec::new(),
+            join_queue: std::collections::VecDeque::new(),
             leave_waiters: Vec::new(),
             stream_errors: BTreeMap::new(),
             bad_stream_log_at: None,
@@ -425,9 +426,11 @@ impl Clock {
     }
 }
 
+type JoinReply = oneshot::Sender<Result<String, GossipError>>;
+
 enum Command {
     Members(oneshot::Sender<Vec<Member>>),
-    Join(Vec<String>, oneshot::Sender<Result<String, GossipError>>),
+    Join(Vec<String>, JoinReply),
     Leave(oneshot::Sender<()>),
     ForceLeave(String, oneshot::Sender<Result<(), GossipError>>),
 }
@@ -468,7 +471,11 @@ struct Driver {
     inbound_rx: mpsc::Receiver<Inbound>,
     /// Stream tasks; dropped (so aborted) with the driver.
     streams: JoinSet<()>,
-    join_waiters: Vec<oneshot::Sender<Result<String, GossipError>>>,
+    join_waiters: Vec<JoinReply>,
+    /// Joins asked while an attempt is in flight: each gets an attempt of
+    /// its own once the current one is decided, so an operator's join never
+    /// takes over (or answers for) a background retry-join, or the reverse.
+    join_queue: std::collections::VecDeque<(Vec<String>, JoinReply)>,
     leave_waiters: Vec<oneshot::Sender<()>>,
     stream_errors: BTreeMap<String, String>,
     bad_stream_log_at: Option<tokio::time::Instant>,
@@ -551,6 +558,16 @@ impl Driver {
                     self.pool,
                     addresses.join(",")
                 );
+                if !self.join_waiters.is_empty() {
+                    if self.join_queue.len() >= COMMANDS_MAX {
+                        let _ = tx.send(Err(GossipError::JoinFailed(
+                            "too many joins waiting".into(),
+                        )));
+                    } else {
+                        self.join_queue.push_back((addresses, tx));
+                    }
+                    return;
+                }
                 self.join_waiters.push(tx);
                 self.input(GossipInput::Join(addresses), None);
             }
@@ -560,6 +577,9 @@ impl Driver {
                     return;
                 }
                 tracing::info!("serf: ({}) leaving the pool", self.pool);
+                for (_, w) in self.join_queue.drain(..) {
+                    let _ = w.send(Err(GossipError::Leaving));
+                }
                 self.leave_waiters.push(tx);
                 self.input(GossipInput::Leave, None);
             }
@@ -758,6 +778,10 @@ impl Driver {
 
     fn event(&mut self, e: GossipEvent) {
         self.log(&e);
+        let decided = matches!(
+            e,
+            GossipEvent::Joined { .. } | GossipEvent::JoinFailed { .. }
+        );
         match &e {
             GossipEvent::Joined { address, .. } => {
                 for w in self.join_waiters.drain(..) {
@@ -779,6 +803,27 @@ impl Driver {
         }
         // Nobody subscribed is fine.
         let _ = self.events.send(e);
+        if decided && self.join_waiters.is_empty() {
+            self.next_join();
+        }
+    }
+
+    /// Starts the join that waited longest for the one in flight.
+    fn next_join(&mut self) {
+        let Some((addresses, tx)) = self.join_queue.pop_front() else {
+            return;
+        };
+        if self.gossip.local().status != Status::Alive {
+            let _ = tx.send(Err(GossipError::Leaving));
+            return;
+        }
+        tracing::info!(
+            "agent: ({}) joining: addresses={}",
+            self.pool,
+            addresses.join(",")
+        );
+        self.join_waiters.push(tx);
+        self.input(GossipInput::Join(addresses), None);
     }
 
     /// Why no address answered: what each stream reported, if anything.

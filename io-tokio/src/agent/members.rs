@@ -179,6 +179,7 @@ impl Pools {
             Flood {
                 own_name: core.node_name.0.clone(),
                 dc: core.datacenter.0.clone(),
+                running: Default::default(),
             },
             reports_tx,
             servers_tx,
@@ -354,6 +355,8 @@ async fn retry_join(pools: std::sync::Arc<Pools>, pool: Pool, o: PoolOptions) {
 struct Flood {
     own_name: String,
     dc: String,
+    /// A flood is running: the next event or tick starts another.
+    running: std::sync::Arc<std::sync::atomic::AtomicBool>,
 }
 
 /// Reports server members of `dc` to the agent task and keeps the alive
@@ -433,10 +436,12 @@ fn flood_join(lan: &BTreeMap<String, Member>, wan: Option<&GossipRef>, flood: &F
             Some((format!("{}.{}", server.name.0, flood.dc), addr))
         })
         .collect();
-    if candidates.is_empty() {
+    use std::sync::atomic::Ordering;
+    if candidates.is_empty() || flood.running.swap(true, Ordering::AcqRel) {
         return;
     }
     let wan = wan.clone();
+    let running = flood.running.clone();
     tokio::spawn(async move {
         let known: std::collections::BTreeSet<String> =
             wan.members().await.into_iter().map(|m| m.name).collect();
@@ -451,6 +456,7 @@ fn flood_join(lan: &BTreeMap<String, Member>, wan: Option<&GossipRef>, flood: &F
                 }
             }
         }
+        running.store(false, Ordering::Release);
     });
 }
 
