@@ -462,6 +462,10 @@ fn an_unreachable_join_address_is_retried_and_logged_and_bad_ports_name_the_key(
         "-bootstrap-expect=1".to_string(),
         format!("-retry-join={dead}"),
     ]);
+    // And one told to `-join` it at start: it does not start (Consul's
+    // start_join: "Failed to join").
+    let mut s4 = Server::new("unreachable", "s4");
+    s4.start(&["-bootstrap-expect=1".to_string(), format!("-join={dead}")]);
     // Beside it, one that may retry once: it stops with status 1 after its
     // second failed attempt, as Consul's agent does ("Retry join failed").
     let mut s3 = Server::new("unreachable", "s3");
@@ -502,6 +506,14 @@ fn an_unreachable_join_address_is_retried_and_logged_and_bad_ports_name_the_key(
         log.matches("Join cluster failed, will retry").count(),
         1,
         "{log}"
+    );
+    let status = wait_exit(s4.child.as_mut().unwrap(), Duration::from_secs(60))
+        .unwrap_or_else(|| panic!("s4 started without joining\n{}", s4.log_text()));
+    assert_eq!(status.code(), Some(1), "{}", s4.log_text());
+    assert!(
+        s4.log_text().contains(&format!("Failed to join {dead}")),
+        "{}",
+        s4.log_text()
     );
 
     // A bad port is refused before anything starts.
