@@ -37,6 +37,7 @@ use std::time::Duration as StdDuration;
 
 use tern_core::gossip::{
     ForceLeaveError, Gossip, GossipAction, GossipConfig, GossipEvent, GossipInput, Member, Status,
+    Tags,
 };
 use tern_core::wire;
 use tern_core::Instant;
@@ -289,6 +290,18 @@ impl GossipHandle {
         rx.await.map_err(|_| GossipError::Stopped)?
     }
 
+    /// Announces new tags (serf's `SetTags`); refused when over the pool's
+    /// `tags_bytes_max`.
+    pub async fn set_tags(&self, tags: Tags) -> Result<(), String> {
+        let (tx, rx) = oneshot::channel();
+        let stopped = || GossipError::Stopped.to_string();
+        self.cmds
+            .send(Command::SetTags(tags, tx))
+            .await
+            .map_err(|_| stopped())?;
+        rx.await.map_err(|_| stopped())?
+    }
+
     /// Every event from now on (joins, failures, leaves, dropped packets...).
     pub fn subscribe(&self) -> broadcast::Receiver<GossipEvent> {
         self.events.subscribe()
@@ -433,6 +446,7 @@ enum Command {
     Join(Vec<String>, JoinReply),
     Leave(oneshot::Sender<()>),
     ForceLeave(String, oneshot::Sender<Result<(), GossipError>>),
+    SetTags(Tags, oneshot::Sender<Result<(), String>>),
 }
 
 /// What a stream task hands the pool's task.
@@ -582,6 +596,9 @@ impl Driver {
                 }
                 self.leave_waiters.push(tx);
                 self.input(GossipInput::Leave, None);
+            }
+            Command::SetTags(tags, tx) => {
+                let _ = tx.send(self.gossip.set_tags(tags));
             }
             Command::ForceLeave(name, tx) => {
                 if self.gossip.local().status == Status::Left {

@@ -544,3 +544,67 @@ fn an_unreachable_join_address_is_retried_and_logged_and_bad_ports_name_the_key(
         s2.log_text()
     );
 }
+
+/// Consul's `maybeBootstrap` (agent/consul/leader.go): a fresh server with
+/// `-bootstrap-expect` that finds a server already in a cluster does not
+/// bootstrap a configuration of its own ("Existing Raft peers reported by
+/// server, disabling bootstrap mode"); the leader adds it. Servers that
+/// disagree on `expect` do not bootstrap at all ("has a conflicting expect
+/// value").
+#[test]
+fn bootstrap_expect_never_bootstraps_next_to_a_cluster_or_a_conflicting_expect() {
+    // s1 bootstraps alone; s2 expects 2 and finds s1, already a cluster.
+    let mut s1 = Server::new("expect", "s1");
+    s1.start(&["-bootstrap-expect=1".to_string()]);
+    leader(&[&s1], Duration::from_secs(20)).unwrap_or_else(|| panic!("{}", s1.log_text()));
+    let mut s2 = Server::new("expect", "s2");
+    s2.start(&[
+        "-bootstrap-expect=2".to_string(),
+        format!("-retry-join={}", s1.gossip()),
+    ]);
+    let end = Instant::now() + Duration::from_secs(30);
+    loop {
+        let (code, out, _) = tern(&["operator", "raft", "list-peers"], &s1.http_addr());
+        if code == 0 && row(&out, "s2").is_some() {
+            break;
+        }
+        assert!(
+            Instant::now() < end,
+            "s2 never added\n{out}\n{}{}",
+            s1.log_text(),
+            s2.log_text()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let log = s2.log_text();
+    assert!(
+        log.contains("Existing Raft peers reported by server s1, disabling bootstrap mode"),
+        "{log}"
+    );
+    assert!(!log.contains("bootstrapping"), "{log}");
+
+    // s3 expects 2, s4 expects 3: they find each other and disagree.
+    let mut s3 = Server::new("expect", "s3");
+    let mut s4 = Server::new("expect", "s4");
+    s3.start(&["-bootstrap-expect=2".to_string()]);
+    s4.start(&[
+        "-bootstrap-expect=3".to_string(),
+        format!("-retry-join={}", s3.gossip()),
+    ]);
+    let end = Instant::now() + Duration::from_secs(30);
+    while !s3.log_text().contains(
+        "Member s4 has a conflicting expect value. All nodes should expect the same number.",
+    ) {
+        assert!(Instant::now() < end, "{}", s3.log_text());
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert!(
+        !s3.log_text().contains("bootstrapping"),
+        "{}",
+        s3.log_text()
+    );
+    assert_eq!(
+        http("GET", &format!("{}/v1/status/leader", s3.base())),
+        Some((200, "\"\"".into()))
+    );
+}

@@ -44,6 +44,37 @@ const REPORTS_MAX: usize = 1024;
 /// The Raft protocol our servers speak (the `raft_vsn` tag).
 const RAFT_VSN: u8 = 3;
 
+/// The LAN tag with a server's `bootstrap_expect` (Consul's `expect`).
+const EXPECT: &str = "expect";
+
+/// The LAN tag of a server whose Raft log holds a configuration (it
+/// bootstrapped, or started from a data dir that has one). Tern's stand-in
+/// for the `Status.Peers` RPC Consul's `maybeBootstrap` sends every server
+/// it found: a new server that sees it never bootstraps a configuration of
+/// its own, which could clash with the cluster's first entry.
+const RAFT_CLUSTER: &str = "raft_cluster";
+
+/// What the LAN pool says of a server of this datacenter, for the agent
+/// task.
+#[derive(Clone, Debug)]
+pub(crate) struct ServerReport {
+    pub server: ServerMember,
+    /// Its `expect` tag (`bootstrap_expect`), if it has one.
+    pub expect: Option<usize>,
+    /// Whether it says its Raft log holds a configuration.
+    pub in_cluster: bool,
+}
+
+impl ServerReport {
+    fn of(m: &Member, dc: &str) -> Option<ServerReport> {
+        Some(ServerReport {
+            server: ServerMember::from_gossip(m, dc)?,
+            expect: m.tags.get(EXPECT).and_then(|e| e.parse().ok()),
+            in_cluster: m.tags.get(RAFT_CLUSTER) == Some("1"),
+        })
+    }
+}
+
 /// The LAN tag naming a server's WAN gossip port (Consul's `wan_join_port`).
 const WAN_JOIN_PORT: &str = "wan_join_port";
 
@@ -54,6 +85,8 @@ const FLOOD_INTERVAL: StdDuration = StdDuration::from_secs(60);
 /// The running pools of one agent.
 pub struct Pools {
     pub(crate) lan: GossipHandle,
+    /// Our LAN tags as announced at start.
+    lan_tags: Tags,
     pub(crate) wan: Option<GossipHandle>,
     servers: watch::Receiver<Vec<ServerMember>>,
 }
@@ -103,10 +136,12 @@ impl Pools {
     /// Starts the LAN pool (and a server's WAN pool), joins `start_join`
     /// (an error if no address answers), and starts the background
     /// `retry_join`s. Server members of this datacenter are reported on the
-    /// returned receiver from now on.
+    /// returned receiver from now on. `in_cluster`: the data dir already
+    /// holds a Raft configuration.
     pub(crate) async fn start(
         options: &AgentOptions,
-    ) -> Result<(Pools, mpsc::Receiver<ServerMember>), String> {
+        in_cluster: bool,
+    ) -> Result<(Pools, mpsc::Receiver<ServerReport>), String> {
         let core = &options.core;
         let tags = Tags::server(
             &core.datacenter.0,
@@ -143,6 +178,14 @@ impl Pools {
         // Consul's servers tell the LAN where their WAN pool listens, so the
         // other servers of the datacenter flood-join it.
         let mut lan_tags = tags;
+        if options.bootstrap_expect > 0 {
+            lan_tags
+                .0
+                .insert(EXPECT.into(), options.bootstrap_expect.to_string());
+        }
+        if in_cluster {
+            lan_tags.0.insert(RAFT_CLUSTER.into(), "1".into());
+        }
         if let (Some(handle), Some(w)) = (&wan, &options.wan) {
             let port = match w.advertise.port() {
                 0 => handle.local_addr().port(),
@@ -155,7 +198,7 @@ impl Pools {
                 &core.node_name.0,
                 core.node_id,
                 &advertised(&options.lan),
-                lan_tags,
+                lan_tags.clone(),
             ),
             &options.lan,
         );
@@ -184,7 +227,12 @@ impl Pools {
             reports_tx,
             servers_tx,
         ));
-        let pools = Pools { lan, wan, servers };
+        let pools = Pools {
+            lan,
+            lan_tags,
+            wan,
+            servers,
+        };
         pools.start_joins(options).await?;
         Ok((pools, reports_rx))
     }
@@ -208,6 +256,16 @@ impl Pools {
             }
         }
         Ok(())
+    }
+
+    /// Announces that our Raft log now holds a configuration (after a
+    /// bootstrap), so no new server bootstraps one of its own.
+    pub(crate) async fn announce_in_cluster(&self) {
+        let mut tags = self.lan_tags.clone();
+        tags.0.insert(RAFT_CLUSTER.into(), "1".into());
+        if let Err(e) = self.lan.set_tags(tags).await {
+            tracing::warn!("agent: (LAN) could not update our tags: {e}");
+        }
     }
 
     /// The alive servers of this datacenter, as the LAN pool sees them,
@@ -370,7 +428,7 @@ async fn report_servers(
     resync: GossipRef,
     wan: Option<GossipRef>,
     flood: Flood,
-    reports: mpsc::Sender<ServerMember>,
+    reports: mpsc::Sender<ServerReport>,
     alive: watch::Sender<Vec<ServerMember>>,
 ) {
     let mut r = Reporter {
@@ -465,7 +523,7 @@ struct Reporter {
     /// The last copy of every member, by name: what a reaped member is
     /// reported from, and what a resync is compared with.
     last: BTreeMap<String, Member>,
-    reports: mpsc::Sender<ServerMember>,
+    reports: mpsc::Sender<ServerReport>,
     alive: watch::Sender<Vec<ServerMember>>,
 }
 
@@ -486,7 +544,7 @@ impl Reporter {
     }
 
     async fn update(&mut self, m: Member) -> Result<(), Gone> {
-        let server = ServerMember::from_gossip(&m, &self.dc);
+        let server = ServerReport::of(&m, &self.dc);
         self.last.insert(m.name.clone(), m);
         self.publish_alive();
         match server {
@@ -500,9 +558,9 @@ impl Reporter {
             return Ok(());
         };
         self.publish_alive();
-        match ServerMember::from_gossip(&m, &self.dc) {
+        match ServerReport::of(&m, &self.dc) {
             Some(mut s) => {
-                s.status = GossipStatus::None;
+                s.server.status = GossipStatus::None;
                 self.reports.send(s).await.map_err(|_| Gone)
             }
             None => Ok(()),

@@ -16,9 +16,8 @@ use tern_core::{
 use tokio::sync::{mpsc, oneshot};
 
 use tern_core::autopilot::GossipStatus;
-use tern_core::reconcile::ServerMember;
 
-use super::members::Pools;
+use super::members::{Pools, ServerReport};
 use super::{AgentHandle, AgentOptions, AgentStatus, HandleInner, ToAgent};
 use crate::net::{self, Inbound, Pool};
 use crate::storage::{open_data_dir, MemStorage, Storage, StorageError};
@@ -65,7 +64,8 @@ pub async fn start(options: AgentOptions) -> Result<Agent, String> {
     let listener = tokio::net::TcpListener::bind(options.server_addr)
         .await
         .map_err(|e| format!("binding the server port {}: {e}", options.server_addr))?;
-    let (pools, reports) = Pools::start(&options).await?;
+    let in_cluster = !(durable.entries.is_empty() && durable.snapshot.is_none());
+    let (pools, reports) = Pools::start(&options, in_cluster).await?;
     let pools = Arc::new(pools);
     Pools::spawn_retry_joins(&pools, &options);
     let (inbound_tx, inbound_rx) = mpsc::channel(4096);
@@ -141,7 +141,9 @@ struct Loop {
     /// The servers of this datacenter the LAN pool has reported, latest
     /// report per node: counted for `bootstrap_expect`, handed to the
     /// server when it starts.
-    known: BTreeMap<NodeId, ServerMember>,
+    known: BTreeMap<NodeId, ServerReport>,
+    /// Servers already told about a conflicting `expect` tag.
+    expect_conflicts: std::collections::BTreeSet<NodeId>,
     pools: Arc<Pools>,
     /// Told when the gossip leave (WAN, then LAN) is done.
     gossip_left_tx: mpsc::Sender<()>,
@@ -159,7 +161,7 @@ struct Channels {
     rx: mpsc::Receiver<ToAgent>,
     inbound: mpsc::Receiver<Inbound>,
     /// Server members of this datacenter, from the LAN pool.
-    reports: mpsc::Receiver<ServerMember>,
+    reports: mpsc::Receiver<ServerReport>,
 }
 
 async fn run(
@@ -185,6 +187,7 @@ async fn run(
             start: std::time::Instant::now(),
         },
         known: BTreeMap::new(),
+        expect_conflicts: Default::default(),
         outbox: Outbox::for_config(&options.core),
         disk,
         snapshots,
@@ -204,10 +207,12 @@ async fn run(
     };
     let fresh = durable.entries.is_empty() && durable.snapshot.is_none();
     if !fresh || l.options.bootstrap_expect <= 1 {
-        l.start_server(durable);
+        l.start_server(durable, l.options.bootstrap_expect == 1);
     } else {
-        // Wait until the LAN pool shows `bootstrap_expect` alive servers of
-        // this datacenter (ourselves included), then bootstrap with them.
+        // Consul's `maybeBootstrap`: wait until the LAN pool shows
+        // `bootstrap_expect` alive servers of this datacenter (ourselves
+        // included), then bootstrap with them; never if one of them is
+        // already part of a cluster (then the leader adds us).
         let mut durable = Some(durable);
         while l.server.is_none() {
             tokio::select! {
@@ -220,10 +225,21 @@ async fn run(
                 Some(_) = inbound.recv() => {}
                 else => return,
             }
-            let alive = l.alive_servers();
-            if !l.leave_started && alive >= l.options.bootstrap_expect {
-                tracing::info!("found {alive} servers in the LAN pool, bootstrapping");
-                l.start_server(durable.take().unwrap_or_default());
+            if l.leave_started {
+                continue;
+            }
+            match l.bootstrap_decision() {
+                Bootstrap::Wait => {}
+                Bootstrap::Now(n) => {
+                    tracing::info!("found {n} servers in the LAN pool, bootstrapping");
+                    l.start_server(durable.take().unwrap_or_default(), true);
+                }
+                Bootstrap::Never(by) => {
+                    tracing::warn!(
+                        "Existing Raft peers reported by server {by}, disabling bootstrap mode"
+                    );
+                    l.start_server(durable.take().unwrap_or_default(), false);
+                }
             }
         }
     }
@@ -464,29 +480,75 @@ fn persist_job(
     Ok(())
 }
 
+/// What a fresh server with `bootstrap_expect` does next.
+enum Bootstrap {
+    /// Too few servers yet, or they disagree on `expect`.
+    Wait,
+    /// This many alive servers: bootstrap with them.
+    Now(usize),
+    /// This server is part of a cluster already: start without a
+    /// configuration and wait to be added.
+    Never(String),
+}
+
 impl Loop {
-    fn known_server(&mut self, m: ServerMember) {
-        self.known.insert(m.node, m);
+    fn known_server(&mut self, r: ServerReport) {
+        self.known.insert(r.server.node, r);
     }
 
-    fn alive_servers(&self) -> usize {
-        self.known
+    /// Consul's `maybeBootstrap` checks on the alive servers of this
+    /// datacenter: one already in a cluster disables bootstrapping; one
+    /// with another `expect` blocks it ("Member ... has a conflicting expect
+    /// value. All nodes should expect the same number."); else enough of
+    /// them bootstrap.
+    fn bootstrap_decision(&mut self) -> Bootstrap {
+        let me = self.options.core.node_id;
+        let expect = self.options.bootstrap_expect;
+        let others: Vec<&ServerReport> = self
+            .known
             .values()
-            .filter(|m| m.status == GossipStatus::Alive)
-            .count()
+            .filter(|r| r.server.node != me && r.server.status == GossipStatus::Alive)
+            .collect();
+        if let Some(r) = others.iter().find(|r| r.in_cluster) {
+            return Bootstrap::Never(r.server.name.0.clone());
+        }
+        let conflicting: Vec<(NodeId, String)> = others
+            .iter()
+            .filter(|r| r.expect.is_some_and(|e| e != expect))
+            .map(|r| (r.server.node, r.server.name.0.clone()))
+            .collect();
+        if !conflicting.is_empty() {
+            for (id, name) in conflicting {
+                if self.expect_conflicts.insert(id) {
+                    tracing::error!(
+                        "Member {name} has a conflicting expect value. All nodes should expect the same number."
+                    );
+                }
+            }
+            return Bootstrap::Wait;
+        }
+        let alive = others.len() + 1;
+        if alive >= expect {
+            Bootstrap::Now(alive)
+        } else {
+            Bootstrap::Wait
+        }
     }
 
     /// A LAN report about a server of this datacenter: remembered, and
     /// handed to the server (`tern_core::reconcile`'s contract).
-    fn take_report(&mut self, m: ServerMember, inputs: &mut Vec<Input>) {
-        self.known.insert(m.node, m.clone());
-        inputs.push(Input::ServerMember(m));
+    fn take_report(&mut self, r: ServerReport, inputs: &mut Vec<Input>) {
+        inputs.push(Input::ServerMember(r.server.clone()));
+        self.known.insert(r.server.node, r);
     }
 
-    fn start_server(&mut self, durable: Durable) {
+    /// Starts the server; a fresh one told to `bootstrap` writes the first
+    /// configuration: itself and every alive server the LAN pool reported.
+    fn start_server(&mut self, durable: Durable, bootstrap: bool) {
         let mut config = self.options.core.clone();
         let fresh = durable.entries.is_empty() && durable.snapshot.is_none();
-        if fresh && self.options.bootstrap_expect > 0 {
+        let bootstrapping = fresh && bootstrap;
+        if bootstrapping {
             let mut m = Membership::default();
             // Ourselves, whether or not the pool has reported us yet
             // (`bootstrap_expect = 1` starts at once).
@@ -498,7 +560,8 @@ impl Loop {
                     suffrage: Suffrage::Voter,
                 },
             );
-            for (id, s) in &self.known {
+            for (id, r) in &self.known {
+                let s = &r.server;
                 if s.status != GossipStatus::Alive {
                     continue;
                 }
@@ -527,11 +590,15 @@ impl Loop {
         server.start(&mut out);
         // Everything the LAN pool said before the server existed.
         let now = self.clock.now();
-        for m in self.known.values() {
-            server.handle(now, Input::ServerMember(m.clone()), &mut out);
+        for r in self.known.values() {
+            server.handle(now, Input::ServerMember(r.server.clone()), &mut out);
         }
         self.server = Some(server);
         self.pump(&mut out);
+        if bootstrapping {
+            let pools = self.pools.clone();
+            tokio::spawn(async move { pools.announce_in_cluster().await });
+        }
     }
 
     /// Leave the gossip pools (WAN, then LAN) in the background; the agent
