@@ -10,7 +10,7 @@ use tern_core::autopilot::GossipStatus;
 use tern_core::reconcile::ServerMember;
 
 mod common;
-use common::free_port;
+use common::{free_gossip_port, free_port};
 
 struct Ports {
     server: u16,
@@ -52,11 +52,11 @@ async fn servers_until(
 async fn servers_lists_the_alive_servers_of_the_datacenter() {
     let p1 = Ports {
         server: free_port(),
-        serf_lan: free_port(),
+        serf_lan: free_gossip_port(),
     };
     let p2 = Ports {
         server: free_port(),
-        serf_lan: free_port(),
+        serf_lan: free_gossip_port(),
     };
     let a1 = agent::start(agent_options(&args("a1", &p1, &[])).unwrap())
         .await

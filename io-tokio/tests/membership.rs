@@ -13,7 +13,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 mod common;
-use common::{free_port, temp_dir};
+use common::{free_gossip_port, free_port, temp_dir};
 
 struct Server {
     name: String,
@@ -33,8 +33,8 @@ impl Server {
             name: name.into(),
             http: free_port(),
             server: free_port(),
-            serf_lan: free_port(),
-            serf_wan: free_port(),
+            serf_lan: free_gossip_port(),
+            serf_wan: free_gossip_port(),
             log: dir.join("agent.log"),
             dir,
             child: None,
@@ -419,7 +419,7 @@ fn members_join_and_force_leave_endpoints_answer_as_consul() {
     );
 
     // A join nobody answers: 500 with the address in the error text.
-    let dead = format!("127.0.0.1:{}", free_port());
+    let dead = format!("127.0.0.1:{}", free_gossip_port());
     let (code, text) = http("PUT", &format!("{base}/v1/agent/join/{dead}")).unwrap();
     assert_eq!(code, 500);
     assert!(text.contains(&dead), "{text}");
@@ -456,7 +456,7 @@ fn members_join_and_force_leave_endpoints_answer_as_consul() {
 /// naming the key.
 #[test]
 fn an_unreachable_join_address_is_retried_and_logged_and_bad_ports_name_the_key() {
-    let dead = format!("127.0.0.1:{}", free_port());
+    let dead = format!("127.0.0.1:{}", free_gossip_port());
     let mut s1 = Server::new("unreachable", "s1");
     s1.start(&[
         "-bootstrap-expect=1".to_string(),

@@ -11,7 +11,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 mod common;
-use common::{free_port, spawn_single_server, temp_dir};
+use common::{free_gossip_port, free_port, spawn_single_server, temp_dir};
 
 struct Node {
     name: String,
@@ -118,8 +118,8 @@ fn cluster(name: &str) -> Vec<Node> {
                 name: format!("s{i}"),
                 http: free_port(),
                 server: free_port(),
-                serf_lan: free_port(),
-                serf_wan: free_port(),
+                serf_lan: free_gossip_port(),
+                serf_wan: free_gossip_port(),
                 log: dir.join("agent.log"),
                 dir,
                 child: None,
@@ -265,7 +265,7 @@ fn a_corrupt_segment_stops_the_agent_and_a_torn_tail_is_recovered() {
     let dir = temp_dir("corrupt");
     let http = free_port();
     let server = free_port();
-    let serf_lan = free_port();
+    let serf_lan = free_gossip_port();
     let args = |d: &Path| {
         vec![
             "agent".to_string(),

@@ -9,18 +9,21 @@
 //!   agent whose LAN `retry_join` is exhausted stops with exit code 1, as
 //!   Consul's does ("Retry join failed"). The pool itself makes one attempt
 //!   per join (`join_attempts_max = 1`): the retrying is this file's, so an
-//!   operator's `tern join` is one attempt too and never replaces the
-//!   background retry.
+//!   operator's `tern join` is one attempt too (the driver runs joins one
+//!   after another, each answered with its own result).
 //! - **Servers for the core** (the contract in `tern_core::reconcile`): every
 //!   LAN event about a member that `ServerMember::from_gossip` maps to a
 //!   server of this datacenter is sent to the agent task, which hands it to
-//!   the server as `Input::ServerMember` (and, before bootstrap, counts the
-//!   alive ones for `bootstrap_expect`). The pool's current members are sent
+//!   the server as `Input::ServerMember` (and, before bootstrap, uses them
+//!   for `bootstrap_expect`, with their `expect` and `raft_cluster` tags). The pool's current members are sent
 //!   first, a reaped member is sent with `GossipStatus::None` from its last
 //!   copy, and a subscriber that fell behind the event channel resyncs from
 //!   the member list.
 //! - **Alive servers** of this datacenter are published on a
 //!   `watch::Receiver<Vec<ServerMember>>` ([`super::AgentHandle::servers`]).
+//! - **WAN flood-join** (Consul's agent/router/serf_flooder.go): a server
+//!   joins the WAN pool of every other server of its datacenter it sees in
+//!   the LAN, at the `wan_join_port` tag.
 //! - **Leave** (Consul's `Server.Leave` order): the WAN pool first, then the
 //!   LAN pool; each leave is broadcast, so the others see `left`.
 
