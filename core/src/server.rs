@@ -14,7 +14,7 @@ use crate::action::{Action, Event, Input};
 use crate::autopilot::Autopilot;
 use crate::clock::{Duration, Instant};
 use crate::config::{Config, ConfigError};
-use crate::fsm::{ApplyResult, Command, Fsm, TombstoneGc};
+use crate::fsm::{ApplyResult, Command, Fsm, StoredAutopilot, TombstoneGc};
 use crate::ids::{LogIndex, NodeId, RequestId, Term};
 use crate::message::{Message, MessageBody, ADDRESS_BYTES_MAX};
 use crate::raft::{
@@ -109,6 +109,9 @@ pub struct Server {
     reconciler: Reconciler,
     /// The term the reconciler last looked in as leader: a new term looks again.
     reconciled_term: Option<Term>,
+    /// The term this server, as leader, proposed storing the agent's
+    /// autopilot configuration in (`store_autopilot_config`).
+    autopilot_stored_in: Option<Term>,
     /// The leave is complete (`Event::Left`): every request fails fast.
     left: bool,
 
@@ -191,6 +194,7 @@ impl Server {
             removal_deadline: None,
             reconciler: Reconciler::new(),
             reconciled_term: None,
+            autopilot_stored_in: None,
             left: false,
             next_ctx: incarnation & !0xFFFF_FFFF,
             proposals: BTreeMap::new(),
@@ -865,6 +869,28 @@ impl Server {
                 m.servers.remove(&tid);
                 self.propose_membership(now, m, origin.clone(), out)
             }
+            Op::AutopilotSetConfig { config, cas } => {
+                if let Err(e) = config.validate() {
+                    return self.respond(
+                        origin,
+                        Err(RpcError::BadRequest(format!("{}: {}", e.key, e.message))),
+                        out,
+                    );
+                }
+                let command = Command::AutopilotSet {
+                    config: config.clone(),
+                    cas: *cas,
+                };
+                self.raft
+                    .propose(
+                        now,
+                        EntryPayload::Command(std::sync::Arc::new(command)),
+                        out,
+                    )
+                    .map(|(index, term)| {
+                        self.proposals.insert(index, (term, origin.clone()));
+                    })
+            }
             Op::RaftTransferLeadership { to } => {
                 match self.raft.transfer_leadership(now, *to, out) {
                     Ok(_) => {
@@ -1001,6 +1027,14 @@ impl Server {
             // The leader's last sample (a follower has none: it answers
             // only once forwarded, see `route_within`).
             Op::AutopilotHealth => (commit, ReplyBody::AutopilotHealth(self.autopilot.reply())),
+            Op::AutopilotGetConfig => {
+                let stored = self.fsm.autopilot().cloned().unwrap_or(StoredAutopilot {
+                    config: self.config.autopilot.clone(),
+                    create_index: 0,
+                    modify_index: 0,
+                });
+                (stored.modify_index, ReplyBody::AutopilotConfig(stored))
+            }
             // Writes never reach here.
             _ => (commit, ReplyBody::Done),
         }
@@ -1151,8 +1185,46 @@ impl Server {
         self.retry_held(now, out);
         self.maybe_snapshot(now, out);
         self.run_reconcile(now, out);
+        self.store_autopilot_config(now, out);
         self.run_autopilot(now, out);
         self.finish_leave(now, out);
+    }
+
+    /// Autopilot runs with the replicated configuration once one is stored;
+    /// until then with the agent's own, which a leader stores (CAS 0: only
+    /// if none is) once per term, as Consul's leader does when it is
+    /// established (`getOrCreateAutopilotConfig`).
+    fn store_autopilot_config(&mut self, now: Instant, out: &mut Vec<Action>) {
+        if let Some(stored) = self.fsm.autopilot() {
+            if stored.config != self.config.autopilot {
+                self.config.autopilot = stored.config.clone();
+            }
+            return;
+        }
+        let term = self.raft.term();
+        if self.raft.role() != Role::Leader
+            || self.autopilot_stored_in == Some(term)
+            || !self.raft.committed_in_term()
+            || self.is_draining(now)
+        {
+            return;
+        }
+        let command = Command::AutopilotSet {
+            config: self.config.autopilot.clone(),
+            cas: Some(0),
+        };
+        // Refused (Busy, a full disk): tried again at the next input.
+        if self
+            .raft
+            .propose(
+                now,
+                EntryPayload::Command(std::sync::Arc::new(command)),
+                out,
+            )
+            .is_ok()
+        {
+            self.autopilot_stored_in = Some(term);
+        }
     }
 
     /// Consul's autopilot loop on the leader (`autopilot.go`): health every

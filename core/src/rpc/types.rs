@@ -65,6 +65,14 @@ pub enum Op {
     /// health sample (always answered by the leader, as Consul's
     /// `Operator.ServerHealth`).
     AutopilotHealth,
+    /// `GET /v1/operator/autopilot/configuration`: the stored configuration
+    /// (Consul's `Operator.AutopilotGetConfiguration`).
+    AutopilotGetConfig,
+    /// `PUT /v1/operator/autopilot/configuration` (`?cas=` sets `cas`).
+    AutopilotSetConfig {
+        config: crate::autopilot::AutopilotConfig,
+        cas: Option<u64>,
+    },
 }
 
 impl Op {
@@ -78,6 +86,7 @@ impl Op {
                 | Op::RaftPromote { .. }
                 | Op::RaftRemovePeer { .. }
                 | Op::RaftTransferLeadership { .. }
+                | Op::AutopilotSetConfig { .. }
         )
     }
 }
@@ -126,6 +135,9 @@ pub enum ReplyBody {
     /// An operator action that returns nothing.
     Done,
     AutopilotHealth(crate::autopilot::HealthReply),
+    /// Autopilot's configuration; indexes 0 if none is stored yet (the
+    /// agent's own, which the leader stores in its first term).
+    AutopilotConfig(crate::fsm::StoredAutopilot),
 }
 
 /// A successful reply with the metadata Consul puts in its headers.
