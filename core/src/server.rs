@@ -17,6 +17,7 @@ use crate::config::{Config, ConfigError};
 use crate::fsm::{ApplyResult, Command, Fsm, StoredAutopilot, TombstoneGc};
 use crate::ids::{LogIndex, NodeId, RequestId, Term};
 use crate::message::{Message, MessageBody, ADDRESS_BYTES_MAX};
+use crate::parked::{Parked, Touched};
 use crate::raft::{
     Durable, Entry, EntryPayload, Member, Membership, ProposeError, Raft, RaftMessage, Role,
     Snapshot, SnapshotMeta, Suffrage,
@@ -71,10 +72,9 @@ struct Forwarded {
 
 /// A blocking query parked until its index moves.
 #[derive(Clone, Debug)]
-struct Parked {
+struct ParkedQuery {
     origin: Origin,
     request: Request,
-    deadline: Instant,
 }
 
 /// A read confirmed by ReadIndex, waiting for the state machine to catch up.
@@ -121,7 +121,11 @@ pub struct Server {
     confirmed_reads: Vec<ConfirmedRead>,
     held: Vec<Held>,
     forwarded: BTreeMap<u64, Forwarded>,
-    parked: Vec<Parked>,
+    /// Blocking queries, indexed by what they watch (`crate::parked`).
+    parked: Parked<ParkedQuery>,
+    /// What entries applied (or a snapshot installed) since parked queries
+    /// were last looked at.
+    touched: Touched,
     /// The leader forwarded reads were last checked against: when another
     /// becomes routable, reads forwarded elsewhere are sent to it.
     leader_followed: Option<NodeId>,
@@ -202,7 +206,8 @@ impl Server {
             confirmed_reads: Vec::new(),
             held: Vec::new(),
             forwarded: BTreeMap::new(),
-            parked: Vec::new(),
+            parked: Parked::default(),
+            touched: Touched::default(),
             leader_followed: None,
             transfer_waiter: None,
             applied_since_snapshot: 0,
@@ -264,8 +269,8 @@ impl Server {
         for f in self.forwarded.values() {
             t = t.min(f.deadline);
         }
-        for p in &self.parked {
-            t = t.min(p.deadline);
+        if let Some(d) = self.parked.next_deadline() {
+            t = t.min(d);
         }
         if let Some(d) = self.draining_until {
             // Once the drain is over, wait for the removal (or its deadline).
@@ -958,11 +963,10 @@ impl Server {
                 // Consul adds up to wait/16 of jitter so that many blocked
                 // clients do not return at once.
                 let jitter = Duration(self.rng.range(0, wait.as_nanos() / 16 + 1));
-                self.parked.push(Parked {
-                    origin,
-                    request,
-                    deadline: now + wait + jitter,
-                });
+                let deadline = now + wait + jitter;
+                let op = request.op.clone();
+                self.parked
+                    .park(&op, deadline, ParkedQuery { origin, request });
                 return;
             }
         }
@@ -1178,7 +1182,7 @@ impl Server {
         }
         self.reap_tombstones(now, out);
         self.finish_transfer(out);
-        if applied_any {
+        if applied_any || !self.touched.is_empty() {
             self.wake_parked(now, out);
         }
         self.follow_leader(now, out);
@@ -1277,6 +1281,7 @@ impl Server {
         match restored {
             Ok(fsm) => {
                 self.fsm = fsm;
+                self.touched.all = true;
                 self.applied_since_snapshot = 0;
                 // Proposals at or below the snapshot were decided by someone
                 // else's log; their outcome is unknown to us.
@@ -1312,6 +1317,7 @@ impl Server {
             let result = match &entry.payload {
                 EntryPayload::Command(c) => {
                     let r = self.fsm.apply(index.0, c);
+                    self.touched.command(c);
                     if let Command::TombstoneReap { upto } = c.as_ref() {
                         self.tombstone_gc.reaped(*upto);
                     } else if self.fsm.left_tombstones(index.0, c) {
@@ -1321,6 +1327,7 @@ impl Server {
                 }
                 _ => {
                     self.fsm.apply_other(index.0);
+                    self.touched.any = true;
                     None
                 }
             };
@@ -1490,18 +1497,20 @@ impl Server {
         }
     }
 
+    /// Answer the parked queries what was applied moved past their
+    /// `min_index`; only those it can concern are looked at.
     fn wake_parked(&mut self, now: Instant, out: &mut Vec<Action>) {
-        let parked = std::mem::take(&mut self.parked);
-        for p in parked {
-            let index = self.watch_index(&p.request.op);
+        let touched = std::mem::take(&mut self.touched);
+        let mut parked = std::mem::take(&mut self.parked);
+        let woken = parked.take_woken(&touched, |p| {
             let min = p.request.blocking.map_or(0, |b| b.min_index);
-            if index > min {
-                let mut request = p.request;
-                request.blocking = None;
-                self.serve_read(now, p.origin, request, out);
-            } else {
-                self.parked.push(p);
-            }
+            self.watch_index(&p.request.op) > min
+        });
+        self.parked = parked;
+        for p in woken {
+            let mut request = p.request;
+            request.blocking = None;
+            self.serve_read(now, p.origin, request, out);
         }
     }
 
@@ -1552,15 +1561,10 @@ impl Server {
                 );
             }
         }
-        let parked = std::mem::take(&mut self.parked);
-        for p in parked {
-            if now >= p.deadline {
-                let mut request = p.request;
-                request.blocking = None;
-                self.serve_read(now, p.origin, request, out);
-            } else {
-                self.parked.push(p);
-            }
+        for p in self.parked.take_due(now) {
+            let mut request = p.request;
+            request.blocking = None;
+            self.serve_read(now, p.origin, request, out);
         }
     }
 
