@@ -45,6 +45,8 @@ pub struct AgentStatus {
     pub last_contact_ms: u64,
     pub num_peers: usize,
     pub known_leader: bool,
+    /// A client agent (`server = false`): no Raft; the Raft fields are empty.
+    pub client: bool,
 }
 
 /// How the rest of the process talks to the agent task. Cheap to clone.
@@ -133,5 +135,7 @@ impl AgentHandle {
     }
 }
 
+mod client;
 mod runtime;
+pub use client::start_client;
 pub use runtime::{start, Agent};
