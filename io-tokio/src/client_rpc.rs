@@ -20,6 +20,9 @@
 //!   retry starts once `rpc_hold_timeout` (plus a blocking query's wait) has
 //!   passed since the first attempt: the last error is returned. Nothing
 //!   else is retried (Consul's `canRetry`).
+//! - **A stuck server:** an attempt with no answer within
+//!   [`RPC_CLIENT_TIMEOUT`] (plus a blocking query's wait) fails with an
+//!   unknown outcome and is not retried.
 //! - **No servers known:** `No known Consul servers` at once
 //!   (`structs.ErrNoServers`).
 
@@ -42,6 +45,13 @@ use crate::net;
 
 /// Calls queued for one connection's writer before a caller waits.
 const CONN_QUEUE_MAX: usize = 1024;
+
+/// How long one attempt waits for its answer before giving up on it
+/// (Consul's `limits.rpc_client_timeout`, 60 s), extended by a blocking
+/// query's wait. A server holds a call for its own `rpc_hold_timeout`
+/// (which the client does not know) before it says `No cluster leader`, so
+/// this is far longer than any hold; it only catches a server that is stuck.
+pub const RPC_CLIENT_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// A client agent's way to the servers. Cheap to clone; every clone shares
 /// the server list and the connections.
@@ -174,9 +184,7 @@ impl RpcClient {
         // Consul's `HasTimedOut`: a blocking query may take its wait (plus
         // the server's jitter of wait/16) on top of the hold timeout.
         let budget = self.inner.hold_timeout + wait + wait / 16;
-        // A server answers within the hold timeout (plus a blocking wait);
-        // twice that without an answer means it is stuck.
-        let attempt_timeout = 2 * self.inner.hold_timeout + wait + wait / 16;
+        let attempt_timeout = RPC_CLIENT_TIMEOUT + wait + wait / 16;
         let call = wire::encode_call(&wire::Call {
             id: 0,
             request: request.clone(),

@@ -196,6 +196,7 @@ fn leader_status() -> AgentStatus {
         last_contact_ms: 0,
         num_peers: 2,
         known_leader: true,
+        client: false,
     }
 }
 
