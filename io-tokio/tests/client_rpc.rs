@@ -28,6 +28,8 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 
+mod common;
+
 // ----- a cluster of three server agents -----
 
 struct Server {
@@ -82,6 +84,7 @@ async fn cluster(base: u8) -> Vec<Server> {
                 .collect(),
             bootstrap_expect: 3,
             dev: false,
+            server: true,
         };
         let agent = tern::agent::start(options).await.unwrap();
         servers.push(Server {
@@ -272,6 +275,7 @@ async fn kv_writes_and_reads_go_through_a_client_agent() {
         retry_join: vec![],
         bootstrap_expect: 0,
         dev: false,
+        server: false,
     };
     let client = tern::agent::start_client(options, rx).await.unwrap();
     let h = &client.handle;
@@ -607,4 +611,113 @@ async fn with_no_servers_known_a_call_fails_with_no_known_consul_servers() {
     let e = client.call(get("k")).await.unwrap_err();
     assert_eq!(e, RpcError::NoServers);
     assert_eq!(e.to_string(), "No known Consul servers");
+}
+
+// ----- the real binary -----
+
+/// Run the `tern` CLI; (exit code, stdout).
+fn tern_cli(args: &[&str]) -> (i32, String) {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_tern"))
+        .args(args)
+        .output()
+        .expect("run tern");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+    )
+}
+
+fn http(method: &str, url: &str, body: &str) -> Option<(u16, String)> {
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .timeout_global(Some(Duration::from_secs(5)))
+        .http_status_as_error(false)
+        .build()
+        .into();
+    let mut r = match method {
+        "PUT" => agent.put(url).send(body.as_bytes()).ok()?,
+        _ => agent.get(url).call().ok()?,
+    };
+    let status = r.status().as_u16();
+    Some((status, r.body_mut().read_to_string().ok()?))
+}
+
+/// `tern agent` without `-server` is a client agent: its HTTP API and the
+/// CLI work as a server's, every request answered by the server it names in
+/// `-retry-join`; `/v1/agent/self` says it is not a server; `tern leave`
+/// stops it at once, exit 0.
+#[test]
+fn tern_agent_without_server_is_a_client_agent() {
+    use std::process::{Command, Stdio};
+    let (server_dir, client_dir) = (common::temp_dir("c-server"), common::temp_dir("c-client"));
+    let (server_http, server_port, client_http) = (
+        common::free_port(),
+        common::free_port(),
+        common::free_port(),
+    );
+    let mut server = common::spawn_single_server("srv", &server_dir, server_http, server_port);
+    let log = std::fs::File::create(client_dir.join("agent.log")).unwrap();
+    let mut client = Command::new(env!("CARGO_BIN_EXE_tern"))
+        .args([
+            "agent".to_string(),
+            "-node=cli".into(),
+            format!("-data-dir={}", client_dir.display()),
+            "-bind=127.0.0.1".into(),
+            "-client=127.0.0.1".into(),
+            format!("-http-port={client_http}"),
+            format!("-retry-join=127.0.0.1:{server_port}"),
+        ])
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()
+        .unwrap();
+    let logs = || std::fs::read_to_string(client_dir.join("agent.log")).unwrap_or_default();
+    let client_base = format!("http://127.0.0.1:{client_http}");
+
+    // A write through the client, once the server has elected itself.
+    let mut wrote = None;
+    for _ in 0..100 {
+        wrote = http("PUT", &format!("{client_base}/v1/kv/greeting"), "hello");
+        if wrote == Some((200, "true".into())) {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert_eq!(wrote, Some((200, "true".into())), "{}", logs());
+
+    // Read back through the server's CLI and the client's.
+    let server_addr = format!("-http-addr=127.0.0.1:{server_http}");
+    let client_addr = format!("-http-addr=127.0.0.1:{client_http}");
+    assert_eq!(
+        tern_cli(&["kv", "get", &server_addr, "greeting"]),
+        (0, "hello\n".into())
+    );
+    assert_eq!(
+        tern_cli(&["kv", "get", &client_addr, "greeting"]),
+        (0, "hello\n".into())
+    );
+
+    let (status, body) = http("GET", &format!("{client_base}/v1/agent/self"), "").unwrap();
+    assert_eq!(status, 200);
+    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(v["Config"]["Server"], false, "{body}");
+    assert_eq!(v["Stats"]["consul"]["server"], "false", "{body}");
+
+    let (code, out) = tern_cli(&["leave", &client_addr]);
+    assert_eq!((code, out.as_str()), (0, "Graceful leave complete\n"));
+    let mut exited = None;
+    for _ in 0..100 {
+        exited = client.try_wait().unwrap();
+        if exited.is_some() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let _ = client.kill();
+    let _ = server.kill();
+    let _ = server.wait();
+    assert!(
+        exited.is_some_and(|s| s.success()),
+        "{exited:?}\n{}",
+        logs()
+    );
 }

@@ -177,6 +177,7 @@ fn options() -> AgentOptions {
         retry_join: vec![],
         bootstrap_expect: 3,
         dev: false,
+        server: true,
     }
 }
 

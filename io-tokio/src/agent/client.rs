@@ -63,6 +63,24 @@ async fn run(
     }
 }
 
+/// Until the LAN gossip pool feeds a client agent, its servers are the
+/// `retry_join` addresses, taken as server-port addresses (what `retry_join`
+/// means to a server today). Each is named by its address; the node id is
+/// unknown (0) and unused by the client. The lead replaces this with the
+/// gossip-fed watch.
+pub fn static_servers(addresses: &[String]) -> Vec<ServerMember> {
+    addresses
+        .iter()
+        .map(|a| ServerMember {
+            node: tern_core::NodeId(0),
+            name: tern_core::NodeName(a.clone()),
+            address: a.clone(),
+            status: tern_core::autopilot::GossipStatus::Alive,
+            raft_vsn: 3,
+        })
+        .collect()
+}
+
 fn status(options: &AgentOptions, client: &RpcClient) -> AgentStatus {
     let o = &options.core;
     AgentStatus {

@@ -23,6 +23,10 @@ pub struct AgentOptions {
     /// Bootstrap once this many servers (counting this one) are known; 0: never.
     pub bootstrap_expect: usize,
     pub dev: bool,
+    /// `server = true` (`-server`, `-dev`): run Raft ([`start`]). `false`: a
+    /// client agent ([`start_client`]) that forwards every request to the
+    /// servers and binds no server port.
+    pub server: bool,
 }
 
 /// A point-in-time view of the agent for `/v1/agent/self`, `/v1/status/*`
@@ -137,5 +141,5 @@ impl AgentHandle {
 
 mod client;
 mod runtime;
-pub use client::start_client;
+pub use client::{start_client, static_servers};
 pub use runtime::{start, Agent};
