@@ -475,3 +475,73 @@ async fn read_replies(
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tern_core::{NodeId, NodeName};
+
+    fn server(n: u8, status: GossipStatus) -> ServerMember {
+        ServerMember {
+            node: NodeId(u128::from(n)),
+            name: NodeName(format!("s{n}")),
+            address: format!("127.0.0.{n}:8300"),
+            status,
+            raft_vsn: 3,
+        }
+    }
+
+    fn names(list: &ServerList) -> Vec<String> {
+        list.order.iter().map(|s| s.name.0.clone()).collect()
+    }
+
+    /// Consul's router manager: only alive servers are used; a failed
+    /// server in use goes to the back; a new list keeps the order of the
+    /// servers that stay, drops those that left and adds the new ones last.
+    #[test]
+    fn the_server_list_is_sticky_rotates_on_failure_and_follows_the_watch() {
+        let alive = |n| server(n, GossipStatus::Alive);
+        let (tx, rx) = watch::channel(vec![alive(1), server(2, GossipStatus::Leaving)]);
+        let mut list = ServerList {
+            watch: rx,
+            order: Vec::new(),
+            rng: Rng::new(1),
+        };
+        list.refresh();
+        assert_eq!(names(&list), ["s1"]);
+        // Failing the only server leaves it in use.
+        list.failed(&alive(1));
+        assert_eq!(list.first(), Some(alive(1)));
+
+        tx.send_replace(vec![alive(3), alive(1), alive(2)]);
+        assert_eq!(list.first(), Some(alive(1)), "sticky across a new list");
+        let mut rest = names(&list)[1..].to_vec();
+        rest.sort();
+        assert_eq!(rest, ["s2", "s3"]);
+        let order = names(&list);
+
+        // A failure of a server not in use changes nothing; of the one in
+        // use, moves it to the back.
+        list.failed(&alive(9));
+        assert_eq!(names(&list), order);
+        list.failed(&alive(1));
+        assert_eq!(
+            names(&list),
+            [order[1].clone(), order[2].clone(), order[0].clone()]
+        );
+
+        // The server in use leaves: the next one takes over.
+        let in_use = list.first().unwrap();
+        let next_in_line = list.order[1].clone();
+        let others: Vec<ServerMember> = [alive(1), alive(2), alive(3)]
+            .into_iter()
+            .filter(|s| *s != in_use)
+            .collect();
+        tx.send_replace(others);
+        assert_eq!(list.first(), Some(next_in_line));
+        assert_eq!(list.order.len(), 2);
+
+        tx.send_replace(vec![]);
+        assert_eq!(list.first(), None);
+    }
+}

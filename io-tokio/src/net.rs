@@ -294,7 +294,7 @@ async fn answer_hello(
 /// flight: the next frame is read only when a slot is free. A frame that is
 /// not a call (or over `frame_bytes_max`) closes the connection at once and
 /// changes nothing; calls already handed to the agent run their course, but
-/// their replies are not written.
+/// their replies are not written. So does the client closing its side.
 async fn answer_calls(
     stream: TcpStream,
     frame_bytes_max: usize,
@@ -317,7 +317,7 @@ async fn answer_calls(
     });
     // Aborting the writer on the way out (any error) drops the write half,
     // so the client sees the close even while replies are pending.
-    let mut writer = AbortOnDrop(writer);
+    let _writer = AbortOnDrop(writer);
     let slots = Arc::new(Semaphore::new(CALLS_INFLIGHT_MAX));
     // Set when the agent dropped a call unanswered (it stopped): the client
     // must see an EOF, as if this process had died, not a reply.
@@ -332,8 +332,8 @@ async fn answer_calls(
         let frame = tokio::select! {
             r = read_frame(&mut read, &mut decoder, &mut buf) => match r {
                 Ok(Some(f)) => f,
-                // The client closed its side: write what is pending, then stop.
-                Ok(None) => break,
+                // The client is gone: nobody reads what is pending.
+                Ok(None) => return Ok(()),
                 Err(e) => return Err(e.into()),
             },
             () = stop.notified() => return Err("the agent stopped with calls unanswered".into()),
@@ -362,9 +362,6 @@ async fn answer_calls(
                 .await;
         });
     }
-    drop(out_tx);
-    let _ = (&mut writer.0).await;
-    Ok(())
 }
 
 /// The framed reply to call `id`. A reply too big for a frame would be

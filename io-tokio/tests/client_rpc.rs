@@ -374,6 +374,90 @@ async fn the_leader_leaves_during_continuous_writes_and_no_client_call_fails() {
     stop(servers);
 }
 
+/// The leader's process dies (its agent task is aborted) in the middle of
+/// continuous writes and reads through two clients, one sticky to it. A
+/// write in flight on it may or may not have been applied: such a write
+/// fails "outcome unknown" and is not retried (Consul's `canRetry`); a read
+/// is retried and answered. Every acknowledged write is there afterwards,
+/// and the writers go on under the next leader.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_leader_dies_mid_load_reads_are_retried_and_writes_fail_only_as_outcome_unknown() {
+    let servers = cluster(70).await;
+    let l = leader(&servers).await;
+    let f = (l + 1) % 3;
+    let (on_leader, tx_a) = client_on(&servers, l, Duration::from_secs(5)).await;
+    let (on_follower, tx_b) = client_on(&servers, f, Duration::from_secs(5)).await;
+
+    // Phase 1: a writer and a reader on each client.
+    let died = Arc::new(AtomicBool::new(false));
+    let done = Arc::new(AtomicBool::new(false));
+    let mut tasks = Vec::new();
+    for w in 0..4 {
+        let client = if w % 2 == 0 { &on_leader } else { &on_follower }.clone();
+        let writes = w < 2;
+        let (died, done) = (died.clone(), done.clone());
+        tasks.push(tokio::spawn(async move {
+            let (mut acked, mut errors, mut acked_after) = (Vec::new(), Vec::new(), 0);
+            let mut n = 0u32;
+            while !done.load(Ordering::SeqCst) {
+                let key = format!("d{}/{n}", w % 2);
+                let after = died.load(Ordering::SeqCst);
+                let r = if writes {
+                    client.call(put(&key, &n.to_be_bytes())).await
+                } else {
+                    client.call(get("d0/0")).await
+                };
+                match r {
+                    Ok(_) => {
+                        if writes {
+                            acked.push((key, n));
+                        }
+                        acked_after += usize::from(after);
+                    }
+                    Err(e) => errors.push(e),
+                }
+                n += 1;
+            }
+            (writes, acked, errors, acked_after)
+        }));
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+
+    // Phase 2: the leader dies; later gossip reports it gone.
+    died.store(true, Ordering::SeqCst);
+    servers[l].agent.task.abort();
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    let rest: Vec<ServerMember> = members(&servers)
+        .into_iter()
+        .filter(|m| *m != servers[l].member)
+        .collect();
+    tx_a.send_replace(rest.clone());
+    tx_b.send_replace(rest);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    done.store(true, Ordering::SeqCst);
+
+    // Phase 3: reads never failed; writes failed only "outcome unknown";
+    // everyone made progress after the death; acknowledged writes are there.
+    let mut acked = Vec::new();
+    for (i, t) in tasks.into_iter().enumerate() {
+        let (writes, a, errors, acked_after) = t.await.unwrap();
+        if writes {
+            for e in &errors {
+                assert!(matches!(e, RpcError::Unknown(_)), "task {i}: {e:?}");
+            }
+        } else {
+            assert!(errors.is_empty(), "task {i}: read errors {errors:?}");
+        }
+        assert!(acked_after > 0, "task {i} made no progress after the death");
+        acked.extend(a);
+    }
+    for (key, n) in acked {
+        let v = value_of(on_follower.call(get(&key)).await);
+        assert_eq!(v, Some(n.to_be_bytes().to_vec()), "{key} lost");
+    }
+    stop(servers);
+}
+
 /// Consul's `TestRPC_NoLeader_Retry`/`_Fail` seen from a client: `No
 /// cluster leader` is retried on the other server after a short wait, again
 /// and again, until the hold timeout from the first attempt has passed;
