@@ -785,6 +785,10 @@ fn tern_agent_without_server_is_a_client_agent() {
     let v: serde_json::Value = serde_json::from_str(&body).unwrap();
     assert_eq!(v["Config"]["Server"], false, "{body}");
     assert_eq!(v["Stats"]["consul"]["server"], "false", "{body}");
+    assert!(
+        v["Stats"].get("raft").is_none(),
+        "a client runs no Raft: {body}"
+    );
 
     let (code, out) = tern_cli(&["leave", &client_addr]);
     assert_eq!((code, out.as_str()), (0, "Graceful leave complete\n"));

@@ -52,7 +52,7 @@ async fn run(
                 });
             }
             ToAgent::Status(tx) => {
-                let _ = tx.send(status(&options, &client));
+                let _ = tx.send(status(&options));
             }
             ToAgent::Leave(tx) => {
                 // Leaving the LAN pool is the gossip side's; nothing else to do.
@@ -81,16 +81,14 @@ pub fn static_servers(addresses: &[String]) -> Vec<ServerMember> {
         .collect()
 }
 
-fn status(options: &AgentOptions, client: &RpcClient) -> AgentStatus {
+/// A client has no Raft and no server port: only its identity.
+fn status(options: &AgentOptions) -> AgentStatus {
     let o = &options.core;
     AgentStatus {
         node_id: o.node_id,
         node_name: o.node_name.0.clone(),
         datacenter: o.datacenter.0.clone(),
         client: true,
-        server_addr: client
-            .current_server()
-            .map_or_else(String::new, |s| s.address),
         ..AgentStatus::default()
     }
 }

@@ -65,13 +65,15 @@ pub(crate) async fn agent_self(
     let mut config = self_config(options);
     // A client agent says so, as Consul's `Config.Server` does.
     config.server = !status.client;
+    let mut stats = BTreeMap::from([("consul", consul_stats(options, &status))]);
+    // A client agent runs no Raft: Consul's client has no `raft` stats.
+    if !status.client {
+        stats.insert("raft", raft_stats(&status));
+    }
     let body = AgentSelf {
         config,
         member: member(options, &status),
-        stats: BTreeMap::from([
-            ("consul", consul_stats(options, &status)),
-            ("raft", raft_stats(&status)),
-        ]),
+        stats,
         meta: BTreeMap::new(),
     };
     json(&body, params.has("pretty"))
