@@ -809,3 +809,167 @@ fn tern_agent_without_server_is_a_client_agent() {
         logs()
     );
 }
+
+/// A `tern agent` process, its output in a log file; killed when dropped.
+struct Proc {
+    child: Option<std::process::Child>,
+    log: std::path::PathBuf,
+}
+
+impl Proc {
+    fn start(args: Vec<String>, log: std::path::PathBuf) -> Proc {
+        let out = std::fs::File::create(&log).unwrap();
+        let child = std::process::Command::new(env!("CARGO_BIN_EXE_tern"))
+            .args(args)
+            .env("TERN_LOG", "info")
+            .stdout(std::process::Stdio::from(out.try_clone().unwrap()))
+            .stderr(std::process::Stdio::from(out))
+            .spawn()
+            .expect("start tern agent");
+        Proc {
+            child: Some(child),
+            log,
+        }
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+/// The rolling-restart promise with real processes: three servers and a
+/// client agent (its servers from `-retry-join`); writes go through the
+/// client's HTTP API without pause while the leader leaves (`tern leave`:
+/// hand-over, drain, exit). Not one write fails, and every one reads back.
+#[test]
+fn a_leader_leaving_under_load_through_a_client_agent_process_fails_no_write() {
+    let hcl = "performance {\n  raft_multiplier = 1\n  leave_drain_time = \"2s\"\n}";
+    let server_ports: Vec<u16> = (0..3).map(|_| common::free_port()).collect();
+    let http_ports: Vec<u16> = (0..4).map(|_| common::free_port()).collect();
+    let mut procs: Vec<Proc> = Vec::new();
+    for i in 0..3 {
+        let dir = common::temp_dir(&format!("roll-s{i}"));
+        let mut args = vec![
+            "agent".to_string(),
+            "-server".into(),
+            "-bootstrap-expect=3".into(),
+            format!("-hcl={hcl}"),
+            format!("-node=s{i}"),
+            format!("-data-dir={}", dir.display()),
+            "-bind=127.0.0.1".into(),
+            "-client=127.0.0.1".into(),
+            format!("-http-port={}", http_ports[i]),
+            format!("-server-port={}", server_ports[i]),
+        ];
+        for (j, p) in server_ports.iter().enumerate() {
+            if j != i {
+                args.push(format!("-retry-join=127.0.0.1:{p}"));
+            }
+        }
+        procs.push(Proc::start(args, dir.join("agent.log")));
+    }
+    let client_dir = common::temp_dir("roll-client");
+    let mut args = vec![
+        "agent".to_string(),
+        "-node=client".into(),
+        format!("-data-dir={}", client_dir.display()),
+        "-bind=127.0.0.1".into(),
+        "-client=127.0.0.1".into(),
+        format!("-http-port={}", http_ports[3]),
+    ];
+    for p in &server_ports {
+        args.push(format!("-retry-join=127.0.0.1:{p}"));
+    }
+    procs.push(Proc::start(args, client_dir.join("agent.log")));
+    let logs = |procs: &[Proc]| -> String {
+        procs
+            .iter()
+            .enumerate()
+            .map(|(i, p)| format!("---- agent {i} ----\n{}", p.log()))
+            .collect()
+    };
+    let client_base = format!("http://127.0.0.1:{}", http_ports[3]);
+
+    // Phase 1: the cluster serves writes through the client; find the leader.
+    let mut ready = false;
+    for _ in 0..150 {
+        if http("PUT", &format!("{client_base}/v1/kv/ready"), "1") == Some((200, "true".into())) {
+            ready = true;
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert!(ready, "no write went through\n{}", logs(&procs));
+    let (_, leader) = http("GET", &format!("{client_base}/v1/status/leader"), "").unwrap();
+    let leader = leader.trim().trim_matches('"').to_string();
+    let l = server_ports
+        .iter()
+        .position(|p| leader == format!("127.0.0.1:{p}"))
+        .unwrap_or_else(|| panic!("leader {leader:?} is none of ours"));
+
+    // Phase 2: continuous writes through the client while the leader leaves.
+    let done = Arc::new(AtomicBool::new(false));
+    let writer = {
+        let (done, base) = (done.clone(), client_base.clone());
+        std::thread::spawn(move || {
+            let mut answers = Vec::new();
+            let mut n = 0u32;
+            while !done.load(Ordering::SeqCst) {
+                let r = http("PUT", &format!("{base}/v1/kv/roll/{n}"), &n.to_string());
+                answers.push((n, r));
+                n += 1;
+            }
+            answers
+        })
+    };
+    std::thread::sleep(Duration::from_millis(500));
+    let leader_addr = format!("-http-addr=127.0.0.1:{}", http_ports[l]);
+    assert_eq!(
+        tern_cli(&["leave", &leader_addr]),
+        (0, "Graceful leave complete\n".into())
+    );
+    let mut exited = false;
+    for _ in 0..100 {
+        if procs[l]
+            .child
+            .as_mut()
+            .unwrap()
+            .try_wait()
+            .unwrap()
+            .is_some()
+        {
+            exited = true;
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(exited, "the leader did not exit\n{}", logs(&procs));
+    std::thread::sleep(Duration::from_secs(1));
+    done.store(true, Ordering::SeqCst);
+    let answers = writer.join().unwrap();
+
+    // Phase 3: every write succeeded and reads back through the client.
+    assert!(answers.len() > 20, "only {} writes", answers.len());
+    let failed: Vec<_> = answers
+        .iter()
+        .filter(|(_, r)| *r != Some((200, "true".to_string())))
+        .collect();
+    assert!(
+        failed.is_empty(),
+        "client-visible errors: {failed:?}\n{}",
+        logs(&procs)
+    );
+    for (n, _) in &answers {
+        let got = http("GET", &format!("{client_base}/v1/kv/roll/{n}?raw"), "");
+        assert_eq!(got, Some((200, n.to_string())), "roll/{n}");
+    }
+}
