@@ -115,11 +115,14 @@ impl ServerList {
         self.order = next;
     }
 
-    fn first(&mut self) -> Option<ServerMember> {
-        if self.watch.has_changed().unwrap_or(false) {
+    /// The server to ask, after taking in a new list if there is one
+    /// (`true` then).
+    fn first(&mut self) -> (Option<ServerMember>, bool) {
+        let changed = self.watch.has_changed().unwrap_or(false);
+        if changed {
             self.refresh();
         }
-        self.order.first().cloned()
+        (self.order.first().cloned(), changed)
     }
 
     /// Consul's `NotifyFailedServer`: if the failed server is the one in
@@ -172,7 +175,25 @@ impl RpcClient {
 
     /// The server calls go to now, if any is known.
     pub fn current_server(&self) -> Option<ServerMember> {
-        self.inner.servers.lock().expect("not poisoned").first()
+        let mut list = self.inner.servers.lock().expect("not poisoned");
+        let (first, changed) = list.first();
+        if changed {
+            // Connections to servers that left the list are closed once the
+            // calls on them are done.
+            let keep: Vec<ConnKey> = list.order.iter().map(key).collect();
+            drop(list);
+            self.inner
+                .conns
+                .lock()
+                .expect("not poisoned")
+                .retain(|k, _| keep.contains(k));
+        }
+        first
+    }
+
+    /// How many servers this client holds a connection slot for.
+    pub fn connection_slots(&self) -> usize {
+        self.inner.conns.lock().expect("not poisoned").len()
     }
 
     /// Ask a server, retrying as Consul's client does (see the module doc).
@@ -511,10 +532,10 @@ mod tests {
         assert_eq!(names(&list), ["s1"]);
         // Failing the only server leaves it in use.
         list.failed(&alive(1));
-        assert_eq!(list.first(), Some(alive(1)));
+        assert_eq!(list.first().0, Some(alive(1)));
 
         tx.send_replace(vec![alive(3), alive(1), alive(2)]);
-        assert_eq!(list.first(), Some(alive(1)), "sticky across a new list");
+        assert_eq!(list.first().0, Some(alive(1)), "sticky across a new list");
         let mut rest = names(&list)[1..].to_vec();
         rest.sort();
         assert_eq!(rest, ["s2", "s3"]);
@@ -531,17 +552,17 @@ mod tests {
         );
 
         // The server in use leaves: the next one takes over.
-        let in_use = list.first().unwrap();
+        let in_use = list.first().0.unwrap();
         let next_in_line = list.order[1].clone();
         let others: Vec<ServerMember> = [alive(1), alive(2), alive(3)]
             .into_iter()
             .filter(|s| *s != in_use)
             .collect();
         tx.send_replace(others);
-        assert_eq!(list.first(), Some(next_in_line));
+        assert_eq!(list.first().0, Some(next_in_line));
         assert_eq!(list.order.len(), 2);
 
         tx.send_replace(vec![]);
-        assert_eq!(list.first(), None);
+        assert_eq!(list.first().0, None);
     }
 }

@@ -589,6 +589,12 @@ async fn after_an_eof_a_read_is_retried_and_a_write_is_not() {
     assert_eq!(v, Some(b"answers".to_vec()));
     assert_eq!(calls_dies.load(Ordering::SeqCst), 2);
     assert_eq!(calls_answers.load(Ordering::SeqCst), 1);
+
+    // A server that leaves the list takes its connection slot with it.
+    assert_eq!(client.connection_slots(), 2);
+    tx.send_replace(vec![answers.clone()]);
+    assert_eq!(client.current_server(), Some(answers));
+    assert_eq!(client.connection_slots(), 1);
 }
 
 /// Bad bytes on a client connection: a frame that is not a call, and a
