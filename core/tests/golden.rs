@@ -655,6 +655,39 @@ fn golden_vectors_match() {
         );
     }
 
+    // A client agent's calls and the replies on the same connection
+    // (`wire::call`), and the error only a client agent produces.
+    let call = wire::Call {
+        id: 0x1_0000_0001,
+        request: request(Op::KvApply(KvCommand::Set(kv_write()))),
+    };
+    g.check(
+        "call_kv_apply",
+        &call,
+        wire::encode_call(&call),
+        wire::decode_call,
+    );
+    let replies = [
+        ("ok", Ok(reply(ReplyBody::Applied(ApplyResult::Kv(true))))),
+        ("err_no_leader", Err(RpcError::NoLeader)),
+    ];
+    for (name, response) in replies {
+        let r = wire::CallReply { id: 7, response };
+        g.check(
+            &format!("call_reply_{name}"),
+            &r,
+            wire::encode_call_reply(&r),
+            wire::decode_call_reply,
+        );
+    }
+    let no_servers: Response = Err(RpcError::NoServers);
+    g.check(
+        "response_err_no_servers",
+        &no_servers,
+        wire::encode_response(&no_servers),
+        wire::decode_response,
+    );
+
     for (name, kv) in kv_commands() {
         let c = Command::Kv(kv);
         g.check(

@@ -202,6 +202,7 @@ fn options() -> AgentOptions {
         retry_join: vec![],
         bootstrap_expect: 3,
         dev: false,
+        server: true,
     }
 }
 
@@ -221,6 +222,7 @@ fn leader_status() -> AgentStatus {
         last_contact_ms: 0,
         num_peers: 2,
         known_leader: true,
+        client: false,
     }
 }
 

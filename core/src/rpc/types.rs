@@ -174,6 +174,10 @@ pub enum RpcError {
     /// The leader's data dir is full (ENOSPC): it refuses writes, and
     /// nothing was applied, until there is room; reads are still served.
     DiskFull,
+    /// `No known Consul servers`: a client agent knows no server to ask
+    /// (Consul's `structs.ErrNoServers`). Only a client agent says it; no
+    /// server sends it.
+    NoServers,
 }
 
 impl core::fmt::Display for RpcError {
@@ -190,6 +194,7 @@ impl core::fmt::Display for RpcError {
             RpcError::DiskFull => f.write_str(
                 "No space left on device: the leader's data dir is full; writes are refused until there is room",
             ),
+            RpcError::NoServers => f.write_str("No known Consul servers"),
         }
     }
 }
