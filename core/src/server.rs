@@ -14,9 +14,10 @@ use crate::action::{Action, Event, Input};
 use crate::autopilot::Autopilot;
 use crate::clock::{Duration, Instant};
 use crate::config::{Config, ConfigError};
-use crate::fsm::{ApplyResult, Command, Fsm, TombstoneGc};
+use crate::fsm::{ApplyResult, Command, Fsm, StoredAutopilot, TombstoneGc};
 use crate::ids::{LogIndex, NodeId, RequestId, Term};
 use crate::message::{Message, MessageBody, ADDRESS_BYTES_MAX};
+use crate::parked::{Parked, Touched};
 use crate::raft::{
     Durable, Entry, EntryPayload, Member, Membership, ProposeError, Raft, RaftMessage, Role,
     Snapshot, SnapshotMeta, Suffrage,
@@ -71,10 +72,9 @@ struct Forwarded {
 
 /// A blocking query parked until its index moves.
 #[derive(Clone, Debug)]
-struct Parked {
+struct ParkedQuery {
     origin: Origin,
     request: Request,
-    deadline: Instant,
 }
 
 /// A read confirmed by ReadIndex, waiting for the state machine to catch up.
@@ -109,6 +109,9 @@ pub struct Server {
     reconciler: Reconciler,
     /// The term the reconciler last looked in as leader: a new term looks again.
     reconciled_term: Option<Term>,
+    /// The term this server, as leader, proposed storing the agent's
+    /// autopilot configuration in (`store_autopilot_config`).
+    autopilot_stored_in: Option<Term>,
     /// The leave is complete (`Event::Left`): every request fails fast.
     left: bool,
 
@@ -118,7 +121,11 @@ pub struct Server {
     confirmed_reads: Vec<ConfirmedRead>,
     held: Vec<Held>,
     forwarded: BTreeMap<u64, Forwarded>,
-    parked: Vec<Parked>,
+    /// Blocking queries, indexed by what they watch (`crate::parked`).
+    parked: Parked<ParkedQuery>,
+    /// What entries applied (or a snapshot installed) since parked queries
+    /// were last looked at.
+    touched: Touched,
     /// The leader forwarded reads were last checked against: when another
     /// becomes routable, reads forwarded elsewhere are sent to it.
     leader_followed: Option<NodeId>,
@@ -191,6 +198,7 @@ impl Server {
             removal_deadline: None,
             reconciler: Reconciler::new(),
             reconciled_term: None,
+            autopilot_stored_in: None,
             left: false,
             next_ctx: incarnation & !0xFFFF_FFFF,
             proposals: BTreeMap::new(),
@@ -198,7 +206,8 @@ impl Server {
             confirmed_reads: Vec::new(),
             held: Vec::new(),
             forwarded: BTreeMap::new(),
-            parked: Vec::new(),
+            parked: Parked::default(),
+            touched: Touched::default(),
             leader_followed: None,
             transfer_waiter: None,
             applied_since_snapshot: 0,
@@ -260,8 +269,8 @@ impl Server {
         for f in self.forwarded.values() {
             t = t.min(f.deadline);
         }
-        for p in &self.parked {
-            t = t.min(p.deadline);
+        if let Some(d) = self.parked.next_deadline() {
+            t = t.min(d);
         }
         if let Some(d) = self.draining_until {
             // Once the drain is over, wait for the removal (or its deadline).
@@ -865,6 +874,28 @@ impl Server {
                 m.servers.remove(&tid);
                 self.propose_membership(now, m, origin.clone(), out)
             }
+            Op::AutopilotSetConfig { config, cas } => {
+                if let Err(e) = config.validate() {
+                    return self.respond(
+                        origin,
+                        Err(RpcError::BadRequest(format!("{}: {}", e.key, e.message))),
+                        out,
+                    );
+                }
+                let command = Command::AutopilotSet {
+                    config: config.clone(),
+                    cas: *cas,
+                };
+                self.raft
+                    .propose(
+                        now,
+                        EntryPayload::Command(std::sync::Arc::new(command)),
+                        out,
+                    )
+                    .map(|(index, term)| {
+                        self.proposals.insert(index, (term, origin.clone()));
+                    })
+            }
             Op::RaftTransferLeadership { to } => {
                 match self.raft.transfer_leadership(now, *to, out) {
                     Ok(_) => {
@@ -932,11 +963,10 @@ impl Server {
                 // Consul adds up to wait/16 of jitter so that many blocked
                 // clients do not return at once.
                 let jitter = Duration(self.rng.range(0, wait.as_nanos() / 16 + 1));
-                self.parked.push(Parked {
-                    origin,
-                    request,
-                    deadline: now + wait + jitter,
-                });
+                let deadline = now + wait + jitter;
+                let op = request.op.clone();
+                self.parked
+                    .park(&op, deadline, ParkedQuery { origin, request });
                 return;
             }
         }
@@ -1001,6 +1031,14 @@ impl Server {
             // The leader's last sample (a follower has none: it answers
             // only once forwarded, see `route_within`).
             Op::AutopilotHealth => (commit, ReplyBody::AutopilotHealth(self.autopilot.reply())),
+            Op::AutopilotGetConfig => {
+                let stored = self.fsm.autopilot().cloned().unwrap_or(StoredAutopilot {
+                    config: self.config.autopilot.clone(),
+                    create_index: 0,
+                    modify_index: 0,
+                });
+                (stored.modify_index, ReplyBody::AutopilotConfig(stored))
+            }
             // Writes never reach here.
             _ => (commit, ReplyBody::Done),
         }
@@ -1144,15 +1182,53 @@ impl Server {
         }
         self.reap_tombstones(now, out);
         self.finish_transfer(out);
-        if applied_any {
+        if applied_any || !self.touched.is_empty() {
             self.wake_parked(now, out);
         }
         self.follow_leader(now, out);
         self.retry_held(now, out);
         self.maybe_snapshot(now, out);
         self.run_reconcile(now, out);
+        self.store_autopilot_config(now, out);
         self.run_autopilot(now, out);
         self.finish_leave(now, out);
+    }
+
+    /// Autopilot runs with the replicated configuration once one is stored;
+    /// until then with the agent's own, which a leader stores (CAS 0: only
+    /// if none is) once per term, as Consul's leader does when it is
+    /// established (`getOrCreateAutopilotConfig`).
+    fn store_autopilot_config(&mut self, now: Instant, out: &mut Vec<Action>) {
+        if let Some(stored) = self.fsm.autopilot() {
+            if stored.config != self.config.autopilot {
+                self.config.autopilot = stored.config.clone();
+            }
+            return;
+        }
+        let term = self.raft.term();
+        if self.raft.role() != Role::Leader
+            || self.autopilot_stored_in == Some(term)
+            || !self.raft.committed_in_term()
+            || self.is_draining(now)
+        {
+            return;
+        }
+        let command = Command::AutopilotSet {
+            config: self.config.autopilot.clone(),
+            cas: Some(0),
+        };
+        // Refused (Busy, a full disk): tried again at the next input.
+        if self
+            .raft
+            .propose(
+                now,
+                EntryPayload::Command(std::sync::Arc::new(command)),
+                out,
+            )
+            .is_ok()
+        {
+            self.autopilot_stored_in = Some(term);
+        }
     }
 
     /// Consul's autopilot loop on the leader (`autopilot.go`): health every
@@ -1205,6 +1281,7 @@ impl Server {
         match restored {
             Ok(fsm) => {
                 self.fsm = fsm;
+                self.touched.all = true;
                 self.applied_since_snapshot = 0;
                 // Proposals at or below the snapshot were decided by someone
                 // else's log; their outcome is unknown to us.
@@ -1240,6 +1317,7 @@ impl Server {
             let result = match &entry.payload {
                 EntryPayload::Command(c) => {
                     let r = self.fsm.apply(index.0, c);
+                    self.touched.command(c);
                     if let Command::TombstoneReap { upto } = c.as_ref() {
                         self.tombstone_gc.reaped(*upto);
                     } else if self.fsm.left_tombstones(index.0, c) {
@@ -1249,6 +1327,7 @@ impl Server {
                 }
                 _ => {
                     self.fsm.apply_other(index.0);
+                    self.touched.any = true;
                     None
                 }
             };
@@ -1418,18 +1497,20 @@ impl Server {
         }
     }
 
+    /// Answer the parked queries what was applied moved past their
+    /// `min_index`; only those it can concern are looked at.
     fn wake_parked(&mut self, now: Instant, out: &mut Vec<Action>) {
-        let parked = std::mem::take(&mut self.parked);
-        for p in parked {
-            let index = self.watch_index(&p.request.op);
+        let touched = std::mem::take(&mut self.touched);
+        let mut parked = std::mem::take(&mut self.parked);
+        let woken = parked.take_woken(&touched, |p| {
             let min = p.request.blocking.map_or(0, |b| b.min_index);
-            if index > min {
-                let mut request = p.request;
-                request.blocking = None;
-                self.serve_read(now, p.origin, request, out);
-            } else {
-                self.parked.push(p);
-            }
+            self.watch_index(&p.request.op) > min
+        });
+        self.parked = parked;
+        for p in woken {
+            let mut request = p.request;
+            request.blocking = None;
+            self.serve_read(now, p.origin, request, out);
         }
     }
 
@@ -1480,15 +1561,10 @@ impl Server {
                 );
             }
         }
-        let parked = std::mem::take(&mut self.parked);
-        for p in parked {
-            if now >= p.deadline {
-                let mut request = p.request;
-                request.blocking = None;
-                self.serve_read(now, p.origin, request, out);
-            } else {
-                self.parked.push(p);
-            }
+        for p in self.parked.take_due(now) {
+            let mut request = p.request;
+            request.blocking = None;
+            self.serve_read(now, p.origin, request, out);
         }
     }
 

@@ -1,4 +1,5 @@
-//! The `tern` binary: `tern agent ...` runs a server; every other subcommand
+//! The `tern` binary: `tern agent ...` runs a server (or, without `-server`,
+//! a client agent); every other subcommand
 //! is a client of the HTTP API (`tern kv`, `tern operator raft`, `tern members`,
 //! `tern join`, `tern force-leave`, `tern leave`).
 
@@ -58,7 +59,13 @@ fn agent(args: &[String]) -> ExitCode {
         }
     };
     runtime.block_on(async move {
-        let agent = match tern::agent::start(options.clone()).await {
+        // A client agent routes to the servers its LAN gossip pool reports.
+        let started = if options.server {
+            tern::agent::start(options.clone()).await
+        } else {
+            tern::agent::start_gossip_client(options.clone()).await
+        };
+        let agent = match started {
             Ok(a) => a,
             Err(e) => {
                 tracing::error!("{e}");
@@ -72,14 +79,25 @@ fn agent(args: &[String]) -> ExitCode {
                 return ExitCode::from(1);
             }
         };
-        tracing::info!(
-            "Tern agent running: node {} ({}), datacenter {}, HTTP on {}, server port on {}",
-            options.core.node_name,
-            options.core.node_id,
-            options.core.datacenter,
-            options.http_addr,
-            options.server_addr
-        );
+        if options.server {
+            tracing::info!(
+                "Tern agent running: node {} ({}), datacenter {}, HTTP on {}, server port on {}",
+                options.core.node_name,
+                options.core.node_id,
+                options.core.datacenter,
+                options.http_addr,
+                options.server_addr
+            );
+        } else {
+            tracing::info!(
+                "Tern client agent running: node {} ({}), datacenter {}, HTTP on {}, LAN gossip on {}",
+                options.core.node_name,
+                options.core.node_id,
+                options.core.datacenter,
+                options.http_addr,
+                options.lan.bind
+            );
+        }
         let handle = agent.handle.clone();
         let http = tokio::spawn(async move {
             if let Err(e) = tern::http::serve_until_left(http, handle).await {

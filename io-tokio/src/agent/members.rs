@@ -146,14 +146,20 @@ impl Pools {
         in_cluster: bool,
     ) -> Result<(Pools, mpsc::Receiver<ServerReport>), String> {
         let core = &options.core;
-        let tags = Tags::server(
-            &core.datacenter.0,
-            options.server_addr.port(),
-            core.node_id,
-            RAFT_VSN,
-            &build(),
-        );
-        let wan = match &options.wan {
+        // Consul's tags: a server's (agent/consul/server.go `setupSerf`) or a
+        // client agent's (agent/consul/client_serf.go).
+        let tags = if options.server {
+            Tags::server(
+                &core.datacenter.0,
+                options.server_addr.port(),
+                core.node_id,
+                RAFT_VSN,
+                &build(),
+            )
+        } else {
+            Tags::client(&core.datacenter.0, core.node_id, &build())
+        };
+        let wan = match options.wan.as_ref().filter(|_| options.server) {
             None => None,
             Some(w) => {
                 let config = pool_config(
@@ -181,7 +187,7 @@ impl Pools {
         // Consul's servers tell the LAN where their WAN pool listens, so the
         // other servers of the datacenter flood-join it.
         let mut lan_tags = tags;
-        if options.bootstrap_expect > 0 {
+        if options.server && options.bootstrap_expect > 0 {
             lan_tags
                 .0
                 .insert(EXPECT.into(), options.bootstrap_expect.to_string());

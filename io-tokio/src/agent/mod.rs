@@ -28,6 +28,10 @@ pub struct AgentOptions {
     /// Bootstrap once this many servers (counting this one) are known; 0: never.
     pub bootstrap_expect: usize,
     pub dev: bool,
+    /// `server = true` (`-server`, `-dev`): run Raft ([`start`]). `false`: a
+    /// client agent ([`start_client`]) that forwards every request to the
+    /// servers and binds no server port.
+    pub server: bool,
 }
 
 /// Where one gossip pool listens and whom it joins (Consul's `start_join`,
@@ -68,6 +72,8 @@ pub struct AgentStatus {
     pub last_contact_ms: u64,
     pub num_peers: usize,
     pub known_leader: bool,
+    /// A client agent (`server = false`): no Raft; the Raft fields are empty.
+    pub client: bool,
 }
 
 /// How the rest of the process talks to the agent task. Cheap to clone.
@@ -191,7 +197,9 @@ impl AgentHandle {
     }
 }
 
+mod client;
 pub(crate) mod members;
 mod runtime;
+pub use client::{start_client, start_gossip_client};
 pub use members::{MembersError, Pool, Pools};
 pub use runtime::{start, Agent};

@@ -220,9 +220,16 @@ async fn run(
                 Some(m) = reports.recv() => l.known_server(m),
                 Some(msg) = rx.recv() => l.before_bootstrap(msg),
                 Some(()) = gossip_left_rx.recv() => l.gossip_leave_done(),
-                // Nothing to do with peer messages before there is a server;
-                // the old join handshake is not answered any more.
-                Some(_) = inbound.recv() => {}
+                Some(inb) = inbound.recv() => match inb {
+                    // The old join handshake is not answered any more:
+                    // servers find each other through the LAN pool.
+                    Inbound::Hello(_, reply) => drop(reply),
+                    // No server yet: a client asks another one.
+                    Inbound::Call(_, tx) => {
+                        let _ = tx.send(Err(RpcError::NoLeader));
+                    }
+                    Inbound::Message(_) | Inbound::Gone(_) => {}
+                },
                 else => return,
             }
             if l.leave_started {
@@ -688,6 +695,8 @@ impl Loop {
             // The old server-port join handshake: servers find each other
             // through the LAN pool now; the asker sees the reply dropped.
             Inbound::Hello(_, reply) => drop(reply),
+            // A client agent's call over the server port: as our own API's.
+            Inbound::Call(request, tx) => self.take(ToAgent::Request(request, tx), inputs),
         }
     }
 

@@ -1,7 +1,7 @@
 //! The client commands, talking to an agent over its HTTP API as Consul's CLI
 //! does: `kv get|put|delete`, `operator raft list-peers|remove-peer`,
-//! `operator autopilot get-config|state`, `members`, `join`, `force-leave`,
-//! `leave`.
+//! `operator autopilot get-config|set-config|state`, `members`, `join`,
+//! `force-leave`, `leave`.
 //!
 //! Output follows Consul's CLI. Every error is one line on stderr and the
 //! exit code is 1 (Consul's code for usage and request errors alike).
@@ -48,6 +48,7 @@ pub fn run_with_input(
         ["operator", "raft", "list-peers", ..] => operator::list_peers(&args[3..], &mut io),
         ["operator", "raft", "remove-peer", ..] => operator::remove_peer(&args[3..], &mut io),
         ["operator", "autopilot", "get-config", ..] => autopilot::get_config(&args[3..], &mut io),
+        ["operator", "autopilot", "set-config", ..] => autopilot::set_config(&args[3..], &mut io),
         ["operator", "autopilot", "state", ..] => autopilot::state(&args[3..], &mut io),
         ["members", ..] => members::members(&args[1..], &mut io),
         ["join", ..] => members::join(&args[1..], &mut io),
@@ -78,7 +79,7 @@ pub fn is_command(word: &str) -> bool {
 
 /// One line listing the client commands.
 pub const COMMANDS: &str =
-    "kv get|put|delete, operator raft list-peers|remove-peer, operator autopilot get-config|state, members, join, force-leave, leave";
+    "kv get|put|delete, operator raft list-peers|remove-peer, operator autopilot get-config|set-config|state, members, join, force-leave, leave";
 
 const USAGE: &str = "\
 Usage: tern <command> [options]
@@ -87,6 +88,7 @@ Usage: tern <command> [options]
   operator raft list-peers          show the Raft configuration
   operator raft remove-peer         remove a server from it
   operator autopilot get-config     show the autopilot configuration
+  operator autopilot set-config     change the autopilot configuration
   operator autopilot state          show autopilot's view of every server
   members                           list the gossip pool's members
   join                              join the cluster through a member's gossip address

@@ -217,11 +217,6 @@ fn build(c: Layer, dev: bool) -> Result<AgentConfig, ConfigError> {
             "bootstrap_expect: requires server = true (-server)".into(),
         ));
     }
-    if !server {
-        return Err(ConfigError(
-            "server: must be true: Tern runs servers only (-server or -dev)".into(),
-        ));
-    }
     let data_dir = match (dev, c.data_dir) {
         (true, _) => None,
         (false, Some(d)) if !d.as_os_str().is_empty() => Some(d),
@@ -347,8 +342,13 @@ fn build(c: Layer, dev: bool) -> Result<AgentConfig, ConfigError> {
         retry_interval: c.retry_interval.unwrap_or(DEFAULT_RETRY_INTERVAL),
         retry_max: retry_max(c.retry_max),
     };
-    // Only servers gossip over the WAN; -1 turns the pool off.
-    let wan = match c.serf_wan_port.unwrap_or(i32::from(DEFAULT_SERF_WAN_PORT)) {
+    // Only servers gossip over the WAN (a client agent has no WAN pool);
+    // -1 turns the pool off.
+    let wan_port = match server {
+        true => c.serf_wan_port.unwrap_or(i32::from(DEFAULT_SERF_WAN_PORT)),
+        false => -1,
+    };
+    let wan = match wan_port {
         -1 => None,
         p => {
             let p = u16::try_from(p).map_err(|_| {
@@ -366,7 +366,8 @@ fn build(c: Layer, dev: bool) -> Result<AgentConfig, ConfigError> {
     };
     if wan.is_none() && !(c.start_join_wan.is_empty() && c.retry_join_wan.is_empty()) {
         return Err(ConfigError(
-            "retry_join_wan: needs the WAN pool, but ports.serf_wan is -1".into(),
+            "retry_join_wan: needs the WAN pool of a server, but this is a client agent or ports.serf_wan is -1"
+                .into(),
         ));
     }
     if let Some(w) = &wan {
@@ -387,6 +388,7 @@ fn build(c: Layer, dev: bool) -> Result<AgentConfig, ConfigError> {
             wan,
             bootstrap_expect,
             dev,
+            server,
         },
         log_level: c.log_level.unwrap_or_else(|| "info".into()),
     })

@@ -79,16 +79,21 @@ pub(crate) async fn agent_self(
         .ok()
         .and_then(|ms| ms.into_iter().find(|m| &m.name == name))
         .map(|m| AgentMember::of(&m));
+    let mut config = self_config(options);
+    // A client agent says so, as Consul's `Config.Server` does.
+    config.server = !status.client;
+    let mut stats = BTreeMap::from([("consul", consul_stats(options, &status))]);
+    // A client agent runs no Raft: Consul's client has no `raft` stats.
+    if !status.client {
+        stats.insert("raft", raft_stats(&status));
+    }
     let body = AgentSelf {
-        config: self_config(options),
+        config,
         member: match lan_member {
             Some(m) => SelfMember::Gossip(m),
             None => SelfMember::Options(member(options, &status)),
         },
-        stats: BTreeMap::from([
-            ("consul", consul_stats(options, &status)),
-            ("raft", raft_stats(&status)),
-        ]),
+        stats,
         meta: BTreeMap::new(),
     };
     json(&body, params.has("pretty"))
@@ -171,7 +176,7 @@ fn consul_stats(options: &AgentOptions, status: &AgentStatus) -> BTreeMap<&'stat
     // which `-dev` implies).
     let bootstrap = options.dev || options.bootstrap_expect == 1;
     BTreeMap::from([
-        ("server", "true".to_string()),
+        ("server", (!status.client).to_string()),
         ("leader", is_leader.to_string()),
         (
             "leader_addr",

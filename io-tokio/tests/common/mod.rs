@@ -61,6 +61,18 @@ pub fn temp_dir(name: &str) -> PathBuf {
 /// Start `tern agent` as the only server of its cluster (bootstrap-expect
 /// 1, raft_multiplier 1) on loopback, with its output discarded.
 pub fn spawn_single_server(node: &str, data_dir: &Path, http: u16, server: u16) -> Child {
+    spawn_single_server_gossiping(node, data_dir, http, server, free_gossip_port())
+}
+
+/// [`spawn_single_server`] with its LAN gossip port given (others join it
+/// there).
+pub fn spawn_single_server_gossiping(
+    node: &str,
+    data_dir: &Path,
+    http: u16,
+    server: u16,
+    serf_lan: u16,
+) -> Child {
     Command::new(env!("CARGO_BIN_EXE_tern"))
         .args([
             "agent".to_string(),
@@ -73,7 +85,7 @@ pub fn spawn_single_server(node: &str, data_dir: &Path, http: u16, server: u16) 
             "-client=127.0.0.1".into(),
             format!("-http-port={http}"),
             format!("-server-port={server}"),
-            format!("-serf-lan-port={}", free_gossip_port()),
+            format!("-serf-lan-port={serf_lan}"),
             format!("-serf-wan-port={}", free_gossip_port()),
         ])
         .stdout(Stdio::null())
