@@ -88,7 +88,8 @@ pub(crate) struct HandleInner {
     /// Set once the agent's leave is complete (`Event::Left`): the process
     /// exits on it.
     pub(crate) left: Arc<tokio::sync::watch::Sender<bool>>,
-    /// The gossip pools; `None` for a [`AgentHandle::detached`] handle.
+    /// The gossip pools; `None` for a [`AgentHandle::detached`] handle and a
+    /// client agent fed its servers by a test ([`start_client`]).
     pub(crate) pools: Option<Arc<Pools>>,
 }
 
