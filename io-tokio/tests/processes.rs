@@ -818,9 +818,8 @@ fn the_state_grows_past_300_mb_and_every_server_survives_its_snapshots() {
     for n in nodes.iter_mut() {
         // The follower killed early stays a voter (no dead-server cleanup
         // once gossip declares it failed), so this is the snapshot path of
-        // a lagging voter. (A server removed by autopilot and re-added as a
-        // non-voter did not catch up from a ~310 MiB snapshot within 180 s
-        // in two runs of 2026-12-01: reported to the lead.)
+        // a lagging voter; a server removed and added back is
+        // `autopilot_removes_a_server_gossip_declares_failed`.
         n.hcl = "performance { raft_multiplier = 1 }\nraft_snapshot_threshold = 64\n\
                  raft_snapshot_interval = \"1s\"\nraft_trailing_logs = 16\n\
                  autopilot { cleanup_dead_servers = false }"
@@ -1143,14 +1142,14 @@ fn autopilot_reports_health_and_keeps_a_server_that_restarts() {
 /// follower makes LAN gossip declare it failed, and with
 /// `cleanup_dead_servers` on (the default) the leader removes it from the
 /// Raft configuration, since that leaves a quorum; restarted, it is added
-/// back and catches up.
+/// back as a non-voter and catches up from the leader's snapshot.
 #[test]
 fn autopilot_removes_a_server_gossip_declares_failed() {
     let mut nodes = cluster("cleanup");
     for n in nodes.iter_mut() {
-        n.hcl =
-            "performance { raft_multiplier = 1 }\nautopilot { server_stabilization_time = \"2s\" }"
-                .into();
+        n.hcl = "performance { raft_multiplier = 1 }\nautopilot { server_stabilization_time = \"2s\" }\n\
+                 raft_snapshot_threshold = 8\nraft_snapshot_interval = \"1s\"\nraft_trailing_logs = 4"
+            .into();
     }
     let ports: Vec<u16> = nodes.iter().map(|n| n.serf_lan).collect();
     for n in nodes.iter_mut() {
@@ -1187,8 +1186,29 @@ fn autopilot_removes_a_server_gossip_declares_failed() {
     // Restarted, it is alive in gossip again: the leader adds it back as a
     // non-voter (Consul's leader.go reconcile) and it catches up a write
     // made while it was away.
+    // Enough writes that the leader's log no longer reaches back to what
+    // the victim has: it catches up from a snapshot.
+    for i in 0..40 {
+        let url = format!("{}/v1/kv/away/{i}", nodes[leader].base());
+        assert_eq!(put(&url, "x").map(|r| r.1), Some("true".into()));
+    }
     let put_url = format!("{}/v1/kv/while-away", nodes[leader].base());
     assert_eq!(put(&put_url, "1").map(|r| r.1), Some("true".into()));
+    // Wait for the leader to compact past what the victim holds (it died
+    // within the first few entries; 4 trailing entries are kept).
+    let snapshot_past = |log: &str| {
+        log.lines().any(|l| {
+            l.split("snapshot taken at index ")
+                .nth(1)
+                .and_then(|n| n.trim().parse::<u64>().ok())
+                .is_some_and(|n| n >= 30)
+        })
+    };
+    let end = Instant::now() + Duration::from_secs(30);
+    while !snapshot_past(&std::fs::read_to_string(&nodes[leader].log).unwrap_or_default()) {
+        assert!(Instant::now() < end, "no snapshot\n{}", logs(&nodes));
+        std::thread::sleep(Duration::from_millis(100));
+    }
     nodes[victim].start(&ports);
     let (_, c) = poll_until(&config_url, Duration::from_secs(30), |_, c| servers(c) == 3)
         .expect("a configuration");
@@ -1203,4 +1223,6 @@ fn autopilot_removes_a_server_gossip_declares_failed() {
         );
         std::thread::sleep(Duration::from_millis(200));
     }
+    let log = std::fs::read_to_string(&nodes[victim].log).unwrap_or_default();
+    assert!(log.contains("snapshot installed"), "{log}");
 }
