@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::time::Duration as StdDuration;
 
 use tern_core::autopilot::AutopilotEvent;
+use tern_core::autopilot::GossipStatus;
 use tern_core::fsm::FsmView;
 use tern_core::raft::{Durable, Member, Membership, Role, SnapshotMeta, Suffrage};
 use tern_core::rpc::{Response, RpcError};
@@ -14,8 +15,6 @@ use tern_core::{
     Server,
 };
 use tokio::sync::{mpsc, oneshot};
-
-use tern_core::autopilot::GossipStatus;
 
 use super::members::{Pools, ServerReport};
 use super::{AgentHandle, AgentOptions, AgentStatus, HandleInner, ToAgent};
