@@ -1390,7 +1390,7 @@ fn a_write_in_flight_at_a_leader_change_is_answered_once_the_next_leader_commits
     // The old leader steps down (no quorum); the others elect a leader,
     // which commits the entry with its first entry of the new term.
     c.run_for(Duration::from_secs(2));
-    assert!(c.responses.get(&(old, rid)).is_none(), "not answered yet");
+    assert!(!c.responses.contains_key(&(old, rid)), "not answered yet");
     let new = c.leader().expect("a new leader");
     assert_ne!(new, old);
     c.cut.clear();
@@ -1416,7 +1416,7 @@ fn a_write_nobody_commits_is_answered_unknown_after_the_hold_timeout() {
     let rid = c.request(old, put("lost", "v"));
     c.run_for(Duration::from_secs(2));
     assert!(c.servers[&old].role() != tern_core::raft::Role::Leader);
-    assert!(c.responses.get(&(old, rid)).is_none(), "still waiting");
+    assert!(!c.responses.contains_key(&(old, rid)), "still waiting");
     c.run_for(c.configs[&old].rpc_hold_timeout);
     match c.responses.get(&(old, rid)) {
         Some(Err(RpcError::Unknown(m))) => assert!(m.contains("leadership lost"), "{m}"),
