@@ -107,6 +107,9 @@ pub struct Server {
     /// The leader's view of the servers gossip reports, and whether the
     /// configuration needs another look (`crate::reconcile`).
     reconciler: Reconciler,
+    /// Until when proposals of a term this server no longer leads wait to
+    /// learn their outcome (`fail_proposals`).
+    orphans_until: Option<Instant>,
     /// The term the reconciler last looked in as leader: a new term looks again.
     reconciled_term: Option<Term>,
     /// The term this server, as leader, proposed storing the agent's
@@ -198,6 +201,7 @@ impl Server {
             removal_deadline: None,
             reconciler: Reconciler::new(),
             reconciled_term: None,
+            orphans_until: None,
             autopilot_stored_in: None,
             left: false,
             next_ctx: incarnation & !0xFFFF_FFFF,
@@ -271,6 +275,9 @@ impl Server {
         }
         if let Some(d) = self.parked.next_deadline() {
             t = t.min(d);
+        }
+        if let Some(o) = self.orphans_until {
+            t = t.min(o);
         }
         if let Some(d) = self.draining_until {
             // Once the drain is over, wait for the removal (or its deadline).
@@ -1177,9 +1184,7 @@ impl Server {
         self.offered = None;
         let applied_any = self.apply_committed(now, out);
         self.finish_reads(now, out);
-        if self.raft.role() != Role::Leader {
-            self.fail_proposals(out);
-        }
+        self.fail_proposals(now, out);
         self.reap_tombstones(now, out);
         self.finish_transfer(out);
         if applied_any || !self.touched.is_empty() {
@@ -1433,16 +1438,34 @@ impl Server {
         }
     }
 
-    fn fail_proposals(&mut self, out: &mut Vec<Action>) {
-        // Entries proposed in an earlier term may still commit under the new
-        // leader, so the outcome is unknown, never "failed".
+    /// Proposals made as leader of an earlier term (leadership moved on,
+    /// as on every graceful leave) wait to learn their outcome: an entry
+    /// this server proposed that the next leader commits with the term it
+    /// was proposed in is that proposal (Log Matching), so it is answered
+    /// with its result when applied here; one replaced by another entry is
+    /// answered "leadership lost" when its index is applied
+    /// (`apply_committed`). Whatever is still unknown `rpc_hold_timeout`
+    /// after leadership was lost is answered "leadership lost": the
+    /// outcome is unknown, never "failed".
+    fn fail_proposals(&mut self, now: Instant, out: &mut Vec<Action>) {
+        let (term, leading) = (self.raft.term(), self.raft.role() == Role::Leader);
         let stale: Vec<LogIndex> = self
             .proposals
             .iter()
-            .filter(|(_, (t, _))| *t < self.raft.term() || self.raft.role() != Role::Leader)
+            .filter(|(_, (t, _))| *t < term || !leading)
             .map(|(i, _)| *i)
             .collect();
-        self.answer_lost(stale, out);
+        if stale.is_empty() {
+            self.orphans_until = None;
+            return;
+        }
+        let until = *self
+            .orphans_until
+            .get_or_insert(now + self.config.rpc_hold_timeout);
+        if now >= until {
+            self.orphans_until = None;
+            self.answer_lost(stale, out);
+        }
     }
 
     /// Answer these proposals "outcome unknown": their entries may yet be
