@@ -14,7 +14,6 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
-use serde::{Deserialize, Serialize};
 use tern_core::rpc::{Request, Response, RpcError};
 use tern_core::wire;
 use tern_core::{Message, NodeId};
@@ -34,40 +33,6 @@ pub const PEER_QUEUE_MAX: usize = 4096;
 /// never holds more than this many of the agent's pending requests.
 pub const CALLS_INFLIGHT_MAX: usize = 256;
 
-/// What a server says about itself when it joins (the `RPC_CONSUL` handshake).
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Hello {
-    pub node_id: NodeId,
-    pub node_name: String,
-    pub datacenter: String,
-    pub server_addr: String,
-    /// Servers this one knows, so joining is transitive.
-    pub known: Vec<(NodeId, String, String)>,
-}
-
-const HELLO_VERSION: u8 = 1;
-
-impl Hello {
-    pub fn encode(&self) -> Vec<u8> {
-        let mut out = vec![HELLO_VERSION];
-        out.extend(postcard::to_allocvec(self).expect("a Hello always encodes"));
-        out
-    }
-
-    /// Total: any bytes give a Hello or an error.
-    pub fn decode(bytes: &[u8]) -> Result<Hello, String> {
-        match bytes.split_first() {
-            None => Err("empty hello".into()),
-            Some((&HELLO_VERSION, rest)) => match postcard::take_from_bytes::<Hello>(rest) {
-                Ok((h, [])) => Ok(h),
-                Ok((_, extra)) => Err(format!("{} trailing bytes after hello", extra.len())),
-                Err(e) => Err(format!("malformed hello: {e}")),
-            },
-            Some((v, _)) => Err(format!("unknown hello version {v}")),
-        }
-    }
-}
-
 /// What the listener hands the agent.
 pub enum Inbound {
     Message(Message),
@@ -75,8 +40,6 @@ pub enum Inbound {
     /// broke: what the OS says when a process dies. A hint, not a fact
     /// (`Input::Unreachable`).
     Gone(NodeId),
-    /// A joining server's hello; answer with ours on `reply`.
-    Hello(Hello, tokio::sync::oneshot::Sender<Hello>),
     /// A client agent's call: handled exactly as a request from this
     /// agent's own HTTP API (`ToAgent::Request`), answered on the sender.
     /// Dropping the sender unanswered closes the client's connection (what
@@ -164,7 +127,6 @@ async fn handle_conn(
         wire::conn::ConnKind::Raft => {
             read_messages(stream, frame_bytes_max, to_agent, refusals).await
         }
-        wire::conn::ConnKind::Rpc => answer_hello(stream, frame_bytes_max, to_agent).await,
         wire::conn::ConnKind::Multiplex => answer_calls(stream, frame_bytes_max, to_agent).await,
         other => Err(format!(
             "first byte {:#04x} ({other:?}) is not served",
@@ -257,33 +219,6 @@ async fn read_messages(
         let _ = to_agent.send(Inbound::Gone(id)).await;
     }
     ended
-}
-
-async fn answer_hello(
-    mut stream: TcpStream,
-    frame_bytes_max: usize,
-    to_agent: mpsc::Sender<Inbound>,
-) -> Result<(), String> {
-    let mut decoder = wire::FrameDecoder::new(frame_bytes_max.min(1 << 20));
-    let mut buf = vec![0u8; 4096];
-    let frame = tokio::time::timeout(
-        HANDSHAKE_TIMEOUT,
-        read_frame(&mut stream, &mut decoder, &mut buf),
-    )
-    .await
-    .map_err(|_| "no hello within the handshake timeout".to_string())??
-    .ok_or("closed before its hello")?;
-    let hello = Hello::decode(&frame)?;
-    let (tx, rx) = tokio::sync::oneshot::channel();
-    to_agent
-        .send(Inbound::Hello(hello, tx))
-        .await
-        .map_err(|_| "agent stopped")?;
-    let ours = rx.await.map_err(|_| "agent stopped")?;
-    let mut out = Vec::new();
-    wire::encode_frame(&ours.encode(), &mut out);
-    stream.write_all(&out).await.map_err(|e| e.to_string())?;
-    Ok(())
 }
 
 /// Answer a client's calls on its multiplexed connection until it closes.
@@ -422,24 +357,6 @@ pub async fn dial(address: &str, local: Option<IpAddr>) -> Result<TcpStream, Str
         .await
         .map_err(|_| format!("dialing {address} timed out"))?
         .map_err(|e| format!("dialing {address}: {e}"))
-}
-
-/// Say hello to the server at `addr` and return its answer.
-pub async fn hello(addr: &str, ours: &Hello, local: Option<IpAddr>) -> Result<Hello, String> {
-    let mut stream = dial(addr, local).await?;
-    let mut out = vec![wire::conn::RPC_CONSUL];
-    wire::encode_frame(&ours.encode(), &mut out);
-    stream.write_all(&out).await.map_err(|e| e.to_string())?;
-    let mut decoder = wire::FrameDecoder::new(1 << 20);
-    let mut buf = vec![0u8; 4096];
-    let frame = tokio::time::timeout(
-        HANDSHAKE_TIMEOUT,
-        read_frame(&mut stream, &mut decoder, &mut buf),
-    )
-    .await
-    .map_err(|_| format!("{addr} did not answer the hello"))??
-    .ok_or_else(|| format!("{addr} closed without a hello"))?;
-    Hello::decode(&frame)
 }
 
 /// Outbound connections, one writer task per peer, keyed by address and

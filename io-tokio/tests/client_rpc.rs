@@ -1027,3 +1027,284 @@ fn a_leader_leaving_under_load_through_a_client_agent_process_fails_no_write() {
         assert_eq!(got, Some((200, n.to_string())), "roll/{n}");
     }
 }
+
+/// Three server processes and a client agent process on loopback, the
+/// servers bootstrapping through gossip; the agents' arguments are kept so a
+/// server can be started again on its data dir.
+struct Datacenter3 {
+    procs: Vec<Proc>,
+    args: Vec<Vec<String>>,
+    logs: Vec<std::path::PathBuf>,
+    http_ports: Vec<u16>,
+    server_ports: Vec<u16>,
+}
+
+impl Datacenter3 {
+    fn start(name: &str, hcl: &str) -> Datacenter3 {
+        let server_ports: Vec<u16> = (0..3).map(|_| common::free_port()).collect();
+        let gossip_ports: Vec<u16> = (0..4).map(|_| common::free_gossip_port()).collect();
+        let http_ports: Vec<u16> = (0..4).map(|_| common::free_port()).collect();
+        let mut args = Vec::new();
+        let mut logs = Vec::new();
+        for i in 0..3 {
+            let dir = common::temp_dir(&format!("{name}-s{i}"));
+            let mut a = vec![
+                "agent".to_string(),
+                "-server".into(),
+                "-bootstrap-expect=3".into(),
+                format!("-hcl={hcl}"),
+                format!("-node=s{i}"),
+                format!("-data-dir={}", dir.display()),
+                "-bind=127.0.0.1".into(),
+                "-client=127.0.0.1".into(),
+                format!("-http-port={}", http_ports[i]),
+                format!("-server-port={}", server_ports[i]),
+                format!("-serf-lan-port={}", gossip_ports[i]),
+                "-serf-wan-port=-1".into(),
+                "-retry-interval=1s".into(),
+            ];
+            for (j, p) in gossip_ports[..3].iter().enumerate() {
+                if j != i {
+                    a.push(format!("-retry-join=127.0.0.1:{p}"));
+                }
+            }
+            args.push(a);
+            logs.push(dir.join("agent.log"));
+        }
+        let client_dir = common::temp_dir(&format!("{name}-client"));
+        let mut a = vec![
+            "agent".to_string(),
+            "-node=client".into(),
+            format!("-data-dir={}", client_dir.display()),
+            "-bind=127.0.0.1".into(),
+            "-client=127.0.0.1".into(),
+            format!("-http-port={}", http_ports[3]),
+            format!("-serf-lan-port={}", gossip_ports[3]),
+            "-retry-interval=1s".into(),
+        ];
+        for p in &gossip_ports[..3] {
+            a.push(format!("-retry-join=127.0.0.1:{p}"));
+        }
+        args.push(a);
+        logs.push(client_dir.join("agent.log"));
+        let procs = (0..4)
+            .map(|i| Proc::start(args[i].clone(), logs[i].clone()))
+            .collect();
+        Datacenter3 {
+            procs,
+            args,
+            logs,
+            http_ports,
+            server_ports,
+        }
+    }
+
+    fn client_base(&self) -> String {
+        format!("http://127.0.0.1:{}", self.http_ports[3])
+    }
+
+    fn logs(&self) -> String {
+        self.procs
+            .iter()
+            .enumerate()
+            .map(|(i, p)| format!("---- agent {i} ----\n{}", p.log()))
+            .collect()
+    }
+
+    /// Start server `i` again on its data dir, appending to its log.
+    fn restart(&mut self, i: usize) {
+        let old = std::fs::read_to_string(&self.logs[i]).unwrap_or_default();
+        self.procs[i] = Proc::start(self.args[i].clone(), self.logs[i].clone());
+        // Keep what the earlier life wrote, for a failure's report.
+        let _ = std::fs::write(self.logs[i].with_extension("earlier.log"), old);
+    }
+
+    /// Wait for server `i` to exit; its exit status.
+    fn wait_exit(&mut self, i: usize, within: Duration) -> Option<std::process::ExitStatus> {
+        let end = std::time::Instant::now() + within;
+        while std::time::Instant::now() < end {
+            if let Some(s) = self.procs[i].child.as_mut().unwrap().try_wait().unwrap() {
+                return Some(s);
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        None
+    }
+
+    /// Whether autopilot, asked through the client, reports a healthy
+    /// datacenter of three voters including server `i`'s address.
+    fn healthy_with(&self, i: usize) -> bool {
+        let url = format!("{}/v1/operator/autopilot/health", self.client_base());
+        let Some((200, body)) = http("GET", &url, "") else {
+            return false;
+        };
+        let Ok(h) = serde_json::from_str::<serde_json::Value>(&body) else {
+            return false;
+        };
+        let servers = h["Servers"].as_array().cloned().unwrap_or_default();
+        let me = format!("127.0.0.1:{}", self.server_ports[i]);
+        h["Healthy"] == true
+            && servers.len() == 3
+            && servers.iter().all(|s| s["Voter"] == true)
+            && servers.iter().any(|s| s["Address"] == me.as_str())
+    }
+}
+
+/// The headline of issue 8 with real processes: a rolling restart of every
+/// server, one at a time, each by `tern leave` (hand-over, removal, drain,
+/// exit 0) and a start on its data dir, while writers and readers go
+/// through a client agent without pause. The operator's rule between
+/// servers is Consul's: wait until autopilot reports the datacenter healthy
+/// with every server a voter again. Not one client request fails; every
+/// acknowledged write reads back; and no read goes back in time (each
+/// writer owns one key and writes increasing values: a read never returns
+/// less than a value acknowledged before the read began). The error count
+/// and the slowest request are printed (issue 8's numbers).
+#[test]
+fn a_rolling_restart_of_every_server_under_load_through_a_client_agent_shows_no_error() {
+    let hcl = "performance {\n  raft_multiplier = 1\n  leave_drain_time = \"2s\"\n}\n\
+               autopilot {\n  server_stabilization_time = \"2s\"\n}";
+    let mut dc = Datacenter3::start("rolling", hcl);
+    let base = dc.client_base();
+    let mut ready = false;
+    for _ in 0..150 {
+        if http("PUT", &format!("{base}/v1/kv/ready"), "1") == Some((200, "true".into())) {
+            ready = true;
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert!(ready, "no write went through\n{}", dc.logs());
+    for i in 0..3 {
+        let healthy = (0..150).any(|_| {
+            std::thread::sleep(Duration::from_millis(200));
+            dc.healthy_with(i)
+        });
+        assert!(healthy, "not healthy at the start\n{}", dc.logs());
+    }
+
+    // Writers: each owns a key and writes 1, 2, 3, ...; what was
+    // acknowledged is published for the readers.
+    const WRITERS: usize = 3;
+    let done = Arc::new(AtomicBool::new(false));
+    let acked: Arc<Vec<AtomicUsize>> =
+        Arc::new((0..WRITERS).map(|_| AtomicUsize::new(0)).collect());
+    type Outcome = (String, Option<(u16, String)>, Duration);
+    let mut threads = Vec::new();
+    for w in 0..WRITERS {
+        let (done, acked, base) = (done.clone(), acked.clone(), base.clone());
+        threads.push(std::thread::spawn(move || {
+            let mut out: Vec<Outcome> = Vec::new();
+            let mut n = 0usize;
+            while !done.load(Ordering::SeqCst) {
+                n += 1;
+                let started = std::time::Instant::now();
+                let r = http("PUT", &format!("{base}/v1/kv/w{w}"), &n.to_string());
+                let ok = r == Some((200, "true".to_string()));
+                out.push((format!("put w{w}={n}"), r, started.elapsed()));
+                if ok {
+                    acked[w].store(n, Ordering::SeqCst);
+                }
+            }
+            out
+        }));
+    }
+    // Readers: a read must not return less than what was acknowledged
+    // before it began.
+    for r in 0..2 {
+        let (done, acked, base) = (done.clone(), acked.clone(), base.clone());
+        threads.push(std::thread::spawn(move || {
+            let mut out: Vec<Outcome> = Vec::new();
+            let mut i = 0usize;
+            while !done.load(Ordering::SeqCst) {
+                let w = (i + r) % WRITERS;
+                i += 1;
+                let floor = acked[w].load(Ordering::SeqCst);
+                let started = std::time::Instant::now();
+                let got = http("GET", &format!("{base}/v1/kv/w{w}?raw"), "");
+                let took = started.elapsed();
+                let verdict = match &got {
+                    Some((200, v)) if v.parse::<usize>().is_ok_and(|v| v >= floor) => got,
+                    Some((404, _)) if floor == 0 => got,
+                    other => Some((
+                        599,
+                        format!("read of w{w} gave {other:?}, after {floor} was acknowledged"),
+                    )),
+                };
+                let ok = matches!(verdict, Some((200 | 404, _)));
+                out.push((
+                    format!("get w{w}"),
+                    if ok {
+                        Some((200, String::new()))
+                    } else {
+                        verdict
+                    },
+                    took,
+                ));
+            }
+            out
+        }));
+    }
+
+    // The rolling restart: every server, one at a time, leader included.
+    std::thread::sleep(Duration::from_secs(1));
+    let started = std::time::Instant::now();
+    for i in 0..3 {
+        let addr = format!("-http-addr=127.0.0.1:{}", dc.http_ports[i]);
+        assert_eq!(
+            tern_cli(&["leave", &addr]),
+            (0, "Graceful leave complete\n".into()),
+            "{}",
+            dc.logs()
+        );
+        let exit = dc.wait_exit(i, Duration::from_secs(20));
+        assert!(
+            exit.is_some_and(|s| s.success()),
+            "s{i} did not exit 0: {exit:?}\n{}",
+            dc.logs()
+        );
+        dc.restart(i);
+        let healthy = (0..300).any(|_| {
+            std::thread::sleep(Duration::from_millis(200));
+            dc.healthy_with(i)
+        });
+        assert!(healthy, "s{i} did not come back a voter\n{}", dc.logs());
+    }
+    let rolled = started.elapsed();
+    std::thread::sleep(Duration::from_secs(1));
+    done.store(true, Ordering::SeqCst);
+    let outcomes: Vec<Outcome> = threads
+        .into_iter()
+        .flat_map(|t| t.join().unwrap())
+        .collect();
+
+    let failed: Vec<&Outcome> = outcomes
+        .iter()
+        .filter(|(what, r, _)| {
+            let ok = if what.starts_with("put") { "true" } else { "" };
+            *r != Some((200, ok.to_string()))
+        })
+        .collect();
+    let slowest = outcomes.iter().map(|o| o.2).max().unwrap_or_default();
+    eprintln!(
+        "rolling restart of 3 servers in {:.1} s under load through a client agent: \
+         {} requests, {} client-visible errors, slowest {} ms",
+        rolled.as_secs_f64(),
+        outcomes.len(),
+        failed.len(),
+        slowest.as_millis()
+    );
+    assert!(outcomes.len() > 100, "only {} requests", outcomes.len());
+    assert!(
+        failed.is_empty(),
+        "client-visible errors: {:?}\n{}",
+        &failed[..failed.len().min(20)],
+        dc.logs()
+    );
+    for (w, a) in acked.iter().enumerate() {
+        let n = a.load(Ordering::SeqCst);
+        assert!(n > 0, "writer {w} never got a write through");
+        let got = http("GET", &format!("{base}/v1/kv/w{w}?raw"), "");
+        assert_eq!(got, Some((200, n.to_string())), "w{w}");
+    }
+}

@@ -19,6 +19,8 @@ pub const RPC_MAX_TYPE: u8 = 7;
 /// What a connection's first byte asks for.
 #[derive(Copy, Clone, Debug, PartialEq, Eq)]
 pub enum ConnKind {
+    /// Consul's msgpack RPC: recognised, not served (Tern's client agents
+    /// call over `Multiplex`; servers find each other through gossip).
     Rpc,
     Raft,
     /// Client calls, answered on the same connection.

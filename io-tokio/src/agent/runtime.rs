@@ -220,9 +220,6 @@ async fn run(
                 Some(msg) = rx.recv() => l.before_bootstrap(msg),
                 Some(()) = gossip_left_rx.recv() => l.gossip_leave_done(),
                 Some(inb) = inbound.recv() => match inb {
-                    // The old join handshake is not answered any more:
-                    // servers find each other through the LAN pool.
-                    Inbound::Hello(_, reply) => drop(reply),
                     // No server yet: a client asks another one.
                     Inbound::Call(_, tx) => {
                         let _ = tx.send(Err(RpcError::NoLeader));
@@ -691,9 +688,6 @@ impl Loop {
                 }
                 inputs.push(Input::Unreachable(id));
             }
-            // The old server-port join handshake: servers find each other
-            // through the LAN pool now; the asker sees the reply dropped.
-            Inbound::Hello(_, reply) => drop(reply),
             // A client agent's call over the server port: as our own API's.
             Inbound::Call(request, tx) => self.take(ToAgent::Request(request, tx), inputs),
         }
