@@ -282,10 +282,14 @@ impl Server {
         if let Some(d) = self.draining_until {
             // Once the drain is over, wait for the removal (or its deadline).
             let removed = !self.raft.membership().contains(self.config.node_id);
-            t = t.min(match self.removal_deadline {
+            let mut at = match self.removal_deadline {
                 Some(r) if !removed => d.max(r),
                 _ => d,
-            });
+            };
+            if !self.proposals.is_empty() {
+                at = at.max(d + self.config.rpc_hold_timeout);
+            }
+            t = t.min(at);
         }
         if let Some(e) = self.tombstone_gc.next_expiry() {
             t = t.min(e);
@@ -1109,15 +1113,21 @@ impl Server {
         }
     }
 
-    /// The leave completes once the drain is over and this server was
-    /// removed from the configuration (or waiting for that timed out).
+    /// The leave completes once the drain is over, this server was
+    /// removed from the configuration (or waiting for that timed out), and
+    /// every write it proposed has been answered: a former leader learns
+    /// the outcome of its writes from the next leader (`fail_proposals`),
+    /// at the latest from the entries its removal sends it, so a client
+    /// whose write it proposed gets the answer, not a closed connection
+    /// (bounded by `rpc_hold_timeout` after the drain).
     fn finish_leave(&mut self, now: Instant, out: &mut Vec<Action>) {
         let Some(drain) = self.draining_until else {
             return;
         };
         let removed = !self.raft.membership().contains(self.config.node_id);
         let waited = self.removal_deadline.is_none_or(|d| now >= d);
-        if now >= drain && (removed || waited) {
+        let answered = self.proposals.is_empty() || now >= drain + self.config.rpc_hold_timeout;
+        if now >= drain && (removed || waited) && answered {
             self.draining_until = None;
             self.removal_deadline = None;
             self.left = true;

@@ -381,3 +381,60 @@ fn put(key: &str) -> tern_core::rpc::Request {
         })),
     }
 }
+
+/// A former leader that leaves while a write it proposed is still waiting
+/// for its outcome does not complete its leave (after which the driver
+/// stops it, and the client would see a closed connection) until the write
+/// is answered: here the next leader committed it while the former leader
+/// was cut off, and once it hears so the write is answered with its result
+/// and the leave completes. (Found by the simulator's rolling restart,
+/// seed 6.)
+#[test]
+fn a_leave_completes_only_once_the_writes_it_proposed_are_answered() {
+    use tern_core::fsm::{ApplyResult, KvCommand, KvWrite};
+    use tern_core::rpc::{Op, ReadMode, ReplyBody, Request};
+    // A 1 s drain, so the removal grace (5 s) ends before the write's
+    // outcome would be given up on (`rpc_hold_timeout`, 7 s).
+    let mut c = Cluster::new(
+        (1..=3)
+            .map(|i| {
+                let mut cfg = config(i, 3);
+                cfg.leave_drain_time = Duration::from_secs(1);
+                cfg
+            })
+            .collect(),
+    );
+    let old = c.run_until_leader(Duration::from_secs(5)).expect("leader");
+    let followers: Vec<NodeId> = c.servers.keys().copied().filter(|i| *i != old).collect();
+    for f in &followers {
+        c.cut.insert((*f, old));
+    }
+    let put = Request {
+        datacenter: tern_core::Datacenter("dc1".into()),
+        read_mode: ReadMode::Default,
+        blocking: None,
+        op: Op::KvApply(KvCommand::Set(KvWrite {
+            key: "k".into(),
+            flags: 0,
+            value: b"v".to_vec(),
+        })),
+    };
+    let rid = c.request(old, put);
+    c.deliver_all();
+    for f in &followers {
+        c.cut.insert((old, *f));
+    }
+    c.run_for(Duration::from_secs(1));
+    assert!(c.leader().is_some_and(|l| l != old), "another leader");
+    c.handle(old, Input::Leave);
+    // Drain (1 s) and removal grace (5 s) pass; the write is unanswered.
+    c.run_for(RAFT_REMOVE_GRACE + Duration::from_millis(500));
+    assert!(!c.responses.contains_key(&(old, rid)));
+    assert!(!c.servers[&old].has_left(), "left with a write unanswered");
+    c.cut.clear();
+    assert!(run_until(&mut c, Duration::from_secs(2), |c| {
+        c.servers[&old].has_left()
+    }));
+    let reply = c.responses[&(old, rid)].clone().expect("answered with its result");
+    assert_eq!(reply.body, ReplyBody::Applied(ApplyResult::Kv(true)));
+}
