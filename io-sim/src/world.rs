@@ -19,6 +19,7 @@ use tern_core::{
 
 use crate::client::{Client, ClientSlot};
 use crate::fs::{segments, CrashReport, FsSlot, StorageError};
+use crate::gossip::GossipControl;
 use crate::net::{client_ip, server_ip, ClientId, Peer, CLIENT_PORT, SERVER_PORT};
 use crate::node::{now, run_server};
 
@@ -37,6 +38,9 @@ pub struct SimOptions {
     /// receive a 1 ms sleep; several receivers keep a busy server's inbox
     /// from queueing behind it).
     pub receivers_per_tag: usize,
+    /// Run each server's LAN gossip pool (`crate::gossip`) and feed what it
+    /// says of servers to the server, as an agent does.
+    pub gossip: bool,
 }
 
 impl Default for SimOptions {
@@ -45,6 +49,7 @@ impl Default for SimOptions {
             fsync_latency: (StdDuration::from_millis(1), StdDuration::from_millis(2)),
             duplicate_rate: 0.0,
             receivers_per_tag: 8,
+            gossip: true,
         }
     }
 }
@@ -79,6 +84,10 @@ pub struct NodeCounters {
     pub torn_tails_recovered: u64,
     /// Times the core asked for a tick at the instant it was just ticked.
     pub timer_spins: u64,
+    /// Gossip datagrams and state exchanges sent, and their bytes.
+    pub gossip_sent: u64,
+    pub gossip_bytes_sent: u64,
+    pub gossip_received: u64,
 }
 
 /// Where a server is in its life.
@@ -147,6 +156,12 @@ pub enum WorldEvent {
         node: NodeId,
         event: Event,
     },
+    /// What a server's LAN gossip pool reported (members joining, failing,
+    /// coming back, leaving, reaped; refutations; conflicts).
+    Gossip {
+        node: NodeId,
+        event: tern_core::gossip::GossipEvent,
+    },
     /// A fault the harness injected, in words.
     Fault(String),
 }
@@ -192,6 +207,11 @@ pub(crate) struct ServerSlot {
     /// an operator's leave ([`tern_core::Input::Leave`]); `None` while it is
     /// down.
     pub hints: Mutex<Option<tokio::sync::mpsc::UnboundedSender<tern_core::Input>>>,
+    /// Where the running incarnation's gossip pool takes the world's
+    /// requests (leave, force-leave); `None` while it is down.
+    pub gossip_control: Mutex<Option<tokio::sync::mpsc::UnboundedSender<GossipControl>>>,
+    /// The members its running gossip pool knows, as of its last input.
+    pub gossip_view: Mutex<Option<Vec<tern_core::gossip::Member>>>,
 }
 
 pub(crate) struct Shared {
@@ -219,6 +239,17 @@ impl Shared {
     }
     pub fn server_addr(&self, id: NodeId) -> Option<SocketAddr> {
         self.servers.lock().unwrap().get(&id).map(|s| s.addr)
+    }
+    /// The gossip addresses of every server but `id`: where a starting
+    /// server's pool joins.
+    pub fn gossip_peers(&self, id: NodeId) -> Vec<String> {
+        let servers = self.servers.lock().unwrap();
+        let own = servers.get(&id).map(|s| s.addr);
+        servers
+            .values()
+            .filter(|s| s.id != id && Some(s.addr) != own)
+            .map(|s| crate::gossip::gossip_address(s.addr).to_string())
+            .collect()
     }
 }
 
@@ -305,6 +336,8 @@ impl World {
             status: Mutex::new(NodeStatus::Starting),
             fsync_latency: Mutex::new(None),
             hints: Mutex::new(None),
+            gossip_control: Mutex::new(None),
+            gossip_view: Mutex::new(None),
         });
         self.shared
             .servers
@@ -479,6 +512,42 @@ impl World {
         if let Some(tx) = tx {
             let _ = tx.send(tern_core::Input::Leave);
         }
+        // Consul's server leave leaves the LAN pool at once (the leader
+        // then sees it `left` and removes it), before it waits to be removed.
+        self.gossip_control(id, GossipControl::Leave);
+    }
+
+    /// An operator's `force-leave <name>` at server `at`'s gossip pool.
+    pub fn force_leave(&self, at: NodeId, name: &str) {
+        self.fault(format!("force-leave {name} at {at:?}"));
+        self.gossip_control(at, GossipControl::ForceLeave(name.to_string()));
+    }
+
+    /// Server `at`'s gossip pool joins through `addresses` (`ip:8301`).
+    pub fn gossip_join(&self, at: NodeId, addresses: Vec<String>) {
+        self.gossip_control(at, GossipControl::Join(addresses));
+    }
+
+    fn gossip_control(&self, id: NodeId, c: GossipControl) {
+        let tx = self
+            .slot(id)
+            .and_then(|s| s.gossip_control.lock().unwrap().clone());
+        if let Some(tx) = tx {
+            let _ = tx.send(c);
+        }
+    }
+
+    /// What server `id`'s running gossip pool knows of every member, in
+    /// name order; `None` while it runs no pool.
+    pub fn gossip_members(&self, id: NodeId) -> Option<Vec<tern_core::gossip::Member>> {
+        self.slot(id)?.gossip_view.lock().unwrap().clone()
+    }
+
+    /// The gossip address of a server (`10.0.0.x:8301`).
+    pub fn gossip_address(&self, id: NodeId) -> Option<String> {
+        self.shared
+            .server_addr(id)
+            .map(|a| crate::gossip::gossip_address(a).to_string())
     }
 
     /// A process that dies has its connections closed by its OS: every
@@ -544,6 +613,8 @@ impl World {
     fn crash(&self, id: NodeId, status: NodeStatus) {
         let slot = self.slot(id).expect("no such server");
         *slot.hints.lock().unwrap() = None;
+        *slot.gossip_control.lock().unwrap() = None;
+        *slot.gossip_view.lock().unwrap() = None;
         let down = matches!(
             *slot.status.lock().unwrap(),
             NodeStatus::Killed

@@ -251,6 +251,14 @@ async fn simulate(opts: Options, scenario: Option<Scenario>) -> Outcome {
             opts.liveness_bound_s
         ));
     }
+    // A member declared failed while it was alive recovers: after healing,
+    // every running server's pool sees every other running server alive.
+    if let Err(why) = gossip_converged(&world, GOSSIP_HEAL_BOUND).await {
+        failures.push(format!(
+            "liveness: gossip did not recover within {}s after healing: {why}",
+            GOSSIP_HEAL_BOUND.as_secs()
+        ));
+    }
     stop.store(true, Ordering::Relaxed);
     // Let in-flight client calls finish (they time out after 3 s at most).
     for t in tasks {
@@ -392,6 +400,58 @@ fn note_reaps(reaps: &mut BTreeSet<u64>, obs: &Observation<'_>) {
             }
         }
     }
+}
+
+/// How long after healing every running member may take to see every other
+/// running member alive again: a member declared failed on one side of a
+/// partition is contacted again by serf's reconnect (every 30 s, one failed
+/// member at a time) or hears of its death in a push-pull (every 30 s) and
+/// refutes; two reconnect rounds and a suspicion timeout cover it.
+pub const GOSSIP_HEAL_BOUND: Duration = Duration::from_secs(75);
+
+/// Waits until every running server's gossip pool sees every other running
+/// server alive and unsuspected; the reason it is not, at `within`.
+pub async fn gossip_converged(world: &World, within: Duration) -> Result<(), String> {
+    let deadline = tern_io_sim::now() + within.into();
+    loop {
+        let why = gossip_disagreement(world);
+        match why {
+            None => return Ok(()),
+            Some(why) if tern_io_sim::now() >= deadline => return Err(why),
+            Some(_) => madsim::time::sleep(Duration::from_millis(250)).await,
+        }
+    }
+}
+
+/// Why the running servers' pools do not all see each other alive, if they do not.
+pub fn gossip_disagreement(world: &World) -> Option<String> {
+    let running: Vec<_> = world
+        .servers()
+        .into_iter()
+        .filter(|id| world.status(*id) == Some(NodeStatus::Running))
+        .collect();
+    for &at in &running {
+        let Some(view) = world.gossip_members(at) else {
+            return Some(format!("{at:?} runs no gossip pool"));
+        };
+        for &of in &running {
+            let Some(name) = world.with_server(of, |s| s.config().node_name.0.clone()) else {
+                continue;
+            };
+            match view.iter().find(|m| m.name == name) {
+                None => return Some(format!("{at:?} does not know {name}")),
+                Some(m) if m.status != tern_core::gossip::Status::Alive || m.suspect => {
+                    return Some(format!(
+                        "{at:?} sees {name} {}{}",
+                        m.status.as_str(),
+                        if m.suspect { " (suspect)" } else { "" }
+                    ))
+                }
+                Some(_) => {}
+            }
+        }
+    }
+    None
 }
 
 /// Retry a write through any server until one commits or `within` passes.
