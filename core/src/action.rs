@@ -126,7 +126,9 @@ pub enum Event {
     /// This server has been removed from the configuration.
     Removed,
     /// The leave that `Input::Leave` started is complete: leadership was
-    /// handed over and requests failed fast for `leave_drain_time`. The
+    /// handed over, requests failed fast for `leave_drain_time`, and (with
+    /// other voters) the leader removed this server from the configuration
+    /// or `RAFT_REMOVE_GRACE` passed waiting for it. The
     /// server keeps failing every request fast; the driver stops it (the
     /// daemon exits 0, as Consul's agent does after a leave).
     Left,
@@ -146,6 +148,9 @@ pub enum Event {
     },
     /// Autopilot proposed a promotion or a removal, or declined one.
     Autopilot(crate::autopilot::AutopilotEvent),
+    /// The leader proposed a change that brings the configuration in line
+    /// with gossip, or declined one (`crate::reconcile`).
+    Reconcile(crate::reconcile::ReconcileEvent),
 }
 
 /// What the core asks its driver to do.

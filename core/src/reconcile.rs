@@ -20,9 +20,12 @@
 //! dead-server cleanup read the status, and the leader reconciles the
 //! configuration from the reports (see [`crate::server`]).
 
+use std::collections::BTreeMap;
+
 use crate::autopilot::GossipStatus;
 use crate::gossip::{Member, Status};
 use crate::ids::{NodeId, NodeName};
+use crate::raft::{Member as RaftMember, Membership, Suffrage};
 
 /// A server of this datacenter as the LAN gossip pool sees it.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -73,6 +76,206 @@ impl ServerMember {
             raft_vsn: member.tags.raft_vsn(),
         })
     }
+}
+
+/// One change the leader makes to the Raft configuration to bring it in
+/// line with gossip (Consul's `leader.go`: `joinConsulServer`,
+/// `removeConsulServer`), for logs and the simulator.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ReconcileEvent {
+    /// An alive server of this datacenter is not in the configuration: it
+    /// joins as a non-voter (Raft protocol 3); autopilot promotes it once
+    /// it is stable.
+    AddingNonvoter {
+        id: NodeId,
+        name: NodeName,
+        address: String,
+    },
+    /// Another server id holds the address of an alive server that is not
+    /// in the configuration (a server that restarted with a new node id,
+    /// Consul's ChangeServerID): the old entry is removed first.
+    RemovingDuplicateAddress {
+        old: NodeId,
+        new: NodeId,
+        address: String,
+    },
+    /// The server's node id is in the configuration with another address
+    /// (it moved): the old entry is removed, then it is added again.
+    RemovingMovedServer { id: NodeId, old_address: String },
+    /// The server left the gossip pool (or was reaped from it): it is
+    /// removed from the configuration.
+    RemovingLeftServer { id: NodeId, status: GossipStatus },
+    /// A change was wanted but would remove this server, the leader: it is
+    /// never done here (a leaving leader hands over leadership first).
+    WouldRemoveSelf { id: NodeId },
+}
+
+impl core::fmt::Display for ReconcileEvent {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match self {
+            ReconcileEvent::AddingNonvoter { id, name, address } => write!(
+                f,
+                "adding server {} ({id}) at {address} as a non-voter",
+                name.0
+            ),
+            ReconcileEvent::RemovingDuplicateAddress { old, new, address } => write!(
+                f,
+                "removing server {old}: server {new} now has its address {address}"
+            ),
+            ReconcileEvent::RemovingMovedServer { id, old_address } => {
+                write!(f, "removing server {id} at its old address {old_address}")
+            }
+            ReconcileEvent::RemovingLeftServer { id, status } => write!(
+                f,
+                "removing server {id}: it is {} in the gossip pool",
+                match status {
+                    GossipStatus::None => "gone",
+                    s => s.as_str(),
+                }
+            ),
+            ReconcileEvent::WouldRemoveSelf { id } => {
+                write!(f, "not removing server {id}: it is this leader")
+            }
+        }
+    }
+}
+
+/// What the leader knows from gossip about the servers of its datacenter,
+/// and whether the configuration may be out of line with it.
+#[derive(Clone, Debug, Default)]
+pub struct Reconciler {
+    members: BTreeMap<NodeId, ServerMember>,
+    /// Something changed since the configuration was last found in line
+    /// (a report, a new term, a change proposed): look again.
+    dirty: bool,
+}
+
+impl Reconciler {
+    pub fn new() -> Reconciler {
+        Reconciler::default()
+    }
+
+    /// Take a report (`Input::ServerMember`). Only the latest per node counts.
+    pub fn report(&mut self, m: ServerMember) {
+        if self.members.get(&m.node) != Some(&m) {
+            self.members.insert(m.node, m);
+            self.dirty = true;
+        }
+    }
+
+    /// The latest report for every server, by node id.
+    pub fn members(&self) -> &BTreeMap<NodeId, ServerMember> {
+        &self.members
+    }
+
+    /// Look again at the next chance (a new term, a change committed).
+    pub fn touch(&mut self) {
+        self.dirty = true;
+    }
+
+    pub fn is_dirty(&self) -> bool {
+        self.dirty
+    }
+
+    /// The configuration is in line with gossip (`plan` found nothing).
+    pub fn settled(&mut self) {
+        self.dirty = false;
+    }
+
+    /// The next change that brings `config` in line with the reports, if
+    /// any: at most one, as Raft takes one configuration change at a time.
+    /// `Err` names a change that is needed but not made: `me` (the leader)
+    /// is never removed here.
+    pub fn plan(&self, me: NodeId, config: &Membership) -> Option<Plan> {
+        let mut refused = None;
+        for m in self.members.values() {
+            let step = match m.status {
+                GossipStatus::Alive => join(me, config, m),
+                GossipStatus::Left | GossipStatus::None if config.contains(m.node) => {
+                    if m.node == me {
+                        Some(Err(ReconcileEvent::WouldRemoveSelf { id: me }))
+                    } else {
+                        let mut next = config.clone();
+                        next.servers.remove(&m.node);
+                        Some(Ok((
+                            next,
+                            ReconcileEvent::RemovingLeftServer {
+                                id: m.node,
+                                status: m.status,
+                            },
+                        )))
+                    }
+                }
+                // A failed server is autopilot's to remove (bounded by its
+                // quorum rules); a leaving one is left soon.
+                _ => None,
+            };
+            match step {
+                Some(Ok(change)) => return Some(Ok(change)),
+                Some(Err(e)) => refused = refused.or(Some(Err(e))),
+                None => {}
+            }
+        }
+        refused
+    }
+}
+
+/// A configuration change to propose with the reason for it, or the
+/// reason a needed change is not made.
+pub type Plan = Result<(Membership, ReconcileEvent), ReconcileEvent>;
+
+/// The change that makes alive server `m` a member at its address, if one
+/// is needed (`Ok`), or why the one needed is not made (`Err`).
+fn join(me: NodeId, config: &Membership, m: &ServerMember) -> Option<Plan> {
+    if let Some(current) = config.servers.get(&m.node) {
+        if current.address == m.address {
+            return None;
+        }
+        if m.node == me {
+            return Some(Err(ReconcileEvent::WouldRemoveSelf { id: me }));
+        }
+        let mut next = config.clone();
+        next.servers.remove(&m.node);
+        return Some(Ok((
+            next,
+            ReconcileEvent::RemovingMovedServer {
+                id: m.node,
+                old_address: current.address.clone(),
+            },
+        )));
+    }
+    if let Some((old, _)) = config.servers.iter().find(|(_, s)| s.address == m.address) {
+        if *old == me {
+            return Some(Err(ReconcileEvent::WouldRemoveSelf { id: me }));
+        }
+        let mut next = config.clone();
+        next.servers.remove(old);
+        return Some(Ok((
+            next,
+            ReconcileEvent::RemovingDuplicateAddress {
+                old: *old,
+                new: m.node,
+                address: m.address.clone(),
+            },
+        )));
+    }
+    let mut next = config.clone();
+    next.servers.insert(
+        m.node,
+        RaftMember {
+            name: m.name.clone(),
+            address: m.address.clone(),
+            suffrage: Suffrage::Nonvoter,
+        },
+    );
+    Some(Ok((
+        next,
+        ReconcileEvent::AddingNonvoter {
+            id: m.node,
+            name: m.name.clone(),
+            address: m.address.clone(),
+        },
+    )))
 }
 
 /// The host part of `host:port` or `[v6]:port`, without brackets.

@@ -21,10 +21,15 @@ use crate::raft::{
     Durable, Entry, EntryPayload, Member, Membership, ProposeError, Raft, RaftMessage, Role,
     Snapshot, SnapshotMeta, Suffrage,
 };
+use crate::reconcile::Reconciler;
 use crate::rng::Rng;
 use crate::rpc::{
     Blocking, Op, RaftServer, ReadMode, Reply, ReplyBody, Request, Response, RpcError,
 };
+
+/// How long a leaving server waits to be removed from the configuration
+/// before its leave completes anyway (Consul's `raftRemoveGracePeriod`).
+pub const RAFT_REMOVE_GRACE: Duration = Duration::from_secs(5);
 
 /// Who is waiting for a response.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -91,7 +96,19 @@ pub struct Server {
     ever_had_leader: bool,
     /// Why this server stopped (`Event::Fatal`); it takes no more input.
     fatal: Option<String>,
+    /// While leaving (`Input::Leave` until `Event::Left`): when the drain
+    /// ends. Requests fail fast from the start of the leave.
     draining_until: Option<Instant>,
+    /// While leaving with other voters in the configuration: how long to
+    /// wait for the leader to remove this server (after gossip says it
+    /// left) before the leave completes anyway (Consul's
+    /// `raftRemoveGracePeriod`).
+    removal_deadline: Option<Instant>,
+    /// The leader's view of the servers gossip reports, and whether the
+    /// configuration needs another look (`crate::reconcile`).
+    reconciler: Reconciler,
+    /// The term the reconciler last looked in as leader: a new term looks again.
+    reconciled_term: Option<Term>,
     /// The leave is complete (`Event::Left`): every request fails fast.
     left: bool,
 
@@ -171,6 +188,9 @@ impl Server {
             ever_had_leader: false,
             fatal: None,
             draining_until: None,
+            removal_deadline: None,
+            reconciler: Reconciler::new(),
+            reconciled_term: None,
             left: false,
             next_ctx: incarnation & !0xFFFF_FFFF,
             proposals: BTreeMap::new(),
@@ -220,7 +240,10 @@ impl Server {
             }
             Input::Leave => self.leave(now, out),
             Input::Unreachable(peer) => self.peer_unreachable(now, peer, out),
-            Input::ServerMember(m) => self.autopilot.member_status(m.node, m.status),
+            Input::ServerMember(m) => {
+                self.autopilot.member_status(m.node, m.status);
+                self.reconciler.report(m);
+            }
             Input::Persisted(id) => self.raft.persisted(now, id, out),
             Input::DiskFull(full) => self.raft.set_disk_full(full),
             Input::SnapshotBuilt { meta, data } => self.snapshot_built(meta, data, out),
@@ -241,7 +264,12 @@ impl Server {
             t = t.min(p.deadline);
         }
         if let Some(d) = self.draining_until {
-            t = t.min(d);
+            // Once the drain is over, wait for the removal (or its deadline).
+            let removed = !self.raft.membership().contains(self.config.node_id);
+            t = t.min(match self.removal_deadline {
+                Some(r) if !removed => d.max(r),
+                _ => d,
+            });
         }
         if let Some(e) = self.tombstone_gc.next_expiry() {
             t = t.min(e);
@@ -311,8 +339,12 @@ impl Server {
         &self.autopilot
     }
     /// Whether this server is failing fast while it leaves.
-    pub fn is_draining(&self, now: Instant) -> bool {
-        self.left || self.draining_until.is_some_and(|d| now < d)
+    pub fn is_draining(&self, _now: Instant) -> bool {
+        self.left || self.draining_until.is_some()
+    }
+    /// What gossip last reported of each server (`Input::ServerMember`).
+    pub fn reconciler(&self) -> &Reconciler {
+        &self.reconciler
     }
     /// Whether the leave is complete (`Event::Left` was reported).
     pub fn has_left(&self) -> bool {
@@ -1022,6 +1054,74 @@ impl Server {
             let _ = self.raft.transfer_leadership(now, None, out);
         }
         self.draining_until = Some(now + self.config.leave_drain_time);
+        // As Consul's `Server.Leave`: with other voters, wait (bounded) for
+        // the leader to take this server out of the configuration once
+        // gossip says it left, so stopping it cannot cost the quorum.
+        let me = self.config.node_id;
+        let m = self.raft.membership();
+        if m.contains(me) && m.voters().any(|v| v != me) {
+            self.removal_deadline = Some(now + RAFT_REMOVE_GRACE);
+        }
+    }
+
+    /// The leave completes once the drain is over and this server was
+    /// removed from the configuration (or waiting for that timed out).
+    fn finish_leave(&mut self, now: Instant, out: &mut Vec<Action>) {
+        let Some(drain) = self.draining_until else {
+            return;
+        };
+        let removed = !self.raft.membership().contains(self.config.node_id);
+        let waited = self.removal_deadline.is_none_or(|d| now >= d);
+        if now >= drain && (removed || waited) {
+            self.draining_until = None;
+            self.removal_deadline = None;
+            self.left = true;
+            out.push(Action::Event(Event::Left));
+        }
+    }
+
+    /// Consul's leader `reconcile`: bring the Raft configuration in line
+    /// with what gossip says of the datacenter's servers, one change at a
+    /// time (`crate::reconcile`). A new alive server joins as a non-voter
+    /// (autopilot promotes it), a server that left is removed, a server
+    /// whose address another node id now holds is replaced.
+    fn run_reconcile(&mut self, now: Instant, out: &mut Vec<Action>) {
+        if self.raft.role() != Role::Leader {
+            self.reconciled_term = None;
+            return;
+        }
+        if self.reconciled_term != Some(self.raft.term()) {
+            self.reconciled_term = Some(self.raft.term());
+            self.reconciler.touch();
+        }
+        if !self.reconciler.is_dirty()
+            || self.is_draining(now)
+            || self.raft.membership_change_pending()
+            || !self.raft.committed_in_term()
+        {
+            return;
+        }
+        match self
+            .reconciler
+            .plan(self.config.node_id, self.raft.membership())
+        {
+            None => self.reconciler.settled(),
+            Some(Err(refused)) => {
+                out.push(Action::Event(Event::Reconcile(refused)));
+                self.reconciler.settled();
+            }
+            Some(Ok((membership, event))) => {
+                // Refused (Busy, a transfer, a full disk): tried again at
+                // the next input; it stays dirty until a look finds nothing.
+                if self
+                    .raft
+                    .propose(now, EntryPayload::Membership(membership), out)
+                    .is_ok()
+                {
+                    out.push(Action::Event(Event::Reconcile(event)));
+                }
+            }
+        }
     }
 
     // ----- after every input -----
@@ -1050,7 +1150,9 @@ impl Server {
         self.follow_leader(now, out);
         self.retry_held(now, out);
         self.maybe_snapshot(now, out);
+        self.run_reconcile(now, out);
         self.run_autopilot(now, out);
+        self.finish_leave(now, out);
     }
 
     /// Consul's autopilot loop on the leader (`autopilot.go`): health every
@@ -1387,11 +1489,6 @@ impl Server {
             } else {
                 self.parked.push(p);
             }
-        }
-        if self.draining_until.is_some_and(|d| now >= d) {
-            self.draining_until = None;
-            self.left = true;
-            out.push(Action::Event(Event::Left));
         }
     }
 

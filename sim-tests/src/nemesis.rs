@@ -828,10 +828,14 @@ impl Scenario {
                         self.name()
                     )),
                 }
-                sleep(crate::run::LEAVE_DRAIN).await;
+                // Nothing here tells the new leader it left (no gossip in
+                // this scenario), so nobody removes it: it stops once
+                // waiting for its removal times out.
+                let grace = Duration::from_nanos(tern_core::server::RAFT_REMOVE_GRACE.as_nanos());
+                sleep(crate::run::LEAVE_DRAIN.max(grace)).await;
                 if n.world.status(leader) != Some(NodeStatus::Left) {
                     failures.push(format!(
-                        "{}: {leader:?} did not stop after its drain: {:?}",
+                        "{}: {leader:?} did not stop after its drain and removal grace: {:?}",
                         self.name(),
                         n.world.status(leader)
                     ));

@@ -800,7 +800,9 @@ impl Raft {
         let (index, term) = (entry.index, entry.term);
         let is_membership = matches!(entry.payload, EntryPayload::Membership(_));
         self.log.push(entry.clone());
+        let mut before = BTreeMap::new();
         if is_membership {
+            before = self.progress.clone();
             self.recompute_membership();
         }
         // Followers write in parallel with the leader's own fsync (§10.2.1):
@@ -809,6 +811,19 @@ impl Raft {
         let peers: Vec<NodeId> = self.progress.keys().copied().collect();
         for p in peers {
             self.send_append(now, p, false, out);
+        }
+        // A server this entry removes gets it too, once, so that it learns
+        // it is out (a leaving server waits for that before it stops), as
+        // hashicorp/raft's final replication to a removed server. Best
+        // effort: not retried; a leaving server stops waiting after a while.
+        let removed: Vec<(NodeId, Progress)> = before
+            .into_iter()
+            .filter(|(id, _)| !self.progress.contains_key(id))
+            .collect();
+        for (id, p) in removed {
+            self.progress.insert(id, p);
+            self.send_append(now, id, false, out);
+            self.progress.remove(&id);
         }
         self.persist(PersistOp::Append(vec![entry]), out);
         // The leader counts its own entry only once `persisted` says it is

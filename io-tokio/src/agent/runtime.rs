@@ -765,6 +765,8 @@ fn log_event(e: &Event) {
                 tracing::debug!("autopilot: {a}")
             }
         },
+        // Consul logs the changes from `leader.go` at info.
+        Event::Reconcile(r) => tracing::info!("reconcile: {r}"),
         Event::Committed { .. } | Event::Applied { .. } => {}
     }
 }
