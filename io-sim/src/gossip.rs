@@ -88,6 +88,10 @@ fn pool_config(slot: &ServerSlot, starts: u64) -> GossipConfig {
     let mut rng = madsim::rand::thread_rng();
     g.generation = (starts << 32) | u64::from(rng.gen::<u32>());
     g.seed = rng.gen();
+    #[cfg(feature = "bugs")]
+    {
+        g.bug_no_refute = c.bugs.gossip_no_refute;
+    }
     g
 }
 
@@ -241,6 +245,8 @@ impl Pool {
                     self.input(GossipInput::ForceLeave(name), None)
                 }
                 Wake::Inbound(Inbound::StreamDone) => self.streams -= 1,
+                Wake::Inbound(Inbound::Datagram(_)) | Wake::Inbound(Inbound::Stream { .. })
+                    if self.blocked() => {}
                 Wake::Inbound(Inbound::Datagram(d)) => {
                     let Some(bytes) = d.bytes else {
                         continue;
@@ -301,11 +307,21 @@ impl Pool {
         .await
     }
 
+    /// Whether a firewall drops this server's gossip traffic
+    /// ([`crate::World::block_gossip`]).
+    fn blocked(&self) -> bool {
+        self.slot
+            .gossip_blocked
+            .load(std::sync::atomic::Ordering::Relaxed)
+    }
+
     fn input(&mut self, input: GossipInput, mut reply: Option<(String, oneshot::Sender<Vec<u8>>)>) {
         let mut out = Vec::new();
         self.gossip.handle(now(), input, &mut out);
+        let blocked = self.blocked();
         for action in out {
             match action {
+                GossipAction::Send { .. } if blocked => {}
                 GossipAction::Send { to, bytes, stream } => {
                     {
                         let mut c = self.slot.counters.lock().unwrap();

@@ -212,6 +212,9 @@ pub(crate) struct ServerSlot {
     pub gossip_control: Mutex<Option<tokio::sync::mpsc::UnboundedSender<GossipControl>>>,
     /// The members its running gossip pool knows, as of its last input.
     pub gossip_view: Mutex<Option<Vec<tern_core::gossip::Member>>>,
+    /// A firewall drops this server's gossip traffic (both ways) while set;
+    /// Raft traffic still flows. Outlives restarts.
+    pub gossip_blocked: std::sync::atomic::AtomicBool,
 }
 
 pub(crate) struct Shared {
@@ -338,6 +341,7 @@ impl World {
             hints: Mutex::new(None),
             gossip_control: Mutex::new(None),
             gossip_view: Mutex::new(None),
+            gossip_blocked: std::sync::atomic::AtomicBool::new(false),
         });
         self.shared
             .servers
@@ -754,8 +758,37 @@ impl World {
         self.fault(format!("cut {client:?} from {server:?}"));
     }
 
-    /// Restores every link this world clogged.
+    /// A firewall that drops server `id`'s gossip port (8301) both ways
+    /// while the server port works (the classic "UDP 8301 blocked"
+    /// misconfiguration): its pool hears nothing and says nothing, so the
+    /// others declare it failed while Raft still reaches it. `heal` lifts it.
+    pub fn block_gossip(&self, id: NodeId, blocked: bool) {
+        if let Some(slot) = self.slot(id) {
+            slot.gossip_blocked
+                .store(blocked, std::sync::atomic::Ordering::Relaxed);
+        }
+        self.fault(format!(
+            "gossip of {id:?} {}",
+            if blocked { "blocked" } else { "unblocked" }
+        ));
+    }
+
+    /// Whether datagrams from `from` to `to` are dropped by a clog this
+    /// world made (a partition, an isolation, a one-way clog).
+    pub fn link_clogged(&self, from: NodeId, to: NodeId) -> bool {
+        self.shared
+            .clogged
+            .lock()
+            .unwrap()
+            .contains(&(Peer::Server(from), Peer::Server(to)))
+    }
+
+    /// Restores every link this world clogged, and every blocked gossip port.
     pub fn heal(&self) {
+        for slot in self.shared.servers.lock().unwrap().values() {
+            slot.gossip_blocked
+                .store(false, std::sync::atomic::Ordering::Relaxed);
+        }
         let net = NetSim::current();
         let links: Vec<(Peer, Peer)> = std::mem::take(&mut *self.shared.clogged.lock().unwrap())
             .into_iter()

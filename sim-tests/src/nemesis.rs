@@ -27,6 +27,8 @@ pub struct Nemesis {
     removed: BTreeSet<NodeId>,
     /// Servers with a slow disk, and when it recovers.
     slow: BTreeMap<NodeId, madsim::time::Instant>,
+    /// Servers whose gossip port is blocked, and when it opens again.
+    gossip_blocked: BTreeMap<NodeId, madsim::time::Instant>,
     pub log: Vec<String>,
     /// Probe writes so far (each writes a value unique in the run).
     probes: u64,
@@ -52,6 +54,7 @@ impl Nemesis {
             paused: BTreeMap::new(),
             removed: BTreeSet::new(),
             slow: BTreeMap::new(),
+            gossip_blocked: BTreeMap::new(),
             log: Vec::new(),
             probes: 0,
         }
@@ -143,6 +146,11 @@ impl Nemesis {
             self.world.set_fsync_latency(id, None);
             self.note(format!("disk of {id:?} back to normal"));
         }
+        for id in due(&self.gossip_blocked) {
+            self.gossip_blocked.remove(&id);
+            self.world.block_gossip(id, false);
+            self.note(format!("gossip of {id:?} unblocked"));
+        }
         for id in due(&self.killed) {
             self.killed.remove(&id);
             self.world.restart(id);
@@ -192,12 +200,35 @@ impl Nemesis {
                 Fault::SlowDisk => self.slow_disk(),
                 Fault::Hints => self.false_hints(),
                 Fault::LeaseWindow => self.lease_window(history).await,
+                Fault::GossipBlock => self.gossip_block(),
             }
         }
     }
 
+    /// Blocks the gossip port of one to all-but-one of the servers for
+    /// 8-20 s (longer than the LAN pool takes to declare them failed), while
+    /// their Raft traffic still flows.
+    pub fn gossip_block(&mut self) {
+        let mut servers = self.live_servers();
+        for i in (1..servers.len()).rev() {
+            let j = self.rng.range(0, i as u64 + 1) as usize;
+            servers.swap(i, j);
+        }
+        if servers.len() < 2 {
+            return;
+        }
+        let k = self.rng.range(1, servers.len() as u64) as usize;
+        let span = Duration::from_millis(self.rng.range(8_000, 20_000));
+        for &id in &servers[..k] {
+            self.world.block_gossip(id, true);
+            self.gossip_blocked.insert(id, now() + span);
+        }
+        self.note(format!("block gossip of {:?} for {span:?}", &servers[..k]));
+    }
+
     pub fn heal(&mut self) {
         self.world.heal();
+        self.gossip_blocked.clear();
         self.note("heal".into());
     }
 
