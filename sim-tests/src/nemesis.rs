@@ -480,11 +480,65 @@ impl Nemesis {
             .add_server(move |spec| server_config(&opts, spec.config()));
         let address = self.world.address(id)?;
         let name = NodeName(format!("s{}", self.world.servers().len()));
+        // Its gossip pool joins the others at once, and the leader's
+        // reconciliation adds it as a non-voter (Raft protocol 3), as
+        // Consul's does; the operator's add is the fallback.
+        if self.joined_via_gossip(id, Duration::from_secs(5)).await {
+            self.note(format!("add non-voter {id:?}: joined through gossip"));
+            return Some(id);
+        }
         let ok = self
             .operate(Op::RaftAddNonvoter { id, name, address })
             .await;
+        let ok = ok || self.joined_via_gossip(id, Duration::from_millis(1)).await;
         self.note(format!("add non-voter {id:?}: {ok}"));
         ok.then_some(id)
+    }
+
+    /// Whether the leader's configuration holds `id` within `within`.
+    pub async fn joined_via_gossip(&self, id: NodeId, within: Duration) -> bool {
+        let end = now() + within;
+        loop {
+            let member = self.leader().is_some_and(|l| {
+                self.world
+                    .with_server(l, |s| s.membership().contains(id))
+                    .unwrap_or(false)
+            });
+            if member {
+                return true;
+            }
+            if now() >= end {
+                return false;
+            }
+            sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Waits until `at`'s configuration no longer holds `gone` (a removed
+    /// server killed for good: while gossip still calls it alive the
+    /// leader's reconciliation may add it back as a non-voter, and once
+    /// gossip calls it failed autopilot's cleanup removes it).
+    pub async fn until_removed(
+        &self,
+        at: impl Fn(&Nemesis) -> Option<NodeId>,
+        gone: NodeId,
+        within: Duration,
+    ) -> bool {
+        let end = now() + within;
+        loop {
+            let out = at(self).is_some_and(|a| {
+                self.world
+                    .with_server(a, |s| !s.membership().contains(gone))
+                    .unwrap_or(false)
+            });
+            if out {
+                return true;
+            }
+            if now() >= end {
+                return false;
+            }
+            sleep(Duration::from_millis(100)).await;
+        }
     }
 
     pub async fn promote(&mut self, id: NodeId) -> bool {
@@ -784,9 +838,8 @@ impl Scenario {
                 n.heal();
                 sleep(Duration::from_secs(3)).await;
                 let caught_up = n
-                    .world
-                    .with_server(cut, |s| !s.membership().contains(victim))
-                    .unwrap_or(false);
+                    .until_removed(|_| Some(cut), victim, Duration::from_secs(40))
+                    .await;
                 if !caught_up {
                     failures.push(format!(
                         "{}: {cut:?} did not learn that {victim:?} was removed",
@@ -803,13 +856,20 @@ impl Scenario {
                 }
                 match n.wait_for_leader(Duration::from_secs(20)).await {
                     Some(l) if l != leader => {
-                        let members = n
+                        let voter = n
                             .world
-                            .with_server(l, |s| s.membership().contains(leader))
+                            .with_server(l, |s| s.membership().is_voter(leader))
                             .unwrap_or(true);
-                        if members {
+                        // The removed leader is stopped for good; gossip may
+                        // still call it alive for a few seconds, so the new
+                        // leader may add it back as a non-voter until gossip
+                        // calls it failed and autopilot cleans it up.
+                        let gone = n
+                            .until_removed(|n| n.leader(), leader, Duration::from_secs(40))
+                            .await;
+                        if voter || !gone {
                             failures.push(format!(
-                                "{}: {leader:?} still in the configuration",
+                                "{}: {leader:?} still in the configuration (voter: {voter})",
                                 self.name()
                             ));
                         }
@@ -859,9 +919,9 @@ impl Scenario {
                         self.name()
                     )),
                 }
-                // Nothing here tells the new leader it left (no gossip in
-                // this scenario), so nobody removes it: it stops once
-                // waiting for its removal times out.
+                // Its gossip leave tells the new leader it left, and the
+                // leader's reconciliation removes it; it stops once removed
+                // (or once waiting for its removal times out).
                 let grace = Duration::from_nanos(tern_core::server::RAFT_REMOVE_GRACE.as_nanos());
                 sleep(crate::run::LEAVE_DRAIN.max(grace)).await;
                 if n.world.status(leader) != Some(NodeStatus::Left) {
