@@ -60,9 +60,37 @@ impl Nemesis {
         }
     }
 
-    fn note(&mut self, what: String) {
+    pub(crate) fn note(&mut self, what: String) {
         let t = tern_io_sim::now().0 as f64 / 1e9;
         self.log.push(format!("{t:8.3}s {what}"));
+    }
+
+    /// Stops a server for good (no leave, no restart): a dead machine.
+    pub fn stop_for_good(&mut self, id: NodeId) {
+        self.killed.remove(&id);
+        self.paused.remove(&id);
+        self.removed.insert(id);
+        self.world.remove_node(id);
+        self.note(format!("stop {id:?} for good"));
+    }
+
+    /// `id` is gone from the cluster (it left): no fault picks it again.
+    pub fn mark_removed(&mut self, id: NodeId) {
+        self.removed.insert(id);
+    }
+
+    /// Starts a new server with an empty disk; it joins through gossip.
+    pub fn start_server(&mut self) -> NodeId {
+        let opts = self.opts.clone();
+        let id = self
+            .world
+            .add_server(move |spec| server_config(&opts, spec.config()));
+        self.note(format!("start new server {id:?}"));
+        id
+    }
+
+    pub(crate) fn rng_range(&mut self, lo: u64, hi: u64) -> u64 {
+        self.rng.range(lo, hi)
     }
 
     /// Servers that are members and not removed.
@@ -621,10 +649,33 @@ pub enum Scenario {
     /// new server joins as a non-voter and autopilot, not the nemesis,
     /// promotes it once it has been healthy for the stabilization time.
     AutopilotPromotes,
+    /// Consul's `TestAutopilot_CleanupDeadServer`: a follower dies for
+    /// good; gossip fails it and autopilot removes it.
+    CleanupDeadServer,
+    /// Consul's `TestAutopilot_CleanupDeadNonvoter`: a new server joins as a
+    /// non-voter and dies before promotion; autopilot removes it.
+    CleanupDeadNonvoter,
+    /// Consul's `TestServer_Leave`: a follower leaves; the leader removes it
+    /// on its gossip `left`, and it stops.
+    ServerLeave,
+    /// Servers 4 and 5 join a running 3-server cluster through gossip only
+    /// and autopilot makes them voters.
+    AddServersThroughGossip,
+    /// Consul's `TestAutopilot_RollingUpdate`: every server is replaced by a
+    /// new one, one at a time (new joins and is promoted, then an old one leaves).
+    RollingUpdate,
+    /// Consul #3611: the same replacement with each old server killed as soon
+    /// as its replacement is a voter; promotion to an even voter count keeps quorum.
+    RollingUpdate3611,
+    /// Consul #8118: each server rebooted faster than the stabilization time.
+    QuickReboots8118,
+    /// The headline: a rolling restart of every server (leave, start) under
+    /// load from retrying clients, with zero client-visible errors.
+    RollingRestart,
 }
 
 impl Scenario {
-    pub const ALL: [Scenario; 12] = [
+    pub const ALL: [Scenario; 20] = [
         Scenario::LeaderIsolated,
         Scenario::MinorityPartition,
         Scenario::AsymmetricPartition,
@@ -637,6 +688,14 @@ impl Scenario {
         Scenario::LeaderIsolatedWithResets,
         Scenario::LeaderLeaves,
         Scenario::AutopilotPromotes,
+        Scenario::CleanupDeadServer,
+        Scenario::CleanupDeadNonvoter,
+        Scenario::ServerLeave,
+        Scenario::AddServersThroughGossip,
+        Scenario::RollingUpdate,
+        Scenario::RollingUpdate3611,
+        Scenario::QuickReboots8118,
+        Scenario::RollingRestart,
     ];
 
     pub fn name(self) -> &'static str {
@@ -653,6 +712,14 @@ impl Scenario {
             Scenario::LeaderIsolatedWithResets => "leader-isolated-with-resets",
             Scenario::LeaderLeaves => "leader-leaves",
             Scenario::AutopilotPromotes => "autopilot-promotes",
+            Scenario::CleanupDeadServer => "cleanup-dead-server",
+            Scenario::CleanupDeadNonvoter => "cleanup-dead-nonvoter",
+            Scenario::ServerLeave => "server-leave",
+            Scenario::AddServersThroughGossip => "add-servers-through-gossip",
+            Scenario::RollingUpdate => "rolling-update",
+            Scenario::RollingUpdate3611 => "rolling-update-3611",
+            Scenario::QuickReboots8118 => "quick-reboots-8118",
+            Scenario::RollingRestart => "rolling-restart",
         }
     }
 
@@ -666,6 +733,12 @@ impl Scenario {
         opts.clients = opts.clients.max(3);
         match self {
             Scenario::MinorityPartition | Scenario::MembershipWhilePartitioned => opts.servers = 5,
+            Scenario::AddServersThroughGossip
+            | Scenario::RollingUpdate
+            | Scenario::RollingUpdate3611
+            | Scenario::RollingRestart
+            | Scenario::ServerLeave
+            | Scenario::CleanupDeadNonvoter => opts.servers = 3,
             Scenario::CrashBetweenAppendAndFsync => {
                 opts.fsync_ms = (5, 40);
             }
@@ -934,6 +1007,30 @@ impl Scenario {
                 // Started again, it is a follower of the new leader.
                 n.world.restart(leader);
                 n.note(format!("restart {leader:?}"));
+            }
+            Scenario::CleanupDeadServer => {
+                failures.extend(crate::membership::cleanup_dead_server(n, leader).await)
+            }
+            Scenario::CleanupDeadNonvoter => {
+                failures.extend(crate::membership::cleanup_dead_nonvoter(n).await)
+            }
+            Scenario::ServerLeave => {
+                failures.extend(crate::membership::server_leave(n, leader).await)
+            }
+            Scenario::AddServersThroughGossip => {
+                failures.extend(crate::membership::add_servers_through_gossip(n).await)
+            }
+            Scenario::RollingUpdate => failures.extend(
+                crate::membership::rolling_update(n, crate::membership::Departure::Leave).await,
+            ),
+            Scenario::RollingUpdate3611 => failures.extend(
+                crate::membership::rolling_update(n, crate::membership::Departure::Kill).await,
+            ),
+            Scenario::QuickReboots8118 => {
+                failures.extend(crate::membership::quick_reboots(n).await)
+            }
+            Scenario::RollingRestart => {
+                failures.extend(crate::membership::rolling_restart(n, history, false).await)
             }
             Scenario::SnapshotInstall => {
                 let servers = n.live_servers();
