@@ -224,6 +224,8 @@ pub(crate) struct Shared {
     servers: Mutex<BTreeMap<NodeId, Arc<ServerSlot>>>,
     clients: Mutex<BTreeMap<ClientId, Arc<ClientSlot>>>,
     sim_ids: Mutex<BTreeMap<Peer, madsim::task::NodeId>>,
+    /// Which server each machine runs (by every id it ever ran).
+    machines: Mutex<BTreeMap<NodeId, Arc<Mutex<Arc<ServerSlot>>>>>,
     /// Links we clogged, so `heal` can undo exactly them.
     clogged: Mutex<BTreeSet<(Peer, Peer)>>,
     events: Mutex<Vec<(Instant, WorldEvent)>>,
@@ -275,6 +277,7 @@ impl World {
                 servers: Mutex::new(BTreeMap::new()),
                 clients: Mutex::new(BTreeMap::new()),
                 sim_ids: Mutex::new(BTreeMap::new()),
+                machines: Mutex::new(BTreeMap::new()),
                 clogged: Mutex::new(BTreeSet::new()),
                 events: Mutex::new(Vec::new()),
                 raw_senders: Mutex::new(0),
@@ -349,17 +352,99 @@ impl World {
             .unwrap()
             .insert(spec.node_id, slot.clone());
         let shared = self.shared.clone();
+        // The machine runs whichever server its cell holds: a new node id at
+        // the same address (`change_server_id`) is the same madsim node.
+        let cell = Arc::new(Mutex::new(slot.clone()));
+        let machine = cell.clone();
         let node = Handle::current()
             .create_node()
             .name(spec.name.0.clone())
             .ip(slot.addr.ip())
-            .init(move || run_server(shared.clone(), slot.clone()))
+            .init(move || run_server(shared.clone(), machine.lock().unwrap().clone()))
             .build();
         self.shared
             .sim_ids
             .lock()
             .unwrap()
             .insert(Peer::Server(spec.node_id), node.id());
+        self.shared
+            .machines
+            .lock()
+            .unwrap()
+            .insert(spec.node_id, cell);
+        spec.node_id
+    }
+
+    /// Replaces server `old` with a new server at the same address: a new
+    /// node id and name and an empty disk, on the same machine (Consul's
+    /// `TestLeader_ChangeServerID`: the operator rebuilt the box). The old
+    /// one is stopped for good first. Returns the new id.
+    pub fn change_server_id(
+        &self,
+        old: NodeId,
+        make: impl FnOnce(&ServerSpec) -> Config,
+    ) -> NodeId {
+        let old_slot = self.slot(old).expect("no such server");
+        self.remove_node(old);
+        let index = self.shared.servers.lock().unwrap().len();
+        let n = index as u32 + 1;
+        let spec = ServerSpec {
+            index,
+            node_id: NodeId(u128::from(n)),
+            name: NodeName(format!("s{n}")),
+            address: old_slot.addr.to_string(),
+            rng_seed: madsim::rand::thread_rng().gen(),
+            bootstrap: None,
+        };
+        let config = make(&spec);
+        assert_eq!(
+            config.node_id, spec.node_id,
+            "config must keep the spec's node_id"
+        );
+        let slot = Arc::new(ServerSlot {
+            id: spec.node_id,
+            addr: old_slot.addr,
+            config,
+            fs: FsSlot::new(madsim::rand::thread_rng().gen()),
+            server: Mutex::new(None),
+            counters: Mutex::new(NodeCounters::default()),
+            status: Mutex::new(NodeStatus::Starting),
+            fsync_latency: Mutex::new(None),
+            hints: Mutex::new(None),
+            gossip_control: Mutex::new(None),
+            gossip_view: Mutex::new(None),
+            gossip_blocked: std::sync::atomic::AtomicBool::new(false),
+        });
+        self.shared
+            .servers
+            .lock()
+            .unwrap()
+            .insert(spec.node_id, slot.clone());
+        let sim = self.sim_id(Peer::Server(old));
+        self.shared
+            .sim_ids
+            .lock()
+            .unwrap()
+            .insert(Peer::Server(spec.node_id), sim);
+        let cell = self
+            .shared
+            .machines
+            .lock()
+            .unwrap()
+            .get(&old)
+            .cloned()
+            .expect("a machine for every server");
+        *cell.lock().unwrap() = slot;
+        self.shared
+            .machines
+            .lock()
+            .unwrap()
+            .insert(spec.node_id, cell);
+        self.fault(format!(
+            "change server id {old:?} -> {:?} at {}",
+            spec.node_id, spec.address
+        ));
+        Handle::current().restart(sim);
         spec.node_id
     }
 

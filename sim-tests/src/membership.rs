@@ -507,3 +507,47 @@ async fn call_with_retry(
     }
     Err(format!("gave up after the hold time: {last}"))
 }
+
+/// Consul's `TestLeader_ChangeServerID` (agent/consul/leader_test.go): a
+/// follower's machine is rebuilt, so a server with a new node id and an
+/// empty disk comes up at the same address. The leader's reconciliation
+/// replaces the old id at that address with the new one (as a non-voter
+/// that autopilot promotes); the old id leaves the configuration.
+pub async fn change_server_id(n: &mut Nemesis, leader: NodeId) -> Vec<String> {
+    let mut failures = Vec::new();
+    let old = *n
+        .live_servers()
+        .iter()
+        .find(|s| **s != leader)
+        .expect("a follower");
+    let address = n.world.address(old);
+    let opts = n.opts.clone();
+    let new = n.world.change_server_id(old, move |spec| {
+        crate::run::server_config(&opts, spec.config())
+    });
+    n.mark_removed(old);
+    n.note(format!(
+        "change server id {old:?} -> {new:?} at {address:?}"
+    ));
+    let replaced = until_config(n, PROMOTION_BOUND + CLEANUP_BOUND, |v, o| {
+        v.contains(&new) && !v.contains(&old) && !o.contains(&old)
+    })
+    .await;
+    if !replaced {
+        failures.push(format!(
+            "change-server-id: {new:?} did not replace {old:?}: {:?}",
+            configuration(n)
+        ));
+    }
+    let at = n.leader().and_then(|l| {
+        n.world.with_server(l, |s| {
+            s.membership().servers.get(&new).map(|m| m.address.clone())
+        })
+    });
+    if at.flatten() != address {
+        failures.push(format!(
+            "change-server-id: {new:?} is not at {address:?} in the configuration"
+        ));
+    }
+    failures
+}

@@ -672,10 +672,12 @@ pub enum Scenario {
     /// The headline: a rolling restart of every server (leave, start) under
     /// load from retrying clients, with zero client-visible errors.
     RollingRestart,
+    /// Consul's `TestLeader_ChangeServerID`: a new node id at a follower's address.
+    ChangeServerId,
 }
 
 impl Scenario {
-    pub const ALL: [Scenario; 20] = [
+    pub const ALL: [Scenario; 21] = [
         Scenario::LeaderIsolated,
         Scenario::MinorityPartition,
         Scenario::AsymmetricPartition,
@@ -696,6 +698,7 @@ impl Scenario {
         Scenario::RollingUpdate3611,
         Scenario::QuickReboots8118,
         Scenario::RollingRestart,
+        Scenario::ChangeServerId,
     ];
 
     pub fn name(self) -> &'static str {
@@ -720,6 +723,7 @@ impl Scenario {
             Scenario::RollingUpdate3611 => "rolling-update-3611",
             Scenario::QuickReboots8118 => "quick-reboots-8118",
             Scenario::RollingRestart => "rolling-restart",
+            Scenario::ChangeServerId => "change-server-id",
         }
     }
 
@@ -738,7 +742,8 @@ impl Scenario {
             | Scenario::RollingUpdate3611
             | Scenario::RollingRestart
             | Scenario::ServerLeave
-            | Scenario::CleanupDeadNonvoter => opts.servers = 3,
+            | Scenario::CleanupDeadNonvoter
+            | Scenario::ChangeServerId => opts.servers = 3,
             Scenario::CrashBetweenAppendAndFsync => {
                 opts.fsync_ms = (5, 40);
             }
@@ -1031,6 +1036,9 @@ impl Scenario {
             }
             Scenario::RollingRestart => {
                 failures.extend(crate::membership::rolling_restart(n, history, false).await)
+            }
+            Scenario::ChangeServerId => {
+                failures.extend(crate::membership::change_server_id(n, leader).await)
             }
             Scenario::SnapshotInstall => {
                 let servers = n.live_servers();

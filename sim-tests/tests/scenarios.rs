@@ -238,3 +238,12 @@ fn rolling_restart_seed_0_loses_writes_in_flight_at_the_leaders_handover() {
         out.failures
     );
 }
+
+/// Consul's `TestLeader_ChangeServerID` (agent/consul/leader_test.go): a
+/// server with a new node id and an empty disk comes up at a follower's
+/// address; the leader replaces the old id with the new one, which
+/// autopilot promotes.
+#[test]
+fn a_new_node_id_at_the_same_address_replaces_the_old_server() {
+    passes(Scenario::ChangeServerId);
+}
