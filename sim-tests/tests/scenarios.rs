@@ -205,7 +205,9 @@ fn servers_rebooted_faster_than_stabilization_stay_voters() {
 /// The headline: a rolling restart of every server (leave, then start; it
 /// rejoins through gossip and autopilot promotes it) under load from clients
 /// that retry as Consul's client agents do, with zero client-visible errors
-/// and a linearizable history. Seeds 1..5; seed 0 is the known failure below.
+/// and a linearizable history. Seeds 1..5; seed 0 is the known failure below
+/// (measured over seeds 0..20: 14 with zero errors; 6 with errors from the
+/// core's leave or the simulator's tiny batches, listed in README).
 #[test]
 fn rolling_restart_under_load_has_no_client_visible_errors() {
     for seed in 1..SEEDS {
