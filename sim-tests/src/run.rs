@@ -503,7 +503,13 @@ pub fn gossip_disagreement(world: &World) -> Option<String> {
                 continue;
             };
             match view.iter().find(|m| m.name == name) {
-                None => return Some(format!("{at:?} does not know {name}")),
+                None => {
+                    let knows: Vec<String> = view
+                        .iter()
+                        .map(|m| format!("{} {}", m.name, m.status.as_str()))
+                        .collect();
+                    return Some(format!("{at:?} does not know {name} (knows {knows:?})"));
+                }
                 Some(m) if m.status != tern_core::gossip::Status::Alive || m.suspect => {
                     return Some(format!(
                         "{at:?} sees {name} {}{}",
