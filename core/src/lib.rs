@@ -106,6 +106,7 @@ pub mod gossip;
 pub mod ids;
 pub mod message;
 pub mod outbox;
+pub mod parked;
 pub mod raft;
 pub mod reconcile;
 pub mod rng;

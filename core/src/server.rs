@@ -14,9 +14,10 @@ use crate::action::{Action, Event, Input};
 use crate::autopilot::Autopilot;
 use crate::clock::{Duration, Instant};
 use crate::config::{Config, ConfigError};
-use crate::fsm::{ApplyResult, Command, Fsm, TombstoneGc};
+use crate::fsm::{ApplyResult, Command, Fsm, StoredAutopilot, TombstoneGc};
 use crate::ids::{LogIndex, NodeId, RequestId, Term};
 use crate::message::{Message, MessageBody, ADDRESS_BYTES_MAX};
+use crate::parked::{Parked, Touched};
 use crate::raft::{
     Durable, Entry, EntryPayload, Member, Membership, ProposeError, Raft, RaftMessage, Role,
     Snapshot, SnapshotMeta, Suffrage,
@@ -71,10 +72,9 @@ struct Forwarded {
 
 /// A blocking query parked until its index moves.
 #[derive(Clone, Debug)]
-struct Parked {
+struct ParkedQuery {
     origin: Origin,
     request: Request,
-    deadline: Instant,
 }
 
 /// A read confirmed by ReadIndex, waiting for the state machine to catch up.
@@ -107,8 +107,14 @@ pub struct Server {
     /// The leader's view of the servers gossip reports, and whether the
     /// configuration needs another look (`crate::reconcile`).
     reconciler: Reconciler,
+    /// Until when proposals of a term this server no longer leads wait to
+    /// learn their outcome (`fail_proposals`).
+    orphans_until: Option<Instant>,
     /// The term the reconciler last looked in as leader: a new term looks again.
     reconciled_term: Option<Term>,
+    /// The term this server, as leader, proposed storing the agent's
+    /// autopilot configuration in (`store_autopilot_config`).
+    autopilot_stored_in: Option<Term>,
     /// The leave is complete (`Event::Left`): every request fails fast.
     left: bool,
 
@@ -118,7 +124,11 @@ pub struct Server {
     confirmed_reads: Vec<ConfirmedRead>,
     held: Vec<Held>,
     forwarded: BTreeMap<u64, Forwarded>,
-    parked: Vec<Parked>,
+    /// Blocking queries, indexed by what they watch (`crate::parked`).
+    parked: Parked<ParkedQuery>,
+    /// What entries applied (or a snapshot installed) since parked queries
+    /// were last looked at.
+    touched: Touched,
     /// The leader forwarded reads were last checked against: when another
     /// becomes routable, reads forwarded elsewhere are sent to it.
     leader_followed: Option<NodeId>,
@@ -191,6 +201,8 @@ impl Server {
             removal_deadline: None,
             reconciler: Reconciler::new(),
             reconciled_term: None,
+            orphans_until: None,
+            autopilot_stored_in: None,
             left: false,
             next_ctx: incarnation & !0xFFFF_FFFF,
             proposals: BTreeMap::new(),
@@ -198,7 +210,8 @@ impl Server {
             confirmed_reads: Vec::new(),
             held: Vec::new(),
             forwarded: BTreeMap::new(),
-            parked: Vec::new(),
+            parked: Parked::default(),
+            touched: Touched::default(),
             leader_followed: None,
             transfer_waiter: None,
             applied_since_snapshot: 0,
@@ -260,8 +273,11 @@ impl Server {
         for f in self.forwarded.values() {
             t = t.min(f.deadline);
         }
-        for p in &self.parked {
-            t = t.min(p.deadline);
+        if let Some(d) = self.parked.next_deadline() {
+            t = t.min(d);
+        }
+        if let Some(o) = self.orphans_until {
+            t = t.min(o);
         }
         if let Some(d) = self.draining_until {
             // Once the drain is over, wait for the removal (or its deadline).
@@ -865,6 +881,28 @@ impl Server {
                 m.servers.remove(&tid);
                 self.propose_membership(now, m, origin.clone(), out)
             }
+            Op::AutopilotSetConfig { config, cas } => {
+                if let Err(e) = config.validate() {
+                    return self.respond(
+                        origin,
+                        Err(RpcError::BadRequest(format!("{}: {}", e.key, e.message))),
+                        out,
+                    );
+                }
+                let command = Command::AutopilotSet {
+                    config: config.clone(),
+                    cas: *cas,
+                };
+                self.raft
+                    .propose(
+                        now,
+                        EntryPayload::Command(std::sync::Arc::new(command)),
+                        out,
+                    )
+                    .map(|(index, term)| {
+                        self.proposals.insert(index, (term, origin.clone()));
+                    })
+            }
             Op::RaftTransferLeadership { to } => {
                 match self.raft.transfer_leadership(now, *to, out) {
                     Ok(_) => {
@@ -932,11 +970,10 @@ impl Server {
                 // Consul adds up to wait/16 of jitter so that many blocked
                 // clients do not return at once.
                 let jitter = Duration(self.rng.range(0, wait.as_nanos() / 16 + 1));
-                self.parked.push(Parked {
-                    origin,
-                    request,
-                    deadline: now + wait + jitter,
-                });
+                let deadline = now + wait + jitter;
+                let op = request.op.clone();
+                self.parked
+                    .park(&op, deadline, ParkedQuery { origin, request });
                 return;
             }
         }
@@ -1001,6 +1038,14 @@ impl Server {
             // The leader's last sample (a follower has none: it answers
             // only once forwarded, see `route_within`).
             Op::AutopilotHealth => (commit, ReplyBody::AutopilotHealth(self.autopilot.reply())),
+            Op::AutopilotGetConfig => {
+                let stored = self.fsm.autopilot().cloned().unwrap_or(StoredAutopilot {
+                    config: self.config.autopilot.clone(),
+                    create_index: 0,
+                    modify_index: 0,
+                });
+                (stored.modify_index, ReplyBody::AutopilotConfig(stored))
+            }
             // Writes never reach here.
             _ => (commit, ReplyBody::Done),
         }
@@ -1139,20 +1184,56 @@ impl Server {
         self.offered = None;
         let applied_any = self.apply_committed(now, out);
         self.finish_reads(now, out);
-        if self.raft.role() != Role::Leader {
-            self.fail_proposals(out);
-        }
+        self.fail_proposals(now, out);
         self.reap_tombstones(now, out);
         self.finish_transfer(out);
-        if applied_any {
+        if applied_any || !self.touched.is_empty() {
             self.wake_parked(now, out);
         }
         self.follow_leader(now, out);
         self.retry_held(now, out);
         self.maybe_snapshot(now, out);
         self.run_reconcile(now, out);
+        self.store_autopilot_config(now, out);
         self.run_autopilot(now, out);
         self.finish_leave(now, out);
+    }
+
+    /// Autopilot runs with the replicated configuration once one is stored;
+    /// until then with the agent's own, which a leader stores (CAS 0: only
+    /// if none is) once per term, as Consul's leader does when it is
+    /// established (`getOrCreateAutopilotConfig`).
+    fn store_autopilot_config(&mut self, now: Instant, out: &mut Vec<Action>) {
+        if let Some(stored) = self.fsm.autopilot() {
+            if stored.config != self.config.autopilot {
+                self.config.autopilot = stored.config.clone();
+            }
+            return;
+        }
+        let term = self.raft.term();
+        if self.raft.role() != Role::Leader
+            || self.autopilot_stored_in == Some(term)
+            || !self.raft.committed_in_term()
+            || self.is_draining(now)
+        {
+            return;
+        }
+        let command = Command::AutopilotSet {
+            config: self.config.autopilot.clone(),
+            cas: Some(0),
+        };
+        // Refused (Busy, a full disk): tried again at the next input.
+        if self
+            .raft
+            .propose(
+                now,
+                EntryPayload::Command(std::sync::Arc::new(command)),
+                out,
+            )
+            .is_ok()
+        {
+            self.autopilot_stored_in = Some(term);
+        }
     }
 
     /// Consul's autopilot loop on the leader (`autopilot.go`): health every
@@ -1205,6 +1286,7 @@ impl Server {
         match restored {
             Ok(fsm) => {
                 self.fsm = fsm;
+                self.touched.all = true;
                 self.applied_since_snapshot = 0;
                 // Proposals at or below the snapshot were decided by someone
                 // else's log; their outcome is unknown to us.
@@ -1240,6 +1322,7 @@ impl Server {
             let result = match &entry.payload {
                 EntryPayload::Command(c) => {
                     let r = self.fsm.apply(index.0, c);
+                    self.touched.command(c);
                     if let Command::TombstoneReap { upto } = c.as_ref() {
                         self.tombstone_gc.reaped(*upto);
                     } else if self.fsm.left_tombstones(index.0, c) {
@@ -1249,6 +1332,7 @@ impl Server {
                 }
                 _ => {
                     self.fsm.apply_other(index.0);
+                    self.touched.any = true;
                     None
                 }
             };
@@ -1354,16 +1438,34 @@ impl Server {
         }
     }
 
-    fn fail_proposals(&mut self, out: &mut Vec<Action>) {
-        // Entries proposed in an earlier term may still commit under the new
-        // leader, so the outcome is unknown, never "failed".
+    /// Proposals made as leader of an earlier term (leadership moved on,
+    /// as on every graceful leave) wait to learn their outcome: an entry
+    /// this server proposed that the next leader commits with the term it
+    /// was proposed in is that proposal (Log Matching), so it is answered
+    /// with its result when applied here; one replaced by another entry is
+    /// answered "leadership lost" when its index is applied
+    /// (`apply_committed`). Whatever is still unknown `rpc_hold_timeout`
+    /// after leadership was lost is answered "leadership lost": the
+    /// outcome is unknown, never "failed".
+    fn fail_proposals(&mut self, now: Instant, out: &mut Vec<Action>) {
+        let (term, leading) = (self.raft.term(), self.raft.role() == Role::Leader);
         let stale: Vec<LogIndex> = self
             .proposals
             .iter()
-            .filter(|(_, (t, _))| *t < self.raft.term() || self.raft.role() != Role::Leader)
+            .filter(|(_, (t, _))| *t < term || !leading)
             .map(|(i, _)| *i)
             .collect();
-        self.answer_lost(stale, out);
+        if stale.is_empty() {
+            self.orphans_until = None;
+            return;
+        }
+        let until = *self
+            .orphans_until
+            .get_or_insert(now + self.config.rpc_hold_timeout);
+        if now >= until {
+            self.orphans_until = None;
+            self.answer_lost(stale, out);
+        }
     }
 
     /// Answer these proposals "outcome unknown": their entries may yet be
@@ -1418,18 +1520,20 @@ impl Server {
         }
     }
 
+    /// Answer the parked queries what was applied moved past their
+    /// `min_index`; only those it can concern are looked at.
     fn wake_parked(&mut self, now: Instant, out: &mut Vec<Action>) {
-        let parked = std::mem::take(&mut self.parked);
-        for p in parked {
-            let index = self.watch_index(&p.request.op);
+        let touched = std::mem::take(&mut self.touched);
+        let mut parked = std::mem::take(&mut self.parked);
+        let woken = parked.take_woken(&touched, |p| {
             let min = p.request.blocking.map_or(0, |b| b.min_index);
-            if index > min {
-                let mut request = p.request;
-                request.blocking = None;
-                self.serve_read(now, p.origin, request, out);
-            } else {
-                self.parked.push(p);
-            }
+            self.watch_index(&p.request.op) > min
+        });
+        self.parked = parked;
+        for p in woken {
+            let mut request = p.request;
+            request.blocking = None;
+            self.serve_read(now, p.origin, request, out);
         }
     }
 
@@ -1480,15 +1584,10 @@ impl Server {
                 );
             }
         }
-        let parked = std::mem::take(&mut self.parked);
-        for p in parked {
-            if now >= p.deadline {
-                let mut request = p.request;
-                request.blocking = None;
-                self.serve_read(now, p.origin, request, out);
-            } else {
-                self.parked.push(p);
-            }
+        for p in self.parked.take_due(now) {
+            let mut request = p.request;
+            request.blocking = None;
+            self.serve_read(now, p.origin, request, out);
         }
     }
 

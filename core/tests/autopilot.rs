@@ -334,3 +334,92 @@ fn a_majority_of_dead_voters_is_never_removed() {
 fn failed(c: &Cluster, node: NodeId) -> Input {
     c.gossip_says(node, GossipStatus::Failed)
 }
+
+/// Ask the leader; run until the answer is in.
+fn ask(c: &mut Cluster, leader: NodeId, op: Op) -> tern_core::rpc::Response {
+    let rid = c.request(leader, req(op));
+    c.run_for(Duration::from_millis(300));
+    c.responses
+        .get(&(leader, rid))
+        .cloned()
+        .expect("answered within 300 ms")
+}
+
+/// Autopilot's configuration is replicated, as Consul's
+/// (agent/consul/operator_autopilot_endpoint.go,
+/// state/autopilot.go `AutopilotCASConfig`): a new leader stores the
+/// agent's own if none is stored, `PUT ?cas=` replaces it only at the
+/// stored modify index, every server runs with the stored one, and a bad
+/// one is refused naming the key.
+#[test]
+fn the_configuration_is_replicated_and_replaced_by_a_cas_write() {
+    use tern_core::autopilot::AutopilotConfig;
+    use tern_core::rpc::RpcError;
+    let mut c = Cluster::with_voters(3);
+    let leader = c.run_until_leader(Duration::from_secs(5)).expect("leader");
+    c.run_for(Duration::from_millis(500));
+    let first = c.servers[&leader]
+        .fsm()
+        .autopilot()
+        .cloned()
+        .expect("stored");
+    assert_eq!(first.config, AutopilotConfig::default());
+    assert_eq!(first.create_index, first.modify_index);
+    for s in c.servers.values() {
+        assert_eq!(s.fsm().autopilot(), Some(&first), "on {}", s.id());
+    }
+    let got = ask(&mut c, leader, Op::AutopilotGetConfig).unwrap();
+    assert_eq!(got.body, ReplyBody::AutopilotConfig(first.clone()));
+    assert_eq!(got.index, first.modify_index);
+
+    let off = AutopilotConfig {
+        cleanup_dead_servers: false,
+        ..AutopilotConfig::default()
+    };
+    let set = |cas| Op::AutopilotSetConfig {
+        config: off.clone(),
+        cas,
+    };
+    let stale = ask(&mut c, leader, set(Some(first.modify_index + 100))).unwrap();
+    assert_eq!(
+        stale.body,
+        ReplyBody::Applied(tern_core::fsm::ApplyResult::Autopilot(false))
+    );
+    let held = ask(&mut c, leader, set(Some(first.modify_index))).unwrap();
+    assert_eq!(
+        held.body,
+        ReplyBody::Applied(tern_core::fsm::ApplyResult::Autopilot(true))
+    );
+    c.run_for(Duration::from_millis(300));
+    for s in c.servers.values() {
+        assert!(!s.config().autopilot.cleanup_dead_servers, "on {}", s.id());
+        assert_eq!(
+            s.fsm().autopilot().unwrap().create_index,
+            first.create_index
+        );
+    }
+
+    let bad = Op::AutopilotSetConfig {
+        config: AutopilotConfig {
+            last_contact_threshold: Duration::ZERO,
+            ..AutopilotConfig::default()
+        },
+        cas: None,
+    };
+    match ask(&mut c, leader, bad) {
+        Err(RpcError::BadRequest(m)) => assert!(m.contains("greater than zero"), "{m}"),
+        other => panic!("a zero threshold was taken: {other:?}"),
+    }
+
+    // Cleanup is off now: a dead follower stays in the configuration.
+    let dead = *c.servers.keys().find(|i| **i != leader).unwrap();
+    c.crash(dead);
+    c.handle(leader, Input::Unreachable(dead));
+    c.handle(leader, failed(&c, dead));
+    c.run_for(Duration::from_secs(40));
+    let l = c.leader().expect("a leader");
+    assert!(c.servers[&l].membership().is_voter(dead));
+    assert!(autopilot_events(&c)
+        .iter()
+        .all(|(_, e)| !matches!(e, AutopilotEvent::RemovingDeadServer { .. })));
+}

@@ -1364,3 +1364,62 @@ fn leader_with_one_follower_down() -> (Cluster, NodeId, NodeId, NodeId) {
     c.crash(down);
     (c, leader, down, up)
 }
+
+/// A write in flight when its leader loses leadership is not answered
+/// "leadership lost" if the next leader commits it: the old leader, now a
+/// follower, learns the entry it proposed was committed with the term it
+/// proposed it in (Log Matching) and answers with its result. This is what
+/// makes a graceful leave or a leadership change invisible to a client
+/// whose write was in flight (issue 8's rolling restart with zero
+/// client-visible errors).
+#[test]
+fn a_write_in_flight_at_a_leader_change_is_answered_once_the_next_leader_commits_it() {
+    let mut c = Cluster::with_voters(3);
+    let old = c.run_until_leader(Duration::from_secs(5)).expect("leader");
+    let followers: Vec<NodeId> = c.servers.keys().copied().filter(|i| *i != old).collect();
+    // The followers' acknowledgements never reach the leader: it cannot
+    // commit the write, but its entry reaches them.
+    for f in &followers {
+        c.cut.insert((*f, old));
+    }
+    let rid = c.request(old, put("in-flight", "v"));
+    c.deliver_all();
+    for f in &followers {
+        c.cut.insert((old, *f));
+    }
+    // The old leader steps down (no quorum); the others elect a leader,
+    // which commits the entry with its first entry of the new term.
+    c.run_for(Duration::from_secs(2));
+    assert!(!c.responses.contains_key(&(old, rid)), "not answered yet");
+    let new = c.leader().expect("a new leader");
+    assert_ne!(new, old);
+    c.cut.clear();
+    c.run_for(Duration::from_secs(2));
+    let reply = c.responses.get(&(old, rid)).expect("answered").clone();
+    let reply = reply.expect("the committed write is answered with its result");
+    assert_eq!(reply.body, ReplyBody::Applied(ApplyResult::Kv(true)));
+    assert!(c.servers[&old].fsm().kv_get("in-flight").is_some());
+}
+
+/// A write in flight when its leader loses leadership and that nobody
+/// commits (its entry never left the old leader) is answered "leadership
+/// lost" (outcome unknown) once `rpc_hold_timeout` has passed, not before.
+#[test]
+fn a_write_nobody_commits_is_answered_unknown_after_the_hold_timeout() {
+    let mut c = Cluster::with_voters(3);
+    let old = c.run_until_leader(Duration::from_secs(5)).expect("leader");
+    let followers: Vec<NodeId> = c.servers.keys().copied().filter(|i| *i != old).collect();
+    for f in &followers {
+        c.cut.insert((*f, old));
+        c.cut.insert((old, *f));
+    }
+    let rid = c.request(old, put("lost", "v"));
+    c.run_for(Duration::from_secs(2));
+    assert!(c.servers[&old].role() != tern_core::raft::Role::Leader);
+    assert!(!c.responses.contains_key(&(old, rid)), "still waiting");
+    c.run_for(c.configs[&old].rpc_hold_timeout);
+    match c.responses.get(&(old, rid)) {
+        Some(Err(RpcError::Unknown(m))) => assert!(m.contains("leadership lost"), "{m}"),
+        other => panic!("expected leadership lost, got {other:?}"),
+    }
+}

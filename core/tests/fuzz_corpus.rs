@@ -125,6 +125,18 @@ fn messages() -> Vec<Vec<u8>> {
         wire::encode_command(&Command::Kv(KvCommand::DeleteTree {
             prefix: "a/".into(),
         })),
+        wire::encode_call(&wire::Call {
+            id: 1 << 40,
+            request: request.clone(),
+        }),
+        wire::encode_call_reply(&wire::CallReply {
+            id: 3,
+            response: ok.clone(),
+        }),
+        wire::encode_call_reply(&wire::CallReply {
+            id: 4,
+            response: Err(RpcError::NoServers),
+        }),
     ]
 }
 

@@ -13,9 +13,9 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Debug;
 use std::path::{Path, PathBuf};
 
-use tern_core::autopilot::{GossipStatus, HealthReply, ServerHealthReply};
+use tern_core::autopilot::{AutopilotConfig, GossipStatus, HealthReply, ServerHealthReply};
 use tern_core::clock::Duration;
-use tern_core::fsm::{ApplyResult, Command, KvCommand, KvEntry, KvWrite};
+use tern_core::fsm::{ApplyResult, Command, KvCommand, KvEntry, KvWrite, StoredAutopilot};
 use tern_core::raft::{
     AppendEntries, AppendEntriesResponse, Entry, EntryPayload, HardState, InstallSnapshot,
     InstallSnapshotChunk, InstallSnapshotChunkResponse, InstallSnapshotResponse, Member,
@@ -255,7 +255,29 @@ fn ops() -> Vec<(&'static str, Op)> {
             Op::RaftTransferLeadership { to: Some(S2) },
         ),
         ("autopilot_health", Op::AutopilotHealth),
+        ("autopilot_get_config", Op::AutopilotGetConfig),
+        (
+            "autopilot_set_config",
+            Op::AutopilotSetConfig {
+                config: autopilot_config(),
+                cas: Some(17),
+            },
+        ),
     ]
+}
+
+/// A non-default autopilot configuration (every field set).
+fn autopilot_config() -> AutopilotConfig {
+    AutopilotConfig {
+        cleanup_dead_servers: false,
+        last_contact_threshold: Duration::from_millis(350),
+        max_trailing_logs: 400,
+        min_quorum: 3,
+        server_stabilization_time: Duration::from_secs(20),
+        redundancy_zone_tag: "zone".into(),
+        disable_upgrade_migration: true,
+        upgrade_version_tag: "build".into(),
+    }
 }
 
 fn request(op: Op) -> Request {
@@ -309,6 +331,18 @@ fn reply_bodies() -> Vec<(&'static str, ReplyBody)> {
             },
         ),
         ("done", ReplyBody::Done),
+        (
+            "autopilot_config",
+            ReplyBody::AutopilotConfig(StoredAutopilot {
+                config: autopilot_config(),
+                create_index: 5,
+                modify_index: 17,
+            }),
+        ),
+        (
+            "applied_autopilot",
+            ReplyBody::Applied(ApplyResult::Autopilot(false)),
+        ),
         (
             "autopilot_health",
             ReplyBody::AutopilotHealth(HealthReply {
@@ -621,6 +655,39 @@ fn golden_vectors_match() {
         );
     }
 
+    // A client agent's calls and the replies on the same connection
+    // (`wire::call`), and the error only a client agent produces.
+    let call = wire::Call {
+        id: 0x1_0000_0001,
+        request: request(Op::KvApply(KvCommand::Set(kv_write()))),
+    };
+    g.check(
+        "call_kv_apply",
+        &call,
+        wire::encode_call(&call),
+        wire::decode_call,
+    );
+    let replies = [
+        ("ok", Ok(reply(ReplyBody::Applied(ApplyResult::Kv(true))))),
+        ("err_no_leader", Err(RpcError::NoLeader)),
+    ];
+    for (name, response) in replies {
+        let r = wire::CallReply { id: 7, response };
+        g.check(
+            &format!("call_reply_{name}"),
+            &r,
+            wire::encode_call_reply(&r),
+            wire::decode_call_reply,
+        );
+    }
+    let no_servers: Response = Err(RpcError::NoServers);
+    g.check(
+        "response_err_no_servers",
+        &no_servers,
+        wire::encode_response(&no_servers),
+        wire::decode_response,
+    );
+
     for (name, kv) in kv_commands() {
         let c = Command::Kv(kv);
         g.check(
@@ -639,6 +706,16 @@ fn golden_vectors_match() {
         "command_tombstone_reap",
         &reap,
         wire::encode_command(&reap),
+        wire::decode_command,
+    );
+    let autopilot = Command::AutopilotSet {
+        config: autopilot_config(),
+        cas: Some(0),
+    };
+    g.check(
+        "command_autopilot_set",
+        &autopilot,
+        wire::encode_command(&autopilot),
         wire::decode_command,
     );
 

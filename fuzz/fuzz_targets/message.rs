@@ -1,4 +1,4 @@
-//! Messages, requests, responses, commands: decoding never panics; what decodes re-encodes to the same bytes.
+//! Messages, requests, responses, commands, client calls and their replies: decoding never panics; what decodes re-encodes to the same bytes.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;

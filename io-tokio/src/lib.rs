@@ -5,12 +5,14 @@
 //! Consul-compatible HTTP API on top of an [`agent::AgentHandle`]; `config`
 //! turns flags and Consul-style config files into [`agent::AgentOptions`];
 //! `cli` holds the client commands (`kv`, `operator raft`, `members`, `leave`);
+//! `client_rpc` is a client agent's way to the servers (`agent::start_client`);
 //! `gossip` runs a core gossip pool on UDP and TCP sockets (not yet wired into
 //! the agent).
 
 pub mod agent;
 pub mod bench;
 pub mod cli;
+pub mod client_rpc;
 pub mod config;
 pub mod gossip;
 pub mod http;

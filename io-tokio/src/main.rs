@@ -1,4 +1,5 @@
-//! The `tern` binary: `tern agent ...` runs a server; every other subcommand
+//! The `tern` binary: `tern agent ...` runs a server (or, without `-server`,
+//! a client agent); every other subcommand
 //! is a client of the HTTP API (`tern kv`, `tern operator raft`, `tern members`,
 //! `tern leave`).
 
@@ -58,7 +59,17 @@ fn agent(args: &[String]) -> ExitCode {
         }
     };
     runtime.block_on(async move {
-        let agent = match tern::agent::start(options.clone()).await {
+        // A client agent's servers: the retry-join addresses until gossip
+        // feeds them (`agent::static_servers`). The sender must live as
+        // long as the agent, or the list could never change.
+        let (_servers_tx, servers) =
+            tokio::sync::watch::channel(tern::agent::static_servers(&options.retry_join));
+        let started = if options.server {
+            tern::agent::start(options.clone()).await
+        } else {
+            tern::agent::start_client(options.clone(), servers).await
+        };
+        let agent = match started {
             Ok(a) => a,
             Err(e) => {
                 tracing::error!("{e}");
@@ -72,14 +83,25 @@ fn agent(args: &[String]) -> ExitCode {
                 return ExitCode::from(1);
             }
         };
-        tracing::info!(
-            "Tern agent running: node {} ({}), datacenter {}, HTTP on {}, server port on {}",
-            options.core.node_name,
-            options.core.node_id,
-            options.core.datacenter,
-            options.http_addr,
-            options.server_addr
-        );
+        if options.server {
+            tracing::info!(
+                "Tern agent running: node {} ({}), datacenter {}, HTTP on {}, server port on {}",
+                options.core.node_name,
+                options.core.node_id,
+                options.core.datacenter,
+                options.http_addr,
+                options.server_addr
+            );
+        } else {
+            tracing::info!(
+                "Tern client agent running: node {} ({}), datacenter {}, HTTP on {}, servers {:?}",
+                options.core.node_name,
+                options.core.node_id,
+                options.core.datacenter,
+                options.http_addr,
+                options.retry_join
+            );
+        }
         let handle = agent.handle.clone();
         let http = tokio::spawn(async move {
             if let Err(e) = tern::http::serve_until_left(http, handle).await {

@@ -5,7 +5,9 @@
 //! Server-to-server traffic is one-way per connection: each server dials its
 //! peers and writes `RPC_RAFT` frames (Raft messages and forwarded requests);
 //! answers come back over the peer's own connection to us. `RPC_CONSUL`
-//! connections carry the join handshake ([`Hello`]).
+//! connections carry the join handshake ([`Hello`]). `RPC_MULTIPLEX_V2`
+//! connections carry a client agent's calls ([`wire::Call`]), answered on
+//! the same connection by id, in any order ([`answer_calls`]).
 
 use std::collections::BTreeMap;
 use std::net::{IpAddr, SocketAddr};
@@ -13,11 +15,12 @@ use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
+use tern_core::rpc::{Request, Response, RpcError};
 use tern_core::wire;
 use tern_core::{Message, NodeId};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{mpsc, Notify};
+use tokio::sync::{mpsc, oneshot, Notify, Semaphore};
 
 /// Deadline for a connection's first byte (Consul's `rpc_handshake_timeout`).
 pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
@@ -25,6 +28,11 @@ pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
 pub const DIAL_TIMEOUT: Duration = Duration::from_secs(3);
 /// Frames queued for one peer before new ones are dropped (Raft resends).
 pub const PEER_QUEUE_MAX: usize = 4096;
+/// Calls one client connection may have in flight at a server. The server
+/// reads the next call only when one is answered, so a client that sends
+/// more waits in its socket buffers (TCP back-pressure), and one connection
+/// never holds more than this many of the agent's pending requests.
+pub const CALLS_INFLIGHT_MAX: usize = 256;
 
 /// What a server says about itself when it joins (the `RPC_CONSUL` handshake).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -69,6 +77,11 @@ pub enum Inbound {
     Gone(NodeId),
     /// A joining server's hello; answer with ours on `reply`.
     Hello(Hello, tokio::sync::oneshot::Sender<Hello>),
+    /// A client agent's call: handled exactly as a request from this
+    /// agent's own HTTP API (`ToAgent::Request`), answered on the sender.
+    /// Dropping the sender unanswered closes the client's connection (what
+    /// it would see if this process died: the outcome is unknown).
+    Call(Request, oneshot::Sender<Response>),
 }
 
 /// The inbound Raft connections, by the server that writes on them, so the
@@ -152,6 +165,7 @@ async fn handle_conn(
             read_messages(stream, frame_bytes_max, to_agent, refusals).await
         }
         wire::conn::ConnKind::Rpc => answer_hello(stream, frame_bytes_max, to_agent).await,
+        wire::conn::ConnKind::Multiplex => answer_calls(stream, frame_bytes_max, to_agent).await,
         other => Err(format!(
             "first byte {:#04x} ({other:?}) is not served",
             first[0]
@@ -175,8 +189,8 @@ impl From<ReadError> for String {
     }
 }
 
-async fn read_frame(
-    stream: &mut TcpStream,
+async fn read_frame<R: AsyncRead + Unpin>(
+    stream: &mut R,
     decoder: &mut wire::FrameDecoder,
     buf: &mut [u8],
 ) -> Result<Option<Vec<u8>>, ReadError> {
@@ -270,6 +284,113 @@ async fn answer_hello(
     wire::encode_frame(&ours.encode(), &mut out);
     stream.write_all(&out).await.map_err(|e| e.to_string())?;
     Ok(())
+}
+
+/// Answer a client's calls on its multiplexed connection until it closes.
+///
+/// Each call becomes an `Inbound::Call` (a request like any other); its
+/// reply is written back with the call's id as soon as it is ready, so
+/// replies come out in any order. At most `CALLS_INFLIGHT_MAX` calls are in
+/// flight: the next frame is read only when a slot is free. A frame that is
+/// not a call (or over `frame_bytes_max`) closes the connection at once and
+/// changes nothing; calls already handed to the agent run their course, but
+/// their replies are not written. So does the client closing its side.
+async fn answer_calls(
+    stream: TcpStream,
+    frame_bytes_max: usize,
+    to_agent: mpsc::Sender<Inbound>,
+) -> Result<(), String> {
+    let (mut read, mut write) = stream.into_split();
+    let (out_tx, mut out_rx) = mpsc::channel::<Vec<u8>>(CALLS_INFLIGHT_MAX);
+    let writer = tokio::spawn(async move {
+        while let Some(mut batch) = out_rx.recv().await {
+            while let Ok(more) = out_rx.try_recv() {
+                batch.extend_from_slice(&more);
+                if batch.len() > 1 << 20 {
+                    break;
+                }
+            }
+            if write.write_all(&batch).await.is_err() {
+                return;
+            }
+        }
+    });
+    // Aborting the writer on the way out (any error) drops the write half,
+    // so the client sees the close even while replies are pending.
+    let _writer = AbortOnDrop(writer);
+    let slots = Arc::new(Semaphore::new(CALLS_INFLIGHT_MAX));
+    // Set when the agent dropped a call unanswered (it stopped): the client
+    // must see an EOF, as if this process had died, not a reply.
+    let stop = Arc::new(Notify::new());
+    let mut decoder = wire::FrameDecoder::new(frame_bytes_max);
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        let slot = tokio::select! {
+            s = slots.clone().acquire_owned() => s.expect("the semaphore is never closed"),
+            () = stop.notified() => return Err("the agent stopped with calls unanswered".into()),
+        };
+        let frame = tokio::select! {
+            r = read_frame(&mut read, &mut decoder, &mut buf) => match r {
+                Ok(Some(f)) => f,
+                // The client is gone: nobody reads what is pending.
+                Ok(None) => return Ok(()),
+                Err(e) => return Err(e.into()),
+            },
+            () = stop.notified() => return Err("the agent stopped with calls unanswered".into()),
+        };
+        let call = wire::decode_call(&frame).map_err(|e| format!("bad call: {e}"))?;
+        let (to_agent, out, stop) = (to_agent.clone(), out_tx.clone(), stop.clone());
+        tokio::spawn(async move {
+            let _slot = slot;
+            let (tx, rx) = oneshot::channel();
+            let response = if to_agent
+                .send(Inbound::Call(call.request, tx))
+                .await
+                .is_err()
+            {
+                // The agent has stopped and never saw the call: nothing was
+                // done, so the client may safely ask another server.
+                Err(RpcError::NoLeader)
+            } else if let Ok(r) = rx.await {
+                r
+            } else {
+                stop.notify_one();
+                return;
+            };
+            let _ = out
+                .send(reply_frame(call.id, response, frame_bytes_max))
+                .await;
+        });
+    }
+}
+
+/// The framed reply to call `id`. A reply too big for a frame would be
+/// refused by the client's decoder and read as a broken connection: it is
+/// replaced by an error that says so.
+fn reply_frame(id: u64, response: Response, frame_bytes_max: usize) -> Vec<u8> {
+    let mut payload = wire::encode_call_reply(&wire::CallReply { id, response });
+    if payload.len() > frame_bytes_max {
+        let too_large = RpcError::TooLarge(format!(
+            "reply of {} bytes is over the frame limit of {frame_bytes_max} bytes",
+            payload.len()
+        ));
+        payload = wire::encode_call_reply(&wire::CallReply {
+            id,
+            response: Err(too_large),
+        });
+    }
+    let mut frame = Vec::with_capacity(wire::FRAME_HEADER_LEN + payload.len());
+    wire::encode_frame(&payload, &mut frame);
+    frame
+}
+
+/// A task aborted when its owner goes away.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
 }
 
 /// Connect to `address` (an `ip:port` or `host:port`) within

@@ -198,8 +198,10 @@ fn single_dash_double_dash_and_equals_forms_agree() {
     for b in &built[1..] {
         assert_eq!(b, &built[0]);
     }
-    let e = error_of(&args(&format!("-server=false -data-dir /d -node-id {ID}")));
-    assert!(e.starts_with("server: "), "{e}");
+    assert!(built[0].contains("server: true"), "{}", built[0]);
+    // Without -server the agent is a client agent.
+    let client = agent_options(&args(&format!("-server=false -data-dir /d -node-id {ID}")));
+    assert!(!client.unwrap().server);
 }
 
 /// HCL delivers a block written twice as an array; both halves count.

@@ -34,6 +34,7 @@ struct Script {
     requests: Vec<Request>,
     leaves: usize,
     health: HealthReply,
+    autopilot: Option<tern_core::fsm::StoredAutopilot>,
 }
 
 type Shared = Arc<Mutex<Script>>;
@@ -72,6 +73,30 @@ impl Script {
             },
             Op::RaftRemovePeer { .. } => ReplyBody::Done,
             Op::AutopilotHealth => ReplyBody::AutopilotHealth(self.health.clone()),
+            Op::AutopilotGetConfig => ReplyBody::AutopilotConfig(self.autopilot.clone().unwrap_or(
+                tern_core::fsm::StoredAutopilot {
+                    config: Default::default(),
+                    create_index: 0,
+                    modify_index: 0,
+                },
+            )),
+            // The state machine's CAS (its own tests pin it), in brief.
+            Op::AutopilotSetConfig { config, cas } => {
+                let current = self.autopilot.as_ref().map_or(0, |a| a.modify_index);
+                let held = cas.is_none_or(|c| c == current);
+                if held {
+                    self.index += 1;
+                    self.autopilot = Some(tern_core::fsm::StoredAutopilot {
+                        config,
+                        create_index: self
+                            .autopilot
+                            .as_ref()
+                            .map_or(self.index, |a| a.create_index),
+                        modify_index: self.index,
+                    });
+                }
+                ReplyBody::Applied(ApplyResult::Autopilot(held))
+            }
             _ => return Err(RpcError::BadRequest("not scripted".into())),
         };
         Ok(Reply {
@@ -177,6 +202,7 @@ fn options() -> AgentOptions {
         retry_join: vec![],
         bootstrap_expect: 3,
         dev: false,
+        server: true,
     }
 }
 
@@ -196,6 +222,7 @@ fn leader_status() -> AgentStatus {
         last_contact_ms: 0,
         num_peers: 2,
         known_leader: true,
+        client: false,
     }
 }
 
@@ -1084,9 +1111,13 @@ async fn autopilot_state_names_the_leader_and_the_voters() {
     assert_eq!(j["Servers"][NODE_A.to_string()]["Status"], "leader");
 }
 
-/// api `AutopilotConfiguration`, from the agent's `autopilot` stanza.
+/// api `AutopilotConfiguration` (agent/operator_endpoint.go
+/// `OperatorAutopilotConfiguration`): the stored configuration with its
+/// indexes; `PUT` sends the whole body (a missing key is zero, as Go
+/// decodes it) and answers `true`, or with `?cas=` whether it held; a bad
+/// body or cas is a 400 in Consul's words.
 #[tokio::test]
-async fn autopilot_configuration_has_consuls_fields_and_defaults() {
+async fn autopilot_configuration_has_consuls_fields_and_a_cas_put() {
     let h = Harness::start().await;
     let r = h.get("/v1/operator/autopilot/configuration").await;
     assert_eq!(r.status, 200, "{}", r.text());
@@ -1105,7 +1136,51 @@ async fn autopilot_configuration_has_consuls_fields_and_defaults() {
             "ModifyIndex": 0
         })
     );
-    // Changing it is not built yet (it needs the state machine).
-    let r = h.put("/v1/operator/autopilot/configuration", b"{}").await;
-    assert_eq!(r.status, 405);
+    let body = br#"{"CleanupDeadServers": false, "LastContactThreshold": "300ms",
+                    "MaxTrailingLogs": 100, "ServerStabilizationTime": "20s"}"#;
+    let r = h.put("/v1/operator/autopilot/configuration", body).await;
+    assert_eq!((r.status, r.text().trim()), (200, "true"));
+    let sent = h.script.lock().unwrap().requests.last().cloned().unwrap();
+    let Op::AutopilotSetConfig { config, cas } = sent.op else {
+        panic!("sent {:?}", sent.op);
+    };
+    assert_eq!(cas, None);
+    assert!(!config.cleanup_dead_servers);
+    assert_eq!(config.last_contact_threshold, Duration::from_millis(300));
+    assert_eq!(config.max_trailing_logs, 100);
+    let r = h.get("/v1/operator/autopilot/configuration").await;
+    let j = r.json();
+    assert_eq!(j["ServerStabilizationTime"], "20s");
+    let modify = j["ModifyIndex"].as_u64().unwrap();
+    assert!(modify > 0);
+
+    let stale = format!("/v1/operator/autopilot/configuration?cas={}", modify + 1);
+    let r = h.put(&stale, body).await;
+    assert_eq!((r.status, r.text().trim()), (200, "false"));
+    let fresh = format!("/v1/operator/autopilot/configuration?cas={modify}");
+    let r = h.put(&fresh, body).await;
+    assert_eq!((r.status, r.text().trim()), (200, "true"));
+
+    let r = h
+        .put("/v1/operator/autopilot/configuration?cas=x", body)
+        .await;
+    assert_eq!(r.status, 400);
+    assert!(
+        r.text().starts_with("Error parsing cas value: "),
+        "{}",
+        r.text()
+    );
+    let r = h
+        .put(
+            "/v1/operator/autopilot/configuration",
+            b"{\"MinQuorum\": true}",
+        )
+        .await;
+    assert_eq!(r.status, 400);
+    assert!(
+        r.text()
+            .starts_with("Error parsing autopilot config: MinQuorum"),
+        "{}",
+        r.text()
+    );
 }

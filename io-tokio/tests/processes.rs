@@ -1013,6 +1013,45 @@ fn autopilot_reports_health_and_keeps_a_server_that_restarts() {
     assert_eq!(code, 0);
     assert!(out.contains("ServerStabilizationTime = 2s\n"), "{out}");
 
+    // set-config changes only what it names, with a CAS write of the
+    // replicated configuration (command/operator/autopilot/set,
+    // agent/operator_endpoint.go `OperatorAutopilotConfiguration`).
+    let (code, out) = tern_cli(&[
+        "operator",
+        "autopilot",
+        "set-config",
+        "-max-trailing-logs=300",
+        &addr,
+    ]);
+    assert_eq!((code, out.as_str()), (0, "Configuration updated!\n"));
+    let (code, out) = tern_cli(&["operator", "autopilot", "get-config", &addr]);
+    assert_eq!(code, 0);
+    assert!(out.contains("MaxTrailingLogs = 300\n"), "{out}");
+    assert!(out.contains("ServerStabilizationTime = 2s\n"), "{out}");
+    let url = format!("{}/v1/operator/autopilot/configuration", bases[leader]);
+    let (status, body) = get(&url).expect("the configuration");
+    assert_eq!(status, 200, "{body}");
+    let j: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(j["MaxTrailingLogs"], 300);
+    assert!(j["ModifyIndex"].as_u64() > j["CreateIndex"].as_u64(), "{j}");
+    // A stale CAS index is refused; a bad body or flag is an error.
+    let (status, held) = put(&format!("{url}?cas=1"), &body).expect("an answer");
+    assert_eq!((status, held.trim()), (200, "false"));
+    let (status, text) = put(&url, r#"{"MaxTrailingLogs": "many"}"#).expect("an answer");
+    assert_eq!(status, 400);
+    assert!(
+        text.starts_with("Error parsing autopilot config: "),
+        "{text}"
+    );
+    let (code, _) = tern_cli(&[
+        "operator",
+        "autopilot",
+        "set-config",
+        "-last-contact-threshold=soon",
+        &addr,
+    ]);
+    assert_eq!(code, 1);
+
     // Phase 2: a follower dies; health turns 429 and names it.
     let victim = (leader + 2) % 3;
     let victim_addr = format!("127.0.0.1:{}", nodes[victim].server);

@@ -1,6 +1,8 @@
 //! Autopilot's configuration: Consul's `autopilot { ... }` stanza and the
 //! body of `/v1/operator/autopilot/configuration`.
 
+use serde::{Deserialize, Serialize};
+
 use crate::clock::Duration;
 use crate::config::ConfigError;
 
@@ -8,7 +10,11 @@ use crate::config::ConfigError;
 /// defaults (`NewAutopilotConfiguration`). The three enterprise-only fields
 /// are carried with their zero values because Consul's JSON still shows them;
 /// nothing here acts on them.
-#[derive(Clone, Debug, PartialEq, Eq)]
+///
+/// It is replicated (`Command::AutopilotSet`, the snapshot's autopilot
+/// table), so its encoding is frozen: a new field means a new command and a
+/// new snapshot version.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct AutopilotConfig {
     /// Remove servers that are failed in gossip (or absent from it) from the
     /// Raft configuration, a minority at a time.

@@ -41,6 +41,24 @@ pub enum Command {
     TombstoneReap {
         upto: u64,
     },
+    /// Store autopilot's configuration (Consul's `AutopilotRequest`,
+    /// `PUT /v1/operator/autopilot/configuration`). With `cas`, only if the
+    /// stored configuration's modify index is `cas` (0: only if none is
+    /// stored yet, which is how the leader writes the agent's own on its
+    /// first term).
+    AutopilotSet {
+        config: crate::autopilot::AutopilotConfig,
+        cas: Option<u64>,
+    },
+}
+
+/// Autopilot's configuration as the state machine stores it, with Consul's
+/// raft indexes.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct StoredAutopilot {
+    pub config: crate::autopilot::AutopilotConfig,
+    pub create_index: u64,
+    pub modify_index: u64,
 }
 
 /// A stored KV entry (Consul's `DirEntry`).
@@ -61,4 +79,6 @@ pub enum ApplyResult {
     /// Set/Delete/DeleteTree: `true`. CAS variants: whether the condition held.
     /// `TombstoneReap` (answered to no client): always `true`.
     Kv(bool),
+    /// `AutopilotSet`: whether it was stored (a CAS that failed: `false`).
+    Autopilot(bool),
 }

@@ -28,6 +28,8 @@ pub enum FsmError {
     /// A tombstone's index is 0 or above the KV table index, or its key is
     /// also a live entry.
     KvTombstoneInvalid { key: String },
+    /// Another table breaks an invariant `apply` keeps.
+    Invalid(String),
 }
 
 impl fmt::Display for FsmError {
@@ -52,6 +54,7 @@ impl fmt::Display for FsmError {
                 write!(f, "KV tombstone {key:?} is out of order")
             }
             FsmError::KvTombstoneInvalid { key } => write!(f, "KV tombstone {key:?} is invalid"),
+            FsmError::Invalid(why) => write!(f, "{why}"),
         }
     }
 }

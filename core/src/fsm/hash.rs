@@ -90,6 +90,23 @@ fn mix(x: u64) -> u64 {
     z ^ (z >> 31)
 }
 
+/// The hash of the stored autopilot configuration (one item).
+pub(crate) fn autopilot_hash(a: &super::StoredAutopilot) -> u64 {
+    let c = &a.config;
+    ItemHasher::new("autopilot")
+        .u64(u64::from(c.cleanup_dead_servers))
+        .u64(c.last_contact_threshold.as_nanos())
+        .u64(c.max_trailing_logs)
+        .u64(u64::from(c.min_quorum))
+        .u64(c.server_stabilization_time.as_nanos())
+        .str(&c.redundancy_zone_tag)
+        .u64(u64::from(c.disable_upgrade_migration))
+        .str(&c.upgrade_version_tag)
+        .u64(a.create_index)
+        .u64(a.modify_index)
+        .finish()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -443,7 +443,9 @@ mod tests {
     }
 
     fn run(fsm: &mut Fsm, index: u64, cmd: KvCommand) -> bool {
-        let ApplyResult::Kv(ok) = fsm.apply(index, &Command::Kv(cmd));
+        let ApplyResult::Kv(ok) = fsm.apply(index, &Command::Kv(cmd)) else {
+            panic!("a KV command gives a KV result");
+        };
         ok
     }
 
@@ -490,7 +492,9 @@ mod tests {
     }
 
     fn reap(fsm: &mut Fsm, index: u64, upto: u64) {
-        let ApplyResult::Kv(ok) = fsm.apply(index, &Command::TombstoneReap { upto });
+        let ApplyResult::Kv(ok) = fsm.apply(index, &Command::TombstoneReap { upto }) else {
+            panic!("a reap gives a KV result");
+        };
         assert!(ok, "a reap always holds");
     }
 

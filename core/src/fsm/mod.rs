@@ -14,7 +14,7 @@ mod snapshot;
 mod tombstone_gc;
 mod view;
 
-pub use command::{ApplyResult, Command, KvCommand, KvEntry, KvWrite};
+pub use command::{ApplyResult, Command, KvCommand, KvEntry, KvWrite, StoredAutopilot};
 pub use error::FsmError;
 pub use tombstone_gc::TombstoneGc;
 pub use view::FsmView;
@@ -30,6 +30,8 @@ pub struct Fsm {
     /// any.
     last_applied: u64,
     kv: KvTable,
+    /// Autopilot's configuration, once one was stored.
+    autopilot: Option<StoredAutopilot>,
 }
 
 impl Fsm {
@@ -47,7 +49,26 @@ impl Fsm {
                 self.kv.prune_tombstones(*upto);
                 ApplyResult::Kv(true)
             }
+            Command::AutopilotSet { config, cas } => {
+                // Consul's `AutopilotCASConfig`: a CAS index must be the
+                // stored modify index, or 0 when nothing is stored.
+                let current = self.autopilot.as_ref().map_or(0, |a| a.modify_index);
+                if cas.is_some_and(|c| c != current) {
+                    return ApplyResult::Autopilot(false);
+                }
+                self.autopilot = Some(StoredAutopilot {
+                    config: config.clone(),
+                    create_index: self.autopilot.as_ref().map_or(index, |a| a.create_index),
+                    modify_index: index,
+                });
+                ApplyResult::Autopilot(true)
+            }
         }
+    }
+
+    /// Autopilot's stored configuration, if one was stored.
+    pub fn autopilot(&self) -> Option<&StoredAutopilot> {
+        self.autopilot.as_ref()
     }
 
     /// Whether `cmd`, just applied at `index`, left tombstones at `index`:
@@ -157,10 +178,13 @@ impl Fsm {
     /// were reached (applied or restored). O(1): each table keeps its hash
     /// up to date as it changes (see `hash.rs`).
     pub fn state_hash(&self) -> u64 {
-        ItemHasher::new("fsm")
-            .u64(self.last_applied)
-            .u64(self.kv.hash())
-            .finish()
+        let mut h = ItemHasher::new("fsm");
+        h.u64(self.last_applied).u64(self.kv.hash());
+        // Nothing stored hashes as before the table existed.
+        if let Some(a) = &self.autopilot {
+            h.u64(hash::autopilot_hash(a));
+        }
+        h.finish()
     }
 
     /// The whole state as it is now, frozen, in O(1): later applies do not
@@ -169,6 +193,7 @@ impl Fsm {
         FsmView {
             last_applied: self.last_applied,
             kv: self.kv.clone(),
+            autopilot: self.autopilot.clone(),
         }
     }
 
@@ -183,10 +208,23 @@ impl Fsm {
     /// error, never a panic; a snapshot whose contents break an invariant
     /// that `apply` keeps is refused.
     pub fn restore(bytes: &[u8]) -> Result<Fsm, FsmError> {
-        let Snapshot { last_applied, kv } = snapshot::decode(bytes)?;
+        let Snapshot {
+            last_applied,
+            kv,
+            autopilot,
+        } = snapshot::decode(bytes)?;
+        if let Some(a) = &autopilot {
+            if a.create_index > a.modify_index || a.modify_index > last_applied {
+                return Err(FsmError::Invalid(format!(
+                    "the autopilot configuration's indexes ({}, {}) are out of order or past the snapshot's index {last_applied}",
+                    a.create_index, a.modify_index
+                )));
+            }
+        }
         Ok(Fsm {
             last_applied,
             kv: KvTable::from_snapshot(kv, last_applied)?,
+            autopilot,
         })
     }
 }
@@ -268,7 +306,22 @@ mod tests {
                     }
                 }
                 10 => {
-                    log.push(Step::Other(index));
+                    // A non-command entry, or now and then a (CAS) write of
+                    // autopilot's configuration.
+                    if rng.below(4) == 0 {
+                        let config = crate::autopilot::AutopilotConfig {
+                            max_trailing_logs: rng.below(500),
+                            ..Default::default()
+                        };
+                        let cas = match rng.below(3) {
+                            0 => None,
+                            1 => Some(0),
+                            _ => Some(near),
+                        };
+                        log.push(Step::Cmd(index, Command::AutopilotSet { config, cas }));
+                    } else {
+                        log.push(Step::Other(index));
+                    }
                     continue;
                 }
                 _ => {
@@ -292,8 +345,8 @@ mod tests {
         for step in log {
             match step {
                 Step::Cmd(index, cmd) => match fsm.apply(*index, cmd) {
-                    ApplyResult::Kv(true) => held += 1,
-                    ApplyResult::Kv(false) => failed += 1,
+                    ApplyResult::Kv(true) | ApplyResult::Autopilot(true) => held += 1,
+                    ApplyResult::Kv(false) | ApplyResult::Autopilot(false) => failed += 1,
                 },
                 Step::Other(index) => fsm.apply_other(*index),
             }
@@ -360,6 +413,7 @@ mod tests {
                     })
                     .collect(),
             },
+            autopilot: None,
         }
     }
 
@@ -384,8 +438,8 @@ mod tests {
         // Golden bytes of format version 1: an old snapshot must keep
         // restoring, so a change here needs a new version byte instead.
         #[rustfmt::skip]
-        let golden: [u8; 33] = [
-            1,                                  // format version
+        let golden: [u8; 34] = [
+            2,                                  // format version
             7,                                  // last_applied
             5,                                  // kv index
             2,                                  // two entries
@@ -393,9 +447,86 @@ mod tests {
             3, b'b', b'/', b'c', 0, 3, b't', b'w', b'o', 2, 2, 0,
             1,                                  // one tombstone
             4, b'g', b'o', b'n', b'e', 4,
+            0,                                  // no autopilot configuration
         ];
         assert_eq!(sample().snapshot(), golden);
         assert_eq!(Fsm::restore(&golden).unwrap(), sample());
+        // The same state as version 1 wrote it (no autopilot table) still
+        // restores, to the same state and hash.
+        let mut v1 = golden[..33].to_vec();
+        v1[0] = 1;
+        let restored = Fsm::restore(&v1).unwrap();
+        assert_eq!(restored, sample());
+        assert_eq!(restored.state_hash(), PINNED_SAMPLE_HASH);
+    }
+
+    /// A stored autopilot configuration is part of the state: it moves the
+    /// hash, survives a snapshot, and a CAS write holds only at the stored
+    /// modify index (0: only if none is stored), as Consul's
+    /// `AutopilotCASConfig` (agent/consul/state/autopilot.go).
+    #[test]
+    fn the_autopilot_configuration_is_replicated_state() {
+        use crate::autopilot::AutopilotConfig;
+        let mut fsm = sample();
+        let before = fsm.state_hash();
+        let first = AutopilotConfig {
+            max_trailing_logs: 100,
+            ..Default::default()
+        };
+        let set = |config: &AutopilotConfig, cas| Command::AutopilotSet {
+            config: config.clone(),
+            cas,
+        };
+        assert_eq!(
+            fsm.apply(8, &set(&first, Some(3))),
+            ApplyResult::Autopilot(false)
+        );
+        assert_eq!(fsm.autopilot(), None);
+        assert_eq!(
+            fsm.apply(9, &set(&first, Some(0))),
+            ApplyResult::Autopilot(true)
+        );
+        assert_eq!(
+            fsm.apply(10, &set(&first, Some(0))),
+            ApplyResult::Autopilot(false)
+        );
+        assert_ne!(fsm.state_hash(), before);
+        let second = AutopilotConfig {
+            cleanup_dead_servers: false,
+            ..first.clone()
+        };
+        assert_eq!(
+            fsm.apply(11, &set(&second, Some(8))),
+            ApplyResult::Autopilot(false)
+        );
+        assert_eq!(
+            fsm.apply(12, &set(&second, Some(9))),
+            ApplyResult::Autopilot(true)
+        );
+        let stored = fsm.autopilot().unwrap().clone();
+        assert_eq!(
+            (
+                stored.config.clone(),
+                stored.create_index,
+                stored.modify_index
+            ),
+            (second.clone(), 9, 12)
+        );
+        assert_eq!(
+            fsm.apply(13, &set(&first, None)),
+            ApplyResult::Autopilot(true)
+        );
+        assert_eq!(fsm.autopilot().unwrap().create_index, 9);
+        let restored = Fsm::restore(&fsm.snapshot()).unwrap();
+        assert_eq!(restored, fsm);
+        assert_eq!(restored.state_hash(), fsm.state_hash());
+        // Indexes past the snapshot's own are refused.
+        let mut bad = fsm.clone();
+        bad.autopilot.as_mut().unwrap().modify_index = 99;
+        assert!(matches!(
+            Fsm::restore(&bad.snapshot()),
+            Err(FsmError::Invalid(_))
+        ));
     }
 
     #[test]
@@ -488,8 +619,8 @@ mod tests {
         let mut bytes = sample().snapshot();
         bytes[0] = 0;
         assert_eq!(Fsm::restore(&bytes), Err(FsmError::UnsupportedVersion(0)));
-        bytes[0] = 2;
-        assert_eq!(Fsm::restore(&bytes), Err(FsmError::UnsupportedVersion(2)));
+        bytes[0] = 3;
+        assert_eq!(Fsm::restore(&bytes), Err(FsmError::UnsupportedVersion(3)));
     }
 
     #[test]

@@ -17,14 +17,23 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::FsmError;
+use super::{FsmError, StoredAutopilot};
 
 /// The version byte this release writes.
-pub(crate) const SNAPSHOT_VERSION: u8 = 1;
+pub(crate) const SNAPSHOT_VERSION: u8 = 2;
 
-/// Version 1: the KV table.
+/// Version 2 (what this release writes and what `decode` gives for every
+/// version): the KV table and autopilot's configuration.
 #[derive(Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub(crate) struct Snapshot {
+    pub(crate) last_applied: u64,
+    pub(crate) kv: KvSnapshot,
+    pub(crate) autopilot: Option<StoredAutopilot>,
+}
+
+/// Version 1: the KV table alone. Read, never written.
+#[derive(Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct SnapshotV1 {
     pub(crate) last_applied: u64,
     pub(crate) kv: KvSnapshot,
 }
@@ -61,6 +70,7 @@ pub(crate) struct TombstoneRecord {
 pub(crate) struct SnapshotRef<'a> {
     pub(crate) last_applied: u64,
     pub(crate) kv: KvSnapshotRef<'a>,
+    pub(crate) autopilot: Option<&'a StoredAutopilot>,
 }
 
 /// `KvSnapshot`, borrowing.
@@ -103,10 +113,22 @@ pub(crate) fn encode(snap: &SnapshotRef<'_>) -> Vec<u8> {
 /// tables check that as they rebuild).
 pub(crate) fn decode(bytes: &[u8]) -> Result<Snapshot, FsmError> {
     let (&version, body) = bytes.split_first().ok_or(FsmError::Empty)?;
-    if version != SNAPSHOT_VERSION {
-        return Err(FsmError::UnsupportedVersion(version));
-    }
-    let (snap, rest) = postcard::take_from_bytes::<Snapshot>(body).map_err(FsmError::Malformed)?;
+    let (snap, rest) = match version {
+        1 => {
+            let (v1, rest) =
+                postcard::take_from_bytes::<SnapshotV1>(body).map_err(FsmError::Malformed)?;
+            let snap = Snapshot {
+                last_applied: v1.last_applied,
+                kv: v1.kv,
+                autopilot: None,
+            };
+            (snap, rest)
+        }
+        SNAPSHOT_VERSION => {
+            postcard::take_from_bytes::<Snapshot>(body).map_err(FsmError::Malformed)?
+        }
+        v => return Err(FsmError::UnsupportedVersion(v)),
+    };
     if !rest.is_empty() {
         return Err(FsmError::TrailingBytes(rest.len()));
     }
@@ -149,6 +171,7 @@ mod tests {
                 entries: vec![by_ref(&a), by_ref(&b)],
                 tombstones: vec![TombstoneRef { key: "c", index: 3 }],
             },
+            autopilot: None,
         };
         let owned = Snapshot {
             last_applied: 9,
@@ -160,6 +183,7 @@ mod tests {
                     index: 3,
                 }],
             },
+            autopilot: None,
         };
         let mut expected = vec![SNAPSHOT_VERSION];
         expected.extend(postcard::to_allocvec(&owned).unwrap());
@@ -170,7 +194,8 @@ mod tests {
 
     #[test]
     fn the_empty_snapshot_is_pinned() {
-        // Version 1, last_applied 0, kv index 0, no entries, no tombstones.
+        // Version 2, last_applied 0, kv index 0, no entries, no
+        // tombstones, no autopilot configuration.
         let empty = SnapshotRef {
             last_applied: 0,
             kv: KvSnapshotRef {
@@ -178,7 +203,16 @@ mod tests {
                 entries: vec![],
                 tombstones: vec![],
             },
+            autopilot: None,
         };
-        assert_eq!(encode(&empty), [1, 0, 0, 0, 0]);
+        assert_eq!(encode(&empty), [2, 0, 0, 0, 0, 0]);
+        // Version 1 (no autopilot table) still decodes.
+        let v1 = decode(&[1, 0, 0, 0, 0]).unwrap();
+        assert_eq!(v1.autopilot, None);
+        assert_eq!(v1.kv.entries, vec![]);
+        assert_eq!(
+            decode(&[3, 0, 0, 0, 0, 0]),
+            Err(FsmError::UnsupportedVersion(3))
+        );
     }
 }

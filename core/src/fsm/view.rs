@@ -18,6 +18,7 @@ use super::snapshot::{self, SnapshotRef};
 pub struct FsmView {
     pub(super) last_applied: u64,
     pub(super) kv: KvTable,
+    pub(super) autopilot: Option<super::StoredAutopilot>,
 }
 
 impl FsmView {
@@ -33,6 +34,7 @@ impl FsmView {
         snapshot::encode(&SnapshotRef {
             last_applied: self.last_applied,
             kv: self.kv.to_snapshot(),
+            autopilot: self.autopilot.as_ref(),
         })
     }
 }
@@ -102,7 +104,7 @@ mod tests {
         let view = fsm.view();
         assert_eq!(
             view.encode(),
-            [1, 1, 1, 1, 1, b'a', 0, 3, b'o', b'n', b'e', 1, 1, 0, 0]
+            [2, 1, 1, 1, 1, b'a', 0, 3, b'o', b'n', b'e', 1, 1, 0, 0, 0]
         );
         assert_eq!(
             format!("{view:?}"),

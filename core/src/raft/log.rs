@@ -159,6 +159,9 @@ pub fn entry_size(e: &Entry) -> usize {
                 KvCommand::DeleteTree { prefix } => prefix.len(),
             },
             Command::TombstoneReap { .. } => 8,
+            Command::AutopilotSet { config, .. } => {
+                64 + config.redundancy_zone_tag.len() + config.upgrade_version_tag.len()
+            }
         },
     }
 }

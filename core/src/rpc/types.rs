@@ -65,6 +65,14 @@ pub enum Op {
     /// health sample (always answered by the leader, as Consul's
     /// `Operator.ServerHealth`).
     AutopilotHealth,
+    /// `GET /v1/operator/autopilot/configuration`: the stored configuration
+    /// (Consul's `Operator.AutopilotGetConfiguration`).
+    AutopilotGetConfig,
+    /// `PUT /v1/operator/autopilot/configuration` (`?cas=` sets `cas`).
+    AutopilotSetConfig {
+        config: crate::autopilot::AutopilotConfig,
+        cas: Option<u64>,
+    },
 }
 
 impl Op {
@@ -78,6 +86,7 @@ impl Op {
                 | Op::RaftPromote { .. }
                 | Op::RaftRemovePeer { .. }
                 | Op::RaftTransferLeadership { .. }
+                | Op::AutopilotSetConfig { .. }
         )
     }
 }
@@ -126,6 +135,9 @@ pub enum ReplyBody {
     /// An operator action that returns nothing.
     Done,
     AutopilotHealth(crate::autopilot::HealthReply),
+    /// Autopilot's configuration; indexes 0 if none is stored yet (the
+    /// agent's own, which the leader stores in its first term).
+    AutopilotConfig(crate::fsm::StoredAutopilot),
 }
 
 /// A successful reply with the metadata Consul puts in its headers.
@@ -162,6 +174,10 @@ pub enum RpcError {
     /// The leader's data dir is full (ENOSPC): it refuses writes, and
     /// nothing was applied, until there is room; reads are still served.
     DiskFull,
+    /// `No known Consul servers`: a client agent knows no server to ask
+    /// (Consul's `structs.ErrNoServers`). Only a client agent says it; no
+    /// server sends it.
+    NoServers,
 }
 
 impl core::fmt::Display for RpcError {
@@ -178,6 +194,7 @@ impl core::fmt::Display for RpcError {
             RpcError::DiskFull => f.write_str(
                 "No space left on device: the leader's data dir is full; writes are refused until there is room",
             ),
+            RpcError::NoServers => f.write_str("No known Consul servers"),
         }
     }
 }

@@ -7,6 +7,10 @@
 pub const RPC_CONSUL: u8 = 0;
 /// Raft and forwarded requests between servers (Consul's `RPCRaft`).
 pub const RPC_RAFT: u8 = 1;
+/// A client's multiplexed connection (Consul's `RPCMultiplexV2`, which its
+/// clients use for every RPC): framed [`Call`](super::Call)s in, framed
+/// [`CallReply`](super::CallReply)s out, several in flight, answered by id.
+pub const RPC_MULTIPLEX_V2: u8 = 4;
 /// "Switch to TLS, then an inner type byte" (Consul's `RPCTLS`); a later issue.
 pub const RPC_TLS: u8 = 3;
 /// The largest type byte Consul 1.8 assigns; above it is native TLS.
@@ -17,6 +21,8 @@ pub const RPC_MAX_TYPE: u8 = 7;
 pub enum ConnKind {
     Rpc,
     Raft,
+    /// Client calls, answered on the same connection.
+    Multiplex,
     /// Recognised, not served yet: TLS arrives in a later issue.
     UpgradeTls,
     /// A TLS ClientHello (ALPN selects the protocol); a later issue.
@@ -31,6 +37,7 @@ pub fn classify_first_byte(b: u8) -> ConnKind {
         RPC_CONSUL => ConnKind::Rpc,
         RPC_RAFT => ConnKind::Raft,
         RPC_TLS => ConnKind::UpgradeTls,
+        RPC_MULTIPLEX_V2 => ConnKind::Multiplex,
         b if b > RPC_MAX_TYPE => ConnKind::NativeTls,
         b => ConnKind::Unknown(b),
     }
@@ -45,8 +52,9 @@ mod tests {
         assert_eq!(classify_first_byte(0), ConnKind::Rpc);
         assert_eq!(classify_first_byte(1), ConnKind::Raft);
         assert_eq!(classify_first_byte(3), ConnKind::UpgradeTls);
+        assert_eq!(classify_first_byte(4), ConnKind::Multiplex);
         assert_eq!(classify_first_byte(22), ConnKind::NativeTls);
-        for b in [2u8, 4, 5, 6, 7] {
+        for b in [2u8, 5, 6, 7] {
             assert_eq!(classify_first_byte(b), ConnKind::Unknown(b));
         }
         for b in 8..=255u8 {

@@ -6,6 +6,7 @@
 /// The `cluster` target (a hostile peer against an in-memory cluster) lives
 /// beside the cluster it drives.
 pub use crate::fuzz_cluster::cluster;
+use crate::wire::call::{decode_call, decode_call_reply, encode_call, encode_call_reply};
 use crate::wire::codec::{
     decode_command, decode_message, decode_request, decode_response, encode_command,
     encode_message, encode_request, encode_response,
@@ -100,7 +101,8 @@ fn parse_frames(bytes: &[u8], max: usize) -> (Vec<Vec<u8>>, Result<usize, FrameE
     }
 }
 
-/// Messages: every decoder on the same bytes; whatever decodes must
+/// Messages (and requests, responses, commands, client calls and their
+/// replies): every decoder on the same bytes; whatever decodes must
 /// re-encode to exactly those bytes (the codec accepts only canonical forms).
 pub fn message(data: &[u8]) {
     if let Ok(m) = decode_message(data) {
@@ -120,6 +122,16 @@ pub fn message(data: &[u8]) {
     }
     if let Ok(c) = decode_command(data) {
         assert_eq!(encode_command(&c), data, "command re-encodes differently");
+    }
+    if let Ok(c) = decode_call(data) {
+        assert_eq!(encode_call(&c), data, "call re-encodes differently");
+    }
+    if let Ok(r) = decode_call_reply(data) {
+        assert_eq!(
+            encode_call_reply(&r),
+            data,
+            "call reply re-encodes differently"
+        );
     }
 }
 

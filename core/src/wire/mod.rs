@@ -5,16 +5,19 @@
 //! - [`frame`]: the 4-byte big-endian length prefix on a connection.
 //! - [`codec`]: the versioned postcard encoding of messages, requests,
 //!   responses and commands.
+//! - [`call`]: client calls and their replies on a multiplexed connection.
 //! - [`wal`]: write-ahead-log records, crash recovery and replay.
 //! - [`fuzz_check`]: the fuzz targets' bodies, also run over the checked-in
 //!   corpus by the test suite.
 
+pub mod call;
 pub mod codec;
 pub mod conn;
 pub mod frame;
 pub mod fuzz_check;
 pub mod wal;
 
+pub use call::{decode_call, decode_call_reply, encode_call, encode_call_reply, Call, CallReply};
 pub use codec::{
     decode_command, decode_message, decode_request, decode_response, encode_command,
     encode_message, encode_request, encode_response, DecodeError, CODEC_VERSION,

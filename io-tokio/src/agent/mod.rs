@@ -23,6 +23,10 @@ pub struct AgentOptions {
     /// Bootstrap once this many servers (counting this one) are known; 0: never.
     pub bootstrap_expect: usize,
     pub dev: bool,
+    /// `server = true` (`-server`, `-dev`): run Raft ([`start`]). `false`: a
+    /// client agent ([`start_client`]) that forwards every request to the
+    /// servers and binds no server port.
+    pub server: bool,
 }
 
 /// A point-in-time view of the agent for `/v1/agent/self`, `/v1/status/*`
@@ -45,6 +49,8 @@ pub struct AgentStatus {
     pub last_contact_ms: u64,
     pub num_peers: usize,
     pub known_leader: bool,
+    /// A client agent (`server = false`): no Raft; the Raft fields are empty.
+    pub client: bool,
 }
 
 /// How the rest of the process talks to the agent task. Cheap to clone.
@@ -133,5 +139,7 @@ impl AgentHandle {
     }
 }
 
+mod client;
 mod runtime;
+pub use client::{start_client, static_servers};
 pub use runtime::{start, Agent};

@@ -181,12 +181,17 @@ async fn run(
                 done = disk_done.recv() => l.disk_done(done),
                 Some(h) = found_rx.recv() => l.learn(&h),
                 Some(msg) = rx.recv() => l.before_bootstrap(msg),
-                Some(inb) = inbound.recv() => {
-                    if let Inbound::Hello(h, reply) = inb {
+                Some(inb) = inbound.recv() => match inb {
+                    Inbound::Hello(h, reply) => {
                         l.learn(&h);
                         let _ = reply.send(l.hello());
                     }
-                }
+                    // No server yet: a client asks another one.
+                    Inbound::Call(_, tx) => {
+                        let _ = tx.send(Err(RpcError::NoLeader));
+                    }
+                    Inbound::Message(_) | Inbound::Gone(_) => {}
+                },
                 else => return,
             }
             if l.known.len() >= l.options.bootstrap_expect {
@@ -567,6 +572,8 @@ impl Loop {
                 self.learn(&h);
                 let _ = reply.send(self.hello());
             }
+            // A client agent's call over the server port: as our own API's.
+            Inbound::Call(request, tx) => self.take(ToAgent::Request(request, tx), inputs),
         }
     }
 

@@ -1,19 +1,18 @@
-//! `operator autopilot get-config` and `operator autopilot state`, with the
-//! output of Consul's `command/operator/autopilot/get` and
-//! `command/operator/autopilot/state/formatter.go`. `set-config` needs the
-//! configuration replicated through the state machine and is not built yet.
+//! `operator autopilot get-config|set-config|state`, with the output of
+//! Consul's `command/operator/autopilot/get`, `.../set` and
+//! `.../state/formatter.go`.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
 use serde::{Deserialize, Serialize};
 
-use super::flags::value;
+use super::flags::{flag, value};
 use super::kv::parse_json;
 use super::{command, fail, Io};
 
-/// `GET /v1/operator/autopilot/configuration`.
-#[derive(Debug, Default, Deserialize)]
+/// `GET /v1/operator/autopilot/configuration`, and the body of its `PUT`.
+#[derive(Debug, Default, Deserialize, Serialize)]
 #[serde(rename_all = "PascalCase", default)]
 struct Configuration {
     cleanup_dead_servers: bool,
@@ -24,6 +23,114 @@ struct Configuration {
     redundancy_zone_tag: String,
     disable_upgrade_migration: bool,
     upgrade_version_tag: String,
+    create_index: u64,
+    modify_index: u64,
+}
+
+/// `operator autopilot set-config`: fetch the configuration, change what
+/// the flags name, and write it back with `?cas=` its modify index, as
+/// Consul's `command/operator/autopilot/set` does.
+pub(crate) fn set_config(args: &[String], io: &mut Io) -> i32 {
+    let own = [
+        flag("cleanup-dead-servers"),
+        flag("disable-upgrade-migration"),
+        value("max-trailing-logs"),
+        value("min-quorum"),
+        value("last-contact-threshold"),
+        value("server-stabilization-time"),
+        value("redundancy-zone-tag"),
+        value("upgrade-version-tag"),
+    ];
+    let (p, client) = match command(args, &own, SET_CONFIG_USAGE, io) {
+        Ok(x) => x,
+        Err(code) => return code,
+    };
+    if let Some(extra) = p.args.first() {
+        return fail(io, format!("unexpected argument {extra:?}"));
+    }
+    let duration = |name: &str| -> Result<Option<String>, String> {
+        match p.last(name) {
+            None => Ok(None),
+            Some(v) => match crate::config::duration::parse(v) {
+                Some(d) => Ok(Some(crate::config::duration::format_go(d))),
+                None => Err(format!(
+                    "-{name}: must be a duration such as 200ms, got {v:?}"
+                )),
+            },
+        }
+    };
+    let changes = (|| -> Result<_, String> {
+        let cleanup = p
+            .last("cleanup-dead-servers")
+            .map(|_| p.bool("cleanup-dead-servers"))
+            .transpose()?;
+        let migration = p
+            .last("disable-upgrade-migration")
+            .map(|_| p.bool("disable-upgrade-migration"))
+            .transpose()?;
+        let trailing = p.number("max-trailing-logs")?;
+        let quorum = p.number("min-quorum")?;
+        let contact = duration("last-contact-threshold")?;
+        let stabilization = duration("server-stabilization-time")?;
+        Ok((cleanup, migration, trailing, quorum, contact, stabilization))
+    })();
+    let (cleanup, migration, trailing, quorum, contact, stabilization) = match changes {
+        Ok(c) => c,
+        Err(e) => return fail(io, e),
+    };
+    let mut c: Configuration = match client
+        .get("/v1/operator/autopilot/configuration", &[])
+        .and_then(|r| r.success())
+        .and_then(|b| parse_json(&b))
+    {
+        Ok(c) => c,
+        Err(e) => return fail(io, format!("Error querying Autopilot configuration: {e}")),
+    };
+    if let Some(v) = cleanup {
+        c.cleanup_dead_servers = v;
+    }
+    if let Some(v) = migration {
+        c.disable_upgrade_migration = v;
+    }
+    if let Some(v) = trailing {
+        c.max_trailing_logs = v;
+    }
+    if let Some(v) = quorum {
+        c.min_quorum = v;
+    }
+    if let Some(v) = contact {
+        c.last_contact_threshold = v;
+    }
+    if let Some(v) = stabilization {
+        c.server_stabilization_time = v;
+    }
+    if let Some(v) = p.last("redundancy-zone-tag") {
+        c.redundancy_zone_tag = v.to_string();
+    }
+    if let Some(v) = p.last("upgrade-version-tag") {
+        c.upgrade_version_tag = v.to_string();
+    }
+    let body = serde_json::to_vec(&c).expect("a configuration encodes");
+    let cas = c.modify_index.to_string();
+    let held: bool = match client
+        .put(
+            "/v1/operator/autopilot/configuration",
+            &[("cas", Some(&cas))],
+            &body,
+        )
+        .and_then(|r| r.success())
+        .and_then(|b| parse_json(&b))
+    {
+        Ok(h) => h,
+        Err(e) => return fail(io, format!("Error setting Autopilot configuration: {e}")),
+    };
+    if held {
+        io.line("Configuration updated!");
+        0
+    } else {
+        io.line("Configuration could not be atomically updated, please try again");
+        1
+    }
 }
 
 pub(crate) fn get_config(args: &[String], io: &mut Io) -> i32 {
@@ -186,6 +293,22 @@ Usage: tern operator autopilot get-config [options]
   Displays the current Autopilot configuration.
 
   -http-addr=ADDR  -datacenter=DC  -token=T  -stale";
+
+pub(crate) const SET_CONFIG_USAGE: &str = "\
+Usage: tern operator autopilot set-config [options]
+
+  Modifies the current Autopilot configuration. Only the options given
+  change; the write fails if the configuration changed meanwhile.
+
+  -cleanup-dead-servers=[true|false]   remove failed servers automatically
+  -max-trailing-logs=<n>               entries a healthy server may trail by
+  -min-quorum=<n>                      voters dead-server cleanup never goes below
+  -last-contact-threshold=<duration>   contact a healthy server had within
+  -server-stabilization-time=<duration> healthy this long before promotion
+  -redundancy-zone-tag=<tag>           (Enterprise; stored, not acted on)
+  -disable-upgrade-migration=[true|false] (Enterprise; stored, not acted on)
+  -upgrade-version-tag=<tag>           (Enterprise; stored, not acted on)
+  -http-addr=ADDR  -datacenter=DC  -token=T";
 
 pub(crate) const STATE_USAGE: &str = "\
 Usage: tern operator autopilot state [options]

@@ -1,6 +1,6 @@
 //! The client commands, talking to an agent over its HTTP API as Consul's CLI
 //! does: `kv get|put|delete`, `operator raft list-peers|remove-peer`,
-//! `operator autopilot get-config|state`, `members`, `leave`.
+//! `operator autopilot get-config|set-config|state`, `members`, `leave`.
 //!
 //! Output follows Consul's CLI. Every error is one line on stderr and the
 //! exit code is 1 (Consul's code for usage and request errors alike).
@@ -46,6 +46,7 @@ pub fn run_with_input(
         ["operator", "raft", "list-peers", ..] => operator::list_peers(&args[3..], &mut io),
         ["operator", "raft", "remove-peer", ..] => operator::remove_peer(&args[3..], &mut io),
         ["operator", "autopilot", "get-config", ..] => autopilot::get_config(&args[3..], &mut io),
+        ["operator", "autopilot", "set-config", ..] => autopilot::set_config(&args[3..], &mut io),
         ["operator", "autopilot", "state", ..] => autopilot::state(&args[3..], &mut io),
         ["members", ..] => operator::members(&args[1..], &mut io),
         ["leave", ..] => operator::leave(&args[1..], &mut io),
@@ -71,7 +72,7 @@ pub fn is_command(word: &str) -> bool {
 
 /// One line listing the client commands.
 pub const COMMANDS: &str =
-    "kv get|put|delete, operator raft list-peers|remove-peer, operator autopilot get-config|state, members, leave";
+    "kv get|put|delete, operator raft list-peers|remove-peer, operator autopilot get-config|set-config|state, members, leave";
 
 const USAGE: &str = "\
 Usage: tern <command> [options]
@@ -80,6 +81,7 @@ Usage: tern <command> [options]
   operator raft list-peers          show the Raft configuration
   operator raft remove-peer         remove a server from it
   operator autopilot get-config     show the autopilot configuration
+  operator autopilot set-config     change the autopilot configuration
   operator autopilot state          show autopilot's view of every server
   members                           list the datacenter's members
   leave                             make the agent leave and shut down

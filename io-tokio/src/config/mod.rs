@@ -195,11 +195,6 @@ fn build(c: Layer, dev: bool) -> Result<AgentConfig, ConfigError> {
             "bootstrap_expect: requires server = true (-server)".into(),
         ));
     }
-    if !server {
-        return Err(ConfigError(
-            "server: must be true: Tern runs servers only (-server or -dev)".into(),
-        ));
-    }
     let data_dir = match (dev, c.data_dir) {
         (true, _) => None,
         (false, Some(d)) if !d.as_os_str().is_empty() => Some(d),
@@ -330,6 +325,7 @@ fn build(c: Layer, dev: bool) -> Result<AgentConfig, ConfigError> {
             retry_join,
             bootstrap_expect,
             dev,
+            server,
         },
         log_level: c.log_level.unwrap_or_else(|| "info".into()),
     })

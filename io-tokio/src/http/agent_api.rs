@@ -62,13 +62,18 @@ pub(crate) async fn agent_self(
     let params = Params::new(query);
     let status = agent.status().await;
     let options = agent.options();
+    let mut config = self_config(options);
+    // A client agent says so, as Consul's `Config.Server` does.
+    config.server = !status.client;
+    let mut stats = BTreeMap::from([("consul", consul_stats(options, &status))]);
+    // A client agent runs no Raft: Consul's client has no `raft` stats.
+    if !status.client {
+        stats.insert("raft", raft_stats(&status));
+    }
     let body = AgentSelf {
-        config: self_config(options),
+        config,
         member: member(options, &status),
-        stats: BTreeMap::from([
-            ("consul", consul_stats(options, &status)),
-            ("raft", raft_stats(&status)),
-        ]),
+        stats,
         meta: BTreeMap::new(),
     };
     json(&body, params.has("pretty"))
@@ -151,7 +156,7 @@ fn consul_stats(options: &AgentOptions, status: &AgentStatus) -> BTreeMap<&'stat
     // which `-dev` implies).
     let bootstrap = options.dev || options.bootstrap_expect == 1;
     BTreeMap::from([
-        ("server", "true".to_string()),
+        ("server", (!status.client).to_string()),
         ("leader", is_leader.to_string()),
         (
             "leader_addr",

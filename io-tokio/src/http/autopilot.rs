@@ -3,9 +3,9 @@
 //!
 //! Health and state are the leader's last health sample (a follower forwards
 //! the request, as Consul's `Operator.ServerHealth` always goes to the
-//! leader). The configuration is this agent's `autopilot { ... }` stanza:
-//! changing it at run time (`PUT ?cas=`) needs the configuration replicated
-//! through the state machine, which is not built yet.
+//! leader). The configuration is replicated through the state machine: a
+//! new leader stores the agent's `autopilot { ... }` stanza if none is
+//! stored, and `PUT` (with `?cas=`) replaces it.
 
 use std::collections::BTreeMap;
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -14,7 +14,8 @@ use axum::extract::{Query, State};
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use serde::Serialize;
-use tern_core::autopilot::{HealthReply, ServerHealthReply};
+use tern_core::autopilot::{AutopilotConfig, HealthReply, ServerHealthReply};
+use tern_core::fsm::ApplyResult;
 use tern_core::rpc::{Op, ReadMode, ReplyBody};
 use tern_core::Duration;
 
@@ -45,7 +46,11 @@ pub(crate) async fn configuration(
     Query(query): Query<Vec<(String, String)>>,
 ) -> ApiResult {
     let opts = QueryOptions::parse(&Params::new(query), agent.options())?;
-    let c = &agent.options().core.autopilot;
+    let (reply, meta) = read(&agent, &opts, Op::AutopilotGetConfig).await?;
+    let ReplyBody::AutopilotConfig(stored) = reply.body else {
+        return Err(ApiError::unexpected_reply("the autopilot configuration"));
+    };
+    let c = &stored.config;
     let body = Configuration {
         cleanup_dead_servers: c.cleanup_dead_servers,
         last_contact_threshold: format_go(c.last_contact_threshold),
@@ -55,10 +60,106 @@ pub(crate) async fn configuration(
         redundancy_zone_tag: c.redundancy_zone_tag.clone(),
         disable_upgrade_migration: c.disable_upgrade_migration,
         upgrade_version_tag: c.upgrade_version_tag.clone(),
-        create_index: 0,
-        modify_index: 0,
+        create_index: stored.create_index,
+        modify_index: stored.modify_index,
     };
-    json(&body, opts.pretty)
+    Ok(meta.apply(json(&body, opts.pretty)?))
+}
+
+/// Largest body taken for a configuration `PUT`.
+const CONFIG_BODY_MAX: usize = 64 * 1024;
+
+/// `PUT /v1/operator/autopilot/configuration[?cas=<index>]` (Consul's
+/// `OperatorAutopilotConfiguration`): the body is a whole
+/// `AutopilotConfiguration` (a field left out is its zero value, as Go
+/// decodes it); answers `true`, or with `?cas` whether the index matched.
+pub(crate) async fn set_configuration(
+    State(agent): State<AgentHandle>,
+    Query(query): Query<Vec<(String, String)>>,
+    body: axum::body::Body,
+) -> ApiResult {
+    let params = Params::new(query);
+    let opts = QueryOptions::parse(&params, agent.options())?;
+    let bytes = axum::body::to_bytes(body, CONFIG_BODY_MAX)
+        .await
+        .map_err(|e| ApiError::bad_request(format!("Error parsing autopilot config: {e}")))?;
+    let config = parse_configuration(&bytes)
+        .map_err(|e| ApiError::bad_request(format!("Error parsing autopilot config: {e}")))?;
+    let cas = match params.get("cas") {
+        None => None,
+        Some(v) => Some(
+            v.parse::<u64>()
+                .map_err(|e| ApiError::bad_request(format!("Error parsing cas value: {e}")))?,
+        ),
+    };
+    let reply = agent
+        .call(opts.request(Op::AutopilotSetConfig { config, cas }))
+        .await?;
+    let ReplyBody::Applied(ApplyResult::Autopilot(held)) = reply.body else {
+        return Err(ApiError::unexpected_reply(
+            "an autopilot configuration write",
+        ));
+    };
+    // Only a CAS reports whether it held (Consul: "Only use the out value
+    // if this was a CAS").
+    json(&(held || cas.is_none()), opts.pretty)
+}
+
+/// An `api.AutopilotConfiguration` as Go's `encoding/json` reads it: keys
+/// matched without regard to case, unknown keys ignored, a missing key
+/// left at its zero value, durations as Go strings ("10s") or numbers of
+/// nanoseconds (`ReadableDuration`).
+fn parse_configuration(bytes: &[u8]) -> Result<AutopilotConfig, String> {
+    let value: serde_json::Value = serde_json::from_slice(bytes).map_err(|e| e.to_string())?;
+    let serde_json::Value::Object(fields) = value else {
+        return Err("the body must be a JSON object".into());
+    };
+    let mut c = AutopilotConfig {
+        cleanup_dead_servers: false,
+        last_contact_threshold: Duration::ZERO,
+        max_trailing_logs: 0,
+        min_quorum: 0,
+        server_stabilization_time: Duration::ZERO,
+        redundancy_zone_tag: String::new(),
+        disable_upgrade_migration: false,
+        upgrade_version_tag: String::new(),
+    };
+    for (key, v) in &fields {
+        let bad = |want: &str| format!("{key}: expected {want}, got {v}");
+        let as_bool = || v.as_bool().ok_or_else(|| bad("true or false"));
+        let as_u64 = || v.as_u64().ok_or_else(|| bad("a whole number"));
+        let as_str = || {
+            v.as_str()
+                .map(str::to_string)
+                .ok_or_else(|| bad("a string"))
+        };
+        let as_duration = || match v {
+            serde_json::Value::String(s) => {
+                crate::config::duration::parse(s).ok_or_else(|| bad("a duration such as \"10s\""))
+            }
+            serde_json::Value::Number(n) => n
+                .as_u64()
+                .map(Duration::from_nanos)
+                .ok_or_else(|| bad("a duration")),
+            _ => Err(bad("a duration")),
+        };
+        match key.to_ascii_lowercase().as_str() {
+            "cleanupdeadservers" => c.cleanup_dead_servers = as_bool()?,
+            "lastcontactthreshold" => c.last_contact_threshold = as_duration()?,
+            "maxtrailinglogs" => c.max_trailing_logs = as_u64()?,
+            "minquorum" => {
+                c.min_quorum = u32::try_from(as_u64()?).map_err(|_| bad("a 32-bit number"))?
+            }
+            "serverstabilizationtime" => c.server_stabilization_time = as_duration()?,
+            "redundancyzonetag" => c.redundancy_zone_tag = as_str()?,
+            "disableupgrademigration" => c.disable_upgrade_migration = as_bool()?,
+            "upgradeversiontag" => c.upgrade_version_tag = as_str()?,
+            // CreateIndex, ModifyIndex (a GET's body sent back) and
+            // anything unknown: ignored, as Go does.
+            _ => {}
+        }
+    }
+    Ok(c)
 }
 
 /// One server in `/health` (api `ServerHealth`).
@@ -286,6 +387,35 @@ fn civil_from_days(z: i64) -> (i64, u32, u32) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The PUT body as Go decodes an `api.AutopilotConfiguration`: keys in
+    /// any case, durations as strings or nanoseconds, unknown keys and the
+    /// indexes ignored, a missing key zero; a wrong type is an error naming
+    /// the key.
+    #[test]
+    fn a_configuration_body_is_read_as_go_reads_it() {
+        let c = parse_configuration(
+            br#"{"cleanupdeadservers": true, "LastContactThreshold": "250ms",
+                 "MAXTRAILINGLOGS": 9, "ServerStabilizationTime": 3000000000,
+                 "ModifyIndex": 12, "Unknown": [1]}"#,
+        )
+        .unwrap();
+        assert!(c.cleanup_dead_servers);
+        assert_eq!(c.last_contact_threshold, Duration::from_millis(250));
+        assert_eq!(c.max_trailing_logs, 9);
+        assert_eq!(c.server_stabilization_time, Duration::from_secs(3));
+        assert_eq!(c.min_quorum, 0);
+        assert!(!c.disable_upgrade_migration);
+        let e = parse_configuration(br#"{"MinQuorum": -1}"#).unwrap_err();
+        assert!(e.starts_with("MinQuorum: expected a whole number"), "{e}");
+        let e = parse_configuration(br#"{"LastContactThreshold": "soon"}"#).unwrap_err();
+        assert!(
+            e.starts_with("LastContactThreshold: expected a duration"),
+            "{e}"
+        );
+        assert!(parse_configuration(b"[]").is_err());
+        assert!(parse_configuration(b"{").is_err());
+    }
 
     /// Go's `time.Time.MarshalJSON` (RFC3339Nano) on known instants.
     #[test]

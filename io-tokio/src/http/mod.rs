@@ -12,7 +12,7 @@
 //! | `GET /v1/agent/self`, `PUT /v1/agent/leave` | this agent |
 //! | `GET/PUT/DELETE /v1/kv/<key>` | KV: recurse, keys, separator, raw, cas, flags, blocking, stale/consistent |
 //! | `GET /v1/operator/raft/configuration`, `DELETE /v1/operator/raft/peer` | Raft membership |
-//! | `GET /v1/operator/autopilot/{configuration,health,state}` | autopilot (health: 429 when unhealthy) |
+//! | `GET /v1/operator/autopilot/{configuration,health,state}`, `PUT .../configuration[?cas=]` | autopilot (health: 429 when unhealthy) |
 //!
 //! Request bodies are read as bytes whatever their `Content-Type` (python
 //! `requests` sends none), and nothing a client sends can panic a handler:
@@ -60,7 +60,7 @@ pub fn router(agent: AgentHandle) -> Router {
         .route("/v1/operator/raft/peer", delete(operator::remove_peer))
         .route(
             "/v1/operator/autopilot/configuration",
-            get(autopilot::configuration),
+            get(autopilot::configuration).put(autopilot::set_configuration),
         )
         .route("/v1/operator/autopilot/health", get(autopilot::health))
         .route("/v1/operator/autopilot/state", get(autopilot::state))

@@ -44,7 +44,8 @@ impl From<RpcError> for ApiError {
             | RpcError::NotReadyForConsistentReads
             | RpcError::NoPathToDatacenter
             | RpcError::Unknown(_)
-            | RpcError::DiskFull => StatusCode::INTERNAL_SERVER_ERROR,
+            | RpcError::DiskFull
+            | RpcError::NoServers => StatusCode::INTERNAL_SERVER_ERROR,
             RpcError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             RpcError::BadRequest(_) => StatusCode::BAD_REQUEST,
             // A full queue on this server: "try again later" is Consul's 429.
