@@ -266,3 +266,26 @@ fn planted_bug_autopilot_unbounded_cleanup_is_caught() {
 fn planted_bug_gossip_no_refute_is_caught() {
     caught_by(Bug::GossipNoRefute, "liveness: gossip did not recover");
 }
+
+/// Found by the sweep over seeds 200..600 (seed 490): a partition
+/// {s1, s2, s5} | {s3, s4} is still in place when every server loses power
+/// and restarts; each side's pools join the servers they can reach, so two
+/// LAN pools form that know nothing of each other, and after healing nothing
+/// ever makes them meet (serf's reconnect only retries members it knows as
+/// failed; a join stops at its first success, as Consul's `retry_join`
+/// does). Raft is fine (one configuration, a leader, the writes and reads of
+/// the liveness phase); the gossip-recovers check fails. Kept as a
+/// regression scenario: it asserts exactly that failure, and flips once a
+/// server rejoins the configured servers its pool does not know (as serf's
+/// snapshot rejoin would have after the power loss).
+#[test]
+fn seed_490_pools_split_at_boot_never_meet_after_healing() {
+    let out = run(Options::from_seed(490), None);
+    assert_eq!(out.failures.len(), 1, "{:?}", out.failures);
+    assert!(
+        out.failures[0].starts_with("liveness: gossip did not recover")
+            && out.failures[0].contains("does not know"),
+        "{:?}",
+        out.failures
+    );
+}
