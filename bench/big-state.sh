@@ -26,13 +26,13 @@ now() { date +%s.%N; }
 since() { python3 -c "print(f'{$(now)-$1:.2f}')"; }
 res() { echo "tern.$1=$2" >>"$RESULTS"; }
 field() { echo "$1" | tr ' ' '\n' | sed -n "s|^$2=||p"; }
-for i in 1 2 3; do H[$i]=$(port); S[$i]=$(port); done
+for i in 1 2 3; do H[$i]=$(port); S[$i]=$(port); G[$i]=$(port); W[$i]=$(port); done
 start() {
   local i=$1 joins=()
-  for j in 1 2 3; do [ "$j" = "$i" ] || joins+=("-retry-join=127.0.0.1:${S[$j]}"); done
+  for j in 1 2 3; do [ "$j" = "$i" ] || joins+=("-retry-join=127.0.0.1:${G[$j]}"); done
   "$TERN" agent -server -bootstrap-expect=3 -node="s$i" -data-dir="$WORK/d$i" \
     -hcl='performance { raft_multiplier = 1 }' -bind=127.0.0.1 -client=127.0.0.1 \
-    -http-port="${H[$i]}" -server-port="${S[$i]}" "${joins[@]}" >>"$WORK/s$i.log" 2>&1 &
+    -http-port="${H[$i]}" -server-port="${S[$i]}" -serf-lan-port="${G[$i]}" -serf-wan-port="${W[$i]}" -retry-interval=1s "${joins[@]}" >>"$WORK/s$i.log" 2>&1 &
   P[$i]=$!
   disown "$!"
 }

@@ -22,14 +22,14 @@ port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); 
 
 # ---------- Tern ----------
 declare -a TH TS TPID
-for i in 1 2 3; do TH[$i]=$(port); TS[$i]=$(port); done
+for i in 1 2 3; do TH[$i]=$(port); TS[$i]=$(port); G[$i]=$(port); W[$i]=$(port); done
 start_tern() {
   local i=$1 joins=()
-  for j in 1 2 3; do [ "$j" = "$i" ] || joins+=("-retry-join=127.0.0.1:${TS[$j]}"); done
+  for j in 1 2 3; do [ "$j" = "$i" ] || joins+=("-retry-join=127.0.0.1:${G[$j]}"); done
   # raft_multiplier 1: election timeout 1000-2000 ms, like etcd's default 1000 ms.
   "$TERN" agent -server -bootstrap-expect=3 -node="s$i" -data-dir="$WORK/tern$i" \
     -hcl='performance { raft_multiplier = 1 }' \
-    -bind=127.0.0.1 -client=127.0.0.1 -http-port="${TH[$i]}" -server-port="${TS[$i]}" \
+    -bind=127.0.0.1 -client=127.0.0.1 -http-port="${TH[$i]}" -server-port="${TS[$i]}" -serf-lan-port="${G[$i]}" -serf-wan-port="${W[$i]}" -retry-interval=1s \
     "${joins[@]}" >>"$WORK/tern$i.log" 2>&1 &
   TPID[$i]=$!
   disown "$!" # no "Killed" line from bash when the failover test kills it

@@ -15,13 +15,13 @@ port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); 
 
 run_cluster() { # name hcl -> prints the bench line
   local name=$1 hcl=$2
-  local -a H S
-  for i in 1 2 3; do H[$i]=$(port); S[$i]=$(port); done
+  local -a H S G W
+  for i in 1 2 3; do H[$i]=$(port); S[$i]=$(port); G[$i]=$(port); W[$i]=$(port); done
   for i in 1 2 3; do
     local joins=()
-    for j in 1 2 3; do [ "$j" = "$i" ] || joins+=("-retry-join=127.0.0.1:${S[$j]}"); done
+    for j in 1 2 3; do [ "$j" = "$i" ] || joins+=("-retry-join=127.0.0.1:${G[$j]}"); done
     "$TERN" agent -server -bootstrap-expect=3 -node="s$i" -data-dir="$WORK/$name$i" \
-      -hcl="$hcl" -bind=127.0.0.1 -client=127.0.0.1 -http-port="${H[$i]}" -server-port="${S[$i]}" \
+      -hcl="$hcl" -bind=127.0.0.1 -client=127.0.0.1 -http-port="${H[$i]}" -server-port="${S[$i]}" -serf-lan-port="${G[$i]}" -serf-wan-port="${W[$i]}" -retry-interval=1s \
       "${joins[@]}" >>"$WORK/$name$i.log" 2>&1 &
     disown "$!"
   done

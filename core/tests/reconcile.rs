@@ -320,3 +320,64 @@ fn a_lone_server_leaves_after_the_drain() {
     let drain = c.configs[&only].leave_drain_time;
     assert!(took >= drain && took <= drain + Duration::from_millis(200));
 }
+
+/// A server added once the leader's log no longer starts at index 1 (here:
+/// a fresh server after a snapshot compacted the log; in the daemon, also a
+/// server autopilot removed and reconciliation adds back) is probed with
+/// nothing to anchor an AppendEntries on, and must be sent the snapshot
+/// (Raft §7). Before the fix it was sent nothing at all and never caught
+/// up (found by io-tokio/tests/processes.rs
+/// `autopilot_removes_a_server_gossip_declares_failed`).
+#[test]
+fn a_server_added_after_the_log_was_compacted_gets_the_snapshot() {
+    let snapshotting = |i: u64| {
+        let mut cfg = config(i, 3);
+        cfg.snapshot_threshold = 4;
+        cfg.snapshot_interval = Duration::ZERO;
+        cfg.trailing_logs = 0;
+        cfg
+    };
+    let mut c = tern_core::testkit::Cluster::new((1..=3).map(snapshotting).collect());
+    let leader = c.run_until_leader(Duration::from_secs(5)).expect("leader");
+    // Enough writes that the leader snapshots and compacts its log.
+    for i in 0..12 {
+        c.request(leader, put(&format!("k{i}")));
+        c.deliver_all();
+    }
+    c.run_for(Duration::from_secs(1));
+    let base = c.servers[&leader]
+        .raft()
+        .snapshot()
+        .map(|s| s.meta.last_index);
+    assert!(base.is_some_and(|b| b.0 > 1), "compacted: {base:?}");
+
+    let s4 = start_fresh(&mut c, snapshotting(4));
+    gossip_to_all(&mut c, s4, GossipStatus::Alive);
+    assert!(
+        run_until(&mut c, Duration::from_secs(5), |c| {
+            let l = c.leader().unwrap_or(leader);
+            c.servers[&s4].last_applied() >= c.servers[&l].last_applied()
+        }),
+        "s4 applied {:?}",
+        c.servers[&s4].last_applied()
+    );
+    assert!(c
+        .events
+        .iter()
+        .any(|(of, e)| *of == s4 && matches!(e, Event::SnapshotInstalled { .. })));
+}
+
+fn put(key: &str) -> tern_core::rpc::Request {
+    use tern_core::fsm::{KvCommand, KvWrite};
+    use tern_core::rpc::{Op, ReadMode, Request};
+    Request {
+        datacenter: tern_core::Datacenter("dc1".into()),
+        read_mode: ReadMode::Default,
+        blocking: None,
+        op: Op::KvApply(KvCommand::Set(KvWrite {
+            key: key.into(),
+            flags: 0,
+            value: b"v".to_vec(),
+        })),
+    }
+}

@@ -37,6 +37,7 @@ use std::time::Duration as StdDuration;
 
 use tern_core::gossip::{
     ForceLeaveError, Gossip, GossipAction, GossipConfig, GossipEvent, GossipInput, Member, Status,
+    Tags,
 };
 use tern_core::wire;
 use tern_core::Instant;
@@ -188,6 +189,7 @@ impl GossipNode {
             inbound_rx,
             streams: JoinSet::new(),
             join_waiters: Vec::new(),
+            join_queue: std::collections::VecDeque::new(),
             leave_waiters: Vec::new(),
             stream_errors: BTreeMap::new(),
             bad_stream_log_at: None,
@@ -242,6 +244,14 @@ impl GossipHandle {
         rx.await.unwrap_or_default()
     }
 
+    /// A cheap, clonable reference for another task that must not keep the
+    /// pool running: it reads the member list and joins.
+    pub fn weak(&self) -> GossipRef {
+        GossipRef {
+            cmds: self.cmds.downgrade(),
+        }
+    }
+
     /// Joins the pool through `addresses` (`ip`, `ip:port`, `host:port`; a
     /// missing port is our own gossip port, as memberlist resolves join
     /// addresses). Returns the address that answered the first attempt, or
@@ -280,6 +290,18 @@ impl GossipHandle {
         rx.await.map_err(|_| GossipError::Stopped)?
     }
 
+    /// Announces new tags (serf's `SetTags`); refused when over the pool's
+    /// `tags_bytes_max`.
+    pub async fn set_tags(&self, tags: Tags) -> Result<(), String> {
+        let (tx, rx) = oneshot::channel();
+        let stopped = || GossipError::Stopped.to_string();
+        self.cmds
+            .send(Command::SetTags(tags, tx))
+            .await
+            .map_err(|_| stopped())?;
+        rx.await.map_err(|_| stopped())?
+    }
+
     /// Every event from now on (joins, failures, leaves, dropped packets...).
     pub fn subscribe(&self) -> broadcast::Receiver<GossipEvent> {
         self.events.subscribe()
@@ -293,6 +315,37 @@ impl GossipHandle {
             task.abort();
             let _ = task.await;
         }
+    }
+}
+
+/// A pool reference that does not keep the pool running
+/// ([`GossipHandle::weak`]).
+#[derive(Clone)]
+pub struct GossipRef {
+    cmds: mpsc::WeakSender<Command>,
+}
+
+impl GossipRef {
+    /// Every member we know, ourselves included; empty once the pool is gone.
+    pub async fn members(&self) -> Vec<Member> {
+        let Some(cmds) = self.cmds.upgrade() else {
+            return Vec::new();
+        };
+        let (tx, rx) = oneshot::channel();
+        if cmds.send(Command::Members(tx)).await.is_err() {
+            return Vec::new();
+        }
+        rx.await.unwrap_or_default()
+    }
+
+    /// As [`GossipHandle::join`].
+    pub async fn join(&self, addresses: Vec<String>) -> Result<String, GossipError> {
+        let cmds = self.cmds.upgrade().ok_or(GossipError::Stopped)?;
+        let (tx, rx) = oneshot::channel();
+        cmds.send(Command::Join(addresses, tx))
+            .await
+            .map_err(|_| GossipError::Stopped)?;
+        rx.await.map_err(|_| GossipError::Stopped)?
     }
 }
 
@@ -386,11 +439,14 @@ impl Clock {
     }
 }
 
+type JoinReply = oneshot::Sender<Result<String, GossipError>>;
+
 enum Command {
     Members(oneshot::Sender<Vec<Member>>),
-    Join(Vec<String>, oneshot::Sender<Result<String, GossipError>>),
+    Join(Vec<String>, JoinReply),
     Leave(oneshot::Sender<()>),
     ForceLeave(String, oneshot::Sender<Result<(), GossipError>>),
+    SetTags(Tags, oneshot::Sender<Result<(), String>>),
 }
 
 /// What a stream task hands the pool's task.
@@ -429,7 +485,11 @@ struct Driver {
     inbound_rx: mpsc::Receiver<Inbound>,
     /// Stream tasks; dropped (so aborted) with the driver.
     streams: JoinSet<()>,
-    join_waiters: Vec<oneshot::Sender<Result<String, GossipError>>>,
+    join_waiters: Vec<JoinReply>,
+    /// Joins asked while an attempt is in flight: each gets an attempt of
+    /// its own once the current one is decided, so an operator's join never
+    /// takes over (or answers for) a background retry-join, or the reverse.
+    join_queue: std::collections::VecDeque<(Vec<String>, JoinReply)>,
     leave_waiters: Vec<oneshot::Sender<()>>,
     stream_errors: BTreeMap<String, String>,
     bad_stream_log_at: Option<tokio::time::Instant>,
@@ -512,6 +572,16 @@ impl Driver {
                     self.pool,
                     addresses.join(",")
                 );
+                if !self.join_waiters.is_empty() {
+                    if self.join_queue.len() >= COMMANDS_MAX {
+                        let _ = tx.send(Err(GossipError::JoinFailed(
+                            "too many joins waiting".into(),
+                        )));
+                    } else {
+                        self.join_queue.push_back((addresses, tx));
+                    }
+                    return;
+                }
                 self.join_waiters.push(tx);
                 self.input(GossipInput::Join(addresses), None);
             }
@@ -521,8 +591,14 @@ impl Driver {
                     return;
                 }
                 tracing::info!("serf: ({}) leaving the pool", self.pool);
+                for (_, w) in self.join_queue.drain(..) {
+                    let _ = w.send(Err(GossipError::Leaving));
+                }
                 self.leave_waiters.push(tx);
                 self.input(GossipInput::Leave, None);
+            }
+            Command::SetTags(tags, tx) => {
+                let _ = tx.send(self.gossip.set_tags(tags));
             }
             Command::ForceLeave(name, tx) => {
                 if self.gossip.local().status == Status::Left {
@@ -719,6 +795,10 @@ impl Driver {
 
     fn event(&mut self, e: GossipEvent) {
         self.log(&e);
+        let decided = matches!(
+            e,
+            GossipEvent::Joined { .. } | GossipEvent::JoinFailed { .. }
+        );
         match &e {
             GossipEvent::Joined { address, .. } => {
                 for w in self.join_waiters.drain(..) {
@@ -740,6 +820,27 @@ impl Driver {
         }
         // Nobody subscribed is fine.
         let _ = self.events.send(e);
+        if decided && self.join_waiters.is_empty() {
+            self.next_join();
+        }
+    }
+
+    /// Starts the join that waited longest for the one in flight.
+    fn next_join(&mut self) {
+        let Some((addresses, tx)) = self.join_queue.pop_front() else {
+            return;
+        };
+        if self.gossip.local().status != Status::Alive {
+            let _ = tx.send(Err(GossipError::Leaving));
+            return;
+        }
+        tracing::info!(
+            "agent: ({}) joining: addresses={}",
+            self.pool,
+            addresses.join(",")
+        );
+        self.join_waiters.push(tx);
+        self.input(GossipInput::Join(addresses), None);
     }
 
     /// Why no address answered: what each stream reported, if anything.
@@ -797,6 +898,11 @@ impl Driver {
                     Some(d) => tracing::warn!(
                         "agent: ({pool}) Join cluster failed, will retry: attempt={attempt} retry_interval={}ms error={why}",
                         d.as_millis()
+                    ),
+                    // One attempt per join: whoever asked retries (the
+                    // agent's retry_join) or reports it (an operator's join).
+                    None if self.gossip.config().join_attempts_max == 1 => tracing::warn!(
+                        "agent: ({pool}) couldn't join: error={why}"
                     ),
                     None => tracing::error!(
                         "agent: ({pool}) max join retry exhausted: attempts={attempt} error={why}"

@@ -1,7 +1,7 @@
 //! The `tern` binary: `tern agent ...` runs a server (or, without `-server`,
 //! a client agent); every other subcommand
 //! is a client of the HTTP API (`tern kv`, `tern operator raft`, `tern members`,
-//! `tern leave`).
+//! `tern join`, `tern force-leave`, `tern leave`).
 
 use std::process::ExitCode;
 
@@ -18,13 +18,13 @@ fn main() -> ExitCode {
             ExitCode::from(tern::cli::run(&args).clamp(0, 255) as u8)
         }
         Some(other) => {
-            eprintln!("unknown command {other:?}; commands: agent, kv, operator, members, leave, bench, version");
+            eprintln!("unknown command {other:?}; commands: agent, kv, operator, members, join, force-leave, leave, bench, version");
             ExitCode::from(1)
         }
         None => {
             eprintln!(
                 "usage: tern <command> [args]\n\n\
-                 commands: agent, kv, operator, members, leave, bench, version\n\
+                 commands: agent, kv, operator, members, join, force-leave, leave, bench, version\n\
                  start here: tern agent -dev"
             );
             ExitCode::from(1)
@@ -59,15 +59,11 @@ fn agent(args: &[String]) -> ExitCode {
         }
     };
     runtime.block_on(async move {
-        // A client agent's servers: the retry-join addresses until gossip
-        // feeds them (`agent::static_servers`). The sender must live as
-        // long as the agent, or the list could never change.
-        let (_servers_tx, servers) =
-            tokio::sync::watch::channel(tern::agent::static_servers(&options.retry_join));
+        // A client agent routes to the servers its LAN gossip pool reports.
         let started = if options.server {
             tern::agent::start(options.clone()).await
         } else {
-            tern::agent::start_client(options.clone(), servers).await
+            tern::agent::start_gossip_client(options.clone()).await
         };
         let agent = match started {
             Ok(a) => a,
@@ -94,12 +90,12 @@ fn agent(args: &[String]) -> ExitCode {
             );
         } else {
             tracing::info!(
-                "Tern client agent running: node {} ({}), datacenter {}, HTTP on {}, servers {:?}",
+                "Tern client agent running: node {} ({}), datacenter {}, HTTP on {}, LAN gossip on {}",
                 options.core.node_name,
                 options.core.node_id,
                 options.core.datacenter,
                 options.http_addr,
-                options.retry_join
+                options.lan.bind
             );
         }
         let handle = agent.handle.clone();

@@ -15,7 +15,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use tern::agent::{Agent, AgentOptions};
+use tern::agent::{Agent, AgentOptions, PoolOptions};
 use tern::client_rpc::RpcClient;
 use tern_core::autopilot::GossipStatus;
 use tern_core::clock::Duration as CoreDuration;
@@ -68,6 +68,11 @@ async fn cluster(base: u8) -> Vec<Server> {
             SocketAddr::new(ip, free_port(ip))
         })
         .collect();
+    // Their LAN gossip addresses: the servers find each other there.
+    let gossip: Vec<SocketAddr> = addrs
+        .iter()
+        .map(|a| SocketAddr::new(a.ip(), free_port(a.ip())))
+        .collect();
     let mut servers = Vec::new();
     for (i, addr) in addrs.iter().enumerate() {
         let name = format!("s{}", i + 1);
@@ -77,11 +82,19 @@ async fn cluster(base: u8) -> Vec<Server> {
             data_dir: None,
             http_addr: SocketAddr::new(addr.ip(), 0),
             server_addr: *addr,
-            retry_join: addrs
-                .iter()
-                .filter(|a| *a != addr)
-                .map(|a| a.to_string())
-                .collect(),
+            lan: PoolOptions {
+                bind: gossip[i],
+                advertise: gossip[i],
+                start_join: vec![],
+                retry_join: gossip
+                    .iter()
+                    .filter(|g| **g != gossip[i])
+                    .map(|g| g.to_string())
+                    .collect(),
+                retry_interval: CoreDuration::from_secs(1),
+                retry_max: 0,
+            },
+            wan: None,
             bootstrap_expect: 3,
             dev: false,
             server: true,
@@ -272,7 +285,16 @@ async fn kv_writes_and_reads_go_through_a_client_agent() {
         data_dir: None,
         http_addr: "127.0.0.1:0".parse().unwrap(),
         server_addr: "127.0.0.1:0".parse().unwrap(),
-        retry_join: vec![],
+        // Fed its servers by the test: no gossip pool is started.
+        lan: PoolOptions {
+            bind: "127.0.0.1:0".parse().unwrap(),
+            advertise: "127.0.0.1:0".parse().unwrap(),
+            start_join: vec![],
+            retry_join: vec![],
+            retry_interval: CoreDuration::from_secs(30),
+            retry_max: 0,
+        },
+        wan: None,
         bootstrap_expect: 0,
         dev: false,
         server: false,
@@ -731,10 +753,11 @@ fn http(method: &str, url: &str, body: &str) -> Option<(u16, String)> {
     Some((status, r.body_mut().read_to_string().ok()?))
 }
 
-/// `tern agent` without `-server` is a client agent: its HTTP API and the
-/// CLI work as a server's, every request answered by the server it names in
-/// `-retry-join`; `/v1/agent/self` says it is not a server; `tern leave`
-/// stops it at once, exit 0.
+/// `tern agent` without `-server` is a client agent: it joins the server's
+/// LAN gossip pool (`-retry-join`), and its HTTP API and the CLI work as a
+/// server's, every request answered by the server gossip reports;
+/// `/v1/agent/self` says it is not a server; `tern members` on the server
+/// lists it as a client; `tern leave` stops it, exit 0.
 #[test]
 fn tern_agent_without_server_is_a_client_agent() {
     use std::process::{Command, Stdio};
@@ -744,7 +767,14 @@ fn tern_agent_without_server_is_a_client_agent() {
         common::free_port(),
         common::free_port(),
     );
-    let mut server = common::spawn_single_server("srv", &server_dir, server_http, server_port);
+    let server_gossip = common::free_gossip_port();
+    let mut server = common::spawn_single_server_gossiping(
+        "srv",
+        &server_dir,
+        server_http,
+        server_port,
+        server_gossip,
+    );
     let log = std::fs::File::create(client_dir.join("agent.log")).unwrap();
     let mut client = Command::new(env!("CARGO_BIN_EXE_tern"))
         .args([
@@ -754,7 +784,9 @@ fn tern_agent_without_server_is_a_client_agent() {
             "-bind=127.0.0.1".into(),
             "-client=127.0.0.1".into(),
             format!("-http-port={client_http}"),
-            format!("-retry-join=127.0.0.1:{server_port}"),
+            format!("-serf-lan-port={}", common::free_gossip_port()),
+            "-retry-interval=1s".into(),
+            format!("-retry-join=127.0.0.1:{server_gossip}"),
         ])
         .stdout(Stdio::null())
         .stderr(log)
@@ -794,6 +826,15 @@ fn tern_agent_without_server_is_a_client_agent() {
     assert!(
         v["Stats"].get("raft").is_none(),
         "a client runs no Raft: {body}"
+    );
+
+    // The server's member list has the client (Consul's Type column).
+    let (code, out) = tern_cli(&["members", &server_addr]);
+    assert_eq!(code, 0, "{out}");
+    assert!(
+        out.lines()
+            .any(|l| l.starts_with("cli ") && l.contains(" alive ") && l.contains(" client ")),
+        "{out}"
     );
 
     let (code, out) = tern_cli(&["leave", &client_addr]);
@@ -853,13 +894,15 @@ impl Drop for Proc {
 }
 
 /// The rolling-restart promise with real processes: three servers and a
-/// client agent (its servers from `-retry-join`); writes go through the
+/// client agent (its servers from the LAN gossip pool it `-retry-join`s);
+/// writes go through the
 /// client's HTTP API without pause while the leader leaves (`tern leave`:
 /// hand-over, drain, exit). Not one write fails, and every one reads back.
 #[test]
 fn a_leader_leaving_under_load_through_a_client_agent_process_fails_no_write() {
     let hcl = "performance {\n  raft_multiplier = 1\n  leave_drain_time = \"2s\"\n}";
     let server_ports: Vec<u16> = (0..3).map(|_| common::free_port()).collect();
+    let gossip_ports: Vec<u16> = (0..4).map(|_| common::free_gossip_port()).collect();
     let http_ports: Vec<u16> = (0..4).map(|_| common::free_port()).collect();
     let mut procs: Vec<Proc> = Vec::new();
     for i in 0..3 {
@@ -875,8 +918,11 @@ fn a_leader_leaving_under_load_through_a_client_agent_process_fails_no_write() {
             "-client=127.0.0.1".into(),
             format!("-http-port={}", http_ports[i]),
             format!("-server-port={}", server_ports[i]),
+            format!("-serf-lan-port={}", gossip_ports[i]),
+            "-serf-wan-port=-1".into(),
+            "-retry-interval=1s".into(),
         ];
-        for (j, p) in server_ports.iter().enumerate() {
+        for (j, p) in gossip_ports[..3].iter().enumerate() {
             if j != i {
                 args.push(format!("-retry-join=127.0.0.1:{p}"));
             }
@@ -891,8 +937,10 @@ fn a_leader_leaving_under_load_through_a_client_agent_process_fails_no_write() {
         "-bind=127.0.0.1".into(),
         "-client=127.0.0.1".into(),
         format!("-http-port={}", http_ports[3]),
+        format!("-serf-lan-port={}", gossip_ports[3]),
+        "-retry-interval=1s".into(),
     ];
-    for p in &server_ports {
+    for p in &gossip_ports[..3] {
         args.push(format!("-retry-join=127.0.0.1:{p}"));
     }
     procs.push(Proc::start(args, client_dir.join("agent.log")));

@@ -58,8 +58,12 @@ const SAME_JSON: &str = r#"{
   "data_dir": "/var/lib/tern",
   "bind_addr": "10.0.0.5",
   "client_addr": "0.0.0.0",
-  "retry_join": ["10.0.0.6", "10.0.0.7:8300"],
-  "ports": { "http": 8501, "server": 8310 },
+  "retry_join": ["10.0.0.6", "10.0.0.7:8411"],
+  "retry_interval": "5s",
+  "retry_max": 4,
+  "start_join": ["[::1]"],
+  "retry_join_wan": ["10.1.0.1"],
+  "ports": { "http": 8501, "server": 8310, "serf_lan": 8311, "serf_wan": 8312 },
   "performance": { "raft_multiplier": 2, "rpc_hold_timeout": "3s", "leave_drain_time": "500ms" },
   "raft_snapshot_threshold": 50000,
   "raft_trailing_logs": 20000,
@@ -76,10 +80,16 @@ bootstrap_expect = 3
 data_dir = "/var/lib/tern"
 bind_addr = "10.0.0.5"
 client_addr = "0.0.0.0"
-retry_join = ["10.0.0.6", "10.0.0.7:8300"]
+retry_join = ["10.0.0.6", "10.0.0.7:8411"]
+retry_interval = "5s"
+retry_max = 4
+start_join = ["[::1]"]
+retry_join_wan = ["10.1.0.1"]
 ports {
   http = 8501
   server = 8310
+  serf_lan = 8311
+  serf_wan = 8312
 }
 performance {
   raft_multiplier = 2
@@ -114,7 +124,18 @@ fn json_and_hcl_files_give_the_same_options() {
     assert_eq!(o.server_addr.to_string(), "10.0.0.5:8310");
     assert_eq!(o.core.address, "10.0.0.5:8310");
     assert_eq!(o.http_addr.to_string(), "0.0.0.0:8501");
-    assert_eq!(o.retry_join, ["10.0.0.6:8310", "10.0.0.7:8300"]);
+    // Join addresses are gossip addresses; a missing port is the pool's own.
+    assert_eq!(o.lan.bind.to_string(), "10.0.0.5:8311");
+    assert_eq!(o.lan.advertise.to_string(), "10.0.0.5:8311");
+    assert_eq!(o.lan.retry_join, ["10.0.0.6:8311", "10.0.0.7:8411"]);
+    assert_eq!(o.lan.start_join, ["[::1]:8311"]);
+    assert_eq!(o.lan.retry_interval.as_millis(), 5000);
+    assert_eq!(o.lan.retry_max, 4);
+    let wan = o.wan.as_ref().expect("a server has a WAN pool");
+    assert_eq!(wan.bind.to_string(), "10.0.0.5:8312");
+    assert_eq!(wan.retry_join, ["10.1.0.1:8312"]);
+    assert_eq!(wan.retry_interval.as_millis(), 30_000);
+    assert_eq!(wan.retry_max, 0);
     assert_eq!(o.core.election_timeout_min.as_millis(), 2000);
     assert_eq!(o.core.rpc_hold_timeout.as_millis(), 3000);
     assert_eq!(o.core.leave_drain_time.as_millis(), 500);
@@ -144,7 +165,7 @@ fn later_files_win_and_config_dir_is_read_in_name_order() {
     let o = agent_options(&args(&format!("-config-file {base} -config-file {over}"))).unwrap();
     assert_eq!(o.core.datacenter.0, "second");
     assert_eq!(o.core.node_name.0, "n1");
-    assert_eq!(o.retry_join, ["a:8300", "b:8300"]);
+    assert_eq!(o.lan.retry_join, ["a:8301", "b:8301"]);
 
     let conf = dir.join("conf.d");
     std::fs::create_dir(&conf).unwrap();
@@ -202,6 +223,102 @@ fn single_dash_double_dash_and_equals_forms_agree() {
     // Without -server the agent is a client agent.
     let client = agent_options(&args(&format!("-server=false -data-dir /d -node-id {ID}")));
     assert!(!client.unwrap().server);
+}
+
+/// Consul's gossip defaults (agent/config/default.go: serf_lan 8301,
+/// serf_wan 8302, retry_interval 30s, retry_max 0) and flags
+/// (agent/config/flags.go: -serf-lan-port, -serf-wan-port, -join,
+/// -retry-join, -retry-interval, -retry-max and the -wan twins); -1 on
+/// serf_wan turns the WAN pool off.
+#[test]
+fn gossip_ports_and_joins_have_consuls_defaults_and_flags() {
+    let o = agent_options(&args(&format!("-server -data-dir /d -node-id {ID}"))).unwrap();
+    assert_eq!(o.lan.bind.to_string(), "0.0.0.0:8301");
+    assert_eq!(o.lan.advertise.to_string(), "127.0.0.1:8301");
+    assert_eq!(o.wan.as_ref().unwrap().bind.port(), 8302);
+    assert_eq!(o.lan.retry_interval.as_millis(), 30_000);
+    assert_eq!((o.lan.retry_max, o.lan.start_join.len()), (0, 0));
+
+    let o = agent_options(&args(&format!(
+        "-server -data-dir /d -node-id {ID} -bind 127.0.0.2 -serf-lan-port 9301 -serf-wan-port=-1 \
+         -join 127.0.0.3 -retry-join host.example -retry-join [fe80::1]:7 -retry-interval 2s -retry-max 3"
+    )))
+    .unwrap();
+    assert_eq!(o.lan.bind.to_string(), "127.0.0.2:9301");
+    assert!(o.wan.is_none());
+    assert_eq!(o.lan.start_join, ["127.0.0.3:9301"]);
+    assert_eq!(o.lan.retry_join, ["host.example:9301", "[fe80::1]:7"]);
+    assert_eq!(o.lan.retry_interval.as_millis(), 2000);
+    assert_eq!(o.lan.retry_max, 3);
+
+    let o = agent_options(&args(&format!(
+        "-server -data-dir /d -node-id {ID} -serf-wan-port 9302 -join-wan 10.0.0.1 \
+         -retry-join-wan 10.0.0.2:1 -retry-interval-wan 1m -retry-max-wan 7"
+    )))
+    .unwrap();
+    let wan = o.wan.unwrap();
+    assert_eq!(wan.start_join, ["10.0.0.1:9302"]);
+    assert_eq!(wan.retry_join, ["10.0.0.2:1"]);
+    assert_eq!((wan.retry_interval.as_millis(), wan.retry_max), (60_000, 7));
+}
+
+/// Bad gossip settings are one line naming the key or flag.
+#[test]
+fn bad_gossip_settings_name_the_key() {
+    let ok = format!("-server -data-dir /d -node-id {ID}");
+    let cases = [
+        (
+            "-serf-lan-port 70000",
+            "-serf-lan-port: must be a port number (1 to 65535), got \"70000\"",
+        ),
+        (
+            "-serf-lan-port=-1",
+            "-serf-lan-port: must be a port number (1 to 65535), got \"-1\"",
+        ),
+        (
+            "-serf-lan-port lan",
+            "-serf-lan-port: must be a port number",
+        ),
+        (
+            "-serf-wan-port -2",
+            "-serf-wan-port: must be a port number (1 to 65535) or -1 to disable, got \"-2\"",
+        ),
+        (
+            "-retry-interval soon",
+            "-retry-interval: must be a duration such as",
+        ),
+        (
+            "-retry-interval 0s",
+            "-retry-interval: must be greater than zero",
+        ),
+        (
+            "-retry-max -1",
+            "-retry-max: must be a whole number of attempts",
+        ),
+        (
+            "-retry-max-wan 4294967296",
+            "-retry-max-wan: must be a whole number of attempts",
+        ),
+        (
+            "-serf-wan-port=-1 -retry-join-wan x",
+            "retry_join_wan: needs the WAN pool",
+        ),
+        (
+            "-serf-lan-port 9000 -serf-wan-port 9000",
+            "ports.serf_wan: 9000 is also ports.serf_lan",
+        ),
+    ];
+    for (flags, want) in cases {
+        let e = error_of(&args(&format!("{ok} {flags}")));
+        assert!(e.starts_with(want), "{flags}: got {e:?}, want {want:?}");
+    }
+    let dir = temp_dir("bad-gossip");
+    let f = write(&dir, "p.json", r#"{"ports": {"serf_lan": "x"}}"#);
+    let e = error_of(&args(&format!("{ok} -config-file {f}")));
+    assert!(
+        e.starts_with("ports.serf_lan: must be a port number"),
+        "{e}"
+    );
 }
 
 /// HCL delivers a block written twice as an array; both halves count.
@@ -847,39 +964,122 @@ fn remove_peer_by_id_or_address() {
     );
 }
 
-const SELF: &str =
-    r#"{"Config":{"Datacenter":"dc1","NodeName":"alpha","Version":"0.1.0","Server":true}}"#;
+/// Two servers (one failed) and a client, in the agent's order (by name).
+const MEMBERS: &str = r#"[
+ {"Name":"c1","Addr":"10.0.0.9","Port":8301,"Status":1,
+  "Tags":{"role":"node","dc":"east","build":"1.17.0:abc","vsn":"2","id":"c"}},
+ {"Name":"s1","Addr":"10.0.0.1","Port":8301,"Status":1,
+  "Tags":{"role":"consul","dc":"east","build":"1.17.0:abc","vsn":"2","port":"8300"}},
+ {"Name":"s2","Addr":"::1","Port":8301,"Status":4,
+  "Tags":{"role":"consul","dc":"east","build":"1.17.0:abc","vsn":"2","port":"8300"}}]"#;
 
+/// Consul's command/members/members.go: servers first, then by name; the
+/// build cut at ':'; a client's segment is `<default>`, a server's `<all>`;
+/// an IPv6 gossip address in brackets.
 #[test]
-fn members_lists_the_raft_servers_until_gossip_exists() {
-    let f = fake(&[
-        ("GET /v1/agent/members", 200, "[]"),
-        ("GET /v1/agent/self", 200, SELF),
-        ("GET /v1/operator/raft/configuration", 200, RAFT),
-    ]);
+fn members_prints_consuls_columns_servers_first() {
+    let f = fake(&[("GET /v1/agent/members?segment=_all", 200, MEMBERS)]);
     let (code, out, err) = cli("members", &f.addr);
     assert_eq!((code, err.as_str()), (0, ""));
     assert_eq!(
         out,
-        "Node   Address         Status  Type    Build      Protocol  DC   Partition  Segment\n\
-         alpha  127.0.0.1:8300  alive   server  0.1.0      2         dc1  default    <all>\n\
-         b      127.0.0.2:8300  alive   server  <unknown>  2         dc1  default    <all>\n"
+        "Node  Address        Status  Type    Build   Protocol  DC    Partition  Segment\n\
+         s1    10.0.0.1:8301  alive   server  1.17.0  2         east  default    <all>\n\
+         s2    [::1]:8301     failed  server  1.17.0  2         east  default    <all>\n\
+         c1    10.0.0.9:8301  alive   client  1.17.0  2         east  default    <default>\n"
     );
 }
 
+/// Consul's members.go: `-status` is a regexp over serf's status names; no
+/// match exits 2 with no output; a bad regexp is one error line.
 #[test]
-fn members_uses_the_agents_member_list_when_it_has_one() {
-    let members = r#"[{"Name":"s2","Addr":"10.0.0.2","Port":8301,"Status":4,
-        "Tags":{"role":"consul","dc":"east","build":"1.17.0:abc","vsn":"2"}},
-        {"Name":"s1","Addr":"10.0.0.1","Port":8301,"Status":1,
-        "Tags":{"role":"consul","dc":"east","build":"1.17.0:abc","vsn":"2"}}]"#;
-    let f = fake(&[("GET /v1/agent/members", 200, members)]);
-    assert_eq!(
-        cli("members", &f.addr).1,
-        "Node  Address        Status  Type    Build   Protocol  DC    Partition  Segment\n\
-         s1    10.0.0.1:8301  alive   server  1.17.0  2         east  default    <all>\n\
-         s2    10.0.0.2:8301  failed  server  1.17.0  2         east  default    <all>\n"
+fn members_status_filters_and_no_match_exits_2() {
+    let f = fake(&[("GET /v1/agent/members?segment=_all", 200, MEMBERS)]);
+    let (code, out, _) = cli("members -status=failed", &f.addr);
+    assert_eq!(code, 0);
+    assert_eq!(out.lines().count(), 2, "{out}");
+    assert!(out.lines().nth(1).unwrap().starts_with("s2 "), "{out}");
+    let (code, out, _) = cli("members -status=(left|leaving)", &f.addr);
+    assert_eq!((code, out.as_str()), (2, ""));
+    assert_one_error_line(
+        cli("members -status=(", &f.addr),
+        "Failed to compile status regexp: ",
     );
+}
+
+/// Consul's members.go `detailedOutput`: every tag sorted as k=v.
+#[test]
+fn members_detailed_lists_every_tag_and_wan_asks_for_the_wan_pool() {
+    let f = fake(&[("GET /v1/agent/members?segment=_all", 200, MEMBERS)]);
+    let (code, out, _) = cli("members -detailed", &f.addr);
+    assert_eq!(code, 0);
+    assert_eq!(
+        out.lines().next().unwrap(),
+        "Node  Address        Status  Tags"
+    );
+    assert_eq!(
+        out.lines().nth(1).unwrap(),
+        "s1    10.0.0.1:8301  alive   build=1.17.0:abc,dc=east,port=8300,role=consul,vsn=2"
+    );
+    let f = fake(&[("GET /v1/agent/members?wan=1", 200, "[]")]);
+    assert_eq!(cli("members -wan", &f.addr).0, 2);
+    assert_eq!(f.seen(), ["GET /v1/agent/members?wan=1"]);
+}
+
+/// Consul's command/join/join.go: one PUT per address, a count of the
+/// successes, an error line per failure, exit 1 only if none joined.
+#[test]
+fn join_contacts_each_address_and_counts_the_successes() {
+    let f = fake(&[
+        ("PUT /v1/agent/join/10.0.0.1", 200, ""),
+        (
+            "PUT /v1/agent/join/10.0.0.2%3A8301",
+            500,
+            "Failed to join 10.0.0.2:8301: refused",
+        ),
+        ("PUT /v1/agent/join/10.0.0.3%3A8302?wan=1", 200, ""),
+    ]);
+    let (code, out, err) = cli("join 10.0.0.1 10.0.0.2:8301", &f.addr);
+    assert_eq!(code, 0);
+    assert_eq!(out, "Successfully joined cluster by contacting 1 nodes.\n");
+    assert_eq!(
+        err,
+        "Error joining address '10.0.0.2:8301': Unexpected response code: 500 (Failed to join 10.0.0.2:8301: refused)\n"
+    );
+    assert_eq!(cli("join -wan 10.0.0.3:8302", &f.addr).0, 0);
+    let (code, _, err) = cli("join 10.0.0.2:8301", &f.addr);
+    assert_eq!(code, 1);
+    assert!(err.ends_with("Failed to join any nodes.\n"), "{err}");
+    let (code, out, err) = cli("join", &f.addr);
+    assert_eq!((code, out.as_str()), (1, ""));
+    assert!(err.starts_with("At least one address to join must be specified.\n"));
+}
+
+/// Consul's command/forceleave/forceleave.go: one node name; nothing printed
+/// on success; `-prune` and `-wan` become query flags.
+#[test]
+fn force_leave_takes_one_name_and_passes_prune_and_wan() {
+    let f = fake(&[
+        ("PUT /v1/agent/force-leave/s2", 200, ""),
+        ("PUT /v1/agent/force-leave/s2.east?prune=1&wan=1", 200, ""),
+        (
+            "PUT /v1/agent/force-leave/nobody",
+            500,
+            "agent: No node found with name 'nobody'",
+        ),
+    ]);
+    assert_eq!(
+        cli("force-leave s2", &f.addr),
+        (0, String::new(), String::new())
+    );
+    assert_eq!(cli("force-leave -prune -wan s2.east", &f.addr).0, 0);
+    assert_one_error_line(
+        cli("force-leave nobody", &f.addr),
+        "Error force leaving: Unexpected response code: 500 (agent: No node found with name 'nobody')\n",
+    );
+    let (code, _, err) = cli("force-leave a b", &f.addr);
+    assert_eq!(code, 1);
+    assert!(err.starts_with("A single node name must be specified to force leave.\n"));
 }
 
 #[test]

@@ -524,3 +524,27 @@ async fn write_frame(conn: &mut TcpStream, payload: &[u8]) {
     frame.extend_from_slice(payload);
     conn.write_all(&frame).await.unwrap();
 }
+
+/// Two joins asked at once (the agent's background retry-join and an
+/// operator's `tern join`, agent/retry_join.go and agent_endpoint.go
+/// `AgentJoin`) are two attempts, each answered with its own result: one
+/// never takes over or answers for the other.
+#[tokio::test]
+async fn concurrent_joins_each_get_their_own_attempt_and_answer() {
+    let (port, nodes) = start_nodes(2).await;
+    let dead = SocketAddr::new(ip(10), port).to_string();
+    let live = SocketAddr::new(ip(1), port).to_string();
+    let (to_dead, to_live) = tokio::join!(
+        nodes[0].join(vec![dead.clone()]),
+        nodes[0].join(vec![live.clone()])
+    );
+    let Err(GossipError::JoinFailed(why)) = to_dead else {
+        panic!("the join where nothing listens fails: {to_dead:?}");
+    };
+    assert!(why.contains(&dead) && !why.contains(&live), "{why}");
+    assert_eq!(to_live, Ok(live));
+    wait_for("both nodes see each other", secs(10), || {
+        converged_alive(&nodes, 2)
+    })
+    .await;
+}

@@ -11,7 +11,7 @@ use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 
-use tern::agent::{AgentHandle, AgentOptions, AgentStatus, ToAgent};
+use tern::agent::{AgentHandle, AgentOptions, AgentStatus, PoolOptions, ToAgent};
 use tern_core::autopilot::{GossipStatus, HealthReply, ServerHealthReply};
 use tern_core::fsm::{ApplyResult, KvCommand, KvEntry};
 use tern_core::rpc::{
@@ -199,7 +199,15 @@ fn options() -> AgentOptions {
         data_dir: None,
         http_addr: "127.0.0.1:8500".parse().unwrap(),
         server_addr: "10.0.0.1:8300".parse().unwrap(),
-        retry_join: vec![],
+        lan: PoolOptions {
+            bind: "10.0.0.1:8301".parse().unwrap(),
+            advertise: "10.0.0.1:8301".parse().unwrap(),
+            start_join: vec![],
+            retry_join: vec![],
+            retry_interval: tern_core::Duration::from_secs(30),
+            retry_max: 0,
+        },
+        wan: None,
         bootstrap_expect: 3,
         dev: false,
         server: true,

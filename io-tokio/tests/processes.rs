@@ -11,12 +11,15 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 mod common;
-use common::{free_port, spawn_single_server, temp_dir};
+use common::{free_gossip_port, free_port, spawn_single_server, temp_dir};
 
 struct Node {
     name: String,
     http: u16,
     server: u16,
+    /// The LAN gossip port, which others `-retry-join`.
+    serf_lan: u16,
+    serf_wan: u16,
     dir: PathBuf,
     child: Option<Child>,
     log: PathBuf,
@@ -25,6 +28,7 @@ struct Node {
 }
 
 impl Node {
+    /// `peers`: the LAN gossip ports of the cluster's servers.
     fn args(&self, peers: &[u16]) -> Vec<String> {
         let mut a = vec![
             "agent".into(),
@@ -37,9 +41,13 @@ impl Node {
             "-client=127.0.0.1".into(),
             format!("-http-port={}", self.http),
             format!("-server-port={}", self.server),
+            format!("-serf-lan-port={}", self.serf_lan),
+            format!("-serf-wan-port={}", self.serf_wan),
+            // A server started before the others retries soon.
+            "-retry-interval=1s".into(),
         ];
         for p in peers {
-            if *p != self.server {
+            if *p != self.serf_lan {
                 a.push(format!("-retry-join=127.0.0.1:{p}"));
             }
         }
@@ -110,6 +118,8 @@ fn cluster(name: &str) -> Vec<Node> {
                 name: format!("s{i}"),
                 http: free_port(),
                 server: free_port(),
+                serf_lan: free_gossip_port(),
+                serf_wan: free_gossip_port(),
                 log: dir.join("agent.log"),
                 dir,
                 child: None,
@@ -158,7 +168,7 @@ fn logs(nodes: &[Node]) -> String {
 #[test]
 fn three_servers_elect_survive_kill_9_of_the_leader_and_lose_no_acknowledged_write() {
     let mut nodes = cluster("kill9");
-    let ports: Vec<u16> = nodes.iter().map(|n| n.server).collect();
+    let ports: Vec<u16> = nodes.iter().map(|n| n.serf_lan).collect();
     for n in nodes.iter_mut() {
         n.start(&ports);
     }
@@ -255,6 +265,7 @@ fn a_corrupt_segment_stops_the_agent_and_a_torn_tail_is_recovered() {
     let dir = temp_dir("corrupt");
     let http = free_port();
     let server = free_port();
+    let serf_lan = free_gossip_port();
     let args = |d: &Path| {
         vec![
             "agent".to_string(),
@@ -267,6 +278,8 @@ fn a_corrupt_segment_stops_the_agent_and_a_torn_tail_is_recovered() {
             "-client=127.0.0.1".into(),
             format!("-http-port={http}"),
             format!("-server-port={server}"),
+            format!("-serf-lan-port={serf_lan}"),
+            "-serf-wan-port=-1".into(),
         ]
     };
     let spawn = |d: &Path| {
@@ -412,7 +425,7 @@ fn bad_input_on_the_server_port_is_closed_and_the_agent_keeps_serving() {
 #[test]
 fn sigterm_hands_leadership_over_and_exits_cleanly() {
     let mut nodes = cluster("sigterm");
-    let ports: Vec<u16> = nodes.iter().map(|n| n.server).collect();
+    let ports: Vec<u16> = nodes.iter().map(|n| n.serf_lan).collect();
     for n in nodes.iter_mut() {
         n.start(&ports);
     }
@@ -471,7 +484,7 @@ fn tern_leave_and_the_leave_endpoint_stop_the_agent() {
     for n in nodes.iter_mut() {
         n.hcl = "performance {\n  raft_multiplier = 1\n  leave_drain_time = \"1s\"\n}".into();
     }
-    let ports: Vec<u16> = nodes.iter().map(|n| n.server).collect();
+    let ports: Vec<u16> = nodes.iter().map(|n| n.serf_lan).collect();
     for n in nodes.iter_mut() {
         n.start(&ports);
     }
@@ -513,7 +526,13 @@ fn tern_leave_and_the_leave_endpoint_stop_the_agent() {
             .count()
     };
     let before = became();
-    let r = put(&format!("{}/v1/agent/leave", nodes[leader].base()), "");
+    // The answer waits for the drain and for the gossip leave (WAN, then
+    // LAN: about 3.5 s with the default propagation delays).
+    let r = put_with(
+        &format!("{}/v1/agent/leave", nodes[leader].base()),
+        b"",
+        Duration::from_secs(20),
+    );
     assert_eq!(r, Some((200, String::new())));
     let mut child = nodes[leader].child.take().unwrap();
     let status = wait_exit(&mut child, Duration::from_secs(10)).unwrap_or_else(|| {
@@ -561,7 +580,7 @@ fn get_blocking(url: &str, timeout: Duration) -> Option<(u16, u64, String, Durat
 #[test]
 fn a_followers_blocking_query_waits_its_whole_wait_and_wakes_on_a_write() {
     let mut nodes = cluster("blocking");
-    let ports: Vec<u16> = nodes.iter().map(|n| n.server).collect();
+    let ports: Vec<u16> = nodes.iter().map(|n| n.serf_lan).collect();
     for n in nodes.iter_mut() {
         n.start(&ports);
     }
@@ -797,11 +816,16 @@ fn put_with(url: &str, body: &[u8], timeout: Duration) -> Option<(u16, String)> 
 fn the_state_grows_past_300_mb_and_every_server_survives_its_snapshots() {
     let mut nodes = cluster("big");
     for n in nodes.iter_mut() {
+        // The follower killed early stays a voter (no dead-server cleanup
+        // once gossip declares it failed), so this is the snapshot path of
+        // a lagging voter; a server removed and added back is
+        // `autopilot_removes_a_server_gossip_declares_failed`.
         n.hcl = "performance { raft_multiplier = 1 }\nraft_snapshot_threshold = 64\n\
-                 raft_snapshot_interval = \"1s\"\nraft_trailing_logs = 16"
+                 raft_snapshot_interval = \"1s\"\nraft_trailing_logs = 16\n\
+                 autopilot { cleanup_dead_servers = false }"
             .into();
     }
-    let ports: Vec<u16> = nodes.iter().map(|n| n.server).collect();
+    let ports: Vec<u16> = nodes.iter().map(|n| n.serf_lan).collect();
     for n in nodes.iter_mut() {
         n.start(&ports);
     }
@@ -960,19 +984,19 @@ fn poll_until(
 /// Autopilot on real processes (`/v1/operator/autopilot/health`,
 /// agent/operator_autopilot_endpoint.go): a healthy cluster answers 200 and
 /// the CLI shows it; after `kill -9` of a follower the health endpoint
-/// answers 429 naming it unhealthy. Until gossip is wired into the agents,
-/// nothing reports the server failed, so dead-server cleanup leaves it in
-/// the configuration (a slow restart must not cost a server its place when
-/// nothing would add it back); restarted, it is healthy again.
+/// answers 429 naming it unhealthy, and once LAN gossip declares it failed,
+/// its `SerfStatus` says so. With `cleanup_dead_servers = false` it stays in
+/// the configuration; restarted, it is healthy again. (With cleanup on, the
+/// next test: autopilot removes it.)
 #[test]
 fn autopilot_reports_health_and_keeps_a_server_that_restarts() {
     let mut nodes = cluster("autopilot");
     for n in nodes.iter_mut() {
         n.hcl =
-            "performance { raft_multiplier = 1 }\nautopilot { server_stabilization_time = \"2s\" }"
+            "performance { raft_multiplier = 1 }\nautopilot {\n  server_stabilization_time = \"2s\"\n  cleanup_dead_servers = false\n}"
                 .into();
     }
-    let ports: Vec<u16> = nodes.iter().map(|n| n.server).collect();
+    let ports: Vec<u16> = nodes.iter().map(|n| n.serf_lan).collect();
     for n in nodes.iter_mut() {
         n.start(&ports);
     }
@@ -1068,6 +1092,25 @@ fn autopilot_reports_health_and_keeps_a_server_that_restarts() {
         .find(|s| s["Address"] == victim_addr.as_str())
         .expect("the dead server is still listed");
     assert_eq!(dead["Healthy"], false);
+    // Gossip says it failed (Consul's SerfStatus), within the failure
+    // detector's time.
+    let serf_status = |h: &serde_json::Value| {
+        h["Servers"].as_array().and_then(|ss| {
+            ss.iter()
+                .find(|s| s["Address"] == victim_addr.as_str())
+                .map(|s| s["SerfStatus"].clone())
+        })
+    };
+    let (_, h) = poll_until(&health_url(leader), Duration::from_secs(60), |_, h| {
+        serf_status(h) == Some("failed".into())
+    })
+    .expect("a health answer");
+    assert_eq!(
+        serf_status(&h),
+        Some("failed".into()),
+        "{h}\n{}",
+        logs(&nodes)
+    );
 
     // Phase 3: past the stabilization time and an autopilot round (10 s),
     // it is still in the configuration.
@@ -1092,4 +1135,94 @@ fn autopilot_reports_health_and_keeps_a_server_that_restarts() {
     .expect("a health answer");
     assert_eq!(status, 200, "{h}\n{}", logs(&nodes));
     assert_eq!(h["FailureTolerance"], 1);
+}
+
+/// Consul's autopilot dead-server cleanup (agent/consul/autopilot.go,
+/// `TestAutopilot_CleanupDeadServer`) on real processes: `kill -9` of a
+/// follower makes LAN gossip declare it failed, and with
+/// `cleanup_dead_servers` on (the default) the leader removes it from the
+/// Raft configuration, since that leaves a quorum; restarted, it is added
+/// back as a non-voter and catches up from the leader's snapshot.
+#[test]
+fn autopilot_removes_a_server_gossip_declares_failed() {
+    let mut nodes = cluster("cleanup");
+    for n in nodes.iter_mut() {
+        n.hcl = "performance { raft_multiplier = 1 }\nautopilot { server_stabilization_time = \"2s\" }\n\
+                 raft_snapshot_threshold = 8\nraft_snapshot_interval = \"1s\"\nraft_trailing_logs = 4"
+            .into();
+    }
+    let ports: Vec<u16> = nodes.iter().map(|n| n.serf_lan).collect();
+    for n in nodes.iter_mut() {
+        n.start(&ports);
+    }
+    let leader = leader_of(&nodes, Duration::from_secs(20))
+        .unwrap_or_else(|| panic!("no leader\n{}", logs(&nodes)));
+    let config_url = format!("{}/v1/operator/raft/configuration", nodes[leader].base());
+    let servers = |c: &serde_json::Value| c["Servers"].as_array().map_or(0, Vec::len);
+    poll_until(&config_url, Duration::from_secs(10), |_, c| servers(c) == 3)
+        .expect("three servers");
+
+    let victim = (leader + 1) % 3;
+    let victim_id = nodes[victim].name.clone();
+    nodes[victim].kill9();
+    let (_, c) = poll_until(&config_url, Duration::from_secs(90), |_, c| servers(c) == 2)
+        .expect("a configuration");
+    assert_eq!(
+        servers(&c),
+        2,
+        "the failed server stays: {c}\n{}",
+        logs(&nodes)
+    );
+    assert!(
+        c["Servers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|s| s["Node"] != victim_id.as_str()),
+        "{c}"
+    );
+    assert!(logs(&nodes).contains("Attempting removal of failed server"));
+
+    // Restarted, it is alive in gossip again: the leader adds it back as a
+    // non-voter (Consul's leader.go reconcile) and it catches up a write
+    // made while it was away.
+    // Enough writes that the leader's log no longer reaches back to what
+    // the victim has: it catches up from a snapshot.
+    for i in 0..40 {
+        let url = format!("{}/v1/kv/away/{i}", nodes[leader].base());
+        assert_eq!(put(&url, "x").map(|r| r.1), Some("true".into()));
+    }
+    let put_url = format!("{}/v1/kv/while-away", nodes[leader].base());
+    assert_eq!(put(&put_url, "1").map(|r| r.1), Some("true".into()));
+    // Wait for the leader to compact past what the victim holds (it died
+    // within the first few entries; 4 trailing entries are kept).
+    let snapshot_past = |log: &str| {
+        log.lines().any(|l| {
+            l.split("snapshot taken at index ")
+                .nth(1)
+                .and_then(|n| n.trim().parse::<u64>().ok())
+                .is_some_and(|n| n >= 30)
+        })
+    };
+    let end = Instant::now() + Duration::from_secs(30);
+    while !snapshot_past(&std::fs::read_to_string(&nodes[leader].log).unwrap_or_default()) {
+        assert!(Instant::now() < end, "no snapshot\n{}", logs(&nodes));
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    nodes[victim].start(&ports);
+    let (_, c) = poll_until(&config_url, Duration::from_secs(30), |_, c| servers(c) == 3)
+        .expect("a configuration");
+    assert_eq!(servers(&c), 3, "not added back: {c}\n{}", logs(&nodes));
+    let read_url = format!("{}/v1/kv/while-away?stale&raw", nodes[victim].base());
+    let end = Instant::now() + Duration::from_secs(30);
+    while get(&read_url) != Some((200, "1".into())) {
+        assert!(
+            Instant::now() < end,
+            "the restarted server never caught up\n{}",
+            logs(&nodes)
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let log = std::fs::read_to_string(&nodes[victim].log).unwrap_or_default();
+    assert!(log.contains("snapshot installed"), "{log}");
 }

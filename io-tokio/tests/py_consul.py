@@ -34,5 +34,9 @@ t = time.time()
 _, w = c.kv.get("watched", index=idx, wait="5s")
 assert w["Value"] == b"x" and time.time() - t < 4, (w, time.time() - t)
 assert c.agent.self()["Config"]["Datacenter"] == "dc1"
+# The gossip member list, as serf encodes it (Status 1: alive).
+members = c.agent.members()
+assert [(m["Status"], m["Tags"]["role"], m["Tags"]["dc"]) for m in members] == [(1, "consul", "dc1")], members
+assert c.agent.members(wan=True)[0]["Name"].endswith(".dc1")
 assert [s["Voter"] for s in c.operator.raft_config()["Servers"]] == [True]
 print("py-consul: all checks passed")

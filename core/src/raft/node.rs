@@ -893,7 +893,17 @@ impl Raft {
             return;
         };
         let Some(prev_term) = self.log.term_at(prev) else {
-            // What it holds was compacted away; the snapshot path will handle it.
+            // What it holds was compacted away: only the snapshot can bring
+            // it up. (A server added while the log no longer starts at 1, a
+            // removed server added back, is probed at `matched` 0 with
+            // `next` past the base: without this it was sent nothing, ever.)
+            let in_snapshot = self
+                .progress
+                .get(&peer)
+                .is_some_and(|p| p.state == ReplState::Snapshot);
+            if !in_snapshot {
+                self.send_snapshot(now, peer, out);
+            }
             return;
         };
         let seq = self.next_seq(now);

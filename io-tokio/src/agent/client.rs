@@ -7,17 +7,41 @@ use std::sync::Arc;
 use tern_core::reconcile::ServerMember;
 use tokio::sync::{mpsc, watch};
 
+use super::members::Pools;
 use super::Agent;
 use super::{AgentHandle, AgentOptions, AgentStatus, HandleInner, ToAgent};
 use crate::client_rpc::RpcClient;
 
+/// Start a client agent as `tern agent` without `-server` runs it: it joins
+/// the LAN gossip pool (Consul's client tags, no WAN pool; `-join` and
+/// `-retry-join` as a server's) and forwards every request to the alive
+/// servers of its datacenter the pool reports ([`AgentHandle::servers`]).
+/// Its leave leaves the LAN pool.
+pub async fn start_gossip_client(options: AgentOptions) -> Result<Agent, String> {
+    let (pools, mut reports) = Pools::start(&options, false).await?;
+    let pools = Arc::new(pools);
+    Pools::spawn_retry_joins(&pools, &options);
+    // A client hands no server reports to a core: it routes by the watch.
+    tokio::spawn(async move { while reports.recv().await.is_some() {} });
+    start(options, pools.servers(), Some(pools)).await
+}
+
 /// Start a client agent that forwards every request to the servers in
 /// `servers` (the alive servers of this datacenter, as the LAN gossip pool
-/// reports them; `.address` is the server port). It binds no server port.
-/// A leave completes at once: a client has nothing to hand over or drain.
+/// reports them; `.address` is the server port), without a gossip pool of
+/// its own (tests feed the list). It binds no server port. A leave
+/// completes at once: a client has nothing to hand over or drain.
 pub async fn start_client(
     options: AgentOptions,
     servers: watch::Receiver<Vec<ServerMember>>,
+) -> Result<Agent, String> {
+    start(options, servers, None).await
+}
+
+async fn start(
+    options: AgentOptions,
+    servers: watch::Receiver<Vec<ServerMember>>,
+    pools: Option<Arc<Pools>>,
 ) -> Result<Agent, String> {
     let client = RpcClient::new(servers, Some(options.server_addr.ip()), &options.core);
     let (tx, rx) = mpsc::channel(4096);
@@ -27,9 +51,10 @@ pub async fn start_client(
             tx,
             options: options.clone(),
             left: left.clone(),
+            pools: pools.clone(),
         }),
     };
-    let task = tokio::spawn(run(options, client, rx, left));
+    let task = tokio::spawn(run(options, client, rx, left, pools));
     Ok(Agent {
         handle,
         task,
@@ -42,7 +67,9 @@ async fn run(
     client: RpcClient,
     mut rx: mpsc::Receiver<ToAgent>,
     left: Arc<watch::Sender<bool>>,
+    pools: Option<Arc<Pools>>,
 ) {
+    let mut leaving = false;
     while let Some(msg) = rx.recv().await {
         match msg {
             ToAgent::Request(request, tx) => {
@@ -55,30 +82,21 @@ async fn run(
                 let _ = tx.send(status(&options));
             }
             ToAgent::Leave(tx) => {
-                // Leaving the LAN pool is the gossip side's; nothing else to do.
-                let _ = tx.send(());
-                left.send_replace(true);
+                // Nothing to hand over or drain: leave the LAN pool (its
+                // leave is broadcast, so the others see `left`), then stop.
+                let pools = pools.clone().filter(|_| !leaving);
+                leaving = true;
+                let left = left.clone();
+                tokio::spawn(async move {
+                    if let Some(p) = pools {
+                        p.leave().await;
+                    }
+                    let _ = tx.send(());
+                    left.send_replace(true);
+                });
             }
         }
     }
-}
-
-/// Until the LAN gossip pool feeds a client agent, its servers are the
-/// `retry_join` addresses, taken as server-port addresses (what `retry_join`
-/// means to a server today). Each is named by its address; the node id is
-/// unknown (0) and unused by the client. The lead replaces this with the
-/// gossip-fed watch.
-pub fn static_servers(addresses: &[String]) -> Vec<ServerMember> {
-    addresses
-        .iter()
-        .map(|a| ServerMember {
-            node: tern_core::NodeId(0),
-            name: tern_core::NodeName(a.clone()),
-            address: a.clone(),
-            status: tern_core::autopilot::GossipStatus::Alive,
-            raft_vsn: 3,
-        })
-        .collect()
 }
 
 /// A client has no Raft and no server port: only its identity.

@@ -5,6 +5,8 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 
+use tern_core::gossip::Member;
+use tern_core::reconcile::ServerMember;
 use tern_core::rpc::{Request, Response};
 use tern_core::{Config, LogIndex, NodeId, Term};
 
@@ -18,8 +20,11 @@ pub struct AgentOptions {
     pub data_dir: Option<PathBuf>,
     pub http_addr: SocketAddr,
     pub server_addr: SocketAddr,
-    /// Other servers' server-port addresses to find at start.
-    pub retry_join: Vec<String>,
+    /// The LAN gossip pool (Consul's `serf_lan`, 8301).
+    pub lan: PoolOptions,
+    /// The WAN gossip pool of a server (`serf_wan`, 8302); `None` when
+    /// `ports.serf_wan = -1`.
+    pub wan: Option<PoolOptions>,
     /// Bootstrap once this many servers (counting this one) are known; 0: never.
     pub bootstrap_expect: usize,
     pub dev: bool,
@@ -27,6 +32,24 @@ pub struct AgentOptions {
     /// client agent ([`start_client`]) that forwards every request to the
     /// servers and binds no server port.
     pub server: bool,
+}
+
+/// Where one gossip pool listens and whom it joins (Consul's `start_join`,
+/// `retry_join`, `retry_interval`, `retry_max` and their `_wan` twins).
+#[derive(Clone, Debug)]
+pub struct PoolOptions {
+    /// UDP and TCP are bound here; port 0 lets the OS pick (tests).
+    pub bind: SocketAddr,
+    /// The gossip address other members reach this one at.
+    pub advertise: SocketAddr,
+    /// Joined once at start; the agent does not start if none answers (`-join`).
+    pub start_join: Vec<String>,
+    /// Joined in the background, every `retry_interval`, with up to
+    /// `retry_max` retries after the first attempt (0: forever), each failure
+    /// logged at warn (`-retry-join`).
+    pub retry_join: Vec<String>,
+    pub retry_interval: tern_core::Duration,
+    pub retry_max: u32,
 }
 
 /// A point-in-time view of the agent for `/v1/agent/self`, `/v1/status/*`
@@ -65,6 +88,9 @@ pub(crate) struct HandleInner {
     /// Set once the agent's leave is complete (`Event::Left`): the process
     /// exits on it.
     pub(crate) left: Arc<tokio::sync::watch::Sender<bool>>,
+    /// The gossip pools; `None` for a [`AgentHandle::detached`] handle and a
+    /// client agent fed its servers by a test ([`start_client`]).
+    pub(crate) pools: Option<Arc<Pools>>,
 }
 
 /// A message to the agent task.
@@ -118,6 +144,38 @@ impl AgentHandle {
         let _ = rx.wait_for(|left| *left).await;
     }
 
+    /// The alive servers of this datacenter as the LAN pool sees them,
+    /// sorted by name (what client agents route requests to). A detached
+    /// handle has none.
+    pub fn servers(&self) -> tokio::sync::watch::Receiver<Vec<ServerMember>> {
+        match &self.inner.pools {
+            Some(p) => p.servers(),
+            None => tokio::sync::watch::channel(Vec::new()).1,
+        }
+    }
+
+    fn pools(&self) -> Result<&Pools, MembersError> {
+        self.inner
+            .pools
+            .as_deref()
+            .ok_or(MembersError::Gossip(crate::gossip::GossipError::Stopped))
+    }
+
+    /// The members of the LAN pool, or of the WAN pool (`/v1/agent/members`).
+    pub async fn members(&self, pool: Pool) -> Result<Vec<Member>, MembersError> {
+        self.pools()?.members(pool).await
+    }
+
+    /// One join attempt through `address` (`/v1/agent/join/<address>`).
+    pub async fn join(&self, pool: Pool, address: &str) -> Result<(), MembersError> {
+        self.pools()?.join(pool, address).await
+    }
+
+    /// Force a failed member to `left` (`/v1/agent/force-leave/<node>`).
+    pub async fn force_leave(&self, pool: Pool, node: &str) -> Result<(), MembersError> {
+        self.pools()?.force_leave(pool, node).await
+    }
+
     pub fn options(&self) -> &AgentOptions {
         &self.inner.options
     }
@@ -132,6 +190,7 @@ impl AgentHandle {
                     tx,
                     options,
                     left: Arc::new(tokio::sync::watch::Sender::new(false)),
+                    pools: None,
                 }),
             },
             rx,
@@ -140,6 +199,8 @@ impl AgentHandle {
 }
 
 mod client;
+pub(crate) mod members;
 mod runtime;
-pub use client::{start_client, static_servers};
+pub use client::{start_client, start_gossip_client};
+pub use members::{MembersError, Pool, Pools};
 pub use runtime::{start, Agent};

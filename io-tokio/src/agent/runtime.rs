@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::time::Duration as StdDuration;
 
 use tern_core::autopilot::AutopilotEvent;
+use tern_core::autopilot::GossipStatus;
 use tern_core::fsm::FsmView;
 use tern_core::raft::{Durable, Member, Membership, Role, SnapshotMeta, Suffrage};
 use tern_core::rpc::{Response, RpcError};
@@ -15,8 +16,9 @@ use tern_core::{
 };
 use tokio::sync::{mpsc, oneshot};
 
+use super::members::{Pools, ServerReport};
 use super::{AgentHandle, AgentOptions, AgentStatus, HandleInner, ToAgent};
-use crate::net::{self, Hello, Inbound, Pool};
+use crate::net::{self, Inbound, Pool};
 use crate::storage::{open_data_dir, MemStorage, Storage, StorageError};
 
 /// A running agent.
@@ -61,6 +63,10 @@ pub async fn start(options: AgentOptions) -> Result<Agent, String> {
     let listener = tokio::net::TcpListener::bind(options.server_addr)
         .await
         .map_err(|e| format!("binding the server port {}: {e}", options.server_addr))?;
+    let in_cluster = !(durable.entries.is_empty() && durable.snapshot.is_none());
+    let (pools, reports) = Pools::start(&options, in_cluster).await?;
+    let pools = Arc::new(pools);
+    Pools::spawn_retry_joins(&pools, &options);
     let (inbound_tx, inbound_rx) = mpsc::channel(4096);
     let refusals = net::Refusals::default();
     tokio::spawn(net::serve(
@@ -75,11 +81,22 @@ pub async fn start(options: AgentOptions) -> Result<Agent, String> {
             tx,
             options: options.clone(),
             left: Arc::new(tokio::sync::watch::Sender::new(false)),
+            pools: Some(pools.clone()),
         }),
     };
     let left = handle.inner.left.clone();
     let task = tokio::spawn(run(
-        options, storage, durable, rx, inbound_rx, refusals, left,
+        options,
+        storage,
+        durable,
+        Channels {
+            rx,
+            inbound: inbound_rx,
+            reports,
+        },
+        refusals,
+        left,
+        pools,
     ));
     Ok(Agent {
         handle,
@@ -120,21 +137,47 @@ struct Loop {
     leaving: Vec<tokio::sync::oneshot::Sender<()>>,
     /// Set when the leave is complete; the process exits on it.
     left: Arc<tokio::sync::watch::Sender<bool>>,
-    /// Servers known through the join handshake, before bootstrap.
-    known: BTreeMap<NodeId, (String, String)>,
+    /// The servers of this datacenter the LAN pool has reported, latest
+    /// report per node: counted for `bootstrap_expect`, handed to the
+    /// server when it starts.
+    known: BTreeMap<NodeId, ServerReport>,
+    /// Servers already told about a conflicting `expect` tag.
+    expect_conflicts: std::collections::BTreeSet<NodeId>,
+    pools: Arc<Pools>,
+    /// Told when the gossip leave (WAN, then LAN) is done.
+    gossip_left_tx: mpsc::Sender<()>,
+    /// The leave has started (core and gossip).
+    leave_started: bool,
+    /// The core's leave is over (`Event::Left`, or there was no server).
+    core_left: bool,
+    gossip_left: bool,
     next_request: u64,
     waiting: BTreeMap<RequestId, oneshot::Sender<Response>>,
+}
+
+/// What the agent task reads from.
+struct Channels {
+    rx: mpsc::Receiver<ToAgent>,
+    inbound: mpsc::Receiver<Inbound>,
+    /// Server members of this datacenter, from the LAN pool.
+    reports: mpsc::Receiver<ServerReport>,
 }
 
 async fn run(
     options: AgentOptions,
     storage: Box<dyn Storage>,
     durable: Durable,
-    mut rx: mpsc::Receiver<ToAgent>,
-    mut inbound: mpsc::Receiver<Inbound>,
+    channels: Channels,
     refusals: net::Refusals,
     left: Arc<tokio::sync::watch::Sender<bool>>,
+    pools: Arc<Pools>,
 ) {
+    let Channels {
+        mut rx,
+        mut inbound,
+        mut reports,
+    } = channels;
+    let (gossip_left_tx, mut gossip_left_rx) = mpsc::channel(1);
     let (done_tx, mut disk_done) = mpsc::unbounded_channel();
     let disk = spawn_disk_thread(storage, done_tx.clone());
     let snapshots = spawn_snapshot_thread(options.data_dir.clone(), done_tx);
@@ -143,6 +186,7 @@ async fn run(
             start: std::time::Instant::now(),
         },
         known: BTreeMap::new(),
+        expect_conflicts: Default::default(),
         outbox: Outbox::for_config(&options.core),
         disk,
         snapshots,
@@ -153,39 +197,32 @@ async fn run(
         waiting: BTreeMap::new(),
         leaving: Vec::new(),
         left,
+        pools,
+        gossip_left_tx,
+        leave_started: false,
+        core_left: false,
+        gossip_left: false,
         options,
     };
-    let id = l.options.core.node_id;
-    l.known.insert(
-        id,
-        (
-            l.options.core.node_name.0.clone(),
-            l.options.core.address.clone(),
-        ),
-    );
     let fresh = durable.entries.is_empty() && durable.snapshot.is_none();
     if !fresh || l.options.bootstrap_expect <= 1 {
-        l.start_server(durable);
+        l.start_server(durable, l.options.bootstrap_expect == 1);
     } else {
-        // Find the other servers, then bootstrap with all of them.
-        let (found_tx, mut found_rx) = mpsc::channel::<Hello>(64);
-        tokio::spawn(join_loop(
-            l.options.retry_join.clone(),
-            l.hello(),
-            Some(l.options.server_addr.ip()),
-            found_tx,
-        ));
+        // Consul's `maybeBootstrap`: wait until the LAN pool shows
+        // `bootstrap_expect` alive servers of this datacenter (ourselves
+        // included), then bootstrap with them; never if one of them is
+        // already part of a cluster (then the leader adds us).
         let mut durable = Some(durable);
         while l.server.is_none() {
             tokio::select! {
                 done = disk_done.recv() => l.disk_done(done),
-                Some(h) = found_rx.recv() => l.learn(&h),
+                Some(m) = reports.recv() => l.known_server(m),
                 Some(msg) = rx.recv() => l.before_bootstrap(msg),
+                Some(()) = gossip_left_rx.recv() => l.gossip_leave_done(),
                 Some(inb) = inbound.recv() => match inb {
-                    Inbound::Hello(h, reply) => {
-                        l.learn(&h);
-                        let _ = reply.send(l.hello());
-                    }
+                    // The old join handshake is not answered any more:
+                    // servers find each other through the LAN pool.
+                    Inbound::Hello(_, reply) => drop(reply),
                     // No server yet: a client asks another one.
                     Inbound::Call(_, tx) => {
                         let _ = tx.send(Err(RpcError::NoLeader));
@@ -194,9 +231,21 @@ async fn run(
                 },
                 else => return,
             }
-            if l.known.len() >= l.options.bootstrap_expect {
-                tracing::info!("found {} servers, bootstrapping", l.known.len());
-                l.start_server(durable.take().unwrap_or_default());
+            if l.leave_started {
+                continue;
+            }
+            match l.bootstrap_decision() {
+                Bootstrap::Wait => {}
+                Bootstrap::Now(n) => {
+                    tracing::info!("found {n} servers in the LAN pool, bootstrapping");
+                    l.start_server(durable.take().unwrap_or_default(), true);
+                }
+                Bootstrap::Never(by) => {
+                    tracing::warn!(
+                        "Existing Raft peers reported by server {by}, disabling bootstrap mode"
+                    );
+                    l.start_server(durable.take().unwrap_or_default(), false);
+                }
             }
         }
     }
@@ -225,6 +274,8 @@ async fn run(
                 None => return,
             },
             Some(inb) = inbound.recv() => l.take_inbound(inb, &mut inputs),
+            Some(m) = reports.recv() => l.take_report(m, &mut inputs),
+            Some(()) = gossip_left_rx.recv() => l.gossip_leave_done(),
             _ = sleep => inputs.push(Input::Tick),
         }
         // Take whatever else is waiting, so its writes share one fsync.
@@ -233,6 +284,8 @@ async fn run(
                 l.take(m, &mut inputs);
             } else if let Ok(inb) = inbound.try_recv() {
                 l.take_inbound(inb, &mut inputs);
+            } else if let Ok(m) = reports.try_recv() {
+                l.take_report(m, &mut inputs);
             } else {
                 break;
             }
@@ -433,73 +486,96 @@ fn persist_job(
     Ok(())
 }
 
-async fn join_loop(
-    addrs: Vec<String>,
-    ours: Hello,
-    local: Option<std::net::IpAddr>,
-    found: mpsc::Sender<Hello>,
-) {
-    loop {
-        for a in &addrs {
-            match net::hello(a, &ours, local).await {
-                Ok(h) => {
-                    if found.send(h).await.is_err() {
-                        return;
-                    }
-                }
-                Err(e) => tracing::debug!("join {a}: {e}"),
-            }
-        }
-        tokio::time::sleep(StdDuration::from_millis(500)).await;
-        if found.is_closed() {
-            return;
-        }
-    }
+/// What a fresh server with `bootstrap_expect` does next.
+enum Bootstrap {
+    /// Too few servers yet, or they disagree on `expect`.
+    Wait,
+    /// This many alive servers: bootstrap with them.
+    Now(usize),
+    /// This server is part of a cluster already: start without a
+    /// configuration and wait to be added.
+    Never(String),
 }
 
 impl Loop {
-    fn hello(&self) -> Hello {
-        Hello {
-            node_id: self.options.core.node_id,
-            node_name: self.options.core.node_name.0.clone(),
-            datacenter: self.options.core.datacenter.0.clone(),
-            server_addr: self.options.core.address.clone(),
-            known: self
-                .known
-                .iter()
-                .map(|(id, (n, a))| (*id, n.clone(), a.clone()))
-                .collect(),
+    fn known_server(&mut self, r: ServerReport) {
+        self.known.insert(r.server.node, r);
+    }
+
+    /// Consul's `maybeBootstrap` checks on the alive servers of this
+    /// datacenter: one already in a cluster disables bootstrapping; one
+    /// with another `expect` blocks it ("Member ... has a conflicting expect
+    /// value. All nodes should expect the same number."); else enough of
+    /// them bootstrap.
+    fn bootstrap_decision(&mut self) -> Bootstrap {
+        let me = self.options.core.node_id;
+        let expect = self.options.bootstrap_expect;
+        let others: Vec<&ServerReport> = self
+            .known
+            .values()
+            .filter(|r| r.server.node != me && r.server.status == GossipStatus::Alive)
+            .collect();
+        if let Some(r) = others.iter().find(|r| r.in_cluster) {
+            return Bootstrap::Never(r.server.name.0.clone());
+        }
+        let conflicting: Vec<(NodeId, String)> = others
+            .iter()
+            .filter(|r| r.expect.is_some_and(|e| e != expect))
+            .map(|r| (r.server.node, r.server.name.0.clone()))
+            .collect();
+        if !conflicting.is_empty() {
+            for (id, name) in conflicting {
+                if self.expect_conflicts.insert(id) {
+                    tracing::error!(
+                        "Member {name} has a conflicting expect value. All nodes should expect the same number."
+                    );
+                }
+            }
+            return Bootstrap::Wait;
+        }
+        let alive = others.len() + 1;
+        if alive >= expect {
+            Bootstrap::Now(alive)
+        } else {
+            Bootstrap::Wait
         }
     }
 
-    fn learn(&mut self, h: &Hello) {
-        if h.datacenter != self.options.core.datacenter.0 {
-            tracing::warn!(
-                "ignoring {} of datacenter {}: this is {}",
-                h.node_name,
-                h.datacenter,
-                self.options.core.datacenter.0
-            );
-            return;
-        }
-        self.known
-            .insert(h.node_id, (h.node_name.clone(), h.server_addr.clone()));
-        for (id, n, a) in &h.known {
-            self.known.insert(*id, (n.clone(), a.clone()));
-        }
+    /// A LAN report about a server of this datacenter: remembered, and
+    /// handed to the server (`tern_core::reconcile`'s contract).
+    fn take_report(&mut self, r: ServerReport, inputs: &mut Vec<Input>) {
+        inputs.push(Input::ServerMember(r.server.clone()));
+        self.known.insert(r.server.node, r);
     }
 
-    fn start_server(&mut self, durable: Durable) {
+    /// Starts the server; a fresh one told to `bootstrap` writes the first
+    /// configuration: itself and every alive server the LAN pool reported.
+    fn start_server(&mut self, durable: Durable, bootstrap: bool) {
         let mut config = self.options.core.clone();
         let fresh = durable.entries.is_empty() && durable.snapshot.is_none();
-        if fresh && self.options.bootstrap_expect > 0 {
+        let bootstrapping = fresh && bootstrap;
+        if bootstrapping {
             let mut m = Membership::default();
-            for (id, (name, addr)) in &self.known {
+            // Ourselves, whether or not the pool has reported us yet
+            // (`bootstrap_expect = 1` starts at once).
+            m.servers.insert(
+                config.node_id,
+                Member {
+                    name: config.node_name.clone(),
+                    address: config.address.clone(),
+                    suffrage: Suffrage::Voter,
+                },
+            );
+            for (id, r) in &self.known {
+                let s = &r.server;
+                if s.status != GossipStatus::Alive {
+                    continue;
+                }
                 m.servers.insert(
                     *id,
                     Member {
-                        name: NodeName(name.clone()),
-                        address: addr.clone(),
+                        name: NodeName(s.name.0.clone()),
+                        address: s.address.clone(),
                         suffrage: Suffrage::Voter,
                     },
                 );
@@ -518,8 +594,50 @@ impl Loop {
         };
         let mut out = Vec::new();
         server.start(&mut out);
+        // Everything the LAN pool said before the server existed.
+        let now = self.clock.now();
+        for r in self.known.values() {
+            server.handle(now, Input::ServerMember(r.server.clone()), &mut out);
+        }
         self.server = Some(server);
         self.pump(&mut out);
+        if bootstrapping {
+            let pools = self.pools.clone();
+            tokio::spawn(async move { pools.announce_in_cluster().await });
+        }
+    }
+
+    /// Leave the gossip pools (WAN, then LAN) in the background; the agent
+    /// is told when both leaves have been broadcast.
+    fn start_gossip_leave(&mut self) {
+        if self.leave_started {
+            return;
+        }
+        self.leave_started = true;
+        let pools = self.pools.clone();
+        let done = self.gossip_left_tx.clone();
+        tokio::spawn(async move {
+            pools.leave().await;
+            let _ = done.send(()).await;
+        });
+    }
+
+    fn gossip_leave_done(&mut self) {
+        self.gossip_left = true;
+        self.finish_leave();
+    }
+
+    /// The leave is complete once the core has left (or there was no
+    /// server) and the gossip leave has been broadcast: answer who asked and
+    /// let the process exit.
+    fn finish_leave(&mut self) {
+        if !(self.core_left && self.gossip_left) {
+            return;
+        }
+        for tx in self.leaving.drain(..) {
+            let _ = tx.send(());
+        }
+        self.left.send_replace(true);
     }
 
     fn before_bootstrap(&mut self, msg: ToAgent) {
@@ -531,9 +649,10 @@ impl Loop {
                 let _ = tx.send(self.status());
             }
             ToAgent::Leave(tx) => {
-                // Nothing to hand over or drain: leave at once.
-                let _ = tx.send(());
-                self.left.send_replace(true);
+                // Nothing to hand over or drain: only the gossip leave.
+                self.leaving.push(tx);
+                self.core_left = true;
+                self.start_gossip_leave();
             }
         }
     }
@@ -550,9 +669,13 @@ impl Loop {
                 let _ = tx.send(self.status());
             }
             ToAgent::Leave(tx) => {
-                inputs.push(Input::Leave);
-                // Answered on `Event::Left`, when the drain is over.
+                if !self.leave_started {
+                    inputs.push(Input::Leave);
+                }
+                // Answered once `Event::Left` (the drain is over) and the
+                // gossip leave are both done.
                 self.leaving.push(tx);
+                self.start_gossip_leave();
             }
         }
     }
@@ -568,10 +691,9 @@ impl Loop {
                 }
                 inputs.push(Input::Unreachable(id));
             }
-            Inbound::Hello(h, reply) => {
-                self.learn(&h);
-                let _ = reply.send(self.hello());
-            }
+            // The old server-port join handshake: servers find each other
+            // through the LAN pool now; the asker sees the reply dropped.
+            Inbound::Hello(_, reply) => drop(reply),
             // A client agent's call over the server port: as our own API's.
             Inbound::Call(request, tx) => self.take(ToAgent::Request(request, tx), inputs),
         }
@@ -689,10 +811,8 @@ impl Loop {
                         self.refusals.close(from);
                     }
                     Event::Left => {
-                        for tx in self.leaving.drain(..) {
-                            let _ = tx.send(());
-                        }
-                        self.left.send_replace(true);
+                        self.core_left = true;
+                        self.finish_leave();
                     }
                     _ => {}
                 }

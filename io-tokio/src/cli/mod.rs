@@ -1,6 +1,7 @@
 //! The client commands, talking to an agent over its HTTP API as Consul's CLI
 //! does: `kv get|put|delete`, `operator raft list-peers|remove-peer`,
-//! `operator autopilot get-config|set-config|state`, `members`, `leave`.
+//! `operator autopilot get-config|set-config|state`, `members`, `join`,
+//! `force-leave`, `leave`.
 //!
 //! Output follows Consul's CLI. Every error is one line on stderr and the
 //! exit code is 1 (Consul's code for usage and request errors alike).
@@ -9,6 +10,7 @@ mod autopilot;
 mod client;
 pub(crate) mod flags;
 mod kv;
+mod members;
 mod operator;
 mod table;
 
@@ -48,7 +50,9 @@ pub fn run_with_input(
         ["operator", "autopilot", "get-config", ..] => autopilot::get_config(&args[3..], &mut io),
         ["operator", "autopilot", "set-config", ..] => autopilot::set_config(&args[3..], &mut io),
         ["operator", "autopilot", "state", ..] => autopilot::state(&args[3..], &mut io),
-        ["members", ..] => operator::members(&args[1..], &mut io),
+        ["members", ..] => members::members(&args[1..], &mut io),
+        ["join", ..] => members::join(&args[1..], &mut io),
+        ["force-leave", ..] => members::force_leave(&args[1..], &mut io),
         ["leave", ..] => operator::leave(&args[1..], &mut io),
         [] | ["help" | "-h" | "-help" | "--help"] => {
             io.line(USAGE);
@@ -67,12 +71,15 @@ pub fn run_with_input(
 /// Whether `word` (the first argument) names a client command, for a
 /// dispatcher that also knows `agent` and `version`.
 pub fn is_command(word: &str) -> bool {
-    matches!(word, "kv" | "operator" | "members" | "leave")
+    matches!(
+        word,
+        "kv" | "operator" | "members" | "join" | "force-leave" | "leave"
+    )
 }
 
 /// One line listing the client commands.
 pub const COMMANDS: &str =
-    "kv get|put|delete, operator raft list-peers|remove-peer, operator autopilot get-config|set-config|state, members, leave";
+    "kv get|put|delete, operator raft list-peers|remove-peer, operator autopilot get-config|set-config|state, members, join, force-leave, leave";
 
 const USAGE: &str = "\
 Usage: tern <command> [options]
@@ -83,7 +90,9 @@ Usage: tern <command> [options]
   operator autopilot get-config     show the autopilot configuration
   operator autopilot set-config     change the autopilot configuration
   operator autopilot state          show autopilot's view of every server
-  members                           list the datacenter's members
+  members                           list the gossip pool's members
+  join                              join the cluster through a member's gossip address
+  force-leave                       make a failed member leave
   leave                             make the agent leave and shut down
 
 Every command takes -http-addr=ADDR (or TERN_HTTP_ADDR / CONSUL_HTTP_ADDR,

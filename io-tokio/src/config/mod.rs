@@ -17,7 +17,7 @@ use std::path::{Path, PathBuf};
 use serde_json::Value;
 use tern_core::{Config, Duration, NodeId};
 
-use crate::agent::AgentOptions;
+use crate::agent::{AgentOptions, PoolOptions};
 use crate::cli::flags::{self, flag, value, Spec};
 pub(crate) use source::parse_bool;
 use source::{quoted, Format, Layer};
@@ -49,6 +49,10 @@ pub struct AgentConfig {
 pub const DEFAULT_DATACENTER: &str = "dc1";
 pub const DEFAULT_HTTP_PORT: u16 = 8500;
 pub const DEFAULT_SERVER_PORT: u16 = 8300;
+pub const DEFAULT_SERF_LAN_PORT: u16 = 8301;
+pub const DEFAULT_SERF_WAN_PORT: u16 = 8302;
+/// Consul's `retry_interval` and `retry_interval_wan`.
+pub const DEFAULT_RETRY_INTERVAL: Duration = Duration::from_secs(30);
 /// Consul's default `performance.raft_multiplier` outside `-dev`.
 pub const DEFAULT_RAFT_MULTIPLIER: u64 = 5;
 /// The client address the CLI talks to when nothing says otherwise.
@@ -72,8 +76,17 @@ const SPECS: &[Spec] = &[
     value("advertise"),
     value("client"),
     value("retry-join"),
+    value("retry-join-wan"),
+    value("join"),
+    value("join-wan"),
+    value("retry-interval"),
+    value("retry-interval-wan"),
+    value("retry-max"),
+    value("retry-max-wan"),
     value("http-port"),
     value("server-port"),
+    value("serf-lan-port"),
+    value("serf-wan-port"),
     value("config-file"),
     value("config-dir"),
     value("hcl"),
@@ -92,8 +105,17 @@ const FLAG_KEYS: &[(&str, &str)] = &[
     ("advertise", "advertise_addr"),
     ("client", "client_addr"),
     ("retry-join", "retry_join"),
+    ("retry-join-wan", "retry_join_wan"),
+    ("join", "start_join"),
+    ("join-wan", "start_join_wan"),
+    ("retry-interval", "retry_interval"),
+    ("retry-interval-wan", "retry_interval_wan"),
+    ("retry-max", "retry_max"),
+    ("retry-max-wan", "retry_max_wan"),
     ("http-port", "ports.http"),
     ("server-port", "ports.server"),
+    ("serf-lan-port", "ports.serf_lan"),
+    ("serf-wan-port", "ports.serf_wan"),
     ("log-level", "log_level"),
 ];
 
@@ -311,18 +333,59 @@ fn build(c: Layer, dev: bool) -> Result<AgentConfig, ConfigError> {
     };
     core.rng_seed = random_u64();
 
-    let retry_join = c
-        .retry_join
-        .iter()
-        .map(|a| with_default_port(a, server_port))
-        .collect();
+    let serf_lan_port = c.serf_lan_port.unwrap_or(DEFAULT_SERF_LAN_PORT);
+    let lan = PoolOptions {
+        bind: SocketAddr::new(bind, serf_lan_port),
+        advertise: SocketAddr::new(advertise, serf_lan_port),
+        start_join: with_default_ports(&c.start_join, serf_lan_port),
+        retry_join: with_default_ports(&c.retry_join, serf_lan_port),
+        retry_interval: c.retry_interval.unwrap_or(DEFAULT_RETRY_INTERVAL),
+        retry_max: retry_max(c.retry_max),
+    };
+    // Only servers gossip over the WAN (a client agent has no WAN pool);
+    // -1 turns the pool off.
+    let wan_port = match server {
+        true => c.serf_wan_port.unwrap_or(i32::from(DEFAULT_SERF_WAN_PORT)),
+        false => -1,
+    };
+    let wan = match wan_port {
+        -1 => None,
+        p => {
+            let p = u16::try_from(p).map_err(|_| {
+                ConfigError(format!("ports.serf_wan: must be a port number, got {p}"))
+            })?;
+            Some(PoolOptions {
+                bind: SocketAddr::new(bind, p),
+                advertise: SocketAddr::new(advertise, p),
+                start_join: with_default_ports(&c.start_join_wan, p),
+                retry_join: with_default_ports(&c.retry_join_wan, p),
+                retry_interval: c.retry_interval_wan.unwrap_or(DEFAULT_RETRY_INTERVAL),
+                retry_max: retry_max(c.retry_max_wan),
+            })
+        }
+    };
+    if wan.is_none() && !(c.start_join_wan.is_empty() && c.retry_join_wan.is_empty()) {
+        return Err(ConfigError(
+            "retry_join_wan: needs the WAN pool of a server, but this is a client agent or ports.serf_wan is -1"
+                .into(),
+        ));
+    }
+    if let Some(w) = &wan {
+        if w.bind.port() == lan.bind.port() {
+            return Err(ConfigError(format!(
+                "ports.serf_wan: {} is also ports.serf_lan",
+                w.bind.port()
+            )));
+        }
+    }
     Ok(AgentConfig {
         options: AgentOptions {
             core,
             data_dir,
             http_addr,
             server_addr,
-            retry_join,
+            lan,
+            wan,
             bootstrap_expect,
             dev,
             server,
@@ -331,8 +394,21 @@ fn build(c: Layer, dev: bool) -> Result<AgentConfig, ConfigError> {
     })
 }
 
-/// A retry-join address without a port gets this agent's server port (Tern
-/// joins over the server port; there is no gossip port yet).
+/// `retry_max` as the gossip pool counts attempts (validated to fit).
+fn retry_max(n: Option<u64>) -> u32 {
+    n.map_or(0, |n| u32::try_from(n).unwrap_or(u32::MAX))
+}
+
+fn with_default_ports(addrs: &[String], port: u16) -> Vec<String> {
+    addrs
+        .iter()
+        .map(|a| with_default_port(a.trim(), port))
+        .collect()
+}
+
+/// A join address without a port gets this agent's own gossip port for
+/// that pool (8301 on the LAN unless changed), as memberlist resolves a
+/// join address: `host`, `ip`, `ip:port`, `[v6]`, `[v6]:port`.
 fn with_default_port(addr: &str, port: u16) -> String {
     if let Ok(ip) = addr.parse::<IpAddr>() {
         return SocketAddr::new(ip, port).to_string();
@@ -442,5 +518,7 @@ pub fn http_addr_from(flag: Option<&str>, env: impl Fn(&str) -> Option<String>) 
 /// One line of usage for `tern agent`.
 pub const AGENT_USAGE: &str = "tern agent [-dev] [-server] [-bootstrap-expect N] [-node NAME] \
 [-node-id UUID] [-datacenter DC] [-data-dir DIR] [-bind ADDR] [-advertise ADDR] [-client ADDR] \
-[-retry-join ADDR]... [-http-port P] [-server-port P] [-config-file F]... [-config-dir D]... \
+[-join ADDR]... [-retry-join ADDR]... [-retry-interval D] [-retry-max N] [-join-wan ADDR]... \
+[-retry-join-wan ADDR]... [-retry-interval-wan D] [-retry-max-wan N] [-http-port P] \
+[-server-port P] [-serf-lan-port P] [-serf-wan-port P|-1] [-config-file F]... [-config-dir D]... \
 [-hcl TEXT]... [-log-level L]";

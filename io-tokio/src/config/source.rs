@@ -23,8 +23,18 @@ pub(crate) struct Layer {
     pub client_addr: Option<IpAddr>,
     /// Lists append across sources, as in Consul.
     pub retry_join: Vec<String>,
+    pub retry_join_wan: Vec<String>,
+    pub start_join: Vec<String>,
+    pub start_join_wan: Vec<String>,
+    pub retry_interval: Option<Duration>,
+    pub retry_interval_wan: Option<Duration>,
+    pub retry_max: Option<u64>,
+    pub retry_max_wan: Option<u64>,
     pub http_port: Option<u16>,
     pub server_port: Option<u16>,
+    pub serf_lan_port: Option<u16>,
+    /// `-1` disables the WAN pool (Consul's `ports.serf_wan = -1`).
+    pub serf_wan_port: Option<i32>,
     pub raft_multiplier: Option<u64>,
     pub rpc_hold_timeout: Option<Duration>,
     pub leave_drain_time: Option<Duration>,
@@ -67,8 +77,17 @@ impl Layer {
         over(&mut self.advertise_addr, later.advertise_addr);
         over(&mut self.client_addr, later.client_addr);
         self.retry_join.extend(later.retry_join);
+        self.retry_join_wan.extend(later.retry_join_wan);
+        self.start_join.extend(later.start_join);
+        self.start_join_wan.extend(later.start_join_wan);
+        over(&mut self.retry_interval, later.retry_interval);
+        over(&mut self.retry_interval_wan, later.retry_interval_wan);
+        over(&mut self.retry_max, later.retry_max);
+        over(&mut self.retry_max_wan, later.retry_max_wan);
         over(&mut self.http_port, later.http_port);
         over(&mut self.server_port, later.server_port);
+        over(&mut self.serf_lan_port, later.serf_lan_port);
+        over(&mut self.serf_wan_port, later.serf_wan_port);
         over(&mut self.raft_multiplier, later.raft_multiplier);
         over(&mut self.rpc_hold_timeout, later.rpc_hold_timeout);
         over(&mut self.leave_drain_time, later.leave_drain_time);
@@ -115,8 +134,17 @@ impl Layer {
             "advertise_addr" => self.advertise_addr = Some(ip(v).map_err(e)?),
             "client_addr" => self.client_addr = Some(ip(v).map_err(e)?),
             "retry_join" => self.retry_join.extend(strings(v).map_err(e)?),
+            "retry_join_wan" => self.retry_join_wan.extend(strings(v).map_err(e)?),
+            "start_join" => self.start_join.extend(strings(v).map_err(e)?),
+            "start_join_wan" => self.start_join_wan.extend(strings(v).map_err(e)?),
+            "retry_interval" => self.retry_interval = Some(interval(v).map_err(e)?),
+            "retry_interval_wan" => self.retry_interval_wan = Some(interval(v).map_err(e)?),
+            "retry_max" => self.retry_max = Some(attempts(v).map_err(e)?),
+            "retry_max_wan" => self.retry_max_wan = Some(attempts(v).map_err(e)?),
             "ports.http" => self.http_port = Some(port(v, 0).map_err(e)?),
             "ports.server" => self.server_port = Some(port(v, 1).map_err(e)?),
+            "ports.serf_lan" => self.serf_lan_port = Some(port(v, 1).map_err(e)?),
+            "ports.serf_wan" => self.serf_wan_port = Some(port_or_off(v).map_err(e)?),
             "performance.raft_multiplier" => self.raft_multiplier = Some(multiplier(v).map_err(e)?),
             "performance.rpc_hold_timeout" => {
                 self.rpc_hold_timeout = Some(go_duration(v).map_err(e)?)
@@ -326,6 +354,44 @@ fn port(v: &Value, min: u16) -> Result<u16, String> {
         Some(p) if p >= min => Ok(p),
         _ => Err(format!(
             "must be a port number ({min} to 65535), got {}",
+            got(v)
+        )),
+    }
+}
+
+/// A port, or -1 to turn the listener off (Consul's `ports.serf_wan = -1`).
+fn port_or_off(v: &Value) -> Result<i32, String> {
+    let n = match v {
+        Value::Number(n) => n.as_i64(),
+        Value::String(s) => s.parse().ok(),
+        _ => None,
+    };
+    match n {
+        Some(-1) => Ok(-1),
+        Some(p @ 1..=65535) => Ok(p as i32),
+        _ => Err(format!(
+            "must be a port number (1 to 65535) or -1 to disable, got {}",
+            got(v)
+        )),
+    }
+}
+
+/// `retry_interval`: a Go duration above zero (Consul retries every 30s).
+fn interval(v: &Value) -> Result<Duration, String> {
+    let d = go_duration(v)?;
+    if d == Duration::ZERO {
+        return Err(format!("must be greater than zero, got {}", got(v)));
+    }
+    Ok(d)
+}
+
+/// `retry_max`: how many join attempts; 0 retries forever. At most
+/// `u32::MAX`, the gossip pool's counter.
+fn attempts(v: &Value) -> Result<u64, String> {
+    match whole_opt(v) {
+        Some(n) if n <= u64::from(u32::MAX) => Ok(n),
+        _ => Err(format!(
+            "must be a whole number of attempts (0: retry forever), got {}",
             got(v)
         )),
     }

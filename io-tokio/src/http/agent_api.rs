@@ -5,9 +5,10 @@ use std::collections::BTreeMap;
 use axum::extract::{Query, State};
 use serde::Serialize;
 
+use super::members::AgentMember;
 use super::params::Params;
 use super::reply::{empty_ok, json, ApiResult};
-use crate::agent::{AgentHandle, AgentOptions, AgentStatus};
+use crate::agent::{AgentHandle, AgentOptions, AgentStatus, Pool};
 
 /// The Consul version this server answers like, for clients that gate
 /// features on `Config.Version` (py-consul targets Consul 1.20–1.22).
@@ -20,9 +21,16 @@ const MEMBER_STATUS_ALIVE: u8 = 1;
 #[serde(rename_all = "PascalCase")]
 struct AgentSelf {
     config: SelfConfig,
-    member: Member,
+    member: SelfMember,
     stats: BTreeMap<&'static str, BTreeMap<&'static str, String>>,
     meta: BTreeMap<String, String>,
+}
+
+#[derive(Serialize)]
+#[serde(untagged)]
+enum SelfMember {
+    Gossip(AgentMember),
+    Options(Member),
 }
 
 #[derive(Serialize)]
@@ -62,6 +70,15 @@ pub(crate) async fn agent_self(
     let params = Params::new(query);
     let status = agent.status().await;
     let options = agent.options();
+    // Consul's `Member` is the local LAN member; an agent without a pool
+    // (a detached handle) describes itself from its options.
+    let name = &options.core.node_name.0;
+    let lan_member = agent
+        .members(Pool::Lan)
+        .await
+        .ok()
+        .and_then(|ms| ms.into_iter().find(|m| &m.name == name))
+        .map(|m| AgentMember::of(&m));
     let mut config = self_config(options);
     // A client agent says so, as Consul's `Config.Server` does.
     config.server = !status.client;
@@ -72,7 +89,10 @@ pub(crate) async fn agent_self(
     }
     let body = AgentSelf {
         config,
-        member: member(options, &status),
+        member: match lan_member {
+            Some(m) => SelfMember::Gossip(m),
+            None => SelfMember::Options(member(options, &status)),
+        },
         stats,
         meta: BTreeMap::new(),
     };
@@ -93,8 +113,8 @@ fn self_config(options: &AgentOptions) -> SelfConfig {
     }
 }
 
-/// This server as a LAN member. There is no LAN gossip in this release, so
-/// `Port` is the server port, as the `port` tag is.
+/// This server as a LAN member, from its options alone (a handle with no
+/// gossip pool): `Port` is the server port, as the `port` tag is.
 fn member(options: &AgentOptions, status: &AgentStatus) -> Member {
     let address = if status.server_addr.is_empty() {
         options.core.address.as_str()

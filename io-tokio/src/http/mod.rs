@@ -10,6 +10,7 @@
 //! |---|---|
 //! | `GET /v1/status/leader`, `GET /v1/status/peers` | leader and voter addresses |
 //! | `GET /v1/agent/self`, `PUT /v1/agent/leave` | this agent |
+//! | `GET /v1/agent/members`, `PUT /v1/agent/join/<addr>`, `PUT /v1/agent/force-leave/<node>` | gossip membership (`?wan`, `?prune`) |
 //! | `GET/PUT/DELETE /v1/kv/<key>` | KV: recurse, keys, separator, raw, cas, flags, blocking, stale/consistent |
 //! | `GET /v1/operator/raft/configuration`, `DELETE /v1/operator/raft/peer` | Raft membership |
 //! | `GET /v1/operator/autopilot/{configuration,health,state}`, `PUT .../configuration[?cas=]` | autopilot (health: 429 when unhealthy) |
@@ -21,6 +22,7 @@
 mod agent_api;
 mod autopilot;
 mod kv;
+mod members;
 mod operator;
 mod params;
 mod reply;
@@ -43,6 +45,10 @@ pub fn router(agent: AgentHandle) -> Router {
         .route("/v1/status/peers", get(status::peers))
         .route("/v1/agent/self", get(agent_api::agent_self))
         .route("/v1/agent/leave", put(agent_api::leave))
+        .route("/v1/agent/members", get(members::members))
+        .route("/v1/agent/join/", put(members::join_nothing))
+        .route("/v1/agent/join/{*address}", put(members::join))
+        .route("/v1/agent/force-leave/{*node}", put(members::force_leave))
         // `{*key}` needs at least one character: `/v1/kv/` is its own route
         // (py-consul cleans up with `DELETE /v1/kv/?recurse=1`).
         .route(
