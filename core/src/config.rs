@@ -29,6 +29,13 @@ pub struct Bugs {
     /// promised (they refuse candidates only for the lease timeout after a
     /// hint, and for the minimum election timeout without one).
     pub long_lease: bool,
+    /// Autopilot's dead-server cleanup removes every server gossip calls
+    /// dead, ignoring the `(voters - 1) / 2` bound and the check that the
+    /// configuration it leaves still has a responsive quorum.
+    pub autopilot_unbounded_cleanup: bool,
+    /// A gossip member never refutes a suspicion or death of itself (the
+    /// driver copies this into its pool's `GossipConfig::bug_no_refute`).
+    pub gossip_no_refute: bool,
 }
 
 /// Room kept in a frame for an `InstallSnapshotChunk`'s header (term,

@@ -30,6 +30,7 @@ compile_error!("tern-io-sim only builds with --cfg madsim (see .cargo/config.tom
 
 mod client;
 pub mod fs;
+mod gossip;
 mod net;
 mod node;
 mod world;
@@ -37,6 +38,7 @@ mod world;
 use std::future::Future;
 
 pub use client::{CallError, Client, ClientCounters};
+pub use gossip::GOSSIP_PORT;
 pub use net::{
     client_ip, decode_envelope, encode_envelope, server_ip, ClientId, EnvelopeError, Peer,
     CLIENT_PORT, SERVER_PORT,

@@ -89,6 +89,19 @@ pub(crate) async fn run_server(shared: Arc<Shared>, slot: Arc<ServerSlot>) {
     drop(tx);
     let (hint_tx, hints) = mpsc::unbounded_channel();
     *slot.hints.lock().unwrap() = Some(hint_tx);
+    if shared.opts.gossip {
+        // The LAN pool runs beside the node loop and feeds it
+        // `Input::ServerMember` through the hints channel.
+        let (control_tx, control) = mpsc::unbounded_channel();
+        *slot.gossip_control.lock().unwrap() = Some(control_tx);
+        let join = shared.gossip_peers(slot.id);
+        madsim::task::spawn(crate::gossip::run_gossip(
+            shared.clone(),
+            slot.clone(),
+            control,
+            join,
+        ));
+    }
     // The disk runs beside the node loop, as the daemon's disk thread does:
     // the node keeps taking inputs while a job's fsyncs run.
     let (jobs_tx, jobs_rx) = mpsc::unbounded_channel();

@@ -19,6 +19,7 @@ use tern_core::{
 
 use crate::client::{Client, ClientSlot};
 use crate::fs::{segments, CrashReport, FsSlot, StorageError};
+use crate::gossip::GossipControl;
 use crate::net::{client_ip, server_ip, ClientId, Peer, CLIENT_PORT, SERVER_PORT};
 use crate::node::{now, run_server};
 
@@ -37,6 +38,9 @@ pub struct SimOptions {
     /// receive a 1 ms sleep; several receivers keep a busy server's inbox
     /// from queueing behind it).
     pub receivers_per_tag: usize,
+    /// Run each server's LAN gossip pool (`crate::gossip`) and feed what it
+    /// says of servers to the server, as an agent does.
+    pub gossip: bool,
 }
 
 impl Default for SimOptions {
@@ -45,6 +49,7 @@ impl Default for SimOptions {
             fsync_latency: (StdDuration::from_millis(1), StdDuration::from_millis(2)),
             duplicate_rate: 0.0,
             receivers_per_tag: 8,
+            gossip: true,
         }
     }
 }
@@ -79,6 +84,10 @@ pub struct NodeCounters {
     pub torn_tails_recovered: u64,
     /// Times the core asked for a tick at the instant it was just ticked.
     pub timer_spins: u64,
+    /// Gossip datagrams and state exchanges sent, and their bytes.
+    pub gossip_sent: u64,
+    pub gossip_bytes_sent: u64,
+    pub gossip_received: u64,
 }
 
 /// Where a server is in its life.
@@ -147,6 +156,12 @@ pub enum WorldEvent {
         node: NodeId,
         event: Event,
     },
+    /// What a server's LAN gossip pool reported (members joining, failing,
+    /// coming back, leaving, reaped; refutations; conflicts).
+    Gossip {
+        node: NodeId,
+        event: tern_core::gossip::GossipEvent,
+    },
     /// A fault the harness injected, in words.
     Fault(String),
 }
@@ -192,6 +207,14 @@ pub(crate) struct ServerSlot {
     /// an operator's leave ([`tern_core::Input::Leave`]); `None` while it is
     /// down.
     pub hints: Mutex<Option<tokio::sync::mpsc::UnboundedSender<tern_core::Input>>>,
+    /// Where the running incarnation's gossip pool takes the world's
+    /// requests (leave, force-leave); `None` while it is down.
+    pub gossip_control: Mutex<Option<tokio::sync::mpsc::UnboundedSender<GossipControl>>>,
+    /// The members its running gossip pool knows, as of its last input.
+    pub gossip_view: Mutex<Option<Vec<tern_core::gossip::Member>>>,
+    /// A firewall drops this server's gossip traffic (both ways) while set;
+    /// Raft traffic still flows. Outlives restarts.
+    pub gossip_blocked: std::sync::atomic::AtomicBool,
 }
 
 pub(crate) struct Shared {
@@ -201,6 +224,8 @@ pub(crate) struct Shared {
     servers: Mutex<BTreeMap<NodeId, Arc<ServerSlot>>>,
     clients: Mutex<BTreeMap<ClientId, Arc<ClientSlot>>>,
     sim_ids: Mutex<BTreeMap<Peer, madsim::task::NodeId>>,
+    /// Which server each machine runs (by every id it ever ran).
+    machines: Mutex<BTreeMap<NodeId, Arc<Mutex<Arc<ServerSlot>>>>>,
     /// Links we clogged, so `heal` can undo exactly them.
     clogged: Mutex<BTreeSet<(Peer, Peer)>>,
     events: Mutex<Vec<(Instant, WorldEvent)>>,
@@ -219,6 +244,17 @@ impl Shared {
     }
     pub fn server_addr(&self, id: NodeId) -> Option<SocketAddr> {
         self.servers.lock().unwrap().get(&id).map(|s| s.addr)
+    }
+    /// The gossip addresses of every server but `id`: where a starting
+    /// server's pool joins.
+    pub fn gossip_peers(&self, id: NodeId) -> Vec<String> {
+        let servers = self.servers.lock().unwrap();
+        let own = servers.get(&id).map(|s| s.addr);
+        servers
+            .values()
+            .filter(|s| s.id != id && Some(s.addr) != own)
+            .map(|s| crate::gossip::gossip_address(s.addr).to_string())
+            .collect()
     }
 }
 
@@ -241,6 +277,7 @@ impl World {
                 servers: Mutex::new(BTreeMap::new()),
                 clients: Mutex::new(BTreeMap::new()),
                 sim_ids: Mutex::new(BTreeMap::new()),
+                machines: Mutex::new(BTreeMap::new()),
                 clogged: Mutex::new(BTreeSet::new()),
                 events: Mutex::new(Vec::new()),
                 raw_senders: Mutex::new(0),
@@ -305,6 +342,9 @@ impl World {
             status: Mutex::new(NodeStatus::Starting),
             fsync_latency: Mutex::new(None),
             hints: Mutex::new(None),
+            gossip_control: Mutex::new(None),
+            gossip_view: Mutex::new(None),
+            gossip_blocked: std::sync::atomic::AtomicBool::new(false),
         });
         self.shared
             .servers
@@ -312,17 +352,99 @@ impl World {
             .unwrap()
             .insert(spec.node_id, slot.clone());
         let shared = self.shared.clone();
+        // The machine runs whichever server its cell holds: a new node id at
+        // the same address (`change_server_id`) is the same madsim node.
+        let cell = Arc::new(Mutex::new(slot.clone()));
+        let machine = cell.clone();
         let node = Handle::current()
             .create_node()
             .name(spec.name.0.clone())
             .ip(slot.addr.ip())
-            .init(move || run_server(shared.clone(), slot.clone()))
+            .init(move || run_server(shared.clone(), machine.lock().unwrap().clone()))
             .build();
         self.shared
             .sim_ids
             .lock()
             .unwrap()
             .insert(Peer::Server(spec.node_id), node.id());
+        self.shared
+            .machines
+            .lock()
+            .unwrap()
+            .insert(spec.node_id, cell);
+        spec.node_id
+    }
+
+    /// Replaces server `old` with a new server at the same address: a new
+    /// node id and name and an empty disk, on the same machine (Consul's
+    /// `TestLeader_ChangeServerID`: the operator rebuilt the box). The old
+    /// one is stopped for good first. Returns the new id.
+    pub fn change_server_id(
+        &self,
+        old: NodeId,
+        make: impl FnOnce(&ServerSpec) -> Config,
+    ) -> NodeId {
+        let old_slot = self.slot(old).expect("no such server");
+        self.remove_node(old);
+        let index = self.shared.servers.lock().unwrap().len();
+        let n = index as u32 + 1;
+        let spec = ServerSpec {
+            index,
+            node_id: NodeId(u128::from(n)),
+            name: NodeName(format!("s{n}")),
+            address: old_slot.addr.to_string(),
+            rng_seed: madsim::rand::thread_rng().gen(),
+            bootstrap: None,
+        };
+        let config = make(&spec);
+        assert_eq!(
+            config.node_id, spec.node_id,
+            "config must keep the spec's node_id"
+        );
+        let slot = Arc::new(ServerSlot {
+            id: spec.node_id,
+            addr: old_slot.addr,
+            config,
+            fs: FsSlot::new(madsim::rand::thread_rng().gen()),
+            server: Mutex::new(None),
+            counters: Mutex::new(NodeCounters::default()),
+            status: Mutex::new(NodeStatus::Starting),
+            fsync_latency: Mutex::new(None),
+            hints: Mutex::new(None),
+            gossip_control: Mutex::new(None),
+            gossip_view: Mutex::new(None),
+            gossip_blocked: std::sync::atomic::AtomicBool::new(false),
+        });
+        self.shared
+            .servers
+            .lock()
+            .unwrap()
+            .insert(spec.node_id, slot.clone());
+        let sim = self.sim_id(Peer::Server(old));
+        self.shared
+            .sim_ids
+            .lock()
+            .unwrap()
+            .insert(Peer::Server(spec.node_id), sim);
+        let cell = self
+            .shared
+            .machines
+            .lock()
+            .unwrap()
+            .get(&old)
+            .cloned()
+            .expect("a machine for every server");
+        *cell.lock().unwrap() = slot;
+        self.shared
+            .machines
+            .lock()
+            .unwrap()
+            .insert(spec.node_id, cell);
+        self.fault(format!(
+            "change server id {old:?} -> {:?} at {}",
+            spec.node_id, spec.address
+        ));
+        Handle::current().restart(sim);
         spec.node_id
     }
 
@@ -479,6 +601,42 @@ impl World {
         if let Some(tx) = tx {
             let _ = tx.send(tern_core::Input::Leave);
         }
+        // Consul's server leave leaves the LAN pool at once (the leader
+        // then sees it `left` and removes it), before it waits to be removed.
+        self.gossip_control(id, GossipControl::Leave);
+    }
+
+    /// An operator's `force-leave <name>` at server `at`'s gossip pool.
+    pub fn force_leave(&self, at: NodeId, name: &str) {
+        self.fault(format!("force-leave {name} at {at:?}"));
+        self.gossip_control(at, GossipControl::ForceLeave(name.to_string()));
+    }
+
+    /// Server `at`'s gossip pool joins through `addresses` (`ip:8301`).
+    pub fn gossip_join(&self, at: NodeId, addresses: Vec<String>) {
+        self.gossip_control(at, GossipControl::Join(addresses));
+    }
+
+    fn gossip_control(&self, id: NodeId, c: GossipControl) {
+        let tx = self
+            .slot(id)
+            .and_then(|s| s.gossip_control.lock().unwrap().clone());
+        if let Some(tx) = tx {
+            let _ = tx.send(c);
+        }
+    }
+
+    /// What server `id`'s running gossip pool knows of every member, in
+    /// name order; `None` while it runs no pool.
+    pub fn gossip_members(&self, id: NodeId) -> Option<Vec<tern_core::gossip::Member>> {
+        self.slot(id)?.gossip_view.lock().unwrap().clone()
+    }
+
+    /// The gossip address of a server (`10.0.0.x:8301`).
+    pub fn gossip_address(&self, id: NodeId) -> Option<String> {
+        self.shared
+            .server_addr(id)
+            .map(|a| crate::gossip::gossip_address(a).to_string())
     }
 
     /// A process that dies has its connections closed by its OS: every
@@ -544,6 +702,8 @@ impl World {
     fn crash(&self, id: NodeId, status: NodeStatus) {
         let slot = self.slot(id).expect("no such server");
         *slot.hints.lock().unwrap() = None;
+        *slot.gossip_control.lock().unwrap() = None;
+        *slot.gossip_view.lock().unwrap() = None;
         let down = matches!(
             *slot.status.lock().unwrap(),
             NodeStatus::Killed
@@ -683,8 +843,37 @@ impl World {
         self.fault(format!("cut {client:?} from {server:?}"));
     }
 
-    /// Restores every link this world clogged.
+    /// A firewall that drops server `id`'s gossip port (8301) both ways
+    /// while the server port works (the classic "UDP 8301 blocked"
+    /// misconfiguration): its pool hears nothing and says nothing, so the
+    /// others declare it failed while Raft still reaches it. `heal` lifts it.
+    pub fn block_gossip(&self, id: NodeId, blocked: bool) {
+        if let Some(slot) = self.slot(id) {
+            slot.gossip_blocked
+                .store(blocked, std::sync::atomic::Ordering::Relaxed);
+        }
+        self.fault(format!(
+            "gossip of {id:?} {}",
+            if blocked { "blocked" } else { "unblocked" }
+        ));
+    }
+
+    /// Whether datagrams from `from` to `to` are dropped by a clog this
+    /// world made (a partition, an isolation, a one-way clog).
+    pub fn link_clogged(&self, from: NodeId, to: NodeId) -> bool {
+        self.shared
+            .clogged
+            .lock()
+            .unwrap()
+            .contains(&(Peer::Server(from), Peer::Server(to)))
+    }
+
+    /// Restores every link this world clogged, and every blocked gossip port.
     pub fn heal(&self) {
+        for slot in self.shared.servers.lock().unwrap().values() {
+            slot.gossip_blocked
+                .store(false, std::sync::atomic::Ordering::Relaxed);
+        }
         let net = NetSim::current();
         let links: Vec<(Peer, Peer)> = std::mem::take(&mut *self.shared.clogged.lock().unwrap())
             .into_iter()

@@ -27,6 +27,8 @@ pub struct Nemesis {
     removed: BTreeSet<NodeId>,
     /// Servers with a slow disk, and when it recovers.
     slow: BTreeMap<NodeId, madsim::time::Instant>,
+    /// Servers whose gossip port is blocked, and when it opens again.
+    gossip_blocked: BTreeMap<NodeId, madsim::time::Instant>,
     pub log: Vec<String>,
     /// Probe writes so far (each writes a value unique in the run).
     probes: u64,
@@ -52,14 +54,43 @@ impl Nemesis {
             paused: BTreeMap::new(),
             removed: BTreeSet::new(),
             slow: BTreeMap::new(),
+            gossip_blocked: BTreeMap::new(),
             log: Vec::new(),
             probes: 0,
         }
     }
 
-    fn note(&mut self, what: String) {
+    pub(crate) fn note(&mut self, what: String) {
         let t = tern_io_sim::now().0 as f64 / 1e9;
         self.log.push(format!("{t:8.3}s {what}"));
+    }
+
+    /// Stops a server for good (no leave, no restart): a dead machine.
+    pub fn stop_for_good(&mut self, id: NodeId) {
+        self.killed.remove(&id);
+        self.paused.remove(&id);
+        self.removed.insert(id);
+        self.world.remove_node(id);
+        self.note(format!("stop {id:?} for good"));
+    }
+
+    /// `id` is gone from the cluster (it left): no fault picks it again.
+    pub fn mark_removed(&mut self, id: NodeId) {
+        self.removed.insert(id);
+    }
+
+    /// Starts a new server with an empty disk; it joins through gossip.
+    pub fn start_server(&mut self) -> NodeId {
+        let opts = self.opts.clone();
+        let id = self
+            .world
+            .add_server(move |spec| server_config(&opts, spec.config()));
+        self.note(format!("start new server {id:?}"));
+        id
+    }
+
+    pub(crate) fn rng_range(&mut self, lo: u64, hi: u64) -> u64 {
+        self.rng.range(lo, hi)
     }
 
     /// Servers that are members and not removed.
@@ -143,6 +174,11 @@ impl Nemesis {
             self.world.set_fsync_latency(id, None);
             self.note(format!("disk of {id:?} back to normal"));
         }
+        for id in due(&self.gossip_blocked) {
+            self.gossip_blocked.remove(&id);
+            self.world.block_gossip(id, false);
+            self.note(format!("gossip of {id:?} unblocked"));
+        }
         for id in due(&self.killed) {
             self.killed.remove(&id);
             self.world.restart(id);
@@ -192,12 +228,35 @@ impl Nemesis {
                 Fault::SlowDisk => self.slow_disk(),
                 Fault::Hints => self.false_hints(),
                 Fault::LeaseWindow => self.lease_window(history).await,
+                Fault::GossipBlock => self.gossip_block(),
             }
         }
     }
 
+    /// Blocks the gossip port of one to all-but-one of the servers for
+    /// 8-20 s (longer than the LAN pool takes to declare them failed), while
+    /// their Raft traffic still flows.
+    pub fn gossip_block(&mut self) {
+        let mut servers = self.live_servers();
+        for i in (1..servers.len()).rev() {
+            let j = self.rng.range(0, i as u64 + 1) as usize;
+            servers.swap(i, j);
+        }
+        if servers.len() < 2 {
+            return;
+        }
+        let k = self.rng.range(1, servers.len() as u64) as usize;
+        let span = Duration::from_millis(self.rng.range(8_000, 20_000));
+        for &id in &servers[..k] {
+            self.world.block_gossip(id, true);
+            self.gossip_blocked.insert(id, now() + span);
+        }
+        self.note(format!("block gossip of {:?} for {span:?}", &servers[..k]));
+    }
+
     pub fn heal(&mut self) {
         self.world.heal();
+        self.gossip_blocked.clear();
         self.note("heal".into());
     }
 
@@ -449,11 +508,65 @@ impl Nemesis {
             .add_server(move |spec| server_config(&opts, spec.config()));
         let address = self.world.address(id)?;
         let name = NodeName(format!("s{}", self.world.servers().len()));
+        // Its gossip pool joins the others at once, and the leader's
+        // reconciliation adds it as a non-voter (Raft protocol 3), as
+        // Consul's does; the operator's add is the fallback.
+        if self.joined_via_gossip(id, Duration::from_secs(5)).await {
+            self.note(format!("add non-voter {id:?}: joined through gossip"));
+            return Some(id);
+        }
         let ok = self
             .operate(Op::RaftAddNonvoter { id, name, address })
             .await;
+        let ok = ok || self.joined_via_gossip(id, Duration::from_millis(1)).await;
         self.note(format!("add non-voter {id:?}: {ok}"));
         ok.then_some(id)
+    }
+
+    /// Whether the leader's configuration holds `id` within `within`.
+    pub async fn joined_via_gossip(&self, id: NodeId, within: Duration) -> bool {
+        let end = now() + within;
+        loop {
+            let member = self.leader().is_some_and(|l| {
+                self.world
+                    .with_server(l, |s| s.membership().contains(id))
+                    .unwrap_or(false)
+            });
+            if member {
+                return true;
+            }
+            if now() >= end {
+                return false;
+            }
+            sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Waits until `at`'s configuration no longer holds `gone` (a removed
+    /// server killed for good: while gossip still calls it alive the
+    /// leader's reconciliation may add it back as a non-voter, and once
+    /// gossip calls it failed autopilot's cleanup removes it).
+    pub async fn until_removed(
+        &self,
+        at: impl Fn(&Nemesis) -> Option<NodeId>,
+        gone: NodeId,
+        within: Duration,
+    ) -> bool {
+        let end = now() + within;
+        loop {
+            let out = at(self).is_some_and(|a| {
+                self.world
+                    .with_server(a, |s| !s.membership().contains(gone))
+                    .unwrap_or(false)
+            });
+            if out {
+                return true;
+            }
+            if now() >= end {
+                return false;
+            }
+            sleep(Duration::from_millis(100)).await;
+        }
     }
 
     pub async fn promote(&mut self, id: NodeId) -> bool {
@@ -536,10 +649,35 @@ pub enum Scenario {
     /// new server joins as a non-voter and autopilot, not the nemesis,
     /// promotes it once it has been healthy for the stabilization time.
     AutopilotPromotes,
+    /// Consul's `TestAutopilot_CleanupDeadServer`: a follower dies for
+    /// good; gossip fails it and autopilot removes it.
+    CleanupDeadServer,
+    /// Consul's `TestAutopilot_CleanupDeadNonvoter`: a new server joins as a
+    /// non-voter and dies before promotion; autopilot removes it.
+    CleanupDeadNonvoter,
+    /// Consul's `TestServer_Leave`: a follower leaves; the leader removes it
+    /// on its gossip `left`, and it stops.
+    ServerLeave,
+    /// Servers 4 and 5 join a running 3-server cluster through gossip only
+    /// and autopilot makes them voters.
+    AddServersThroughGossip,
+    /// Consul's `TestAutopilot_RollingUpdate`: every server is replaced by a
+    /// new one, one at a time (new joins and is promoted, then an old one leaves).
+    RollingUpdate,
+    /// Consul #3611: the same replacement with each old server killed as soon
+    /// as its replacement is a voter; promotion to an even voter count keeps quorum.
+    RollingUpdate3611,
+    /// Consul #8118: each server rebooted faster than the stabilization time.
+    QuickReboots8118,
+    /// The headline: a rolling restart of every server (leave, start) under
+    /// load from retrying clients, with zero client-visible errors.
+    RollingRestart,
+    /// Consul's `TestLeader_ChangeServerID`: a new node id at a follower's address.
+    ChangeServerId,
 }
 
 impl Scenario {
-    pub const ALL: [Scenario; 12] = [
+    pub const ALL: [Scenario; 21] = [
         Scenario::LeaderIsolated,
         Scenario::MinorityPartition,
         Scenario::AsymmetricPartition,
@@ -552,6 +690,15 @@ impl Scenario {
         Scenario::LeaderIsolatedWithResets,
         Scenario::LeaderLeaves,
         Scenario::AutopilotPromotes,
+        Scenario::CleanupDeadServer,
+        Scenario::CleanupDeadNonvoter,
+        Scenario::ServerLeave,
+        Scenario::AddServersThroughGossip,
+        Scenario::RollingUpdate,
+        Scenario::RollingUpdate3611,
+        Scenario::QuickReboots8118,
+        Scenario::RollingRestart,
+        Scenario::ChangeServerId,
     ];
 
     pub fn name(self) -> &'static str {
@@ -568,6 +715,15 @@ impl Scenario {
             Scenario::LeaderIsolatedWithResets => "leader-isolated-with-resets",
             Scenario::LeaderLeaves => "leader-leaves",
             Scenario::AutopilotPromotes => "autopilot-promotes",
+            Scenario::CleanupDeadServer => "cleanup-dead-server",
+            Scenario::CleanupDeadNonvoter => "cleanup-dead-nonvoter",
+            Scenario::ServerLeave => "server-leave",
+            Scenario::AddServersThroughGossip => "add-servers-through-gossip",
+            Scenario::RollingUpdate => "rolling-update",
+            Scenario::RollingUpdate3611 => "rolling-update-3611",
+            Scenario::QuickReboots8118 => "quick-reboots-8118",
+            Scenario::RollingRestart => "rolling-restart",
+            Scenario::ChangeServerId => "change-server-id",
         }
     }
 
@@ -581,6 +737,13 @@ impl Scenario {
         opts.clients = opts.clients.max(3);
         match self {
             Scenario::MinorityPartition | Scenario::MembershipWhilePartitioned => opts.servers = 5,
+            Scenario::AddServersThroughGossip
+            | Scenario::RollingUpdate
+            | Scenario::RollingUpdate3611
+            | Scenario::RollingRestart
+            | Scenario::ServerLeave
+            | Scenario::CleanupDeadNonvoter
+            | Scenario::ChangeServerId => opts.servers = 3,
             Scenario::CrashBetweenAppendAndFsync => {
                 opts.fsync_ms = (5, 40);
             }
@@ -753,9 +916,8 @@ impl Scenario {
                 n.heal();
                 sleep(Duration::from_secs(3)).await;
                 let caught_up = n
-                    .world
-                    .with_server(cut, |s| !s.membership().contains(victim))
-                    .unwrap_or(false);
+                    .until_removed(|_| Some(cut), victim, Duration::from_secs(40))
+                    .await;
                 if !caught_up {
                     failures.push(format!(
                         "{}: {cut:?} did not learn that {victim:?} was removed",
@@ -772,13 +934,20 @@ impl Scenario {
                 }
                 match n.wait_for_leader(Duration::from_secs(20)).await {
                     Some(l) if l != leader => {
-                        let members = n
+                        let voter = n
                             .world
-                            .with_server(l, |s| s.membership().contains(leader))
+                            .with_server(l, |s| s.membership().is_voter(leader))
                             .unwrap_or(true);
-                        if members {
+                        // The removed leader is stopped for good; gossip may
+                        // still call it alive for a few seconds, so the new
+                        // leader may add it back as a non-voter until gossip
+                        // calls it failed and autopilot cleans it up.
+                        let gone = n
+                            .until_removed(|n| n.leader(), leader, Duration::from_secs(40))
+                            .await;
+                        if voter || !gone {
                             failures.push(format!(
-                                "{}: {leader:?} still in the configuration",
+                                "{}: {leader:?} still in the configuration (voter: {voter})",
                                 self.name()
                             ));
                         }
@@ -828,9 +997,9 @@ impl Scenario {
                         self.name()
                     )),
                 }
-                // Nothing here tells the new leader it left (no gossip in
-                // this scenario), so nobody removes it: it stops once
-                // waiting for its removal times out.
+                // Its gossip leave tells the new leader it left, and the
+                // leader's reconciliation removes it; it stops once removed
+                // (or once waiting for its removal times out).
                 let grace = Duration::from_nanos(tern_core::server::RAFT_REMOVE_GRACE.as_nanos());
                 sleep(crate::run::LEAVE_DRAIN.max(grace)).await;
                 if n.world.status(leader) != Some(NodeStatus::Left) {
@@ -843,6 +1012,33 @@ impl Scenario {
                 // Started again, it is a follower of the new leader.
                 n.world.restart(leader);
                 n.note(format!("restart {leader:?}"));
+            }
+            Scenario::CleanupDeadServer => {
+                failures.extend(crate::membership::cleanup_dead_server(n, leader).await)
+            }
+            Scenario::CleanupDeadNonvoter => {
+                failures.extend(crate::membership::cleanup_dead_nonvoter(n).await)
+            }
+            Scenario::ServerLeave => {
+                failures.extend(crate::membership::server_leave(n, leader).await)
+            }
+            Scenario::AddServersThroughGossip => {
+                failures.extend(crate::membership::add_servers_through_gossip(n).await)
+            }
+            Scenario::RollingUpdate => failures.extend(
+                crate::membership::rolling_update(n, crate::membership::Departure::Leave).await,
+            ),
+            Scenario::RollingUpdate3611 => failures.extend(
+                crate::membership::rolling_update(n, crate::membership::Departure::Kill).await,
+            ),
+            Scenario::QuickReboots8118 => {
+                failures.extend(crate::membership::quick_reboots(n).await)
+            }
+            Scenario::RollingRestart => {
+                failures.extend(crate::membership::rolling_restart(n, history, false).await)
+            }
+            Scenario::ChangeServerId => {
+                failures.extend(crate::membership::change_server_id(n, leader).await)
             }
             Scenario::SnapshotInstall => {
                 let servers = n.live_servers();

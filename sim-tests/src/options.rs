@@ -16,10 +16,15 @@ pub enum Bug {
     HintSkipsLease,
     SendBeforePersisted,
     LongLease,
+    /// Dead-server cleanup removes every server gossip calls dead, past the
+    /// `(voters - 1) / 2` bound and the responsive-quorum check.
+    AutopilotUnboundedCleanup,
+    /// Gossip members never refute a suspicion or death of themselves.
+    GossipNoRefute,
 }
 
 impl Bug {
-    pub const ALL: [Bug; 7] = [
+    pub const ALL: [Bug; 9] = [
         Bug::VoteTwice,
         Bug::AckBeforeFsync,
         Bug::StaleRead,
@@ -27,6 +32,8 @@ impl Bug {
         Bug::HintSkipsLease,
         Bug::SendBeforePersisted,
         Bug::LongLease,
+        Bug::AutopilotUnboundedCleanup,
+        Bug::GossipNoRefute,
     ];
 
     pub fn name(self) -> &'static str {
@@ -38,6 +45,8 @@ impl Bug {
             Bug::HintSkipsLease => "hint-skips-lease",
             Bug::SendBeforePersisted => "send-before-persisted",
             Bug::LongLease => "long-lease",
+            Bug::AutopilotUnboundedCleanup => "autopilot-unbounded-cleanup",
+            Bug::GossipNoRefute => "gossip-no-refute",
         }
     }
 
@@ -55,6 +64,8 @@ impl Bug {
             Some(Bug::HintSkipsLease) => b.hint_skips_lease = true,
             Some(Bug::SendBeforePersisted) => b.send_before_persisted = true,
             Some(Bug::LongLease) => b.long_lease = true,
+            Some(Bug::AutopilotUnboundedCleanup) => b.autopilot_unbounded_cleanup = true,
+            Some(Bug::GossipNoRefute) => b.gossip_no_refute = true,
             None => {}
         }
         b
@@ -88,6 +99,10 @@ pub struct FaultMix {
     /// (not from clients), often with connection resets, while the nemesis
     /// writes through the others and reads through it in default mode.
     pub lease_window: u64,
+    /// Gossip (port 8301) blocked on some servers for 8-20 s while Raft
+    /// still flows: the others declare them failed, so autopilot's view of
+    /// who is dead is wrong (the case its cleanup bound exists for).
+    pub gossip_block: u64,
 }
 
 /// The kinds of random fault, in the order the nemesis rolls over them.
@@ -107,10 +122,11 @@ pub enum Fault {
     SlowDisk,
     Hints,
     LeaseWindow,
+    GossipBlock,
 }
 
 impl Fault {
-    pub const ALL: [Fault; 14] = [
+    pub const ALL: [Fault; 15] = [
         Fault::PartitionHalves,
         Fault::IsolateLeader,
         Fault::IsolateOne,
@@ -125,6 +141,7 @@ impl Fault {
         Fault::SlowDisk,
         Fault::Hints,
         Fault::LeaseWindow,
+        Fault::GossipBlock,
     ];
 
     pub fn name(self) -> &'static str {
@@ -143,6 +160,7 @@ impl Fault {
             Fault::SlowDisk => "slow-disk",
             Fault::Hints => "hints",
             Fault::LeaseWindow => "lease-window",
+            Fault::GossipBlock => "gossip-block",
         }
     }
 }
@@ -165,6 +183,7 @@ impl FaultMix {
             Fault::SlowDisk => self.slow_disk,
             Fault::Hints => self.hints,
             Fault::LeaseWindow => self.lease_window,
+            Fault::GossipBlock => self.gossip_block,
         }
     }
 }
@@ -266,6 +285,7 @@ impl Options {
                 slow_disk: r.range(0, 4),
                 hints: 0,
                 lease_window: 0,
+                gossip_block: 0,
             },
             lease_permille: 0,
             snapshot_interval_ms: 0,
@@ -295,6 +315,7 @@ impl Options {
         self.keys = self.keys.max(self.clients * self.pipeline / 3);
         self.blocking_permille = r.range(50, 250);
         self.faults.lease_window = if r.chance(1, 5) { 0 } else { r.range(2, 7) };
+        self.faults.gossip_block = if r.chance(1, 2) { 0 } else { r.range(1, 4) };
         self
     }
 

@@ -8,6 +8,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant as WallInstant};
 
+use tern_core::autopilot::AutopilotEvent;
 use tern_core::fsm::{ApplyResult, Command};
 use tern_core::raft::EntryPayload;
 use tern_core::rpc::ReplyBody;
@@ -115,13 +116,15 @@ pub fn server_config(opts: &Options, base: Config) -> Config {
         .autopilot
         .last_contact_threshold
         .max(CoreDuration::from_millis(slow_ms));
-    // The nemesis restarts the servers it kills and expects them back.
-    // Without member reconciliation (gossip, not built yet) a server that
-    // dead-server cleanup removed never rejoins, so the simulator leaves
-    // cleanup off (seed 0 of snapshot-install: the follower killed during
-    // the bulk writes was removed and never caught up). Promotion stays on;
-    // cleanup is covered by core/tests/autopilot.rs and the real processes.
-    c.autopilot.cleanup_dead_servers = false;
+    // Autopilot acts within a run's short fault phase: health every 250 ms,
+    // promotion and cleanup every second (Consul: 2 s and 10 s).
+    c.server_health_interval = CoreDuration::from_millis(250);
+    c.autopilot_interval = CoreDuration::from_secs(1);
+    // Dead-server cleanup is on, as Consul's default: every server runs its
+    // LAN gossip pool (io-sim/src/gossip.rs), so autopilot sees failed
+    // servers as gossip says, and a server cleanup removed that comes back
+    // is alive in gossip again and the leader's reconciliation re-adds it
+    // as a non-voter for autopilot to promote.
     c
 }
 
@@ -191,11 +194,15 @@ async fn simulate(opts: Options, scenario: Option<Scenario>) -> Outcome {
     let checker = Arc::new(Mutex::new(Checker::new()));
     let trace = Arc::new(Mutex::new(0u64));
     let reaps = Arc::new(Mutex::new(BTreeSet::new()));
+    let quorum = Arc::new(Mutex::new(AutopilotQuorum::default()));
     {
         let checker = checker.clone();
         let trace = trace.clone();
         let reaps = reaps.clone();
+        let quorum = quorum.clone();
+        let w = world.clone();
         world.set_observer(Arc::new(move |obs: &Observation<'_>| {
+            quorum.lock().unwrap().observe(&w, obs);
             let mut c = checker.lock().unwrap();
             if obs.input.is_none() {
                 c.restarted(obs.server);
@@ -251,6 +258,14 @@ async fn simulate(opts: Options, scenario: Option<Scenario>) -> Outcome {
             opts.liveness_bound_s
         ));
     }
+    // A member declared failed while it was alive recovers: after healing,
+    // every running server's pool sees every other running server alive.
+    if let Err(why) = gossip_converged(&world, GOSSIP_HEAL_BOUND).await {
+        failures.push(format!(
+            "liveness: gossip did not recover within {}s after healing: {why}",
+            GOSSIP_HEAL_BOUND.as_secs()
+        ));
+    }
     stop.store(true, Ordering::Relaxed);
     // Let in-flight client calls finish (they time out after 3 s at most).
     for t in tasks {
@@ -300,6 +315,7 @@ async fn simulate(opts: Options, scenario: Option<Scenario>) -> Outcome {
     let mut c = checker.lock().unwrap();
     let acked_verified = c.check_acknowledged(&h.acked);
     failures.extend(c.violations.iter().map(|v| v.0.clone()));
+    failures.extend(quorum.lock().unwrap().violations.iter().cloned());
     failures.extend(h.violations.iter().cloned());
     failures.extend(check_blocking_reads(&h, &c).into_iter().take(10));
     // A write with an unknown outcome that no server ever appended to its
@@ -392,6 +408,120 @@ fn note_reaps(reaps: &mut BTreeSet<u64>, obs: &Observation<'_>) {
             }
         }
     }
+}
+
+/// Checks that quorum is never lost by autopilot's own action: when a
+/// leader's autopilot removes a voter (`Event::Autopilot(RemovingDeadServer)`)
+/// from a configuration that had a healthy majority, the configuration it
+/// leaves must still have one. Healthy is the world's truth, not gossip's:
+/// the leader itself, or a server that is running and whose links with the
+/// leader are not cut. Removing a dead voter never breaks this; removing a
+/// healthy one that gossip wrongly calls failed breaks it when the quorum
+/// was tight (another voter really down), which is what cleanup's
+/// `(voters - 1) / 2` bound and its responsive-quorum check refuse.
+#[derive(Default)]
+pub struct AutopilotQuorum {
+    /// Each server's configuration as of its previous `handle`.
+    before: std::collections::BTreeMap<tern_core::NodeId, tern_core::raft::Membership>,
+    pub removals: usize,
+    pub violations: Vec<String>,
+}
+
+impl AutopilotQuorum {
+    pub fn observe(&mut self, world: &World, obs: &Observation<'_>) {
+        for a in obs.actions {
+            let Action::Event(Event::Autopilot(AutopilotEvent::RemovingDeadServer { id })) = a
+            else {
+                continue;
+            };
+            self.removals += 1;
+            let Some(before) = self.before.get(&obs.node) else {
+                continue;
+            };
+            if !before.is_voter(*id) {
+                continue;
+            }
+            let leader = obs.node;
+            let healthy = |v: tern_core::NodeId| {
+                v == leader
+                    || (world.status(v) == Some(NodeStatus::Running)
+                        && !world.link_clogged(leader, v)
+                        && !world.link_clogged(v, leader))
+            };
+            let voters: Vec<_> = before.voters().collect();
+            let majority_before = voters.len() / 2 + 1;
+            let majority_after = (voters.len() - 1) / 2 + 1;
+            let healthy_before = voters.iter().filter(|v| healthy(**v)).count();
+            let healthy_after = voters.iter().filter(|v| **v != *id && healthy(**v)).count();
+            if healthy_before >= majority_before && healthy_after < majority_after {
+                self.violations.push(format!(
+                    "autopilot: leader {leader:?} removed voter {id:?} (healthy: {}) from {voters:?} at {:.3}s and lost quorum: {healthy_after} healthy voters left of the {majority_after} needed",
+                    healthy(*id),
+                    obs.now.0 as f64 / 1e9
+                ));
+            }
+        }
+        self.before
+            .insert(obs.node, obs.server.membership().clone());
+    }
+}
+
+/// How long after healing every running member may take to see every other
+/// running member alive again: a member declared failed on one side of a
+/// partition is contacted again by serf's reconnect (every 30 s, one failed
+/// member at a time) or hears of its death in a push-pull (every 30 s) and
+/// refutes; two reconnect rounds and a suspicion timeout cover it.
+pub const GOSSIP_HEAL_BOUND: Duration = Duration::from_secs(75);
+
+/// Waits until every running server's gossip pool sees every other running
+/// server alive and unsuspected; the reason it is not, at `within`.
+pub async fn gossip_converged(world: &World, within: Duration) -> Result<(), String> {
+    let deadline = tern_io_sim::now() + within.into();
+    loop {
+        let why = gossip_disagreement(world);
+        match why {
+            None => return Ok(()),
+            Some(why) if tern_io_sim::now() >= deadline => return Err(why),
+            Some(_) => madsim::time::sleep(Duration::from_millis(250)).await,
+        }
+    }
+}
+
+/// Why the running servers' pools do not all see each other alive, if they do not.
+pub fn gossip_disagreement(world: &World) -> Option<String> {
+    let running: Vec<_> = world
+        .servers()
+        .into_iter()
+        .filter(|id| world.status(*id) == Some(NodeStatus::Running))
+        .collect();
+    for &at in &running {
+        let Some(view) = world.gossip_members(at) else {
+            return Some(format!("{at:?} runs no gossip pool"));
+        };
+        for &of in &running {
+            let Some(name) = world.with_server(of, |s| s.config().node_name.0.clone()) else {
+                continue;
+            };
+            match view.iter().find(|m| m.name == name) {
+                None => {
+                    let knows: Vec<String> = view
+                        .iter()
+                        .map(|m| format!("{} {}", m.name, m.status.as_str()))
+                        .collect();
+                    return Some(format!("{at:?} does not know {name} (knows {knows:?})"));
+                }
+                Some(m) if m.status != tern_core::gossip::Status::Alive || m.suspect => {
+                    return Some(format!(
+                        "{at:?} sees {name} {}{}",
+                        m.status.as_str(),
+                        if m.suspect { " (suspect)" } else { "" }
+                    ))
+                }
+                Some(_) => {}
+            }
+        }
+    }
+    None
 }
 
 /// Retry a write through any server until one commits or `within` passes.

@@ -148,3 +148,97 @@ fn planted_bug_hint_skips_lease_is_caught_by_the_resets_scenario() {
 fn the_leader_leaves_gracefully() {
     passes(Scenario::LeaderLeaves);
 }
+
+/// Consul's `TestAutopilot_CleanupDeadServer` (agent/consul/autopilot_test.go)
+/// through gossip: a follower dies for good, the LAN pool declares it failed,
+/// and autopilot (not an operator) removes it from the configuration.
+#[test]
+fn autopilot_cleans_up_a_dead_server_gossip_declared_failed() {
+    passes(Scenario::CleanupDeadServer);
+}
+
+/// Consul's `TestAutopilot_CleanupDeadNonvoter`: a new server joins through
+/// gossip as a non-voter and dies before promotion; autopilot removes it.
+#[test]
+fn autopilot_cleans_up_a_dead_non_voter() {
+    passes(Scenario::CleanupDeadNonvoter);
+}
+
+/// Consul's `TestServer_Leave` (agent/consul/server_test.go): a follower's
+/// leave reaches the leader as gossip `left`; the leader removes it within
+/// seconds, every pool shows it `left`, and it stops.
+#[test]
+fn a_follower_that_leaves_is_removed_through_gossip() {
+    passes(Scenario::ServerLeave);
+}
+
+/// Servers 4 and 5 join a running 3-server cluster with nothing but gossip:
+/// the leader adds each as a non-voter and autopilot promotes both.
+#[test]
+fn servers_four_and_five_join_through_gossip_only() {
+    passes(Scenario::AddServersThroughGossip);
+}
+
+/// Consul's `TestAutopilot_RollingUpdate`: every server is replaced by a new
+/// one, one at a time, without losing quorum or a write.
+#[test]
+fn rolling_update_replaces_every_server() {
+    passes(Scenario::RollingUpdate);
+}
+
+/// Consul #3611 (a rolling update lost quorum because replacements were not
+/// promoted to an even voter count): each old server is killed as soon as
+/// its replacement is a voter, and quorum holds.
+#[test]
+fn rolling_update_with_kills_promotes_to_an_even_count() {
+    passes(Scenario::RollingUpdate3611);
+}
+
+/// Consul #8118 (a server rebooted faster than the stabilization time):
+/// every server power-cycled within seconds, one after another, stays a
+/// voter and is never removed; the cluster keeps serving.
+#[test]
+fn servers_rebooted_faster_than_stabilization_stay_voters() {
+    passes(Scenario::QuickReboots8118);
+}
+
+/// The headline: a rolling restart of every server (leave, then start; it
+/// rejoins through gossip and autopilot promotes it) under load from clients
+/// that retry as Consul's client agents do, with zero client-visible errors
+/// and a linearizable history (measured over seeds 0..20: 16 with zero
+/// errors; the other 4 are listed in README and below).
+#[test]
+fn rolling_restart_under_load_has_no_client_visible_errors() {
+    passes(Scenario::RollingRestart);
+}
+
+/// Found by the headline scenario (seed 6): a write a follower forwarded to
+/// the leader is in flight when that leader finishes its leave and stops;
+/// the follower answers it "the connection to the leader closed before it
+/// answered" (an unknown outcome, which a client may not retry for a
+/// write), so the client sees an error although the next leader may commit
+/// it. Kept as a regression scenario: this test asserts the failure is
+/// exactly that and nothing else broke; it flips once a forwarded write
+/// waits for its outcome across the leader change, as the leader's own
+/// in-flight writes now do.
+#[test]
+fn rolling_restart_seed_6_loses_a_forwarded_write_when_the_leader_stops() {
+    let out = run(Options::from_seed(6), Some(Scenario::RollingRestart));
+    assert_eq!(out.failures.len(), 1, "{:?}", out.failures);
+    assert!(
+        out.failures[0].contains(
+            "client-visible errors, first: outcome unknown: the connection to the leader closed before it answered"
+        ),
+        "{:?}",
+        out.failures
+    );
+}
+
+/// Consul's `TestLeader_ChangeServerID` (agent/consul/leader_test.go): a
+/// server with a new node id and an empty disk comes up at a follower's
+/// address; the leader replaces the old id with the new one, which
+/// autopilot promotes.
+#[test]
+fn a_new_node_id_at_the_same_address_replaces_the_old_server() {
+    passes(Scenario::ChangeServerId);
+}

@@ -272,15 +272,34 @@ impl Autopilot {
             .keys()
             .map(|id| (*id, self.gossip_status(now, config, raft, *id)))
             .collect();
-        let cleanup = dead_servers(ap, membership, &gossip, raft.id());
+        let mut cleanup = dead_servers(ap, membership, &gossip, raft.id());
+        let unbounded = bug_unbounded_cleanup(config);
+        if unbounded && ap.cleanup_dead_servers {
+            cleanup.remove = gossip
+                .iter()
+                .filter(|(id, s)| {
+                    **id != raft.id() && matches!(s, GossipStatus::Failed | GossipStatus::None)
+                })
+                .map(|(id, _)| *id)
+                .collect();
+        }
         events.extend(cleanup.events);
         for id in cleanup.remove {
             let mut after = membership.clone();
             after.servers.remove(&id);
-            if keeps_quorum(&after, &responsive) {
+            if unbounded || keeps_quorum(&after, &responsive) {
                 return Some((after, AutopilotEvent::RemovingDeadServer { id }));
             }
         }
         None
     }
+}
+
+#[cfg(feature = "bugs")]
+fn bug_unbounded_cleanup(config: &Config) -> bool {
+    config.bugs.autopilot_unbounded_cleanup
+}
+#[cfg(not(feature = "bugs"))]
+fn bug_unbounded_cleanup(_config: &Config) -> bool {
+    false
 }

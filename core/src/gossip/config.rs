@@ -90,6 +90,11 @@ pub struct GossipConfig {
     pub updates_per_packet_max: usize,
     /// Most indirect probes we run for others at once.
     pub relays_max: usize,
+
+    /// Planted bug (simulator self-test only): never refute a suspicion or
+    /// death of ourselves.
+    #[cfg(feature = "bugs")]
+    pub bug_no_refute: bool,
 }
 
 impl GossipConfig {
@@ -131,6 +136,8 @@ impl GossipConfig {
             tags_bytes_max: 512,
             updates_per_packet_max: 256,
             relays_max: 256,
+            #[cfg(feature = "bugs")]
+            bug_no_refute: false,
         }
     }
 

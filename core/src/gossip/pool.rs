@@ -551,7 +551,11 @@ impl Gossip {
             self.gossip_round(now, out);
         }
         if now >= self.next_push_pull_at {
-            self.next_push_pull_at = now + self.config.push_pull_interval;
+            // memberlist scales the interval with the number of known
+            // members (`estNumNodes`: ourselves and every entry).
+            let interval =
+                suspicion::push_pull_scale(self.config.push_pull_interval, self.members.len() + 1);
+            self.next_push_pull_at = now + interval;
             let alive = self.names(|e| e.state == State::Alive);
             if let Some(name) = self.pick(alive, 1).pop() {
                 self.push_pull_with(&name, out);

@@ -232,6 +232,10 @@ impl Gossip {
     }
 
     pub(super) fn refute(&mut self, about: Version, out: &mut Vec<GossipAction>) {
+        #[cfg(feature = "bugs")]
+        if self.config.bug_no_refute {
+            return;
+        }
         let base = if about.generation == self.me.version.generation {
             about.incarnation.max(self.me.version.incarnation)
         } else {

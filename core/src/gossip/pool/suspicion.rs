@@ -15,6 +15,19 @@ pub(super) fn suspicion_timeout(mult: u32, n: usize, interval: Duration) -> Dura
     )
 }
 
+/// memberlist's `pushPullScale`: above 32 members the push-pull interval
+/// grows by one interval per doubling (`interval * (ceil(log2(n) - 5) + 1)`),
+/// so a full-state exchange, whose size grows with the pool, does not make
+/// gossip traffic grow with the square of the pool.
+pub(super) fn push_pull_scale(interval: Duration, n: usize) -> Duration {
+    const THRESHOLD: usize = 32;
+    if n <= THRESHOLD {
+        return interval;
+    }
+    let multiplier = ((n as f64).log2() - (THRESHOLD as f64).log2()).ceil() as u64 + 1;
+    interval.saturating_mul(multiplier)
+}
+
 /// memberlist's `retransmitLimit`: `mult * ceil(log10(n + 1))`.
 pub(super) fn retransmit_limit(mult: u32, n: usize) -> u32 {
     let mut digits = 0u32;
@@ -54,6 +67,22 @@ mod tests {
         assert_eq!(remaining(3, 3, min, max), min);
         assert_eq!(remaining(4, 3, min, max), min);
         assert_eq!(remaining(5, 0, min, max), min);
+    }
+
+    /// memberlist's util_test.go `TestPushPullScale`.
+    #[test]
+    fn push_pull_slows_down_above_32_members_as_memberlist_does() {
+        let sec = Duration::from_secs(1);
+        for n in 0..=32 {
+            assert_eq!(push_pull_scale(sec, n), sec, "{n}");
+        }
+        for n in 33..=64 {
+            assert_eq!(push_pull_scale(sec, n), sec.saturating_mul(2), "{n}");
+        }
+        for n in 65..=128 {
+            assert_eq!(push_pull_scale(sec, n), sec.saturating_mul(3), "{n}");
+        }
+        assert_eq!(push_pull_scale(sec, 500), sec.saturating_mul(5));
     }
 
     /// memberlist's util_test.go `TestSuspicionTimeout` and `TestRetransmitLimit`.
