@@ -435,6 +435,8 @@ fn a_leave_completes_only_once_the_writes_it_proposed_are_answered() {
     assert!(run_until(&mut c, Duration::from_secs(2), |c| {
         c.servers[&old].has_left()
     }));
-    let reply = c.responses[&(old, rid)].clone().expect("answered with its result");
+    let reply = c.responses[&(old, rid)]
+        .clone()
+        .expect("answered with its result");
     assert_eq!(reply.body, ReplyBody::Applied(ApplyResult::Kv(true)));
 }

@@ -132,12 +132,6 @@ pub struct Raft {
 
     // Leader state.
     progress: BTreeMap<NodeId, Progress>,
-    /// Servers a configuration entry of this leader removed, with where
-    /// their replication stood and the entry's index: once it commits, each
-    /// is sent the entries up to it once more with the commit index, so a
-    /// removed server learns what committed before it was removed (a
-    /// leaving former leader learns the outcome of the writes it proposed).
-    departed: Vec<(NodeId, Progress, LogIndex)>,
     heartbeat_deadline: Instant,
     check_quorum_deadline: Instant,
     seq: u64,
@@ -227,7 +221,6 @@ impl Raft {
             votes: BTreeSet::new(),
             removed_reported: false,
             progress: BTreeMap::new(),
-            departed: Vec::new(),
             heartbeat_deadline: now,
             check_quorum_deadline: now,
             seq: 0,
@@ -701,7 +694,6 @@ impl Raft {
         if self.role == Role::Leader {
             out.push(Action::Event(Event::SteppedDown { term: self.term }));
             self.progress.clear();
-            self.departed.clear();
             self.transfer = None;
             self.failed_reads
                 .extend(self.reads.drain(..).map(|r| r.ctx));
@@ -831,9 +823,7 @@ impl Raft {
         for (id, p) in removed {
             self.progress.insert(id, p);
             self.send_append(now, id, false, out);
-            if let Some(p) = self.progress.remove(&id) {
-                self.departed.push((id, p, index));
-            }
+            self.progress.remove(&id);
         }
         self.persist(PersistOp::Append(vec![entry]), out);
         // The leader counts its own entry only once `persisted` says it is
@@ -1218,7 +1208,6 @@ impl Raft {
         }
         self.commit = n;
         out.push(Action::Event(Event::Committed { index: n }));
-        self.tell_departed(now, out);
         if self.commit >= self.term_start_index && !self.reads_waiting_for_commit.is_empty() {
             let waiting = std::mem::take(&mut self.reads_waiting_for_commit);
             for ctx in waiting {
@@ -1226,31 +1215,6 @@ impl Raft {
             }
         }
         self.check_removed(now, out);
-    }
-
-    /// Send each server whose removal has committed the entries from what
-    /// it last acknowledged up to its removal, with the commit index (best
-    /// effort, once; not if that would take a snapshot).
-    fn tell_departed(&mut self, now: Instant, out: &mut Vec<Action>) {
-        if self.departed.is_empty() {
-            return;
-        }
-        let commit = self.commit;
-        let (due, wait): (Vec<_>, Vec<_>) = std::mem::take(&mut self.departed)
-            .into_iter()
-            .partition(|(_, _, at)| *at <= commit);
-        self.departed = wait;
-        for (id, mut p, _) in due {
-            if self.progress.contains_key(&id) || p.matched < self.log.base_index() {
-                continue;
-            }
-            p.next = p.matched.next();
-            p.inflight.clear();
-            p.state = ReplState::Replicate;
-            self.progress.insert(id, p);
-            self.send_append(now, id, false, out);
-            self.progress.remove(&id);
-        }
     }
 
     /// Thesis §4.2.2: once a configuration without this server commits, it
