@@ -286,7 +286,10 @@ impl Server {
                 Some(r) if !removed => d.max(r),
                 _ => d,
             };
-            if !self.proposals.is_empty() {
+            if !self.proposals.is_empty()
+                || !self.forwarded.is_empty()
+                || self.raft.role() == Role::Leader
+            {
                 at = at.max(d + self.config.rpc_hold_timeout);
             }
             t = t.min(at);
@@ -1124,10 +1127,20 @@ impl Server {
         let Some(drain) = self.draining_until else {
             return;
         };
-        let removed = !self.raft.membership().contains(self.config.node_id);
+        let me = self.config.node_id;
+        let removed = !self.raft.membership().contains(me);
         let waited = self.removal_deadline.is_none_or(|d| now >= d);
-        let answered = self.proposals.is_empty() || now >= drain + self.config.rpc_hold_timeout;
-        if now >= drain && (removed || waited) && answered {
+        let leading =
+            self.raft.role() == Role::Leader && self.raft.membership().voters().any(|v| v != me);
+        if leading && self.raft.transfer_target().is_none() {
+            // The hand-over did not happen (the target lost the election,
+            // or its TimeoutNow was lost): try again, so a leaving leader
+            // does not stop while its followers still send it requests.
+            let _ = self.raft.transfer_leadership(now, None, out);
+        }
+        let given_up = now >= drain + self.config.rpc_hold_timeout;
+        let answered = self.proposals.is_empty() && self.forwarded.is_empty();
+        if now >= drain && (removed || waited) && ((answered && !leading) || given_up) {
             self.draining_until = None;
             self.removal_deadline = None;
             self.left = true;

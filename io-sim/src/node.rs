@@ -139,6 +139,7 @@ pub(crate) async fn run_server(shared: Arc<Shared>, slot: Arc<ServerSlot>) {
         pending: BTreeMap::new(),
         next_request: 1,
         last_tick: None,
+        exited: false,
     };
     // A fresh server writes its bootstrap configuration here; its actions
     // run like any others, strictly in order.
@@ -197,6 +198,11 @@ enum Wake {
     Closed,
 }
 
+/// How long after its leave completes a server's sent messages still
+/// arrive: a process that exits has its sockets' data delivered by the
+/// kernel, and the daemon flushes its connections before it exits.
+const SOCKET_LINGER: std::time::Duration = std::time::Duration::from_millis(200);
+
 struct Driver {
     shared: Arc<Shared>,
     slot: Arc<ServerSlot>,
@@ -217,6 +223,9 @@ struct Driver {
     /// When the last `Tick` was handled: a deadline still due at that same
     /// instant is not ticked again at once (see `next_wake`).
     last_tick: Option<Instant>,
+    /// The server's leave is complete: the process exits once what it sent
+    /// is on its way (`SOCKET_LINGER`).
+    exited: bool,
 }
 
 impl Driver {
@@ -257,6 +266,13 @@ impl Driver {
                 },
             };
             if !self.step(Some(input), released) {
+                if self.exited {
+                    // As the daemon's exit: the kernel still delivers what
+                    // was written to its sockets (the last answers of the
+                    // leave) before the server counts as gone.
+                    madsim::time::sleep(SOCKET_LINGER).await;
+                    *self.slot.status.lock().unwrap() = NodeStatus::Left;
+                }
                 return;
             }
         }
@@ -444,8 +460,9 @@ impl Driver {
         }
         if left {
             // The daemon exits 0 here; writes still in flight are lost as in
-            // any exit (none of them was acknowledged).
-            *self.slot.status.lock().unwrap() = NodeStatus::Left;
+            // any exit (none of them was acknowledged). Messages already
+            // sent are delivered (`run`).
+            self.exited = true;
             return false;
         }
         self.start_disk_work(job)

@@ -384,6 +384,28 @@ impl Pool {
         }
     }
 
+    /// Frames queued and not yet taken by their writers.
+    pub fn queued(&self) -> usize {
+        let peers = self.peers.lock().expect("pool lock");
+        peers
+            .values()
+            .flat_map(|by_name| by_name.values())
+            .map(|tx| tx.max_capacity() - tx.capacity())
+            .sum()
+    }
+
+    /// Wait (at most `within`) until every queued frame has been taken by
+    /// its writer, then `linger` more for the writes themselves: what a
+    /// leaving agent sent last (its answers to forwarded requests) leaves
+    /// before the process exits.
+    pub async fn flush(&self, within: Duration, linger: Duration) {
+        let end = tokio::time::Instant::now() + within;
+        while self.queued() > 0 && tokio::time::Instant::now() < end {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        tokio::time::sleep(linger).await;
+    }
+
     /// Queue a message for server `node` at `address`. Never blocks: if the
     /// peer's queue is full the message is dropped (Raft retries; forwarded
     /// requests time out).

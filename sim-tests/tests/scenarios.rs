@@ -212,23 +212,45 @@ fn rolling_restart_under_load_has_no_client_visible_errors() {
     passes(Scenario::RollingRestart);
 }
 
-/// Found by the headline scenario (seed 6): a write a follower forwarded to
-/// the leader is in flight when that leader finishes its leave and stops;
-/// the follower answers it "the connection to the leader closed before it
-/// answered" (an unknown outcome, which a client may not retry for a
-/// write), so the client sees an error although the next leader may commit
-/// it. Kept as a regression scenario: this test asserts the failure is
-/// exactly that and nothing else broke; it flips once a forwarded write
-/// waits for its outcome across the leader change, as the leader's own
-/// in-flight writes now do.
+/// Found by the headline scenario (seeds 5, 6, 8, 18, each keeping the
+/// failure it found): a write a follower forwarded to the leader was
+/// answered "the connection to the leader closed before it answered" (an
+/// unknown outcome, which a client may not retry for a write). Three causes,
+/// each fixed: a leaving server stopped with its last answers still on the
+/// wire (the simulator, like the daemon, now lets them arrive before it
+/// counts as gone); a leaving leader whose hand-over failed stopped while
+/// still the leader (it now tries again, and its leave waits); a leaving
+/// server stopped with requests it had forwarded or proposed unanswered (its
+/// leave now waits for them, bounded by `rpc_hold_timeout`).
 #[test]
-fn rolling_restart_seed_6_loses_a_forwarded_write_when_the_leader_stops() {
-    let out = run(Options::from_seed(6), Some(Scenario::RollingRestart));
-    assert_eq!(out.failures.len(), 1, "{:?}", out.failures);
+fn rolling_restart_seeds_that_lost_forwarded_writes_are_clean() {
+    for seed in [5, 6, 8, 18] {
+        let out = run(Options::from_seed(seed), Some(Scenario::RollingRestart));
+        assert!(out.ok, "seed {seed}: {:?}", out.failures);
+    }
+}
+
+/// Seed 14 of the headline scenario still fails: one entry per
+/// AppendEntries, one in flight, fsyncs up to 133 ms and 4% loss, so the
+/// leader's queue stays full through a hand-over and writes retried on
+/// "Server is busy" run out of the 7 s hold time, and a restarted server
+/// does not catch up to be promoted within the scenario's 30 s. Kept as a
+/// regression scenario asserting exactly those two failures; it flips once
+/// the core keeps up (or sheds load more gently) under such a slow log.
+#[test]
+fn rolling_restart_seed_14_runs_out_of_hold_time_on_a_slow_log() {
+    let out = run(Options::from_seed(14), Some(Scenario::RollingRestart));
+    assert_eq!(out.failures.len(), 2, "{:?}", out.failures);
     assert!(
-        out.failures[0].contains(
-            "client-visible errors, first: outcome unknown: the connection to the leader closed before it answered"
-        ),
+        out.failures.iter().any(|f| f
+            .contains("client-visible errors, first: gave up after the hold time: Server is busy")),
+        "{:?}",
+        out.failures
+    );
+    assert!(
+        out.failures
+            .iter()
+            .any(|f| f.contains("not a voter again within 30s")),
         "{:?}",
         out.failures
     );

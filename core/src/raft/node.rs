@@ -820,7 +820,9 @@ impl Raft {
             .into_iter()
             .filter(|(id, _)| !self.progress.contains_key(id))
             .collect();
-        for (id, p) in removed {
+        for (id, mut p) in removed {
+            // Whatever is in flight to it, this one goes too.
+            p.inflight.clear();
             self.progress.insert(id, p);
             self.send_append(now, id, false, out);
             self.progress.remove(&id);

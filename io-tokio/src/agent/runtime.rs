@@ -631,10 +631,18 @@ impl Loop {
         if !(self.core_left && self.gossip_left) {
             return;
         }
-        for tx in self.leaving.drain(..) {
-            let _ = tx.send(());
-        }
-        self.left.send_replace(true);
+        // The process exits on `left`: first let the last messages (answers
+        // to requests other servers forwarded here) leave.
+        let (pool, left) = (self.pool.clone(), self.left.clone());
+        let leaving = std::mem::take(&mut self.leaving);
+        tokio::spawn(async move {
+            pool.flush(StdDuration::from_secs(1), StdDuration::from_millis(100))
+                .await;
+            for tx in leaving {
+                let _ = tx.send(());
+            }
+            left.send_replace(true);
+        });
     }
 
     fn before_bootstrap(&mut self, msg: ToAgent) {
