@@ -238,15 +238,21 @@ fn force_leave_turns_a_failed_member_into_left_everywhere() {
     let mut out = Vec::new();
     let mut g0 = net.gossip(0).clone();
     assert_eq!(
-        g0.force_leave(net.now, &name(2), &mut out),
+        g0.force_leave(net.now, &name(2), false, &mut out),
         Err(ForceLeaveError::NotFailed)
     );
     assert_eq!(
-        g0.force_leave(net.now, "nobody", &mut out),
+        g0.force_leave(net.now, "nobody", true, &mut out),
         Err(ForceLeaveError::NotFound)
     );
     assert!(out.is_empty());
-    net.input(0, GossipInput::ForceLeave(name(2)));
+    net.input(
+        0,
+        GossipInput::ForceLeave {
+            name: name(2),
+            prune: false,
+        },
+    );
     assert!(net.events(0).iter().any(|(_, e)| *e
         == GossipEvent::ForceLeaveRefused {
             name: name(2),
@@ -257,7 +263,13 @@ fn force_leave_turns_a_failed_member_into_left_everywhere() {
     net.kill(3);
     net.run_until(secs(60), |net| net.all_agree(&[(3, Status::Failed)]))
         .expect("failed");
-    net.input(0, GossipInput::ForceLeave(name(3)));
+    net.input(
+        0,
+        GossipInput::ForceLeave {
+            name: name(3),
+            prune: false,
+        },
+    );
     assert_eq!(net.view(0, 3).unwrap().status, Status::Left);
     net.run_until(secs(10), |net| net.all_agree(&[(3, Status::Left)]))
         .expect("left everywhere");
@@ -267,6 +279,61 @@ fn force_leave_turns_a_failed_member_into_left_everywhere() {
             .iter()
             .any(|(_, e)| matches!(e, GossipEvent::MemberLeft(m) if m.name == name(3))));
     }
+}
+
+/// serf `TestSerf_RemoveFailedNode_Prune` (Consul's `force-leave -prune`):
+/// a failed member is forgotten at once by every member, well before any
+/// reap timeout, and reported reaped as left; an alive member cannot be
+/// pruned; a member that left is pruned too.
+#[test]
+fn force_leave_prune_forgets_a_failed_member_everywhere_at_once() {
+    let mut net = converged(5, 8);
+    let prune = |name| GossipInput::ForceLeave { name, prune: true };
+    net.input(0, prune(name(2)));
+    assert_eq!(net.view(0, 2).unwrap().status, Status::Alive, "alive: kept");
+
+    net.kill(3);
+    net.run_until(secs(60), |net| net.all_agree(&[(3, Status::Failed)]))
+        .expect("failed");
+    let at = net.now;
+    net.input(0, prune(name(3)));
+    assert!(net.view(0, 3).is_none(), "pruned here at once");
+    net.run_until(secs(10), |net| {
+        [1, 2, 4].iter().all(|i| net.view(*i, 3).is_none())
+    })
+    .expect("pruned everywhere within seconds");
+    assert!(net.now.saturating_since(at) < secs(10));
+    for i in [0, 1, 2, 4] {
+        assert!(
+            net.events(i).iter().any(|(_, e)| *e
+                == GossipEvent::MemberReaped {
+                    name: name(3),
+                    status: Status::Left
+                }),
+            "node{i} reported no reap"
+        );
+    }
+    // The rest of the pool is untouched and stays converged.
+    net.run_for(secs(30));
+    for i in [0, 1, 2, 4] {
+        for j in [0, 1, 2, 4] {
+            assert_eq!(net.view(i, j).unwrap().status, Status::Alive);
+        }
+    }
+
+    // A member that left on its own is pruned the same way.
+    net.input(4, GossipInput::Leave);
+    net.run_until(secs(10), |net| {
+        [0, 1, 2]
+            .iter()
+            .all(|i| net.view(*i, 4).map(|m| m.status) == Some(Status::Left))
+    })
+    .expect("left");
+    net.input(1, prune(name(4)));
+    net.run_until(secs(10), |net| {
+        [0, 1, 2].iter().all(|i| net.view(*i, 4).is_none())
+    })
+    .expect("a left member pruned everywhere");
 }
 
 /// memberlist `TestMemberList_ProbeNode_Suspect`'s other half (indirect

@@ -61,6 +61,14 @@ fn updates() -> Vec<(&'static str, Update)> {
                 from: "s3".into(),
             },
         ),
+        (
+            "prune",
+            Update::Prune {
+                name: "s3".into(),
+                version: v,
+                from: "s1".into(),
+            },
+        ),
     ]
 }
 
@@ -129,7 +137,9 @@ fn packets() -> Vec<(String, Packet)> {
             },
         ));
     }
-    // A ping carrying all the news at once, as pools piggyback it.
+    // A ping carrying the news at once, as pools piggyback it (the four
+    // kinds of the first version: the file predates `Prune`, which has a
+    // file of its own).
     out.push((
         "ping_with_updates".into(),
         Packet {
@@ -137,7 +147,11 @@ fn packets() -> Vec<(String, Packet)> {
                 seq: 5,
                 target: "s2".into(),
             },
-            updates: updates().into_iter().map(|(_, u)| u).collect(),
+            updates: updates()
+                .into_iter()
+                .filter(|(name, _)| *name != "prune")
+                .map(|(_, u)| u)
+                .collect(),
         },
     ));
     out

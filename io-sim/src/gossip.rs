@@ -242,7 +242,7 @@ impl Pool {
                     self.input(GossipInput::Join(addresses), None)
                 }
                 Wake::Control(GossipControl::ForceLeave(name)) => {
-                    self.input(GossipInput::ForceLeave(name), None)
+                    self.input(GossipInput::ForceLeave { name, prune: false }, None)
                 }
                 Wake::Inbound(Inbound::StreamDone) => self.streams -= 1,
                 Wake::Inbound(Inbound::Datagram(_)) | Wake::Inbound(Inbound::Stream { .. })

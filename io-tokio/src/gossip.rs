@@ -280,11 +280,12 @@ impl GossipHandle {
     }
 
     /// An operator's force-leave (Consul's `force-leave`): a failed member
-    /// becomes `left` here and everywhere.
-    pub async fn force_leave(&self, name: &str) -> Result<(), GossipError> {
+    /// becomes `left` here and everywhere; with `prune` it is also
+    /// forgotten at once.
+    pub async fn force_leave(&self, name: &str, prune: bool) -> Result<(), GossipError> {
         let (tx, rx) = oneshot::channel();
         self.cmds
-            .send(Command::ForceLeave(name.to_string(), tx))
+            .send(Command::ForceLeave(name.to_string(), prune, tx))
             .await
             .map_err(|_| GossipError::Stopped)?;
         rx.await.map_err(|_| GossipError::Stopped)?
@@ -445,7 +446,7 @@ enum Command {
     Members(oneshot::Sender<Vec<Member>>),
     Join(Vec<String>, JoinReply),
     Leave(oneshot::Sender<()>),
-    ForceLeave(String, oneshot::Sender<Result<(), GossipError>>),
+    ForceLeave(String, bool, oneshot::Sender<Result<(), GossipError>>),
     SetTags(Tags, oneshot::Sender<Result<(), String>>),
 }
 
@@ -600,15 +601,18 @@ impl Driver {
             Command::SetTags(tags, tx) => {
                 let _ = tx.send(self.gossip.set_tags(tags));
             }
-            Command::ForceLeave(name, tx) => {
+            Command::ForceLeave(name, prune, tx) => {
                 if self.gossip.local().status == Status::Left {
                     let _ = tx.send(Err(GossipError::Stopped));
                     return;
                 }
                 let now = self.clock.now();
                 let mut out = Vec::new();
-                let result = self.gossip.force_leave(now, &name, &mut out);
+                let result = self.gossip.force_leave(now, &name, prune, &mut out);
                 match &result {
+                    Ok(()) if prune => {
+                        tracing::info!("serf: ({}) force-leaving and pruning {name}", self.pool)
+                    }
                     Ok(()) => tracing::info!("serf: ({}) force-leaving {name}", self.pool),
                     Err(reason) => {
                         tracing::warn!(

@@ -276,14 +276,14 @@ async fn force_leave_turns_a_failed_member_into_left_everywhere() {
 
     // Refused: alive, and unknown.
     assert_eq!(
-        nodes[0].force_leave("node1").await,
+        nodes[0].force_leave("node1", false).await,
         Err(GossipError::ForceLeave {
             name: "node1".into(),
             reason: ForceLeaveError::NotFailed
         })
     );
     assert_eq!(
-        nodes[0].force_leave("nobody").await,
+        nodes[0].force_leave("nobody", false).await,
         Err(GossipError::ForceLeave {
             name: "nobody".into(),
             reason: ForceLeaveError::NotFound
@@ -300,7 +300,7 @@ async fn force_leave_turns_a_failed_member_into_left_everywhere() {
         all_see(&nodes, &[0, 1, 2], "node3", Status::Failed, None)
     })
     .await;
-    assert_eq!(nodes[0].force_leave("node3").await, Ok(()));
+    assert_eq!(nodes[0].force_leave("node3", false).await, Ok(()));
     wait_for("node3 left everywhere", secs(10), || {
         all_see(&nodes, &[0, 1, 2], "node3", Status::Left, None)
     })

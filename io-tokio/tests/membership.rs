@@ -385,6 +385,24 @@ fn servers_join_by_gossip_and_members_tracks_failed_left_and_force_left() {
     assert_eq!(names, ["s2", "s3"], "{out}");
     let (code, out, _) = tern(&["members", "-status=leaving"], &a);
     assert_eq!((code, out.as_str()), (2, ""));
+
+    // Phase 7: `tern force-leave -prune` forgets the left s3 at once, on
+    // every member (serf's RemoveFailedNodePrune), not after the 24 h
+    // tombstone timeout; s2, left but not pruned, is still listed.
+    assert_eq!(
+        tern(&["force-leave", "-prune", "s3"], &a),
+        (0, String::new(), String::new())
+    );
+    let everyone: Vec<String> = [&s[0]]
+        .into_iter()
+        .chain(added.iter())
+        .map(Server::http_addr)
+        .collect();
+    for addr in &everyone {
+        let out = members_until(addr, Duration::from_secs(10), |o| row(o, "s3").is_none())
+            .unwrap_or_else(|e| panic!("s3 still listed at {addr}: {e}\n{}", logs(&s)));
+        assert_eq!(status_of(&out, "s2").as_deref(), Some("left"), "{out}");
+    }
 }
 
 /// The HTTP surfaces against a real agent, as Consul's agent_endpoint.go
@@ -463,7 +481,9 @@ fn members_join_and_force_leave_endpoints_answer_as_consul() {
         (500, "agent: No node found with name 'nobody'")
     );
 
-    // s2 dies: failed; force-leave (with ?prune) makes it left (Status 3).
+    // s2 dies: failed (Status 4); force-leave makes it left (Status 3), and
+    // `?prune` then removes it from the list (serf's
+    // RemoveFailedNodePrune).
     s2.kill9();
     let status = |name: &str| -> Option<u64> {
         let (_, body) = http("GET", &format!("{base}/v1/agent/members"))?;
@@ -478,9 +498,13 @@ fn members_join_and_force_leave_endpoints_answer_as_consul() {
         assert!(Instant::now() < end, "s2 never failed\n{}", s1.log_text());
         std::thread::sleep(Duration::from_millis(250));
     }
-    let r = http("PUT", &format!("{base}/v1/agent/force-leave/s2?prune"));
+    let r = http("PUT", &format!("{base}/v1/agent/force-leave/s2"));
     assert_eq!(r, Some((200, String::new())));
     assert_eq!(status("s2"), Some(3));
+    let r = http("PUT", &format!("{base}/v1/agent/force-leave/s2?prune"));
+    assert_eq!(r, Some((200, String::new())));
+    assert_eq!(status("s2"), None, "pruned: no longer listed");
+    assert!(status("s1").is_some());
 }
 
 /// An unreachable `-retry-join` address is retried every `-retry-interval`

@@ -46,13 +46,24 @@ pub enum Update {
         version: Version,
         from: String,
     },
+    /// An operator pruned `name`, left at `version` (Consul's `force-leave
+    /// -prune`, serf's leave intent with `Prune`): forget it now rather than
+    /// after the reap timeout. Appended to the enum so older packets decode
+    /// unchanged; an older build drops a packet carrying it.
+    Prune {
+        name: String,
+        version: Version,
+        from: String,
+    },
 }
 
 impl Update {
     pub fn name(&self) -> &str {
         match self {
             Update::Alive(m) => &m.name,
-            Update::Suspect { name, .. } | Update::Dead { name, .. } => name,
+            Update::Suspect { name, .. }
+            | Update::Dead { name, .. }
+            | Update::Prune { name, .. } => name,
         }
     }
 }
@@ -176,9 +187,9 @@ fn validate(p: &Packet, len: usize, c: &GossipConfig) -> Result<(), PacketError>
     for u in &p.updates {
         let ok = match u {
             Update::Alive(m) => info_ok(m),
-            Update::Suspect { name, from, .. } | Update::Dead { name, from, .. } => {
-                name_ok(name) && name_ok(from)
-            }
+            Update::Suspect { name, from, .. }
+            | Update::Dead { name, from, .. }
+            | Update::Prune { name, from, .. } => name_ok(name) && name_ok(from),
         };
         if !ok {
             return Err(PacketError::Invalid("bad update"));

@@ -39,8 +39,11 @@ pub enum GossipInput {
     Join(Vec<String>),
     /// Leave the pool: tell everyone, then report [`GossipEvent::LeaveComplete`].
     Leave,
-    /// An operator's force-leave: a failed member becomes `left`.
-    ForceLeave(String),
+    /// An operator's force-leave: a failed member becomes `left`. With
+    /// `prune` (Consul's `force-leave -prune`), a failed or left member is
+    /// also forgotten at once, here and by every member the news reaches,
+    /// instead of after the reap timeout.
+    ForceLeave { name: String, prune: bool },
 }
 
 /// What a pool asks its driver to do.
@@ -360,8 +363,8 @@ impl Gossip {
             GossipInput::Tick => self.handle_tick(now, out),
             GossipInput::Join(addresses) => self.handle_join(now, addresses, out),
             GossipInput::Leave => self.handle_leave(now),
-            GossipInput::ForceLeave(name) => {
-                if let Err(reason) = self.force_leave(now, &name, out) {
+            GossipInput::ForceLeave { name, prune } => {
+                if let Err(reason) = self.force_leave(now, &name, prune, out) {
                     out.push(GossipAction::Event(GossipEvent::ForceLeaveRefused {
                         name,
                         reason,
@@ -374,22 +377,28 @@ impl Gossip {
     /// Moves a failed member to `left` here and everywhere (Consul's
     /// `force-leave`). A member that is alive is refused: if it were really
     /// gone, the failure detector would say so first.
+    /// With `prune`, the member is then erased (serf's
+    /// `RemoveFailedNodePrune`): reported reaped, and a prune statement
+    /// spreads so every other member erases it too.
     pub fn force_leave(
         &mut self,
         now: Instant,
         name: &str,
+        prune: bool,
         out: &mut Vec<GossipAction>,
     ) -> Result<(), ForceLeaveError> {
         let e = self.members.get(name).ok_or(ForceLeaveError::NotFound)?;
+        let version = e.info.version;
         match e.state {
-            State::Left => Ok(()),
-            State::Alive | State::Suspect => Err(ForceLeaveError::NotFailed),
-            State::Dead => {
-                let version = e.info.version;
-                self.on_dead(now, name.to_string(), version, name.to_string(), out);
-                Ok(())
-            }
+            State::Left => {}
+            State::Alive | State::Suspect => return Err(ForceLeaveError::NotFailed),
+            State::Dead => self.on_dead(now, name.to_string(), version, name.to_string(), out),
         }
+        if prune {
+            let from = self.me.name.clone();
+            self.on_prune(name.to_string(), version, from, out);
+        }
+        Ok(())
     }
 
     /// Announces new tags (a higher incarnation carries them), as serf's

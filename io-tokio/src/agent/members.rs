@@ -307,8 +307,13 @@ impl Pools {
     /// An operator's force-leave. An unknown name is an error; a member that
     /// is still alive is left alone (it would refute the leave at once, as
     /// a Consul member does) and the request succeeds, as in Consul.
-    pub async fn force_leave(&self, pool: Pool, name: &str) -> Result<(), MembersError> {
-        match self.pool(pool)?.force_leave(name).await {
+    pub async fn force_leave(
+        &self,
+        pool: Pool,
+        name: &str,
+        prune: bool,
+    ) -> Result<(), MembersError> {
+        match self.pool(pool)?.force_leave(name, prune).await {
             Ok(()) => Ok(()),
             Err(GossipError::ForceLeave {
                 reason: tern_core::gossip::ForceLeaveError::NotFailed,

@@ -171,9 +171,15 @@ impl AgentHandle {
         self.pools()?.join(pool, address).await
     }
 
-    /// Force a failed member to `left` (`/v1/agent/force-leave/<node>`).
-    pub async fn force_leave(&self, pool: Pool, node: &str) -> Result<(), MembersError> {
-        self.pools()?.force_leave(pool, node).await
+    /// Force a failed member to `left` (`/v1/agent/force-leave/<node>`),
+    /// and with `prune` forget it at once (`?prune`).
+    pub async fn force_leave(
+        &self,
+        pool: Pool,
+        node: &str,
+        prune: bool,
+    ) -> Result<(), MembersError> {
+        self.pools()?.force_leave(pool, node, prune).await
     }
 
     pub fn options(&self) -> &AgentOptions {

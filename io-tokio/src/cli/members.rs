@@ -287,8 +287,9 @@ Usage: tern force-leave [options] name
   cluster. This command is most useful for cleaning out \"failed\" nodes
   that are never coming back.
 
-  -prune            accepted for Consul compatibility: the member becomes
-                    left and is forgotten after the tombstone timeout
+  -prune            remove the member from the member list at once (here
+                    and on every member the news reaches) instead of
+                    after the tombstone timeout
   -wan              force-leave from the WAN pool (name as <node>.<dc>)
 
   -http-addr=ADDR  -token=T";

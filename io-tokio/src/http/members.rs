@@ -123,8 +123,8 @@ pub(crate) async fn join_nothing() -> ApiResult {
 }
 
 /// `?prune` and `?wan` count by presence here (Consul's `AgentForceLeave`).
-/// A pruned member is made `left` like any force-left one; it is then
-/// forgotten after the tombstone timeout rather than at once.
+/// A pruned member is made `left` and then forgotten at once, here and by
+/// every member the prune reaches (serf's `RemoveFailedNodePrune`).
 pub(crate) async fn force_leave(
     State(agent): State<AgentHandle>,
     Path(node): Path<String>,
@@ -136,6 +136,6 @@ pub(crate) async fn force_leave(
     } else {
         Pool::Lan
     };
-    agent.force_leave(pool, &node).await?;
+    agent.force_leave(pool, &node, params.has("prune")).await?;
     Ok(empty_ok())
 }

@@ -26,7 +26,46 @@ impl Gossip {
                 version,
                 from,
             } => self.on_dead(now, name, version, from, out),
+            Update::Prune {
+                name,
+                version,
+                from,
+            } => self.on_prune(name, version, from, out),
         }
+    }
+
+    /// An operator pruned `name` (force-leave `-prune`): a member we hold
+    /// as left or failed at `version` or older is erased (reported reaped
+    /// as left) and the news passed on. A member alive or suspect here, or
+    /// newer than the statement, is kept: a prune cannot take out a member
+    /// that may be alive (it left or failed only where the operator asked);
+    /// it goes the ordinary way once it is seen to fail or leave. About
+    /// ourselves: ignored (our own leave is what ends us).
+    pub(super) fn on_prune(
+        &mut self,
+        name: String,
+        version: Version,
+        from: String,
+        out: &mut Vec<GossipAction>,
+    ) {
+        let Some(e) = self.members.get(&name) else {
+            return;
+        };
+        let gone = matches!(e.state, State::Left | State::Dead);
+        if !gone || e.info.version > version || name == self.me.name {
+            return;
+        }
+        self.members.remove(&name);
+        self.queue.remove(&name);
+        self.enqueue(Update::Prune {
+            name: name.clone(),
+            version,
+            from,
+        });
+        out.push(GossipAction::Event(GossipEvent::MemberReaped {
+            name,
+            status: super::super::member::Status::Left,
+        }));
     }
 
     /// One row of a state exchange, as memberlist's `mergeState`: alive is
