@@ -16,5 +16,7 @@ pub mod client_rpc;
 pub mod config;
 pub mod gossip;
 pub mod http;
+pub mod logging;
 pub mod net;
 pub mod storage;
+pub mod version;
