@@ -129,6 +129,32 @@ fn run_with_timeout(
     keys_per_client: u64,
     request_timeout: Duration,
 ) -> BenchReport {
+    run_live(
+        target,
+        http_addr,
+        clients,
+        duration,
+        value_size,
+        keys_per_client,
+        request_timeout,
+        None,
+    )
+}
+
+/// [`run_with_timeout`], printing a progress line on `live` every second:
+/// the writes of that second, the totals, and the p99 of every write so far
+/// (from a histogram whose buckets are within 1/16 of their values).
+#[allow(clippy::too_many_arguments)]
+fn run_live(
+    target: Target,
+    http_addr: &str,
+    clients: usize,
+    duration: Duration,
+    value_size: usize,
+    keys_per_client: u64,
+    request_timeout: Duration,
+    mut live: Option<&mut dyn io::Write>,
+) -> BenchReport {
     // Every client failed before sending anything.
     let failed = |what: String| {
         eprintln!("bench: {what}");
@@ -153,6 +179,7 @@ fn run_with_timeout(
     };
     let value = vec![b'x'; value_size];
     let start = Instant::now();
+    let progress = Arc::new(std::sync::Mutex::new(Progress::default()));
     let workload = Arc::new(Workload {
         target,
         host: host.to_string(),
@@ -162,6 +189,7 @@ fn run_with_timeout(
         deadline: start + duration,
         keys_per_client: keys_per_client.max(1),
         request_timeout,
+        progress: progress.clone(),
     });
     let tally = runtime.block_on(async move {
         let mut tasks = JoinSet::new();
@@ -169,15 +197,116 @@ fn run_with_timeout(
             tasks.spawn(client(workload.clone(), c));
         }
         let mut all = Tally::default();
-        while let Some(done) = tasks.join_next().await {
-            if let Ok(t) = done {
-                all.latencies.extend(t.latencies);
-                all.errors += t.errors;
+        let mut tick = tokio::time::interval_at(
+            tokio::time::Instant::now() + Duration::from_secs(1),
+            Duration::from_secs(1),
+        );
+        let (mut seconds, mut writes_before) = (0u64, 0u64);
+        loop {
+            tokio::select! {
+                done = tasks.join_next() => match done {
+                    Some(Ok(t)) => {
+                        all.latencies.extend(t.latencies);
+                        all.errors += t.errors;
+                    }
+                    Some(Err(_)) => {}
+                    None => break,
+                },
+                _ = tick.tick(), if live.is_some() => {
+                    seconds += 1;
+                    let p = progress.lock().map(|p| p.clone()).unwrap_or_default();
+                    if let Some(out) = live.as_deref_mut() {
+                        let _ = writeln!(out, "{}", p.line(seconds, writes_before));
+                        let _ = out.flush();
+                    }
+                    writes_before = p.latencies.total;
+                }
             }
         }
         all
     });
     report(tally, start.elapsed().as_secs_f64())
+}
+
+/// What the clients have done so far, for the live lines.
+#[derive(Clone, Debug, Default)]
+struct Progress {
+    latencies: Histogram,
+    errors: u64,
+}
+
+impl Progress {
+    /// `t=3s writes/s=N writes=N errors=N p99_ms=X`: writes/s is the last
+    /// second's, p99 covers every write so far.
+    fn line(&self, seconds: u64, writes_before: u64) -> String {
+        format!(
+            "t={seconds}s writes/s={} writes={} errors={} p99_ms={:.2}",
+            self.latencies.total - writes_before,
+            self.latencies.total,
+            self.errors,
+            self.latencies.quantile_us(0.99) as f64 / 1e3
+        )
+    }
+}
+
+/// Latencies in microseconds, counted in buckets: exact below 16 µs, then
+/// 16 buckets per power of two, so a bucket's upper edge is within 1/16 of
+/// any value in it. Fixed size (16 + 16 * 60 counters), whatever the run.
+#[derive(Clone, Debug)]
+struct Histogram {
+    counts: Vec<u64>,
+    total: u64,
+}
+
+impl Default for Histogram {
+    fn default() -> Self {
+        Histogram {
+            counts: vec![0; 16 + 16 * 60],
+            total: 0,
+        }
+    }
+}
+
+impl Histogram {
+    fn bucket(us: u64) -> usize {
+        if us < 16 {
+            return us as usize;
+        }
+        let exp = 63 - us.leading_zeros() as u64;
+        (16 + (exp - 4) * 16 + ((us >> (exp - 4)) & 15)) as usize
+    }
+
+    /// The largest value that falls in bucket `i`.
+    fn upper(i: usize) -> u64 {
+        if i < 16 {
+            return i as u64;
+        }
+        let (exp, sub) = ((i as u128 - 16) / 16 + 4, (i as u128 - 16) % 16);
+        u64::try_from(((16 + sub + 1) << (exp - 4)) - 1).unwrap_or(u64::MAX)
+    }
+
+    fn record(&mut self, latency: Duration) {
+        let us = u64::try_from(latency.as_micros()).unwrap_or(u64::MAX);
+        let i = Self::bucket(us).min(self.counts.len() - 1);
+        self.counts[i] += 1;
+        self.total += 1;
+    }
+
+    /// The upper edge of the bucket holding the `q` quantile (0 if empty).
+    fn quantile_us(&self, q: f64) -> u64 {
+        if self.total == 0 {
+            return 0;
+        }
+        let rank = ((self.total as f64 * q).ceil() as u64).clamp(1, self.total);
+        let mut seen = 0;
+        for (i, n) in self.counts.iter().enumerate() {
+            seen += n;
+            if seen >= rank {
+                return Self::upper(i);
+            }
+        }
+        Self::upper(self.counts.len() - 1)
+    }
 }
 
 /// Resolve `host` (host:port) once, before the run. Of several addresses
@@ -212,6 +341,8 @@ struct Workload {
     /// Client `c` writes `bench/c/0` .. `bench/c/(keys_per_client - 1)`, in turn.
     keys_per_client: u64,
     request_timeout: Duration,
+    /// Shared with the live lines.
+    progress: Arc<std::sync::Mutex<Progress>>,
 }
 
 impl Workload {
@@ -273,9 +404,18 @@ async fn client(w: Arc<Workload>, c: usize) -> Tally {
         let t = Instant::now();
         let sent = exchange(w.addr, &mut conn, &mut inbox, &request);
         match tokio::time::timeout(w.request_timeout, sent).await {
-            Ok(Ok(())) => tally.latencies.push(t.elapsed()),
+            Ok(Ok(())) => {
+                let took = t.elapsed();
+                tally.latencies.push(took);
+                if let Ok(mut p) = w.progress.lock() {
+                    p.latencies.record(took);
+                }
+            }
             Ok(Err(_)) | Err(_) => {
                 tally.errors += 1;
+                if let Ok(mut p) = w.progress.lock() {
+                    p.errors += 1;
+                }
                 conn = None;
                 let left = w.deadline.saturating_duration_since(Instant::now());
                 tokio::time::sleep(ERROR_BACKOFF.min(left)).await;
@@ -634,65 +774,62 @@ impl Inbox {
     }
 }
 
-/// `tern bench kv --http-addr A --clients N --duration 20s --value-size 256`
-pub fn main(args: &[String]) -> i32 {
-    let mut http = crate::config::http_addr_from_env(None);
-    let mut clients = 1usize;
-    let mut duration = Duration::from_secs(10);
-    let mut size = 256usize;
-    let mut target = Target::Consul;
-    let mut keys = DEFAULT_KEYS_PER_CLIENT;
-    if args.first().map(String::as_str) != Some("kv") {
-        eprintln!("usage: tern bench kv [--http-addr A] [--clients N] [--duration D] [--value-size B] [--keys-per-client K] [--target tern|etcd]");
+/// `tern bench kv`'s help.
+pub const BENCH_KV_HELP: &str = "\
+Usage: tern bench kv [options]
+
+  Runs N clients that each keep one KV put in flight for the given time,
+  over kept-alive connections, and reports writes/s and latency
+  percentiles. While it runs it prints a line a second on stderr (writes/s
+  in that second, p99 so far); the summary goes to stdout.
+
+Command Options
+
+  -http-addr=<addr>        the agent (or etcd) to load (default: the
+                           TERN_HTTP_ADDR / CONSUL_HTTP_ADDR / 127.0.0.1:8500)
+  -clients=<n>             concurrent clients (1)
+  -duration=<dur>          how long to run (10s)
+  -value-size=<bytes>      size of each value (256)
+  -keys-per-client=<n>     keys each client cycles through (1000)
+  -target=<tern|etcd>      speak Consul's KV API or etcd's JSON gateway (tern)
+";
+
+/// `tern bench kv [flags]` (`args` after `kv`): the live lines go to `err`,
+/// the summary to `out`; the exit code.
+pub fn command(args: &[String], out: &mut dyn io::Write, err: &mut dyn io::Write) -> i32 {
+    use crate::cli::flags::{parse, value};
+    let specs = [
+        value("http-addr"),
+        value("clients"),
+        value("duration"),
+        value("value-size"),
+        value("keys-per-client"),
+        value("target"),
+    ];
+    let parsed = match parse(args, &specs) {
+        Ok(p) if p.help => {
+            let _ = out.write_all(BENCH_KV_HELP.as_bytes());
+            return 0;
+        }
+        Ok(p) => p,
+        Err(e) => {
+            let _ = write!(err, "{e}\n\n{BENCH_KV_HELP}");
+            return 1;
+        }
+    };
+    let options = match options_of(&parsed) {
+        Ok(o) => o,
+        Err(e) => {
+            let _ = writeln!(err, "{e}");
+            return 1;
+        }
+    };
+    if let Some(extra) = parsed.args.first() {
+        let _ = writeln!(err, "unexpected argument {extra:?}");
         return 1;
     }
-    let mut it = args[1..].iter();
-    while let Some(a) = it.next() {
-        let (flag, inline) = match a.split_once('=') {
-            Some((f, v)) => (f.trim_start_matches('-'), Some(v.to_string())),
-            None => (a.trim_start_matches('-'), None),
-        };
-        let value = match inline.or_else(|| it.next().cloned()) {
-            Some(v) => v,
-            None => {
-                eprintln!("{flag}: needs a value");
-                return 1;
-            }
-        };
-        let bad = |what: &str| {
-            eprintln!("{flag}: {what}, got {value:?}");
-            1
-        };
-        match flag {
-            "http-addr" => http = value.trim_start_matches("http://").to_string(),
-            "target" => match value.as_str() {
-                "tern" | "consul" => target = Target::Consul,
-                "etcd" => target = Target::Etcd,
-                _ => return bad("must be tern or etcd"),
-            },
-            "clients" => match value.parse() {
-                Ok(n) if n > 0 => clients = n,
-                _ => return bad("must be a positive number"),
-            },
-            "duration" => match parse_duration(&value) {
-                Some(d) => duration = d,
-                None => return bad("must be a duration like 20s"),
-            },
-            "value-size" => match value.parse() {
-                Ok(n) => size = n,
-                _ => return bad("must be a number of bytes"),
-            },
-            "keys-per-client" => match value.parse() {
-                Ok(n) if n > 0 => keys = n,
-                _ => return bad("must be a positive number"),
-            },
-            _ => {
-                eprintln!("unknown flag -{flag}");
-                return 1;
-            }
-        }
-    }
-    let r = run_with_timeout(
+    let (target, http, clients, duration, size, keys) = options;
+    let r = run_live(
         target,
         &http,
         clients,
@@ -700,12 +837,51 @@ pub fn main(args: &[String]) -> i32 {
         size,
         keys,
         REQUEST_TIMEOUT,
+        Some(err),
     );
-    println!(
+    let _ = writeln!(
+        out,
         "clients={clients} value_size={size} duration_s={:.1} {r}",
         r.seconds
     );
     0
+}
+
+type BenchOptions = (Target, String, usize, Duration, usize, u64);
+
+/// The run's settings from the parsed flags; an error names the flag.
+fn options_of(p: &crate::cli::flags::Parsed) -> Result<BenchOptions, String> {
+    let bad = |flag: &str, what: &str, v: &str| format!("-{flag}: {what}, got {v:?}");
+    let http = crate::config::http_addr_from_env(p.last("http-addr"));
+    let target = match p.last("target").unwrap_or("tern") {
+        "tern" | "consul" => Target::Consul,
+        "etcd" => Target::Etcd,
+        v => return Err(bad("target", "must be tern or etcd", v)),
+    };
+    let positive = |flag: &str, default: u64| -> Result<u64, String> {
+        match p.last(flag) {
+            None => Ok(default),
+            Some(v) => match v.parse::<u64>() {
+                Ok(n) if n > 0 => Ok(n),
+                _ => Err(bad(flag, "must be a positive number", v)),
+            },
+        }
+    };
+    let clients = positive("clients", 1)? as usize;
+    let keys = positive("keys-per-client", DEFAULT_KEYS_PER_CLIENT)?;
+    let duration = match p.last("duration") {
+        None => Duration::from_secs(10),
+        Some(v) => {
+            parse_duration(v).ok_or_else(|| bad("duration", "must be a duration like 20s", v))?
+        }
+    };
+    let size = match p.last("value-size") {
+        None => 256,
+        Some(v) => v
+            .parse()
+            .map_err(|_| bad("value-size", "must be a number of bytes", v))?,
+    };
+    Ok((target, http, clients, duration, size, keys))
 }
 
 fn parse_duration(s: &str) -> Option<Duration> {
@@ -733,6 +909,38 @@ mod tests {
         b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 4\r\n\r\ntrue";
     const OK_CHUNKED: &[u8] = b"HTTP/1.1 200 OK\r\ntransfer-encoding: Chunked\r\n\r\n\
         2;ext=1\r\ntr\r\n2\r\nue\r\n0\r\nX-Trailer: y\r\n\r\n";
+
+    #[test]
+    fn the_histogram_keeps_quantiles_within_a_sixteenth() {
+        let mut h = Histogram::default();
+        assert_eq!(h.quantile_us(0.99), 0);
+        for us in 1..=10_000u64 {
+            h.record(Duration::from_micros(us));
+        }
+        let p99 = h.quantile_us(0.99);
+        assert!((9_900..=9_900 + 9_900 / 16).contains(&p99), "{p99}");
+        let p50 = h.quantile_us(0.50);
+        assert!((5_000..=5_000 + 5_000 / 16).contains(&p50), "{p50}");
+        for us in [
+            0u64,
+            15,
+            16,
+            17,
+            31,
+            32,
+            33,
+            1 << 20,
+            u64::MAX >> 4,
+            u64::MAX,
+        ] {
+            let i = Histogram::bucket(us);
+            assert!(Histogram::upper(i) >= us, "{us}");
+            assert!(i == 0 || Histogram::upper(i - 1) < us, "{us}");
+        }
+        // An hour fits; anything longer lands in the last bucket.
+        h.record(Duration::from_secs(1 << 40));
+        assert_eq!(h.total, 10_001);
+    }
 
     // ---------- against tiny servers ----------
 

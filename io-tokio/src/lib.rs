@@ -4,7 +4,10 @@
 //! timers, the server port (`net`) and the data dir (`storage`); `http` is the
 //! Consul-compatible HTTP API on top of an [`agent::AgentHandle`]; `config`
 //! turns flags and Consul-style config files into [`agent::AgentOptions`];
-//! `cli` holds the client commands (`kv`, `operator raft`, `members`, `leave`);
+//! `cli` holds the command line: every command's help and the client
+//! commands (`kv`, `operator`, `members`, `leave`, `version`); `logging` sets
+//! up the agent's logs (JSON, a rotating file); `version` is the one source
+//! of the versions the binary reports;
 //! `client_rpc` is a client agent's way to the servers (`agent::start_client`);
 //! `gossip` runs a core gossip pool on UDP and TCP sockets (not yet wired into
 //! the agent).
@@ -16,5 +19,7 @@ pub mod client_rpc;
 pub mod config;
 pub mod gossip;
 pub mod http;
+pub mod logging;
 pub mod net;
 pub mod storage;
+pub mod version;

@@ -1,52 +1,42 @@
 //! The `tern` binary: `tern agent ...` runs a server (or, without `-server`,
-//! a client agent); every other subcommand
-//! is a client of the HTTP API (`tern kv`, `tern operator raft`, `tern members`,
-//! `tern join`, `tern force-leave`, `tern leave`).
+//! a client agent); every other command is a client of the HTTP API (`tern
+//! kv`, `tern operator raft`, `tern members`, ...) or `tern bench` and `tern
+//! version`. `tern --help` lists them; `tern <command> -h` explains one.
 
+use std::io::Write as _;
 use std::process::ExitCode;
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
-    match args.first().map(String::as_str) {
-        Some("agent") => agent(&args[1..]),
-        Some("bench") => ExitCode::from(tern::bench::main(&args[1..]).clamp(0, 255) as u8),
-        Some("version") | Some("-version") | Some("--version") => {
-            println!("Tern v{}", env!("CARGO_PKG_VERSION"));
-            ExitCode::SUCCESS
-        }
-        Some(cmd) if tern::cli::is_command(cmd) => {
-            ExitCode::from(tern::cli::run(&args).clamp(0, 255) as u8)
-        }
-        Some(other) => {
-            eprintln!("unknown command {other:?}; commands: agent, kv, operator, members, join, force-leave, leave, bench, version");
-            ExitCode::from(1)
-        }
-        None => {
-            eprintln!(
-                "usage: tern <command> [args]\n\n\
-                 commands: agent, kv, operator, members, join, force-leave, leave, bench, version\n\
-                 start here: tern agent -dev"
-            );
-            ExitCode::from(1)
-        }
-    }
+    let code = match tern::cli::agent_args(&args) {
+        Some(agent_args) => agent(agent_args),
+        None => tern::cli::run(&args),
+    };
+    ExitCode::from(code.clamp(0, 255) as u8)
 }
 
-fn agent(args: &[String]) -> ExitCode {
-    let (options, log_level) = match tern::config::load(args) {
-        Ok(c) => (c.options, c.log_level),
-        Err(e) if e.0.starts_with("usage: ") => {
-            println!("{e}");
-            return ExitCode::SUCCESS;
-        }
+fn agent(args: &[String]) -> i32 {
+    // An unknown flag: Go's error line, then the agent's help.
+    if let Err(text) = tern::cli::check_agent_flags(args) {
+        let _ = std::io::stderr().write_all(text.as_bytes());
+        return 1;
+    }
+    let config = match tern::config::load(args) {
+        Ok(c) => c,
         Err(e) => {
             eprintln!("{e}");
-            return ExitCode::from(1);
+            return 1;
         }
     };
-    let filter = tracing_subscriber::EnvFilter::try_from_env("TERN_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(log_level));
-    tracing_subscriber::fmt().with_env_filter(filter).init();
+    if let Err(e) = tern::logging::init(&config.log_level, &config.logging) {
+        eprintln!("{e}");
+        return 1;
+    }
+    // Consul config keys Tern does not implement: one warning each.
+    for warning in &config.warnings {
+        tracing::warn!("{warning}");
+    }
+    let options = config.options;
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -55,7 +45,7 @@ fn agent(args: &[String]) -> ExitCode {
         Ok(r) => r,
         Err(e) => {
             eprintln!("starting the runtime: {e}");
-            return ExitCode::from(1);
+            return 1;
         }
     };
     runtime.block_on(async move {
@@ -69,14 +59,14 @@ fn agent(args: &[String]) -> ExitCode {
             Ok(a) => a,
             Err(e) => {
                 tracing::error!("{e}");
-                return ExitCode::from(1);
+                return 1;
             }
         };
         let http = match tokio::net::TcpListener::bind(options.http_addr).await {
             Ok(l) => l,
             Err(e) => {
                 tracing::error!("binding the HTTP address {}: {e}", options.http_addr);
-                return ExitCode::from(1);
+                return 1;
             }
         };
         if options.server {
@@ -118,7 +108,7 @@ fn agent(args: &[String]) -> ExitCode {
         // not wait on a blocking query's whole wait.
         let _ = tokio::time::timeout(std::time::Duration::from_secs(2), http).await;
         tracing::info!("graceful leave complete");
-        ExitCode::SUCCESS
+        0
     })
 }
 

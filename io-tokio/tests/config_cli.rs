@@ -381,8 +381,8 @@ fn each_bad_value_gives_one_line_naming_the_key() {
             "invalid config key colour (in ",
         ),
         (
-            args(&format!("{ok} -config-file {}", file("u2.hcl", "ports {\n  dns = 53\n}\n"))),
-            "invalid config key ports.dns (in ",
+            args(&format!("{ok} -config-file {}", file("u2.hcl", "ports {\n  dnss = 53\n}\n"))),
+            "invalid config key ports.dnss (in ",
         ),
         (
             args(&format!("-server -node-id {ID}")),
@@ -412,9 +412,13 @@ fn each_bad_value_gives_one_line_naming_the_key() {
         (args(&format!("{ok} -bind nowhere")), "-bind: must be an IP address, got \"nowhere\""),
         (args(&format!("{ok} -log-level loud")), "-log-level: must be one of"),
         (args("-server -data-dir /d -node-id nope"), "-node-id: must be a UUID, got \"nope\""),
-        (args(&format!("{ok} -foo")), "unknown flag -foo"),
-        (args(&format!("{ok} --foo=1")), "unknown flag --foo"),
-        (args(&format!("{ok} -retry-join")), "-retry-join: needs a value"),
+        (args(&format!("{ok} -foo")), "flag provided but not defined: -foo"),
+        (args(&format!("{ok} --foo=1")), "flag provided but not defined: -foo"),
+        (args(&format!("{ok} -retry-join")), "flag needs an argument: -retry-join"),
+        (args(&format!("{ok} -log-rotate-max-files=-2")), "-log-rotate-max-files: must be a whole number of files"),
+        (args(&format!("{ok} -log-rotate-duration=0s")), "-log-rotate-duration: must be greater than zero"),
+        (args(&format!("{ok} -log-rotate-bytes=lots")), "-log-rotate-bytes: must be a whole number"),
+        (args(&format!("{ok} -log-json=maybe")), "-log-json: must be true or false"),
         (args(&format!("{ok} stray")), "unexpected argument \"stray\""),
         (
             args(&format!("{ok} -config-file {}", file("bad.json", "{ not json"))),
@@ -1100,10 +1104,29 @@ fn leave_asks_the_agent_to_leave() {
 // ---------------------------------------------------------------------------
 // Usage errors and an unreachable agent
 
+/// Consul's commands parse flags with Go's `flag` package: an unknown flag
+/// is its error line, then the command's help (mitchellh/cli), exit 1.
+#[test]
+fn an_unknown_flag_prints_the_error_and_the_commands_help() {
+    let f = fake(&[]);
+    let (code, out, err) = cli("kv get -bogus k", &f.addr);
+    assert_eq!((code, out.as_str()), (1, ""));
+    assert!(
+        err.starts_with("flag provided but not defined: -bogus\n\nUsage: tern kv get [options]"),
+        "{err}"
+    );
+    let (code, _, err) = cli("operator raft list-peers -id=x", &f.addr);
+    assert_eq!(code, 1);
+    assert!(
+        err.contains("\nUsage: tern operator raft list-peers"),
+        "{err}"
+    );
+    assert!(f.seen().is_empty(), "no request for a usage error");
+}
+
 #[test]
 fn usage_errors_are_one_line_and_exit_1() {
     let f = fake(&[]);
-    assert_one_error_line(cli("kv get -bogus k", &f.addr), "unknown flag -bogus\n");
     assert_one_error_line(cli("kv get", &f.addr), "Error! Missing KEY argument\n");
     assert_one_error_line(
         cli("kv get a b", &f.addr),
@@ -1117,15 +1140,15 @@ fn usage_errors_are_one_line_and_exit_1() {
         cli("members extra", &f.addr),
         "unexpected argument \"extra\"\n",
     );
-    assert_one_error_line(
-        cli("frobnicate", &f.addr),
-        "unknown command \"frobnicate -http-addr=",
-    );
     assert!(f.seen().is_empty(), "no request for a usage error");
     // -h prints the command's usage on stdout and succeeds.
     let (code, out, _) = cli("kv put -h", &f.addr);
     assert_eq!(code, 0);
     assert!(out.starts_with("Usage: tern kv put"));
+    // An unknown command: the command list on stderr, mitchellh/cli's 127.
+    let (code, out, err) = cli("frobnicate", &f.addr);
+    assert_eq!((code, out.as_str()), (127, ""));
+    assert!(err.starts_with("Usage: tern [--version] [--help] <command> [<args>]"));
 }
 
 #[test]

@@ -128,11 +128,7 @@ impl std::fmt::Display for MembersError {
 /// The build string our members carry (the `build` tag): the Consul version
 /// we answer like, then ours, as `/v1/agent/self` reports it.
 pub(crate) fn build() -> String {
-    format!(
-        "{}:tern-{}",
-        crate::http::CONSUL_COMPATIBLE_VERSION,
-        env!("CARGO_PKG_VERSION")
-    )
+    crate::version::build_tag()
 }
 
 impl Pools {

@@ -41,7 +41,7 @@ pub(crate) fn set_config(args: &[String], io: &mut Io) -> i32 {
         value("redundancy-zone-tag"),
         value("upgrade-version-tag"),
     ];
-    let (p, client) = match command(args, &own, SET_CONFIG_USAGE, io) {
+    let (p, client) = match command(args, &own, "operator autopilot set-config", io) {
         Ok(x) => x,
         Err(code) => return code,
     };
@@ -134,7 +134,7 @@ pub(crate) fn set_config(args: &[String], io: &mut Io) -> i32 {
 }
 
 pub(crate) fn get_config(args: &[String], io: &mut Io) -> i32 {
-    let (p, client) = match command(args, &[], GET_CONFIG_USAGE, io) {
+    let (p, client) = match command(args, &[], "operator autopilot get-config", io) {
         Ok(x) => x,
         Err(code) => return code,
     };
@@ -203,7 +203,7 @@ struct StateServer {
 
 pub(crate) fn state(args: &[String], io: &mut Io) -> i32 {
     let own = [value("format")];
-    let (p, client) = match command(args, &own, STATE_USAGE, io) {
+    let (p, client) = match command(args, &own, "operator autopilot state", io) {
         Ok(x) => x,
         Err(code) => return code,
     };

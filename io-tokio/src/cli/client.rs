@@ -189,6 +189,21 @@ pub(crate) fn base64_decode(s: &str) -> Option<Vec<u8>> {
     Some(out)
 }
 
+/// Standard base64 with padding, as Go's `base64.StdEncoding` writes it.
+pub(crate) fn base64_encode(bytes: &[u8]) -> String {
+    use base64::Engine as _;
+    base64::engine::general_purpose::STANDARD.encode(bytes)
+}
+
+/// Standard base64 as Go's `base64.StdEncoding` reads it: padding required,
+/// any other character an error naming its offset.
+pub(crate) fn base64_decode_strict(text: &[u8]) -> Result<Vec<u8>, String> {
+    use base64::Engine as _;
+    base64::engine::general_purpose::STANDARD
+        .decode(text)
+        .map_err(|e| e.to_string())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -64,7 +64,9 @@ impl Parsed {
     }
 }
 
-/// Parse `args` against `specs`. Errors are one line naming the flag.
+/// Parse `args` against `specs`. Errors are one line naming the flag, in
+/// the words of Go's `flag` package (`flag provided but not defined: -x`,
+/// `flag needs an argument: -x`); a command prints its help after them.
 /// `-h`, `-help` and `--help` set `help`.
 pub(crate) fn parse(args: &[String], specs: &[Spec]) -> Result<Parsed, String> {
     let mut parsed = Parsed::default();
@@ -84,21 +86,21 @@ pub(crate) fn parse(args: &[String], specs: &[Spec]) -> Result<Parsed, String> {
         };
         let name = written.trim_start_matches('-');
         if written.starts_with("---") || name.is_empty() {
-            return Err(format!("unknown flag {written}"));
+            return Err(format!("bad flag syntax: {arg}"));
         }
         if matches!(name, "h" | "help") {
             parsed.help = true;
             continue;
         }
         let Some(spec) = specs.iter().find(|s| s.name == name) else {
-            return Err(format!("unknown flag {written}"));
+            return Err(format!("flag provided but not defined: -{name}"));
         };
         let v = match (spec.takes_value, inline) {
             (_, Some(v)) => v,
             (false, None) => "true".to_string(),
             (true, None) => match rest.next() {
                 Some(v) => v.clone(),
-                None => return Err(format!("-{name}: needs a value")),
+                None => return Err(format!("flag needs an argument: -{name}")),
             },
         };
         parsed.flags.push((spec.name, v));
@@ -144,14 +146,23 @@ mod tests {
     }
 
     #[test]
+    /// Go's `flag` package words (flag.go `failf`), which Consul prints.
     fn errors_are_one_line_naming_the_flag() {
         assert_eq!(
             parse(&args("-foo"), SPECS).unwrap_err(),
-            "unknown flag -foo"
+            "flag provided but not defined: -foo"
+        );
+        assert_eq!(
+            parse(&args("--foo=1"), SPECS).unwrap_err(),
+            "flag provided but not defined: -foo"
         );
         assert_eq!(
             parse(&args("--retry-join"), SPECS).unwrap_err(),
-            "-retry-join: needs a value"
+            "flag needs an argument: -retry-join"
+        );
+        assert_eq!(
+            parse(&args("---x"), SPECS).unwrap_err(),
+            "bad flag syntax: ---x"
         );
         let p = parse(&args("-server=maybe"), SPECS).unwrap();
         assert_eq!(

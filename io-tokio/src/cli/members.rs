@@ -59,7 +59,7 @@ pub(crate) fn members(args: &[String], io: &mut Io) -> i32 {
         value("status"),
         value("segment"),
     ];
-    let (p, client) = match command(args, &own, MEMBERS_USAGE, io) {
+    let (p, client) = match command(args, &own, "members", io) {
         Ok(x) => x,
         Err(code) => return code,
     };
@@ -189,7 +189,7 @@ fn detailed_rows(members: &[Member]) -> Vec<Vec<String>> {
 }
 
 pub(crate) fn join(args: &[String], io: &mut Io) -> i32 {
-    let (p, client) = match command(args, &[flag("wan")], JOIN_USAGE, io) {
+    let (p, client) = match command(args, &[flag("wan")], "join", io) {
         Ok(x) => x,
         Err(code) => return code,
     };
@@ -199,7 +199,7 @@ pub(crate) fn join(args: &[String], io: &mut Io) -> i32 {
     };
     if p.args.is_empty() {
         let _ = writeln!(io.err, "At least one address to join must be specified.\n");
-        let _ = writeln!(io.err, "{JOIN_USAGE}");
+        let _ = write!(io.err, "{}", super::help_of("join"));
         return 1;
     }
     let query: Vec<(&str, Option<&str>)> = if wan {
@@ -228,7 +228,7 @@ pub(crate) fn join(args: &[String], io: &mut Io) -> i32 {
 
 pub(crate) fn force_leave(args: &[String], io: &mut Io) -> i32 {
     let own = [flag("prune"), flag("wan")];
-    let (p, client) = match command(args, &own, FORCE_LEAVE_USAGE, io) {
+    let (p, client) = match command(args, &own, "force-leave", io) {
         Ok(x) => x,
         Err(code) => return code,
     };
@@ -241,7 +241,7 @@ pub(crate) fn force_leave(args: &[String], io: &mut Io) -> i32 {
             io.err,
             "A single node name must be specified to force leave.\n"
         );
-        let _ = writeln!(io.err, "{FORCE_LEAVE_USAGE}");
+        let _ = write!(io.err, "{}", super::help_of("force-leave"));
         return 1;
     }
     let mut query: Vec<(&str, Option<&str>)> = Vec::new();
@@ -258,7 +258,7 @@ pub(crate) fn force_leave(args: &[String], io: &mut Io) -> i32 {
     }
 }
 
-const MEMBERS_USAGE: &str = "\
+pub(crate) const MEMBERS_USAGE: &str = "\
 Usage: tern members [options]
 
   Outputs the members of a running agent's gossip pool.
@@ -269,7 +269,7 @@ Usage: tern members [options]
 
   -http-addr=ADDR  -datacenter=DC  -token=T";
 
-const JOIN_USAGE: &str = "\
+pub(crate) const JOIN_USAGE: &str = "\
 Usage: tern join [options] address ...
 
   Tells a running agent to join the cluster by specifying at least one
@@ -279,7 +279,7 @@ Usage: tern join [options] address ...
 
   -http-addr=ADDR  -token=T";
 
-const FORCE_LEAVE_USAGE: &str = "\
+pub(crate) const FORCE_LEAVE_USAGE: &str = "\
 Usage: tern force-leave [options] name
 
   Forces a member of the cluster to enter the \"left\" state. Note that if

@@ -1,14 +1,18 @@
-//! The client commands, talking to an agent over its HTTP API as Consul's CLI
-//! does: `kv get|put|delete`, `operator raft list-peers|remove-peer`,
+//! The command line: help for every command (`help.rs`), and the client
+//! commands, talking to an agent over its HTTP API as Consul's CLI does:
+//! `kv get|put|delete|export|import`, `operator raft list-peers|remove-peer`,
 //! `operator autopilot get-config|set-config|state`, `members`, `join`,
-//! `force-leave`, `leave`.
+//! `force-leave`, `leave`, `version` (and `bench kv`, in `crate::bench`).
 //!
-//! Output follows Consul's CLI. Every error is one line on stderr and the
-//! exit code is 1 (Consul's code for usage and request errors alike).
+//! Output follows Consul's CLI. A request or value error is one line on
+//! stderr and exit code 1 (Consul's code for usage and request errors
+//! alike); an unknown flag is Go's error line followed by the command's
+//! help, also exit 1.
 
 mod autopilot;
 mod client;
 pub(crate) mod flags;
+mod help;
 mod kv;
 mod members;
 mod operator;
@@ -17,9 +21,12 @@ mod table;
 use std::io::{Read, Write};
 
 use flags::{flag, value, Parsed, Spec};
+use help::Resolved;
 
-/// Run a client command (`args` start at the subcommand, e.g. `["kv", "get",
+/// Run a command (`args` are everything after `tern`, e.g. `["kv", "get",
 /// "foo"]`) on the real stdin, stdout and stderr; returns the exit code.
+/// `tern agent` is run by the binary itself (see [`agent_args`]); here it
+/// only has help.
 pub fn run(args: &[String]) -> i32 {
     let (stdout, stderr) = (std::io::stdout(), std::io::stderr());
     let code = run_with(args, &mut stdout.lock(), &mut stderr.lock());
@@ -40,63 +47,83 @@ pub fn run_with_input(
     err: &mut dyn Write,
 ) -> i32 {
     let mut io = Io { input, out, err };
-    let words: Vec<&str> = args.iter().map(String::as_str).collect();
-    match words.as_slice() {
-        ["kv", "get", ..] => kv::get(&args[2..], &mut io),
-        ["kv", "put", ..] => kv::put(&args[2..], &mut io),
-        ["kv", "delete", ..] => kv::delete(&args[2..], &mut io),
-        ["operator", "raft", "list-peers", ..] => operator::list_peers(&args[3..], &mut io),
-        ["operator", "raft", "remove-peer", ..] => operator::remove_peer(&args[3..], &mut io),
-        ["operator", "autopilot", "get-config", ..] => autopilot::get_config(&args[3..], &mut io),
-        ["operator", "autopilot", "set-config", ..] => autopilot::set_config(&args[3..], &mut io),
-        ["operator", "autopilot", "state", ..] => autopilot::state(&args[3..], &mut io),
-        ["members", ..] => members::members(&args[1..], &mut io),
-        ["join", ..] => members::join(&args[1..], &mut io),
-        ["force-leave", ..] => members::force_leave(&args[1..], &mut io),
-        ["leave", ..] => operator::leave(&args[1..], &mut io),
-        [] | ["help" | "-h" | "-help" | "--help"] => {
-            io.line(USAGE);
-            0
+    let (doc, rest) = match help::resolve(args) {
+        Resolved::Run(doc, rest) => (doc, rest),
+        Resolved::Help(text) => {
+            let _ = io.out.write_all(text.as_bytes());
+            return 0;
         }
-        _ => fail(
+        Resolved::Refuse(text, code) => {
+            let _ = io.err.write_all(text.as_bytes());
+            return code;
+        }
+        Resolved::Version => return version(&[], &mut io),
+    };
+    match doc.path {
+        "kv get" => kv::get(rest, &mut io),
+        "kv put" => kv::put(rest, &mut io),
+        "kv delete" => kv::delete(rest, &mut io),
+        "kv export" => kv::export(rest, &mut io),
+        "kv import" => kv::import(rest, &mut io),
+        "operator raft list-peers" => operator::list_peers(rest, &mut io),
+        "operator raft remove-peer" => operator::remove_peer(rest, &mut io),
+        "operator autopilot get-config" => autopilot::get_config(rest, &mut io),
+        "operator autopilot set-config" => autopilot::set_config(rest, &mut io),
+        "operator autopilot state" => autopilot::state(rest, &mut io),
+        "members" => members::members(rest, &mut io),
+        "join" => members::join(rest, &mut io),
+        "force-leave" => members::force_leave(rest, &mut io),
+        "leave" => operator::leave(rest, &mut io),
+        "version" => version(rest, &mut io),
+        "bench kv" => crate::bench::command(rest, io.out, io.err),
+        // The binary runs the agent before it gets here (`agent_args`).
+        other => fail(
             &mut io,
-            format!(
-                "unknown command {:?}; commands: {COMMANDS}",
-                words.join(" ")
-            ),
+            format!("{other}: run this command with the tern binary"),
         ),
     }
 }
 
-/// Whether `word` (the first argument) names a client command, for a
-/// dispatcher that also knows `agent` and `version`.
-pub fn is_command(word: &str) -> bool {
-    matches!(
-        word,
-        "kv" | "operator" | "members" | "join" | "force-leave" | "leave"
-    )
+/// The arguments of `tern agent ...` when `args` ask to run the agent (not
+/// for its help, and with no flags before `agent`); the binary runs it.
+pub fn agent_args(args: &[String]) -> Option<&[String]> {
+    match help::resolve(args) {
+        Resolved::Run(doc, rest) if doc.path == "agent" => Some(rest),
+        _ => None,
+    }
 }
 
-/// One line listing the client commands.
-pub const COMMANDS: &str =
-    "kv get|put|delete, operator raft list-peers|remove-peer, operator autopilot get-config|set-config|state, members, join, force-leave, leave";
+/// Check `tern agent`'s flags before the agent reads its configuration: a
+/// flag it does not know (or one missing its value) gives Go's error line,
+/// then the agent's help, as Consul's agent command prints them.
+pub fn check_agent_flags(args: &[String]) -> Result<(), String> {
+    flags::parse(args, crate::config::AGENT_FLAGS)
+        .map(|_| ())
+        .map_err(|e| {
+            format!(
+                "{e}\n\n{}",
+                help::command_help(help::find("agent").expect("agent"))
+            )
+        })
+}
 
-const USAGE: &str = "\
-Usage: tern <command> [options]
-
-  kv get|put|delete                 read and write the key/value store
-  operator raft list-peers          show the Raft configuration
-  operator raft remove-peer         remove a server from it
-  operator autopilot get-config     show the autopilot configuration
-  operator autopilot set-config     change the autopilot configuration
-  operator autopilot state          show autopilot's view of every server
-  members                           list the gossip pool's members
-  join                              join the cluster through a member's gossip address
-  force-leave                       make a failed member leave
-  leave                             make the agent leave and shut down
-
-Every command takes -http-addr=ADDR (or TERN_HTTP_ADDR / CONSUL_HTTP_ADDR,
-default 127.0.0.1:8500). Run `tern <command> -h` for its options.";
+/// `tern version [-format=pretty|json]` (Consul's command/version).
+fn version(args: &[String], io: &mut Io) -> i32 {
+    let doc = help::find("version").expect("version is a command");
+    let parsed = match parse_or_help(args, &[value("format")], doc, io) {
+        Ok(p) => p,
+        Err(code) => return code,
+    };
+    if let Some(extra) = parsed.args.first() {
+        return fail(io, format!("unexpected argument {extra:?}"));
+    }
+    match parsed.last("format").unwrap_or("pretty") {
+        "pretty" => io.bytes(crate::version::pretty().as_bytes()),
+        "json" => io.line(&crate::version::json()),
+        other => return fail(io, format!("Unknown format: {other}")),
+    }
+    0
+}
 
 /// The streams a command writes to.
 pub(crate) struct Io<'a> {
@@ -130,19 +157,45 @@ const COMMON: [Spec; 4] = [
 ];
 
 /// Parse a command's flags (its own and the common ones) and make its
-/// client. `-h` prints `usage` and exits 0; a bad flag is one line, exit 1.
+/// client. `-h` prints the command's help on stdout and exits 0; an unknown
+/// flag prints Go's error line and the help on stderr, exit 1; a bad value
+/// is one line, exit 1.
 pub(crate) fn command(
     args: &[String],
     own: &[Spec],
-    usage: &str,
+    path: &str,
     io: &mut Io,
 ) -> Result<(Parsed, client::Client), i32> {
+    let doc = help::find(path).expect("every command has help");
     let specs: Vec<Spec> = own.iter().chain(COMMON.iter()).copied().collect();
-    let parsed = flags::parse(args, &specs).map_err(|e| fail(io, e))?;
-    if parsed.help {
-        io.line(usage);
-        return Err(0);
-    }
+    let parsed = parse_or_help(args, &specs, doc, io)?;
     let client = client::Client::from_flags(&parsed).map_err(|e| fail(io, e))?;
     Ok((parsed, client))
+}
+
+/// Parse `args` against `specs`; on `-h` or a flag error, print as
+/// [`command`] says and give the exit code.
+fn parse_or_help(
+    args: &[String],
+    specs: &[Spec],
+    doc: &help::CommandDoc,
+    io: &mut Io,
+) -> Result<Parsed, i32> {
+    match flags::parse(args, specs) {
+        Ok(p) if p.help => {
+            let _ = io.out.write_all(help::command_help(doc).as_bytes());
+            Err(0)
+        }
+        Ok(p) => Ok(p),
+        Err(e) => {
+            let _ = write!(io.err, "{e}\n\n{}", help::command_help(doc));
+            Err(1)
+        }
+    }
+}
+
+/// The full help of the command at `path`, for commands that print it
+/// after a usage error (`join` without an address).
+pub(crate) fn help_of(path: &str) -> String {
+    help::command_help(help::find(path).expect("every command has help"))
 }

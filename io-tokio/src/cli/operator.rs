@@ -35,7 +35,7 @@ fn raft_configuration(client: &Client) -> Result<RaftConfiguration, String> {
 }
 
 pub(crate) fn list_peers(args: &[String], io: &mut Io) -> i32 {
-    let (p, client) = match command(args, &[], LIST_PEERS_USAGE, io) {
+    let (p, client) = match command(args, &[], "operator raft list-peers", io) {
         Ok(x) => x,
         Err(code) => return code,
     };
@@ -78,7 +78,7 @@ pub(crate) fn list_peers(args: &[String], io: &mut Io) -> i32 {
 
 pub(crate) fn remove_peer(args: &[String], io: &mut Io) -> i32 {
     let own = [value("id"), value("address")];
-    let (p, client) = match command(args, &own, REMOVE_PEER_USAGE, io) {
+    let (p, client) = match command(args, &own, "operator raft remove-peer", io) {
         Ok(x) => x,
         Err(code) => return code,
     };
@@ -113,7 +113,7 @@ pub(crate) fn remove_peer(args: &[String], io: &mut Io) -> i32 {
 }
 
 pub(crate) fn leave(args: &[String], io: &mut Io) -> i32 {
-    let (p, client) = match command(args, &[], LEAVE_USAGE, io) {
+    let (p, client) = match command(args, &[], "leave", io) {
         Ok(x) => x,
         Err(code) => return code,
     };
@@ -136,21 +136,21 @@ fn cells(items: &[&str]) -> Vec<String> {
     items.iter().map(|s| s.to_string()).collect()
 }
 
-const LIST_PEERS_USAGE: &str = "\
+pub(crate) const LIST_PEERS_USAGE: &str = "\
 Usage: tern operator raft list-peers [options]
 
   Lists the servers in the Raft configuration.
 
   -http-addr=ADDR  -datacenter=DC  -token=T  -stale";
 
-const REMOVE_PEER_USAGE: &str = "\
+pub(crate) const REMOVE_PEER_USAGE: &str = "\
 Usage: tern operator raft remove-peer [options] (-id=ID | -address=IP:PORT)
 
   Removes a server from the Raft configuration.
 
   -http-addr=ADDR  -datacenter=DC  -token=T";
 
-const LEAVE_USAGE: &str = "\
+pub(crate) const LEAVE_USAGE: &str = "\
 Usage: tern leave [options]
 
   Makes the agent leave the cluster gracefully and shut down.

@@ -7,6 +7,7 @@
 //! and `*.hcl` files sorted by name), then `-hcl` fragments, then the flags.
 //! Every error is one line that names the key or the flag.
 
+mod consul_keys;
 pub(crate) mod duration;
 mod source;
 
@@ -43,6 +44,12 @@ pub struct AgentConfig {
     /// A `tracing` level (`trace`, `debug`, `info`, `warn`, `error`), from
     /// Consul's `log_level` (`err` becomes `error`). Default `info`.
     pub log_level: String,
+    /// Where and how the agent logs (`log_json`, `log_file`,
+    /// `log_rotate_*`).
+    pub logging: crate::logging::LogOptions,
+    /// One line per Consul config key Tern does not implement (it was
+    /// ignored), for the agent to log once logging is up.
+    pub warnings: Vec<String>,
 }
 
 /// Consul's defaults (`agent/config/default.go`).
@@ -64,7 +71,8 @@ const ELECTION_TIMEOUT_MS_BASE: u64 = 1000;
 /// within a second.
 const DEV_ELECTION_TIMEOUT_MS_MIN: u64 = 100;
 
-const SPECS: &[Spec] = &[
+/// `tern agent`'s flags (Consul's names).
+pub(crate) const AGENT_FLAGS: &[Spec] = &[
     flag("dev"),
     flag("server"),
     value("bootstrap-expect"),
@@ -91,6 +99,11 @@ const SPECS: &[Spec] = &[
     value("config-dir"),
     value("hcl"),
     value("log-level"),
+    flag("log-json"),
+    value("log-file"),
+    value("log-rotate-bytes"),
+    value("log-rotate-duration"),
+    value("log-rotate-max-files"),
 ];
 
 /// Which config key each value flag sets.
@@ -117,6 +130,11 @@ const FLAG_KEYS: &[(&str, &str)] = &[
     ("serf-lan-port", "ports.serf_lan"),
     ("serf-wan-port", "ports.serf_wan"),
     ("log-level", "log_level"),
+    ("log-json", "log_json"),
+    ("log-file", "log_file"),
+    ("log-rotate-bytes", "log_rotate_bytes"),
+    ("log-rotate-duration", "log_rotate_duration"),
+    ("log-rotate-max-files", "log_rotate_max_files"),
 ];
 
 /// Parse `tern agent` arguments (everything after "agent"), load the config
@@ -127,9 +145,9 @@ pub fn agent_options(args: &[String]) -> Result<AgentOptions, ConfigError> {
 
 /// [`agent_options`] plus the process-level settings (`log_level`).
 pub fn load(args: &[String]) -> Result<AgentConfig, ConfigError> {
-    let parsed = flags::parse(args, SPECS).map_err(ConfigError)?;
+    let parsed = flags::parse(args, AGENT_FLAGS).map_err(ConfigError)?;
     if parsed.help {
-        return Err(ConfigError(format!("usage: {AGENT_USAGE}")));
+        return Err(ConfigError(format!("usage: {AGENT_HELP}")));
     }
     if let Some(extra) = parsed.args.first() {
         return Err(ConfigError(format!(
@@ -150,8 +168,14 @@ pub fn load(args: &[String]) -> Result<AgentConfig, ConfigError> {
                     merged.merge(source::read_file(&file, "-config-dir")?);
                 }
             }
-            "hcl" => fragments
-                .push(source::read_text(v, Format::Hcl).map_err(|m| format!("{m} (in -hcl)"))?),
+            "hcl" => {
+                let mut layer =
+                    source::read_text(v, Format::Hcl).map_err(|m| format!("{m} (in -hcl)"))?;
+                for w in &mut layer.unsupported {
+                    w.push_str(" (in -hcl)");
+                }
+                fragments.push(layer);
+            }
             _ => {
                 let key = FLAG_KEYS
                     .iter()
@@ -390,7 +414,18 @@ fn build(c: Layer, dev: bool) -> Result<AgentConfig, ConfigError> {
             dev,
             server,
         },
+        logging: crate::logging::LogOptions {
+            json: c.log_json.unwrap_or(false),
+            file: c.log_file.filter(|f| !f.as_os_str().is_empty()),
+            rotate_bytes: c.log_rotate_bytes.unwrap_or(0),
+            rotate_duration: c
+                .log_rotate_duration
+                .map(std::time::Duration::from)
+                .unwrap_or(crate::logging::DEFAULT_ROTATE_DURATION),
+            rotate_max_files: c.log_rotate_max_files.unwrap_or(0),
+        },
         log_level: c.log_level.unwrap_or_else(|| "info".into()),
+        warnings: c.unsupported,
     })
 }
 
@@ -515,10 +550,54 @@ pub fn http_addr_from(flag: Option<&str>, env: impl Fn(&str) -> Option<String>) 
     addr.trim_end_matches('/').to_string()
 }
 
-/// One line of usage for `tern agent`.
-pub const AGENT_USAGE: &str = "tern agent [-dev] [-server] [-bootstrap-expect N] [-node NAME] \
-[-node-id UUID] [-datacenter DC] [-data-dir DIR] [-bind ADDR] [-advertise ADDR] [-client ADDR] \
-[-join ADDR]... [-retry-join ADDR]... [-retry-interval D] [-retry-max N] [-join-wan ADDR]... \
-[-retry-join-wan ADDR]... [-retry-interval-wan D] [-retry-max-wan N] [-http-port P] \
-[-server-port P] [-serf-lan-port P] [-serf-wan-port P|-1] [-config-file F]... [-config-dir D]... \
-[-hcl TEXT]... [-log-level L]";
+/// `tern agent`'s help.
+pub const AGENT_HELP: &str = "\
+Usage: tern agent [options]
+
+  Starts a Tern agent and runs until it is told to leave (SIGINT, SIGTERM,
+  `tern leave`, PUT /v1/agent/leave). With -server it is a server of the
+  Raft cluster; without, a client agent that forwards to the servers.
+
+      $ tern agent -dev
+      $ tern agent -server -bootstrap-expect=3 -data-dir=/var/tern \\
+          -retry-join=10.0.0.2 -retry-join=10.0.0.3
+      $ tern agent -config-dir=/etc/consul.d
+
+  Settings come from Consul's config keys (JSON or HCL files) and these
+  flags; later files win, flags win over files. Consul keys Tern does not
+  implement are logged as ignored, one warning each.
+
+Command Options
+
+  -dev                      an in-memory server on loopback that elects itself
+  -server                   run as a server (default: a client agent)
+  -bootstrap-expect=<n>     servers to wait for before the first election
+  -node=<name>              node name (default: the host name)
+  -node-id=<uuid>           node id (default: random, kept in the data dir)
+  -datacenter=<dc>          datacenter (default dc1)
+  -data-dir=<path>          where Raft state is kept (required unless -dev)
+  -bind=<ip>                address for the server and gossip ports (0.0.0.0)
+  -advertise=<ip>           address other agents use to reach this one
+  -client=<ip>              address of the HTTP API (127.0.0.1)
+  -join=<addr>              join this LAN gossip address at start (repeatable)
+  -retry-join=<addr>        join, retrying until it works (repeatable)
+  -retry-interval=<dur>     time between retries (30s)
+  -retry-max=<n>            retries before giving up (0: forever)
+  -join-wan=<addr>, -retry-join-wan=<addr>, -retry-interval-wan=<dur>,
+  -retry-max-wan=<n>        the same for the WAN pool (servers only)
+  -http-port=<port>         HTTP API port (8500)
+  -server-port=<port>       server RPC port (8300)
+  -serf-lan-port=<port>     LAN gossip port (8301)
+  -serf-wan-port=<port>     WAN gossip port (8302; -1 turns the pool off)
+  -config-file=<path>       a JSON or HCL config file (repeatable)
+  -config-dir=<path>        every *.json and *.hcl file in it, by name (repeatable)
+  -hcl=<text>               an HCL config fragment (repeatable)
+  -log-level=<level>        trace, debug, info, warn or err (info)
+  -log-json                 one JSON object per log line (@level, @message,
+                            @module, @timestamp)
+  -log-file=<path>          also log to this file (a path ending in / or an
+                            existing directory gets tern.log)
+  -log-rotate-bytes=<n>     start a new log file after this many bytes (0: no limit)
+  -log-rotate-duration=<dur> start a new log file after this long (24h)
+  -log-rotate-max-files=<n> rotated files to keep (0: all, -1: none)
+";

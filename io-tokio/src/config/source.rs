@@ -42,6 +42,15 @@ pub(crate) struct Layer {
     pub raft_snapshot_interval: Option<Duration>,
     pub raft_trailing_logs: Option<u64>,
     pub log_level: Option<String>,
+    pub log_json: Option<bool>,
+    pub log_file: Option<PathBuf>,
+    pub log_rotate_bytes: Option<u64>,
+    pub log_rotate_duration: Option<Duration>,
+    /// -1 keeps no rotated file, 0 keeps them all (Consul's meaning).
+    pub log_rotate_max_files: Option<i64>,
+    /// A warning per Consul key this source set that Tern does not
+    /// implement (ignored, not refused); they append across sources.
+    pub unsupported: Vec<String>,
     /// The `autopilot { ... }` stanza.
     pub autopilot: AutopilotLayer,
 }
@@ -101,6 +110,12 @@ impl Layer {
             later.raft_snapshot_interval,
         );
         over(&mut self.log_level, later.log_level);
+        over(&mut self.log_json, later.log_json);
+        over(&mut self.log_file, later.log_file);
+        over(&mut self.log_rotate_bytes, later.log_rotate_bytes);
+        over(&mut self.log_rotate_duration, later.log_rotate_duration);
+        over(&mut self.log_rotate_max_files, later.log_rotate_max_files);
+        self.unsupported.extend(later.unsupported);
         let (a, b) = (&mut self.autopilot, later.autopilot);
         over(&mut a.cleanup_dead_servers, b.cleanup_dead_servers);
         over(&mut a.last_contact_threshold, b.last_contact_threshold);
@@ -158,6 +173,11 @@ impl Layer {
                 self.raft_snapshot_interval = Some(go_duration(v).map_err(e)?)
             }
             "log_level" => self.log_level = Some(log_level(v).map_err(e)?),
+            "log_json" => self.log_json = Some(boolean(v).map_err(e)?),
+            "log_file" => self.log_file = Some(PathBuf::from(string(v).map_err(e)?)),
+            "log_rotate_bytes" => self.log_rotate_bytes = Some(whole(v).map_err(e)?),
+            "log_rotate_duration" => self.log_rotate_duration = Some(interval(v).map_err(e)?),
+            "log_rotate_max_files" => self.log_rotate_max_files = Some(max_files(v).map_err(e)?),
             "autopilot.cleanup_dead_servers" => {
                 self.autopilot.cleanup_dead_servers = Some(boolean(v).map_err(e)?)
             }
@@ -196,19 +216,35 @@ impl Layer {
                 "ports" | "performance" | "autopilot" => {
                     for (inner, v) in block(v).map_err(|m| format!("{key}: {m}"))? {
                         let path = format!("{key}.{inner}");
-                        if !layer.set(&path, &v, &path)? {
-                            return Err(format!("invalid config key {path}"));
-                        }
+                        layer.set_or_ignore(&path, &v)?;
                     }
                 }
-                _ => {
-                    if !layer.set(key, v, key)? {
-                        return Err(format!("invalid config key {key}"));
-                    }
-                }
+                _ => layer.set_or_ignore(key, v)?,
             }
         }
         Ok(layer)
+    }
+
+    /// Set `key`; a key of Consul's configuration that Tern does not
+    /// implement is recorded as ignored (its value unread), any other
+    /// unknown key is an error.
+    fn set_or_ignore(&mut self, key: &str, v: &Value) -> Result<(), String> {
+        if self.set(key, v, key)? {
+            return Ok(());
+        }
+        if super::consul_keys::is_consul_key(key) {
+            let consequence = if super::consul_keys::is_security_key(key) {
+                " (NOT enforced: this agent has no ACLs, TLS or gossip encryption yet)"
+            } else {
+                ""
+            };
+            self.unsupported.push(format!(
+                "config: key {} is not supported by Tern; ignored{consequence}",
+                quoted(key)
+            ));
+            return Ok(());
+        }
+        Err(format!("invalid config key {key}"))
     }
 }
 
@@ -231,7 +267,11 @@ pub(crate) fn read_file(path: &Path, flag: &str) -> Result<Layer, String> {
             quoted(&path.display().to_string())
         )
     })?;
-    read_text(&text, format).map_err(|m| format!("{m} (in {})", path.display()))
+    let mut layer = read_text(&text, format).map_err(|m| format!("{m} (in {})", path.display()))?;
+    for w in &mut layer.unsupported {
+        w.push_str(&format!(" (in {})", path.display()));
+    }
+    Ok(layer)
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -392,6 +432,23 @@ fn attempts(v: &Value) -> Result<u64, String> {
         Some(n) if n <= u64::from(u32::MAX) => Ok(n),
         _ => Err(format!(
             "must be a whole number of attempts (0: retry forever), got {}",
+            got(v)
+        )),
+    }
+}
+
+/// `log_rotate_max_files`: how many rotated files to keep; 0 keeps every
+/// one, -1 none (Consul's logging/logfile.go `pruneFiles`).
+fn max_files(v: &Value) -> Result<i64, String> {
+    let n = match v {
+        Value::Number(n) => n.as_i64(),
+        Value::String(s) => s.parse().ok(),
+        _ => None,
+    };
+    match n {
+        Some(n) if n >= -1 => Ok(n),
+        _ => Err(format!(
+            "must be a whole number of files (0: keep all, -1: keep none), got {}",
             got(v)
         )),
     }

@@ -10,9 +10,9 @@ use super::params::Params;
 use super::reply::{empty_ok, json, ApiResult};
 use crate::agent::{AgentHandle, AgentOptions, AgentStatus, Pool};
 
-/// The Consul version this server answers like, for clients that gate
-/// features on `Config.Version` (py-consul targets Consul 1.20–1.22).
-pub const CONSUL_COMPATIBLE_VERSION: &str = "1.21.0";
+/// The versions come from one place (`crate::version`), so this endpoint,
+/// `tern version` and the `build` gossip tag agree.
+pub use crate::version::CONSUL_COMPATIBLE_VERSION;
 
 /// Serf's member status "alive".
 const MEMBER_STATUS_ALIVE: u8 = 1;
@@ -107,9 +107,9 @@ fn self_config(options: &AgentOptions) -> SelfConfig {
         node_name: options.core.node_name.0.clone(),
         node_id: options.core.node_id.to_string(),
         server: true,
-        revision: format!("tern-{}", env!("CARGO_PKG_VERSION")),
+        revision: crate::version::REVISION.to_string(),
         version: CONSUL_COMPATIBLE_VERSION,
-        build_date: "1970-01-01T00:00:01Z",
+        build_date: crate::version::BUILD_DATE,
     }
 }
 
@@ -131,13 +131,7 @@ fn member(options: &AgentOptions, status: &AgentStatus) -> Member {
         ("vsn_min", "2".to_string()),
         ("vsn_max", "3".to_string()),
         ("raft_vsn", "3".to_string()),
-        (
-            "build",
-            format!(
-                "{CONSUL_COMPATIBLE_VERSION}:tern-{}",
-                env!("CARGO_PKG_VERSION")
-            ),
-        ),
+        ("build", crate::version::build_tag()),
         ("expect", options.bootstrap_expect.to_string()),
         ("ft_fs", "1".to_string()),
     ]);

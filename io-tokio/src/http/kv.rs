@@ -170,14 +170,28 @@ pub(crate) async fn put(
     apply(&agent, &opts, command).await
 }
 
+/// How much of a body declared over the limit is read and thrown away
+/// before the 413, so a client still sending it reads the answer instead of
+/// a broken pipe (Go's server discards up to 256 KiB the same way). A body
+/// declared larger than this is not read: the connection closes after the
+/// answer.
+const OVERSIZE_DRAIN_BYTES_MAX: u64 = 4 << 20;
+/// How long that draining may take.
+const OVERSIZE_DRAIN_TIME: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// Reads the body up to `max` bytes. Like Consul, a declared length over
-/// the limit is refused before reading; a body without one is cut off.
+/// the limit is refused without being stored; a body without one is cut
+/// off.
 async fn read_value(headers: &HeaderMap, body: Body, max: usize) -> Result<Vec<u8>, ApiError> {
     let declared = headers
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
     if let Some(len) = declared.filter(|len| *len > max as u64) {
+        if len <= OVERSIZE_DRAIN_BYTES_MAX {
+            let drain = axum::body::to_bytes(body, OVERSIZE_DRAIN_BYTES_MAX as usize);
+            let _ = tokio::time::timeout(OVERSIZE_DRAIN_TIME, drain).await;
+        }
         return Err(too_large(format!(
             "Request body({len} bytes) too large, max size: {max} bytes. See {KV_MAX_VALUE_SIZE_DOC}."
         )));

@@ -1,0 +1,774 @@
+//! The surfaces an operator touches first, on the real `tern` binary and a
+//! real `tern agent` process: help on every command (mitchellh/cli's rules,
+//! as Consul's CLI has them), `tern version` agreeing with `/v1/agent/self`
+//! and the members' `Build`, `kv export`/`kv import`/`-base64` round trips
+//! (command/kv/exp, command/kv/imp), a Consul config directory that loads
+//! with warnings for the keys Tern does not implement, logs (no colour off a
+//! terminal, hclog's JSON keys, a rotating log file) and `tern bench`'s live
+//! line.
+
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+mod common;
+use common::{free_gossip_port, free_port, temp_dir};
+
+/// A `tern agent` with its stdout and stderr in files, killed when dropped.
+struct Agent {
+    child: Child,
+    http: u16,
+    out: PathBuf,
+    err: PathBuf,
+}
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Agent {
+    /// A one-server cluster on loopback with `extra` arguments.
+    fn start(name: &str, extra: &[String]) -> Agent {
+        let dir = temp_dir(name);
+        let http = free_port();
+        let mut args = vec![
+            "agent".to_string(),
+            "-server".into(),
+            "-bootstrap-expect=1".into(),
+            "-hcl=performance { raft_multiplier = 1 }".into(),
+            format!("-node={name}"),
+            format!("-data-dir={}", dir.join("data").display()),
+            "-bind=127.0.0.1".into(),
+            "-client=127.0.0.1".into(),
+            format!("-http-port={http}"),
+            format!("-server-port={}", free_port()),
+            format!("-serf-lan-port={}", free_gossip_port()),
+            format!("-serf-wan-port={}", free_gossip_port()),
+        ];
+        args.extend(extra.iter().cloned());
+        Agent::spawn(&dir, http, &args)
+    }
+
+    /// `tern <args>` as an agent serving HTTP on `http`.
+    fn spawn(dir: &Path, http: u16, args: &[String]) -> Agent {
+        let (out, err) = (dir.join("stdout"), dir.join("stderr"));
+        let child = Command::new(env!("CARGO_BIN_EXE_tern"))
+            .args(args)
+            .stdout(std::fs::File::create(&out).unwrap())
+            .stderr(std::fs::File::create(&err).unwrap())
+            .spawn()
+            .expect("start tern agent");
+        Agent {
+            child,
+            http,
+            out,
+            err,
+        }
+    }
+
+    fn addr(&self) -> String {
+        format!("127.0.0.1:{}", self.http)
+    }
+
+    /// Wait until the agent takes a write (it has elected itself).
+    fn wait_ready(&mut self) {
+        let end = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Some((200, body)) = http("PUT", &format!("{}/v1/kv/ready", self.base()), b"1") {
+                if body == "true" {
+                    return;
+                }
+            }
+            if let Ok(Some(status)) = self.child.try_wait() {
+                panic!("the agent exited ({status}): {}", self.stderr());
+            }
+            assert!(Instant::now() < end, "the agent never took a write");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    fn base(&self) -> String {
+        format!("http://127.0.0.1:{}", self.http)
+    }
+
+    fn stdout(&self) -> String {
+        std::fs::read_to_string(&self.out).unwrap_or_default()
+    }
+
+    fn stderr(&self) -> String {
+        std::fs::read_to_string(&self.err).unwrap_or_default()
+    }
+}
+
+fn http(method: &str, url: &str, body: &[u8]) -> Option<(u16, String)> {
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .timeout_global(Some(Duration::from_secs(5)))
+        .http_status_as_error(false)
+        .build()
+        .into();
+    let mut r = match method {
+        "PUT" => agent.put(url).send(body).ok()?,
+        _ => agent.get(url).call().ok()?,
+    };
+    Some((r.status().as_u16(), r.body_mut().read_to_string().ok()?))
+}
+
+/// Run `tern` with `args` and `stdin`; (exit code, stdout, stderr).
+fn tern_in(args: &[&str], stdin: &[u8]) -> (i32, String, String) {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_tern"))
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run tern");
+    let mut input = child.stdin.take().unwrap();
+    let data = stdin.to_vec();
+    let writer = std::thread::spawn(move || {
+        let _ = input.write_all(&data);
+    });
+    let out = child.wait_with_output().expect("tern ran");
+    writer.join().unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+fn tern(args: &[&str]) -> (i32, String, String) {
+    tern_in(args, b"")
+}
+
+/// Every leaf command, and every command with subcommands.
+const LEAVES: &[&str] = &[
+    "agent",
+    "bench kv",
+    "force-leave",
+    "join",
+    "kv delete",
+    "kv export",
+    "kv get",
+    "kv import",
+    "kv put",
+    "leave",
+    "members",
+    "operator autopilot get-config",
+    "operator autopilot set-config",
+    "operator autopilot state",
+    "operator raft list-peers",
+    "operator raft remove-peer",
+    "version",
+];
+const PARENTS: &[&str] = &[
+    "bench",
+    "kv",
+    "operator",
+    "operator autopilot",
+    "operator raft",
+];
+
+// ---------------------------------------------------------------------------
+// Help (mitchellh/cli cli.go `Run` and `processArgs`, Consul's main.go)
+
+/// `tern`, `tern -h`, `tern --help`, `tern -help`, `tern help`: the command
+/// list. On request it goes to stdout with 0; `tern` alone and an unknown
+/// command put it on stderr with 127, as mitchellh/cli does for Consul.
+#[test]
+fn the_command_list_as_consuls_cli_prints_it() {
+    for asked in [&["-h"][..], &["--help"], &["-help"], &["help"]] {
+        let (code, out, err) = tern(asked);
+        assert_eq!((code, err.as_str()), (0, ""), "{asked:?}");
+        assert!(
+            out.starts_with(
+                "Usage: tern [--version] [--help] <command> [<args>]\n\nAvailable commands are:\n"
+            ),
+            "{asked:?}: {out}"
+        );
+        for top in [
+            "agent",
+            "bench",
+            "force-leave",
+            "join",
+            "kv",
+            "leave",
+            "members",
+            "operator",
+            "version",
+        ] {
+            assert!(
+                out.contains(&format!("\n    {top} ")),
+                "{top} missing: {out}"
+            );
+        }
+    }
+    for refused in [&[][..], &["frobnicate"], &["help", "frobnicate"]] {
+        let (code, out, err) = tern(refused);
+        assert_eq!((code, out.as_str()), (127, ""), "{refused:?}");
+        assert!(
+            err.starts_with("Usage: tern [--version]"),
+            "{refused:?}: {err}"
+        );
+    }
+    // Flags before the command are refused with its help (cli.go topFlags).
+    let (code, _, err) = tern(&["-x", "kv", "get", "k"]);
+    assert_eq!(code, 1);
+    assert!(
+        err.starts_with("Invalid flags before the subcommand."),
+        "{err}"
+    );
+    assert!(err.contains("Usage: tern kv get"), "{err}");
+}
+
+/// Every command answers `-h`, `-help`, `--help` (anywhere before `--`) and
+/// `tern help <command>` with its help on stdout, exit 0; a parent lists its
+/// subcommands; a parent run alone prints that on stderr and exits 1
+/// (RunResultHelp); an unknown flag prints Go's error line and the command's
+/// help on stderr, exit 1 (issue 10).
+#[test]
+fn every_command_has_help_and_an_unknown_flag_shows_it() {
+    for path in LEAVES.iter().chain(PARENTS) {
+        let words: Vec<&str> = path.split(' ').collect();
+        let usage = format!("Usage: tern {path}");
+        for flag in ["-h", "-help", "--help"] {
+            let mut a = words.clone();
+            a.push(flag);
+            let (code, out, err) = tern(&a);
+            assert_eq!((code, err.as_str()), (0, ""), "{a:?}");
+            assert!(out.starts_with(&usage), "{a:?}: {out}");
+        }
+        let mut a = vec!["help"];
+        a.extend(&words);
+        let (code, out, _) = tern(&a);
+        assert_eq!(code, 0, "{a:?}");
+        assert!(out.starts_with(&usage), "{a:?}: {out}");
+        assert_eq!(
+            out.contains("\nSubcommands:\n"),
+            PARENTS.contains(path),
+            "{path}: {out}"
+        );
+    }
+    for parent in PARENTS {
+        let words: Vec<&str> = parent.split(' ').collect();
+        let (code, out, err) = tern(&words);
+        assert_eq!((code, out.as_str()), (1, ""), "{parent}");
+        assert!(err.starts_with(&format!("Usage: tern {parent}")), "{err}");
+        assert!(err.contains("\nSubcommands:\n    "), "{err}");
+    }
+    for leaf in LEAVES {
+        let mut a: Vec<&str> = leaf.split(' ').collect();
+        a.push("-no-such-flag");
+        let (code, out, err) = tern(&a);
+        assert_eq!((code, out.as_str()), (1, ""), "{a:?}: {err}");
+        assert!(
+            err.starts_with(&format!(
+                "flag provided but not defined: -no-such-flag\n\nUsage: tern {leaf}"
+            )),
+            "{a:?}: {err}"
+        );
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Version (command/version/formatter.go; agent/agent_endpoint.go AgentSelf)
+
+/// `tern version`, `/v1/agent/self` and the members' `Build` name the same
+/// Consul-compatible version; `-version` and `--version` print it too.
+#[test]
+fn version_agrees_with_agent_self_and_the_members_build() {
+    let mut agent = Agent::start("version", &[]);
+    agent.wait_ready();
+    let (_, body) = http("GET", &format!("{}/v1/agent/self", agent.base()), b"").unwrap();
+    let this: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let consul = this["Config"]["Version"].as_str().unwrap().to_string();
+    let revision = this["Config"]["Revision"].as_str().unwrap().to_string();
+    assert!(!consul.is_empty() && !revision.is_empty());
+    assert_eq!(
+        this["Member"]["Tags"]["build"].as_str(),
+        Some(format!("{consul}:{revision}").as_str())
+    );
+
+    let (code, out, _) = tern(&["version"]);
+    assert_eq!(code, 0);
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(
+        lines[0],
+        format!(
+            "Tern v{} (Consul v{consul} compatible)",
+            env!("CARGO_PKG_VERSION")
+        )
+    );
+    assert_eq!(lines[1], format!("Revision {revision}"));
+    assert_eq!(
+        lines[2],
+        format!(
+            "Build Date {}",
+            this["Config"]["BuildDate"].as_str().unwrap()
+        )
+    );
+    for flag in ["-version", "--version", "-v"] {
+        assert_eq!(tern(&[flag]).1, out, "{flag}");
+    }
+    let (code, json, _) = tern(&["version", "-format=json"]);
+    assert_eq!(code, 0);
+    let json: serde_json::Value = serde_json::from_str(&json).unwrap();
+    assert_eq!(json["Version"].as_str(), Some(consul.as_str()));
+    assert_eq!(json["Revision"].as_str(), Some(revision.as_str()));
+    let (code, _, err) = tern(&["version", "-format=yaml"]);
+    assert_eq!((code, err.as_str()), (1, "Unknown format: yaml\n"));
+
+    // `tern members` shows the part of the build tag before the colon.
+    let (code, out, _) = tern(&["members", &format!("-http-addr={}", agent.addr())]);
+    assert_eq!(code, 0, "{out}");
+    let header: Vec<&str> = out.lines().next().unwrap().split_whitespace().collect();
+    let row: Vec<&str> = out.lines().nth(1).unwrap().split_whitespace().collect();
+    let build = header.iter().position(|h| *h == "Build").unwrap();
+    assert_eq!(row[build], consul);
+}
+
+// ---------------------------------------------------------------------------
+// kv export / import / -base64 (command/kv/exp, command/kv/imp,
+// command/kv/get -base64, command/kv/put -base64)
+
+/// Tern's limit on a value (Consul's `kv_max_value_size`, 512 KiB).
+const VALUE_BYTES_MAX: usize = 512 * 1024;
+
+fn b64(bytes: &[u8]) -> String {
+    use base64::Engine as _;
+    base64::engine::general_purpose::STANDARD.encode(bytes)
+}
+
+#[test]
+fn kv_export_and_import_round_trip_binary_values_and_one_at_the_limit() {
+    let dir = temp_dir("kv-impexp-files");
+    let mut agent = Agent::start("kv-impexp", &[]);
+    agent.wait_ready();
+    let addr = format!("-http-addr={}", agent.addr());
+    let a = addr.as_str();
+
+    // Every byte value, written with -base64; a text value with flags; a
+    // value of exactly the limit from a file; a key with characters that
+    // need escaping in a URL and in Go's JSON.
+    let binary: Vec<u8> = (0..=255u8).collect();
+    let (code, out, err) = tern(&["kv", "put", "-base64", a, "app/binary", &b64(&binary)]);
+    assert_eq!((code, err.as_str()), (0, ""), "{out}");
+    assert_eq!(out, "Success! Data written to: app/binary\n");
+    assert_eq!(
+        tern(&["kv", "put", "-flags=42", a, "app/text", "hello"]).0,
+        0
+    );
+    let big: Vec<u8> = (0..VALUE_BYTES_MAX).map(|i| (i * 7 % 251) as u8).collect();
+    let big_file = dir.join("big");
+    std::fs::write(&big_file, &big).unwrap();
+    let at_big = format!("@{}", big_file.display());
+    assert_eq!(tern(&["kv", "put", a, "app/big", &at_big]).0, 0);
+    assert_eq!(tern(&["kv", "put", a, "app/odd <&> key?", "x"]).0, 0);
+    assert_eq!(tern(&["kv", "put", a, "app/empty"]).0, 0);
+    assert_eq!(tern(&["kv", "put", a, "other/x", "y"]).0, 0);
+
+    // -base64 on get: the exact bytes, also under -recurse.
+    let (code, out, _) = tern(&["kv", "get", "-base64", a, "app/binary"]);
+    assert_eq!((code, out), (0, format!("{}\n", b64(&binary))));
+    let (_, out, _) = tern(&["kv", "get", "-recurse", "-base64", a, "app/text"]);
+    assert_eq!(out, format!("app/text:{}\n", b64(b"hello")));
+    // Bad base64 on put is refused before anything is written.
+    let (code, _, err) = tern(&["kv", "put", "-base64", a, "app/bad", "not base64!"]);
+    assert_eq!(code, 1);
+    assert!(
+        err.starts_with("Error! Cannot base 64 decode data: "),
+        "{err}"
+    );
+    assert_eq!(tern(&["kv", "get", a, "app/bad"]).0, 1);
+
+    // Export: Consul's entries, tab-indented, sorted by key, app/ only.
+    let (code, exported, err) = tern(&["kv", "export", a, "app/"]);
+    assert_eq!((code, err.as_str()), (0, ""));
+    assert!(exported
+        .starts_with("[\n\t{\n\t\t\"key\": \"app/big\",\n\t\t\"flags\": 0,\n\t\t\"value\": \""));
+    assert!(
+        exported.contains("\"key\": \"app/odd \\u003c\\u0026\\u003e key?\""),
+        "Go's HTML-safe escapes"
+    );
+    let entries: Vec<serde_json::Value> = serde_json::from_str(&exported).unwrap();
+    let keys: Vec<&str> = entries.iter().map(|e| e["key"].as_str().unwrap()).collect();
+    assert_eq!(
+        keys,
+        [
+            "app/big",
+            "app/binary",
+            "app/empty",
+            "app/odd <&> key?",
+            "app/text"
+        ]
+    );
+    assert_eq!(entries[1]["value"].as_str(), Some(b64(&binary).as_str()));
+    assert_eq!(entries[2]["value"].as_str(), Some(""));
+    assert_eq!(entries[4]["flags"].as_u64(), Some(42));
+    // A prefix with nothing under it exports an empty array.
+    assert_eq!(tern(&["kv", "export", a, "nothing/"]).1, "[]\n");
+
+    // Delete, then import from stdin: every key comes back byte for byte.
+    assert_eq!(tern(&["kv", "delete", "-recurse", a, "app/"]).0, 0);
+    let (code, out, err) = tern_in(&["kv", "import", a, "-"], exported.as_bytes());
+    assert_eq!((code, err.as_str()), (0, ""));
+    assert_eq!(
+        out,
+        "Imported: app/big\nImported: app/binary\nImported: app/empty\n\
+         Imported: app/odd <&> key?\nImported: app/text\n"
+    );
+    assert_eq!(tern(&["kv", "export", a, "app/"]).1, exported);
+    let (_, out, _) = tern(&["kv", "get", "-base64", a, "app/big"]);
+    assert_eq!(out.trim_end(), b64(&big));
+    let (_, out, _) = tern(&["kv", "get", "-detailed", a, "app/text"]);
+    assert!(out.contains("Flags            42\n"), "{out}");
+
+    // Import from a file, into another prefix; and a literal argument.
+    let moved = exported.replace("\"app/", "\"copy/");
+    let file = dir.join("copy.json");
+    std::fs::write(&file, &moved).unwrap();
+    let at_file = format!("@{}", file.display());
+    assert_eq!(tern(&["kv", "import", a, &at_file]).0, 0);
+    assert_eq!(tern(&["kv", "export", a, "copy/"]).1, moved);
+    let literal = format!(r#"[{{"key":"lit","flags":0,"value":"{}"}}]"#, b64(b"v"));
+    assert_eq!(tern(&["kv", "import", a, &literal]).1, "Imported: lit\n");
+    assert_eq!(tern(&["kv", "get", a, "lit"]).1, "v\n");
+
+    // Past the limit: the agent's 413 stops the import at that key, after
+    // the keys before it were written.
+    let over = format!(
+        r#"[{{"key":"first","flags":0,"value":"{}"}},{{"key":"huge","flags":0,"value":"{}"}},{{"key":"never","flags":0,"value":""}}]"#,
+        b64(b"1"),
+        b64(&vec![0u8; VALUE_BYTES_MAX + 1])
+    );
+    let (code, out, err) = tern_in(&["kv", "import", a, "-"], over.as_bytes());
+    assert_eq!(code, 1);
+    assert_eq!(out, "Imported: first\n");
+    assert!(
+        err.starts_with("Error! Failed writing data for key huge: Unexpected response code: 413"),
+        "{err}"
+    );
+    assert_eq!(tern(&["kv", "get", a, "never"]).0, 1);
+
+    // Bad input: one line each, nothing written.
+    for (data, want) in [
+        ("", "Error! Empty DATA argument"),
+        ("{not json", "Cannot unmarshal data: "),
+        (
+            r#"[{"key":"k","value":"@@"}]"#,
+            "Error base 64 decoding value for key k: ",
+        ),
+        (r#"{"key":"k"}"#, "Cannot unmarshal data: expected an array"),
+    ] {
+        let (code, _, err) = tern(&["kv", "import", a, data]);
+        assert_eq!(code, 1, "{data}");
+        assert!(
+            err.starts_with(want) && err.lines().count() == 1,
+            "{data}: {err}"
+        );
+    }
+    let (code, _, err) = tern(&["kv", "import", a]);
+    assert_eq!((code, err.as_str()), (1, "Error! Missing DATA argument\n"));
+    assert_eq!(tern(&["kv", "get", a, "k"]).0, 1);
+}
+
+// ---------------------------------------------------------------------------
+// A Consul config directory (agent/config/config.go, builder.go)
+
+/// A realistic Consul server configuration, several files in HCL and JSON:
+/// the agent starts, and each key Tern does not implement is one warning
+/// line naming it. A key in no Consul schema is still an error.
+#[test]
+fn a_consul_config_directory_loads_with_one_warning_per_unsupported_key() {
+    let dir = temp_dir("consul-dir");
+    let conf = dir.join("consul.d");
+    std::fs::create_dir_all(&conf).unwrap();
+    let http = free_port();
+    std::fs::write(
+        conf.join("00-server.hcl"),
+        format!(
+            r#"
+datacenter = "dc1"
+data_dir   = "{data}"
+server     = true
+bootstrap_expect = 1
+node_name  = "consul-dir"
+bind_addr  = "127.0.0.1"
+client_addr = "127.0.0.1"
+encrypt    = "pUqJrVyVRj5jsiYEkM/tFQYfWyJIv4s3XkvDwy7Cu5s="
+
+ports {{
+  http     = {http}
+  server   = {server}
+  serf_lan = {lan}
+  serf_wan = {wan}
+  grpc     = 8502
+  dns      = -1
+}}
+
+performance {{
+  raft_multiplier = 1
+}}
+
+ui_config {{
+  enabled = true
+}}
+
+connect {{
+  enabled = true
+}}
+"#,
+            data = dir.join("data").display(),
+            server = free_port(),
+            lan = free_gossip_port(),
+            wan = free_gossip_port(),
+        ),
+    )
+    .unwrap();
+    std::fs::write(
+        conf.join("10-acl.hcl"),
+        r#"
+acl {
+  enabled        = true
+  default_policy = "deny"
+  tokens {
+    initial_management = "00000000-0000-0000-0000-000000000001"
+  }
+}
+"#,
+    )
+    .unwrap();
+    std::fs::write(
+        conf.join("20-telemetry.json"),
+        r#"{
+  "telemetry": {"prometheus_retention_time": "24h", "disable_hostname": true},
+  "node_meta": {"rack": "r1"},
+  "autopilot": {"cleanup_dead_servers": true},
+  "log_level": "INFO"
+}"#,
+    )
+    .unwrap();
+    // Not a config file: ignored, as Consul ignores it.
+    std::fs::write(conf.join("README.txt"), "ports { nonsense }").unwrap();
+
+    let args: Vec<String> = vec!["agent".into(), format!("-config-dir={}", conf.display())];
+    let mut agent = Agent::spawn(&dir, http, &args);
+    agent.wait_ready();
+    let log = agent.stdout();
+    let warnings: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("is not supported by Tern; ignored"))
+        .collect();
+    let mut named: Vec<String> = warnings
+        .iter()
+        .map(|l| {
+            let from = l.find("config: key \"").expect("names the key") + 13;
+            l[from..][..l[from..].find('"').unwrap()].to_string()
+        })
+        .collect();
+    named.sort();
+    assert_eq!(
+        named,
+        [
+            "acl",
+            "connect",
+            "encrypt",
+            "node_meta",
+            "ports.dns",
+            "ports.grpc",
+            "telemetry",
+            "ui_config"
+        ],
+        "{log}"
+    );
+    assert!(
+        warnings
+            .iter()
+            .any(|w| w.contains("(in ") && w.contains("10-acl.hcl)")),
+        "each warning names its file: {warnings:?}"
+    );
+    // Ignored security keys say so in words; the others do not.
+    let not_enforced = |k: &str| {
+        warnings
+            .iter()
+            .find(|w| w.contains(&format!("key \"{k}\" ")))
+            .is_some_and(|w| w.contains("NOT enforced"))
+    };
+    assert!(
+        not_enforced("acl") && not_enforced("encrypt"),
+        "{warnings:?}"
+    );
+    assert!(
+        !not_enforced("telemetry") && !not_enforced("ports.grpc"),
+        "{warnings:?}"
+    );
+    drop(agent);
+
+    // A key that is in no Consul schema, or a known key with a bad value:
+    // still an error naming it, and the agent does not start.
+    for (file, text, want) in [
+        (
+            "30-typo.hcl",
+            "acls { enabled = true }\n",
+            "invalid config key acls (in ",
+        ),
+        (
+            "30-bad.json",
+            r#"{"log_json": "sometimes"}"#,
+            "log_json: must be true or false",
+        ),
+    ] {
+        let bad = dir.join(format!("bad-{file}"));
+        std::fs::create_dir_all(&bad).unwrap();
+        for entry in std::fs::read_dir(&conf).unwrap() {
+            let p = entry.unwrap().path();
+            std::fs::copy(&p, bad.join(p.file_name().unwrap())).unwrap();
+        }
+        std::fs::write(bad.join(file), text).unwrap();
+        let out = Command::new(env!("CARGO_BIN_EXE_tern"))
+            .args(["agent", &format!("-config-dir={}", bad.display())])
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(1), "{file}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            err.starts_with(want) && err.lines().count() == 1,
+            "{file}: {err}"
+        );
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Logs (logging/logger.go, logging/logfile.go, hclog's JSON format)
+
+/// Off a terminal the agent writes no colour codes; `-log-json` gives one
+/// JSON object per line with hclog's keys; `-log-file` to a directory
+/// writes `tern.log` there and rotates it by size, keeping
+/// `-log-rotate-max-files` old files.
+#[test]
+fn logs_are_plain_off_a_terminal_json_on_request_and_rotate_in_a_file() {
+    let mut plain = Agent::start("logs-plain", &[]);
+    plain.wait_ready();
+    let text = plain.stdout();
+    assert!(text.contains("Tern agent running"), "{text}");
+    assert!(!text.contains('\u{1b}'), "colour codes in a file: {text:?}");
+    drop(plain);
+
+    let dir = temp_dir("logs-json-files");
+    let logs = dir.join("logs");
+    std::fs::create_dir_all(&logs).unwrap();
+    let mut agent = Agent::start(
+        "logs-json",
+        &[
+            "-log-json".into(),
+            "-log-level=debug".into(),
+            format!("-log-file={}/", logs.display()),
+            // Smaller than one line: every line after the first starts a
+            // new file.
+            "-log-rotate-bytes=100".into(),
+            "-log-rotate-max-files=2".into(),
+        ],
+    );
+    agent.wait_ready();
+    std::thread::sleep(Duration::from_millis(300));
+    let stdout = agent.stdout();
+    let mut lines = 0;
+    for line in stdout.lines() {
+        let v: serde_json::Value =
+            serde_json::from_str(line).unwrap_or_else(|e| panic!("{e}: {line}"));
+        for key in ["@level", "@message", "@module", "@timestamp"] {
+            assert!(v[key].is_string(), "{key} missing: {line}");
+        }
+        let ts = v["@timestamp"].as_str().unwrap();
+        assert!(
+            ts.len() == 27 && ts.ends_with('Z') && ts.as_bytes()[10] == b'T',
+            "{ts}"
+        );
+        assert!(
+            ["trace", "debug", "info", "warn", "error"].contains(&v["@level"].as_str().unwrap())
+        );
+        lines += 1;
+    }
+    assert!(
+        stdout.contains("\"@message\":\"Tern agent running"),
+        "{stdout}"
+    );
+    // At least four lines, so at least three rotations of the file.
+    assert!(lines >= 4, "{stdout}");
+    let mut files: Vec<String> = std::fs::read_dir(&logs)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    files.sort();
+    assert!(files.contains(&"tern.log".to_string()), "{files:?}");
+    let rotated: Vec<&String> = files.iter().filter(|f| f.starts_with("tern-")).collect();
+    assert_eq!(
+        rotated.len(),
+        2,
+        "rotated, at most 2 kept: {files:?} ({} bytes of log)",
+        stdout.len()
+    );
+    for f in &files {
+        let text = std::fs::read_to_string(logs.join(f)).unwrap();
+        assert!(!text.contains('\u{1b}'));
+        for line in text.lines() {
+            let v: serde_json::Value = serde_json::from_str(line).unwrap();
+            assert!(v["@message"].is_string());
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------
+// tern bench
+
+/// `tern bench kv` prints a line each second on stderr while it runs, then
+/// its summary on stdout.
+#[test]
+fn bench_prints_a_live_line_each_second_then_its_summary() {
+    let mut agent = Agent::start("bench-live", &[]);
+    agent.wait_ready();
+    let addr = format!("-http-addr={}", agent.addr());
+    let start = Instant::now();
+    let (code, out, err) = tern(&[
+        "bench",
+        "kv",
+        &addr,
+        "-clients=2",
+        "-duration=3s",
+        "-value-size=16",
+    ]);
+    assert_eq!(code, 0, "{err}");
+    assert!(start.elapsed() >= Duration::from_secs(3));
+    let live: Vec<&str> = err.lines().collect();
+    assert!(live.len() >= 2, "a line a second: {err}");
+    for (i, line) in live.iter().take(2).enumerate() {
+        assert!(
+            line.starts_with(&format!("t={}s writes/s=", i + 1)),
+            "{line}"
+        );
+        assert!(line.contains(" p99_ms="), "{line}");
+    }
+    let writes: u64 = live[0]
+        .split_whitespace()
+        .find_map(|f| f.strip_prefix("writes/s="))
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(writes > 0, "{err}");
+    assert!(
+        out.starts_with("clients=2 value_size=16 duration_s="),
+        "{out}"
+    );
+    assert!(
+        out.contains(" writes/s=") && out.contains(" p99_ms="),
+        "{out}"
+    );
+    let (code, _, err) = tern(&["bench", "kv", "-clients=0"]);
+    assert_eq!(
+        (code, err.as_str()),
+        (1, "-clients: must be a positive number, got \"0\"\n")
+    );
+}
