@@ -3,5 +3,6 @@
 mod types;
 
 pub use types::{
-    Blocking, Op, RaftServer, ReadMode, Reply, ReplyBody, Request, Response, RpcError,
+    Blocking, CatalogOp, CatalogReply, Op, RaftServer, ReadMode, Reply, ReplyBody, Request,
+    Response, RpcError,
 };
