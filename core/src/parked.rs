@@ -380,6 +380,80 @@ mod tests {
         assert_eq!(p.len(), 7, "nothing was woken");
     }
 
+    /// A catalog write is offered the catalog queries whose topics it
+    /// touched and no KV query; a KV write is offered no catalog query.
+    #[test]
+    fn catalog_and_kv_writes_are_offered_only_their_own_queries() {
+        use std::collections::BTreeMap;
+        let catalog = |op: CatalogOp| Op::Catalog(op);
+        let mut p = Parked::default();
+        let t = Instant(1);
+        p.park(&get("k"), t, "get k");
+        p.park(&list(""), t, "list all");
+        p.park(
+            &catalog(CatalogOp::ServiceNodes {
+                service: "Web".into(),
+                tags: vec![],
+                node_meta: BTreeMap::new(),
+            }),
+            t,
+            "service web",
+        );
+        p.park(
+            &catalog(CatalogOp::Nodes {
+                node_meta: BTreeMap::new(),
+            }),
+            t,
+            "nodes",
+        );
+        p.park(
+            &catalog(CatalogOp::NodeServices { node: "n1".into() }),
+            t,
+            "node n1",
+        );
+        p.park(
+            &catalog(CatalogOp::NodeServices {
+                node: "ab12".into(),
+            }),
+            t,
+            "node by id prefix",
+        );
+        let offered = |p: &mut Parked<&'static str>, t: &Touched| {
+            let mut seen = Vec::new();
+            p.take_woken(t, |item| {
+                seen.push(*item);
+                false
+            });
+            seen.sort();
+            seen
+        };
+        assert_eq!(
+            offered(&mut p, &touched(&[set("k")])),
+            ["get k", "list all"]
+        );
+        let mut web = Touched {
+            any: true,
+            ..Touched::default()
+        };
+        web.catalog_topics(vec![CatalogTopic::Service("web".into())]);
+        assert_eq!(offered(&mut p, &web), ["service web"]);
+        let mut node = Touched {
+            any: true,
+            ..Touched::default()
+        };
+        node.catalog_topics(vec![CatalogTopic::Nodes, CatalogTopic::Node("n1".into())]);
+        assert_eq!(
+            offered(&mut p, &node),
+            ["node by id prefix", "node n1", "nodes"]
+        );
+        assert_eq!(p.len(), 6);
+        // Taken, a catalog query leaves every topic's index.
+        p.take_woken(&node, |_| true);
+        p.take_woken(&web, |_| true);
+        assert!(p.by_topic.is_empty());
+        assert_eq!(p.len(), 2);
+    }
+
     /// Woken and due queries leave every index; deadlines come out in order.
     #[test]
     fn woken_and_due_queries_are_gone_from_every_index() {

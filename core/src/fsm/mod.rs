@@ -440,7 +440,10 @@ mod tests {
         if rng.below(4) == 0 {
             let (service_id, check_id) = match rng.below(3) {
                 0 => (pick(rng, &SERVICE_IDS).to_owned(), String::new()),
-                1 => (String::new(), pick(rng, &["c1", "c2", "serfHealth"]).to_owned()),
+                1 => (
+                    String::new(),
+                    pick(rng, &["c1", "c2", "serfHealth"]).to_owned(),
+                ),
                 _ => (String::new(), String::new()),
             };
             return Command::CatalogDeregister(Deregister {

@@ -108,7 +108,10 @@ mod tests {
         let view = fsm.view();
         assert_eq!(
             view.encode(),
-            [3, 1, 1, 1, 1, b'a', 0, 3, b'o', b'n', b'e', 1, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0]
+            [
+                3, 1, 1, 1, 1, b'a', 0, 3, b'o', b'n', b'e', 1, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
+                0, 0
+            ]
         );
         assert_eq!(
             format!("{view:?}"),

@@ -95,7 +95,9 @@ fn a_registration_stores_node_service_and_checks_with_its_index() {
     assert_eq!(s.weights, Some(types::Weights::DEFAULT));
     let checks = t.node_checks("n1");
     assert_eq!(checks.len(), 2);
-    assert!(checks.iter().all(|c| c.status == "critical" && c.modify_index == 5));
+    assert!(checks
+        .iter()
+        .all(|c| c.status == "critical" && c.modify_index == 5));
     let web = checks.iter().find(|c| c.check_id == "web-alive").unwrap();
     assert_eq!(
         (web.service_name.as_str(), web.service_tags.clone()),
@@ -227,11 +229,19 @@ fn deregistering_a_node_removes_its_services_and_checks() {
         check_id: String::new(),
     };
     t.deregister(7, &gone("N1")).unwrap();
-    assert_eq!(t.node_services("n1"), (7, None), "the node extinction index");
+    assert_eq!(
+        t.node_services("n1"),
+        (7, None),
+        "the node extinction index"
+    );
     assert!(t.node_checks("n1").is_empty());
     assert_eq!(t.counts(), (1, 1, 0));
     assert_eq!(indexes(&t), (7, 7, 7));
-    assert_eq!(t.service_read_index("web"), 7, "web still has n2's instance");
+    assert_eq!(
+        t.service_read_index("web"),
+        7,
+        "web still has n2's instance"
+    );
     assert!(!t.node_index.contains_key("n1"));
     // The last instance of web goes with n2: service.web goes, and a read
     // of the missing service answers the service extinction index.
@@ -263,7 +273,11 @@ fn deregistering_a_service_removes_its_checks_only() {
         check_id: check_id.into(),
     };
     t.deregister(7, &dereg("WEB1", "")).unwrap();
-    let left: Vec<String> = t.node_checks("n1").into_iter().map(|c| c.check_id).collect();
+    let left: Vec<String> = t
+        .node_checks("n1")
+        .into_iter()
+        .map(|c| c.check_id)
+        .collect();
     assert_eq!(left, ["alive"]);
     let (index, found) = t.node_services("n1");
     assert_eq!(index, 7);
@@ -274,7 +288,11 @@ fn deregistering_a_service_removes_its_checks_only() {
     t.deregister(8, &dereg("", "alive")).unwrap();
     assert!(t.node_checks("n1").is_empty());
     assert_eq!(indexes(&t), (7, 7, 8));
-    assert_eq!(t.service_read_index("db"), 8, "a node check moves its services");
+    assert_eq!(
+        t.service_read_index("db"),
+        8,
+        "a node check moves its services"
+    );
 }
 
 /// `Catalog.ServiceNodes` with tags (all, ignoring case) and node meta, and
