@@ -269,9 +269,12 @@ pub(crate) async fn register(
     let pretty = params.has("pretty");
     let max = agent.options().core.catalog_register_bytes_max;
     let value = read_body(body, max).await?;
-    let (datacenter, reg) = parse_register(&value)
+    let (datacenter, mut reg) = parse_register(&value)
         .map_err(|e| ApiError::bad_request(format!("Request decode failed: {e}")))?;
+    // The node's datacenter is the request's, the agent's when it names
+    // none (Consul fills `args.Datacenter` before the node is built).
     let dc = dc_or_agents(datacenter, &agent);
+    reg.datacenter = dc.0.clone();
     write(&agent, dc, CatalogOp::Register(reg), pretty).await
 }
 
