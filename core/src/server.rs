@@ -597,7 +597,7 @@ impl Server {
                         "Registration exceeds {max} byte limit (catalog_register_bytes_max)"
                     )));
                 }
-                crate::fsm::catalog::validate::normalize(reg.clone())
+                crate::fsm::catalog::validate::normalize((**reg).clone())
                     .map(|_| ())
                     .map_err(|e| RpcError::Refused(e.to_string()))
             }
@@ -861,8 +861,8 @@ impl Server {
             Op::Catalog(c) if c.is_write() => {
                 let command = match c {
                     CatalogOp::Register(reg) => {
-                        match crate::fsm::catalog::validate::normalize(reg.clone()) {
-                            Ok(reg) => Command::CatalogRegister(reg),
+                        match crate::fsm::catalog::validate::normalize((**reg).clone()) {
+                            Ok(reg) => Command::CatalogRegister(Box::new(reg)),
                             Err(e) => {
                                 return self.respond(
                                     origin,
@@ -1137,7 +1137,7 @@ impl Server {
             }
             CatalogOp::NodeServices { node } => {
                 let (i, found) = self.fsm.catalog_node_services(node);
-                (i, CatalogReply::NodeServices(found))
+                (i, CatalogReply::NodeServices(found.map(Box::new)))
             }
             // Writes never reach here (`serve_as_leader` proposes them).
             CatalogOp::Register(_) | CatalogOp::Deregister(_) => {

@@ -54,7 +54,10 @@ fn register(node: &str, service: Option<(&str, &str)>) -> Register {
 }
 
 fn write(reg: Register) -> Request {
-    req(Op::Catalog(CatalogOp::Register(reg)), ReadMode::Default)
+    req(
+        Op::Catalog(CatalogOp::Register(Box::new(reg))),
+        ReadMode::Default,
+    )
 }
 
 fn service_nodes(name: &str, mode: ReadMode) -> Request {

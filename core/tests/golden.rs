@@ -201,7 +201,7 @@ fn fsm_state(kv_only: bool) -> Fsm {
         let mut reg = catalog_register();
         reg.skip_node_update = false;
         assert_eq!(
-            fsm.apply(3, &Command::CatalogRegister(reg.clone())),
+            fsm.apply(3, &Command::CatalogRegister(Box::new(reg.clone()))),
             ApplyResult::Catalog(Ok(()))
         );
         let mut other = reg.clone();
@@ -210,7 +210,7 @@ fn fsm_state(kv_only: bool) -> Fsm {
         other.service.as_mut().unwrap().id = "db1".into();
         other.service.as_mut().unwrap().service = "db".into();
         other.checks.clear();
-        fsm.apply(4, &Command::CatalogRegister(other));
+        fsm.apply(4, &Command::CatalogRegister(Box::new(other)));
         fsm.apply(
             5,
             &Command::CatalogDeregister(Deregister {
@@ -222,7 +222,7 @@ fn fsm_state(kv_only: bool) -> Fsm {
         let mut refused = reg;
         refused.checks[0].service_id = "nope".into();
         assert!(matches!(
-            fsm.apply(6, &Command::CatalogRegister(refused)),
+            fsm.apply(6, &Command::CatalogRegister(Box::new(refused))),
             ApplyResult::Catalog(Err(_))
         ));
     }
@@ -403,7 +403,7 @@ fn ops() -> Vec<(&'static str, Op)> {
         ("autopilot_get_config", Op::AutopilotGetConfig),
         (
             "catalog_register",
-            Op::Catalog(CatalogOp::Register(catalog_register())),
+            Op::Catalog(CatalogOp::Register(Box::new(catalog_register()))),
         ),
         (
             "catalog_deregister",
@@ -554,10 +554,10 @@ fn reply_bodies() -> Vec<(&'static str, ReplyBody)> {
         ),
         (
             "catalog_node_services",
-            ReplyBody::Catalog(CatalogReply::NodeServices(Some(NodeServices {
+            ReplyBody::Catalog(CatalogReply::NodeServices(Some(Box::new(NodeServices {
                 node: catalog_node(),
                 services: vec![catalog_service()],
-            }))),
+            })))),
         ),
         (
             "catalog_node_services_none",
@@ -945,7 +945,10 @@ fn golden_vectors_match() {
     );
 
     for (name, c) in [
-        ("register", Command::CatalogRegister(catalog_register())),
+        (
+            "register",
+            Command::CatalogRegister(Box::new(catalog_register())),
+        ),
         (
             "deregister",
             Command::CatalogDeregister(catalog_deregister()),

@@ -52,7 +52,7 @@ pub enum Command {
     },
     /// `PUT /v1/catalog/register` (Consul's `RegisterRequestType`): upsert
     /// a node, optionally one service on it and checks.
-    CatalogRegister(super::catalog::types::Register),
+    CatalogRegister(Box<super::catalog::types::Register>),
     /// `PUT /v1/catalog/deregister` (Consul's `DeregisterRequestType`).
     CatalogDeregister(super::catalog::types::Deregister),
 }

@@ -275,7 +275,7 @@ impl Fsm {
             last_applied: self.last_applied,
             kv: self.kv.clone(),
             autopilot: self.autopilot.clone(),
-            catalog: self.catalog.clone(),
+            catalog: Box::new(self.catalog.clone()),
         }
     }
 
@@ -488,7 +488,7 @@ mod tests {
                 modify_index: 0,
             })
             .collect();
-        Command::CatalogRegister(Register {
+        Command::CatalogRegister(Box::new(Register {
             id: IDS[rng.below(3) as usize].to_owned(),
             node,
             address: format!("10.0.0.{}", rng.below(2)),
@@ -498,7 +498,7 @@ mod tests {
             service,
             checks,
             skip_node_update: rng.below(5) == 0,
-        })
+        }))
     }
 
     fn replay(log: &[Step]) -> Fsm {

@@ -20,7 +20,9 @@ pub struct FsmView {
     pub(super) last_applied: u64,
     pub(super) kv: KvTable,
     pub(super) autopilot: Option<super::StoredAutopilot>,
-    pub(super) catalog: CatalogTable,
+    /// Boxed: the catalog's maps make it the view's largest part, and a
+    /// view travels inside actions and driver messages.
+    pub(super) catalog: Box<CatalogTable>,
 }
 
 impl FsmView {

@@ -85,7 +85,7 @@ pub enum Op {
 #[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub enum CatalogOp {
     /// `PUT /v1/catalog/register`: a write, through the log.
-    Register(Register),
+    Register(Box<Register>),
     /// `PUT /v1/catalog/deregister`: a write, through the log.
     Deregister(Deregister),
     /// `GET /v1/catalog/nodes[?node-meta=k:v]`.
@@ -121,8 +121,8 @@ pub enum CatalogReply {
     /// Service name -> the union of its instances' tags.
     Services(BTreeMap<String, Vec<String>>),
     ServiceNodes(Vec<ServiceInstance>),
-    /// `None`: no such node.
-    NodeServices(Option<NodeServices>),
+    /// `None`: no such node. Boxed: a node is the largest reply part.
+    NodeServices(Option<Box<NodeServices>>),
 }
 
 impl Op {

@@ -275,7 +275,7 @@ pub(crate) async fn register(
     // none (Consul fills `args.Datacenter` before the node is built).
     let dc = dc_or_agents(datacenter, &agent);
     reg.datacenter = dc.0.clone();
-    write(&agent, dc, CatalogOp::Register(reg), pretty).await
+    write(&agent, dc, CatalogOp::Register(Box::new(reg)), pretty).await
 }
 
 /// `PUT /v1/catalog/deregister`.
@@ -577,7 +577,7 @@ async fn node_services(
     query: Vec<(String, String)>,
 ) -> Result<
     (
-        Option<tern_core::fsm::NodeServices>,
+        Option<Box<tern_core::fsm::NodeServices>>,
         QueryOptions,
         super::reply::Meta,
     ),
