@@ -115,6 +115,21 @@ fn catalog_watch(op: &CatalogOp) -> Option<Vec<CatalogTopic>> {
             }
             topics
         }
+        CatalogOp::NodeChecks { node } => vec![CatalogTopic::Node(fold(node))],
+        CatalogOp::ServiceChecks { service, node_meta }
+        | CatalogOp::ServiceHealth {
+            service, node_meta, ..
+        } => {
+            let mut topics = vec![CatalogTopic::Service(fold(service))];
+            if !node_meta.is_empty() {
+                topics.push(CatalogTopic::Nodes);
+            }
+            topics
+        }
+        CatalogOp::ChecksInState { node_meta, .. } if node_meta.is_empty() => {
+            vec![CatalogTopic::Checks]
+        }
+        CatalogOp::ChecksInState { .. } => vec![CatalogTopic::Checks, CatalogTopic::Nodes],
         CatalogOp::Register(_) | CatalogOp::Deregister(_) => return None,
     })
 }

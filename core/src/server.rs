@@ -608,7 +608,11 @@ impl Server {
             | CatalogOp::Nodes { .. }
             | CatalogOp::Services { .. }
             | CatalogOp::ServiceNodes { .. }
-            | CatalogOp::NodeServices { .. } => Ok(()),
+            | CatalogOp::NodeServices { .. }
+            | CatalogOp::NodeChecks { .. }
+            | CatalogOp::ServiceChecks { .. }
+            | CatalogOp::ChecksInState { .. }
+            | CatalogOp::ServiceHealth { .. } => Ok(()),
         }
     }
 
@@ -1139,6 +1143,26 @@ impl Server {
                 let (i, found) = self.fsm.catalog_node_services(node);
                 (i, CatalogReply::NodeServices(found.map(Box::new)))
             }
+            CatalogOp::NodeChecks { node } => {
+                let (i, checks) = self.fsm.catalog_node_checks(node);
+                (i, CatalogReply::Checks(checks))
+            }
+            CatalogOp::ServiceChecks { service, node_meta } => {
+                let (i, checks) = self.fsm.catalog_service_checks(service, node_meta);
+                (i, CatalogReply::Checks(checks))
+            }
+            CatalogOp::ChecksInState { state, node_meta } => {
+                let (i, checks) = self.fsm.catalog_checks_in_state(state, node_meta);
+                (i, CatalogReply::Checks(checks))
+            }
+            CatalogOp::ServiceHealth {
+                service,
+                tags,
+                node_meta,
+            } => {
+                let (i, found) = self.fsm.catalog_service_health(service, tags, node_meta);
+                (i, CatalogReply::ServiceHealth(found))
+            }
             // Writes never reach here (`serve_as_leader` proposes them).
             CatalogOp::Register(_) | CatalogOp::Deregister(_) => {
                 return (self.raft.commit_index().0, ReplyBody::Done)
@@ -1636,6 +1660,16 @@ impl Server {
                 self.fsm.catalog_service_index(service)
             }
             Op::Catalog(CatalogOp::NodeServices { node }) => self.fsm.catalog_node_index(node),
+            Op::Catalog(CatalogOp::NodeChecks { .. }) => {
+                self.fsm.catalog_checks_index(&Default::default())
+            }
+            Op::Catalog(
+                CatalogOp::ServiceChecks { node_meta, .. }
+                | CatalogOp::ChecksInState { node_meta, .. },
+            ) => self.fsm.catalog_checks_index(node_meta),
+            Op::Catalog(CatalogOp::ServiceHealth { service, .. }) => {
+                self.fsm.catalog_health_index(service)
+            }
             _ => self.read_local(op).0,
         }
     }

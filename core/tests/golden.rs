@@ -16,9 +16,9 @@ use std::path::{Path, PathBuf};
 use tern_core::autopilot::{AutopilotConfig, GossipStatus, HealthReply, ServerHealthReply};
 use tern_core::clock::Duration;
 use tern_core::fsm::{
-    ApplyResult, CatalogError, CatalogTableName, Check, CheckDefinition, Command, Deregister, Fsm,
-    KvCommand, KvEntry, KvWrite, Node, NodeServices, Register, Service, ServiceAddress,
-    ServiceInstance, StoredAutopilot, Weights,
+    ApplyResult, CatalogError, CatalogTableName, Check, CheckDefinition, CheckServiceNode, Command,
+    Deregister, Fsm, KvCommand, KvEntry, KvWrite, Node, NodeServices, Register, Service,
+    ServiceAddress, ServiceInstance, StoredAutopilot, Weights,
 };
 use tern_core::raft::{
     AppendEntries, AppendEntriesResponse, Entry, EntryPayload, HardState, InstallSnapshot,
@@ -436,6 +436,34 @@ fn ops() -> Vec<(&'static str, Op)> {
             }),
         ),
         (
+            "catalog_node_checks",
+            Op::Catalog(CatalogOp::NodeChecks {
+                node: "web-01".into(),
+            }),
+        ),
+        (
+            "catalog_service_checks",
+            Op::Catalog(CatalogOp::ServiceChecks {
+                service: "web".into(),
+                node_meta: BTreeMap::new(),
+            }),
+        ),
+        (
+            "catalog_checks_in_state",
+            Op::Catalog(CatalogOp::ChecksInState {
+                state: "critical".into(),
+                node_meta: BTreeMap::from([("rack".to_string(), "r1".to_string())]),
+            }),
+        ),
+        (
+            "catalog_service_health",
+            Op::Catalog(CatalogOp::ServiceHealth {
+                service: "web".into(),
+                tags: vec!["v1".into()],
+                node_meta: BTreeMap::new(),
+            }),
+        ),
+        (
             "autopilot_set_config",
             Op::AutopilotSetConfig {
                 config: autopilot_config(),
@@ -562,6 +590,18 @@ fn reply_bodies() -> Vec<(&'static str, ReplyBody)> {
         (
             "catalog_node_services_none",
             ReplyBody::Catalog(CatalogReply::NodeServices(None)),
+        ),
+        (
+            "catalog_checks",
+            ReplyBody::Catalog(CatalogReply::Checks(catalog_register().checks)),
+        ),
+        (
+            "catalog_service_health",
+            ReplyBody::Catalog(CatalogReply::ServiceHealth(vec![CheckServiceNode {
+                node: catalog_node(),
+                service: catalog_service(),
+                checks: catalog_register().checks,
+            }])),
         ),
         (
             "autopilot_health",

@@ -469,3 +469,129 @@ fn a_registration_on_one_server_is_read_back_from_another() {
         std::thread::sleep(Duration::from_millis(100));
     }
 }
+
+/// The health endpoints over catalog checks (agent/health_endpoint.go):
+/// a node's checks, a service's checks, checks by state, instances with
+/// their node's and their own checks, `?passing`, and a blocking health
+/// read woken when a check of its service changes status.
+#[test]
+fn health_endpoints_read_the_catalogs_checks() {
+    let a = Agent::single("catalog-health");
+    let base = a.base();
+    let register = |body: Value| {
+        let r = put(&format!("{base}/v1/catalog/register"), &body.to_string());
+        assert_eq!((r.status, r.body.trim()), (200, "true"), "{body}");
+    };
+    register(json!({
+        "Node": "n1", "Address": "10.0.0.1",
+        "Service": {"Service": "web", "ID": "web1", "Tags": ["v1"]},
+        "Checks": [
+            {"CheckID": "serfHealth", "Name": "Serf Health Status", "Status": "passing"},
+            {"CheckID": "web-http", "Name": "web", "Status": "passing", "ServiceID": "web1",
+             "Definition": {"HTTP": "http://10.0.0.1/health", "Interval": "10s"}}
+        ]
+    }));
+    register(json!({
+        "Node": "n2", "Address": "10.0.0.2",
+        "Service": {"Service": "web", "ID": "web2"},
+        "Check": {"Name": "web2-alive", "ServiceID": "web2", "Status": "warning"}
+    }));
+
+    let r = get(&format!("{base}/v1/health/node/n1"));
+    let checks = r.json();
+    assert_eq!(checks.as_array().unwrap().len(), 2);
+    assert_eq!(checks[0]["CheckID"], "serfHealth");
+    assert_eq!(checks[0]["ServiceTags"], json!([]));
+    assert_eq!(checks[0]["Definition"], json!({}));
+    assert_eq!(checks[1]["ServiceName"], "web");
+    assert_eq!(checks[1]["ServiceTags"], json!(["v1"]));
+    assert_eq!(checks[1]["Type"], "http");
+    assert_eq!(
+        checks[1]["Definition"],
+        json!({"Interval": "10s", "HTTP": "http://10.0.0.1/health"})
+    );
+    assert!(r.index.is_some());
+    assert_eq!(
+        get(&format!("{base}/v1/health/node/nope")).json(),
+        json!([])
+    );
+    let r = get(&format!("{base}/v1/health/node/"));
+    assert_eq!((r.status, r.body.as_str()), (400, "Missing node name"));
+
+    let web_checks = get(&format!("{base}/v1/health/checks/web")).json();
+    let ids: Vec<&str> = web_checks
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["CheckID"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids, ["web-http", "web2-alive"]);
+    let warning = get(&format!("{base}/v1/health/state/warning")).json();
+    assert_eq!(warning[0]["CheckID"], "web2-alive");
+    assert_eq!(
+        get(&format!("{base}/v1/health/state/any"))
+            .json()
+            .as_array()
+            .unwrap()
+            .len(),
+        3
+    );
+    let r = get(&format!("{base}/v1/health/state/"));
+    assert_eq!((r.status, r.body.as_str()), (400, "Missing check state"));
+
+    let r = get(&format!("{base}/v1/health/service/web"));
+    let all = r.json();
+    assert_eq!(all.as_array().unwrap().len(), 2);
+    assert_eq!(all[0]["Node"]["Node"], "n1");
+    assert_eq!(all[0]["Service"]["ID"], "web1");
+    let n1_checks: Vec<&str> = all[0]["Checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["CheckID"].as_str().unwrap())
+        .collect();
+    assert_eq!(n1_checks, ["serfHealth", "web-http"]);
+    assert_eq!(all[1]["Service"]["Tags"], json!([]));
+    let index = r.index.unwrap();
+    let passing = get(&format!("{base}/v1/health/service/web?passing")).json();
+    assert_eq!(passing.as_array().unwrap().len(), 1, "n2's check warns");
+    assert_eq!(
+        get(&format!("{base}/v1/health/service/web?passing=false")).json(),
+        all
+    );
+    let r = get(&format!("{base}/v1/health/service/web?passing=maybe"));
+    assert_eq!(
+        (r.status, r.body.as_str()),
+        (400, "Invalid value for ?passing")
+    );
+    assert_eq!(
+        get(&format!("{base}/v1/health/service/web?tag=V1"))
+            .json()
+            .as_array()
+            .unwrap()
+            .len(),
+        1
+    );
+    assert_eq!(
+        get(&format!("{base}/v1/health/service/nope")).json(),
+        json!([])
+    );
+
+    // A blocking health read wakes when n2's check turns passing.
+    let url = format!("{base}/v1/health/service/web?passing&index={index}&wait=20s");
+    let watcher = std::thread::spawn(move || {
+        let r = http("GET", &url, None, Duration::from_secs(30));
+        (r.index, r.json())
+    });
+    std::thread::sleep(Duration::from_millis(500));
+    put(&format!("{base}/v1/kv/unrelated"), "x");
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(!watcher.is_finished(), "a KV write woke a health watcher");
+    register(json!({
+        "Node": "n2", "Address": "10.0.0.2",
+        "Check": {"Name": "web2-alive", "ServiceID": "web2", "Status": "passing"}
+    }));
+    let (new_index, body) = watcher.join().unwrap();
+    assert!(new_index.unwrap() > index);
+    assert_eq!(body.as_array().unwrap().len(), 2, "both pass now");
+}

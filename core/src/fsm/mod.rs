@@ -16,8 +16,8 @@ mod tombstone_gc;
 mod view;
 
 pub use catalog::types::{
-    CatalogError, CatalogTableName, Check, CheckDefinition, Deregister, Meta, Node, NodeServices,
-    Register, Service, ServiceAddress, ServiceInstance, Weights,
+    CatalogError, CatalogTableName, Check, CheckDefinition, CheckServiceNode, Deregister, Meta,
+    Node, NodeServices, Register, Service, ServiceAddress, ServiceInstance, Weights,
 };
 pub use catalog::{CatalogTopic, CATALOG_CHECKS_MAX, CATALOG_NODES_MAX, CATALOG_SERVICES_MAX};
 pub use command::{ApplyResult, Command, KvCommand, KvEntry, KvWrite, StoredAutopilot};
@@ -137,6 +137,53 @@ impl Fsm {
     /// The index `catalog_node_services` answers with, alone (cheap).
     pub fn catalog_node_index(&self, name_or_id: &str) -> u64 {
         self.catalog.node_read_index(name_or_id)
+    }
+
+    /// `/v1/health/node/<n>`: the node's checks, and the checks index.
+    pub fn catalog_node_checks(&self, node: &str) -> (u64, Vec<Check>) {
+        (
+            self.catalog.checks_read_index(&BTreeMap::new()),
+            self.catalog.node_checks(node),
+        )
+    }
+
+    /// `/v1/health/checks/<s>`: the checks of service `name`'s instances.
+    pub fn catalog_service_checks(
+        &self,
+        name: &str,
+        node_meta: &BTreeMap<String, String>,
+    ) -> (u64, Vec<Check>) {
+        self.catalog.service_checks(name, node_meta)
+    }
+
+    /// `/v1/health/state/<state>`: the checks with that status (`any`:
+    /// all).
+    pub fn catalog_checks_in_state(
+        &self,
+        state: &str,
+        node_meta: &BTreeMap<String, String>,
+    ) -> (u64, Vec<Check>) {
+        self.catalog.checks_in_state(state, node_meta)
+    }
+
+    /// The index the check reads answer with, alone (cheap).
+    pub fn catalog_checks_index(&self, node_meta: &BTreeMap<String, String>) -> u64 {
+        self.catalog.checks_read_index(node_meta)
+    }
+
+    /// `/v1/health/service/<s>`: each instance with its node and checks.
+    pub fn catalog_service_health(
+        &self,
+        name: &str,
+        tags: &[String],
+        node_meta: &BTreeMap<String, String>,
+    ) -> (u64, Vec<CheckServiceNode>) {
+        self.catalog.service_health(name, tags, node_meta)
+    }
+
+    /// The index `catalog_service_health` answers with, alone (cheap).
+    pub fn catalog_health_index(&self, name: &str) -> u64 {
+        self.catalog.health_read_index(name)
     }
 
     /// How many nodes, services and checks the catalog holds.

@@ -1,13 +1,14 @@
 //! Client requests and their replies: what the HTTP API, the CLI and the
 //! simulator's clients ask of a server, and what servers forward to the leader.
 
+use std::collections::BTreeMap;
+
 use serde::{Deserialize, Serialize};
 
 use crate::clock::Duration;
-use std::collections::BTreeMap;
-
 use crate::fsm::{
-    ApplyResult, Deregister, KvCommand, KvEntry, Node, NodeServices, Register, ServiceInstance,
+    ApplyResult, Check, CheckServiceNode, Deregister, KvCommand, KvEntry, Node, NodeServices,
+    Register, ServiceInstance,
 };
 use crate::ids::{Datacenter, NodeId, NodeName};
 
@@ -100,6 +101,25 @@ pub enum CatalogOp {
     },
     /// `GET /v1/catalog/node/<node>` and `/v1/catalog/node-services/<node>`.
     NodeServices { node: String },
+    /// `GET /v1/health/node/<node>`: the node's checks.
+    NodeChecks { node: String },
+    /// `GET /v1/health/checks/<service>`: the service's checks.
+    ServiceChecks {
+        service: String,
+        node_meta: BTreeMap<String, String>,
+    },
+    /// `GET /v1/health/state/<state>`: checks by status (`any`: all).
+    ChecksInState {
+        state: String,
+        node_meta: BTreeMap<String, String>,
+    },
+    /// `GET /v1/health/service/<service>`: instances with their checks
+    /// (`?passing` is the HTTP layer's filter, as in Consul).
+    ServiceHealth {
+        service: String,
+        tags: Vec<String>,
+        node_meta: BTreeMap<String, String>,
+    },
 }
 
 impl CatalogOp {
@@ -109,7 +129,11 @@ impl CatalogOp {
             CatalogOp::Nodes { .. }
             | CatalogOp::Services { .. }
             | CatalogOp::ServiceNodes { .. }
-            | CatalogOp::NodeServices { .. } => false,
+            | CatalogOp::NodeServices { .. }
+            | CatalogOp::NodeChecks { .. }
+            | CatalogOp::ServiceChecks { .. }
+            | CatalogOp::ChecksInState { .. }
+            | CatalogOp::ServiceHealth { .. } => false,
         }
     }
 }
@@ -123,6 +147,8 @@ pub enum CatalogReply {
     ServiceNodes(Vec<ServiceInstance>),
     /// `None`: no such node. Boxed: a node is the largest reply part.
     NodeServices(Option<Box<NodeServices>>),
+    Checks(Vec<Check>),
+    ServiceHealth(Vec<CheckServiceNode>),
 }
 
 impl Op {

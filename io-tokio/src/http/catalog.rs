@@ -41,7 +41,7 @@ use crate::agent::{AgentHandle, Pool};
 /// Consul's `structs.Node` (CE: no partition, peer or locality).
 #[derive(Serialize)]
 #[serde(rename_all = "PascalCase")]
-struct NodeJson<'a> {
+pub(crate) struct NodeJson<'a> {
     #[serde(rename = "ID")]
     id: &'a str,
     node: &'a str,
@@ -196,7 +196,7 @@ fn is_zero(p: &i64) -> bool {
 /// Consul's `NodeService` (`/v1/catalog/node/<n>`, `/node-services/<n>`).
 #[derive(Serialize)]
 #[serde(rename_all = "PascalCase")]
-struct NodeServiceJson<'a> {
+pub(crate) struct NodeServiceJson<'a> {
     #[serde(skip_serializing_if = "str::is_empty")]
     kind: &'a str,
     #[serde(rename = "ID")]
@@ -471,7 +471,7 @@ pub(crate) async fn datacenters(
 /// `:` is a key with an empty value, as Consul's `ParseMetaPair`). A
 /// `?filter=` expression is refused: this release does not evaluate them,
 /// and answering unfiltered would be wrong.
-fn start(
+pub(crate) fn start(
     agent: &AgentHandle,
     query: Vec<(String, String)>,
 ) -> Result<(Params, QueryOptions, BTreeMap<String, String>), ApiError> {
@@ -493,7 +493,7 @@ fn start(
     Ok((params, opts, node_meta))
 }
 
-async fn catalog_read(
+pub(crate) async fn catalog_read(
     agent: &AgentHandle,
     opts: &QueryOptions,
     op: CatalogOp,

@@ -14,6 +14,7 @@
 //! | `GET/PUT/DELETE /v1/kv/<key>` | KV: recurse, keys, separator, raw, cas, flags, blocking, stale/consistent |
 //! | `GET /v1/operator/raft/configuration`, `DELETE /v1/operator/raft/peer` | Raft membership |
 //! | `GET /v1/operator/autopilot/{configuration,health,state}`, `PUT .../configuration[?cas=]` | autopilot (health: 429 when unhealthy) |
+//! | `GET /v1/health/{node,checks,state,service}/<name>` | checks and instances with their checks: passing, tag, node-meta, blocking |
 //! | `PUT /v1/catalog/{register,deregister}`, `GET /v1/catalog/{datacenters,nodes,services}`, `GET /v1/catalog/{service,node,node-services}/<name>` | the catalog: tag, node-meta, blocking, stale/consistent |
 //!
 //! Request bodies are read as bytes whatever their `Content-Type` (python
@@ -24,6 +25,7 @@ mod agent_api;
 mod autopilot;
 mod catalog;
 mod gojson;
+mod health;
 mod kv;
 mod members;
 mod operator;
@@ -87,6 +89,14 @@ pub fn router(agent: AgentHandle) -> Router {
             "/v1/catalog/node-services/{*node}",
             get(catalog::node_service_list),
         )
+        .route("/v1/health/node/", get(health::node_nameless))
+        .route("/v1/health/node/{*node}", get(health::node))
+        .route("/v1/health/checks/", get(health::service_nameless))
+        .route("/v1/health/checks/{*service}", get(health::service_checks))
+        .route("/v1/health/state/", get(health::state_nameless))
+        .route("/v1/health/state/{*state}", get(health::state))
+        .route("/v1/health/service/", get(health::service_nameless))
+        .route("/v1/health/service/{*service}", get(health::service))
         .with_state(agent)
 }
 

@@ -28,8 +28,8 @@ use serde::{Deserialize, Serialize};
 
 use super::hash::ItemHasher;
 use types::{
-    CatalogError, CatalogTableName, Check, Deregister, Node, NodeServices, Register, Service,
-    ServiceInstance,
+    CatalogError, CatalogTableName, Check, CheckServiceNode, Deregister, Node, NodeServices,
+    Register, Service, ServiceInstance,
 };
 
 pub(crate) use snapshot::{CatalogSnapshot, CatalogSnapshotRef};
@@ -446,7 +446,7 @@ impl CatalogTable {
             Some(old) => {
                 check.create_index = old.value.create_index;
                 check.modify_index = old.value.modify_index;
-                if old.value == check {
+                if same_check(&old.value, &check) {
                     return Ok(());
                 }
             }
@@ -812,13 +812,114 @@ impl CatalogTable {
             .collect()
     }
 
-    /// Every check on `node` (for tests and the health reads to come).
-    #[cfg(test)]
+    /// Every check on `node`, in check-ID order.
     pub(crate) fn node_checks(&self, node: &str) -> Vec<Check> {
         let name = key(node);
         on_node(&self.checks, &name)
             .map(|(_, c)| c.value.clone())
             .collect()
+    }
+
+    /// The checks index, or with a node-meta filter the checks and nodes
+    /// tables' (what Consul's health check reads answer with).
+    pub(crate) fn checks_read_index(&self, node_meta: &BTreeMap<String, String>) -> u64 {
+        if node_meta.is_empty() {
+            self.checks_index
+        } else {
+            self.checks_index.max(self.nodes_index)
+        }
+    }
+
+    /// `/v1/health/checks/<s>` (Consul's `ServiceChecks`): the checks of
+    /// the instances of service `name` (ignoring case), on nodes whose meta
+    /// matches.
+    pub(crate) fn service_checks(
+        &self,
+        name: &str,
+        node_meta: &BTreeMap<String, String>,
+    ) -> (u64, Vec<Check>) {
+        let name = fold(name);
+        let checks = self
+            .checks
+            .iter()
+            .filter(|(_, c)| !c.value.service_id.is_empty() && fold(&c.value.service_name) == name)
+            .filter(|((node, _), _)| self.node_matches(node, node_meta))
+            .map(|(_, c)| c.value.clone())
+            .collect();
+        (self.checks_read_index(node_meta), checks)
+    }
+
+    /// `/v1/health/state/<state>` (Consul's `ChecksInState`): every check
+    /// with that status (`any`: every check), by node and check ID.
+    pub(crate) fn checks_in_state(
+        &self,
+        state: &str,
+        node_meta: &BTreeMap<String, String>,
+    ) -> (u64, Vec<Check>) {
+        let checks = self
+            .checks
+            .iter()
+            .filter(|(_, c)| state == "any" || c.value.status == state)
+            .filter(|((node, _), _)| self.node_matches(node, node_meta))
+            .map(|(_, c)| c.value.clone())
+            .collect();
+        (self.checks_read_index(node_meta), checks)
+    }
+
+    fn node_matches(&self, node: &Key, node_meta: &BTreeMap<String, String>) -> bool {
+        node_meta.is_empty()
+            || self
+                .nodes
+                .get(node)
+                .is_some_and(|n| satisfies(&n.value.meta, node_meta))
+    }
+
+    /// `/v1/health/service/<s>` (Consul's `CheckServiceNodes`): each
+    /// instance with its node and its health checks (the node's own and
+    /// its own), filtered as `service_nodes` filters.
+    pub(crate) fn service_health(
+        &self,
+        name: &str,
+        tags: &[String],
+        node_meta: &BTreeMap<String, String>,
+    ) -> (u64, Vec<CheckServiceNode>) {
+        let (_, instances) = self.service_nodes(name, tags, node_meta);
+        let found = instances
+            .into_iter()
+            .map(|i| {
+                let node = key(&i.node.node);
+                let id = fold(&i.service.id);
+                let checks = on_node(&self.checks, &node)
+                    .filter(|(_, c)| {
+                        c.value.service_id.is_empty() || fold(&c.value.service_id) == id
+                    })
+                    .map(|(_, c)| c.value.clone())
+                    .collect();
+                CheckServiceNode {
+                    node: i.node,
+                    service: i.service,
+                    checks,
+                }
+            })
+            .collect();
+        (self.health_read_index(name), found)
+    }
+
+    /// Consul's `maxIndexForService` with checks: as `service_read_index`,
+    /// the fallback counting the checks table too.
+    pub(crate) fn health_read_index(&self, name: &str) -> u64 {
+        let name = fold(name);
+        let exists = self.by_name.contains_key(&*name);
+        if !exists && self.service_extinction > 0 {
+            return self.service_extinction;
+        }
+        match self.service_index.get(&*name) {
+            Some(&at) => at,
+            None => self
+                .nodes_index
+                .max(self.services_index)
+                .max(self.checks_index),
+        }
     }
 
     pub(crate) fn counts(&self) -> (usize, usize, usize) {
@@ -875,6 +976,22 @@ fn same_node(a: &Node, b: &Node) -> bool {
         && a.datacenter == b.datacenter
         && a.tagged_addresses == b.tagged_addresses
         && a.meta == b.meta
+}
+
+/// Consul's `HealthCheck.IsSame`: the node ignoring case, and not the
+/// type (a re-registration that changes only the type is no change, and
+/// the stored check keeps its type).
+fn same_check(a: &Check, b: &Check) -> bool {
+    fold(&a.node) == fold(&b.node)
+        && a.check_id == b.check_id
+        && a.name == b.name
+        && a.status == b.status
+        && a.notes == b.notes
+        && a.output == b.output
+        && a.service_id == b.service_id
+        && a.service_name == b.service_name
+        && a.service_tags == b.service_tags
+        && a.definition == b.definition
 }
 
 /// Consul's `SatisfiesMetaFilters`.

@@ -118,10 +118,13 @@ fn an_unchanged_registration_moves_no_index() {
     let before = t.clone();
     t.register(9, &r).unwrap();
     assert_eq!(t, before, "nothing changed");
-    // Spelled in another case, the node is the same node.
+    // Spelled in another case, the node is the same node, and so is a
+    // check's (Consul's `Node.IsSame` and `HealthCheck.IsSame` fold case);
+    // a check's type alone is no change either.
     let mut upper = r.clone();
     upper.node = "N1".into();
-    upper.checks.clear();
+    upper.checks[0].node = "N1".into();
+    upper.checks[0].kind = "ttl".into();
     upper.service = None;
     t.register(10, &upper).unwrap();
     assert_eq!(t, before);
@@ -555,4 +558,79 @@ fn the_catalog_round_trips_through_a_snapshot_and_bad_ones_are_refused() {
     no_check_service.services.clear();
     no_check_service.service_index.clear();
     assert!(CatalogTable::from_snapshot(no_check_service, 7).is_err());
+}
+
+/// The health reads (Consul's `NodeChecks`, `ServiceChecks`,
+/// `ChecksInState`, `CheckServiceNodes`): a service instance carries its
+/// node's checks and its own, not another service's; the check reads
+/// answer with the checks index; a health read of a service answers with
+/// its `service.<name>` index, which a node check moves.
+#[test]
+fn health_reads_join_services_with_their_checks() {
+    let mut t = CatalogTable::default();
+    let mut r = with_service("n1", "web1", "web");
+    r.node_meta = Some(Meta::from([("env".into(), "prod".into())]));
+    r.checks = vec![
+        Check {
+            status: "passing".into(),
+            ..chk("serfHealth", "")
+        },
+        Check {
+            status: "warning".into(),
+            ..chk("web-ok", "web1")
+        },
+    ];
+    t.register(5, &r).unwrap();
+    let mut db = with_service("n1", "db1", "db");
+    // The same node fields, or the registration would change the node.
+    db.node_meta = r.node_meta.clone();
+    db.checks = vec![chk("db-ok", "db1")];
+    t.register(6, &db).unwrap();
+    t.register(7, &with_service("n2", "web2", "web")).unwrap();
+
+    let ids =
+        |checks: &[Check]| -> Vec<String> { checks.iter().map(|c| c.check_id.clone()).collect() };
+    let (index, on_n1) = (t.checks_read_index(&none()), t.node_checks("N1"));
+    assert_eq!(
+        (index, ids(&on_n1)),
+        (
+            6,
+            vec!["db-ok".into(), "serfHealth".into(), "web-ok".into()]
+        )
+    );
+    let (index, web_checks) = t.service_checks("WEB", &none());
+    assert_eq!((index, ids(&web_checks)), (6, vec!["web-ok".to_owned()]));
+    assert_eq!(ids(&t.checks_in_state("critical", &none()).1), ["db-ok"]);
+    assert_eq!(t.checks_in_state("any", &none()).1.len(), 3);
+    let prod = BTreeMap::from([("env".to_owned(), "prod".to_owned())]);
+    assert_eq!(
+        t.checks_in_state("any", &prod),
+        (7, t.checks_in_state("any", &none()).1)
+    );
+
+    let (index, web) = t.service_health("web", &[], &none());
+    assert_eq!(index, 7);
+    let shape: Vec<(String, Vec<String>)> = web
+        .iter()
+        .map(|c| (c.node.node.clone(), ids(&c.checks)))
+        .collect();
+    assert_eq!(
+        shape,
+        [
+            (
+                "n1".to_owned(),
+                vec!["serfHealth".to_owned(), "web-ok".to_owned()]
+            ),
+            ("n2".to_owned(), vec![])
+        ]
+    );
+    // A node check on n1 moves web's and db's indexes, not n2's.
+    let mut alive = reg("n1");
+    alive.node_meta = r.node_meta.clone();
+    alive.checks = vec![chk("mem", "")];
+    t.register(8, &alive).unwrap();
+    assert_eq!(t.health_read_index("web"), 8);
+    assert_eq!(t.health_read_index("db"), 8);
+    // A service never seen: the nodes, services and checks tables' index.
+    assert_eq!(t.health_read_index("nope"), 8);
 }

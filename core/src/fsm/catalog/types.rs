@@ -323,3 +323,13 @@ pub struct NodeServices {
     pub node: Node,
     pub services: Vec<Service>,
 }
+
+/// A service instance with its node and the checks that tell its health:
+/// the node's own checks and the instance's (Consul's `CheckServiceNode`,
+/// `/v1/health/service/<s>`), checks in check-ID order.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct CheckServiceNode {
+    pub node: Node,
+    pub service: Service,
+    pub checks: Vec<Check>,
+}
