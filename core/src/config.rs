@@ -36,6 +36,9 @@ pub struct Bugs {
     /// A gossip member never refutes a suspicion or death of itself (the
     /// driver copies this into its pool's `GossipConfig::bug_no_refute`).
     pub gossip_no_refute: bool,
+    /// A client agent's retry policy (`rpc::retry::Retry`) never retries:
+    /// `No cluster leader` and lost connections reach the caller.
+    pub client_no_retry: bool,
 }
 
 /// Room kept in a frame for an `InstallSnapshotChunk`'s header (term,

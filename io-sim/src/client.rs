@@ -23,6 +23,10 @@ pub enum CallError {
     Timeout,
     /// The world has no server with this id.
     UnknownServer(NodeId),
+    /// The server stopped or restarted while the call was in flight: where
+    /// a real client's connection would end (EOF or reset), the simulated
+    /// network just goes quiet, so the caller says when it counts as gone.
+    Gone,
 }
 
 impl core::fmt::Display for CallError {
@@ -30,6 +34,7 @@ impl core::fmt::Display for CallError {
         match self {
             CallError::Timeout => f.write_str("timed out"),
             CallError::UnknownServer(id) => write!(f, "no server {id:?} in the world"),
+            CallError::Gone => f.write_str("the server went away while the call was in flight"),
         }
     }
 }
@@ -111,6 +116,30 @@ impl Client {
         request: Request,
         timeout: StdDuration,
     ) -> Result<Response, CallError> {
+        self.call_inner(server, request, timeout, None::<fn() -> bool>)
+            .await
+    }
+
+    /// As [`Client::call`], but gives up with [`CallError::Gone`] as soon as
+    /// `gone()` says the server went away (checked every 100 ms while the
+    /// call waits).
+    pub async fn call_watching(
+        &self,
+        server: NodeId,
+        request: Request,
+        timeout: StdDuration,
+        gone: impl Fn() -> bool,
+    ) -> Result<Response, CallError> {
+        self.call_inner(server, request, timeout, Some(gone)).await
+    }
+
+    async fn call_inner(
+        &self,
+        server: NodeId,
+        request: Request,
+        timeout: StdDuration,
+        gone: Option<impl Fn() -> bool>,
+    ) -> Result<Response, CallError> {
         let dst = self
             .slot
             .shared
@@ -121,7 +150,7 @@ impl Client {
             *next += 1;
             *next - 1
         };
-        let (tx, rx) = oneshot::channel();
+        let (tx, mut rx) = oneshot::channel();
         self.slot.pending.lock().unwrap().insert(id, tx);
         self.slot.counters.lock().unwrap().calls += 1;
         let bytes = encode_envelope(id, &encode_request(&request));
@@ -129,20 +158,53 @@ impl Client {
             .slot
             .endpoint
             .send_to_raw(dst, TAG_REQUEST, Box::new(bytes));
-        let answer = madsim::time::timeout(timeout, async move {
-            let _ = send.await;
-            rx.await
-        })
-        .await;
-        match answer {
-            Ok(Ok(response)) => {
+        let outcome = match gone {
+            // One timer for the whole wait (the plain call: its timer
+            // schedule is part of every seed's trace).
+            None => madsim::time::timeout(timeout, async move {
+                let _ = send.await;
+                rx.await
+            })
+            .await
+            .ok()
+            .and_then(Result::ok)
+            .ok_or(CallError::Timeout),
+            Some(gone) => {
+                let deadline = madsim::time::Instant::now() + timeout;
+                let mut outcome = Err(CallError::Timeout);
+                if madsim::time::timeout(timeout, send).await.is_ok() {
+                    loop {
+                        let left = deadline.saturating_duration_since(madsim::time::Instant::now());
+                        if left.is_zero() {
+                            break;
+                        }
+                        let poll = left.min(StdDuration::from_millis(100));
+                        match madsim::time::timeout(poll, &mut rx).await {
+                            Ok(Ok(response)) => {
+                                outcome = Ok(response);
+                                break;
+                            }
+                            Ok(Err(_)) => break,
+                            Err(_) if gone() => {
+                                outcome = Err(CallError::Gone);
+                                break;
+                            }
+                            Err(_) => {}
+                        }
+                    }
+                }
+                outcome
+            }
+        };
+        match outcome {
+            Ok(response) => {
                 self.slot.counters.lock().unwrap().answered += 1;
                 Ok(response)
             }
-            _ => {
+            Err(e) => {
                 self.slot.pending.lock().unwrap().remove(&id);
                 self.slot.counters.lock().unwrap().timeouts += 1;
-                Err(CallError::Timeout)
+                Err(e)
             }
         }
     }

@@ -29,6 +29,7 @@
 compile_error!("tern-io-sim only builds with --cfg madsim (see .cargo/config.toml; a RUSTFLAGS variable replaces it)");
 
 mod client;
+mod client_agent;
 pub mod fs;
 mod gossip;
 mod net;
@@ -38,6 +39,7 @@ mod world;
 use std::future::Future;
 
 pub use client::{CallError, Client, ClientCounters};
+pub use client_agent::ClientAgent;
 pub use gossip::GOSSIP_PORT;
 pub use net::{
     client_ip, decode_envelope, encode_envelope, server_ip, ClientId, EnvelopeError, Peer,

@@ -2,27 +2,18 @@
 //! client-side retry (`agent/consul/client.go` `RPC`, `agent/consul/rpc.go`
 //! `canRetry`, `agent/router/manager.go`, `agent/pool/pool.go`).
 //!
-//! - **Which server.** The servers come from a watch (the alive servers of
-//!   the LAN pool). The client keeps them in a shuffled list and sends every
-//!   call to the first one (sticky); a server that fails a call is moved to
-//!   the end (Consul's `NotifyFailedServer`), so the next call goes to
-//!   another. New servers join at the end; departed ones are dropped.
+//! Every decision (which server, what is retried, for how long, the wait
+//! between tries) is the core's [`tern_core::rpc::retry`], which the
+//! simulator's client agents run too; this module moves the bytes:
+//!
+//! - **Servers** come from a watch (the alive servers of the LAN pool) into a
+//!   [`ServerOrder`] shared by every call of this agent.
 //! - **Connections.** One connection per server (by address and node name,
 //!   as Consul's pool), first byte `RPC_MULTIPLEX_V2`, carrying many calls at
 //!   once, answered by id in any order. A connection that breaks (EOF, reset,
-//!   a reply that does not decode) fails every call in flight on it and is
-//!   thrown away; the next call dials again.
-//! - **Retry.** The clock starts at the first attempt. `No cluster leader`
-//!   is retried on another server after a random wait in `[0, hold/16)`; a
-//!   connection lost after the call was sent (EOF-like) is retried the same
-//!   way for reads only, because a write may have been applied; a call that
-//!   never left (the dial failed) is retried for reads and writes alike. No
-//!   retry starts once `rpc_hold_timeout` (plus a blocking query's wait) has
-//!   passed since the first attempt: the last error is returned. Nothing
-//!   else is retried (Consul's `canRetry`).
-//! - **A stuck server:** an attempt with no answer within
-//!   [`RPC_CLIENT_TIMEOUT`] (plus a blocking query's wait) fails with an
-//!   unknown outcome and is not retried.
+//!   a reply that does not decode) fails every call in flight on it
+//!   ([`Attempt::Lost`]) and is thrown away; the next call dials again. A
+//!   dial that fails is [`Attempt::NotSent`].
 //! - **No servers known:** `No known Consul servers` at once
 //!   (`structs.ErrNoServers`).
 
@@ -35,6 +26,7 @@ use std::time::{Duration, Instant};
 use tern_core::autopilot::GossipStatus;
 use tern_core::reconcile::ServerMember;
 use tern_core::rng::Rng;
+use tern_core::rpc::retry::{self, Attempt, Next, Retry, ServerOrder};
 use tern_core::rpc::{Request, Response, RpcError};
 use tern_core::{wire, Config};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -43,15 +35,10 @@ use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::net;
 
+pub use tern_core::rpc::retry::RPC_CLIENT_TIMEOUT;
+
 /// Calls queued for one connection's writer before a caller waits.
 const CONN_QUEUE_MAX: usize = 1024;
-
-/// How long one attempt waits for its answer before giving up on it
-/// (Consul's `limits.rpc_client_timeout`, 60 s), extended by a blocking
-/// query's wait. A server holds a call for its own `rpc_hold_timeout`
-/// (which the client does not know) before it says `No cluster leader`, so
-/// this is far longer than any hold; it only catches a server that is stuck.
-pub const RPC_CLIENT_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// A client agent's way to the servers. Cheap to clone; every clone shares
 /// the server list and the connections.
@@ -66,6 +53,8 @@ struct Inner {
     local: Option<IpAddr>,
     hold_timeout: Duration,
     frame_bytes_max: usize,
+    /// The agent's clock: core instants are nanoseconds since this.
+    epoch: Instant,
 }
 
 /// A server's connection by (address, node name).
@@ -74,21 +63,23 @@ type ConnKey = (String, String);
 /// concurrent calls share one dial.
 type Slot = Arc<tokio::sync::Mutex<Option<Arc<Conn>>>>;
 
-/// The servers in the order they are tried, kept up to date from the watch.
-struct ServerList {
-    watch: watch::Receiver<Vec<ServerMember>>,
-    order: Vec<ServerMember>,
-    rng: Rng,
-}
-
 fn key(s: &ServerMember) -> ConnKey {
     (s.address.clone(), s.name.0.clone())
 }
 
+fn same(a: &ServerMember, b: &ServerMember) -> bool {
+    a.address == b.address && a.name == b.name
+}
+
+/// The watch of servers and the order they are tried in.
+struct ServerList {
+    watch: watch::Receiver<Vec<ServerMember>>,
+    order: ServerOrder<ServerMember>,
+    rng: Rng,
+}
+
 impl ServerList {
-    /// Take in the watch's latest list: servers still there keep their
-    /// place, new ones are appended in random order, gone ones are dropped.
-    /// Only alive servers are tried.
+    /// Take in the watch's latest list; only alive servers are tried.
     fn refresh(&mut self) {
         let latest: Vec<ServerMember> = self
             .watch
@@ -97,22 +88,7 @@ impl ServerList {
             .filter(|s| s.status == GossipStatus::Alive)
             .cloned()
             .collect();
-        let mut next: Vec<ServerMember> = self
-            .order
-            .iter()
-            .filter_map(|old| latest.iter().find(|s| key(s) == key(old)).cloned())
-            .collect();
-        let mut new: Vec<ServerMember> = latest
-            .into_iter()
-            .filter(|s| !next.iter().any(|o| key(o) == key(s)))
-            .collect();
-        // Fisher-Yates, so each client agent starts on a random server.
-        for i in (1..new.len()).rev() {
-            let j = self.rng.range(0, i as u64 + 1) as usize;
-            new.swap(i, j);
-        }
-        next.extend(new);
-        self.order = next;
+        self.order.refresh(&latest, same, &mut self.rng);
     }
 
     /// The server to ask, after taking in a new list if there is one
@@ -125,24 +101,17 @@ impl ServerList {
         (self.order.first().cloned(), changed)
     }
 
-    /// Consul's `NotifyFailedServer`: if the failed server is the one in
-    /// use, the next one takes its place and it goes to the end.
+    /// Consul's `NotifyFailedServer` (see [`ServerOrder::failed`]).
     fn failed(&mut self, server: &ServerMember) {
-        if self.order.len() > 1 && self.order.first().map(key) == Some(key(server)) {
-            self.order.rotate_left(1);
-        }
+        self.order.failed(server, same);
     }
 }
 
 /// Why an attempt on one server failed without a reply.
 #[derive(Debug)]
 enum Failure {
-    /// The call never left: no connection could be made. Safe to retry.
     NotSent(String),
-    /// The connection broke after the call was sent (EOF-like): a write
-    /// may have been applied.
     Lost(String),
-    /// No answer within the attempt's deadline; the outcome is unknown.
     TimedOut(Duration),
 }
 
@@ -158,7 +127,7 @@ impl RpcClient {
     ) -> RpcClient {
         let mut list = ServerList {
             watch: servers,
-            order: Vec::new(),
+            order: ServerOrder::default(),
             rng: Rng::new(config.rng_seed),
         };
         list.refresh();
@@ -169,8 +138,13 @@ impl RpcClient {
                 local: local.filter(|ip| !ip.is_unspecified()),
                 hold_timeout: Duration::from_nanos(config.rpc_hold_timeout.as_nanos()),
                 frame_bytes_max: config.frame_bytes_max,
+                epoch: Instant::now(),
             }),
         }
+    }
+
+    fn now(&self) -> tern_core::Instant {
+        tern_core::Instant(self.inner.epoch.elapsed().as_nanos() as u64)
     }
 
     /// The server calls go to now, if any is known.
@@ -180,7 +154,7 @@ impl RpcClient {
         if changed {
             // Connections to servers that left the list are closed once the
             // calls on them are done.
-            let keep: Vec<ConnKey> = list.order.iter().map(key).collect();
+            let keep: Vec<ConnKey> = list.order.servers().iter().map(key).collect();
             drop(list);
             self.inner
                 .conns
@@ -196,16 +170,15 @@ impl RpcClient {
         self.inner.conns.lock().expect("not poisoned").len()
     }
 
-    /// Ask a server, retrying as Consul's client does (see the module doc).
+    /// Ask a server, retrying as Consul's client does (see
+    /// [`tern_core::rpc::retry`]).
     pub async fn call(&self, request: Request) -> Response {
-        let first_attempt = Instant::now();
-        let wait = request.blocking.map_or(Duration::ZERO, |b| {
-            Duration::from_nanos(b.max_wait.as_nanos())
-        });
-        // Consul's `HasTimedOut`: a blocking query may take its wait (plus
-        // the server's jitter of wait/16) on top of the hold timeout.
-        let budget = self.inner.hold_timeout + wait + wait / 16;
-        let attempt_timeout = RPC_CLIENT_TIMEOUT + wait + wait / 16;
+        let retry = Retry::new(
+            &request,
+            tern_core::Duration::from_nanos(self.inner.hold_timeout.as_nanos() as u64),
+            self.now(),
+        );
+        let attempt_timeout = Duration::from_nanos(retry::attempt_timeout(&request).as_nanos());
         let call = wire::encode_call(&wire::Call {
             id: 0,
             request: request.clone(),
@@ -222,45 +195,45 @@ impl RpcClient {
             let Some(server) = self.current_server() else {
                 return Err(RpcError::NoServers);
             };
-            let (retryable, error) = match self.attempt(&server, &request, attempt_timeout).await {
-                Ok(Err(RpcError::NoLeader)) => (true, RpcError::NoLeader),
-                Ok(response) => return response,
-                Err(Failure::NotSent(e)) => (
-                    true,
-                    RpcError::Unknown(format!("rpc error making call to {}: {e}", server.name)),
-                ),
-                Err(Failure::Lost(e)) => (
-                    !request.op.is_write(),
-                    RpcError::Unknown(format!("rpc error making call to {}: {e}", server.name)),
-                ),
-                Err(Failure::TimedOut(d)) => (
-                    false,
-                    RpcError::Unknown(format!(
-                        "no answer from {} within {} ms",
-                        server.name,
-                        d.as_millis()
-                    )),
-                ),
+            let attempt = match self.attempt(&server, &request, attempt_timeout).await {
+                Ok(response) => Attempt::Answered(response),
+                Err(Failure::NotSent(e)) => Attempt::NotSent(e),
+                Err(Failure::Lost(e)) => Attempt::Lost(e),
+                Err(Failure::TimedOut(d)) => {
+                    Attempt::TimedOut(tern_core::Duration::from_nanos(d.as_nanos() as u64))
+                }
             };
-            tracing::warn!(
-                "RPC failed to server {} ({}): {error}",
-                server.name,
-                server.address
-            );
-            let stagger = self.failed(&server);
-            if !retryable || first_attempt.elapsed() >= budget {
-                return Err(error);
+            let failed = attempt.server_failed();
+            let next = {
+                let mut list = self.inner.servers.lock().expect("not poisoned");
+                if failed {
+                    list.failed(&server);
+                }
+                retry.after(&server.name.0, attempt, self.now(), &mut list.rng)
+            };
+            match next {
+                Next::Done(response) => {
+                    if let Err(e) = &response {
+                        if failed {
+                            tracing::warn!(
+                                "RPC failed to server {} ({}): {e}",
+                                server.name,
+                                server.address
+                            );
+                        }
+                    }
+                    return response;
+                }
+                Next::Retry { after, error } => {
+                    tracing::warn!(
+                        "RPC failed to server {} ({}): {error}",
+                        server.name,
+                        server.address
+                    );
+                    tokio::time::sleep(Duration::from_nanos(after.as_nanos())).await;
+                }
             }
-            tokio::time::sleep(stagger).await;
         }
-    }
-
-    /// Rotate a failed server away; the random wait before the next try.
-    fn failed(&self, server: &ServerMember) -> Duration {
-        let mut list = self.inner.servers.lock().expect("not poisoned");
-        list.failed(server);
-        let max = (self.inner.hold_timeout / 16).as_nanos() as u64;
-        Duration::from_nanos(list.rng.range(0, max))
     }
 
     async fn attempt(
@@ -513,7 +486,11 @@ mod tests {
     }
 
     fn names(list: &ServerList) -> Vec<String> {
-        list.order.iter().map(|s| s.name.0.clone()).collect()
+        list.order
+            .servers()
+            .iter()
+            .map(|s| s.name.0.clone())
+            .collect()
     }
 
     /// Consul's router manager: only alive servers are used; a failed
@@ -525,7 +502,7 @@ mod tests {
         let (tx, rx) = watch::channel(vec![alive(1), server(2, GossipStatus::Leaving)]);
         let mut list = ServerList {
             watch: rx,
-            order: Vec::new(),
+            order: ServerOrder::default(),
             rng: Rng::new(1),
         };
         list.refresh();
@@ -553,14 +530,14 @@ mod tests {
 
         // The server in use leaves: the next one takes over.
         let in_use = list.first().0.unwrap();
-        let next_in_line = list.order[1].clone();
+        let next_in_line = list.order.servers()[1].clone();
         let others: Vec<ServerMember> = [alive(1), alive(2), alive(3)]
             .into_iter()
             .filter(|s| *s != in_use)
             .collect();
         tx.send_replace(others);
         assert_eq!(list.first().0, Some(next_in_line));
-        assert_eq!(list.order.len(), 2);
+        assert_eq!(list.order.servers().len(), 2);
 
         tx.send_replace(vec![]);
         assert_eq!(list.first().0, None);

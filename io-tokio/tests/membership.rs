@@ -204,8 +204,8 @@ fn wait_exit(child: &mut Child, within: Duration) -> Option<std::process::ExitSt
 /// The story of Consul's members/join/leave/force-leave surfaces
 /// (command/members/members.go, command/forceleave/forceleave.go,
 /// agent/agent_endpoint.go `AgentLeave`): three servers bootstrap from
-/// gossip; a fourth joins with only `-retry-join` and becomes a non-voter,
-/// then a voter; `kill -9` makes a member
+/// gossip; a fourth and a fifth join with only `-retry-join` and each
+/// becomes a non-voter, then a voter; `kill -9` makes a member
 /// `failed`; `tern leave` makes one `left` and its process exit 0;
 /// `tern force-leave` turns the failed one `left`.
 #[test]
@@ -265,37 +265,70 @@ fn servers_join_by_gossip_and_members_tracks_failed_left_and_force_left() {
         );
     }
 
-    // Phase 3: a fourth server started later with nothing but -retry-join
-    // shows up in every member list.
-    let mut s4 = Server::new("members", "s4");
-    s4.start(&[format!("-retry-join={}", s[1].gossip())]);
-    for srv in &s {
-        members_until(&srv.http_addr(), Duration::from_secs(20), |o| {
-            status_of(o, "s4").as_deref() == Some("alive")
-        })
-        .unwrap_or_else(|e| panic!("s4 not alive at {}: {e}\n{}", srv.name, logs(&s)));
+    // Phase 3: servers 4 and 5 started later with nothing but -retry-join
+    // show up in every member list (issue 8: "adding servers 4 and 5 to a
+    // running 3-server cluster works with nothing but -retry-join").
+    let mut added: Vec<Server> = ["s4", "s5"]
+        .iter()
+        .map(|n| Server::new("members", n))
+        .collect();
+    for (i, srv) in added.iter_mut().enumerate() {
+        srv.start(&[format!("-retry-join={}", s[i].gossip())]);
     }
-    // The leader adds it to Raft as a non-voter (Raft protocol 3, Consul's
-    // leader.go reconcile), and autopilot promotes it once stable
+    for srv in &s {
+        for new in ["s4", "s5"] {
+            members_until(&srv.http_addr(), Duration::from_secs(20), |o| {
+                status_of(o, new).as_deref() == Some("alive")
+            })
+            .unwrap_or_else(|e| {
+                panic!(
+                    "{new} not alive at {}: {e}
+{}",
+                    srv.name,
+                    logs(&s)
+                )
+            });
+        }
+    }
+    // The leader adds each to Raft as a non-voter (Raft protocol 3, Consul's
+    // leader.go reconcile), and autopilot promotes them once stable
     // (`tern operator raft list-peers`, Consul's command/operator/raft).
-    let voter_column = |out: &str| row(out, "s4").and_then(|r| r.get(4).cloned());
-    let mut seen = Vec::new();
-    let end = Instant::now() + Duration::from_secs(60);
-    while seen.last().map(String::as_str) != Some("true") {
+    let voter_column = |out: &str, name: &str| row(out, name).and_then(|r| r.get(4).cloned());
+    let mut seen: [Vec<String>; 2] = [Vec::new(), Vec::new()];
+    let end = Instant::now() + Duration::from_secs(90);
+    while seen
+        .iter()
+        .any(|v| v.last().map(String::as_str) != Some("true"))
+    {
         assert!(
             Instant::now() < end,
-            "s4 never became a voter: {seen:?}\n{}",
-            logs(&s)
+            "s4 and s5 did not both become voters: {seen:?}\n{}\n{}",
+            logs(&s),
+            logs(&added)
         );
         let (code, out, _) = tern(&["operator", "raft", "list-peers"], &a);
-        if let (0, Some(v)) = (code, voter_column(&out)) {
-            if seen.last() != Some(&v) {
-                seen.push(v);
+        for (i, name) in ["s4", "s5"].iter().enumerate() {
+            if let (0, Some(v)) = (code, voter_column(&out, name)) {
+                if seen[i].last() != Some(&v) {
+                    seen[i].push(v);
+                }
             }
         }
         std::thread::sleep(Duration::from_millis(100));
     }
-    assert_eq!(seen, ["false", "true"], "non-voter first, then voter");
+    for v in &seen {
+        assert_eq!(v, &["false", "true"], "non-voter first, then voter");
+    }
+    let (code, out, _) = tern(&["operator", "raft", "list-peers"], &a);
+    assert_eq!(code, 0);
+    assert_eq!(
+        out.lines()
+            .skip(1)
+            .filter(|l| l.split_whitespace().nth(4) == Some("true"))
+            .count(),
+        5,
+        "five voters: {out}"
+    );
 
     // Phase 4: kill -9 of s3: the others show it failed.
     s[2].kill9();

@@ -1020,6 +1020,14 @@ fn autopilot_reports_health_and_keeps_a_server_that_restarts() {
     assert!(servers
         .iter()
         .all(|s| s["Voter"] == true && s["SerfStatus"] == "alive"));
+    // Version is each server's build tag in LAN gossip (Consul's autopilot
+    // reads serf's `build` tag: agent/consul/autopilot.go).
+    assert!(
+        servers
+            .iter()
+            .all(|s| s["Version"] == tern::http::CONSUL_COMPATIBLE_VERSION),
+        "{h}"
+    );
 
     let addr = format!("-http-addr=127.0.0.1:{}", nodes[follower].http);
     let (code, out) = tern_cli(&["operator", "autopilot", "state", &addr]);

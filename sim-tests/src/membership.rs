@@ -10,9 +10,9 @@ use std::time::Duration;
 
 use tern_core::autopilot::AutopilotEvent;
 use tern_core::gossip::Status;
-use tern_core::rpc::{Op, ReadMode, ReplyBody, RpcError};
+use tern_core::rpc::{Op, ReadMode, ReplyBody};
 use tern_core::{Event, NodeId};
-use tern_io_sim::{CallError, Client, NodeStatus, World, WorldEvent};
+use tern_io_sim::{ClientAgent, NodeStatus, World, WorldEvent};
 
 use crate::linearizability::{KvInput, KvOutput, Operation};
 use crate::nemesis::Nemesis;
@@ -85,6 +85,18 @@ async fn until_left(n: &Nemesis, id: NodeId, within: Duration) -> bool {
         sleep(Duration::from_millis(50)).await;
     }
     false
+}
+
+/// What the leader's autopilot says of `id` (for failure messages).
+fn autopilot_health(n: &Nemesis, id: NodeId) -> Option<String> {
+    let l = n.leader()?;
+    n.world.with_server(l, |s| {
+        format!(
+            "{:?}; leader's last index {:?}",
+            s.autopilot().health().server(id),
+            s.raft().log().last_index()
+        )
+    })
 }
 
 fn autopilot_removed(world: &World, id: NodeId) -> bool {
@@ -310,7 +322,7 @@ pub async fn quick_reboots(n: &mut Nemesis) -> Vec<String> {
 /// check.
 pub async fn rolling_restart(n: &mut Nemesis, history: &SharedHistory, quick: bool) -> Vec<String> {
     let mut failures = Vec::new();
-    let load = AgentLoad::start(n.world.clone(), n.operator.clone(), history.clone(), 6);
+    let load = AgentLoad::start(n, history.clone(), 6);
     sleep(Duration::from_secs(2)).await;
     for s in n.live_servers() {
         n.world.leave(s);
@@ -327,8 +339,9 @@ pub async fn rolling_restart(n: &mut Nemesis, history: &SharedHistory, quick: bo
         n.note(format!("start {s:?}"));
         if !until_voter(n, s, PROMOTION_BOUND).await {
             failures.push(format!(
-                "rolling-restart: {s:?} not a voter again within {PROMOTION_BOUND:?}: {:?}",
-                configuration(n)
+                "rolling-restart: {s:?} not a voter again within {PROMOTION_BOUND:?}: {:?}; the leader's autopilot health of it: {:?}",
+                configuration(n),
+                autopilot_health(n, s)
             ));
             break;
         }
@@ -346,35 +359,44 @@ pub async fn rolling_restart(n: &mut Nemesis, history: &SharedHistory, quick: bo
         failures.push(format!(
             "rolling-restart: {} client-visible errors, first: {}",
             errors.len(),
-            errors[0]
+            errors[0].2
         ));
     }
     failures
 }
 
-/// Clients that behave as Consul's client agents do toward servers: they
-/// pick servers that gossip says are alive, retry `No cluster leader` (and
-/// a busy or not-yet-ready server) on another server with a random
-/// stagger until the hold time runs out, and retry reads after a timeout;
-/// a write that timed out may have been applied, so it is an error.
+/// Load through a simulated client agent ([`ClientAgent`]), which retries
+/// as the daemon's client agent does (the core's `rpc::retry`): every task
+/// of the load shares the one agent, as requests through one agent's HTTP
+/// API share its server order.
 struct AgentLoad {
     stop: Arc<AtomicBool>,
     ok: Arc<AtomicU64>,
-    errors: Arc<std::sync::Mutex<Vec<String>>>,
+    /// Each failed call: whether it was a write, when it was made (the
+    /// simulator's clock, ns), and what the client saw.
+    errors: Arc<std::sync::Mutex<Vec<(bool, u64, String)>>>,
     tasks: Vec<madsim::task::JoinHandle<()>>,
 }
 
 /// Consul's `rpc_hold_timeout`.
 const HOLD: Duration = Duration::from_secs(7);
 
+/// A simulated client agent with the client's default hold, calling
+/// through the run's operator client, with the run's planted bug.
+fn client_agent(n: &Nemesis, seed: u64) -> ClientAgent {
+    ClientAgent::new(n.world.clone(), n.operator.clone(), HOLD, seed)
+        .with_bugs(crate::options::Bug::bugs(n.opts.bug))
+}
+
 impl AgentLoad {
-    fn start(world: World, client: Client, history: SharedHistory, tasks: u64) -> AgentLoad {
+    fn start(n: &Nemesis, history: SharedHistory, tasks: u64) -> AgentLoad {
+        let agent = client_agent(n, 0xA6E7);
         let stop = Arc::new(AtomicBool::new(false));
         let ok = Arc::new(AtomicU64::new(0));
         let errors = Arc::new(std::sync::Mutex::new(Vec::new()));
         let mut handles = Vec::new();
         for t in 0..tasks {
-            let (world, client, history) = (world.clone(), client.clone(), history.clone());
+            let (agent, history) = (agent.clone(), history.clone());
             let (stop, ok, errors) = (stop.clone(), ok.clone(), errors.clone());
             handles.push(madsim::task::spawn(async move {
                 let mut rng = tern_core::rng::Rng::new(0xA6E7 ^ t);
@@ -399,21 +421,22 @@ impl AgentLoad {
                         )
                     };
                     let call = tern_io_sim::now().0;
-                    let out = call_with_retry(&world, &client, req, write, &mut rng).await;
+                    let out = agent.call(req).await.map(|reply| reply.body);
                     let ret = match out {
                         Ok(ReplyBody::Applied(_)) if write => Some(KvOutput::Ok),
                         Ok(ReplyBody::Kv(e)) if !write => Some(KvOutput::Value(
                             e.map(|e| String::from_utf8_lossy(&e.value).into_owned()),
                         )),
                         Ok(other) => {
-                            errors
-                                .lock()
-                                .unwrap()
-                                .push(format!("unexpected reply {other:?}"));
+                            errors.lock().unwrap().push((
+                                write,
+                                call,
+                                format!("unexpected reply {other:?}"),
+                            ));
                             None
                         }
                         Err(e) => {
-                            errors.lock().unwrap().push(e);
+                            errors.lock().unwrap().push((write, call, e.to_string()));
                             None
                         }
                     };
@@ -443,7 +466,7 @@ impl AgentLoad {
         }
     }
 
-    async fn stop(self) -> (u64, Vec<String>) {
+    async fn stop(self) -> (u64, Vec<(bool, u64, String)>) {
         self.stop.store(true, Ordering::Relaxed);
         for t in self.tasks {
             let _ = t.await;
@@ -451,61 +474,6 @@ impl AgentLoad {
         let errors = self.errors.lock().unwrap().clone();
         (self.ok.load(Ordering::Relaxed), errors)
     }
-}
-
-/// Servers alive in the LAN pool as a running server sees it (a client
-/// agent's server list).
-fn alive_servers(world: &World) -> Vec<NodeId> {
-    let ids = world.servers();
-    let Some(view) = ids
-        .iter()
-        .filter(|id| world.status(**id) == Some(NodeStatus::Running))
-        .find_map(|id| world.gossip_members(*id))
-    else {
-        return Vec::new();
-    };
-    ids.into_iter()
-        .filter(|id| {
-            view.iter()
-                .any(|m| m.node_id == *id && m.status == Status::Alive && !m.suspect)
-        })
-        .collect()
-}
-
-async fn call_with_retry(
-    world: &World,
-    client: &Client,
-    req: tern_core::rpc::Request,
-    write: bool,
-    rng: &mut tern_core::rng::Rng,
-) -> Result<ReplyBody, String> {
-    let start = now();
-    let mut last = String::new();
-    while now().duration_since(start) < HOLD {
-        let servers = alive_servers(world);
-        if servers.is_empty() {
-            sleep(Duration::from_millis(50)).await;
-            continue;
-        }
-        let server = servers[rng.range(0, servers.len() as u64) as usize];
-        match client
-            .call(server, req.clone(), Duration::from_secs(3))
-            .await
-        {
-            Ok(Ok(reply)) => return Ok(reply.body),
-            Ok(Err(
-                e @ (RpcError::NoLeader | RpcError::Busy | RpcError::NotReadyForConsistentReads),
-            )) => last = e.to_string(),
-            Ok(Err(RpcError::Unknown(e))) if !write => last = e,
-            Ok(Err(e)) => return Err(format!("{e} (from {server:?})")),
-            Err(CallError::Timeout) if !write => last = "timed out".into(),
-            Err(e) => return Err(format!("{e} (from {server:?})")),
-        }
-        // Consul's stagger: a random wait in [0, hold / 16).
-        let stagger = rng.range(0, HOLD.as_millis() as u64 / 16);
-        sleep(Duration::from_millis(stagger)).await;
-    }
-    Err(format!("gave up after the hold time: {last}"))
 }
 
 /// Consul's `TestLeader_ChangeServerID` (agent/consul/leader_test.go): a
@@ -547,6 +515,157 @@ pub async fn change_server_id(n: &mut Nemesis, leader: NodeId) -> Vec<String> {
     if at.flatten() != address {
         failures.push(format!(
             "change-server-id: {new:?} is not at {address:?} in the configuration"
+        ));
+    }
+    failures
+}
+
+/// Consul's client-side retry across a leader loss (agent/consul/client.go
+/// `RPC` with `canRetry`; the seed's "clients retry No cluster leader
+/// against another server"): under load through a client agent the leader
+/// is killed (no graceful hand-over) and started again. Reads never fail:
+/// `No cluster leader`, a busy server and a lost connection are all retried
+/// on another server. A write in flight on a connection that broke may have
+/// been applied, so it may fail with an unknown outcome, and only it: a write
+/// made before a new leader was elected. Consul does no better (a write
+/// forwarded to a dead leader fails there too); a forward that provably
+/// never reached the leader could be retried, which the core does not do yet.
+pub async fn client_retry_across_leader_loss(
+    n: &mut Nemesis,
+    history: &SharedHistory,
+    leader: NodeId,
+) -> Vec<String> {
+    const TASKS: u64 = 6;
+    let mut failures = Vec::new();
+    let load = AgentLoad::start(n, history.clone(), TASKS);
+    sleep(Duration::from_secs(2)).await;
+    n.world.kill(leader);
+    n.note(format!("kill leader {leader:?}"));
+    let elected = match n.wait_for_leader(Duration::from_secs(20)).await {
+        Some(l) if l != leader => {
+            n.note(format!("new leader {l:?}"));
+            tern_io_sim::now().0
+        }
+        other => {
+            failures.push(format!(
+                "client-retry-leader-loss: no new leader after killing {leader:?} (leader {other:?})"
+            ));
+            u64::MAX
+        }
+    };
+    sleep(Duration::from_secs(2)).await;
+    n.world.restart(leader);
+    n.note(format!("restart {leader:?}"));
+    sleep(Duration::from_secs(3)).await;
+    let (ok, errors) = load.stop().await;
+    // Only a write made before the new leader was elected may have an
+    // unknown outcome: in flight on the dead leader, or forwarded to it by a
+    // follower that did not know it was dead (the follower cannot tell
+    // whether it arrived, so it answers "timed out waiting for the leader's
+    // answer" after its hold).
+    let in_flight_unknown = |(write, call, e): &&(bool, u64, String)| {
+        *write && *call < elected && e.starts_with("outcome unknown")
+    };
+    let writes_unknown = errors.iter().filter(in_flight_unknown).count();
+    n.note(format!(
+        "client agent: {ok} operations succeeded, {} failed ({writes_unknown} writes with an unknown outcome)",
+        errors.len()
+    ));
+    if ok == 0 {
+        failures.push("client-retry-leader-loss: the clients did nothing".into());
+    }
+    if let Some((write, call, e)) = errors.iter().find(|e| !in_flight_unknown(e)) {
+        failures.push(format!(
+            "client-retry-leader-loss: a {} made at {:.3}s (new leader at {:.3}s) failed where a retry was due: {e}",
+            if *write { "write" } else { "read" },
+            *call as f64 / 1e9,
+            elected as f64 / 1e9,
+        ));
+    }
+    failures
+}
+
+/// Consul's `TestRPC_NoLeader_Fail` and `TestRPC_NoLeader_Retry`
+/// (agent/consul/rpc_test.go), through a client agent: the leader and a
+/// follower of three servers die, so the survivor cannot elect one. A call
+/// then fails with `No cluster leader` once the client's hold time (counted
+/// from its first attempt) has run out, and not before: every attempt in
+/// between (a dead server: never sent; the survivor: holds, then no leader)
+/// was retried. With `retry`, the dead servers start again one second into
+/// the call, a leader is elected within the hold time, and the call
+/// succeeds.
+pub async fn no_leader(n: &mut Nemesis, leader: NodeId, retry: bool) -> Vec<String> {
+    let name = if retry {
+        "no-leader-retry"
+    } else {
+        "no-leader-fail"
+    };
+    let mut failures = Vec::new();
+    let servers = n.live_servers();
+    let follower = *servers.iter().find(|s| **s != leader).expect("a follower");
+    let agent = client_agent(n, 0x4E4C);
+    // The agent learns the three servers while they are alive.
+    if agent.servers().len() != servers.len() {
+        failures.push(format!(
+            "{name}: the client agent knows {:?}, not all of {servers:?}",
+            agent.servers()
+        ));
+    }
+    for s in [leader, follower] {
+        n.world.kill(s);
+        n.note(format!("kill {s:?}"));
+    }
+    // Let the survivor notice it has no leader.
+    sleep(Duration::from_secs(2)).await;
+    let start = now();
+    let call = madsim::task::spawn({
+        let agent = agent.clone();
+        async move { agent.call(workload::put_request("no-leader", "v")).await }
+    });
+    if retry {
+        sleep(Duration::from_secs(1)).await;
+        for s in [leader, follower] {
+            n.world.restart(s);
+            n.note(format!("restart {s:?}"));
+        }
+    }
+    let out = call.await.expect("the call's task");
+    let took = now() - start;
+    n.note(format!("{name}: {out:?} after {took:?}"));
+    if retry {
+        if out.is_err() {
+            failures.push(format!(
+                "{name}: the call failed although a leader was elected within the hold: {out:?} after {took:?}"
+            ));
+        }
+        if took >= HOLD {
+            failures.push(format!("{name}: the call took {took:?}, past the hold"));
+        }
+    } else {
+        if out != Err(tern_core::rpc::RpcError::NoLeader) {
+            failures.push(format!(
+                "{name}: expected `No cluster leader`, got {out:?} after {took:?}"
+            ));
+        }
+        // The last attempt starts before the hold runs out and may itself be
+        // held by the survivor for its own hold, plus one stagger.
+        let latest = HOLD + crate::run::SERVER_HOLD + HOLD / 16;
+        if took < HOLD || took > latest {
+            failures.push(format!(
+                "{name}: `No cluster leader` after {took:?}, expected within [{HOLD:?}, {latest:?}]"
+            ));
+        }
+        for s in [leader, follower] {
+            n.world.restart(s);
+            n.note(format!("restart {s:?}"));
+        }
+    }
+    // Either way the cluster serves again, and so does the agent.
+    if n.wait_for_leader(Duration::from_secs(20)).await.is_none() {
+        failures.push(format!("{name}: no leader after the servers came back"));
+    } else if let Err(e) = agent.call(workload::put_request("no-leader", "w")).await {
+        failures.push(format!(
+            "{name}: a call after the leader came back failed: {e}"
         ));
     }
     failures

@@ -674,10 +674,20 @@ pub enum Scenario {
     RollingRestart,
     /// Consul's `TestLeader_ChangeServerID`: a new node id at a follower's address.
     ChangeServerId,
+    /// Client-side retry across a leader loss: the leader is killed under
+    /// load through a client agent; no read fails, and only writes in flight
+    /// on the dead leader's connections may end with an unknown outcome.
+    ClientRetryLeaderLoss,
+    /// Consul's `TestRPC_NoLeader_Fail`: no quorum, so a call through a
+    /// client agent fails with `No cluster leader` once its hold runs out.
+    NoLeaderFail,
+    /// Consul's `TestRPC_NoLeader_Retry`: a leader is elected during the
+    /// hold, and the call succeeds.
+    NoLeaderRetry,
 }
 
 impl Scenario {
-    pub const ALL: [Scenario; 21] = [
+    pub const ALL: [Scenario; 24] = [
         Scenario::LeaderIsolated,
         Scenario::MinorityPartition,
         Scenario::AsymmetricPartition,
@@ -699,6 +709,9 @@ impl Scenario {
         Scenario::QuickReboots8118,
         Scenario::RollingRestart,
         Scenario::ChangeServerId,
+        Scenario::ClientRetryLeaderLoss,
+        Scenario::NoLeaderFail,
+        Scenario::NoLeaderRetry,
     ];
 
     pub fn name(self) -> &'static str {
@@ -724,6 +737,9 @@ impl Scenario {
             Scenario::QuickReboots8118 => "quick-reboots-8118",
             Scenario::RollingRestart => "rolling-restart",
             Scenario::ChangeServerId => "change-server-id",
+            Scenario::ClientRetryLeaderLoss => "client-retry-leader-loss",
+            Scenario::NoLeaderFail => "no-leader-fail",
+            Scenario::NoLeaderRetry => "no-leader-retry",
         }
     }
 
@@ -743,7 +759,10 @@ impl Scenario {
             | Scenario::RollingRestart
             | Scenario::ServerLeave
             | Scenario::CleanupDeadNonvoter
-            | Scenario::ChangeServerId => opts.servers = 3,
+            | Scenario::ChangeServerId
+            | Scenario::ClientRetryLeaderLoss
+            | Scenario::NoLeaderFail
+            | Scenario::NoLeaderRetry => opts.servers = 3,
             Scenario::CrashBetweenAppendAndFsync => {
                 opts.fsync_ms = (5, 40);
             }
@@ -1039,6 +1058,15 @@ impl Scenario {
             }
             Scenario::ChangeServerId => {
                 failures.extend(crate::membership::change_server_id(n, leader).await)
+            }
+            Scenario::ClientRetryLeaderLoss => failures.extend(
+                crate::membership::client_retry_across_leader_loss(n, history, leader).await,
+            ),
+            Scenario::NoLeaderFail => {
+                failures.extend(crate::membership::no_leader(n, leader, false).await)
+            }
+            Scenario::NoLeaderRetry => {
+                failures.extend(crate::membership::no_leader(n, leader, true).await)
             }
             Scenario::SnapshotInstall => {
                 let servers = n.live_servers();

@@ -21,10 +21,13 @@ pub enum Bug {
     AutopilotUnboundedCleanup,
     /// Gossip members never refute a suspicion or death of themselves.
     GossipNoRefute,
+    /// Client agents never retry (`No cluster leader`, lost connections and
+    /// busy servers reach the caller).
+    ClientNoRetry,
 }
 
 impl Bug {
-    pub const ALL: [Bug; 9] = [
+    pub const ALL: [Bug; 10] = [
         Bug::VoteTwice,
         Bug::AckBeforeFsync,
         Bug::StaleRead,
@@ -34,6 +37,7 @@ impl Bug {
         Bug::LongLease,
         Bug::AutopilotUnboundedCleanup,
         Bug::GossipNoRefute,
+        Bug::ClientNoRetry,
     ];
 
     pub fn name(self) -> &'static str {
@@ -47,6 +51,7 @@ impl Bug {
             Bug::LongLease => "long-lease",
             Bug::AutopilotUnboundedCleanup => "autopilot-unbounded-cleanup",
             Bug::GossipNoRefute => "gossip-no-refute",
+            Bug::ClientNoRetry => "client-no-retry",
         }
     }
 
@@ -66,6 +71,7 @@ impl Bug {
             Some(Bug::LongLease) => b.long_lease = true,
             Some(Bug::AutopilotUnboundedCleanup) => b.autopilot_unbounded_cleanup = true,
             Some(Bug::GossipNoRefute) => b.gossip_no_refute = true,
+            Some(Bug::ClientNoRetry) => b.client_no_retry = true,
             None => {}
         }
         b

@@ -82,6 +82,10 @@ impl Outcome {
     }
 }
 
+/// The servers' `rpc_hold_timeout` in every run (Consul's is 7 s; its test
+/// servers shorten it too).
+pub const SERVER_HOLD: std::time::Duration = std::time::Duration::from_secs(2);
+
 /// The server configuration a run uses for one server.
 pub fn server_config(opts: &Options, base: Config) -> Config {
     let mut c = base;
@@ -105,7 +109,7 @@ pub fn server_config(opts: &Options, base: Config) -> Config {
     c.pending_proposals_max =
         (16 * opts.append_entries_max * opts.inflight_appends_max).clamp(16, 1024);
     // Consul's test servers shorten the hold too; clients give up after 3 s.
-    c.rpc_hold_timeout = CoreDuration::from_secs(2);
+    c.rpc_hold_timeout = CoreDuration::from_nanos(SERVER_HOLD.as_nanos() as u64);
     c.leave_drain_time = CoreDuration::from_millis(LEAVE_DRAIN.as_millis() as u64);
     // Autopilot's health asks for an answer within `last_contact_threshold`
     // (Consul's 200 ms, made for its 100 ms heartbeats); the simulator draws

@@ -231,29 +231,38 @@ fn rolling_restart_seeds_that_lost_forwarded_writes_are_clean() {
 }
 
 /// Seed 14 of the headline scenario still fails: one entry per
-/// AppendEntries, one in flight, fsyncs up to 133 ms and 4% loss, so the
-/// leader's queue stays full through a hand-over and writes retried on
-/// "Server is busy" run out of the 7 s hold time, and a restarted server
-/// does not catch up to be promoted within the scenario's 30 s. Kept as a
-/// regression scenario asserting exactly those two failures; it flips once
-/// the core keeps up (or sheds load more gently) under such a slow log.
+/// AppendEntries, one in flight, fsyncs up to 133 ms, 4% loss and 30
+/// workload clients beside the client agent's six tasks: more writes than
+/// the log can take, so during a hand-over writes a follower forwarded wait
+/// past the servers' hold ("timed out waiting for the leader's answer", an
+/// unknown outcome a client may not retry). Kept as a regression scenario
+/// asserting exactly that one failure; it flips once the core keeps up (or
+/// sheds load before it forwards) under such a slow log. Until the fix of
+/// autopilot's health (a follower a few entries behind a compacted log was
+/// reported in term 0, so unhealthy) a restarted server was also not
+/// promoted within 30 s here, and on seed 12.
 #[test]
-fn rolling_restart_seed_14_runs_out_of_hold_time_on_a_slow_log() {
+fn rolling_restart_seed_14_overloads_a_slow_log() {
     let out = run(Options::from_seed(14), Some(Scenario::RollingRestart));
-    assert_eq!(out.failures.len(), 2, "{:?}", out.failures);
+    assert_eq!(out.failures.len(), 1, "{:?}", out.failures);
     assert!(
-        out.failures.iter().any(|f| f
-            .contains("client-visible errors, first: gave up after the hold time: Server is busy")),
+        out.failures[0].contains(
+            "client-visible errors, first: outcome unknown: timed out waiting for the leader's answer"
+        ),
         "{:?}",
         out.failures
     );
-    assert!(
-        out.failures
-            .iter()
-            .any(|f| f.contains("not a voter again within 30s")),
-        "{:?}",
-        out.failures
-    );
+}
+
+/// Seed 12 of the headline scenario: a restarted server a few entries
+/// behind a leader whose log kept only 10 trailing entries was reported in
+/// term 0 by autopilot's health (its matched index compacted away), so it
+/// flapped unhealthy and was not promoted within 30 s. Autopilot now knows
+/// every entry from the leader's no-op on is of its term.
+#[test]
+fn rolling_restart_seed_12_promotes_a_follower_behind_a_compacted_log() {
+    let out = run(Options::from_seed(12), Some(Scenario::RollingRestart));
+    assert!(out.ok, "{:?}", out.failures);
 }
 
 /// Consul's `TestLeader_ChangeServerID` (agent/consul/leader_test.go): a
@@ -263,4 +272,55 @@ fn rolling_restart_seed_14_runs_out_of_hold_time_on_a_slow_log() {
 #[test]
 fn a_new_node_id_at_the_same_address_replaces_the_old_server() {
     passes(Scenario::ChangeServerId);
+}
+
+/// Client-side retry across a leader loss (agent/consul/client.go `RPC`,
+/// rpc.go `canRetry`): the leader is killed under load through a simulated
+/// client agent, which runs the daemon's retry policy (core `rpc::retry`).
+/// No read fails; only writes made before the new leader was elected may end
+/// with an unknown outcome.
+#[test]
+fn client_retry_across_a_leader_loss() {
+    passes(Scenario::ClientRetryLeaderLoss);
+}
+
+/// Consul's `TestRPC_NoLeader_Fail` (agent/consul/rpc_test.go): with no
+/// quorum, a call through a client agent is retried until its 7 s hold runs
+/// out and then fails with `No cluster leader`, not before.
+#[test]
+fn no_leader_fails_after_the_hold() {
+    passes(Scenario::NoLeaderFail);
+}
+
+/// Consul's `TestRPC_NoLeader_Retry`: a leader elected during the hold and
+/// the call through the client agent succeeds.
+#[test]
+fn no_leader_retried_until_a_leader_is_elected() {
+    passes(Scenario::NoLeaderRetry);
+}
+
+/// A client agent that never retries is caught on every seed tried by the
+/// no-leader scenarios and by the headline rolling restart, each of which
+/// passes on that seed without the bug.
+#[test]
+fn planted_bug_client_no_retry_is_caught() {
+    for scenario in [
+        Scenario::NoLeaderFail,
+        Scenario::NoLeaderRetry,
+        Scenario::RollingRestart,
+    ] {
+        let mut o = Options::from_seed(0);
+        o.bug = Some(Bug::ClientNoRetry);
+        let out = run(o, Some(scenario));
+        assert!(
+            !out.ok,
+            "{} missed client-no-retry on seed 0",
+            scenario.name()
+        );
+        assert!(
+            run(Options::from_seed(0), Some(scenario)).ok,
+            "{} fails on seed 0 without the bug",
+            scenario.name()
+        );
+    }
 }

@@ -118,9 +118,20 @@ impl Autopilot {
             Some(p) => ServerStats {
                 last_contact: (p.acked_seq > 0).then(|| now.saturating_since(p.last_ack)),
                 // Entries up to `matched` are the leader's own (log
-                // matching), so their term is known; one compacted away is
-                // far behind and reported as term 0, which is unhealthy.
-                last_term: raft.log().term_at(p.matched).unwrap_or(Term(0)),
+                // matching), so their term is the leader's term for them:
+                // from its no-op on, every entry is of its current term, even
+                // once compacted away (a follower a few entries behind a
+                // snapshot that kept few trailing logs is still in this
+                // term, as its own `LastTerm` in Consul's stats would say);
+                // before that, the log says, or, compacted, term 0 (far
+                // behind: unhealthy).
+                last_term: if p.matched >= raft.term_start_index()
+                    && raft.term_start_index() > LogIndex::ZERO
+                {
+                    raft.term()
+                } else {
+                    raft.log().term_at(p.matched).unwrap_or(Term(0))
+                },
                 last_index: p.matched,
             },
             None => ServerStats {

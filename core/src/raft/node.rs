@@ -340,6 +340,16 @@ impl Raft {
     }
     /// Whether this leader has committed an entry of its own term, so its
     /// commit index is current (§8).
+    /// The index of the first entry of this leader's term (its no-op); zero
+    /// when not leading.
+    pub fn term_start_index(&self) -> LogIndex {
+        if self.role == Role::Leader {
+            self.term_start_index
+        } else {
+            LogIndex::ZERO
+        }
+    }
+
     pub fn committed_in_term(&self) -> bool {
         self.role == Role::Leader && self.commit >= self.term_start_index
     }

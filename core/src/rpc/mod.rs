@@ -1,5 +1,7 @@
-//! Client requests and replies, and how a server routes them.
+//! Client requests and replies, how a server routes them, and how a client
+//! agent retries them.
 
+pub mod retry;
 mod types;
 
 pub use types::{

@@ -22,7 +22,7 @@ use tern_core::Duration;
 use super::params::{Params, QueryOptions};
 use super::read;
 use super::reply::{json, ApiError, ApiResult};
-use crate::agent::AgentHandle;
+use crate::agent::{AgentHandle, Pool};
 use crate::config::duration::format_go;
 
 /// `GET /v1/operator/autopilot/configuration` (api `AutopilotConfiguration`).
@@ -220,6 +220,28 @@ async fn health_reply(
     Ok((h, opts, meta))
 }
 
+/// Each server's build version by node id, from the `build` tag of the LAN
+/// pool as this agent sees it (Consul's autopilot reads the same tag from
+/// the leader's serf), reduced as Consul's `metadata.Build` does to its
+/// leading `x.y.z` (the tag is `1.21.0:tern-0.1.0`). A server gossip does
+/// not know gets an empty version.
+async fn build_versions(agent: &AgentHandle) -> BTreeMap<String, String> {
+    agent
+        .members(Pool::Lan)
+        .await
+        .unwrap_or_default()
+        .into_iter()
+        .filter_map(|m| {
+            let tag = m.tags.get("build")?;
+            let end = tag
+                .find(|c: char| !c.is_ascii_digit() && c != '.')
+                .unwrap_or(tag.len());
+            let build = tag[..end].trim_end_matches('.').to_string();
+            Some((m.node_id.to_string(), build))
+        })
+        .collect()
+}
+
 /// `GET /v1/operator/autopilot/health`: 200 when healthy, 429 with the same
 /// body when not.
 pub(crate) async fn health(
@@ -227,6 +249,7 @@ pub(crate) async fn health(
     Query(query): Query<Vec<(String, String)>>,
 ) -> ApiResult {
     let (h, opts, _meta) = health_reply(&agent, query).await?;
+    let versions = build_versions(&agent).await;
     let now = SystemTime::now();
     let body = Health {
         healthy: h.healthy,
@@ -239,7 +262,7 @@ pub(crate) async fn health(
                 name: s.name.0.clone(),
                 address: s.address.clone(),
                 serf_status: s.serf_status.as_str(),
-                version: String::new(),
+                version: versions.get(&s.id.to_string()).cloned().unwrap_or_default(),
                 leader: s.leader,
                 last_contact: last_contact(s.last_contact),
                 last_term: s.last_term.0,
@@ -296,6 +319,7 @@ pub(crate) async fn state(
     Query(query): Query<Vec<(String, String)>>,
 ) -> ApiResult {
     let (h, opts, _meta) = health_reply(&agent, query).await?;
+    let versions = build_versions(&agent).await;
     let now = SystemTime::now();
     let servers = h
         .servers
@@ -311,7 +335,7 @@ pub(crate) async fn state(
                 name: s.name.0.clone(),
                 address: s.address.clone(),
                 node_status: s.serf_status.as_str(),
-                version: String::new(),
+                version: versions.get(&s.id.to_string()).cloned().unwrap_or_default(),
                 last_contact: last_contact(s.last_contact),
                 last_term: s.last_term.0,
                 last_index: s.last_index.0,
