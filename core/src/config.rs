@@ -114,7 +114,9 @@ pub struct Config {
     /// Consul's `kv_max_value_size`, 512 KiB.
     pub kv_value_bytes_max: usize,
     /// The largest catalog registration (its encoded command), 512 KiB
-    /// like a KV value; Consul has no such limit. The tables' row limits
+    /// like a KV value, and never more than fits in one AppendEntries
+    /// (`append_bytes_max` less 1 KiB); Consul has no such limit. The
+    /// tables' row limits
     /// are constants (`tern_core::fsm::CATALOG_*_MAX`): every server must
     /// refuse the same registration.
     pub catalog_register_bytes_max: usize,
@@ -278,13 +280,8 @@ impl Config {
                 "the largest key and value must fit in append_bytes_max",
             );
         }
-        if self.catalog_register_bytes_max == 0
-            || self.catalog_register_bytes_max + 1024 > self.append_bytes_max
-        {
-            return err(
-                "catalog_register_bytes_max",
-                "must be greater than zero and fit in append_bytes_max",
-            );
+        if self.catalog_register_bytes_max == 0 {
+            return err("catalog_register_bytes_max", "must be greater than zero");
         }
         if self.append_bytes_max + 4096 > self.frame_bytes_max {
             return err("append_bytes_max", "must fit in frame_bytes_max");

@@ -591,7 +591,12 @@ impl Server {
     fn check_catalog(&self, op: &CatalogOp) -> Result<(), RpcError> {
         match op {
             CatalogOp::Register(reg) => {
-                let max = self.config.catalog_register_bytes_max;
+                // A registration must fit in one AppendEntries, or
+                // followers would refuse the batch that carries it.
+                let max = self
+                    .config
+                    .catalog_register_bytes_max
+                    .min(self.config.append_bytes_max.saturating_sub(1024));
                 if reg.approx_bytes() > max {
                     return Err(RpcError::TooLarge(format!(
                         "Registration exceeds {max} byte limit (catalog_register_bytes_max)"

@@ -309,3 +309,39 @@ fn a_query_on_a_missing_service_waits_for_that_service() {
         (vec!["n1".to_owned()], added.index)
     );
 }
+
+/// A registration must fit in one AppendEntries: the limit is
+/// `catalog_register_bytes_max` or `append_bytes_max` less 1 KiB, whichever
+/// is smaller. One just under it is replicated to every server; one over it
+/// is refused with the limit named, before the log.
+#[test]
+fn a_registration_over_what_one_append_carries_is_refused() {
+    let configs = (1..=3)
+        .map(|i| {
+            let mut c = tern_core::testkit::config(i, 3);
+            c.append_bytes_max = 64 << 10;
+            c.kv_value_bytes_max = 8 << 10;
+            c
+        })
+        .collect();
+    let mut c = Cluster::new(configs);
+    let leader = c.run_until_leader(Duration::from_secs(5)).unwrap();
+    let with_tag = |bytes: usize| {
+        let mut r = register("n1", Some(("web1", "web")));
+        r.service.as_mut().unwrap().tags = Some(vec!["t".repeat(bytes)]);
+        r
+    };
+    let fits = call(&mut c, leader, write(with_tag(60 << 10)));
+    assert_eq!(fits.body, ReplyBody::Applied(ApplyResult::Catalog(Ok(()))));
+    for s in c.servers.values() {
+        assert_eq!(s.fsm().catalog_counts(), (1, 1, 0), "replicated everywhere");
+    }
+    let rid = c.request(leader, write(with_tag(64 << 10)));
+    c.run_for(Duration::from_millis(100));
+    assert_eq!(
+        c.responses[&(leader, rid)],
+        Err(RpcError::TooLarge(
+            "Registration exceeds 64512 byte limit (catalog_register_bytes_max)".into()
+        ))
+    );
+}
