@@ -113,6 +113,13 @@ pub struct Config {
     pub kv_key_bytes_max: usize,
     /// Consul's `kv_max_value_size`, 512 KiB.
     pub kv_value_bytes_max: usize,
+    /// The largest catalog registration (its encoded command), 512 KiB
+    /// like a KV value, and never more than fits in one AppendEntries
+    /// (`append_bytes_max` less 1 KiB); Consul has no such limit. The
+    /// tables' row limits
+    /// are constants (`tern_core::fsm::CATALOG_*_MAX`): every server must
+    /// refuse the same registration.
+    pub catalog_register_bytes_max: usize,
 
     /// How long a KV tombstone is kept after its delete before the leader
     /// reaps it (Consul's `TombstoneTTL`, 15 minutes): the window in which
@@ -184,6 +191,7 @@ impl Config {
             blocking_wait_max: Duration::from_secs(600),
             kv_key_bytes_max: 4096,
             kv_value_bytes_max: 512 * 1024,
+            catalog_register_bytes_max: 512 * 1024,
             tombstone_ttl: Duration::from_secs(15 * 60),
             tombstone_ttl_granularity: Duration::from_secs(30),
             tombstone_gc_buckets_max: 1024,
@@ -271,6 +279,9 @@ impl Config {
                 "kv_value_bytes_max",
                 "the largest key and value must fit in append_bytes_max",
             );
+        }
+        if self.catalog_register_bytes_max == 0 {
+            return err("catalog_register_bytes_max", "must be greater than zero");
         }
         if self.append_bytes_max + 4096 > self.frame_bytes_max {
             return err("append_bytes_max", "must fit in frame_bytes_max");

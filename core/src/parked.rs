@@ -11,14 +11,20 @@
 //! looked at on every apply. Candidates are only candidates: the server
 //! still compares each one's watch index with its `min_index`.
 //!
+//! A catalog read watches catalog topics (a table, one service name, one
+//! node: [`CatalogTopic`]); a catalog write touches the topics the state
+//! machine says it may change ([`crate::fsm::Fsm::catalog_topics`]). A KV
+//! write touches no catalog topic and a catalog write no KV key, so neither
+//! is offered the other's queries.
+//!
 //! Deadlines are kept in order, so the next one is found in O(log n) and
 //! expiry takes only the due.
 
 use std::collections::{BTreeMap, BTreeSet};
 
 use crate::clock::Instant;
-use crate::fsm::{Command, KvCommand};
-use crate::rpc::Op;
+use crate::fsm::{CatalogTopic, Command, KvCommand};
+use crate::rpc::{CatalogOp, Op};
 
 /// What applied entries changed, for waking parked queries.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -27,6 +33,8 @@ pub struct Touched {
     pub keys: BTreeSet<String>,
     /// Prefixes deleted as a tree.
     pub trees: BTreeSet<String>,
+    /// Catalog topics a write may have changed.
+    pub catalog: BTreeSet<CatalogTopic>,
     /// Anything may have changed (a snapshot was installed).
     pub all: bool,
     /// Some entry was applied (non-KV reads watch the commit index).
@@ -48,9 +56,19 @@ impl Touched {
                 self.trees.insert(prefix.clone());
             }
             // A reap forgets tombstones and moves no index a query waits on;
-            // autopilot's configuration is no KV read's.
-            Command::TombstoneReap { .. } | Command::AutopilotSet { .. } => {}
+            // autopilot's configuration is no KV read's. What a catalog
+            // write touches depends on the state before it
+            // (`catalog_topics`).
+            Command::TombstoneReap { .. }
+            | Command::AutopilotSet { .. }
+            | Command::CatalogRegister(_)
+            | Command::CatalogDeregister(_) => {}
         }
+    }
+
+    /// Record the catalog topics an applied write may have changed.
+    pub fn catalog_topics(&mut self, topics: Vec<CatalogTopic>) {
+        self.catalog.extend(topics);
     }
 
     pub fn is_empty(&self) -> bool {
@@ -63,6 +81,7 @@ impl Touched {
 enum Watch {
     Key(String),
     Prefix(String),
+    Catalog(Vec<CatalogTopic>),
     Other,
 }
 
@@ -70,8 +89,49 @@ fn watch_of(op: &Op) -> Watch {
     match op {
         Op::KvGet { key } => Watch::Key(key.clone()),
         Op::KvList { prefix } | Op::KvKeys { prefix, .. } => Watch::Prefix(prefix.clone()),
+        Op::Catalog(c) => match catalog_watch(c) {
+            Some(topics) => Watch::Catalog(topics),
+            None => Watch::Other,
+        },
         _ => Watch::Other,
     }
+}
+
+/// The topics a catalog read watches (Consul's watch sets for them).
+fn catalog_watch(op: &CatalogOp) -> Option<Vec<CatalogTopic>> {
+    let fold = crate::fsm::catalog::fold;
+    Some(match op {
+        CatalogOp::Nodes { .. } => vec![CatalogTopic::Nodes],
+        CatalogOp::Services { node_meta } if node_meta.is_empty() => vec![CatalogTopic::Services],
+        CatalogOp::Services { .. } => vec![CatalogTopic::Services, CatalogTopic::Nodes],
+        CatalogOp::ServiceNodes { service, .. } => vec![CatalogTopic::Service(fold(service))],
+        CatalogOp::NodeServices { node } => {
+            let mut topics = vec![CatalogTopic::Node(fold(node))];
+            // A node can be named by a prefix of its ID: such a read also
+            // watches the nodes table, as the name alone may not be the
+            // node's.
+            if node.len() >= 2 && node.chars().all(|c| c.is_ascii_hexdigit() || c == '-') {
+                topics.push(CatalogTopic::Nodes);
+            }
+            topics
+        }
+        CatalogOp::NodeChecks { node } => vec![CatalogTopic::Node(fold(node))],
+        CatalogOp::ServiceChecks { service, node_meta }
+        | CatalogOp::ServiceHealth {
+            service, node_meta, ..
+        } => {
+            let mut topics = vec![CatalogTopic::Service(fold(service))];
+            if !node_meta.is_empty() {
+                topics.push(CatalogTopic::Nodes);
+            }
+            topics
+        }
+        CatalogOp::ChecksInState { node_meta, .. } if node_meta.is_empty() => {
+            vec![CatalogTopic::Checks]
+        }
+        CatalogOp::ChecksInState { .. } => vec![CatalogTopic::Checks, CatalogTopic::Nodes],
+        CatalogOp::Register(_) | CatalogOp::Deregister(_) => return None,
+    })
 }
 
 /// Parked queries of type `T`, each with the op it reads and a deadline.
@@ -82,6 +142,7 @@ pub struct Parked<T> {
     deadlines: BTreeSet<(Instant, u64)>,
     by_key: BTreeMap<String, BTreeSet<u64>>,
     by_prefix: BTreeMap<String, BTreeSet<u64>>,
+    by_topic: BTreeMap<CatalogTopic, BTreeSet<u64>>,
     other: BTreeSet<u64>,
 }
 
@@ -93,6 +154,7 @@ impl<T> Default for Parked<T> {
             deadlines: BTreeSet::new(),
             by_key: BTreeMap::new(),
             by_prefix: BTreeMap::new(),
+            by_topic: BTreeMap::new(),
             other: BTreeSet::new(),
         }
     }
@@ -118,6 +180,11 @@ impl<T> Parked<T> {
             }
             Watch::Prefix(p) => {
                 self.by_prefix.entry(p.clone()).or_default().insert(id);
+            }
+            Watch::Catalog(topics) => {
+                for t in topics {
+                    self.by_topic.entry(t.clone()).or_default().insert(id);
+                }
             }
             Watch::Other => {
                 self.other.insert(id);
@@ -189,6 +256,11 @@ impl<T> Parked<T> {
             // Watched prefixes the deleted prefix lies under.
             self.watched_prefixes_of(tree, &mut ids);
         }
+        for topic in &touched.catalog {
+            if let Some(s) = self.by_topic.get(topic) {
+                ids.extend(s);
+            }
+        }
         ids
     }
 
@@ -210,6 +282,16 @@ impl<T> Parked<T> {
         match watch {
             Watch::Key(k) => remove_from(&mut self.by_key, &k, id),
             Watch::Prefix(p) => remove_from(&mut self.by_prefix, &p, id),
+            Watch::Catalog(topics) => {
+                for t in topics {
+                    if let Some(s) = self.by_topic.get_mut(&t) {
+                        s.remove(&id);
+                        if s.is_empty() {
+                            self.by_topic.remove(&t);
+                        }
+                    }
+                }
+            }
             Watch::Other => {
                 self.other.remove(&id);
             }
@@ -311,6 +393,80 @@ mod tests {
         };
         assert_eq!(offered(&mut p, &all).len(), 7);
         assert_eq!(p.len(), 7, "nothing was woken");
+    }
+
+    /// A catalog write is offered the catalog queries whose topics it
+    /// touched and no KV query; a KV write is offered no catalog query.
+    #[test]
+    fn catalog_and_kv_writes_are_offered_only_their_own_queries() {
+        use std::collections::BTreeMap;
+        let catalog = |op: CatalogOp| Op::Catalog(op);
+        let mut p = Parked::default();
+        let t = Instant(1);
+        p.park(&get("k"), t, "get k");
+        p.park(&list(""), t, "list all");
+        p.park(
+            &catalog(CatalogOp::ServiceNodes {
+                service: "Web".into(),
+                tags: vec![],
+                node_meta: BTreeMap::new(),
+            }),
+            t,
+            "service web",
+        );
+        p.park(
+            &catalog(CatalogOp::Nodes {
+                node_meta: BTreeMap::new(),
+            }),
+            t,
+            "nodes",
+        );
+        p.park(
+            &catalog(CatalogOp::NodeServices { node: "n1".into() }),
+            t,
+            "node n1",
+        );
+        p.park(
+            &catalog(CatalogOp::NodeServices {
+                node: "ab12".into(),
+            }),
+            t,
+            "node by id prefix",
+        );
+        let offered = |p: &mut Parked<&'static str>, t: &Touched| {
+            let mut seen = Vec::new();
+            p.take_woken(t, |item| {
+                seen.push(*item);
+                false
+            });
+            seen.sort();
+            seen
+        };
+        assert_eq!(
+            offered(&mut p, &touched(&[set("k")])),
+            ["get k", "list all"]
+        );
+        let mut web = Touched {
+            any: true,
+            ..Touched::default()
+        };
+        web.catalog_topics(vec![CatalogTopic::Service("web".into())]);
+        assert_eq!(offered(&mut p, &web), ["service web"]);
+        let mut node = Touched {
+            any: true,
+            ..Touched::default()
+        };
+        node.catalog_topics(vec![CatalogTopic::Nodes, CatalogTopic::Node("n1".into())]);
+        assert_eq!(
+            offered(&mut p, &node),
+            ["node by id prefix", "node n1", "nodes"]
+        );
+        assert_eq!(p.len(), 6);
+        // Taken, a catalog query leaves every topic's index.
+        p.take_woken(&node, |_| true);
+        p.take_woken(&web, |_| true);
+        assert!(p.by_topic.is_empty());
+        assert_eq!(p.len(), 2);
     }
 
     /// Woken and due queries leave every index; deadlines come out in order.

@@ -14,7 +14,7 @@ use crate::action::{Action, Event, Input};
 use crate::autopilot::Autopilot;
 use crate::clock::{Duration, Instant};
 use crate::config::{Config, ConfigError};
-use crate::fsm::{ApplyResult, Command, Fsm, StoredAutopilot, TombstoneGc};
+use crate::fsm::{ApplyResult, CatalogError, Command, Fsm, StoredAutopilot, TombstoneGc};
 use crate::ids::{LogIndex, NodeId, RequestId, Term};
 use crate::message::{Message, MessageBody, ADDRESS_BYTES_MAX};
 use crate::parked::{Parked, Touched};
@@ -25,7 +25,8 @@ use crate::raft::{
 use crate::reconcile::Reconciler;
 use crate::rng::Rng;
 use crate::rpc::{
-    Blocking, Op, RaftServer, ReadMode, Reply, ReplyBody, Request, Response, RpcError,
+    Blocking, CatalogOp, CatalogReply, Op, RaftServer, ReadMode, Reply, ReplyBody, Request,
+    Response, RpcError,
 };
 
 /// How long a leaving server waits to be removed from the configuration
@@ -573,6 +574,7 @@ impl Server {
                     DeleteTree { prefix } => Some(prefix),
                 }
             }
+            Op::Catalog(c) => return self.check_catalog(c),
             _ => None,
         };
         if key.is_some_and(|k| k.len() > key_max) {
@@ -581,6 +583,42 @@ impl Server {
             )));
         }
         Ok(())
+    }
+
+    /// A catalog write's size and Consul's pre-apply checks
+    /// (`Catalog.Register`/`Deregister`), refused with Consul's text before
+    /// it is routed; the state machine checks it again when applied.
+    fn check_catalog(&self, op: &CatalogOp) -> Result<(), RpcError> {
+        match op {
+            CatalogOp::Register(reg) => {
+                // A registration must fit in one AppendEntries, or
+                // followers would refuse the batch that carries it.
+                let max = self
+                    .config
+                    .catalog_register_bytes_max
+                    .min(self.config.append_bytes_max.saturating_sub(1024));
+                if reg.approx_bytes() > max {
+                    return Err(RpcError::TooLarge(format!(
+                        "Registration exceeds {max} byte limit (catalog_register_bytes_max)"
+                    )));
+                }
+                crate::fsm::catalog::validate::normalize((**reg).clone())
+                    .map(|_| ())
+                    .map_err(|e| RpcError::Refused(e.to_string()))
+            }
+            CatalogOp::Deregister(d) if d.node.is_empty() => {
+                Err(RpcError::Refused(CatalogError::MissingNode.to_string()))
+            }
+            CatalogOp::Deregister(_)
+            | CatalogOp::Nodes { .. }
+            | CatalogOp::Services { .. }
+            | CatalogOp::ServiceNodes { .. }
+            | CatalogOp::NodeServices { .. }
+            | CatalogOp::NodeChecks { .. }
+            | CatalogOp::ServiceChecks { .. }
+            | CatalogOp::ChecksInState { .. }
+            | CatalogOp::ServiceHealth { .. } => Ok(()),
+        }
     }
 
     /// Decide where a request is served: here, at the leader, or later.
@@ -829,6 +867,33 @@ impl Server {
                 .map(|(index, term)| {
                     self.proposals.insert(index, (term, origin.clone()));
                 }),
+            Op::Catalog(c) if c.is_write() => {
+                let command = match c {
+                    CatalogOp::Register(reg) => {
+                        match crate::fsm::catalog::validate::normalize((**reg).clone()) {
+                            Ok(reg) => Command::CatalogRegister(Box::new(reg)),
+                            Err(e) => {
+                                return self.respond(
+                                    origin,
+                                    Err(RpcError::Refused(e.to_string())),
+                                    out,
+                                )
+                            }
+                        }
+                    }
+                    CatalogOp::Deregister(d) => Command::CatalogDeregister(d.clone()),
+                    _ => unreachable!("is_write covers only register and deregister"),
+                };
+                self.raft
+                    .propose(
+                        now,
+                        EntryPayload::Command(std::sync::Arc::new(command)),
+                        out,
+                    )
+                    .map(|(index, term)| {
+                        self.proposals.insert(index, (term, origin.clone()));
+                    })
+            }
             Op::RaftAddNonvoter { id, name, address } => {
                 let mut m = self.raft.membership().clone();
                 if m.contains(*id) {
@@ -1045,6 +1110,7 @@ impl Server {
             // The leader's last sample (a follower has none: it answers
             // only once forwarded, see `route_within`).
             Op::AutopilotHealth => (commit, ReplyBody::AutopilotHealth(self.autopilot.reply())),
+            Op::Catalog(c) => self.read_catalog(c),
             Op::AutopilotGetConfig => {
                 let stored = self.fsm.autopilot().cloned().unwrap_or(StoredAutopilot {
                     config: self.config.autopilot.clone(),
@@ -1056,6 +1122,58 @@ impl Server {
             // Writes never reach here.
             _ => (commit, ReplyBody::Done),
         }
+    }
+
+    /// A catalog read from local state, with the index Consul answers it
+    /// with.
+    fn read_catalog(&self, op: &CatalogOp) -> (u64, ReplyBody) {
+        let (index, reply) = match op {
+            CatalogOp::Nodes { node_meta } => {
+                let (i, nodes) = self.fsm.catalog_nodes(node_meta);
+                (i, CatalogReply::Nodes(nodes))
+            }
+            CatalogOp::Services { node_meta } => {
+                let (i, services) = self.fsm.catalog_services(node_meta);
+                (i, CatalogReply::Services(services))
+            }
+            CatalogOp::ServiceNodes {
+                service,
+                tags,
+                node_meta,
+            } => {
+                let (i, found) = self.fsm.catalog_service_nodes(service, tags, node_meta);
+                (i, CatalogReply::ServiceNodes(found))
+            }
+            CatalogOp::NodeServices { node } => {
+                let (i, found) = self.fsm.catalog_node_services(node);
+                (i, CatalogReply::NodeServices(found.map(Box::new)))
+            }
+            CatalogOp::NodeChecks { node } => {
+                let (i, checks) = self.fsm.catalog_node_checks(node);
+                (i, CatalogReply::Checks(checks))
+            }
+            CatalogOp::ServiceChecks { service, node_meta } => {
+                let (i, checks) = self.fsm.catalog_service_checks(service, node_meta);
+                (i, CatalogReply::Checks(checks))
+            }
+            CatalogOp::ChecksInState { state, node_meta } => {
+                let (i, checks) = self.fsm.catalog_checks_in_state(state, node_meta);
+                (i, CatalogReply::Checks(checks))
+            }
+            CatalogOp::ServiceHealth {
+                service,
+                tags,
+                node_meta,
+            } => {
+                let (i, found) = self.fsm.catalog_service_health(service, tags, node_meta);
+                (i, CatalogReply::ServiceHealth(found))
+            }
+            // Writes never reach here (`serve_as_leader` proposes them).
+            CatalogOp::Register(_) | CatalogOp::Deregister(_) => {
+                return (self.raft.commit_index().0, ReplyBody::Done)
+            }
+        };
+        (index, ReplyBody::Catalog(reply))
     }
 
     fn reply(&self, now: Instant, index: u64, body: ReplyBody) -> Reply {
@@ -1344,8 +1462,10 @@ impl Server {
             let term = entry.term;
             let result = match &entry.payload {
                 EntryPayload::Command(c) => {
+                    let topics = self.fsm.catalog_topics(c);
                     let r = self.fsm.apply(index.0, c);
                     self.touched.command(c);
+                    self.touched.catalog_topics(topics);
                     if let Command::TombstoneReap { upto } = c.as_ref() {
                         self.tombstone_gc.reaped(*upto);
                     } else if self.fsm.left_tombstones(index.0, c) {
@@ -1538,6 +1658,22 @@ impl Server {
             Op::KvGet { key } => self.fsm.kv_change_index_for_key(key),
             Op::KvList { prefix } | Op::KvKeys { prefix, .. } => {
                 self.fsm.kv_change_index_for_prefix(prefix)
+            }
+            // The index a catalog read answers with, without building the
+            // answer.
+            Op::Catalog(CatalogOp::ServiceNodes { service, .. }) => {
+                self.fsm.catalog_service_index(service)
+            }
+            Op::Catalog(CatalogOp::NodeServices { node }) => self.fsm.catalog_node_index(node),
+            Op::Catalog(CatalogOp::NodeChecks { .. }) => {
+                self.fsm.catalog_checks_index(&Default::default())
+            }
+            Op::Catalog(
+                CatalogOp::ServiceChecks { node_meta, .. }
+                | CatalogOp::ChecksInState { node_meta, .. },
+            ) => self.fsm.catalog_checks_index(node_meta),
+            Op::Catalog(CatalogOp::ServiceHealth { service, .. }) => {
+                self.fsm.catalog_health_index(service)
             }
             _ => self.read_local(op).0,
         }

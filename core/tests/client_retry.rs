@@ -158,6 +158,7 @@ fn a_busy_or_not_ready_server_is_retried_and_nothing_else_is() {
         RpcError::Unknown("leadership lost while committing log".into()),
         RpcError::DiskFull,
         RpcError::NoPathToDatacenter,
+        RpcError::Refused("Must provide node".into()),
     ] {
         assert_eq!(
             w.after("s1", Attempt::Answered(Err(e.clone())), at(5), &mut rng),
@@ -183,6 +184,7 @@ fn a_busy_or_not_ready_server_is_retried_and_nothing_else_is() {
 fn only_a_server_to_blame_is_rotated_away() {
     assert!(!Attempt::Answered(Ok(reply())).server_failed());
     assert!(!Attempt::Answered(Err(RpcError::BadRequest("x".into()))).server_failed());
+    assert!(!Attempt::Answered(Err(RpcError::Refused("Must provide node".into()))).server_failed());
     assert!(Attempt::Answered(Err(RpcError::NoLeader)).server_failed());
     assert!(Attempt::Lost("eof".into()).server_failed());
     assert!(Attempt::NotSent("refused".into()).server_failed());

@@ -15,7 +15,11 @@ use std::path::{Path, PathBuf};
 
 use tern_core::autopilot::{AutopilotConfig, GossipStatus, HealthReply, ServerHealthReply};
 use tern_core::clock::Duration;
-use tern_core::fsm::{ApplyResult, Command, KvCommand, KvEntry, KvWrite, StoredAutopilot};
+use tern_core::fsm::{
+    ApplyResult, CatalogError, CatalogTableName, Check, CheckDefinition, CheckServiceNode, Command,
+    Deregister, Fsm, KvCommand, KvEntry, KvWrite, Node, NodeServices, Register, Service,
+    ServiceAddress, ServiceInstance, StoredAutopilot, Weights,
+};
 use tern_core::raft::{
     AppendEntries, AppendEntriesResponse, Entry, EntryPayload, HardState, InstallSnapshot,
     InstallSnapshotChunk, InstallSnapshotChunkResponse, InstallSnapshotResponse, Member,
@@ -23,7 +27,8 @@ use tern_core::raft::{
     VoteResponse,
 };
 use tern_core::rpc::{
-    Blocking, Op, RaftServer, ReadMode, Reply, ReplyBody, Request, Response, RpcError,
+    Blocking, CatalogOp, CatalogReply, Op, RaftServer, ReadMode, Reply, ReplyBody, Request,
+    Response, RpcError,
 };
 use tern_core::wire::{self, WalRecord};
 use tern_core::{Datacenter, LogIndex, Message, MessageBody, NodeId, NodeName, Term};
@@ -83,6 +88,146 @@ fn kv_commands() -> Vec<(&'static str, KvCommand)> {
             },
         ),
     ]
+}
+
+/// A registration with every field set (and a second check for a service
+/// the node does not have, which the state machine refuses).
+fn catalog_register() -> Register {
+    let map = |pairs: &[(&str, &str)]| -> BTreeMap<String, String> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    };
+    Register {
+        id: "adf4238a-882b-9ddc-4a9d-5b6758e4159e".into(),
+        node: "web-01".into(),
+        address: "10.1.2.3".into(),
+        datacenter: "dc1".into(),
+        tagged_addresses: Some(map(&[("lan", "10.1.2.3"), ("wan", "198.51.100.3")])),
+        node_meta: Some(map(&[("rack", "r1")])),
+        service: Some(catalog_service()),
+        checks: vec![Check {
+            node: "web-01".into(),
+            check_id: "web:http".into(),
+            name: "web over HTTP".into(),
+            status: "passing".into(),
+            notes: "every 10 s".into(),
+            output: "200 OK".into(),
+            service_id: "web1".into(),
+            service_name: "web".into(),
+            service_tags: Some(vec!["v1".into()]),
+            kind: "http".into(),
+            definition: CheckDefinition {
+                http: "http://10.1.2.3:8080/health".into(),
+                tcp: String::new(),
+                interval_ns: 10_000_000_000,
+                timeout_ns: 1_000_000_000,
+                deregister_critical_service_after_ns: 0x1_0000_0000,
+            },
+            create_index: 0,
+            modify_index: 0,
+        }],
+        skip_node_update: true,
+    }
+}
+
+fn catalog_service() -> Service {
+    Service {
+        kind: "mesh-gateway".into(),
+        id: "web1".into(),
+        service: "web".into(),
+        tags: Some(vec!["v1".into(), "primary".into()]),
+        address: "10.1.2.3".into(),
+        tagged_addresses: BTreeMap::from([(
+            "wan".to_string(),
+            ServiceAddress {
+                address: "198.51.100.3".into(),
+                port: 8443,
+            },
+        )]),
+        meta: Some(BTreeMap::from([(
+            "consul-wan-federation".to_string(),
+            "1".to_string(),
+        )])),
+        port: 8443,
+        weights: Some(Weights {
+            passing: 10,
+            warning: 1,
+        }),
+        enable_tag_override: true,
+        create_index: 0,
+        modify_index: 0,
+    }
+}
+
+fn catalog_deregister() -> Deregister {
+    Deregister {
+        node: "web-01".into(),
+        service_id: "web1".into(),
+        check_id: String::new(),
+    }
+}
+
+fn catalog_node() -> Node {
+    let r = catalog_register();
+    Node {
+        id: r.id,
+        node: r.node,
+        address: r.address,
+        datacenter: r.datacenter,
+        tagged_addresses: r.tagged_addresses,
+        meta: None,
+        create_index: 5,
+        modify_index: 0x1_0000_0005,
+    }
+}
+
+/// The state every FSM snapshot vector holds: a KV entry, autopilot's
+/// configuration and, unless `kv_only`, a catalog with a node, a service,
+/// a check, a removed service (so extinction indexes are set) and a
+/// refused registration (which changes nothing).
+fn fsm_state(kv_only: bool) -> Fsm {
+    let mut fsm = Fsm::new();
+    fsm.apply(1, &Command::Kv(KvCommand::Set(kv_write())));
+    fsm.apply(
+        2,
+        &Command::AutopilotSet {
+            config: autopilot_config(),
+            cas: None,
+        },
+    );
+    if !kv_only {
+        let mut reg = catalog_register();
+        reg.skip_node_update = false;
+        assert_eq!(
+            fsm.apply(3, &Command::CatalogRegister(Box::new(reg.clone()))),
+            ApplyResult::Catalog(Ok(()))
+        );
+        let mut other = reg.clone();
+        other.node = "db-01".into();
+        other.id = String::new();
+        other.service.as_mut().unwrap().id = "db1".into();
+        other.service.as_mut().unwrap().service = "db".into();
+        other.checks.clear();
+        fsm.apply(4, &Command::CatalogRegister(Box::new(other)));
+        fsm.apply(
+            5,
+            &Command::CatalogDeregister(Deregister {
+                node: "db-01".into(),
+                service_id: "db1".into(),
+                check_id: String::new(),
+            }),
+        );
+        let mut refused = reg;
+        refused.checks[0].service_id = "nope".into();
+        assert!(matches!(
+            fsm.apply(6, &Command::CatalogRegister(Box::new(refused))),
+            ApplyResult::Catalog(Err(_))
+        ));
+    }
+    fsm.apply_other(7);
+    fsm
 }
 
 fn entries() -> Vec<Entry> {
@@ -257,6 +402,68 @@ fn ops() -> Vec<(&'static str, Op)> {
         ("autopilot_health", Op::AutopilotHealth),
         ("autopilot_get_config", Op::AutopilotGetConfig),
         (
+            "catalog_register",
+            Op::Catalog(CatalogOp::Register(Box::new(catalog_register()))),
+        ),
+        (
+            "catalog_deregister",
+            Op::Catalog(CatalogOp::Deregister(catalog_deregister())),
+        ),
+        (
+            "catalog_nodes",
+            Op::Catalog(CatalogOp::Nodes {
+                node_meta: BTreeMap::from([("rack".to_string(), "r1".to_string())]),
+            }),
+        ),
+        (
+            "catalog_services",
+            Op::Catalog(CatalogOp::Services {
+                node_meta: BTreeMap::new(),
+            }),
+        ),
+        (
+            "catalog_service_nodes",
+            Op::Catalog(CatalogOp::ServiceNodes {
+                service: "web".into(),
+                tags: vec!["v1".into(), "primary".into()],
+                node_meta: BTreeMap::from([("rack".to_string(), "r1".to_string())]),
+            }),
+        ),
+        (
+            "catalog_node_services",
+            Op::Catalog(CatalogOp::NodeServices {
+                node: "web-01".into(),
+            }),
+        ),
+        (
+            "catalog_node_checks",
+            Op::Catalog(CatalogOp::NodeChecks {
+                node: "web-01".into(),
+            }),
+        ),
+        (
+            "catalog_service_checks",
+            Op::Catalog(CatalogOp::ServiceChecks {
+                service: "web".into(),
+                node_meta: BTreeMap::new(),
+            }),
+        ),
+        (
+            "catalog_checks_in_state",
+            Op::Catalog(CatalogOp::ChecksInState {
+                state: "critical".into(),
+                node_meta: BTreeMap::from([("rack".to_string(), "r1".to_string())]),
+            }),
+        ),
+        (
+            "catalog_service_health",
+            Op::Catalog(CatalogOp::ServiceHealth {
+                service: "web".into(),
+                tags: vec!["v1".into()],
+                node_meta: BTreeMap::new(),
+            }),
+        ),
+        (
             "autopilot_set_config",
             Op::AutopilotSetConfig {
                 config: autopilot_config(),
@@ -344,6 +551,59 @@ fn reply_bodies() -> Vec<(&'static str, ReplyBody)> {
             ReplyBody::Applied(ApplyResult::Autopilot(false)),
         ),
         (
+            "applied_catalog",
+            ReplyBody::Applied(ApplyResult::Catalog(Ok(()))),
+        ),
+        (
+            "applied_catalog_refused",
+            ReplyBody::Applied(ApplyResult::Catalog(Err(CatalogError::TableFull {
+                table: CatalogTableName::Checks,
+                max: 262_144,
+            }))),
+        ),
+        (
+            "catalog_nodes",
+            ReplyBody::Catalog(CatalogReply::Nodes(vec![catalog_node()])),
+        ),
+        (
+            "catalog_services",
+            ReplyBody::Catalog(CatalogReply::Services(BTreeMap::from([
+                ("db".to_string(), vec![]),
+                ("web".to_string(), vec!["primary".into(), "v1".into()]),
+            ]))),
+        ),
+        (
+            "catalog_service_nodes",
+            ReplyBody::Catalog(CatalogReply::ServiceNodes(vec![ServiceInstance {
+                node: catalog_node(),
+                node_name: "WEB-01".into(),
+                service: catalog_service(),
+            }])),
+        ),
+        (
+            "catalog_node_services",
+            ReplyBody::Catalog(CatalogReply::NodeServices(Some(Box::new(NodeServices {
+                node: catalog_node(),
+                services: vec![catalog_service()],
+            })))),
+        ),
+        (
+            "catalog_node_services_none",
+            ReplyBody::Catalog(CatalogReply::NodeServices(None)),
+        ),
+        (
+            "catalog_checks",
+            ReplyBody::Catalog(CatalogReply::Checks(catalog_register().checks)),
+        ),
+        (
+            "catalog_service_health",
+            ReplyBody::Catalog(CatalogReply::ServiceHealth(vec![CheckServiceNode {
+                node: catalog_node(),
+                service: catalog_service(),
+                checks: catalog_register().checks,
+            }])),
+        ),
+        (
             "autopilot_health",
             ReplyBody::AutopilotHealth(HealthReply {
                 healthy: false,
@@ -407,6 +667,7 @@ fn rpc_errors() -> Vec<(&'static str, RpcError)> {
         ("busy", RpcError::Busy),
         ("disk_full", RpcError::DiskFull),
         ("unknown", RpcError::Unknown("leadership lost".into())),
+        ("refused", RpcError::Refused("Must provide node".into())),
     ]
 }
 
@@ -620,6 +881,10 @@ fn golden_vectors_match() {
             wire::encode_message(&m),
             wire::decode_message,
         );
+        // Version 1 never carried the errors added after it.
+        if name.ends_with("_refused") {
+            continue;
+        }
         let v1 = Message {
             from_address: String::new(),
             ..m
@@ -718,6 +983,38 @@ fn golden_vectors_match() {
         wire::encode_command(&autopilot),
         wire::decode_command,
     );
+
+    for (name, c) in [
+        (
+            "register",
+            Command::CatalogRegister(Box::new(catalog_register())),
+        ),
+        (
+            "deregister",
+            Command::CatalogDeregister(catalog_deregister()),
+        ),
+    ] {
+        g.check(
+            &format!("command_catalog_{name}"),
+            &c,
+            wire::encode_command(&c),
+            wire::decode_command,
+        );
+    }
+
+    // The state machine's snapshot format: version 3 (with the catalog) as
+    // this build writes it, and a version 2 file (the same KV and autopilot
+    // state as the build before the catalog wrote it), which must restore.
+    let full = fsm_state(false);
+    g.check("fsm_snapshot_v3", &full, full.snapshot(), Fsm::restore);
+    let kv_only = fsm_state(true);
+    g.check(
+        "fsm_snapshot_v3_kv_only",
+        &kv_only,
+        kv_only.snapshot(),
+        Fsm::restore,
+    );
+    g.check_decodes("fsm_snapshot_v2", &kv_only, Fsm::restore);
 
     for (name, record) in wal_records() {
         let mut bytes = Vec::new();

@@ -313,6 +313,39 @@ async fn kv_writes_and_reads_go_through_a_client_agent() {
         assert_eq!(v, Some(format!("v{i}").into_bytes()));
     }
     assert_eq!(value_of(h.call(get("web/none")).await), None);
+    // The catalog's ops travel the same way (issue 9).
+    let register = tern_core::fsm::Register {
+        id: String::new(),
+        node: "ext".into(),
+        address: "10.0.0.9".into(),
+        datacenter: "dc1".into(),
+        tagged_addresses: None,
+        node_meta: None,
+        service: None,
+        checks: vec![],
+        skip_node_update: false,
+    };
+    let op = |c| Op::Catalog(c);
+    let r = h
+        .call(request(
+            ReadMode::Default,
+            op(tern_core::rpc::CatalogOp::Register(Box::new(register))),
+        ))
+        .await;
+    assert!(r.is_ok(), "catalog register through the client: {r:?}");
+    let nodes = h
+        .call(request(
+            ReadMode::Default,
+            op(tern_core::rpc::CatalogOp::Nodes {
+                node_meta: Default::default(),
+            }),
+        ))
+        .await
+        .unwrap();
+    assert!(
+        matches!(&nodes.body, tern_core::rpc::ReplyBody::Catalog(tern_core::rpc::CatalogReply::Nodes(n)) if n.len() == 1 && n[0].node == "ext"),
+        "{nodes:?}"
+    );
     let status = h.status().await;
     assert!(status.client, "a client agent says it is not a server");
     assert!(status.leader.is_none() && status.role.is_empty());

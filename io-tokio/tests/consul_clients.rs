@@ -392,6 +392,72 @@ mod rs {
 
     /// The blocking (ureq) put, called outside the runtime; read back with
     /// the async client.
+    /// rs-consul's catalog calls: register, the service names, the nodes,
+    /// deregister (its PascalCase bodies, with the fields it leaves out).
+    pub(super) async fn catalog_checks(base: &str) {
+        use rs_consul::{
+            DeregisterEntityPayload, GetNodesRequest, RegisterEntityCheck, RegisterEntityPayload,
+            RegisterEntityService,
+        };
+        let c = client(base);
+        let payload = RegisterEntityPayload {
+            ID: None,
+            Node: "rs-node".into(),
+            Address: "10.0.0.5".into(),
+            Datacenter: None,
+            TaggedAddresses: Default::default(),
+            NodeMeta: [("role".to_string(), "cache".to_string())].into(),
+            Service: Some(RegisterEntityService {
+                ID: Some("memcached1".into()),
+                Service: "memcached".into(),
+                Tags: vec!["a".into()],
+                TaggedAddresses: Default::default(),
+                Meta: Default::default(),
+                Port: Some(11211),
+                Namespace: None,
+            }),
+            Checks: vec![RegisterEntityCheck {
+                Node: None,
+                CheckID: None,
+                Name: "memcached up".into(),
+                Notes: None,
+                Status: Some("passing".into()),
+                ServiceID: Some("memcached1".into()),
+                Definition: [("TCP".to_string(), "10.0.0.5:11211".to_string())].into(),
+            }],
+            SkipNodeUpdate: None,
+        };
+        c.register_entity(&payload).await.unwrap();
+        let names = c.get_all_registered_service_names(None).await.unwrap();
+        assert_eq!(names.response, ["memcached"]);
+        assert!(names.index > 0);
+        let nodes = c
+            .get_nodes(GetNodesRequest::default(), None)
+            .await
+            .unwrap()
+            .response;
+        assert_eq!(nodes.len(), 1);
+        assert_eq!(
+            (
+                nodes[0].node.as_str(),
+                nodes[0].address.as_str(),
+                nodes[0].datacenter.as_str()
+            ),
+            ("rs-node", "10.0.0.5", "dc1")
+        );
+        assert_eq!(nodes[0].TaggedAddresses, None, "registered without: null");
+        let dereg = DeregisterEntityPayload {
+            Node: Some("rs-node".into()),
+            Datacenter: None,
+            CheckID: None,
+            ServiceID: None,
+            Namespace: None,
+        };
+        c.deregister_entity(&dereg).await.unwrap();
+        let nodes = c.get_nodes(GetNodesRequest::default(), None).await.unwrap();
+        assert!(nodes.response.is_empty());
+    }
+
     pub(super) fn sync_checks(base: &str, rt: &tokio::runtime::Runtime) {
         let c = client(base);
         assert!(c
@@ -418,4 +484,5 @@ fn rs_consul_works_unchanged() {
         .unwrap();
     rt.block_on(rs::checks(&base));
     rs::sync_checks(&base, &rt);
+    rt.block_on(rs::catalog_checks(&base));
 }

@@ -39,4 +39,34 @@ members = c.agent.members()
 assert [(m["Status"], m["Tags"]["role"], m["Tags"]["dc"]) for m in members] == [(1, "consul", "dc1")], members
 assert c.agent.members(wan=True)[0]["Name"].endswith(".dc1")
 assert [s["Voter"] for s in c.operator.raft_config()["Servers"]] == [True]
+# The catalog, as py-consul's catalog calls send and read it.
+assert c.catalog.register(
+    "ext1", "10.0.0.9",
+    service={"Service": "redis", "ID": "redis1", "Tags": ["primary", "v1"], "Port": 6379},
+    check={"Name": "redis alive", "CheckID": "service:redis1", "Status": "passing", "ServiceID": "redis1"},
+    node_meta={"ignored": "by-register"},
+) is True
+assert c.catalog.register("ext2", "10.0.0.10", service={"Service": "redis", "Port": 6380}) is True
+assert c.catalog.datacenters() == ["dc1"]
+idx, nodes = c.catalog.nodes()
+assert [n["Node"] for n in nodes] == ["ext1", "ext2"] and int(idx) >= 1, nodes
+idx, services = c.catalog.services()
+assert services == {"redis": ["primary", "v1"]}, services
+idx, redis = c.catalog.service("redis")
+assert [(s["Node"], s["ServiceID"], s["ServicePort"]) for s in redis] == [
+    ("ext1", "redis1", 6379), ("ext2", "redis", 6380)], redis
+_, tagged = c.catalog.service("redis", tag="PRIMARY")
+assert [s["Node"] for s in tagged] == ["ext1"], tagged
+_, node = c.catalog.node("ext1")
+assert node["Node"]["Address"] == "10.0.0.9" and node["Services"]["redis1"]["Port"] == 6379, node
+assert c.catalog.node("nope")[1] is None
+# A blocking read of the service returns when an instance goes.
+threading.Thread(target=lambda: (time.sleep(0.5), c.catalog.deregister("ext2"))).start()
+t = time.time()
+idx2, after = c.catalog.service("redis", index=idx, wait="5s")
+assert [s["Node"] for s in after] == ["ext1"] and int(idx2) > int(idx) and time.time() - t < 4
+assert c.catalog.deregister("ext1", service_id="redis1") is True
+assert c.catalog.service("redis")[1] == []
+assert c.catalog.deregister("ext1") is True
+assert c.catalog.nodes()[1] == []
 print("py-consul: all checks passed")

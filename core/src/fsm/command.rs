@@ -50,6 +50,11 @@ pub enum Command {
         config: crate::autopilot::AutopilotConfig,
         cas: Option<u64>,
     },
+    /// `PUT /v1/catalog/register` (Consul's `RegisterRequestType`): upsert
+    /// a node, optionally one service on it and checks.
+    CatalogRegister(Box<super::catalog::types::Register>),
+    /// `PUT /v1/catalog/deregister` (Consul's `DeregisterRequestType`).
+    CatalogDeregister(super::catalog::types::Deregister),
 }
 
 /// Autopilot's configuration as the state machine stores it, with Consul's
@@ -81,4 +86,7 @@ pub enum ApplyResult {
     Kv(bool),
     /// `AutopilotSet`: whether it was stored (a CAS that failed: `false`).
     Autopilot(bool),
+    /// `CatalogRegister`/`CatalogDeregister`: applied, or refused (and
+    /// nothing of it applied) with the reason.
+    Catalog(Result<(), super::catalog::types::CatalogError>),
 }

@@ -1,11 +1,12 @@
-//! The replicated state machine. This release: the KV table.
+//! The replicated state machine: the KV table, autopilot's configuration
+//! and the catalog (nodes, services, checks).
 //!
 //! `Fsm` is what every server builds by applying the committed log in order.
-//! It holds one value per table (only `kv` so far; the catalog, federation
-//! states and autopilot configuration join it as further fields, each with
-//! its own table index, its own share of `state_hash` and its own part of
-//! a new snapshot version).
+//! It holds one value per table (sessions and federation states join it as
+//! further fields, each with its own table index, its own share of
+//! `state_hash` and its own part of a new snapshot version).
 
+pub mod catalog;
 mod command;
 mod error;
 mod hash;
@@ -14,11 +15,19 @@ mod snapshot;
 mod tombstone_gc;
 mod view;
 
+pub use catalog::types::{
+    CatalogError, CatalogTableName, Check, CheckDefinition, CheckServiceNode, Deregister, Meta,
+    Node, NodeServices, Register, Service, ServiceAddress, ServiceInstance, Weights,
+};
+pub use catalog::{CatalogTopic, CATALOG_CHECKS_MAX, CATALOG_NODES_MAX, CATALOG_SERVICES_MAX};
 pub use command::{ApplyResult, Command, KvCommand, KvEntry, KvWrite, StoredAutopilot};
 pub use error::FsmError;
 pub use tombstone_gc::TombstoneGc;
 pub use view::FsmView;
 
+use std::collections::BTreeMap;
+
+use catalog::CatalogTable;
 use hash::ItemHasher;
 use kv::KvTable;
 use snapshot::Snapshot;
@@ -32,6 +41,7 @@ pub struct Fsm {
     kv: KvTable,
     /// Autopilot's configuration, once one was stored.
     autopilot: Option<StoredAutopilot>,
+    catalog: CatalogTable,
 }
 
 impl Fsm {
@@ -63,7 +73,122 @@ impl Fsm {
                 });
                 ApplyResult::Autopilot(true)
             }
+            Command::CatalogRegister(reg) => {
+                ApplyResult::Catalog(self.catalog.register(index, reg))
+            }
+            Command::CatalogDeregister(dereg) => {
+                ApplyResult::Catalog(self.catalog.deregister(index, dereg))
+            }
         }
+    }
+
+    /// What `cmd` may change in the catalog, judged before it is applied
+    /// (for waking parked catalog queries; see [`CatalogTopic`]). Nothing
+    /// for a command that is not the catalog's.
+    pub fn catalog_topics(&self, cmd: &Command) -> Vec<CatalogTopic> {
+        match cmd {
+            Command::CatalogRegister(reg) => self.catalog.topics(
+                &reg.node,
+                &reg.id,
+                reg.service.as_ref().map(|s| s.service.as_str()),
+            ),
+            Command::CatalogDeregister(dereg) => self.catalog.topics(&dereg.node, "", None),
+            Command::Kv(_) | Command::TombstoneReap { .. } | Command::AutopilotSet { .. } => {
+                Vec::new()
+            }
+        }
+    }
+
+    /// `/v1/catalog/nodes`: the nodes index and the nodes whose meta has
+    /// every pair of `node_meta`, by name.
+    pub fn catalog_nodes(&self, node_meta: &BTreeMap<String, String>) -> (u64, Vec<Node>) {
+        self.catalog.nodes(node_meta)
+    }
+
+    /// `/v1/catalog/services`: each service name with its instances' tags.
+    pub fn catalog_services(
+        &self,
+        node_meta: &BTreeMap<String, String>,
+    ) -> (u64, BTreeMap<String, Vec<String>>) {
+        self.catalog.services(node_meta)
+    }
+
+    /// `/v1/catalog/service/<name>`: the instances with every tag.
+    pub fn catalog_service_nodes(
+        &self,
+        name: &str,
+        tags: &[String],
+        node_meta: &BTreeMap<String, String>,
+    ) -> (u64, Vec<ServiceInstance>) {
+        self.catalog.service_nodes(name, tags, node_meta)
+    }
+
+    /// The index `catalog_service_nodes` answers with, alone (cheap).
+    pub fn catalog_service_index(&self, name: &str) -> u64 {
+        self.catalog.service_read_index(name)
+    }
+
+    /// `/v1/catalog/node/<n>`: the node (by name or ID prefix) and its
+    /// services.
+    pub fn catalog_node_services(&self, name_or_id: &str) -> (u64, Option<NodeServices>) {
+        self.catalog.node_services(name_or_id)
+    }
+
+    /// The index `catalog_node_services` answers with, alone (cheap).
+    pub fn catalog_node_index(&self, name_or_id: &str) -> u64 {
+        self.catalog.node_read_index(name_or_id)
+    }
+
+    /// `/v1/health/node/<n>`: the node's checks, and the checks index.
+    pub fn catalog_node_checks(&self, node: &str) -> (u64, Vec<Check>) {
+        (
+            self.catalog.checks_read_index(&BTreeMap::new()),
+            self.catalog.node_checks(node),
+        )
+    }
+
+    /// `/v1/health/checks/<s>`: the checks of service `name`'s instances.
+    pub fn catalog_service_checks(
+        &self,
+        name: &str,
+        node_meta: &BTreeMap<String, String>,
+    ) -> (u64, Vec<Check>) {
+        self.catalog.service_checks(name, node_meta)
+    }
+
+    /// `/v1/health/state/<state>`: the checks with that status (`any`:
+    /// all).
+    pub fn catalog_checks_in_state(
+        &self,
+        state: &str,
+        node_meta: &BTreeMap<String, String>,
+    ) -> (u64, Vec<Check>) {
+        self.catalog.checks_in_state(state, node_meta)
+    }
+
+    /// The index the check reads answer with, alone (cheap).
+    pub fn catalog_checks_index(&self, node_meta: &BTreeMap<String, String>) -> u64 {
+        self.catalog.checks_read_index(node_meta)
+    }
+
+    /// `/v1/health/service/<s>`: each instance with its node and checks.
+    pub fn catalog_service_health(
+        &self,
+        name: &str,
+        tags: &[String],
+        node_meta: &BTreeMap<String, String>,
+    ) -> (u64, Vec<CheckServiceNode>) {
+        self.catalog.service_health(name, tags, node_meta)
+    }
+
+    /// The index `catalog_service_health` answers with, alone (cheap).
+    pub fn catalog_health_index(&self, name: &str) -> u64 {
+        self.catalog.health_read_index(name)
+    }
+
+    /// How many nodes, services and checks the catalog holds.
+    pub fn catalog_counts(&self) -> (usize, usize, usize) {
+        self.catalog.counts()
     }
 
     /// Autopilot's stored configuration, if one was stored.
@@ -184,6 +309,9 @@ impl Fsm {
         if let Some(a) = &self.autopilot {
             h.u64(hash::autopilot_hash(a));
         }
+        if !self.catalog.is_empty() {
+            h.u64(self.catalog.hash());
+        }
         h.finish()
     }
 
@@ -194,6 +322,7 @@ impl Fsm {
             last_applied: self.last_applied,
             kv: self.kv.clone(),
             autopilot: self.autopilot.clone(),
+            catalog: Box::new(self.catalog.clone()),
         }
     }
 
@@ -212,6 +341,7 @@ impl Fsm {
             last_applied,
             kv,
             autopilot,
+            catalog,
         } = snapshot::decode(bytes)?;
         if let Some(a) = &autopilot {
             if a.create_index > a.modify_index || a.modify_index > last_applied {
@@ -225,6 +355,7 @@ impl Fsm {
             last_applied,
             kv: KvTable::from_snapshot(kv, last_applied)?,
             autopilot,
+            catalog: CatalogTable::from_snapshot(catalog, last_applied)?,
         })
     }
 }
@@ -273,7 +404,7 @@ mod tests {
             index += 1 + rng.below(3);
             let key = KEYS[rng.below(KEYS.len() as u64) as usize].to_owned();
             let near = index.saturating_sub(rng.below(20));
-            let kv = match rng.below(12) {
+            let kv = match rng.below(15) {
                 0..=3 => KvCommand::Set(KvWrite {
                     key,
                     flags: rng.below(4),
@@ -324,14 +455,97 @@ mod tests {
                     }
                     continue;
                 }
-                _ => {
+                11 => {
                     log.push(Step::Cmd(index, Command::TombstoneReap { upto: near }));
+                    continue;
+                }
+                _ => {
+                    log.push(Step::Cmd(index, random_catalog(&mut rng)));
                     continue;
                 }
             };
             log.push(Step::Cmd(index, Command::Kv(kv)));
         }
         log
+    }
+
+    /// A catalog write over a few names that collide (in case too), so
+    /// that updates, renames, refusals and removals all happen.
+    fn random_catalog(rng: &mut XorShift) -> Command {
+        const NODES: [&str; 4] = ["n1", "N1", "n2", "n3"];
+        const IDS: [&str; 3] = [
+            "",
+            "11111111-2222-3333-4444-555555555555",
+            "aaaaaaaa-2222-3333-4444-555555555555",
+        ];
+        const NAMES: [&str; 3] = ["web", "db", "Web"];
+        const SERVICE_IDS: [&str; 3] = ["web1", "web2", "db"];
+        fn pick(rng: &mut XorShift, items: &[&'static str]) -> &'static str {
+            items[rng.below(items.len() as u64) as usize]
+        }
+        let node = pick(rng, &NODES).to_owned();
+        if rng.below(4) == 0 {
+            let (service_id, check_id) = match rng.below(3) {
+                0 => (pick(rng, &SERVICE_IDS).to_owned(), String::new()),
+                1 => (
+                    String::new(),
+                    pick(rng, &["c1", "c2", "serfHealth"]).to_owned(),
+                ),
+                _ => (String::new(), String::new()),
+            };
+            return Command::CatalogDeregister(Deregister {
+                node,
+                service_id,
+                check_id,
+            });
+        }
+        let meta = |rng: &mut XorShift| match rng.below(3) {
+            0 => None,
+            1 => Some(Meta::new()),
+            _ => Some([("env".to_owned(), format!("e{}", rng.below(2)))].into()),
+        };
+        let service = (rng.below(3) != 0).then(|| Service {
+            kind: String::new(),
+            id: SERVICE_IDS[rng.below(3) as usize].to_owned(),
+            service: NAMES[rng.below(3) as usize].to_owned(),
+            tags: [None, Some(vec![]), Some(vec!["v1".to_owned()])][rng.below(3) as usize].clone(),
+            address: String::new(),
+            tagged_addresses: Default::default(),
+            meta: meta(rng),
+            port: rng.below(3) as i64,
+            weights: None,
+            enable_tag_override: false,
+            create_index: 0,
+            modify_index: 0,
+        });
+        let checks = (0..rng.below(3))
+            .map(|_| Check {
+                node: String::new(),
+                check_id: ["c1", "c2", "serfHealth"][rng.below(3) as usize].to_owned(),
+                name: String::new(),
+                status: ["", "passing", "critical"][rng.below(3) as usize].to_owned(),
+                notes: String::new(),
+                output: String::new(),
+                service_id: ["", "web1", "db"][rng.below(3) as usize].to_owned(),
+                service_name: String::new(),
+                service_tags: None,
+                kind: String::new(),
+                definition: CheckDefinition::default(),
+                create_index: 0,
+                modify_index: 0,
+            })
+            .collect();
+        Command::CatalogRegister(Box::new(Register {
+            id: IDS[rng.below(3) as usize].to_owned(),
+            node,
+            address: format!("10.0.0.{}", rng.below(2)),
+            datacenter: "dc1".to_owned(),
+            tagged_addresses: meta(rng),
+            node_meta: meta(rng),
+            service,
+            checks,
+            skip_node_update: rng.below(5) == 0,
+        }))
     }
 
     fn replay(log: &[Step]) -> Fsm {
@@ -345,8 +559,12 @@ mod tests {
         for step in log {
             match step {
                 Step::Cmd(index, cmd) => match fsm.apply(*index, cmd) {
-                    ApplyResult::Kv(true) | ApplyResult::Autopilot(true) => held += 1,
-                    ApplyResult::Kv(false) | ApplyResult::Autopilot(false) => failed += 1,
+                    ApplyResult::Kv(true)
+                    | ApplyResult::Autopilot(true)
+                    | ApplyResult::Catalog(Ok(())) => held += 1,
+                    ApplyResult::Kv(false)
+                    | ApplyResult::Autopilot(false)
+                    | ApplyResult::Catalog(Err(_)) => failed += 1,
                 },
                 Step::Other(index) => fsm.apply_other(*index),
             }
@@ -414,6 +632,7 @@ mod tests {
                     .collect(),
             },
             autopilot: None,
+            catalog: Default::default(),
         }
     }
 
@@ -435,11 +654,11 @@ mod tests {
 
     #[test]
     fn the_sample_snapshot_is_pinned() {
-        // Golden bytes of format version 1: an old snapshot must keep
+        // Golden bytes of format version 3: an old snapshot must keep
         // restoring, so a change here needs a new version byte instead.
         #[rustfmt::skip]
-        let golden: [u8; 34] = [
-            2,                                  // format version
+        let golden: [u8; 44] = [
+            3,                                  // format version
             7,                                  // last_applied
             5,                                  // kv index
             2,                                  // two entries
@@ -448,16 +667,24 @@ mod tests {
             1,                                  // one tombstone
             4, b'g', b'o', b'n', b'e', 4,
             0,                                  // no autopilot configuration
+            0, 0, 0,                            // no nodes, services, checks
+            0, 0, 0, 0, 0,                      // catalog table indexes
+            0, 0,                               // no per-name index rows
         ];
         assert_eq!(sample().snapshot(), golden);
         assert_eq!(Fsm::restore(&golden).unwrap(), sample());
-        // The same state as version 1 wrote it (no autopilot table) still
-        // restores, to the same state and hash.
+        // The same state as version 2 wrote it (no catalog) and as version
+        // 1 wrote it (no autopilot table either) still restores, to the
+        // same state and hash.
+        let mut v2 = golden[..34].to_vec();
+        v2[0] = 2;
         let mut v1 = golden[..33].to_vec();
         v1[0] = 1;
-        let restored = Fsm::restore(&v1).unwrap();
-        assert_eq!(restored, sample());
-        assert_eq!(restored.state_hash(), PINNED_SAMPLE_HASH);
+        for old in [v2, v1] {
+            let restored = Fsm::restore(&old).unwrap();
+            assert_eq!(restored, sample());
+            assert_eq!(restored.state_hash(), PINNED_SAMPLE_HASH);
+        }
     }
 
     /// A stored autopilot configuration is part of the state: it moves the
@@ -619,8 +846,8 @@ mod tests {
         let mut bytes = sample().snapshot();
         bytes[0] = 0;
         assert_eq!(Fsm::restore(&bytes), Err(FsmError::UnsupportedVersion(0)));
-        bytes[0] = 3;
-        assert_eq!(Fsm::restore(&bytes), Err(FsmError::UnsupportedVersion(3)));
+        bytes[0] = 4;
+        assert_eq!(Fsm::restore(&bytes), Err(FsmError::UnsupportedVersion(4)));
     }
 
     #[test]

@@ -17,15 +17,26 @@
 
 use serde::{Deserialize, Serialize};
 
+use super::catalog::{CatalogSnapshot, CatalogSnapshotRef};
 use super::{FsmError, StoredAutopilot};
 
 /// The version byte this release writes.
-pub(crate) const SNAPSHOT_VERSION: u8 = 2;
+pub(crate) const SNAPSHOT_VERSION: u8 = 3;
 
-/// Version 2 (what this release writes and what `decode` gives for every
-/// version): the KV table and autopilot's configuration.
+/// Version 3 (what this release writes and what `decode` gives for every
+/// version): the KV table, autopilot's configuration and the catalog.
 #[derive(Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub(crate) struct Snapshot {
+    pub(crate) last_applied: u64,
+    pub(crate) kv: KvSnapshot,
+    pub(crate) autopilot: Option<StoredAutopilot>,
+    pub(crate) catalog: CatalogSnapshot,
+}
+
+/// Version 2: the KV table and autopilot's configuration. Read, never
+/// written.
+#[derive(Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct SnapshotV2 {
     pub(crate) last_applied: u64,
     pub(crate) kv: KvSnapshot,
     pub(crate) autopilot: Option<StoredAutopilot>,
@@ -71,6 +82,7 @@ pub(crate) struct SnapshotRef<'a> {
     pub(crate) last_applied: u64,
     pub(crate) kv: KvSnapshotRef<'a>,
     pub(crate) autopilot: Option<&'a StoredAutopilot>,
+    pub(crate) catalog: CatalogSnapshotRef<'a>,
 }
 
 /// `KvSnapshot`, borrowing.
@@ -121,6 +133,18 @@ pub(crate) fn decode(bytes: &[u8]) -> Result<Snapshot, FsmError> {
                 last_applied: v1.last_applied,
                 kv: v1.kv,
                 autopilot: None,
+                catalog: CatalogSnapshot::default(),
+            };
+            (snap, rest)
+        }
+        2 => {
+            let (v2, rest) =
+                postcard::take_from_bytes::<SnapshotV2>(body).map_err(FsmError::Malformed)?;
+            let snap = Snapshot {
+                last_applied: v2.last_applied,
+                kv: v2.kv,
+                autopilot: v2.autopilot,
+                catalog: CatalogSnapshot::default(),
             };
             (snap, rest)
         }
@@ -164,6 +188,7 @@ mod tests {
     #[test]
     fn borrowed_and_owned_snapshots_encode_identically() {
         let (a, b) = (entry("a"), entry("b"));
+        let catalog = crate::fsm::catalog::CatalogTable::default();
         let by_ref = SnapshotRef {
             last_applied: 9,
             kv: KvSnapshotRef {
@@ -172,6 +197,7 @@ mod tests {
                 tombstones: vec![TombstoneRef { key: "c", index: 3 }],
             },
             autopilot: None,
+            catalog: catalog.to_snapshot(),
         };
         let owned = Snapshot {
             last_applied: 9,
@@ -184,6 +210,7 @@ mod tests {
                 }],
             },
             autopilot: None,
+            catalog: CatalogSnapshot::default(),
         };
         let mut expected = vec![SNAPSHOT_VERSION];
         expected.extend(postcard::to_allocvec(&owned).unwrap());
@@ -194,8 +221,10 @@ mod tests {
 
     #[test]
     fn the_empty_snapshot_is_pinned() {
-        // Version 2, last_applied 0, kv index 0, no entries, no
-        // tombstones, no autopilot configuration.
+        // Version 3, last_applied 0, kv index 0, no entries, no
+        // tombstones, no autopilot configuration, an empty catalog (three
+        // empty tables, five zero indexes, two empty index-row lists).
+        let catalog = crate::fsm::catalog::CatalogTable::default();
         let empty = SnapshotRef {
             last_applied: 0,
             kv: KvSnapshotRef {
@@ -204,15 +233,26 @@ mod tests {
                 tombstones: vec![],
             },
             autopilot: None,
+            catalog: catalog.to_snapshot(),
         };
-        assert_eq!(encode(&empty), [2, 0, 0, 0, 0, 0]);
-        // Version 1 (no autopilot table) still decodes.
+        assert_eq!(
+            encode(&empty),
+            [3, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0]
+        );
+        // Version 1 (no autopilot table) and version 2 (no catalog) still
+        // decode, with an empty catalog.
         let v1 = decode(&[1, 0, 0, 0, 0]).unwrap();
         assert_eq!(v1.autopilot, None);
         assert_eq!(v1.kv.entries, vec![]);
+        assert_eq!(v1.catalog, CatalogSnapshot::default());
+        let v2 = decode(&[2, 0, 0, 0, 0, 0]).unwrap();
         assert_eq!(
-            decode(&[3, 0, 0, 0, 0, 0]),
-            Err(FsmError::UnsupportedVersion(3))
+            (v2.autopilot, v2.catalog),
+            (None, CatalogSnapshot::default())
+        );
+        assert_eq!(
+            decode(&[4, 0, 0, 0, 0, 0]),
+            Err(FsmError::UnsupportedVersion(4))
         );
     }
 }

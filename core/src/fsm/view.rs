@@ -10,6 +10,7 @@
 
 use std::fmt;
 
+use super::catalog::CatalogTable;
 use super::kv::KvTable;
 use super::snapshot::{self, SnapshotRef};
 
@@ -19,6 +20,9 @@ pub struct FsmView {
     pub(super) last_applied: u64,
     pub(super) kv: KvTable,
     pub(super) autopilot: Option<super::StoredAutopilot>,
+    /// Boxed: the catalog's maps make it the view's largest part, and a
+    /// view travels inside actions and driver messages.
+    pub(super) catalog: Box<CatalogTable>,
 }
 
 impl FsmView {
@@ -35,6 +39,7 @@ impl FsmView {
             last_applied: self.last_applied,
             kv: self.kv.to_snapshot(),
             autopilot: self.autopilot.as_ref(),
+            catalog: self.catalog.to_snapshot(),
         })
     }
 }
@@ -47,6 +52,7 @@ impl fmt::Debug for FsmView {
             .field("kv_index", &self.kv.index())
             .field("kv_entries", &self.kv.len())
             .field("kv_tombstones", &self.kv.tombstone_count())
+            .field("catalog", &self.catalog.counts())
             .finish()
     }
 }
@@ -104,11 +110,14 @@ mod tests {
         let view = fsm.view();
         assert_eq!(
             view.encode(),
-            [2, 1, 1, 1, 1, b'a', 0, 3, b'o', b'n', b'e', 1, 1, 0, 0, 0]
+            [
+                3, 1, 1, 1, 1, b'a', 0, 3, b'o', b'n', b'e', 1, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
+                0, 0
+            ]
         );
         assert_eq!(
             format!("{view:?}"),
-            "FsmView { last_applied: 1, kv_index: 1, kv_entries: 1, kv_tombstones: 0 }"
+            "FsmView { last_applied: 1, kv_index: 1, kv_entries: 1, kv_tombstones: 0, catalog: (0, 0, 0) }"
         );
     }
 }

@@ -162,6 +162,10 @@ pub fn entry_size(e: &Entry) -> usize {
             Command::AutopilotSet { config, .. } => {
                 64 + config.redundancy_zone_tag.len() + config.upgrade_version_tag.len()
             }
+            Command::CatalogRegister(reg) => reg.approx_bytes(),
+            Command::CatalogDeregister(d) => {
+                8 + d.node.len() + d.service_id.len() + d.check_id.len()
+            }
         },
     }
 }

@@ -5,5 +5,6 @@ pub mod retry;
 mod types;
 
 pub use types::{
-    Blocking, Op, RaftServer, ReadMode, Reply, ReplyBody, Request, Response, RpcError,
+    Blocking, CatalogOp, CatalogReply, Op, RaftServer, ReadMode, Reply, ReplyBody, Request,
+    Response, RpcError,
 };

@@ -73,6 +73,7 @@ impl Attempt {
                 Ok(_)
                     | Err(RpcError::BadRequest(_)
                         | RpcError::TooLarge(_)
+                        | RpcError::Refused(_)
                         | RpcError::NoPathToDatacenter)
             )
         )

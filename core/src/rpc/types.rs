@@ -1,10 +1,15 @@
 //! Client requests and their replies: what the HTTP API, the CLI and the
 //! simulator's clients ask of a server, and what servers forward to the leader.
 
+use std::collections::BTreeMap;
+
 use serde::{Deserialize, Serialize};
 
 use crate::clock::Duration;
-use crate::fsm::{ApplyResult, KvCommand, KvEntry};
+use crate::fsm::{
+    ApplyResult, Check, CheckServiceNode, Deregister, KvCommand, KvEntry, Node, NodeServices,
+    Register, ServiceInstance,
+};
 use crate::ids::{Datacenter, NodeId, NodeName};
 
 /// Consul's read consistency modes.
@@ -73,6 +78,77 @@ pub enum Op {
         config: crate::autopilot::AutopilotConfig,
         cas: Option<u64>,
     },
+    /// The catalog: `/v1/catalog/...`.
+    Catalog(CatalogOp),
+}
+
+/// A catalog operation (Consul's `Catalog.*` RPCs).
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum CatalogOp {
+    /// `PUT /v1/catalog/register`: a write, through the log.
+    Register(Box<Register>),
+    /// `PUT /v1/catalog/deregister`: a write, through the log.
+    Deregister(Deregister),
+    /// `GET /v1/catalog/nodes[?node-meta=k:v]`.
+    Nodes { node_meta: BTreeMap<String, String> },
+    /// `GET /v1/catalog/services[?node-meta=k:v]`.
+    Services { node_meta: BTreeMap<String, String> },
+    /// `GET /v1/catalog/service/<service>[?tag=..][&node-meta=k:v]`.
+    ServiceNodes {
+        service: String,
+        tags: Vec<String>,
+        node_meta: BTreeMap<String, String>,
+    },
+    /// `GET /v1/catalog/node/<node>` and `/v1/catalog/node-services/<node>`.
+    NodeServices { node: String },
+    /// `GET /v1/health/node/<node>`: the node's checks.
+    NodeChecks { node: String },
+    /// `GET /v1/health/checks/<service>`: the service's checks.
+    ServiceChecks {
+        service: String,
+        node_meta: BTreeMap<String, String>,
+    },
+    /// `GET /v1/health/state/<state>`: checks by status (`any`: all).
+    ChecksInState {
+        state: String,
+        node_meta: BTreeMap<String, String>,
+    },
+    /// `GET /v1/health/service/<service>`: instances with their checks
+    /// (`?passing` is the HTTP layer's filter, as in Consul).
+    ServiceHealth {
+        service: String,
+        tags: Vec<String>,
+        node_meta: BTreeMap<String, String>,
+    },
+}
+
+impl CatalogOp {
+    pub fn is_write(&self) -> bool {
+        match self {
+            CatalogOp::Register(_) | CatalogOp::Deregister(_) => true,
+            CatalogOp::Nodes { .. }
+            | CatalogOp::Services { .. }
+            | CatalogOp::ServiceNodes { .. }
+            | CatalogOp::NodeServices { .. }
+            | CatalogOp::NodeChecks { .. }
+            | CatalogOp::ServiceChecks { .. }
+            | CatalogOp::ChecksInState { .. }
+            | CatalogOp::ServiceHealth { .. } => false,
+        }
+    }
+}
+
+/// What a catalog read answers.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum CatalogReply {
+    Nodes(Vec<Node>),
+    /// Service name -> the union of its instances' tags.
+    Services(BTreeMap<String, Vec<String>>),
+    ServiceNodes(Vec<ServiceInstance>),
+    /// `None`: no such node. Boxed: a node is the largest reply part.
+    NodeServices(Option<Box<NodeServices>>),
+    Checks(Vec<Check>),
+    ServiceHealth(Vec<CheckServiceNode>),
 }
 
 impl Op {
@@ -87,7 +163,7 @@ impl Op {
                 | Op::RaftRemovePeer { .. }
                 | Op::RaftTransferLeadership { .. }
                 | Op::AutopilotSetConfig { .. }
-        )
+        ) || matches!(self, Op::Catalog(c) if c.is_write())
     }
 }
 
@@ -138,6 +214,7 @@ pub enum ReplyBody {
     /// Autopilot's configuration; indexes 0 if none is stored yet (the
     /// agent's own, which the leader stores in its first term).
     AutopilotConfig(crate::fsm::StoredAutopilot),
+    Catalog(CatalogReply),
 }
 
 /// A successful reply with the metadata Consul puts in its headers.
@@ -178,6 +255,10 @@ pub enum RpcError {
     /// (Consul's `structs.ErrNoServers`). Only a client agent says it; no
     /// server sends it.
     NoServers,
+    /// The server refused the request with a plain error, as Consul's RPC
+    /// handlers do (`Must provide node`): nothing was applied. Consul's
+    /// HTTP API answers these 500 with the text as it is.
+    Refused(String),
 }
 
 impl core::fmt::Display for RpcError {
@@ -188,7 +269,9 @@ impl core::fmt::Display for RpcError {
                 f.write_str("Not ready to serve consistent reads")
             }
             RpcError::NoPathToDatacenter => f.write_str("No path to datacenter"),
-            RpcError::TooLarge(s) | RpcError::BadRequest(s) => f.write_str(s),
+            RpcError::TooLarge(s) | RpcError::BadRequest(s) | RpcError::Refused(s) => {
+                f.write_str(s)
+            }
             RpcError::Busy => f.write_str("Server is busy, try again later"),
             RpcError::Unknown(s) => write!(f, "outcome unknown: {s}"),
             RpcError::DiskFull => f.write_str(

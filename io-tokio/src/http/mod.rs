@@ -14,6 +14,8 @@
 //! | `GET/PUT/DELETE /v1/kv/<key>` | KV: recurse, keys, separator, raw, cas, flags, blocking, stale/consistent |
 //! | `GET /v1/operator/raft/configuration`, `DELETE /v1/operator/raft/peer` | Raft membership |
 //! | `GET /v1/operator/autopilot/{configuration,health,state}`, `PUT .../configuration[?cas=]` | autopilot (health: 429 when unhealthy) |
+//! | `GET /v1/health/{node,checks,state,service}/<name>` | checks and instances with their checks: passing, tag, node-meta, blocking |
+//! | `PUT /v1/catalog/{register,deregister}`, `GET /v1/catalog/{datacenters,nodes,services}`, `GET /v1/catalog/{service,node,node-services}/<name>` | the catalog: tag, node-meta, blocking, stale/consistent |
 //!
 //! Request bodies are read as bytes whatever their `Content-Type` (python
 //! `requests` sends none), and nothing a client sends can panic a handler:
@@ -21,6 +23,9 @@
 
 mod agent_api;
 mod autopilot;
+mod catalog;
+mod gojson;
+mod health;
 mod kv;
 mod members;
 mod operator;
@@ -70,6 +75,28 @@ pub fn router(agent: AgentHandle) -> Router {
         )
         .route("/v1/operator/autopilot/health", get(autopilot::health))
         .route("/v1/operator/autopilot/state", get(autopilot::state))
+        .route("/v1/catalog/register", put(catalog::register))
+        .route("/v1/catalog/deregister", put(catalog::deregister))
+        .route("/v1/catalog/datacenters", get(catalog::datacenters))
+        .route("/v1/catalog/nodes", get(catalog::nodes))
+        .route("/v1/catalog/services", get(catalog::services))
+        .route("/v1/catalog/service/", get(catalog::service_nameless))
+        .route("/v1/catalog/service/{*service}", get(catalog::service))
+        .route("/v1/catalog/node/", get(catalog::node_nameless))
+        .route("/v1/catalog/node/{*node}", get(catalog::node))
+        .route("/v1/catalog/node-services/", get(catalog::node_nameless))
+        .route(
+            "/v1/catalog/node-services/{*node}",
+            get(catalog::node_service_list),
+        )
+        .route("/v1/health/node/", get(health::node_nameless))
+        .route("/v1/health/node/{*node}", get(health::node))
+        .route("/v1/health/checks/", get(health::service_nameless))
+        .route("/v1/health/checks/{*service}", get(health::service_checks))
+        .route("/v1/health/state/", get(health::state_nameless))
+        .route("/v1/health/state/{*state}", get(health::state))
+        .route("/v1/health/service/", get(health::service_nameless))
+        .route("/v1/health/service/{*service}", get(health::service))
         .with_state(agent)
 }
 

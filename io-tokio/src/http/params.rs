@@ -38,6 +38,15 @@ impl Params {
             .map(|(_, v)| v.as_str())
     }
 
+    /// Every value of a repeated key, in order (Go's `url.Values[key]`).
+    pub fn all(&self, key: &str) -> Vec<&str> {
+        self.pairs
+            .iter()
+            .filter(|(k, _)| k == key)
+            .map(|(_, v)| v.as_str())
+            .collect()
+    }
+
     /// An unsigned integer parameter, if present; a bad value is a 400
     /// that names the parameter.
     pub fn u64(&self, key: &str) -> Result<Option<u64>, ApiError> {

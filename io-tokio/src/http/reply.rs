@@ -45,7 +45,8 @@ impl From<RpcError> for ApiError {
             | RpcError::NoPathToDatacenter
             | RpcError::Unknown(_)
             | RpcError::DiskFull
-            | RpcError::NoServers => StatusCode::INTERNAL_SERVER_ERROR,
+            | RpcError::NoServers
+            | RpcError::Refused(_) => StatusCode::INTERNAL_SERVER_ERROR,
             RpcError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             RpcError::BadRequest(_) => StatusCode::BAD_REQUEST,
             // A full queue on this server: "try again later" is Consul's 429.
