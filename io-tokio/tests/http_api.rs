@@ -154,7 +154,8 @@ impl Script {
                 key,
                 modify_index: want,
             } => {
-                let held = modify_index(&self.kv, &key) == want;
+                // As the core: a missing key is "deleted" at any index.
+                let held = !self.kv.contains_key(&key) || modify_index(&self.kv, &key) == want;
                 if held {
                     self.kv.remove(&key);
                 }

@@ -1234,3 +1234,63 @@ fn autopilot_removes_a_server_gossip_declares_failed() {
     let log = std::fs::read_to_string(&nodes[victim].log).unwrap_or_default();
     assert!(log.contains("snapshot installed"), "{log}");
 }
+
+/// Consul's KV write semantics that a client can see, against a real agent
+/// (agent/consul/state/kvs.go): an identical re-PUT (same value, same
+/// flags) leaves `ModifyIndex` alone and does not wake a blocking query on
+/// the key (`kvsSetTxn` skips an entry `Equal` to the stored one); a change
+/// of flags does; `DELETE ?cas=N` of a key that is not there answers `true`
+/// (`kvsDeleteCASTxn` returns `entry == nil`).
+#[test]
+fn an_identical_put_wakes_nobody_and_a_cas_delete_of_a_missing_key_is_true() {
+    let dir = temp_dir("identical");
+    let (mut child, base, _) = single_server_with_a_write("solo", &dir, "k");
+    let url = format!("{base}/v1/kv/k");
+    let modify_index = |body: &str| -> u64 {
+        let v: serde_json::Value = serde_json::from_str(body).expect("JSON");
+        v[0]["ModifyIndex"].as_u64().expect("ModifyIndex")
+    };
+    let (status, index, body, _) = get_blocking(&url, Duration::from_secs(5)).expect("read");
+    assert_eq!(status, 200);
+    let first = modify_index(&body);
+
+    // A watcher parked on the key, then the same value written again.
+    let watch = {
+        let url = format!("{url}?index={index}&wait=3s");
+        std::thread::spawn(move || get_blocking(&url, Duration::from_secs(10)))
+    };
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(put(&url, "1"), Some((200, "true".into())));
+    let (status, woke_index, body, waited) = watch.join().unwrap().expect("the watcher's answer");
+    assert_eq!(status, 200);
+    assert!(
+        waited >= Duration::from_millis(2500),
+        "woken after {waited:?} by a write that changed nothing"
+    );
+    assert_eq!(woke_index, index, "the index did not move");
+    assert_eq!(modify_index(&body), first);
+
+    // New flags are a change: the index moves.
+    assert_eq!(
+        put(&format!("{url}?flags=9"), "1"),
+        Some((200, "true".into()))
+    );
+    let (_, _, body, _) = get_blocking(&url, Duration::from_secs(5)).expect("read");
+    assert!(modify_index(&body) > first, "{body}");
+
+    // A CAS delete of a missing key, at any index: true, as Consul answers.
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .build()
+        .into();
+    for cas in ["0", "12345"] {
+        let mut r = agent
+            .delete(&format!("{base}/v1/kv/missing?cas={cas}"))
+            .call()
+            .expect("an answer");
+        assert_eq!(r.status().as_u16(), 200);
+        assert_eq!(r.body_mut().read_to_string().unwrap().trim(), "true");
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+}

@@ -17,7 +17,7 @@
 //! | `Get`                      | none                                          | `Value(state)`|
 //! | `Cas { expected, value }`  | iff `state == expected`, sets `value`         | `Bool(done)`  |
 //! | `Delete`                   | sets absent                                   | `Ok`          |
-//! | `DeleteCas { expected }`   | iff `state == Some(expected)`, sets absent    | `Bool(done)`  |
+//! | `DeleteCas { expected }`   | iff `state == Some(expected)` or absent, sets absent | `Bool(done)` |
 //!
 //! # Real-time order and equal timestamps
 //!
@@ -243,7 +243,8 @@ fn step(state: State, input: In, output: Option<Out>) -> Option<State> {
         }
         (In::Delete, None | Some(Out::Ok)) => Some(ABSENT),
         (In::DeleteCas(expected), out) => {
-            let done = state == expected;
+            // Consul answers `true` for a key that is not there.
+            let done = state == expected || state == ABSENT;
             match out {
                 None => {}
                 Some(Out::Bool(b)) if b == done => {}
@@ -893,19 +894,27 @@ mod tests {
             get(1, "k", Some("a"), 40, 50),
             del_cas(2, "k", "a", true, 60, 70),
             get(1, "k", None, 80, 90),
-            del_cas(2, "k", "a", false, 100, 110),
+            // Consul answers `true` for a key that is not there.
+            del_cas(2, "k", "a", true, 100, 110),
             cas(1, "k", None, "b", true, 120, 130),
         ]);
-        // Two concurrent DeleteCas on the same value: exactly one succeeds.
+        // Two concurrent DeleteCas on the same value: both succeed (the
+        // second finds the key gone), and neither may fail.
         assert_ok(&[
             put(1, "k", "a", 0, 10),
-            del_cas(1, "k", "a", false, 20, 50),
+            del_cas(1, "k", "a", true, 20, 50),
             del_cas(2, "k", "a", true, 21, 49),
         ]);
         assert_illegal(&[
             put(1, "k", "a", 0, 10),
-            del_cas(1, "k", "a", true, 20, 50),
+            del_cas(1, "k", "a", false, 20, 50),
             del_cas(2, "k", "a", true, 21, 49),
+        ]);
+        // A DeleteCas of a value that is neither current nor gone fails.
+        assert_illegal(&[
+            put(1, "k", "a", 0, 10),
+            put(1, "k", "b", 20, 30),
+            del_cas(2, "k", "a", true, 40, 50),
         ]);
         // A successful DeleteCas must see its value current and leave the key absent.
         assert_illegal(&[
@@ -1173,7 +1182,7 @@ mod tests {
                 }
                 KvInput::Delete => (None, KvOutput::Ok),
                 KvInput::DeleteCas { expected } => {
-                    let done = cur.as_ref() == Some(expected);
+                    let done = cur.as_ref() == Some(expected) || cur.is_none();
                     (if done { None } else { cur.clone() }, KvOutput::Bool(done))
                 }
             };
@@ -1266,7 +1275,9 @@ mod tests {
                 }
                 KvInput::Cas { .. } => (state.clone(), KvOutput::Bool(false)),
                 KvInput::Delete => (None, KvOutput::Ok),
-                KvInput::DeleteCas { expected } if state.as_ref() == Some(expected) => {
+                KvInput::DeleteCas { expected }
+                    if state.as_ref() == Some(expected) || state.is_none() =>
+                {
                     (None, KvOutput::Bool(true))
                 }
                 KvInput::DeleteCas { .. } => (state.clone(), KvOutput::Bool(false)),

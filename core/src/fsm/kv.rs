@@ -141,9 +141,11 @@ impl KvTable {
             }
             KvCommand::DeleteCas { key, modify_index } => {
                 match self.entries.get(key.as_str()) {
-                    // Consul: index 0 means "only if absent", and absent
-                    // means there is nothing to delete.
-                    None => *modify_index == 0,
+                    // Consul's `kvsDeleteCASTxn` (agent/consul/state/kvs.go)
+                    // answers `entry == nil` when the index does not match:
+                    // a key that is not there is "deleted", whatever the
+                    // index asked.
+                    None => true,
                     Some(slot) if *modify_index != 0 && slot.modify_index == *modify_index => {
                         self.delete(index, key);
                         true
@@ -165,8 +167,19 @@ impl KvTable {
     }
 
     /// Stores `write`. An update keeps the entry's create and lock indexes.
+    /// An entry that would not change (same flags, same value) is not
+    /// written: its modify index and the table index stay, so no blocking
+    /// query wakes (Consul's `kvsSetTxn` returns early when
+    /// `existing.Equal(entry)`, agent/consul/state/kvs.go).
     fn set(&mut self, index: u64, write: &KvWrite) {
         let key = write.key.as_str();
+        if self
+            .entries
+            .get(key)
+            .is_some_and(|slot| slot.flags == write.flags && slot.value == write.value)
+        {
+            return;
+        }
         let Some(shared) = self.entries.get_mut(key) else {
             self.remove_tombstone(key);
             let slot = Slot::new(key, write.flags, write.value.clone(), index, index);
@@ -590,10 +603,41 @@ mod tests {
         assert_eq!(fsm.kv_get("k"), None);
         assert_eq!(fsm.kv_index(), 5);
 
-        // 0 while absent: holds, deletes nothing. Non-zero while absent: fails.
+        // Absent, whatever the index: holds and deletes nothing (Consul's
+        // `kvsDeleteCASTxn` answers `entry == nil`).
         assert!(delete_cas(&mut fsm, 6, "k", 0));
-        assert!(!delete_cas(&mut fsm, 7, "k", 2));
+        assert!(delete_cas(&mut fsm, 7, "k", 2));
         assert_eq!((fsm.kv_index(), fsm.last_applied()), (5, 7));
+    }
+
+    /// Consul's `kvsSetTxn` skips an entry equal to the stored one
+    /// (agent/consul/state/kvs.go, `existing.Equal(entry)`): an identical
+    /// re-PUT keeps the modify index and moves no table index; a change of
+    /// flags or value is a write as before, and so is a CAS at the current
+    /// index with the same value (it holds, and changes nothing).
+    #[test]
+    fn an_identical_put_changes_no_index() {
+        let mut fsm = Fsm::new();
+        assert!(run(&mut fsm, 3, KvCommand::Set(write("k", 7, "v"))));
+        assert!(run(&mut fsm, 4, KvCommand::Set(write("k", 7, "v"))));
+        let e = fsm.kv_get("k").unwrap();
+        assert_eq!((e.create_index, e.modify_index), (3, 3));
+        assert_eq!((fsm.kv_index(), fsm.last_applied()), (3, 4));
+        assert!(run(
+            &mut fsm,
+            5,
+            KvCommand::Cas {
+                write: write("k", 7, "v"),
+                modify_index: 3
+            }
+        ));
+        assert_eq!(fsm.kv_get("k").unwrap().modify_index, 3);
+        assert_eq!(fsm.kv_index(), 3);
+        assert!(run(&mut fsm, 6, KvCommand::Set(write("k", 8, "v"))));
+        assert_eq!(fsm.kv_get("k").unwrap().modify_index, 6);
+        assert!(run(&mut fsm, 7, KvCommand::Set(write("k", 8, "w"))));
+        assert_eq!(fsm.kv_get("k").unwrap().modify_index, 7);
+        assert_eq!(fsm.kv_index(), 7);
     }
 
     #[test]
