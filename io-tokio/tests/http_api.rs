@@ -967,6 +967,34 @@ async fn unknown_routes_are_404_and_wrong_methods_405() {
     assert!(r.header("Allow").is_some());
 }
 
+/// Go's `ServeMux` behind Consul's router (net/http server.go
+/// `redirectToPathSlash`; agent/http.go registers `/v1/kv/` and the other
+/// subtrees with a trailing slash): a subtree root named without its slash
+/// is a 301 to the slashed path, the query kept, with Go's small HTML body
+/// for a GET and none for a PUT; the agent sees no request.
+#[tokio::test]
+async fn a_subtree_root_without_its_slash_is_redirected() {
+    let h = Harness::start().await;
+    let r = h.get("/v1/kv?recurse=1&keys").await;
+    assert_eq!(r.status, 301);
+    assert_eq!(r.header("Location"), Some("/v1/kv/?recurse=1&keys"));
+    assert_eq!(r.header("Content-Type"), Some("text/html; charset=utf-8"));
+    assert_eq!(
+        String::from_utf8_lossy(&r.body),
+        "<a href=\"/v1/kv/?recurse=1&amp;keys\">Moved Permanently</a>.\n\n"
+    );
+    let r = http(h.addr, "PUT", "/v1/kv", b"x").await;
+    assert_eq!(r.status, 301);
+    assert_eq!(r.header("Location"), Some("/v1/kv/"));
+    assert!(r.body.is_empty());
+    for root in ["/v1/catalog/service", "/v1/health/state", "/v1/agent/join"] {
+        let r = h.get(root).await;
+        assert_eq!(r.status, 301, "{root}");
+        assert_eq!(r.header("Location"), Some(format!("{root}/").as_str()));
+    }
+    assert!(h.script.lock().unwrap().requests.is_empty());
+}
+
 /// Consul's key checks: a leading `/` and path traversal (plain, with a
 /// backslash, or still percent-encoded) are 400 with Consul's text, for
 /// every method, and never reach the agent; ordinary keys with dots and

@@ -1240,7 +1240,8 @@ fn autopilot_removes_a_server_gossip_declares_failed() {
 /// flags) leaves `ModifyIndex` alone and does not wake a blocking query on
 /// the key (`kvsSetTxn` skips an entry `Equal` to the stored one); a change
 /// of flags does; `DELETE ?cas=N` of a key that is not there answers `true`
-/// (`kvsDeleteCASTxn` returns `entry == nil`).
+/// (`kvsDeleteCASTxn` returns `entry == nil`); `/v1/kv` is redirected to
+/// `/v1/kv/` as Go's ServeMux does.
 #[test]
 fn an_identical_put_wakes_nobody_and_a_cas_delete_of_a_missing_key_is_true() {
     let dir = temp_dir("identical");
@@ -1283,6 +1284,22 @@ fn an_identical_put_wakes_nobody_and_a_cas_delete_of_a_missing_key_is_true() {
         .http_status_as_error(false)
         .build()
         .into();
+    // `/v1/kv` without its slash: Go's ServeMux redirect, from the real
+    // agent too (the router is shared with the in-process HTTP tests).
+    let no_follow: ureq::Agent = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .max_redirects(0)
+        .build()
+        .into();
+    let r = no_follow
+        .get(&format!("{base}/v1/kv?recurse"))
+        .call()
+        .expect("an answer");
+    assert_eq!(r.status().as_u16(), 301);
+    assert_eq!(
+        r.headers().get("Location").and_then(|v| v.to_str().ok()),
+        Some("/v1/kv/?recurse")
+    );
     for cas in ["0", "12345"] {
         let mut r = agent
             .delete(&format!("{base}/v1/kv/missing?cas={cas}"))

@@ -33,7 +33,9 @@ mod params;
 mod reply;
 mod status;
 
-use axum::routing::{delete, get, put};
+use axum::http::{header, Method, StatusCode, Uri};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{any, delete, get, put};
 use axum::Router;
 use tern_core::rpc::{Op, Reply};
 
@@ -43,9 +45,60 @@ use crate::agent::AgentHandle;
 use params::QueryOptions;
 use reply::{ApiError, Meta};
 
+/// The subtrees Consul registers with a trailing slash (agent/http.go):
+/// Go's `ServeMux` answers a request for one of them without its slash with
+/// a 301 to the slashed path.
+const SUBTREES: [&str; 10] = [
+    "/v1/kv",
+    "/v1/agent/join",
+    "/v1/agent/force-leave",
+    "/v1/catalog/service",
+    "/v1/catalog/node",
+    "/v1/catalog/node-services",
+    "/v1/health/node",
+    "/v1/health/checks",
+    "/v1/health/state",
+    "/v1/health/service",
+];
+
+/// Go's `ServeMux` redirect of a subtree root named without its trailing
+/// slash (net/http server.go `redirectToPathSlash`, `http.Redirect`): 301,
+/// `Location` the path with `/` added and the query kept, and for GET and
+/// HEAD a small HTML body.
+async fn redirect_to_subtree(method: Method, uri: Uri) -> Response {
+    let location = match uri.query() {
+        Some(q) => format!("{}/?{q}", uri.path()),
+        None => format!("{}/", uri.path()),
+    };
+    let mut response = (
+        StatusCode::MOVED_PERMANENTLY,
+        [(header::LOCATION, location.clone())],
+    )
+        .into_response();
+    if method == Method::GET || method == Method::HEAD {
+        let escaped = location
+            .replace('&', "&amp;")
+            .replace('<', "&lt;")
+            .replace('>', "&gt;")
+            .replace('"', "&#34;")
+            .replace('\'', "&#39;");
+        response.headers_mut().insert(
+            header::CONTENT_TYPE,
+            header::HeaderValue::from_static("text/html; charset=utf-8"),
+        );
+        *response.body_mut() =
+            axum::body::Body::from(format!("<a href=\"{escaped}\">Moved Permanently</a>.\n\n"));
+    }
+    response
+}
+
 /// Every route of the API, answering through `agent`.
 pub fn router(agent: AgentHandle) -> Router {
-    Router::new()
+    let mut router = Router::new();
+    for root in SUBTREES {
+        router = router.route(root, any(redirect_to_subtree));
+    }
+    router
         .route("/v1/status/leader", get(status::leader))
         .route("/v1/status/peers", get(status::peers))
         .route("/v1/agent/self", get(agent_api::agent_self))
