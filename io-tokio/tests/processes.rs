@@ -1029,6 +1029,13 @@ fn autopilot_reports_health_and_keeps_a_server_that_restarts() {
         "{h}"
     );
 
+    // `/v1/agent/self` Stats.raft.num_peers is hashicorp/raft's: the other
+    // voters (raft.go `Stats`), 2 of 3 on every server.
+    for i in 0..3 {
+        let (_, body) = get(&format!("{}/v1/agent/self", bases[i])).expect("agent self");
+        let me: serde_json::Value = serde_json::from_str(&body).unwrap();
+        assert_eq!(me["Stats"]["raft"]["num_peers"], "2", "{body}");
+    }
     let addr = format!("-http-addr=127.0.0.1:{}", nodes[follower].http);
     let (code, out) = tern_cli(&["operator", "autopilot", "state", &addr]);
     assert_eq!(code, 0, "{out}");

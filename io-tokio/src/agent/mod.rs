@@ -70,6 +70,7 @@ pub struct AgentStatus {
     pub last_log_index: LogIndex,
     /// Milliseconds since the leader was last heard from (0 on the leader).
     pub last_contact_ms: u64,
+    /// The other voters (hashicorp/raft's `num_peers` stat).
     pub num_peers: usize,
     pub known_leader: bool,
     /// A client agent (`server = false`): no Raft; the Raft fields are empty.

@@ -851,7 +851,10 @@ impl Loop {
         st.commit_index = s.commit_index();
         st.applied_index = s.last_applied();
         st.last_log_index = s.last_log_index();
-        st.num_peers = s.num_peers();
+        // hashicorp/raft's `Stats()["num_peers"]`: the other voters (Consul's
+        // own `numPeers`, which counts this server too, is internal).
+        let me_voter = s.membership().is_voter(s.config().node_id);
+        st.num_peers = s.num_peers() - usize::from(me_voter);
         st.last_contact_ms = if s.role() == Role::Leader {
             0
         } else {
