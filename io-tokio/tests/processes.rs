@@ -1031,8 +1031,8 @@ fn autopilot_reports_health_and_keeps_a_server_that_restarts() {
 
     // `/v1/agent/self` Stats.raft.num_peers is hashicorp/raft's: the other
     // voters (raft.go `Stats`), 2 of 3 on every server.
-    for i in 0..3 {
-        let (_, body) = get(&format!("{}/v1/agent/self", bases[i])).expect("agent self");
+    for base in &bases {
+        let (_, body) = get(&format!("{base}/v1/agent/self")).expect("agent self");
         let me: serde_json::Value = serde_json::from_str(&body).unwrap();
         assert_eq!(me["Stats"]["raft"]["num_peers"], "2", "{body}");
     }
