@@ -39,6 +39,10 @@ pub struct Touched {
     pub all: bool,
     /// Some entry was applied (non-KV reads watch the commit index).
     pub any: bool,
+    /// An operator's restore replaced the state: every parked query is
+    /// answered, whatever its index says (Consul's `abandonCh`: indexes
+    /// inside the restored state may be below the ones clients hold).
+    pub abandon: bool,
 }
 
 impl Touched {
@@ -63,6 +67,9 @@ impl Touched {
             | Command::AutopilotSet { .. }
             | Command::CatalogRegister(_)
             | Command::CatalogDeregister(_) => {}
+            // The chunk that completes a restore sets `abandon` (the server
+            // knows from its result); the others change nothing readable.
+            Command::RestoreChunk(_) => {}
         }
     }
 
@@ -72,7 +79,7 @@ impl Touched {
     }
 
     pub fn is_empty(&self) -> bool {
-        !self.any && !self.all
+        !self.any && !self.all && !self.abandon
     }
 }
 
@@ -219,14 +226,16 @@ impl<T> Parked<T> {
         if touched.is_empty() {
             return Vec::new();
         }
-        let candidates: BTreeSet<u64> = if touched.all {
+        let candidates: BTreeSet<u64> = if touched.all || touched.abandon {
             self.entries.keys().copied().collect()
         } else {
             self.candidates(touched)
         };
         let woken: Vec<u64> = candidates
             .into_iter()
-            .filter(|id| self.entries.get(id).is_some_and(|(_, _, item)| wakes(item)))
+            .filter(|id| {
+                touched.abandon || self.entries.get(id).is_some_and(|(_, _, item)| wakes(item))
+            })
             .collect();
         woken.into_iter().filter_map(|id| self.remove(id)).collect()
     }

@@ -14,7 +14,9 @@ use crate::action::{Action, Event, Input};
 use crate::autopilot::Autopilot;
 use crate::clock::{Duration, Instant};
 use crate::config::{Config, ConfigError};
-use crate::fsm::{ApplyResult, CatalogError, Command, Fsm, StoredAutopilot, TombstoneGc};
+use crate::fsm::{
+    ApplyResult, CatalogError, Command, Fsm, RestoreProgress, StoredAutopilot, TombstoneGc,
+};
 use crate::ids::{LogIndex, NodeId, RequestId, Term};
 use crate::message::{Message, MessageBody, ADDRESS_BYTES_MAX};
 use crate::parked::{Parked, Touched};
@@ -575,6 +577,21 @@ impl Server {
                 }
             }
             Op::Catalog(c) => return self.check_catalog(c),
+            Op::SnapshotRestore(chunk) => {
+                let max = crate::fsm::RESTORE_CHUNK_BYTES_MAX;
+                if chunk.data.len() > max {
+                    return Err(RpcError::TooLarge(format!(
+                        "Snapshot restore chunk exceeds {max} byte limit"
+                    )));
+                }
+                if chunk.total > self.config.snapshot_bytes_max {
+                    return Err(RpcError::TooLarge(format!(
+                        "Snapshot of {} bytes exceeds the {} byte limit (snapshot_bytes_max)",
+                        chunk.total, self.config.snapshot_bytes_max
+                    )));
+                }
+                None
+            }
             _ => None,
         };
         if key.is_some_and(|k| k.len() > key_max) {
@@ -894,6 +911,9 @@ impl Server {
                         self.proposals.insert(index, (term, origin.clone()));
                     })
             }
+            Op::SnapshotRestore(chunk) => {
+                self.propose_command(now, Command::RestoreChunk(chunk.clone()), &origin, out)
+            }
             Op::RaftAddNonvoter { id, name, address } => {
                 let mut m = self.raft.membership().clone();
                 if m.contains(*id) {
@@ -1014,6 +1034,23 @@ impl Server {
         }
     }
 
+    /// Append `command` and answer `origin` once it is applied.
+    fn propose_command(
+        &mut self,
+        now: Instant,
+        command: Command,
+        origin: &Origin,
+        out: &mut Vec<Action>,
+    ) -> Result<(), ProposeError> {
+        let (index, term) = self.raft.propose(
+            now,
+            EntryPayload::Command(std::sync::Arc::new(command)),
+            out,
+        )?;
+        self.proposals.insert(index, (term, origin.clone()));
+        Ok(())
+    }
+
     fn propose_membership(
         &mut self,
         now: Instant,
@@ -1111,6 +1148,7 @@ impl Server {
             // only once forwarded, see `route_within`).
             Op::AutopilotHealth => (commit, ReplyBody::AutopilotHealth(self.autopilot.reply())),
             Op::Catalog(c) => self.read_catalog(c),
+            Op::SnapshotIndex => (self.fsm.index(), ReplyBody::Done),
             Op::AutopilotGetConfig => {
                 let stored = self.fsm.autopilot().cloned().unwrap_or(StoredAutopilot {
                     config: self.config.autopilot.clone(),
@@ -1469,7 +1507,15 @@ impl Server {
                     if let Command::TombstoneReap { upto } = c.as_ref() {
                         self.tombstone_gc.reaped(*upto);
                     } else if self.fsm.left_tombstones(index.0, c) {
-                        self.tombstone_gc.hint(now, index.0);
+                        self.tombstone_gc.hint(now, self.fsm.index_at(index.0));
+                    }
+                    if let ApplyResult::Restore(Ok(RestoreProgress {
+                        restored_index: Some(_),
+                        ..
+                    })) = &r
+                    {
+                        // The state was replaced: answer every parked query.
+                        self.touched.abandon = true;
                     }
                     Some(r)
                 }
@@ -1494,7 +1540,7 @@ impl Server {
                         None => ReplyBody::Done,
                     };
                     Ok(Reply {
-                        index: index.0,
+                        index: self.fsm.index_at(index.0),
                         known_leader: true,
                         last_contact_ms: 0,
                         body,
@@ -1522,7 +1568,7 @@ impl Server {
             self.tombstone_gc.set_enabled(leading);
             if leading {
                 let last = self.raft.log().last_index().0;
-                self.tombstone_gc.hint(now, last);
+                self.tombstone_gc.hint(now, self.fsm.index_at(last));
             }
         }
         // Expired bins move into the due reap on every input, so the GC's
@@ -1539,7 +1585,7 @@ impl Server {
         // the committed no-op of this term covers: once that is committed
         // and applied through `upto`, the state machine knows every
         // tombstone a reap would take.
-        if !self.raft.committed_in_term() || self.fsm.last_applied() < upto {
+        if !self.raft.committed_in_term() || self.fsm.index() < upto {
             return;
         }
         if !self.fsm.has_tombstones_upto(upto) {
@@ -1641,7 +1687,7 @@ impl Server {
 
     fn reply_done(&self) -> Reply {
         Reply {
-            index: self.raft.commit_index().0.max(1),
+            index: self.fsm.index_at(self.raft.commit_index().0).max(1),
             known_leader: self.raft.leader().is_some(),
             last_contact_ms: 0,
             body: ReplyBody::Done,

@@ -17,8 +17,9 @@ use tern_core::autopilot::{AutopilotConfig, GossipStatus, HealthReply, ServerHea
 use tern_core::clock::Duration;
 use tern_core::fsm::{
     ApplyResult, CatalogError, CatalogTableName, Check, CheckDefinition, CheckServiceNode, Command,
-    Deregister, Fsm, KvCommand, KvEntry, KvWrite, Node, NodeServices, Register, Service,
-    ServiceAddress, ServiceInstance, StoredAutopilot, Weights,
+    Deregister, Fsm, KvCommand, KvEntry, KvWrite, Node, NodeServices, Register, RestoreChunk,
+    RestoreError, RestoreProgress, Service, ServiceAddress, ServiceInstance, StoredAutopilot,
+    Weights,
 };
 use tern_core::raft::{
     AppendEntries, AppendEntriesResponse, Entry, EntryPayload, HardState, InstallSnapshot,
@@ -470,7 +471,19 @@ fn ops() -> Vec<(&'static str, Op)> {
                 cas: Some(17),
             },
         ),
+        ("snapshot_restore", Op::SnapshotRestore(restore_chunk())),
+        ("snapshot_index", Op::SnapshotIndex),
     ]
+}
+
+/// One chunk of an operator's restore (`PUT /v1/snapshot`).
+fn restore_chunk() -> RestoreChunk {
+    RestoreChunk {
+        id: 0x0123_4567_89ab_cdef,
+        offset: 0,
+        total: 10,
+        data: b"\x04abc".to_vec(),
+    }
 }
 
 /// A non-default autopilot configuration (every field set).
@@ -559,6 +572,21 @@ fn reply_bodies() -> Vec<(&'static str, ReplyBody)> {
             ReplyBody::Applied(ApplyResult::Catalog(Err(CatalogError::TableFull {
                 table: CatalogTableName::Checks,
                 max: 262_144,
+            }))),
+        ),
+        (
+            "applied_restore",
+            ReplyBody::Applied(ApplyResult::Restore(Ok(RestoreProgress {
+                received: 1 << 20,
+                total: 3 << 20,
+                restored_index: Some(0x1_0000_0005),
+            }))),
+        ),
+        (
+            "applied_restore_refused",
+            ReplyBody::Applied(ApplyResult::Restore(Err(RestoreError::OutOfOrder {
+                expected: 1 << 20,
+                got: 2 << 20,
             }))),
         ),
         (
@@ -1002,19 +1030,64 @@ fn golden_vectors_match() {
         );
     }
 
-    // The state machine's snapshot format: version 3 (with the catalog) as
-    // this build writes it, and a version 2 file (the same KV and autopilot
-    // state as the build before the catalog wrote it), which must restore.
-    let full = fsm_state(false);
-    g.check("fsm_snapshot_v3", &full, full.snapshot(), Fsm::restore);
-    let kv_only = fsm_state(true);
+    let restore = Command::RestoreChunk(restore_chunk());
     g.check(
-        "fsm_snapshot_v3_kv_only",
-        &kv_only,
-        kv_only.snapshot(),
+        "command_restore_chunk",
+        &restore,
+        wire::encode_command(&restore),
+        wire::decode_command,
+    );
+
+    // The state machine's snapshot format: version 4 (with the index
+    // offset and a staged restore) as this build writes it, and the
+    // version 3 and 2 files earlier builds wrote, which must restore.
+    let full = fsm_state(false);
+    let kv_only = fsm_state(true);
+    g.check_decodes("fsm_snapshot_v3", &full, Fsm::restore);
+    g.check_decodes("fsm_snapshot_v3_kv_only", &kv_only, Fsm::restore);
+    g.check_decodes("fsm_snapshot_v2", &kv_only, Fsm::restore);
+    g.check("fsm_snapshot_v4", &full, full.snapshot(), Fsm::restore);
+    // Halfway through a restore: three of its ten bytes staged.
+    let mut staging = fsm_state(false);
+    let mut first = restore_chunk();
+    first.data.truncate(3);
+    assert!(matches!(
+        staging.apply(8, &Command::RestoreChunk(first)),
+        ApplyResult::Restore(Ok(_))
+    ));
+    g.check(
+        "fsm_snapshot_v4_restore_staged",
+        &staging,
+        staging.snapshot(),
         Fsm::restore,
     );
-    g.check_decodes("fsm_snapshot_v2", &kv_only, Fsm::restore);
+    // After a restore of a state at index 1000 onto a log at 8: the
+    // index offset is 993, so the next write records index 1002.
+    let mut restored = fsm_state(true);
+    let mut far = Fsm::new();
+    far.apply(1000, &Command::Kv(KvCommand::Set(kv_write())));
+    let source = far.snapshot();
+    let whole = RestoreChunk {
+        id: 9,
+        offset: 0,
+        total: source.len() as u64,
+        data: source,
+    };
+    assert!(matches!(
+        restored.apply(8, &Command::RestoreChunk(whole)),
+        ApplyResult::Restore(Ok(RestoreProgress {
+            restored_index: Some(_),
+            ..
+        }))
+    ));
+    restored.apply(9, &Command::Kv(KvCommand::Set(kv_write())));
+    assert_eq!(restored.index(), 1002);
+    g.check(
+        "fsm_snapshot_v4_restored",
+        &restored,
+        restored.snapshot(),
+        Fsm::restore,
+    );
 
     for (name, record) in wal_records() {
         let mut bytes = Vec::new();

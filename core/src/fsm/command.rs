@@ -55,6 +55,9 @@ pub enum Command {
     CatalogRegister(Box<super::catalog::types::Register>),
     /// `PUT /v1/catalog/deregister` (Consul's `DeregisterRequestType`).
     CatalogDeregister(super::catalog::types::Deregister),
+    /// One chunk of an operator's snapshot restore (`PUT /v1/snapshot`);
+    /// see `fsm/restore.rs`.
+    RestoreChunk(super::restore::RestoreChunk),
 }
 
 /// Autopilot's configuration as the state machine stores it, with Consul's
@@ -89,4 +92,7 @@ pub enum ApplyResult {
     /// `CatalogRegister`/`CatalogDeregister`: applied, or refused (and
     /// nothing of it applied) with the reason.
     Catalog(Result<(), super::catalog::types::CatalogError>),
+    /// `RestoreChunk`: how far the restore has come, or why the chunk was
+    /// refused.
+    Restore(Result<super::restore::RestoreProgress, super::restore::RestoreError>),
 }

@@ -11,6 +11,7 @@ mod command;
 mod error;
 mod hash;
 mod kv;
+pub mod restore;
 mod snapshot;
 mod tombstone_gc;
 mod view;
@@ -22,6 +23,7 @@ pub use catalog::types::{
 pub use catalog::{CatalogTopic, CATALOG_CHECKS_MAX, CATALOG_NODES_MAX, CATALOG_SERVICES_MAX};
 pub use command::{ApplyResult, Command, KvCommand, KvEntry, KvWrite, StoredAutopilot};
 pub use error::FsmError;
+pub use restore::{RestoreChunk, RestoreError, RestoreProgress, RESTORE_CHUNK_BYTES_MAX};
 pub use tombstone_gc::TombstoneGc;
 pub use view::FsmView;
 
@@ -42,6 +44,12 @@ pub struct Fsm {
     /// Autopilot's configuration, once one was stored.
     autopilot: Option<StoredAutopilot>,
     catalog: CatalogTable,
+    /// What tables record as the index of the entry at Raft index `i`:
+    /// `i + index_offset` (0 unless an operator restored a snapshot taken
+    /// past this log's index; see `restore.rs`).
+    index_offset: u64,
+    /// An operator's snapshot restore, staged chunk by chunk.
+    restore: Option<restore::PendingRestore>,
 }
 
 impl Fsm {
@@ -53,6 +61,9 @@ impl Fsm {
     /// above `last_applied` (a broken invariant of the caller otherwise).
     pub fn apply(&mut self, index: u64, cmd: &Command) -> ApplyResult {
         self.advance(index);
+        // The index the tables record (see `index_offset`).
+        let raft_index = index;
+        let index = raft_index + self.index_offset;
         match cmd {
             Command::Kv(kv) => ApplyResult::Kv(self.kv.apply(index, kv)),
             Command::TombstoneReap { upto } => {
@@ -79,7 +90,90 @@ impl Fsm {
             Command::CatalogDeregister(dereg) => {
                 ApplyResult::Catalog(self.catalog.deregister(index, dereg))
             }
+            Command::RestoreChunk(chunk) => {
+                ApplyResult::Restore(self.restore_chunk(raft_index, chunk))
+            }
         }
+    }
+
+    /// Stage one chunk of an operator's restore; the last one swaps the
+    /// restored state in (see `restore.rs`).
+    fn restore_chunk(
+        &mut self,
+        raft_index: u64,
+        chunk: &RestoreChunk,
+    ) -> Result<RestoreProgress, RestoreError> {
+        let len = chunk.data.len() as u64;
+        let end = chunk.offset.saturating_add(len);
+        if chunk.offset == 0 {
+            if chunk.total == 0 || end > chunk.total {
+                return Err(RestoreError::BadLength {
+                    total: chunk.total,
+                    end,
+                });
+            }
+            self.restore = Some(restore::PendingRestore::new(chunk.id, chunk.total));
+        }
+        let pending = match &mut self.restore {
+            Some(p) if p.id == chunk.id && p.total == chunk.total => p,
+            _ => return Err(RestoreError::NotStarted { id: chunk.id }),
+        };
+        if chunk.offset != pending.received {
+            // A client that resends the chunk it last sent (its answer was
+            // lost) is told where the restore stands.
+            if end == pending.received && chunk.offset < end {
+                return Ok(pending.progress());
+            }
+            return Err(RestoreError::OutOfOrder {
+                expected: pending.received,
+                got: chunk.offset,
+            });
+        }
+        if end > pending.total {
+            self.restore = None;
+            return Err(RestoreError::BadLength {
+                total: chunk.total,
+                end,
+            });
+        }
+        pending.push(&chunk.data);
+        if pending.received < pending.total {
+            return Ok(pending.progress());
+        }
+        let pending = self.restore.take().expect("staged above");
+        let restored =
+            Fsm::restore(&pending.concat()).map_err(|e| RestoreError::Invalid(e.to_string()))?;
+        let restored_index = restored.index();
+        // The entry that completes the restore must record an index past
+        // everything restored, and past everything recorded before it.
+        self.index_offset = self
+            .index_offset
+            .max((restored_index + 1).saturating_sub(raft_index));
+        self.kv = restored.kv;
+        self.autopilot = restored.autopilot;
+        self.catalog = restored.catalog;
+        Ok(RestoreProgress {
+            received: pending.received,
+            total: pending.total,
+            restored_index: Some(restored_index),
+        })
+    }
+
+    /// The index tables record for the entry at Raft index `raft_index`
+    /// (equal to it unless an operator restored a snapshot).
+    pub fn index_at(&self, raft_index: u64) -> u64 {
+        raft_index + self.index_offset
+    }
+
+    /// The index of the last applied entry as the tables count it
+    /// (`index_at(last_applied())`).
+    pub fn index(&self) -> u64 {
+        self.index_at(self.last_applied)
+    }
+
+    /// The restore being staged, if any: `(id, received, total)`.
+    pub fn restore_in_progress(&self) -> Option<(u64, u64, u64)> {
+        self.restore.as_ref().map(|p| (p.id, p.received, p.total))
     }
 
     /// What `cmd` may change in the catalog, judged before it is applied
@@ -93,9 +187,10 @@ impl Fsm {
                 reg.service.as_ref().map(|s| s.service.as_str()),
             ),
             Command::CatalogDeregister(dereg) => self.catalog.topics(&dereg.node, "", None),
-            Command::Kv(_) | Command::TombstoneReap { .. } | Command::AutopilotSet { .. } => {
-                Vec::new()
-            }
+            Command::Kv(_)
+            | Command::TombstoneReap { .. }
+            | Command::AutopilotSet { .. }
+            | Command::RestoreChunk(_) => Vec::new(),
         }
     }
 
@@ -209,7 +304,7 @@ impl Fsm {
                     | KvCommand::DeleteTree { .. }
             )
         );
-        deletes && self.kv.index() == index
+        deletes && self.kv.index() == self.index_at(index)
     }
 
     /// Records that a non-command entry (no-op, membership change) at
@@ -312,6 +407,12 @@ impl Fsm {
         if !self.catalog.is_empty() {
             h.u64(self.catalog.hash());
         }
+        if self.index_offset != 0 {
+            h.str("index_offset").u64(self.index_offset);
+        }
+        if let Some(p) = &self.restore {
+            h.u64(p.hash());
+        }
         h.finish()
     }
 
@@ -323,6 +424,8 @@ impl Fsm {
             kv: self.kv.clone(),
             autopilot: self.autopilot.clone(),
             catalog: Box::new(self.catalog.clone()),
+            index_offset: self.index_offset,
+            restore: self.restore.clone(),
         }
     }
 
@@ -342,20 +445,47 @@ impl Fsm {
             kv,
             autopilot,
             catalog,
+            index_offset,
+            restore,
         } = snapshot::decode(bytes)?;
+        // Every index inside is at most the last applied entry's.
+        let index = last_applied.checked_add(index_offset).ok_or_else(|| {
+            FsmError::Invalid(format!(
+                "the index offset {index_offset} overflows past the snapshot's index {last_applied}"
+            ))
+        })?;
         if let Some(a) = &autopilot {
-            if a.create_index > a.modify_index || a.modify_index > last_applied {
+            if a.create_index > a.modify_index || a.modify_index > index {
                 return Err(FsmError::Invalid(format!(
-                    "the autopilot configuration's indexes ({}, {}) are out of order or past the snapshot's index {last_applied}",
+                    "the autopilot configuration's indexes ({}, {}) are out of order or past the snapshot's index {index}",
                     a.create_index, a.modify_index
                 )));
             }
         }
+        let restore = match restore {
+            None => None,
+            Some(r) => {
+                let staged: u64 = r.chunks.iter().map(|c| c.len() as u64).sum();
+                if staged >= r.total {
+                    return Err(FsmError::Invalid(format!(
+                        "a staged restore holds {staged} of its {} bytes: it would have completed",
+                        r.total
+                    )));
+                }
+                Some(restore::PendingRestore::from_chunks(
+                    r.id,
+                    r.total,
+                    r.chunks.into_iter().map(|c| c.into_vec()).collect(),
+                ))
+            }
+        };
         Ok(Fsm {
             last_applied,
-            kv: KvTable::from_snapshot(kv, last_applied)?,
+            kv: KvTable::from_snapshot(kv, index)?,
             autopilot,
-            catalog: CatalogTable::from_snapshot(catalog, last_applied)?,
+            catalog: CatalogTable::from_snapshot(catalog, index)?,
+            index_offset,
+            restore,
         })
     }
 }
@@ -561,10 +691,12 @@ mod tests {
                 Step::Cmd(index, cmd) => match fsm.apply(*index, cmd) {
                     ApplyResult::Kv(true)
                     | ApplyResult::Autopilot(true)
-                    | ApplyResult::Catalog(Ok(())) => held += 1,
+                    | ApplyResult::Catalog(Ok(()))
+                    | ApplyResult::Restore(Ok(_)) => held += 1,
                     ApplyResult::Kv(false)
                     | ApplyResult::Autopilot(false)
-                    | ApplyResult::Catalog(Err(_)) => failed += 1,
+                    | ApplyResult::Catalog(Err(_))
+                    | ApplyResult::Restore(Err(_)) => failed += 1,
                 },
                 Step::Other(index) => fsm.apply_other(*index),
             }
@@ -633,6 +765,8 @@ mod tests {
             },
             autopilot: None,
             catalog: Default::default(),
+            index_offset: 0,
+            restore: None,
         }
     }
 
@@ -654,11 +788,11 @@ mod tests {
 
     #[test]
     fn the_sample_snapshot_is_pinned() {
-        // Golden bytes of format version 3: an old snapshot must keep
+        // Golden bytes of format version 4: an old snapshot must keep
         // restoring, so a change here needs a new version byte instead.
         #[rustfmt::skip]
-        let golden: [u8; 44] = [
-            3,                                  // format version
+        let golden: [u8; 46] = [
+            4,                                  // format version
             7,                                  // last_applied
             5,                                  // kv index
             2,                                  // two entries
@@ -670,17 +804,22 @@ mod tests {
             0, 0, 0,                            // no nodes, services, checks
             0, 0, 0, 0, 0,                      // catalog table indexes
             0, 0,                               // no per-name index rows
+            0,                                  // index offset
+            0,                                  // no restore staged
         ];
         assert_eq!(sample().snapshot(), golden);
         assert_eq!(Fsm::restore(&golden).unwrap(), sample());
-        // The same state as version 2 wrote it (no catalog) and as version
-        // 1 wrote it (no autopilot table either) still restores, to the
-        // same state and hash.
+        // The same state as version 3 wrote it (no offset, no staged
+        // restore), as version 2 wrote it (no catalog) and as version 1
+        // wrote it (no autopilot table either) still restores, to the same
+        // state and hash.
+        let mut v3 = golden[..44].to_vec();
+        v3[0] = 3;
         let mut v2 = golden[..34].to_vec();
         v2[0] = 2;
         let mut v1 = golden[..33].to_vec();
         v1[0] = 1;
-        for old in [v2, v1] {
+        for old in [v3, v2, v1] {
             let restored = Fsm::restore(&old).unwrap();
             assert_eq!(restored, sample());
             assert_eq!(restored.state_hash(), PINNED_SAMPLE_HASH);
@@ -846,8 +985,8 @@ mod tests {
         let mut bytes = sample().snapshot();
         bytes[0] = 0;
         assert_eq!(Fsm::restore(&bytes), Err(FsmError::UnsupportedVersion(0)));
-        bytes[0] = 4;
-        assert_eq!(Fsm::restore(&bytes), Err(FsmError::UnsupportedVersion(4)));
+        bytes[0] = 5;
+        assert_eq!(Fsm::restore(&bytes), Err(FsmError::UnsupportedVersion(5)));
     }
 
     #[test]

@@ -21,12 +21,33 @@ use super::catalog::{CatalogSnapshot, CatalogSnapshotRef};
 use super::{FsmError, StoredAutopilot};
 
 /// The version byte this release writes.
-pub(crate) const SNAPSHOT_VERSION: u8 = 3;
+pub(crate) const SNAPSHOT_VERSION: u8 = 4;
 
-/// Version 3 (what this release writes and what `decode` gives for every
-/// version): the KV table, autopilot's configuration and the catalog.
+/// Version 4 (what this release writes and what `decode` gives for every
+/// version): the KV table, autopilot's configuration, the catalog, the
+/// index offset and an operator's restore staged halfway (`restore.rs`).
 #[derive(Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub(crate) struct Snapshot {
+    pub(crate) last_applied: u64,
+    pub(crate) kv: KvSnapshot,
+    pub(crate) autopilot: Option<StoredAutopilot>,
+    pub(crate) catalog: CatalogSnapshot,
+    pub(crate) index_offset: u64,
+    pub(crate) restore: Option<RestoreRecord>,
+}
+
+/// An operator's restore, staged: its chunks as they arrived.
+#[derive(Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct RestoreRecord {
+    pub(crate) id: u64,
+    pub(crate) total: u64,
+    pub(crate) chunks: Vec<serde_bytes::ByteBuf>,
+}
+
+/// Version 3: the KV table, autopilot's configuration and the catalog.
+/// Read, never written.
+#[derive(Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct SnapshotV3 {
     pub(crate) last_applied: u64,
     pub(crate) kv: KvSnapshot,
     pub(crate) autopilot: Option<StoredAutopilot>,
@@ -83,6 +104,16 @@ pub(crate) struct SnapshotRef<'a> {
     pub(crate) kv: KvSnapshotRef<'a>,
     pub(crate) autopilot: Option<&'a StoredAutopilot>,
     pub(crate) catalog: CatalogSnapshotRef<'a>,
+    pub(crate) index_offset: u64,
+    pub(crate) restore: Option<RestoreRef<'a>>,
+}
+
+/// `RestoreRecord`, borrowing.
+#[derive(Serialize)]
+pub(crate) struct RestoreRef<'a> {
+    pub(crate) id: u64,
+    pub(crate) total: u64,
+    pub(crate) chunks: Vec<&'a serde_bytes::Bytes>,
 }
 
 /// `KvSnapshot`, borrowing.
@@ -134,6 +165,8 @@ pub(crate) fn decode(bytes: &[u8]) -> Result<Snapshot, FsmError> {
                 kv: v1.kv,
                 autopilot: None,
                 catalog: CatalogSnapshot::default(),
+                index_offset: 0,
+                restore: None,
             };
             (snap, rest)
         }
@@ -145,6 +178,21 @@ pub(crate) fn decode(bytes: &[u8]) -> Result<Snapshot, FsmError> {
                 kv: v2.kv,
                 autopilot: v2.autopilot,
                 catalog: CatalogSnapshot::default(),
+                index_offset: 0,
+                restore: None,
+            };
+            (snap, rest)
+        }
+        3 => {
+            let (v3, rest) =
+                postcard::take_from_bytes::<SnapshotV3>(body).map_err(FsmError::Malformed)?;
+            let snap = Snapshot {
+                last_applied: v3.last_applied,
+                kv: v3.kv,
+                autopilot: v3.autopilot,
+                catalog: v3.catalog,
+                index_offset: 0,
+                restore: None,
             };
             (snap, rest)
         }
@@ -198,6 +246,15 @@ mod tests {
             },
             autopilot: None,
             catalog: catalog.to_snapshot(),
+            index_offset: 5,
+            restore: Some(RestoreRef {
+                id: 3,
+                total: 10,
+                chunks: vec![
+                    serde_bytes::Bytes::new(b"ab"),
+                    serde_bytes::Bytes::new(b"c"),
+                ],
+            }),
         };
         let owned = Snapshot {
             last_applied: 9,
@@ -211,6 +268,15 @@ mod tests {
             },
             autopilot: None,
             catalog: CatalogSnapshot::default(),
+            index_offset: 5,
+            restore: Some(RestoreRecord {
+                id: 3,
+                total: 10,
+                chunks: vec![
+                    serde_bytes::ByteBuf::from(b"ab".to_vec()),
+                    serde_bytes::ByteBuf::from(b"c".to_vec()),
+                ],
+            }),
         };
         let mut expected = vec![SNAPSHOT_VERSION];
         expected.extend(postcard::to_allocvec(&owned).unwrap());
@@ -221,9 +287,10 @@ mod tests {
 
     #[test]
     fn the_empty_snapshot_is_pinned() {
-        // Version 3, last_applied 0, kv index 0, no entries, no
+        // Version 4, last_applied 0, kv index 0, no entries, no
         // tombstones, no autopilot configuration, an empty catalog (three
-        // empty tables, five zero indexes, two empty index-row lists).
+        // empty tables, five zero indexes, two empty index-row lists), index
+        // offset 0, no staged restore.
         let catalog = crate::fsm::catalog::CatalogTable::default();
         let empty = SnapshotRef {
             last_applied: 0,
@@ -234,11 +301,16 @@ mod tests {
             },
             autopilot: None,
             catalog: catalog.to_snapshot(),
+            index_offset: 0,
+            restore: None,
         };
         assert_eq!(
             encode(&empty),
-            [3, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0]
+            [4, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0]
         );
+        // Version 3 (no offset, no restore) still decodes.
+        let v3 = decode(&[3, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0]).unwrap();
+        assert_eq!((v3.index_offset, v3.restore), (0, None));
         // Version 1 (no autopilot table) and version 2 (no catalog) still
         // decode, with an empty catalog.
         let v1 = decode(&[1, 0, 0, 0, 0]).unwrap();
@@ -251,8 +323,8 @@ mod tests {
             (None, CatalogSnapshot::default())
         );
         assert_eq!(
-            decode(&[4, 0, 0, 0, 0, 0]),
-            Err(FsmError::UnsupportedVersion(4))
+            decode(&[5, 0, 0, 0, 0, 0]),
+            Err(FsmError::UnsupportedVersion(5))
         );
     }
 }

@@ -23,12 +23,20 @@ pub struct FsmView {
     /// Boxed: the catalog's maps make it the view's largest part, and a
     /// view travels inside actions and driver messages.
     pub(super) catalog: Box<CatalogTable>,
+    pub(super) index_offset: u64,
+    pub(super) restore: Option<super::restore::PendingRestore>,
 }
 
 impl FsmView {
     /// The Raft index of the last entry applied when the view was taken.
     pub fn last_applied(&self) -> u64 {
         self.last_applied
+    }
+
+    /// The index of the last applied entry as the tables count it (see
+    /// `Fsm::index`): what a snapshot of this view says it is at.
+    pub fn index(&self) -> u64 {
+        self.last_applied + self.index_offset
     }
 
     /// The snapshot encoding of the state in view (the format
@@ -40,6 +48,16 @@ impl FsmView {
             kv: self.kv.to_snapshot(),
             autopilot: self.autopilot.as_ref(),
             catalog: self.catalog.to_snapshot(),
+            index_offset: self.index_offset,
+            restore: self.restore.as_ref().map(|p| super::snapshot::RestoreRef {
+                id: p.id,
+                total: p.total,
+                chunks: p
+                    .chunks
+                    .iter()
+                    .map(|c| serde_bytes::Bytes::new(c))
+                    .collect(),
+            }),
         })
     }
 }
@@ -111,8 +129,8 @@ mod tests {
         assert_eq!(
             view.encode(),
             [
-                3, 1, 1, 1, 1, b'a', 0, 3, b'o', b'n', b'e', 1, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
-                0, 0
+                4, 1, 1, 1, 1, b'a', 0, 3, b'o', b'n', b'e', 1, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
+                0, 0, 0, 0
             ]
         );
         assert_eq!(

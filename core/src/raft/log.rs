@@ -166,6 +166,7 @@ pub fn entry_size(e: &Entry) -> usize {
             Command::CatalogDeregister(d) => {
                 8 + d.node.len() + d.service_id.len() + d.check_id.len()
             }
+            Command::RestoreChunk(c) => 32 + c.data.len(),
         },
     }
 }

@@ -80,6 +80,13 @@ pub enum Op {
     },
     /// The catalog: `/v1/catalog/...`.
     Catalog(CatalogOp),
+    /// `PUT /v1/snapshot`: one chunk of an operator's restore, a write
+    /// through the log (see `fsm/restore.rs`).
+    SnapshotRestore(crate::fsm::RestoreChunk),
+    /// `GET /v1/snapshot`, first step: the index of the state to save,
+    /// read as any read is (from the leader unless `?stale`); the agent
+    /// then saves its own state once it has applied that far.
+    SnapshotIndex,
 }
 
 /// A catalog operation (Consul's `Catalog.*` RPCs).
@@ -163,6 +170,7 @@ impl Op {
                 | Op::RaftRemovePeer { .. }
                 | Op::RaftTransferLeadership { .. }
                 | Op::AutopilotSetConfig { .. }
+                | Op::SnapshotRestore(_)
         ) || matches!(self, Op::Catalog(c) if c.is_write())
     }
 }
