@@ -21,5 +21,6 @@ pub mod gossip;
 pub mod http;
 pub mod logging;
 pub mod net;
+pub mod snapshot;
 pub mod storage;
 pub mod version;

@@ -264,6 +264,9 @@ impl Harness {
                         agent_script.lock().unwrap().leaves += 1;
                         let _ = reply.send(());
                     }
+                    ToAgent::SaveState(_, reply) => {
+                        let _ = reply.send(Err("scripted agents hold no state".into()));
+                    }
                 }
             }
         });

@@ -1318,3 +1318,269 @@ fn an_identical_put_wakes_nobody_and_a_cas_delete_of_a_missing_key_is_true() {
     let _ = child.kill();
     let _ = child.wait();
 }
+
+/// `GET|PUT /v1/snapshot` and `tern snapshot save|restore|inspect` (Consul's
+/// agent/snapshot_endpoint.go, command/snapshot/{save,restore,inspect}) on
+/// real processes: a snapshot saved from one cluster, bigger than one
+/// restore chunk (1 MiB), restores onto a fresh three-server cluster through
+/// a follower; every server then holds the saved state and nothing else, a
+/// blocking query parked before the restore is answered by it, indexes go
+/// on past the snapshot's, and a server killed with SIGKILL comes back with
+/// the restored state. Bad archives are refused with the reason and change
+/// nothing.
+#[test]
+fn a_snapshot_saved_from_one_cluster_restores_onto_a_fresh_three_server_cluster() {
+    use std::io::Read as _;
+    let dir = temp_dir("snap-src");
+    let (mut src, base, _) = single_server_with_a_write("snap-src", &dir.join("data"), "seed");
+    let t = Duration::from_secs(20);
+    for i in 0..6u8 {
+        let value = vec![b'a' + i; 500 * 1024];
+        let r = put_with(&format!("{base}/v1/kv/big/{i}"), &value, t);
+        assert_eq!(r.map(|r| r.1), Some("true".into()));
+    }
+    let binary: Vec<u8> = (0..=255).collect();
+    let r = put_with(&format!("{base}/v1/kv/cfg/binary"), &binary, t);
+    assert_eq!(r.map(|r| r.1), Some("true".into()));
+    let reg = r#"{"Node":"web-1","Address":"10.0.0.1","Service":{"Service":"web","Port":80}}"#;
+    assert_eq!(
+        put(&format!("{base}/v1/catalog/register"), reg).map(|r| r.0),
+        Some(200)
+    );
+
+    // Save with the CLI.
+    let addr = base.trim_start_matches("http://").to_string();
+    let file = dir.join("backup.snap");
+    let file_s = file.display().to_string();
+    let (code, out) = tern_cli(&["snapshot", "save", &format!("-http-addr={addr}"), &file_s]);
+    assert_eq!(code, 0, "{out}");
+    let index: u64 = out
+        .trim()
+        .strip_prefix("Saved and verified snapshot to index ")
+        .unwrap_or_else(|| panic!("{out}"))
+        .parse()
+        .unwrap();
+    assert!(index >= 9, "{out}");
+    assert!(!dir.join("backup.snap.unverified").exists());
+    let (code, out) = tern_cli(&["snapshot", "inspect", &file_s]);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains(&format!(" Index        {index}\n")), "{out}");
+    assert!(out.contains(" Version      1\n"), "{out}");
+    assert!(out.contains(" KV           8\n"), "{out}");
+    assert!(out.contains(" Node         1\n"), "{out}");
+    // The raw endpoint: a gzip archive, X-Consul-Index its index.
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .timeout_global(Some(t))
+        .http_status_as_error(false)
+        .build()
+        .into();
+    let mut r = agent.get(&format!("{base}/v1/snapshot")).call().unwrap();
+    assert_eq!(r.status().as_u16(), 200);
+    assert_eq!(
+        r.headers().get("Content-Type").unwrap().to_str().unwrap(),
+        "application/x-gzip"
+    );
+    assert_eq!(
+        r.headers().get("X-Consul-Index").unwrap().to_str().unwrap(),
+        index.to_string()
+    );
+    let raw = r
+        .body_mut()
+        .with_config()
+        .limit(64 << 20)
+        .read_to_vec()
+        .unwrap();
+    assert_eq!(&raw[..2], &[0x1f, 0x8b]);
+    let _ = src.kill();
+    let _ = src.wait();
+
+    // A fresh three-server cluster with a key of its own.
+    let mut nodes = cluster("snap-dst");
+    let peers: Vec<u16> = nodes.iter().map(|n| n.serf_lan).collect();
+    for n in nodes.iter_mut() {
+        n.start(&peers);
+    }
+    let leader = leader_of(&nodes, Duration::from_secs(30)).expect("a leader");
+    let follower = (leader + 1) % 3;
+    let lb = nodes[leader].base();
+    let end = Instant::now() + t;
+    while put(&format!("{lb}/v1/kv/dst-only"), "1").map(|r| r.1) != Some("true".into()) {
+        assert!(
+            Instant::now() < end,
+            "no write on the fresh cluster\n{}",
+            logs(&nodes)
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let (_, own_index, _, _) = get_blocking(&format!("{lb}/v1/kv/dst-only"), t).expect("read back");
+    // A blocking query on it, parked before the restore.
+    let watch = format!(
+        "{}/v1/kv/dst-only?index={own_index}&wait=60s",
+        nodes[follower].base()
+    );
+    let watcher = std::thread::spawn(move || get_blocking(&watch, Duration::from_secs(90)));
+    std::thread::sleep(Duration::from_millis(500));
+
+    // Bad archives first: each refused with its reason, nothing changed.
+    let fb = nodes[follower].base();
+    let (status, text) = put_with(&format!("{fb}/v1/snapshot"), b"not a snapshot", t).unwrap();
+    assert_eq!(status, 500);
+    assert!(text.contains("failed reading snapshot"), "{text}");
+    // One byte of state.bin changed inside the archive: SHA256SUMS catches it.
+    let mut tar_bytes = Vec::new();
+    flate2::read::GzDecoder::new(&raw[..])
+        .read_to_end(&mut tar_bytes)
+        .unwrap();
+    let at = tar_bytes
+        .windows(1000)
+        .position(|w| w.iter().all(|b| *b == b'c'))
+        .expect("big/2's value in the tar");
+    tar_bytes[at] = b'C';
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    std::io::Write::write_all(&mut gz, &tar_bytes).unwrap();
+    let corrupt = gz.finish().unwrap();
+    let (status, text) = put_with(&format!("{fb}/v1/snapshot"), &corrupt, t).unwrap();
+    assert_eq!(
+        (status, text.as_str()),
+        (
+            500,
+            "failed checking integrity of snapshot: hash check failed for \"state.bin\""
+        )
+    );
+    // A snapshot Consul wrote (its meta.json, its own state encoding).
+    let consul = consul_shaped_archive();
+    let (status, text) = put_with(&format!("{fb}/v1/snapshot"), &consul, t).unwrap();
+    assert_eq!(status, 500);
+    assert!(text.contains("was not saved by Tern"), "{text}");
+    let (code, _) = tern_cli(&["snapshot", "restore", "/nonexistent/backup.snap"]);
+    assert_eq!(code, 1);
+    assert_eq!(
+        get(&format!("{fb}/v1/kv/dst-only?stale")).map(|r| r.0),
+        Some(200),
+        "refused restores changed nothing"
+    );
+
+    // Restore through a follower with the CLI.
+    let faddr = fb.trim_start_matches("http://").to_string();
+    let (code, out) = tern_cli(&[
+        "snapshot",
+        "restore",
+        &format!("-http-addr={faddr}"),
+        &file_s,
+    ]);
+    assert_eq!(
+        (code, out.as_str()),
+        (0, "Restored snapshot\n"),
+        "{}",
+        logs(&nodes)
+    );
+    let (status, _, _, took) = watcher
+        .join()
+        .unwrap()
+        .expect("the blocking query answered");
+    assert_eq!(status, 404, "the parked query saw the key gone");
+    assert!(
+        took < Duration::from_secs(50),
+        "answered by the restore, not its wait"
+    );
+
+    // Every server holds the saved state and nothing else.
+    for n in &nodes {
+        let b = n.base();
+        let end = Instant::now() + t;
+        loop {
+            let big = get(&format!("{b}/v1/kv/big/3?raw&stale")).map(|r| r.1);
+            if big
+                .as_deref()
+                .is_some_and(|v| v.len() == 500 * 1024 && v.bytes().all(|c| c == b'd'))
+            {
+                break;
+            }
+            assert!(
+                Instant::now() < end,
+                "{} never got the restored state",
+                n.name
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        assert_eq!(
+            get(&format!("{b}/v1/kv/dst-only?stale")).map(|r| r.0),
+            Some(404)
+        );
+        let web = get(&format!("{b}/v1/catalog/service/web?stale")).unwrap().1;
+        assert!(web.contains("\"web-1\""), "{web}");
+    }
+    let mut r = agent
+        .get(&format!("{fb}/v1/kv/cfg/binary?raw"))
+        .call()
+        .unwrap();
+    assert_eq!(r.body_mut().read_to_vec().unwrap(), binary);
+    // Indexes go on past the snapshot's.
+    assert_eq!(
+        put(&format!("{fb}/v1/kv/after"), "1").map(|r| r.1),
+        Some("true".into())
+    );
+    let after = get(&format!("{fb}/v1/kv/after")).unwrap().1;
+    let modify: u64 = serde_json::from_str::<serde_json::Value>(&after).unwrap()[0]["ModifyIndex"]
+        .as_u64()
+        .unwrap();
+    assert!(
+        modify > index,
+        "ModifyIndex {modify} after a restore of index {index}"
+    );
+
+    // A server killed and restarted comes back with the restored state.
+    nodes[follower].kill9();
+    std::thread::sleep(Duration::from_millis(300));
+    nodes[follower].start(&peers);
+    let end = Instant::now() + Duration::from_secs(30);
+    loop {
+        let b = get(&format!("{fb}/v1/kv/after?stale")).map(|r| r.0);
+        let d = get(&format!("{fb}/v1/kv/dst-only?stale")).map(|r| r.0);
+        if b == Some(200) && d == Some(404) {
+            break;
+        }
+        assert!(
+            Instant::now() < end,
+            "the restarted server lost the restore\n{}",
+            logs(&nodes)
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// A snapshot archive as Consul writes one: its meta.json (no Tern state
+/// format) and a state.bin in Consul's own encoding, with correct sums.
+fn consul_shaped_archive() -> Vec<u8> {
+    use sha2::Digest as _;
+    let meta = br#"{"Version":1,"ID":"2-13-1602222343947","Index":13,"Term":2,"Configuration":{"Servers":[]},"ConfigurationIndex":1,"Size":9}
+"#;
+    let state = b"\x8f\x01msgpk";
+    let state = &state[..];
+    let hex = |b: &[u8]| -> String {
+        sha2::Sha256::digest(b)
+            .iter()
+            .map(|x| format!("{x:02x}"))
+            .collect()
+    };
+    let meta =
+        String::from_utf8_lossy(meta).replace("\"Size\":9", &format!("\"Size\":{}", state.len()));
+    let sums = format!(
+        "{}  meta.json\n{}  state.bin\n",
+        hex(meta.as_bytes()),
+        hex(state)
+    );
+    let gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    let mut tar = tar::Builder::new(gz);
+    for (name, bytes) in [
+        ("meta.json", meta.as_bytes()),
+        ("state.bin", state),
+        ("SHA256SUMS", sums.as_bytes()),
+    ] {
+        let mut h = tar::Header::new_ustar();
+        h.set_size(bytes.len() as u64);
+        h.set_mode(0o600);
+        tar.append_data(&mut h, name, bytes).unwrap();
+    }
+    tar.into_inner().unwrap().finish().unwrap()
+}

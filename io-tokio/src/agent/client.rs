@@ -81,6 +81,14 @@ async fn run(
             ToAgent::Status(tx) => {
                 let _ = tx.send(status(&options));
             }
+            ToAgent::SaveState(_, tx) => {
+                // The state would have to cross the server port in one
+                // frame; a server's own API streams it instead.
+                let _ = tx.send(Err(
+                    "snapshots are saved through a server agent's HTTP API; this agent is a client"
+                        .to_string(),
+                ));
+            }
             ToAgent::Leave(tx) => {
                 // Nothing to hand over or drain: leave the LAN pool (its
                 // leave is broadcast, so the others see `left`), then stop.

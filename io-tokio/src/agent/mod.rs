@@ -99,6 +99,22 @@ pub enum ToAgent {
     Request(Request, tokio::sync::oneshot::Sender<Response>),
     Status(tokio::sync::oneshot::Sender<AgentStatus>),
     Leave(tokio::sync::oneshot::Sender<()>),
+    /// The replicated state once this server has applied through (table)
+    /// index `at_least`, for `GET /v1/snapshot`.
+    SaveState(
+        u64,
+        tokio::sync::oneshot::Sender<Result<SavedState, String>>,
+    ),
+}
+
+/// A server's replicated state frozen at one index (O(1) to take; encoded
+/// off the agent task), with what a snapshot archive's `meta.json` says.
+pub struct SavedState {
+    pub view: tern_core::fsm::FsmView,
+    /// The Raft term of the last applied entry.
+    pub term: u64,
+    /// The Raft configuration then: (id, address, voter).
+    pub servers: Vec<(String, String, bool)>,
 }
 
 impl AgentHandle {
@@ -116,6 +132,24 @@ impl AgentHandle {
             return Err(tern_core::rpc::RpcError::NoLeader);
         }
         rx.await.unwrap_or(Err(tern_core::rpc::RpcError::NoLeader))
+    }
+
+    /// This server's replicated state once it has applied through index
+    /// `at_least` (`GET /v1/snapshot`); an error on a client agent, or if
+    /// the agent stops first.
+    pub async fn save_state(&self, at_least: u64) -> Result<SavedState, String> {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let gone = || "the agent stopped before the snapshot was taken".to_string();
+        if self
+            .inner
+            .tx
+            .send(ToAgent::SaveState(at_least, tx))
+            .await
+            .is_err()
+        {
+            return Err(gone());
+        }
+        rx.await.unwrap_or_else(|_| Err(gone()))
     }
 
     pub async fn status(&self) -> AgentStatus {

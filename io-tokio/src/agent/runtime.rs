@@ -153,6 +153,8 @@ struct Loop {
     gossip_left: bool,
     next_request: u64,
     waiting: BTreeMap<RequestId, oneshot::Sender<Response>>,
+    /// `GET /v1/snapshot`s waiting for the state to reach an index.
+    saving: Vec<(u64, oneshot::Sender<Result<super::SavedState, String>>)>,
 }
 
 /// What the agent task reads from.
@@ -195,6 +197,7 @@ async fn run(
         server: None,
         next_request: 0,
         waiting: BTreeMap::new(),
+        saving: Vec::new(),
         leaving: Vec::new(),
         left,
         pools,
@@ -250,6 +253,7 @@ async fn run(
     let mut inputs: Vec<Input> = Vec::new();
     let mut out: Vec<Action> = Vec::new();
     loop {
+        l.answer_saves();
         let deadline = l
             .server
             .as_ref()
@@ -645,6 +649,61 @@ impl Loop {
         });
     }
 
+    /// Hand the state to every `GET /v1/snapshot` whose index it reached
+    /// (a view is O(1): the tables are persistent maps); forget those whose
+    /// HTTP request went away.
+    fn answer_saves(&mut self) {
+        if self.saving.is_empty() {
+            return;
+        }
+        let Some(server) = self.server.as_ref() else {
+            return;
+        };
+        let index = server.fsm().index();
+        let mut still = Vec::new();
+        for (at_least, tx) in self.saving.drain(..) {
+            if tx.is_closed() {
+                continue;
+            }
+            if index < at_least {
+                still.push((at_least, tx));
+                continue;
+            }
+            let last = server.last_applied();
+            let term = server
+                .raft()
+                .log()
+                .term_at(last)
+                .or_else(|| {
+                    server
+                        .raft()
+                        .snapshot()
+                        .filter(|s| s.meta.last_index == last)
+                        .map(|s| s.meta.last_term)
+                })
+                .unwrap_or(server.term());
+            let servers = server
+                .raft()
+                .membership_at(last)
+                .servers
+                .iter()
+                .map(|(id, m)| {
+                    (
+                        id.to_string(),
+                        m.address.clone(),
+                        m.suffrage == tern_core::raft::Suffrage::Voter,
+                    )
+                })
+                .collect();
+            let _ = tx.send(Ok(super::SavedState {
+                view: server.fsm().view(),
+                term: term.0,
+                servers,
+            }));
+        }
+        self.saving = still;
+    }
+
     fn before_bootstrap(&mut self, msg: ToAgent) {
         match msg {
             ToAgent::Request(_, tx) => {
@@ -652,6 +711,9 @@ impl Loop {
             }
             ToAgent::Status(tx) => {
                 let _ = tx.send(self.status());
+            }
+            ToAgent::SaveState(_, tx) => {
+                let _ = tx.send(Err(RpcError::NoLeader.to_string()));
             }
             ToAgent::Leave(tx) => {
                 // Nothing to hand over or drain: only the gossip leave.
@@ -673,6 +735,7 @@ impl Loop {
             ToAgent::Status(tx) => {
                 let _ = tx.send(self.status());
             }
+            ToAgent::SaveState(at_least, tx) => self.saving.push((at_least, tx)),
             ToAgent::Leave(tx) => {
                 if !self.leave_started {
                     inputs.push(Input::Leave);

@@ -85,6 +85,20 @@ impl Client {
         self.send("GET", path, &query, None)
     }
 
+    /// `get` with a larger response limit (`snapshot save`).
+    pub fn get_large(
+        &self,
+        path: &str,
+        query: &[(&str, Option<&str>)],
+        limit: u64,
+    ) -> Result<Reply, String> {
+        let mut query = query.to_vec();
+        if self.stale {
+            query.push(("stale", None));
+        }
+        self.send_limited("GET", path, &query, None, limit)
+    }
+
     pub fn put(
         &self,
         path: &str,
@@ -104,6 +118,17 @@ impl Client {
         path: &str,
         query: &[(&str, Option<&str>)],
         body: Option<&[u8]>,
+    ) -> Result<Reply, String> {
+        self.send_limited(method, path, query, body, RESPONSE_BYTES_MAX)
+    }
+
+    fn send_limited(
+        &self,
+        method: &str,
+        path: &str,
+        query: &[(&str, Option<&str>)],
+        body: Option<&[u8]>,
+        limit: u64,
     ) -> Result<Reply, String> {
         let mut pairs: Vec<(&str, Option<&str>)> = query.to_vec();
         if let Some(dc) = &self.datacenter {
@@ -134,7 +159,7 @@ impl Client {
         let body = response
             .body_mut()
             .with_config()
-            .limit(RESPONSE_BYTES_MAX)
+            .limit(limit)
             .read_to_vec()
             .map_err(failed)?;
         Ok(Reply { status, body })

@@ -131,6 +131,26 @@ pub(crate) const COMMANDS: &[CommandDoc] = &[
         help: super::operator::REMOVE_PEER_USAGE,
     },
     CommandDoc {
+        path: "snapshot",
+        synopsis: "Saves, restores and inspects snapshots of the servers' state",
+        help: SNAPSHOT_HELP,
+    },
+    CommandDoc {
+        path: "snapshot inspect",
+        synopsis: "Prints what a snapshot file holds",
+        help: super::snapshot::INSPECT_USAGE,
+    },
+    CommandDoc {
+        path: "snapshot restore",
+        synopsis: "Replaces the servers' state with a snapshot",
+        help: super::snapshot::RESTORE_USAGE,
+    },
+    CommandDoc {
+        path: "snapshot save",
+        synopsis: "Saves a snapshot of the servers' state to a file",
+        help: super::snapshot::SAVE_USAGE,
+    },
+    CommandDoc {
         path: "version",
         synopsis: "Prints the Tern version and the Consul version it matches",
         help: VERSION_HELP,
@@ -295,6 +315,20 @@ Usage: tern kv <subcommand> [options] [args]
       $ tern kv export app/ > app.json
       $ tern kv import @app.json
       $ tern kv delete -recurse app/
+
+  Run a subcommand with -h for its options.
+";
+
+const SNAPSHOT_HELP: &str = "
+Usage: tern snapshot <subcommand> [options] [args]
+
+  Saves, restores and inspects point-in-time snapshots of the servers' state
+  (KV, the catalog, autopilot's configuration) for disaster recovery, as
+  Consul's snapshot commands do. For example:
+
+      $ tern snapshot save backup.snap
+      $ tern snapshot inspect backup.snap
+      $ tern snapshot restore backup.snap
 
   Run a subcommand with -h for its options.
 ";

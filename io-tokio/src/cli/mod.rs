@@ -16,6 +16,7 @@ mod help;
 mod kv;
 mod members;
 mod operator;
+mod snapshot;
 mod table;
 
 use std::io::{Read, Write};
@@ -74,6 +75,9 @@ pub fn run_with_input(
         "join" => members::join(rest, &mut io),
         "force-leave" => members::force_leave(rest, &mut io),
         "leave" => operator::leave(rest, &mut io),
+        "snapshot save" => snapshot::save(rest, &mut io),
+        "snapshot restore" => snapshot::restore(rest, &mut io),
+        "snapshot inspect" => snapshot::inspect(rest, &mut io),
         "version" => version(rest, &mut io),
         "bench kv" => crate::bench::command(rest, io.out, io.err),
         // The binary runs the agent before it gets here (`agent_args`).

@@ -31,6 +31,7 @@ mod members;
 mod operator;
 mod params;
 mod reply;
+mod snapshot;
 mod status;
 
 use axum::http::{header, Method, StatusCode, Uri};
@@ -150,6 +151,7 @@ pub fn router(agent: AgentHandle) -> Router {
         .route("/v1/health/state/{*state}", get(health::state))
         .route("/v1/health/service/", get(health::service_nameless))
         .route("/v1/health/service/{*service}", get(health::service))
+        .route("/v1/snapshot", get(snapshot::save).put(snapshot::restore))
         .with_state(agent)
 }
 
