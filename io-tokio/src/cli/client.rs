@@ -77,6 +77,18 @@ impl Client {
         })
     }
 
+    /// The same client with a whole-request timeout of `timeout` (a large
+    /// snapshot takes longer than the default minute).
+    pub fn with_timeout(mut self, timeout: Duration) -> Client {
+        let config = ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .timeout_global(Some(timeout))
+            .proxy(None)
+            .build();
+        self.agent = ureq::Agent::new_with_config(config);
+        self
+    }
+
     pub fn get(&self, path: &str, query: &[(&str, Option<&str>)]) -> Result<Reply, String> {
         let mut query = query.to_vec();
         if self.stale {

@@ -9,6 +9,10 @@ use crate::snapshot::{read_archive, write_file_atomically, ArchiveMeta};
 /// state limit allows.
 const STATE_BYTES_MAX: u64 = 16 << 30;
 
+/// How long a save or restore may take: a large state is encoded, sent
+/// and (for a restore) committed chunk by chunk.
+const SNAPSHOT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30 * 60);
+
 pub(crate) const SAVE_USAGE: &str = "\
 Usage: tern snapshot save [options] FILE
 
@@ -60,7 +64,7 @@ fn one_file(args: &[String], io: &mut Io) -> Result<String, i32> {
 
 pub(crate) fn save(args: &[String], io: &mut Io) -> i32 {
     let (p, client) = match command(args, &[], "snapshot save", io) {
-        Ok(x) => x,
+        Ok((p, c)) => (p, c.with_timeout(SNAPSHOT_TIMEOUT)),
         Err(code) => return code,
     };
     let file = match one_file(&p.args, io) {
@@ -90,7 +94,7 @@ pub(crate) fn save(args: &[String], io: &mut Io) -> i32 {
 
 pub(crate) fn restore(args: &[String], io: &mut Io) -> i32 {
     let (p, client) = match command(args, &[], "snapshot restore", io) {
-        Ok(x) => x,
+        Ok((p, c)) => (p, c.with_timeout(SNAPSHOT_TIMEOUT)),
         Err(code) => return code,
     };
     let file = match one_file(&p.args, io) {
