@@ -70,6 +70,17 @@ impl Touched {
             // The chunk that completes a restore sets `abandon` (the server
             // knows from its result); the others change nothing readable.
             Command::RestoreChunk(_) => {}
+            Command::Txn(ops) => {
+                for op in ops.iter().filter(|op| op.is_write()) {
+                    if let crate::fsm::TxnOp::Kv { verb, key, .. } = op {
+                        if *verb == crate::fsm::KvVerb::DeleteTree {
+                            self.trees.insert(key.clone());
+                        } else {
+                            self.keys.insert(key.clone());
+                        }
+                    }
+                }
+            }
         }
     }
 

@@ -577,6 +577,7 @@ impl Server {
                 }
             }
             Op::Catalog(c) => return self.check_catalog(c),
+            Op::Txn(ops) => return self.check_txn(ops),
             Op::SnapshotRestore(chunk) => {
                 let max = crate::fsm::RESTORE_CHUNK_BYTES_MAX;
                 if chunk.data.len() > max {
@@ -597,6 +598,44 @@ impl Server {
         if key.is_some_and(|k| k.len() > key_max) {
             return Err(RpcError::TooLarge(format!(
                 "Key exceeds {key_max} byte limit"
+            )));
+        }
+        Ok(())
+    }
+
+    /// A transaction's limits, with Consul's texts (agent/txn_endpoint.go):
+    /// at most `TXN_OPS_MAX` operations, each KV value and key within the
+    /// KV limits, each catalog write within the catalog's.
+    fn check_txn(&self, ops: &[crate::fsm::TxnOp]) -> Result<(), RpcError> {
+        use crate::fsm::{TxnOp, TXN_OPS_MAX};
+        if ops.len() > TXN_OPS_MAX {
+            return Err(RpcError::TooLarge(format!(
+                "Transaction contains too many operations ({} > {TXN_OPS_MAX})",
+                ops.len()
+            )));
+        }
+        for op in ops {
+            if let TxnOp::Kv { key, value, .. } = op {
+                if value.len() > self.config.kv_value_bytes_max {
+                    return Err(RpcError::TooLarge(format!(
+                        "Value for key {key:?} is too large ({} > {} bytes)",
+                        value.len(),
+                        self.config.kv_value_bytes_max
+                    )));
+                }
+                if key.len() > self.config.kv_key_bytes_max {
+                    return Err(RpcError::TooLarge(format!(
+                        "Key exceeds {} byte limit",
+                        self.config.kv_key_bytes_max
+                    )));
+                }
+            }
+        }
+        let bytes: usize = ops.iter().map(crate::fsm::txn::approx_bytes).sum();
+        if bytes > self.config.append_bytes_max / 2 {
+            return Err(RpcError::TooLarge(format!(
+                "Transaction of about {bytes} bytes exceeds the {} byte limit",
+                self.config.append_bytes_max / 2
             )));
         }
         Ok(())
@@ -914,6 +953,9 @@ impl Server {
             Op::SnapshotRestore(chunk) => {
                 self.propose_command(now, Command::RestoreChunk(chunk.clone()), &origin, out)
             }
+            Op::Txn(ops) if request.op.is_write() => {
+                self.propose_command(now, Command::Txn(ops.clone()), &origin, out)
+            }
             Op::RaftAddNonvoter { id, name, address } => {
                 let mut m = self.raft.membership().clone();
                 if m.contains(*id) {
@@ -1149,6 +1191,7 @@ impl Server {
             Op::AutopilotHealth => (commit, ReplyBody::AutopilotHealth(self.autopilot.reply())),
             Op::Catalog(c) => self.read_catalog(c),
             Op::SnapshotIndex => (self.fsm.index(), ReplyBody::Done),
+            Op::Txn(ops) => (self.fsm.index(), ReplyBody::Txn(self.fsm.txn_read(ops))),
             Op::AutopilotGetConfig => {
                 let stored = self.fsm.autopilot().cloned().unwrap_or(StoredAutopilot {
                     config: self.config.autopilot.clone(),

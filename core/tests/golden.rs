@@ -16,10 +16,10 @@ use std::path::{Path, PathBuf};
 use tern_core::autopilot::{AutopilotConfig, GossipStatus, HealthReply, ServerHealthReply};
 use tern_core::clock::Duration;
 use tern_core::fsm::{
-    ApplyResult, CatalogError, CatalogTableName, Check, CheckDefinition, CheckServiceNode, Command,
-    Deregister, Fsm, KvCommand, KvEntry, KvWrite, Node, NodeServices, Register, RestoreChunk,
-    RestoreError, RestoreProgress, Service, ServiceAddress, ServiceInstance, StoredAutopilot,
-    Weights,
+    ApplyResult, CatalogError, CatalogTableName, CatalogVerb, Check, CheckDefinition,
+    CheckServiceNode, Command, Deregister, Fsm, KvCommand, KvEntry, KvVerb, KvWrite, Node,
+    NodeServices, Register, RestoreChunk, RestoreError, RestoreProgress, Service, ServiceAddress,
+    ServiceInstance, StoredAutopilot, TxnError, TxnOp, TxnResult, Weights,
 };
 use tern_core::raft::{
     AppendEntries, AppendEntriesResponse, Entry, EntryPayload, HardState, InstallSnapshot,
@@ -473,6 +473,34 @@ fn ops() -> Vec<(&'static str, Op)> {
         ),
         ("snapshot_restore", Op::SnapshotRestore(restore_chunk())),
         ("snapshot_index", Op::SnapshotIndex),
+        ("txn", Op::Txn(txn_ops())),
+    ]
+}
+
+/// A transaction with one operation of each kind.
+fn txn_ops() -> Vec<TxnOp> {
+    vec![
+        TxnOp::Kv {
+            verb: KvVerb::Cas,
+            key: "web/config".into(),
+            value: b"\x00{\"port\": 8080}".to_vec(),
+            flags: 0xdead_beef,
+            index: 0x1_0000_0005,
+            session: "adf4238a-882b-9ddc-4a9d-5b6758e4159e".into(),
+        },
+        TxnOp::Node {
+            verb: CatalogVerb::Set,
+            node: catalog_node(),
+        },
+        TxnOp::Service {
+            verb: CatalogVerb::DeleteCas,
+            node: "web-01".into(),
+            service: catalog_register().service.unwrap(),
+        },
+        TxnOp::Check {
+            verb: CatalogVerb::Get,
+            check: catalog_register().checks[0].clone(),
+        },
     ]
 }
 
@@ -588,6 +616,26 @@ fn reply_bodies() -> Vec<(&'static str, ReplyBody)> {
                 expected: 1 << 20,
                 got: 2 << 20,
             }))),
+        ),
+        (
+            "applied_txn",
+            ReplyBody::Applied(ApplyResult::Txn(Ok(vec![
+                TxnResult::Kv(kv_entry("web/config")),
+                TxnResult::Node(catalog_node()),
+            ]))),
+        ),
+        (
+            "applied_txn_refused",
+            ReplyBody::Applied(ApplyResult::Txn(Err(vec![TxnError {
+                op_index: 127,
+                what: "failed to set key \"a\", index is stale".into(),
+            }]))),
+        ),
+        (
+            "txn_read",
+            ReplyBody::Txn(Ok(vec![TxnResult::Check(
+                catalog_register().checks[0].clone(),
+            )])),
         ),
         (
             "catalog_nodes",
@@ -1029,6 +1077,14 @@ fn golden_vectors_match() {
             wire::decode_command,
         );
     }
+
+    let txn = Command::Txn(txn_ops());
+    g.check(
+        "command_txn",
+        &txn,
+        wire::encode_command(&txn),
+        wire::decode_command,
+    );
 
     let restore = Command::RestoreChunk(restore_chunk());
     g.check(

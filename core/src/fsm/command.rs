@@ -58,6 +58,9 @@ pub enum Command {
     /// One chunk of an operator's snapshot restore (`PUT /v1/snapshot`);
     /// see `fsm/restore.rs`.
     RestoreChunk(super::restore::RestoreChunk),
+    /// `PUT /v1/txn` with at least one write: every operation applied at
+    /// this index, or none (see `fsm/txn.rs`).
+    Txn(Vec<super::txn::TxnOp>),
 }
 
 /// Autopilot's configuration as the state machine stores it, with Consul's
@@ -95,4 +98,6 @@ pub enum ApplyResult {
     /// `RestoreChunk`: how far the restore has come, or why the chunk was
     /// refused.
     Restore(Result<super::restore::RestoreProgress, super::restore::RestoreError>),
+    /// `Txn`: every operation's result, or every failure (nothing applied).
+    Txn(super::txn::TxnOutcome),
 }

@@ -112,9 +112,11 @@ impl KvTable {
     /// Applies `cmd` at Raft index `index`; returns whether its condition
     /// held (always `true` for unconditional commands).
     pub(crate) fn apply(&mut self, index: u64, cmd: &KvCommand) -> bool {
+        // Equal for the second write of a transaction, which shares its
+        // entry's index with the first.
         assert!(
-            index > self.index,
-            "KV apply at {index} <= table index {}",
+            index >= self.index,
+            "KV apply at {index} < table index {}",
             self.index
         );
         match cmd {

@@ -14,6 +14,7 @@ mod kv;
 pub mod restore;
 mod snapshot;
 mod tombstone_gc;
+pub mod txn;
 mod view;
 
 pub use catalog::types::{
@@ -25,6 +26,7 @@ pub use command::{ApplyResult, Command, KvCommand, KvEntry, KvWrite, StoredAutop
 pub use error::FsmError;
 pub use restore::{RestoreChunk, RestoreError, RestoreProgress, RESTORE_CHUNK_BYTES_MAX};
 pub use tombstone_gc::TombstoneGc;
+pub use txn::{CatalogVerb, KvVerb, TxnError, TxnOp, TxnOutcome, TxnResult, TXN_OPS_MAX};
 pub use view::FsmView;
 
 use std::collections::BTreeMap;
@@ -93,7 +95,46 @@ impl Fsm {
             Command::RestoreChunk(chunk) => {
                 ApplyResult::Restore(self.restore_chunk(raft_index, chunk))
             }
+            Command::Txn(ops) => ApplyResult::Txn(self.txn(index, ops)),
         }
+    }
+
+    /// A transaction at table index `index`: on copies of the tables, kept
+    /// only if every operation succeeded (see `txn.rs`).
+    fn txn(&mut self, index: u64, ops: &[TxnOp]) -> TxnOutcome {
+        let mut kv = self.kv.clone();
+        let mut catalog = self.catalog.clone();
+        let outcome = txn::run(
+            &mut txn::TxnState {
+                kv: &mut kv,
+                catalog: &mut catalog,
+            },
+            index,
+            ops,
+        );
+        if outcome.is_ok() {
+            self.kv = kv;
+            self.catalog = catalog;
+        }
+        outcome
+    }
+
+    /// A transaction of reads alone (Consul's `Txn.Read`), against the
+    /// state as it is: nothing changes, whatever the operations say.
+    pub fn txn_read(&self, ops: &[TxnOp]) -> TxnOutcome {
+        let at = self.index() + 1;
+        let mut kv = self.kv.clone();
+        let mut catalog = self.catalog.clone();
+        // Writes never get here (the server routes them to the log); if one
+        // did, it would change only these copies.
+        txn::run(
+            &mut txn::TxnState {
+                kv: &mut kv,
+                catalog: &mut catalog,
+            },
+            at,
+            ops,
+        )
     }
 
     /// Stage one chunk of an operator's restore; the last one swaps the
@@ -191,6 +232,26 @@ impl Fsm {
             | Command::TombstoneReap { .. }
             | Command::AutopilotSet { .. }
             | Command::RestoreChunk(_) => Vec::new(),
+            Command::Txn(ops) => {
+                let mut topics = Vec::new();
+                for op in ops.iter().filter(|op| op.is_write()) {
+                    match op {
+                        TxnOp::Node { node, .. } => {
+                            topics.extend(self.catalog.topics(&node.node, &node.id, None))
+                        }
+                        TxnOp::Service { node, service, .. } => topics.extend(self.catalog.topics(
+                            node,
+                            "",
+                            Some(service.service.as_str()),
+                        )),
+                        TxnOp::Check { check, .. } => {
+                            topics.extend(self.catalog.topics(&check.node, "", None))
+                        }
+                        TxnOp::Kv { .. } => {}
+                    }
+                }
+                topics
+            }
         }
     }
 
@@ -303,7 +364,13 @@ impl Fsm {
                     | KvCommand::DeleteCas { .. }
                     | KvCommand::DeleteTree { .. }
             )
-        );
+        ) || matches!(cmd, Command::Txn(ops) if ops.iter().any(|op| matches!(
+            op,
+            TxnOp::Kv {
+                verb: KvVerb::Delete | KvVerb::DeleteCas | KvVerb::DeleteTree,
+                ..
+            }
+        )));
         deletes && self.kv.index() == self.index_at(index)
     }
 

@@ -167,6 +167,7 @@ pub fn entry_size(e: &Entry) -> usize {
                 8 + d.node.len() + d.service_id.len() + d.check_id.len()
             }
             Command::RestoreChunk(c) => 32 + c.data.len(),
+            Command::Txn(ops) => ops.iter().map(crate::fsm::txn::approx_bytes).sum(),
         },
     }
 }

@@ -87,6 +87,9 @@ pub enum Op {
     /// read as any read is (from the leader unless `?stale`); the agent
     /// then saves its own state once it has applied that far.
     SnapshotIndex,
+    /// `PUT /v1/txn`: a write through the log if any operation writes,
+    /// otherwise a read in the request's consistency mode.
+    Txn(Vec<crate::fsm::TxnOp>),
 }
 
 /// A catalog operation (Consul's `Catalog.*` RPCs).
@@ -172,6 +175,7 @@ impl Op {
                 | Op::AutopilotSetConfig { .. }
                 | Op::SnapshotRestore(_)
         ) || matches!(self, Op::Catalog(c) if c.is_write())
+            || matches!(self, Op::Txn(ops) if ops.iter().any(|op| op.is_write()))
     }
 }
 
@@ -223,6 +227,9 @@ pub enum ReplyBody {
     /// agent's own, which the leader stores in its first term).
     AutopilotConfig(crate::fsm::StoredAutopilot),
     Catalog(CatalogReply),
+    /// A transaction of reads alone (Consul's `Txn.Read`); a transaction
+    /// with a write is answered `Applied(ApplyResult::Txn(..))`.
+    Txn(crate::fsm::TxnOutcome),
 }
 
 /// A successful reply with the metadata Consul puts in its headers.

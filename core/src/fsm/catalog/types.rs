@@ -17,7 +17,7 @@ use serde::{Deserialize, Serialize};
 pub type Meta = BTreeMap<String, String>;
 
 /// A node (Consul's `structs.Node`).
-#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct Node {
     /// Consul's node ID: a UUID, or empty for a node registered without one.
     pub id: String,
@@ -65,7 +65,7 @@ impl Weights {
 /// In a [`Register`] command the indexes are 0 and `weights` is what the
 /// client sent; stored, `weights` is always set (Consul's default of
 /// passing 1, warning 1 when none or an invalid pair was sent).
-#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct Service {
     /// `""` (a typical service), `mesh-gateway`, ... (Consul's `Kind`).
     pub kind: String,
@@ -98,7 +98,7 @@ pub struct CheckDefinition {
 /// A health check (Consul's `structs.HealthCheck`). In a [`Register`]
 /// command the indexes are 0 and `service_name`/`service_tags` are ignored:
 /// the state machine copies them from the service `service_id` names.
-#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct Check {
     pub node: String,
     pub check_id: String,
@@ -123,7 +123,7 @@ pub struct Check {
 /// server-side defaults: a service ID defaults to its name, a check's node
 /// to the request's, a check ID to its name; `Check` and `Checks` are one
 /// list).
-#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct Register {
     pub id: String,
     pub node: String,
