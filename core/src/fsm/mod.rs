@@ -759,11 +759,13 @@ mod tests {
                     ApplyResult::Kv(true)
                     | ApplyResult::Autopilot(true)
                     | ApplyResult::Catalog(Ok(()))
-                    | ApplyResult::Restore(Ok(_)) => held += 1,
+                    | ApplyResult::Restore(Ok(_))
+                    | ApplyResult::Txn(Ok(_)) => held += 1,
                     ApplyResult::Kv(false)
                     | ApplyResult::Autopilot(false)
                     | ApplyResult::Catalog(Err(_))
-                    | ApplyResult::Restore(Err(_)) => failed += 1,
+                    | ApplyResult::Restore(Err(_))
+                    | ApplyResult::Txn(Err(_)) => failed += 1,
                 },
                 Step::Other(index) => fsm.apply_other(*index),
             }
