@@ -1584,3 +1584,135 @@ fn consul_shaped_archive() -> Vec<u8> {
     }
     tar.into_inner().unwrap().finish().unwrap()
 }
+
+/// `PUT /v1/txn` on a real agent (Consul's agent/txn_endpoint.go and
+/// state/txn.go): a transaction of writes is applied at one index; one
+/// failed operation applies nothing and answers 409 naming it; reads alone
+/// are served as a read with the leader headers; limits are 413 and a body
+/// that is not a list of operations 400, each with Consul's text.
+#[test]
+fn transactions_on_a_real_agent_are_atomic_with_consuls_answers() {
+    let dir = temp_dir("txn");
+    let (_child, base, _) = single_server_with_a_write("txn", &dir.join("data"), "seed");
+    let url = format!("{base}/v1/txn");
+    let b64 = |s: &str| {
+        use base64::Engine as _;
+        base64::engine::general_purpose::STANDARD.encode(s)
+    };
+    let body = format!(
+        r#"[{{"KV":{{"Verb":"set","Key":"t/a","Value":"{}"}}}},
+            {{"kv":{{"verb":"set","key":"t/b","value":"{}","flags":7}}}},
+            {{"Node":{{"Verb":"set","Node":{{"Node":"n1","Address":"10.0.0.1"}}}}}},
+            {{"Service":{{"Verb":"set","Node":"n1","Service":{{"Service":"web","Port":80}}}}}},
+            {{"KV":{{"Verb":"get","Key":"t/a"}}}}]"#,
+        b64("1"),
+        b64("2")
+    );
+    let (status, text) = put(&url, &body).unwrap();
+    assert_eq!(status, 200, "{text}");
+    let j: serde_json::Value = serde_json::from_str(&text).unwrap();
+    assert!(j["Errors"].is_null(), "{j}");
+    let results = j["Results"].as_array().unwrap();
+    assert_eq!(results.len(), 5, "{j}");
+    let index = results[0]["KV"]["ModifyIndex"].as_u64().unwrap();
+    assert!(
+        results[0]["KV"]["Value"].is_null(),
+        "a write's result has no value"
+    );
+    assert_eq!(results[1]["KV"]["Flags"], 7);
+    assert_eq!(results[2]["Node"]["Node"], "n1");
+    assert_eq!(results[2]["Node"]["ModifyIndex"].as_u64(), Some(index));
+    assert_eq!(results[3]["Service"]["ID"], "web");
+    assert_eq!(results[4]["KV"]["Value"], b64("1"));
+    let web = get(&format!("{base}/v1/catalog/service/web")).unwrap().1;
+    assert!(web.contains("\"n1\""), "{web}");
+
+    // One stale CAS among writes: 409, every failure named, nothing applied.
+    let body = format!(
+        r#"[{{"KV":{{"Verb":"set","Key":"t/c","Value":"{}"}}}},
+            {{"KV":{{"Verb":"cas","Key":"t/a","Value":"{}","Index":{}}}}},
+            {{"KV":{{"Verb":"delete","Key":"t/b"}}}},
+            {{"KV":{{"Verb":"check-not-exists","Key":"t/a"}}}}]"#,
+        b64("3"),
+        b64("x"),
+        index + 100
+    );
+    let (status, text) = put(&url, &body).unwrap();
+    assert_eq!(status, 409, "{text}");
+    let j: serde_json::Value = serde_json::from_str(&text).unwrap();
+    assert!(j["Results"].is_null(), "{j}");
+    assert_eq!(
+        j["Errors"],
+        serde_json::json!([
+            {"OpIndex": 1, "What": "failed to set key \"t/a\", index is stale"},
+            {"OpIndex": 3, "What": "key \"t/a\" exists"},
+        ])
+    );
+    assert_eq!(get(&format!("{base}/v1/kv/t/c")).map(|r| r.0), Some(404));
+    assert_eq!(get(&format!("{base}/v1/kv/t/b")).map(|r| r.0), Some(200));
+
+    // Reads alone: served as a read (stale here), with the leader headers.
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .timeout_global(Some(Duration::from_secs(5)))
+        .http_status_as_error(false)
+        .build()
+        .into();
+    let mut r = agent
+        .put(&format!("{url}?stale"))
+        .send(r#"[{"KV":{"Verb":"get-tree","Key":"t/"}}]"#.as_bytes())
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 200);
+    assert_eq!(
+        r.headers()
+            .get("X-Consul-KnownLeader")
+            .unwrap()
+            .to_str()
+            .unwrap(),
+        "true"
+    );
+    assert!(r.headers().get("X-Consul-LastContact").is_some());
+    let text = r.body_mut().read_to_string().unwrap();
+    let j: serde_json::Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(j["Results"].as_array().unwrap().len(), 2, "{j}");
+
+    // Limits and bad bodies.
+    let ops: Vec<String> = (0..129)
+        .map(|i| format!(r#"{{"KV":{{"Verb":"get","Key":"k{i}"}}}}"#))
+        .collect();
+    let (status, text) = put(&url, &format!("[{}]", ops.join(","))).unwrap();
+    assert_eq!(
+        (status, text.as_str()),
+        (413, "Transaction contains too many operations (129 > 128)")
+    );
+    let at: Vec<String> = (0..128)
+        .map(|i| {
+            format!(
+                r#"{{"KV":{{"Verb":"set","Key":"many/{i}","Value":"{}"}}}}"#,
+                b64("v")
+            )
+        })
+        .collect();
+    let (status, text) = put(&url, &format!("[{}]", at.join(","))).unwrap();
+    assert_eq!(status, 200, "128 operations are allowed: {text}");
+    let (status, text) = put(&url, r#"{"KV":{}}"#).unwrap();
+    assert_eq!(status, 400);
+    assert_eq!(
+        text,
+        "Failed to parse body: json: cannot unmarshal object into Go value of type api.TxnOps"
+    );
+    let (status, text) = put(&url, "[{").unwrap();
+    assert_eq!(status, 400);
+    assert!(text.starts_with("Failed to parse body: "), "{text}");
+    let big = "x".repeat(600 * 1024);
+    let (status, text) = put(&url, &big).unwrap();
+    assert_eq!(
+        (status, text.as_str()),
+        (413, "Request body too large, max size: 524288 bytes")
+    );
+    let (status, text) = put(&url, r#"[{"KV":{"Verb":"frobnicate","Key":"k"}}]"#).unwrap();
+    assert_eq!(status, 409, "{text}");
+    assert!(
+        text.contains(r#""What":"unknown KV verb \"frobnicate\"""#),
+        "{text}"
+    );
+}

@@ -69,4 +69,27 @@ assert c.catalog.deregister("ext1", service_id="redis1") is True
 assert c.catalog.service("redis")[1] == []
 assert c.catalog.deregister("ext1") is True
 assert c.catalog.nodes()[1] == []
+# Transactions (agent/txn_endpoint.go), as py-consul's txn.put sends them.
+import base64
+b64 = lambda s: base64.b64encode(s.encode()).decode()
+r = c.txn.put([
+    {"KV": {"Verb": "set", "Key": "txn/a", "Value": b64("1")}},
+    {"KV": {"Verb": "set", "Key": "txn/b", "Value": b64("2")}},
+    {"KV": {"Verb": "get", "Key": "txn/a"}},
+])
+assert r["Errors"] is None and len(r["Results"]) == 3, r
+assert r["Results"][0]["KV"]["Key"] == "txn/a" and r["Results"][0]["KV"]["Value"] is None, r
+assert base64.b64decode(r["Results"][2]["KV"]["Value"]) == b"1", r
+idx = r["Results"][0]["KV"]["ModifyIndex"]
+assert r["Results"][1]["KV"]["ModifyIndex"] == idx, r
+# A failed check rolls the whole transaction back: 409 with the errors.
+try:
+    c.txn.put([
+        {"KV": {"Verb": "set", "Key": "txn/c", "Value": b64("3")}},
+        {"KV": {"Verb": "check-index", "Key": "txn/a", "Index": idx + 1000}},
+    ])
+    raise AssertionError("a failed transaction did not raise")
+except consul.ConsulException as e:
+    assert "409" in str(e) or "failed index check" in str(e), e
+assert c.kv.get("txn/c")[1] is None
 print("py-consul: all checks passed")

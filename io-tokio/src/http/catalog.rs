@@ -367,7 +367,7 @@ fn parse_register(value: &Value) -> Result<(String, Register), String> {
     Ok((reg.datacenter.clone(), reg))
 }
 
-fn parse_service(f: &Fields<'_>) -> Result<Service, String> {
+pub(crate) fn parse_service(f: &Fields<'_>) -> Result<Service, String> {
     let mut tagged_addresses = BTreeMap::new();
     for (name, a) in f.object_map("TaggedAddresses", "ServiceAddress")? {
         tagged_addresses.insert(
@@ -401,7 +401,7 @@ fn parse_service(f: &Fields<'_>) -> Result<Service, String> {
     })
 }
 
-fn parse_check(f: &Fields<'_>) -> Result<Check, String> {
+pub(crate) fn parse_check(f: &Fields<'_>) -> Result<Check, String> {
     let definition = match f.object("Definition", "HealthCheckDefinition")? {
         None => CheckDefinition::default(),
         Some(d) => CheckDefinition {

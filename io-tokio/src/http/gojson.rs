@@ -103,6 +103,17 @@ impl<'a> Fields<'a> {
         }
     }
 
+    /// A Go `uint64`: a whole number from 0 up.
+    pub(crate) fn uint(&self, name: &str) -> Result<u64, String> {
+        match self.get(name) {
+            None => Ok(0),
+            Some(v @ Value::Number(n)) => {
+                n.as_u64().ok_or_else(|| self.mismatch(name, v, "uint64"))
+            }
+            Some(v) => Err(self.mismatch(name, v, "uint64")),
+        }
+    }
+
     /// A Go `map[string]string`: `None` when absent or `null`.
     pub(crate) fn string_map(
         &self,

@@ -39,7 +39,7 @@ fn go_duration(ns: u64) -> Option<String> {
 /// Consul's `structs.HealthCheck` (CE).
 #[derive(Serialize)]
 #[serde(rename_all = "PascalCase")]
-struct HealthCheckJson<'a> {
+pub(crate) struct HealthCheckJson<'a> {
     node: &'a str,
     #[serde(rename = "CheckID")]
     check_id: &'a str,

@@ -22,7 +22,7 @@ const KV_MAX_VALUE_SIZE_DOC: &str =
 /// A KV entry as Consul's `DirEntry` is encoded (field order as Consul's).
 #[derive(Serialize)]
 #[serde(rename_all = "PascalCase")]
-struct DirEntry<'a> {
+pub(crate) struct DirEntry<'a> {
     lock_index: u64,
     key: &'a str,
     flags: u64,

@@ -33,6 +33,7 @@ mod params;
 mod reply;
 mod snapshot;
 mod status;
+mod txn;
 
 use axum::http::{header, Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
@@ -152,6 +153,7 @@ pub fn router(agent: AgentHandle) -> Router {
         .route("/v1/health/service/", get(health::service_nameless))
         .route("/v1/health/service/{*service}", get(health::service))
         .route("/v1/snapshot", get(snapshot::save).put(snapshot::restore))
+        .route("/v1/txn", put(txn::txn))
         .with_state(agent)
 }
 
