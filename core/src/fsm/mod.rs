@@ -656,6 +656,31 @@ mod tests {
                     log.push(Step::Cmd(index, Command::TombstoneReap { upto: near }));
                     continue;
                 }
+                12 => {
+                    // A transaction of a few KV operations over colliding
+                    // keys: it holds or fails whole.
+                    let verbs = [
+                        txn::KvVerb::Set,
+                        txn::KvVerb::Cas,
+                        txn::KvVerb::Delete,
+                        txn::KvVerb::DeleteTree,
+                        txn::KvVerb::CheckIndex,
+                        txn::KvVerb::CheckNotExists,
+                        txn::KvVerb::Get,
+                    ];
+                    let ops = (0..1 + rng.below(4))
+                        .map(|_| TxnOp::Kv {
+                            verb: verbs[rng.below(verbs.len() as u64) as usize],
+                            key: KEYS[rng.below(KEYS.len() as u64) as usize].to_owned(),
+                            value: rng.next().to_le_bytes()[..rng.below(9) as usize].to_vec(),
+                            flags: rng.below(2),
+                            index: if rng.below(2) == 0 { 0 } else { near },
+                            session: String::new(),
+                        })
+                        .collect();
+                    log.push(Step::Cmd(index, Command::Txn(ops)));
+                    continue;
+                }
                 _ => {
                     log.push(Step::Cmd(index, random_catalog(&mut rng)));
                     continue;
