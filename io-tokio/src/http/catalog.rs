@@ -469,19 +469,15 @@ pub(crate) async fn datacenters(
 /// What every catalog read takes from the query: the read options, and
 /// the node-meta filter (`?node-meta=k:v`, repeatable; a value without
 /// `:` is a key with an empty value, as Consul's `ParseMetaPair`). A
-/// `?filter=` expression is refused: this release does not evaluate them,
-/// and answering unfiltered would be wrong.
+/// `?filter=` expression that does not parse is a 400 here; the list
+/// handlers apply it to their answer (`filter.rs`).
 pub(crate) fn start(
     agent: &AgentHandle,
     query: Vec<(String, String)>,
 ) -> Result<(Params, QueryOptions, BTreeMap<String, String>), ApiError> {
     let params = Params::new(query);
     let opts = QueryOptions::parse(&params, agent.options())?;
-    if params.get("filter").is_some_and(|f| !f.is_empty()) {
-        return Err(ApiError::bad_request(
-            "Failed to create boolean expression evaluator: ?filter expressions are not supported by this server",
-        ));
-    }
+    super::filter::from_query(params.get("filter"))?;
     let node_meta = params
         .all("node-meta")
         .into_iter()
@@ -510,12 +506,14 @@ pub(crate) async fn nodes(
     State(agent): State<AgentHandle>,
     Query(query): Query<Vec<(String, String)>>,
 ) -> ApiResult {
-    let (_, opts, node_meta) = start(&agent, query)?;
+    let (params, opts, node_meta) = start(&agent, query)?;
+    let filter = super::filter::from_query(params.get("filter"))?;
     let (reply, meta) = catalog_read(&agent, &opts, CatalogOp::Nodes { node_meta }).await?;
     let CatalogReply::Nodes(nodes) = reply else {
         return Err(ApiError::unexpected_reply("catalog/nodes"));
     };
     let body: Vec<NodeJson<'_>> = nodes.iter().map(NodeJson::from).collect();
+    let body = super::filter::apply(body, filter.as_ref())?;
     Ok(meta.apply(json(&body, opts.pretty)?))
 }
 
@@ -559,6 +557,8 @@ pub(crate) async fn service(
         return Err(ApiError::unexpected_reply("catalog/service"));
     };
     let body: Vec<ServiceNodeJson<'_>> = found.iter().map(ServiceNodeJson::from).collect();
+    let filter = super::filter::from_query(params.get("filter"))?;
+    let body = super::filter::apply(body, filter.as_ref())?;
     Ok(meta.apply(json(&body, opts.pretty)?))
 }
 

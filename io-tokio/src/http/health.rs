@@ -118,12 +118,14 @@ async fn checks(
     query: Vec<(String, String)>,
     op: impl FnOnce(std::collections::BTreeMap<String, String>) -> CatalogOp,
 ) -> ApiResult {
-    let (_, opts, node_meta) = start(agent, query)?;
+    let (params, opts, node_meta) = start(agent, query)?;
+    let filter = super::filter::from_query(params.get("filter"))?;
     let (reply, meta) = catalog_read(agent, &opts, op(node_meta)).await?;
     let CatalogReply::Checks(checks) = reply else {
         return Err(ApiError::unexpected_reply("a health checks read"));
     };
     let body: Vec<HealthCheckJson<'_>> = checks.iter().map(HealthCheckJson::from).collect();
+    let body = super::filter::apply(body, filter.as_ref())?;
     Ok(meta.apply(json(&body, opts.pretty)?))
 }
 
@@ -235,6 +237,8 @@ pub(crate) async fn service(
         .filter(|c| !passing || c.checks.iter().all(|k| k.status == "passing"))
         .map(CheckServiceNodeJson::from)
         .collect();
+    let filter = super::filter::from_query(params.get("filter"))?;
+    let body = super::filter::apply(body, filter.as_ref())?;
     Ok(meta.apply(json(&body, opts.pretty)?))
 }
 

@@ -24,6 +24,7 @@
 mod agent_api;
 mod autopilot;
 mod catalog;
+mod filter;
 mod gojson;
 mod health;
 mod kv;
