@@ -20,6 +20,7 @@ pub mod config;
 pub mod gossip;
 pub mod http;
 pub mod logging;
+pub mod metrics;
 pub mod net;
 pub mod storage;
 pub mod version;

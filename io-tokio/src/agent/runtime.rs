@@ -17,6 +17,7 @@ use tern_core::{
 use tokio::sync::{mpsc, oneshot};
 
 use super::members::{Pools, ServerReport};
+use super::telemetry::Telemetry;
 use super::{AgentHandle, AgentOptions, AgentStatus, HandleInner, ToAgent};
 use crate::net::{self, Inbound, Pool};
 use crate::storage::{open_data_dir, MemStorage, Storage, StorageError};
@@ -82,11 +83,14 @@ pub async fn start(options: AgentOptions) -> Result<Agent, String> {
             options: options.clone(),
             left: Arc::new(tokio::sync::watch::Sender::new(false)),
             pools: Some(pools.clone()),
+            metrics: Default::default(),
         }),
     };
     let left = handle.inner.left.clone();
+    let metrics = handle.inner.metrics.clone();
     let task = tokio::spawn(run(
         options,
+        metrics,
         storage,
         durable,
         Channels {
@@ -153,6 +157,8 @@ struct Loop {
     gossip_left: bool,
     next_request: u64,
     waiting: BTreeMap<RequestId, oneshot::Sender<Response>>,
+    /// What `/v1/agent/metrics` shows of the core's work.
+    telemetry: Telemetry,
 }
 
 /// What the agent task reads from.
@@ -163,8 +169,10 @@ struct Channels {
     reports: mpsc::Receiver<ServerReport>,
 }
 
+#[allow(clippy::too_many_arguments)]
 async fn run(
     options: AgentOptions,
+    metrics: Arc<crate::metrics::Metrics>,
     storage: Box<dyn Storage>,
     durable: Durable,
     channels: Channels,
@@ -202,6 +210,7 @@ async fn run(
         leave_started: false,
         core_left: false,
         gossip_left: false,
+        telemetry: Telemetry::new(metrics),
         options,
     };
     let fresh = durable.entries.is_empty() && durable.snapshot.is_none();
@@ -296,6 +305,8 @@ async fn run(
             if server.poll_timeout().is_some_and(|t| t <= now) {
                 server.handle(now, Input::Tick, &mut out);
             }
+            let every = StdDuration::from_nanos(l.options.core.leader_lease_timeout.as_nanos());
+            l.telemetry.sample_contact(server, now, every);
         }
         inputs.clear();
         l.pump(&mut out);
@@ -667,6 +678,7 @@ impl Loop {
             ToAgent::Request(request, tx) => {
                 self.next_request += 1;
                 let id = RequestId(self.next_request);
+                self.telemetry.request_taken(id, &request);
                 self.waiting.insert(id, tx);
                 inputs.push(Input::Request { id, request });
             }
@@ -706,6 +718,7 @@ impl Loop {
     /// commit). Meanwhile the agent keeps handling inputs; sends that wait
     /// for a write run when `disk_done` releases them.
     fn pump(&mut self, out: &mut Vec<Action>) {
+        self.telemetry.actions(out, self.server.as_ref());
         let mut ready = Vec::new();
         self.outbox.push(out.drain(..), &mut ready);
         let job = self.outbox.start_job(&mut ready);
@@ -713,6 +726,7 @@ impl Loop {
             self.run_action(a);
         }
         if let Some(job) = job {
+            self.telemetry.job_started(&job, self.server.as_ref());
             if self.disk.send(job).is_err() {
                 tracing::error!("stopping: the disk thread is gone");
                 std::process::exit(1);
@@ -754,6 +768,7 @@ impl Loop {
                 std::process::exit(1);
             }
         }
+        self.telemetry.job_done();
         let mut ready = Vec::new();
         let id = self.outbox.job_done(&mut ready);
         for a in ready {
@@ -792,6 +807,7 @@ impl Loop {
                 }
             }
             Action::Respond { id, response } => {
+                self.telemetry.responded(id);
                 if let Some(tx) = self.waiting.remove(&id) {
                     let _ = tx.send(response);
                 }
