@@ -1318,3 +1318,87 @@ fn an_identical_put_wakes_nobody_and_a_cas_delete_of_a_missing_key_is_true() {
     let _ = child.kill();
     let _ = child.wait();
 }
+
+/// `?max_stale` on real servers (agent/http.go `parseConsistency`,
+/// agent/catalog_endpoint.go `RETRY_ONCE`): a server whose two peers were
+/// killed still answers `?stale` reads, its `X-Consul-LastContact` growing;
+/// a catalog read with a `max_stale` shorter than that is asked again of
+/// the leader, and with none it fails as Consul's does, `No cluster leader`
+/// (500) after the hold; a longer `max_stale` keeps the stale answer. KV
+/// reads are never retried (Consul's KV endpoint has no `RETRY_ONCE`).
+#[test]
+fn max_stale_sends_an_old_stale_catalog_read_to_the_leader() {
+    let mut nodes = cluster("maxstale");
+    let ports: Vec<u16> = nodes.iter().map(|n| n.serf_lan).collect();
+    for n in nodes.iter_mut() {
+        n.start(&ports);
+    }
+    let leader = leader_of(&nodes, Duration::from_secs(20))
+        .unwrap_or_else(|| panic!("no leader\n{}", logs(&nodes)));
+    let survivor = (leader + 1) % 3;
+    let base = nodes[survivor].base();
+    assert_eq!(
+        put(&format!("{base}/v1/kv/k"), "v").map(|r| r.1),
+        Some("true".into())
+    );
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .timeout_global(Some(Duration::from_secs(20)))
+        .http_status_as_error(false)
+        .build()
+        .into();
+    let call = |path: &str| -> (u16, Option<u64>, Option<String>, String, Duration) {
+        let started = Instant::now();
+        let mut r = agent
+            .get(&format!("{base}{path}"))
+            .call()
+            .expect("an answer");
+        let header = |name: &str| {
+            r.headers()
+                .get(name)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_string)
+        };
+        let last_contact = header("X-Consul-LastContact").and_then(|v| v.parse().ok());
+        let consistency = header("X-Consul-Effective-Consistency");
+        let status = r.status().as_u16();
+        let body = r.body_mut().read_to_string().unwrap_or_default();
+        (status, last_contact, consistency, body, started.elapsed())
+    };
+    // The survivor has applied the write before the others go.
+    let end = Instant::now() + Duration::from_secs(10);
+    while call("/v1/kv/k?stale").0 != 200 {
+        assert!(Instant::now() < end, "the write never reached the survivor");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // While the leader is there: a fresh follower keeps its stale answer.
+    let (status, _, consistency, _, _) = call("/v1/catalog/nodes?max_stale=1h");
+    assert_eq!((status, consistency.as_deref()), (200, Some("stale")));
+
+    for i in 0..3 {
+        if i != survivor {
+            nodes[i].kill9();
+        }
+    }
+    std::thread::sleep(Duration::from_secs(3));
+    let (status, last_contact, consistency, _, _) = call("/v1/catalog/nodes?stale");
+    assert_eq!((status, consistency.as_deref()), (200, Some("stale")));
+    let last_contact = last_contact.expect("X-Consul-LastContact");
+    assert!(last_contact >= 2500, "last contact {last_contact} ms");
+
+    let (status, _, consistency, _, _) = call("/v1/catalog/nodes?max_stale=1h");
+    assert_eq!((status, consistency.as_deref()), (200, Some("stale")));
+    let (status, _, _, body, _) = call("/v1/kv/k?max_stale=1s");
+    assert_eq!(status, 200, "KV is not retried: {body}");
+
+    let (status, _, _, body, took) = call("/v1/catalog/nodes?max_stale=1s");
+    assert_eq!(
+        (status, body.trim()),
+        (500, "No cluster leader"),
+        "{}",
+        logs(&nodes)
+    );
+    assert!(
+        took >= Duration::from_secs(5),
+        "held for the leader: {took:?}"
+    );
+}
