@@ -1326,15 +1326,59 @@ fn an_identical_put_wakes_nobody_and_a_cas_delete_of_a_missing_key_is_true() {
 /// the leader, and with none it fails as Consul's does, `No cluster leader`
 /// (500) after the hold; a longer `max_stale` keeps the stale answer. KV
 /// reads are never retried (Consul's KV endpoint has no `RETRY_ONCE`).
+///
+/// First, on the same cluster, `tern operator raft transfer-leader -id=`
+/// through a follower (Consul's command/operator/raft/transferleader, `POST
+/// /v1/operator/raft/transfer-leader`): `Success`, and the named server
+/// leads.
 #[test]
-fn max_stale_sends_an_old_stale_catalog_read_to_the_leader() {
+fn transfer_leader_then_max_stale_sends_an_old_stale_catalog_read_to_the_leader() {
     let mut nodes = cluster("maxstale");
     let ports: Vec<u16> = nodes.iter().map(|n| n.serf_lan).collect();
     for n in nodes.iter_mut() {
         n.start(&ports);
     }
-    let leader = leader_of(&nodes, Duration::from_secs(20))
+    let first = leader_of(&nodes, Duration::from_secs(20))
         .unwrap_or_else(|| panic!("no leader\n{}", logs(&nodes)));
+    let target = (first + 1) % 3;
+    let via = (first + 2) % 3;
+    let (_, conf) = get(&format!(
+        "{}/v1/operator/raft/configuration",
+        nodes[via].base()
+    ))
+    .expect("configuration");
+    let conf: serde_json::Value = serde_json::from_str(&conf).unwrap();
+    let target_addr = format!("127.0.0.1:{}", nodes[target].server);
+    let target_id = conf["Servers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["Address"] == target_addr.as_str())
+        .and_then(|s| s["ID"].as_str())
+        .expect("the target's ID")
+        .to_string();
+    let via_addr = format!("127.0.0.1:{}", nodes[via].http);
+    let (code, out) = tern_cli(&[
+        "operator",
+        "raft",
+        "transfer-leader",
+        &format!("-id={target_id}"),
+        "-http-addr",
+        &via_addr,
+    ]);
+    assert_eq!((code, out.as_str()), (0, "Success\n"), "{}", logs(&nodes));
+    // The answer comes once another server leads; every server learns it.
+    let end = Instant::now() + Duration::from_secs(5);
+    while leader_of(&nodes, Duration::from_secs(1)) != Some(target) {
+        assert!(
+            Instant::now() < end,
+            "{} does not lead\n{}",
+            nodes[target].name,
+            logs(&nodes)
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let leader = target;
     let survivor = (leader + 1) % 3;
     let base = nodes[survivor].base();
     assert_eq!(
