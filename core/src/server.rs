@@ -943,9 +943,10 @@ impl Server {
                     Some(**sid) == *id || address.as_deref() == Some(member.address.as_str())
                 });
                 let Some((tid, _)) = target.map(|(a, b)| (*a, b.clone())) else {
-                    // Consul's `RaftRemovePeerByID` / `ByAddress` error, an
-                    // RPC error (HTTP 500), naming the peer by its UUID or
-                    // address.
+                    // Consul's `RaftRemovePeerByID` / `ByAddress` text,
+                    // naming the peer by its UUID or address (the HTTP layer
+                    // answers it as Consul's RPC error, a 500). A bad
+                    // request to the core: callers do not retry it.
                     let what = match (id, address) {
                         (Some(i), _) => format!("id \"{i}\""),
                         (None, Some(a)) => format!("address {a:?}"),
@@ -953,7 +954,7 @@ impl Server {
                     };
                     return self.respond(
                         origin,
-                        Err(RpcError::Refused(format!("{what} {UNKNOWN_PEER_TAIL}"))),
+                        Err(RpcError::BadRequest(format!("{what} {UNKNOWN_PEER_TAIL}"))),
                         out,
                     );
                 };

@@ -12,10 +12,15 @@
 //! | `GET /v1/agent/self`, `PUT /v1/agent/leave` | this agent |
 //! | `GET /v1/agent/members`, `PUT /v1/agent/join/<addr>`, `PUT /v1/agent/force-leave/<node>` | gossip membership (`?wan`, `?prune`) |
 //! | `GET/PUT/DELETE /v1/kv/<key>` | KV: recurse, keys, separator, raw, cas, flags, blocking, stale/consistent |
-//! | `GET /v1/operator/raft/configuration`, `DELETE /v1/operator/raft/peer` | Raft membership |
+//! | `GET /v1/operator/raft/configuration`, `DELETE /v1/operator/raft/peer`, `POST /v1/operator/raft/transfer-leader` | Raft membership |
+//! | `GET /v1/agent/metrics` | go-metrics' JSON, `?format=prometheus` |
 //! | `GET /v1/operator/autopilot/{configuration,health,state}`, `PUT .../configuration[?cas=]` | autopilot (health: 429 when unhealthy) |
 //! | `GET /v1/health/{node,checks,state,service}/<name>` | checks and instances with their checks: passing, tag, node-meta, blocking |
 //! | `PUT /v1/catalog/{register,deregister}`, `GET /v1/catalog/{datacenters,nodes,services}`, `GET /v1/catalog/{service,node,node-services}/<name>` | the catalog: tag, node-meta, blocking, stale/consistent |
+//!
+//! Around every route, `mux.rs` does what Consul's server does around its
+//! endpoints: non-printable paths 400, unclean paths 301, 405 with `Allow`,
+//! `OPTIONS`, and a `consul.http.*` timer per request.
 //!
 //! Request bodies are read as bytes whatever their `Content-Type` (python
 //! `requests` sends none), and nothing a client sends can panic a handler:

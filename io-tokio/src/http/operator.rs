@@ -109,7 +109,7 @@ pub(crate) async fn remove_peer(
         },
         // The core names the peer by its UUID; answer with the user's own
         // spelling of it, as Consul does.
-        Err(RpcError::Refused(text)) if text.ends_with(UNKNOWN_PEER_TAIL) => {
+        Err(RpcError::BadRequest(text)) if text.ends_with(UNKNOWN_PEER_TAIL) => {
             Err(match (params.get("id"), address) {
                 (Some(sent), _) => not_found("id", sent),
                 (None, Some(sent)) => not_found("address", sent),
