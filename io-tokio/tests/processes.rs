@@ -1418,9 +1418,9 @@ fn transfer_leader_then_max_stale_sends_an_old_stale_catalog_read_to_the_leader(
     let (status, _, consistency, _, _) = call("/v1/catalog/nodes?max_stale=1h");
     assert_eq!((status, consistency.as_deref()), (200, Some("stale")));
 
-    for i in 0..3 {
+    for (i, node) in nodes.iter_mut().enumerate() {
         if i != survivor {
-            nodes[i].kill9();
+            node.kill9();
         }
     }
     std::thread::sleep(Duration::from_secs(3));
