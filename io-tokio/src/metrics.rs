@@ -96,6 +96,39 @@ impl Aggregate {
     }
 }
 
+/// go-metrics' `MetricsSummary`, as its JSON reads.
+#[derive(serde::Serialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct MetricsSummary {
+    timestamp: String,
+    gauges: Vec<GaugeValue>,
+    points: Vec<serde_json::Value>,
+    counters: Vec<SampledValue>,
+    samples: Vec<SampledValue>,
+}
+
+#[derive(serde::Serialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct GaugeValue {
+    name: String,
+    value: f64,
+    labels: BTreeMap<String, String>,
+}
+
+#[derive(serde::Serialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct SampledValue {
+    name: String,
+    count: u64,
+    rate: f64,
+    sum: f64,
+    min: f64,
+    max: f64,
+    mean: f64,
+    stddev: f64,
+    labels: BTreeMap<String, String>,
+}
+
 #[derive(Default)]
 struct Timer {
     count: u64,
@@ -157,40 +190,50 @@ impl Metrics {
         self.inner.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// go-metrics' `MetricsSummary` as JSON: `Timestamp`, `Gauges`,
-    /// `Points`, `Counters`, `Samples`.
+    /// [`Metrics::summary`] as a JSON value (keys sorted).
     pub fn json(&self) -> serde_json::Value {
+        serde_json::to_value(self.summary()).unwrap_or_default()
+    }
+
+    /// go-metrics' `MetricsSummary`: `Timestamp`, `Gauges`, `Points`,
+    /// `Counters`, `Samples`; serialized with the fields in Go's order.
+    pub fn summary(&self) -> MetricsSummary {
         let now = SystemTime::now();
         let mut r = self.lock();
         r.interval(now);
         let n = r.intervals.len();
         let shown = &r.intervals[if n > 1 { n - 2 } else { 0 }];
-        let sampled = |map: &BTreeMap<String, Aggregate>| -> Vec<serde_json::Value> {
+        let sampled = |map: &BTreeMap<String, Aggregate>| -> Vec<SampledValue> {
             map.iter()
-                .map(|(name, a)| {
-                    serde_json::json!({
-                        "Name": name,
-                        "Count": a.count,
-                        "Rate": a.sum / INTERVAL_SECS as f64,
-                        "Sum": a.sum,
-                        "Min": a.min,
-                        "Max": a.max,
-                        "Mean": a.mean(),
-                        "Stddev": a.stddev(),
-                        "Labels": {},
-                    })
+                .map(|(name, a)| SampledValue {
+                    name: name.clone(),
+                    count: a.count,
+                    rate: a.sum / INTERVAL_SECS as f64,
+                    sum: a.sum,
+                    min: a.min,
+                    max: a.max,
+                    mean: a.mean(),
+                    stddev: a.stddev(),
+                    labels: BTreeMap::new(),
                 })
                 .collect()
         };
-        serde_json::json!({
-            "Timestamp": go_utc(shown.start_unix),
-            "Gauges": shown.gauges.iter().map(|(name, v)| serde_json::json!({
-                "Name": name, "Value": v, "Labels": {},
-            })).collect::<Vec<_>>(),
-            "Points": [],
-            "Counters": sampled(&shown.counters),
-            "Samples": sampled(&shown.samples),
-        })
+        let summary = MetricsSummary {
+            timestamp: go_utc(shown.start_unix),
+            gauges: shown
+                .gauges
+                .iter()
+                .map(|(name, v)| GaugeValue {
+                    name: name.clone(),
+                    value: *v,
+                    labels: BTreeMap::new(),
+                })
+                .collect(),
+            points: Vec::new(),
+            counters: sampled(&shown.counters),
+            samples: sampled(&shown.samples),
+        };
+        summary
     }
 
     /// The Prometheus text exposition format 0.0.4: counters, gauges, and

@@ -31,7 +31,7 @@ pub(crate) async fn metrics(
         )
             .into_response());
     }
-    json(&m.json(), params.has("pretty"))
+    json(&m.summary(), params.has("pretty"))
 }
 
 /// The `consul.runtime.*` gauges this process has an answer for: the tokio
