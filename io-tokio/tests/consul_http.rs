@@ -316,6 +316,25 @@ fn agent_metrics_count_kv_writes_and_the_prometheus_text_parses() {
     assert!(text.contains("# TYPE consul_raft_apply counter\n"));
     assert!(text.contains("# TYPE consul_runtime_num_goroutines gauge\n"));
 
+    // Autopilot's gauges, once the leader has a health sample (every 2 s).
+    let end = Instant::now() + Duration::from_secs(10);
+    loop {
+        let text = a
+            .request("GET", "/v1/agent/metrics?format=prometheus", b"")
+            .text();
+        let samples = tern::metrics::parse_prometheus(&text).unwrap();
+        let healthy = samples
+            .iter()
+            .find(|(n, _)| n == "consul_autopilot_healthy");
+        if let Some((_, v)) = healthy {
+            assert_eq!(*v, 1.0, "{text}");
+            assert!(samples.contains(&("consul_autopilot_failure_tolerance".into(), 0.0)));
+            break;
+        }
+        assert!(Instant::now() < end, "no autopilot gauges:\n{text}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+
     // JSON: go-metrics' summary of the current interval or the one before
     // it; the writes above are in one of them unless the test straddled
     // two interval boundaries, so look at the counters through Prometheus

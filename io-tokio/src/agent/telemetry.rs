@@ -12,6 +12,7 @@
 //! | `consul.raft.leader.dispatchLog` (timer) | a leader's disk job that writes entries, until durable |
 //! | `consul.raft.leader.lastContact` (timer) | on a leader, each follower's time since it last answered, sampled every `leader_lease_timeout` |
 //! | `consul.raft.state.leader`, `.candidate`, `.follower` (counters) | transitions into each role |
+//! | `consul.autopilot.healthy`, `consul.autopilot.failure_tolerance` (gauges) | on a leader, from autopilot's last health sample, every `leader_lease_timeout` |
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -163,6 +164,17 @@ impl Telemetry {
             return;
         }
         self.last_contact_sampled = Some(wall);
+        // Consul's leader sets these from each autopilot state; before the
+        // first health sample there is none to report.
+        let health = server.autopilot().reply();
+        if !health.servers.is_empty() {
+            let healthy = if health.healthy { 1.0 } else { 0.0 };
+            self.metrics.set_gauge("consul.autopilot.healthy", healthy);
+            self.metrics.set_gauge(
+                "consul.autopilot.failure_tolerance",
+                health.failure_tolerance as f64,
+            );
+        }
         let me = server.config().node_id;
         for id in server.membership().servers.keys() {
             if *id == me {
