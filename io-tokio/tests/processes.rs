@@ -1408,6 +1408,44 @@ fn transfer_leader_then_max_stale_sends_an_old_stale_catalog_read_to_the_leader(
         let body = r.body_mut().read_to_string().unwrap_or_default();
         (status, last_contact, consistency, body, started.elapsed())
     };
+    // Metrics on a cluster: writes through a follower are forwarded; the
+    // leader counts them as requests and Raft applies, the follower times
+    // them as `consul.kvs.apply`.
+    let prometheus = |n: &Node| -> Vec<(String, f64)> {
+        let (status, text) =
+            get(&format!("{}/v1/agent/metrics?format=prometheus", n.base())).expect("metrics");
+        assert_eq!(status, 200);
+        tern::metrics::parse_prometheus(&text).unwrap_or_else(|e| panic!("{e}\n{text}"))
+    };
+    let value = |samples: &[(String, f64)], name: &str| {
+        samples
+            .iter()
+            .find(|(n, _)| n == name)
+            .map_or(0.0, |(_, v)| *v)
+    };
+    let before = prometheus(&nodes[leader]);
+    for i in 0..5 {
+        assert_eq!(
+            put(&format!("{base}/v1/kv/fwd{i}"), "v").map(|r| r.1),
+            Some("true".into())
+        );
+    }
+    let after = prometheus(&nodes[leader]);
+    for name in [
+        "consul_rpc_request",
+        "consul_raft_apply",
+        "consul_raft_commitTime_count",
+    ] {
+        assert!(
+            value(&after, name) >= value(&before, name) + 5.0,
+            "{name}: {} then {}",
+            value(&before, name),
+            value(&after, name)
+        );
+    }
+    assert!(value(&after, "consul_raft_leader_lastContact_count") >= 1.0);
+    assert!(value(&prometheus(&nodes[survivor]), "consul_kvs_apply_count") >= 6.0);
+
     // The survivor has applied the write before the others go.
     let end = Instant::now() + Duration::from_secs(10);
     while call("/v1/kv/k?stale").0 != 200 {

@@ -699,7 +699,12 @@ impl Loop {
 
     fn take_inbound(&mut self, inb: Inbound, inputs: &mut Vec<Input>) {
         match inb {
-            Inbound::Message(m) => inputs.push(Input::Message(m)),
+            Inbound::Message(m) => {
+                if let tern_core::MessageBody::Forward { request, .. } = &m.body {
+                    self.telemetry.forward_taken(request);
+                }
+                inputs.push(Input::Message(m))
+            }
             Inbound::Gone(id) => {
                 if self.server.as_ref().is_some_and(|s| s.leader() == Some(id)) {
                     tracing::info!(

@@ -4,7 +4,7 @@
 //!
 //! | metric | what, here |
 //! |---|---|
-//! | `consul.rpc.request` (counter) | every request this server's core takes: its own HTTP API's and client agents' |
+//! | `consul.rpc.request` (counter) | every request this server's core takes: its own HTTP API's, client agents' and those other servers forward to it |
 //! | `consul.rpc.query` (counter) | those that are reads |
 //! | `consul.kvs.apply`, `consul.catalog.register`, `consul.catalog.deregister` (timers) | a KV write or a registration taken here, until its answer (forwarding to the leader included) |
 //! | `consul.raft.apply` (counter) | commands a leader appends to its log |
@@ -51,11 +51,21 @@ impl Telemetry {
         }
     }
 
-    pub(crate) fn request_taken(&mut self, id: RequestId, request: &Request) {
+    /// A request another server forwarded here: counted, not timed (its
+    /// forwarder times it).
+    pub(crate) fn forward_taken(&mut self, request: &Request) {
+        self.count_request(request);
+    }
+
+    fn count_request(&mut self, request: &Request) {
         self.metrics.incr_counter("consul.rpc.request", 1.0);
         if !request.op.is_write() {
             self.metrics.incr_counter("consul.rpc.query", 1.0);
         }
+    }
+
+    pub(crate) fn request_taken(&mut self, id: RequestId, request: &Request) {
+        self.count_request(request);
         let timer = match &request.op {
             Op::KvApply(_) => "consul.kvs.apply",
             Op::Catalog(CatalogOp::Register(_)) => "consul.catalog.register",
