@@ -202,7 +202,7 @@ pub async fn serve_until_left(
 /// and `health_endpoint.go`; its KV endpoint has no retry, and neither has
 /// Tern's).
 async fn read(agent: &AgentHandle, opts: &QueryOptions, op: Op) -> Result<(Reply, Meta), ApiError> {
-    let retry = matches!(op, Op::Catalog(_)).then(|| op.clone());
+    let retry = (opts.max_stale.is_some() && matches!(op, Op::Catalog(_))).then(|| op.clone());
     let reply = agent.call(opts.request(op)).await?;
     if let (Some(op), Some(max)) = (retry, opts.max_stale) {
         let last_contact = tern_core::Duration::from_millis(reply.last_contact_ms);
