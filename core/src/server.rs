@@ -88,6 +88,10 @@ struct ConfirmedRead {
     request: Request,
 }
 
+/// How the refusal to remove a peer that is not in the configuration ends
+/// (Consul's `operator_raft_endpoint.go`).
+pub const UNKNOWN_PEER_TAIL: &str = "was not found in the Raft configuration";
+
 /// A server agent's decisions: one Raft member plus its replicated state.
 pub struct Server {
     config: Config,
@@ -1001,14 +1005,18 @@ impl Server {
                     Some(**sid) == *id || address.as_deref() == Some(member.address.as_str())
                 });
                 let Some((tid, _)) = target.map(|(a, b)| (*a, b.clone())) else {
+                    // Consul's `RaftRemovePeerByID` / `ByAddress` text,
+                    // naming the peer by its UUID or address (the HTTP layer
+                    // answers it as Consul's RPC error, a 500). A bad
+                    // request to the core: callers do not retry it.
                     let what = match (id, address) {
-                        (Some(i), _) => format!("id {i:?}"),
+                        (Some(i), _) => format!("id \"{i}\""),
                         (None, Some(a)) => format!("address {a:?}"),
                         (None, None) => return self.respond(origin, Err(RpcError::BadRequest("Must specify either ?id with the server's ID or ?address with IP:port of peer to remove".into())), out),
                     };
                     return self.respond(
                         origin,
-                        Err(RpcError::BadRequest(format!("Unknown server with {what}"))),
+                        Err(RpcError::BadRequest(format!("{what} {UNKNOWN_PEER_TAIL}"))),
                         out,
                     );
                 };
@@ -1178,11 +1186,13 @@ impl Server {
                         voter: s.suffrage == Suffrage::Voter,
                     })
                     .collect();
+                // hashicorp/raft's `GetConfiguration().Index()`: where the
+                // configuration in effect was written.
                 (
                     commit,
                     ReplyBody::Configuration {
                         servers,
-                        index: commit,
+                        index: self.raft.membership_index().0,
                     },
                 )
             }

@@ -1423,3 +1423,90 @@ fn a_write_nobody_commits_is_answered_unknown_after_the_hold_timeout() {
         other => panic!("expected leadership lost, got {other:?}"),
     }
 }
+
+fn configuration_index(c: &mut Cluster, at: NodeId) -> (u64, usize) {
+    let rid = c.request(at, req(Op::RaftConfiguration, ReadMode::Stale));
+    c.run_for(Duration::from_millis(50));
+    match &c.responses[&(at, rid)] {
+        Ok(r) => match &r.body {
+            ReplyBody::Configuration { servers, index } => (*index, servers.len()),
+            b => panic!("unexpected body {b:?}"),
+        },
+        Err(e) => panic!("configuration read failed: {e}"),
+    }
+}
+
+/// `/v1/operator/raft/configuration`'s `Index` is where the configuration
+/// in effect was written (hashicorp/raft `GetConfiguration().Index()`):
+/// writes do not move it, a membership change moves it to its own entry.
+/// Removing a peer that is not in the configuration names it as Consul's
+/// `RaftRemovePeerByID`/`ByAddress` do, and changes nothing.
+#[test]
+fn the_configuration_index_is_the_configurations_and_an_unknown_peer_is_named() {
+    let mut c = Cluster::with_voters(3);
+    let leader = c
+        .run_until_leader(Duration::from_secs(5))
+        .expect("a leader");
+    let (first, n) = configuration_index(&mut c, leader);
+    assert_eq!(n, 3);
+    let mut last_write = 0;
+    for i in 0..5 {
+        last_write = put_applied(&mut c, leader, &format!("k{i}"), "v");
+    }
+    assert!(last_write > first);
+    assert_eq!(configuration_index(&mut c, leader).0, first);
+
+    let unknown = node_id(99);
+    let rid = c.request(
+        leader,
+        req(
+            Op::RaftRemovePeer {
+                id: Some(unknown),
+                address: None,
+            },
+            ReadMode::Default,
+        ),
+    );
+    c.run_for(Duration::from_millis(50));
+    assert_eq!(
+        c.responses[&(leader, rid)],
+        Err(RpcError::BadRequest(format!(
+            "id \"{unknown}\" was not found in the Raft configuration"
+        )))
+    );
+    let rid = c.request(
+        leader,
+        req(
+            Op::RaftRemovePeer {
+                id: None,
+                address: Some("10.9.9.9:8300".into()),
+            },
+            ReadMode::Default,
+        ),
+    );
+    c.run_for(Duration::from_millis(50));
+    assert_eq!(
+        c.responses[&(leader, rid)],
+        Err(RpcError::BadRequest(
+            "address \"10.9.9.9:8300\" was not found in the Raft configuration".into()
+        ))
+    );
+    assert_eq!(configuration_index(&mut c, leader), (first, 3));
+
+    let follower = followers_of(&c, leader)[0];
+    let rid = c.request(
+        leader,
+        req(
+            Op::RaftRemovePeer {
+                id: Some(follower),
+                address: None,
+            },
+            ReadMode::Default,
+        ),
+    );
+    c.run_for(Duration::from_millis(200));
+    assert!(c.responses[&(leader, rid)].is_ok());
+    let (moved, n) = configuration_index(&mut c, leader);
+    assert_eq!(n, 2);
+    assert!(moved > last_write, "{moved} > {last_write}");
+}

@@ -6,7 +6,8 @@
 //! turns flags and Consul-style config files into [`agent::AgentOptions`];
 //! `cli` holds the command line: every command's help and the client
 //! commands (`kv`, `operator`, `members`, `leave`, `version`); `logging` sets
-//! up the agent's logs (JSON, a rotating file); `version` is the one source
+//! up the agent's logs (JSON, a rotating file); `metrics` holds what
+//! `/v1/agent/metrics` serves; `version` is the one source
 //! of the versions the binary reports;
 //! `client_rpc` is a client agent's way to the servers (`agent::start_client`);
 //! `gossip` runs a core gossip pool on UDP and TCP sockets (not yet wired into
@@ -20,6 +21,7 @@ pub mod config;
 pub mod gossip;
 pub mod http;
 pub mod logging;
+pub mod metrics;
 pub mod net;
 pub mod snapshot;
 pub mod storage;

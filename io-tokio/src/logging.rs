@@ -182,7 +182,7 @@ pub fn timestamp(t: SystemTime) -> String {
 
 /// Year, month, day of the `days`th day after 1970-01-01 (the proleptic
 /// Gregorian calendar; H. Hinnant's days-to-civil algorithm).
-fn civil_from_days(days: i64) -> (i64, u32, u32) {
+pub(crate) fn civil_from_days(days: i64) -> (i64, u32, u32) {
     let z = days + 719_468;
     let era = z.div_euclid(146_097);
     let doe = z.rem_euclid(146_097);

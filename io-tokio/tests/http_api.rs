@@ -72,6 +72,10 @@ impl Script {
                 index: 7,
             },
             Op::RaftRemovePeer { .. } => ReplyBody::Done,
+            Op::RaftTransferLeadership { .. } => ReplyBody::Done,
+            Op::Catalog(tern_core::rpc::CatalogOp::Nodes { .. }) => {
+                ReplyBody::Catalog(tern_core::rpc::CatalogReply::Nodes(vec![]))
+            }
             Op::AutopilotHealth => ReplyBody::AutopilotHealth(self.health.clone()),
             Op::AutopilotGetConfig => ReplyBody::AutopilotConfig(self.autopilot.clone().unwrap_or(
                 tern_core::fsm::StoredAutopilot {
@@ -327,6 +331,19 @@ impl HttpResponse {
     fn json(&self) -> serde_json::Value {
         serde_json::from_slice(&self.body)
             .unwrap_or_else(|e| panic!("not JSON ({e}): {:?}", self.text()))
+    }
+
+    /// None of the query-meta headers (endpoints that return an RPC's reply
+    /// without Consul's `setMeta`).
+    fn assert_no_meta(&self) {
+        for h in [
+            "X-Consul-Index",
+            "X-Consul-KnownLeader",
+            "X-Consul-LastContact",
+            "X-Consul-Effective-Consistency",
+        ] {
+            assert_eq!(self.header(h), None, "{h}");
+        }
     }
 
     /// The three query-meta headers every read sends.
@@ -744,7 +761,11 @@ async fn bad_query_values_are_400_naming_the_parameter() {
             "Conflicting flags: cas=1&recurse=",
         ),
         ("PUT", "/v1/kv/k?cas=1&acquire=s", "Conflicting flags"),
-        ("DELETE", "/v1/operator/raft/peer?id=not-a-uuid", "?id"),
+        (
+            "GET",
+            "/v1/kv/k?max_stale=1",
+            "Invalid max_stale value \"1\"",
+        ),
     ];
     for (method, target, needle) in cases {
         let r = http(h.addr, method, target, b"").await;
@@ -905,7 +926,9 @@ async fn operator_raft_configuration_lists_servers() {
     let h = Harness::start().await;
     let r = h.get("/v1/operator/raft/configuration?stale").await;
     assert_eq!(r.status, 200);
-    r.assert_meta();
+    // Consul's `OperatorRaftConfiguration` returns the reply without
+    // `setMeta`: no query-meta headers.
+    r.assert_no_meta();
     assert_eq!(
         r.json(),
         serde_json::json!({
@@ -930,10 +953,17 @@ async fn remove_peer_needs_exactly_one_of_id_or_address() {
         r.text(),
         "Must specify either ?id with the server's ID or ?address with IP:port of peer to remove"
     );
-    let r = h.delete("/v1/operator/raft/peer?id=x&address=y").await;
+    let r = h.delete("/v1/operator/raft/peer?id=&address=").await;
     assert_eq!(
         (r.status, r.text().as_str()),
         (400, "Must specify only one of ?id or ?address")
+    );
+    // Server IDs are UUIDs: any other id names no server, Consul's RPC
+    // error (500) with what the user sent (operator_raft_endpoint.go).
+    let r = h.delete("/v1/operator/raft/peer?id=n0000").await;
+    assert_eq!(
+        (r.status, r.text().as_str()),
+        (500, "id \"n0000\" was not found in the Raft configuration")
     );
     assert_eq!(h.request_count(), 0);
 
@@ -961,13 +991,123 @@ async fn remove_peer_needs_exactly_one_of_id_or_address() {
     );
 }
 
+/// agent/http.go: an unknown path is Consul's catch-all `Index`, a 404 with
+/// an empty body; a method a pattern does not register is `wrap`'s
+/// `MethodNotAllowedError`, 405 `method X not allowed` with `Allow:
+/// OPTIONS,<methods>` (agent/http_register.go); `OPTIONS` is a 200 with the
+/// same `Allow` and no body. None reaches the agent.
 #[tokio::test]
 async fn unknown_routes_are_404_and_wrong_methods_405() {
     let h = Harness::start().await;
-    assert_eq!(h.get("/v1/nope").await.status, 404);
-    let r = http(h.addr, "POST", "/v1/kv/k", b"").await;
-    assert_eq!(r.status, 405);
-    assert!(r.header("Allow").is_some());
+    for target in ["/v1/nope", "/v2/kv/a", "/", "/v1/session/create"] {
+        let r = h.get(target).await;
+        assert_eq!((r.status, r.body.len()), (404, 0), "{target}");
+    }
+    let cases = [
+        ("POST", "/v1/kv/k", "OPTIONS,GET,PUT,DELETE"),
+        ("PATCH", "/v1/kv/", "OPTIONS,GET,PUT,DELETE"),
+        ("HEAD", "/v1/kv/k", "OPTIONS,GET,PUT,DELETE"),
+        ("PUT", "/v1/status/leader", "OPTIONS,GET"),
+        ("GET", "/v1/agent/leave", "OPTIONS,PUT"),
+        ("GET", "/v1/operator/raft/peer", "OPTIONS,DELETE"),
+        ("GET", "/v1/operator/raft/transfer-leader", "OPTIONS,POST"),
+        (
+            "DELETE",
+            "/v1/operator/autopilot/configuration",
+            "OPTIONS,GET,PUT",
+        ),
+        ("POST", "/v1/catalog/service/web", "OPTIONS,GET"),
+        ("PUT", "/v1/agent/metrics", "OPTIONS,GET"),
+    ];
+    for (method, target, allow) in cases {
+        let r = http(h.addr, method, target, b"").await;
+        assert_eq!(r.status, 405, "{method} {target}");
+        assert_eq!(r.header("Allow"), Some(allow), "{method} {target}");
+        if method != "HEAD" {
+            assert_eq!(r.text(), format!("method {method} not allowed"));
+        }
+    }
+    for (target, allow) in [
+        ("/v1/kv/k", "OPTIONS,GET,PUT,DELETE"),
+        ("/v1/catalog/register", "OPTIONS,PUT"),
+    ] {
+        let r = http(h.addr, "OPTIONS", target, b"").await;
+        assert_eq!((r.status, r.body.len()), (200, 0), "{target}");
+        assert_eq!(r.header("Allow"), Some(allow));
+    }
+    assert_eq!(h.request_count(), 0);
+}
+
+/// go-cleanhttp's `PrintablePathCheckHandler`, which agent/http.go wraps
+/// around the whole mux: a path whose decoded form holds a character Go's
+/// `unicode.IsPrint` refuses is a 400 with an empty body, for every method,
+/// before any routing; printable non-ASCII keys pass.
+#[tokio::test]
+async fn paths_with_non_printable_characters_are_400_with_no_body() {
+    let h = Harness::start().await;
+    for bad in [
+        "%0A",
+        "%00",
+        "%09",
+        "%0D",
+        "%1B",
+        "%7F",
+        "%C2%85",
+        "%C2%A0",
+        "%E2%80%8B",
+        "%EF%BB%BF",
+        "%E2%80%A8",
+        "%EE%80%80",
+    ] {
+        for method in ["GET", "PUT", "DELETE", "POST"] {
+            let r = http(h.addr, method, &format!("/v1/kv/a{bad}b"), b"v").await;
+            assert_eq!((r.status, r.body.len()), (400, 0), "{method} {bad}");
+        }
+        // Anywhere in the path, unknown routes included.
+        let r = h.get(&format!("/v1/nope{bad}")).await;
+        assert_eq!((r.status, r.body.len()), (400, 0), "{bad}");
+    }
+    assert_eq!(h.request_count(), 0);
+    assert_eq!(
+        h.put("/v1/kv/caf%C3%A9%20au%20lait", b"v").await.json(),
+        true
+    );
+    assert_eq!(h.put("/v1/kv/%E6%97%A5%E6%9C%AC", b"v").await.json(), true);
+    let keys = h.get("/v1/kv/?keys").await.json();
+    assert_eq!(keys, serde_json::json!(["café au lait", "日本"]));
+}
+
+/// Go's `ServeMux` (net/http `cleanPath`, Go 1.22+ on the path as sent),
+/// which Consul's router is: `//`, `.` and `..` elements are a 301 to the
+/// cleaned path with the query kept, for every method; the handler never
+/// sees them. Encoded slashes are left as sent.
+#[tokio::test]
+async fn dot_segments_and_double_slashes_are_redirected_to_the_clean_path() {
+    let h = Harness::start().await;
+    for (target, location) in [
+        ("/v1/kv//a", "/v1/kv/a"),
+        ("/v1//kv/a?recurse", "/v1/kv/a?recurse"),
+        ("/v1/kv/./a", "/v1/kv/a"),
+        ("/v1/kv/a/../b?cas=1&flags=2", "/v1/kv/b?cas=1&flags=2"),
+        ("/v1/kv/..", "/v1"),
+        ("/v1/kv/a/./", "/v1/kv/a/"),
+        ("//v1/status/leader", "/v1/status/leader"),
+        ("/v1/nope/../kv/x", "/v1/kv/x"),
+    ] {
+        for method in ["GET", "PUT", "DELETE"] {
+            let r = http(h.addr, method, target, b"v").await;
+            assert_eq!(r.status, 301, "{method} {target}");
+            assert_eq!(r.header("Location"), Some(location), "{method} {target}");
+            assert_eq!(r.body.is_empty(), method != "GET", "{method} {target}");
+        }
+    }
+    assert_eq!(h.request_count(), 0);
+    // Not cleaned: the encoded form reaches the key checks.
+    let r = h.get("/v1/kv/a%2F..%2Fb").await;
+    assert_eq!(
+        (r.status, r.text().as_str()),
+        (400, "key contains invalid path traversal sequence")
+    );
 }
 
 /// Go's `ServeMux` behind Consul's router (net/http server.go
@@ -1006,9 +1146,9 @@ async fn a_subtree_root_without_its_slash_is_redirected() {
 async fn keys_with_path_traversal_or_a_leading_slash_are_400() {
     let h = Harness::start().await;
     let cases = [
-        ("/v1/kv//etc", "key must not begin with a '/'"),
+        ("/v1/kv/%2Fetc", "key must not begin with a '/'"),
         (
-            "/v1/kv/a/../b",
+            "/v1/kv/a/..%2Fb",
             "key contains invalid path traversal sequence",
         ),
         (
@@ -1020,7 +1160,7 @@ async fn keys_with_path_traversal_or_a_leading_slash_are_400() {
             "key contains encoded path traversal sequence",
         ),
         (
-            "/v1/kv/..",
+            "/v1/kv/%2E%2E",
             "key contains path traversal sequence after normalization",
         ),
     ];
@@ -1223,4 +1363,196 @@ async fn autopilot_configuration_has_consuls_fields_and_a_cas_put() {
         "{}",
         r.text()
     );
+}
+
+// ---------------------------------------------------------------- issue 10: Consul's details
+
+/// agent/http.go `parseConsistency`: a positive `?max_stale` makes the read
+/// stale (and conflicts with `?consistent`); a bad one is 400 `Invalid
+/// max_stale value "x"`. agent/catalog_endpoint.go `RETRY_ONCE`: a stale
+/// catalog read whose server's last contact (42 ms here) is older than
+/// `max_stale` is asked again as a default read, answered with the
+/// leader's meta; a newer one is kept. Consul's KV endpoint has no retry.
+#[tokio::test]
+async fn max_stale_retries_an_old_stale_catalog_read_on_the_leader() {
+    let h = Harness::start().await;
+    let r = h.get("/v1/catalog/nodes?max_stale=10ms").await;
+    assert_eq!(r.status, 200);
+    assert_eq!(r.header("X-Consul-Effective-Consistency"), Some("leader"));
+    let modes: Vec<ReadMode> = h
+        .script
+        .lock()
+        .unwrap()
+        .requests
+        .iter()
+        .map(|r| r.read_mode)
+        .collect();
+    assert_eq!(modes, [ReadMode::Stale, ReadMode::Default]);
+
+    // At the edge: 42 ms is not older than 42 ms.
+    for fresh in ["42ms", "1m"] {
+        let before = h.request_count();
+        let r = h.get(&format!("/v1/catalog/nodes?max_stale={fresh}")).await;
+        assert_eq!(r.header("X-Consul-Effective-Consistency"), Some("stale"));
+        assert_eq!(h.request_count(), before + 1, "{fresh}");
+        assert_eq!(h.last_request().read_mode, ReadMode::Stale);
+    }
+    let before = h.request_count();
+    let r = h.get("/v1/catalog/nodes?max_stale=41ms").await;
+    assert_eq!(r.header("X-Consul-Effective-Consistency"), Some("leader"));
+    assert_eq!(h.request_count(), before + 2);
+
+    // KV: stale, never retried.
+    h.put("/v1/kv/k", b"v").await;
+    let before = h.request_count();
+    let r = h.get("/v1/kv/k?max_stale=1ns").await;
+    assert_eq!(r.status, 200);
+    assert_eq!(h.request_count(), before + 1);
+    assert_eq!(h.last_request().read_mode, ReadMode::Stale);
+
+    // Zero or negative: no effect.
+    h.get("/v1/kv/k?max_stale=0s").await;
+    assert_eq!(h.last_request().read_mode, ReadMode::Default);
+    h.get("/v1/kv/k?max_stale=-1s").await;
+    assert_eq!(h.last_request().read_mode, ReadMode::Default);
+
+    let before = h.request_count();
+    let r = h.get("/v1/kv/k?max_stale=soon").await;
+    assert_eq!(
+        (r.status, r.text().as_str()),
+        (400, "Invalid max_stale value \"soon\"")
+    );
+    let r = h.get("/v1/catalog/nodes?max_stale=1s&consistent").await;
+    assert_eq!(
+        (r.status, r.text().as_str()),
+        (
+            400,
+            "Cannot specify ?stale with ?consistent, conflicting semantics."
+        )
+    );
+    assert_eq!(h.request_count(), before);
+}
+
+/// Query-meta headers only where Consul's handlers call `setMeta`: KV and
+/// catalog reads have them; status leader and peers, the Raft configuration
+/// and the autopilot configuration return the RPC's reply without them.
+#[tokio::test]
+async fn meta_headers_only_where_consul_sends_them() {
+    let h = Harness::start().await;
+    h.get("/v1/catalog/nodes").await.assert_meta();
+    h.get("/v1/kv/missing").await.assert_meta();
+    for target in [
+        "/v1/status/leader",
+        "/v1/status/peers",
+        "/v1/operator/raft/configuration",
+        "/v1/operator/autopilot/configuration",
+    ] {
+        let r = h.get(target).await;
+        assert_eq!(r.status, 200, "{target}");
+        r.assert_no_meta();
+    }
+}
+
+/// `POST /v1/operator/raft/transfer-leader` (agent/operator_endpoint.go
+/// `OperatorRaftTransferLeader`): `{"Success":true}`, the id passed on; an
+/// id that is no server's UUID is Consul's not-found error.
+#[tokio::test]
+async fn transfer_leader_passes_the_id_and_answers_success() {
+    let h = Harness::start().await;
+    let r = http(h.addr, "POST", "/v1/operator/raft/transfer-leader", b"").await;
+    assert_eq!(r.status, 200);
+    assert_eq!(r.json(), serde_json::json!({"Success": true}));
+    assert_eq!(h.last_request().op, Op::RaftTransferLeadership { to: None });
+    let r = http(
+        h.addr,
+        "POST",
+        &format!("/v1/operator/raft/transfer-leader?id={NODE_B}"),
+        b"",
+    )
+    .await;
+    assert_eq!(r.status, 200);
+    assert_eq!(
+        h.last_request().op,
+        Op::RaftTransferLeadership { to: Some(NODE_B) }
+    );
+    let before = h.request_count();
+    let r = http(
+        h.addr,
+        "POST",
+        "/v1/operator/raft/transfer-leader?id=s2",
+        b"",
+    )
+    .await;
+    assert_eq!(
+        (r.status, r.text().as_str()),
+        (500, "id \"s2\" was not found in the Raft configuration")
+    );
+    assert_eq!(h.request_count(), before);
+}
+
+/// `/v1/agent/metrics` (agent/agent_endpoint.go `AgentMetrics`):
+/// go-metrics' JSON summary, and `?format=prometheus` in the text format
+/// 0.0.4; every request to an endpoint is timed as
+/// `consul.http.<METHOD>.<pattern>` (agent/http.go `handleFuncMetrics`).
+#[tokio::test]
+async fn agent_metrics_have_go_metrics_json_and_prometheus_text() {
+    let h = Harness::start().await;
+    h.put("/v1/kv/a", b"1").await;
+    h.get("/v1/kv/a").await;
+    h.get("/v1/status/leader").await;
+    http(h.addr, "POST", "/v1/kv/a", b"").await;
+    h.get("/v1/nope").await;
+    let r = h.get("/v1/agent/metrics").await;
+    assert_eq!(r.status, 200);
+    assert_eq!(r.header("Content-Type"), Some("application/json"));
+    // The fields in go-metrics' order.
+    let text = r.text();
+    let at = |k: &str| text.find(&format!("\"{k}\":")).unwrap_or(usize::MAX);
+    assert!(at("Timestamp") < at("Gauges"), "{text}");
+    assert!(at("Gauges") < at("Points") && at("Points") < at("Counters"));
+    assert!(at("Counters") < at("Samples") && at("Samples") < usize::MAX);
+    let j = r.json();
+    assert_eq!(j.as_object().unwrap().len(), 5);
+    assert!(j["Timestamp"].as_str().unwrap().ends_with(" +0000 UTC"));
+    let samples = j["Samples"].as_array().unwrap();
+    let names: Vec<&str> = samples
+        .iter()
+        .map(|s| s["Name"].as_str().unwrap())
+        .collect();
+    for name in [
+        "consul.http.PUT.v1.kv._",
+        "consul.http.GET.v1.kv._",
+        "consul.http.GET.v1.status.leader",
+        "consul.http.POST.v1.kv._",
+    ] {
+        assert!(names.contains(&name), "{name} in {names:?}");
+    }
+    assert!(!names.iter().any(|n| n.contains("nope")));
+    let get = samples
+        .iter()
+        .find(|s| s["Name"] == "consul.http.GET.v1.kv._")
+        .unwrap();
+    for field in [
+        "Count", "Rate", "Sum", "Min", "Max", "Mean", "Stddev", "Labels",
+    ] {
+        assert!(get.get(field).is_some(), "{field}");
+    }
+    assert_eq!(get["Count"], 1);
+
+    let r = h.get("/v1/agent/metrics?format=prometheus").await;
+    assert_eq!(r.status, 200);
+    assert_eq!(
+        r.header("Content-Type"),
+        Some("text/plain; version=0.0.4; charset=utf-8")
+    );
+    let text = r.text();
+    let parsed = tern::metrics::parse_prometheus(&text).unwrap();
+    assert!(
+        text.contains("# TYPE consul_http_GET_v1_kv__ summary\n"),
+        "{text}"
+    );
+    // The JSON read above is itself timed.
+    assert!(parsed.contains(&("consul_http_GET_v1_agent_metrics_count".into(), 1.0)));
+    // `consul.http.PUT.v1.kv._`: the `_` part and the dots all become `_`.
+    assert!(parsed.contains(&("consul_http_PUT_v1_kv___count".into(), 1.0)));
 }

@@ -148,6 +148,9 @@ fn tern(args: &[&str]) -> (i32, String, String) {
 const LEAVES: &[&str] = &[
     "agent",
     "bench kv",
+    "catalog datacenters",
+    "catalog nodes",
+    "catalog services",
     "force-leave",
     "join",
     "kv delete",
@@ -162,10 +165,12 @@ const LEAVES: &[&str] = &[
     "operator autopilot state",
     "operator raft list-peers",
     "operator raft remove-peer",
+    "operator raft transfer-leader",
     "version",
 ];
 const PARENTS: &[&str] = &[
     "bench",
+    "catalog",
     "kv",
     "operator",
     "operator autopilot",
@@ -192,6 +197,7 @@ fn the_command_list_as_consuls_cli_prints_it() {
         for top in [
             "agent",
             "bench",
+            "catalog",
             "force-leave",
             "join",
             "kv",
@@ -770,5 +776,127 @@ fn bench_prints_a_live_line_each_second_then_its_summary() {
     assert_eq!(
         (code, err.as_str()),
         (1, "-clients: must be a positive number, got \"0\"\n")
+    );
+}
+
+// ---------------------------------------------------------------------------
+// tern catalog (Consul's command/catalog/list/{dc,nodes,services})
+
+/// `tern catalog datacenters|nodes|services` against a real agent holding
+/// registrations: Consul's columns (`Node  ID  Address  DC`, the ID's first
+/// group; `-detailed` with `TaggedAddresses` and `Meta` as sorted `k=v`),
+/// `-service`, `-node-meta`, `-tags` (tabwriter padding), `-node`, the
+/// "No ... match" line on stderr with exit 0, `-near` warned about, and a
+/// refused `-filter` as the API's 400.
+#[test]
+fn catalog_commands_print_consuls_columns() {
+    let mut agent = Agent::start("catalogcli", &[]);
+    agent.wait_ready();
+    let base = agent.base();
+    for body in [
+        r#"{"Node":"web-1","ID":"aaaaaaaa-1111-2222-3333-444444444444","Address":"10.0.0.1",
+            "TaggedAddresses":{"wan":"1.2.3.4","lan":"10.0.0.1"},"NodeMeta":{"rack":"r1","env":"prod"},
+            "Service":{"Service":"web","Tags":["v2","blue"],"Port":80}}"#,
+        r#"{"Node":"db-1","Address":"10.0.0.2","NodeMeta":{"rack":"r2"},
+            "Service":{"Service":"db","Tags":["primary"],"Port":5432}}"#,
+        r#"{"Node":"web-2","Address":"10.0.0.3","NodeMeta":{"rack":"r1"},
+            "Service":{"Service":"web","Tags":["v1"],"Port":80}}"#,
+    ] {
+        assert_eq!(
+            http(
+                "PUT",
+                &format!("{base}/v1/catalog/register"),
+                body.as_bytes()
+            ),
+            Some((200, "true".into()))
+        );
+    }
+    let addr = agent.addr();
+    let run = |args: &[&str]| {
+        let mut all = args.to_vec();
+        all.push("-http-addr");
+        all.push(&addr);
+        tern(&all)
+    };
+
+    let (code, out, err) = run(&["catalog", "datacenters"]);
+    assert_eq!((code, out.as_str(), err.as_str()), (0, "dc1\n", ""));
+
+    let (code, out, err) = run(&["catalog", "nodes"]);
+    assert_eq!((code, err.as_str()), (0, ""), "{out}");
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines[0], "Node   ID        Address   DC");
+    assert!(lines.contains(&"web-1  aaaaaaaa  10.0.0.1  dc1"), "{out}");
+    // A node registered without an ID has an empty ID column.
+    assert!(lines.contains(&"db-1             10.0.0.2  dc1"), "{out}");
+    // The agent's own node is not in the catalog yet (no anti-entropy).
+    assert_eq!(lines.len(), 4, "{out}");
+
+    let (code, out, _) = run(&["catalog", "nodes", "-detailed", "-node-meta=env=prod"]);
+    assert_eq!(code, 0);
+    assert_eq!(
+        out,
+        "Node   ID                                    Address   DC   TaggedAddresses            Meta\n\
+         web-1  aaaaaaaa-1111-2222-3333-444444444444  10.0.0.1  dc1  lan=10.0.0.1, wan=1.2.3.4  env=prod, rack=r1\n"
+    );
+
+    let (code, out, _) = run(&["catalog", "nodes", "-service=web", "-node-meta=rack=r1"]);
+    assert_eq!(code, 0);
+    let names: Vec<&str> = out
+        .lines()
+        .skip(1)
+        .map(|l| l.split(' ').next().unwrap())
+        .collect();
+    assert_eq!(names, ["web-1", "web-2"], "{out}");
+
+    let (code, out, err) = run(&["catalog", "nodes", "-service=nothing"]);
+    assert_eq!(
+        (code, out.as_str(), err.as_str()),
+        (
+            0,
+            "",
+            "No nodes match the given query - try expanding your search.\n"
+        )
+    );
+
+    let (code, out, err) = run(&["catalog", "nodes", "-near=web-1"]);
+    assert_eq!(code, 0);
+    assert!(err.contains("-near is not supported"), "{err}");
+    assert!(out.starts_with("Node "), "{out}");
+
+    // -filter is passed on and evaluated by the agent (go-bexpr).
+    let (code, out, _) = run(&["catalog", "nodes", "-filter=Node == web-1"]);
+    assert_eq!(code, 0);
+    assert_eq!(out.lines().count(), 2, "a header and web-1: {out}");
+    assert!(out.lines().nth(1).unwrap().starts_with("web-1 "), "{out}");
+    let (code, _, err) = run(&["catalog", "nodes", "-filter=Node =="]);
+    assert_eq!(code, 1);
+    assert!(
+        err.starts_with("Error listing nodes: Unexpected response code: 400 (Failed to create boolean expression evaluator"),
+        "{err}"
+    );
+
+    let (code, out, err) = run(&["catalog", "services"]);
+    assert_eq!((code, out.as_str(), err.as_str()), (0, "db\nweb\n", ""));
+    let (code, out, _) = run(&["catalog", "services", "-tags"]);
+    assert_eq!(code, 0);
+    assert_eq!(out, "db       primary\nweb      blue,v1,v2\n");
+    let (code, out, _) = run(&["catalog", "services", "-node=db-1"]);
+    assert_eq!((code, out.as_str()), (0, "db\n"));
+    let (code, out, _) = run(&["catalog", "services", "-node-meta=rack=r2"]);
+    assert_eq!((code, out.as_str()), (0, "db\n"));
+    let (code, out, err) = run(&["catalog", "services", "-node=nobody"]);
+    assert_eq!(
+        (code, out.as_str(), err.as_str()),
+        (
+            0,
+            "",
+            "No services match the given query - try expanding your search.\n"
+        )
+    );
+    let (code, _, err) = run(&["catalog", "services", "extra"]);
+    assert_eq!(
+        (code, err.as_str()),
+        (1, "Too many arguments (expected 0)\n")
     );
 }

@@ -1716,3 +1716,169 @@ fn transactions_on_a_real_agent_are_atomic_with_consuls_answers() {
         "{text}"
     );
 }
+
+/// `?max_stale` on real servers (agent/http.go `parseConsistency`,
+/// agent/catalog_endpoint.go `RETRY_ONCE`): a server whose two peers were
+/// killed still answers `?stale` reads, its `X-Consul-LastContact` growing;
+/// a catalog read with a `max_stale` shorter than that is asked again of
+/// the leader, and with none it fails as Consul's does, `No cluster leader`
+/// (500) after the hold; a longer `max_stale` keeps the stale answer. KV
+/// reads are never retried (Consul's KV endpoint has no `RETRY_ONCE`).
+///
+/// First, on the same cluster, `tern operator raft transfer-leader -id=`
+/// through a follower (Consul's command/operator/raft/transferleader, `POST
+/// /v1/operator/raft/transfer-leader`): `Success`, and the named server
+/// leads.
+#[test]
+fn transfer_leader_then_max_stale_sends_an_old_stale_catalog_read_to_the_leader() {
+    let mut nodes = cluster("maxstale");
+    let ports: Vec<u16> = nodes.iter().map(|n| n.serf_lan).collect();
+    for n in nodes.iter_mut() {
+        n.start(&ports);
+    }
+    let first = leader_of(&nodes, Duration::from_secs(20))
+        .unwrap_or_else(|| panic!("no leader\n{}", logs(&nodes)));
+    let target = (first + 1) % 3;
+    let via = (first + 2) % 3;
+    let (_, conf) = get(&format!(
+        "{}/v1/operator/raft/configuration",
+        nodes[via].base()
+    ))
+    .expect("configuration");
+    let conf: serde_json::Value = serde_json::from_str(&conf).unwrap();
+    let target_addr = format!("127.0.0.1:{}", nodes[target].server);
+    let target_id = conf["Servers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["Address"] == target_addr.as_str())
+        .and_then(|s| s["ID"].as_str())
+        .expect("the target's ID")
+        .to_string();
+    let via_addr = format!("127.0.0.1:{}", nodes[via].http);
+    let (code, out) = tern_cli(&[
+        "operator",
+        "raft",
+        "transfer-leader",
+        &format!("-id={target_id}"),
+        "-http-addr",
+        &via_addr,
+    ]);
+    assert_eq!((code, out.as_str()), (0, "Success\n"), "{}", logs(&nodes));
+    // The answer comes once another server leads; every server learns it.
+    let end = Instant::now() + Duration::from_secs(5);
+    while leader_of(&nodes, Duration::from_secs(1)) != Some(target) {
+        assert!(
+            Instant::now() < end,
+            "{} does not lead\n{}",
+            nodes[target].name,
+            logs(&nodes)
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let leader = target;
+    let survivor = (leader + 1) % 3;
+    let base = nodes[survivor].base();
+    assert_eq!(
+        put(&format!("{base}/v1/kv/k"), "v").map(|r| r.1),
+        Some("true".into())
+    );
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .timeout_global(Some(Duration::from_secs(20)))
+        .http_status_as_error(false)
+        .build()
+        .into();
+    let call = |path: &str| -> (u16, Option<u64>, Option<String>, String, Duration) {
+        let started = Instant::now();
+        let mut r = agent
+            .get(&format!("{base}{path}"))
+            .call()
+            .expect("an answer");
+        let header = |name: &str| {
+            r.headers()
+                .get(name)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_string)
+        };
+        let last_contact = header("X-Consul-LastContact").and_then(|v| v.parse().ok());
+        let consistency = header("X-Consul-Effective-Consistency");
+        let status = r.status().as_u16();
+        let body = r.body_mut().read_to_string().unwrap_or_default();
+        (status, last_contact, consistency, body, started.elapsed())
+    };
+    // Metrics on a cluster: writes through a follower are forwarded; the
+    // leader counts them as requests and Raft applies, the follower times
+    // them as `consul.kvs.apply`.
+    let prometheus = |n: &Node| -> Vec<(String, f64)> {
+        let (status, text) =
+            get(&format!("{}/v1/agent/metrics?format=prometheus", n.base())).expect("metrics");
+        assert_eq!(status, 200);
+        tern::metrics::parse_prometheus(&text).unwrap_or_else(|e| panic!("{e}\n{text}"))
+    };
+    let value = |samples: &[(String, f64)], name: &str| {
+        samples
+            .iter()
+            .find(|(n, _)| n == name)
+            .map_or(0.0, |(_, v)| *v)
+    };
+    let before = prometheus(&nodes[leader]);
+    for i in 0..5 {
+        assert_eq!(
+            put(&format!("{base}/v1/kv/fwd{i}"), "v").map(|r| r.1),
+            Some("true".into())
+        );
+    }
+    let after = prometheus(&nodes[leader]);
+    for name in [
+        "consul_rpc_request",
+        "consul_raft_apply",
+        "consul_raft_commitTime_count",
+    ] {
+        assert!(
+            value(&after, name) >= value(&before, name) + 5.0,
+            "{name}: {} then {}",
+            value(&before, name),
+            value(&after, name)
+        );
+    }
+    assert!(value(&after, "consul_raft_leader_lastContact_count") >= 1.0);
+    assert!(value(&prometheus(&nodes[survivor]), "consul_kvs_apply_count") >= 6.0);
+
+    // The survivor has applied the write before the others go.
+    let end = Instant::now() + Duration::from_secs(10);
+    while call("/v1/kv/k?stale").0 != 200 {
+        assert!(Instant::now() < end, "the write never reached the survivor");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // While the leader is there: a fresh follower keeps its stale answer.
+    let (status, _, consistency, _, _) = call("/v1/catalog/nodes?max_stale=1h");
+    assert_eq!((status, consistency.as_deref()), (200, Some("stale")));
+
+    for (i, node) in nodes.iter_mut().enumerate() {
+        if i != survivor {
+            node.kill9();
+        }
+    }
+    std::thread::sleep(Duration::from_secs(3));
+    let (status, last_contact, consistency, _, _) = call("/v1/catalog/nodes?stale");
+    assert_eq!((status, consistency.as_deref()), (200, Some("stale")));
+    let last_contact = last_contact.expect("X-Consul-LastContact");
+    assert!(last_contact >= 2500, "last contact {last_contact} ms");
+
+    let (status, _, consistency, _, _) = call("/v1/catalog/nodes?max_stale=1h");
+    assert_eq!((status, consistency.as_deref()), (200, Some("stale")));
+    let (status, _, _, body, _) = call("/v1/kv/k?max_stale=1s");
+    assert_eq!(status, 200, "KV is not retried: {body}");
+
+    let (status, _, _, body, took) = call("/v1/catalog/nodes?max_stale=1s");
+    assert_eq!(
+        (status, body.trim()),
+        (500, "No cluster leader"),
+        "{}",
+        logs(&nodes)
+    );
+    assert!(
+        took >= Duration::from_secs(5),
+        "held for the leader: {took:?}"
+    );
+}

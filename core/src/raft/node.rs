@@ -289,6 +289,11 @@ impl Raft {
     pub fn membership(&self) -> &Membership {
         &self.membership
     }
+    /// The log index of the configuration in effect (the latest in the log,
+    /// committed or not; the snapshot's last index when it came from one).
+    pub fn membership_index(&self) -> LogIndex {
+        self.membership_index
+    }
     pub fn address_of(&self, id: NodeId) -> Option<&str> {
         self.addresses.get(&id).map(String::as_str)
     }

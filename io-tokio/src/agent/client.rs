@@ -52,6 +52,7 @@ async fn start(
             options: options.clone(),
             left: left.clone(),
             pools: pools.clone(),
+            metrics: Default::default(),
         }),
     };
     let task = tokio::spawn(run(options, client, rx, left, pools));

@@ -92,6 +92,9 @@ pub(crate) struct HandleInner {
     /// The gossip pools; `None` for a [`AgentHandle::detached`] handle and a
     /// client agent fed its servers by a test ([`start_client`]).
     pub(crate) pools: Option<Arc<Pools>>,
+    /// What `/v1/agent/metrics` shows: the agent loop and the HTTP layer
+    /// record into it.
+    pub(crate) metrics: Arc<crate::metrics::Metrics>,
 }
 
 /// A message to the agent task.
@@ -221,6 +224,11 @@ impl AgentHandle {
         &self.inner.options
     }
 
+    /// The agent's metrics (`/v1/agent/metrics`).
+    pub fn metrics(&self) -> &Arc<crate::metrics::Metrics> {
+        &self.inner.metrics
+    }
+
     /// A handle whose messages arrive on the returned receiver: for testing
     /// a surface (HTTP, CLI) against a scripted agent.
     pub fn detached(options: AgentOptions) -> (AgentHandle, tokio::sync::mpsc::Receiver<ToAgent>) {
@@ -232,6 +240,7 @@ impl AgentHandle {
                     options,
                     left: Arc::new(tokio::sync::watch::Sender::new(false)),
                     pools: None,
+                    metrics: Default::default(),
                 }),
             },
             rx,
@@ -242,6 +251,7 @@ impl AgentHandle {
 mod client;
 pub(crate) mod members;
 mod runtime;
+mod telemetry;
 pub use client::{start_client, start_gossip_client};
 pub use members::{MembersError, Pool, Pools};
 pub use runtime::{start, Agent};

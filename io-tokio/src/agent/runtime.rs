@@ -17,6 +17,7 @@ use tern_core::{
 use tokio::sync::{mpsc, oneshot};
 
 use super::members::{Pools, ServerReport};
+use super::telemetry::Telemetry;
 use super::{AgentHandle, AgentOptions, AgentStatus, HandleInner, ToAgent};
 use crate::net::{self, Inbound, Pool};
 use crate::storage::{open_data_dir, MemStorage, Storage, StorageError};
@@ -82,11 +83,14 @@ pub async fn start(options: AgentOptions) -> Result<Agent, String> {
             options: options.clone(),
             left: Arc::new(tokio::sync::watch::Sender::new(false)),
             pools: Some(pools.clone()),
+            metrics: Default::default(),
         }),
     };
     let left = handle.inner.left.clone();
+    let metrics = handle.inner.metrics.clone();
     let task = tokio::spawn(run(
         options,
+        metrics,
         storage,
         durable,
         Channels {
@@ -155,6 +159,8 @@ struct Loop {
     waiting: BTreeMap<RequestId, oneshot::Sender<Response>>,
     /// `GET /v1/snapshot`s waiting for the state to reach an index.
     saving: Vec<(u64, oneshot::Sender<Result<super::SavedState, String>>)>,
+    /// What `/v1/agent/metrics` shows of the core's work.
+    telemetry: Telemetry,
 }
 
 /// What the agent task reads from.
@@ -165,8 +171,10 @@ struct Channels {
     reports: mpsc::Receiver<ServerReport>,
 }
 
+#[allow(clippy::too_many_arguments)]
 async fn run(
     options: AgentOptions,
+    metrics: Arc<crate::metrics::Metrics>,
     storage: Box<dyn Storage>,
     durable: Durable,
     channels: Channels,
@@ -205,6 +213,7 @@ async fn run(
         leave_started: false,
         core_left: false,
         gossip_left: false,
+        telemetry: Telemetry::new(metrics),
         options,
     };
     let fresh = durable.entries.is_empty() && durable.snapshot.is_none();
@@ -300,6 +309,8 @@ async fn run(
             if server.poll_timeout().is_some_and(|t| t <= now) {
                 server.handle(now, Input::Tick, &mut out);
             }
+            let every = StdDuration::from_nanos(l.options.core.leader_lease_timeout.as_nanos());
+            l.telemetry.sample_contact(server, now, every);
         }
         inputs.clear();
         l.pump(&mut out);
@@ -729,6 +740,7 @@ impl Loop {
             ToAgent::Request(request, tx) => {
                 self.next_request += 1;
                 let id = RequestId(self.next_request);
+                self.telemetry.request_taken(id, &request);
                 self.waiting.insert(id, tx);
                 inputs.push(Input::Request { id, request });
             }
@@ -750,7 +762,12 @@ impl Loop {
 
     fn take_inbound(&mut self, inb: Inbound, inputs: &mut Vec<Input>) {
         match inb {
-            Inbound::Message(m) => inputs.push(Input::Message(m)),
+            Inbound::Message(m) => {
+                if let tern_core::MessageBody::Forward { request, .. } = &m.body {
+                    self.telemetry.forward_taken(request);
+                }
+                inputs.push(Input::Message(m))
+            }
             Inbound::Gone(id) => {
                 if self.server.as_ref().is_some_and(|s| s.leader() == Some(id)) {
                     tracing::info!(
@@ -769,6 +786,7 @@ impl Loop {
     /// commit). Meanwhile the agent keeps handling inputs; sends that wait
     /// for a write run when `disk_done` releases them.
     fn pump(&mut self, out: &mut Vec<Action>) {
+        self.telemetry.actions(out, self.server.as_ref());
         let mut ready = Vec::new();
         self.outbox.push(out.drain(..), &mut ready);
         let job = self.outbox.start_job(&mut ready);
@@ -776,6 +794,7 @@ impl Loop {
             self.run_action(a);
         }
         if let Some(job) = job {
+            self.telemetry.job_started(&job, self.server.as_ref());
             if self.disk.send(job).is_err() {
                 tracing::error!("stopping: the disk thread is gone");
                 std::process::exit(1);
@@ -817,6 +836,7 @@ impl Loop {
                 std::process::exit(1);
             }
         }
+        self.telemetry.job_done();
         let mut ready = Vec::new();
         let id = self.outbox.job_done(&mut ready);
         for a in ready {
@@ -855,6 +875,7 @@ impl Loop {
                 }
             }
             Action::Respond { id, response } => {
+                self.telemetry.responded(id);
                 if let Some(tx) = self.waiting.remove(&id) {
                     let _ = tx.send(response);
                 }

@@ -120,6 +120,10 @@ impl Client {
         self.send("PUT", path, query, Some(body))
     }
 
+    pub fn post(&self, path: &str, query: &[(&str, Option<&str>)]) -> Result<Reply, String> {
+        self.send("POST", path, query, Some(&[]))
+    }
+
     pub fn delete(&self, path: &str, query: &[(&str, Option<&str>)]) -> Result<Reply, String> {
         self.send("DELETE", path, query, None)
     }
@@ -158,6 +162,7 @@ impl Client {
         let token = self.token.as_deref();
         let result = match (method, body) {
             ("PUT", body) => with_token(self.agent.put(&url), token).send(body.unwrap_or(&[])),
+            ("POST", body) => with_token(self.agent.post(&url), token).send(body.unwrap_or(&[])),
             ("DELETE", _) => with_token(self.agent.delete(&url), token).call(),
             _ => with_token(self.agent.get(&url), token).call(),
         };

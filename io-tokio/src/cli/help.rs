@@ -41,6 +41,26 @@ pub(crate) const COMMANDS: &[CommandDoc] = &[
         help: crate::bench::BENCH_KV_HELP,
     },
     CommandDoc {
+        path: "catalog",
+        synopsis: "Lists the catalog's datacenters, nodes and services",
+        help: super::catalog::CATALOG_HELP,
+    },
+    CommandDoc {
+        path: "catalog datacenters",
+        synopsis: "Lists the known datacenters",
+        help: super::catalog::DATACENTERS_USAGE,
+    },
+    CommandDoc {
+        path: "catalog nodes",
+        synopsis: "Lists the nodes in the catalog",
+        help: super::catalog::NODES_USAGE,
+    },
+    CommandDoc {
+        path: "catalog services",
+        synopsis: "Lists the services in the catalog",
+        help: super::catalog::SERVICES_USAGE,
+    },
+    CommandDoc {
         path: "force-leave",
         synopsis: "Marks a failed member as having left the cluster",
         help: super::members::FORCE_LEAVE_USAGE,
@@ -129,6 +149,11 @@ pub(crate) const COMMANDS: &[CommandDoc] = &[
         path: "operator raft remove-peer",
         synopsis: "Removes a server from the Raft configuration",
         help: super::operator::REMOVE_PEER_USAGE,
+    },
+    CommandDoc {
+        path: "operator raft transfer-leader",
+        synopsis: "Hands Raft leadership to another voter",
+        help: super::operator::TRANSFER_LEADER_USAGE,
     },
     CommandDoc {
         path: "snapshot",
@@ -349,6 +374,7 @@ Usage: tern operator raft <subcommand> [options]
 
       $ tern operator raft list-peers
       $ tern operator raft remove-peer -id=<node id>
+      $ tern operator raft transfer-leader -id=<node id>
 ";
 
 const AUTOPILOT_HELP: &str = "

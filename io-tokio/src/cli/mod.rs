@@ -1,6 +1,7 @@
 //! The command line: help for every command (`help.rs`), and the client
 //! commands, talking to an agent over its HTTP API as Consul's CLI does:
-//! `kv get|put|delete|export|import`, `operator raft list-peers|remove-peer`,
+//! `kv get|put|delete|export|import`, `catalog datacenters|nodes|services`,
+//! `operator raft list-peers|remove-peer|transfer-leader`,
 //! `operator autopilot get-config|set-config|state`, `members`, `join`,
 //! `force-leave`, `leave`, `version` (and `bench kv`, in `crate::bench`).
 //!
@@ -10,6 +11,7 @@
 //! help, also exit 1.
 
 mod autopilot;
+mod catalog;
 mod client;
 pub(crate) mod flags;
 mod help;
@@ -71,6 +73,10 @@ pub fn run_with_input(
         "operator autopilot get-config" => autopilot::get_config(rest, &mut io),
         "operator autopilot set-config" => autopilot::set_config(rest, &mut io),
         "operator autopilot state" => autopilot::state(rest, &mut io),
+        "catalog datacenters" => catalog::datacenters(rest, &mut io),
+        "catalog nodes" => catalog::nodes(rest, &mut io),
+        "catalog services" => catalog::services(rest, &mut io),
+        "operator raft transfer-leader" => operator::transfer_leader(rest, &mut io),
         "members" => members::members(rest, &mut io),
         "join" => members::join(rest, &mut io),
         "force-leave" => members::force_leave(rest, &mut io),

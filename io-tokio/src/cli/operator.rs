@@ -1,4 +1,4 @@
-//! `operator raft list-peers`, `operator raft remove-peer` and `leave`.
+//! `operator raft list-peers`, `remove-peer`, `transfer-leader` and `leave`.
 
 use serde::Deserialize;
 
@@ -112,6 +112,42 @@ pub(crate) fn remove_peer(args: &[String], io: &mut Io) -> i32 {
     }
 }
 
+/// `tern operator raft transfer-leader [-id=ID]` (Consul's
+/// command/operator/raft/transferleader): `POST
+/// /v1/operator/raft/transfer-leader`, then `Success`.
+pub(crate) fn transfer_leader(args: &[String], io: &mut Io) -> i32 {
+    let (p, client) = match command(args, &[value("id")], "operator raft transfer-leader", io) {
+        Ok(x) => x,
+        Err(code) => return code,
+    };
+    if let Some(extra) = p.args.first() {
+        return fail(io, format!("unexpected argument {extra:?}"));
+    }
+    let query: Vec<(&str, Option<&str>)> = p
+        .last("id")
+        .filter(|id| !id.is_empty())
+        .map(|id| ("id", Some(id)))
+        .into_iter()
+        .collect();
+    #[derive(Deserialize, Default)]
+    #[serde(rename_all = "PascalCase", default)]
+    struct Answer {
+        success: bool,
+    }
+    let answer = client
+        .post("/v1/operator/raft/transfer-leader", &query)
+        .and_then(|r| r.success())
+        .and_then(|b| parse_json::<Answer>(&b));
+    match answer {
+        Ok(a) if a.success => {
+            io.line("Success");
+            0
+        }
+        Ok(_) => fail(io, "Error transferring leadership".into()),
+        Err(e) => fail(io, format!("Error transferring leadership: {e}")),
+    }
+}
+
 pub(crate) fn leave(args: &[String], io: &mut Io) -> i32 {
     let (p, client) = match command(args, &[], "leave", io) {
         Ok(x) => x,
@@ -148,6 +184,15 @@ Usage: tern operator raft remove-peer [options] (-id=ID | -address=IP:PORT)
 
   Removes a server from the Raft configuration.
 
+  -http-addr=ADDR  -datacenter=DC  -token=T";
+
+pub(crate) const TRANSFER_LEADER_USAGE: &str = "\
+Usage: tern operator raft transfer-leader [options]
+
+  Hands Raft leadership to another voter and waits until it leads.
+
+  -id=ID           The voter to lead (its node ID); by default the most
+                   up-to-date voter that answers.
   -http-addr=ADDR  -datacenter=DC  -token=T";
 
 pub(crate) const LEAVE_USAGE: &str = "\

@@ -46,7 +46,9 @@ pub(crate) async fn configuration(
     Query(query): Query<Vec<(String, String)>>,
 ) -> ApiResult {
     let opts = QueryOptions::parse(&Params::new(query), agent.options())?;
-    let (reply, meta) = read(&agent, &opts, Op::AutopilotGetConfig).await?;
+    // No query-meta headers: Consul's `OperatorAutopilotConfiguration`
+    // returns the configuration without `setMeta`.
+    let (reply, _) = read(&agent, &opts, Op::AutopilotGetConfig).await?;
     let ReplyBody::AutopilotConfig(stored) = reply.body else {
         return Err(ApiError::unexpected_reply("the autopilot configuration"));
     };
@@ -63,7 +65,7 @@ pub(crate) async fn configuration(
         create_index: stored.create_index,
         modify_index: stored.modify_index,
     };
-    Ok(meta.apply(json(&body, opts.pretty)?))
+    json(&body, opts.pretty)
 }
 
 /// Largest body taken for a configuration `PUT`.

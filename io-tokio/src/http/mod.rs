@@ -12,10 +12,15 @@
 //! | `GET /v1/agent/self`, `PUT /v1/agent/leave` | this agent |
 //! | `GET /v1/agent/members`, `PUT /v1/agent/join/<addr>`, `PUT /v1/agent/force-leave/<node>` | gossip membership (`?wan`, `?prune`) |
 //! | `GET/PUT/DELETE /v1/kv/<key>` | KV: recurse, keys, separator, raw, cas, flags, blocking, stale/consistent |
-//! | `GET /v1/operator/raft/configuration`, `DELETE /v1/operator/raft/peer` | Raft membership |
+//! | `GET /v1/operator/raft/configuration`, `DELETE /v1/operator/raft/peer`, `POST /v1/operator/raft/transfer-leader` | Raft membership |
+//! | `GET /v1/agent/metrics` | go-metrics' JSON, `?format=prometheus` |
 //! | `GET /v1/operator/autopilot/{configuration,health,state}`, `PUT .../configuration[?cas=]` | autopilot (health: 429 when unhealthy) |
 //! | `GET /v1/health/{node,checks,state,service}/<name>` | checks and instances with their checks: passing, tag, node-meta, blocking |
 //! | `PUT /v1/catalog/{register,deregister}`, `GET /v1/catalog/{datacenters,nodes,services}`, `GET /v1/catalog/{service,node,node-services}/<name>` | the catalog: tag, node-meta, blocking, stale/consistent |
+//!
+//! Around every route, `mux.rs` does what Consul's server does around its
+//! endpoints: non-printable paths 400, unclean paths 301, 405 with `Allow`,
+//! `OPTIONS`, and a `consul.http.*` timer per request.
 //!
 //! Request bodies are read as bytes whatever their `Content-Type` (python
 //! `requests` sends none), and nothing a client sends can panic a handler:
@@ -29,6 +34,8 @@ mod gojson;
 mod health;
 mod kv;
 mod members;
+mod metrics;
+mod mux;
 mod operator;
 mod params;
 mod reply;
@@ -38,9 +45,9 @@ mod txn;
 
 use axum::http::{header, Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{any, delete, get, put};
+use axum::routing::{any, delete, get, post, put};
 use axum::Router;
-use tern_core::rpc::{Op, Reply};
+use tern_core::rpc::{Op, ReadMode, Reply};
 
 pub use agent_api::CONSUL_COMPATIBLE_VERSION;
 
@@ -73,9 +80,15 @@ async fn redirect_to_subtree(method: Method, uri: Uri) -> Response {
         Some(q) => format!("{}/?{q}", uri.path()),
         None => format!("{}/", uri.path()),
     };
+    moved_permanently(&method, &location)
+}
+
+/// Go's `http.Redirect` with 301: `Location`, and for GET and HEAD an HTML
+/// content type and a small body.
+fn moved_permanently(method: &Method, location: &str) -> Response {
     let mut response = (
         StatusCode::MOVED_PERMANENTLY,
-        [(header::LOCATION, location.clone())],
+        [(header::LOCATION, location.to_string())],
     )
         .into_response();
     if method == Method::GET || method == Method::HEAD {
@@ -107,6 +120,7 @@ pub fn router(agent: AgentHandle) -> Router {
         .route("/v1/agent/self", get(agent_api::agent_self))
         .route("/v1/agent/leave", put(agent_api::leave))
         .route("/v1/agent/members", get(members::members))
+        .route("/v1/agent/metrics", get(metrics::metrics))
         .route("/v1/agent/join/", put(members::join_nothing))
         .route("/v1/agent/join/{*address}", put(members::join))
         .route("/v1/agent/force-leave/{*node}", put(members::force_leave))
@@ -125,6 +139,10 @@ pub fn router(agent: AgentHandle) -> Router {
             get(operator::configuration),
         )
         .route("/v1/operator/raft/peer", delete(operator::remove_peer))
+        .route(
+            "/v1/operator/raft/transfer-leader",
+            post(operator::transfer_leader),
+        )
         .route(
             "/v1/operator/autopilot/configuration",
             get(autopilot::configuration).put(autopilot::set_configuration),
@@ -155,6 +173,12 @@ pub fn router(agent: AgentHandle) -> Router {
         .route("/v1/health/service/{*service}", get(health::service))
         .route("/v1/snapshot", get(snapshot::save).put(snapshot::restore))
         .route("/v1/txn", put(txn::txn))
+        // Consul's catch-all: 404 with an empty body.
+        .fallback(|| async { StatusCode::NOT_FOUND })
+        .layer(axum::middleware::from_fn_with_state(
+            agent.clone(),
+            mux::consul_mux,
+        ))
         .with_state(agent)
 }
 
@@ -176,8 +200,26 @@ pub async fn serve_until_left(
 }
 
 /// Sends a read and returns the reply with its meta headers.
+///
+/// A catalog or health read with `?max_stale` whose server last heard from
+/// the leader longer ago than that is asked once more as a default read,
+/// answered by the leader (Consul's `RETRY_ONCE` in `catalog_endpoint.go`
+/// and `health_endpoint.go`; its KV endpoint has no retry, and neither has
+/// Tern's).
 async fn read(agent: &AgentHandle, opts: &QueryOptions, op: Op) -> Result<(Reply, Meta), ApiError> {
+    let retry = (opts.max_stale.is_some() && matches!(op, Op::Catalog(_))).then(|| op.clone());
     let reply = agent.call(opts.request(op)).await?;
+    if let (Some(op), Some(max)) = (retry, opts.max_stale) {
+        let last_contact = tern_core::Duration::from_millis(reply.last_contact_ms);
+        if opts.read_mode == ReadMode::Stale && max < last_contact {
+            let mut again = opts.clone();
+            again.read_mode = ReadMode::Default;
+            again.max_stale = None;
+            let reply = agent.call(again.request(op)).await?;
+            let meta = Meta::of(&reply, again.read_mode);
+            return Ok((reply, meta));
+        }
+    }
     let meta = Meta::of(&reply, opts.read_mode);
     Ok((reply, meta))
 }

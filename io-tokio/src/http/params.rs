@@ -98,6 +98,33 @@ fn go_query_escape(s: &str) -> String {
     out
 }
 
+/// Go's `%q` for a string of printable text: quoted, with `"` and `\`
+/// escaped and control characters as Go escapes them.
+pub(crate) fn go_quote(s: &str) -> String {
+    let mut out = String::with_capacity(s.len() + 2);
+    out.push('"');
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            '\u{7}' => out.push_str("\\a"),
+            '\u{8}' => out.push_str("\\b"),
+            '\u{c}' => out.push_str("\\f"),
+            '\u{b}' => out.push_str("\\v"),
+            c if (c as u32) < 0x20 || c == '\u{7f}' => {
+                out.push_str(&format!("\\x{:02x}", c as u32))
+            }
+            c if c.is_control() => out.push_str(&format!("\\u{:04x}", c as u32)),
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+    out
+}
+
 /// What every read (and, as in Consul, every KV call) takes from the query.
 #[derive(Clone, Debug)]
 pub(crate) struct QueryOptions {
@@ -105,13 +132,33 @@ pub(crate) struct QueryOptions {
     pub read_mode: ReadMode,
     pub blocking: Option<Blocking>,
     pub pretty: bool,
+    /// `?max_stale=<dur>` (Consul's `MaxStaleDuration`): a stale read whose
+    /// server last heard from the leader longer ago is asked again of the
+    /// leader (catalog and health reads, as Consul's `RETRY_ONCE`).
+    pub max_stale: Option<Duration>,
 }
 
 impl QueryOptions {
     /// Consul's `parse`: datacenter, then consistency, then wait and index.
     pub fn parse(params: &Params, options: &AgentOptions) -> Result<QueryOptions, ApiError> {
         let datacenter = datacenter(params, options);
-        let read_mode = match (params.has("stale"), params.has("consistent")) {
+        // agent/http.go `parseConsistency`: a positive `max_stale` allows a
+        // stale read (and so conflicts with `?consistent` like `?stale`).
+        let max_stale = match params.get("max_stale").filter(|m| !m.is_empty()) {
+            None => None,
+            Some(m) => match parse_go_duration(m) {
+                None => {
+                    return Err(ApiError::bad_request(format!(
+                        "Invalid max_stale value {}",
+                        go_quote(m)
+                    )))
+                }
+                Some(ns) if ns > 0 => Some(Duration::from_nanos(ns as u64)),
+                Some(_) => None,
+            },
+        };
+        let stale = params.has("stale") || max_stale.is_some();
+        let read_mode = match (stale, params.has("consistent")) {
             (true, true) => {
                 return Err(ApiError::bad_request(
                     "Cannot specify ?stale with ?consistent, conflicting semantics.",
@@ -143,6 +190,7 @@ impl QueryOptions {
             read_mode,
             blocking,
             pretty: params.has("pretty"),
+            max_stale,
         })
     }
 }

@@ -1,11 +1,12 @@
-//! `/v1/status/leader` and `/v1/status/peers`.
+//! `/v1/status/leader` and `/v1/status/peers` (Consul's
+//! `agent/status_endpoint.go`: no query-meta headers).
 
 use axum::extract::{Query, State};
 use tern_core::rpc::{Op, ReadMode, ReplyBody, RpcError};
 
 use super::params::{Params, QueryOptions};
 use super::read;
-use super::reply::{json, ApiError, ApiResult, Meta};
+use super::reply::{json, ApiError, ApiResult};
 use crate::agent::AgentHandle;
 
 /// The leader's server address, or `""` (still 200) when there is none:
@@ -23,11 +24,10 @@ pub(crate) async fn leader(
         Err(RpcError::NoLeader) => return json(&"", opts.pretty),
         Err(e) => return Err(e.into()),
     };
-    let meta = Meta::of(&reply, opts.read_mode);
     let ReplyBody::Leader(address) = reply.body else {
         return Err(ApiError::unexpected_reply("status/leader"));
     };
-    Ok(meta.apply(json(&address.unwrap_or_default(), opts.pretty)?))
+    json(&address.unwrap_or_default(), opts.pretty)
 }
 
 /// The voters' server addresses.
@@ -37,9 +37,9 @@ pub(crate) async fn peers(
 ) -> ApiResult {
     let mut opts = QueryOptions::parse(&Params::new(query), agent.options())?;
     opts.blocking = None;
-    let (reply, meta) = read(&agent, &opts, Op::StatusPeers).await?;
+    let (reply, _) = read(&agent, &opts, Op::StatusPeers).await?;
     let ReplyBody::Peers(peers) = reply.body else {
         return Err(ApiError::unexpected_reply("status/peers"));
     };
-    Ok(meta.apply(json(&peers, opts.pretty)?))
+    json(&peers, opts.pretty)
 }
