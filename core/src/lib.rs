@@ -111,6 +111,7 @@ pub mod raft;
 pub mod reconcile;
 pub mod rng;
 pub mod rpc;
+pub mod serf_health;
 pub mod server;
 pub mod testkit;
 pub mod wire;

@@ -28,6 +28,7 @@ use crate::rpc::{
     Blocking, CatalogOp, CatalogReply, Op, RaftServer, ReadMode, Reply, ReplyBody, Request,
     Response, RpcError,
 };
+use crate::serf_health::SerfHealth;
 
 /// How long a leaving server waits to be removed from the configuration
 /// before its leave completes anyway (Consul's `raftRemoveGracePeriod`).
@@ -108,6 +109,11 @@ pub struct Server {
     /// The leader's view of the servers gossip reports, and whether the
     /// configuration needs another look (`crate::reconcile`).
     reconciler: Reconciler,
+    /// The leader's view of every LAN member, kept in the catalog with its
+    /// `serfHealth` check (`crate::serf_health`).
+    serf_health: SerfHealth,
+    /// The term `serf_health` last looked in as leader.
+    serf_health_term: Option<Term>,
     /// Until when proposals of a term this server no longer leads wait to
     /// learn their outcome (`fail_proposals`).
     orphans_until: Option<Instant>,
@@ -201,6 +207,8 @@ impl Server {
             draining_until: None,
             removal_deadline: None,
             reconciler: Reconciler::new(),
+            serf_health: SerfHealth::default(),
+            serf_health_term: None,
             reconciled_term: None,
             orphans_until: None,
             autopilot_stored_in: None,
@@ -258,6 +266,7 @@ impl Server {
                 self.autopilot.member_status(m.node, m.status);
                 self.reconciler.report(m);
             }
+            Input::LanMember(m) => self.serf_health.report(m),
             Input::Persisted(id) => self.raft.persisted(now, id, out),
             Input::DiskFull(full) => self.raft.set_disk_full(full),
             Input::SnapshotBuilt { meta, data } => self.snapshot_built(meta, data, out),
@@ -1310,6 +1319,46 @@ impl Server {
         }
     }
 
+    /// Consul's leader `reconcileMember`: one catalog write at a time
+    /// brings a LAN member's node, `serfHealth` check and (for a server)
+    /// `consul` service in line with gossip; nothing is written when the
+    /// catalog already says it (`crate::serf_health`).
+    fn run_serf_health(&mut self, now: Instant, out: &mut Vec<Action>) {
+        if self.raft.role() != Role::Leader {
+            if self.serf_health_term.take().is_some() {
+                self.serf_health.reset();
+            }
+            return;
+        }
+        if self.serf_health_term != Some(self.raft.term()) {
+            self.serf_health_term = Some(self.raft.term());
+            self.serf_health.reset();
+        }
+        if self.is_draining(now)
+            || !self.raft.committed_in_term()
+            || !self.serf_health.due(self.fsm.last_applied())
+        {
+            return;
+        }
+        let Some(command) = self.serf_health.plan(
+            &self.fsm,
+            &self.config.node_name.0,
+            &self.config.datacenter.0,
+        ) else {
+            return;
+        };
+        // Refused (Busy, a transfer, a full disk): looked at again at the
+        // next input.
+        match self.raft.propose(
+            now,
+            EntryPayload::Command(std::sync::Arc::new(command)),
+            out,
+        ) {
+            Ok((index, _)) => self.serf_health.proposed(index.0),
+            Err(_) => self.serf_health.reset(),
+        }
+    }
+
     // ----- after every input -----
 
     fn after(&mut self, now: Instant, out: &mut Vec<Action>) {
@@ -1335,6 +1384,7 @@ impl Server {
         self.retry_held(now, out);
         self.maybe_snapshot(now, out);
         self.run_reconcile(now, out);
+        self.run_serf_health(now, out);
         self.store_autopilot_config(now, out);
         self.run_autopilot(now, out);
         self.finish_leave(now, out);
@@ -1465,6 +1515,13 @@ impl Server {
                     let topics = self.fsm.catalog_topics(c);
                     let r = self.fsm.apply(index.0, c);
                     self.touched.command(c);
+                    if !topics.is_empty() {
+                        // A catalog write may undo what gossip says (a
+                        // deregistered server node): look again.
+                        self.serf_health.touch();
+                        let ok = matches!(r, ApplyResult::Catalog(Ok(())));
+                        self.serf_health.applied(index.0, c, ok);
+                    }
                     self.touched.catalog_topics(topics);
                     if let Command::TombstoneReap { upto } = c.as_ref() {
                         self.tombstone_gc.reaped(*upto);
