@@ -113,6 +113,7 @@ pub mod rng;
 pub mod rpc;
 pub mod serf_health;
 pub mod server;
+pub mod session_ttl;
 pub mod testkit;
 pub mod wire;
 

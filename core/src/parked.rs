@@ -55,6 +55,9 @@ impl Touched {
             Command::Kv(KvCommand::DeleteTree { prefix }) => {
                 self.trees.insert(prefix.clone());
             }
+            Command::Kv(KvCommand::Lock { write: w, .. } | KvCommand::Unlock { write: w, .. }) => {
+                self.keys.insert(w.key.clone());
+            }
             // A reap forgets tombstones and moves no index a query waits on;
             // autopilot's configuration is no KV read's. What a catalog
             // write touches depends on the state before it
@@ -62,7 +65,9 @@ impl Touched {
             Command::TombstoneReap { .. }
             | Command::AutopilotSet { .. }
             | Command::CatalogRegister(_)
-            | Command::CatalogDeregister(_) => {}
+            | Command::CatalogDeregister(_)
+            | Command::SessionCreate(_)
+            | Command::SessionDestroy { .. } => {}
         }
     }
 

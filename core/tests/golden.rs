@@ -17,8 +17,9 @@ use tern_core::autopilot::{AutopilotConfig, GossipStatus, HealthReply, ServerHea
 use tern_core::clock::Duration;
 use tern_core::fsm::{
     ApplyResult, CatalogError, CatalogTableName, Check, CheckDefinition, CheckServiceNode, Command,
-    Deregister, Fsm, KvCommand, KvEntry, KvWrite, Node, NodeServices, Register, Service,
-    ServiceAddress, ServiceInstance, StoredAutopilot, Weights,
+    Deregister, DirEntry, Fsm, KvCommand, KvEntry, KvWrite, Node, NodeServices, Register, Service,
+    ServiceAddress, ServiceCheck, ServiceInstance, Session, SessionBehavior, StoredAutopilot,
+    Weights,
 };
 use tern_core::raft::{
     AppendEntries, AppendEntriesResponse, Entry, EntryPayload, HardState, InstallSnapshot,
@@ -87,7 +88,43 @@ fn kv_commands() -> Vec<(&'static str, KvCommand)> {
                 prefix: "web/".into(),
             },
         ),
+        (
+            "lock",
+            KvCommand::Lock {
+                write: kv_write(),
+                session: SESSION_ID.into(),
+            },
+        ),
+        (
+            "unlock",
+            KvCommand::Unlock {
+                write: kv_write(),
+                session: SESSION_ID.into(),
+            },
+        ),
     ]
+}
+
+const SESSION_ID: &str = "adf4238a-882b-9ddc-4a9d-5b6758e4159e";
+
+/// A session with every field set.
+fn session() -> Session {
+    Session {
+        id: SESSION_ID.into(),
+        name: "web-lock".into(),
+        node: "web-01".into(),
+        lock_delay_ns: 15_000_000_000,
+        behavior: SessionBehavior::Delete,
+        ttl: "30s".into(),
+        node_checks: vec!["serfHealth".into()],
+        service_checks: vec![ServiceCheck {
+            id: "web-check".into(),
+            namespace: String::new(),
+        }],
+        checks: vec!["legacy".into()],
+        create_index: 0,
+        modify_index: 0,
+    }
 }
 
 /// A registration with every field set (and a second check for a service
@@ -227,6 +264,40 @@ fn fsm_state(kv_only: bool) -> Fsm {
         ));
     }
     fsm.apply_other(7);
+    fsm
+}
+
+/// `fsm_state(false)` with the node's serfHealth check, a session on it
+/// and a key that session holds.
+fn fsm_state_with_sessions() -> Fsm {
+    let mut fsm = fsm_state(false);
+    let mut reg = catalog_register();
+    reg.service = None;
+    reg.checks = vec![Check {
+        check_id: "serfHealth".into(),
+        name: "Serf Health Status".into(),
+        status: "passing".into(),
+        service_id: String::new(),
+        ..reg.checks[0].clone()
+    }];
+    assert_eq!(
+        fsm.apply(8, &Command::CatalogRegister(Box::new(reg))),
+        ApplyResult::Catalog(Ok(()))
+    );
+    let s = Session {
+        service_checks: vec![],
+        checks: vec![],
+        ..session()
+    };
+    assert_eq!(
+        fsm.apply(9, &Command::SessionCreate(Box::new(s))),
+        ApplyResult::Session(SESSION_ID.into())
+    );
+    let lock = KvCommand::Lock {
+        write: kv_write(),
+        session: SESSION_ID.into(),
+    };
+    assert_eq!(fsm.apply(10, &Command::Kv(lock)), ApplyResult::Kv(true));
     fsm
 }
 
@@ -470,6 +541,32 @@ fn ops() -> Vec<(&'static str, Op)> {
                 cas: Some(17),
             },
         ),
+        ("session_create", Op::SessionCreate(Box::new(session()))),
+        (
+            "session_destroy",
+            Op::SessionDestroy {
+                id: SESSION_ID.into(),
+            },
+        ),
+        (
+            "session_renew",
+            Op::SessionRenew {
+                id: SESSION_ID.into(),
+            },
+        ),
+        (
+            "session_info",
+            Op::SessionInfo {
+                id: SESSION_ID.into(),
+            },
+        ),
+        (
+            "session_node",
+            Op::SessionNode {
+                node: "web-01".into(),
+            },
+        ),
+        ("session_list", Op::SessionList),
     ]
 }
 
@@ -519,6 +616,39 @@ fn reply_bodies() -> Vec<(&'static str, ReplyBody)> {
             ReplyBody::Keys(vec!["web/a".into(), "web/sub/".into()]),
         ),
         ("applied", ReplyBody::Applied(ApplyResult::Kv(true))),
+        (
+            "applied_refused",
+            ReplyBody::Applied(ApplyResult::Refused(format!(
+                "invalid session {SESSION_ID:?}"
+            ))),
+        ),
+        (
+            "applied_session",
+            ReplyBody::Applied(ApplyResult::Session(SESSION_ID.into())),
+        ),
+        (
+            "entry",
+            ReplyBody::Entry(Some(DirEntry {
+                session: SESSION_ID.into(),
+                lock_index: 2,
+                ..DirEntry::from(kv_entry("web/config"))
+            })),
+        ),
+        (
+            "entries",
+            ReplyBody::Entries(vec![
+                DirEntry::from(kv_entry("web/a")),
+                DirEntry::from(kv_entry("web/b")),
+            ]),
+        ),
+        (
+            "sessions",
+            ReplyBody::Sessions(vec![Session {
+                create_index: 7,
+                modify_index: 7,
+                ..session()
+            }]),
+        ),
         ("leader", ReplyBody::Leader(Some("127.0.0.1:8300".into()))),
         (
             "peers",
@@ -985,6 +1115,23 @@ fn golden_vectors_match() {
     );
 
     for (name, c) in [
+        ("create", Command::SessionCreate(Box::new(session()))),
+        (
+            "destroy",
+            Command::SessionDestroy {
+                id: SESSION_ID.into(),
+            },
+        ),
+    ] {
+        g.check(
+            &format!("command_session_{name}"),
+            &c,
+            wire::encode_command(&c),
+            wire::decode_command,
+        );
+    }
+
+    for (name, c) in [
         (
             "register",
             Command::CatalogRegister(Box::new(catalog_register())),
@@ -1002,19 +1149,22 @@ fn golden_vectors_match() {
         );
     }
 
-    // The state machine's snapshot format: version 3 (with the catalog) as
-    // this build writes it, and a version 2 file (the same KV and autopilot
-    // state as the build before the catalog wrote it), which must restore.
+    // The state machine's snapshot format: version 4 (with sessions and
+    // locks) as this build writes it, and the version 3 files (the same
+    // state as the build before sessions wrote it) and a version 2 file
+    // (before the catalog), which must restore.
     let full = fsm_state(false);
-    g.check("fsm_snapshot_v3", &full, full.snapshot(), Fsm::restore);
+    g.check_decodes("fsm_snapshot_v3", &full, Fsm::restore);
     let kv_only = fsm_state(true);
+    g.check_decodes("fsm_snapshot_v3_kv_only", &kv_only, Fsm::restore);
+    g.check_decodes("fsm_snapshot_v2", &kv_only, Fsm::restore);
+    let with_sessions = fsm_state_with_sessions();
     g.check(
-        "fsm_snapshot_v3_kv_only",
-        &kv_only,
-        kv_only.snapshot(),
+        "fsm_snapshot_v4",
+        &with_sessions,
+        with_sessions.snapshot(),
         Fsm::restore,
     );
-    g.check_decodes("fsm_snapshot_v2", &kv_only, Fsm::restore);
 
     for (name, record) in wal_records() {
         let mut bytes = Vec::new();

@@ -1145,7 +1145,7 @@ async fn write_elsewhere_read_there(
                     )
                     .await;
                 if let Ok(Ok(reply)) = answer {
-                    if let ReplyBody::Kv(e) = reply.body {
+                    if let ReplyBody::Entry(e) = reply.body {
                         let v = e.map(|e| String::from_utf8_lossy(&e.value).into_owned());
                         history.lock().unwrap().ops.push(Operation {
                             client: 1_000_001 + r,
@@ -1208,7 +1208,7 @@ async fn write_elsewhere_read_there(
             )
             .await;
         if let Ok(Ok(reply)) = r {
-            if let ReplyBody::Kv(e) = reply.body {
+            if let ReplyBody::Entry(e) = reply.body {
                 let v = e.map(|e| String::from_utf8_lossy(&e.value).into_owned());
                 history.lock().unwrap().ops.push(Operation {
                     client: 1_000_000,

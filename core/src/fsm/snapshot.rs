@@ -18,19 +18,49 @@
 use serde::{Deserialize, Serialize};
 
 use super::catalog::{CatalogSnapshot, CatalogSnapshotRef};
+use super::session::{SessionSnapshot, SessionSnapshotRef};
 use super::{FsmError, StoredAutopilot};
 
 /// The version byte this release writes.
-pub(crate) const SNAPSHOT_VERSION: u8 = 3;
+pub(crate) const SNAPSHOT_VERSION: u8 = 4;
 
-/// Version 3 (what this release writes and what `decode` gives for every
-/// version): the KV table, autopilot's configuration and the catalog.
+/// Version 4 (what this release writes and what `decode` gives for every
+/// version): the KV table, autopilot's configuration, the catalog, the
+/// sessions and which session holds each locked key.
 #[derive(Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub(crate) struct Snapshot {
     pub(crate) last_applied: u64,
     pub(crate) kv: KvSnapshot,
     pub(crate) autopilot: Option<StoredAutopilot>,
     pub(crate) catalog: CatalogSnapshot,
+    pub(crate) sessions: SessionSnapshot,
+    /// Strictly increasing by key; every key in `kv.entries`, every
+    /// session in `sessions`.
+    pub(crate) locks: Vec<LockRecord>,
+}
+
+/// Version 3: the KV table, autopilot's configuration and the catalog.
+/// Read, never written.
+#[derive(Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct SnapshotV3 {
+    pub(crate) last_applied: u64,
+    pub(crate) kv: KvSnapshot,
+    pub(crate) autopilot: Option<StoredAutopilot>,
+    pub(crate) catalog: CatalogSnapshot,
+}
+
+/// A locked key and the session holding it.
+#[derive(Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct LockRecord {
+    pub(crate) key: String,
+    pub(crate) session: String,
+}
+
+/// `LockRecord`, borrowing.
+#[derive(Serialize)]
+pub(crate) struct LockRef<'a> {
+    pub(crate) key: &'a str,
+    pub(crate) session: &'a str,
 }
 
 /// Version 2: the KV table and autopilot's configuration. Read, never
@@ -83,6 +113,8 @@ pub(crate) struct SnapshotRef<'a> {
     pub(crate) kv: KvSnapshotRef<'a>,
     pub(crate) autopilot: Option<&'a StoredAutopilot>,
     pub(crate) catalog: CatalogSnapshotRef<'a>,
+    pub(crate) sessions: SessionSnapshotRef<'a>,
+    pub(crate) locks: Vec<LockRef<'a>>,
 }
 
 /// `KvSnapshot`, borrowing.
@@ -134,6 +166,8 @@ pub(crate) fn decode(bytes: &[u8]) -> Result<Snapshot, FsmError> {
                 kv: v1.kv,
                 autopilot: None,
                 catalog: CatalogSnapshot::default(),
+                sessions: SessionSnapshot::default(),
+                locks: Vec::new(),
             };
             (snap, rest)
         }
@@ -145,6 +179,21 @@ pub(crate) fn decode(bytes: &[u8]) -> Result<Snapshot, FsmError> {
                 kv: v2.kv,
                 autopilot: v2.autopilot,
                 catalog: CatalogSnapshot::default(),
+                sessions: SessionSnapshot::default(),
+                locks: Vec::new(),
+            };
+            (snap, rest)
+        }
+        3 => {
+            let (v3, rest) =
+                postcard::take_from_bytes::<SnapshotV3>(body).map_err(FsmError::Malformed)?;
+            let snap = Snapshot {
+                last_applied: v3.last_applied,
+                kv: v3.kv,
+                autopilot: v3.autopilot,
+                catalog: v3.catalog,
+                sessions: SessionSnapshot::default(),
+                locks: Vec::new(),
             };
             (snap, rest)
         }
@@ -198,6 +247,11 @@ mod tests {
             },
             autopilot: None,
             catalog: catalog.to_snapshot(),
+            sessions: SessionSnapshotRef {
+                index: 0,
+                sessions: vec![],
+            },
+            locks: vec![],
         };
         let owned = Snapshot {
             last_applied: 9,
@@ -211,6 +265,8 @@ mod tests {
             },
             autopilot: None,
             catalog: CatalogSnapshot::default(),
+            sessions: SessionSnapshot::default(),
+            locks: vec![],
         };
         let mut expected = vec![SNAPSHOT_VERSION];
         expected.extend(postcard::to_allocvec(&owned).unwrap());
@@ -234,10 +290,21 @@ mod tests {
             },
             autopilot: None,
             catalog: catalog.to_snapshot(),
+            sessions: SessionSnapshotRef {
+                index: 0,
+                sessions: vec![],
+            },
+            locks: vec![],
         };
+        // Version 4 adds the sessions index, no sessions and no locks.
         assert_eq!(
             encode(&empty),
-            [3, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0]
+            [4, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0]
+        );
+        let v3 = decode(&[3, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0]).unwrap();
+        assert_eq!(
+            (v3.sessions, v3.locks),
+            (SessionSnapshot::default(), vec![])
         );
         // Version 1 (no autopilot table) and version 2 (no catalog) still
         // decode, with an empty catalog.
@@ -251,8 +318,8 @@ mod tests {
             (None, CatalogSnapshot::default())
         );
         assert_eq!(
-            decode(&[4, 0, 0, 0, 0, 0]),
-            Err(FsmError::UnsupportedVersion(4))
+            decode(&[5, 0, 0, 0, 0, 0]),
+            Err(FsmError::UnsupportedVersion(5))
         );
     }
 }

@@ -23,6 +23,7 @@ pub struct FsmView {
     /// Boxed: the catalog's maps make it the view's largest part, and a
     /// view travels inside actions and driver messages.
     pub(super) catalog: Box<CatalogTable>,
+    pub(super) sessions: super::session::SessionTable,
 }
 
 impl FsmView {
@@ -40,6 +41,13 @@ impl FsmView {
             kv: self.kv.to_snapshot(),
             autopilot: self.autopilot.as_ref(),
             catalog: self.catalog.to_snapshot(),
+            sessions: self.sessions.to_snapshot(),
+            locks: self
+                .kv
+                .lock_records()
+                .into_iter()
+                .map(|(key, session)| snapshot::LockRef { key, session })
+                .collect(),
         })
     }
 }
@@ -111,8 +119,8 @@ mod tests {
         assert_eq!(
             view.encode(),
             [
-                3, 1, 1, 1, 1, b'a', 0, 3, b'o', b'n', b'e', 1, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
-                0, 0
+                4, 1, 1, 1, 1, b'a', 0, 3, b'o', b'n', b'e', 1, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
+                0, 0, 0, 0, 0
             ]
         );
         assert_eq!(

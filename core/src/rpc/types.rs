@@ -7,8 +7,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::clock::Duration;
 use crate::fsm::{
-    ApplyResult, Check, CheckServiceNode, Deregister, KvCommand, KvEntry, Node, NodeServices,
-    Register, ServiceInstance,
+    ApplyResult, Check, CheckServiceNode, Deregister, DirEntry, KvCommand, KvEntry, Node,
+    NodeServices, Register, ServiceInstance, Session,
 };
 use crate::ids::{Datacenter, NodeId, NodeName};
 
@@ -80,6 +80,28 @@ pub enum Op {
     },
     /// The catalog: `/v1/catalog/...`.
     Catalog(CatalogOp),
+    /// `PUT /v1/session/create`: the leader draws the ID and proposes it.
+    SessionCreate(Box<Session>),
+    /// `PUT /v1/session/destroy/<id>`: a write.
+    SessionDestroy {
+        id: String,
+    },
+    /// `PUT /v1/session/renew/<id>`: answered by the leader from its state,
+    /// resetting the session's TTL timer (Consul's `Session.Renew`: no
+    /// log write); an empty list when there is no such session.
+    SessionRenew {
+        id: String,
+    },
+    /// `GET /v1/session/info/<id>`.
+    SessionInfo {
+        id: String,
+    },
+    /// `GET /v1/session/node/<node>`.
+    SessionNode {
+        node: String,
+    },
+    /// `GET /v1/session/list`.
+    SessionList,
 }
 
 /// A catalog operation (Consul's `Catalog.*` RPCs).
@@ -163,6 +185,8 @@ impl Op {
                 | Op::RaftRemovePeer { .. }
                 | Op::RaftTransferLeadership { .. }
                 | Op::AutopilotSetConfig { .. }
+                | Op::SessionCreate(_)
+                | Op::SessionDestroy { .. }
         ) || matches!(self, Op::Catalog(c) if c.is_write())
     }
 }
@@ -215,6 +239,12 @@ pub enum ReplyBody {
     /// agent's own, which the leader stores in its first term).
     AutopilotConfig(crate::fsm::StoredAutopilot),
     Catalog(CatalogReply),
+    /// A KV read with each entry's lock holder (what servers answer since
+    /// sessions exist; `Kv`/`KvList` are older builds').
+    Entry(Option<DirEntry>),
+    Entries(Vec<DirEntry>),
+    /// Session reads and renew.
+    Sessions(Vec<Session>),
 }
 
 /// A successful reply with the metadata Consul puts in its headers.
