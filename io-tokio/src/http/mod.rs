@@ -16,6 +16,7 @@
 //! | `GET /v1/operator/autopilot/{configuration,health,state}`, `PUT .../configuration[?cas=]` | autopilot (health: 429 when unhealthy) |
 //! | `GET /v1/health/{node,checks,state,service}/<name>` | checks and instances with their checks: passing, tag, node-meta, blocking |
 //! | `PUT /v1/catalog/{register,deregister}`, `GET /v1/catalog/{datacenters,nodes,services}`, `GET /v1/catalog/{service,node,node-services}/<name>` | the catalog: tag, node-meta, blocking, stale/consistent |
+//! | `PUT /v1/session/{create,destroy/<id>,renew/<id>}`, `GET /v1/session/{info/<id>,node/<n>,list}` | sessions (`session.rs`); KV `?acquire=`/`?release=` |
 //!
 //! Request bodies are read as bytes whatever their `Content-Type` (python
 //! `requests` sends none), and nothing a client sends can panic a handler:
@@ -31,6 +32,7 @@ mod members;
 mod operator;
 mod params;
 mod reply;
+mod session;
 mod status;
 
 use axum::http::{header, Method, StatusCode, Uri};
@@ -150,6 +152,7 @@ pub fn router(agent: AgentHandle) -> Router {
         .route("/v1/health/state/{*state}", get(health::state))
         .route("/v1/health/service/", get(health::service_nameless))
         .route("/v1/health/service/{*service}", get(health::service))
+        .merge(session::routes())
         .with_state(agent)
 }
 
