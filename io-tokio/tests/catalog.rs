@@ -95,7 +95,10 @@ impl Agent {
             if r.status == 200 && r.body.contains("serfHealth") {
                 return;
             }
-            assert!(Instant::now() < end, "no serfHealth for {node} within {within:?}");
+            assert!(
+                Instant::now() < end,
+                "no serfHealth for {node} within {within:?}"
+            );
             std::thread::sleep(Duration::from_millis(100));
         }
     }
