@@ -123,6 +123,11 @@ pub struct Server {
     /// (Consul's in-memory `lockDelay`, kept by every server from its own
     /// clock when it applies the end; only the leader consults it).
     lock_delays: BTreeMap<String, Instant>,
+    /// Until when every key ever locked and free now counts as in its
+    /// lock delay: set when this server's state came from a snapshot (at
+    /// start or installed), which carries no lock delays
+    /// (`Config::lock_delay_unknown`).
+    lock_delay_blanket: Option<Instant>,
     /// Until when proposals of a term this server no longer leads wait to
     /// learn their outcome (`fail_proposals`).
     orphans_until: Option<Instant>,
@@ -198,6 +203,10 @@ impl Server {
                     .rotate_left(17),
         )
         .next_u64();
+        let lock_delay_blanket = durable
+            .snapshot
+            .is_some()
+            .then(|| now + config.lock_delay_unknown);
         let raft = Raft::new(&config, durable, now);
         let rng = Rng::new(config.rng_seed ^ 0x005E_ED0F_5E4E);
         let tombstone_gc = TombstoneGc::new(
@@ -221,6 +230,7 @@ impl Server {
             session_timers: SessionTimers::default(),
             session_timers_term: None,
             lock_delays: BTreeMap::new(),
+            lock_delay_blanket,
             reconciled_term: None,
             orphans_until: None,
             autopilot_stored_in: None,
@@ -602,7 +612,7 @@ impl Server {
                 }
             }
             Op::Catalog(c) => return self.check_catalog(c),
-            Op::SessionCreate(s) => return check_session_create(s),
+            Op::SessionCreate(s) => return check_session_create(s, self.config.session_ttl_min),
             Op::SessionDestroy { id } | Op::SessionRenew { id } | Op::SessionInfo { id }
                 if id.is_empty() =>
             {
@@ -895,7 +905,7 @@ impl Server {
     ) {
         let result = match &request.op {
             Op::KvApply(crate::fsm::KvCommand::Lock { write, .. })
-                if self.lock_delays.get(&write.key).is_some_and(|t| *t > now) =>
+                if self.in_lock_delay(now, &write.key) =>
             {
                 // Consul's `kvsPreApply`: an acquire inside the key's lock
                 // delay is answered false without touching the log.
@@ -1449,6 +1459,26 @@ impl Server {
         }
     }
 
+    /// Whether an acquire of `key` must wait for its lock delay (Consul's
+    /// `KVSLockDelay` check in `kvsPreApply`): a session's end released it
+    /// less than that session's lock delay ago on this server's clock, or
+    /// this server's state came from a snapshot within
+    /// `lock_delay_unknown` and the key was locked once and is free.
+    fn in_lock_delay(&self, now: Instant, key: &str) -> bool {
+        #[cfg(feature = "bugs")]
+        if self.config.bugs.lock_delay_ignored {
+            return false;
+        }
+        if self.lock_delays.get(key).is_some_and(|t| *t > now) {
+            return true;
+        }
+        self.lock_delay_blanket.is_some_and(|t| t > now)
+            && self
+                .fsm
+                .kv_dir_entry(key)
+                .is_some_and(|e| e.lock_index > 0 && e.session.is_empty())
+    }
+
     /// A session ID no session has: a UUID-shaped string of 128 bits from
     /// the core's seeded RNG (Consul's `uuid.GenerateUUID`, checked for
     /// uniqueness as Consul's `Session.Apply` does).
@@ -1545,7 +1575,7 @@ impl Server {
             self.ever_had_leader = true;
         }
         if let Some(snap) = self.raft.take_installed_snapshot() {
-            self.install_snapshot(snap, out);
+            self.install_snapshot(now, snap, out);
             if self.fatal.is_some() {
                 return;
             }
@@ -1638,7 +1668,7 @@ impl Server {
         );
     }
 
-    fn install_snapshot(&mut self, snap: Snapshot, out: &mut Vec<Action>) {
+    fn install_snapshot(&mut self, now: Instant, snap: Snapshot, out: &mut Vec<Action>) {
         // Raft installs a whole InstallSnapshot only once
         // `restore_offered_snapshot` restored it; a snapshot assembled from
         // pieces is restored here, after its crc32c matched.
@@ -1658,6 +1688,9 @@ impl Server {
             Ok(fsm) => {
                 self.fsm = fsm;
                 self.touched.all = true;
+                // The lock delays of what the snapshot covers are unknown
+                // here (they are never replicated).
+                self.lock_delay_blanket = Some(now + self.config.lock_delay_unknown);
                 self.applied_since_snapshot = 0;
                 // Proposals at or below the snapshot were decided by someone
                 // else's log; their outcome is unknown to us.
@@ -2078,9 +2111,10 @@ impl Server {
 /// parses as a Go duration and is 0 or within 10 s..=24 h (the texts are
 /// Consul's; its HTTP API answers them 500). A session whose strings
 /// pass `SESSION_BYTES_MAX` is refused with the limit named.
-fn check_session_create(s: &crate::fsm::Session) -> Result<(), RpcError> {
+fn check_session_create(s: &crate::fsm::Session, ttl_min: Duration) -> Result<(), RpcError> {
     use crate::fsm::session::{go_duration_string, parse_go_duration, SESSION_BYTES_MAX};
-    use crate::session_ttl::{SESSION_TTL_MAX_NS, SESSION_TTL_MIN_NS};
+    use crate::session_ttl::SESSION_TTL_MAX_NS;
+    let ttl_min_ns = ttl_min.as_nanos();
     if s.approx_bytes() > SESSION_BYTES_MAX {
         return Err(RpcError::TooLarge(format!(
             "Session exceeds {SESSION_BYTES_MAX} byte limit (SESSION_BYTES_MAX)"
@@ -2096,10 +2130,10 @@ fn check_session_create(s: &crate::fsm::Session) -> Result<(), RpcError> {
                 s.ttl, s.ttl
             )));
         };
-        if ttl != 0 && !(SESSION_TTL_MIN_NS..=SESSION_TTL_MAX_NS).contains(&ttl) {
+        if ttl != 0 && !(ttl_min_ns..=SESSION_TTL_MAX_NS).contains(&ttl) {
             return Err(RpcError::Refused(format!(
                 "Invalid Session TTL '{ttl}', must be between [{}={}]",
-                go_duration_string(SESSION_TTL_MIN_NS),
+                go_duration_string(ttl_min_ns),
                 go_duration_string(SESSION_TTL_MAX_NS)
             )));
         }

@@ -15,8 +15,8 @@ use crate::clock::{Duration, Instant};
 /// Consul's `structs.SessionTTLMultiplier`.
 pub const SESSION_TTL_MULTIPLIER: u64 = 2;
 
-/// Consul's `SessionTTLMin` (10 s) and `structs.SessionTTLMax` (24 h).
-pub const SESSION_TTL_MIN_NS: u64 = 10_000_000_000;
+/// Consul's `structs.SessionTTLMax` (24 h); the minimum is
+/// `Config::session_ttl_min` (Consul's `session_ttl_min`, 10 s).
 pub const SESSION_TTL_MAX_NS: u64 = 86_400_000_000_000;
 
 /// How long after a refused destroy proposal (a busy log) the leader tries

@@ -32,6 +32,8 @@ pub struct Nemesis {
     pub log: Vec<String>,
     /// Probe writes so far (each writes a value unique in the run).
     probes: u64,
+    /// The lock scenario's clients (`lock_faults` cuts them off).
+    pub lock_clients: Vec<tern_io_sim::ClientId>,
 }
 
 async fn sleep(d: Duration) {
@@ -57,6 +59,7 @@ impl Nemesis {
             gossip_blocked: BTreeMap::new(),
             log: Vec::new(),
             probes: 0,
+            lock_clients: Vec::new(),
         }
     }
 
@@ -340,6 +343,36 @@ impl Nemesis {
             }
         }
         self.note(format!("isolate leader {leader:?} with connection resets"));
+    }
+
+    /// The lock scenario's faults for `safety_s`: every 1–4 s one of a
+    /// server isolated, the leader or another server killed (restarted
+    /// later), the servers split in halves, a lock client cut off from
+    /// every server, or everything healed.
+    pub async fn lock_faults(&mut self) {
+        let end = now() + Duration::from_secs(self.opts.safety_s);
+        while now() < end {
+            sleep(Duration::from_millis(self.rng.range(1000, 4000))).await;
+            self.wake_due(false);
+            match self.rng.range(0, 6) {
+                0 => self.isolate_one(),
+                1 => self.crash_one(true),
+                2 => self.crash_one(false),
+                3 => self.partition_halves(),
+                4 => {
+                    let clients = self.lock_clients.clone();
+                    if let Some(&c) =
+                        clients.get(self.rng.range(0, clients.len().max(1) as u64) as usize)
+                    {
+                        for id in self.live_servers() {
+                            self.world.cut_client(c, id);
+                        }
+                        self.note(format!("cut lock client {c:?} off"));
+                    }
+                }
+                _ => self.heal(),
+            }
+        }
     }
 
     pub fn isolate_one(&mut self) {
@@ -684,10 +717,14 @@ pub enum Scenario {
     /// Consul's `TestRPC_NoLeader_Retry`: a leader is elected during the
     /// hold, and the call succeeds.
     NoLeaderRetry,
+    /// Issue 9: lock clients contend for one key with sessions while
+    /// servers are isolated, killed (the leader too) and lock clients cut
+    /// off; never two of them believe they hold it at once (`locks.rs`).
+    LockMutualExclusion,
 }
 
 impl Scenario {
-    pub const ALL: [Scenario; 24] = [
+    pub const ALL: [Scenario; 25] = [
         Scenario::LeaderIsolated,
         Scenario::MinorityPartition,
         Scenario::AsymmetricPartition,
@@ -712,6 +749,7 @@ impl Scenario {
         Scenario::ClientRetryLeaderLoss,
         Scenario::NoLeaderFail,
         Scenario::NoLeaderRetry,
+        Scenario::LockMutualExclusion,
     ];
 
     pub fn name(self) -> &'static str {
@@ -740,6 +778,7 @@ impl Scenario {
             Scenario::ClientRetryLeaderLoss => "client-retry-leader-loss",
             Scenario::NoLeaderFail => "no-leader-fail",
             Scenario::NoLeaderRetry => "no-leader-retry",
+            Scenario::LockMutualExclusion => "lock-mutual-exclusion",
         }
     }
 
@@ -763,6 +802,10 @@ impl Scenario {
             | Scenario::ClientRetryLeaderLoss
             | Scenario::NoLeaderFail
             | Scenario::NoLeaderRetry => opts.servers = 3,
+            Scenario::LockMutualExclusion => {
+                opts.servers = 3;
+                opts.safety_s = opts.safety_s.max(30);
+            }
             Scenario::CrashBetweenAppendAndFsync => {
                 opts.fsync_ms = (5, 40);
             }
@@ -1068,6 +1111,7 @@ impl Scenario {
             Scenario::NoLeaderRetry => {
                 failures.extend(crate::membership::no_leader(n, leader, true).await)
             }
+            Scenario::LockMutualExclusion => n.lock_faults().await,
             Scenario::SnapshotInstall => {
                 let servers = n.live_servers();
                 let follower = servers
