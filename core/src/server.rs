@@ -1472,6 +1472,26 @@ impl Server {
         if self.lock_delays.get(key).is_some_and(|t| *t > now) {
             return true;
         }
+        // A write that may end a session is in the log and not applied yet:
+        // the acquire would follow it in the log, after a release whose
+        // lock delay is not known here yet. Consul checks only the delays
+        // already recorded, so an acquire racing an invalidation can take
+        // the lock at once; this waits (answers false) instead. Found by
+        // the lock-mutual-exclusion scenario, seed 18.
+        let last = self.raft.log().last_index().0;
+        let ends_sessions = (self.fsm.last_applied() + 1..=last).any(|i| {
+            self.raft.log().entry(LogIndex(i)).is_some_and(|e| {
+                matches!(&e.payload, EntryPayload::Command(c) if matches!(
+                    c.as_ref(),
+                    Command::SessionDestroy { .. }
+                        | Command::CatalogRegister(_)
+                        | Command::CatalogDeregister(_)
+                ))
+            })
+        });
+        if ends_sessions {
+            return true;
+        }
         self.lock_delay_blanket.is_some_and(|t| t > now)
             && self
                 .fsm

@@ -354,8 +354,15 @@ impl Nemesis {
         while now() < end {
             sleep(Duration::from_millis(self.rng.range(1000, 4000))).await;
             self.wake_due(false);
-            match self.rng.range(0, 6) {
+            match self.rng.range(0, 9) {
                 0 => self.isolate_one(),
+                // The server whose node the lock holder's session is on:
+                // gossip fails it and the session is invalidated under
+                // its holder, which is what the lock delay is for.
+                6 => self.isolate_lock_holders_node(),
+                // Or its serfHealth turned critical by a catalog write (a
+                // health check failing): the same invalidation, at once.
+                7 | 8 => self.fail_lock_holders_check().await,
                 1 => self.crash_one(true),
                 2 => self.crash_one(false),
                 3 => self.partition_halves(),
@@ -372,6 +379,80 @@ impl Nemesis {
                 }
                 _ => self.heal(),
             }
+        }
+    }
+
+    /// The node of the session holding the lock key, as the leader sees it.
+    fn lock_holders_node(&self) -> Option<String> {
+        let leader = self.leader()?;
+        self.world
+            .with_server(leader, |s| {
+                let fsm = s.fsm();
+                let session = fsm.kv_lock_holder(crate::locks::LOCK_KEY)?;
+                Some(fsm.session(session)?.node.clone())
+            })
+            .flatten()
+    }
+
+    async fn fail_lock_holders_check(&mut self) {
+        let Some(node) = self.lock_holders_node() else {
+            return;
+        };
+        let Some(leader) = self.leader() else {
+            return;
+        };
+        let reg = tern_core::fsm::Register {
+            id: String::new(),
+            node: node.clone(),
+            address: String::new(),
+            datacenter: "dc1".into(),
+            tagged_addresses: None,
+            node_meta: None,
+            service: None,
+            checks: vec![tern_core::fsm::Check {
+                node: node.clone(),
+                check_id: "serfHealth".into(),
+                name: "Serf Health Status".into(),
+                status: "critical".into(),
+                notes: String::new(),
+                output: "failed by the nemesis".into(),
+                service_id: String::new(),
+                service_name: String::new(),
+                service_tags: None,
+                kind: String::new(),
+                definition: Default::default(),
+                create_index: 0,
+                modify_index: 0,
+            }],
+            skip_node_update: true,
+        };
+        let op = Op::Catalog(tern_core::rpc::CatalogOp::Register(Box::new(reg)));
+        let r = self
+            .operator
+            .call(
+                leader,
+                workload::request(op, ReadMode::Default),
+                Duration::from_secs(2),
+            )
+            .await;
+        self.note(format!(
+            "serfHealth of {node} (the lock holder's session node) set critical: {}",
+            matches!(r, Ok(Ok(_)))
+        ));
+    }
+
+    fn isolate_lock_holders_node(&mut self) {
+        let Some(node) = self.lock_holders_node() else {
+            return;
+        };
+        let target = self.live_servers().into_iter().find(|id| {
+            self.world
+                .with_server(*id, |s| s.config().node_name.0 == node)
+                .unwrap_or(false)
+        });
+        if let Some(id) = target {
+            self.world.isolate(id);
+            self.note(format!("isolate {id:?}, the lock holder's session node"));
         }
     }
 

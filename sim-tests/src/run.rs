@@ -50,6 +50,9 @@ pub struct Outcome {
     pub faults: Vec<String>,
     /// The lock scenario: how many times a client believed it held the lock.
     pub lock_beliefs: usize,
+    /// Of those, how many ended because the session was invalidated under
+    /// its holder (where the lock delay is what keeps others out).
+    pub lock_invalidated: usize,
     /// Each server's Raft state at the end of the run, kept when a liveness
     /// check failed (what `chaos -v` prints to diagnose it).
     pub final_states: Vec<String>,
@@ -139,15 +142,15 @@ pub fn server_config(opts: &Options, base: Config) -> Config {
     c
 }
 
-/// The lock clients' timings for a run: TTL 2 s; the lock delay covers a
+/// The lock clients' timings for a run: TTL 4 s; the lock delay covers a
 /// TTL and two election timeouts (how long a deposed leader may still
 /// serve a renew) and a second more (see `locks.rs`).
 pub fn lock_spec(opts: &Options) -> crate::locks::LockSpec {
-    let ttl = Duration::from_secs(2);
+    let ttl = Duration::from_secs(4);
     crate::locks::LockSpec {
         ttl,
         lock_delay: ttl + Duration::from_millis(2 * opts.election_ms.1) + Duration::from_secs(1),
-        hold_ms: (200, 1500),
+        hold_ms: (3000, 10000),
         call_timeout: Duration::from_secs(1),
     }
 }
@@ -412,6 +415,11 @@ async fn simulate(opts: Options, scenario: Option<Scenario>) -> Outcome {
         tombstone_reaps,
         faults: nemesis.log.clone(),
         lock_beliefs: locks.beliefs.len(),
+        lock_invalidated: locks
+            .beliefs
+            .iter()
+            .filter(|b| b.how == "invalidated")
+            .count(),
         final_states,
     }
 }

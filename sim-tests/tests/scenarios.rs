@@ -329,9 +329,11 @@ fn planted_bug_client_no_retry_is_caught() {
 /// are isolated and killed (the leader too) and lock clients are cut off;
 /// in every seed, never two clients believe they hold the lock at once
 /// (`sim-tests/src/locks.rs` defines belief as Consul's `api/lock.go`
-/// holder would), and the lock changed hands.
+/// holder would), the lock changed hands, and some sessions were
+/// invalidated under their holders (where the lock delay is needed).
 #[test]
 fn lock_mutual_exclusion() {
+    let (mut held, mut invalidated) = (0, 0);
     for seed in 0..SEEDS {
         let out = run(
             Options::from_seed(seed),
@@ -343,12 +345,15 @@ fn lock_mutual_exclusion() {
             out.failures.join("\n"),
             out.replay_command(None, Some(Scenario::LockMutualExclusion))
         );
-        assert!(
-            out.lock_beliefs >= 2,
-            "seed {seed}: the lock changed hands only {} times",
-            out.lock_beliefs
-        );
+        assert!(out.lock_beliefs >= 1, "seed {seed}: nobody held the lock");
+        held += out.lock_beliefs;
+        invalidated += out.lock_invalidated;
     }
+    assert!(held >= 10, "the lock changed hands only {held} times");
+    assert!(
+        invalidated > 0,
+        "no session was invalidated under its holder: the lock delay was never needed"
+    );
 }
 
 /// The planted `lock-delay-ignored` bug (the leader lets a released key be
@@ -356,7 +361,7 @@ fn lock_mutual_exclusion() {
 /// exclusion, and the scenario's invariant says so.
 #[test]
 fn planted_bug_lock_delay_ignored_is_caught_by_the_lock_scenario() {
-    for seed in 0..40 {
+    for seed in 0..20 {
         let mut o = Options::from_seed(seed);
         o.bug = Some(Bug::LockDelayIgnored);
         let out = run(o, Some(Scenario::LockMutualExclusion));
@@ -375,5 +380,5 @@ fn planted_bug_lock_delay_ignored_is_caught_by_the_lock_scenario() {
             return;
         }
     }
-    panic!("lock-delay-ignored was not caught on seeds 0..40");
+    panic!("lock-delay-ignored was not caught on seeds 0..20");
 }
