@@ -461,7 +461,11 @@ mod rs {
         c.deregister_entity(&dereg).await.unwrap();
         let nodes = c.get_nodes(GetNodesRequest::default(), None).await.unwrap();
         assert_eq!(
-            nodes.response.iter().map(|n| n.node.as_str()).collect::<Vec<_>>(),
+            nodes
+                .response
+                .iter()
+                .map(|n| n.node.as_str())
+                .collect::<Vec<_>>(),
             ["rs"]
         );
     }

@@ -115,12 +115,14 @@ fn leader_isolated_with_connection_resets() {
 
 /// The same scenario catches a follower that, told its leader is gone,
 /// helps elect another at once instead of honouring the lease: within the
-/// first 40 seeds (it needs a read through the old leader to land in the
-/// window; measured: 6 of seeds 0..40, the first at 16), on a seed that
-/// passes without the bug.
+/// first 160 seeds (it needs a read through the old leader to land in the
+/// window; measured: 9 of seeds 0..160, the first at 51, since the leader
+/// also writes every gossip member's serfHealth into the catalog, which
+/// moved every seed's history; before that, 6 of seeds 0..40, the first at
+/// 16), on a seed that passes without the bug.
 #[test]
 fn planted_bug_hint_skips_lease_is_caught_by_the_resets_scenario() {
-    for seed in 0..40 {
+    for seed in 0..160 {
         let mut o = Options::from_seed(seed);
         o.bug = Some(Bug::HintSkipsLease);
         if !run(o, Some(Scenario::LeaderIsolatedWithResets)).ok {
@@ -137,7 +139,7 @@ fn planted_bug_hint_skips_lease_is_caught_by_the_resets_scenario() {
             return;
         }
     }
-    panic!("hint-skips-lease was never caught by the resets scenario in 40 seeds");
+    panic!("hint-skips-lease was never caught by the resets scenario in 160 seeds");
 }
 
 /// The leader leaves as an operator's `tern leave` makes it: leadership moves
@@ -245,10 +247,13 @@ fn rolling_restart_seeds_that_lost_forwarded_writes_are_clean() {
 fn rolling_restart_seed_14_overloads_a_slow_log() {
     let out = run(Options::from_seed(14), Some(Scenario::RollingRestart));
     assert_eq!(out.failures.len(), 1, "{:?}", out.failures);
+    // Since the leader also writes each member's serfHealth (a left server
+    // deregistered, a started one registered), the overload shows first as
+    // a full queue (`Server is busy`) on this seed; both are this overload.
     assert!(
         out.failures[0].contains(
             "client-visible errors, first: outcome unknown: timed out waiting for the leader's answer"
-        ),
+        ) || out.failures[0].contains("client-visible errors, first: Server is busy, try again later"),
         "{:?}",
         out.failures
     );
