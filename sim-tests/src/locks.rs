@@ -332,8 +332,10 @@ mod tests {
 
     #[test]
     fn overlapping_beliefs_of_two_sessions_are_a_violation() {
-        let mut h = LockHistory::default();
-        h.beliefs = vec![belief(1, "a", 0, 10), belief(2, "b", 10, 20)];
+        let mut h = LockHistory {
+            beliefs: vec![belief(1, "a", 0, 10), belief(2, "b", 10, 20)],
+            ..LockHistory::default()
+        };
         assert!(check(&h).is_empty(), "touching is not overlapping");
         h.beliefs.push(belief(3, "c", 15, 30));
         let f = check(&h);

@@ -531,7 +531,7 @@ impl Fsm {
             kv: self.kv.clone(),
             autopilot: self.autopilot.clone(),
             catalog: Box::new(self.catalog.clone()),
-            sessions: self.sessions.clone(),
+            sessions: Box::new(self.sessions.clone()),
         }
     }
 

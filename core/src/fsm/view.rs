@@ -23,7 +23,8 @@ pub struct FsmView {
     /// Boxed: the catalog's maps make it the view's largest part, and a
     /// view travels inside actions and driver messages.
     pub(super) catalog: Box<CatalogTable>,
-    pub(super) sessions: super::session::SessionTable,
+    /// Boxed, as the catalog: a view travels inside actions.
+    pub(super) sessions: Box<super::session::SessionTable>,
 }
 
 impl FsmView {

@@ -205,9 +205,7 @@ fn decode_create(value: Option<&Value>, node: &str) -> Result<(Session, String),
 fn fixup_empty_checks(s: &mut Session) {
     if s.checks.is_empty() {
         s.node_checks.clear();
-    } else if s.checks.len() == 1 && s.checks[0] == "serfHealth" {
-        s.checks.clear();
-    } else if s.node_checks.is_empty() {
+    } else if (s.checks.len() == 1 && s.checks[0] == "serfHealth") || s.node_checks.is_empty() {
         s.checks.clear();
     }
 }
@@ -225,7 +223,7 @@ fn lock_delay(value: &Value) -> Result<u64, String> {
             parse_go_duration(s).ok_or_else(|| format!("time: invalid duration {s:?}"))?
         }
         Some(Value::Number(n)) => match n.as_f64() {
-            Some(f) if f >= 0.0 && f < 9.2e18 => f as u64,
+            Some(f) if (0.0..9.2e18).contains(&f) => f as u64,
             _ => {
                 return Err(
                     "json: cannot unmarshal number into Go struct field Session.LockDelay of type time.Duration"
