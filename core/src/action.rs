@@ -34,6 +34,11 @@ pub enum Input {
     /// [`crate::reconcile`]. A server no status was reported for counts as
     /// alive.
     ServerMember(crate::reconcile::ServerMember),
+    /// What the LAN gossip pool says of any member of this datacenter,
+    /// server or client: what the leader keeps the catalog's nodes and
+    /// their `serfHealth` checks in line with. The drivers' contract is in
+    /// [`crate::serf_health`].
+    LanMember(crate::serf_health::LanMember),
     /// Every durable write up to and including this one is on disk (and
     /// fsynced where it asked to be). Writes complete in the order the core
     /// issued them, so one id covers all before it: a driver that commits a

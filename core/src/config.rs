@@ -39,6 +39,9 @@ pub struct Bugs {
     /// A client agent's retry policy (`rpc::retry::Retry`) never retries:
     /// `No cluster leader` and lost connections reach the caller.
     pub client_no_retry: bool,
+    /// The leader ignores lock delays: a key a session's end released may
+    /// be acquired at once (Consul's `kvsPreApply` check skipped).
+    pub lock_delay_ignored: bool,
 }
 
 /// Room kept in a frame for an `InstallSnapshotChunk`'s header (term,
@@ -133,6 +136,17 @@ pub struct Config {
     /// bins are enough at the defaults.
     pub tombstone_gc_buckets_max: usize,
 
+    /// The shortest session TTL a create may ask for (Consul's
+    /// `session_ttl_min`, 10 s); the longest is 24 h.
+    pub session_ttl_min: Duration,
+    /// How long a server that cannot know the lock delays it missed (it
+    /// started from a snapshot, or installed one from the leader: lock
+    /// delays are timed in memory, never replicated) treats every key that
+    /// was ever locked and is free as still in its lock delay. Defaults to
+    /// Consul's longest lock delay (60 s); no session's delay may exceed it
+    /// for the guarantee to hold.
+    pub lock_delay_unknown: Duration,
+
     /// Autopilot's knobs (the agent configuration's `autopilot { ... }`).
     pub autopilot: AutopilotConfig,
     /// How often the leader samples every server's health (Consul's
@@ -195,6 +209,8 @@ impl Config {
             tombstone_ttl: Duration::from_secs(15 * 60),
             tombstone_ttl_granularity: Duration::from_secs(30),
             tombstone_gc_buckets_max: 1024,
+            session_ttl_min: Duration::from_secs(10),
+            lock_delay_unknown: Duration::from_secs(60),
             autopilot: AutopilotConfig::default(),
             server_health_interval: Duration::from_secs(2),
             autopilot_interval: Duration::from_secs(10),

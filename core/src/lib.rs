@@ -111,7 +111,9 @@ pub mod raft;
 pub mod reconcile;
 pub mod rng;
 pub mod rpc;
+pub mod serf_health;
 pub mod server;
+pub mod session_ttl;
 pub mod testkit;
 pub mod wire;
 

@@ -59,6 +59,9 @@ impl Touched {
             Command::Kv(KvCommand::DeleteTree { prefix }) => {
                 self.trees.insert(prefix.clone());
             }
+            Command::Kv(KvCommand::Lock { write: w, .. } | KvCommand::Unlock { write: w, .. }) => {
+                self.keys.insert(w.key.clone());
+            }
             // A reap forgets tombstones and moves no index a query waits on;
             // autopilot's configuration is no KV read's. What a catalog
             // write touches depends on the state before it
@@ -81,6 +84,9 @@ impl Touched {
                     }
                 }
             }
+            // A session's end touches the keys it held; the server reads
+            // them from the state machine (`take_touched_keys`).
+            Command::SessionCreate(_) | Command::SessionDestroy { .. } => {}
         }
     }
 

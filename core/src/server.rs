@@ -30,6 +30,8 @@ use crate::rpc::{
     Blocking, CatalogOp, CatalogReply, Op, RaftServer, ReadMode, Reply, ReplyBody, Request,
     Response, RpcError,
 };
+use crate::serf_health::SerfHealth;
+use crate::session_ttl::{SessionTimers, SESSION_DESTROY_RETRY};
 
 /// How long a leaving server waits to be removed from the configuration
 /// before its leave completes anyway (Consul's `raftRemoveGracePeriod`).
@@ -114,6 +116,24 @@ pub struct Server {
     /// The leader's view of the servers gossip reports, and whether the
     /// configuration needs another look (`crate::reconcile`).
     reconciler: Reconciler,
+    /// The leader's view of every LAN member, kept in the catalog with its
+    /// `serfHealth` check (`crate::serf_health`).
+    serf_health: SerfHealth,
+    /// The term `serf_health` last looked in as leader.
+    serf_health_term: Option<Term>,
+    /// The leader's session TTL timers (`crate::session_ttl`).
+    session_timers: SessionTimers,
+    /// The term the session timers were armed in.
+    session_timers_term: Option<Term>,
+    /// Until when each key a session's end released may not be acquired
+    /// (Consul's in-memory `lockDelay`, kept by every server from its own
+    /// clock when it applies the end; only the leader consults it).
+    lock_delays: BTreeMap<String, Instant>,
+    /// Until when every key ever locked and free now counts as in its
+    /// lock delay: set when this server's state came from a snapshot (at
+    /// start or installed), which carries no lock delays
+    /// (`Config::lock_delay_unknown`).
+    lock_delay_blanket: Option<Instant>,
     /// Until when proposals of a term this server no longer leads wait to
     /// learn their outcome (`fail_proposals`).
     orphans_until: Option<Instant>,
@@ -189,6 +209,10 @@ impl Server {
                     .rotate_left(17),
         )
         .next_u64();
+        let lock_delay_blanket = durable
+            .snapshot
+            .is_some()
+            .then(|| now + config.lock_delay_unknown);
         let raft = Raft::new(&config, durable, now);
         let rng = Rng::new(config.rng_seed ^ 0x005E_ED0F_5E4E);
         let tombstone_gc = TombstoneGc::new(
@@ -207,6 +231,12 @@ impl Server {
             draining_until: None,
             removal_deadline: None,
             reconciler: Reconciler::new(),
+            serf_health: SerfHealth::default(),
+            serf_health_term: None,
+            session_timers: SessionTimers::default(),
+            session_timers_term: None,
+            lock_delays: BTreeMap::new(),
+            lock_delay_blanket,
             reconciled_term: None,
             orphans_until: None,
             autopilot_stored_in: None,
@@ -264,6 +294,7 @@ impl Server {
                 self.autopilot.member_status(m.node, m.status);
                 self.reconciler.report(m);
             }
+            Input::LanMember(m) => self.serf_health.report(m),
             Input::Persisted(id) => self.raft.persisted(now, id, out),
             Input::DiskFull(full) => self.raft.set_disk_full(full),
             Input::SnapshotBuilt { meta, data } => self.snapshot_built(meta, data, out),
@@ -306,6 +337,9 @@ impl Server {
         }
         if let Some(a) = self.autopilot.poll_timeout() {
             t = t.min(a);
+        }
+        if let Some(s) = self.session_timers.next() {
+            t = t.min(s);
         }
         Some(t)
     }
@@ -559,7 +593,10 @@ impl Server {
             Op::KvApply(c) => {
                 use crate::fsm::KvCommand::*;
                 match c {
-                    Set(w) | Cas { write: w, .. } => {
+                    Set(w)
+                    | Cas { write: w, .. }
+                    | Lock { write: w, .. }
+                    | Unlock { write: w, .. } => {
                         if w.value.len() > self.config.kv_value_bytes_max {
                             return Err(RpcError::TooLarge(format!(
                                 "Value exceeds {} byte limit",
@@ -596,6 +633,15 @@ impl Server {
                     )));
                 }
                 None
+            }
+            Op::SessionCreate(s) => return check_session_create(s, self.config.session_ttl_min),
+            Op::SessionDestroy { id } | Op::SessionRenew { id } | Op::SessionInfo { id }
+                if id.is_empty() =>
+            {
+                return Err(RpcError::BadRequest("Missing session".into()))
+            }
+            Op::SessionNode { node } if node.is_empty() => {
+                return Err(RpcError::BadRequest("Missing node name".into()))
             }
             _ => None,
         };
@@ -701,7 +747,8 @@ impl Server {
             Op::StatusLeader | Op::StatusPeers | Op::RaftConfiguration
         ) || (request.read_mode == ReadMode::Stale
             && !request.op.is_write()
-            && request.op != Op::AutopilotHealth);
+            && request.op != Op::AutopilotHealth
+            && !matches!(request.op, Op::SessionRenew { .. }));
         if local {
             if request.read_mode == ReadMode::Stale
                 && !self.ever_had_leader
@@ -917,6 +964,56 @@ impl Server {
         out: &mut Vec<Action>,
     ) {
         let result = match &request.op {
+            Op::KvApply(crate::fsm::KvCommand::Lock { write, .. })
+                if self.in_lock_delay(now, &write.key) =>
+            {
+                // Consul's `kvsPreApply`: an acquire inside the key's lock
+                // delay is answered false without touching the log.
+                let reply = Reply {
+                    index: self.raft.commit_index().0.max(1),
+                    known_leader: true,
+                    last_contact_ms: 0,
+                    body: ReplyBody::Applied(ApplyResult::Kv(false)),
+                };
+                return self.respond(origin, Ok(reply), out);
+            }
+            Op::SessionCreate(session) => {
+                let mut session = (**session).clone();
+                session.id = self.new_session_id();
+                let command = Command::SessionCreate(Box::new(session));
+                self.raft
+                    .propose(
+                        now,
+                        EntryPayload::Command(std::sync::Arc::new(command)),
+                        out,
+                    )
+                    .map(|(index, term)| {
+                        self.proposals.insert(index, (term, origin.clone()));
+                    })
+            }
+            Op::SessionDestroy { id } => {
+                let command = Command::SessionDestroy { id: id.clone() };
+                self.raft
+                    .propose(
+                        now,
+                        EntryPayload::Command(std::sync::Arc::new(command)),
+                        out,
+                    )
+                    .map(|(index, term)| {
+                        self.proposals.insert(index, (term, origin.clone()));
+                    })
+            }
+            Op::SessionRenew { id } => {
+                // Consul's `Session.Renew`: the leader's own state, and the
+                // timer reset; no log write.
+                let found: Vec<crate::fsm::Session> =
+                    self.fsm.session(id).cloned().into_iter().collect();
+                if let Some(ttl) = found.first().and_then(|s| s.ttl_ns()) {
+                    self.session_timers.reset(now, id, ttl);
+                }
+                let reply = self.reply(now, self.fsm.sessions_index(), ReplyBody::Sessions(found));
+                return self.respond(origin, Ok(reply), out);
+            }
             Op::KvApply(c) => self
                 .raft
                 .propose(
@@ -1145,11 +1242,11 @@ impl Server {
         match op {
             Op::KvGet { key } => (
                 self.fsm.kv_index_for_key(key),
-                ReplyBody::Kv(self.fsm.kv_get(key)),
+                ReplyBody::Entry(self.fsm.kv_dir_entry(key)),
             ),
             Op::KvList { prefix } => (
                 self.fsm.kv_index_for_prefix(prefix),
-                ReplyBody::KvList(self.fsm.kv_list(prefix)),
+                ReplyBody::Entries(self.fsm.kv_dir_list(prefix)),
             ),
             Op::KvKeys { prefix, separator } => (
                 self.fsm.kv_index_for_prefix(prefix),
@@ -1202,6 +1299,18 @@ impl Server {
             Op::Catalog(c) => self.read_catalog(c),
             Op::SnapshotIndex => (self.fsm.index(), ReplyBody::Done),
             Op::Txn(ops) => (self.fsm.index(), ReplyBody::Txn(self.fsm.txn_read(ops))),
+            Op::SessionInfo { id } => (
+                self.fsm.sessions_index(),
+                ReplyBody::Sessions(self.fsm.session(id).cloned().into_iter().collect()),
+            ),
+            Op::SessionNode { node } => (
+                self.fsm.sessions_index(),
+                ReplyBody::Sessions(self.fsm.node_sessions(node)),
+            ),
+            Op::SessionList => (
+                self.fsm.sessions_index(),
+                ReplyBody::Sessions(self.fsm.sessions()),
+            ),
             Op::AutopilotGetConfig => {
                 let stored = self.fsm.autopilot().cloned().unwrap_or(StoredAutopilot {
                     config: self.config.autopilot.clone(),
@@ -1401,6 +1510,175 @@ impl Server {
         }
     }
 
+    /// Consul's leader `reconcileMember`: one catalog write at a time
+    /// brings a LAN member's node, `serfHealth` check and (for a server)
+    /// `consul` service in line with gossip; nothing is written when the
+    /// catalog already says it (`crate::serf_health`).
+    fn run_serf_health(&mut self, now: Instant, out: &mut Vec<Action>) {
+        if self.raft.role() != Role::Leader {
+            if self.serf_health_term.take().is_some() {
+                self.serf_health.reset();
+            }
+            return;
+        }
+        if self.serf_health_term != Some(self.raft.term()) {
+            self.serf_health_term = Some(self.raft.term());
+            self.serf_health.reset();
+        }
+        if self.is_draining(now)
+            || !self.raft.committed_in_term()
+            || !self.serf_health.due(self.fsm.last_applied())
+        {
+            return;
+        }
+        let Some(command) = self.serf_health.plan(
+            &self.fsm,
+            &self.config.node_name.0,
+            &self.config.datacenter.0,
+        ) else {
+            return;
+        };
+        // Refused (Busy, a transfer, a full disk): looked at again at the
+        // next input.
+        match self.raft.propose(
+            now,
+            EntryPayload::Command(std::sync::Arc::new(command)),
+            out,
+        ) {
+            Ok((index, _)) => self.serf_health.proposed(index.0),
+            Err(_) => self.serf_health.reset(),
+        }
+    }
+
+    /// Whether an acquire of `key` must wait for its lock delay (Consul's
+    /// `KVSLockDelay` check in `kvsPreApply`): a session's end released it
+    /// less than that session's lock delay ago on this server's clock, or
+    /// this server's state came from a snapshot within
+    /// `lock_delay_unknown` and the key was locked once and is free.
+    fn in_lock_delay(&self, now: Instant, key: &str) -> bool {
+        #[cfg(feature = "bugs")]
+        if self.config.bugs.lock_delay_ignored {
+            return false;
+        }
+        if self.lock_delays.get(key).is_some_and(|t| *t > now) {
+            return true;
+        }
+        // A write that may end a session is in the log and not applied yet:
+        // the acquire would follow it in the log, after a release whose
+        // lock delay is not known here yet. Consul checks only the delays
+        // already recorded, so an acquire racing an invalidation can take
+        // the lock at once; this waits (answers false) instead. Found by
+        // the lock-mutual-exclusion scenario, seed 18.
+        let last = self.raft.log().last_index().0;
+        let ends_sessions = (self.fsm.last_applied() + 1..=last).any(|i| {
+            self.raft.log().entry(LogIndex(i)).is_some_and(|e| {
+                matches!(&e.payload, EntryPayload::Command(c) if matches!(
+                    c.as_ref(),
+                    Command::SessionDestroy { .. }
+                        | Command::CatalogRegister(_)
+                        | Command::CatalogDeregister(_)
+                ))
+            })
+        });
+        if ends_sessions {
+            return true;
+        }
+        self.lock_delay_blanket.is_some_and(|t| t > now)
+            && self
+                .fsm
+                .kv_dir_entry(key)
+                .is_some_and(|e| e.lock_index > 0 && e.session.is_empty())
+    }
+
+    /// A session ID no session has: a UUID-shaped string of 128 bits from
+    /// the core's seeded RNG (Consul's `uuid.GenerateUUID`, checked for
+    /// uniqueness as Consul's `Session.Apply` does).
+    fn new_session_id(&mut self) -> String {
+        loop {
+            let (a, b) = (self.rng.next_u64(), self.rng.next_u64());
+            let id = format!(
+                "{:08x}-{:04x}-{:04x}-{:04x}-{:012x}",
+                a >> 32,
+                (a >> 16) & 0xFFFF,
+                a & 0xFFFF,
+                b >> 48,
+                b & 0xFFFF_FFFF_FFFF
+            );
+            if self.fsm.session(&id).is_none() {
+                return id;
+            }
+        }
+    }
+
+    /// Consul's `session_ttl.go` on the leader: once it has committed an
+    /// entry of its term, every TTL session gets a timer at TTL × 2 from
+    /// now; a timer that runs out proposes the session's destroy (tried
+    /// again a second later if the log refuses it). Off the leader there
+    /// are no timers.
+    fn run_session_timers(&mut self, now: Instant, out: &mut Vec<Action>) {
+        if self.raft.role() != Role::Leader || self.is_draining(now) {
+            if self.session_timers_term.take().is_some() || !self.session_timers.is_empty() {
+                self.session_timers.clear_all();
+            }
+            return;
+        }
+        if !self.raft.committed_in_term() {
+            return;
+        }
+        if self.session_timers_term != Some(self.raft.term()) {
+            self.session_timers_term = Some(self.raft.term());
+            self.session_timers.clear_all();
+            for s in self.fsm.sessions() {
+                if let Some(ttl) = s.ttl_ns() {
+                    self.session_timers.reset(now, &s.id, ttl);
+                }
+            }
+        }
+        for id in self.session_timers.take_due(now) {
+            if self.fsm.session(&id).is_none() {
+                continue;
+            }
+            let command = Command::SessionDestroy { id: id.clone() };
+            if self
+                .raft
+                .propose(
+                    now,
+                    EntryPayload::Command(std::sync::Arc::new(command)),
+                    out,
+                )
+                .is_err()
+            {
+                self.session_timers.set(&id, now + SESSION_DESTROY_RETRY);
+            }
+        }
+    }
+
+    /// What an applied command means for the session timers (on the
+    /// leader) and the lock delays and parked queries (everywhere).
+    fn after_apply(&mut self, now: Instant, cmd: &Command, result: &ApplyResult) {
+        for (key, ns) in self.fsm.take_lock_delays() {
+            if self.lock_delays.len() >= 4096 {
+                self.lock_delays.retain(|_, t| *t > now);
+            }
+            self.lock_delays.insert(key, now + Duration(ns));
+        }
+        for key in self.fsm.take_touched_keys() {
+            self.touched.keys.insert(key);
+        }
+        if self.session_timers_term.is_none() {
+            return;
+        }
+        match (cmd, result) {
+            (Command::SessionCreate(s), ApplyResult::Session(id)) => {
+                if let Some(ttl) = s.ttl_ns() {
+                    self.session_timers.reset(now, id, ttl);
+                }
+            }
+            (Command::SessionDestroy { id }, _) => self.session_timers.clear(id),
+            _ => {}
+        }
+    }
+
     // ----- after every input -----
 
     fn after(&mut self, now: Instant, out: &mut Vec<Action>) {
@@ -1408,7 +1686,7 @@ impl Server {
             self.ever_had_leader = true;
         }
         if let Some(snap) = self.raft.take_installed_snapshot() {
-            self.install_snapshot(snap, out);
+            self.install_snapshot(now, snap, out);
             if self.fatal.is_some() {
                 return;
             }
@@ -1426,6 +1704,8 @@ impl Server {
         self.retry_held(now, out);
         self.maybe_snapshot(now, out);
         self.run_reconcile(now, out);
+        self.run_serf_health(now, out);
+        self.run_session_timers(now, out);
         self.store_autopilot_config(now, out);
         self.run_autopilot(now, out);
         self.finish_leave(now, out);
@@ -1499,7 +1779,7 @@ impl Server {
         );
     }
 
-    fn install_snapshot(&mut self, snap: Snapshot, out: &mut Vec<Action>) {
+    fn install_snapshot(&mut self, now: Instant, snap: Snapshot, out: &mut Vec<Action>) {
         // Raft installs a whole InstallSnapshot only once
         // `restore_offered_snapshot` restored it; a snapshot assembled from
         // pieces is restored here, after its crc32c matched.
@@ -1519,6 +1799,9 @@ impl Server {
             Ok(fsm) => {
                 self.fsm = fsm;
                 self.touched.all = true;
+                // The lock delays of what the snapshot covers are unknown
+                // here (they are never replicated).
+                self.lock_delay_blanket = Some(now + self.config.lock_delay_unknown);
                 self.applied_since_snapshot = 0;
                 // Proposals at or below the snapshot were decided by someone
                 // else's log; their outcome is unknown to us.
@@ -1551,11 +1834,21 @@ impl Server {
                 break;
             };
             let term = entry.term;
-            let result = match &entry.payload {
+            // An `Arc` for a command: cheap, and it frees `self`.
+            let payload = entry.payload.clone();
+            let result = match &payload {
                 EntryPayload::Command(c) => {
                     let topics = self.fsm.catalog_topics(c);
                     let r = self.fsm.apply(index.0, c);
+                    self.after_apply(now, c, &r);
                     self.touched.command(c);
+                    if !topics.is_empty() {
+                        // A catalog write may undo what gossip says (a
+                        // deregistered server node): look again.
+                        self.serf_health.touch();
+                        let ok = matches!(r, ApplyResult::Catalog(Ok(())));
+                        self.serf_health.applied(index.0, c, ok);
+                    }
                     self.touched.catalog_topics(topics);
                     if let Command::TombstoneReap { upto } = c.as_ref() {
                         self.tombstone_gc.reaped(*upto);
@@ -1567,8 +1860,11 @@ impl Server {
                         ..
                     })) = &r
                     {
-                        // The state was replaced: answer every parked query.
+                        // The state was replaced: answer every parked query,
+                        // and a leader arms its TTL timers afresh for the
+                        // restored sessions.
                         self.touched.abandon = true;
+                        self.session_timers_term = None;
                     }
                     Some(r)
                 }
@@ -1774,6 +2070,9 @@ impl Server {
             Op::Catalog(CatalogOp::ServiceHealth { service, .. }) => {
                 self.fsm.catalog_health_index(service)
             }
+            Op::SessionInfo { .. } | Op::SessionNode { .. } | Op::SessionList => {
+                self.fsm.sessions_index()
+            }
             _ => self.read_local(op).0,
         }
     }
@@ -1928,6 +2227,40 @@ impl Server {
     fn bug_stale_read(&self, _request: &Request) -> bool {
         false
     }
+}
+
+/// Consul's `Session.Apply` checks before the log: a node, and a TTL that
+/// parses as a Go duration and is 0 or within 10 s..=24 h (the texts are
+/// Consul's; its HTTP API answers them 500). A session whose strings
+/// pass `SESSION_BYTES_MAX` is refused with the limit named.
+fn check_session_create(s: &crate::fsm::Session, ttl_min: Duration) -> Result<(), RpcError> {
+    use crate::fsm::session::{go_duration_string, parse_go_duration, SESSION_BYTES_MAX};
+    use crate::session_ttl::SESSION_TTL_MAX_NS;
+    let ttl_min_ns = ttl_min.as_nanos();
+    if s.approx_bytes() > SESSION_BYTES_MAX {
+        return Err(RpcError::TooLarge(format!(
+            "Session exceeds {SESSION_BYTES_MAX} byte limit (SESSION_BYTES_MAX)"
+        )));
+    }
+    if s.node.is_empty() {
+        return Err(RpcError::Refused("Must provide Node".into()));
+    }
+    if !s.ttl.is_empty() {
+        let Some(ttl) = parse_go_duration(&s.ttl) else {
+            return Err(RpcError::Refused(format!(
+                "Session TTL '{}' invalid: time: invalid duration {:?}",
+                s.ttl, s.ttl
+            )));
+        };
+        if ttl != 0 && !(ttl_min_ns..=SESSION_TTL_MAX_NS).contains(&ttl) {
+            return Err(RpcError::Refused(format!(
+                "Invalid Session TTL '{ttl}', must be between [{}={}]",
+                go_duration_string(ttl_min_ns),
+                go_duration_string(SESSION_TTL_MAX_NS)
+            )));
+        }
+    }
+    Ok(())
 }
 
 fn is_status(op: &Op) -> bool {

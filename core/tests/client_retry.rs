@@ -39,7 +39,7 @@ fn reply() -> Reply {
         index: 5,
         known_leader: true,
         last_contact_ms: 0,
-        body: ReplyBody::Kv(None),
+        body: ReplyBody::Entry(None),
     }
 }
 

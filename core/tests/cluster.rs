@@ -33,7 +33,7 @@ fn get(key: &str, mode: ReadMode) -> Request {
 fn value_of(c: &Cluster, at: NodeId, rid: tern_core::RequestId) -> Option<String> {
     match &c.responses[&(at, rid)] {
         Ok(r) => match &r.body {
-            ReplyBody::Kv(e) => e
+            ReplyBody::Entry(e) => e
                 .as_ref()
                 .map(|e| String::from_utf8(e.value.clone()).unwrap()),
             b => panic!("unexpected body {b:?}"),
@@ -381,7 +381,7 @@ fn a_leader_reported_gone_is_replaced_early_and_requests_move_on() {
     c.run_for(Duration::from_millis(50));
     for rid in [read, later] {
         assert!(
-            matches!(&c.responses[&(f, rid)], Ok(r) if r.body == ReplyBody::Kv(None)),
+            matches!(&c.responses[&(f, rid)], Ok(r) if r.body == ReplyBody::Entry(None)),
             "{:?}",
             c.responses[&(f, rid)]
         );
@@ -806,7 +806,7 @@ fn prefix_blocking_queries_wake_only_for_their_prefix() {
     c.run_for(Duration::from_millis(200));
     let deleted = c.responses[&(leader, d)].as_ref().unwrap().index;
     let r = c.responses[&(f, list)].as_ref().unwrap();
-    assert_eq!((r.index, &r.body), (deleted, &ReplyBody::KvList(vec![])));
+    assert_eq!((r.index, &r.body), (deleted, &ReplyBody::Entries(vec![])));
 }
 
 // ----- tombstones: reaped through the log (Consul's tombstone GC) -----
@@ -1053,7 +1053,7 @@ fn blocking_queries_see_deletes_and_are_not_fooled_by_the_reap() {
         assert_eq!(r.index, deleted_at);
         assert_eq!(
             r.body,
-            ReplyBody::KvList(c.servers[&leader].fsm().kv_list("p/"))
+            ReplyBody::Entries(c.servers[&leader].fsm().kv_dir_list("p/"))
         );
     }
     assert_eq!(index_of(&c, leader, emptied), index_of(&c, leader, del_q));

@@ -17,9 +17,10 @@ use tern_core::autopilot::{AutopilotConfig, GossipStatus, HealthReply, ServerHea
 use tern_core::clock::Duration;
 use tern_core::fsm::{
     ApplyResult, CatalogError, CatalogTableName, CatalogVerb, Check, CheckDefinition,
-    CheckServiceNode, Command, Deregister, Fsm, KvCommand, KvEntry, KvVerb, KvWrite, Node,
-    NodeServices, Register, RestoreChunk, RestoreError, RestoreProgress, Service, ServiceAddress,
-    ServiceInstance, StoredAutopilot, TxnError, TxnOp, TxnResult, Weights,
+    CheckServiceNode, Command, Deregister, DirEntry, Fsm, KvCommand, KvEntry, KvVerb, KvWrite,
+    Node, NodeServices, Register, RestoreChunk, RestoreError, RestoreProgress, Service,
+    ServiceAddress, ServiceCheck, ServiceInstance, Session, SessionBehavior, StoredAutopilot,
+    TxnError, TxnOp, TxnResult, Weights,
 };
 use tern_core::raft::{
     AppendEntries, AppendEntriesResponse, Entry, EntryPayload, HardState, InstallSnapshot,
@@ -88,7 +89,43 @@ fn kv_commands() -> Vec<(&'static str, KvCommand)> {
                 prefix: "web/".into(),
             },
         ),
+        (
+            "lock",
+            KvCommand::Lock {
+                write: kv_write(),
+                session: SESSION_ID.into(),
+            },
+        ),
+        (
+            "unlock",
+            KvCommand::Unlock {
+                write: kv_write(),
+                session: SESSION_ID.into(),
+            },
+        ),
     ]
+}
+
+const SESSION_ID: &str = "adf4238a-882b-9ddc-4a9d-5b6758e4159e";
+
+/// A session with every field set.
+fn session() -> Session {
+    Session {
+        id: SESSION_ID.into(),
+        name: "web-lock".into(),
+        node: "web-01".into(),
+        lock_delay_ns: 15_000_000_000,
+        behavior: SessionBehavior::Delete,
+        ttl: "30s".into(),
+        node_checks: vec!["serfHealth".into()],
+        service_checks: vec![ServiceCheck {
+            id: "web-check".into(),
+            namespace: String::new(),
+        }],
+        checks: vec!["legacy".into()],
+        create_index: 0,
+        modify_index: 0,
+    }
 }
 
 /// A registration with every field set (and a second check for a service
@@ -228,6 +265,40 @@ fn fsm_state(kv_only: bool) -> Fsm {
         ));
     }
     fsm.apply_other(7);
+    fsm
+}
+
+/// `fsm_state(false)` with the node's serfHealth check, a session on it
+/// and a key that session holds.
+fn fsm_state_with_sessions() -> Fsm {
+    let mut fsm = fsm_state(false);
+    let mut reg = catalog_register();
+    reg.service = None;
+    reg.checks = vec![Check {
+        check_id: "serfHealth".into(),
+        name: "Serf Health Status".into(),
+        status: "passing".into(),
+        service_id: String::new(),
+        ..reg.checks[0].clone()
+    }];
+    assert_eq!(
+        fsm.apply(8, &Command::CatalogRegister(Box::new(reg))),
+        ApplyResult::Catalog(Ok(()))
+    );
+    let s = Session {
+        service_checks: vec![],
+        checks: vec![],
+        ..session()
+    };
+    assert_eq!(
+        fsm.apply(9, &Command::SessionCreate(Box::new(s))),
+        ApplyResult::Session(SESSION_ID.into())
+    );
+    let lock = KvCommand::Lock {
+        write: kv_write(),
+        session: SESSION_ID.into(),
+    };
+    assert_eq!(fsm.apply(10, &Command::Kv(lock)), ApplyResult::Kv(true));
     fsm
 }
 
@@ -474,6 +545,32 @@ fn ops() -> Vec<(&'static str, Op)> {
         ("snapshot_restore", Op::SnapshotRestore(restore_chunk())),
         ("snapshot_index", Op::SnapshotIndex),
         ("txn", Op::Txn(txn_ops())),
+        ("session_create", Op::SessionCreate(Box::new(session()))),
+        (
+            "session_destroy",
+            Op::SessionDestroy {
+                id: SESSION_ID.into(),
+            },
+        ),
+        (
+            "session_renew",
+            Op::SessionRenew {
+                id: SESSION_ID.into(),
+            },
+        ),
+        (
+            "session_info",
+            Op::SessionInfo {
+                id: SESSION_ID.into(),
+            },
+        ),
+        (
+            "session_node",
+            Op::SessionNode {
+                node: "web-01".into(),
+            },
+        ),
+        ("session_list", Op::SessionList),
     ]
 }
 
@@ -560,6 +657,39 @@ fn reply_bodies() -> Vec<(&'static str, ReplyBody)> {
             ReplyBody::Keys(vec!["web/a".into(), "web/sub/".into()]),
         ),
         ("applied", ReplyBody::Applied(ApplyResult::Kv(true))),
+        (
+            "applied_refused",
+            ReplyBody::Applied(ApplyResult::Refused(format!(
+                "invalid session {SESSION_ID:?}"
+            ))),
+        ),
+        (
+            "applied_session",
+            ReplyBody::Applied(ApplyResult::Session(SESSION_ID.into())),
+        ),
+        (
+            "entry",
+            ReplyBody::Entry(Some(DirEntry {
+                session: SESSION_ID.into(),
+                lock_index: 2,
+                ..DirEntry::from(kv_entry("web/config"))
+            })),
+        ),
+        (
+            "entries",
+            ReplyBody::Entries(vec![
+                DirEntry::from(kv_entry("web/a")),
+                DirEntry::from(kv_entry("web/b")),
+            ]),
+        ),
+        (
+            "sessions",
+            ReplyBody::Sessions(vec![Session {
+                create_index: 7,
+                modify_index: 7,
+                ..session()
+            }]),
+        ),
         ("leader", ReplyBody::Leader(Some("127.0.0.1:8300".into()))),
         (
             "peers",
@@ -620,7 +750,10 @@ fn reply_bodies() -> Vec<(&'static str, ReplyBody)> {
         (
             "applied_txn",
             ReplyBody::Applied(ApplyResult::Txn(Ok(vec![
-                TxnResult::Kv(kv_entry("web/config")),
+                TxnResult::Kv(DirEntry {
+                    session: SESSION_ID.into(),
+                    ..DirEntry::from(kv_entry("web/config"))
+                }),
                 TxnResult::Node(catalog_node()),
             ]))),
         ),
@@ -1061,6 +1194,23 @@ fn golden_vectors_match() {
     );
 
     for (name, c) in [
+        ("create", Command::SessionCreate(Box::new(session()))),
+        (
+            "destroy",
+            Command::SessionDestroy {
+                id: SESSION_ID.into(),
+            },
+        ),
+    ] {
+        g.check(
+            &format!("command_session_{name}"),
+            &c,
+            wire::encode_command(&c),
+            wire::decode_command,
+        );
+    }
+
+    for (name, c) in [
         (
             "register",
             Command::CatalogRegister(Box::new(catalog_register())),
@@ -1094,15 +1244,16 @@ fn golden_vectors_match() {
         wire::decode_command,
     );
 
-    // The state machine's snapshot format: version 4 (with the index
-    // offset and a staged restore) as this build writes it, and the
-    // version 3 and 2 files earlier builds wrote, which must restore.
+    // The state machine's snapshot format: version 5 (with sessions and
+    // locks) as this build writes it, and the version 4 files (with the
+    // index offset and a staged restore), version 3 files and a version 2
+    // file earlier builds wrote, which must restore.
     let full = fsm_state(false);
     let kv_only = fsm_state(true);
     g.check_decodes("fsm_snapshot_v3", &full, Fsm::restore);
     g.check_decodes("fsm_snapshot_v3_kv_only", &kv_only, Fsm::restore);
     g.check_decodes("fsm_snapshot_v2", &kv_only, Fsm::restore);
-    g.check("fsm_snapshot_v4", &full, full.snapshot(), Fsm::restore);
+    g.check_decodes("fsm_snapshot_v4", &full, Fsm::restore);
     // Halfway through a restore: three of its ten bytes staged.
     let mut staging = fsm_state(false);
     let mut first = restore_chunk();
@@ -1111,12 +1262,7 @@ fn golden_vectors_match() {
         staging.apply(8, &Command::RestoreChunk(first)),
         ApplyResult::Restore(Ok(_))
     ));
-    g.check(
-        "fsm_snapshot_v4_restore_staged",
-        &staging,
-        staging.snapshot(),
-        Fsm::restore,
-    );
+    g.check_decodes("fsm_snapshot_v4_restore_staged", &staging, Fsm::restore);
     // After a restore of a state at index 1000 onto a log at 8: the
     // index offset is 993, so the next write records index 1002.
     let mut restored = fsm_state(true);
@@ -1138,10 +1284,12 @@ fn golden_vectors_match() {
     ));
     restored.apply(9, &Command::Kv(KvCommand::Set(kv_write())));
     assert_eq!(restored.index(), 1002);
+    g.check_decodes("fsm_snapshot_v4_restored", &restored, Fsm::restore);
+    let with_sessions = fsm_state_with_sessions();
     g.check(
-        "fsm_snapshot_v4_restored",
-        &restored,
-        restored.snapshot(),
+        "fsm_snapshot_v5",
+        &with_sessions,
+        with_sessions.snapshot(),
         Fsm::restore,
     );
 

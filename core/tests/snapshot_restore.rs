@@ -332,7 +332,7 @@ fn a_cluster_restores_through_the_log_and_every_server_ends_equal() {
         "the restore's own index is past the snapshot's"
     );
     match &c.responses[&(follower, p)] {
-        Ok(r) => assert!(matches!(r.body, ReplyBody::Kv(None)), "{:?}", r.body),
+        Ok(r) => assert!(matches!(r.body, ReplyBody::Entry(None)), "{:?}", r.body),
         Err(e) => panic!("{e}"),
     }
     c.run_for(Duration::from_millis(500));

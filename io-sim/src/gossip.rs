@@ -16,7 +16,8 @@
 //! What the pool says of servers reaches the server as the contract in
 //! `tern_core::reconcile` asks: every member event goes through
 //! [`ServerMember::from_gossip`] and, when it is a server of this
-//! datacenter, becomes [`Input::ServerMember`]; a reaped member is reported
+//! datacenter, becomes [`Input::ServerMember`] (and every member of this
+//! datacenter, through [`LanMember::from_gossip`], [`Input::LanMember`]); a reaped member is reported
 //! from its last copy with [`GossipStatus::None`]; the pool's own member is
 //! reported when it starts.
 
@@ -34,6 +35,7 @@ use tern_core::gossip::{
     Gossip, GossipAction, GossipConfig, GossipEvent, GossipInput, Member, Status, Tags,
 };
 use tern_core::reconcile::ServerMember;
+use tern_core::serf_health::LanMember;
 use tern_core::{Input, Instant};
 use tokio::sync::{mpsc, oneshot};
 
@@ -408,16 +410,25 @@ impl Pool {
     /// Hands the server what gossip says of `m`, if it is a server of this
     /// datacenter (`status` overrides, for a reaped member).
     fn report(&self, m: &Member, status: Option<GossipStatus>) {
+        let tx = self.slot.hints.lock().unwrap().clone();
+        let Some(tx) = tx else {
+            return;
+        };
+        // Every member of this datacenter, for the catalog's serfHealth
+        // (`tern_core::serf_health`'s contract).
+        if let Some(mut lm) = LanMember::from_gossip(m, &self.dc) {
+            if let Some(s) = status {
+                lm.status = s;
+            }
+            let _ = tx.send(Input::LanMember(lm));
+        }
         let Some(mut sm) = ServerMember::from_gossip(m, &self.dc) else {
             return;
         };
         if let Some(s) = status {
             sm.status = s;
         }
-        let tx = self.slot.hints.lock().unwrap().clone();
-        if let Some(tx) = tx {
-            let _ = tx.send(Input::ServerMember(sm));
-        }
+        let _ = tx.send(Input::ServerMember(sm));
     }
 
     /// What the world shows of this pool.

@@ -85,7 +85,7 @@ fn three_servers_elect_a_leader_and_answer_a_put() {
             .unwrap()
             .unwrap();
         match read.body {
-            ReplyBody::Kv(Some(e)) => assert_eq!(e.value, b"1"),
+            ReplyBody::Entry(Some(e)) => assert_eq!(e.value, b"1"),
             other => panic!("read a: {other:?}"),
         }
         let c = world.counters(leader).unwrap();
@@ -571,7 +571,7 @@ fn a_full_disk_refuses_writes_keeps_serving_reads_and_recovers() {
             .unwrap()
             .unwrap();
         match read.body {
-            ReplyBody::Kv(Some(e)) => assert_eq!(e.value, b"1"),
+            ReplyBody::Entry(Some(e)) => assert_eq!(e.value, b"1"),
             other => panic!("read before: {other:?}"),
         }
 

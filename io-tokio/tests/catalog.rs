@@ -81,7 +81,26 @@ impl Agent {
         let child = spawn_single_server(name, &dir, http, free_port());
         let agent = Agent { child, dir, http };
         agent.wait_for_leader(Duration::from_secs(20));
+        agent.wait_for_serf_health(name, Duration::from_secs(20));
         agent
+    }
+
+    /// The leader registers every gossip member, itself included, with a
+    /// `serfHealth` check (Consul's leader.go): wait for this agent's own,
+    /// so the tests' index arithmetic starts after it.
+    fn wait_for_serf_health(&self, node: &str, within: Duration) {
+        let end = Instant::now() + within;
+        loop {
+            let r = get(&format!("{}/v1/health/node/{node}", self.base()));
+            if r.status == 200 && r.body.contains("serfHealth") {
+                return;
+            }
+            assert!(
+                Instant::now() < end,
+                "no serfHealth for {node} within {within:?}"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
     }
 
     fn base(&self) -> String {
@@ -195,11 +214,15 @@ fn every_catalog_endpoint_answers_as_consul_does() {
     assert_eq!(r.json(), json!(["dc1"]));
 
     // Nodes: Consul's `Node`, null for maps never sent; node-meta filters.
+    // The agent's own node is there too (its leader registered it from
+    // gossip, with serfHealth and the `consul` service).
     let r = get(&format!("{base}/v1/catalog/nodes"));
     assert_eq!(r.status, 200);
     let nodes = r.json();
-    assert_eq!(nodes.as_array().unwrap().len(), 2);
-    let n2 = &nodes[1];
+    assert_eq!(nodes.as_array().unwrap().len(), 3);
+    assert_eq!(nodes[0]["Node"], "catalog-api");
+    assert_eq!(nodes[0]["Address"], "127.0.0.1");
+    let n2 = &nodes[2];
     assert_eq!(n2["Node"], "n2");
     assert_eq!(n2["TaggedAddresses"], Value::Null);
     assert_eq!(n2["Meta"], Value::Null);
@@ -226,7 +249,10 @@ fn every_catalog_endpoint_answers_as_consul_does() {
 
     // Services: name -> tags (a list even when empty).
     let r = get(&format!("{base}/v1/catalog/services"));
-    assert_eq!(r.json(), json!({"db": [], "web": ["Primary", "v1"]}));
+    assert_eq!(
+        r.json(),
+        json!({"consul": [], "db": [], "web": ["Primary", "v1"]})
+    );
     assert!(r.index.is_some());
 
     // One service: Consul's `ServiceNode`, tags matched in any case, all of
@@ -302,7 +328,7 @@ fn every_catalog_endpoint_answers_as_consul_does() {
     assert_eq!(r.consistency.as_deref(), Some("stale"));
     let r = get(&format!("{base}/v1/catalog/nodes?consistent"));
     assert_eq!(r.consistency.as_deref(), Some("consistent"));
-    assert_eq!(r.json().as_array().unwrap().len(), 2);
+    assert_eq!(r.json().as_array().unwrap().len(), 3);
     let r = get(&format!("{base}/v1/catalog/nodes?stale&consistent"));
     assert_eq!(r.status, 400);
     // `?filter=` (go-bexpr, as Consul's filtering docs show it), applied
@@ -597,7 +623,8 @@ fn health_endpoints_read_the_catalogs_checks() {
             .as_array()
             .unwrap()
             .len(),
-        3
+        4,
+        "the three registered checks and the agent's own serfHealth"
     );
     let r = get(&format!("{base}/v1/health/state/"));
     assert_eq!((r.status, r.body.as_str()), (400, "Missing check state"));

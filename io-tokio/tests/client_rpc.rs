@@ -182,6 +182,7 @@ fn get(key: &str) -> Request {
 fn value_of(response: Response) -> Option<Vec<u8>> {
     match response {
         Ok(r) => match r.body {
+            ReplyBody::Entry(e) => e.map(|e| e.value),
             ReplyBody::Kv(e) => e.map(|e| e.value),
             other => panic!("not a KV reply: {other:?}"),
         },

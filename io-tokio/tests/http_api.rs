@@ -169,6 +169,8 @@ impl Script {
                 self.kv.retain(|k, _| !k.starts_with(&prefix));
                 true
             }
+            // This fake has no sessions: real agents test locks.
+            KvCommand::Lock { .. } | KvCommand::Unlock { .. } => false,
         }
     }
 

@@ -48,10 +48,13 @@ assert c.catalog.register(
 ) is True
 assert c.catalog.register("ext2", "10.0.0.10", service={"Service": "redis", "Port": 6380}) is True
 assert c.catalog.datacenters() == ["dc1"]
+# The agent's own node is there too: its leader registers every gossip
+# member with serfHealth, and a server with the consul service.
+me = c.agent.self()["Config"]["NodeName"]
 idx, nodes = c.catalog.nodes()
-assert [n["Node"] for n in nodes] == ["ext1", "ext2"] and int(idx) >= 1, nodes
+assert [n["Node"] for n in nodes] == sorted(["ext1", "ext2", me]) and int(idx) >= 1, nodes
 idx, services = c.catalog.services()
-assert services == {"redis": ["primary", "v1"]}, services
+assert services == {"consul": [], "redis": ["primary", "v1"]}, services
 idx, redis = c.catalog.service("redis")
 assert [(s["Node"], s["ServiceID"], s["ServicePort"]) for s in redis] == [
     ("ext1", "redis1", 6379), ("ext2", "redis", 6380)], redis
@@ -68,7 +71,7 @@ assert [s["Node"] for s in after] == ["ext1"] and int(idx2) > int(idx) and time.
 assert c.catalog.deregister("ext1", service_id="redis1") is True
 assert c.catalog.service("redis")[1] == []
 assert c.catalog.deregister("ext1") is True
-assert c.catalog.nodes()[1] == []
+assert [n["Node"] for n in c.catalog.nodes()[1]] == [me]
 # Transactions (agent/txn_endpoint.go), as py-consul's txn.put sends them.
 import base64
 b64 = lambda s: base64.b64encode(s.encode()).decode()
@@ -92,4 +95,33 @@ try:
 except consul.ConsulException as e:
     assert "409" in str(e) or "failed index check" in str(e), e
 assert c.kv.get("txn/c")[1] is None
+# Sessions and KV locks, as py-consul sends and reads them.
+_, health = c.health.node(me)
+assert [(h["CheckID"], h["Status"]) for h in health] == [("serfHealth", "passing")], health
+s1 = c.session.create(name="py-lock", lock_delay=0, ttl=30)
+s2 = c.session.create(behavior="delete")
+_, info = c.session.info(s1)
+assert info["Name"] == "py-lock" and info["TTL"] == "30s" and info["Node"] == me, info
+assert info["LockDelay"] == 0, info
+assert sorted(x["ID"] for x in c.session.list()[1]) == sorted([s1, s2])
+assert sorted(x["ID"] for x in c.session.node(me)[1]) == sorted([s1, s2])
+assert c.session.renew(s1)["ID"] == s1
+assert c.kv.put("py/lock", "held", acquire=s1) is True
+assert c.kv.put("py/lock", "other", acquire=s2) is False
+_, held = c.kv.get("py/lock")
+assert held["Session"] == s1 and held["LockIndex"] == 1 and held["Value"] == b"held", held
+assert c.kv.put("py/lock", "x", release=s2) is False
+assert c.kv.put("py/lock", "free", release=s1) is True
+_, free = c.kv.get("py/lock")
+assert "Session" not in free and free["LockIndex"] == 1, free
+assert c.kv.put("py/eph", "e", acquire=s2) is True
+assert c.session.destroy(s2) is True
+assert c.kv.get("py/eph")[1] is None, "behavior delete deletes the key"
+assert c.session.destroy(s1) is True
+assert c.session.info(s1)[1] is None
+try:
+    c.session.renew(s1)
+    raise AssertionError("renewing a destroyed session must fail")
+except consul.NotFound:
+    pass
 print("py-consul: all checks passed")

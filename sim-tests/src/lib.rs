@@ -10,6 +10,7 @@ compile_error!("sim-tests only builds with --cfg madsim (see .cargo/config.toml;
 
 pub mod checker;
 pub mod linearizability;
+pub mod locks;
 pub mod membership;
 pub mod nemesis;
 pub mod options;

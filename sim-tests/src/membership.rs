@@ -424,7 +424,7 @@ impl AgentLoad {
                     let out = agent.call(req).await.map(|reply| reply.body);
                     let ret = match out {
                         Ok(ReplyBody::Applied(_)) if write => Some(KvOutput::Ok),
-                        Ok(ReplyBody::Kv(e)) if !write => Some(KvOutput::Value(
+                        Ok(ReplyBody::Entry(e)) if !write => Some(KvOutput::Value(
                             e.map(|e| String::from_utf8_lossy(&e.value).into_owned()),
                         )),
                         Ok(other) => {

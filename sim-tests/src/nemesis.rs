@@ -32,6 +32,8 @@ pub struct Nemesis {
     pub log: Vec<String>,
     /// Probe writes so far (each writes a value unique in the run).
     probes: u64,
+    /// The lock scenario's clients (`lock_faults` cuts them off).
+    pub lock_clients: Vec<tern_io_sim::ClientId>,
 }
 
 async fn sleep(d: Duration) {
@@ -57,6 +59,7 @@ impl Nemesis {
             gossip_blocked: BTreeMap::new(),
             log: Vec::new(),
             probes: 0,
+            lock_clients: Vec::new(),
         }
     }
 
@@ -340,6 +343,117 @@ impl Nemesis {
             }
         }
         self.note(format!("isolate leader {leader:?} with connection resets"));
+    }
+
+    /// The lock scenario's faults for `safety_s`: every 1–4 s one of a
+    /// server isolated, the leader or another server killed (restarted
+    /// later), the servers split in halves, a lock client cut off from
+    /// every server, or everything healed.
+    pub async fn lock_faults(&mut self) {
+        let end = now() + Duration::from_secs(self.opts.safety_s);
+        while now() < end {
+            sleep(Duration::from_millis(self.rng.range(1000, 4000))).await;
+            self.wake_due(false);
+            match self.rng.range(0, 9) {
+                0 => self.isolate_one(),
+                // The server whose node the lock holder's session is on:
+                // gossip fails it and the session is invalidated under
+                // its holder, which is what the lock delay is for.
+                6 => self.isolate_lock_holders_node(),
+                // Or its serfHealth turned critical by a catalog write (a
+                // health check failing): the same invalidation, at once.
+                7 | 8 => self.fail_lock_holders_check().await,
+                1 => self.crash_one(true),
+                2 => self.crash_one(false),
+                3 => self.partition_halves(),
+                4 => {
+                    let clients = self.lock_clients.clone();
+                    if let Some(&c) =
+                        clients.get(self.rng.range(0, clients.len().max(1) as u64) as usize)
+                    {
+                        for id in self.live_servers() {
+                            self.world.cut_client(c, id);
+                        }
+                        self.note(format!("cut lock client {c:?} off"));
+                    }
+                }
+                _ => self.heal(),
+            }
+        }
+    }
+
+    /// The node of the session holding the lock key, as the leader sees it.
+    fn lock_holders_node(&self) -> Option<String> {
+        let leader = self.leader()?;
+        self.world
+            .with_server(leader, |s| {
+                let fsm = s.fsm();
+                let session = fsm.kv_lock_holder(crate::locks::LOCK_KEY)?;
+                Some(fsm.session(session)?.node.clone())
+            })
+            .flatten()
+    }
+
+    async fn fail_lock_holders_check(&mut self) {
+        let Some(node) = self.lock_holders_node() else {
+            return;
+        };
+        let Some(leader) = self.leader() else {
+            return;
+        };
+        let reg = tern_core::fsm::Register {
+            id: String::new(),
+            node: node.clone(),
+            address: String::new(),
+            datacenter: "dc1".into(),
+            tagged_addresses: None,
+            node_meta: None,
+            service: None,
+            checks: vec![tern_core::fsm::Check {
+                node: node.clone(),
+                check_id: "serfHealth".into(),
+                name: "Serf Health Status".into(),
+                status: "critical".into(),
+                notes: String::new(),
+                output: "failed by the nemesis".into(),
+                service_id: String::new(),
+                service_name: String::new(),
+                service_tags: None,
+                kind: String::new(),
+                definition: Default::default(),
+                create_index: 0,
+                modify_index: 0,
+            }],
+            skip_node_update: true,
+        };
+        let op = Op::Catalog(tern_core::rpc::CatalogOp::Register(Box::new(reg)));
+        let r = self
+            .operator
+            .call(
+                leader,
+                workload::request(op, ReadMode::Default),
+                Duration::from_secs(2),
+            )
+            .await;
+        self.note(format!(
+            "serfHealth of {node} (the lock holder's session node) set critical: {}",
+            matches!(r, Ok(Ok(_)))
+        ));
+    }
+
+    fn isolate_lock_holders_node(&mut self) {
+        let Some(node) = self.lock_holders_node() else {
+            return;
+        };
+        let target = self.live_servers().into_iter().find(|id| {
+            self.world
+                .with_server(*id, |s| s.config().node_name.0 == node)
+                .unwrap_or(false)
+        });
+        if let Some(id) = target {
+            self.world.isolate(id);
+            self.note(format!("isolate {id:?}, the lock holder's session node"));
+        }
     }
 
     pub fn isolate_one(&mut self) {
@@ -689,10 +803,14 @@ pub enum Scenario {
     /// leader, every server ends with exactly the restored state, and the
     /// next write's index is past the snapshot's.
     SnapshotRestore,
+    /// Issue 9: lock clients contend for one key with sessions while
+    /// servers are isolated, killed (the leader too) and lock clients cut
+    /// off; never two of them believe they hold it at once (`locks.rs`).
+    LockMutualExclusion,
 }
 
 impl Scenario {
-    pub const ALL: [Scenario; 25] = [
+    pub const ALL: [Scenario; 26] = [
         Scenario::LeaderIsolated,
         Scenario::MinorityPartition,
         Scenario::AsymmetricPartition,
@@ -718,6 +836,7 @@ impl Scenario {
         Scenario::NoLeaderFail,
         Scenario::NoLeaderRetry,
         Scenario::SnapshotRestore,
+        Scenario::LockMutualExclusion,
     ];
 
     pub fn name(self) -> &'static str {
@@ -747,6 +866,7 @@ impl Scenario {
             Scenario::NoLeaderFail => "no-leader-fail",
             Scenario::NoLeaderRetry => "no-leader-retry",
             Scenario::SnapshotRestore => "snapshot-restore",
+            Scenario::LockMutualExclusion => "lock-mutual-exclusion",
         }
     }
 
@@ -775,6 +895,10 @@ impl Scenario {
                 // A restore replaces every key, which the KV clients' model
                 // does not know; the scenario checks the state itself.
                 opts.clients = 0;
+            }
+            Scenario::LockMutualExclusion => {
+                opts.servers = 3;
+                opts.safety_s = opts.safety_s.max(30);
             }
             Scenario::CrashBetweenAppendAndFsync => {
                 opts.fsync_ms = (5, 40);
@@ -1082,6 +1206,7 @@ impl Scenario {
                 failures.extend(crate::membership::no_leader(n, leader, true).await)
             }
             Scenario::SnapshotRestore => failures.extend(snapshot_restore(n, leader).await),
+            Scenario::LockMutualExclusion => n.lock_faults().await,
             Scenario::SnapshotInstall => {
                 let servers = n.live_servers();
                 let follower = servers
@@ -1289,7 +1414,7 @@ async fn write_elsewhere_read_there(
                     )
                     .await;
                 if let Ok(Ok(reply)) = answer {
-                    if let ReplyBody::Kv(e) = reply.body {
+                    if let ReplyBody::Entry(e) = reply.body {
                         let v = e.map(|e| String::from_utf8_lossy(&e.value).into_owned());
                         history.lock().unwrap().ops.push(Operation {
                             client: 1_000_001 + r,
@@ -1352,7 +1477,7 @@ async fn write_elsewhere_read_there(
             )
             .await;
         if let Ok(Ok(reply)) = r {
-            if let ReplyBody::Kv(e) = reply.body {
+            if let ReplyBody::Entry(e) = reply.body {
                 let v = e.map(|e| String::from_utf8_lossy(&e.value).into_owned());
                 history.lock().unwrap().ops.push(Operation {
                     client: 1_000_000,

@@ -24,10 +24,13 @@ pub enum Bug {
     /// Client agents never retry (`No cluster leader`, lost connections and
     /// busy servers reach the caller).
     ClientNoRetry,
+    /// The leader ignores lock delays: a key a session's end released can
+    /// be acquired at once.
+    LockDelayIgnored,
 }
 
 impl Bug {
-    pub const ALL: [Bug; 10] = [
+    pub const ALL: [Bug; 11] = [
         Bug::VoteTwice,
         Bug::AckBeforeFsync,
         Bug::StaleRead,
@@ -38,6 +41,7 @@ impl Bug {
         Bug::AutopilotUnboundedCleanup,
         Bug::GossipNoRefute,
         Bug::ClientNoRetry,
+        Bug::LockDelayIgnored,
     ];
 
     pub fn name(self) -> &'static str {
@@ -52,6 +56,7 @@ impl Bug {
             Bug::AutopilotUnboundedCleanup => "autopilot-unbounded-cleanup",
             Bug::GossipNoRefute => "gossip-no-refute",
             Bug::ClientNoRetry => "client-no-retry",
+            Bug::LockDelayIgnored => "lock-delay-ignored",
         }
     }
 
@@ -72,6 +77,7 @@ impl Bug {
             Some(Bug::AutopilotUnboundedCleanup) => b.autopilot_unbounded_cleanup = true,
             Some(Bug::GossipNoRefute) => b.gossip_no_refute = true,
             Some(Bug::ClientNoRetry) => b.client_no_retry = true,
+            Some(Bug::LockDelayIgnored) => b.lock_delay_ignored = true,
             None => {}
         }
         b

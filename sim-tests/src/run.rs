@@ -48,6 +48,11 @@ pub struct Outcome {
     /// an entry compacted in the step that applied it is not seen).
     pub tombstone_reaps: usize,
     pub faults: Vec<String>,
+    /// The lock scenario: how many times a client believed it held the lock.
+    pub lock_beliefs: usize,
+    /// Of those, how many ended because the session was invalidated under
+    /// its holder (where the lock delay is what keeps others out).
+    pub lock_invalidated: usize,
     /// Each server's Raft state at the end of the run, kept when a liveness
     /// check failed (what `chaos -v` prints to diagnose it).
     pub final_states: Vec<String>,
@@ -123,6 +128,11 @@ pub fn server_config(opts: &Options, base: Config) -> Config {
     // Autopilot acts within a run's short fault phase: health every 250 ms,
     // promotion and cleanup every second (Consul: 2 s and 10 s).
     c.server_health_interval = CoreDuration::from_millis(250);
+    // Sessions: the lock scenario's TTL is shorter than Consul's 10 s
+    // minimum so that sessions come and go within a run; a server that
+    // restarted from a snapshot waits the scenario's longest lock delay.
+    c.session_ttl_min = CoreDuration::from_secs(1);
+    c.lock_delay_unknown = CoreDuration::from_nanos(lock_spec(opts).lock_delay.as_nanos() as u64);
     c.autopilot_interval = CoreDuration::from_secs(1);
     // Dead-server cleanup is on, as Consul's default: every server runs its
     // LAN gossip pool (io-sim/src/gossip.rs), so autopilot sees failed
@@ -130,6 +140,19 @@ pub fn server_config(opts: &Options, base: Config) -> Config {
     // is alive in gossip again and the leader's reconciliation re-adds it
     // as a non-voter for autopilot to promote.
     c
+}
+
+/// The lock clients' timings for a run: TTL 4 s; the lock delay covers a
+/// TTL and two election timeouts (how long a deposed leader may still
+/// serve a renew) and a second more (see `locks.rs`).
+pub fn lock_spec(opts: &Options) -> crate::locks::LockSpec {
+    let ttl = Duration::from_secs(4);
+    crate::locks::LockSpec {
+        ttl,
+        lock_delay: ttl + Duration::from_millis(2 * opts.election_ms.1) + Duration::from_secs(1),
+        hold_ms: (3000, 10000),
+        call_timeout: Duration::from_secs(1),
+    }
 }
 
 /// How long a leaving server fails fast (Consul's test servers shorten
@@ -241,8 +264,30 @@ async fn simulate(opts: Options, scenario: Option<Scenario>) -> Outcome {
     }
     let operator = world.add_client().await;
 
+    // The lock scenario's clients, each its own process contending for one
+    // key with sessions.
+    let locks: crate::locks::SharedLockHistory = Default::default();
+    let mut lock_tasks = Vec::new();
+    let mut lock_clients = Vec::new();
+    if scenario == Some(Scenario::LockMutualExclusion) {
+        for i in 0..4u64 {
+            let client = world.add_client().await;
+            lock_clients.push(client.id());
+            lock_tasks.push(madsim::task::spawn(crate::locks::lock_loop(
+                world.clone(),
+                client,
+                i,
+                lock_spec(&opts),
+                opts.seed,
+                locks.clone(),
+                stop.clone(),
+            )));
+        }
+    }
+
     // Safety phase: faults.
     let mut nemesis = Nemesis::new(world.clone(), operator.clone(), opts.clone());
+    nemesis.lock_clients = lock_clients;
     let mut failures = match scenario {
         Some(s) => s.play(&mut nemesis, &history).await,
         None => {
@@ -272,7 +317,7 @@ async fn simulate(opts: Options, scenario: Option<Scenario>) -> Outcome {
     }
     stop.store(true, Ordering::Relaxed);
     // Let in-flight client calls finish (they time out after 3 s at most).
-    for t in tasks {
+    for t in tasks.into_iter().chain(lock_tasks) {
         let _ = t.await;
     }
     for k in 0..opts.keys {
@@ -322,6 +367,8 @@ async fn simulate(opts: Options, scenario: Option<Scenario>) -> Outcome {
     failures.extend(quorum.lock().unwrap().violations.iter().cloned());
     failures.extend(h.violations.iter().cloned());
     failures.extend(check_blocking_reads(&h, &c).into_iter().take(10));
+    let locks = locks.lock().unwrap();
+    failures.extend(crate::locks::check(&locks).into_iter().take(10));
     // A write with an unknown outcome that no server ever appended to its
     // log never took effect: it leaves the history (as a refused one
     // would), which spares the search from trying it everywhere.
@@ -367,6 +414,12 @@ async fn simulate(opts: Options, scenario: Option<Scenario>) -> Outcome {
         max_commit: c.max_commit.0,
         tombstone_reaps,
         faults: nemesis.log.clone(),
+        lock_beliefs: locks.beliefs.len(),
+        lock_invalidated: locks
+            .beliefs
+            .iter()
+            .filter(|b| b.how == "invalidated")
+            .count(),
         final_states,
     }
 }

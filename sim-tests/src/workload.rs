@@ -121,11 +121,11 @@ impl Seen {
 
 fn value_of(reply_body: &ReplyBody) -> Option<(Option<String>, u64)> {
     match reply_body {
-        ReplyBody::Kv(Some(e)) => Some((
+        ReplyBody::Entry(Some(e)) => Some((
             Some(String::from_utf8_lossy(&e.value).into_owned()),
             e.modify_index,
         )),
-        ReplyBody::Kv(None) => Some((None, 0)),
+        ReplyBody::Entry(None) => Some((None, 0)),
         _ => None,
     }
 }
@@ -425,9 +425,9 @@ async fn blocking_query(
     } else {
         h.blocking.timed_out += 1;
     }
-    let entries: Vec<tern_core::fsm::KvEntry> = match reply.body {
-        ReplyBody::Kv(e) => e.into_iter().collect(),
-        ReplyBody::KvList(l) => l,
+    let entries: Vec<tern_core::fsm::DirEntry> = match reply.body {
+        ReplyBody::Entry(e) => e.into_iter().collect(),
+        ReplyBody::Entries(l) => l,
         other => {
             h.violation(format!("{what}: unexpected answer {other:?}"));
             return;

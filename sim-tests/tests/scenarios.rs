@@ -115,12 +115,14 @@ fn leader_isolated_with_connection_resets() {
 
 /// The same scenario catches a follower that, told its leader is gone,
 /// helps elect another at once instead of honouring the lease: within the
-/// first 40 seeds (it needs a read through the old leader to land in the
-/// window; measured: 6 of seeds 0..40, the first at 16), on a seed that
-/// passes without the bug.
+/// first 160 seeds (it needs a read through the old leader to land in the
+/// window; measured: 9 of seeds 0..160, the first at 51, since the leader
+/// also writes every gossip member's serfHealth into the catalog, which
+/// moved every seed's history; before that, 6 of seeds 0..40, the first at
+/// 16), on a seed that passes without the bug.
 #[test]
 fn planted_bug_hint_skips_lease_is_caught_by_the_resets_scenario() {
-    for seed in 0..40 {
+    for seed in 0..160 {
         let mut o = Options::from_seed(seed);
         o.bug = Some(Bug::HintSkipsLease);
         if !run(o, Some(Scenario::LeaderIsolatedWithResets)).ok {
@@ -137,7 +139,7 @@ fn planted_bug_hint_skips_lease_is_caught_by_the_resets_scenario() {
             return;
         }
     }
-    panic!("hint-skips-lease was never caught by the resets scenario in 40 seeds");
+    panic!("hint-skips-lease was never caught by the resets scenario in 160 seeds");
 }
 
 /// The leader leaves as an operator's `tern leave` makes it: leadership moves
@@ -245,10 +247,13 @@ fn rolling_restart_seeds_that_lost_forwarded_writes_are_clean() {
 fn rolling_restart_seed_14_overloads_a_slow_log() {
     let out = run(Options::from_seed(14), Some(Scenario::RollingRestart));
     assert_eq!(out.failures.len(), 1, "{:?}", out.failures);
+    // Since the leader also writes each member's serfHealth (a left server
+    // deregistered, a started one registered), the overload shows first as
+    // a full queue (`Server is busy`) on this seed; both are this overload.
     assert!(
         out.failures[0].contains(
             "client-visible errors, first: outcome unknown: timed out waiting for the leader's answer"
-        ),
+        ) || out.failures[0].contains("client-visible errors, first: Server is busy, try again later"),
         "{:?}",
         out.failures
     );
@@ -347,4 +352,62 @@ fn snapshot_restore_survives_a_leader_killed_halfway() {
             out.replay_command(None, Some(s))
         );
     }
+}
+
+/// Issue 9: lock clients with sessions contend for one key while servers
+/// are isolated and killed (the leader too) and lock clients are cut off;
+/// in every seed, never two clients believe they hold the lock at once
+/// (`sim-tests/src/locks.rs` defines belief as Consul's `api/lock.go`
+/// holder would), the lock changed hands, and some sessions were
+/// invalidated under their holders (where the lock delay is needed).
+#[test]
+fn lock_mutual_exclusion() {
+    let (mut held, mut invalidated) = (0, 0);
+    for seed in 0..SEEDS {
+        let out = run(
+            Options::from_seed(seed),
+            Some(Scenario::LockMutualExclusion),
+        );
+        assert!(
+            out.ok,
+            "lock-mutual-exclusion failed on seed {seed}:\n{}\nreplay: {}",
+            out.failures.join("\n"),
+            out.replay_command(None, Some(Scenario::LockMutualExclusion))
+        );
+        assert!(out.lock_beliefs >= 1, "seed {seed}: nobody held the lock");
+        held += out.lock_beliefs;
+        invalidated += out.lock_invalidated;
+    }
+    assert!(held >= 10, "the lock changed hands only {held} times");
+    assert!(
+        invalidated > 0,
+        "no session was invalidated under its holder: the lock delay was never needed"
+    );
+}
+
+/// The planted `lock-delay-ignored` bug (the leader lets a released key be
+/// acquired at once after its session was invalidated) breaks mutual
+/// exclusion, and the scenario's invariant says so.
+#[test]
+fn planted_bug_lock_delay_ignored_is_caught_by_the_lock_scenario() {
+    for seed in 0..20 {
+        let mut o = Options::from_seed(seed);
+        o.bug = Some(Bug::LockDelayIgnored);
+        let out = run(o, Some(Scenario::LockMutualExclusion));
+        if out
+            .failures
+            .iter()
+            .any(|f| f.starts_with("mutual exclusion"))
+        {
+            println!(
+                "caught on seed {seed}: {}",
+                out.replay_command(
+                    Some(Bug::LockDelayIgnored),
+                    Some(Scenario::LockMutualExclusion)
+                )
+            );
+            return;
+        }
+    }
+    panic!("lock-delay-ignored was not caught on seeds 0..20");
 }

@@ -26,6 +26,12 @@ pub enum KvCommand {
     DeleteCas { key: String, modify_index: u64 },
     /// Delete every key that starts with `prefix`.
     DeleteTree { prefix: String },
+    /// `PUT ?acquire=<session>` (Consul's `KVLock`): take the key's lock
+    /// for `session` and write the value, unless another session holds it.
+    Lock { write: KvWrite, session: String },
+    /// `PUT ?release=<session>` (Consul's `KVUnlock`): give the lock up and
+    /// write the value, only if `session` holds it.
+    Unlock { write: KvWrite, session: String },
 }
 
 /// Everything the state machine can apply. Versioned on the wire by the
@@ -61,6 +67,14 @@ pub enum Command {
     /// `PUT /v1/txn` with at least one write: every operation applied at
     /// this index, or none (see `fsm/txn.rs`).
     Txn(Vec<super::txn::TxnOp>),
+    /// `PUT /v1/session/create` (Consul's `SessionRequest{Op: create}`):
+    /// the ID was drawn by the leader before proposing; indexes are 0.
+    SessionCreate(Box<super::session::Session>),
+    /// `PUT /v1/session/destroy/<id>`, or the leader's TTL timer running
+    /// out: delete the session and release (or delete) what it holds.
+    SessionDestroy {
+        id: String,
+    },
 }
 
 /// Autopilot's configuration as the state machine stores it, with Consul's
@@ -84,6 +98,35 @@ pub struct KvEntry {
     pub lock_index: u64,
 }
 
+/// A KV entry with the session holding its lock (Consul's `DirEntry`;
+/// `session` empty when none does). What reads answer since sessions
+/// exist; [`KvEntry`] stays for the replies of older builds.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct DirEntry {
+    pub key: String,
+    pub flags: u64,
+    #[serde(with = "serde_bytes")]
+    pub value: Vec<u8>,
+    pub create_index: u64,
+    pub modify_index: u64,
+    pub lock_index: u64,
+    pub session: String,
+}
+
+impl From<KvEntry> for DirEntry {
+    fn from(e: KvEntry) -> DirEntry {
+        DirEntry {
+            key: e.key,
+            flags: e.flags,
+            value: e.value,
+            create_index: e.create_index,
+            modify_index: e.modify_index,
+            lock_index: e.lock_index,
+            session: String::new(),
+        }
+    }
+}
+
 /// What applying a command produced, returned to the client that proposed it.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub enum ApplyResult {
@@ -100,4 +143,10 @@ pub enum ApplyResult {
     Restore(Result<super::restore::RestoreProgress, super::restore::RestoreError>),
     /// `Txn`: every operation's result, or every failure (nothing applied).
     Txn(super::txn::TxnOutcome),
+    /// Refused with Consul's text, nothing applied (a lock with an unknown
+    /// session: `invalid session "<id>"`; a session create on a missing
+    /// node or a critical check). Consul's HTTP API answers these 500.
+    Refused(String),
+    /// `SessionCreate`/`SessionDestroy`: the session's ID.
+    Session(String),
 }

@@ -4,9 +4,9 @@
 use std::ops::Bound;
 use std::sync::Arc;
 
-use imbl::OrdMap;
+use imbl::{OrdMap, OrdSet};
 
-use super::command::{KvCommand, KvEntry, KvWrite};
+use super::command::{DirEntry, KvCommand, KvEntry, KvWrite};
 use super::hash::ItemHasher;
 use super::snapshot::{
     EntryRecord, EntryRef, KvSnapshot, KvSnapshotRef, TombstoneRecord, TombstoneRef,
@@ -27,6 +27,9 @@ struct Slot {
     create_index: u64,
     modify_index: u64,
     lock_index: u64,
+    /// The session holding the lock on this key (Consul's
+    /// `DirEntry.Session`), if any.
+    session: Option<Arc<str>>,
     hash: u64,
 }
 
@@ -38,6 +41,7 @@ impl Slot {
             create_index,
             modify_index,
             lock_index: 0,
+            session: None,
             hash: 0,
         };
         slot.rehash(key);
@@ -45,14 +49,18 @@ impl Slot {
     }
 
     fn rehash(&mut self, key: &str) {
-        self.hash = ItemHasher::new("kv.entry")
-            .str(key)
+        let mut h = ItemHasher::new("kv.entry");
+        h.str(key)
             .u64(self.flags)
             .bytes(&self.value)
             .u64(self.create_index)
             .u64(self.modify_index)
-            .u64(self.lock_index)
-            .finish();
+            .u64(self.lock_index);
+        // An entry without a lock hashes as before sessions existed.
+        if let Some(s) = &self.session {
+            h.str("session").str(s);
+        }
+        self.hash = h.finish();
     }
 
     fn entry(&self, key: &str) -> KvEntry {
@@ -63,6 +71,18 @@ impl Slot {
             create_index: self.create_index,
             modify_index: self.modify_index,
             lock_index: self.lock_index,
+        }
+    }
+
+    fn dir_entry(&self, key: &str) -> DirEntry {
+        DirEntry {
+            key: key.to_owned(),
+            flags: self.flags,
+            value: self.value.clone(),
+            create_index: self.create_index,
+            modify_index: self.modify_index,
+            lock_index: self.lock_index,
+            session: self.session.as_deref().unwrap_or("").to_owned(),
         }
     }
 }
@@ -106,6 +126,9 @@ pub(crate) struct KvTable {
     index: u64,
     /// Wrapping sum of the hashes of every entry and tombstone.
     content_hash: u64,
+    /// `(session, key)` for every locked key: what a session's destroy
+    /// releases (Consul's `kvs` `session` index).
+    locks: OrdSet<(Arc<str>, Arc<str>)>,
 }
 
 impl KvTable {
@@ -155,6 +178,8 @@ impl KvTable {
                     Some(_) => false,
                 }
             }
+            KvCommand::Lock { write, session } => self.lock(index, write, session),
+            KvCommand::Unlock { write, session } => self.unlock(index, write, session),
             KvCommand::DeleteTree { prefix } => {
                 // The keys themselves (an `Arc` each), not copies.
                 let doomed: Vec<Arc<str>> = under(&self.entries, prefix)
@@ -210,6 +235,7 @@ impl KvTable {
                     index,
                 );
                 slot.lock_index = shared.lock_index;
+                slot.session = shared.session.clone();
                 slot.rehash(key);
                 *shared = Arc::new(slot);
             }
@@ -224,11 +250,165 @@ impl KvTable {
         let Some((key, old)) = self.entries.remove_with_key(key) else {
             return;
         };
+        if let Some(s) = &old.session {
+            self.locks.remove(&(Arc::clone(s), Arc::clone(&key)));
+        }
         self.content_hash = self.content_hash.wrapping_sub(old.hash);
         self.remove_tombstone(&key);
         self.content_hash = self.content_hash.wrapping_add(tombstone_hash(&key, index));
         self.tombstones.insert(key, index);
         self.index = index;
+    }
+
+    /// Consul's `kvsLockTxn` (the session is known to exist): a key held
+    /// by another session is refused; a free or missing key is taken (its
+    /// lock index moves up by one, 1 for a new key); the holder acquiring
+    /// again keeps the lock index. The value and flags are written in both
+    /// cases; an acquire that changes nothing writes nothing.
+    fn lock(&mut self, index: u64, write: &KvWrite, session: &str) -> bool {
+        let key = write.key.as_str();
+        let (create_index, lock_index) = match self.entries.get(key) {
+            Some(slot) => match slot.session.as_deref() {
+                Some(holder) if holder == session => {
+                    if slot.flags == write.flags && slot.value == write.value {
+                        return true;
+                    }
+                    (slot.create_index, slot.lock_index)
+                }
+                Some(_) => return false,
+                None => (slot.create_index, slot.lock_index + 1),
+            },
+            None => (index, 1),
+        };
+        self.put_slot(
+            index,
+            write,
+            create_index,
+            lock_index,
+            Some(Arc::from(session)),
+        );
+        true
+    }
+
+    /// Consul's `kvsUnlockTxn`: only the holder releases; the session is
+    /// cleared, the lock index kept, the value and flags written.
+    fn unlock(&mut self, index: u64, write: &KvWrite, session: &str) -> bool {
+        let key = write.key.as_str();
+        let Some(slot) = self.entries.get(key) else {
+            return false;
+        };
+        if slot.session.as_deref() != Some(session) {
+            return false;
+        }
+        let (create_index, lock_index) = (slot.create_index, slot.lock_index);
+        self.put_slot(index, write, create_index, lock_index, None);
+        true
+    }
+
+    /// Replaces (or creates) `write.key`'s slot whole, keeping the lock
+    /// index of the session map.
+    fn put_slot(
+        &mut self,
+        index: u64,
+        write: &KvWrite,
+        create_index: u64,
+        lock_index: u64,
+        session: Option<Arc<str>>,
+    ) {
+        let key: Arc<str> = match self.entries.get_key_value(write.key.as_str()) {
+            Some((k, old)) => {
+                let k = Arc::clone(k);
+                self.content_hash = self.content_hash.wrapping_sub(old.hash);
+                if let Some(s) = &old.session {
+                    self.locks.remove(&(Arc::clone(s), Arc::clone(&k)));
+                }
+                k
+            }
+            None => {
+                self.remove_tombstone(&write.key);
+                Arc::from(write.key.as_str())
+            }
+        };
+        let mut slot = Slot::new(&key, write.flags, write.value.clone(), create_index, index);
+        slot.lock_index = lock_index;
+        slot.session = session;
+        slot.rehash(&key);
+        if let Some(s) = &slot.session {
+            self.locks.insert((Arc::clone(s), Arc::clone(&key)));
+        }
+        self.content_hash = self.content_hash.wrapping_add(slot.hash);
+        self.entries.insert(key, Arc::new(slot));
+        self.index = self.index.max(index);
+    }
+
+    /// The keys `session` holds, in key order.
+    pub(crate) fn held_by(&self, session: &str) -> Vec<Arc<str>> {
+        let from: (Arc<str>, Arc<str>) = (Arc::from(session), Arc::from(""));
+        self.locks
+            .range(from..)
+            .take_while(|(s, _)| &**s == session)
+            .map(|(_, k)| Arc::clone(k))
+            .collect()
+    }
+
+    /// A destroyed session's locks at Raft index `index` (Consul's
+    /// `deleteSessionTxn`): released (session cleared, lock index kept,
+    /// modify index moved) or, with `delete`, the keys deleted. Returns
+    /// the keys it touched.
+    pub(crate) fn release_session(
+        &mut self,
+        index: u64,
+        session: &str,
+        delete: bool,
+    ) -> Vec<Arc<str>> {
+        let keys = self.held_by(session);
+        for key in &keys {
+            if delete {
+                self.delete(index, key);
+            } else if let Some(slot) = self.entries.get(&**key) {
+                let write = KvWrite {
+                    key: key.to_string(),
+                    flags: slot.flags,
+                    value: slot.value.clone(),
+                };
+                let (create_index, lock_index) = (slot.create_index, slot.lock_index);
+                self.put_slot(index, &write, create_index, lock_index, None);
+            }
+        }
+        keys
+    }
+
+    /// The session holding `key`'s lock, if any.
+    pub(crate) fn session_of(&self, key: &str) -> Option<&str> {
+        self.entries.get(key).and_then(|s| s.session.as_deref())
+    }
+
+    /// Every `(key, session)` lock, in key order (for a snapshot).
+    pub(crate) fn lock_records(&self) -> Vec<(&str, &str)> {
+        self.entries
+            .iter()
+            .filter_map(|(k, s)| s.session.as_deref().map(|s| (&**k, s)))
+            .collect()
+    }
+
+    /// Restores the lock of `key` by `session` (a snapshot's); the key must
+    /// exist and hold no lock yet.
+    pub(crate) fn restore_lock(&mut self, key: &str, session: &str) -> Result<(), FsmError> {
+        let Some((k, shared)) = self.entries.get_key_value(key) else {
+            return Err(FsmError::Invalid(format!("a lock on missing key {key:?}")));
+        };
+        if shared.session.is_some() {
+            return Err(FsmError::Invalid(format!("key {key:?} locked twice")));
+        }
+        let k = Arc::clone(k);
+        let mut slot = (**shared).clone();
+        self.content_hash = self.content_hash.wrapping_sub(slot.hash);
+        slot.session = Some(Arc::from(session));
+        slot.rehash(&k);
+        self.content_hash = self.content_hash.wrapping_add(slot.hash);
+        self.locks.insert((Arc::from(session), Arc::clone(&k)));
+        self.entries.insert(k, Arc::new(slot));
+        Ok(())
     }
 
     fn remove_tombstone(&mut self, key: &str) {
@@ -262,6 +442,18 @@ impl KvTable {
     /// The entry stored under `key` (a copy: the table stores its parts).
     pub(crate) fn get(&self, key: &str) -> Option<KvEntry> {
         self.entries.get(key).map(|slot| slot.entry(key))
+    }
+
+    /// The entry under `key` with its lock holder.
+    pub(crate) fn get_dir(&self, key: &str) -> Option<DirEntry> {
+        self.entries.get(key).map(|slot| slot.dir_entry(key))
+    }
+
+    /// Every entry under `prefix` with its lock holder, by key.
+    pub(crate) fn list_dir(&self, prefix: &str) -> Vec<DirEntry> {
+        under(&self.entries, prefix)
+            .map(|(key, slot)| slot.dir_entry(key))
+            .collect()
     }
 
     fn modify_index_of(&self, key: &str) -> Option<u64> {

@@ -12,6 +12,9 @@ mod error;
 mod hash;
 mod kv;
 pub mod restore;
+pub mod session;
+#[cfg(test)]
+mod session_tests;
 mod snapshot;
 mod tombstone_gc;
 pub mod txn;
@@ -22,9 +25,10 @@ pub use catalog::types::{
     Node, NodeServices, Register, Service, ServiceAddress, ServiceInstance, Weights,
 };
 pub use catalog::{CatalogTopic, CATALOG_CHECKS_MAX, CATALOG_NODES_MAX, CATALOG_SERVICES_MAX};
-pub use command::{ApplyResult, Command, KvCommand, KvEntry, KvWrite, StoredAutopilot};
+pub use command::{ApplyResult, Command, DirEntry, KvCommand, KvEntry, KvWrite, StoredAutopilot};
 pub use error::FsmError;
 pub use restore::{RestoreChunk, RestoreError, RestoreProgress, RESTORE_CHUNK_BYTES_MAX};
+pub use session::{ServiceCheck, Session, SessionBehavior, SESSIONS_MAX};
 pub use tombstone_gc::TombstoneGc;
 pub use txn::{CatalogVerb, KvVerb, TxnError, TxnOp, TxnOutcome, TxnResult, TXN_OPS_MAX};
 pub use view::FsmView;
@@ -34,6 +38,7 @@ use std::collections::BTreeMap;
 use catalog::CatalogTable;
 use hash::ItemHasher;
 use kv::KvTable;
+use session::SessionTable;
 use snapshot::Snapshot;
 
 /// The replicated state.
@@ -52,6 +57,69 @@ pub struct Fsm {
     index_offset: u64,
     /// An operator's snapshot restore, staged chunk by chunk.
     restore: Option<restore::PendingRestore>,
+    sessions: SessionTable,
+    /// What the last applies did that is not replicated state: read by the
+    /// server after each apply, equal in every state.
+    scratch: Scratch,
+}
+
+/// What an apply did beyond the state, for the server: keys whose lock was
+/// released by a session's end (with the session's lock delay, which each
+/// server times from its own clock, as Consul's in-memory `lockDelay`
+/// does) and keys it changed that no command names (to wake their parked
+/// queries). Not part of the state: it compares equal, hashes to nothing
+/// and is never in a snapshot.
+#[derive(Clone, Debug, Default)]
+struct Scratch {
+    lock_delays: Vec<(String, u64)>,
+    touched_keys: Vec<String>,
+}
+
+impl PartialEq for Scratch {
+    fn eq(&self, _: &Scratch) -> bool {
+        true
+    }
+}
+
+impl Eq for Scratch {}
+
+/// Why a session create is refused (Consul's texts).
+fn session_refusal(fsm: &Fsm, s: &Session) -> Option<String> {
+    if s.id.is_empty() {
+        return Some("Missing session ID".to_owned());
+    }
+    if fsm.sessions.contains(&s.id) {
+        return Some(format!("session {:?} already exists", s.id));
+    }
+    if s.node.is_empty() {
+        return Some("Must provide Node".to_owned());
+    }
+    if fsm.catalog.node_checks(&s.node).is_empty()
+        && fsm
+            .catalog
+            .node_services(&s.node)
+            .1
+            .filter(|ns| ns.node.node.eq_ignore_ascii_case(&s.node))
+            .is_none()
+    {
+        return Some("Missing node registration".to_owned());
+    }
+    let checks = fsm.catalog.node_checks(&s.node);
+    for id in s.check_ids() {
+        match checks.iter().find(|c| c.check_id.eq_ignore_ascii_case(id)) {
+            None => return Some(format!("Missing check '{id}' registration")),
+            Some(c) if c.status == "critical" => {
+                return Some(format!("Check '{id}' is in {} state", c.status))
+            }
+            Some(_) => {}
+        }
+    }
+    if fsm.sessions.len() >= SESSIONS_MAX {
+        return Some(format!(
+            "sessions table is full: it holds its limit of {SESSIONS_MAX} (SESSIONS_MAX)"
+        ));
+    }
+    None
 }
 
 impl Fsm {
@@ -67,7 +135,32 @@ impl Fsm {
         let raft_index = index;
         let index = raft_index + self.index_offset;
         match cmd {
+            Command::Kv(KvCommand::Lock { session, .. }) if session.is_empty() => {
+                ApplyResult::Refused("missing session".to_owned())
+            }
+            Command::Kv(KvCommand::Unlock { session, .. }) if session.is_empty() => {
+                ApplyResult::Refused("missing session".to_owned())
+            }
+            Command::Kv(KvCommand::Lock { session, .. }) if !self.sessions.contains(session) => {
+                // Consul's `kvsLockTxn` prints the ID with Go's `%#v`.
+                ApplyResult::Refused(format!("invalid session {session:?}"))
+            }
             Command::Kv(kv) => ApplyResult::Kv(self.kv.apply(index, kv)),
+            Command::SessionCreate(s) => match session_refusal(self, s) {
+                Some(why) => ApplyResult::Refused(why),
+                None => {
+                    let mut s = (**s).clone();
+                    s.create_index = index;
+                    s.modify_index = index;
+                    let id = s.id.clone();
+                    self.sessions.insert(index, s);
+                    ApplyResult::Session(id)
+                }
+            },
+            Command::SessionDestroy { id } => {
+                self.destroy_session(index, id);
+                ApplyResult::Session(id.clone())
+            }
             Command::TombstoneReap { upto } => {
                 self.kv.prune_tombstones(*upto);
                 ApplyResult::Kv(true)
@@ -87,10 +180,18 @@ impl Fsm {
                 ApplyResult::Autopilot(true)
             }
             Command::CatalogRegister(reg) => {
-                ApplyResult::Catalog(self.catalog.register(index, reg))
+                let r = self.catalog.register(index, reg);
+                if r.is_ok() {
+                    self.invalidate_sessions(index, &reg.node, !reg.id.is_empty());
+                }
+                ApplyResult::Catalog(r)
             }
             Command::CatalogDeregister(dereg) => {
-                ApplyResult::Catalog(self.catalog.deregister(index, dereg))
+                let r = self.catalog.deregister(index, dereg);
+                if r.is_ok() {
+                    self.invalidate_sessions(index, &dereg.node, false);
+                }
+                ApplyResult::Catalog(r)
             }
             Command::RestoreChunk(chunk) => {
                 ApplyResult::Restore(self.restore_chunk(raft_index, chunk))
@@ -108,6 +209,7 @@ impl Fsm {
             &mut txn::TxnState {
                 kv: &mut kv,
                 catalog: &mut catalog,
+                sessions: &self.sessions,
             },
             index,
             ops,
@@ -115,6 +217,21 @@ impl Fsm {
         if outcome.is_ok() {
             self.kv = kv;
             self.catalog = catalog;
+            // Catalog writes end the sessions they leave unsupported, as
+            // a registration or deregistration does.
+            let nodes: std::collections::BTreeSet<String> = ops
+                .iter()
+                .filter(|op| op.is_write())
+                .filter_map(|op| match op {
+                    TxnOp::Node { node, .. } => Some(node.node.clone()),
+                    TxnOp::Service { node, .. } => Some(node.clone()),
+                    TxnOp::Check { check, .. } => Some(check.node.clone()),
+                    TxnOp::Kv { .. } => None,
+                })
+                .collect();
+            for node in nodes {
+                self.invalidate_sessions(index, &node, false);
+            }
         }
         outcome
     }
@@ -131,6 +248,7 @@ impl Fsm {
             &mut txn::TxnState {
                 kv: &mut kv,
                 catalog: &mut catalog,
+                sessions: &self.sessions,
             },
             at,
             ops,
@@ -193,6 +311,7 @@ impl Fsm {
         self.kv = restored.kv;
         self.autopilot = restored.autopilot;
         self.catalog = restored.catalog;
+        self.sessions = restored.sessions;
         Ok(RestoreProgress {
             received: pending.received,
             total: pending.total,
@@ -215,6 +334,108 @@ impl Fsm {
     /// The restore being staged, if any: `(id, received, total)`.
     pub fn restore_in_progress(&self) -> Option<(u64, u64, u64)> {
         self.restore.as_ref().map(|p| (p.id, p.received, p.total))
+    }
+
+    /// Ends session `id` at `index` (Consul's `deleteSessionTxn`): its locks
+    /// are released, or its keys deleted, and each key's lock delay noted
+    /// for the server. Nothing if there is no such session.
+    fn destroy_session(&mut self, index: u64, id: &str) {
+        let Some(s) = self.sessions.remove(index, id) else {
+            return;
+        };
+        let delete = s.behavior == session::SessionBehavior::Delete;
+        let delay = s.lock_delay_ns.min(session::LOCK_DELAY_MAX_NS);
+        for key in self.kv.release_session(index, id, delete) {
+            if delay > 0 {
+                self.scratch.lock_delays.push((key.to_string(), delay));
+            }
+            self.scratch.touched_keys.push(key.to_string());
+        }
+    }
+
+    /// The sessions on `node` (all sessions if `everywhere`: a
+    /// registration with a node ID may have renamed a node) that the
+    /// catalog no longer supports end: their node is gone, or a check they
+    /// name is gone or critical (Consul invalidates them in `deleteNodeTxn`
+    /// and `ensureCheckTxn`/`deleteCheckTxn`). Deterministic: it reads only
+    /// the state.
+    fn invalidate_sessions(&mut self, index: u64, node: &str, everywhere: bool) {
+        let ids: Vec<std::sync::Arc<str>> = if everywhere {
+            self.sessions
+                .list()
+                .into_iter()
+                .map(|s| std::sync::Arc::from(s.id.as_str()))
+                .collect()
+        } else {
+            self.sessions.ids_on_node(node)
+        };
+        for id in ids {
+            let Some(s) = self.sessions.get(&id) else {
+                continue;
+            };
+            let node_there = self
+                .catalog
+                .node_services(&s.node)
+                .1
+                .is_some_and(|ns| ns.node.node.eq_ignore_ascii_case(&s.node));
+            let checks = self.catalog.node_checks(&s.node);
+            let checks_ok = s.check_ids().all(|cid| {
+                checks
+                    .iter()
+                    .any(|c| c.check_id.eq_ignore_ascii_case(cid) && c.status != "critical")
+            });
+            if !(node_there && checks_ok) {
+                self.destroy_session(index, &id);
+            }
+        }
+    }
+
+    /// The lock delays the applies since the last call started: each key
+    /// a session's end released, with the delay in nanoseconds (at most
+    /// 60 s). The server times them from its own clock.
+    pub fn take_lock_delays(&mut self) -> Vec<(String, u64)> {
+        std::mem::take(&mut self.scratch.lock_delays)
+    }
+
+    /// Keys the applies since the last call changed without naming them
+    /// (released or deleted by a session's end), for parked queries.
+    pub fn take_touched_keys(&mut self) -> Vec<String> {
+        std::mem::take(&mut self.scratch.touched_keys)
+    }
+
+    /// A session by ID.
+    pub fn session(&self, id: &str) -> Option<&Session> {
+        self.sessions.get(id)
+    }
+
+    /// Every session, by ID.
+    pub fn sessions(&self) -> Vec<Session> {
+        self.sessions.list()
+    }
+
+    /// The sessions of `node` (any case), by ID.
+    pub fn node_sessions(&self, node: &str) -> Vec<Session> {
+        self.sessions.on_node(node)
+    }
+
+    /// The sessions table index (Consul's `sessions` index row).
+    pub fn sessions_index(&self) -> u64 {
+        self.sessions.index()
+    }
+
+    /// The entry under `key` with its lock holder.
+    pub fn kv_dir_entry(&self, key: &str) -> Option<DirEntry> {
+        self.kv.get_dir(key)
+    }
+
+    /// Every entry under `prefix` with its lock holder, by key.
+    pub fn kv_dir_list(&self, prefix: &str) -> Vec<DirEntry> {
+        self.kv.list_dir(prefix)
+    }
+
+    /// The session holding `key`'s lock, if any.
+    pub fn kv_lock_holder(&self, key: &str) -> Option<&str> {
+        self.kv.session_of(key)
     }
 
     /// What `cmd` may change in the catalog, judged before it is applied
@@ -252,6 +473,7 @@ impl Fsm {
                 }
                 topics
             }
+            Command::SessionCreate(_) | Command::SessionDestroy { .. } => Vec::new(),
         }
     }
 
@@ -480,6 +702,9 @@ impl Fsm {
         if let Some(p) = &self.restore {
             h.u64(p.hash());
         }
+        if !self.sessions.is_empty() {
+            h.u64(self.sessions.hash());
+        }
         h.finish()
     }
 
@@ -492,7 +717,8 @@ impl Fsm {
             autopilot: self.autopilot.clone(),
             catalog: Box::new(self.catalog.clone()),
             index_offset: self.index_offset,
-            restore: self.restore.clone(),
+            restore: self.restore.clone().map(Box::new),
+            sessions: Box::new(self.sessions.clone()),
         }
     }
 
@@ -514,6 +740,8 @@ impl Fsm {
             catalog,
             index_offset,
             restore,
+            sessions,
+            locks,
         } = snapshot::decode(bytes)?;
         // Every index inside is at most the last applied entry's.
         let index = last_applied.checked_add(index_offset).ok_or_else(|| {
@@ -546,13 +774,25 @@ impl Fsm {
                 ))
             }
         };
+        let sessions = SessionTable::from_snapshot(sessions, index)?;
+        let mut kv = KvTable::from_snapshot(kv, index)?;
+        for snapshot::LockRecord { key, session } in locks {
+            if !sessions.contains(&session) {
+                return Err(FsmError::Invalid(format!(
+                    "key {key:?} is locked by unknown session {session:?}"
+                )));
+            }
+            kv.restore_lock(&key, &session)?;
+        }
         Ok(Fsm {
             last_applied,
-            kv: KvTable::from_snapshot(kv, index)?,
+            kv,
             autopilot,
             catalog: CatalogTable::from_snapshot(catalog, index)?,
             index_offset,
             restore,
+            sessions,
+            scratch: Scratch::default(),
         })
     }
 }
@@ -785,12 +1025,14 @@ mod tests {
                     | ApplyResult::Autopilot(true)
                     | ApplyResult::Catalog(Ok(()))
                     | ApplyResult::Restore(Ok(_))
-                    | ApplyResult::Txn(Ok(_)) => held += 1,
+                    | ApplyResult::Txn(Ok(_))
+                    | ApplyResult::Session(_) => held += 1,
                     ApplyResult::Kv(false)
                     | ApplyResult::Autopilot(false)
                     | ApplyResult::Catalog(Err(_))
                     | ApplyResult::Restore(Err(_))
-                    | ApplyResult::Txn(Err(_)) => failed += 1,
+                    | ApplyResult::Txn(Err(_))
+                    | ApplyResult::Refused(_) => failed += 1,
                 },
                 Step::Other(index) => fsm.apply_other(*index),
             }
@@ -861,6 +1103,8 @@ mod tests {
             catalog: Default::default(),
             index_offset: 0,
             restore: None,
+            sessions: Default::default(),
+            locks: vec![],
         }
     }
 
@@ -882,11 +1126,11 @@ mod tests {
 
     #[test]
     fn the_sample_snapshot_is_pinned() {
-        // Golden bytes of format version 4: an old snapshot must keep
+        // Golden bytes of format version 5: an old snapshot must keep
         // restoring, so a change here needs a new version byte instead.
         #[rustfmt::skip]
-        let golden: [u8; 46] = [
-            4,                                  // format version
+        let golden: [u8; 49] = [
+            5,                                  // format version
             7,                                  // last_applied
             5,                                  // kv index
             2,                                  // two entries
@@ -900,20 +1144,24 @@ mod tests {
             0, 0,                               // no per-name index rows
             0,                                  // index offset
             0,                                  // no restore staged
+            0, 0,                               // sessions index, no sessions
+            0,                                  // no locks
         ];
         assert_eq!(sample().snapshot(), golden);
         assert_eq!(Fsm::restore(&golden).unwrap(), sample());
-        // The same state as version 3 wrote it (no offset, no staged
-        // restore), as version 2 wrote it (no catalog) and as version 1
-        // wrote it (no autopilot table either) still restores, to the same
-        // state and hash.
+        // The same state as version 4 wrote it (no sessions), as version 3
+        // wrote it (no offset, no staged restore either), as version 2
+        // wrote it (no catalog) and as version 1 wrote it (no autopilot
+        // table either) still restores, to the same state and hash.
+        let mut v4 = golden[..46].to_vec();
+        v4[0] = 4;
         let mut v3 = golden[..44].to_vec();
         v3[0] = 3;
         let mut v2 = golden[..34].to_vec();
         v2[0] = 2;
         let mut v1 = golden[..33].to_vec();
         v1[0] = 1;
-        for old in [v3, v2, v1] {
+        for old in [v4, v3, v2, v1] {
             let restored = Fsm::restore(&old).unwrap();
             assert_eq!(restored, sample());
             assert_eq!(restored.state_hash(), PINNED_SAMPLE_HASH);
@@ -1079,8 +1327,8 @@ mod tests {
         let mut bytes = sample().snapshot();
         bytes[0] = 0;
         assert_eq!(Fsm::restore(&bytes), Err(FsmError::UnsupportedVersion(0)));
-        bytes[0] = 5;
-        assert_eq!(Fsm::restore(&bytes), Err(FsmError::UnsupportedVersion(5)));
+        bytes[0] = 6;
+        assert_eq!(Fsm::restore(&bytes), Err(FsmError::UnsupportedVersion(6)));
     }
 
     #[test]

@@ -18,16 +18,34 @@
 use serde::{Deserialize, Serialize};
 
 use super::catalog::{CatalogSnapshot, CatalogSnapshotRef};
+use super::session::{SessionSnapshot, SessionSnapshotRef};
 use super::{FsmError, StoredAutopilot};
 
 /// The version byte this release writes.
-pub(crate) const SNAPSHOT_VERSION: u8 = 4;
+pub(crate) const SNAPSHOT_VERSION: u8 = 5;
 
-/// Version 4 (what this release writes and what `decode` gives for every
+/// Version 5 (what this release writes and what `decode` gives for every
 /// version): the KV table, autopilot's configuration, the catalog, the
-/// index offset and an operator's restore staged halfway (`restore.rs`).
+/// index offset, an operator's restore staged halfway (`restore.rs`), the
+/// sessions and which session holds each locked key.
 #[derive(Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub(crate) struct Snapshot {
+    pub(crate) last_applied: u64,
+    pub(crate) kv: KvSnapshot,
+    pub(crate) autopilot: Option<StoredAutopilot>,
+    pub(crate) catalog: CatalogSnapshot,
+    pub(crate) index_offset: u64,
+    pub(crate) restore: Option<RestoreRecord>,
+    pub(crate) sessions: SessionSnapshot,
+    /// Strictly increasing by key; every key in `kv.entries`, every
+    /// session in `sessions`.
+    pub(crate) locks: Vec<LockRecord>,
+}
+
+/// Version 4: version 3 and the index offset and a staged restore. Read,
+/// never written.
+#[derive(Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct SnapshotV4 {
     pub(crate) last_applied: u64,
     pub(crate) kv: KvSnapshot,
     pub(crate) autopilot: Option<StoredAutopilot>,
@@ -52,6 +70,20 @@ pub(crate) struct SnapshotV3 {
     pub(crate) kv: KvSnapshot,
     pub(crate) autopilot: Option<StoredAutopilot>,
     pub(crate) catalog: CatalogSnapshot,
+}
+
+/// A locked key and the session holding it.
+#[derive(Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct LockRecord {
+    pub(crate) key: String,
+    pub(crate) session: String,
+}
+
+/// `LockRecord`, borrowing.
+#[derive(Serialize)]
+pub(crate) struct LockRef<'a> {
+    pub(crate) key: &'a str,
+    pub(crate) session: &'a str,
 }
 
 /// Version 2: the KV table and autopilot's configuration. Read, never
@@ -106,6 +138,8 @@ pub(crate) struct SnapshotRef<'a> {
     pub(crate) catalog: CatalogSnapshotRef<'a>,
     pub(crate) index_offset: u64,
     pub(crate) restore: Option<RestoreRef<'a>>,
+    pub(crate) sessions: SessionSnapshotRef<'a>,
+    pub(crate) locks: Vec<LockRef<'a>>,
 }
 
 /// `RestoreRecord`, borrowing.
@@ -167,6 +201,8 @@ pub(crate) fn decode(bytes: &[u8]) -> Result<Snapshot, FsmError> {
                 catalog: CatalogSnapshot::default(),
                 index_offset: 0,
                 restore: None,
+                sessions: SessionSnapshot::default(),
+                locks: Vec::new(),
             };
             (snap, rest)
         }
@@ -180,6 +216,8 @@ pub(crate) fn decode(bytes: &[u8]) -> Result<Snapshot, FsmError> {
                 catalog: CatalogSnapshot::default(),
                 index_offset: 0,
                 restore: None,
+                sessions: SessionSnapshot::default(),
+                locks: Vec::new(),
             };
             (snap, rest)
         }
@@ -193,6 +231,23 @@ pub(crate) fn decode(bytes: &[u8]) -> Result<Snapshot, FsmError> {
                 catalog: v3.catalog,
                 index_offset: 0,
                 restore: None,
+                sessions: SessionSnapshot::default(),
+                locks: Vec::new(),
+            };
+            (snap, rest)
+        }
+        4 => {
+            let (v4, rest) =
+                postcard::take_from_bytes::<SnapshotV4>(body).map_err(FsmError::Malformed)?;
+            let snap = Snapshot {
+                last_applied: v4.last_applied,
+                kv: v4.kv,
+                autopilot: v4.autopilot,
+                catalog: v4.catalog,
+                index_offset: v4.index_offset,
+                restore: v4.restore,
+                sessions: SessionSnapshot::default(),
+                locks: Vec::new(),
             };
             (snap, rest)
         }
@@ -255,6 +310,11 @@ mod tests {
                     serde_bytes::Bytes::new(b"c"),
                 ],
             }),
+            sessions: SessionSnapshotRef {
+                index: 0,
+                sessions: vec![],
+            },
+            locks: vec![],
         };
         let owned = Snapshot {
             last_applied: 9,
@@ -277,6 +337,8 @@ mod tests {
                     serde_bytes::ByteBuf::from(b"c".to_vec()),
                 ],
             }),
+            sessions: SessionSnapshot::default(),
+            locks: vec![],
         };
         let mut expected = vec![SNAPSHOT_VERSION];
         expected.extend(postcard::to_allocvec(&owned).unwrap());
@@ -287,10 +349,11 @@ mod tests {
 
     #[test]
     fn the_empty_snapshot_is_pinned() {
-        // Version 4, last_applied 0, kv index 0, no entries, no
+        // Version 5, last_applied 0, kv index 0, no entries, no
         // tombstones, no autopilot configuration, an empty catalog (three
         // empty tables, five zero indexes, two empty index-row lists), index
-        // offset 0, no staged restore.
+        // offset 0, no staged restore, sessions index 0, no sessions, no
+        // locks.
         let catalog = crate::fsm::catalog::CatalogTable::default();
         let empty = SnapshotRef {
             last_applied: 0,
@@ -303,14 +366,26 @@ mod tests {
             catalog: catalog.to_snapshot(),
             index_offset: 0,
             restore: None,
+            sessions: SessionSnapshotRef {
+                index: 0,
+                sessions: vec![],
+            },
+            locks: vec![],
         };
+        assert_eq!(encode(&empty), [[5u8].as_slice(), &[0; 20]].concat());
+        // Version 4 (no sessions, no locks) and version 3 (no offset, no
+        // restore either) still decode.
+        let v4 = decode(&[[4u8].as_slice(), &[0; 17]].concat()).unwrap();
         assert_eq!(
-            encode(&empty),
-            [4, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0]
+            (v4.sessions, v4.locks),
+            (SessionSnapshot::default(), vec![])
         );
-        // Version 3 (no offset, no restore) still decodes.
         let v3 = decode(&[3, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0]).unwrap();
         assert_eq!((v3.index_offset, v3.restore), (0, None));
+        assert_eq!(
+            (v3.sessions, v3.locks),
+            (SessionSnapshot::default(), vec![])
+        );
         // Version 1 (no autopilot table) and version 2 (no catalog) still
         // decode, with an empty catalog.
         let v1 = decode(&[1, 0, 0, 0, 0]).unwrap();
@@ -323,8 +398,8 @@ mod tests {
             (None, CatalogSnapshot::default())
         );
         assert_eq!(
-            decode(&[5, 0, 0, 0, 0, 0]),
-            Err(FsmError::UnsupportedVersion(5))
+            decode(&[6, 0, 0, 0, 0, 0]),
+            Err(FsmError::UnsupportedVersion(6))
         );
     }
 }

@@ -14,8 +14,9 @@ use serde::{Deserialize, Serialize};
 
 use super::catalog::types::{Check, Deregister, Node, Register, Service};
 use super::catalog::CatalogTable;
-use super::command::{KvCommand, KvEntry, KvWrite};
+use super::command::{DirEntry, KvCommand, KvWrite};
 use super::kv::KvTable;
+use super::session::SessionTable;
 
 /// Consul's `maxTxnOps` (agent/txn_endpoint.go).
 pub const TXN_OPS_MAX: usize = 128;
@@ -160,7 +161,7 @@ pub fn approx_bytes(op: &TxnOp) -> usize {
 /// entry comes without its value, as Consul's does.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub enum TxnResult {
-    Kv(KvEntry),
+    Kv(DirEntry),
     Node(Node),
     Service(Service),
     Check(Check),
@@ -180,6 +181,8 @@ pub type TxnOutcome = Result<Vec<TxnResult>, Vec<TxnError>>;
 pub(crate) struct TxnState<'a> {
     pub(crate) kv: &'a mut KvTable,
     pub(crate) catalog: &'a mut CatalogTable,
+    /// Read only: a transaction locks with sessions, never makes or ends one.
+    pub(crate) sessions: &'a SessionTable,
 }
 
 /// Runs `ops` at table index `index` against `state`, in order. The caller
@@ -212,7 +215,17 @@ fn run_one(state: &mut TxnState<'_>, index: u64, op: &TxnOp) -> Result<Vec<TxnRe
             flags,
             index: want,
             session,
-        } => kv(state.kv, index, *verb, key, value, *flags, *want, session),
+        } => kv(
+            state.kv,
+            state.sessions,
+            index,
+            *verb,
+            key,
+            value,
+            *flags,
+            *want,
+            session,
+        ),
         TxnOp::Node { verb, node } => node_op(state.catalog, index, *verb, node),
         TxnOp::Service {
             verb,
@@ -225,7 +238,7 @@ fn run_one(state: &mut TxnState<'_>, index: u64, op: &TxnOp) -> Result<Vec<TxnRe
 
 /// A KV write's result: the entry as it now is, without its value.
 fn written(kv: &KvTable, key: &str) -> Vec<TxnResult> {
-    kv.get(key)
+    kv.get_dir(key)
         .map(|mut e| {
             e.value = Vec::new();
             TxnResult::Kv(e)
@@ -237,6 +250,7 @@ fn written(kv: &KvTable, key: &str) -> Vec<TxnResult> {
 #[allow(clippy::too_many_arguments)]
 fn kv(
     kv: &mut KvTable,
+    sessions: &SessionTable,
     index: u64,
     verb: KvVerb,
     key: &str,
@@ -265,12 +279,12 @@ fn kv(
             }
             Ok(written(kv, key))
         }
-        KvVerb::Get => match kv.get(key) {
+        KvVerb::Get => match kv.get_dir(key) {
             Some(e) => Ok(vec![TxnResult::Kv(e)]),
             None => Err(format!("key {key:?} doesn't exist")),
         },
-        KvVerb::GetTree => Ok(kv.list(key).into_iter().map(TxnResult::Kv).collect()),
-        KvVerb::CheckIndex => match kv.get(key) {
+        KvVerb::GetTree => Ok(kv.list_dir(key).into_iter().map(TxnResult::Kv).collect()),
+        KvVerb::CheckIndex => match kv.get_dir(key) {
             None => Err(format!("failed to check index, key {key:?} doesn't exist")),
             Some(e) if e.modify_index != want => Err(format!(
                 "failed index check for key {key:?}, current modify index {} != {want}",
@@ -281,12 +295,12 @@ fn kv(
                 Ok(vec![TxnResult::Kv(e)])
             }
         },
-        KvVerb::CheckSession => match kv.get(key) {
+        KvVerb::CheckSession => match kv.get_dir(key) {
             None => Err(format!(
                 "failed to check session, key {key:?} doesn't exist"
             )),
             Some(mut e) => {
-                let current = session_of(&e);
+                let current = e.session.clone();
                 if current != session {
                     return Err(format!(
                         "failed session check for key {key:?}, current session {current:?} != {session:?}"
@@ -319,32 +333,38 @@ fn kv(
             Ok(Vec::new())
         }
         KvVerb::Lock => {
-            // Consul's `kvsLockTxn`: the session must exist. This release
-            // keeps no sessions, so none does.
+            // Consul's `kvsLockTxn`: the session must exist, and no other
+            // may hold the key.
             if session.is_empty() {
                 return Err("missing session".into());
             }
-            Err(format!("invalid session {session:?}"))
+            if !sessions.contains(session) {
+                return Err(format!("invalid session {session:?}"));
+            }
+            let cmd = KvCommand::Lock {
+                write: write(),
+                session: session.to_string(),
+            };
+            if !kv.apply(index, &cmd) {
+                return Err(format!("failed to lock key {key:?}, lock is already held"));
+            }
+            Ok(written(kv, key))
         }
         KvVerb::Unlock => {
             // Consul's `kvsUnlockTxn`: only the holder unlocks, and an
             // unlock writes the value and flags, keeping the lock index.
-            let held_by_caller = kv.get(key).is_some_and(|e| session_of(&e) == session);
-            if !held_by_caller {
+            let cmd = KvCommand::Unlock {
+                write: write(),
+                session: session.to_string(),
+            };
+            if !kv.apply(index, &cmd) {
                 return Err(format!(
                     "failed to unlock key {key:?}, lock isn't held, or is held by another session"
                 ));
             }
-            kv.apply(index, &KvCommand::Set(write()));
             Ok(written(kv, key))
         }
     }
-}
-
-/// The session holding an entry's lock: none in this release, which keeps
-/// no sessions.
-fn session_of(_entry: &KvEntry) -> &'static str {
-    ""
 }
 
 fn find_node(catalog: &CatalogTable, name: &str) -> Option<Node> {

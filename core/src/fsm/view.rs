@@ -24,7 +24,10 @@ pub struct FsmView {
     /// view travels inside actions and driver messages.
     pub(super) catalog: Box<CatalogTable>,
     pub(super) index_offset: u64,
-    pub(super) restore: Option<super::restore::PendingRestore>,
+    /// Boxed: rarely there, and a view travels inside actions.
+    pub(super) restore: Option<Box<super::restore::PendingRestore>>,
+    /// Boxed, as the catalog: a view travels inside actions.
+    pub(super) sessions: Box<super::session::SessionTable>,
 }
 
 impl FsmView {
@@ -58,6 +61,13 @@ impl FsmView {
                     .map(|c| serde_bytes::Bytes::new(c))
                     .collect(),
             }),
+            sessions: self.sessions.to_snapshot(),
+            locks: self
+                .kv
+                .lock_records()
+                .into_iter()
+                .map(|(key, session)| snapshot::LockRef { key, session })
+                .collect(),
         })
     }
 }
@@ -129,8 +139,8 @@ mod tests {
         assert_eq!(
             view.encode(),
             [
-                4, 1, 1, 1, 1, b'a', 0, 3, b'o', b'n', b'e', 1, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
-                0, 0, 0, 0
+                5, 1, 1, 1, 1, b'a', 0, 3, b'o', b'n', b'e', 1, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
+                0, 0, 0, 0, 0, 0, 0
             ]
         );
         assert_eq!(

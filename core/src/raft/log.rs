@@ -157,6 +157,9 @@ pub fn entry_size(e: &Entry) -> usize {
                 KvCommand::Set(w) | KvCommand::Cas { write: w, .. } => w.key.len() + w.value.len(),
                 KvCommand::Delete { key } | KvCommand::DeleteCas { key, .. } => key.len(),
                 KvCommand::DeleteTree { prefix } => prefix.len(),
+                KvCommand::Lock { write: w, session } | KvCommand::Unlock { write: w, session } => {
+                    w.key.len() + w.value.len() + session.len()
+                }
             },
             Command::TombstoneReap { .. } => 8,
             Command::AutopilotSet { config, .. } => {
@@ -168,6 +171,14 @@ pub fn entry_size(e: &Entry) -> usize {
             }
             Command::RestoreChunk(c) => 32 + c.data.len(),
             Command::Txn(ops) => ops.iter().map(crate::fsm::txn::approx_bytes).sum(),
+            Command::SessionCreate(s) => {
+                64 + s.id.len()
+                    + s.name.len()
+                    + s.node.len()
+                    + s.ttl.len()
+                    + s.check_ids().map(|c| 8 + c.len()).sum::<usize>()
+            }
+            Command::SessionDestroy { id } => 8 + id.len(),
         },
     }
 }

@@ -7,8 +7,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::clock::Duration;
 use crate::fsm::{
-    ApplyResult, Check, CheckServiceNode, Deregister, KvCommand, KvEntry, Node, NodeServices,
-    Register, ServiceInstance,
+    ApplyResult, Check, CheckServiceNode, Deregister, DirEntry, KvCommand, KvEntry, Node,
+    NodeServices, Register, ServiceInstance, Session,
 };
 use crate::ids::{Datacenter, NodeId, NodeName};
 
@@ -90,6 +90,28 @@ pub enum Op {
     /// `PUT /v1/txn`: a write through the log if any operation writes,
     /// otherwise a read in the request's consistency mode.
     Txn(Vec<crate::fsm::TxnOp>),
+    /// `PUT /v1/session/create`: the leader draws the ID and proposes it.
+    SessionCreate(Box<Session>),
+    /// `PUT /v1/session/destroy/<id>`: a write.
+    SessionDestroy {
+        id: String,
+    },
+    /// `PUT /v1/session/renew/<id>`: answered by the leader from its state,
+    /// resetting the session's TTL timer (Consul's `Session.Renew`: no
+    /// log write); an empty list when there is no such session.
+    SessionRenew {
+        id: String,
+    },
+    /// `GET /v1/session/info/<id>`.
+    SessionInfo {
+        id: String,
+    },
+    /// `GET /v1/session/node/<node>`.
+    SessionNode {
+        node: String,
+    },
+    /// `GET /v1/session/list`.
+    SessionList,
 }
 
 /// A catalog operation (Consul's `Catalog.*` RPCs).
@@ -174,6 +196,8 @@ impl Op {
                 | Op::RaftTransferLeadership { .. }
                 | Op::AutopilotSetConfig { .. }
                 | Op::SnapshotRestore(_)
+                | Op::SessionCreate(_)
+                | Op::SessionDestroy { .. }
         ) || matches!(self, Op::Catalog(c) if c.is_write())
             || matches!(self, Op::Txn(ops) if ops.iter().any(|op| op.is_write()))
     }
@@ -230,6 +254,12 @@ pub enum ReplyBody {
     /// A transaction of reads alone (Consul's `Txn.Read`); a transaction
     /// with a write is answered `Applied(ApplyResult::Txn(..))`.
     Txn(crate::fsm::TxnOutcome),
+    /// A KV read with each entry's lock holder (what servers answer since
+    /// sessions exist; `Kv`/`KvList` are older builds').
+    Entry(Option<DirEntry>),
+    Entries(Vec<DirEntry>),
+    /// Session reads and renew.
+    Sessions(Vec<Session>),
 }
 
 /// A successful reply with the metadata Consul puts in its headers.

@@ -34,6 +34,7 @@ use std::time::Duration as StdDuration;
 use tern_core::autopilot::GossipStatus;
 use tern_core::gossip::{GossipConfig, GossipEvent, Member, Status, Tags};
 use tern_core::reconcile::ServerMember;
+use tern_core::serf_health::LanMember;
 use tokio::sync::{broadcast, mpsc, watch};
 
 use super::{AgentOptions, PoolOptions};
@@ -66,6 +67,24 @@ pub(crate) struct ServerReport {
     pub expect: Option<usize>,
     /// Whether it says its Raft log holds a configuration.
     pub in_cluster: bool,
+}
+
+/// What the LAN pool says of a member of this datacenter (server or
+/// client), for the agent task: the catalog's view of it
+/// (`tern_core::serf_health`) and, for a server, its server report.
+#[derive(Clone, Debug)]
+pub(crate) struct MemberReport {
+    pub lan: LanMember,
+    pub server: Option<ServerReport>,
+}
+
+impl MemberReport {
+    fn of(m: &Member, dc: &str) -> Option<MemberReport> {
+        Some(MemberReport {
+            lan: LanMember::from_gossip(m, dc)?,
+            server: ServerReport::of(m, dc),
+        })
+    }
 }
 
 impl ServerReport {
@@ -140,7 +159,7 @@ impl Pools {
     pub(crate) async fn start(
         options: &AgentOptions,
         in_cluster: bool,
-    ) -> Result<(Pools, mpsc::Receiver<ServerReport>), String> {
+    ) -> Result<(Pools, mpsc::Receiver<MemberReport>), String> {
         let core = &options.core;
         // Consul's tags: a server's (agent/consul/server.go `setupSerf`) or a
         // client agent's (agent/consul/client_serf.go).
@@ -438,7 +457,7 @@ async fn report_servers(
     resync: GossipRef,
     wan: Option<GossipRef>,
     flood: Flood,
-    reports: mpsc::Sender<ServerReport>,
+    reports: mpsc::Sender<MemberReport>,
     alive: watch::Sender<Vec<ServerMember>>,
 ) {
     let mut r = Reporter {
@@ -533,7 +552,7 @@ struct Reporter {
     /// The last copy of every member, by name: what a reaped member is
     /// reported from, and what a resync is compared with.
     last: BTreeMap<String, Member>,
-    reports: mpsc::Sender<ServerReport>,
+    reports: mpsc::Sender<MemberReport>,
     alive: watch::Sender<Vec<ServerMember>>,
 }
 
@@ -554,11 +573,11 @@ impl Reporter {
     }
 
     async fn update(&mut self, m: Member) -> Result<(), Gone> {
-        let server = ServerReport::of(&m, &self.dc);
+        let report = MemberReport::of(&m, &self.dc);
         self.last.insert(m.name.clone(), m);
         self.publish_alive();
-        match server {
-            Some(s) => self.reports.send(s).await.map_err(|_| Gone),
+        match report {
+            Some(r) => self.reports.send(r).await.map_err(|_| Gone),
             None => Ok(()),
         }
     }
@@ -568,10 +587,13 @@ impl Reporter {
             return Ok(());
         };
         self.publish_alive();
-        match ServerReport::of(&m, &self.dc) {
-            Some(mut s) => {
-                s.server.status = GossipStatus::None;
-                self.reports.send(s).await.map_err(|_| Gone)
+        match MemberReport::of(&m, &self.dc) {
+            Some(mut r) => {
+                r.lan.status = GossipStatus::None;
+                if let Some(s) = r.server.as_mut() {
+                    s.server.status = GossipStatus::None;
+                }
+                self.reports.send(r).await.map_err(|_| Gone)
             }
             None => Ok(()),
         }

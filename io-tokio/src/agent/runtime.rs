@@ -10,13 +10,14 @@ use tern_core::autopilot::GossipStatus;
 use tern_core::fsm::FsmView;
 use tern_core::raft::{Durable, Member, Membership, Role, SnapshotMeta, Suffrage};
 use tern_core::rpc::{Response, RpcError};
+use tern_core::serf_health::LanMember;
 use tern_core::{
     Action, Event, Input, Instant, NodeId, NodeName, Outbox, PersistOp, PersistWrite, RequestId,
     Server,
 };
 use tokio::sync::{mpsc, oneshot};
 
-use super::members::{Pools, ServerReport};
+use super::members::{MemberReport, Pools, ServerReport};
 use super::telemetry::Telemetry;
 use super::{AgentHandle, AgentOptions, AgentStatus, HandleInner, ToAgent};
 use crate::net::{self, Inbound, Pool};
@@ -145,6 +146,9 @@ struct Loop {
     /// report per node: counted for `bootstrap_expect`, handed to the
     /// server when it starts.
     known: BTreeMap<NodeId, ServerReport>,
+    /// The latest LAN report of every member of this datacenter, by name:
+    /// handed to the server when it starts (`tern_core::serf_health`).
+    known_members: BTreeMap<String, LanMember>,
     /// Servers already told about a conflicting `expect` tag.
     expect_conflicts: std::collections::BTreeSet<NodeId>,
     pools: Arc<Pools>,
@@ -168,7 +172,7 @@ struct Channels {
     rx: mpsc::Receiver<ToAgent>,
     inbound: mpsc::Receiver<Inbound>,
     /// Server members of this datacenter, from the LAN pool.
-    reports: mpsc::Receiver<ServerReport>,
+    reports: mpsc::Receiver<MemberReport>,
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -196,6 +200,7 @@ async fn run(
             start: std::time::Instant::now(),
         },
         known: BTreeMap::new(),
+        known_members: BTreeMap::new(),
         expect_conflicts: Default::default(),
         outbox: Outbox::for_config(&options.core),
         disk,
@@ -510,8 +515,11 @@ enum Bootstrap {
 }
 
 impl Loop {
-    fn known_server(&mut self, r: ServerReport) {
-        self.known.insert(r.server.node, r);
+    fn known_server(&mut self, r: MemberReport) {
+        self.known_members.insert(r.lan.name.clone(), r.lan);
+        if let Some(s) = r.server {
+            self.known.insert(s.server.node, s);
+        }
     }
 
     /// Consul's `maybeBootstrap` checks on the alive servers of this
@@ -555,9 +563,12 @@ impl Loop {
 
     /// A LAN report about a server of this datacenter: remembered, and
     /// handed to the server (`tern_core::reconcile`'s contract).
-    fn take_report(&mut self, r: ServerReport, inputs: &mut Vec<Input>) {
-        inputs.push(Input::ServerMember(r.server.clone()));
-        self.known.insert(r.server.node, r);
+    fn take_report(&mut self, r: MemberReport, inputs: &mut Vec<Input>) {
+        inputs.push(Input::LanMember(r.lan.clone()));
+        if let Some(s) = &r.server {
+            inputs.push(Input::ServerMember(s.server.clone()));
+        }
+        self.known_server(r);
     }
 
     /// Starts the server; a fresh one told to `bootstrap` writes the first
@@ -610,6 +621,9 @@ impl Loop {
         let now = self.clock.now();
         for r in self.known.values() {
             server.handle(now, Input::ServerMember(r.server.clone()), &mut out);
+        }
+        for m in self.known_members.values() {
+            server.handle(now, Input::LanMember(m.clone()), &mut out);
         }
         self.server = Some(server);
         self.pump(&mut out);

@@ -7,7 +7,7 @@ use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use base64::Engine as _;
 use serde::Serialize;
-use tern_core::fsm::{ApplyResult, KvCommand, KvEntry, KvWrite};
+use tern_core::fsm::{ApplyResult, KvCommand, KvWrite};
 use tern_core::rpc::{Op, ReplyBody, Request};
 
 use super::params::{Params, QueryOptions};
@@ -28,18 +28,22 @@ pub(crate) struct DirEntry<'a> {
     flags: u64,
     /// Base64, or `null` for an empty value.
     value: Option<String>,
+    /// The lock holder; left out when none (Consul's `omitempty`).
+    #[serde(skip_serializing_if = "str::is_empty")]
+    session: &'a str,
     create_index: u64,
     modify_index: u64,
 }
 
-impl<'a> From<&'a KvEntry> for DirEntry<'a> {
-    fn from(e: &'a KvEntry) -> DirEntry<'a> {
+impl<'a> From<&'a tern_core::fsm::DirEntry> for DirEntry<'a> {
+    fn from(e: &'a tern_core::fsm::DirEntry) -> DirEntry<'a> {
         DirEntry {
             lock_index: e.lock_index,
             key: &e.key,
             flags: e.flags,
             value: (!e.value.is_empty())
                 .then(|| base64::engine::general_purpose::STANDARD.encode(&e.value)),
+            session: &e.session,
             create_index: e.create_index,
             modify_index: e.modify_index,
         }
@@ -73,9 +77,12 @@ pub(crate) async fn get(
         Op::KvGet { key }
     };
     let (reply, meta) = read(&agent, &opts, op).await?;
-    let entries: Vec<KvEntry> = match reply.body {
-        ReplyBody::Kv(entry) => entry.into_iter().collect(),
-        ReplyBody::KvList(entries) => entries,
+    let entries: Vec<tern_core::fsm::DirEntry> = match reply.body {
+        ReplyBody::Entry(entry) => entry.into_iter().collect(),
+        ReplyBody::Entries(entries) => entries,
+        // What servers of an older build answer.
+        ReplyBody::Kv(entry) => entry.into_iter().map(Into::into).collect(),
+        ReplyBody::KvList(entries) => entries.into_iter().map(Into::into).collect(),
         _ => return Err(ApiError::unexpected_reply("a KV read")),
     };
     // An empty recurse is a 404 too (py-consul's tests expect `None`).
@@ -151,21 +158,21 @@ pub(crate) async fn put(
     params.check_conflicting(&["cas", "acquire", "release"])?;
     let flags = params.u64("flags")?.unwrap_or(0);
     let cas = params.u64("cas")?;
-    for session_flag in ["acquire", "release"] {
-        if params.has(session_flag) {
-            return Err(ApiError::bad_request(format!(
-                "Sessions are not supported by this server: ?{session_flag}"
-            )));
-        }
-    }
+    let acquire = params.get("acquire").map(str::to_owned);
+    let release = params.get("release").map(str::to_owned);
     let value = read_value(&headers, body, agent.options().core.kv_value_bytes_max).await?;
     let write = KvWrite { key, flags, value };
-    let command = match cas {
-        Some(modify_index) => KvCommand::Cas {
+    // Consul's `KVSPut`: `?acquire=<session>` is a lock, `?release=` an
+    // unlock (an empty session reaches the server, which answers
+    // "missing session").
+    let command = match (cas, acquire, release) {
+        (_, _, Some(session)) => KvCommand::Unlock { write, session },
+        (_, Some(session), None) => KvCommand::Lock { write, session },
+        (Some(modify_index), None, None) => KvCommand::Cas {
             write,
             modify_index,
         },
-        None => KvCommand::Set(write),
+        (None, None, None) => KvCommand::Set(write),
     };
     apply(&agent, &opts, command).await
 }
@@ -243,7 +250,13 @@ pub(crate) async fn delete(
 /// Sends a write and answers `true`/`false`. Only the CAS variants report
 /// their condition; the others answer `true`, as Consul's do.
 async fn apply(agent: &AgentHandle, opts: &QueryOptions, command: KvCommand) -> ApiResult {
-    let conditional = matches!(command, KvCommand::Cas { .. } | KvCommand::DeleteCas { .. });
+    let conditional = matches!(
+        command,
+        KvCommand::Cas { .. }
+            | KvCommand::DeleteCas { .. }
+            | KvCommand::Lock { .. }
+            | KvCommand::Unlock { .. }
+    );
     let request = Request {
         datacenter: opts.datacenter.clone(),
         read_mode: opts.read_mode,
@@ -251,10 +264,15 @@ async fn apply(agent: &AgentHandle, opts: &QueryOptions, command: KvCommand) -> 
         op: Op::KvApply(command),
     };
     let reply = agent.call(request).await?;
-    let ReplyBody::Applied(ApplyResult::Kv(held)) = reply.body else {
-        return Err(ApiError::unexpected_reply("a KV write"));
-    };
-    json(&(held || !conditional), opts.pretty)
+    match reply.body {
+        ReplyBody::Applied(ApplyResult::Kv(held)) => json(&(held || !conditional), opts.pretty),
+        // `invalid session "<id>"`: Consul's RPC error, a 500 with its text.
+        ReplyBody::Applied(ApplyResult::Refused(text)) => Err(ApiError {
+            status: StatusCode::INTERNAL_SERVER_ERROR,
+            text,
+        }),
+        _ => Err(ApiError::unexpected_reply("a KV write")),
+    }
 }
 
 /// What every KV handler does first, in Consul's order: the query options,

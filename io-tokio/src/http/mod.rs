@@ -17,6 +17,7 @@
 //! | `GET /v1/operator/autopilot/{configuration,health,state}`, `PUT .../configuration[?cas=]` | autopilot (health: 429 when unhealthy) |
 //! | `GET /v1/health/{node,checks,state,service}/<name>` | checks and instances with their checks: passing, tag, node-meta, blocking |
 //! | `PUT /v1/catalog/{register,deregister}`, `GET /v1/catalog/{datacenters,nodes,services}`, `GET /v1/catalog/{service,node,node-services}/<name>` | the catalog: tag, node-meta, blocking, stale/consistent |
+//! | `PUT /v1/session/{create,destroy/<id>,renew/<id>}`, `GET /v1/session/{info/<id>,node/<n>,list}` | sessions (`session.rs`); KV `?acquire=`/`?release=` |
 //!
 //! Around every route, `mux.rs` does what Consul's server does around its
 //! endpoints: non-printable paths 400, unclean paths 301, 405 with `Allow`,
@@ -39,6 +40,7 @@ mod mux;
 mod operator;
 mod params;
 mod reply;
+mod session;
 mod snapshot;
 mod status;
 mod txn;
@@ -173,6 +175,7 @@ pub fn router(agent: AgentHandle) -> Router {
         .route("/v1/health/service/{*service}", get(health::service))
         .route("/v1/snapshot", get(snapshot::save).put(snapshot::restore))
         .route("/v1/txn", put(txn::txn))
+        .merge(session::routes())
         // Consul's catch-all: 404 with an empty body.
         .fallback(|| async { StatusCode::NOT_FOUND })
         .layer(axum::middleware::from_fn_with_state(
