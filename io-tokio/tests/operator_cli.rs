@@ -159,6 +159,7 @@ const LEAVES: &[&str] = &[
     "kv import",
     "kv put",
     "leave",
+    "lock",
     "members",
     "operator autopilot get-config",
     "operator autopilot set-config",
@@ -166,6 +167,9 @@ const LEAVES: &[&str] = &[
     "operator raft list-peers",
     "operator raft remove-peer",
     "operator raft transfer-leader",
+    "snapshot inspect",
+    "snapshot restore",
+    "snapshot save",
     "version",
 ];
 const PARENTS: &[&str] = &[
@@ -175,6 +179,7 @@ const PARENTS: &[&str] = &[
     "operator",
     "operator autopilot",
     "operator raft",
+    "snapshot",
 ];
 
 // ---------------------------------------------------------------------------
@@ -898,5 +903,118 @@ fn catalog_commands_print_consuls_columns() {
     assert_eq!(
         (code, err.as_str()),
         (1, "Too many arguments (expected 0)\n")
+    );
+}
+
+/// `tern lock` (Consul's command/lock over api/lock.go) against a real
+/// agent: two at once on one prefix run their children one after the other,
+/// the key carries Consul's lock flag and the holder's session while held,
+/// and both end released with their sessions destroyed; a destroyed session
+/// kills the child ("Lock lost"); `-child-exit-code` gives 2 for a failing
+/// child; a missing child and `-n` above 1 are refused.
+#[test]
+fn tern_lock_runs_children_one_at_a_time_and_releases() {
+    let mut agent = Agent::start("lockcli", &[]);
+    agent.wait_ready();
+    let addr = format!("-http-addr={}", agent.addr());
+    let base = agent.base();
+    let dir = temp_dir("lockcli-out");
+    let log = dir.join("log");
+    let script = format!(
+        "echo start $$ >> {l}; sleep 1; echo end $$ >> {l}",
+        l = log.display()
+    );
+    let spawn = |args: &[&str]| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_tern"))
+            .args(args)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap()
+    };
+    let a = spawn(&["lock", &addr, "svc/leader", &script]);
+    let b = spawn(&["lock", &addr, "svc/leader", &script]);
+    // While one holds it: the key has the holder's session and the flag.
+    let end = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        if let Some((200, body)) = http("GET", &format!("{base}/v1/kv/svc/leader/.lock"), b"") {
+            let j: serde_json::Value = serde_json::from_str(&body).unwrap();
+            if j[0]["Session"].as_str().is_some_and(|s| !s.is_empty()) {
+                assert_eq!(j[0]["Flags"].as_u64(), Some(0x2ddc_cbc0_58a5_0c18), "{j}");
+                break;
+            }
+        }
+        assert!(std::time::Instant::now() < end, "nobody took the lock");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    for c in [a, b] {
+        let out = c.wait_with_output().unwrap();
+        assert_eq!(
+            out.status.code(),
+            Some(0),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    // The children never overlapped: start, end, start, end, each pair one pid.
+    let text = std::fs::read_to_string(&log).unwrap();
+    let lines: Vec<(&str, &str)> = text.lines().map(|l| l.split_once(' ').unwrap()).collect();
+    assert_eq!(lines.len(), 4, "{text}");
+    assert_eq!(
+        lines.iter().map(|l| l.0).collect::<Vec<_>>(),
+        ["start", "end", "start", "end"],
+        "{text}"
+    );
+    assert_eq!(lines[0].1, lines[1].1, "{text}");
+    assert_eq!(lines[2].1, lines[3].1, "{text}");
+    // Released, and the sessions are gone.
+    let (_, body) = http("GET", &format!("{base}/v1/kv/svc/leader/.lock"), b"").unwrap();
+    let j: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert!(j[0]["Session"].is_null(), "{j}");
+    let (_, sessions) = http("GET", &format!("{base}/v1/session/list"), b"").unwrap();
+    assert_eq!(sessions.trim(), "[]");
+
+    // A child that fails: 0 by default, 2 with -child-exit-code.
+    let (code, _, _) = tern(&["lock", &addr, "p2", "exit 3"]);
+    assert_eq!(code, 0);
+    let (code, _, _) = tern(&["lock", &addr, "-child-exit-code", "p2", "exit 3"]);
+    assert_eq!(code, 2);
+    // Refusals.
+    let (code, _, err) = tern(&["lock", &addr, "p3"]);
+    assert_eq!(code, 1);
+    assert!(
+        err.starts_with("Key prefix and child command must be specified"),
+        "{err}"
+    );
+    let (code, _, err) = tern(&["lock", &addr, "-n=2", "p3", "true"]);
+    assert_eq!(code, 1);
+    assert!(err.contains("not supported"), "{err}");
+
+    // A lost lock kills the child: destroy the holder's session.
+    let held = spawn(&["lock", &addr, "p4", "sleep 60"]);
+    let end = std::time::Instant::now() + Duration::from_secs(10);
+    let session = loop {
+        if let Some((200, body)) = http("GET", &format!("{base}/v1/kv/p4/.lock"), b"") {
+            let j: serde_json::Value = serde_json::from_str(&body).unwrap();
+            if let Some(s) = j[0]["Session"].as_str() {
+                break s.to_string();
+            }
+        }
+        assert!(std::time::Instant::now() < end, "p4 was never locked");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let t = std::time::Instant::now();
+    let r = http("PUT", &format!("{base}/v1/session/destroy/{session}"), b"");
+    assert_eq!(r.map(|r| r.0), Some(200));
+    let out = held.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("Lock lost, killing child"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        t.elapsed() < Duration::from_secs(20),
+        "the child was killed at once"
     );
 }

@@ -10,6 +10,7 @@ const RESPONSE_BYTES_MAX: u64 = 256 << 20;
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// Talks to one agent, with the flags every client command shares.
+#[derive(Clone)]
 pub(crate) struct Client {
     agent: ureq::Agent,
     /// `http://host:port`
@@ -23,6 +24,8 @@ pub(crate) struct Client {
 pub(crate) struct Reply {
     pub status: u16,
     pub body: Vec<u8>,
+    /// `X-Consul-Index`, when the answer has one (blocking queries).
+    pub index: Option<u64>,
 }
 
 impl Reply {
@@ -173,13 +176,22 @@ impl Client {
         };
         let mut response = result.map_err(failed)?;
         let status = response.status().as_u16();
+        let index = response
+            .headers()
+            .get("X-Consul-Index")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse().ok());
         let body = response
             .body_mut()
             .with_config()
             .limit(limit)
             .read_to_vec()
             .map_err(failed)?;
-        Ok(Reply { status, body })
+        Ok(Reply {
+            status,
+            body,
+            index,
+        })
     }
 }
 

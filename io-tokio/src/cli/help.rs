@@ -106,6 +106,11 @@ pub(crate) const COMMANDS: &[CommandDoc] = &[
         help: super::operator::LEAVE_USAGE,
     },
     CommandDoc {
+        path: "lock",
+        synopsis: "Runs a command while holding a lock in the KV store",
+        help: super::lock::LOCK_USAGE,
+    },
+    CommandDoc {
         path: "members",
         synopsis: "Lists the members of the agent's gossip pool",
         help: super::members::MEMBERS_USAGE,

@@ -16,6 +16,7 @@ mod client;
 pub(crate) mod flags;
 mod help;
 mod kv;
+mod lock;
 mod members;
 mod operator;
 mod snapshot;
@@ -81,6 +82,7 @@ pub fn run_with_input(
         "join" => members::join(rest, &mut io),
         "force-leave" => members::force_leave(rest, &mut io),
         "leave" => operator::leave(rest, &mut io),
+        "lock" => lock::lock(rest, &mut io),
         "snapshot save" => snapshot::save(rest, &mut io),
         "snapshot restore" => snapshot::restore(rest, &mut io),
         "snapshot inspect" => snapshot::inspect(rest, &mut io),
