@@ -362,7 +362,14 @@ fn every_catalog_endpoint_answers_as_consul_does() {
         enc("Meta.rack == r1 or Address matches \"^10\\.0\\.0\\.2$\"")
     );
     assert_eq!(names(&url, "Node"), ["n1", "n2"]);
+    // The agent's own node is in the catalog too (the leader registers
+    // every gossip member with serfHealth, as Consul's leader.go does).
     let url = format!("{base}/v1/catalog/nodes?filter={}", enc("not Node == n1"));
+    assert_eq!(names(&url, "Node"), ["catalog-api", "n2"]);
+    let url = format!(
+        "{base}/v1/catalog/nodes?filter={}",
+        enc("not (Node == n1 or Node == catalog-api)")
+    );
     assert_eq!(names(&url, "Node"), ["n2"]);
     let url = format!(
         "{base}/v1/catalog/service/web?filter={}",

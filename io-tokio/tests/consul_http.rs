@@ -163,7 +163,7 @@ fn consuls_http_conventions_on_a_real_agent() {
     }
     assert_eq!(a.request("GET", "/v1/kv/a", b"").status, 404);
 
-    for target in ["/v1/nope", "/v1/session/list", "/ui/"] {
+    for target in ["/v1/nope", "/v1/coordinate/nodes", "/ui/"] {
         let r = a.request("GET", target, b"");
         assert_eq!((r.status, r.body.len()), (404, 0), "{target}");
     }

@@ -829,13 +829,16 @@ fn catalog_commands_print_consuls_columns() {
 
     let (code, out, err) = run(&["catalog", "nodes"]);
     assert_eq!((code, err.as_str()), (0, ""), "{out}");
-    let lines: Vec<&str> = out.lines().collect();
-    assert_eq!(lines[0], "Node   ID        Address   DC");
-    assert!(lines.contains(&"web-1  aaaaaaaa  10.0.0.1  dc1"), "{out}");
-    // A node registered without an ID has an empty ID column.
-    assert!(lines.contains(&"db-1             10.0.0.2  dc1"), "{out}");
-    // The agent's own node is not in the catalog yet (no anti-entropy).
-    assert_eq!(lines.len(), 4, "{out}");
+    // The agent's own node is in the catalog too: the leader registers
+    // every gossip member (serfHealth, as Consul's leader.go).
+    assert_eq!(
+        out,
+        "Node        ID        Address    DC\n\
+         catalogcli            127.0.0.1  dc1\n\
+         db-1                  10.0.0.2   dc1\n\
+         web-1       aaaaaaaa  10.0.0.1   dc1\n\
+         web-2                 10.0.0.3   dc1\n"
+    );
 
     let (code, out, _) = run(&["catalog", "nodes", "-detailed", "-node-meta=env=prod"]);
     assert_eq!(code, 0);
@@ -881,11 +884,18 @@ fn catalog_commands_print_consuls_columns() {
         "{err}"
     );
 
+    // `consul`: the agent is a server (its leader registers the service).
     let (code, out, err) = run(&["catalog", "services"]);
-    assert_eq!((code, out.as_str(), err.as_str()), (0, "db\nweb\n", ""));
+    assert_eq!(
+        (code, out.as_str(), err.as_str()),
+        (0, "consul\ndb\nweb\n", "")
+    );
     let (code, out, _) = run(&["catalog", "services", "-tags"]);
     assert_eq!(code, 0);
-    assert_eq!(out, "db       primary\nweb      blue,v1,v2\n");
+    assert_eq!(
+        out,
+        "consul      \ndb          primary\nweb         blue,v1,v2\n"
+    );
     let (code, out, _) = run(&["catalog", "services", "-node=db-1"]);
     assert_eq!((code, out.as_str()), (0, "db\n"));
     let (code, out, _) = run(&["catalog", "services", "-node-meta=rack=r2"]);
