@@ -633,11 +633,17 @@ fn bootstrap_expect_never_bootstraps_next_to_a_cluster_or_a_conflicting_expect()
         );
         std::thread::sleep(Duration::from_millis(200));
     }
-    let log = s2.log_text();
-    assert!(
-        log.contains("Existing Raft peers reported by server s1, disabling bootstrap mode"),
-        "{log}"
-    );
+    // s1 may list s2 before s2 has written its line: wait for it.
+    let wanted = "Existing Raft peers reported by server s1, disabling bootstrap mode";
+    let end = Instant::now() + Duration::from_secs(15);
+    let log = loop {
+        let log = s2.log_text();
+        if log.contains(wanted) || Instant::now() >= end {
+            break log;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert!(log.contains(wanted), "{log}");
     assert!(!log.contains("bootstrapping"), "{log}");
 
     // s3 expects 2, s4 expects 3: they find each other and disagree.
