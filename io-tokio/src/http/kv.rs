@@ -182,7 +182,7 @@ pub(crate) async fn put(
 /// a broken pipe (Go's server discards up to 256 KiB the same way). A body
 /// declared larger than this is not read: the connection closes after the
 /// answer.
-const OVERSIZE_DRAIN_BYTES_MAX: u64 = 4 << 20;
+pub(crate) const OVERSIZE_DRAIN_BYTES_MAX: u64 = 4 << 20;
 /// How long that draining may take.
 const OVERSIZE_DRAIN_TIME: std::time::Duration = std::time::Duration::from_secs(5);
 

@@ -58,6 +58,9 @@ pub(crate) async fn txn(
         .and_then(|v| v.parse::<u64>().ok());
     let too_big = || too_large(format!("Request body too large, max size: {max} bytes"));
     if declared.is_some_and(|n| n > max as u64) {
+        // Read (and drop) what the client is still sending, as the KV
+        // endpoint does, so it gets the 413 rather than a reset.
+        let _ = axum::body::to_bytes(body, super::kv::OVERSIZE_DRAIN_BYTES_MAX as usize).await;
         return Err(too_big());
     }
     let bytes = axum::body::to_bytes(body, max)
