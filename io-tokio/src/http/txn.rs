@@ -74,7 +74,7 @@ pub(crate) async fn txn(
         other => {
             return Err(ApiError::bad_request(format!(
                 "Failed to parse body: json: cannot unmarshal {} into Go value of type api.TxnOps",
-                kind(other)
+                super::gojson::kind(other)
             )))
         }
     };
@@ -209,17 +209,6 @@ impl<'a> From<&'a TxnResult> for ResultJson<'a> {
             TxnResult::Service(s) => ResultJson::Service(NodeServiceJson::from(s)),
             TxnResult::Check(c) => ResultJson::Check(HealthCheckJson::from(c)),
         }
-    }
-}
-
-fn kind(v: &Value) -> &'static str {
-    match v {
-        Value::Null => "null",
-        Value::Bool(_) => "bool",
-        Value::Number(_) => "number",
-        Value::String(_) => "string",
-        Value::Array(_) => "array",
-        Value::Object(_) => "object",
     }
 }
 
