@@ -1338,7 +1338,7 @@ impl LocalAgent {
             Covers::Node => {
                 self.node_in_sync = true;
                 out.push(LocalAction::Log(LocalLog::Synced {
-                    what: "node info",
+                    what: "Synced node info",
                     id: self.node.name.clone(),
                 }));
             }

@@ -95,6 +95,9 @@ pub(crate) struct HandleInner {
     /// What `/v1/agent/metrics` shows: the agent loop and the HTTP layer
     /// record into it.
     pub(crate) metrics: Arc<crate::metrics::Metrics>,
+    /// The local agent's services and checks (`/v1/agent/service*`,
+    /// `/v1/agent/check*`); unset on a detached handle.
+    pub(crate) local: std::sync::OnceLock<local::LocalHandle>,
 }
 
 /// A message to the agent task.
@@ -224,6 +227,11 @@ impl AgentHandle {
         &self.inner.options
     }
 
+    /// The local agent, once started (every real agent has one).
+    pub fn local(&self) -> Option<&local::LocalHandle> {
+        self.inner.local.get()
+    }
+
     /// The agent's metrics (`/v1/agent/metrics`).
     pub fn metrics(&self) -> &Arc<crate::metrics::Metrics> {
         &self.inner.metrics
@@ -241,6 +249,7 @@ impl AgentHandle {
                     left: Arc::new(tokio::sync::watch::Sender::new(false)),
                     pools: None,
                     metrics: Default::default(),
+                    local: Default::default(),
                 }),
             },
             rx,
@@ -249,6 +258,7 @@ impl AgentHandle {
 }
 
 mod client;
+pub mod local;
 pub(crate) mod members;
 mod runtime;
 mod telemetry;

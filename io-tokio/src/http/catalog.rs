@@ -85,9 +85,9 @@ fn weights(w: Option<Weights>) -> WeightsJson {
 
 #[derive(Serialize)]
 #[serde(rename_all = "PascalCase")]
-struct ServiceAddressJson<'a> {
-    address: &'a str,
-    port: i64,
+pub(crate) struct ServiceAddressJson<'a> {
+    pub(crate) address: &'a str,
+    pub(crate) port: i64,
 }
 
 fn service_addresses(
