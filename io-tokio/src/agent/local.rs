@@ -402,32 +402,36 @@ impl Task {
         }
     }
 
+    /// Take one message. A change a client made is published before the
+    /// client hears back, so its next read sees it.
     fn take(&mut self, msg: Msg, out: &mut Vec<LocalAction>) {
         let now = self.now();
-        let changed = match msg {
+        fn answer<T>(
+            task: &mut Task,
+            r: Result<T, LocalError>,
+            reply: oneshot::Sender<Result<T, LocalError>>,
+        ) {
+            if r.is_ok() {
+                task.publish();
+            }
+            let _ = reply.send(r);
+        }
+        match msg {
             Msg::AddService(def, replace, reply) => {
                 let r = self.agent.add_service(now, *def, replace, true, out);
-                let ok = r.is_ok();
-                let _ = reply.send(r);
-                ok
+                answer(self, r, reply);
             }
             Msg::RemoveService(id, reply) => {
                 let r = self.agent.remove_service(&id, out);
-                let ok = r.is_ok();
-                let _ = reply.send(r);
-                ok
+                answer(self, r, reply);
             }
             Msg::AddCheck(def, reply) => {
                 let r = self.agent.add_check(now, *def, true, out);
-                let ok = r.is_ok();
-                let _ = reply.send(r);
-                ok
+                answer(self, r, reply);
             }
             Msg::RemoveCheck(id, reply) => {
                 let r = self.agent.remove_check(&id, out);
-                let ok = r.is_ok();
-                let _ = reply.send(r);
-                ok
+                answer(self, r, reply);
             }
             Msg::UpdateTtl {
                 id,
@@ -436,17 +440,13 @@ impl Task {
                 reply,
             } => {
                 let r = self.agent.update_ttl(now, &id, &status, &output, out);
-                let ok = r.is_ok();
-                let _ = reply.send(r);
-                ok
+                answer(self, r, reply);
             }
             Msg::Done(input) => {
-                let probe = matches!(input, LocalInput::ProbeDone { .. });
+                self.dirty |= matches!(input, LocalInput::ProbeDone { .. });
                 self.agent.handle(now, input, out);
-                probe
             }
-        };
-        self.dirty |= changed;
+        }
     }
 
     /// Perform actions; true if the view may have changed.

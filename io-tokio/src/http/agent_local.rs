@@ -272,9 +272,11 @@ fn parse_check(
         match get(value, "ServiceID").or_else(|| get(value, "service_id")) {
             Some(Value::String(s)) => s.clone(),
             None => String::new(),
-            Some(_) => return Err(decode_failed(format!(
+            Some(_) => {
+                return Err(decode_failed(format!(
                 "json: cannot unmarshal into Go struct field {go_type}.ServiceID of type string"
-            ))),
+            )))
+            }
         }
     } else {
         String::new()
