@@ -680,3 +680,165 @@ fn a_client_agents_services_survive_sigkill_and_anti_entropy_repairs_the_catalog
     );
     client.keep_dir = false;
 }
+
+fn tern(args: &[&str]) -> (i32, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_tern"))
+        .args(args)
+        .output()
+        .expect("run tern");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// `tern services register|deregister` (Consul's command/services) against
+/// a real agent: from flags, from an HCL file with a check, from a JSON file
+/// with a `services` list; Consul's output lines and usage errors.
+#[test]
+fn tern_services_register_and_deregister_against_a_real_agent() {
+    let a = Agent::server("services-cli");
+    let addr = format!("-http-addr=127.0.0.1:{}", a.http);
+    let (code, out, err) = tern(&[
+        "services",
+        "register",
+        &addr,
+        "-name=web",
+        "-port=8080",
+        "-tag=v1",
+        "-tag=blue",
+        "-meta=team=core",
+        "-tagged-address=wan=203.0.113.5:80",
+    ]);
+    assert_eq!(
+        (code, out.as_str()),
+        (0, "Registered service: web\n"),
+        "{err}"
+    );
+    let web = &a.get("/v1/agent/services").json()["web"];
+    assert_eq!(web["Port"], 8080);
+    assert_eq!(web["Tags"], serde_json::json!(["v1", "blue"]));
+    assert_eq!(web["Meta"]["team"], "core");
+    assert_eq!(web["TaggedAddresses"]["wan"]["Address"], "203.0.113.5");
+    assert_eq!(web["TaggedAddresses"]["wan"]["Port"], 80);
+
+    let dir = temp_dir("services-cli-files");
+    let hcl = dir.join("api.hcl");
+    std::fs::write(
+        &hcl,
+        r#"service {
+  name = "api"
+  id   = "api-1"
+  port = 9000
+  check {
+    id  = "api-ttl"
+    ttl = "30s"
+  }
+}
+"#,
+    )
+    .unwrap();
+    let json = dir.join("more.json");
+    std::fs::write(
+        &json,
+        r#"{"services": [{"name": "cache", "port": 6379}, {"name": "queue", "id": "q1", "port": 5672}]}"#,
+    )
+    .unwrap();
+    let (code, out, err) = tern(&["services", "register", &addr, hcl.to_str().unwrap()]);
+    assert_eq!(
+        (code, out.as_str()),
+        (0, "Registered service: api\n"),
+        "{err}"
+    );
+    assert_eq!(
+        a.get("/v1/agent/checks").json()["api-ttl"]["ServiceID"],
+        "api-1"
+    );
+    let (code, out, err) = tern(&["services", "register", &addr, json.to_str().unwrap()]);
+    assert_eq!(
+        (code, out.as_str()),
+        (0, "Registered service: cache\nRegistered service: queue\n"),
+        "{err}"
+    );
+    let ids: Vec<String> = a
+        .get("/v1/agent/services")
+        .json()
+        .as_object()
+        .unwrap()
+        .keys()
+        .cloned()
+        .collect();
+    assert_eq!(ids, vec!["api-1", "cache", "q1", "web"]);
+
+    // Deregister by ID and by file.
+    let (code, out, _) = tern(&["services", "deregister", &addr, "-id=web"]);
+    assert_eq!((code, out.as_str()), (0, "Deregistered service: web\n"));
+    let (code, out, _) = tern(&["services", "deregister", &addr, json.to_str().unwrap()]);
+    assert_eq!(
+        (code, out.as_str()),
+        (0, "Deregistered service: cache\nDeregistered service: q1\n")
+    );
+    let ids: Vec<String> = a
+        .get("/v1/agent/services")
+        .json()
+        .as_object()
+        .unwrap()
+        .keys()
+        .cloned()
+        .collect();
+    assert_eq!(ids, vec!["api-1"]);
+
+    // Usage and request errors: one line, exit 1.
+    let (code, _, err) = tern(&["services", "register", &addr]);
+    assert_eq!(
+        (code, err.as_str()),
+        (
+            1,
+            "Service registration requires at least one argument or flags.\n"
+        )
+    );
+    let (code, _, err) = tern(&[
+        "services",
+        "register",
+        &addr,
+        "-name=x",
+        hcl.to_str().unwrap(),
+    ]);
+    assert_eq!(
+        (code, err.as_str()),
+        (
+            1,
+            "Service registration requires arguments or -id, not both.\n"
+        )
+    );
+    let (code, _, err) = tern(&["services", "deregister", &addr]);
+    assert_eq!(
+        (code, err.as_str()),
+        (
+            1,
+            "Service deregistration requires at least one argument or -id.\n"
+        )
+    );
+    let (code, _, err) = tern(&["services", "deregister", &addr, "-id=ghost"]);
+    assert_eq!(code, 1);
+    assert_eq!(
+        err,
+        "Error deregistering service \"ghost\": Unexpected response code: 404 (Unknown service ID \"ghost\". Ensure that the service ID is passed, not the service name.)\n"
+    );
+    let bad = dir.join("bad.hcl");
+    std::fs::write(&bad, "service {\n  name = \"x\"\n  colour = \"red\"\n}\n").unwrap();
+    let (code, _, err) = tern(&["services", "register", &addr, bad.to_str().unwrap()]);
+    assert_eq!(code, 1);
+    assert!(err.contains("invalid config key service.colour"), "{err}");
+    let (code, _, err) = tern(&[
+        "services",
+        "register",
+        &addr,
+        "-name=bad",
+        "-meta=consul-x=1",
+    ]);
+    assert_eq!(code, 1);
+    assert!(err.starts_with("Error registering service \"bad\": Unexpected response code: 400 (Invalid Service Meta:"), "{err}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
