@@ -172,6 +172,50 @@ fn only_known(value: &Value, known: &[&str]) -> Result<(), String> {
     Ok(())
 }
 
+/// Consul's `lib.TranslateKeys` for these bodies: a snake_case alias is
+/// read as the field it stands for (the canonical key wins if both are
+/// given).
+fn translate(value: &Value, aliases: &[(&str, &str)]) -> Value {
+    let Value::Object(map) = value else {
+        return value.clone();
+    };
+    let mut out = serde_json::Map::new();
+    for (k, v) in map {
+        if let Some((_, canonical)) = aliases.iter().find(|(a, _)| a.eq_ignore_ascii_case(k)) {
+            let taken = map
+                .keys()
+                .any(|other| other.eq_ignore_ascii_case(canonical));
+            if !taken {
+                out.insert((*canonical).to_owned(), v.clone());
+            }
+            continue;
+        }
+        out.insert(k.clone(), v.clone());
+    }
+    Value::Object(out)
+}
+
+const SERVICE_ALIASES: &[(&str, &str)] = &[
+    ("tagged_addresses", "TaggedAddresses"),
+    ("enable_tag_override", "EnableTagOverride"),
+];
+
+const CHECK_ALIASES: &[(&str, &str)] = &[
+    ("service_id", "ServiceID"),
+    ("script_args", "ScriptArgs"),
+    ("args", "ScriptArgs"),
+    (
+        "deregister_critical_service_after",
+        "DeregisterCriticalServiceAfter",
+    ),
+    ("docker_container_id", "DockerContainerID"),
+    ("tls_server_name", "TLSServerName"),
+    ("tls_skip_verify", "TLSSkipVerify"),
+    ("grpc_use_tls", "GRPCUseTLS"),
+    ("h2ping_use_tls", "H2PingUseTLS"),
+    ("disable_redirects", "DisableRedirects"),
+];
+
 fn get<'a>(value: &'a Value, name: &str) -> Option<&'a Value> {
     value.as_object().and_then(|m| {
         m.iter()
@@ -192,13 +236,10 @@ fn unsupported_kind(check: &Value) -> Option<&'static str> {
     };
     [
         ("ScriptArgs", "script"),
-        ("script_args", "script"),
-        ("args", "script"),
         ("GRPC", "gRPC"),
         ("UDP", "UDP"),
         ("H2PING", "H2PING"),
         ("DockerContainerID", "Docker"),
-        ("docker_container_id", "Docker"),
         ("AliasService", "alias"),
         ("AliasNode", "alias"),
         ("OSService", "OS service"),
@@ -222,6 +263,8 @@ fn parse_check(
     go_type: &'static str,
     standalone: bool,
 ) -> Result<CheckParse, ApiError> {
+    let translated = translate(value, CHECK_ALIASES);
+    let value = &translated;
     let mut known: Vec<&str> = CHECK_KEYS.to_vec();
     if standalone {
         known.retain(|k| *k != "checkid");
@@ -269,15 +312,7 @@ fn parse_check(
     let name = f.string("Name").map_err(decode_failed)?;
     let notes = f.string("Notes").map_err(decode_failed)?;
     let service_id = if standalone {
-        match get(value, "ServiceID").or_else(|| get(value, "service_id")) {
-            Some(Value::String(s)) => s.clone(),
-            None => String::new(),
-            Some(_) => {
-                return Err(decode_failed(format!(
-                "json: cannot unmarshal into Go struct field {go_type}.ServiceID of type string"
-            )))
-            }
-        }
+        f.string("ServiceID").map_err(decode_failed)?
     } else {
         String::new()
     };
@@ -290,16 +325,8 @@ fn parse_check(
     let interval = dur("Interval")?;
     let timeout = dur("Timeout")?;
     let ttl = dur("TTL")?;
-    let deregister = {
-        let a = dur("DeregisterCriticalServiceAfter")?;
-        if a == Duration::ZERO {
-            dur("deregister_critical_service_after")?
-        } else {
-            a
-        }
-    };
-    let tls_skip_verify = f.bool("TLSSkipVerify").map_err(decode_failed)?
-        || f.bool("tls_skip_verify").map_err(decode_failed)?;
+    let deregister = dur("DeregisterCriticalServiceAfter")?;
+    let tls_skip_verify = f.bool("TLSSkipVerify").map_err(decode_failed)?;
     if let Some(kind) = unsupported_kind(value) {
         if kind == "script" {
             // Consul's answer when `enable_script_checks` is off (its default).
@@ -381,6 +408,8 @@ fn parse_check(
 /// Consul's `ServiceDefinition` from the body of
 /// `/v1/agent/service/register`, validated in Consul's order.
 fn parse_service_definition(value: &Value) -> Result<ServiceDef, ApiError> {
+    let translated = translate(value, SERVICE_ALIASES);
+    let value = &translated;
     only_known(value, SERVICE_KEYS).map_err(decode_failed)?;
     let f = Fields::top(value, "ServiceDefinition").map_err(decode_failed)?;
     // The fields a `NodeService` shares; the name is `Name` here.
