@@ -42,8 +42,9 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use crate::fsm::{Check, CheckDefinition, Deregister, Meta, Register, Service};
+use crate::fsm::{ApplyResult, Check, CheckDefinition, Deregister, Meta, Register, Service};
 use crate::rng::Rng;
+use crate::rpc::{CatalogOp, CatalogReply, ReplyBody, Response};
 use crate::serf_health::{CONSUL_SERVICE, SERF_CHECK_ID};
 use crate::{Duration, Instant};
 
@@ -92,6 +93,11 @@ pub struct LocalConfig {
     pub ae_interval: Duration,
     /// Consul's `check_update_interval`; zero writes every output change.
     pub check_update_interval: Duration,
+    /// Planted bug (simulator self-test): a full sync trusts the agent's
+    /// own in-sync flags instead of comparing with the catalog, so what
+    /// changed in the catalog behind the agent's back is never repaired.
+    #[cfg(feature = "bugs")]
+    pub bug_full_sync_trusts_flags: bool,
 }
 
 impl Default for LocalConfig {
@@ -99,6 +105,8 @@ impl Default for LocalConfig {
         LocalConfig {
             ae_interval: Duration::from_secs(60),
             check_update_interval: Duration::from_secs(300),
+            #[cfg(feature = "bugs")]
+            bug_full_sync_trusts_flags: false,
         }
     }
 }
@@ -252,6 +260,64 @@ pub enum LocalAction {
         id: String,
     },
     Log(LocalLog),
+}
+
+/// The two catalog reads of a full sync, in order: this node's services,
+/// then its checks (both stale reads, as Consul's anti-entropy reads them;
+/// the driver sends them as any client request).
+pub fn catalog_reads(node: &str) -> [CatalogOp; 2] {
+    [
+        CatalogOp::NodeServices {
+            node: node.to_owned(),
+        },
+        CatalogOp::NodeChecks {
+            node: node.to_owned(),
+        },
+    ]
+}
+
+/// The input a full sync's two answers make.
+pub fn catalog_input(services: Response, checks: Response) -> LocalInput {
+    match (services, checks) {
+        (Ok(s), Ok(c)) => match (s.body, c.body) {
+            (
+                ReplyBody::Catalog(CatalogReply::NodeServices(ns)),
+                ReplyBody::Catalog(CatalogReply::Checks(checks)),
+            ) => {
+                let (node, services) = match ns {
+                    Some(ns) => (Some(ns.node), ns.services),
+                    None => (None, Vec::new()),
+                };
+                LocalInput::Catalog {
+                    node,
+                    services,
+                    checks,
+                }
+            }
+            _ => LocalInput::CatalogFailed("unexpected answer to a catalog read".into()),
+        },
+        (Err(e), _) | (_, Err(e)) => LocalInput::CatalogFailed(e.to_string()),
+    }
+}
+
+/// The request a sync write is sent as.
+pub fn write_op(write: CatalogWrite) -> CatalogOp {
+    match write {
+        CatalogWrite::Register(r) => CatalogOp::Register(r),
+        CatalogWrite::Deregister(d) => CatalogOp::Deregister(d),
+    }
+}
+
+/// What a sync write's answer means for [`LocalInput::WriteDone`].
+pub fn write_result(response: Response) -> Result<(), String> {
+    match response {
+        Ok(reply) => match reply.body {
+            ReplyBody::Applied(ApplyResult::Catalog(Ok(()))) => Ok(()),
+            ReplyBody::Applied(ApplyResult::Catalog(Err(e))) => Err(e.to_string()),
+            other => Err(format!("unexpected answer to a catalog write: {other:?}")),
+        },
+        Err(e) => Err(e.to_string()),
+    }
 }
 
 /// Lines for the operator, at Consul's levels.
@@ -1084,6 +1150,10 @@ impl LocalAgent {
         services: Vec<Service>,
         checks: Vec<Check>,
     ) {
+        #[cfg(feature = "bugs")]
+        if self.config.bug_full_sync_trusts_flags && node.is_some() {
+            return;
+        }
         self.node_in_sync = node.is_some_and(|n| {
             n.address == self.node.address
                 && (self.node.id.is_empty() || n.id.eq_ignore_ascii_case(&self.node.id))

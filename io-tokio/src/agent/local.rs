@@ -22,12 +22,12 @@ use std::time::{Duration as StdDuration, SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
-use tern_core::fsm::{ApplyResult, Check, Service};
+use tern_core::fsm::{Check, Service};
 use tern_core::local::{
     CatalogWrite, CheckDef, LocalAction, LocalAgent, LocalConfig, LocalError, LocalInput, LocalLog,
     LocalNode, Persisted, Probe, ServiceDef,
 };
-use tern_core::rpc::{CatalogOp, CatalogReply, Op, ReadMode, ReplyBody, Request};
+use tern_core::rpc::{CatalogOp, Op, ReadMode, Request};
 use tern_core::{Datacenter, Instant};
 use tokio::sync::{mpsc, oneshot, watch};
 
@@ -596,36 +596,12 @@ fn request(dc: Datacenter, read_mode: ReadMode, op: CatalogOp) -> Request {
 /// This node's services and checks as the catalog has them (stale reads,
 /// as Consul's anti-entropy reads them).
 async fn read_catalog(handle: &AgentHandle, dc: Datacenter, node: String) -> LocalInput {
+    let [services, checks] = tern_core::local::catalog_reads(&node);
     let services = handle
-        .call(request(
-            dc.clone(),
-            ReadMode::Stale,
-            CatalogOp::NodeServices { node: node.clone() },
-        ))
+        .call(request(dc.clone(), ReadMode::Stale, services))
         .await;
-    let checks = handle
-        .call(request(dc, ReadMode::Stale, CatalogOp::NodeChecks { node }))
-        .await;
-    match (services, checks) {
-        (Ok(s), Ok(c)) => match (s.body, c.body) {
-            (
-                ReplyBody::Catalog(CatalogReply::NodeServices(ns)),
-                ReplyBody::Catalog(CatalogReply::Checks(checks)),
-            ) => {
-                let (node, services) = match ns {
-                    Some(ns) => (Some(ns.node), ns.services),
-                    None => (None, Vec::new()),
-                };
-                LocalInput::Catalog {
-                    node,
-                    services,
-                    checks,
-                }
-            }
-            _ => LocalInput::CatalogFailed("unexpected answer to a catalog read".into()),
-        },
-        (Err(e), _) | (_, Err(e)) => LocalInput::CatalogFailed(e.to_string()),
-    }
+    let checks = handle.call(request(dc, ReadMode::Stale, checks)).await;
+    tern_core::local::catalog_input(services, checks)
 }
 
 async fn write_catalog(
@@ -633,18 +609,8 @@ async fn write_catalog(
     dc: Datacenter,
     write: CatalogWrite,
 ) -> Result<(), String> {
-    let op = match write {
-        CatalogWrite::Register(r) => CatalogOp::Register(r),
-        CatalogWrite::Deregister(d) => CatalogOp::Deregister(d),
-    };
-    match handle.call(request(dc, ReadMode::Default, op)).await {
-        Ok(reply) => match reply.body {
-            ReplyBody::Applied(ApplyResult::Catalog(Ok(()))) => Ok(()),
-            ReplyBody::Applied(ApplyResult::Catalog(Err(e))) => Err(e.to_string()),
-            other => Err(format!("unexpected answer to a catalog write: {other:?}")),
-        },
-        Err(e) => Err(e.to_string()),
-    }
+    let op = tern_core::local::write_op(write);
+    tern_core::local::write_result(handle.call(request(dc, ReadMode::Default, op)).await)
 }
 
 /// Run one probe: (status, output) in Consul's words.
