@@ -638,3 +638,40 @@ fn aggregated_status_is_maintenance_then_critical_then_warning() {
     assert_eq!(aggregate(["warning", "critical", "passing"]), "critical");
     assert_eq!(aggregate(["critical", "maintenance"]), "maintenance");
 }
+
+#[test]
+fn an_agent_keeps_ten_thousand_services_and_refuses_the_next() {
+    let mut h = Harness::new();
+    let mut out = Vec::new();
+    for i in 0..tern_core::local::LOCAL_SERVICES_MAX {
+        h.agent
+            .add_service(
+                h.now,
+                service(&format!("s{i}"), vec![]),
+                false,
+                false,
+                &mut out,
+            )
+            .unwrap();
+    }
+    let err = h
+        .agent
+        .add_service(h.now, service("one-more", vec![]), false, false, &mut out)
+        .unwrap_err();
+    assert_eq!(
+        err,
+        LocalError::TooMany("services", tern_core::local::LOCAL_SERVICES_MAX)
+    );
+    // Replacing one already there is not a new one.
+    h.agent
+        .add_service(h.now, service("s0", vec![]), false, false, &mut out)
+        .unwrap();
+    // Room again once one is gone.
+    h.agent.remove_service("s1", &mut out).unwrap();
+    h.agent
+        .add_service(h.now, service("one-more", vec![]), false, false, &mut out)
+        .unwrap();
+    // All of them reach the catalog, one write each after the node.
+    let writes = h.first_sync();
+    assert_eq!(writes.len(), 1 + tern_core::local::LOCAL_SERVICES_MAX);
+}

@@ -395,6 +395,12 @@ fn agent_service_and_check_endpoints_answer_as_consul_does() {
             500,
             "Scripts are disabled on this agent from remote calls; to enable, configure 'enable_script_checks' to true",
         ),
+        (
+            "/v1/agent/service/register",
+            r#"{"Name":"x","Check":{"TTL":"10s","SuccessBeforePassing":2}}"#,
+            400,
+            "Invalid check: SuccessBeforePassing is not supported by this agent",
+        ),
         ("/v1/agent/check/register", r#"{"TTL":"10s"}"#, 400, "Missing check name"),
         (
             "/v1/agent/check/register",

@@ -338,6 +338,28 @@ fn parse_check(
             "Invalid check: {kind} checks are not supported by this agent (TTL, HTTP and TCP are)"
         )));
     }
+    // Settings this agent does not apply are refused by name, not ignored.
+    for (key, what) in [
+        ("SuccessBeforePassing", "SuccessBeforePassing"),
+        ("FailuresBeforeWarning", "FailuresBeforeWarning"),
+        ("FailuresBeforeCritical", "FailuresBeforeCritical"),
+        ("OutputMaxSize", "OutputMaxSize"),
+        ("DisableRedirects", "DisableRedirects"),
+        ("TLSServerName", "TLSServerName"),
+    ] {
+        let set = match get(value, key) {
+            None => false,
+            Some(Value::Number(n)) => n.as_f64() != Some(0.0),
+            Some(Value::Bool(b)) => *b,
+            Some(Value::String(s)) => !s.is_empty(),
+            Some(_) => true,
+        };
+        if set {
+            return Err(ApiError::bad_request(format!(
+                "Invalid check: {what} is not supported by this agent"
+            )));
+        }
+    }
     let interval_kind = !http.is_empty() || !tcp.is_empty();
     if !interval_kind
         && ttl == Duration::ZERO
