@@ -645,10 +645,7 @@ impl LocalAgent {
             return Err(LocalError::Invalid("Missing check name".into()));
         }
         if !def.service_id.is_empty()
-            && !self
-                .services
-                .get(&def.service_id)
-                .is_some_and(|s| !s.deleted)
+            && self.services.get(&def.service_id).is_none_or(|s| s.deleted)
         {
             return Err(LocalError::CheckServiceMissing {
                 check_id: def.id.clone(),

@@ -492,6 +492,15 @@ impl Fsm {
         self.catalog.services(node_meta)
     }
 
+    /// Every service instance on nodes whose meta matches, with the index
+    /// `catalog_services` answers with.
+    pub fn catalog_service_instances(
+        &self,
+        node_meta: &BTreeMap<String, String>,
+    ) -> (u64, Vec<crate::fsm::ServiceInstance>) {
+        self.catalog.service_instances(node_meta)
+    }
+
     /// `/v1/catalog/service/<name>`: the instances with every tag.
     pub fn catalog_service_nodes(
         &self,

@@ -249,20 +249,13 @@ fn unsupported_kind(check: &Value) -> Option<&'static str> {
     .map(|(_, kind)| kind)
 }
 
-/// A parsed check: its definition, or the 400 it earns.
-enum CheckParse {
-    Def(CheckDef),
-    /// An empty `Check` object in a service (Consul's `CheckType.Empty`).
-    Empty,
-}
-
 /// Parse one check definition (`standalone`: `/v1/agent/check/register`,
 /// which names its ID `ID`; in a service the key is `CheckID`).
 fn parse_check(
     value: &Value,
     go_type: &'static str,
     standalone: bool,
-) -> Result<CheckParse, ApiError> {
+) -> Result<Option<CheckDef>, ApiError> {
     let translated = translate(value, CHECK_ALIASES);
     let value = &translated;
     let mut known: Vec<&str> = CHECK_KEYS.to_vec();
@@ -368,7 +361,7 @@ fn parse_check(
         && id.is_empty()
         && !standalone
     {
-        return Ok(CheckParse::Empty);
+        return Ok(None); // an empty `Check` object (Consul's `CheckType.Empty`)
     }
     // Consul's `CheckType.Validate`, first failure wins.
     let invalid = |why: &str| ApiError::bad_request(format!("Invalid check: {why}"));
@@ -416,7 +409,7 @@ fn parse_check(
     } else {
         CheckKind::Ttl { ttl }
     };
-    Ok(CheckParse::Def(CheckDef {
+    Ok(Some(CheckDef {
         id,
         name,
         notes,
@@ -446,7 +439,7 @@ fn parse_service_definition(value: &Value) -> Result<ServiceDef, ApiError> {
     }
     let mut checks = Vec::new();
     if let Some(c) = get(value, "Check") {
-        if let CheckParse::Def(d) = parse_check(c, "CheckType", false)? {
+        if let Some(d) = parse_check(c, "CheckType", false)? {
             checks.push(d);
         }
     }
@@ -455,8 +448,8 @@ fn parse_service_definition(value: &Value) -> Result<ServiceDef, ApiError> {
         Some(Value::Array(items)) => {
             for c in items.iter().filter(|c| !c.is_null()) {
                 match parse_check(c, "CheckType", false)? {
-                    CheckParse::Def(d) => checks.push(d),
-                    CheckParse::Empty => {
+                    Some(d) => checks.push(d),
+                    None => {
                         return Err(ApiError::bad_request("Invalid check: TTL must be > 0 for TTL checks"))
                     }
                 }
@@ -559,7 +552,7 @@ pub(crate) async fn register_check(
     if !status.is_empty() && !STATUSES.contains(&status.as_str()) {
         return Err(ApiError::bad_request("Bad check status"));
     }
-    let CheckParse::Def(mut def) = parsed else {
+    let Some(mut def) = parsed else {
         return Err(ApiError::bad_request(
             "Invalid check: TTL must be > 0 for TTL checks",
         ));
