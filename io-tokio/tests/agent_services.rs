@@ -485,14 +485,22 @@ fn agent_service_and_check_endpoints_answer_as_consul_does() {
             .as_array()
             .is_some_and(|e| e.is_empty())
     });
-    let node_checks = a.get("/v1/health/node/local-api").json();
-    let ids: Vec<&str> = node_checks
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|c| c["CheckID"].as_str().unwrap())
-        .collect();
-    assert_eq!(ids, vec!["serfHealth"], "the leader's serfHealth stays");
+    // The lone check goes too (checks are synced after services); the
+    // leader's serfHealth stays.
+    let node_check_ids = || -> Vec<String> {
+        a.get("/v1/health/node/local-api")
+            .json()
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|c| c["CheckID"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    eventually(
+        "self-tcp leaves the catalog",
+        Duration::from_secs(15),
+        || node_check_ids() == ["serfHealth"],
+    );
 }
 
 /// A tiny HTTP server answering every request with the status in `code`
