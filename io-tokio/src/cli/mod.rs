@@ -20,6 +20,7 @@ mod kv;
 mod lock;
 mod members;
 mod operator;
+mod semaphore;
 mod services;
 mod snapshot;
 mod table;
