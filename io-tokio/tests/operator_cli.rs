@@ -1095,3 +1095,70 @@ fn tern_lock_runs_children_one_at_a_time_and_releases() {
         "the child was killed at once"
     );
 }
+
+/// `tern kv put -acquire|-release -session=ID` (Consul's command/kv/put):
+/// the lock taken and given up through a real agent, with Consul's lines.
+#[test]
+fn kv_put_acquires_and_releases_with_a_session() {
+    let mut agent = Agent::start("kv-lock", &[]);
+    agent.wait_ready();
+    let addr = format!("-http-addr={}", agent.addr());
+    let base = agent.base();
+    let session = |name: &str| -> String {
+        let (_, body) = http(
+            "PUT",
+            &format!("{base}/v1/session/create"),
+            format!(r#"{{"Name":"{name}","LockDelay":"0s"}}"#).as_bytes(),
+        )
+        .unwrap();
+        let j: serde_json::Value = serde_json::from_str(&body).unwrap();
+        j["ID"].as_str().unwrap().to_owned()
+    };
+    let (s1, s2) = (session("one"), session("two"));
+    let with = |s: &str| format!("-session={s}");
+    let (code, out, err) = tern(&[
+        "kv",
+        "put",
+        &addr,
+        "-acquire",
+        &with(&s1),
+        "app/leader",
+        "me",
+    ]);
+    assert_eq!(
+        (code, out.as_str()),
+        (0, "Success! Lock acquired on: app/leader\n"),
+        "{err}"
+    );
+    let (_, body) = http("GET", &format!("{base}/v1/kv/app/leader"), b"").unwrap();
+    let j: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(j[0]["Session"].as_str(), Some(s1.as_str()));
+    let (code, _, err) = tern(&[
+        "kv",
+        "put",
+        &addr,
+        "-acquire",
+        &with(&s2),
+        "app/leader",
+        "you",
+    ]);
+    assert_eq!((code, err.as_str()), (1, "Error! Did not acquire lock\n"));
+    let (code, _, err) = tern(&["kv", "put", &addr, "-release", &with(&s2), "app/leader"]);
+    assert_eq!((code, err.as_str()), (1, "Error! Did not release lock\n"));
+    let (code, out, _) = tern(&["kv", "put", &addr, "-release", &with(&s1), "app/leader"]);
+    assert_eq!(
+        (code, out.as_str()),
+        (0, "Success! Lock released on: app/leader\n")
+    );
+    let (_, body) = http("GET", &format!("{base}/v1/kv/app/leader"), b"").unwrap();
+    let j: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert!(j[0]["Session"].is_null(), "{j}");
+    let (code, _, err) = tern(&["kv", "put", &addr, "-acquire", "app/leader", "x"]);
+    assert_eq!(
+        (code, err.as_str()),
+        (
+            1,
+            "Error! Missing -session (required with -acquire and -release)\n"
+        )
+    );
+}
