@@ -167,6 +167,8 @@ const LEAVES: &[&str] = &[
     "operator raft list-peers",
     "operator raft remove-peer",
     "operator raft transfer-leader",
+    "services deregister",
+    "services register",
     "snapshot inspect",
     "snapshot restore",
     "snapshot save",
@@ -179,6 +181,7 @@ const PARENTS: &[&str] = &[
     "operator",
     "operator autopilot",
     "operator raft",
+    "services",
     "snapshot",
 ];
 
