@@ -856,3 +856,103 @@ fn tern_services_register_and_deregister_against_a_real_agent() {
     assert!(err.starts_with("Error registering service \"bad\": Unexpected response code: 400 (Invalid Service Meta:"), "{err}");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// `openssl` for a throwaway HTTPS server; installed from Debian if
+/// missing (as `.ci/run` installs what tests need).
+fn openssl() -> &'static str {
+    let have = Command::new("openssl")
+        .arg("version")
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !have {
+        let ok = Command::new("sh")
+            .args(["-c", "apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq openssl"])
+            .status()
+            .is_ok_and(|s| s.success());
+        assert!(
+            ok,
+            "openssl is needed for the HTTPS check test and could not be installed"
+        );
+    }
+    "openssl"
+}
+
+/// HTTPS checks (Consul's CheckHTTP with a TLS client config): a server with
+/// a self-signed certificate fails verification (critical, with the
+/// reason), and passes with `TLSSkipVerify`.
+#[test]
+fn https_checks_verify_the_certificate_unless_told_not_to() {
+    let dir = temp_dir("https-check");
+    let (cert, key) = (dir.join("c.pem"), dir.join("k.pem"));
+    let made = Command::new(openssl())
+        .args([
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+            "-nodes",
+            "-days",
+            "2",
+        ])
+        .arg("-keyout")
+        .arg(&key)
+        .arg("-out")
+        .arg(&cert)
+        .args([
+            "-subj",
+            "/CN=tern-test",
+            "-addext",
+            "subjectAltName=IP:127.0.0.1",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        made.status.success(),
+        "{}",
+        String::from_utf8_lossy(&made.stderr)
+    );
+    let port = free_port();
+    let mut server = Command::new("openssl")
+        .args(["s_server", "-quiet", "-www", "-accept", &port.to_string()])
+        .arg("-cert")
+        .arg(&cert)
+        .arg("-key")
+        .arg(&key)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    eventually("the HTTPS server listens", Duration::from_secs(10), || {
+        std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
+    });
+    let a = Agent::server("https-check");
+    for (name, skip) in [("strict", false), ("lax", true)] {
+        let r = a.put(
+            "/v1/agent/check/register",
+            &format!(
+                r#"{{"Name":"{name}","HTTP":"https://127.0.0.1:{port}/","Interval":"1s","TLSSkipVerify":{skip}}}"#
+            ),
+        );
+        assert_eq!(r.status, 200, "{}", r.body);
+    }
+    eventually("both HTTPS checks ran", Duration::from_secs(15), || {
+        let c = a.get("/v1/agent/checks").json();
+        // (A check starts critical with no output: wait for a result.)
+        c["lax"]["Status"] == "passing"
+            && c["strict"]["Status"] == "critical"
+            && c["strict"]["Output"].as_str().is_some_and(|o| !o.is_empty())
+    });
+    let c = a.get("/v1/agent/checks").json();
+    let lax = c["lax"]["Output"].as_str().unwrap();
+    assert!(
+        lax.starts_with(&format!("HTTP GET https://127.0.0.1:{port}/: 200")),
+        "{lax}"
+    );
+    let strict = c["strict"]["Output"].as_str().unwrap();
+    assert!(strict.to_lowercase().contains("certificate"), "{strict}");
+    let _ = server.kill();
+    let _ = server.wait();
+    let _ = std::fs::remove_dir_all(&dir);
+}

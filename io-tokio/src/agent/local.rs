@@ -633,11 +633,12 @@ async fn run_probe(probe: Probe) -> (String, String) {
             header,
             body,
             timeout,
-            tls_skip_verify: _,
+            tls_skip_verify,
         } => {
             let t: StdDuration = timeout.into();
-            let run =
-                tokio::task::spawn_blocking(move || http_probe(&url, &method, &header, &body, t));
+            let run = tokio::task::spawn_blocking(move || {
+                http_probe(&url, &method, &header, &body, t, tls_skip_verify)
+            });
             match run.await {
                 Ok(r) => r,
                 Err(e) => ("critical".into(), format!("the probe failed: {e}")),
@@ -652,9 +653,16 @@ fn http_probe(
     header: &std::collections::BTreeMap<String, Vec<String>>,
     body: &str,
     timeout: StdDuration,
+    tls_skip_verify: bool,
 ) -> (String, String) {
     use std::io::Read;
+    // HTTPS against Mozilla's roots (webpki-roots: Go's checks use the
+    // system's); `TLSSkipVerify` turns verification off, as in Consul.
+    let tls = ureq::tls::TlsConfig::builder()
+        .disable_verification(tls_skip_verify)
+        .build();
     let config = ureq::Agent::config_builder()
+        .tls_config(tls)
         .timeout_global(Some(timeout))
         .http_status_as_error(false)
         .max_redirects(10)
