@@ -942,7 +942,9 @@ fn https_checks_verify_the_certificate_unless_told_not_to() {
         // (A check starts critical with no output: wait for a result.)
         c["lax"]["Status"] == "passing"
             && c["strict"]["Status"] == "critical"
-            && c["strict"]["Output"].as_str().is_some_and(|o| !o.is_empty())
+            && c["strict"]["Output"]
+                .as_str()
+                .is_some_and(|o| !o.is_empty())
     });
     let c = a.get("/v1/agent/checks").json();
     let lax = c["lax"]["Output"].as_str().unwrap();
@@ -954,5 +956,87 @@ fn https_checks_verify_the_certificate_unless_told_not_to() {
     assert!(strict.to_lowercase().contains("certificate"), "{strict}");
     let _ = server.kill();
     let _ = server.wait();
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Services and checks in the agent's config files (`service {}` and
+/// `checks = [...]`, Consul's snake_case keys) are registered at start and
+/// synced to the catalog; a bad one stops the agent with one line naming
+/// it.
+#[test]
+fn services_and_checks_from_config_files_are_registered_at_start() {
+    let dir = temp_dir("config-services");
+    let conf = dir.join("services.hcl");
+    std::fs::write(
+        &conf,
+        r#"
+service {
+  name = "web"
+  id   = "web-1"
+  port = 8080
+  tags = ["v1"]
+  check {
+    id  = "web-ttl"
+    ttl = "1h"
+  }
+}
+checks = [
+  { id = "disk", name = "Disk", ttl = "1h", status = "passing" }
+]
+"#,
+    )
+    .unwrap();
+    let http = free_port();
+    let args: Vec<String> = vec![
+        "agent".into(),
+        "-server".into(),
+        "-bootstrap-expect=1".into(),
+        "-node=config-services".into(),
+        format!("-data-dir={}", dir.join("data").display()),
+        "-bind=127.0.0.1".into(),
+        "-client=127.0.0.1".into(),
+        format!("-http-port={http}"),
+        format!("-server-port={}", free_port()),
+        format!("-serf-lan-port={}", free_gossip_port()),
+        format!("-serf-wan-port={}", free_gossip_port()),
+        format!("-config-file={}", conf.display()),
+    ];
+    let a = Agent {
+        child: spawn(&args, &dir),
+        dir: dir.clone(),
+        http,
+        args: args.clone(),
+        keep_dir: true,
+    };
+    a.wait_ready();
+    let services = a.get("/v1/agent/services").json();
+    assert_eq!(services["web-1"]["Port"], 8080, "{services}");
+    assert_eq!(services["web-1"]["Tags"], serde_json::json!(["v1"]));
+    let checks = a.get("/v1/agent/checks").json();
+    assert_eq!(checks["web-ttl"]["ServiceID"], "web-1");
+    assert_eq!(checks["disk"]["Status"], "passing");
+    eventually(
+        "the config's service reaches the catalog",
+        Duration::from_secs(15),
+        || {
+            catalog_health(&a, "web")
+                .as_array()
+                .is_some_and(|e| e.len() == 1 && e[0]["Service"]["ID"] == "web-1")
+        },
+    );
+    drop(a);
+
+    // A bad definition: the agent does not start, and says which and why.
+    let bad = dir.join("bad.hcl");
+    std::fs::write(&bad, "service {\n  port = 1\n}\n").unwrap();
+    let mut bad_args = args.clone();
+    *bad_args.last_mut().unwrap() = format!("-config-file={}", bad.display());
+    let out = Command::new(env!("CARGO_BIN_EXE_tern"))
+        .args(&bad_args)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("services[0]: Missing service name"), "{err}");
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -285,6 +285,27 @@ pub(crate) fn spawn(handle: &AgentHandle) -> Result<(), String> {
             tracing::warn!("not restoring a check from the data dir: {e}");
         }
     }
+    // The agent's config files come after the data dir: a service or check
+    // they define wins, and its persisted copy is dropped (Consul purges
+    // it: the config is its source).
+    for s in &options.services {
+        let id = s.service.id.clone();
+        if agent.service(&id).is_some() {
+            store.remove(store.services(), &id);
+        }
+        agent
+            .add_service(now(), s.clone(), false, false, &mut out)
+            .map_err(|e| format!("services: {id}: {e}"))?;
+    }
+    for c in &options.checks {
+        let id = c.id.clone();
+        if agent.check(&id).is_some() && c.service_id.is_empty() {
+            store.remove(store.checks(), &id);
+        }
+        agent
+            .add_check(now(), c.clone(), false, &mut out)
+            .map_err(|e| format!("checks: {id}: {e}"))?;
+    }
     let unix = unix_now();
     for t in Store::load::<PersistedTtl>(store.state())? {
         let left = t.expires - unix;

@@ -32,6 +32,11 @@ pub struct AgentOptions {
     /// client agent ([`start_client`]) that forwards every request to the
     /// servers and binds no server port.
     pub server: bool,
+    /// Services and checks from the agent's config files (`service {}`,
+    /// `check {}`): registered with the local agent at start, not
+    /// persisted (the config is their source).
+    pub services: Vec<tern_core::local::ServiceDef>,
+    pub checks: Vec<tern_core::local::CheckDef>,
 }
 
 /// Where one gossip pool listens and whom it joins (Consul's `start_join`,

@@ -504,6 +504,32 @@ fn parse_service_definition(value: &Value) -> Result<ServiceDef, ApiError> {
     Ok(def)
 }
 
+/// A service definition from an agent config file (already in the API's
+/// JSON), checked as the endpoint checks it; the error text names what is
+/// wrong.
+pub(crate) fn service_from_config(value: &Value) -> Result<ServiceDef, String> {
+    parse_service_definition(value).map_err(|e| e.text)
+}
+
+/// A standalone check definition from an agent config file.
+pub(crate) fn check_from_config(value: &Value) -> Result<CheckDef, String> {
+    let name = get(value, "Name")
+        .and_then(Value::as_str)
+        .unwrap_or_default();
+    if name.is_empty() {
+        return Err("Missing check name".into());
+    }
+    match parse_check(value, "CheckDefinition", true).map_err(|e| e.text)? {
+        Some(mut def) => {
+            if def.id.is_empty() {
+                def.id = def.name.clone();
+            }
+            Ok(def)
+        }
+        None => Err("Invalid check: TTL must be > 0 for TTL checks".into()),
+    }
+}
+
 // ----------------------------------------------------------------- writes
 
 /// `PUT /v1/agent/service/register[?replace-existing-checks]`.

@@ -29,6 +29,7 @@
 
 mod agent_api;
 mod agent_local;
+pub(crate) use agent_local::{check_from_config, service_from_config};
 mod autopilot;
 mod catalog;
 mod filter;
