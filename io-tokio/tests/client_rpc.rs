@@ -98,6 +98,8 @@ async fn cluster(base: u8) -> Vec<Server> {
             bootstrap_expect: 3,
             dev: false,
             server: true,
+            encrypt: Default::default(),
+            limits: Default::default(),
         };
         let agent = tern::agent::start(options).await.unwrap();
         servers.push(Server {
@@ -299,6 +301,8 @@ async fn kv_writes_and_reads_go_through_a_client_agent() {
         bootstrap_expect: 0,
         dev: false,
         server: false,
+        encrypt: Default::default(),
+        limits: Default::default(),
     };
     let client = tern::agent::start_client(options, rx).await.unwrap();
     let h = &client.handle;

@@ -218,6 +218,8 @@ fn options() -> AgentOptions {
         bootstrap_expect: 3,
         dev: false,
         server: true,
+        encrypt: Default::default(),
+        limits: Default::default(),
     }
 }
 

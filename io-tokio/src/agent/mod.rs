@@ -32,6 +32,10 @@ pub struct AgentOptions {
     /// client agent ([`start_client`]) that forwards every request to the
     /// servers and binds no server port.
     pub server: bool,
+    /// Gossip encryption (`encrypt`, `encrypt_verify_*`).
+    pub encrypt: crate::keyring::EncryptOptions,
+    /// Connections per client IP on the server port and the HTTP API.
+    pub limits: crate::connlimit::ConnLimits,
 }
 
 /// Where one gossip pool listens and whom it joins (Consul's `start_join`,
@@ -218,6 +222,34 @@ impl AgentHandle {
         prune: bool,
     ) -> Result<(), MembersError> {
         self.pools()?.force_leave(pool, node, prune).await
+    }
+
+    /// A keyring operation on every pool (`/v1/operator/keyring`), the WAN
+    /// pool's answer first.
+    pub async fn keyring(
+        &self,
+        op: tern_core::gossip::KeyOp,
+    ) -> Result<
+        Vec<(
+            Pool,
+            Result<tern_core::gossip::KeyReport, crate::gossip::GossipError>,
+        )>,
+        MembersError,
+    > {
+        Ok(self.pools()?.keyring(op).await)
+    }
+
+    /// Each pool's own keys (`/v1/operator/keyring?local-only`).
+    pub async fn local_keyring(
+        &self,
+    ) -> Result<
+        Vec<(
+            Pool,
+            Result<tern_core::gossip::Keyring, crate::gossip::GossipError>,
+        )>,
+        MembersError,
+    > {
+        Ok(self.pools()?.local_keyring().await)
     }
 
     pub fn options(&self) -> &AgentOptions {

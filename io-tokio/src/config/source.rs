@@ -53,6 +53,14 @@ pub(crate) struct Layer {
     pub unsupported: Vec<String>,
     /// The `autopilot { ... }` stanza.
     pub autopilot: AutopilotLayer,
+    /// Gossip encryption: `encrypt` (base64 of a 16, 24 or 32-byte key),
+    /// `encrypt_verify_incoming`, `encrypt_verify_outgoing`.
+    pub encrypt: Option<String>,
+    pub encrypt_verify_incoming: Option<bool>,
+    pub encrypt_verify_outgoing: Option<bool>,
+    /// `limits { rpc_max_conns_per_client http_max_conns_per_client }`.
+    pub rpc_max_conns_per_client: Option<u64>,
+    pub http_max_conns_per_client: Option<u64>,
 }
 
 /// Consul's `autopilot { ... }` keys (agent/config/config.go `Autopilot`).
@@ -131,6 +139,23 @@ impl Layer {
             b.disable_upgrade_migration,
         );
         over(&mut a.upgrade_version_tag, b.upgrade_version_tag);
+        over(&mut self.encrypt, later.encrypt);
+        over(
+            &mut self.encrypt_verify_incoming,
+            later.encrypt_verify_incoming,
+        );
+        over(
+            &mut self.encrypt_verify_outgoing,
+            later.encrypt_verify_outgoing,
+        );
+        over(
+            &mut self.rpc_max_conns_per_client,
+            later.rpc_max_conns_per_client,
+        );
+        over(
+            &mut self.http_max_conns_per_client,
+            later.http_max_conns_per_client,
+        );
     }
 
     /// Set the setting at Consul key path `key` (`ports.http`) from `v`.
@@ -200,6 +225,19 @@ impl Layer {
             "autopilot.upgrade_version_tag" => {
                 self.autopilot.upgrade_version_tag = Some(string(v).map_err(e)?)
             }
+            "encrypt" => self.encrypt = Some(string(v).map_err(e)?),
+            "encrypt_verify_incoming" => {
+                self.encrypt_verify_incoming = Some(boolean(v).map_err(e)?)
+            }
+            "encrypt_verify_outgoing" => {
+                self.encrypt_verify_outgoing = Some(boolean(v).map_err(e)?)
+            }
+            "limits.rpc_max_conns_per_client" => {
+                self.rpc_max_conns_per_client = Some(whole(v).map_err(e)?)
+            }
+            "limits.http_max_conns_per_client" => {
+                self.http_max_conns_per_client = Some(whole(v).map_err(e)?)
+            }
             _ => return Ok(false),
         }
         Ok(true)
@@ -213,7 +251,7 @@ impl Layer {
         let mut layer = Layer::default();
         for (key, v) in top {
             match key.as_str() {
-                "ports" | "performance" | "autopilot" => {
+                "ports" | "performance" | "autopilot" | "limits" => {
                     for (inner, v) in block(v).map_err(|m| format!("{key}: {m}"))? {
                         let path = format!("{key}.{inner}");
                         layer.set_or_ignore(&path, &v)?;
@@ -234,7 +272,7 @@ impl Layer {
         }
         if super::consul_keys::is_consul_key(key) {
             let consequence = if super::consul_keys::is_security_key(key) {
-                " (NOT enforced: this agent has no ACLs, TLS or gossip encryption yet)"
+                " (NOT enforced: this agent has no ACLs or TLS yet)"
             } else {
                 ""
             };
