@@ -200,12 +200,18 @@ pub async fn serve(listener: tokio::net::TcpListener, agent: AgentHandle) -> std
 }
 
 /// `serve` until the agent has left, then stop taking connections and let
-/// the requests in flight finish (the leave's own answer among them).
+/// the requests in flight finish (the leave's own answer among them). Each
+/// client IP may hold `limits.http_max_conns_per_client` connections; one
+/// more gets Consul's 429 and is closed (`crate::connlimit`).
 pub async fn serve_until_left(
     listener: tokio::net::TcpListener,
     agent: AgentHandle,
 ) -> std::io::Result<()> {
     let left = agent.clone();
+    let listener = crate::connlimit::LimitedListener::new(
+        listener,
+        agent.options().limits.http_max_conns_per_client,
+    );
     axum::serve(listener, router(agent))
         .with_graceful_shutdown(async move { left.left().await })
         .await
