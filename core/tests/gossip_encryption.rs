@@ -292,7 +292,7 @@ fn packets_that_do_not_open_change_nothing() {
     let good = seal::seal(&A, seal::nonce(&mut rng), &ping);
     let mut flipped = good.clone();
     flipped[20] ^= 0x40;
-    let bad = vec![
+    let bad = [
         flipped,
         good[..good.len() - 1].to_vec(),
         good[..SEAL_OVERHEAD - 1].to_vec(),

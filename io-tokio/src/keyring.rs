@@ -209,7 +209,7 @@ mod tests {
         };
         let (ring, path) = setup(Some(&dir), LAN_KEYRING, &enc).unwrap();
         let path = path.unwrap();
-        assert_eq!(ring.keys(), &[a.clone()]);
+        assert_eq!(ring.keys(), std::slice::from_ref(&a));
         assert_eq!(path, dir.join("serf/local.keyring"));
         #[cfg(unix)]
         {

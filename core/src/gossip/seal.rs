@@ -137,7 +137,10 @@ mod tests {
             let s = seal(&key, nonce(&mut rng), b"hello gossip");
             assert_eq!(s.len(), 12 + SEAL_OVERHEAD);
             assert!(is_sealed(&s));
-            assert_eq!(open(&[key.clone()], &s).unwrap(), b"hello gossip");
+            assert_eq!(
+                open(std::slice::from_ref(&key), &s).unwrap(),
+                b"hello gossip"
+            );
             assert_eq!(
                 open(&[other.clone(), key.clone()], &s).unwrap(),
                 b"hello gossip",
@@ -155,11 +158,18 @@ mod tests {
         for i in 1..s.len() {
             let mut t = s.clone();
             t[i] ^= 1;
-            assert_eq!(open(&[key.clone()], &t), Err(OpenError::NoKey), "byte {i}");
+            assert_eq!(
+                open(std::slice::from_ref(&key), &t),
+                Err(OpenError::NoKey),
+                "byte {i}"
+            );
         }
         let mut t = s.clone();
         t[0] = 1;
-        assert_eq!(open(&[key.clone()], &t), Err(OpenError::TooShort(t.len())));
+        assert_eq!(
+            open(std::slice::from_ref(&key), &t),
+            Err(OpenError::TooShort(t.len()))
+        );
         assert_eq!(
             open(&[key], &s[..SEAL_OVERHEAD - 1]),
             Err(OpenError::TooShort(SEAL_OVERHEAD - 1))
