@@ -17,8 +17,11 @@ TERN=target/release/tern
 PORT=$((20000 + RANDOM % 10000))
 ulimit -n $((WATCHERS * 2 + 1024))
 DIR=$(mktemp -d)
+# Every watcher is a connection from 127.0.0.1: lift Consul's default of
+# 200 per client address, as a Consul operator running this would.
 "$TERN" agent -dev -http-port "$PORT" -server-port $((PORT + 1)) \
-  -serf-lan-port $((PORT + 2)) -serf-wan-port -1 >"$DIR/agent.log" 2>&1 &
+  -serf-lan-port $((PORT + 2)) -serf-wan-port -1 \
+  -hcl 'limits { http_max_conns_per_client = 0 }' >"$DIR/agent.log" 2>&1 &
 AGENT=$!
 trap 'kill $AGENT 2>/dev/null; rm -rf "$DIR"' EXIT
 for _ in $(seq 100); do

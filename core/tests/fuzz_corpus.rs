@@ -20,12 +20,13 @@ use tern_core::{Datacenter, LogIndex, Message, MessageBody, NodeId, Term};
 /// A fuzz target's body.
 type Check = fn(&[u8]);
 
-const TARGETS: [(&str, Check); 5] = [
+const TARGETS: [(&str, Check); 6] = [
     ("frame", fuzz_check::frame),
     ("message", fuzz_check::message),
     ("wal", fuzz_check::wal),
     ("cluster", fuzz_check::cluster),
     ("gossip", tern_core::gossip::fuzz::gossip),
+    ("gossip_sealed", tern_core::gossip::fuzz::sealed),
 ];
 
 fn corpus_dir(target: &str) -> PathBuf {
@@ -236,8 +237,8 @@ fn cluster_inputs() -> Vec<(&'static str, Vec<u8>)> {
 
 /// Inputs for the `gossip` target: a packet of each kind, as a pool sends them.
 fn gossip_inputs() -> Vec<(&'static str, Vec<u8>)> {
-    use tern_core::gossip::packet::{MemberInfo, PeerEntry, PeerState};
-    use tern_core::gossip::{encode_packet, Body, Packet, Tags, Update, Version};
+    use tern_core::gossip::packet::{KeyBytes, MemberInfo, PeerEntry, PeerState};
+    use tern_core::gossip::{encode_packet, Body, KeyOp, KeyResult, Packet, Tags, Update, Version};
     let info = MemberInfo {
         name: "node1".into(),
         node_id: NodeId(2),
@@ -309,13 +310,72 @@ fn gossip_inputs() -> Vec<(&'static str, Vec<u8>)> {
                 }],
             ),
         ),
+        (
+            "key-install",
+            packet(
+                Body::KeyRequest {
+                    seq: 5,
+                    op: KeyOp::Install(vec![0x11; 16]),
+                },
+                vec![],
+            ),
+        ),
+        (
+            "key-response",
+            packet(
+                Body::KeyResponse {
+                    seq: 5,
+                    result: KeyResult {
+                        ok: true,
+                        message: String::new(),
+                        keys: vec![KeyBytes(vec![0x42; 32]), KeyBytes(vec![0x11; 16])],
+                    },
+                },
+                vec![],
+            ),
+        ),
     ]
+}
+
+/// Inputs for the `gossip_sealed` target: `[mode][bytes]`; mode 1 seals
+/// the bytes with the victim's key (every plain input, sealed), mode 0
+/// passes them as they are (a packet sealed with the victim's key, one
+/// sealed with another, one cut short, and a plain one).
+fn gossip_sealed_inputs() -> Vec<(String, Vec<u8>)> {
+    use tern_core::gossip::fuzz::SEALED_VICTIM_KEY;
+    use tern_core::gossip::seal;
+    use tern_core::rng::Rng;
+    let mut out = Vec::new();
+    for (name, plain) in gossip_inputs() {
+        let mut data = vec![1u8];
+        data.extend_from_slice(&plain);
+        out.push((format!("sealed-{name}"), data));
+    }
+    let ping = gossip_inputs().remove(0).1;
+    let mut rng = Rng::new(11);
+    let good = seal::seal(&SEALED_VICTIM_KEY, seal::nonce(&mut rng), &ping);
+    let other = seal::seal(&[0x13; 16], seal::nonce(&mut rng), &ping);
+    let cut = good[..good.len() - 3].to_vec();
+    for (name, bytes) in [
+        ("raw-good", good),
+        ("raw-other-key", other),
+        ("raw-cut", cut),
+        ("raw-plain", ping),
+    ] {
+        let mut data = vec![0u8];
+        data.extend_from_slice(&bytes);
+        out.push((name.to_string(), data));
+    }
+    out
 }
 
 fn seeds() -> Vec<(&'static str, String, Vec<u8>)> {
     let mut out = Vec::new();
     for (name, data) in gossip_inputs() {
         out.push(("gossip", name.to_string(), data));
+    }
+    for (name, data) in gossip_sealed_inputs() {
+        out.push(("gossip_sealed", name, data));
     }
     for (name, data) in cluster_inputs() {
         out.push(("cluster", name.to_string(), data));

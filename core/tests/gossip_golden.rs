@@ -9,9 +9,10 @@
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
-use tern_core::gossip::packet::{MemberInfo, PeerEntry, PeerState};
+use tern_core::gossip::packet::{KeyBytes, MemberInfo, PeerEntry, PeerState};
 use tern_core::gossip::{
-    decode_packet, encode_packet, Body, Packet, Tags, Update, Version, GOSSIP_VERSION,
+    decode_packet, encode_packet, Body, KeyOp, KeyResult, Packet, Tags, Update, Version,
+    GOSSIP_VERSION,
 };
 use tern_core::NodeId;
 
@@ -128,6 +129,27 @@ fn packets() -> Vec<(String, Packet)> {
             }),
         ),
     ];
+    // Keyring operations (appended to `Body`; older files are unchanged).
+    let key = vec![0x5a; 32];
+    for (name, op) in [
+        ("key_list", KeyOp::List),
+        ("key_install", KeyOp::Install(key.clone())),
+        ("key_use", KeyOp::Use(vec![0x11; 16])),
+        ("key_remove", KeyOp::Remove(vec![0x22; 24])),
+    ] {
+        out.push((name.into(), plain(Body::KeyRequest { seq: 12, op })));
+    }
+    out.push((
+        "key_response".into(),
+        plain(Body::KeyResponse {
+            seq: 12,
+            result: KeyResult {
+                ok: false,
+                message: "removing the primary key is not allowed".into(),
+                keys: vec![KeyBytes(key), KeyBytes(vec![0x11; 16])],
+            },
+        }),
+    ));
     for (name, u) in updates() {
         out.push((
             format!("gossip_{name}"),

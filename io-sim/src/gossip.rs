@@ -81,7 +81,7 @@ pub fn gossip_address(server: SocketAddr) -> SocketAddr {
 
 /// The pool's configuration for a server: LAN defaults, its identity and
 /// tags, and a generation and seed drawn from the world's seeded RNG.
-fn pool_config(slot: &ServerSlot, starts: u64) -> GossipConfig {
+fn pool_config(slot: &ServerSlot, starts: u64, world_keys: &[Vec<u8>]) -> GossipConfig {
     let c = &slot.config;
     let port = slot.addr.port();
     let tags = Tags::server(&c.datacenter.0, port, c.node_id, 3, BUILD);
@@ -90,6 +90,12 @@ fn pool_config(slot: &ServerSlot, starts: u64) -> GossipConfig {
     let mut rng = madsim::rand::thread_rng();
     g.generation = (starts << 32) | u64::from(rng.gen::<u32>());
     g.seed = rng.gen();
+    let keys = slot
+        .gossip_keys
+        .clone()
+        .unwrap_or_else(|| world_keys.to_vec());
+    g.keyring =
+        tern_core::gossip::Keyring::new(keys).expect("the world's gossip keys are AES keys");
     #[cfg(feature = "bugs")]
     {
         g.bug_no_refute = c.bugs.gossip_no_refute;
@@ -106,7 +112,7 @@ pub(crate) async fn run_gossip(
     join: Vec<String>,
 ) {
     let starts = slot.counters.lock().unwrap().starts;
-    let config = pool_config(&slot, starts);
+    let config = pool_config(&slot, starts, &shared.opts.gossip_keyring);
     let bind = gossip_address(slot.addr);
     let ep = match Endpoint::bind(bind).await {
         Ok(ep) => ep,

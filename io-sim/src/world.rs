@@ -41,6 +41,10 @@ pub struct SimOptions {
     /// Run each server's LAN gossip pool (`crate::gossip`) and feed what it
     /// says of servers to the server, as an agent does.
     pub gossip: bool,
+    /// Gossip encryption keys every server's pool starts with (the primary
+    /// first; empty: plain gossip), unless a server was given its own
+    /// ([`World::add_server_with_gossip_keys`]).
+    pub gossip_keyring: Vec<Vec<u8>>,
 }
 
 impl Default for SimOptions {
@@ -50,6 +54,7 @@ impl Default for SimOptions {
             duplicate_rate: 0.0,
             receivers_per_tag: 8,
             gossip: true,
+            gossip_keyring: Vec::new(),
         }
     }
 }
@@ -215,6 +220,9 @@ pub(crate) struct ServerSlot {
     /// A firewall drops this server's gossip traffic (both ways) while set;
     /// Raft traffic still flows. Outlives restarts.
     pub gossip_blocked: std::sync::atomic::AtomicBool,
+    /// This server's own gossip keys, in place of
+    /// `SimOptions::gossip_keyring`.
+    pub gossip_keys: Option<Vec<Vec<u8>>>,
 }
 
 pub(crate) struct Shared {
@@ -324,6 +332,15 @@ impl World {
     }
 
     fn start(&self, spec: &ServerSpec, config: Config) -> NodeId {
+        self.start_with_gossip_keys(spec, config, None)
+    }
+
+    fn start_with_gossip_keys(
+        &self,
+        spec: &ServerSpec,
+        config: Config,
+        gossip_keys: Option<Vec<Vec<u8>>>,
+    ) -> NodeId {
         assert_eq!(
             config.node_id, spec.node_id,
             "config must keep the spec's node_id"
@@ -345,6 +362,7 @@ impl World {
             gossip_control: Mutex::new(None),
             gossip_view: Mutex::new(None),
             gossip_blocked: std::sync::atomic::AtomicBool::new(false),
+            gossip_keys,
         });
         self.shared
             .servers
@@ -414,6 +432,7 @@ impl World {
             gossip_control: Mutex::new(None),
             gossip_view: Mutex::new(None),
             gossip_blocked: std::sync::atomic::AtomicBool::new(false),
+            gossip_keys: old_slot.gossip_keys.clone(),
         });
         self.shared
             .servers
@@ -454,6 +473,18 @@ impl World {
         let index = self.shared.servers.lock().unwrap().len();
         let spec = self.spec(index, None);
         self.start(&spec, make(&spec))
+    }
+
+    /// [`World::add_server`] whose gossip pool has `keys` (empty: plain)
+    /// instead of the world's `gossip_keyring`.
+    pub fn add_server_with_gossip_keys(
+        &self,
+        make: impl FnOnce(&ServerSpec) -> Config,
+        keys: Vec<Vec<u8>>,
+    ) -> NodeId {
+        let index = self.shared.servers.lock().unwrap().len();
+        let spec = self.spec(index, None);
+        self.start_with_gossip_keys(&spec, make(&spec), Some(keys))
     }
 
     /// Starts a client on its own node, reachable from every server until

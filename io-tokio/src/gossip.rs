@@ -36,8 +36,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration as StdDuration;
 
 use tern_core::gossip::{
-    ForceLeaveError, Gossip, GossipAction, GossipConfig, GossipEvent, GossipInput, Member, Status,
-    Tags,
+    ForceLeaveError, Gossip, GossipAction, GossipConfig, GossipEvent, GossipInput, KeyOp,
+    KeyReport, Member, Status, Tags,
 };
 use tern_core::wire;
 use tern_core::Instant;
@@ -136,9 +136,21 @@ impl GossipNode {
     /// `config.address` advertises the bound address, which then must not be
     /// unspecified (`0.0.0.0`).
     pub async fn start(
+        config: GossipConfig,
+        bind: SocketAddr,
+        pool: PoolKind,
+    ) -> io::Result<GossipHandle> {
+        GossipNode::start_with_keyring_file(config, bind, pool, None).await
+    }
+
+    /// As [`GossipNode::start`], writing every change of the pool's keyring
+    /// to `keyring_file` (see `crate::keyring`) before the change is
+    /// acknowledged to whoever asked for it.
+    pub async fn start_with_keyring_file(
         mut config: GossipConfig,
         bind: SocketAddr,
         pool: PoolKind,
+        keyring_file: Option<std::path::PathBuf>,
     ) -> io::Result<GossipHandle> {
         let (udp, listener) = bind_both(bind).await?;
         let local = udp.local_addr()?;
@@ -163,10 +175,11 @@ impl GossipNode {
         let (inbound_tx, inbound_rx) = mpsc::channel(STREAMS_MAX);
         let local_member = gossip.local();
         tracing::info!(
-            "serf: ({pool}) gossip pool started: name={} address={} bind={local} generation={}",
+            "serf: ({pool}) gossip pool started: name={} address={} bind={local} generation={} encrypted={}",
             local_member.name,
             local_member.address,
-            local_member.version.generation
+            local_member.version.generation,
+            gossip.keyring().is_enabled()
         );
         let driver = Driver {
             pool,
@@ -194,6 +207,9 @@ impl GossipNode {
             stream_errors: BTreeMap::new(),
             bad_stream_log_at: None,
             bad_stream_suppressed: 0,
+            keyring_file,
+            key_waiters: BTreeMap::new(),
+            next_key_id: 0,
         };
         let task = tokio::spawn(driver.run());
         Ok(GossipHandle {
@@ -301,6 +317,28 @@ impl GossipHandle {
             .await
             .map_err(|_| stopped())?;
         rx.await.map_err(|_| stopped())?
+    }
+
+    /// A keyring operation across the pool (Consul's `keyring`): applied
+    /// here, then asked of every live member; returns once every member
+    /// answered or the query timeout passed.
+    pub async fn keyring(&self, op: KeyOp) -> Result<KeyReport, GossipError> {
+        let (tx, rx) = oneshot::channel();
+        self.cmds
+            .send(Command::Keyring(op, tx))
+            .await
+            .map_err(|_| GossipError::Stopped)?;
+        rx.await.map_err(|_| GossipError::Stopped)
+    }
+
+    /// The keys this pool holds now (no member is asked).
+    pub async fn local_keyring(&self) -> Result<tern_core::gossip::Keyring, GossipError> {
+        let (tx, rx) = oneshot::channel();
+        self.cmds
+            .send(Command::LocalKeyring(tx))
+            .await
+            .map_err(|_| GossipError::Stopped)?;
+        rx.await.map_err(|_| GossipError::Stopped)
     }
 
     /// Every event from now on (joins, failures, leaves, dropped packets...).
@@ -448,6 +486,8 @@ enum Command {
     Leave(oneshot::Sender<()>),
     ForceLeave(String, bool, oneshot::Sender<Result<(), GossipError>>),
     SetTags(Tags, oneshot::Sender<Result<(), String>>),
+    Keyring(KeyOp, oneshot::Sender<KeyReport>),
+    LocalKeyring(oneshot::Sender<tern_core::gossip::Keyring>),
 }
 
 /// What a stream task hands the pool's task.
@@ -495,6 +535,11 @@ struct Driver {
     stream_errors: BTreeMap<String, String>,
     bad_stream_log_at: Option<tokio::time::Instant>,
     bad_stream_suppressed: u64,
+    /// Where the keyring is persisted (`serf/local.keyring`), if anywhere.
+    keyring_file: Option<std::path::PathBuf>,
+    /// Keyring operations in flight, by the id handed to the core.
+    key_waiters: BTreeMap<u64, oneshot::Sender<KeyReport>>,
+    next_key_id: u64,
 }
 
 /// What woke the pool's task.
@@ -600,6 +645,16 @@ impl Driver {
             }
             Command::SetTags(tags, tx) => {
                 let _ = tx.send(self.gossip.set_tags(tags));
+            }
+            Command::LocalKeyring(tx) => {
+                let _ = tx.send(self.gossip.keyring().clone());
+            }
+            Command::Keyring(op, tx) => {
+                self.next_key_id += 1;
+                let id = self.next_key_id;
+                tracing::info!("serf: ({}) keyring operation {op:?}", self.pool);
+                self.key_waiters.insert(id, tx);
+                self.input(GossipInput::Keyring { id, op }, None);
             }
             Command::ForceLeave(name, prune, tx) => {
                 if self.gossip.local().status == Status::Left {
@@ -820,6 +875,21 @@ impl Driver {
                     let _ = w.send(());
                 }
             }
+            GossipEvent::KeyringChanged(ring) => {
+                // Persisted before the answer that follows this event in
+                // the core's output leaves (serf writes its keyring file
+                // before answering a key query).
+                if let Some(path) = &self.keyring_file {
+                    if let Err(e) = crate::keyring::save(path, ring) {
+                        tracing::error!("serf: ({}) failed to write keyring file: {e}", self.pool);
+                    }
+                }
+            }
+            GossipEvent::KeyringDone(report) => {
+                if let Some(w) = self.key_waiters.remove(&report.id) {
+                    let _ = w.send(report.clone());
+                }
+            }
             _ => {}
         }
         // Nobody subscribed is fine.
@@ -934,6 +1004,15 @@ impl Driver {
                 suppressed,
             } => tracing::warn!(
                 "memberlist: ({pool}) dropped a malformed packet from {from}: {error} ({suppressed} suppressed since the last)"
+            ),
+            GossipEvent::KeyringChanged(ring) => tracing::info!(
+                "serf: ({pool}) keyring changed: {} keys installed",
+                ring.keys().len()
+            ),
+            GossipEvent::KeyringDone(r) => tracing::info!(
+                "serf: ({pool}) keyring operation done: {}/{} members answered",
+                r.responses.len(),
+                r.num_nodes
             ),
         }
     }

@@ -10,16 +10,19 @@
 //! `/v1/agent/metrics` serves; `version` is the one source
 //! of the versions the binary reports;
 //! `client_rpc` is a client agent's way to the servers (`agent::start_client`);
-//! `gossip` runs a core gossip pool on UDP and TCP sockets (not yet wired into
-//! the agent).
+//! `gossip` runs a core gossip pool on UDP and TCP sockets; `keyring` holds
+//! gossip encryption's keys and files; `connlimit` the per-client connection
+//! limits of the server port and the HTTP API.
 
 pub mod agent;
 pub mod bench;
 pub mod cli;
 pub mod client_rpc;
 pub mod config;
+pub mod connlimit;
 pub mod gossip;
 pub mod http;
+pub mod keyring;
 pub mod logging;
 pub mod metrics;
 pub mod net;

@@ -84,13 +84,22 @@ impl Refusals {
     }
 }
 
-/// Accept connections on the server port until the process ends.
+/// Accept connections on the server port until the process ends. Each
+/// source IP may hold `max_conns_per_client` connections at once (0: no
+/// limit; Consul's `limits.rpc_max_conns_per_client`): one more is closed
+/// the moment it is accepted, before a byte is read (`crate::connlimit`).
 pub async fn serve(
     listener: TcpListener,
     frame_bytes_max: usize,
     to_agent: mpsc::Sender<Inbound>,
     refusals: Refusals,
+    max_conns_per_client: usize,
 ) {
+    let limit = crate::connlimit::ConnTracker::new(
+        "server port",
+        "rpc_max_conns_per_client",
+        max_conns_per_client,
+    );
     loop {
         let (stream, peer) = match listener.accept().await {
             Ok(x) => x,
@@ -100,10 +109,15 @@ pub async fn serve(
                 continue;
             }
         };
+        let Some(slot) = limit.try_acquire(peer.ip()) else {
+            drop(stream);
+            continue;
+        };
         let _ = stream.set_nodelay(true);
         let to_agent = to_agent.clone();
         let refusals = refusals.clone();
         tokio::spawn(async move {
+            let _slot = slot;
             if let Err(e) = handle_conn(stream, frame_bytes_max, to_agent, refusals).await {
                 tracing::info!("server port: closed connection from {peer}: {e}");
             }

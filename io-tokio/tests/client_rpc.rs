@@ -100,6 +100,8 @@ async fn cluster(base: u8) -> Vec<Server> {
             server: true,
             services: Vec::new(),
             checks: Vec::new(),
+            encrypt: Default::default(),
+            limits: Default::default(),
         };
         let agent = tern::agent::start(options).await.unwrap();
         servers.push(Server {
@@ -303,6 +305,8 @@ async fn kv_writes_and_reads_go_through_a_client_agent() {
         server: false,
         services: Vec::new(),
         checks: Vec::new(),
+        encrypt: Default::default(),
+        limits: Default::default(),
     };
     let client = tern::agent::start_client(options, rx).await.unwrap();
     let h = &client.handle;

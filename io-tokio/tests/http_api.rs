@@ -220,6 +220,8 @@ fn options() -> AgentOptions {
         server: true,
         services: Vec::new(),
         checks: Vec::new(),
+        encrypt: Default::default(),
+        limits: Default::default(),
     }
 }
 

@@ -213,6 +213,65 @@ pub async fn add_servers_through_gossip(n: &mut Nemesis) -> Vec<String> {
     failures
 }
 
+/// The gossip key of the `encrypted-gossip` scenario's world.
+pub const GOSSIP_KEY: [u8; 32] = [0x5e; 32];
+/// The key of a server that has the wrong one.
+const WRONG_GOSSIP_KEY: [u8; 16] = [0x77; 16];
+
+/// Gossip encryption (Consul's `encrypt`): every server of the world seals
+/// its gossip with [`GOSSIP_KEY`] and the cluster runs under the seed's
+/// load as a plain one does. A server with another key starts and tries to
+/// join: for 30 s no server's pool learns of it, it learns of nobody, and
+/// it never enters the Raft configuration. Then a server with the right
+/// key joins and autopilot makes it a voter.
+pub async fn encrypted_gossip(n: &mut Nemesis) -> Vec<String> {
+    let mut failures = Vec::new();
+    if let Err(why) = crate::run::gossip_converged(&n.world, Duration::from_secs(30)).await {
+        failures.push(format!(
+            "encrypted-gossip: the encrypted pools did not converge: {why}"
+        ));
+        return failures;
+    }
+    let members = n.live_servers();
+    let wrong = n.start_server_with_gossip_keys(vec![WRONG_GOSSIP_KEY.to_vec()]);
+    sleep(Duration::from_secs(30)).await;
+    let wrong_name = n
+        .world
+        .with_server(wrong, |s| s.config().node_name.0.clone())
+        .unwrap_or_default();
+    for id in members {
+        let knows = n
+            .world
+            .gossip_members(id)
+            .is_some_and(|v| v.iter().any(|m| m.name == wrong_name));
+        if knows {
+            failures.push(format!(
+                "encrypted-gossip: {id:?} let {wrong_name} (another key) into its pool"
+            ));
+        }
+    }
+    match n.world.gossip_members(wrong) {
+        Some(v) if v.len() == 1 => {}
+        other => failures.push(format!(
+            "encrypted-gossip: the server with another key knows {other:?}"
+        )),
+    }
+    if configuration(n).is_some_and(|(v, o)| v.contains(&wrong) || o.contains(&wrong)) {
+        failures.push(format!(
+            "encrypted-gossip: {wrong:?} (another key) entered the configuration"
+        ));
+    }
+    n.stop_for_good(wrong);
+    let right = n.start_server();
+    if !until_voter(n, right, PROMOTION_BOUND).await {
+        failures.push(format!(
+            "encrypted-gossip: {right:?} (the key) not a voter within {PROMOTION_BOUND:?}: {:?}",
+            configuration(n)
+        ));
+    }
+    failures
+}
+
 /// How an old server goes away in a rolling update.
 #[derive(Copy, Clone, PartialEq, Eq, Debug)]
 pub enum Departure {

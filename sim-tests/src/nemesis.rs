@@ -92,6 +92,17 @@ impl Nemesis {
         id
     }
 
+    /// [`Nemesis::start_server`] whose gossip pool has `keys` instead of
+    /// the world's.
+    pub fn start_server_with_gossip_keys(&mut self, keys: Vec<Vec<u8>>) -> NodeId {
+        let opts = self.opts.clone();
+        let id = self
+            .world
+            .add_server_with_gossip_keys(move |spec| server_config(&opts, spec.config()), keys);
+        self.note(format!("start new server {id:?} with its own gossip keys"));
+        id
+    }
+
     pub(crate) fn rng_range(&mut self, lo: u64, hi: u64) -> u64 {
         self.rng.range(lo, hi)
     }
@@ -812,10 +823,15 @@ pub enum Scenario {
     /// while servers are partitioned and killed; after healing every
     /// agent's node in the catalog matches the agent (`anti_entropy.rs`).
     AntiEntropy,
+    /// Gossip encryption (issue 11): every server's pool seals with one
+    /// key; the encrypted cluster runs as a plain one does, a server with
+    /// another key never becomes a member, one with the key joins and is
+    /// promoted.
+    EncryptedGossip,
 }
 
 impl Scenario {
-    pub const ALL: [Scenario; 27] = [
+    pub const ALL: [Scenario; 28] = [
         Scenario::LeaderIsolated,
         Scenario::MinorityPartition,
         Scenario::AsymmetricPartition,
@@ -843,6 +859,7 @@ impl Scenario {
         Scenario::SnapshotRestore,
         Scenario::LockMutualExclusion,
         Scenario::AntiEntropy,
+        Scenario::EncryptedGossip,
     ];
 
     pub fn name(self) -> &'static str {
@@ -874,6 +891,7 @@ impl Scenario {
             Scenario::SnapshotRestore => "snapshot-restore",
             Scenario::LockMutualExclusion => "lock-mutual-exclusion",
             Scenario::AntiEntropy => "anti-entropy",
+            Scenario::EncryptedGossip => "encrypted-gossip",
         }
     }
 
@@ -888,6 +906,7 @@ impl Scenario {
         match self {
             Scenario::MinorityPartition | Scenario::MembershipWhilePartitioned => opts.servers = 5,
             Scenario::AddServersThroughGossip
+            | Scenario::EncryptedGossip
             | Scenario::RollingUpdate
             | Scenario::RollingUpdate3611
             | Scenario::RollingRestart
@@ -1214,6 +1233,9 @@ impl Scenario {
             }
             Scenario::SnapshotRestore => failures.extend(snapshot_restore(n, leader).await),
             Scenario::LockMutualExclusion | Scenario::AntiEntropy => n.lock_faults().await,
+            Scenario::EncryptedGossip => {
+                failures.extend(crate::membership::encrypted_gossip(n).await)
+            }
             Scenario::SnapshotInstall => {
                 let servers = n.live_servers();
                 let follower = servers

@@ -214,6 +214,10 @@ async fn simulate(opts: Options, scenario: Option<Scenario>) -> Outcome {
             Duration::from_millis(opts.fsync_ms.1),
         ),
         duplicate_rate: opts.duplicate_permille as f64 / 1000.0,
+        gossip_keyring: match scenario {
+            Some(Scenario::EncryptedGossip) => vec![crate::membership::GOSSIP_KEY.to_vec()],
+            _ => Vec::new(),
+        },
         ..SimOptions::default()
     };
     let o2 = opts.clone();

@@ -181,6 +181,14 @@ fn servers_four_and_five_join_through_gossip_only() {
     passes(Scenario::AddServersThroughGossip);
 }
 
+/// Gossip encryption: an encrypted cluster runs, converges and serves; a
+/// server with another key never becomes a member; one with the key joins
+/// and is promoted (issue 11; Consul's `encrypt`).
+#[test]
+fn encrypted_gossip_converges_and_refuses_another_key() {
+    passes(Scenario::EncryptedGossip);
+}
+
 /// Consul's `TestAutopilot_RollingUpdate`: every server is replaced by a new
 /// one, one at a time, without losing quorum or a write.
 #[test]

@@ -5,6 +5,7 @@
 use crate::clock::Duration;
 use crate::ids::NodeId;
 
+use super::keyring::Keyring;
 use super::member::Tags;
 
 /// One gossip pool's configuration. Build it with [`GossipConfig::lan`] or
@@ -91,6 +92,23 @@ pub struct GossipConfig {
     /// Most indirect probes we run for others at once.
     pub relays_max: usize,
 
+    /// Encryption keys (`encrypt`, then whatever `keyring` operations
+    /// installed); empty: packets travel in the clear. The pool keeps its
+    /// own copy from here on ([`super::Gossip::keyring`]).
+    pub keyring: Keyring,
+    /// Refuse packets that are not sealed (Consul's
+    /// `encrypt_verify_incoming`, default true). Only with a keyring.
+    pub encrypt_verify_incoming: bool,
+    /// Seal what we send (Consul's `encrypt_verify_outgoing`, default true).
+    /// Only with a keyring; keyring operations are sealed regardless, since
+    /// they carry keys.
+    pub encrypt_verify_outgoing: bool,
+    /// A keyring operation waits for answers `gossip_interval ×
+    /// query_timeout_mult × ceil(log10(n + 1))` (serf's `QueryTimeoutMult`, 16).
+    pub query_timeout_mult: u32,
+    /// Keyring operations in flight at once; more are refused.
+    pub key_queries_max: usize,
+
     /// Planted bug (simulator self-test only): never refute a suspicion or
     /// death of ourselves.
     #[cfg(feature = "bugs")]
@@ -136,6 +154,11 @@ impl GossipConfig {
             tags_bytes_max: 512,
             updates_per_packet_max: 256,
             relays_max: 256,
+            keyring: Keyring::empty(),
+            encrypt_verify_incoming: true,
+            encrypt_verify_outgoing: true,
+            query_timeout_mult: 16,
+            key_queries_max: 16,
             #[cfg(feature = "bugs")]
             bug_no_refute: false,
         }

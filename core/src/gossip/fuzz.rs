@@ -67,3 +67,80 @@ pub fn gossip(data: &[u8]) {
         rest = tail;
     }
 }
+
+/// The key of the `gossip_sealed` target's victim pool.
+pub const SEALED_VICTIM_KEY: [u8; 32] = [0x42; 32];
+
+/// An encrypted pool of three that has converged; member 0 is the victim.
+fn sealed_victim() -> Gossip {
+    static VICTIM: std::sync::OnceLock<Gossip> = std::sync::OnceLock::new();
+    VICTIM
+        .get_or_init(|| {
+            let configs = (0..3)
+                .map(|i| {
+                    let mut c = lan_config(i, 7);
+                    c.keyring = super::keyring::Keyring::new(vec![SEALED_VICTIM_KEY.to_vec()])
+                        .expect("an AES-256 key");
+                    c
+                })
+                .collect();
+            let mut net = TestNet::new(configs, 7);
+            net.join_all();
+            net.run_for(Duration::from_secs(3));
+            assert!(
+                net.converged_alive(),
+                "the sealed fuzz victim's pool converges"
+            );
+            net.gossip(0).clone()
+        })
+        .clone()
+}
+
+/// The body of the `gossip_sealed` target: the sealed-packet opener and
+/// everything behind it. The first byte chooses: odd, the rest is sealed
+/// with the victim's key (so the fuzzer reaches every decoder and the
+/// keyring operations behind a good seal), and sealing then opening gives
+/// it back; even, the rest goes in as it is, and since it cannot carry a
+/// valid seal, it changes no member, no key, and is answered with nothing.
+pub fn sealed(data: &[u8]) {
+    let Some((&mode, rest)) = data.split_first() else {
+        return;
+    };
+    let mut g = sealed_victim();
+    let now = Instant(0) + Duration::from_secs(3);
+    let before = (g.members(), g.keyring().clone());
+    let bytes = if mode & 1 == 1 {
+        let mut rng = crate::rng::Rng::new(u64::from(mode));
+        let sealed = super::seal::seal(&SEALED_VICTIM_KEY, super::seal::nonce(&mut rng), rest);
+        assert_eq!(
+            super::seal::open(&[SEALED_VICTIM_KEY.to_vec()], &sealed).as_deref(),
+            Ok(rest),
+            "a sealed packet opens to what was sealed"
+        );
+        sealed
+    } else {
+        rest.to_vec()
+    };
+    let mut out = Vec::new();
+    let input = GossipInput::Packet {
+        from: address(1),
+        bytes: bytes.clone(),
+    };
+    g.handle(now, input, &mut out);
+    if mode & 1 == 0 && super::seal::open(&[SEALED_VICTIM_KEY.to_vec()], &bytes).is_err() {
+        assert_eq!(
+            (g.members(), g.keyring().clone()),
+            before,
+            "an unopened packet changes nothing"
+        );
+        assert!(
+            out.iter().all(|a| matches!(a, GossipAction::Event(_))),
+            "an unopened packet is answered with nothing"
+        );
+    }
+    let mut t = now;
+    for _ in 0..20 {
+        t = g.poll_timeout().unwrap_or(t).max(t);
+        g.handle(t, GossipInput::Tick, &mut out);
+    }
+}

@@ -66,12 +66,18 @@
 
 pub mod config;
 pub mod fuzz;
+pub mod keyring;
 pub mod member;
 pub mod packet;
 pub mod pool;
+pub mod seal;
 pub mod testnet;
 
 pub use config::GossipConfig;
+pub use keyring::{Keyring, KeyringError};
 pub use member::{Member, Status, Tags, Version};
-pub use packet::{decode_packet, encode_packet, Body, Packet, PacketError, Update, GOSSIP_VERSION};
-pub use pool::{ForceLeaveError, Gossip, GossipAction, GossipEvent, GossipInput};
+pub use packet::{
+    decode_packet, encode_packet, Body, KeyOp, KeyResult, Packet, PacketError, Update,
+    GOSSIP_VERSION,
+};
+pub use pool::{ForceLeaveError, Gossip, GossipAction, GossipEvent, GossipInput, KeyReport};

@@ -116,7 +116,67 @@ pub enum Body {
         join: bool,
         members: Vec<PeerEntry>,
     },
+    /// A keyring operation from an operator's `keyring` command, sent over
+    /// a stream to every live member (serf's key queries, but direct:
+    /// answered with `KeyResponse { seq }` on the same stream). Appended to
+    /// the enum so older packets decode unchanged. Only ever accepted sealed.
+    KeyRequest {
+        seq: u32,
+        op: KeyOp,
+    },
+    /// A member's answer to a `KeyRequest` (serf's `nodeKeyResponse`).
+    KeyResponse {
+        seq: u32,
+        result: KeyResult,
+    },
 }
+
+/// What a keyring operation asks of each member. Its `Debug` never shows
+/// key bytes.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum KeyOp {
+    List,
+    #[serde(with = "serde_bytes")]
+    Install(Vec<u8>),
+    #[serde(with = "serde_bytes")]
+    Use(Vec<u8>),
+    #[serde(with = "serde_bytes")]
+    Remove(Vec<u8>),
+}
+
+/// One member's answer to a keyring operation: its keys after the
+/// operation (primary first; empty when encryption is off), or why it
+/// refused (memberlist's message).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KeyResult {
+    pub ok: bool,
+    pub message: String,
+    pub keys: Vec<KeyBytes>,
+}
+
+impl core::fmt::Debug for KeyOp {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.write_str(match self {
+            KeyOp::List => "List",
+            KeyOp::Install(_) => "Install(..)",
+            KeyOp::Use(_) => "Use(..)",
+            KeyOp::Remove(_) => "Remove(..)",
+        })
+    }
+}
+
+/// One key on the wire. Its `Debug` never shows the bytes.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KeyBytes(#[serde(with = "serde_bytes")] pub Vec<u8>);
+
+impl core::fmt::Debug for KeyBytes {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        write!(f, "KeyBytes({} bytes)", self.0.len())
+    }
+}
+
+/// The longest message a `KeyResult` carries.
+pub const KEY_MESSAGE_BYTES_MAX: usize = 256;
 
 /// A gossip packet: its purpose and the updates riding along.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -128,7 +188,10 @@ pub struct Packet {
 impl Packet {
     /// A packet the driver sends over a stream (TCP) rather than a datagram.
     pub fn is_stream(&self) -> bool {
-        matches!(self.body, Body::PushPull { .. })
+        matches!(
+            self.body,
+            Body::PushPull { .. } | Body::KeyRequest { .. } | Body::KeyResponse { .. }
+        )
     }
 }
 
@@ -165,11 +228,22 @@ pub fn decode_packet(b: &[u8]) -> Result<Packet, DecodeError> {
 /// Decodes and validates a packet against a pool's limits: the length
 /// before decoding, then every name, address, tag set and list.
 pub fn decode_packet_bounded(b: &[u8], c: &GossipConfig) -> Result<Packet, PacketError> {
+    decode_packet_sized(b, b.len(), c)
+}
+
+/// As [`decode_packet_bounded`] for a packet that arrived as `wire_len`
+/// bytes (sealed, it was larger than its plain text): the datagram limit
+/// applies to what crossed the network.
+pub fn decode_packet_sized(
+    b: &[u8],
+    wire_len: usize,
+    c: &GossipConfig,
+) -> Result<Packet, PacketError> {
     if b.len() > c.stream_bytes_max {
         return Err(PacketError::TooLarge(b.len()));
     }
     let p = decode_packet(b).map_err(PacketError::Decode)?;
-    validate(&p, b.len(), c)?;
+    validate(&p, wire_len.max(b.len()), c)?;
     Ok(p)
 }
 
@@ -210,6 +284,31 @@ fn validate(p: &Packet, len: usize, c: &GossipConfig) -> Result<(), PacketError>
                 Err(PacketError::Invalid("bad member"))
             }
         }
-        _ => Ok(()),
+        Body::KeyRequest { op, .. } => match op {
+            KeyOp::List => Ok(()),
+            KeyOp::Install(k) | KeyOp::Use(k) | KeyOp::Remove(k) => {
+                match super::keyring::validate_key(k) {
+                    Ok(()) => Ok(()),
+                    Err(_) => Err(PacketError::Invalid("bad key")),
+                }
+            }
+        },
+        Body::KeyResponse { result, .. } => {
+            let keys_ok = result.keys.len() <= super::keyring::KEYS_MAX
+                && result
+                    .keys
+                    .iter()
+                    .all(|k| super::keyring::validate_key(&k.0).is_ok());
+            if keys_ok && result.message.len() <= KEY_MESSAGE_BYTES_MAX {
+                Ok(())
+            } else {
+                Err(PacketError::Invalid("bad key response"))
+            }
+        }
+        Body::Ping { .. }
+        | Body::Ack { .. }
+        | Body::Nack { .. }
+        | Body::Gossip
+        | Body::PingReq { .. } => Ok(()),
     }
 }

@@ -15,17 +15,21 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
+mod keys;
 mod news;
 mod send;
 mod suspicion;
+
+pub use keys::KeyReport;
 
 use crate::clock::{Duration, Instant};
 use crate::ids::NodeId;
 use crate::rng::Rng;
 
 use super::config::GossipConfig;
+use super::keyring::Keyring;
 use super::member::{Member, Status, Tags, Version};
-use super::packet::{decode_packet_bounded, encode_packet, Body, MemberInfo, Packet, Update};
+use super::packet::{decode_packet_sized, Body, KeyOp, MemberInfo, Update};
 
 /// Something happened to a pool.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -44,6 +48,11 @@ pub enum GossipInput {
     /// also forgotten at once, here and by every member the news reaches,
     /// instead of after the reap timeout.
     ForceLeave { name: String, prune: bool },
+    /// An operator's keyring operation (`tern keyring`): done here, then
+    /// asked of every live member over a stream; answered with
+    /// [`GossipEvent::KeyringDone`] carrying `id` once every member
+    /// answered or the query timeout passed.
+    Keyring { id: u64, op: KeyOp },
 }
 
 /// What a pool asks its driver to do.
@@ -120,6 +129,12 @@ pub enum GossipEvent {
         error: String,
         suppressed: u64,
     },
+    /// Our keyring changed (a keyring operation, ours or an operator's
+    /// through another member): the driver persists it before the answer
+    /// that follows this event leaves (Consul's `serf/local.keyring`).
+    KeyringChanged(Keyring),
+    /// A keyring operation asked with [`GossipInput::Keyring`] is complete.
+    KeyringDone(KeyReport),
 }
 
 /// Why a force-leave did nothing.
@@ -222,6 +237,13 @@ pub struct Gossip {
     next_reap_at: Instant,
     bad_log_at: Option<Instant>,
     bad_suppressed: u64,
+    /// The live keyring: `config.keyring` at start, then whatever keyring
+    /// operations made of it.
+    keyring: Keyring,
+    /// Nonces for sealing: a stream of its own, so sealing never shifts the
+    /// protocol's random choices.
+    nonce_rng: Rng,
+    key_queries: BTreeMap<u64, keys::KeyQuery>,
 }
 
 impl Gossip {
@@ -229,6 +251,7 @@ impl Gossip {
     pub fn new(config: GossipConfig, now: Instant) -> Result<Gossip, String> {
         validate(&config)?;
         let mut rng = Rng::new(config.seed ^ 0x6055_1b00_0000_0000);
+        let nonce_rng = Rng::new(config.seed ^ 0x5ea1_ed00_0000_0000);
         let me = MemberInfo {
             name: config.name.clone(),
             node_id: config.node_id,
@@ -268,12 +291,20 @@ impl Gossip {
             stopped: false,
             bad_log_at: None,
             bad_suppressed: 0,
+            keyring: config.keyring.clone(),
+            nonce_rng,
+            key_queries: BTreeMap::new(),
             config,
         })
     }
 
     pub fn config(&self) -> &GossipConfig {
         &self.config
+    }
+
+    /// The keys this pool seals and opens with now (primary first).
+    pub fn keyring(&self) -> &Keyring {
+        &self.keyring
     }
 
     /// Ourselves as the pool sees us.
@@ -351,6 +382,9 @@ impl Gossip {
         if let Some(l) = self.leave_at {
             t = t.min(l);
         }
+        for q in self.key_queries.values() {
+            t = t.min(q.deadline);
+        }
         Some(t)
     }
 
@@ -371,6 +405,7 @@ impl Gossip {
                     }));
                 }
             }
+            GossipInput::Keyring { id, op } => self.handle_key_op(now, id, op, out),
         }
     }
 
@@ -426,10 +461,23 @@ impl Gossip {
         bytes: &[u8],
         out: &mut Vec<GossipAction>,
     ) {
-        let packet = match decode_packet_bounded(bytes, &self.config) {
+        let (plain, sealed) = match self.unseal(bytes) {
+            Ok(p) => p,
+            Err(e) => return self.dropped(now, from, e, out),
+        };
+        let packet = match decode_packet_sized(&plain, bytes.len(), &self.config) {
             Ok(p) => p,
             Err(e) => return self.dropped(now, from, e.to_string(), out),
         };
+        let key_op = matches!(
+            packet.body,
+            Body::KeyRequest { .. } | Body::KeyResponse { .. }
+        );
+        if key_op && !sealed {
+            // Keys never travel, and are never taken, in the clear.
+            let e = "a keyring operation that is not encrypted".to_string();
+            return self.dropped(now, from, e, out);
+        }
         for u in packet.updates {
             self.apply(now, u, out);
         }
@@ -492,6 +540,8 @@ impl Gossip {
                     }));
                 }
             }
+            Body::KeyRequest { seq, op } => self.handle_key_request(from, seq, op, out),
+            Body::KeyResponse { seq, result } => self.handle_key_response(from, seq, result, out),
         }
     }
 
@@ -550,6 +600,7 @@ impl Gossip {
             }
         }
         self.tick_join(now, out);
+        self.tick_key_queries(now, out);
         self.tick_relays(now, out);
         self.tick_suspicions(now, out);
         if self.leave_at.is_none() {
@@ -752,7 +803,8 @@ impl Gossip {
             let to = self.members[&name].info.address.clone();
             let packet = self.with_updates(Body::Gossip);
             if !packet.updates.is_empty() {
-                out.push(send_action(&to, &packet));
+                let action = self.packet_action(&to, &packet);
+                out.push(action);
             }
         }
     }
@@ -779,14 +831,6 @@ impl Gossip {
                 status,
             }));
         }
-    }
-}
-
-fn send_action(to: &str, packet: &Packet) -> GossipAction {
-    GossipAction::Send {
-        to: to.to_string(),
-        bytes: encode_packet(packet),
-        stream: packet.is_stream(),
     }
 }
 

@@ -32,7 +32,7 @@ use std::net::SocketAddr;
 use std::time::Duration as StdDuration;
 
 use tern_core::autopilot::GossipStatus;
-use tern_core::gossip::{GossipConfig, GossipEvent, Member, Status, Tags};
+use tern_core::gossip::{GossipConfig, GossipEvent, KeyOp, KeyReport, Member, Status, Tags};
 use tern_core::reconcile::ServerMember;
 use tern_core::serf_health::LanMember;
 use tokio::sync::{broadcast, mpsc, watch};
@@ -187,8 +187,9 @@ impl Pools {
                     ),
                     w,
                 );
+                let (config, file) = encrypted(config, options, crate::keyring::WAN_KEYRING)?;
                 Some(
-                    GossipNode::start(config, w.bind, PoolKind::Wan)
+                    GossipNode::start_with_keyring_file(config, w.bind, PoolKind::Wan, file)
                         .await
                         .map_err(|e| {
                             format!(
@@ -226,14 +227,20 @@ impl Pools {
             ),
             &options.lan,
         );
-        let lan = GossipNode::start(lan_config, options.lan.bind, PoolKind::Lan)
-            .await
-            .map_err(|e| {
-                format!(
-                    "ports.serf_lan: cannot start the LAN gossip pool on {}: {e}",
-                    options.lan.bind
-                )
-            })?;
+        let (lan_config, lan_file) = encrypted(lan_config, options, crate::keyring::LAN_KEYRING)?;
+        let lan = GossipNode::start_with_keyring_file(
+            lan_config,
+            options.lan.bind,
+            PoolKind::Lan,
+            lan_file,
+        )
+        .await
+        .map_err(|e| {
+            format!(
+                "ports.serf_lan: cannot start the LAN gossip pool on {}: {e}",
+                options.lan.bind
+            )
+        })?;
         let (reports_tx, reports_rx) = mpsc::channel(REPORTS_MAX);
         let (servers_tx, servers) = watch::channel(Vec::new());
         // Subscribe before any join so no event is missed.
@@ -354,6 +361,30 @@ impl Pools {
         }
     }
 
+    /// A keyring operation on every pool of this agent, the WAN pool first
+    /// and then the LAN pool, as Consul's `Internal.KeyringOperation`
+    /// orders its answers.
+    pub async fn keyring(&self, op: KeyOp) -> Vec<(Pool, Result<KeyReport, GossipError>)> {
+        let mut out = Vec::new();
+        if let Some(wan) = &self.wan {
+            out.push((Pool::Wan, wan.keyring(op.clone()).await));
+        }
+        out.push((Pool::Lan, self.lan.keyring(op).await));
+        out
+    }
+
+    /// Each pool's keys as this agent holds them (`?local-only`), WAN first.
+    pub async fn local_keyring(
+        &self,
+    ) -> Vec<(Pool, Result<tern_core::gossip::Keyring, GossipError>)> {
+        let mut out = Vec::new();
+        if let Some(wan) = &self.wan {
+            out.push((Pool::Wan, wan.local_keyring().await));
+        }
+        out.push((Pool::Lan, self.lan.local_keyring().await));
+        out
+    }
+
     /// Starts the background `retry_join` of each pool.
     pub(crate) fn spawn_retry_joins(pools: &std::sync::Arc<Pools>, options: &AgentOptions) {
         let wanted = [
@@ -368,6 +399,20 @@ impl Pools {
             tokio::spawn(retry_join(pools.clone(), pool, o.clone()));
         }
     }
+}
+
+/// The pool's keyring (its file in the data dir, or `encrypt`) and the
+/// `encrypt_verify_*` settings, with the file its changes are written to.
+fn encrypted(
+    mut c: GossipConfig,
+    options: &AgentOptions,
+    file: &str,
+) -> Result<(GossipConfig, Option<std::path::PathBuf>), String> {
+    let (ring, path) = crate::keyring::setup(options.data_dir.as_deref(), file, &options.encrypt)?;
+    c.keyring = ring;
+    c.encrypt_verify_incoming = options.encrypt.verify_incoming;
+    c.encrypt_verify_outgoing = options.encrypt.verify_outgoing;
+    Ok((c, path))
 }
 
 /// The pool's timings with the agent's join settings: the pool makes one

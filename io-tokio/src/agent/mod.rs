@@ -37,6 +37,10 @@ pub struct AgentOptions {
     /// persisted (the config is their source).
     pub services: Vec<tern_core::local::ServiceDef>,
     pub checks: Vec<tern_core::local::CheckDef>,
+    /// Gossip encryption (`encrypt`, `encrypt_verify_*`).
+    pub encrypt: crate::keyring::EncryptOptions,
+    /// Connections per client IP on the server port and the HTTP API.
+    pub limits: crate::connlimit::ConnLimits,
 }
 
 /// Where one gossip pool listens and whom it joins (Consul's `start_join`,
@@ -226,6 +230,34 @@ impl AgentHandle {
         prune: bool,
     ) -> Result<(), MembersError> {
         self.pools()?.force_leave(pool, node, prune).await
+    }
+
+    /// A keyring operation on every pool (`/v1/operator/keyring`), the WAN
+    /// pool's answer first.
+    pub async fn keyring(
+        &self,
+        op: tern_core::gossip::KeyOp,
+    ) -> Result<
+        Vec<(
+            Pool,
+            Result<tern_core::gossip::KeyReport, crate::gossip::GossipError>,
+        )>,
+        MembersError,
+    > {
+        Ok(self.pools()?.keyring(op).await)
+    }
+
+    /// Each pool's own keys (`/v1/operator/keyring?local-only`).
+    pub async fn local_keyring(
+        &self,
+    ) -> Result<
+        Vec<(
+            Pool,
+            Result<tern_core::gossip::Keyring, crate::gossip::GossipError>,
+        )>,
+        MembersError,
+    > {
+        Ok(self.pools()?.local_keyring().await)
     }
 
     pub fn options(&self) -> &AgentOptions {

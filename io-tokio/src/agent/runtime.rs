@@ -76,6 +76,7 @@ pub async fn start(options: AgentOptions) -> Result<Agent, String> {
         options.core.frame_bytes_max,
         inbound_tx,
         refusals.clone(),
+        options.limits.rpc_max_conns_per_client,
     ));
     let (tx, rx) = mpsc::channel(4096);
     let handle = AgentHandle {

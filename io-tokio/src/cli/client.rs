@@ -131,6 +131,12 @@ impl Client {
         self.send("DELETE", path, query, None)
     }
 
+    /// A request with a body for any method (`keyring`'s POST, PUT and
+    /// DELETE all carry `{"Key": ...}`).
+    pub fn with_body(&self, method: &str, path: &str, body: &[u8]) -> Result<Reply, String> {
+        self.send(method, path, &[], Some(body))
+    }
+
     fn send(
         &self,
         method: &str,
@@ -166,7 +172,10 @@ impl Client {
         let result = match (method, body) {
             ("PUT", body) => with_token(self.agent.put(&url), token).send(body.unwrap_or(&[])),
             ("POST", body) => with_token(self.agent.post(&url), token).send(body.unwrap_or(&[])),
-            ("DELETE", _) => with_token(self.agent.delete(&url), token).call(),
+            ("DELETE", Some(body)) => with_token(self.agent.delete(&url), token)
+                .force_send_body()
+                .send(body),
+            ("DELETE", None) => with_token(self.agent.delete(&url), token).call(),
             _ => with_token(self.agent.get(&url), token).call(),
         };
         // Go's client error reads `Get "http://...": dial tcp ...`.

@@ -71,6 +71,16 @@ pub(crate) const COMMANDS: &[CommandDoc] = &[
         help: super::members::JOIN_USAGE,
     },
     CommandDoc {
+        path: "keygen",
+        synopsis: "Generates a new encryption key",
+        help: super::keyring::KEYGEN_USAGE,
+    },
+    CommandDoc {
+        path: "keyring",
+        synopsis: "Manages gossip layer encryption keys",
+        help: super::keyring::KEYRING_USAGE,
+    },
+    CommandDoc {
         path: "kv",
         synopsis: "Reads and writes the key/value store",
         help: KV_HELP,

@@ -3,8 +3,8 @@
 //! `kv get|put|delete|export|import`, `catalog datacenters|nodes|services`,
 //! `operator raft list-peers|remove-peer|transfer-leader`,
 //! `operator autopilot get-config|set-config|state`, `services
-//! register|deregister`, `members`, `join`,
-//! `force-leave`, `leave`, `version` (and `bench kv`, in `crate::bench`).
+//! register|deregister`, `members`, `join`, `force-leave`, `leave`, `keygen`,
+//! `keyring`, `version` (and `bench kv`, in `crate::bench`).
 //!
 //! Output follows Consul's CLI. A request or value error is one line on
 //! stderr and exit code 1 (Consul's code for usage and request errors
@@ -16,6 +16,7 @@ mod catalog;
 mod client;
 pub(crate) mod flags;
 mod help;
+mod keyring;
 mod kv;
 mod lock;
 mod members;
@@ -82,6 +83,8 @@ pub fn run_with_input(
         "catalog services" => catalog::services(rest, &mut io),
         "operator raft transfer-leader" => operator::transfer_leader(rest, &mut io),
         "members" => members::members(rest, &mut io),
+        "keygen" => keyring::keygen(rest, &mut io),
+        "keyring" => keyring::keyring(rest, &mut io),
         "join" => members::join(rest, &mut io),
         "force-leave" => members::force_leave(rest, &mut io),
         "leave" => operator::leave(rest, &mut io),

@@ -3,8 +3,9 @@
 //! Consul config directory loads: a key here that Tern does not implement is
 //! ignored with a warning, while a key in neither is still an error.
 //!
-//! Blocks Tern reads key by key (`ports`, `performance`, `autopilot`) list
-//! their inner keys; every other block is one key, ignored whole.
+//! Blocks Tern reads key by key (`ports`, `performance`, `autopilot`,
+//! `limits`) list their inner keys; every other block is one key, ignored
+//! whole.
 
 /// Consul's top-level keys.
 const TOP: &[&str] = &[
@@ -176,8 +177,18 @@ const TOP: &[&str] = &[
 ];
 
 /// Inner keys of the blocks Tern reads key by key (`Ports`, `Performance`,
-/// `Autopilot` in config.go).
+/// `Autopilot`, `Limits` in config.go).
 const NESTED: &[&str] = &[
+    "limits.http_max_conns_per_client",
+    "limits.https_handshake_timeout",
+    "limits.kv_max_value_size",
+    "limits.request_limits",
+    "limits.rpc_client_timeout",
+    "limits.rpc_handshake_timeout",
+    "limits.rpc_max_burst",
+    "limits.rpc_max_conns_per_client",
+    "limits.rpc_rate",
+    "limits.txn_max_req_len",
     "autopilot.cleanup_dead_servers",
     "autopilot.disable_upgrade_migration",
     "autopilot.last_contact_threshold",

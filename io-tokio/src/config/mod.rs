@@ -81,6 +81,7 @@ pub(crate) const AGENT_FLAGS: &[Spec] = &[
     value("node-id"),
     value("datacenter"),
     value("data-dir"),
+    value("encrypt"),
     value("bind"),
     value("advertise"),
     value("client"),
@@ -115,6 +116,7 @@ const FLAG_KEYS: &[(&str, &str)] = &[
     ("node-id", "node_id"),
     ("datacenter", "datacenter"),
     ("data-dir", "data_dir"),
+    ("encrypt", "encrypt"),
     ("bind", "bind_addr"),
     ("advertise", "advertise_addr"),
     ("client", "client_addr"),
@@ -420,6 +422,34 @@ fn build(c: Layer, dev: bool) -> Result<AgentConfig, ConfigError> {
             crate::http::check_from_config(v).map_err(|e| ConfigError(format!("checks[{i}]: {e}")))
         })
         .collect::<Result<Vec<_>, _>>()?;
+    let encrypt = crate::keyring::EncryptOptions {
+        key: match c.encrypt.as_deref().map(str::trim) {
+            None | Some("") => None,
+            Some(text) => Some(
+                crate::keyring::decode_key(text)
+                    .map_err(|e| ConfigError(format!("encrypt: {e}")))?,
+            ),
+        },
+        verify_incoming: c.encrypt_verify_incoming.unwrap_or(true),
+        verify_outgoing: c.encrypt_verify_outgoing.unwrap_or(true),
+    };
+    let limit = |n: Option<u64>, default: usize, key: &str| {
+        n.map_or(Ok(default), |n| {
+            usize::try_from(n).map_err(|_| ConfigError(format!("limits.{key}: {n} is too large")))
+        })
+    };
+    let limits = crate::connlimit::ConnLimits {
+        rpc_max_conns_per_client: limit(
+            c.rpc_max_conns_per_client,
+            crate::connlimit::DEFAULT_RPC_MAX_CONNS_PER_CLIENT,
+            "rpc_max_conns_per_client",
+        )?,
+        http_max_conns_per_client: limit(
+            c.http_max_conns_per_client,
+            crate::connlimit::DEFAULT_HTTP_MAX_CONNS_PER_CLIENT,
+            "http_max_conns_per_client",
+        )?,
+    };
     Ok(AgentConfig {
         options: AgentOptions {
             core,
@@ -433,6 +463,8 @@ fn build(c: Layer, dev: bool) -> Result<AgentConfig, ConfigError> {
             server,
             services,
             checks,
+            encrypt,
+            limits,
         },
         logging: crate::logging::LogOptions {
             json: c.log_json.unwrap_or(false),
@@ -596,6 +628,7 @@ Command Options
   -node-id=<uuid>           node id (default: random, kept in the data dir)
   -datacenter=<dc>          datacenter (default dc1)
   -data-dir=<path>          where Raft state is kept (required unless -dev)
+  -encrypt=<key>            gossip encryption key, base64 (`tern keygen`)
   -bind=<ip>                address for the server and gossip ports (0.0.0.0)
   -advertise=<ip>           address other agents use to reach this one
   -client=<ip>              address of the HTTP API (127.0.0.1)

@@ -57,6 +57,14 @@ pub(crate) struct Layer {
     /// API's JSON (`config/services.rs`); they append across sources.
     pub services: Vec<Value>,
     pub checks: Vec<Value>,
+    /// Gossip encryption: `encrypt` (base64 of a 16, 24 or 32-byte key),
+    /// `encrypt_verify_incoming`, `encrypt_verify_outgoing`.
+    pub encrypt: Option<String>,
+    pub encrypt_verify_incoming: Option<bool>,
+    pub encrypt_verify_outgoing: Option<bool>,
+    /// `limits { rpc_max_conns_per_client http_max_conns_per_client }`.
+    pub rpc_max_conns_per_client: Option<u64>,
+    pub http_max_conns_per_client: Option<u64>,
 }
 
 /// Consul's `autopilot { ... }` keys (agent/config/config.go `Autopilot`).
@@ -137,6 +145,23 @@ impl Layer {
             b.disable_upgrade_migration,
         );
         over(&mut a.upgrade_version_tag, b.upgrade_version_tag);
+        over(&mut self.encrypt, later.encrypt);
+        over(
+            &mut self.encrypt_verify_incoming,
+            later.encrypt_verify_incoming,
+        );
+        over(
+            &mut self.encrypt_verify_outgoing,
+            later.encrypt_verify_outgoing,
+        );
+        over(
+            &mut self.rpc_max_conns_per_client,
+            later.rpc_max_conns_per_client,
+        );
+        over(
+            &mut self.http_max_conns_per_client,
+            later.http_max_conns_per_client,
+        );
     }
 
     /// Set the setting at Consul key path `key` (`ports.http`) from `v`.
@@ -206,6 +231,19 @@ impl Layer {
             "autopilot.upgrade_version_tag" => {
                 self.autopilot.upgrade_version_tag = Some(string(v).map_err(e)?)
             }
+            "encrypt" => self.encrypt = Some(string(v).map_err(e)?),
+            "encrypt_verify_incoming" => {
+                self.encrypt_verify_incoming = Some(boolean(v).map_err(e)?)
+            }
+            "encrypt_verify_outgoing" => {
+                self.encrypt_verify_outgoing = Some(boolean(v).map_err(e)?)
+            }
+            "limits.rpc_max_conns_per_client" => {
+                self.rpc_max_conns_per_client = Some(whole(v).map_err(e)?)
+            }
+            "limits.http_max_conns_per_client" => {
+                self.http_max_conns_per_client = Some(whole(v).map_err(e)?)
+            }
             _ => return Ok(false),
         }
         Ok(true)
@@ -231,7 +269,7 @@ impl Layer {
                         layer.checks.push(super::services::check_to_api(&b, key)?);
                     }
                 }
-                "ports" | "performance" | "autopilot" => {
+                "ports" | "performance" | "autopilot" | "limits" => {
                     for (inner, v) in block(v).map_err(|m| format!("{key}: {m}"))? {
                         let path = format!("{key}.{inner}");
                         layer.set_or_ignore(&path, &v)?;
@@ -252,7 +290,7 @@ impl Layer {
         }
         if super::consul_keys::is_consul_key(key) {
             let consequence = if super::consul_keys::is_security_key(key) {
-                " (NOT enforced: this agent has no ACLs, TLS or gossip encryption yet)"
+                " (NOT enforced: this agent has no ACLs or TLS yet)"
             } else {
                 ""
             };

@@ -15,6 +15,7 @@
 //! | `GET /v1/operator/raft/configuration`, `DELETE /v1/operator/raft/peer`, `POST /v1/operator/raft/transfer-leader` | Raft membership |
 //! | `GET /v1/agent/metrics` | go-metrics' JSON, `?format=prometheus` |
 //! | `GET /v1/operator/autopilot/{configuration,health,state}`, `PUT .../configuration[?cas=]` | autopilot (health: 429 when unhealthy) |
+//! | `GET/POST/PUT/DELETE /v1/operator/keyring` | gossip encryption keys: list, install, use, remove (`keyring.rs`) |
 //! | `GET /v1/health/{node,checks,state,service}/<name>` | checks and instances with their checks: passing, tag, node-meta, blocking |
 //! | `PUT /v1/catalog/{register,deregister}`, `GET /v1/catalog/{datacenters,nodes,services}`, `GET /v1/catalog/{service,node,node-services}/<name>` | the catalog: tag, node-meta, blocking, stale/consistent |
 //! | `PUT /v1/session/{create,destroy/<id>,renew/<id>}`, `GET /v1/session/{info/<id>,node/<n>,list}` | sessions (`session.rs`); KV `?acquire=`/`?release=` |
@@ -35,6 +36,7 @@ mod catalog;
 mod filter;
 mod gojson;
 mod health;
+mod keyring;
 mod kv;
 mod members;
 mod metrics;
@@ -188,6 +190,13 @@ pub fn router(agent: AgentHandle) -> Router {
             get(autopilot::configuration).put(autopilot::set_configuration),
         )
         .route("/v1/operator/autopilot/health", get(autopilot::health))
+        .route(
+            "/v1/operator/keyring",
+            get(keyring::keyring)
+                .post(keyring::keyring)
+                .put(keyring::keyring)
+                .delete(keyring::keyring),
+        )
         .route("/v1/operator/autopilot/state", get(autopilot::state))
         .route("/v1/catalog/register", put(catalog::register))
         .route("/v1/catalog/deregister", put(catalog::deregister))
@@ -229,12 +238,18 @@ pub async fn serve(listener: tokio::net::TcpListener, agent: AgentHandle) -> std
 }
 
 /// `serve` until the agent has left, then stop taking connections and let
-/// the requests in flight finish (the leave's own answer among them).
+/// the requests in flight finish (the leave's own answer among them). Each
+/// client IP may hold `limits.http_max_conns_per_client` connections; one
+/// more gets Consul's 429 and is closed (`crate::connlimit`).
 pub async fn serve_until_left(
     listener: tokio::net::TcpListener,
     agent: AgentHandle,
 ) -> std::io::Result<()> {
     let left = agent.clone();
+    let listener = crate::connlimit::LimitedListener::new(
+        listener,
+        agent.options().limits.http_max_conns_per_client,
+    );
     axum::serve(listener, router(agent))
         .with_graceful_shutdown(async move { left.left().await })
         .await

@@ -1,11 +1,14 @@
 //! Sending: datagrams with piggybacked news (memberlist's transmit-limited
 //! broadcast queue), state exchanges, and the small helpers they share.
 
+use std::borrow::Cow;
+
 use crate::clock::Instant;
 
 use super::super::packet::{encode_packet, Body, Packet, PeerEntry, PeerState, Update};
+use super::super::seal::{self, SEAL_OVERHEAD};
 use super::suspicion::retransmit_limit;
-use super::{send_action, Entry, Gossip, GossipAction, GossipEvent, Queued, State};
+use super::{Entry, Gossip, GossipAction, GossipEvent, Queued, State};
 
 impl Gossip {
     pub(super) fn push_pull_with(&mut self, name: &str, out: &mut Vec<GossipAction>) {
@@ -33,13 +36,67 @@ impl Gossip {
             },
             updates: Vec::new(),
         };
-        out.push(send_action(to, &packet));
+        let action = self.packet_action(to, &packet);
+        out.push(action);
     }
 
     /// A datagram with as many queued updates as fit.
     pub(super) fn send(&mut self, to: &str, body: Body, out: &mut Vec<GossipAction>) {
         let packet = self.with_updates(body);
-        out.push(send_action(to, &packet));
+        let action = self.packet_action(to, &packet);
+        out.push(action);
+    }
+
+    /// Whether what we send is sealed: with a keyring and
+    /// `encrypt_verify_outgoing`, or always for keyring operations.
+    fn seals(&self, packet: &Packet) -> bool {
+        let key_op = matches!(
+            packet.body,
+            Body::KeyRequest { .. } | Body::KeyResponse { .. }
+        );
+        self.keyring.is_enabled() && (self.config.encrypt_verify_outgoing || key_op)
+    }
+
+    /// The packet's bytes, sealed with the primary key when [`Self::seals`].
+    pub(super) fn packet_action(&mut self, to: &str, packet: &Packet) -> GossipAction {
+        let plain = encode_packet(packet);
+        let bytes = match self.keyring.primary() {
+            Some(key) if self.seals(packet) => {
+                let key = key.to_vec();
+                seal::seal(&key, seal::nonce(&mut self.nonce_rng), &plain)
+            }
+            _ => plain,
+        };
+        GossipAction::Send {
+            to: to.to_string(),
+            bytes,
+            stream: packet.is_stream(),
+        }
+    }
+
+    /// A received packet's plain bytes and whether it was sealed; an error
+    /// (for the rate-limited drop log) when it may not be taken: sealed with
+    /// no key of ours, sealed while we have no keyring, or plain while
+    /// `encrypt_verify_incoming` asks for sealed packets.
+    pub(super) fn unseal<'a>(&self, bytes: &'a [u8]) -> Result<(Cow<'a, [u8]>, bool), String> {
+        if seal::is_sealed(bytes) {
+            if !self.keyring.is_enabled() {
+                return Err("an encrypted packet, but encryption is not configured".into());
+            }
+            if bytes.len() > self.config.stream_bytes_max.saturating_add(SEAL_OVERHEAD) {
+                return Err(format!(
+                    "sealed packet of {} bytes is over the limit",
+                    bytes.len()
+                ));
+            }
+            return seal::open(self.keyring.keys(), bytes)
+                .map(|p| (Cow::Owned(p), true))
+                .map_err(|e| e.to_string());
+        }
+        if self.keyring.is_enabled() && self.config.encrypt_verify_incoming {
+            return Err("a packet that is not encrypted (encrypt_verify_incoming is on)".into());
+        }
+        Ok((Cow::Borrowed(bytes), false))
     }
 
     /// Our view of the pool, for a state exchange.
@@ -75,8 +132,12 @@ impl Gossip {
         if self.queue.is_empty() {
             return packet;
         }
-        // The update count is a varint of at most 3 bytes for our limits.
+        // The update count is a varint of at most 3 bytes for our limits;
+        // sealing adds its overhead to what crosses the network.
         let mut size = encode_packet(&packet).len() + 2;
+        if self.seals(&packet) {
+            size += SEAL_OVERHEAD;
+        }
         let mut order: Vec<(u32, u64, String)> = self
             .queue
             .iter()
