@@ -181,6 +181,31 @@ pub(crate) const COMMANDS: &[CommandDoc] = &[
         help: super::snapshot::SAVE_USAGE,
     },
     CommandDoc {
+        path: "tls",
+        synopsis: "Makes a CA and the certificates agents use for TLS",
+        help: super::tls::TLS_HELP,
+    },
+    CommandDoc {
+        path: "tls ca",
+        synopsis: "Makes the certificate authority",
+        help: super::tls::CA_HELP,
+    },
+    CommandDoc {
+        path: "tls ca create",
+        synopsis: "Makes a new CA certificate and key",
+        help: super::tls::CA_CREATE_USAGE,
+    },
+    CommandDoc {
+        path: "tls cert",
+        synopsis: "Makes certificates signed by the CA",
+        help: super::tls::CERT_HELP,
+    },
+    CommandDoc {
+        path: "tls cert create",
+        synopsis: "Makes a server, client or cli certificate and key",
+        help: super::tls::CERT_CREATE_USAGE,
+    },
+    CommandDoc {
         path: "version",
         synopsis: "Prints the Tern version and the Consul version it matches",
         help: VERSION_HELP,

@@ -21,6 +21,7 @@ mod members;
 mod operator;
 mod snapshot;
 mod table;
+mod tls;
 
 use std::io::{Read, Write};
 
@@ -86,6 +87,8 @@ pub fn run_with_input(
         "snapshot save" => snapshot::save(rest, &mut io),
         "snapshot restore" => snapshot::restore(rest, &mut io),
         "snapshot inspect" => snapshot::inspect(rest, &mut io),
+        "tls ca create" => tls::ca_create(rest, &mut io),
+        "tls cert create" => tls::cert_create(rest, &mut io),
         "version" => version(rest, &mut io),
         "bench kv" => crate::bench::command(rest, io.out, io.err),
         // The binary runs the agent before it gets here (`agent_args`).
