@@ -98,6 +98,7 @@ async fn cluster(base: u8) -> Vec<Server> {
             bootstrap_expect: 3,
             dev: false,
             server: true,
+            tls: Default::default(),
         };
         let agent = tern::agent::start(options).await.unwrap();
         servers.push(Server {
@@ -299,6 +300,7 @@ async fn kv_writes_and_reads_go_through_a_client_agent() {
         bootstrap_expect: 0,
         dev: false,
         server: false,
+        tls: Default::default(),
     };
     let client = tern::agent::start_client(options, rx).await.unwrap();
     let h = &client.handle;

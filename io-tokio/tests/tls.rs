@@ -2,14 +2,18 @@
 //! files Consul's commands write, read back and checked), and the server
 //! port under TLS.
 
+use std::io::{Read, Write};
+use std::net::TcpStream;
 use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use x509_parser::extensions::{GeneralName, ParsedExtension};
 use x509_parser::prelude::*;
 
 mod common;
-use common::temp_dir;
+use common::{free_gossip_port, free_port, temp_dir};
 
 /// Run `tern ARGS` in `dir`: (exit code, stdout, stderr).
 fn tern_in(dir: &Path, args: &[&str]) -> (i32, String, String) {
@@ -280,4 +284,479 @@ fn files(dir: &Path) -> Vec<PathBuf> {
         .collect();
     v.sort();
     v
+}
+
+// ----- PKI made with the real binary -----
+
+/// A CA and the certificates made from it, in one directory.
+struct Pki {
+    dir: PathBuf,
+}
+
+impl Pki {
+    fn new(name: &str) -> Pki {
+        let dir = temp_dir(name);
+        let (code, out, err) = tern_in(&dir, &["tls", "ca", "create"]);
+        assert_eq!(code, 0, "{out}{err}");
+        Pki { dir }
+    }
+
+    fn ca(&self) -> PathBuf {
+        self.dir.join("consul-agent-ca.pem")
+    }
+
+    /// `tern tls cert create ARGS`: the certificate and key files.
+    fn cert(&self, args: &[&str]) -> (PathBuf, PathBuf) {
+        let mut all = vec!["tls", "cert", "create"];
+        all.extend_from_slice(args);
+        let (code, out, err) = tern_in(&self.dir, &all);
+        assert_eq!(code, 0, "{out}{err}");
+        let saved: Vec<PathBuf> = out
+            .lines()
+            .filter_map(|l| l.strip_prefix("==> Saved "))
+            .map(|f| self.dir.join(f))
+            .collect();
+        assert_eq!(saved.len(), 2, "{out}");
+        (saved[0].clone(), saved[1].clone())
+    }
+}
+
+/// The agent's `tls` block: everything verified.
+fn tls_hcl(ca: &Path, cert: &Path, key: &Path) -> String {
+    format!(
+        "tls {{\n  defaults {{\n    ca_file = \"{}\"\n    cert_file = \"{}\"\n    key_file = \"{}\"\n    \
+         verify_incoming = true\n    verify_outgoing = true\n  }}\n  \
+         internal_rpc {{\n    verify_server_hostname = true\n  }}\n}}\n",
+        ca.display(),
+        cert.display(),
+        key.display()
+    )
+}
+
+// ----- agents -----
+
+struct Agent {
+    name: String,
+    http: u16,
+    server: u16,
+    serf_lan: u16,
+    log: PathBuf,
+    child: Option<Child>,
+}
+
+impl Agent {
+    /// Start `tern agent` (a server unless `client`), joining `join` (LAN
+    /// gossip ports), with `hcl`.
+    fn start(name: &str, dir: &Path, client: bool, expect: usize, join: &[u16], hcl: &str) -> Agent {
+        let (http, server, serf_lan) = (free_port(), free_port(), free_gossip_port());
+        let data = dir.join(format!("data-{name}"));
+        let log = dir.join(format!("{name}.log"));
+        let mut args = vec![
+            "agent".to_string(),
+            format!("-hcl={hcl}"),
+            "-hcl=performance { raft_multiplier = 1 }".into(),
+            format!("-node={name}"),
+            format!("-data-dir={}", data.display()),
+            "-bind=127.0.0.1".into(),
+            "-client=127.0.0.1".into(),
+            format!("-http-port={http}"),
+            format!("-server-port={server}"),
+            format!("-serf-lan-port={serf_lan}"),
+            "-retry-interval=1s".into(),
+        ];
+        if !client {
+            args.push("-server".into());
+            args.push(format!("-bootstrap-expect={expect}"));
+            args.push(format!("-serf-wan-port={}", free_gossip_port()));
+        }
+        for p in join {
+            args.push(format!("-retry-join=127.0.0.1:{p}"));
+        }
+        let out = std::fs::File::create(&log).unwrap();
+        let child = Command::new(env!("CARGO_BIN_EXE_tern"))
+            .args(&args)
+            .env("TERN_LOG", "info")
+            .stdout(Stdio::from(out.try_clone().unwrap()))
+            .stderr(Stdio::from(out))
+            .spawn()
+            .expect("start tern agent");
+        Agent {
+            name: name.into(),
+            http,
+            server,
+            serf_lan,
+            log,
+            child: Some(child),
+        }
+    }
+
+    fn base(&self) -> String {
+        format!("http://127.0.0.1:{}", self.http)
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+fn logs(agents: &[&Agent]) -> String {
+    agents
+        .iter()
+        .map(|a| format!("---- {} ----\n{}", a.name, a.log()))
+        .collect()
+}
+
+fn http(method: &str, url: &str, body: &str) -> Option<(u16, String)> {
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .timeout_global(Some(Duration::from_secs(5)))
+        .http_status_as_error(false)
+        .build()
+        .into();
+    let mut r = match method {
+        "GET" => agent.get(url).call().ok()?,
+        _ => agent.put(url).send(body.as_bytes()).ok()?,
+    };
+    let status = r.status().as_u16();
+    Some((status, r.body_mut().read_to_string().ok()?))
+}
+
+/// Poll `f` every 100 ms until it gives `Some`, for at most `within`.
+fn wait_for<T>(within: Duration, mut f: impl FnMut() -> Option<T>) -> Option<T> {
+    let end = Instant::now() + within;
+    loop {
+        if let Some(v) = f() {
+            return Some(v);
+        }
+        if Instant::now() > end {
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+fn leader(agents: &[&Agent]) -> Option<usize> {
+    wait_for(Duration::from_secs(30), || {
+        agents.iter().find_map(|a| {
+            let (_, body) = http("GET", &format!("{}/v1/status/leader", a.base()), "")?;
+            let addr = body.trim().trim_matches('"').to_string();
+            agents
+                .iter()
+                .position(|b| addr == format!("127.0.0.1:{}", b.server))
+        })
+    })
+}
+
+/// The node id `/v1/agent/self` reports.
+fn node_id(a: &Agent) -> tern_core::NodeId {
+    let (_, body) = http("GET", &format!("{}/v1/agent/self", a.base()), "").unwrap();
+    body.split("\"NodeID\":\"")
+        .nth(1)
+        .and_then(|r| r.split('"').next())
+        .and_then(tern_core::NodeId::parse)
+        .expect("agent self names the node id")
+}
+
+// ----- a TLS client of the server port -----
+
+type TlsStream = rustls::StreamOwned<rustls::ClientConnection, TcpStream>;
+
+fn client_config(ca: &Path, cert: Option<&(PathBuf, PathBuf)>, alpn: &[&[u8]]) -> Arc<rustls::ClientConfig> {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    let mut roots = rustls::RootCertStore::empty();
+    for c in CertificateDer::pem_file_iter(ca).unwrap() {
+        roots.add(c.unwrap()).unwrap();
+    }
+    let b = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_root_certificates(roots);
+    let mut c = match cert {
+        Some((cert, key)) => b
+            .with_client_auth_cert(
+                CertificateDer::pem_file_iter(cert)
+                    .unwrap()
+                    .map(Result::unwrap)
+                    .collect(),
+                PrivateKeyDer::from_pem_file(key).unwrap(),
+            )
+            .unwrap(),
+        None => b.with_no_client_auth(),
+    };
+    c.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
+    Arc::new(c)
+}
+
+/// Open a TLS connection to the server port: RPC-TLS (`prefix` = [3]) or
+/// native (`prefix` empty), SNI `sni`. The handshake's outcome.
+fn tls_connect(
+    port: u16,
+    config: Arc<rustls::ClientConfig>,
+    prefix: &[u8],
+    sni: &str,
+) -> Result<TlsStream, String> {
+    let mut tcp = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    tcp.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    tcp.write_all(prefix).unwrap();
+    let name = rustls::pki_types::ServerName::try_from(sni.to_string()).unwrap();
+    let conn = rustls::ClientConnection::new(config, name).unwrap();
+    let mut s = rustls::StreamOwned::new(conn, tcp);
+    while s.conn.is_handshaking() {
+        s.conn
+            .complete_io(&mut s.sock)
+            .map_err(|e| e.to_string())?;
+    }
+    Ok(s)
+}
+
+/// Whether the server ended the connection (EOF, a TLS alert, a reset)
+/// rather than leaving it open for 5 s.
+fn ends<S: Read>(s: &mut S) -> bool {
+    let mut buf = [0u8; 64];
+    loop {
+        match s.read(&mut buf) {
+            Ok(0) => return true,
+            Ok(_) => continue,
+            Err(e) => {
+                return !matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                )
+            }
+        }
+    }
+}
+
+/// A KV write as a server forwards one to its leader (`MessageBody::Forward`).
+fn forwarded_put(from: u128, to: tern_core::NodeId, key: &str) -> Vec<u8> {
+    use tern_core::fsm::{KvCommand, KvWrite};
+    use tern_core::rpc::{Op, ReadMode, Request};
+    use tern_core::{Datacenter, Message, MessageBody, NodeId};
+    let m = Message {
+        from: NodeId(from),
+        from_address: "127.0.0.1:1".into(),
+        to,
+        body: MessageBody::Forward {
+            id: 1,
+            request: Request {
+                datacenter: Datacenter("dc1".into()),
+                read_mode: ReadMode::Default,
+                blocking: None,
+                op: Op::KvApply(KvCommand::Set(KvWrite {
+                    key: key.into(),
+                    flags: 0,
+                    value: b"forged".to_vec(),
+                })),
+            },
+        },
+    };
+    let mut frame = Vec::new();
+    tern_core::wire::encode_frame(&tern_core::wire::encode_message(&m), &mut frame);
+    frame
+}
+
+/// A client's call (`RPC_MULTIPLEX_V2` or ALPN `tern/rpc`): a KV put.
+fn call_put(s: &mut TlsStream, key: &str) -> Result<(), String> {
+    use tern_core::fsm::{KvCommand, KvWrite};
+    use tern_core::rpc::{Op, ReadMode, Request};
+    let call = tern_core::wire::Call {
+        id: 7,
+        request: Request {
+            datacenter: tern_core::Datacenter("dc1".into()),
+            read_mode: ReadMode::Default,
+            blocking: None,
+            op: Op::KvApply(KvCommand::Set(KvWrite {
+                key: key.into(),
+                flags: 0,
+                value: b"v".to_vec(),
+            })),
+        },
+    };
+    let mut frame = Vec::new();
+    tern_core::wire::encode_frame(&tern_core::wire::encode_call(&call), &mut frame);
+    s.write_all(&frame).map_err(|e| e.to_string())?;
+    s.flush().map_err(|e| e.to_string())?;
+    let mut header = [0u8; 4];
+    s.read_exact(&mut header).map_err(|e| e.to_string())?;
+    let mut payload = vec![0u8; u32::from_be_bytes(header) as usize];
+    s.read_exact(&mut payload).map_err(|e| e.to_string())?;
+    let reply = tern_core::wire::decode_call_reply(&payload).map_err(|e| e.to_string())?;
+    assert_eq!(reply.id, 7);
+    reply.response.map(|_| ()).map_err(|e| e.to_string())
+}
+
+fn count(haystack: &str, needle: &str) -> usize {
+    haystack.matches(needle).count()
+}
+
+/// Issue 11, deliverables 2 and 8: three servers with TLS everywhere
+/// (verify_incoming, verify_outgoing, verify_server_hostname) elect a leader
+/// and serve KV, also through a client agent that dials them with its
+/// client certificate; plaintext is refused with one rate-limited line; a
+/// client certificate cannot act as a server (a write it forwards as a
+/// server would is not applied), while the same bytes under a server
+/// certificate are (so the check is what stops them).
+#[test]
+fn a_tls_cluster_elects_serves_kv_and_refuses_plaintext_and_client_certificates_as_servers() {
+    let pki = Pki::new("tls-cluster");
+    let dir = pki.dir.clone();
+    let ca = pki.ca();
+    let mut agents: Vec<Agent> = Vec::new();
+    let mut joins = Vec::new();
+    for i in 1..=3 {
+        let name = format!("s{i}");
+        let (cert, key) = pki.cert(&["-server", &format!("-node={name}")]);
+        let a = Agent::start(&name, &dir, false, 3, &joins, &tls_hcl(&ca, &cert, &key));
+        joins.push(a.serf_lan);
+        agents.push(a);
+    }
+    // Phase 1: the cluster forms over TLS.
+    let servers: Vec<&Agent> = agents.iter().collect();
+    let l = leader(&servers).unwrap_or_else(|| panic!("no leader\n{}", logs(&servers)));
+    let follower = (l + 1) % 3;
+    let put = http(
+        "PUT",
+        &format!("{}/v1/kv/over-tls", servers[follower].base()),
+        "yes",
+    );
+    assert_eq!(put.map(|r| r.1), Some("true".into()), "{}", logs(&servers));
+    for a in &servers {
+        let read = wait_for(Duration::from_secs(10), || {
+            http("GET", &format!("{}/v1/kv/over-tls?raw&stale", a.base()), "")
+                .filter(|r| r.0 == 200)
+        });
+        assert_eq!(read.map(|r| r.1), Some("yes".into()), "{}", a.name);
+    }
+
+    // Phase 2: a client agent with a client certificate works through them.
+    let (ccert, ckey) = pki.cert(&["-client"]);
+    let client = Agent::start(
+        "c1",
+        &dir,
+        true,
+        0,
+        &joins,
+        &tls_hcl(&ca, &ccert, &ckey).replace("verify_server_hostname = true", ""),
+    );
+    let put = wait_for(Duration::from_secs(20), || {
+        http("PUT", &format!("{}/v1/kv/via-client", client.base()), "c")
+            .filter(|r| r.0 == 200)
+    });
+    assert_eq!(put.map(|r| r.1), Some("true".into()), "{}", client.log());
+
+    // Phase 3: plaintext is refused, one line for a burst of five.
+    let port = servers[l].server;
+    for _ in 0..5 {
+        let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        let _ = s.write_all(&forwarded_put(0xBAD, node_id(servers[l]), "plain"));
+        assert!(ends(&mut s), "a plaintext connection is closed");
+    }
+    let line = "refused a non-TLS connection from 127.0.0.1";
+    let seen = wait_for(Duration::from_secs(5), || {
+        Some(servers[l].log()).filter(|log| log.contains(line))
+    })
+    .expect("the refusal is logged");
+    assert_eq!(count(&seen, line), 1, "rate-limited to one line:\n{seen}");
+    assert!(seen.contains("verify_incoming is set"), "{seen}");
+
+    // Phase 4: a client certificate cannot act as a server: RPC-TLS with
+    // the inner Raft byte, and ALPN tern/raft. Its forwarded write is not
+    // applied; the connection is closed with one line.
+    let leader_id = node_id(servers[l]);
+    let client_cert = (ccert.clone(), ckey.clone());
+    let mut s = tls_connect(
+        port,
+        client_config(&ca, Some(&client_cert), &[]),
+        &[3],
+        "server.dc1.consul",
+    )
+    .expect("the handshake itself succeeds: the CA is right");
+    s.write_all(&[1]).unwrap();
+    let _ = s.write_all(&forwarded_put(0xC1, leader_id, "forged-rpc-tls"));
+    let _ = s.flush();
+    assert!(ends(&mut s));
+    let mut s = tls_connect(
+        port,
+        client_config(&ca, Some(&client_cert), &[b"tern/raft"]),
+        &[],
+        &format!("{}.server.dc1.consul", servers[l].name),
+    )
+    .expect("handshake");
+    let _ = s.write_all(&forwarded_put(0xC2, leader_id, "forged-alpn"));
+    let _ = s.flush();
+    assert!(ends(&mut s));
+    // But its calls as a client are served, on both paths.
+    let mut s = tls_connect(
+        port,
+        client_config(&ca, Some(&client_cert), &[]),
+        &[3],
+        "server.dc1.consul",
+    )
+    .unwrap();
+    s.write_all(&[4]).unwrap();
+    assert_eq!(call_put(&mut s, "client-call-rpc-tls"), Ok(()));
+    let mut s = tls_connect(
+        port,
+        client_config(&ca, Some(&client_cert), &[b"tern/rpc"]),
+        &[],
+        &format!("{}.server.dc1.consul", servers[l].name),
+    )
+    .unwrap();
+    assert_eq!(call_put(&mut s, "client-call-alpn"), Ok(()));
+
+    // The control: the same forwarded write under a server certificate is
+    // applied, so it is the certificate check that stopped the others.
+    let server_cert = pki.cert(&["-server"]);
+    let mut s = tls_connect(
+        port,
+        client_config(&ca, Some(&server_cert), &[]),
+        &[3],
+        "server.dc1.consul",
+    )
+    .unwrap();
+    s.write_all(&[1]).unwrap();
+    s.write_all(&forwarded_put(0x5E, leader_id, "forwarded-by-a-server"))
+        .unwrap();
+    s.flush().unwrap();
+    let base = servers[l].base();
+    let applied = wait_for(Duration::from_secs(10), || {
+        http("GET", &format!("{base}/v1/kv/forwarded-by-a-server?raw"), "").filter(|r| r.0 == 200)
+    });
+    assert_eq!(applied.map(|r| r.1), Some("forged".into()), "{}", servers[l].log());
+    for key in ["forged-rpc-tls", "forged-alpn", "plain"] {
+        assert_eq!(
+            http("GET", &format!("{base}/v1/kv/{key}"), "").map(|r| r.0),
+            Some(404),
+            "{key} was not written"
+        );
+    }
+    for key in ["client-call-rpc-tls", "client-call-alpn"] {
+        assert_eq!(
+            http("GET", &format!("{base}/v1/kv/{key}?raw"), "").map(|r| r.1),
+            Some("v".into()),
+        );
+    }
+    // No handshake between the agents themselves failed.
+    for a in servers.iter().chain([&&client]) {
+        assert_eq!(count(&a.log(), "TLS handshake with"), 0, "{}", a.log());
+    }
+    let log = servers[l].log();
+    assert!(
+        log.contains("refused Raft from 127.0.0.1")
+            && log.contains("certificate for client.dc1.consul, localhost may not act as a server (needs server.dc1.consul)"),
+        "{log}"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
 }

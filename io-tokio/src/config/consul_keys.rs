@@ -232,6 +232,9 @@ pub(crate) fn is_security_key(key: &str) -> bool {
 /// Whether `key` (`"acl"`, `"ports.grpc"`) is a key of Consul's
 /// configuration.
 pub(crate) fn is_consul_key(key: &str) -> bool {
+    if super::tls::is_tls_block_key(key) {
+        return true;
+    }
     match key.contains('.') {
         true => NESTED.contains(&key),
         false => TOP.contains(&key),

@@ -10,6 +10,7 @@
 mod consul_keys;
 pub(crate) mod duration;
 mod source;
+mod tls;
 
 use std::io::Read;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
@@ -54,6 +55,8 @@ pub struct AgentConfig {
 
 /// Consul's defaults (`agent/config/default.go`).
 pub const DEFAULT_DATACENTER: &str = "dc1";
+/// Consul's `domain`: the last part of the names in server certificates.
+pub const DEFAULT_DOMAIN: &str = "consul";
 pub const DEFAULT_HTTP_PORT: u16 = 8500;
 pub const DEFAULT_SERVER_PORT: u16 = 8300;
 pub const DEFAULT_SERF_LAN_PORT: u16 = 8301;
@@ -350,6 +353,11 @@ fn build(c: Layer, dev: bool) -> Result<AgentConfig, ConfigError> {
         ConfigError(format!("{key}: {}", e.message))
     })?;
 
+    let tls = c
+        .tls
+        .resolve(&datacenter, c.domain.as_deref().unwrap_or(DEFAULT_DOMAIN));
+    tls.validate().map_err(ConfigError)?;
+
     core.node_id = match (c.node_id, &data_dir) {
         (Some(id), _) => id,
         (None, None) => random_node_id(),
@@ -413,6 +421,7 @@ fn build(c: Layer, dev: bool) -> Result<AgentConfig, ConfigError> {
             bootstrap_expect,
             dev,
             server,
+            tls,
         },
         logging: crate::logging::LogOptions {
             json: c.log_json.unwrap_or(false),

@@ -53,6 +53,10 @@ pub(crate) struct Layer {
     pub unsupported: Vec<String>,
     /// The `autopilot { ... }` stanza.
     pub autopilot: AutopilotLayer,
+    /// Consul's `domain` (the names in TLS certificates; `consul`).
+    pub domain: Option<String>,
+    /// The `tls { ... }` block and the old top-level TLS keys.
+    pub tls: super::tls::TlsLayer,
 }
 
 /// Consul's `autopilot { ... }` keys (agent/config/config.go `Autopilot`).
@@ -131,6 +135,8 @@ impl Layer {
             b.disable_upgrade_migration,
         );
         over(&mut a.upgrade_version_tag, b.upgrade_version_tag);
+        over(&mut self.domain, later.domain);
+        self.tls.merge(later.tls);
     }
 
     /// Set the setting at Consul key path `key` (`ports.http`) from `v`.
@@ -200,7 +206,8 @@ impl Layer {
             "autopilot.upgrade_version_tag" => {
                 self.autopilot.upgrade_version_tag = Some(string(v).map_err(e)?)
             }
-            _ => return Ok(false),
+            "domain" => self.domain = Some(string(v).map_err(e)?),
+            k => return self.tls.set(k, v).map_err(e),
         }
         Ok(true)
     }
@@ -219,6 +226,14 @@ impl Layer {
                         layer.set_or_ignore(&path, &v)?;
                     }
                 }
+                "tls" => {
+                    for (section, inner) in block(v).map_err(|m| format!("tls: {m}"))? {
+                        let inner = block(&inner).map_err(|m| format!("tls.{section}: {m}"))?;
+                        for (k, v) in inner {
+                            layer.set_or_ignore(&format!("tls.{section}.{k}"), &v)?;
+                        }
+                    }
+                }
                 _ => layer.set_or_ignore(key, v)?,
             }
         }
@@ -234,7 +249,7 @@ impl Layer {
         }
         if super::consul_keys::is_consul_key(key) {
             let consequence = if super::consul_keys::is_security_key(key) {
-                " (NOT enforced: this agent has no ACLs, TLS or gossip encryption yet)"
+                " (NOT enforced: Tern does not implement it yet)"
             } else {
                 ""
             };
@@ -340,7 +355,7 @@ pub(crate) fn quoted(s: &str) -> String {
     got(&Value::String(s.to_string()))
 }
 
-fn string(v: &Value) -> Result<String, String> {
+pub(super) fn string(v: &Value) -> Result<String, String> {
     match v {
         Value::String(s) => Ok(s.clone()),
         _ => Err(format!("must be a string, got {}", got(v))),
@@ -367,7 +382,7 @@ pub(crate) fn parse_bool(s: &str) -> Option<bool> {
     }
 }
 
-fn boolean(v: &Value) -> Result<bool, String> {
+pub(super) fn boolean(v: &Value) -> Result<bool, String> {
     match v {
         Value::Bool(b) => Ok(*b),
         Value::String(s) => parse_bool(s).ok_or(()),
