@@ -182,7 +182,7 @@ impl Incoming {
         let kind = wire::conn::classify_first_byte(first);
         if let Some(t) = &self.tls {
             if t.options.internal_rpc.verify_incoming && kind != wire::conn::ConnKind::UpgradeTls {
-                t.plaintext_refused.warn(format!(
+                t.plaintext_refused.warn("plaintext", format!(
                     "server port: refused a non-TLS connection from {} (first byte {first:#04x}): verify_incoming is set",
                     self.peer
                 ));
@@ -222,10 +222,10 @@ impl Incoming {
     /// A failed handshake: one rate-limited line naming the peer and why.
     fn handshake_failed(&self, why: String) {
         if let Some(t) = &self.tls {
-            t.handshake_failed.warn(format!(
-                "server port: TLS handshake with {} failed: {why}",
-                self.peer
-            ));
+            t.handshake_failed.warn(
+                &why,
+                format!("server port: TLS handshake with {} failed: {why}", self.peer),
+            );
         }
     }
 
@@ -236,10 +236,10 @@ impl Incoming {
         match t.authorize_server(s.get_ref().1.peer_certificates(), always) {
             Ok(()) => true,
             Err(e) => {
-                t.unauthorized.warn(format!(
-                    "server port: refused Raft from {}: {e}",
-                    self.peer
-                ));
+                t.unauthorized.warn(
+                    &e,
+                    format!("server port: refused Raft from {}: {e}", self.peer),
+                );
                 false
             }
         }
@@ -789,6 +789,6 @@ pub async fn upgrade_outbound(
         Err(_) => "no handshake within the handshake timeout".to_string(),
     };
     let line = format!("server port: TLS handshake with {node} at {address} failed: {why}");
-    t.handshake_failed.warn(line.clone());
+    t.handshake_failed.warn(&why, line.clone());
     Err(line)
 }

@@ -27,7 +27,7 @@
 //! configuration they were made with, new ones take the new one.
 
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
@@ -627,44 +627,64 @@ pub fn describe(e: &std::io::Error) -> String {
     }
 }
 
-/// One log line per `PERIOD` at most for one kind of event; the lines left
-/// out are counted in the next one.
+/// One log line per [`THROTTLE_PERIOD`] at most for each reason (a
+/// flood of the same failure is one line; a new reason gets its own); the
+/// lines left out are counted in the next one for that reason.
 pub struct Throttle {
-    last: Mutex<Option<std::time::Instant>>,
-    dropped: AtomicU64,
+    reasons: Mutex<BTreeMap<String, Seen>>,
+}
+
+/// When a reason was last logged and how many lines were left out since.
+struct Seen {
+    at: std::time::Instant,
+    dropped: u64,
 }
 
 /// How often a throttled line may repeat.
 pub const THROTTLE_PERIOD: Duration = Duration::from_secs(10);
+/// Reasons remembered at once; past it, a new reason waits for old ones
+/// to age out (its lines are left out meanwhile).
+pub const THROTTLE_REASONS_MAX: usize = 64;
 
 impl Throttle {
     pub fn new() -> Throttle {
         Throttle {
-            last: Mutex::new(None),
-            dropped: AtomicU64::new(0),
+            reasons: Mutex::new(BTreeMap::new()),
         }
     }
 
     /// `Some(line)` to log now (with the count left out since the last
-    /// one), or `None` when the line is left out.
-    pub fn allow(&self, line: String) -> Option<String> {
+    /// one for `reason`), or `None` when the line is left out.
+    pub fn allow(&self, reason: &str, line: String) -> Option<String> {
         let now = std::time::Instant::now();
-        let mut last = self.last.lock().expect("not poisoned");
-        if last.is_some_and(|t| now.duration_since(t) < THROTTLE_PERIOD) {
-            self.dropped.fetch_add(1, Ordering::Relaxed);
-            return None;
+        let mut reasons = self.reasons.lock().expect("not poisoned");
+        if let Some(seen) = reasons.get_mut(reason) {
+            if now.duration_since(seen.at) < THROTTLE_PERIOD {
+                seen.dropped += 1;
+                return None;
+            }
+            let n = std::mem::replace(seen, Seen { at: now, dropped: 0 }).dropped;
+            return Some(match n {
+                0 => line,
+                n => format!(
+                    "{line} ({n} more like it in the last {}s)",
+                    THROTTLE_PERIOD.as_secs()
+                ),
+            });
         }
-        *last = Some(now);
-        let n = self.dropped.swap(0, Ordering::Relaxed);
-        Some(match n {
-            0 => line,
-            n => format!("{line} ({n} more like it in the last {}s)", THROTTLE_PERIOD.as_secs()),
-        })
+        if reasons.len() >= THROTTLE_REASONS_MAX {
+            reasons.retain(|_, s| now.duration_since(s.at) < THROTTLE_PERIOD);
+            if reasons.len() >= THROTTLE_REASONS_MAX {
+                return None;
+            }
+        }
+        reasons.insert(reason.to_string(), Seen { at: now, dropped: 0 });
+        Some(line)
     }
 
-    /// Log `line` at warn if it is its turn.
-    pub fn warn(&self, line: String) {
-        if let Some(l) = self.allow(line) {
+    /// Log `line` at warn if it is its turn for `reason`.
+    pub fn warn(&self, reason: &str, line: String) {
+        if let Some(l) = self.allow(reason, line) {
             tracing::warn!("{l}");
         }
     }
@@ -722,16 +742,28 @@ mod tests {
     }
 
     #[test]
-    fn a_throttled_line_is_logged_once_per_period_with_a_count() {
+    fn a_throttled_line_is_logged_once_per_period_and_reason_with_a_count() {
         let t = Throttle::new();
-        assert_eq!(t.allow("a".into()), Some("a".into()));
-        assert_eq!(t.allow("b".into()), None);
-        assert_eq!(t.allow("c".into()), None);
-        *t.last.lock().unwrap() = Some(std::time::Instant::now() - THROTTLE_PERIOD);
+        assert_eq!(t.allow("x", "a".into()), Some("a".into()));
+        assert_eq!(t.allow("x", "b".into()), None);
+        assert_eq!(t.allow("x", "c".into()), None);
+        assert_eq!(t.allow("y", "other".into()), Some("other".into()));
+        let past = std::time::Instant::now() - THROTTLE_PERIOD;
+        t.reasons.lock().unwrap().get_mut("x").unwrap().at = past;
         assert_eq!(
-            t.allow("d".into()),
+            t.allow("x", "d".into()),
             Some("d (2 more like it in the last 10s)".into())
         );
+        // At the limit of reasons, a new one waits until old ones age out.
+        for i in 0..THROTTLE_REASONS_MAX {
+            let _ = t.allow(&format!("r{i}"), String::new());
+        }
+        assert_eq!(t.allow("new", "n".into()), None);
+        for s in t.reasons.lock().unwrap().values_mut() {
+            s.at = past;
+        }
+        assert_eq!(t.allow("new", "n".into()), Some("n".into()));
+        assert_eq!(t.reasons.lock().unwrap().len(), 1);
     }
 
     #[test]

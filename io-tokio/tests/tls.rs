@@ -760,3 +760,194 @@ fn a_tls_cluster_elects_serves_kv_and_refuses_plaintext_and_client_certificates_
     );
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// Issue 11, deliverables 2 and 8, on one server with everything verified:
+/// a certificate from another CA is refused at the handshake; a dc2 server
+/// certificate (right CA) may not send Raft to dc1; an unknown ALPN
+/// protocol fails the handshake; the reserved WAN gossip protocols are
+/// closed politely; TLS inside TLS is refused; a connection that never
+/// finishes its handshake is closed at the deadline. Each refusal is one
+/// line naming the peer and the reason. On a server without
+/// verify_incoming, the ALPN path still demands a client certificate
+/// (Consul's handleNativeTLS) while RPC-TLS does not.
+#[test]
+fn the_server_port_refuses_foreign_cas_other_datacenters_unknown_alpn_and_slow_handshakes() {
+    let pki = Pki::new("tls-refusals");
+    let other = Pki::new("tls-refusals-other-ca");
+    let dir = pki.dir.clone();
+    let ca = pki.ca();
+    let (cert, key) = pki.cert(&["-server", "-node=solo"]);
+    let solo = Agent::start("solo", &dir, false, 1, &[], &tls_hcl(&ca, &cert, &key));
+    assert_eq!(leader(&[&solo]), Some(0), "{}", solo.log());
+    let port = solo.server;
+    let sni = "solo.server.dc1.consul";
+    let logged = |needle: &str| {
+        wait_for(Duration::from_secs(5), || {
+            Some(solo.log()).filter(|l| l.contains(needle))
+        })
+        .unwrap_or_else(|| panic!("no line {needle:?} in\n{}", solo.log()))
+    };
+
+    // Another CA's certificate: the server refuses it (under TLS 1.3 the
+    // client learns it from the alert after its last flight).
+    let foreign = other.cert(&["-server"]);
+    let attempt = tls_connect(port, client_config(&ca, Some(&foreign), &[]), &[3], sni);
+    if let Ok(mut s) = attempt {
+        let _ = s.write_all(&[4]);
+        let _ = s.flush();
+        assert!(ends(&mut s));
+    }
+    logged("TLS handshake with 127.0.0.1");
+    logged("failed: certificate from an unknown CA");
+
+    // A dc2 server certificate from the right CA: TLS works, Raft does not.
+    let dc2 = pki.cert(&["-server", "-dc=dc2"]);
+    let mut s = tls_connect(port, client_config(&ca, Some(&dc2), &[]), &[3], sni)
+        .expect("the CA is right");
+    s.write_all(&[1]).unwrap();
+    let _ = s.write_all(&forwarded_put(0xDC2, node_id(&solo), "from-dc2"));
+    let _ = s.flush();
+    assert!(ends(&mut s));
+    logged("certificate for server.dc2.consul, localhost may not act as a server (needs server.dc1.consul)");
+
+    // An ALPN protocol the server does not speak: no handshake.
+    let server_cert = pki.cert(&["-server"]);
+    let attempt = tls_connect(
+        port,
+        client_config(&ca, Some(&server_cert), &[b"h2"]),
+        &[],
+        sni,
+    );
+    assert!(attempt.is_err(), "an unknown ALPN fails the handshake");
+    logged("failed: no ALPN protocol in common");
+
+    // The reserved WAN gossip protocols: a handshake, then a polite close.
+    for proto in [&b"tern/wan-gossip/packet"[..], b"tern/wan-gossip/stream"] {
+        let mut s = tls_connect(
+            port,
+            client_config(&ca, Some(&server_cert), &[proto]),
+            &[],
+            sni,
+        )
+        .expect("reserved protocols are negotiated");
+        assert_eq!(s.conn.alpn_protocol(), Some(proto));
+        let mut buf = [0u8; 8];
+        assert_eq!(s.read(&mut buf).ok(), Some(0), "a close_notify, not a reset");
+    }
+    logged("ALPN protocol \"tern/wan-gossip/packet\" is reserved and not served yet");
+
+    // No TLS inside TLS.
+    let mut s = tls_connect(port, client_config(&ca, Some(&server_cert), &[]), &[3], sni).unwrap();
+    s.write_all(&[3]).unwrap();
+    s.flush().unwrap();
+    assert!(ends(&mut s));
+    logged("TLS connection attempting to establish inner TLS connection");
+
+    // The handshake deadline (Consul's rpc_handshake_timeout, 5 s): RPC-TLS
+    // asked for, then silence.
+    let mut tcp = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    tcp.set_read_timeout(Some(Duration::from_secs(15))).unwrap();
+    let started = Instant::now();
+    tcp.write_all(&[3]).unwrap();
+    assert!(ends(&mut tcp));
+    let waited = started.elapsed();
+    assert!(
+        waited >= Duration::from_millis(4500) && waited < Duration::from_secs(10),
+        "closed after {waited:?}"
+    );
+    logged("failed: no handshake within the handshake timeout");
+
+    // The node still serves, and nothing refused was written.
+    let base = solo.base();
+    assert_eq!(
+        http("PUT", &format!("{base}/v1/kv/after"), "1").map(|r| r.1),
+        Some("true".into())
+    );
+    assert_eq!(
+        http("GET", &format!("{base}/v1/kv/from-dc2"), "").map(|r| r.0),
+        Some(404)
+    );
+    drop(solo);
+
+    // Without verify_incoming: RPC-TLS needs no client certificate, the
+    // ALPN path still does.
+    let hcl = tls_hcl(&ca, &cert, &key).replace("verify_incoming = true", "verify_incoming = false");
+    let lax = Agent::start("lax", &dir, false, 1, &[], &hcl);
+    assert_eq!(leader(&[&lax]), Some(0), "{}", lax.log());
+    let mut s = tls_connect(lax.server, client_config(&ca, None, &[]), &[3], "server.dc1.consul")
+        .expect("RPC-TLS without a client certificate");
+    s.write_all(&[4]).unwrap();
+    assert_eq!(call_put(&mut s, "anonymous-call"), Ok(()));
+    let attempt = tls_connect(
+        lax.server,
+        client_config(&ca, None, &[b"tern/rpc"]),
+        &[],
+        "server.dc1.consul",
+    );
+    if let Ok(mut s) = attempt {
+        assert!(call_put(&mut s, "anonymous-alpn").is_err());
+    }
+    let line = wait_for(Duration::from_secs(5), || {
+        Some(lax.log()).filter(|l| l.contains("failed: no client certificate"))
+    });
+    assert!(line.is_some(), "{}", lax.log());
+    assert_eq!(
+        http("GET", &format!("{}/v1/kv/anonymous-alpn", lax.base()), "").map(|r| r.0),
+        Some(404)
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+    let _ = std::fs::remove_dir_all(&other.dir);
+}
+
+/// Issue 11, deliverable 8, with real processes: a server holding a dc2
+/// server certificate, and one holding a client certificate, both
+/// configured as dc1 servers and joined to dc1's gossip pool, never become
+/// part of dc1's Raft: the leader's dial fails its name check
+/// (verify_server_hostname) and their own Raft is refused; neither ever
+/// holds dc1's data, and each failure is logged with its reason.
+#[test]
+fn a_dc2_server_certificate_and_a_client_certificate_cannot_join_dc1_as_servers() {
+    let pki = Pki::new("tls-intruders");
+    let dir = pki.dir.clone();
+    let ca = pki.ca();
+    let (cert, key) = pki.cert(&["-server", "-node=s1"]);
+    let s1 = Agent::start("s1", &dir, false, 1, &[], &tls_hcl(&ca, &cert, &key));
+    assert_eq!(leader(&[&s1]), Some(0), "{}", s1.log());
+    let put = http("PUT", &format!("{}/v1/kv/dc1-data", s1.base()), "x");
+    assert_eq!(put.map(|r| r.1), Some("true".into()));
+
+    let (c2, k2) = pki.cert(&["-server", "-dc=dc2", "-node=intruder-dc2"]);
+    let (cc, kc) = pki.cert(&["-client"]);
+    let intruders = [
+        Agent::start("intruder-dc2", &dir, false, 0, &[s1.serf_lan], &tls_hcl(&ca, &c2, &k2)),
+        Agent::start("intruder-client", &dir, false, 0, &[s1.serf_lan], &tls_hcl(&ca, &cc, &kc)),
+    ];
+    // They join the gossip pool (gossip is not what this test is about)...
+    for i in &intruders {
+        let joined = wait_for(Duration::from_secs(20), || {
+            let (_, body) = http("GET", &format!("{}/v1/agent/members", s1.base()), "")?;
+            body.contains(&format!("\"Name\":\"{}\"", i.name)).then_some(())
+        });
+        assert!(joined.is_some(), "{} joined gossip\n{}", i.name, s1.log());
+    }
+    // ...and the leader's dials to them fail on the name.
+    let dial_failed = wait_for(Duration::from_secs(20), || {
+        let log = s1.log();
+        (log.contains("TLS handshake with intruder-dc2 at")
+            && log.contains("TLS handshake with intruder-client at")
+            && log.contains("failed: certificate for the wrong name"))
+        .then_some(())
+    });
+    assert!(dial_failed.is_some(), "{}", s1.log());
+    // Neither ever holds dc1's data (a stale read is served from what a
+    // server has applied).
+    std::thread::sleep(Duration::from_secs(3));
+    for i in &intruders {
+        let r = http("GET", &format!("{}/v1/kv/dc1-data?stale", i.base()), "");
+        assert_ne!(r.map(|r| r.0), Some(200), "{} has dc1's data", i.name);
+    }
+    // The leader is still alone in its Raft voters, and serves.
+    let put = http("PUT", &format!("{}/v1/kv/still", s1.base()), "y");
+    assert_eq!(put.map(|r| r.1), Some("true".into()), "{}", s1.log());
+    let _ = std::fs::remove_dir_all(&dir);
+}
