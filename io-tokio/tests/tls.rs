@@ -951,3 +951,141 @@ fn a_dc2_server_certificate_and_a_client_certificate_cannot_join_dc1_as_servers(
     assert_eq!(put.map(|r| r.1), Some("true".into()), "{}", s1.log());
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// Run `tern agent ARGS` expecting it to stop at start: its exit code and
+/// output.
+fn agent_refuses(dir: &Path, hcl: &str) -> (i32, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_tern"))
+        .args([
+            "agent",
+            "-server",
+            "-bootstrap-expect=1",
+            &format!("-data-dir={}", dir.join("refused-data").display()),
+            "-bind=127.0.0.1",
+            &format!("-http-port={}", free_port()),
+            &format!("-server-port={}", free_port()),
+            &format!("-serf-lan-port={}", free_gossip_port()),
+            "-serf-wan-port=-1",
+            &format!("-hcl={hcl}"),
+        ])
+        .output()
+        .expect("run tern agent");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.code().unwrap_or(-1), text)
+}
+
+/// Issue 11, deliverable 1: a bad certificate, key or CA file, or a bad TLS
+/// setting, stops the agent at start with one line naming the file or key
+/// and the reason; SIGHUP reloads the certificates for new connections
+/// while open ones carry on, and a reload that fails keeps the old ones.
+#[test]
+fn bad_tls_files_stop_the_agent_and_sighup_reloads_certificates_without_dropping_connections() {
+    let pki = Pki::new("tls-files");
+    let dir = pki.dir.clone();
+    let ca = pki.ca();
+    let (cert, key) = pki.cert(&["-server", "-node=solo"]);
+    let (other_cert, other_key) = pki.cert(&["-server", "-additional-dnsname=reloaded.example"]);
+    let garbage = dir.join("garbage.pem");
+    std::fs::write(&garbage, "not a PEM file\n").unwrap();
+    let missing = dir.join("missing.pem");
+    let q = |p: &Path| format!("{:?}", p.display().to_string());
+
+    for (hcl, expect) in [
+        (
+            tls_hcl(&ca, &missing, &key),
+            format!("cert_file: cannot read {}: No such file or directory", q(&missing)),
+        ),
+        (
+            tls_hcl(&ca, &cert, &other_key),
+            format!(
+                "key_file: {} is not the key of the certificate in {}",
+                q(&other_key),
+                q(&cert)
+            ),
+        ),
+        (
+            tls_hcl(&garbage, &cert, &key),
+            format!("ca_file: {} holds no PEM certificate", q(&garbage)),
+        ),
+        (
+            tls_hcl(&ca, &cert, &garbage),
+            format!("key_file: {} holds no PEM private key", q(&garbage)),
+        ),
+        (
+            format!("verify_incoming = true\ncert_file = \"{}\"\nkey_file = \"{}\"", cert.display(), key.display()),
+            "tls.defaults.verify_incoming: needs tls.defaults.ca_file or ca_path".to_string(),
+        ),
+        (
+            "tls {\n  defaults {\n    tls_min_version = \"TLSv1_1\"\n  }\n}\n".to_string(),
+            "tls.defaults.tls_min_version: \"TLSv1_1\" is not supported: Tern speaks TLS 1.2 and 1.3 only".to_string(),
+        ),
+        (
+            "tls_cipher_suites = \"TLS_RSA_WITH_RC4_128_SHA\"".to_string(),
+            "tls_cipher_suites: unsupported cipher suite \"TLS_RSA_WITH_RC4_128_SHA\"".to_string(),
+        ),
+    ] {
+        let (code, out) = agent_refuses(&dir, &hcl);
+        assert_ne!(code, 0, "{hcl}: {out}");
+        assert!(out.contains(&expect), "{hcl}:\nwanted {expect}\ngot {out}");
+        let lines = out.lines().filter(|l| l.contains(&expect)).count();
+        assert_eq!(lines, 1, "{out}");
+    }
+
+    // A good configuration: TLS keys are read, not warned about; the grpc
+    // section (not implemented) still is.
+    let hcl = format!(
+        "{}\ntls {{\n  grpc {{\n    verify_incoming = true\n  }}\n}}\n",
+        tls_hcl(&ca, &cert, &key)
+    );
+    let solo = Agent::start("solo", &dir, false, 1, &[], &hcl);
+    assert_eq!(leader(&[&solo]), Some(0), "{}", solo.log());
+    let log = solo.log();
+    assert!(!log.contains("key \"tls.defaults"), "{log}");
+    assert!(
+        log.contains("config: key \"tls.grpc.verify_incoming\" is not supported by Tern; ignored (NOT enforced"),
+        "{log}"
+    );
+
+    // An open connection, made with the first certificate.
+    let config = client_config(&ca, Some(&(cert.clone(), key.clone())), &[]);
+    let sni = "server.dc1.consul";
+    let mut open = tls_connect(solo.server, config.clone(), &[3], sni).unwrap();
+    open.write_all(&[4]).unwrap();
+    assert_eq!(call_put(&mut open, "before-reload"), Ok(()));
+    let names = |s: &TlsStream| inspect(s.conn.peer_certificates().unwrap()[0].as_ref()).dns;
+    assert!(!names(&open).contains(&"reloaded.example".to_string()));
+
+    // New files in place, SIGHUP: new connections see the new certificate,
+    // the open one carries on.
+    std::fs::copy(&other_cert, &cert).unwrap();
+    std::fs::copy(&other_key, &key).unwrap();
+    let pid = solo.child.as_ref().unwrap().id().to_string();
+    let hup = || {
+        assert!(Command::new("kill").args(["-HUP", &pid]).status().unwrap().success());
+    };
+    hup();
+    let reloaded = wait_for(Duration::from_secs(5), || {
+        Some(solo.log()).filter(|l| l.contains("caught SIGHUP: reloaded the TLS certificates"))
+    });
+    assert!(reloaded.is_some(), "{}", solo.log());
+    let fresh = tls_connect(solo.server, config.clone(), &[3], sni).unwrap();
+    assert!(names(&fresh).contains(&"reloaded.example".to_string()));
+    assert_eq!(call_put(&mut open, "after-reload"), Ok(()));
+
+    // A reload that fails keeps what is in force, with one error line.
+    std::fs::write(&cert, "broken\n").unwrap();
+    hup();
+    let failed = wait_for(Duration::from_secs(5), || {
+        Some(solo.log()).filter(|l| l.contains("TLS certificates not reloaded, the old ones stay in force"))
+    });
+    assert!(failed.is_some(), "{}", solo.log());
+    let again = tls_connect(solo.server, config, &[3], sni).unwrap();
+    assert!(names(&again).contains(&"reloaded.example".to_string()));
+    assert_eq!(call_put(&mut open, "after-failed-reload"), Ok(()));
+    assert!(solo.child.is_some());
+    let _ = std::fs::remove_dir_all(&dir);
+}
