@@ -37,6 +37,7 @@ fn agent(args: &[String]) -> i32 {
         tracing::warn!("{warning}");
     }
     let options = config.options;
+    let https_addr = config.https_addr;
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -87,6 +88,32 @@ fn agent(args: &[String]) -> i32 {
                 options.http_addr,
                 options.lan.bind
             );
+        }
+        let https = match (https_addr, agent.tls.clone()) {
+            (None, _) => None,
+            (Some(addr), tls) => {
+                let Some(tls) = tls else {
+                    tracing::error!("ports.https is set but there is no TLS certificate");
+                    return 1;
+                };
+                match tokio::net::TcpListener::bind(addr).await {
+                    Ok(l) => Some((l, tls, addr)),
+                    Err(e) => {
+                        tracing::error!("binding the HTTPS address {addr}: {e}");
+                        return 1;
+                    }
+                }
+            }
+        };
+        if let Some((listener, tls, addr)) = https {
+            tracing::info!("HTTPS API on {addr}");
+            let handle = agent.handle.clone();
+            tokio::spawn(async move {
+                if let Err(e) = tern::http::https::serve_https_until_left(listener, tls, handle).await
+                {
+                    tracing::error!("HTTPS server stopped: {e}");
+                }
+            });
         }
         spawn_reload_on_sighup(agent.tls.clone());
         let handle = agent.handle.clone();

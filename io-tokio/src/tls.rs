@@ -160,10 +160,10 @@ pub struct TlsOptions {
 }
 
 impl TlsOptions {
-    /// Whether the server port does anything with TLS.
+    /// Whether the server port or the HTTPS API does anything with TLS.
     pub fn enabled(&self) -> bool {
         let r = &self.internal_rpc;
-        r.has_ca() || r.cert_file.is_some()
+        r.has_ca() || r.cert_file.is_some() || self.https.cert_file.is_some()
     }
 
     /// Consul's builder checks, one line naming the key.
@@ -186,6 +186,13 @@ impl TlsOptions {
             return Err(
                 "tls.defaults.verify_outgoing: needs tls.defaults.ca_file or ca_path".into(),
             );
+        }
+        let h = &self.https;
+        if h.cert_file.is_some() != h.key_file.is_some() {
+            return Err("tls.https.cert_file and key_file: set both or neither".into());
+        }
+        if h.verify_incoming && h.cert_file.is_some() && !h.has_ca() {
+            return Err("tls.https.verify_incoming: needs tls.https.ca_file or ca_path".into());
         }
         Ok(())
     }
@@ -221,6 +228,9 @@ pub struct Configs {
     pub client: Option<Arc<ClientConfig>>,
     /// The same with the ALPN list (tests, and the federation work).
     pub alpn_client: Option<Arc<ClientConfig>>,
+    /// The HTTPS API (`tls.https`): client certificates required under its
+    /// `verify_incoming`.
+    pub https_server: Option<Arc<ServerConfig>>,
 }
 
 /// The agent's TLS state: its options and the configurations in force.
@@ -516,7 +526,33 @@ fn build(o: &TlsOptions) -> Result<Configs, String> {
         alpn_server,
         client: client(false)?,
         alpn_client: client(true)?,
+        https_server: https(&o.https)?,
     })
+}
+
+/// The HTTPS API's server configuration, if it has a certificate.
+fn https(h: &TlsSettings) -> Result<Option<Arc<ServerConfig>>, String> {
+    let provider = provider(h);
+    let Some((chain, key)) = own_cert(h, &provider)? else {
+        return Ok(None);
+    };
+    let b = ServerConfig::builder_with_provider(provider.clone())
+        .with_protocol_versions(h.min_version.versions())
+        .map_err(|e| format!("tls: {e}"))?;
+    let b = if h.verify_incoming {
+        b.with_client_cert_verifier(
+            WebPkiClientVerifier::builder_with_provider(roots(h)?, provider.clone())
+                .build()
+                .map_err(|e| format!("tls: {e}"))?,
+        )
+    } else {
+        b.with_no_client_auth()
+    };
+    let mut c = b
+        .with_single_cert(chain, key)
+        .map_err(|e| format!("cert_file: {e}"))?;
+    c.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(Some(Arc::new(c)))
 }
 
 /// How an outbound connection judges the server: the chain always against

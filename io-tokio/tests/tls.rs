@@ -1089,3 +1089,121 @@ fn bad_tls_files_stop_the_agent_and_sighup_reloads_certificates_without_dropping
     assert!(solo.child.is_some());
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// Run `tern ARGS` with `env` set (and the TLS variables cleared first).
+fn tern_env(args: &[&str], env: &[(&str, &str)]) -> (i32, String, String) {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_tern"));
+    c.args(args);
+    for v in [
+        "CONSUL_HTTP_ADDR",
+        "TERN_HTTP_ADDR",
+        "CONSUL_HTTP_SSL",
+        "CONSUL_CACERT",
+        "CONSUL_CLIENT_CERT",
+        "CONSUL_CLIENT_KEY",
+        "CONSUL_TLS_SERVER_NAME",
+        "TERN_CACERT",
+    ] {
+        c.env_remove(v);
+    }
+    for (k, v) in env {
+        c.env(k, v);
+    }
+    let out = c.output().expect("run tern");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// Issue 11, deliverable 5: the HTTPS API (`ports.https`) with client
+/// certificates required (`tls.https.verify_incoming`), used by the CLI
+/// through its flags (`-ca-file -client-cert -client-key -tls-server-name`),
+/// through Consul's environment (`CONSUL_HTTP_SSL`, `CONSUL_CACERT`, ...)
+/// and through `https://` in `CONSUL_HTTP_ADDR`; without a client
+/// certificate, with the wrong server name or with another CA it fails.
+/// The plain HTTP API stays on loopback.
+#[test]
+fn the_https_api_serves_the_cli_with_client_certificates_and_refuses_without() {
+    let pki = Pki::new("tls-https");
+    let other = Pki::new("tls-https-other");
+    let dir = pki.dir.clone();
+    let ca = pki.ca();
+    let (cert, key) = pki.cert(&["-server", "-node=web"]);
+    let (cli_cert, cli_key) = pki.cert(&["-cli"]);
+    let https = free_port();
+    let hcl = format!(
+        "{}\nports {{\n  https = {https}\n}}\ntls {{\n  https {{\n    verify_incoming = true\n  }}\n}}\n",
+        tls_hcl(&ca, &cert, &key)
+    );
+    let web = Agent::start("web", &dir, false, 1, &[], &hcl);
+    assert_eq!(leader(&[&web]), Some(0), "{}", web.log());
+    assert!(web.log().contains(&format!("HTTPS API on 127.0.0.1:{https}")), "{}", web.log());
+    let (ca_s, cc, ck) = (
+        ca.display().to_string(),
+        cli_cert.display().to_string(),
+        cli_key.display().to_string(),
+    );
+    let addr = format!("https://127.0.0.1:{https}");
+
+    // Flags.
+    let (code, out, err) = tern_env(
+        &["kv", "put", "-http-addr", &addr, "-ca-file", &ca_s, "-client-cert", &cc, "-client-key", &ck, "greeting", "hello"],
+        &[],
+    );
+    assert_eq!(code, 0, "{out}{err}\n{}", web.log());
+    assert_eq!(out.trim(), "Success! Data written to: greeting");
+    // Consul's environment, with the address without a scheme.
+    let env = [
+        ("CONSUL_HTTP_ADDR", format!("127.0.0.1:{https}")),
+        ("CONSUL_HTTP_SSL", "true".to_string()),
+        ("CONSUL_CACERT", ca_s.clone()),
+        ("CONSUL_CLIENT_CERT", cc.clone()),
+        ("CONSUL_CLIENT_KEY", ck.clone()),
+    ];
+    let env_ref: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let (code, out, err) = tern_env(&["kv", "get", "greeting"], &env_ref);
+    assert_eq!((code, out.trim()), (0, "hello"), "{err}");
+    // https:// in CONSUL_HTTP_ADDR, and a server name other than the host.
+    let mut env2 = env_ref.clone();
+    env2[0] = ("CONSUL_HTTP_ADDR", addr.as_str());
+    env2.remove(1);
+    let (code, out, err) = tern_env(&["kv", "get", "-tls-server-name=server.dc1.consul", "greeting"], &env2);
+    assert_eq!((code, out.trim()), (0, "hello"), "{err}");
+
+    // Refusals: no client certificate, the wrong name, another CA.
+    let (code, _, err) = tern_env(&["kv", "get", "-http-addr", &addr, "-ca-file", &ca_s, "greeting"], &[]);
+    assert_eq!(code, 1, "{err}");
+    let (code, _, err) = tern_env(
+        &["kv", "get", "-tls-server-name=wrong.example", "greeting"],
+        &env2,
+    );
+    assert_eq!(code, 1);
+    assert!(err.contains("Get \"https://wrong.example:"), "{err}");
+    let other_ca = other.ca().display().to_string();
+    let (code, _, _) = tern_env(
+        &["kv", "get", "-http-addr", &addr, "-ca-file", &other_ca, "-client-cert", &cc, "-client-key", &ck, "greeting"],
+        &[],
+    );
+    assert_eq!(code, 1);
+    let refused = wait_for(Duration::from_secs(5), || {
+        Some(web.log()).filter(|l| l.contains("HTTPS: TLS handshake with 127.0.0.1") && l.contains("no client certificate"))
+    });
+    assert!(refused.is_some(), "{}", web.log());
+    // Bad settings are one line naming them.
+    let (code, _, err) = tern_env(&["kv", "get", "-http-addr", &addr, "-ca-file", "/nope.pem", "greeting"], &[]);
+    assert_eq!(code, 1);
+    assert!(err.starts_with("-ca-file: cannot read \"/nope.pem\""), "{err}");
+    let (code, _, err) = tern_env(&["kv", "get", "-http-addr", &addr, "-client-cert", &cc, "greeting"], &[]);
+    assert_eq!(code, 1);
+    assert_eq!(err.trim(), "-client-cert and -client-key: give both or neither");
+
+    // Plain HTTP stays where it was, on loopback.
+    assert_eq!(
+        http("GET", &format!("{}/v1/kv/greeting?raw", web.base()), "").map(|r| r.1),
+        Some("hello".into())
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+    let _ = std::fs::remove_dir_all(&other.dir);
+}

@@ -13,6 +13,7 @@
 mod autopilot;
 mod catalog;
 mod client;
+mod client_tls;
 pub(crate) mod flags;
 mod help;
 mod kv;
@@ -182,7 +183,12 @@ pub(crate) fn command(
     io: &mut Io,
 ) -> Result<(Parsed, client::Client), i32> {
     let doc = help::find(path).expect("every command has help");
-    let specs: Vec<Spec> = own.iter().chain(COMMON.iter()).copied().collect();
+    let specs: Vec<Spec> = own
+        .iter()
+        .chain(COMMON.iter())
+        .chain(client_tls::TLS_FLAGS.iter())
+        .copied()
+        .collect();
     let parsed = parse_or_help(args, &specs, doc, io)?;
     let client = client::Client::from_flags(&parsed).map_err(|e| fail(io, e))?;
     Ok((parsed, client))

@@ -31,6 +31,8 @@ pub(crate) struct Layer {
     pub retry_max: Option<u64>,
     pub retry_max_wan: Option<u64>,
     pub http_port: Option<u16>,
+    /// The HTTPS API's port; -1 (Consul's default) turns it off.
+    pub https_port: Option<i32>,
     pub server_port: Option<u16>,
     pub serf_lan_port: Option<u16>,
     /// `-1` disables the WAN pool (Consul's `ports.serf_wan = -1`).
@@ -98,6 +100,7 @@ impl Layer {
         over(&mut self.retry_max, later.retry_max);
         over(&mut self.retry_max_wan, later.retry_max_wan);
         over(&mut self.http_port, later.http_port);
+        over(&mut self.https_port, later.https_port);
         over(&mut self.server_port, later.server_port);
         over(&mut self.serf_lan_port, later.serf_lan_port);
         over(&mut self.serf_wan_port, later.serf_wan_port);
@@ -163,6 +166,7 @@ impl Layer {
             "retry_max" => self.retry_max = Some(attempts(v).map_err(e)?),
             "retry_max_wan" => self.retry_max_wan = Some(attempts(v).map_err(e)?),
             "ports.http" => self.http_port = Some(port(v, 0).map_err(e)?),
+            "ports.https" => self.https_port = Some(port_or_off(v).map_err(e)?),
             "ports.server" => self.server_port = Some(port(v, 1).map_err(e)?),
             "ports.serf_lan" => self.serf_lan_port = Some(port(v, 1).map_err(e)?),
             "ports.serf_wan" => self.serf_wan_port = Some(port_or_off(v).map_err(e)?),

@@ -33,6 +33,7 @@ mod catalog;
 mod filter;
 mod gojson;
 mod health;
+pub mod https;
 mod kv;
 mod members;
 mod metrics;
