@@ -224,7 +224,10 @@ impl Incoming {
         if let Some(t) = &self.tls {
             t.handshake_failed.warn(
                 &why,
-                format!("server port: TLS handshake with {} failed: {why}", self.peer),
+                format!(
+                    "server port: TLS handshake with {} failed: {why}",
+                    self.peer
+                ),
             );
         }
     }

@@ -26,8 +26,8 @@
 //! [`Tls::reload`] (SIGHUP) and swapped: connections already open keep the
 //! configuration they were made with, new ones take the new one.
 
-use std::path::{Path, PathBuf};
 use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
@@ -81,7 +81,8 @@ impl TlsVersion {
     }
 
     fn versions(self) -> &'static [&'static SupportedProtocolVersion] {
-        static BOTH: [&SupportedProtocolVersion; 2] = [&rustls::version::TLS13, &rustls::version::TLS12];
+        static BOTH: [&SupportedProtocolVersion; 2] =
+            [&rustls::version::TLS13, &rustls::version::TLS12];
         static ONLY13: [&SupportedProtocolVersion; 1] = [&rustls::version::TLS13];
         match self {
             TlsVersion::Tls12 => &BOTH,
@@ -246,7 +247,9 @@ pub struct Tls {
 
 impl std::fmt::Debug for Tls {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Tls").field("options", &self.options).finish()
+        f.debug_struct("Tls")
+            .field("options", &self.options)
+            .finish()
     }
 }
 
@@ -338,7 +341,9 @@ fn dns_names(cert: &CertificateDer<'_>) -> Result<Vec<String>, String> {
 fn name_matches(pattern: &str, host: &str) -> bool {
     let (p, h) = (pattern.to_ascii_lowercase(), host.to_ascii_lowercase());
     match p.strip_prefix("*.") {
-        Some(rest) => h.split_once('.').is_some_and(|(first, tail)| !first.is_empty() && tail == rest),
+        Some(rest) => h
+            .split_once('.')
+            .is_some_and(|(first, tail)| !first.is_empty() && tail == rest),
         None => p == h,
     }
 }
@@ -364,7 +369,8 @@ fn show(p: &Path) -> String {
 
 /// Every certificate in a PEM file; none is an error.
 fn read_certs(key: &str, path: &Path) -> Result<Vec<CertificateDer<'static>>, String> {
-    let bytes = std::fs::read(path).map_err(|e| format!("{key}: cannot read {}: {e}", show(path)))?;
+    let bytes =
+        std::fs::read(path).map_err(|e| format!("{key}: cannot read {}: {e}", show(path)))?;
     let certs: Vec<_> = CertificateDer::pem_slice_iter(&bytes)
         .collect::<Result<_, _>>()
         .map_err(|e| format!("{key}: {} is not a PEM certificate file: {e}", show(path)))?;
@@ -379,8 +385,12 @@ fn read_certs(key: &str, path: &Path) -> Result<Vec<CertificateDer<'static>>, St
 
 /// A certificate past its end date cannot serve: say so at start.
 fn check_dates(key: &str, path: &Path, cert: &CertificateDer<'_>) -> Result<(), String> {
-    let (_, c) = x509_parser::parse_x509_certificate(cert)
-        .map_err(|e| format!("{key}: {} holds a certificate that does not parse: {e}", show(path)))?;
+    let (_, c) = x509_parser::parse_x509_certificate(cert).map_err(|e| {
+        format!(
+            "{key}: {} holds a certificate that does not parse: {e}",
+            show(path)
+        )
+    })?;
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_secs() as i64);
@@ -429,7 +439,8 @@ fn own_cert(
         return Ok(None);
     };
     let chain = read_certs("cert_file", cert)?;
-    let bytes = std::fs::read(key).map_err(|e| format!("key_file: cannot read {}: {e}", show(key)))?;
+    let bytes =
+        std::fs::read(key).map_err(|e| format!("key_file: cannot read {}: {e}", show(key)))?;
     let der = PrivateKeyDer::from_pem_slice(&bytes)
         .map_err(|e| format!("key_file: {} holds no PEM private key: {e}", show(key)))?;
     let signing = provider
@@ -599,10 +610,13 @@ impl ServerCertVerifier for ServerIdentity {
             }
             // The chain is checked before the name: a name error means the
             // chain was good.
-            None => match self
-                .inner
-                .verify_server_cert(end_entity, intermediates, server_name, ocsp, now)
-            {
+            None => match self.inner.verify_server_cert(
+                end_entity,
+                intermediates,
+                server_name,
+                ocsp,
+                now,
+            ) {
                 Err(e) if name_error(&e) => Ok(ServerCertVerified::assertion()),
                 other => other,
             },
@@ -699,7 +713,14 @@ impl Throttle {
                 seen.dropped += 1;
                 return None;
             }
-            let n = std::mem::replace(seen, Seen { at: now, dropped: 0 }).dropped;
+            let n = std::mem::replace(
+                seen,
+                Seen {
+                    at: now,
+                    dropped: 0,
+                },
+            )
+            .dropped;
             return Some(match n {
                 0 => line,
                 n => format!(
@@ -714,7 +735,13 @@ impl Throttle {
                 return None;
             }
         }
-        reasons.insert(reason.to_string(), Seen { at: now, dropped: 0 });
+        reasons.insert(
+            reason.to_string(),
+            Seen {
+                at: now,
+                dropped: 0,
+            },
+        );
         Some(line)
     }
 
@@ -751,7 +778,9 @@ mod tests {
     fn versions_and_suites_parse_as_consuls_and_refuse_the_rest() {
         assert_eq!(TlsVersion::parse("TLSv1_2"), Ok(TlsVersion::Tls12));
         assert_eq!(TlsVersion::parse("tls13"), Ok(TlsVersion::Tls13));
-        assert!(TlsVersion::parse("TLSv1_0").unwrap_err().contains("not supported"));
+        assert!(TlsVersion::parse("TLSv1_0")
+            .unwrap_err()
+            .contains("not supported"));
         assert!(TlsVersion::parse("ssl3").is_err());
         assert_eq!(
             parse_cipher_suites(

@@ -153,7 +153,10 @@ fn tls_ca_and_cert_create_write_consuls_files_and_never_overwrite() {
         ],
     );
     assert_eq!(code, 0, "{out}{err}");
-    assert!(out.starts_with("==> WARNING: a server certificate"), "{out}");
+    assert!(
+        out.starts_with("==> WARNING: a server certificate"),
+        "{out}"
+    );
     assert!(out.contains(
         "==> Using consul-agent-ca.pem and consul-agent-ca-key.pem\n\
          ==> Saved dc2-server-consul-0.pem\n==> Saved dc2-server-consul-0-key.pem\n"
@@ -175,7 +178,10 @@ fn tls_ca_and_cert_create_write_consuls_files_and_never_overwrite() {
     assert!(!seen.is_ca);
     assert_eq!(seen.days, 365);
     assert!(signed_by(&server, &ca));
-    assert!(!signed_by(&server, &pem_der(&dir.join("tern-agent-ca.pem"))));
+    assert!(!signed_by(
+        &server,
+        &pem_der(&dir.join("tern-agent-ca.pem"))
+    ));
 
     // The next server certificate takes the next number; none is replaced.
     let (code, out, _) = tern_in(&dir, &["tls", "cert", "create", "-server", "-dc=dc2"]);
@@ -250,7 +256,13 @@ fn tls_ca_and_cert_create_write_consuls_files_and_never_overwrite() {
             "Error reading CA: No such file or directory (os error 2)",
         ),
         (
-            &["tls", "cert", "create", "-server", "-key=tern-agent-ca-key.pem"][..],
+            &[
+                "tls",
+                "cert",
+                "create",
+                "-server",
+                "-key=tern-agent-ca-key.pem",
+            ][..],
             "the CA key does not belong to the CA certificate",
         ),
         (
@@ -258,7 +270,13 @@ fn tls_ca_and_cert_create_write_consuls_files_and_never_overwrite() {
             "-days: must be between 1 and 36500, got 0",
         ),
         (
-            &["tls", "cert", "create", "-server", "-additional-ipaddress=nope"][..],
+            &[
+                "tls",
+                "cert",
+                "create",
+                "-server",
+                "-additional-ipaddress=nope",
+            ][..],
             "-additional-ipaddress: \"nope\" is not an IP address",
         ),
     ] {
@@ -270,7 +288,10 @@ fn tls_ca_and_cert_create_write_consuls_files_and_never_overwrite() {
     // Help in the CLI's style.
     let (code, out, _) = tern_in(&dir, &["tls", "cert", "create", "-h"]);
     assert_eq!(code, 0);
-    assert!(out.starts_with("Usage: tern tls cert create [options]"), "{out}");
+    assert!(
+        out.starts_with("Usage: tern tls cert create [options]"),
+        "{out}"
+    );
     let (code, _, err) = tern_in(&dir, &["tls"]);
     assert_eq!(code, 1);
     assert!(err.contains("Subcommands:\n    ca      "), "{err}");
@@ -347,7 +368,14 @@ struct Agent {
 impl Agent {
     /// Start `tern agent` (a server unless `client`), joining `join` (LAN
     /// gossip ports), with `hcl`.
-    fn start(name: &str, dir: &Path, client: bool, expect: usize, join: &[u16], hcl: &str) -> Agent {
+    fn start(
+        name: &str,
+        dir: &Path,
+        client: bool,
+        expect: usize,
+        join: &[u16],
+        hcl: &str,
+    ) -> Agent {
         let (http, server, serf_lan) = (free_port(), free_port(), free_gossip_port());
         let data = dir.join(format!("data-{name}"));
         let log = dir.join(format!("{name}.log"));
@@ -469,7 +497,11 @@ fn node_id(a: &Agent) -> tern_core::NodeId {
 
 type TlsStream = rustls::StreamOwned<rustls::ClientConnection, TcpStream>;
 
-fn client_config(ca: &Path, cert: Option<&(PathBuf, PathBuf)>, alpn: &[&[u8]]) -> Arc<rustls::ClientConfig> {
+fn client_config(
+    ca: &Path,
+    cert: Option<&(PathBuf, PathBuf)>,
+    alpn: &[&[u8]],
+) -> Arc<rustls::ClientConfig> {
     use rustls::pki_types::pem::PemObject;
     use rustls::pki_types::{CertificateDer, PrivateKeyDer};
     let mut roots = rustls::RootCertStore::empty();
@@ -513,9 +545,7 @@ fn tls_connect(
     let conn = rustls::ClientConnection::new(config, name).unwrap();
     let mut s = rustls::StreamOwned::new(conn, tcp);
     while s.conn.is_handshaking() {
-        s.conn
-            .complete_io(&mut s.sock)
-            .map_err(|e| e.to_string())?;
+        s.conn.complete_io(&mut s.sock).map_err(|e| e.to_string())?;
     }
     Ok(s)
 }
@@ -650,8 +680,7 @@ fn a_tls_cluster_elects_serves_kv_and_refuses_plaintext_and_client_certificates_
         &tls_hcl(&ca, &ccert, &ckey).replace("verify_server_hostname = true", ""),
     );
     let put = wait_for(Duration::from_secs(20), || {
-        http("PUT", &format!("{}/v1/kv/via-client", client.base()), "c")
-            .filter(|r| r.0 == 200)
+        http("PUT", &format!("{}/v1/kv/via-client", client.base()), "c").filter(|r| r.0 == 200)
     });
     assert_eq!(put.map(|r| r.1), Some("true".into()), "{}", client.log());
 
@@ -732,9 +761,19 @@ fn a_tls_cluster_elects_serves_kv_and_refuses_plaintext_and_client_certificates_
     s.flush().unwrap();
     let base = servers[l].base();
     let applied = wait_for(Duration::from_secs(10), || {
-        http("GET", &format!("{base}/v1/kv/forwarded-by-a-server?raw"), "").filter(|r| r.0 == 200)
+        http(
+            "GET",
+            &format!("{base}/v1/kv/forwarded-by-a-server?raw"),
+            "",
+        )
+        .filter(|r| r.0 == 200)
     });
-    assert_eq!(applied.map(|r| r.1), Some("forged".into()), "{}", servers[l].log());
+    assert_eq!(
+        applied.map(|r| r.1),
+        Some("forged".into()),
+        "{}",
+        servers[l].log()
+    );
     for key in ["forged-rpc-tls", "forged-alpn", "plain"] {
         assert_eq!(
             http("GET", &format!("{base}/v1/kv/{key}"), "").map(|r| r.0),
@@ -802,8 +841,8 @@ fn the_server_port_refuses_foreign_cas_other_datacenters_unknown_alpn_and_slow_h
 
     // A dc2 server certificate from the right CA: TLS works, Raft does not.
     let dc2 = pki.cert(&["-server", "-dc=dc2"]);
-    let mut s = tls_connect(port, client_config(&ca, Some(&dc2), &[]), &[3], sni)
-        .expect("the CA is right");
+    let mut s =
+        tls_connect(port, client_config(&ca, Some(&dc2), &[]), &[3], sni).expect("the CA is right");
     s.write_all(&[1]).unwrap();
     let _ = s.write_all(&forwarded_put(0xDC2, node_id(&solo), "from-dc2"));
     let _ = s.flush();
@@ -832,7 +871,11 @@ fn the_server_port_refuses_foreign_cas_other_datacenters_unknown_alpn_and_slow_h
         .expect("reserved protocols are negotiated");
         assert_eq!(s.conn.alpn_protocol(), Some(proto));
         let mut buf = [0u8; 8];
-        assert_eq!(s.read(&mut buf).ok(), Some(0), "a close_notify, not a reset");
+        assert_eq!(
+            s.read(&mut buf).ok(),
+            Some(0),
+            "a close_notify, not a reset"
+        );
     }
     logged("ALPN protocol \"tern/wan-gossip/packet\" is reserved and not served yet");
 
@@ -871,11 +914,17 @@ fn the_server_port_refuses_foreign_cas_other_datacenters_unknown_alpn_and_slow_h
 
     // Without verify_incoming: RPC-TLS needs no client certificate, the
     // ALPN path still does.
-    let hcl = tls_hcl(&ca, &cert, &key).replace("verify_incoming = true", "verify_incoming = false");
+    let hcl =
+        tls_hcl(&ca, &cert, &key).replace("verify_incoming = true", "verify_incoming = false");
     let lax = Agent::start("lax", &dir, false, 1, &[], &hcl);
     assert_eq!(leader(&[&lax]), Some(0), "{}", lax.log());
-    let mut s = tls_connect(lax.server, client_config(&ca, None, &[]), &[3], "server.dc1.consul")
-        .expect("RPC-TLS without a client certificate");
+    let mut s = tls_connect(
+        lax.server,
+        client_config(&ca, None, &[]),
+        &[3],
+        "server.dc1.consul",
+    )
+    .expect("RPC-TLS without a client certificate");
     s.write_all(&[4]).unwrap();
     assert_eq!(call_put(&mut s, "anonymous-call"), Ok(()));
     let attempt = tls_connect(
@@ -919,14 +968,29 @@ fn a_dc2_server_certificate_and_a_client_certificate_cannot_join_dc1_as_servers(
     let (c2, k2) = pki.cert(&["-server", "-dc=dc2", "-node=intruder-dc2"]);
     let (cc, kc) = pki.cert(&["-client"]);
     let intruders = [
-        Agent::start("intruder-dc2", &dir, false, 0, &[s1.serf_lan], &tls_hcl(&ca, &c2, &k2)),
-        Agent::start("intruder-client", &dir, false, 0, &[s1.serf_lan], &tls_hcl(&ca, &cc, &kc)),
+        Agent::start(
+            "intruder-dc2",
+            &dir,
+            false,
+            0,
+            &[s1.serf_lan],
+            &tls_hcl(&ca, &c2, &k2),
+        ),
+        Agent::start(
+            "intruder-client",
+            &dir,
+            false,
+            0,
+            &[s1.serf_lan],
+            &tls_hcl(&ca, &cc, &kc),
+        ),
     ];
     // They join the gossip pool (gossip is not what this test is about)...
     for i in &intruders {
         let joined = wait_for(Duration::from_secs(20), || {
             let (_, body) = http("GET", &format!("{}/v1/agent/members", s1.base()), "")?;
-            body.contains(&format!("\"Name\":\"{}\"", i.name)).then_some(())
+            body.contains(&format!("\"Name\":\"{}\"", i.name))
+                .then_some(())
         });
         assert!(joined.is_some(), "{} joined gossip\n{}", i.name, s1.log());
     }
@@ -1065,7 +1129,11 @@ fn bad_tls_files_stop_the_agent_and_sighup_reloads_certificates_without_dropping
     std::fs::copy(&other_key, &key).unwrap();
     let pid = solo.child.as_ref().unwrap().id().to_string();
     let hup = || {
-        assert!(Command::new("kill").args(["-HUP", &pid]).status().unwrap().success());
+        assert!(Command::new("kill")
+            .args(["-HUP", &pid])
+            .status()
+            .unwrap()
+            .success());
     };
     hup();
     let reloaded = wait_for(Duration::from_secs(5), || {
@@ -1080,7 +1148,8 @@ fn bad_tls_files_stop_the_agent_and_sighup_reloads_certificates_without_dropping
     std::fs::write(&cert, "broken\n").unwrap();
     hup();
     let failed = wait_for(Duration::from_secs(5), || {
-        Some(solo.log()).filter(|l| l.contains("TLS certificates not reloaded, the old ones stay in force"))
+        Some(solo.log())
+            .filter(|l| l.contains("TLS certificates not reloaded, the old ones stay in force"))
     });
     assert!(failed.is_some(), "{}", solo.log());
     let again = tls_connect(solo.server, config, &[3], sni).unwrap();
@@ -1139,7 +1208,12 @@ fn the_https_api_serves_the_cli_with_client_certificates_and_refuses_without() {
     );
     let web = Agent::start("web", &dir, false, 1, &[], &hcl);
     assert_eq!(leader(&[&web]), Some(0), "{}", web.log());
-    assert!(web.log().contains(&format!("HTTPS API on 127.0.0.1:{https}")), "{}", web.log());
+    assert!(
+        web.log()
+            .contains(&format!("HTTPS API on 127.0.0.1:{https}")),
+        "{}",
+        web.log()
+    );
     let (ca_s, cc, ck) = (
         ca.display().to_string(),
         cli_cert.display().to_string(),
@@ -1149,7 +1223,20 @@ fn the_https_api_serves_the_cli_with_client_certificates_and_refuses_without() {
 
     // Flags.
     let (code, out, err) = tern_env(
-        &["kv", "put", "-http-addr", &addr, "-ca-file", &ca_s, "-client-cert", &cc, "-client-key", &ck, "greeting", "hello"],
+        &[
+            "kv",
+            "put",
+            "-http-addr",
+            &addr,
+            "-ca-file",
+            &ca_s,
+            "-client-cert",
+            &cc,
+            "-client-key",
+            &ck,
+            "greeting",
+            "hello",
+        ],
         &[],
     );
     assert_eq!(code, 0, "{out}{err}\n{}", web.log());
@@ -1169,11 +1256,30 @@ fn the_https_api_serves_the_cli_with_client_certificates_and_refuses_without() {
     let mut env2 = env_ref.clone();
     env2[0] = ("CONSUL_HTTP_ADDR", addr.as_str());
     env2.remove(1);
-    let (code, out, err) = tern_env(&["kv", "get", "-tls-server-name=server.dc1.consul", "greeting"], &env2);
+    let (code, out, err) = tern_env(
+        &[
+            "kv",
+            "get",
+            "-tls-server-name=server.dc1.consul",
+            "greeting",
+        ],
+        &env2,
+    );
     assert_eq!((code, out.trim()), (0, "hello"), "{err}");
 
     // Refusals: no client certificate, the wrong name, another CA.
-    let (code, _, err) = tern_env(&["kv", "get", "-http-addr", &addr, "-ca-file", &ca_s, "greeting"], &[]);
+    let (code, _, err) = tern_env(
+        &[
+            "kv",
+            "get",
+            "-http-addr",
+            &addr,
+            "-ca-file",
+            &ca_s,
+            "greeting",
+        ],
+        &[],
+    );
     assert_eq!(code, 1, "{err}");
     let (code, _, err) = tern_env(
         &["kv", "get", "-tls-server-name=wrong.example", "greeting"],
@@ -1183,21 +1289,63 @@ fn the_https_api_serves_the_cli_with_client_certificates_and_refuses_without() {
     assert!(err.contains("Get \"https://wrong.example:"), "{err}");
     let other_ca = other.ca().display().to_string();
     let (code, _, _) = tern_env(
-        &["kv", "get", "-http-addr", &addr, "-ca-file", &other_ca, "-client-cert", &cc, "-client-key", &ck, "greeting"],
+        &[
+            "kv",
+            "get",
+            "-http-addr",
+            &addr,
+            "-ca-file",
+            &other_ca,
+            "-client-cert",
+            &cc,
+            "-client-key",
+            &ck,
+            "greeting",
+        ],
         &[],
     );
     assert_eq!(code, 1);
     let refused = wait_for(Duration::from_secs(5), || {
-        Some(web.log()).filter(|l| l.contains("HTTPS: TLS handshake with 127.0.0.1") && l.contains("no client certificate"))
+        Some(web.log()).filter(|l| {
+            l.contains("HTTPS: TLS handshake with 127.0.0.1") && l.contains("no client certificate")
+        })
     });
     assert!(refused.is_some(), "{}", web.log());
     // Bad settings are one line naming them.
-    let (code, _, err) = tern_env(&["kv", "get", "-http-addr", &addr, "-ca-file", "/nope.pem", "greeting"], &[]);
+    let (code, _, err) = tern_env(
+        &[
+            "kv",
+            "get",
+            "-http-addr",
+            &addr,
+            "-ca-file",
+            "/nope.pem",
+            "greeting",
+        ],
+        &[],
+    );
     assert_eq!(code, 1);
-    assert!(err.starts_with("-ca-file: cannot read \"/nope.pem\""), "{err}");
-    let (code, _, err) = tern_env(&["kv", "get", "-http-addr", &addr, "-client-cert", &cc, "greeting"], &[]);
+    assert!(
+        err.starts_with("-ca-file: cannot read \"/nope.pem\""),
+        "{err}"
+    );
+    let (code, _, err) = tern_env(
+        &[
+            "kv",
+            "get",
+            "-http-addr",
+            &addr,
+            "-client-cert",
+            &cc,
+            "greeting",
+        ],
+        &[],
+    );
     assert_eq!(code, 1);
-    assert_eq!(err.trim(), "-client-cert and -client-key: give both or neither");
+    assert_eq!(
+        err.trim(),
+        "-client-cert and -client-key: give both or neither"
+    );
 
     // Plain HTTP stays where it was, on loopback.
     assert_eq!(

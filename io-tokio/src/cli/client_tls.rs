@@ -23,7 +23,12 @@ pub(crate) const TLS_FLAGS: [super::flags::Spec; 5] = [
 ];
 
 /// A flag, else `TERN_<env>`, else `CONSUL_<env>`; empty is unset.
-fn setting(p: &Parsed, flag: &str, env: &str, read: &dyn Fn(&str) -> Option<String>) -> Option<String> {
+fn setting(
+    p: &Parsed,
+    flag: &str,
+    env: &str,
+    read: &dyn Fn(&str) -> Option<String>,
+) -> Option<String> {
     p.last(flag)
         .map(str::to_string)
         .or_else(|| read(&format!("TERN_{env}")))
@@ -112,7 +117,8 @@ pub(crate) fn endpoint(
         (None, None) => None,
         (Some(c), Some(k)) => {
             let chain = read_certs("-client-cert", Path::new(&c))?;
-            let bytes = std::fs::read(&k).map_err(|e| format!("-client-key: cannot read {k:?}: {e}"))?;
+            let bytes =
+                std::fs::read(&k).map_err(|e| format!("-client-key: cannot read {k:?}: {e}"))?;
             let key = PrivateKey::from_pem(&bytes)
                 .map_err(|e| format!("-client-key: {k:?} holds no PEM private key: {e}"))?;
             Some(ClientCert::new_with_certs(&chain, key))

@@ -14,8 +14,7 @@ use std::path::Path;
 
 use rcgen::{
     BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose,
-    GeneralSubtree, IsCa, Issuer, KeyPair, KeyUsagePurpose, NameConstraints, SanType,
-    SerialNumber,
+    GeneralSubtree, IsCa, Issuer, KeyPair, KeyUsagePurpose, NameConstraints, SanType, SerialNumber,
 };
 
 use super::flags::{self, flag, value, Spec};
@@ -246,7 +245,10 @@ fn make_ca(p: &flags::Parsed, io: &mut Io) -> Result<(), String> {
     let mut dn = DistinguishedName::new();
     let cn = match p.last("common-name") {
         Some(cn) if !cn.trim().is_empty() => cn.trim().to_string(),
-        _ => format!("Tern Agent CA {}", u128::from_be_bytes(sn[..].try_into().expect("16"))),
+        _ => format!(
+            "Tern Agent CA {}",
+            u128::from_be_bytes(sn[..].try_into().expect("16"))
+        ),
     };
     dn.push(DnType::CommonName, cn);
     params.distinguished_name = dn;
@@ -307,7 +309,11 @@ fn make_cert(p: &flags::Parsed, io: &mut Io) -> Result<(), String> {
         (p.bool("client")?, Kind::Client),
         (p.bool("cli")?, Kind::Cli),
     ];
-    let chosen: Vec<Kind> = kinds.iter().filter(|(on, _)| *on).map(|(_, k)| *k).collect();
+    let chosen: Vec<Kind> = kinds
+        .iter()
+        .filter(|(on, _)| *on)
+        .map(|(_, k)| *k)
+        .collect();
     let [kind] = chosen[..] else {
         return Err("Please provide either -server, -client, or -cli".into());
     };
@@ -317,7 +323,11 @@ fn make_cert(p: &flags::Parsed, io: &mut Io) -> Result<(), String> {
     }
     let days = days(p, 365)?;
     let dc = p.last("dc").unwrap_or("dc1").trim();
-    let domain = p.last("domain").unwrap_or("consul").trim().trim_end_matches('.');
+    let domain = p
+        .last("domain")
+        .unwrap_or("consul")
+        .trim()
+        .trim_end_matches('.');
     if dc.is_empty() || domain.is_empty() {
         return Err("-dc and -domain must not be empty".into());
     }
@@ -372,8 +382,7 @@ fn make_cert(p: &flags::Parsed, io: &mut Io) -> Result<(), String> {
     let ca_key_file = p
         .last("key")
         .map_or_else(|| format!("{domain}-agent-ca-key.pem"), str::to_string);
-    let ca_pem =
-        std::fs::read_to_string(&ca_file).map_err(|e| format!("Error reading CA: {e}"))?;
+    let ca_pem = std::fs::read_to_string(&ca_file).map_err(|e| format!("Error reading CA: {e}"))?;
     let ca_key_pem =
         std::fs::read_to_string(&ca_key_file).map_err(|e| format!("Error reading CA key: {e}"))?;
     let ca_key = read_ca_key(&ca_key_pem).map_err(|e| format!("Error reading CA key: {e}"))?;
@@ -472,8 +481,8 @@ fn check_key_matches(ca_pem: &str, key: &KeyPair) -> Result<(), String> {
     use rustls_pki_types::pem::PemObject;
     let der = rustls_pki_types::CertificateDer::from_pem_slice(ca_pem.as_bytes())
         .map_err(|e| format!("Error reading CA: no certificate in PEM: {e}"))?;
-    let (_, cert) = x509_parser::parse_x509_certificate(&der)
-        .map_err(|e| format!("Error reading CA: {e}"))?;
+    let (_, cert) =
+        x509_parser::parse_x509_certificate(&der).map_err(|e| format!("Error reading CA: {e}"))?;
     if cert.public_key().subject_public_key.data.as_ref() != key.public_key_raw() {
         return Err("the CA key does not belong to the CA certificate".into());
     }

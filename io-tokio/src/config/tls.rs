@@ -46,7 +46,10 @@ impl Section {
         over(&mut self.verify_outgoing, later.verify_outgoing);
         over(&mut self.min_version, later.min_version);
         over(&mut self.cipher_suites, later.cipher_suites);
-        over(&mut self.verify_server_hostname, later.verify_server_hostname);
+        over(
+            &mut self.verify_server_hostname,
+            later.verify_server_hostname,
+        );
     }
 
     /// `self` where it says, else `under`.
@@ -68,9 +71,7 @@ impl Section {
             "verify_outgoing" => self.verify_outgoing = Some(boolean(v)?),
             "tls_min_version" => self.min_version = Some(TlsVersion::parse(&string(v)?)?),
             "tls_cipher_suites" => self.cipher_suites = Some(parse_cipher_suites(&string(v)?)?),
-            "verify_server_hostname" if hostname => {
-                self.verify_server_hostname = Some(boolean(v)?)
-            }
+            "verify_server_hostname" if hostname => self.verify_server_hostname = Some(boolean(v)?),
             _ => return Ok(false),
         }
         Ok(true)
@@ -170,7 +171,10 @@ impl TlsLayer {
         }
         let mut https = self.https.or(&defaults);
         if self.https.verify_incoming.is_none() && self.defaults.verify_incoming.is_none() {
-            over(&mut https.verify_incoming, self.legacy_verify_incoming_https);
+            over(
+                &mut https.verify_incoming,
+                self.legacy_verify_incoming_https,
+            );
         }
         TlsOptions {
             verify_server_hostname: rpc.verify_server_hostname.unwrap_or(false),
@@ -233,7 +237,10 @@ mod tests {
         assert_eq!(o.https.ca_file, Some("/https/ca.pem".into()));
         assert!(o.internal_rpc.verify_incoming);
         assert!(!o.https.verify_incoming);
-        assert!(o.verify_server_hostname, "the old key still fills internal_rpc");
+        assert!(
+            o.verify_server_hostname,
+            "the old key still fills internal_rpc"
+        );
 
         // verify_incoming_rpc only fills internal_rpc, and only when
         // nothing newer says.
@@ -244,10 +251,17 @@ mod tests {
     #[test]
     fn bad_values_and_misplaced_keys_are_refused() {
         let mut l = TlsLayer::default();
-        assert!(l.set("tls.defaults.verify_incoming", &json!("yes")).is_err());
-        assert!(l.set("tls.defaults.tls_min_version", &json!("TLSv1_1")).is_err());
+        assert!(l
+            .set("tls.defaults.verify_incoming", &json!("yes"))
+            .is_err());
+        assert!(l
+            .set("tls.defaults.tls_min_version", &json!("TLSv1_1"))
+            .is_err());
         // verify_server_hostname belongs to internal_rpc only.
-        assert_eq!(l.set("tls.defaults.verify_server_hostname", &json!(true)), Ok(false));
+        assert_eq!(
+            l.set("tls.defaults.verify_server_hostname", &json!(true)),
+            Ok(false)
+        );
         assert_eq!(l.set("tls.grpc.ca_file", &json!("x")), Ok(false));
         assert!(is_tls_block_key("tls.grpc.ca_file"));
         assert!(!is_tls_block_key("tls.nope.ca_file"));
