@@ -293,7 +293,8 @@ impl Tls {
         always: bool,
     ) -> Result<(), String> {
         let o = &self.options;
-        if !always && !(o.internal_rpc.verify_incoming && o.verify_server_hostname) {
+        let settings_ask = o.internal_rpc.verify_incoming && o.verify_server_hostname;
+        if !(always || settings_ask) {
             return Ok(());
         }
         let expected = o.server_name();
@@ -356,7 +357,7 @@ fn provider(s: &TlsSettings) -> Arc<CryptoProvider> {
             rustls::SupportedCipherSuite::Tls13(_) => true,
             rustls::SupportedCipherSuite::Tls12(_) => {
                 let name = format!("{:?}", suite.suite());
-                s.cipher_suites.iter().any(|c| *c == name)
+                s.cipher_suites.contains(&name)
             }
         });
     }
