@@ -182,7 +182,7 @@ impl Incoming {
         let kind = wire::conn::classify_first_byte(first);
         if let Some(t) = &self.tls {
             if t.options.internal_rpc.verify_incoming && kind != wire::conn::ConnKind::UpgradeTls {
-                t.plaintext_refused.warn("plaintext", format!(
+                t.plaintext_refused.warn(&self.peer.ip().to_string(), format!(
                     "server port: refused a non-TLS connection from {} (first byte {first:#04x}): verify_incoming is set",
                     self.peer
                 ));
@@ -223,7 +223,7 @@ impl Incoming {
     fn handshake_failed(&self, why: String) {
         if let Some(t) = &self.tls {
             t.handshake_failed.warn(
-                &why,
+                &format!("{}: {why}", self.peer.ip()),
                 format!(
                     "server port: TLS handshake with {} failed: {why}",
                     self.peer
@@ -240,7 +240,7 @@ impl Incoming {
             Ok(()) => true,
             Err(e) => {
                 t.unauthorized.warn(
-                    &e,
+                    &format!("{}: {e}", self.peer.ip()),
                     format!("server port: refused Raft from {}: {e}", self.peer),
                 );
                 false
@@ -792,6 +792,7 @@ pub async fn upgrade_outbound(
         Err(_) => "no handshake within the handshake timeout".to_string(),
     };
     let line = format!("server port: TLS handshake with {node} at {address} failed: {why}");
-    t.handshake_failed.warn(&why, line.clone());
+    t.handshake_failed
+        .warn(&format!("{node} at {address}: {why}"), line.clone());
     Err(line)
 }

@@ -678,9 +678,11 @@ pub fn describe(e: &std::io::Error) -> String {
     }
 }
 
-/// One log line per [`THROTTLE_PERIOD`] at most for each reason (a
-/// flood of the same failure is one line; a new reason gets its own); the
-/// lines left out are counted in the next one for that reason.
+/// One log line per [`THROTTLE_PERIOD`] at most for each key (the callers
+/// key by the peer, its IP address or node name, and the reason: a flood
+/// of the same failure from one peer is one line; another peer or reason
+/// gets its own); the lines left out are counted in the next one for that
+/// key.
 pub struct Throttle {
     reasons: Mutex<BTreeMap<String, Seen>>,
 }

@@ -61,7 +61,7 @@ impl TlsListener {
                         Err(_) => "no handshake within the handshake timeout".to_string(),
                     };
                     tls.handshake_failed.warn(
-                        &format!("https: {why}"),
+                        &format!("https {}: {why}", peer.ip()),
                         format!("HTTPS: TLS handshake with {peer} failed: {why}"),
                     );
                 });
