@@ -42,6 +42,10 @@ pub struct Bugs {
     /// The leader ignores lock delays: a key a session's end released may
     /// be acquired at once (Consul's `kvsPreApply` check skipped).
     pub lock_delay_ignored: bool,
+    /// A local agent's full sync trusts its own in-sync flags instead of
+    /// comparing with the catalog (copied into
+    /// `local::LocalConfig::bug_full_sync_trusts_flags` by the driver).
+    pub local_full_sync_trusts_flags: bool,
 }
 
 /// Room kept in a frame for an `InstallSnapshotChunk`'s header (term,

@@ -104,6 +104,7 @@ pub mod fsm;
 pub mod fuzz_cluster;
 pub mod gossip;
 pub mod ids;
+pub mod local;
 pub mod message;
 pub mod outbox;
 pub mod parked;

@@ -126,8 +126,14 @@ fn catalog_watch(op: &CatalogOp) -> Option<Vec<CatalogTopic>> {
     let fold = crate::fsm::catalog::fold;
     Some(match op {
         CatalogOp::Nodes { .. } => vec![CatalogTopic::Nodes],
-        CatalogOp::Services { node_meta } if node_meta.is_empty() => vec![CatalogTopic::Services],
-        CatalogOp::Services { .. } => vec![CatalogTopic::Services, CatalogTopic::Nodes],
+        CatalogOp::Services { node_meta } | CatalogOp::ServiceInstances { node_meta }
+            if node_meta.is_empty() =>
+        {
+            vec![CatalogTopic::Services]
+        }
+        CatalogOp::Services { .. } | CatalogOp::ServiceInstances { .. } => {
+            vec![CatalogTopic::Services, CatalogTopic::Nodes]
+        }
         CatalogOp::ServiceNodes { service, .. } => vec![CatalogTopic::Service(fold(service))],
         CatalogOp::NodeServices { node } => {
             let mut topics = vec![CatalogTopic::Node(fold(node))];

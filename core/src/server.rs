@@ -718,6 +718,7 @@ impl Server {
             CatalogOp::Deregister(_)
             | CatalogOp::Nodes { .. }
             | CatalogOp::Services { .. }
+            | CatalogOp::ServiceInstances { .. }
             | CatalogOp::ServiceNodes { .. }
             | CatalogOp::NodeServices { .. }
             | CatalogOp::NodeChecks { .. }
@@ -1335,6 +1336,10 @@ impl Server {
             CatalogOp::Services { node_meta } => {
                 let (i, services) = self.fsm.catalog_services(node_meta);
                 (i, CatalogReply::Services(services))
+            }
+            CatalogOp::ServiceInstances { node_meta } => {
+                let (i, found) = self.fsm.catalog_service_instances(node_meta);
+                (i, CatalogReply::ServiceNodes(found))
             }
             CatalogOp::ServiceNodes {
                 service,

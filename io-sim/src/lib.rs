@@ -32,6 +32,7 @@ mod client;
 mod client_agent;
 pub mod fs;
 mod gossip;
+mod local_agent;
 mod net;
 mod node;
 mod world;
@@ -41,6 +42,7 @@ use std::future::Future;
 pub use client::{CallError, Client, ClientCounters};
 pub use client_agent::ClientAgent;
 pub use gossip::GOSSIP_PORT;
+pub use local_agent::{Oracle, SimLocalAgent};
 pub use net::{
     client_ip, decode_envelope, encode_envelope, server_ip, ClientId, EnvelopeError, Peer,
     CLIENT_PORT, SERVER_PORT,

@@ -392,6 +392,43 @@ fn every_catalog_endpoint_answers_as_consul_does() {
     );
     let r = get(&url);
     assert_eq!((r.status, r.json()), (200, json!([])));
+    // catalog/services filters instances as `ServiceNode`s, then folds them
+    // into names and tags (Consul's `ListServices`); its index is the
+    // unfiltered read's.
+    let services_index = get(&format!("{base}/v1/catalog/services")).index;
+    let url = format!(
+        "{base}/v1/catalog/services?filter={}",
+        enc("ServiceTags contains v1")
+    );
+    let r = get(&url);
+    assert_eq!(
+        (r.status, r.json()),
+        (200, json!({"web": ["Primary", "v1"]}))
+    );
+    assert_eq!(r.index, services_index);
+    let url = format!(
+        "{base}/v1/catalog/services?filter={}",
+        enc("NodeMeta.rack != r1 and ServiceName != consul")
+    );
+    assert_eq!(get(&url).json(), json!({"db": []}));
+    // catalog/node and node-services filter the node's services.
+    let url = format!("{base}/v1/catalog/node/n1?filter={}", enc("Port == 8080"));
+    let r = get(&url);
+    assert_eq!(r.json()["Services"]["web1"]["Port"], 8080, "{}", r.body);
+    let url = format!("{base}/v1/catalog/node/n1?filter={}", enc("Service == db"));
+    assert_eq!(get(&url).json()["Services"], json!({}));
+    let url = format!(
+        "{base}/v1/catalog/node-services/n1?filter={}",
+        enc("Service == db")
+    );
+    let r = get(&url);
+    assert_eq!(r.json()["Services"], json!([]), "{}", r.body);
+    assert_eq!(r.json()["Node"]["Node"], "n1");
+    let url = format!(
+        "{base}/v1/catalog/node-services/n1?filter={}",
+        enc("\"v1\" in Tags")
+    );
+    assert_eq!(get(&url).json()["Services"][0]["ID"], "web1");
     // Bad expressions and selectors are 400 with bexpr's lead-in.
     for bad in ["Node ==", "(Node == n1", "Nodes == n1", "Node is full"] {
         let r = get(&format!("{base}/v1/catalog/nodes?filter={}", enc(bad)));

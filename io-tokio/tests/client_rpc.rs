@@ -99,6 +99,8 @@ async fn cluster(base: u8) -> Vec<Server> {
             dev: false,
             server: true,
             tls: Default::default(),
+            services: Vec::new(),
+            checks: Vec::new(),
         };
         let agent = tern::agent::start(options).await.unwrap();
         servers.push(Server {
@@ -301,6 +303,8 @@ async fn kv_writes_and_reads_go_through_a_client_agent() {
         dev: false,
         server: false,
         tls: Default::default(),
+        services: Vec::new(),
+        checks: Vec::new(),
     };
     let client = tern::agent::start_client(options, rx).await.unwrap();
     let h = &client.handle;

@@ -283,6 +283,20 @@ fn agent_metrics_count_kv_writes_and_the_prometheus_text_parses() {
         );
     }
     a.request("GET", "/v1/kv/m/0", b"");
+    // A registration, a session and a transaction: their RPC timers.
+    let reg = a.request(
+        "PUT",
+        "/v1/catalog/register",
+        br#"{"Node":"m1","Address":"10.0.0.9"}"#,
+    );
+    assert_eq!(reg.status, 200);
+    assert_eq!(a.request("PUT", "/v1/session/create", b"{}").status, 200);
+    let txn = a.request(
+        "PUT",
+        "/v1/txn",
+        br#"[{"KV":{"Verb":"set","Key":"m/t","Value":"dg=="}}]"#,
+    );
+    assert_eq!(txn.status, 200, "{}", txn.text());
     let r = a.request("GET", "/v1/agent/metrics?format=prometheus", b"");
     assert_eq!(r.status, 200);
     assert_eq!(
@@ -304,6 +318,9 @@ fn agent_metrics_count_kv_writes_and_the_prometheus_text_parses() {
     assert!(value("consul_raft_leader_dispatchLog_count") >= 1.0);
     assert!(value("consul_rpc_request") >= N as f64 + 1.0);
     assert!(value("consul_rpc_query") >= 1.0);
+    assert!(value("consul_catalog_register_count") >= 1.0);
+    assert!(value("consul_session_apply_count") >= 1.0);
+    assert!(value("consul_txn_apply_count") >= 1.0);
     assert!(value("consul_http_PUT_v1_kv___count") >= N as f64);
     assert!(value("consul_http_GET_v1_kv___count") >= 1.0);
     assert!(value("consul_runtime_num_goroutines") >= 1.0);

@@ -219,6 +219,8 @@ fn options() -> AgentOptions {
         dev: false,
         server: true,
         tls: Default::default(),
+        services: Vec::new(),
+        checks: Vec::new(),
     }
 }
 

@@ -167,6 +167,8 @@ const LEAVES: &[&str] = &[
     "operator raft list-peers",
     "operator raft remove-peer",
     "operator raft transfer-leader",
+    "services deregister",
+    "services register",
     "snapshot inspect",
     "snapshot restore",
     "snapshot save",
@@ -179,6 +181,7 @@ const PARENTS: &[&str] = &[
     "operator",
     "operator autopilot",
     "operator raft",
+    "services",
     "snapshot",
 ];
 
@@ -996,9 +999,76 @@ fn tern_lock_runs_children_one_at_a_time_and_releases() {
         err.starts_with("Key prefix and child command must be specified"),
         "{err}"
     );
-    let (code, _, err) = tern(&["lock", &addr, "-n=2", "p3", "true"]);
+
+    // A semaphore (-n 2, Consul's api/semaphore.go layout): three
+    // contenders, never more than two children at once, all three run.
+    let sem_log = dir.join("sem-log");
+    let sem_script = format!(
+        "echo start $$ >> {l}; sleep 1; echo end $$ >> {l}",
+        l = sem_log.display()
+    );
+    let contenders: Vec<_> = (0..3)
+        .map(|_| spawn(&["lock", &addr, "-n=2", "sem", &sem_script]))
+        .collect();
+    let end = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        if let Some((200, body)) = http("GET", &format!("{base}/v1/kv/sem/.lock"), b"") {
+            let j: serde_json::Value = serde_json::from_str(&body).unwrap();
+            assert_eq!(j[0]["Flags"].as_u64(), Some(0xe0f6_9a2b_aa41_4de0), "{j}");
+            use base64::Engine;
+            let raw = base64::engine::general_purpose::STANDARD
+                .decode(j[0]["Value"].as_str().unwrap())
+                .unwrap();
+            let lock: serde_json::Value = serde_json::from_slice(&raw).unwrap();
+            assert_eq!(lock["Limit"], 2, "{lock}");
+            let holders = lock["Holders"].as_object().unwrap().len();
+            assert!(holders <= 2, "{lock}");
+            if holders > 0 {
+                break;
+            }
+        }
+        assert!(std::time::Instant::now() < end, "nobody took a slot");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    for c in contenders {
+        let out = c.wait_with_output().unwrap();
+        assert_eq!(
+            out.status.code(),
+            Some(0),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let text = std::fs::read_to_string(&sem_log).unwrap();
+    let (mut running, mut most, mut started) = (0i32, 0i32, 0);
+    for line in text.lines() {
+        if line.starts_with("start") {
+            running += 1;
+            started += 1;
+        } else {
+            running -= 1;
+        }
+        most = most.max(running);
+    }
+    assert_eq!(started, 3, "{text}");
+    assert!(most <= 2, "more than two holders at once: {text}");
+    // Released: no holders left, no contender entries.
+    let (_, body) = http("GET", &format!("{base}/v1/kv/sem/?recurse"), b"").unwrap();
+    let pairs: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let keys: Vec<&str> = pairs
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["Key"].as_str().unwrap())
+        .collect();
+    assert_eq!(keys, ["sem/.lock"], "{body}");
+    // Another limit on the same prefix is refused, as Consul refuses it.
+    let (code, _, err) = tern(&["lock", &addr, "-n=3", "sem", "true"]);
     assert_eq!(code, 1);
-    assert!(err.contains("not supported"), "{err}");
+    assert_eq!(
+        err,
+        "Lock acquisition failed: semaphore limit conflict (lock: 2, local: 3)\n"
+    );
 
     // A lost lock kills the child: destroy the holder's session.
     let held = spawn(&["lock", &addr, "p4", "sleep 60"]);
@@ -1026,5 +1096,72 @@ fn tern_lock_runs_children_one_at_a_time_and_releases() {
     assert!(
         t.elapsed() < Duration::from_secs(20),
         "the child was killed at once"
+    );
+}
+
+/// `tern kv put -acquire|-release -session=ID` (Consul's command/kv/put):
+/// the lock taken and given up through a real agent, with Consul's lines.
+#[test]
+fn kv_put_acquires_and_releases_with_a_session() {
+    let mut agent = Agent::start("kv-lock", &[]);
+    agent.wait_ready();
+    let addr = format!("-http-addr={}", agent.addr());
+    let base = agent.base();
+    let session = |name: &str| -> String {
+        let (_, body) = http(
+            "PUT",
+            &format!("{base}/v1/session/create"),
+            format!(r#"{{"Name":"{name}","LockDelay":"0s"}}"#).as_bytes(),
+        )
+        .unwrap();
+        let j: serde_json::Value = serde_json::from_str(&body).unwrap();
+        j["ID"].as_str().unwrap().to_owned()
+    };
+    let (s1, s2) = (session("one"), session("two"));
+    let with = |s: &str| format!("-session={s}");
+    let (code, out, err) = tern(&[
+        "kv",
+        "put",
+        &addr,
+        "-acquire",
+        &with(&s1),
+        "app/leader",
+        "me",
+    ]);
+    assert_eq!(
+        (code, out.as_str()),
+        (0, "Success! Lock acquired on: app/leader\n"),
+        "{err}"
+    );
+    let (_, body) = http("GET", &format!("{base}/v1/kv/app/leader"), b"").unwrap();
+    let j: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(j[0]["Session"].as_str(), Some(s1.as_str()));
+    let (code, _, err) = tern(&[
+        "kv",
+        "put",
+        &addr,
+        "-acquire",
+        &with(&s2),
+        "app/leader",
+        "you",
+    ]);
+    assert_eq!((code, err.as_str()), (1, "Error! Did not acquire lock\n"));
+    let (code, _, err) = tern(&["kv", "put", &addr, "-release", &with(&s2), "app/leader"]);
+    assert_eq!((code, err.as_str()), (1, "Error! Did not release lock\n"));
+    let (code, out, _) = tern(&["kv", "put", &addr, "-release", &with(&s1), "app/leader"]);
+    assert_eq!(
+        (code, out.as_str()),
+        (0, "Success! Lock released on: app/leader\n")
+    );
+    let (_, body) = http("GET", &format!("{base}/v1/kv/app/leader"), b"").unwrap();
+    let j: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert!(j[0]["Session"].is_null(), "{j}");
+    let (code, _, err) = tern(&["kv", "put", &addr, "-acquire", "app/leader", "x"]);
+    assert_eq!(
+        (code, err.as_str()),
+        (
+            1,
+            "Error! Missing -session (required with -acquire and -release)\n"
+        )
     );
 }

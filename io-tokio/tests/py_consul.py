@@ -124,4 +124,41 @@ try:
     raise AssertionError("renewing a destroyed session must fail")
 except consul.NotFound:
     pass
+# The local agent's services and checks (agent/agent_endpoint.go), as
+# py-consul's agent.service and agent.check calls send and read them.
+from consul import Check
+assert c.agent.service.register(
+    "pyweb", service_id="pyweb-1", port=8080, tags=["v1"], meta={"team": "py"},
+    check=Check.ttl("30s"),
+    tagged_addresses={"lan": {"address": "127.0.0.1", "port": 8080}}) is True
+svcs = c.agent.services()
+w = svcs["pyweb-1"]
+assert (w["Service"], w["Port"], w["Tags"], w["Meta"]) == ("pyweb", 8080, ["v1"], {"team": "py"}), w
+assert w["TaggedAddresses"]["lan"] == {"Address": "127.0.0.1", "Port": 8080}, w
+assert c.agent.service_definition("pyweb-1")["ContentHash"], "one service with its hash"
+assert c.agent.checks()["service:pyweb-1"]["Status"] == "critical"
+assert c.agent.check.ttl_pass("service:pyweb-1", notes="ok") is True
+assert c.agent.checks()["service:pyweb-1"]["Output"] == "ok"
+assert c.agent.check.register("pydisk", Check.ttl("60s"), check_id="pydisk",
+                              service_id="pyweb-1") is True
+assert c.agent.check.ttl_warn("pydisk", notes="80%") is True
+assert c.agent.checks()["pydisk"]["ServiceID"] == "pyweb-1"
+assert c.agent.check.ttl_fail("pydisk") is True
+assert c.agent.check.ttl_pass("pydisk") is True
+# Anti-entropy puts both in the catalog.
+for _ in range(100):
+    _, nodes = c.health.service("pyweb", passing=True)
+    if len(nodes) == 1 and len(nodes[0]["Checks"]) == 3:
+        break
+    time.sleep(0.1)
+assert [n["Service"]["ID"] for n in nodes] == ["pyweb-1"], nodes
+assert sorted(x["CheckID"] for x in nodes[0]["Checks"]) == ["pydisk", "serfHealth", "service:pyweb-1"], nodes
+assert c.agent.check.deregister("pydisk") is True
+assert c.agent.service.deregister("pyweb-1") is True
+assert c.agent.services() == {} and c.agent.checks() == {}
+for _ in range(100):
+    if c.health.service("pyweb")[1] == []:
+        break
+    time.sleep(0.1)
+assert c.health.service("pyweb")[1] == []
 print("py-consul: all checks passed")

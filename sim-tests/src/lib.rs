@@ -8,6 +8,7 @@
 #[cfg(not(madsim))]
 compile_error!("sim-tests only builds with --cfg madsim (see .cargo/config.toml; a RUSTFLAGS variable replaces it)");
 
+pub mod anti_entropy;
 pub mod checker;
 pub mod linearizability;
 pub mod locks;

@@ -807,10 +807,15 @@ pub enum Scenario {
     /// servers are isolated, killed (the leader too) and lock clients cut
     /// off; never two of them believe they hold it at once (`locks.rs`).
     LockMutualExclusion,
+    /// Issue 9: local agents register, deregister and update services and
+    /// checks, and an operator changes the catalog behind their backs,
+    /// while servers are partitioned and killed; after healing every
+    /// agent's node in the catalog matches the agent (`anti_entropy.rs`).
+    AntiEntropy,
 }
 
 impl Scenario {
-    pub const ALL: [Scenario; 26] = [
+    pub const ALL: [Scenario; 27] = [
         Scenario::LeaderIsolated,
         Scenario::MinorityPartition,
         Scenario::AsymmetricPartition,
@@ -837,6 +842,7 @@ impl Scenario {
         Scenario::NoLeaderRetry,
         Scenario::SnapshotRestore,
         Scenario::LockMutualExclusion,
+        Scenario::AntiEntropy,
     ];
 
     pub fn name(self) -> &'static str {
@@ -867,6 +873,7 @@ impl Scenario {
             Scenario::NoLeaderRetry => "no-leader-retry",
             Scenario::SnapshotRestore => "snapshot-restore",
             Scenario::LockMutualExclusion => "lock-mutual-exclusion",
+            Scenario::AntiEntropy => "anti-entropy",
         }
     }
 
@@ -896,7 +903,7 @@ impl Scenario {
                 // does not know; the scenario checks the state itself.
                 opts.clients = 0;
             }
-            Scenario::LockMutualExclusion => {
+            Scenario::LockMutualExclusion | Scenario::AntiEntropy => {
                 opts.servers = 3;
                 opts.safety_s = opts.safety_s.max(30);
             }
@@ -1206,7 +1213,7 @@ impl Scenario {
                 failures.extend(crate::membership::no_leader(n, leader, true).await)
             }
             Scenario::SnapshotRestore => failures.extend(snapshot_restore(n, leader).await),
-            Scenario::LockMutualExclusion => n.lock_faults().await,
+            Scenario::LockMutualExclusion | Scenario::AntiEntropy => n.lock_faults().await,
             Scenario::SnapshotInstall => {
                 let servers = n.live_servers();
                 let follower = servers

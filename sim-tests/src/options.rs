@@ -27,10 +27,13 @@ pub enum Bug {
     /// The leader ignores lock delays: a key a session's end released can
     /// be acquired at once.
     LockDelayIgnored,
+    /// A local agent's full sync trusts its own in-sync flags: what changed
+    /// in the catalog behind its back is never repaired.
+    LocalFullSyncTrustsFlags,
 }
 
 impl Bug {
-    pub const ALL: [Bug; 11] = [
+    pub const ALL: [Bug; 12] = [
         Bug::VoteTwice,
         Bug::AckBeforeFsync,
         Bug::StaleRead,
@@ -42,6 +45,7 @@ impl Bug {
         Bug::GossipNoRefute,
         Bug::ClientNoRetry,
         Bug::LockDelayIgnored,
+        Bug::LocalFullSyncTrustsFlags,
     ];
 
     pub fn name(self) -> &'static str {
@@ -57,6 +61,7 @@ impl Bug {
             Bug::GossipNoRefute => "gossip-no-refute",
             Bug::ClientNoRetry => "client-no-retry",
             Bug::LockDelayIgnored => "lock-delay-ignored",
+            Bug::LocalFullSyncTrustsFlags => "local-full-sync-trusts-flags",
         }
     }
 
@@ -78,6 +83,7 @@ impl Bug {
             Some(Bug::GossipNoRefute) => b.gossip_no_refute = true,
             Some(Bug::ClientNoRetry) => b.client_no_retry = true,
             Some(Bug::LockDelayIgnored) => b.lock_delay_ignored = true,
+            Some(Bug::LocalFullSyncTrustsFlags) => b.local_full_sync_trusts_flags = true,
             None => {}
         }
         b

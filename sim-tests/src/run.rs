@@ -53,6 +53,10 @@ pub struct Outcome {
     /// Of those, how many ended because the session was invalidated under
     /// its holder (where the lock delay is what keeps others out).
     pub lock_invalidated: usize,
+    /// The anti-entropy scenario: changes the agents made, and catalog
+    /// changes an operator made behind their backs.
+    pub ae_changes: u64,
+    pub ae_meddled: u64,
     /// Each server's Raft state at the end of the run, kept when a liveness
     /// check failed (what `chaos -v` prints to diagnose it).
     pub final_states: Vec<String>,
@@ -285,6 +289,20 @@ async fn simulate(opts: Options, scenario: Option<Scenario>) -> Outcome {
         }
     }
 
+    // The anti-entropy scenario's local agents and their driver.
+    let ae = if scenario == Some(Scenario::AntiEntropy) {
+        let agents = Arc::new(crate::anti_entropy::start(&world, opts.seed, opts.bug).await);
+        let ae_stop = Arc::new(AtomicBool::new(false));
+        let task = madsim::task::spawn(crate::anti_entropy::drive(
+            agents.clone(),
+            opts.seed,
+            ae_stop.clone(),
+        ));
+        Some((agents, ae_stop, task))
+    } else {
+        None
+    };
+
     // Safety phase: faults.
     let mut nemesis = Nemesis::new(world.clone(), operator.clone(), opts.clone());
     nemesis.lock_clients = lock_clients;
@@ -316,6 +334,17 @@ async fn simulate(opts: Options, scenario: Option<Scenario>) -> Outcome {
         ));
     }
     stop.store(true, Ordering::Relaxed);
+    // Anti-entropy: the driver stops, the operator meddles once more, and
+    // every agent's node must come to match it.
+    let (mut ae_changes, mut ae_meddled) = (0, 0);
+    if let Some((agents, ae_stop, task)) = ae {
+        ae_stop.store(true, Ordering::Relaxed);
+        let _ = task.await;
+        failures.extend(crate::anti_entropy::check_converged(&world, &agents, opts.seed).await);
+        crate::anti_entropy::stop(&agents);
+        ae_changes = *agents.changes.lock().unwrap();
+        ae_meddled = *agents.meddled.lock().unwrap();
+    }
     // Let in-flight client calls finish (they time out after 3 s at most).
     for t in tasks.into_iter().chain(lock_tasks) {
         let _ = t.await;
@@ -420,6 +449,8 @@ async fn simulate(opts: Options, scenario: Option<Scenario>) -> Outcome {
             .iter()
             .filter(|b| b.how == "invalidated")
             .count(),
+        ae_changes,
+        ae_meddled,
         final_states,
     }
 }

@@ -411,3 +411,52 @@ fn planted_bug_lock_delay_ignored_is_caught_by_the_lock_scenario() {
     }
     panic!("lock-delay-ignored was not caught on seeds 0..20");
 }
+
+/// Issue 9, deliverable 3: local agents (the core's `LocalAgent`, driven as
+/// the daemon drives it, through simulated client agents) change their
+/// services and checks while servers are isolated, killed and partitioned,
+/// and an operator changes the catalog behind their backs; after healing,
+/// every agent's node in the catalog matches the agent within two full-sync
+/// periods (`sim-tests/src/anti_entropy.rs`).
+#[test]
+fn anti_entropy_converges_after_faults() {
+    for seed in 0..SEEDS {
+        let out = run(Options::from_seed(seed), Some(Scenario::AntiEntropy));
+        assert!(
+            out.ok,
+            "anti-entropy failed on seed {seed}:\n{}\nreplay: {}",
+            out.failures.join("\n"),
+            out.replay_command(None, Some(Scenario::AntiEntropy))
+        );
+        assert!(
+            out.ae_changes >= 20,
+            "seed {seed}: the agents barely changed"
+        );
+        assert!(
+            out.ae_meddled >= 3,
+            "seed {seed}: the operator never meddled"
+        );
+    }
+}
+
+/// The planted `local-full-sync-trusts-flags` bug (a full sync trusts the
+/// agent's flags instead of comparing with the catalog) leaves what the
+/// operator changed unrepaired, and the scenario's invariant says so.
+#[test]
+fn planted_bug_local_full_sync_trusts_flags_is_caught() {
+    for seed in 0..SEEDS {
+        let mut o = Options::from_seed(seed);
+        o.bug = Some(Bug::LocalFullSyncTrustsFlags);
+        let out = run(o, Some(Scenario::AntiEntropy));
+        if out.failures.iter().any(|f| f.starts_with("anti-entropy:")) {
+            let clean = run(Options::from_seed(seed), Some(Scenario::AntiEntropy));
+            assert!(
+                clean.ok,
+                "seed {seed} fails without the bug: {:?}",
+                clean.failures
+            );
+            return;
+        }
+    }
+    panic!("local-full-sync-trusts-flags was not caught on seeds 0..{SEEDS}");
+}

@@ -24,6 +24,7 @@ pub use catalog::types::{
     CatalogError, CatalogTableName, Check, CheckDefinition, CheckServiceNode, Deregister, Meta,
     Node, NodeServices, Register, Service, ServiceAddress, ServiceInstance, Weights,
 };
+pub use catalog::validate::service_meta_error;
 pub use catalog::{CatalogTopic, CATALOG_CHECKS_MAX, CATALOG_NODES_MAX, CATALOG_SERVICES_MAX};
 pub use command::{ApplyResult, Command, DirEntry, KvCommand, KvEntry, KvWrite, StoredAutopilot};
 pub use error::FsmError;
@@ -489,6 +490,15 @@ impl Fsm {
         node_meta: &BTreeMap<String, String>,
     ) -> (u64, BTreeMap<String, Vec<String>>) {
         self.catalog.services(node_meta)
+    }
+
+    /// Every service instance on nodes whose meta matches, with the index
+    /// `catalog_services` answers with.
+    pub fn catalog_service_instances(
+        &self,
+        node_meta: &BTreeMap<String, String>,
+    ) -> (u64, Vec<crate::fsm::ServiceInstance>) {
+        self.catalog.service_instances(node_meta)
     }
 
     /// `/v1/catalog/service/<name>`: the instances with every tag.

@@ -152,6 +152,11 @@ pub enum CatalogOp {
         tags: Vec<String>,
         node_meta: BTreeMap<String, String>,
     },
+    /// `GET /v1/catalog/services?filter=`: every service instance (on
+    /// nodes whose meta matches), for the HTTP layer to filter as
+    /// `ServiceNode`s and fold into names and tags; the index is the
+    /// `Services` read's.
+    ServiceInstances { node_meta: BTreeMap<String, String> },
 }
 
 impl CatalogOp {
@@ -160,6 +165,7 @@ impl CatalogOp {
             CatalogOp::Register(_) | CatalogOp::Deregister(_) => true,
             CatalogOp::Nodes { .. }
             | CatalogOp::Services { .. }
+            | CatalogOp::ServiceInstances { .. }
             | CatalogOp::ServiceNodes { .. }
             | CatalogOp::NodeServices { .. }
             | CatalogOp::NodeChecks { .. }

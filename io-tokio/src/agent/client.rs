@@ -60,8 +60,10 @@ async fn start(
             left: left.clone(),
             pools: pools.clone(),
             metrics: Default::default(),
+            local: Default::default(),
         }),
     };
+    super::local::spawn(&handle)?;
     let task = tokio::spawn(run(options, client, rx, left, pools));
     Ok(Agent {
         handle,

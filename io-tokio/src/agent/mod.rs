@@ -35,6 +35,11 @@ pub struct AgentOptions {
     /// TLS on the server port (and the HTTPS API): the settings; the files
     /// are read when the agent starts.
     pub tls: crate::tls::TlsOptions,
+    /// Services and checks from the agent's config files (`service {}`,
+    /// `check {}`): registered with the local agent at start, not
+    /// persisted (the config is their source).
+    pub services: Vec<tern_core::local::ServiceDef>,
+    pub checks: Vec<tern_core::local::CheckDef>,
 }
 
 /// Where one gossip pool listens and whom it joins (Consul's `start_join`,
@@ -98,6 +103,9 @@ pub(crate) struct HandleInner {
     /// What `/v1/agent/metrics` shows: the agent loop and the HTTP layer
     /// record into it.
     pub(crate) metrics: Arc<crate::metrics::Metrics>,
+    /// The local agent's services and checks (`/v1/agent/service*`,
+    /// `/v1/agent/check*`); unset on a detached handle.
+    pub(crate) local: std::sync::OnceLock<local::LocalHandle>,
 }
 
 /// A message to the agent task.
@@ -227,6 +235,11 @@ impl AgentHandle {
         &self.inner.options
     }
 
+    /// The local agent, once started (every real agent has one).
+    pub fn local(&self) -> Option<&local::LocalHandle> {
+        self.inner.local.get()
+    }
+
     /// The agent's metrics (`/v1/agent/metrics`).
     pub fn metrics(&self) -> &Arc<crate::metrics::Metrics> {
         &self.inner.metrics
@@ -244,6 +257,7 @@ impl AgentHandle {
                     left: Arc::new(tokio::sync::watch::Sender::new(false)),
                     pools: None,
                     metrics: Default::default(),
+                    local: Default::default(),
                 }),
             },
             rx,
@@ -252,6 +266,7 @@ impl AgentHandle {
 }
 
 mod client;
+pub mod local;
 pub(crate) mod members;
 mod runtime;
 mod telemetry;

@@ -90,8 +90,10 @@ pub async fn start(options: AgentOptions) -> Result<Agent, String> {
             left: Arc::new(tokio::sync::watch::Sender::new(false)),
             pools: Some(pools.clone()),
             metrics: Default::default(),
+            local: Default::default(),
         }),
     };
+    super::local::spawn(&handle)?;
     let left = handle.inner.left.clone();
     let metrics = handle.inner.metrics.clone();
     let task = tokio::spawn(run(

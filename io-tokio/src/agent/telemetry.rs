@@ -6,7 +6,7 @@
 //! |---|---|
 //! | `consul.rpc.request` (counter) | every request this server's core takes: its own HTTP API's, client agents' and those other servers forward to it |
 //! | `consul.rpc.query` (counter) | those that are reads |
-//! | `consul.kvs.apply`, `consul.catalog.register`, `consul.catalog.deregister` (timers) | a KV write or a registration taken here, until its answer (forwarding to the leader included) |
+//! | `consul.kvs.apply`, `consul.catalog.register`, `consul.catalog.deregister`, `consul.session.apply`, `consul.session.renew`, `consul.txn.apply` (timers) | a KV write, a registration, a session create/destroy or renew, a transaction taken here, until its answer (forwarding to the leader included) |
 //! | `consul.raft.apply` (counter) | commands a leader appends to its log |
 //! | `consul.raft.commitTime` (timer) | a leader's command, from its append to its commit |
 //! | `consul.raft.leader.dispatchLog` (timer) | a leader's disk job that writes entries, until durable |
@@ -70,6 +70,10 @@ impl Telemetry {
             Op::KvApply(_) => "consul.kvs.apply",
             Op::Catalog(CatalogOp::Register(_)) => "consul.catalog.register",
             Op::Catalog(CatalogOp::Deregister(_)) => "consul.catalog.deregister",
+            // Consul's `Session.Apply` and `Txn.Apply` timers.
+            Op::SessionCreate(_) | Op::SessionDestroy { .. } => "consul.session.apply",
+            Op::SessionRenew { .. } => "consul.session.renew",
+            Op::Txn(_) => "consul.txn.apply",
             _ => return,
         };
         if self.timed.len() >= TIMED_MAX {

@@ -161,6 +161,21 @@ pub(crate) const COMMANDS: &[CommandDoc] = &[
         help: super::operator::TRANSFER_LEADER_USAGE,
     },
     CommandDoc {
+        path: "services",
+        synopsis: "Registers and deregisters services with the local agent",
+        help: super::services::SERVICES_HELP,
+    },
+    CommandDoc {
+        path: "services deregister",
+        synopsis: "Deregisters a service from the local agent",
+        help: super::services::DEREGISTER_USAGE,
+    },
+    CommandDoc {
+        path: "services register",
+        synopsis: "Registers a service with the local agent",
+        help: super::services::REGISTER_USAGE,
+    },
+    CommandDoc {
         path: "snapshot",
         synopsis: "Saves, restores and inspects snapshots of the servers' state",
         help: SNAPSHOT_HELP,

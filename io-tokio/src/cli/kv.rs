@@ -164,6 +164,9 @@ pub(crate) fn put(args: &[String], io: &mut Io) -> i32 {
         flag("cas"),
         value("modify-index"),
         flag("base64"),
+        value("session"),
+        flag("acquire"),
+        flag("release"),
     ];
     let (p, client) = match command(args, &own, "kv put", io) {
         Ok(x) => x,
@@ -204,6 +207,11 @@ fn run_put(p: &Parsed, client: &Client, io: &mut Io) -> Result<i32, String> {
         data = base64_decode_strict(&text)
             .map_err(|e| format!("Error! Cannot base 64 decode data: {e}"))?;
     }
+    let (acquire, release) = (p.bool("acquire")?, p.bool("release")?);
+    let session = p.last("session").unwrap_or_default();
+    if (acquire || release) && session.is_empty() {
+        return Err("Error! Missing -session (required with -acquire and -release)".into());
+    }
     if cas && modify_index == 0 {
         return Err("Must specify -modify-index with -cas!".into());
     }
@@ -213,8 +221,31 @@ fn run_put(p: &Parsed, client: &Client, io: &mut Io) -> Result<i32, String> {
     if flags != 0 {
         query.push(("flags", Some(flags_text.as_str())));
     }
+    // Consul's command takes the first of -cas, -acquire, -release.
     if cas {
         query.push(("cas", Some(index_text.as_str())));
+    } else if acquire || release {
+        let verb = if acquire { "acquire" } else { "release" };
+        query.push((verb, Some(session)));
+        let done = client
+            .put(&path(&key), &query, &data)
+            .and_then(|r| r.success())
+            .and_then(|body| parse_json::<bool>(&body));
+        return match (done, acquire) {
+            (Ok(true), true) => {
+                io.line(&format!("Success! Lock acquired on: {key}"));
+                Ok(0)
+            }
+            (Ok(true), false) => {
+                io.line(&format!("Success! Lock released on: {key}"));
+                Ok(0)
+            }
+            (Ok(false), true) => Err("Error! Did not acquire lock".into()),
+            (Ok(false), false) => Err("Error! Did not release lock".into()),
+            (Err(e), true) => Err(format!("Error! Failed writing data: {e}")),
+            // Consul's command prints the key here, not the error.
+            (Err(_), false) => Err(format!("Error! Failed writing data: {key}")),
+        };
     }
     let written = client
         .put(&path(&key), &query, &data)
@@ -513,6 +544,9 @@ Usage: tern kv put [options] KEY [VALUE]
 
   -flags=N  -cas -modify-index=N
   -base64   the data is base64; the decoded bytes are written
+  -acquire -session=ID   take the key's lock for the session (the session
+                         must exist); writes VALUE if it is taken
+  -release -session=ID   give the key's lock up
   -http-addr=ADDR  -datacenter=DC  -token=T";
 
 pub(crate) const DELETE_USAGE: &str = "\

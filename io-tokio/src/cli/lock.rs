@@ -9,7 +9,8 @@
 //! query of the key and try again when it is free (a refused acquire of a
 //! free key is the lock delay: wait 5 s); run the child; watch the key
 //! with blocking queries while it runs; when it exits, release the key and
-//! destroy the session. Semaphores (`-n` above 1) are not supported yet.
+//! destroy the session. With `-n` above 1 it is a semaphore of that many
+//! holders under PREFIX instead (`semaphore.rs`, Consul's api/semaphore.go).
 
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -47,7 +48,9 @@ Usage: tern lock [options] PREFIX CHILD...
   -shell              run CHILD through sh -c (default true)
   -child-exit-code    exit 2 if CHILD exits with an error (default: exit 0
                       once CHILD has run)
-  -n=1                the number of holders; only 1 is supported
+  -n=1                the number of holders: above 1, a semaphore of that
+                      many slots under PREFIX (PREFIX/.lock and one
+                      PREFIX/<session> entry per contender)
   -verbose            say what is happening on stderr
   -http-addr=ADDR  -datacenter=DC  -token=T";
 
@@ -132,17 +135,12 @@ pub(crate) fn lock(args: &[String], io: &mut Io) -> i32 {
             return 1;
         }
     };
-    match p.number("n") {
-        Ok(None) | Ok(Some(1)) => {}
+    let limit = match p.number("n") {
+        Ok(None) => 1,
         Ok(Some(0)) => return fail(io, "Command limit must be at least one".into()),
-        Ok(Some(_)) => {
-            return fail(
-                io,
-                "-n greater than 1 (a semaphore) is not supported by this release".into(),
-            )
-        }
+        Ok(Some(n)) => n,
         Err(e) => return fail(io, e),
-    }
+    };
     let shell = match p.last("shell") {
         None => true,
         Some(_) => p.bool("shell").unwrap_or(true),
@@ -157,10 +155,13 @@ pub(crate) fn lock(args: &[String], io: &mut Io) -> i32 {
             None => return fail(io, format!("invalid value {t:?} for flag -timeout")),
         },
     };
-    let name = p
-        .last("name")
-        .map(str::to_string)
-        .unwrap_or_else(|| format!("Tern lock for {prefix}"));
+    let name = p.last("name").map(str::to_string).unwrap_or_else(|| {
+        if limit > 1 {
+            format!("Tern semaphore for {prefix}")
+        } else {
+            format!("Tern lock for {prefix}")
+        }
+    });
     let key = format!("{}/.lock", prefix.trim_end_matches('/'));
     let say = |io: &mut Io, s: &str| {
         if verbose {
@@ -202,9 +203,12 @@ pub(crate) fn lock(args: &[String], io: &mut Io) -> i32 {
             }
         })
     };
+    let semaphore = (limit > 1).then(|| super::semaphore::Semaphore::new(&prefix, limit, &session));
     let cleanup = |client: &Client, held: bool| {
         stop.store(true, Ordering::SeqCst);
-        if held {
+        if let Some(sem) = &semaphore {
+            sem.release(client);
+        } else if held {
             let _ = client.put(
                 &format!("/v1/kv/{}", encode(&key, true)),
                 &[
@@ -220,7 +224,25 @@ pub(crate) fn lock(args: &[String], io: &mut Io) -> i32 {
     // Acquire, waiting while someone else holds the lock.
     let started = Instant::now();
     let flags = LOCK_FLAG_VALUE.to_string();
-    loop {
+    if let Some(sem) = &semaphore {
+        let deadline = timeout.map(|t| started + t);
+        let mut said = false;
+        let mut waiting = || {
+            if verbose && !said {
+                let _ = std::io::Write::write_all(
+                    io.err,
+                    format!("Semaphore: all {limit} slots held; waiting\n").as_bytes(),
+                );
+                said = true;
+            }
+        };
+        if let Err(e) = sem.acquire(&client, deadline, &mut waiting) {
+            cleanup(&client, false);
+            let _ = renewer.join();
+            return fail(io, format!("Lock acquisition failed: {e}"));
+        }
+    }
+    while semaphore.is_none() {
         if timeout.is_some_and(|t| started.elapsed() >= t) {
             cleanup(&client, false);
             let _ = renewer.join();
@@ -258,7 +280,14 @@ pub(crate) fn lock(args: &[String], io: &mut Io) -> i32 {
             }
         }
     }
-    say(io, &format!("Lock: acquired {key}"));
+    say(
+        io,
+        &if semaphore.is_some() {
+            format!("Semaphore: acquired a slot of {limit} under {prefix}")
+        } else {
+            format!("Lock: acquired {key}")
+        },
+    );
 
     // Run the child, watching the lock.
     let mut cmd = if shell {
@@ -291,17 +320,24 @@ pub(crate) fn lock(args: &[String], io: &mut Io) -> i32 {
         let child_done = Arc::clone(&child_done);
         let client = client.clone();
         let (key, session) = (key.clone(), session.clone());
+        let sem = (limit > 1).then(|| super::semaphore::Semaphore::new(&prefix, limit, &session));
         std::thread::spawn(move || {
             let mut index = None;
             let mut failures = 0;
             while !child_done.load(Ordering::SeqCst) {
-                match read_entry_waiting(&client, &key, index, "2s") {
-                    Ok((entry, next)) => {
-                        failures = 0;
+                let seen = match &sem {
+                    Some(sem) => sem.still_held(&client, index),
+                    None => read_entry_waiting(&client, &key, index, "2s").map(|(entry, next)| {
                         let ours = entry
                             .as_ref()
                             .and_then(|e| e.session.as_deref())
                             .is_some_and(|s| s == session);
+                        (ours, next)
+                    }),
+                };
+                match seen {
+                    Ok((ours, next)) => {
+                        failures = 0;
                         if !ours {
                             lost.store(true, Ordering::SeqCst);
                             return;

@@ -2,7 +2,8 @@
 //! commands, talking to an agent over its HTTP API as Consul's CLI does:
 //! `kv get|put|delete|export|import`, `catalog datacenters|nodes|services`,
 //! `operator raft list-peers|remove-peer|transfer-leader`,
-//! `operator autopilot get-config|set-config|state`, `members`, `join`,
+//! `operator autopilot get-config|set-config|state`, `services
+//! register|deregister`, `members`, `join`,
 //! `force-leave`, `leave`, `version` (and `bench kv`, in `crate::bench`).
 //!
 //! Output follows Consul's CLI. A request or value error is one line on
@@ -20,6 +21,8 @@ mod kv;
 mod lock;
 mod members;
 mod operator;
+mod semaphore;
+mod services;
 mod snapshot;
 mod table;
 mod tls;
@@ -85,6 +88,8 @@ pub fn run_with_input(
         "force-leave" => members::force_leave(rest, &mut io),
         "leave" => operator::leave(rest, &mut io),
         "lock" => lock::lock(rest, &mut io),
+        "services register" => services::register(rest, &mut io),
+        "services deregister" => services::deregister(rest, &mut io),
         "snapshot save" => snapshot::save(rest, &mut io),
         "snapshot restore" => snapshot::restore(rest, &mut io),
         "snapshot inspect" => snapshot::inspect(rest, &mut io),

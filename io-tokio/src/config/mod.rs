@@ -9,6 +9,7 @@
 
 mod consul_keys;
 pub(crate) mod duration;
+pub(crate) mod services;
 mod source;
 mod tls;
 
@@ -431,6 +432,23 @@ fn build(c: Layer, dev: bool) -> Result<AgentConfig, ConfigError> {
             )));
         }
     }
+    let services = c
+        .services
+        .iter()
+        .enumerate()
+        .map(|(i, v)| {
+            crate::http::service_from_config(v)
+                .map_err(|e| ConfigError(format!("services[{i}]: {e}")))
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    let checks = c
+        .checks
+        .iter()
+        .enumerate()
+        .map(|(i, v)| {
+            crate::http::check_from_config(v).map_err(|e| ConfigError(format!("checks[{i}]: {e}")))
+        })
+        .collect::<Result<Vec<_>, _>>()?;
     Ok(AgentConfig {
         options: AgentOptions {
             core,
@@ -443,6 +461,8 @@ fn build(c: Layer, dev: bool) -> Result<AgentConfig, ConfigError> {
             dev,
             server,
             tls,
+            services,
+            checks,
         },
         logging: crate::logging::LogOptions {
             json: c.log_json.unwrap_or(false),

@@ -59,6 +59,10 @@ pub(crate) struct Layer {
     pub domain: Option<String>,
     /// The `tls { ... }` block and the old top-level TLS keys.
     pub tls: super::tls::TlsLayer,
+    /// `service`/`services` and `check`/`checks` definitions, in the HTTP
+    /// API's JSON (`config/services.rs`); they append across sources.
+    pub services: Vec<Value>,
+    pub checks: Vec<Value>,
 }
 
 /// Consul's `autopilot { ... }` keys (agent/config/config.go `Autopilot`).
@@ -123,6 +127,8 @@ impl Layer {
         over(&mut self.log_rotate_duration, later.log_rotate_duration);
         over(&mut self.log_rotate_max_files, later.log_rotate_max_files);
         self.unsupported.extend(later.unsupported);
+        self.services.extend(later.services);
+        self.checks.extend(later.checks);
         let (a, b) = (&mut self.autopilot, later.autopilot);
         over(&mut a.cleanup_dead_servers, b.cleanup_dead_servers);
         over(&mut a.last_contact_threshold, b.last_contact_threshold);
@@ -224,6 +230,18 @@ impl Layer {
         let mut layer = Layer::default();
         for (key, v) in top {
             match key.as_str() {
+                "service" | "services" => {
+                    for b in super::services::blocks(v) {
+                        layer
+                            .services
+                            .push(super::services::service_to_api(&b, key)?);
+                    }
+                }
+                "check" | "checks" => {
+                    for b in super::services::blocks(v) {
+                        layer.checks.push(super::services::check_to_api(&b, key)?);
+                    }
+                }
                 "ports" | "performance" | "autopilot" => {
                     for (inner, v) in block(v).map_err(|m| format!("{key}: {m}"))? {
                         let path = format!("{key}.{inner}");

@@ -85,9 +85,9 @@ fn weights(w: Option<Weights>) -> WeightsJson {
 
 #[derive(Serialize)]
 #[serde(rename_all = "PascalCase")]
-struct ServiceAddressJson<'a> {
-    address: &'a str,
-    port: i64,
+pub(crate) struct ServiceAddressJson<'a> {
+    pub(crate) address: &'a str,
+    pub(crate) port: i64,
 }
 
 fn service_addresses(
@@ -522,11 +522,32 @@ pub(crate) async fn services(
     State(agent): State<AgentHandle>,
     Query(query): Query<Vec<(String, String)>>,
 ) -> ApiResult {
-    let (_, opts, node_meta) = start(&agent, query)?;
-    let (reply, meta) = catalog_read(&agent, &opts, CatalogOp::Services { node_meta }).await?;
-    let CatalogReply::Services(services) = reply else {
+    let (params, opts, node_meta) = start(&agent, query)?;
+    let Some(filter) = super::filter::from_query(params.get("filter"))? else {
+        let (reply, meta) = catalog_read(&agent, &opts, CatalogOp::Services { node_meta }).await?;
+        let CatalogReply::Services(services) = reply else {
+            return Err(ApiError::unexpected_reply("catalog/services"));
+        };
+        return Ok(meta.apply(json(&services, opts.pretty)?));
+    };
+    // Consul's `ListServices` with a filter: the filter runs over every
+    // instance as a `ServiceNode`, and what passes is folded into names
+    // with the union of their tags.
+    let (reply, meta) =
+        catalog_read(&agent, &opts, CatalogOp::ServiceInstances { node_meta }).await?;
+    let CatalogReply::ServiceNodes(found) = reply else {
         return Err(ApiError::unexpected_reply("catalog/services"));
     };
+    let mut services: BTreeMap<&str, std::collections::BTreeSet<&str>> = BTreeMap::new();
+    for instance in &found {
+        let kept = super::filter::apply(vec![ServiceNodeJson::from(instance)], Some(&filter))?;
+        if !kept.is_empty() {
+            services
+                .entry(&instance.service.service)
+                .or_default()
+                .extend(instance.service.tags.iter().flatten().map(String::as_str));
+        }
+    }
     Ok(meta.apply(json(&services, opts.pretty)?))
 }
 
@@ -571,6 +592,8 @@ pub(crate) async fn node_nameless(
     Err(ApiError::bad_request("Missing node name"))
 }
 
+/// The node's services, those `?filter=` keeps (Consul filters a node's
+/// `NodeService`s there: `Service`, `Tags`, `Port`, `Meta`, ...).
 async fn node_services(
     agent: &AgentHandle,
     node: String,
@@ -580,15 +603,28 @@ async fn node_services(
         Option<Box<tern_core::fsm::NodeServices>>,
         QueryOptions,
         super::reply::Meta,
+        bool,
     ),
     ApiError,
 > {
-    let (_, opts, _) = start(agent, query)?;
+    let (params, opts, _) = start(agent, query)?;
+    let filter = super::filter::from_query(params.get("filter"))?;
     let (reply, meta) = catalog_read(agent, &opts, CatalogOp::NodeServices { node }).await?;
-    let CatalogReply::NodeServices(found) = reply else {
+    let CatalogReply::NodeServices(mut found) = reply else {
         return Err(ApiError::unexpected_reply("catalog/node"));
     };
-    Ok((found, opts, meta))
+    if let (Some(f), Some(ns)) = (filter.as_ref(), found.as_mut()) {
+        let keep: Vec<bool> = ns
+            .services
+            .iter()
+            .map(|s| {
+                super::filter::apply(vec![NodeServiceJson::from(s)], Some(f)).map(|v| !v.is_empty())
+            })
+            .collect::<Result<_, _>>()?;
+        let mut keep = keep.into_iter();
+        ns.services.retain(|_| keep.next().unwrap_or(false));
+    }
+    Ok((found, opts, meta, filter.is_some()))
 }
 
 /// `GET /v1/catalog/node/<node>`: `{Node, Services: {id: service}}`, or
@@ -598,7 +634,7 @@ pub(crate) async fn node(
     Path(node): Path<String>,
     Query(query): Query<Vec<(String, String)>>,
 ) -> ApiResult {
-    let (found, opts, meta) = node_services(&agent, node, query).await?;
+    let (found, opts, meta, _) = node_services(&agent, node, query).await?;
     let body = found.as_ref().map(|ns| NodeServicesJson {
         node: NodeJson::from(&ns.node),
         services: ns
@@ -618,7 +654,7 @@ pub(crate) async fn node_service_list(
     Path(node): Path<String>,
     Query(query): Query<Vec<(String, String)>>,
 ) -> ApiResult {
-    let (found, opts, meta) = node_services(&agent, node, query).await?;
+    let (found, opts, meta, filtered) = node_services(&agent, node, query).await?;
     let body = match &found {
         None => NodeServiceListJson {
             node: None,
@@ -626,7 +662,8 @@ pub(crate) async fn node_service_list(
         },
         Some(ns) => NodeServiceListJson {
             node: Some(NodeJson::from(&ns.node)),
-            services: (!ns.services.is_empty())
+            // A filtered list is a new (empty, not nil) slice in Consul.
+            services: (filtered || !ns.services.is_empty())
                 .then(|| ns.services.iter().map(NodeServiceJson::from).collect()),
         },
     };

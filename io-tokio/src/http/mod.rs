@@ -28,6 +28,8 @@
 //! bad input is a 400 that names the parameter.
 
 mod agent_api;
+mod agent_local;
+pub(crate) use agent_local::{check_from_config, service_from_config};
 mod autopilot;
 mod catalog;
 mod filter;
@@ -127,6 +129,42 @@ pub fn router(agent: AgentHandle) -> Router {
         .route("/v1/agent/join/", put(members::join_nothing))
         .route("/v1/agent/join/{*address}", put(members::join))
         .route("/v1/agent/force-leave/{*node}", put(members::force_leave))
+        .route("/v1/agent/services", get(agent_local::services))
+        .route(
+            "/v1/agent/service/register",
+            put(agent_local::register_service),
+        )
+        .route(
+            "/v1/agent/service/deregister/{*id}",
+            put(agent_local::deregister_service),
+        )
+        .route("/v1/agent/service/{*id}", get(agent_local::service))
+        .route("/v1/agent/checks", get(agent_local::checks))
+        .route("/v1/agent/check/register", put(agent_local::register_check))
+        .route(
+            "/v1/agent/check/deregister/{*id}",
+            put(agent_local::deregister_check),
+        )
+        .route("/v1/agent/check/pass/{*id}", put(agent_local::pass))
+        .route("/v1/agent/check/warn/{*id}", put(agent_local::warn))
+        .route("/v1/agent/check/fail/{*id}", put(agent_local::fail))
+        .route("/v1/agent/check/update/{*id}", put(agent_local::update))
+        .route(
+            "/v1/agent/health/service/name/",
+            get(agent_local::health_missing_name),
+        )
+        .route(
+            "/v1/agent/health/service/name/{*name}",
+            get(agent_local::health_by_name),
+        )
+        .route(
+            "/v1/agent/health/service/id/",
+            get(agent_local::health_missing_id),
+        )
+        .route(
+            "/v1/agent/health/service/id/{*id}",
+            get(agent_local::health_by_id),
+        )
         // `{*key}` needs at least one character: `/v1/kv/` is its own route
         // (py-consul cleans up with `DELETE /v1/kv/?recurse=1`).
         .route(

@@ -695,6 +695,34 @@ impl CatalogTable {
         (index, names)
     }
 
+    /// Every instance on a node whose meta matches, in node and service-ID
+    /// order, with [`Self::services`]' index (`/v1/catalog/services?filter=`).
+    pub(crate) fn service_instances(
+        &self,
+        node_meta: &BTreeMap<String, String>,
+    ) -> (u64, Vec<ServiceInstance>) {
+        let mut out = Vec::new();
+        for ((node, _), row) in &self.services {
+            let Some(n) = self.nodes.get(node) else {
+                continue;
+            };
+            if !satisfies(&n.value.meta, node_meta) {
+                continue;
+            }
+            out.push(ServiceInstance {
+                node: n.value.clone(),
+                node_name: row.value.node.clone(),
+                service: row.value.service.clone(),
+            });
+        }
+        let index = if node_meta.is_empty() {
+            self.services_index
+        } else {
+            self.services_index.max(self.nodes_index)
+        };
+        (index, out)
+    }
+
     /// `/v1/catalog/service/<s>` (Consul's `ServiceTagNodes` and the node
     /// meta filter of `Catalog.ServiceNodes`): the instances of `name`
     /// that carry every tag (ignoring case) on nodes whose meta matches,

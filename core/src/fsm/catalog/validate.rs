@@ -144,6 +144,15 @@ fn check_service_meta(node: &str, service: &Service) -> Result<(), CatalogError>
     Ok(())
 }
 
+/// Consul's `ValidateServiceMetadata` for a service registered through the
+/// local agent: the reason it fails, in Consul's words.
+pub fn service_meta_error(service: &Service) -> Option<String> {
+    match check_service_meta("", service) {
+        Err(CatalogError::InvalidServiceMeta { why, .. }) => Some(why),
+        _ => None,
+    }
+}
+
 /// hashicorp/go-uuid's `ParseUUID` checks: 36 characters, dashes at 8, 13,
 /// 18 and 23, hex digits elsewhere.
 fn check_uuid(id: &str) -> Result<(), &'static str> {
