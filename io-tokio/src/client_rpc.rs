@@ -30,7 +30,6 @@ use tern_core::rpc::retry::{self, Attempt, Next, Retry, ServerOrder};
 use tern_core::rpc::{Request, Response, RpcError};
 use tern_core::{wire, Config};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
 use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::net;
@@ -51,6 +50,8 @@ struct Inner {
     servers: Mutex<ServerList>,
     conns: Mutex<BTreeMap<ConnKey, Slot>>,
     local: Option<IpAddr>,
+    /// With outgoing TLS, servers are dialed with RPC-TLS.
+    tls: Option<Arc<crate::tls::Tls>>,
     hold_timeout: Duration,
     frame_bytes_max: usize,
     /// The agent's clock: core instants are nanoseconds since this.
@@ -125,6 +126,17 @@ impl RpcClient {
         local: Option<IpAddr>,
         config: &Config,
     ) -> RpcClient {
+        RpcClient::with_tls(servers, local, config, None)
+    }
+
+    /// [`RpcClient::new`] dialing with RPC-TLS when `tls` says outgoing
+    /// connections use it (`verify_outgoing`).
+    pub fn with_tls(
+        servers: watch::Receiver<Vec<ServerMember>>,
+        local: Option<IpAddr>,
+        config: &Config,
+        tls: Option<Arc<crate::tls::Tls>>,
+    ) -> RpcClient {
         let mut list = ServerList {
             watch: servers,
             order: ServerOrder::default(),
@@ -136,6 +148,7 @@ impl RpcClient {
                 servers: Mutex::new(list),
                 conns: Mutex::new(BTreeMap::new()),
                 local: local.filter(|ip| !ip.is_unspecified()),
+                tls: tls.filter(|t| t.options.outgoing()),
                 hold_timeout: Duration::from_nanos(config.rpc_hold_timeout.as_nanos()),
                 frame_bytes_max: config.frame_bytes_max,
                 epoch: Instant::now(),
@@ -270,11 +283,27 @@ impl RpcClient {
         *held = None;
         let mut stream = net::dial(&server.address, self.inner.local).await?;
         let _ = stream.set_nodelay(true);
-        stream
-            .write_all(&[wire::conn::RPC_MULTIPLEX_V2])
-            .await
-            .map_err(|e| format!("dialing {}: {e}", server.address))?;
-        let conn = Arc::new(Conn::start(stream, self.inner.frame_bytes_max));
+        let conn = match &self.inner.tls {
+            None => {
+                stream
+                    .write_all(&[wire::conn::RPC_MULTIPLEX_V2])
+                    .await
+                    .map_err(|e| format!("dialing {}: {e}", server.address))?;
+                Conn::start(stream, self.inner.frame_bytes_max)
+            }
+            Some(t) => {
+                let s = net::upgrade_outbound(
+                    stream,
+                    &server.address,
+                    &server.name.0,
+                    t,
+                    wire::conn::RPC_MULTIPLEX_V2,
+                )
+                .await?;
+                Conn::start(s, self.inner.frame_bytes_max)
+            }
+        };
+        let conn = Arc::new(conn);
         *held = Some(conn.clone());
         Ok(conn)
     }
@@ -330,8 +359,8 @@ impl Shared {
 }
 
 impl Conn {
-    fn start(stream: TcpStream, frame_bytes_max: usize) -> Conn {
-        let (mut read, mut write) = stream.into_split();
+    fn start<S: net::Stream>(stream: S, frame_bytes_max: usize) -> Conn {
+        let (mut read, mut write) = tokio::io::split(stream);
         let shared = Arc::new(Shared {
             pending: Mutex::new(Some(HashMap::new())),
             closed: AtomicBool::new(false),
@@ -348,7 +377,12 @@ impl Conn {
                             break;
                         }
                     }
-                    if let Err(e) = write.write_all(&batch).await {
+                    // TLS buffers what is written: flush sends it.
+                    let written = match write.write_all(&batch).await {
+                        Ok(()) => write.flush().await,
+                        Err(e) => Err(e),
+                    };
+                    if let Err(e) = written {
                         shared.fail(&format!("connection lost while writing: {e}"));
                         return;
                     }
@@ -433,8 +467,8 @@ impl Drop for Conn {
 
 /// Read replies until the connection ends; why it ended. A reply that does
 /// not decode ends it: the stream can no longer be trusted.
-async fn read_replies(
-    read: &mut tokio::net::tcp::OwnedReadHalf,
+async fn read_replies<R: tokio::io::AsyncRead + Unpin>(
+    read: &mut R,
     frame_bytes_max: usize,
     shared: &Shared,
 ) -> String {

@@ -10,6 +10,7 @@
 //! `/v1/agent/metrics` serves; `version` is the one source
 //! of the versions the binary reports;
 //! `client_rpc` is a client agent's way to the servers (`agent::start_client`);
+//! `tls` holds the server port's TLS settings and rustls configurations;
 //! `gossip` runs a core gossip pool on UDP and TCP sockets; `keyring` holds
 //! gossip encryption's keys and files; `connlimit` the per-client connection
 //! limits of the server port and the HTTP API.
@@ -28,4 +29,5 @@ pub mod metrics;
 pub mod net;
 pub mod snapshot;
 pub mod storage;
+pub mod tls;
 pub mod version;

@@ -37,6 +37,7 @@ fn agent(args: &[String]) -> i32 {
         tracing::warn!("{warning}");
     }
     let options = config.options;
+    let https_addr = config.https_addr;
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -88,6 +89,33 @@ fn agent(args: &[String]) -> i32 {
                 options.lan.bind
             );
         }
+        let https = match (https_addr, agent.tls.clone()) {
+            (None, _) => None,
+            (Some(addr), tls) => {
+                let Some(tls) = tls else {
+                    tracing::error!("ports.https is set but there is no TLS certificate");
+                    return 1;
+                };
+                match tokio::net::TcpListener::bind(addr).await {
+                    Ok(l) => Some((l, tls, addr)),
+                    Err(e) => {
+                        tracing::error!("binding the HTTPS address {addr}: {e}");
+                        return 1;
+                    }
+                }
+            }
+        };
+        if let Some((listener, tls, addr)) = https {
+            tracing::info!("HTTPS API on {addr}");
+            let handle = agent.handle.clone();
+            tokio::spawn(async move {
+                if let Err(e) = tern::http::https::serve_https_until_left(listener, tls, handle).await
+                {
+                    tracing::error!("HTTPS server stopped: {e}");
+                }
+            });
+        }
+        spawn_reload_on_sighup(agent.tls.clone());
         let handle = agent.handle.clone();
         let http = tokio::spawn(async move {
             if let Err(e) = tern::http::serve_until_left(http, handle).await {
@@ -110,6 +138,30 @@ fn agent(args: &[String]) -> i32 {
         tracing::info!("graceful leave complete");
         0
     })
+}
+
+/// SIGHUP reads the TLS certificate, key and CA files again (Consul
+/// reloads them on SIGHUP too). Open connections keep the certificates
+/// they were made with; new ones get the new files. A file that no longer
+/// loads leaves the old ones in force, with one error line.
+fn spawn_reload_on_sighup(tls: Option<std::sync::Arc<tern::tls::Tls>>) {
+    use tokio::signal::unix::{signal, SignalKind};
+    let Ok(mut hup) = signal(SignalKind::hangup()) else {
+        return;
+    };
+    tokio::spawn(async move {
+        while hup.recv().await.is_some() {
+            match &tls {
+                None => tracing::info!("caught SIGHUP: no TLS files to reload"),
+                Some(t) => match t.reload() {
+                    Ok(()) => tracing::info!("caught SIGHUP: reloaded the TLS certificates"),
+                    Err(e) => tracing::error!(
+                        "caught SIGHUP: TLS certificates not reloaded, the old ones stay in force: {e}"
+                    ),
+                },
+            }
+        }
+    });
 }
 
 async fn wait_for_signal() {

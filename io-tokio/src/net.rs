@@ -8,6 +8,16 @@
 //! connections carry the join handshake ([`Hello`]). `RPC_MULTIPLEX_V2`
 //! connections carry a client agent's calls ([`wire::Call`]), answered on
 //! the same connection by id, in any order ([`answer_calls`]).
+//!
+//! With TLS (`crate::tls`), as Consul's `handleConn`: a first byte of
+//! `RPC_TLS` upgrades the connection to TLS and an inner type byte follows
+//! inside it; a first byte above the type bytes is a ClientHello (native
+//! TLS), answered with mutual TLS and dispatched by ALPN (`tern/rpc`,
+//! `tern/raft`; the WAN gossip protocols are reserved and closed). Under
+//! `verify_incoming` nothing else is served. Raft is taken only from a
+//! certificate that names `server.<dc>.<domain>` (see `Tls::authorize_server`).
+//! A failed handshake closes the connection with one rate-limited line
+//! naming the peer and the reason, and changes nothing.
 
 use std::collections::BTreeMap;
 use std::net::{IpAddr, SocketAddr};
@@ -17,9 +27,15 @@ use std::time::Duration;
 use tern_core::rpc::{Request, Response, RpcError};
 use tern_core::wire;
 use tern_core::{Message, NodeId};
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, oneshot, Notify, Semaphore};
+
+use crate::tls::{self, Tls};
+
+/// A byte stream the server port speaks over: plain TCP or TLS on it.
+pub trait Stream: AsyncRead + AsyncWrite + Unpin + Send + 'static {}
+impl<T: AsyncRead + AsyncWrite + Unpin + Send + 'static> Stream for T {}
 
 /// Deadline for a connection's first byte (Consul's `rpc_handshake_timeout`).
 pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
@@ -94,6 +110,7 @@ pub async fn serve(
     to_agent: mpsc::Sender<Inbound>,
     refusals: Refusals,
     max_conns_per_client: usize,
+    tls: Option<Arc<Tls>>,
 ) {
     let limit = crate::connlimit::ConnTracker::new(
         "server port",
@@ -116,38 +133,209 @@ pub async fn serve(
         let _ = stream.set_nodelay(true);
         let to_agent = to_agent.clone();
         let refusals = refusals.clone();
+        let tls = tls.clone();
         tokio::spawn(async move {
             let _slot = slot;
-            if let Err(e) = handle_conn(stream, frame_bytes_max, to_agent, refusals).await {
+            let conn = Incoming {
+                peer,
+                frame_bytes_max,
+                to_agent,
+                refusals,
+                tls,
+            };
+            if let Err(e) = conn.handle(stream).await {
                 tracing::info!("server port: closed connection from {peer}: {e}");
             }
         });
     }
 }
 
-async fn handle_conn(
-    mut stream: TcpStream,
+/// One accepted connection and what it needs.
+struct Incoming {
+    peer: SocketAddr,
     frame_bytes_max: usize,
     to_agent: mpsc::Sender<Inbound>,
     refusals: Refusals,
-) -> Result<(), String> {
-    let mut first = [0u8; 1];
-    match tokio::time::timeout(HANDSHAKE_TIMEOUT, stream.read_exact(&mut first)).await {
-        Err(_) => return Err("no first byte within the handshake timeout".into()),
-        Ok(Err(e)) => return Err(format!("reading the first byte: {e}")),
-        Ok(Ok(_)) => {}
-    }
-    match wire::conn::classify_first_byte(first[0]) {
-        wire::conn::ConnKind::Raft => {
-            read_messages(stream, frame_bytes_max, to_agent, refusals).await
-        }
-        wire::conn::ConnKind::Multiplex => answer_calls(stream, frame_bytes_max, to_agent).await,
-        other => Err(format!(
-            "first byte {:#04x} ({other:?}) is not served",
-            first[0]
-        )),
+    tls: Option<Arc<Tls>>,
+}
+
+/// Read one byte before `deadline`.
+async fn read_byte<S: AsyncRead + Unpin>(
+    stream: &mut S,
+    deadline: tokio::time::Instant,
+    what: &str,
+) -> Result<u8, String> {
+    let mut b = [0u8; 1];
+    match tokio::time::timeout_at(deadline, stream.read_exact(&mut b)).await {
+        Err(_) => Err(format!("no {what} within the handshake timeout")),
+        Ok(Err(e)) => Err(format!("reading the {what}: {e}")),
+        Ok(Ok(_)) => Ok(b[0]),
     }
 }
+
+impl Incoming {
+    async fn handle(self, mut stream: TcpStream) -> Result<(), String> {
+        // The first byte (and a TLS handshake and its inner byte) must
+        // arrive within Consul's rpc_handshake_timeout.
+        let deadline = tokio::time::Instant::now() + HANDSHAKE_TIMEOUT;
+        let configs = self.tls.as_ref().map(|t| t.configs());
+        // A server able to do mutual TLS peeks: a ClientHello is native TLS.
+        if let Some(alpn) = configs.as_ref().and_then(|c| c.alpn_server.clone()) {
+            let mut b = [0u8; 1];
+            match tokio::time::timeout_at(deadline, stream.peek(&mut b)).await {
+                Err(_) => return Err("no first byte within the handshake timeout".into()),
+                Ok(Err(e)) => return Err(format!("reading the first byte: {e}")),
+                Ok(Ok(0)) => return Ok(()),
+                Ok(Ok(_)) if b[0] > wire::conn::RPC_MAX_TYPE => {
+                    return self.native_tls(stream, alpn, deadline).await;
+                }
+                Ok(Ok(_)) => {}
+            }
+        }
+        let first = read_byte(&mut stream, deadline, "first byte").await?;
+        let kind = wire::conn::classify_first_byte(first);
+        if let Some(t) = &self.tls {
+            if t.options.internal_rpc.verify_incoming && kind != wire::conn::ConnKind::UpgradeTls {
+                t.plaintext_refused.warn(&self.peer.ip().to_string(), format!(
+                    "server port: refused a non-TLS connection from {} (first byte {first:#04x}): verify_incoming is set",
+                    self.peer
+                ));
+                return Ok(());
+            }
+        }
+        match kind {
+            wire::conn::ConnKind::UpgradeTls => {
+                match configs.as_ref().and_then(|c| c.rpc_server.clone()) {
+                    Some(config) => self.rpc_tls(stream, config, deadline).await,
+                    None => Err(
+                        "TLS asked for (first byte 3), but this server has no certificate (tls.defaults.cert_file)"
+                            .into(),
+                    ),
+                }
+            }
+            _ => self.dispatch(stream, first, false).await,
+        }
+    }
+
+    /// Serve a plain or TLS connection whose type byte is `byte`.
+    async fn dispatch<S: Stream>(self, stream: S, byte: u8, in_tls: bool) -> Result<(), String> {
+        match wire::conn::classify_first_byte(byte) {
+            wire::conn::ConnKind::Raft => {
+                read_messages(stream, self.frame_bytes_max, self.to_agent, self.refusals).await
+            }
+            wire::conn::ConnKind::Multiplex => {
+                answer_calls(stream, self.frame_bytes_max, self.to_agent).await
+            }
+            _ if in_tls && (byte == wire::conn::RPC_TLS || byte == RPC_TLS_INSECURE) => {
+                Err("TLS connection attempting to establish inner TLS connection".into())
+            }
+            other => Err(format!("first byte {byte:#04x} ({other:?}) is not served")),
+        }
+    }
+
+    /// A failed handshake: one rate-limited line naming the peer and why.
+    fn handshake_failed(&self, why: String) {
+        if let Some(t) = &self.tls {
+            t.handshake_failed.warn(
+                &format!("{}: {why}", self.peer.ip()),
+                format!(
+                    "server port: TLS handshake with {} failed: {why}",
+                    self.peer
+                ),
+            );
+        }
+    }
+
+    /// Whether the peer's certificate may act as a server; if not, one
+    /// rate-limited line.
+    fn authorized<S>(&self, s: &tokio_rustls::server::TlsStream<S>, always: bool) -> bool {
+        let Some(t) = &self.tls else { return true };
+        match t.authorize_server(s.get_ref().1.peer_certificates(), always) {
+            Ok(()) => true,
+            Err(e) => {
+                t.unauthorized.warn(
+                    &format!("{}: {e}", self.peer.ip()),
+                    format!("server port: refused Raft from {}: {e}", self.peer),
+                );
+                false
+            }
+        }
+    }
+
+    /// First byte `RPC_TLS`: the handshake, then the inner type byte.
+    async fn rpc_tls(
+        self,
+        stream: TcpStream,
+        config: Arc<rustls::ServerConfig>,
+        deadline: tokio::time::Instant,
+    ) -> Result<(), String> {
+        let accept = tokio_rustls::TlsAcceptor::from(config).accept(stream);
+        let mut s = match tokio::time::timeout_at(deadline, accept).await {
+            Err(_) => {
+                self.handshake_failed("no handshake within the handshake timeout".into());
+                return Ok(());
+            }
+            Ok(Err(e)) => {
+                self.handshake_failed(tls::describe(&e));
+                return Ok(());
+            }
+            Ok(Ok(s)) => s,
+        };
+        let inner = read_byte(&mut s, deadline, "inner type byte").await?;
+        if inner == wire::conn::RPC_RAFT && !self.authorized(&s, false) {
+            return Ok(());
+        }
+        self.dispatch(s, inner, true).await
+    }
+
+    /// A ClientHello: mutual TLS, then the ALPN protocol says what follows.
+    async fn native_tls(
+        self,
+        stream: TcpStream,
+        config: Arc<rustls::ServerConfig>,
+        deadline: tokio::time::Instant,
+    ) -> Result<(), String> {
+        let accept = tokio_rustls::TlsAcceptor::from(config).accept(stream);
+        let mut s = match tokio::time::timeout_at(deadline, accept).await {
+            Err(_) => {
+                self.handshake_failed("no handshake within the handshake timeout".into());
+                return Ok(());
+            }
+            Ok(Err(e)) => {
+                self.handshake_failed(tls::describe(&e));
+                return Ok(());
+            }
+            Ok(Ok(s)) => s,
+        };
+        let alpn = s.get_ref().1.alpn_protocol().map(<[u8]>::to_vec);
+        match alpn.as_deref() {
+            Some(tls::ALPN_RAFT) => {
+                if !self.authorized(&s, true) {
+                    return Ok(());
+                }
+                read_messages(s, self.frame_bytes_max, self.to_agent, self.refusals).await
+            }
+            Some(tls::ALPN_RPC) => answer_calls(s, self.frame_bytes_max, self.to_agent).await,
+            Some(p) => {
+                // Reserved for WAN federation through mesh gateways: said
+                // politely (a close_notify), not served yet.
+                let _ = s.shutdown().await;
+                Err(format!(
+                    "ALPN protocol {:?} is reserved and not served yet",
+                    String::from_utf8_lossy(p)
+                ))
+            }
+            None => {
+                let _ = s.shutdown().await;
+                Err("native TLS without an ALPN protocol".into())
+            }
+        }
+    }
+}
+
+/// Consul's `RPCTLSInsecure`: TLS without a client certificate, for
+/// auto-encrypt. Not served; inside TLS it is TLS in TLS.
+const RPC_TLS_INSECURE: u8 = 7;
 
 /// Why reading a frame stopped: the peer sent something malformed, or the
 /// connection itself failed.
@@ -184,8 +372,8 @@ async fn read_frame<R: AsyncRead + Unpin>(
     }
 }
 
-async fn read_messages(
-    mut stream: TcpStream,
+async fn read_messages<S: AsyncRead + Unpin>(
+    mut stream: S,
     frame_bytes_max: usize,
     to_agent: mpsc::Sender<Inbound>,
     refusals: Refusals,
@@ -244,12 +432,12 @@ async fn read_messages(
 /// not a call (or over `frame_bytes_max`) closes the connection at once and
 /// changes nothing; calls already handed to the agent run their course, but
 /// their replies are not written. So does the client closing its side.
-async fn answer_calls(
-    stream: TcpStream,
+async fn answer_calls<S: Stream>(
+    stream: S,
     frame_bytes_max: usize,
     to_agent: mpsc::Sender<Inbound>,
 ) -> Result<(), String> {
-    let (mut read, mut write) = stream.into_split();
+    let (mut read, mut write) = tokio::io::split(stream);
     let (out_tx, mut out_rx) = mpsc::channel::<Vec<u8>>(CALLS_INFLIGHT_MAX);
     let writer = tokio::spawn(async move {
         while let Some(mut batch) = out_rx.recv().await {
@@ -259,7 +447,8 @@ async fn answer_calls(
                     break;
                 }
             }
-            if write.write_all(&batch).await.is_err() {
+            // TLS buffers what is written: flush sends it.
+            if write.write_all(&batch).await.is_err() || write.flush().await.is_err() {
                 return;
             }
         }
@@ -383,6 +572,9 @@ pub struct Pool {
     /// The address outbound connections leave from (the agent's bind
     /// address), as Consul's pool dials from its RPC bind address.
     local: Option<IpAddr>,
+    /// With outgoing TLS, peers are dialed with RPC-TLS (SNI
+    /// `<node>.server.<dc>.<domain>`).
+    tls: Option<Arc<Tls>>,
 }
 
 /// The writers at one address, by node name.
@@ -395,7 +587,14 @@ impl Pool {
         Pool {
             peers: Arc::default(),
             local: local.filter(|ip| !ip.is_unspecified()),
+            tls: None,
         }
+    }
+
+    /// Dial peers with TLS when `tls` says outgoing connections use it.
+    pub fn with_tls(mut self, tls: Option<Arc<Tls>>) -> Pool {
+        self.tls = tls.filter(|t| t.options.outgoing());
+        self
     }
 
     /// Frames queued and not yet taken by their writers.
@@ -430,7 +629,12 @@ impl Pool {
         let tx = match peers.get(address).and_then(|by_name| by_name.get(node)) {
             Some(tx) => tx.clone(),
             None => {
-                let tx = spawn_writer(address.to_string(), self.local);
+                let tx = spawn_writer(
+                    address.to_string(),
+                    node.to_string(),
+                    self.local,
+                    self.tls.clone(),
+                );
                 peers
                     .entry(address.to_string())
                     .or_default()
@@ -456,7 +660,12 @@ impl Pool {
 /// process died or restarted): the connection is dropped at once rather
 /// than found dead by a later write, which the kernel would accept and then
 /// lose.
-fn spawn_writer(address: String, local: Option<IpAddr>) -> mpsc::Sender<Vec<u8>> {
+fn spawn_writer(
+    address: String,
+    node: String,
+    local: Option<IpAddr>,
+    tls: Option<Arc<Tls>>,
+) -> mpsc::Sender<Vec<u8>> {
     let (tx, mut rx) = mpsc::channel::<Vec<u8>>(PEER_QUEUE_MAX);
     tokio::spawn(async move {
         let mut conn: Option<Conn> = None;
@@ -466,7 +675,7 @@ fn spawn_writer(address: String, local: Option<IpAddr>) -> mpsc::Sender<Vec<u8>>
                 conn = None;
             }
             if conn.is_none() {
-                conn = dial_raft(&address, local).await.map(Conn::new);
+                conn = dial_raft(&address, &node, local, tls.as_deref()).await;
             }
             let Some(c) = conn.as_mut() else {
                 continue; // dropped: the peer is unreachable
@@ -479,7 +688,11 @@ fn spawn_writer(address: String, local: Option<IpAddr>) -> mpsc::Sender<Vec<u8>>
                     break;
                 }
             }
-            if let Err(e) = c.write.write_all(&batch).await {
+            let written = match c.write.write_all(&batch).await {
+                Ok(()) => c.write.flush().await,
+                Err(e) => Err(e),
+            };
+            if let Err(e) = written {
                 tracing::debug!(
                     "connection to {address} failed: {e}; redialing on the next message"
                 );
@@ -493,19 +706,20 @@ fn spawn_writer(address: String, local: Option<IpAddr>) -> mpsc::Sender<Vec<u8>>
 /// An outbound connection: its write half, and a watcher on the read half
 /// that notes when the peer closes it.
 struct Conn {
-    write: tokio::net::tcp::OwnedWriteHalf,
+    write: Box<dyn AsyncWrite + Send + Unpin>,
     closed: tokio::sync::oneshot::Receiver<()>,
     watcher: tokio::task::JoinHandle<()>,
 }
 
 impl Conn {
-    fn new(stream: TcpStream) -> Conn {
-        let (mut read, write) = stream.into_split();
+    fn new<S: Stream>(stream: S) -> Conn {
+        let (mut read, write) = tokio::io::split(stream);
         let (tx, closed) = tokio::sync::oneshot::channel();
         let watcher = tokio::spawn(async move {
             let mut buf = [0u8; 64];
             // Anything the peer sends here is unexpected; EOF or an error
-            // means the connection is over.
+            // means the connection is over. (TLS's own records, such as
+            // session tickets, are taken by the TLS layer.)
             while let Ok(n) = read.read(&mut buf).await {
                 if n == 0 {
                     break;
@@ -514,7 +728,7 @@ impl Conn {
             let _ = tx.send(());
         });
         Conn {
-            write,
+            write: Box::new(write),
             closed,
             watcher,
         }
@@ -531,9 +745,68 @@ impl Drop for Conn {
     }
 }
 
-async fn dial_raft(address: &str, local: Option<IpAddr>) -> Option<TcpStream> {
+/// Dial server `node` at `address` for Raft: the type byte, or with TLS
+/// the RPC-TLS byte, the handshake and the type byte inside.
+async fn dial_raft(
+    address: &str,
+    node: &str,
+    local: Option<IpAddr>,
+    tls: Option<&Tls>,
+) -> Option<Conn> {
     let mut stream = dial(address, local).await.ok()?;
     let _ = stream.set_nodelay(true);
-    stream.write_all(&[wire::conn::RPC_RAFT]).await.ok()?;
-    Some(stream)
+    match tls {
+        None => {
+            stream.write_all(&[wire::conn::RPC_RAFT]).await.ok()?;
+            Some(Conn::new(stream))
+        }
+        Some(t) => upgrade_outbound(stream, address, node, t, wire::conn::RPC_RAFT)
+            .await
+            .ok()
+            .map(Conn::new),
+    }
+}
+
+/// Turn a fresh connection to server `node` into RPC-TLS (Consul's
+/// `wrapTLSClient`): byte 3, the handshake with SNI
+/// `<node>.server.<dc>.<domain>` within the handshake timeout, then
+/// `inner`, the type byte of what follows. A failed handshake is one
+/// rate-limited line naming the server and the reason.
+pub async fn upgrade_outbound(
+    mut stream: TcpStream,
+    address: &str,
+    node: &str,
+    t: &Tls,
+    inner: u8,
+) -> Result<tokio_rustls::client::TlsStream<TcpStream>, String> {
+    let config = t
+        .configs()
+        .client
+        .clone()
+        .ok_or("outgoing TLS needs tls.defaults.ca_file or ca_path")?;
+    stream
+        .write_all(&[wire::conn::RPC_TLS])
+        .await
+        .map_err(|e| format!("dialing {address}: {e}"))?;
+    let sni = rustls::pki_types::ServerName::try_from(t.options.server_sni(node))
+        .or_else(|_| rustls::pki_types::ServerName::try_from(t.options.server_name()))
+        .map_err(|e| format!("dialing {address}: no usable TLS server name: {e}"))?;
+    let connect = tokio_rustls::TlsConnector::from(config).connect(sni, stream);
+    let why = match tokio::time::timeout(HANDSHAKE_TIMEOUT, connect).await {
+        Ok(Ok(mut s)) => {
+            s.write_all(&[inner])
+                .await
+                .map_err(|e| format!("dialing {address}: {e}"))?;
+            s.flush()
+                .await
+                .map_err(|e| format!("dialing {address}: {e}"))?;
+            return Ok(s);
+        }
+        Ok(Err(e)) => tls::describe(&e),
+        Err(_) => "no handshake within the handshake timeout".to_string(),
+    };
+    let line = format!("server port: TLS handshake with {node} at {address} failed: {why}");
+    t.handshake_failed
+        .warn(&format!("{node} at {address}: {why}"), line.clone());
+    Err(line)
 }

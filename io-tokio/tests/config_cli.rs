@@ -1162,9 +1162,15 @@ fn an_unreachable_agent_is_one_error_line() {
         &format!("Error querying Consul agent: Get \"http://{addr}/v1/kv/k\": "),
     );
     assert_one_error_line(cli("leave", &addr), "Error leaving: Put \"http://");
+    // HTTPS is spoken now (tests/tls.rs); an unreachable one is one line
+    // too, and a scheme that is neither is refused by name.
     assert_one_error_line(
-        cli("kv get k", "https://127.0.0.1:8501"),
-        "-http-addr: only plain http:// is supported",
+        cli("kv get k", &format!("https://{addr}")),
+        &format!("Error querying Consul agent: Get \"https://{addr}/v1/kv/k\": "),
+    );
+    assert_one_error_line(
+        cli("kv get k", "ftp://127.0.0.1:8501"),
+        "-http-addr: unknown scheme \"ftp\" (http:// or https://)",
     );
 }
 

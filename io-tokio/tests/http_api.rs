@@ -218,6 +218,7 @@ fn options() -> AgentOptions {
         bootstrap_expect: 3,
         dev: false,
         server: true,
+        tls: Default::default(),
         services: Vec::new(),
         checks: Vec::new(),
         encrypt: Default::default(),

@@ -43,7 +43,14 @@ async fn start(
     servers: watch::Receiver<Vec<ServerMember>>,
     pools: Option<Arc<Pools>>,
 ) -> Result<Agent, String> {
-    let client = RpcClient::new(servers, Some(options.server_addr.ip()), &options.core);
+    // A bad certificate, key or CA file stops the agent here, named.
+    let tls = crate::tls::Tls::load(&options.tls)?;
+    let client = RpcClient::with_tls(
+        servers,
+        Some(options.server_addr.ip()),
+        &options.core,
+        tls.clone(),
+    );
     let (tx, rx) = mpsc::channel(4096);
     let left = Arc::new(watch::Sender::new(false));
     let handle = AgentHandle {
@@ -62,6 +69,7 @@ async fn start(
         handle,
         task,
         warnings: Vec::new(),
+        tls,
     })
 }
 

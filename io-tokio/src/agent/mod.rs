@@ -32,6 +32,9 @@ pub struct AgentOptions {
     /// client agent ([`start_client`]) that forwards every request to the
     /// servers and binds no server port.
     pub server: bool,
+    /// TLS on the server port (and the HTTPS API): the settings; the files
+    /// are read when the agent starts.
+    pub tls: crate::tls::TlsOptions,
     /// Services and checks from the agent's config files (`service {}`,
     /// `check {}`): registered with the local agent at start, not
     /// persisted (the config is their source).

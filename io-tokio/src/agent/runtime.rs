@@ -29,6 +29,8 @@ pub struct Agent {
     pub task: tokio::task::JoinHandle<()>,
     /// Warnings from opening the data dir (e.g. a torn tail truncated).
     pub warnings: Vec<String>,
+    /// TLS on the server port, if configured: SIGHUP reloads it.
+    pub tls: Option<Arc<crate::tls::Tls>>,
 }
 
 /// Inputs taken in one go before the actions they cause are queued.
@@ -44,6 +46,8 @@ type DiskJob = Vec<PersistWrite>;
 /// Open the data dir, bind the server port, and start the agent task. A
 /// corrupt data dir is an error naming the file and offset.
 pub async fn start(options: AgentOptions) -> Result<Agent, String> {
+    // A bad certificate, key or CA file stops the agent here, named.
+    let tls = crate::tls::Tls::load(&options.tls)?;
     let (storage, durable, warnings): (Box<dyn Storage>, Durable, Vec<String>) =
         match &options.data_dir {
             None => (
@@ -77,6 +81,7 @@ pub async fn start(options: AgentOptions) -> Result<Agent, String> {
         inbound_tx,
         refusals.clone(),
         options.limits.rpc_max_conns_per_client,
+        tls.clone(),
     ));
     let (tx, rx) = mpsc::channel(4096);
     let handle = AgentHandle {
@@ -105,11 +110,13 @@ pub async fn start(options: AgentOptions) -> Result<Agent, String> {
         refusals,
         left,
         pools,
+        tls.clone(),
     ));
     Ok(Agent {
         handle,
         task,
         warnings,
+        tls,
     })
 }
 
@@ -188,6 +195,7 @@ async fn run(
     refusals: net::Refusals,
     left: Arc<tokio::sync::watch::Sender<bool>>,
     pools: Arc<Pools>,
+    tls: Option<Arc<crate::tls::Tls>>,
 ) {
     let Channels {
         mut rx,
@@ -208,7 +216,7 @@ async fn run(
         outbox: Outbox::for_config(&options.core),
         disk,
         snapshots,
-        pool: Pool::new(Some(options.server_addr.ip())),
+        pool: Pool::new(Some(options.server_addr.ip())).with_tls(tls),
         refusals,
         server: None,
         next_request: 0,

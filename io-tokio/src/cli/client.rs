@@ -1,4 +1,5 @@
-//! A small blocking client for the agent's HTTP API (plain HTTP, ureq).
+//! A small blocking client for the agent's HTTP API (HTTP or HTTPS, ureq;
+//! the TLS settings are read in `client_tls.rs`).
 
 use std::time::Duration;
 
@@ -13,6 +14,10 @@ const REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
 #[derive(Clone)]
 pub(crate) struct Client {
     agent: ureq::Agent,
+    /// For HTTPS: the TLS settings and a pinned name, kept to make agents
+    /// with other timeouts.
+    tls: Option<ureq::tls::TlsConfig>,
+    pinned: Option<super::client_tls::Pinned>,
     /// `http://host:port`
     base: String,
     datacenter: Option<String>,
@@ -54,26 +59,17 @@ impl Client {
     /// (or `CONSUL_HTTP_TOKEN`) and `-stale`.
     pub fn from_flags(p: &Parsed) -> Result<Client, String> {
         let addr = crate::config::http_addr_from_env(p.last("http-addr"));
-        if addr.contains("://") {
-            return Err(format!(
-                "-http-addr: only plain http:// is supported, got {addr:?}"
-            ));
-        }
+        let endpoint = super::client_tls::endpoint(p, &addr, &|n| std::env::var(n).ok())?;
         let token = p
             .last("token")
             .map(str::to_string)
             .or_else(|| std::env::var("CONSUL_HTTP_TOKEN").ok())
             .filter(|t| !t.is_empty());
-        let config = ureq::Agent::config_builder()
-            .http_status_as_error(false)
-            .timeout_global(Some(REQUEST_TIMEOUT))
-            // The agent is local or named directly; never go through a proxy
-            // picked up from the environment.
-            .proxy(None)
-            .build();
         Ok(Client {
-            agent: ureq::Agent::new_with_config(config),
-            base: format!("http://{addr}"),
+            agent: make_agent(REQUEST_TIMEOUT, &endpoint.tls, &endpoint.pinned),
+            tls: endpoint.tls,
+            pinned: endpoint.pinned,
+            base: endpoint.base,
             datacenter: p.last("datacenter").map(str::to_string),
             token,
             stale: p.bool("stale")?,
@@ -83,12 +79,7 @@ impl Client {
     /// The same client with a whole-request timeout of `timeout` (a large
     /// snapshot takes longer than the default minute).
     pub fn with_timeout(mut self, timeout: Duration) -> Client {
-        let config = ureq::Agent::config_builder()
-            .http_status_as_error(false)
-            .timeout_global(Some(timeout))
-            .proxy(None)
-            .build();
-        self.agent = ureq::Agent::new_with_config(config);
+        self.agent = make_agent(timeout, &self.tls, &self.pinned);
         self
     }
 
@@ -201,6 +192,32 @@ impl Client {
             body,
             index,
         })
+    }
+}
+
+/// A ureq agent with Tern's settings: no proxy from the environment (the
+/// agent is local or named directly), `timeout` for the whole request, and
+/// the HTTPS settings if any.
+fn make_agent(
+    timeout: Duration,
+    tls: &Option<ureq::tls::TlsConfig>,
+    pinned: &Option<super::client_tls::Pinned>,
+) -> ureq::Agent {
+    let mut b = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .timeout_global(Some(timeout))
+        .proxy(None);
+    if let Some(t) = tls {
+        b = b.tls_config(t.clone());
+    }
+    let config = b.build();
+    match pinned {
+        Some(p) => ureq::Agent::with_parts(
+            config,
+            ureq::unversioned::transport::DefaultConnector::default(),
+            p.clone(),
+        ),
+        None => ureq::Agent::new_with_config(config),
     }
 }
 

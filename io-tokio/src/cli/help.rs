@@ -206,6 +206,31 @@ pub(crate) const COMMANDS: &[CommandDoc] = &[
         help: super::snapshot::SAVE_USAGE,
     },
     CommandDoc {
+        path: "tls",
+        synopsis: "Makes a CA and the certificates agents use for TLS",
+        help: super::tls::TLS_HELP,
+    },
+    CommandDoc {
+        path: "tls ca",
+        synopsis: "Makes the certificate authority",
+        help: super::tls::CA_HELP,
+    },
+    CommandDoc {
+        path: "tls ca create",
+        synopsis: "Makes a new CA certificate and key",
+        help: super::tls::CA_CREATE_USAGE,
+    },
+    CommandDoc {
+        path: "tls cert",
+        synopsis: "Makes certificates signed by the CA",
+        help: super::tls::CERT_HELP,
+    },
+    CommandDoc {
+        path: "tls cert create",
+        synopsis: "Makes a server, client or cli certificate and key",
+        help: super::tls::CERT_CREATE_USAGE,
+    },
+    CommandDoc {
         path: "version",
         synopsis: "Prints the Tern version and the Consul version it matches",
         help: VERSION_HELP,
@@ -255,6 +280,10 @@ pub(crate) fn root_help() -> String {
 /// its subcommands with their synopses, if it has any.
 pub(crate) fn command_help(doc: &CommandDoc) -> String {
     let mut out = doc.help.trim().to_string();
+    // Every client command also takes the HTTPS flags (`client_tls.rs`).
+    if out.contains("-http-addr=ADDR") {
+        out.push_str(HTTPS_FLAGS);
+    }
     let subs = children(doc.path);
     if !subs.is_empty() {
         let name = |c: &CommandDoc| c.path.rsplit(' ').next().unwrap_or(c.path);
@@ -357,6 +386,13 @@ fn longest_command(words: &[String]) -> Option<(&'static CommandDoc, usize)> {
         .rev()
         .find_map(|n| find(&words[..n].join(" ")).map(|doc| (doc, n)))
 }
+
+/// The HTTPS flags every client command takes, after its own.
+const HTTPS_FLAGS: &str = "
+  -ca-file=PATH  -ca-path=DIR  -client-cert=PATH  -client-key=PATH
+  -tls-server-name=NAME   for https:// in -http-addr or CONSUL_HTTP_ADDR (or
+                          CONSUL_HTTP_SSL=true); also CONSUL_CACERT,
+                          CONSUL_CLIENT_CERT, CONSUL_CLIENT_KEY";
 
 const KV_HELP: &str = "
 Usage: tern kv <subcommand> [options] [args]
@@ -532,6 +568,14 @@ mod tests {
             Resolved::Refuse(text, 1) => assert!(text.starts_with("Invalid flags before")),
             other => panic!("{other:?}"),
         }
+    }
+
+    #[test]
+    fn client_commands_list_the_https_flags_and_others_do_not() {
+        assert!(command_help(find("kv get").unwrap()).contains("-client-cert=PATH"));
+        assert!(command_help(find("lock").unwrap()).contains("-tls-server-name=NAME"));
+        assert!(!command_help(find("tls ca create").unwrap()).contains("-client-cert"));
+        assert!(!command_help(find("agent").unwrap()).contains("-client-cert"));
     }
 
     #[test]

@@ -115,6 +115,7 @@ pub(crate) fn lock(args: &[String], io: &mut Io) -> i32 {
         value("token"),
         flag("stale"),
     ]);
+    specs.extend(super::client_tls::TLS_FLAGS);
     let (flag_args, rest) = split_flags(args, &specs);
     let (p, client) = match command(flag_args, &own, "lock", io) {
         Ok(x) => x,

@@ -14,6 +14,7 @@
 mod autopilot;
 mod catalog;
 mod client;
+mod client_tls;
 pub(crate) mod flags;
 mod help;
 mod keyring;
@@ -25,6 +26,7 @@ mod semaphore;
 mod services;
 mod snapshot;
 mod table;
+mod tls;
 
 use std::io::{Read, Write};
 
@@ -94,6 +96,8 @@ pub fn run_with_input(
         "snapshot save" => snapshot::save(rest, &mut io),
         "snapshot restore" => snapshot::restore(rest, &mut io),
         "snapshot inspect" => snapshot::inspect(rest, &mut io),
+        "tls ca create" => tls::ca_create(rest, &mut io),
+        "tls cert create" => tls::cert_create(rest, &mut io),
         "version" => version(rest, &mut io),
         "bench kv" => crate::bench::command(rest, io.out, io.err),
         // The binary runs the agent before it gets here (`agent_args`).
@@ -187,7 +191,12 @@ pub(crate) fn command(
     io: &mut Io,
 ) -> Result<(Parsed, client::Client), i32> {
     let doc = help::find(path).expect("every command has help");
-    let specs: Vec<Spec> = own.iter().chain(COMMON.iter()).copied().collect();
+    let specs: Vec<Spec> = own
+        .iter()
+        .chain(COMMON.iter())
+        .chain(client_tls::TLS_FLAGS.iter())
+        .copied()
+        .collect();
     let parsed = parse_or_help(args, &specs, doc, io)?;
     let client = client::Client::from_flags(&parsed).map_err(|e| fail(io, e))?;
     Ok((parsed, client))

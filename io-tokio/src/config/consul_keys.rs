@@ -217,32 +217,26 @@ const NESTED: &[&str] = &[
 ];
 
 /// Whether ignoring `key` leaves the agent less protected than its
-/// operator asked (ACLs, TLS, gossip encryption): its warning says so in
-/// words, so nobody reads one line as "configured".
+/// operator asked (ACLs, gossip encryption, the parts of TLS Tern does not
+/// implement, such as `tls.grpc`): its warning says so in words, so nobody
+/// reads one line as "configured". The TLS keys Tern enforces (`tls.defaults`,
+/// `tls.internal_rpc`, `tls.https`, the old `ca_file`, `verify_*`, ...,
+/// `ports.https`) never reach a warning: `config::tls` reads them.
 pub(crate) fn is_security_key(key: &str) -> bool {
     let top = key.split('.').next().unwrap_or(key);
     top.starts_with("acl")
         || top.starts_with("encrypt")
-        || top.starts_with("verify_")
         || top.starts_with("auto_encrypt")
         || top.starts_with("auto_config")
-        || matches!(
-            top,
-            "tls"
-                | "ca_file"
-                | "ca_path"
-                | "cert_file"
-                | "key_file"
-                | "tls_min_version"
-                | "tls_cipher_suites"
-                | "tls_prefer_server_cipher_suites"
-        )
-        || key == "ports.https"
+        || matches!(top, "tls" | "tls_prefer_server_cipher_suites")
 }
 
 /// Whether `key` (`"acl"`, `"ports.grpc"`) is a key of Consul's
 /// configuration.
 pub(crate) fn is_consul_key(key: &str) -> bool {
+    if super::tls::is_tls_block_key(key) {
+        return true;
+    }
     match key.contains('.') {
         true => NESTED.contains(&key),
         false => TOP.contains(&key),

@@ -11,6 +11,7 @@ mod consul_keys;
 pub(crate) mod duration;
 pub(crate) mod services;
 mod source;
+mod tls;
 
 use std::io::Read;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
@@ -51,10 +52,15 @@ pub struct AgentConfig {
     /// One line per Consul config key Tern does not implement (it was
     /// ignored), for the agent to log once logging is up.
     pub warnings: Vec<String>,
+    /// The HTTPS API (`ports.https`, off unless set), on the client
+    /// address; its certificate is `tls.https`'s.
+    pub https_addr: Option<SocketAddr>,
 }
 
 /// Consul's defaults (`agent/config/default.go`).
 pub const DEFAULT_DATACENTER: &str = "dc1";
+/// Consul's `domain`: the last part of the names in server certificates.
+pub const DEFAULT_DOMAIN: &str = "consul";
 pub const DEFAULT_HTTP_PORT: u16 = 8500;
 pub const DEFAULT_SERVER_PORT: u16 = 8300;
 pub const DEFAULT_SERF_LAN_PORT: u16 = 8301;
@@ -94,6 +100,7 @@ pub(crate) const AGENT_FLAGS: &[Spec] = &[
     value("retry-max"),
     value("retry-max-wan"),
     value("http-port"),
+    value("https-port"),
     value("server-port"),
     value("serf-lan-port"),
     value("serf-wan-port"),
@@ -129,6 +136,7 @@ const FLAG_KEYS: &[(&str, &str)] = &[
     ("retry-max", "retry_max"),
     ("retry-max-wan", "retry_max_wan"),
     ("http-port", "ports.http"),
+    ("https-port", "ports.https"),
     ("server-port", "ports.server"),
     ("serf-lan-port", "ports.serf_lan"),
     ("serf-wan-port", "ports.serf_wan"),
@@ -353,6 +361,27 @@ fn build(c: Layer, dev: bool) -> Result<AgentConfig, ConfigError> {
         ConfigError(format!("{key}: {}", e.message))
     })?;
 
+    let tls = c
+        .tls
+        .resolve(&datacenter, c.domain.as_deref().unwrap_or(DEFAULT_DOMAIN));
+    tls.validate().map_err(ConfigError)?;
+    let https_addr = match c.https_port {
+        None | Some(-1) => None,
+        Some(p) => {
+            if tls.https.cert_file.is_none() {
+                return Err(ConfigError(
+                    "ports.https: needs tls.https.cert_file and key_file (or tls.defaults')".into(),
+                ));
+            }
+            let p = u16::try_from(p)
+                .map_err(|_| ConfigError(format!("ports.https: must be a port number, got {p}")))?;
+            if p == http_port {
+                return Err(ConfigError(format!("ports.https: {p} is also ports.http")));
+            }
+            Some(SocketAddr::new(client, p))
+        }
+    };
+
     core.node_id = match (c.node_id, &data_dir) {
         (Some(id), _) => id,
         (None, None) => random_node_id(),
@@ -461,6 +490,7 @@ fn build(c: Layer, dev: bool) -> Result<AgentConfig, ConfigError> {
             bootstrap_expect,
             dev,
             server,
+            tls,
             services,
             checks,
             encrypt,
@@ -478,6 +508,7 @@ fn build(c: Layer, dev: bool) -> Result<AgentConfig, ConfigError> {
         },
         log_level: c.log_level.unwrap_or_else(|| "info".into()),
         warnings: c.unsupported,
+        https_addr,
     })
 }
 
@@ -639,6 +670,7 @@ Command Options
   -join-wan=<addr>, -retry-join-wan=<addr>, -retry-interval-wan=<dur>,
   -retry-max-wan=<n>        the same for the WAN pool (servers only)
   -http-port=<port>         HTTP API port (8500)
+  -https-port=<port>        HTTPS API port (off; needs tls.https's certificate)
   -server-port=<port>       server RPC port (8300)
   -serf-lan-port=<port>     LAN gossip port (8301)
   -serf-wan-port=<port>     WAN gossip port (8302; -1 turns the pool off)

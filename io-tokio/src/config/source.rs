@@ -31,6 +31,8 @@ pub(crate) struct Layer {
     pub retry_max: Option<u64>,
     pub retry_max_wan: Option<u64>,
     pub http_port: Option<u16>,
+    /// The HTTPS API's port; -1 (Consul's default) turns it off.
+    pub https_port: Option<i32>,
     pub server_port: Option<u16>,
     pub serf_lan_port: Option<u16>,
     /// `-1` disables the WAN pool (Consul's `ports.serf_wan = -1`).
@@ -53,6 +55,10 @@ pub(crate) struct Layer {
     pub unsupported: Vec<String>,
     /// The `autopilot { ... }` stanza.
     pub autopilot: AutopilotLayer,
+    /// Consul's `domain` (the names in TLS certificates; `consul`).
+    pub domain: Option<String>,
+    /// The `tls { ... }` block and the old top-level TLS keys.
+    pub tls: super::tls::TlsLayer,
     /// `service`/`services` and `check`/`checks` definitions, in the HTTP
     /// API's JSON (`config/services.rs`); they append across sources.
     pub services: Vec<Value>,
@@ -106,6 +112,7 @@ impl Layer {
         over(&mut self.retry_max, later.retry_max);
         over(&mut self.retry_max_wan, later.retry_max_wan);
         over(&mut self.http_port, later.http_port);
+        over(&mut self.https_port, later.https_port);
         over(&mut self.server_port, later.server_port);
         over(&mut self.serf_lan_port, later.serf_lan_port);
         over(&mut self.serf_wan_port, later.serf_wan_port);
@@ -162,6 +169,8 @@ impl Layer {
             &mut self.http_max_conns_per_client,
             later.http_max_conns_per_client,
         );
+        over(&mut self.domain, later.domain);
+        self.tls.merge(later.tls);
     }
 
     /// Set the setting at Consul key path `key` (`ports.http`) from `v`.
@@ -188,6 +197,7 @@ impl Layer {
             "retry_max" => self.retry_max = Some(attempts(v).map_err(e)?),
             "retry_max_wan" => self.retry_max_wan = Some(attempts(v).map_err(e)?),
             "ports.http" => self.http_port = Some(port(v, 0).map_err(e)?),
+            "ports.https" => self.https_port = Some(port_or_off(v).map_err(e)?),
             "ports.server" => self.server_port = Some(port(v, 1).map_err(e)?),
             "ports.serf_lan" => self.serf_lan_port = Some(port(v, 1).map_err(e)?),
             "ports.serf_wan" => self.serf_wan_port = Some(port_or_off(v).map_err(e)?),
@@ -244,7 +254,8 @@ impl Layer {
             "limits.http_max_conns_per_client" => {
                 self.http_max_conns_per_client = Some(whole(v).map_err(e)?)
             }
-            _ => return Ok(false),
+            "domain" => self.domain = Some(string(v).map_err(e)?),
+            k => return self.tls.set(k, v).map_err(e),
         }
         Ok(true)
     }
@@ -275,6 +286,14 @@ impl Layer {
                         layer.set_or_ignore(&path, &v)?;
                     }
                 }
+                "tls" => {
+                    for (section, inner) in block(v).map_err(|m| format!("tls: {m}"))? {
+                        let inner = block(&inner).map_err(|m| format!("tls.{section}: {m}"))?;
+                        for (k, v) in inner {
+                            layer.set_or_ignore(&format!("tls.{section}.{k}"), &v)?;
+                        }
+                    }
+                }
                 _ => layer.set_or_ignore(key, v)?,
             }
         }
@@ -290,7 +309,7 @@ impl Layer {
         }
         if super::consul_keys::is_consul_key(key) {
             let consequence = if super::consul_keys::is_security_key(key) {
-                " (NOT enforced: this agent has no ACLs or TLS yet)"
+                " (NOT enforced: Tern does not implement it yet)"
             } else {
                 ""
             };
@@ -396,7 +415,7 @@ pub(crate) fn quoted(s: &str) -> String {
     got(&Value::String(s.to_string()))
 }
 
-fn string(v: &Value) -> Result<String, String> {
+pub(super) fn string(v: &Value) -> Result<String, String> {
     match v {
         Value::String(s) => Ok(s.clone()),
         _ => Err(format!("must be a string, got {}", got(v))),
@@ -423,7 +442,7 @@ pub(crate) fn parse_bool(s: &str) -> Option<bool> {
     }
 }
 
-fn boolean(v: &Value) -> Result<bool, String> {
+pub(super) fn boolean(v: &Value) -> Result<bool, String> {
     match v {
         Value::Bool(b) => Ok(*b),
         Value::String(s) => parse_bool(s).ok_or(()),

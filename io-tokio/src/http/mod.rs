@@ -37,6 +37,7 @@ mod filter;
 mod gojson;
 mod health;
 mod keyring;
+pub mod https;
 mod kv;
 mod members;
 mod metrics;
