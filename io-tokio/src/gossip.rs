@@ -17,11 +17,12 @@
 //!   that same connection, as memberlist answers a push-pull.
 //!
 //! Frames are the core's (`wire::encode_frame`: a 4-byte big-endian length),
-//! bounded by `stream_bytes_max`, with the pool's `join_timeout` (memberlist's
-//! `TCPTimeout`) on every read and write and at most [`STREAMS_MAX`] streams
-//! at once. Time is a monotonic clock turned into the core's `Instant`s; the
-//! pool's RNG seed comes from OS randomness and its generation from the wall
-//! clock, both chosen afresh on every start (see [`GossipNode::start`]).
+//! bounded by `stream_bytes_max` (plus sealing's 29 bytes), with the pool's
+//! `join_timeout` (memberlist's `TCPTimeout`) on every read and write and at
+//! most [`STREAMS_MAX`] streams at once. Time is a monotonic clock turned
+//! into the core's `Instant`s; the pool's RNG seed comes from OS randomness
+//! and its generation from the wall clock, both chosen afresh on every start
+//! (see [`GossipNode::start`]).
 //!
 //! Events are logged at Consul's levels (members joining, failing, leaving:
 //! info; a failed join attempt or a refused member: warn) and published on a
@@ -186,7 +187,9 @@ impl GossipNode {
             stream_timeout: std::time::Duration::from_nanos(
                 gossip.config().join_timeout.as_nanos(),
             ),
-            stream_bytes_max: gossip.config().stream_bytes_max,
+            // A sealed state exchange carries the sealing's overhead on top.
+            stream_bytes_max: gossip.config().stream_bytes_max
+                + tern_core::gossip::seal::SEAL_OVERHEAD,
             bad_log_interval: std::time::Duration::from_nanos(
                 gossip.config().bad_packet_log_interval.as_nanos(),
             ),
