@@ -32,6 +32,13 @@ pub const PEER_QUEUE_MAX: usize = 4096;
 /// more waits in its socket buffers (TCP back-pressure), and one connection
 /// never holds more than this many of the agent's pending requests.
 pub const CALLS_INFLIGHT_MAX: usize = 256;
+/// Blocking queries one client connection may have parked at a server,
+/// beside its `CALLS_INFLIGHT_MAX` other calls. A blocking query leaves its
+/// in-flight slot for one of these once read: parked for up to ten minutes,
+/// 256 of them would otherwise hold every slot, and nothing else a client
+/// agent sends (writes, reads, more watches) would be read until one of
+/// them is answered. Past this many, the connection waits as above.
+pub const BLOCKING_CALLS_MAX: usize = 16_384;
 
 /// What the listener hands the agent.
 pub enum Inbound {
@@ -226,7 +233,8 @@ async fn read_messages(
 /// Each call becomes an `Inbound::Call` (a request like any other); its
 /// reply is written back with the call's id as soon as it is ready, so
 /// replies come out in any order. At most `CALLS_INFLIGHT_MAX` calls are in
-/// flight: the next frame is read only when a slot is free. A frame that is
+/// flight, and besides them at most `BLOCKING_CALLS_MAX` blocking queries:
+/// the next frame is read only when a slot is free. A frame that is
 /// not a call (or over `frame_bytes_max`) closes the connection at once and
 /// changes nothing; calls already handed to the agent run their course, but
 /// their replies are not written. So does the client closing its side.
@@ -254,6 +262,7 @@ async fn answer_calls(
     // so the client sees the close even while replies are pending.
     let _writer = AbortOnDrop(writer);
     let slots = Arc::new(Semaphore::new(CALLS_INFLIGHT_MAX));
+    let parking = Arc::new(Semaphore::new(BLOCKING_CALLS_MAX));
     // Set when the agent dropped a call unanswered (it stopped): the client
     // must see an EOF, as if this process had died, not a reply.
     let stop = Arc::new(Notify::new());
@@ -274,6 +283,16 @@ async fn answer_calls(
             () = stop.notified() => return Err("the agent stopped with calls unanswered".into()),
         };
         let call = wire::decode_call(&frame).map_err(|e| format!("bad call: {e}"))?;
+        // A blocking query trades its in-flight slot for a parking one.
+        let slot = if call.request.blocking.is_some() {
+            drop(slot);
+            tokio::select! {
+                s = parking.clone().acquire_owned() => s.expect("the semaphore is never closed"),
+                () = stop.notified() => return Err("the agent stopped with calls unanswered".into()),
+            }
+        } else {
+            slot
+        };
         let (to_agent, out, stop) = (to_agent.clone(), out_tx.clone(), stop.clone());
         tokio::spawn(async move {
             let _slot = slot;
