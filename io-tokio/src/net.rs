@@ -16,7 +16,7 @@ use std::time::Duration;
 
 use tern_core::rpc::{Request, Response, RpcError};
 use tern_core::wire;
-use tern_core::{Message, NodeId};
+use tern_core::{Message, MessageBody, NodeId};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, oneshot, Notify, Semaphore};
@@ -25,7 +25,9 @@ use tokio::sync::{mpsc, oneshot, Notify, Semaphore};
 pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
 /// Deadline for dialing a peer.
 pub const DIAL_TIMEOUT: Duration = Duration::from_secs(3);
-/// Frames queued for one peer before new ones are dropped (Raft resends).
+/// Frames queued for one peer before new Raft messages are dropped (Raft
+/// resends). A forwarded request or its reply is never dropped: nobody
+/// would resend it (see [`Pool::send`]).
 pub const PEER_QUEUE_MAX: usize = 4096;
 /// Calls one client connection may have in flight at a server. The server
 /// reads the next call only when one is answered, so a client that sends
@@ -426,8 +428,14 @@ impl Pool {
     }
 
     /// Queue a message for server `node` at `address`. Never blocks: if the
-    /// peer's queue is full the message is dropped (Raft retries; forwarded
-    /// requests time out).
+    /// peer's queue is full a Raft message is dropped (Raft retries), and a
+    /// forwarded request or reply waits for room in a task of its own.
+    /// Nobody resends those: a dropped reply left its request waiting until
+    /// it timed out (minutes, for a blocking query), and one write answers
+    /// every blocking query parked through a follower at once (10,000 of
+    /// them through a client agent, bench/watch-fanout.sh, lost all but
+    /// 4,095). They are bounded anyway: each is one of the sender's or the
+    /// leader's `pending_requests_max` requests.
     pub fn send(&self, node: &str, address: &str, message: &Message) {
         let mut frame = Vec::new();
         wire::encode_frame(&wire::encode_message(message), &mut frame);
@@ -443,11 +451,21 @@ impl Pool {
                 tx
             }
         };
-        if let Err(mpsc::error::TrySendError::Closed(_)) = tx.try_send(frame) {
-            if let Some(by_name) = peers.get_mut(address) {
-                by_name.remove(node);
-                if by_name.is_empty() {
-                    peers.remove(address);
+        match tx.try_send(frame) {
+            Ok(()) => {}
+            Err(mpsc::error::TrySendError::Full(frame)) => {
+                if !matches!(message.body, MessageBody::Raft(_)) {
+                    tokio::spawn(async move {
+                        let _ = tx.send(frame).await;
+                    });
+                }
+            }
+            Err(mpsc::error::TrySendError::Closed(_)) => {
+                if let Some(by_name) = peers.get_mut(address) {
+                    by_name.remove(node);
+                    if by_name.is_empty() {
+                        peers.remove(address);
+                    }
                 }
             }
         }

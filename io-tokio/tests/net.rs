@@ -192,3 +192,84 @@ async fn parked_blocking_queries_have_their_own_limit_and_do_not_hold_up_other_c
     }
     assert_eq!(answered, BLOCKING_CALLS_MAX + 1);
 }
+
+/// A burst of forwarded requests and replies past a peer's queue
+/// (`PEER_QUEUE_MAX`) all arrive, while Raft messages past it are dropped
+/// (Raft resends those; nobody resends a forwarded request or its reply).
+/// One write answering 10,000 blocking queries parked through a follower
+/// used to lose all but 4,095 of the replies, and their watchers waited
+/// until they timed out (bench/watch-fanout.sh found it). One thread: the
+/// writer cannot run until the test yields, so the queue fills.
+#[tokio::test(flavor = "current_thread")]
+async fn a_burst_of_forwarded_replies_past_the_peer_queue_all_arrive_raft_messages_do_not() {
+    use tern::net::{Pool, PEER_QUEUE_MAX};
+    use tern_core::raft::{RaftMessage, TimeoutNow};
+    use tern_core::rpc::RpcError;
+    use tern_core::{wire, Message, MessageBody, NodeId, Term};
+    use tokio::io::AsyncReadExt;
+
+    // Every message that arrives on one accepted connection until it has
+    // been quiet for a second.
+    async fn received(listener: &TcpListener) -> Vec<Message> {
+        let (mut stream, _) = listener.accept().await.unwrap();
+        let mut first = [0u8; 1];
+        stream.read_exact(&mut first).await.unwrap();
+        let mut decoder = wire::FrameDecoder::new(1 << 20);
+        let mut buf = vec![0u8; 64 * 1024];
+        let mut out = Vec::new();
+        loop {
+            while let Some(frame) = decoder.next_frame().unwrap() {
+                out.push(wire::decode_message(&frame).unwrap());
+            }
+            let read = stream.read(&mut buf);
+            match tokio::time::timeout(std::time::Duration::from_secs(1), read).await {
+                Ok(Ok(n)) if n > 0 => decoder.push(&buf[..n]),
+                _ => return out,
+            }
+        }
+    }
+
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap().to_string();
+    let pool = Pool::new(None);
+    let n = PEER_QUEUE_MAX + 1000;
+    let message = |body| Message {
+        from: NodeId(1),
+        from_address: String::new(),
+        to: NodeId(2),
+        body,
+    };
+
+    for id in 0..n as u64 {
+        let reply = MessageBody::ForwardReply {
+            id,
+            response: Err(RpcError::NoLeader),
+        };
+        pool.send("s2", &address, &message(reply));
+    }
+    let mut ids: Vec<u64> = received(&listener)
+        .await
+        .into_iter()
+        .map(|m| match m.body {
+            MessageBody::ForwardReply { id, .. } => id,
+            other => panic!("not a forwarded reply: {other:?}"),
+        })
+        .collect();
+    ids.sort_unstable();
+    assert_eq!(ids, (0..n as u64).collect::<Vec<_>>(), "every reply, once");
+
+    // Another peer (a writer of its own): Raft messages past the queue go.
+    for term in 0..n as u64 {
+        let raft = RaftMessage::TimeoutNow(TimeoutNow { term: Term(term) });
+        pool.send("s3", &address, &message(MessageBody::Raft(raft)));
+    }
+    let terms: Vec<u64> = received(&listener)
+        .await
+        .into_iter()
+        .map(|m| match m.body {
+            MessageBody::Raft(RaftMessage::TimeoutNow(t)) => t.term.0,
+            other => panic!("not a Raft message: {other:?}"),
+        })
+        .collect();
+    assert_eq!(terms, (0..PEER_QUEUE_MAX as u64).collect::<Vec<_>>());
+}
