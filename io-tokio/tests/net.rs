@@ -68,7 +68,7 @@ async fn parked_blocking_queries_have_their_own_limit_and_do_not_hold_up_other_c
     use tern_core::{Config, Datacenter, NodeId, NodeName};
     use tokio::sync::{mpsc, watch};
 
-    assert!(BLOCKING_CALLS_MAX > CALLS_INFLIGHT_MAX);
+    const { assert!(BLOCKING_CALLS_MAX > CALLS_INFLIGHT_MAX) };
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let (to_agent, mut inbound) = mpsc::channel(1024);
