@@ -26,7 +26,7 @@ use std::time::Duration;
 
 use tern_core::rpc::{Request, Response, RpcError};
 use tern_core::wire;
-use tern_core::{Message, NodeId};
+use tern_core::{Message, MessageBody, NodeId};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, oneshot, Notify, Semaphore};
@@ -41,13 +41,22 @@ impl<T: AsyncRead + AsyncWrite + Unpin + Send + 'static> Stream for T {}
 pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
 /// Deadline for dialing a peer.
 pub const DIAL_TIMEOUT: Duration = Duration::from_secs(3);
-/// Frames queued for one peer before new ones are dropped (Raft resends).
+/// Frames queued for one peer before new Raft messages are dropped (Raft
+/// resends). A forwarded request or its reply is never dropped: nobody
+/// would resend it (see [`Pool::send`]).
 pub const PEER_QUEUE_MAX: usize = 4096;
 /// Calls one client connection may have in flight at a server. The server
 /// reads the next call only when one is answered, so a client that sends
 /// more waits in its socket buffers (TCP back-pressure), and one connection
 /// never holds more than this many of the agent's pending requests.
 pub const CALLS_INFLIGHT_MAX: usize = 256;
+/// Blocking queries one client connection may have parked at a server,
+/// beside its `CALLS_INFLIGHT_MAX` other calls. A blocking query leaves its
+/// in-flight slot for one of these once read: parked for up to ten minutes,
+/// 256 of them would otherwise hold every slot, and nothing else a client
+/// agent sends (writes, reads, more watches) would be read until one of
+/// them is answered. Past this many, the connection waits as above.
+pub const BLOCKING_CALLS_MAX: usize = 16_384;
 
 /// What the listener hands the agent.
 pub enum Inbound {
@@ -428,7 +437,8 @@ async fn read_messages<S: AsyncRead + Unpin>(
 /// Each call becomes an `Inbound::Call` (a request like any other); its
 /// reply is written back with the call's id as soon as it is ready, so
 /// replies come out in any order. At most `CALLS_INFLIGHT_MAX` calls are in
-/// flight: the next frame is read only when a slot is free. A frame that is
+/// flight, and besides them at most `BLOCKING_CALLS_MAX` blocking queries:
+/// the next frame is read only when a slot is free. A frame that is
 /// not a call (or over `frame_bytes_max`) closes the connection at once and
 /// changes nothing; calls already handed to the agent run their course, but
 /// their replies are not written. So does the client closing its side.
@@ -457,6 +467,7 @@ async fn answer_calls<S: Stream>(
     // so the client sees the close even while replies are pending.
     let _writer = AbortOnDrop(writer);
     let slots = Arc::new(Semaphore::new(CALLS_INFLIGHT_MAX));
+    let parking = Arc::new(Semaphore::new(BLOCKING_CALLS_MAX));
     // Set when the agent dropped a call unanswered (it stopped): the client
     // must see an EOF, as if this process had died, not a reply.
     let stop = Arc::new(Notify::new());
@@ -477,6 +488,16 @@ async fn answer_calls<S: Stream>(
             () = stop.notified() => return Err("the agent stopped with calls unanswered".into()),
         };
         let call = wire::decode_call(&frame).map_err(|e| format!("bad call: {e}"))?;
+        // A blocking query trades its in-flight slot for a parking one.
+        let slot = if call.request.blocking.is_some() {
+            drop(slot);
+            tokio::select! {
+                s = parking.clone().acquire_owned() => s.expect("the semaphore is never closed"),
+                () = stop.notified() => return Err("the agent stopped with calls unanswered".into()),
+            }
+        } else {
+            slot
+        };
         let (to_agent, out, stop) = (to_agent.clone(), out_tx.clone(), stop.clone());
         tokio::spawn(async move {
             let _slot = slot;
@@ -620,8 +641,14 @@ impl Pool {
     }
 
     /// Queue a message for server `node` at `address`. Never blocks: if the
-    /// peer's queue is full the message is dropped (Raft retries; forwarded
-    /// requests time out).
+    /// peer's queue is full a Raft message is dropped (Raft retries), and a
+    /// forwarded request or reply waits for room in a task of its own.
+    /// Nobody resends those: a dropped reply left its request waiting until
+    /// it timed out (minutes, for a blocking query), and one write answers
+    /// every blocking query parked through a follower at once (10,000 of
+    /// them through a client agent, bench/watch-fanout.sh, lost all but
+    /// 4,095). They are bounded anyway: each is one of the sender's or the
+    /// leader's `pending_requests_max` requests.
     pub fn send(&self, node: &str, address: &str, message: &Message) {
         let mut frame = Vec::new();
         wire::encode_frame(&wire::encode_message(message), &mut frame);
@@ -642,11 +669,21 @@ impl Pool {
                 tx
             }
         };
-        if let Err(mpsc::error::TrySendError::Closed(_)) = tx.try_send(frame) {
-            if let Some(by_name) = peers.get_mut(address) {
-                by_name.remove(node);
-                if by_name.is_empty() {
-                    peers.remove(address);
+        match tx.try_send(frame) {
+            Ok(()) => {}
+            Err(mpsc::error::TrySendError::Full(frame)) => {
+                if !matches!(message.body, MessageBody::Raft(_)) {
+                    tokio::spawn(async move {
+                        let _ = tx.send(frame).await;
+                    });
+                }
+            }
+            Err(mpsc::error::TrySendError::Closed(_)) => {
+                if let Some(by_name) = peers.get_mut(address) {
+                    by_name.remove(node);
+                    if by_name.is_empty() {
+                        peers.remove(address);
+                    }
                 }
             }
         }
