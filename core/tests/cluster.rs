@@ -1510,3 +1510,53 @@ fn the_configuration_index_is_the_configurations_and_an_unknown_peer_is_named() 
     assert_eq!(n, 2);
     assert!(moved > last_write, "{moved} > {last_write}");
 }
+
+/// Forwarded requests each time out at their own deadline, whatever else
+/// is waiting: a follower whose forwarded write is lost answers it
+/// "outcome unknown" once the 7 s hold is over (not earlier, not at the
+/// deadline of a later request), while a forwarded blocking query with a
+/// longer wait stays parked and still wakes on a write. (Deadlines are
+/// indexed, `ForwardTable` in core/src/server.rs; this pins that the index
+/// finds the earliest and expires only what is due.)
+#[test]
+fn forwarded_requests_expire_each_at_their_own_deadline() {
+    use tern_core::MessageBody;
+    let mut c = Cluster::with_voters(3);
+    let leader = c.run_until_leader(Duration::from_secs(5)).unwrap();
+    let fs = followers_of(&c, leader);
+    let f = fs[0];
+    let index = put_applied(&mut c, leader, "k", "1");
+    // The blocking query first (a later deadline), then a write whose
+    // forward is lost on the way.
+    let q = c.request(
+        f,
+        blocking(get("k", ReadMode::Default), index, Duration::from_secs(60)),
+    );
+    c.deliver_all();
+    let w = c.request(f, put("lost", "x"));
+    let mut dropped = 0;
+    for _ in 0..c.queued() {
+        let m = c.drop_nth(0).unwrap();
+        if matches!(m.body, MessageBody::Forward { .. }) {
+            dropped += 1;
+        } else {
+            c.handle(m.to, tern_core::Input::Message(m));
+        }
+    }
+    assert_eq!(dropped, 1, "the write's forward was queued");
+    c.run_for(Duration::from_millis(6_900));
+    assert!(
+        !c.responses.contains_key(&(f, w)),
+        "answered before its hold"
+    );
+    c.run_for(Duration::from_millis(200));
+    match &c.responses[&(f, w)] {
+        Err(RpcError::Unknown(m)) => assert_eq!(m, "timed out waiting for the leader's answer"),
+        other => panic!("expected outcome unknown, got {other:?}"),
+    }
+    // The query with the later deadline was not taken with it.
+    assert!(!c.responses.contains_key(&(f, q)));
+    let written = put_applied(&mut c, fs[1], "k", "2");
+    assert_eq!(value_of(&c, f, q), Some("2".into()));
+    assert_eq!(c.responses[&(f, q)].as_ref().unwrap().index, written);
+}
