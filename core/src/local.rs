@@ -48,6 +48,9 @@ use crate::rpc::{CatalogOp, CatalogReply, ReplyBody, Response};
 use crate::serf_health::{CONSUL_SERVICE, SERF_CHECK_ID};
 use crate::{Duration, Instant};
 
+mod table;
+use table::{Row, Table};
+
 /// Consul's `checks.MinInterval`: a shorter interval is raised to this.
 pub const CHECK_INTERVAL_MIN: Duration = Duration::from_secs(1);
 /// The timeout of an HTTP or TCP probe when none is given (Consul's 10 s).
@@ -438,6 +441,48 @@ struct LocalCheck {
     critical_since: Option<Instant>,
 }
 
+impl Row for LocalService {
+    fn in_sync(&self) -> bool {
+        self.in_sync
+    }
+    fn deleted(&self) -> bool {
+        self.deleted
+    }
+    fn wake(&self) -> Option<Instant> {
+        None
+    }
+    fn group(&self) -> &str {
+        ""
+    }
+}
+
+impl Row for LocalCheck {
+    fn in_sync(&self) -> bool {
+        self.in_sync
+    }
+    fn deleted(&self) -> bool {
+        self.deleted
+    }
+    /// The next probe (unless one is running), the TTL's end, the end of
+    /// an output deferral: whichever comes first.
+    fn wake(&self) -> Option<Instant> {
+        if self.deleted {
+            return None;
+        }
+        [
+            self.next_run.filter(|_| !self.running),
+            self.ttl_deadline,
+            self.deferred_until,
+        ]
+        .into_iter()
+        .flatten()
+        .min()
+    }
+    fn group(&self) -> &str {
+        &self.def.service_id
+    }
+}
+
 /// What the write in flight covers.
 #[derive(Clone, Debug)]
 enum Covers {
@@ -469,8 +514,8 @@ pub struct LocalAgent {
     node: LocalNode,
     config: LocalConfig,
     rng: Rng,
-    services: BTreeMap<String, LocalService>,
-    checks: BTreeMap<String, LocalCheck>,
+    services: Table<LocalService>,
+    checks: Table<LocalCheck>,
     node_in_sync: bool,
     cluster_size: usize,
     phase: Phase,
@@ -499,8 +544,8 @@ impl LocalAgent {
             node,
             config,
             rng: Rng::new(seed),
-            services: BTreeMap::new(),
-            checks: BTreeMap::new(),
+            services: Table::default(),
+            checks: Table::default(),
             node_in_sync: false,
             cluster_size: 1,
             phase: Phase::Idle,
@@ -558,26 +603,24 @@ impl LocalAgent {
         if replace_checks {
             let stale: Vec<String> = self
                 .checks
-                .iter()
-                .filter(|(cid, c)| {
-                    !c.deleted && c.def.service_id == id && !checks.iter().any(|n| &n.id == *cid)
-                })
-                .map(|(cid, _)| cid.clone())
+                .group(&id)
+                .into_iter()
+                .filter(|cid| !checks.iter().any(|n| &n.id == cid))
                 .collect();
             for cid in stale {
                 self.remove_check_entry(&cid, out);
             }
         }
-        let entry = self.services.entry(id.clone()).or_insert(LocalService {
-            def: def.clone(),
-            in_sync: false,
-            deleted: false,
-            version: 0,
-        });
-        entry.def = def;
-        entry.in_sync = false;
-        entry.deleted = false;
-        entry.version += 1;
+        let version = self.services.get(&id).map_or(0, |s| s.version) + 1;
+        self.services.insert(
+            id.clone(),
+            LocalService {
+                def,
+                in_sync: false,
+                deleted: false,
+                version,
+            },
+        );
         for c in checks {
             self.put_check(now, c, false, out);
         }
@@ -596,9 +639,9 @@ impl LocalAgent {
         let mut d = def.clone();
         d.checks = self
             .checks
-            .values()
-            .filter(|c| !c.deleted && c.def.service_id == id)
-            .map(|c| c.def.clone())
+            .group_rows(id)
+            .into_iter()
+            .map(|(_, c)| c.def.clone())
             .collect();
         d
     }
@@ -610,19 +653,14 @@ impl LocalAgent {
         out: &mut Vec<LocalAction>,
     ) -> Result<(), LocalError> {
         match self.services.get_mut(id) {
-            Some(s) if !s.deleted => {
+            Some(mut s) if !s.deleted => {
                 s.deleted = true;
                 s.in_sync = false;
                 s.version += 1;
             }
             _ => return Err(LocalError::UnknownService(id.to_owned())),
         }
-        let owned: Vec<String> = self
-            .checks
-            .iter()
-            .filter(|(_, c)| !c.deleted && c.def.service_id == id)
-            .map(|(cid, _)| cid.clone())
-            .collect();
+        let owned = self.checks.group(id);
         for cid in owned {
             self.remove_check_entry(&cid, out);
         }
@@ -807,7 +845,7 @@ impl LocalAgent {
     }
 
     fn remove_check_entry(&mut self, id: &str, _out: &mut Vec<LocalAction>) {
-        if let Some(c) = self.checks.get_mut(id) {
+        if let Some(mut c) = self.checks.get_mut(id) {
             c.deleted = true;
             c.in_sync = false;
             c.version += 1;
@@ -828,7 +866,7 @@ impl LocalAgent {
         output: &str,
         out: &mut Vec<LocalAction>,
     ) -> Result<String, LocalError> {
-        let c = match self.checks.get_mut(id) {
+        let mut c = match self.checks.get_mut(id) {
             Some(c) if !c.deleted => c,
             _ => return Err(LocalError::UnknownCheck(id.to_owned())),
         };
@@ -838,6 +876,7 @@ impl LocalAgent {
         let output = truncate_ttl_output(output);
         c.ttl_deadline = Some(now + ttl);
         c.ttl_output = output.clone();
+        drop(c);
         out.push(LocalAction::PersistTtl {
             id: id.to_owned(),
             status: status.to_owned(),
@@ -858,7 +897,7 @@ impl LocalAgent {
         output: &str,
         remaining: Duration,
     ) {
-        let Some(c) = self.checks.get_mut(id).filter(|c| !c.deleted) else {
+        let Some(mut c) = self.checks.get_mut(id).filter(|c| !c.deleted) else {
             return;
         };
         let CheckKind::Ttl { ttl } = c.def.kind else {
@@ -866,6 +905,7 @@ impl LocalAgent {
         };
         c.ttl_deadline = Some(now + remaining.min(ttl));
         c.ttl_output = output.to_owned();
+        drop(c);
         self.set_status(now, id, status, output);
     }
 
@@ -874,7 +914,7 @@ impl LocalAgent {
     fn set_status(&mut self, now: Instant, id: &str, status: &str, output: &str) -> bool {
         let interval = self.config.check_update_interval;
         let stagger = Duration(self.rng.range(0, interval.0.max(1)));
-        let Some(c) = self.checks.get_mut(id) else {
+        let Some(mut c) = self.checks.get_mut(id) else {
             return false;
         };
         if c.row.status == status && c.row.output == output {
@@ -901,11 +941,11 @@ impl LocalAgent {
     // ----- reads ---------------------------------------------------------
 
     fn live_services(&self) -> usize {
-        self.services.values().filter(|s| !s.deleted).count()
+        self.services.live()
     }
 
     fn live_checks(&self) -> usize {
-        self.checks.values().filter(|c| !c.deleted).count()
+        self.checks.live()
     }
 
     /// The registered services, by ID.
@@ -939,17 +979,22 @@ impl LocalAgent {
     /// The checks of one service, by check ID.
     pub fn service_checks(&self, service_id: &str) -> Vec<&Check> {
         self.checks
-            .values()
-            .filter(|c| !c.deleted && c.def.service_id == service_id)
-            .map(|c| &c.row)
+            .group_rows(service_id)
+            .into_iter()
+            .map(|(_, c)| &c.row)
             .collect()
+    }
+
+    /// The indexes over services and checks agree with the rows (O(n), for
+    /// tests and the simulator's invariants).
+    #[doc(hidden)]
+    pub fn indexes_consistent(&self) -> bool {
+        self.services.consistent() && self.checks.consistent()
     }
 
     /// True once everything registered is in the catalog as it is here.
     pub fn in_sync(&self) -> bool {
-        self.node_in_sync
-            && self.services.values().all(|s| s.in_sync)
-            && self.checks.values().all(|c| c.in_sync)
+        self.node_in_sync && self.services.all_in_sync() && self.checks.all_in_sync()
     }
 
     // ----- time and inputs ----------------------------------------------
@@ -962,13 +1007,7 @@ impl LocalAgent {
                 t = Some(t.map_or(x, |t| t.min(x)));
             }
         };
-        for c in self.checks.values().filter(|c| !c.deleted) {
-            if !c.running {
-                at(c.next_run);
-            }
-            at(c.ttl_deadline);
-            at(c.deferred_until);
-        }
+        at(self.checks.next_wake());
         if matches!(self.phase, Phase::Idle) {
             at(Some(self.full_at));
             at(self.retry_at);
@@ -1025,7 +1064,7 @@ impl LocalAgent {
         output: &str,
         out: &mut Vec<LocalAction>,
     ) {
-        let Some(c) = self.checks.get_mut(id) else {
+        let Some(mut c) = self.checks.get_mut(id) else {
             return;
         };
         if c.deleted || c.generation != generation {
@@ -1035,6 +1074,7 @@ impl LocalAgent {
         if let Some(i) = c.def.kind.interval() {
             c.next_run = Some(now + i);
         }
+        drop(c);
         let output = truncate(output, CHECK_OUTPUT_MAX);
         if self.set_status(now, id, status, &output) {
             out.push(LocalAction::Log(LocalLog::CheckStatus {
@@ -1047,7 +1087,10 @@ impl LocalAgent {
     /// Timers: probes due, TTLs expired, deferred outputs, the reaper.
     fn on_time(&mut self, now: Instant, out: &mut Vec<LocalAction>) {
         let mut expired = Vec::new();
-        for (id, c) in self.checks.iter_mut().filter(|(_, c)| !c.deleted) {
+        for id in self.checks.due(now) {
+            let Some(mut c) = self.checks.get_mut(&id).filter(|c| !c.deleted) else {
+                continue;
+            };
             if !c.running && c.next_run.is_some_and(|t| t <= now) {
                 c.running = true;
                 c.next_run = None;
@@ -1163,11 +1206,12 @@ impl LocalAgent {
             if id == CONSUL_SERVICE {
                 continue;
             }
-            match self.services.get_mut(id) {
-                Some(local) => {
+            match self.services.contains_key(id) {
+                true => {
+                    let mut local = self.services.get_mut(id).expect("checked");
                     local.in_sync = !local.deleted && same_service(&local.def.service, remote);
                 }
-                None => {
+                false => {
                     // In the catalog but not here: delete it.
                     self.services.insert(
                         id.clone(),
@@ -1184,13 +1228,13 @@ impl LocalAgent {
                 }
             }
         }
-        for (id, local) in self.services.iter_mut() {
+        self.services.update_all(|id, local| {
             if !remote_services.contains_key(id) {
                 // Not in the catalog: a live one is written, a deleted one
                 // is gone already.
                 local.in_sync = local.deleted;
             }
-        }
+        });
         self.services.retain(|_, s| !(s.deleted && s.in_sync));
         let remote_checks: BTreeMap<String, Check> = checks
             .into_iter()
@@ -1200,14 +1244,15 @@ impl LocalAgent {
             if id == SERF_CHECK_ID {
                 continue;
             }
-            match self.checks.get_mut(id) {
-                Some(local) => {
+            match self.checks.contains_key(id) {
+                true => {
+                    let mut local = self.checks.get_mut(id).expect("checked");
                     let same = same_check(&local.row, remote);
                     local.in_sync = !local.deleted
                         && (same
                             || local.deferred_until.is_some() && remote.status == local.row.status);
                 }
-                None => {
+                false => {
                     let row = remote.clone();
                     self.checks.insert(
                         id.clone(),
@@ -1239,11 +1284,11 @@ impl LocalAgent {
                 }
             }
         }
-        for (id, local) in self.checks.iter_mut() {
+        self.checks.update_all(|id, local| {
             if !remote_checks.contains_key(id) {
                 local.in_sync = local.deleted;
             }
-        }
+        });
         self.checks.retain(|_, c| !(c.deleted && c.in_sync));
     }
 
@@ -1310,7 +1355,7 @@ impl LocalAgent {
                 check_id: check_id.to_owned(),
             })
         };
-        if let Some((id, s)) = self.services.iter().find(|(_, s)| !s.in_sync) {
+        if let Some((id, s)) = self.services.first_dirty() {
             if s.deleted {
                 return Some((
                     deregister(id, ""),
@@ -1324,8 +1369,9 @@ impl LocalAgent {
             }
             let checks: Vec<&LocalCheck> = self
                 .checks
-                .values()
-                .filter(|c| !c.deleted && c.def.service_id == *id)
+                .group_rows(id)
+                .into_iter()
+                .map(|(_, c)| c)
                 .collect();
             let mut reg = self.node_register();
             reg.skip_node_update = self.node_in_sync;
@@ -1344,7 +1390,7 @@ impl LocalAgent {
                 false,
             ));
         }
-        if let Some((id, c)) = self.checks.iter().find(|(_, c)| !c.in_sync) {
+        if let Some((id, c)) = self.checks.first_dirty() {
             if c.deleted {
                 return Some((
                     deregister("", id),
@@ -1414,16 +1460,14 @@ impl LocalAgent {
                 version,
                 checks,
             } => {
-                if let Some(svc) = self.services.get_mut(&id) {
-                    if svc.version == version {
-                        if delete {
-                            self.services.remove(&id);
-                            // Consul's catalog drops the service's checks with it.
-                            self.checks
-                                .retain(|_, c| !(c.deleted && c.def.service_id == id));
-                        } else {
-                            svc.in_sync = true;
-                        }
+                if self.services.get(&id).is_some_and(|s| s.version == version) {
+                    if delete {
+                        self.services.remove(&id);
+                        // Consul's catalog drops the service's checks with it.
+                        self.checks
+                            .retain(|_, c| !(c.deleted && c.def.service_id == id));
+                    } else if let Some(mut svc) = self.services.get_mut(&id) {
+                        svc.in_sync = true;
                     }
                 }
                 // A registration carries the node too.
@@ -1431,7 +1475,7 @@ impl LocalAgent {
                     self.node_in_sync = true;
                 }
                 for (cid, v) in checks {
-                    if let Some(c) = self.checks.get_mut(&cid) {
+                    if let Some(mut c) = self.checks.get_mut(&cid) {
                         if c.version == v {
                             c.in_sync = true;
                         }
@@ -1447,13 +1491,11 @@ impl LocalAgent {
                 }));
             }
             Covers::Check { id, version } => {
-                if let Some(c) = self.checks.get_mut(&id) {
-                    if c.version == version {
-                        if delete {
-                            self.checks.remove(&id);
-                        } else {
-                            c.in_sync = true;
-                        }
+                if self.checks.get(&id).is_some_and(|c| c.version == version) {
+                    if delete {
+                        self.checks.remove(&id);
+                    } else if let Some(mut c) = self.checks.get_mut(&id) {
+                        c.in_sync = true;
                     }
                 }
                 if !delete {

@@ -77,6 +77,15 @@ struct Harness {
     now: Instant,
 }
 
+impl Drop for Harness {
+    /// Whatever a test did, the agent's indexes still match its rows.
+    fn drop(&mut self) {
+        if !std::thread::panicking() {
+            assert!(self.agent.indexes_consistent(), "indexes drifted");
+        }
+    }
+}
+
 impl Harness {
     fn new() -> Harness {
         Harness::with(LocalConfig::default())
@@ -674,4 +683,79 @@ fn an_agent_keeps_ten_thousand_services_and_refuses_the_next() {
     // All of them reach the catalog, one write each after the node.
     let writes = h.first_sync();
     assert_eq!(writes.len(), 1 + tern_core::local::LOCAL_SERVICES_MAX);
+}
+
+#[test]
+fn an_agent_keeps_twenty_thousand_checks_and_refuses_the_next() {
+    use tern_core::local::LOCAL_CHECKS_MAX;
+    let check = |id: &str| CheckDef {
+        id: id.into(),
+        name: id.into(),
+        ..ttl_check(60)
+    };
+    let mut h = Harness::new();
+    let mut out = Vec::new();
+    // A service with two checks, then node-level checks up to the limit.
+    h.agent
+        .add_service(
+            h.now,
+            service("web", vec![check("web-a"), check("web-b")]),
+            false,
+            false,
+            &mut out,
+        )
+        .unwrap();
+    for i in 2..LOCAL_CHECKS_MAX {
+        h.agent
+            .add_check(h.now, check(&format!("c{i}")), false, &mut out)
+            .unwrap();
+    }
+    let full = LocalError::TooMany("checks", LOCAL_CHECKS_MAX);
+    // One more node check is refused...
+    let err = h
+        .agent
+        .add_check(h.now, check("one-more"), false, &mut out)
+        .unwrap_err();
+    assert_eq!(err, full);
+    // ... and so is a new service that brings a check, and nothing of it
+    // is kept.
+    let err = h
+        .agent
+        .add_service(
+            h.now,
+            service("api", vec![check("api-a")]),
+            false,
+            false,
+            &mut out,
+        )
+        .unwrap_err();
+    assert_eq!(err, full);
+    assert!(h.agent.services().all(|s| s.id != "api"));
+    // Replacing checks already there adds none.
+    h.agent
+        .add_check(h.now, check("c2"), false, &mut out)
+        .unwrap();
+    h.agent
+        .add_service(
+            h.now,
+            service("web", vec![check("web-a"), check("web-b")]),
+            false,
+            false,
+            &mut out,
+        )
+        .unwrap();
+    // Room again once one is gone, and exactly one.
+    h.agent.remove_check("c3", &mut out).unwrap();
+    h.agent
+        .add_check(h.now, check("one-more"), false, &mut out)
+        .unwrap();
+    let err = h
+        .agent
+        .add_check(h.now, check("two-more"), false, &mut out)
+        .unwrap_err();
+    assert_eq!(err, full);
+    // All of them reach the catalog: the node, the service with its two
+    // checks, then one write per node check.
+    let writes = h.first_sync();
+    assert_eq!(writes.len(), 1 + 1 + (LOCAL_CHECKS_MAX - 2));
 }

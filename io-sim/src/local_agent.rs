@@ -115,6 +115,9 @@ impl Loop {
             let deadline = {
                 let mut a = self.agent.agent.lock().unwrap();
                 a.handle(now(), LocalInput::Tick, &mut out);
+                // The agent's indexes must always match its rows (cheap at
+                // the simulated agents' sizes).
+                assert!(a.indexes_consistent(), "local agent indexes drifted");
                 a.poll_timeout()
             };
             for action in out.drain(..) {
