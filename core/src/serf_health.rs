@@ -222,13 +222,28 @@ fn plan_member(fsm: &Fsm, m: &LanMember, me: &str, dc: &str) -> Option<Command> 
                 create_index: 0,
                 modify_index: 0,
             });
-            Some(register(m, dc, service, "passing", SERF_CHECK_ALIVE_OUTPUT))
+            let known = found.as_ref().map(|ns| &ns.node);
+            let mut cmd = register(m, dc, known, service, "passing", SERF_CHECK_ALIVE_OUTPUT);
+            // Unless the address must be fixed, leave the node as it is
+            // when the write applies: its own agent may have written it
+            // (ID, meta) after this plan was made. A node still missing
+            // then is created all the same (the FSM skips only an update).
+            if let Command::CatalogRegister(r) = &mut cmd {
+                r.skip_node_update = found.is_none() || node_ok;
+            }
+            Some(cmd)
         }
         GossipStatus::Failed => {
             if found.is_some() && serf().is_some_and(|c| c.status == "critical") {
                 return None;
             }
-            Some(register(m, dc, None, "critical", SERF_CHECK_FAILED_OUTPUT))
+            let mut cmd = register(m, dc, None, None, "critical", SERF_CHECK_FAILED_OUTPUT);
+            // Consul's `handleFailedMember`: an existing node is not
+            // clobbered, only its serfHealth check is written.
+            if let Command::CatalogRegister(r) = &mut cmd {
+                r.skip_node_update = true;
+            }
+            Some(cmd)
         }
         GossipStatus::Left | GossipStatus::None => {
             if found.is_none() || m.name.eq_ignore_ascii_case(me) {
@@ -245,20 +260,26 @@ fn plan_member(fsm: &Fsm, m: &LanMember, me: &str, dc: &str) -> Option<Command> 
     }
 }
 
+/// A registration of member `m`. What the catalog already knows of the
+/// node (its ID, tagged addresses and metadata, which the node's own agent
+/// writes) is carried over, as Consul's `handleAliveMember` does: the
+/// leader's reconcile only fixes the address, the `consul` service and
+/// serfHealth.
 fn register(
     m: &LanMember,
     dc: &str,
+    known: Option<&crate::fsm::Node>,
     service: Option<Service>,
     status: &str,
     output: &str,
 ) -> Command {
     Command::CatalogRegister(Box::new(Register {
-        id: String::new(),
+        id: known.map(|n| n.id.clone()).unwrap_or_default(),
         node: m.name.clone(),
         address: m.address.clone(),
         datacenter: dc.to_owned(),
-        tagged_addresses: None,
-        node_meta: None,
+        tagged_addresses: known.and_then(|n| n.tagged_addresses.clone()),
+        node_meta: known.and_then(|n| n.meta.clone()),
         service,
         checks: vec![Check {
             node: m.name.clone(),
@@ -338,6 +359,60 @@ mod tests {
             LanMember::from_gossip(&s, "dc1").unwrap().server_port,
             Some(8300)
         );
+    }
+
+    /// What a node's own agent wrote of it (ID, tagged addresses, meta)
+    /// survives the leader's reconcile, alive and failed (Consul's
+    /// `handleAliveMember` carries them over; `handleFailedMember` sets
+    /// `SkipNodeUpdate`).
+    #[test]
+    fn reconcile_keeps_what_the_nodes_agent_wrote() {
+        let mut fsm = Fsm::new();
+        let mut sh = SerfHealth::default();
+        let meta: crate::fsm::Meta = [("rack".to_owned(), "r1".to_owned())].into();
+        let tagged: BTreeMap<String, String> = [("wan".to_owned(), "1.2.3.4".to_owned())].into();
+        let own = Command::CatalogRegister(Box::new(Register {
+            id: "2b3c1a2e-0000-4000-8000-000000000001".into(),
+            node: "c1".into(),
+            address: "10.0.0.1".into(),
+            datacenter: "dc1".into(),
+            tagged_addresses: Some(tagged.clone()),
+            node_meta: Some(meta.clone()),
+            service: None,
+            checks: Vec::new(),
+            skip_node_update: false,
+        }));
+        assert!(matches!(fsm.apply(1, &own), ApplyResult::Catalog(Ok(()))));
+        let mut index = 1;
+        let kept = |fsm: &Fsm| {
+            let (_, ns) = fsm.catalog_node_services("c1");
+            let n = ns.expect("the node").node;
+            assert_eq!(n.id, "2b3c1a2e-0000-4000-8000-000000000001");
+            assert_eq!(n.meta.as_ref(), Some(&meta));
+            assert_eq!(n.tagged_addresses.as_ref(), Some(&tagged));
+        };
+        sh.report(member("c1", GossipStatus::Alive, None));
+        assert_eq!(settle(&mut fsm, &mut sh, &mut index), 1);
+        kept(&fsm);
+        sh.report(member("c1", GossipStatus::Failed, None));
+        assert_eq!(settle(&mut fsm, &mut sh, &mut index), 1);
+        kept(&fsm);
+        assert_eq!(fsm.catalog_node_checks("c1").1[0].status, "critical");
+
+        // A plan made before the agent's own write and applied after it
+        // (the leader's reconcile racing the agent's first sync) does not
+        // undo it.
+        let mut fsm = Fsm::new();
+        let mut sh = SerfHealth::default();
+        sh.report(member("c1", GossipStatus::Alive, None));
+        let planned = sh.plan(&fsm, "s1", "dc1").expect("a registration");
+        assert!(matches!(fsm.apply(1, &own), ApplyResult::Catalog(Ok(()))));
+        assert!(matches!(
+            fsm.apply(2, &planned),
+            ApplyResult::Catalog(Ok(()))
+        ));
+        kept(&fsm);
+        assert_eq!(fsm.catalog_node_checks("c1").1[0].status, "passing");
     }
 
     /// Consul's `handleAliveMember`/`handleFailedMember`/`handleLeftMember`:
