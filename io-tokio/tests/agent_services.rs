@@ -983,6 +983,9 @@ service {
 checks = [
   { id = "disk", name = "Disk", ttl = "1h", status = "passing" }
 ]
+node_meta {
+  rack = "r1"
+}
 "#,
     )
     .unwrap();
@@ -999,6 +1002,7 @@ checks = [
         format!("-server-port={}", free_port()),
         format!("-serf-lan-port={}", free_gossip_port()),
         format!("-serf-wan-port={}", free_gossip_port()),
+        "-node-meta=env:prod".into(),
         format!("-config-file={}", conf.display()),
     ];
     let a = Agent {
@@ -1024,7 +1028,32 @@ checks = [
                 .is_some_and(|e| e.len() == 1 && e[0]["Service"]["ID"] == "web-1")
         },
     );
+    // node_meta (file) and -node-meta (flag) make the node's Meta, kept in
+    // the catalog by anti-entropy.
+    let node = a.get("/v1/catalog/node/config-services").json();
+    assert_eq!(
+        node["Node"]["Meta"],
+        serde_json::json!({"env": "prod", "rack": "r1"}),
+        "{node}"
+    );
+    let nodes = a.get("/v1/catalog/nodes?node-meta=rack:r1").json();
+    assert_eq!(nodes.as_array().map(Vec::len), Some(1), "{nodes}");
     drop(a);
+
+    // Bad node metadata stops the agent with Consul's words
+    // (agent/config/builder.go "node_meta invalid", structs.ValidateNodeMetadata).
+    let mut meta_args = args.clone();
+    meta_args.insert(1, "-node-meta=consul-x:v".into());
+    let out = Command::new(env!("CARGO_BIN_EXE_tern"))
+        .args(&meta_args)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("node_meta invalid: Couldn't load metadata pair ('consul-x', 'v'): Key prefix 'consul-' is reserved for internal use"),
+        "{err}"
+    );
 
     // A bad definition: the agent does not start, and says which and why.
     let bad = dir.join("bad.hcl");

@@ -103,6 +103,7 @@ async fn cluster(base: u8) -> Vec<Server> {
             checks: Vec::new(),
             encrypt: Default::default(),
             limits: Default::default(),
+            node_meta: Default::default(),
         };
         let agent = tern::agent::start(options).await.unwrap();
         servers.push(Server {
@@ -309,6 +310,7 @@ async fn kv_writes_and_reads_go_through_a_client_agent() {
         checks: Vec::new(),
         encrypt: Default::default(),
         limits: Default::default(),
+        node_meta: Default::default(),
     };
     let client = tern::agent::start_client(options, rx).await.unwrap();
     let h = &client.handle;

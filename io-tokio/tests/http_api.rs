@@ -223,6 +223,7 @@ fn options() -> AgentOptions {
         checks: Vec::new(),
         encrypt: Default::default(),
         limits: Default::default(),
+        node_meta: Default::default(),
     }
 }
 

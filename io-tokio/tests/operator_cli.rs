@@ -559,7 +559,7 @@ acl {
         conf.join("20-telemetry.json"),
         r#"{
   "telemetry": {"prometheus_retention_time": "24h", "disable_hostname": true},
-  "node_meta": {"rack": "r1"},
+  "disable_update_check": true,
   "autopilot": {"cleanup_dead_servers": true},
   "log_level": "INFO"
 }"#,
@@ -589,7 +589,7 @@ acl {
         [
             "acl",
             "connect",
-            "node_meta",
+            "disable_update_check",
             "ports.dns",
             "ports.grpc",
             "telemetry",
@@ -828,17 +828,37 @@ fn catalog_commands_print_consuls_columns() {
     let (code, out, err) = run(&["catalog", "datacenters"]);
     assert_eq!((code, out.as_str(), err.as_str()), (0, "dc1\n", ""));
 
+    // Once the agent's anti-entropy has written its node ID.
+    let node_id = || {
+        let (_, body) = http("GET", &format!("{base}/v1/catalog/node/catalogcli"), b"")?;
+        let v: serde_json::Value = serde_json::from_str(&body).ok()?;
+        let id = v["Node"]["ID"].as_str().filter(|id| id.len() >= 8)?;
+        Some(id[..8].to_owned())
+    };
+    let own = (0..100)
+        .find_map(|_| {
+            node_id().or_else(|| {
+                std::thread::sleep(std::time::Duration::from_millis(100));
+                None
+            })
+        })
+        .expect("the agent's node ID reached the catalog");
     let (code, out, err) = run(&["catalog", "nodes"]);
     assert_eq!((code, err.as_str()), (0, ""), "{out}");
     // The agent's own node is in the catalog too: the leader registers
-    // every gossip member (serfHealth, as Consul's leader.go).
+    // every gossip member (serfHealth, as Consul's leader.go), and the
+    // agent's anti-entropy writes its node ID (the first 8 characters
+    // show, as Consul's catalog list nodes).
     assert_eq!(
         out,
-        "Node        ID        Address    DC\n\
-         catalogcli            127.0.0.1  dc1\n\
+        format!(
+            "Node        ID        Address    DC\n\
+         catalogcli  {}  127.0.0.1  dc1\n\
          db-1                  10.0.0.2   dc1\n\
          web-1       aaaaaaaa  10.0.0.1   dc1\n\
-         web-2                 10.0.0.3   dc1\n"
+         web-2                 10.0.0.3   dc1\n",
+            own
+        )
     );
 
     let (code, out, _) = run(&["catalog", "nodes", "-detailed", "-node-meta=env=prod"]);

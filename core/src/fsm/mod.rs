@@ -24,7 +24,7 @@ pub use catalog::types::{
     CatalogError, CatalogTableName, Check, CheckDefinition, CheckServiceNode, Deregister, Meta,
     Node, NodeServices, Register, Service, ServiceAddress, ServiceInstance, Weights,
 };
-pub use catalog::validate::service_meta_error;
+pub use catalog::validate::{service_meta_error, validate_node_meta};
 pub use catalog::{CatalogTopic, CATALOG_CHECKS_MAX, CATALOG_NODES_MAX, CATALOG_SERVICES_MAX};
 pub use command::{ApplyResult, Command, DirEntry, KvCommand, KvEntry, KvWrite, StoredAutopilot};
 pub use error::FsmError;

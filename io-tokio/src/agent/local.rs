@@ -264,7 +264,7 @@ pub(crate) fn spawn(handle: &AgentHandle) -> Result<(), String> {
         id: options.core.node_id.to_string(),
         address: options.lan.advertise.ip().to_string(),
         datacenter: options.core.datacenter.0.clone(),
-        meta: Default::default(),
+        meta: options.node_meta.clone(),
         tagged_addresses: Default::default(),
     };
     let store = Store {

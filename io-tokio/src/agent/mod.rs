@@ -44,6 +44,9 @@ pub struct AgentOptions {
     pub encrypt: crate::keyring::EncryptOptions,
     /// Connections per client IP on the server port and the HTTP API.
     pub limits: crate::connlimit::ConnLimits,
+    /// `node_meta` (`-node-meta key:value`): the node's `Meta` in the
+    /// catalog, kept there by anti-entropy; validated as Consul does.
+    pub node_meta: tern_core::fsm::Meta,
 }
 
 /// Where one gossip pool listens and whom it joins (Consul's `start_join`,

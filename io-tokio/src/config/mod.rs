@@ -113,6 +113,7 @@ pub(crate) const AGENT_FLAGS: &[Spec] = &[
     value("log-rotate-bytes"),
     value("log-rotate-duration"),
     value("log-rotate-max-files"),
+    value("node-meta"),
 ];
 
 /// Which config key each value flag sets.
@@ -146,6 +147,7 @@ const FLAG_KEYS: &[(&str, &str)] = &[
     ("log-rotate-bytes", "log_rotate_bytes"),
     ("log-rotate-duration", "log_rotate_duration"),
     ("log-rotate-max-files", "log_rotate_max_files"),
+    ("node-meta", source::NODE_META_FLAG_KEY),
 ];
 
 /// Parse `tern agent` arguments (everything after "agent"), load the config
@@ -462,6 +464,8 @@ fn build(c: Layer, dev: bool) -> Result<AgentConfig, ConfigError> {
         verify_incoming: c.encrypt_verify_incoming.unwrap_or(true),
         verify_outgoing: c.encrypt_verify_outgoing.unwrap_or(true),
     };
+    tern_core::fsm::validate_node_meta(&c.node_meta)
+        .map_err(|e| ConfigError(format!("node_meta invalid: {e}")))?;
     let limit = |n: Option<u64>, default: usize, key: &str| {
         n.map_or(Ok(default), |n| {
             usize::try_from(n).map_err(|_| ConfigError(format!("limits.{key}: {n} is too large")))
@@ -495,6 +499,7 @@ fn build(c: Layer, dev: bool) -> Result<AgentConfig, ConfigError> {
             checks,
             encrypt,
             limits,
+            node_meta: c.node_meta,
         },
         logging: crate::logging::LogOptions {
             json: c.log_json.unwrap_or(false),
@@ -658,6 +663,8 @@ Command Options
   -node=<name>              node name (default: the host name)
   -node-id=<uuid>           node id (default: random, kept in the data dir)
   -datacenter=<dc>          datacenter (default dc1)
+  -node-meta=<key:value>    a pair of the node's metadata in the catalog
+                            (repeatable; config key node_meta)
   -data-dir=<path>          where Raft state is kept (required unless -dev)
   -encrypt=<key>            gossip encryption key, base64 (`tern keygen`)
   -bind=<ip>                address for the server and gossip ports (0.0.0.0)

@@ -9,6 +9,9 @@ use tern_core::{Duration, NodeId};
 
 use super::duration;
 
+/// The key `-node-meta` sets: one `key:value` pair (not a config file key).
+pub(crate) const NODE_META_FLAG_KEY: &str = "-node-meta";
+
 /// The settings one source gives; `None` means "this source does not say".
 #[derive(Clone, Debug, Default, PartialEq)]
 pub(crate) struct Layer {
@@ -71,6 +74,9 @@ pub(crate) struct Layer {
     /// `limits { rpc_max_conns_per_client http_max_conns_per_client }`.
     pub rpc_max_conns_per_client: Option<u64>,
     pub http_max_conns_per_client: Option<u64>,
+    /// `node_meta { key = "value" }` and `-node-meta key:value`; pairs
+    /// merge across sources, a later value for a key wins.
+    pub node_meta: std::collections::BTreeMap<String, String>,
 }
 
 /// Consul's `autopilot { ... }` keys (agent/config/config.go `Autopilot`).
@@ -170,6 +176,7 @@ impl Layer {
             later.http_max_conns_per_client,
         );
         over(&mut self.domain, later.domain);
+        self.node_meta.extend(later.node_meta);
         self.tls.merge(later.tls);
     }
 
@@ -255,6 +262,22 @@ impl Layer {
                 self.http_max_conns_per_client = Some(whole(v).map_err(e)?)
             }
             "domain" => self.domain = Some(string(v).map_err(e)?),
+            "node_meta" => {
+                let Value::Object(pairs) = v else {
+                    return Err(e(format!("must be an object of strings, got {}", got(v))));
+                };
+                for (k, v) in pairs {
+                    let v = string(v).map_err(|m| format!("{name}.{k}: {m}"))?;
+                    self.node_meta.insert(k.clone(), v);
+                }
+            }
+            // `-node-meta key:value` (Consul's `parseMetaPair`: split at the
+            // first colon; no colon is an empty value).
+            NODE_META_FLAG_KEY => {
+                let pair = string(v).map_err(e)?;
+                let (k, v) = pair.split_once(':').unwrap_or((pair.as_str(), ""));
+                self.node_meta.insert(k.to_owned(), v.to_owned());
+            }
             k => return self.tls.set(k, v).map_err(e),
         }
         Ok(true)

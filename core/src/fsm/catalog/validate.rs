@@ -5,7 +5,7 @@
 //! to refuse a bad request before it is logged, and the state machine runs
 //! them again so that any command in the log applies the same everywhere.
 
-use super::types::{CatalogError, Check, Register, Service, Weights};
+use super::types::{CatalogError, Check, Meta, Register, Service, Weights};
 
 /// Consul's `metaMaxKeyPairs`, `metaKeyMaxLength`, `metaValueMaxLength`
 /// and reserved prefix (agent/structs/structs.go).
@@ -105,10 +105,24 @@ fn check_service_meta(node: &str, service: &Service) -> Result<(), CatalogError>
         service_id: service.id.clone(),
         why,
     };
+    let gateway = service.kind == "mesh-gateway";
+    check_meta(meta, |key| gateway && MESH_GATEWAY_META_KEYS.contains(&key)).map_err(refuse)
+}
+
+/// Consul's `ValidateNodeMetadata` for an agent's `node_meta` (agent/structs
+/// `validateMetadata`): at most 64 pairs; keys of letters, digits, `_` and
+/// `-`, at most 128 characters, not starting with `consul-`; values of at
+/// most 512 characters. The error is Consul's text (pairs in key order).
+pub fn validate_node_meta(meta: &Meta) -> Result<(), String> {
+    check_meta(meta, |_| false)
+}
+
+/// The rules both share; `reserved_ok` lets a `consul-` key through.
+fn check_meta(meta: &Meta, reserved_ok: impl Fn(&str) -> bool) -> Result<(), String> {
     if meta.len() > META_PAIRS_MAX {
-        return Err(refuse(format!(
+        return Err(format!(
             "Node metadata cannot contain more than {META_PAIRS_MAX} key/value pairs"
-        )));
+        ));
     }
     for (key, value) in meta {
         let why = if key.is_empty() {
@@ -122,9 +136,7 @@ fn check_service_meta(node: &str, service: &Service) -> Result<(), CatalogError>
             Some(format!(
                 "Key is too long (limit: {META_KEY_CHARS_MAX} characters)"
             ))
-        } else if key.starts_with(META_RESERVED_PREFIX)
-            && !(service.kind == "mesh-gateway" && MESH_GATEWAY_META_KEYS.contains(&key.as_str()))
-        {
+        } else if key.starts_with(META_RESERVED_PREFIX) && !reserved_ok(key) {
             Some(format!(
                 "Key prefix '{META_RESERVED_PREFIX}' is reserved for internal use"
             ))
@@ -136,9 +148,9 @@ fn check_service_meta(node: &str, service: &Service) -> Result<(), CatalogError>
             None
         };
         if let Some(why) = why {
-            return Err(refuse(format!(
+            return Err(format!(
                 "Couldn't load metadata pair ('{key}', '{value}'): {why}"
-            )));
+            ));
         }
     }
     Ok(())
