@@ -22,7 +22,9 @@
 #
 #   bench/watch-fanout.sh [WATCHERS] [WRITES]      (defaults 10000, 20)
 #   PROCS=4 (watcher processes), BENCH_S=10 (seconds per other-key run),
-#   ONLY=tern|etcd (skip the other system), NO_BUILD=1 (use target/release/tern as is)
+#   ONLY=tern|etcd (skip the other system), NO_BUILD=1 (use target/release/tern as is),
+#   VIA=follower|leader (move leadership so the client agent's server is a
+#   follower, whose forwarded watches wait on the leader, or the leader)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 WATCHERS=${1:-10000}
@@ -73,8 +75,10 @@ for i in 1 2 3; do
   TPIDS+="s$i=$!,"
 done
 CH=$(port)
+# The watchers all connect from 127.0.0.1: lift the per-client HTTP
+# connection limit (Consul's default 200) on the agent they use.
 "$TERN" agent -node=client -data-dir="$WORK/client" -bind=127.0.0.1 -client=127.0.0.1 \
-  -http-port="$CH" -serf-lan-port="$(port)" -retry-interval=1s \
+  -hcl='limits { http_max_conns_per_client = 0 }' -http-port="$CH" -serf-lan-port="$(port)" -retry-interval=1s \
   -retry-join="127.0.0.1:${G[1]}" -retry-join="127.0.0.1:${G[2]}" >"$WORK/client.log" 2>&1 &
 CLIENT_PID=$!
 PIDS+=($!)
@@ -83,13 +87,30 @@ TPIDS="client=$!,$TPIDS"
 wait_for 60 curl -sf -X PUT -d x "http://127.0.0.1:$CH/v1/kv/ready"
 # Which server the client's calls go to (its one RPC connection), and
 # whether that server leads (a follower forwards the watches to the leader).
-CLIENT_SERVER="?"
-LEADER=$(curl -sf "http://127.0.0.1:$CH/v1/status/leader" | tr -d '"')
-for i in 1 2 3; do
-  if ss -tnpH state established "( dport = :${TS[$i]} )" | grep -q "pid=$CLIENT_PID,"; then
-    CLIENT_SERVER="s$i ($([ "$LEADER" = "127.0.0.1:${TS[$i]}" ] && echo leader || echo follower))"
-  fi
-done
+client_server() {
+  CLIENT_SERVER="?"; CLIENT_I=""
+  LEADER=$(curl -sf "http://127.0.0.1:$CH/v1/status/leader" | tr -d '"')
+  for i in 1 2 3; do
+    if ss -tnpH state established "( dport = :${TS[$i]} )" | grep -q "pid=$CLIENT_PID,"; then
+      CLIENT_I=$i
+      CLIENT_SERVER="s$i ($([ "$LEADER" = "127.0.0.1:${TS[$i]}" ] && echo leader || echo follower))"
+    fi
+  done
+}
+client_server
+# VIA=follower|leader: move leadership so the client's server is (or is not)
+# the leader, to measure the forwarding path or the direct one.
+if [ -n "${VIA:-}" ] && [ -n "$CLIENT_I" ]; then
+  case "$VIA:$CLIENT_SERVER" in
+    follower:*"(leader)") "$TERN" operator raft transfer-leader -http-addr="127.0.0.1:${TH[$CLIENT_I]}" >/dev/null ;;
+    leader:*"(follower)")
+      id=$(curl -sf "http://127.0.0.1:${TH[$CLIENT_I]}/v1/operator/raft/configuration" |
+        python3 -c "import sys,json; print([s['ID'] for s in json.load(sys.stdin)['Servers'] if s['Node']=='s$CLIENT_I'][0])")
+      "$TERN" operator raft transfer-leader -http-addr="127.0.0.1:${TH[$CLIENT_I]}" -id="$id" >/dev/null ;;
+  esac
+  sleep 1
+  client_server
+fi
 
 # ---------- etcd: 3 members ----------
 declare -a EC EP
