@@ -205,26 +205,6 @@ fn checksummed(mut rest: &[u8]) -> Vec<u8> {
     file
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn small_inputs_pass() {
-        for data in [
-            &[][..],
-            &[0],
-            &[63, 5, 0, 0, 0, 0, 0, 0, 0, 2, 1, 2, 0, 0],
-            &[0, 0, 0, 0, 0, 9],
-            &[1, 3, 1, 0, 0],
-        ] {
-            frame(data);
-            message(data);
-            wal(data);
-        }
-    }
-}
-
 /// The ClientHello peek: byte 0 picks a cut point and a record size, the rest
 /// is what a connection sent. The answer must be total and stable: a prefix
 /// answers the same or needs more (and then never asks for more than a hello
@@ -416,5 +396,25 @@ pub fn sniff(data: &[u8]) {
             check_client_hello(*flags, stream);
         }
         _ => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn small_inputs_pass() {
+        for data in [
+            &[][..],
+            &[0],
+            &[63, 5, 0, 0, 0, 0, 0, 0, 0, 2, 1, 2, 0, 0],
+            &[0, 0, 0, 0, 0, 9],
+            &[1, 3, 1, 0, 0],
+        ] {
+            frame(data);
+            message(data);
+            wal(data);
+        }
     }
 }
