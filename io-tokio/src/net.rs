@@ -25,7 +25,7 @@ use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
 use tern_core::rpc::{Request, Response, RpcError};
-use tern_core::wire;
+use tern_core::wire::{self, conn};
 use tern_core::{Message, MessageBody, NodeId};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
@@ -188,57 +188,64 @@ impl Incoming {
         // arrive within Consul's rpc_handshake_timeout.
         let deadline = tokio::time::Instant::now() + HANDSHAKE_TIMEOUT;
         let configs = self.tls.as_ref().map(|t| t.configs());
-        // A server able to do mutual TLS peeks: a ClientHello is native TLS.
+        let port = conn::PortTls {
+            rpc_tls: configs.as_ref().is_some_and(|c| c.rpc_server.is_some()),
+            native_tls: configs.as_ref().is_some_and(|c| c.alpn_server.is_some()),
+            verify_incoming: self
+                .tls
+                .as_ref()
+                .is_some_and(|t| t.options.internal_rpc.verify_incoming),
+        };
+        // A server able to do mutual TLS peeks: a ClientHello is native TLS,
+        // and its first byte belongs to the handshake.
         if let Some(alpn) = configs.as_ref().and_then(|c| c.alpn_server.clone()) {
             let mut b = [0u8; 1];
             match tokio::time::timeout_at(deadline, stream.peek(&mut b)).await {
                 Err(_) => return Err("no first byte within the handshake timeout".into()),
                 Ok(Err(e)) => return Err(format!("reading the first byte: {e}")),
                 Ok(Ok(0)) => return Ok(()),
-                Ok(Ok(_)) if b[0] > wire::conn::RPC_MAX_TYPE => {
+                Ok(Ok(_)) if conn::first_step(port, b[0]) == conn::FirstStep::NativeTls => {
                     return self.native_tls(stream, alpn, deadline).await;
                 }
                 Ok(Ok(_)) => {}
             }
         }
         let first = read_byte(&mut stream, deadline, "first byte").await?;
-        let kind = wire::conn::classify_first_byte(first);
-        if let Some(t) = &self.tls {
-            if t.options.internal_rpc.verify_incoming && kind != wire::conn::ConnKind::UpgradeTls {
-                t.plaintext_refused.warn(&self.peer.ip().to_string(), format!(
-                    "server port: refused a non-TLS connection from {} (first byte {first:#04x}): verify_incoming is set",
-                    self.peer
-                ));
-                return Ok(());
+        match conn::first_step(port, first) {
+            conn::FirstStep::Serve(protocol) => self.serve(stream, protocol).await,
+            conn::FirstStep::UpgradeTls => {
+                let config = configs
+                    .and_then(|c| c.rpc_server.clone())
+                    .ok_or("RPC-TLS without a server config")?;
+                self.rpc_tls(stream, config, deadline).await
             }
-        }
-        match kind {
-            wire::conn::ConnKind::UpgradeTls => {
-                match configs.as_ref().and_then(|c| c.rpc_server.clone()) {
-                    Some(config) => self.rpc_tls(stream, config, deadline).await,
-                    None => Err(
-                        "TLS asked for (first byte 3), but this server has no certificate (tls.defaults.cert_file)"
-                            .into(),
-                    ),
+            conn::FirstStep::Refuse(conn::Refusal::Plaintext(_)) => {
+                if let Some(t) = &self.tls {
+                    t.plaintext_refused.warn(&self.peer.ip().to_string(), format!(
+                        "server port: refused a non-TLS connection from {} (first byte {first:#04x}): verify_incoming is set",
+                        self.peer
+                    ));
                 }
+                Ok(())
             }
-            _ => self.dispatch(stream, first, false).await,
+            // Only a server without mutual TLS reads a ClientHello's first
+            // byte: it is not served.
+            conn::FirstStep::Refuse(r) => Err(r.to_string()),
+            conn::FirstStep::NativeTls => {
+                Err(conn::Refusal::NotServed(first, conn::ConnKind::NativeTls).to_string())
+            }
         }
     }
 
-    /// Serve a plain or TLS connection whose type byte is `byte`.
-    async fn dispatch<S: Stream>(self, stream: S, byte: u8, in_tls: bool) -> Result<(), String> {
-        match wire::conn::classify_first_byte(byte) {
-            wire::conn::ConnKind::Raft => {
+    /// Serve a plain or TLS connection's protocol.
+    async fn serve<S: Stream>(self, stream: S, protocol: conn::Protocol) -> Result<(), String> {
+        match protocol {
+            conn::Protocol::Raft => {
                 read_messages(stream, self.frame_bytes_max, self.to_agent, self.refusals).await
             }
-            wire::conn::ConnKind::Multiplex => {
+            conn::Protocol::Multiplex => {
                 answer_calls(stream, self.frame_bytes_max, self.to_agent).await
             }
-            _ if in_tls && (byte == wire::conn::RPC_TLS || byte == RPC_TLS_INSECURE) => {
-                Err("TLS connection attempting to establish inner TLS connection".into())
-            }
-            other => Err(format!("first byte {byte:#04x} ({other:?}) is not served")),
         }
     }
 
@@ -278,23 +285,36 @@ impl Incoming {
         config: Arc<rustls::ServerConfig>,
         deadline: tokio::time::Instant,
     ) -> Result<(), String> {
+        // A copy of the handshake's first bytes, so that a failure can name
+        // the server and protocols the peer asked for.
+        let copy = Arc::new(Mutex::new(Vec::new()));
+        let stream = Recorded {
+            inner: stream,
+            copy: Some(copy.clone()),
+        };
         let accept = tokio_rustls::TlsAcceptor::from(config).accept(stream);
+        let failed = |why: String| {
+            let asked = asked_for(&copy.lock().unwrap_or_else(|e| e.into_inner()));
+            self.handshake_failed(format!("{why} ({asked})"));
+        };
         let mut s = match tokio::time::timeout_at(deadline, accept).await {
             Err(_) => {
-                self.handshake_failed("no handshake within the handshake timeout".into());
+                failed("no handshake within the handshake timeout".into());
                 return Ok(());
             }
             Ok(Err(e)) => {
-                self.handshake_failed(tls::describe(&e));
+                failed(tls::describe(&e));
                 return Ok(());
             }
             Ok(Ok(s)) => s,
         };
+        s.get_mut().0.copy = None;
         let inner = read_byte(&mut s, deadline, "inner type byte").await?;
-        if inner == wire::conn::RPC_RAFT && !self.authorized(&s, false) {
-            return Ok(());
+        match conn::inner_step(inner) {
+            Ok(conn::Protocol::Raft) if !self.authorized(&s, false) => Ok(()),
+            Ok(protocol) => self.serve(s, protocol).await,
+            Err(r) => Err(r.to_string()),
         }
-        self.dispatch(s, inner, true).await
     }
 
     /// A ClientHello: mutual TLS, then the ALPN protocol says what follows.
@@ -304,47 +324,128 @@ impl Incoming {
         config: Arc<rustls::ServerConfig>,
         deadline: tokio::time::Instant,
     ) -> Result<(), String> {
+        // A copy of the handshake's first bytes, so that a failure can name
+        // the server and protocols the peer asked for.
+        let copy = Arc::new(Mutex::new(Vec::new()));
+        let stream = Recorded {
+            inner: stream,
+            copy: Some(copy.clone()),
+        };
         let accept = tokio_rustls::TlsAcceptor::from(config).accept(stream);
+        let failed = |why: String| {
+            let asked = asked_for(&copy.lock().unwrap_or_else(|e| e.into_inner()));
+            self.handshake_failed(format!("{why} ({asked})"));
+        };
         let mut s = match tokio::time::timeout_at(deadline, accept).await {
             Err(_) => {
-                self.handshake_failed("no handshake within the handshake timeout".into());
+                failed("no handshake within the handshake timeout".into());
                 return Ok(());
             }
             Ok(Err(e)) => {
-                self.handshake_failed(tls::describe(&e));
+                failed(tls::describe(&e));
                 return Ok(());
             }
             Ok(Ok(s)) => s,
         };
+        s.get_mut().0.copy = None;
         let alpn = s.get_ref().1.alpn_protocol().map(<[u8]>::to_vec);
-        match alpn.as_deref() {
-            Some(tls::ALPN_RAFT) => {
-                if !self.authorized(&s, true) {
-                    return Ok(());
-                }
-                read_messages(s, self.frame_bytes_max, self.to_agent, self.refusals).await
-            }
-            Some(tls::ALPN_RPC) => answer_calls(s, self.frame_bytes_max, self.to_agent).await,
-            Some(p) => {
-                // Reserved for WAN federation through mesh gateways: said
-                // politely (a close_notify), not served yet.
+        match conn::alpn_step(alpn.as_deref()) {
+            Ok(conn::Protocol::Raft) if !self.authorized(&s, true) => Ok(()),
+            Ok(protocol) => self.serve(s, protocol).await,
+            Err(r) => {
+                // Reserved for WAN federation through mesh gateways, or no
+                // protocol: said politely (a close_notify), not served.
                 let _ = s.shutdown().await;
-                Err(format!(
-                    "ALPN protocol {:?} is reserved and not served yet",
-                    String::from_utf8_lossy(p)
-                ))
-            }
-            None => {
-                let _ = s.shutdown().await;
-                Err("native TLS without an ALPN protocol".into())
+                Err(r.to_string())
             }
         }
     }
 }
 
-/// Consul's `RPCTLSInsecure`: TLS without a client certificate, for
-/// auto-encrypt. Not served; inside TLS it is TLS in TLS.
-const RPC_TLS_INSECURE: u8 = 7;
+/// What a ClientHello asked for, for a log line: its server name and ALPN
+/// protocols, or why it could not be read.
+fn asked_for(bytes: &[u8]) -> String {
+    use wire::client_hello::Peek;
+    match wire::peek_client_hello(bytes) {
+        Peek::Hello(h) => {
+            let alpn: Vec<String> = h
+                .alpn
+                .iter()
+                .map(|p| String::from_utf8_lossy(p).into_owned())
+                .collect();
+            format!(
+                "ClientHello: SNI {:?}, ALPN {alpn:?}",
+                h.sni.as_deref().unwrap_or("")
+            )
+        }
+        Peek::NeedMore { .. } => "an incomplete ClientHello".into(),
+        Peek::NotTls(e) => format!("not a ClientHello: {e}"),
+        Peek::Malformed(e) => format!("a malformed ClientHello: {e}"),
+    }
+}
+
+/// A stream that keeps a copy of the first bytes read from it (at most
+/// `CLIENT_HELLO_BYTES_MAX`) while `copy` is set: the native-TLS handshake
+/// reads through it, and drops the copy once it succeeds.
+struct Recorded<S> {
+    inner: S,
+    copy: Option<Arc<Mutex<Vec<u8>>>>,
+}
+
+impl<S: AsyncRead + Unpin> AsyncRead for Recorded<S> {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        let before = buf.filled().len();
+        let this = &mut *self;
+        let polled = std::pin::Pin::new(&mut this.inner).poll_read(cx, buf);
+        if let (std::task::Poll::Ready(Ok(())), Some(copy)) = (&polled, &this.copy) {
+            let mut copy = copy.lock().unwrap_or_else(|e| e.into_inner());
+            let read = &buf.filled()[before..];
+            let room = wire::client_hello::CLIENT_HELLO_BYTES_MAX.saturating_sub(copy.len());
+            copy.extend_from_slice(&read[..read.len().min(room)]);
+        }
+        polled
+    }
+}
+
+impl<S: AsyncWrite + Unpin> AsyncWrite for Recorded<S> {
+    fn poll_write(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        std::pin::Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        std::pin::Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
 
 /// Why reading a frame stopped: the peer sent something malformed, or the
 /// connection itself failed.

@@ -42,19 +42,11 @@ use rustls::{
     SignatureScheme, SupportedProtocolVersion,
 };
 
-/// ALPN protocols of the server port's native-TLS path (DESIGN.md §6), as
-/// Consul's `consul/rpc-multi`, `consul/raft`, `consul/wan-gossip/*`.
-pub const ALPN_RPC: &[u8] = b"tern/rpc";
-pub const ALPN_RAFT: &[u8] = b"tern/raft";
-pub const ALPN_WAN_GOSSIP_PACKET: &[u8] = b"tern/wan-gossip/packet";
-pub const ALPN_WAN_GOSSIP_STREAM: &[u8] = b"tern/wan-gossip/stream";
-/// Every protocol the native-TLS path advertises.
-pub const ALPN_ALL: [&[u8]; 4] = [
-    ALPN_RPC,
-    ALPN_RAFT,
-    ALPN_WAN_GOSSIP_PACKET,
-    ALPN_WAN_GOSSIP_STREAM,
-];
+/// ALPN protocols of the server port's native-TLS path (DESIGN.md §6),
+/// defined beside the port's other preamble rules in the core.
+pub use tern_core::wire::conn::{
+    ALPN_ALL, ALPN_RAFT, ALPN_RPC, ALPN_WAN_GOSSIP_PACKET, ALPN_WAN_GOSSIP_STREAM,
+};
 
 /// The lowest TLS version accepted (`tls_min_version`). rustls speaks only
 /// TLS 1.2 and 1.3; Consul's `TLSv1_0`/`TLSv1_1` are refused by name.

@@ -858,7 +858,9 @@ fn the_server_port_refuses_foreign_cas_other_datacenters_unknown_alpn_and_slow_h
         sni,
     );
     assert!(attempt.is_err(), "an unknown ALPN fails the handshake");
-    logged("failed: no ALPN protocol in common");
+    // The line names what the ClientHello asked for (read with
+    // `tern_core::wire::client_hello`, as a mesh gateway will).
+    logged("failed: no ALPN protocol in common (ClientHello: SNI \"solo.server.dc1.consul\", ALPN [\"h2\"])");
 
     // The reserved WAN gossip protocols: a handshake, then a polite close.
     for proto in [&b"tern/wan-gossip/packet"[..], b"tern/wan-gossip/stream"] {

@@ -205,6 +205,200 @@ fn checksummed(mut rest: &[u8]) -> Vec<u8> {
     file
 }
 
+/// The ClientHello peek: byte 0 picks a cut point and a record size, the rest
+/// is what a connection sent. The answer must be total and stable: a prefix
+/// answers the same or needs more (and then never asks for more than a hello
+/// found in the whole takes); bytes after a final answer change nothing. A
+/// hello read back from its own records, from the same hello cut into other
+/// records, and from one built anew with the names it gave, gives the same
+/// names (which round-trip: the server name is a lowercase DNS name).
+pub fn client_hello(data: &[u8]) {
+    let [knob, bytes @ ..] = data else {
+        return;
+    };
+    check_client_hello(*knob, bytes);
+}
+
+fn check_client_hello(knob: u8, bytes: &[u8]) {
+    use crate::wire::client_hello::{
+        build_client_hello, is_dns_name, peek_client_hello, records, Malformed, Peek,
+        CLIENT_HELLO_BYTES_MAX, TLS_RECORD_HEADER_LEN,
+    };
+    let whole = peek_client_hello(bytes);
+    assert_eq!(
+        peek_client_hello(bytes),
+        whole,
+        "not a function of the bytes"
+    );
+
+    // Two chunks: the first part alone needs more or says the same.
+    let cut = bytes.len() * usize::from(knob) / 255;
+    match peek_client_hello(&bytes[..cut]) {
+        Peek::NeedMore { at_least } => {
+            assert!(at_least > cut, "needs {at_least} bytes with {cut}");
+            assert!(at_least <= CLIENT_HELLO_BYTES_MAX, "needs {at_least}");
+            if let Peek::Hello(h) = &whole {
+                assert!(
+                    at_least <= h.bytes,
+                    "asked for {at_least}, the hello took {}",
+                    h.bytes
+                );
+            }
+        }
+        early => assert_eq!(early, whole, "a prefix of {cut} answered otherwise"),
+    }
+    match &whole {
+        Peek::NeedMore { at_least } => assert!(*at_least > bytes.len()),
+        _ => {
+            // More bytes after a final answer change nothing.
+            let mut more = bytes.to_vec();
+            more.extend_from_slice(&[22, 3, 3, 0, 1, 1, 0]);
+            assert_eq!(
+                peek_client_hello(&more),
+                whole,
+                "more bytes changed the answer"
+            );
+        }
+    }
+    let Peek::Hello(hello) = whole else {
+        return;
+    };
+    assert!(hello.bytes <= bytes.len());
+    assert_eq!(
+        peek_client_hello(&bytes[..hello.bytes]),
+        Peek::Hello(hello.clone()),
+        "the hello's own records read otherwise"
+    );
+    if let Some(sni) = &hello.sni {
+        assert!(
+            is_dns_name(sni) && !sni.bytes().any(|c| c.is_ascii_uppercase()),
+            "{sni:?}"
+        );
+    }
+    assert!(hello.alpn.iter().all(|p| !p.is_empty() && p.len() <= 255));
+
+    // The same handshake bytes in records of another size.
+    let mut handshake = Vec::new();
+    let mut rest = &bytes[..hello.bytes];
+    while rest.len() >= TLS_RECORD_HEADER_LEN {
+        let len = usize::from(u16::from_be_bytes([rest[3], rest[4]]));
+        handshake.extend_from_slice(&rest[TLS_RECORD_HEADER_LEN..TLS_RECORD_HEADER_LEN + len]);
+        rest = &rest[TLS_RECORD_HEADER_LEN + len..];
+    }
+    let record_len = usize::from(knob) * 64 + 1;
+    let recut = records(&handshake, record_len);
+    match peek_client_hello(&recut) {
+        Peek::Hello(h) => {
+            assert_eq!((&h.sni, &h.alpn), (&hello.sni, &hello.alpn), "recut");
+            assert_eq!(h.bytes, recut.len());
+        }
+        Peek::Malformed(Malformed::TooLarge) => assert!(recut.len() > CLIENT_HELLO_BYTES_MAX),
+        other => panic!("the hello cut into {record_len}-byte records: {other:?}"),
+    }
+
+    // Round trip: a hello built with what was read reads the same.
+    let alpn: Vec<&[u8]> = hello.alpn.iter().map(Vec::as_slice).collect();
+    let total: usize = alpn.iter().map(|p| p.len() + 1).sum();
+    if total < 60_000 {
+        let built = build_client_hello(hello.sni.as_deref(), &alpn, 16_384);
+        match peek_client_hello(&built) {
+            Peek::Hello(h) => assert_eq!((h.sni, h.alpn), (hello.sni, hello.alpn), "rebuilt"),
+            other => panic!("the rebuilt hello: {other:?}"),
+        }
+    }
+}
+
+/// The server port's preamble (`wire::conn`): byte 0 is the port's TLS
+/// configuration (bit 0 a certificate, bit 1 mutual TLS, bit 2
+/// `verify_incoming`), then the connection's bytes. The first byte is
+/// decided; after `RPC_TLS` the next byte is the inner type byte; a
+/// ClientHello is peeked and each protocol it offers decided as if the
+/// handshake settled on it. Checked: what `verify_incoming` forbids is never
+/// served, a ClientHello goes to TLS whenever the port can answer it, TLS is
+/// never nested, and only the two Tern protocols are ever served.
+pub fn sniff(data: &[u8]) {
+    use crate::wire::client_hello::{peek_client_hello, Peek};
+    use crate::wire::conn::{
+        alpn_step, classify_first_byte, first_step, inner_step, ConnKind, FirstStep, PortTls,
+        Protocol, Refusal, ALPN_RAFT, ALPN_RPC, RPC_TLS, RPC_TLS_INSECURE,
+    };
+    let [flags, stream @ ..] = data else {
+        return;
+    };
+    let tls = PortTls {
+        rpc_tls: flags & 1 != 0,
+        native_tls: flags & 2 != 0,
+        verify_incoming: flags & 4 != 0,
+    };
+    let Some(&first) = stream.first() else {
+        return;
+    };
+    let kind = classify_first_byte(first);
+    let step = first_step(tls, first);
+    match &step {
+        FirstStep::NativeTls => assert!(tls.native_tls && kind == ConnKind::NativeTls),
+        FirstStep::UpgradeTls => assert!(tls.rpc_tls && first == RPC_TLS),
+        FirstStep::Serve(p) => {
+            assert!(
+                !tls.verify_incoming,
+                "plaintext served under verify_incoming"
+            );
+            let want = match p {
+                Protocol::Raft => ConnKind::Raft,
+                Protocol::Multiplex => ConnKind::Multiplex,
+            };
+            assert_eq!(kind, want);
+        }
+        FirstStep::Refuse(_) => {}
+    }
+    if kind == ConnKind::NativeTls && tls.native_tls {
+        assert_eq!(step, FirstStep::NativeTls, "a ClientHello kept from TLS");
+    }
+    if tls.verify_incoming && kind != ConnKind::UpgradeTls && kind != ConnKind::NativeTls {
+        assert_eq!(step, FirstStep::Refuse(Refusal::Plaintext(first)));
+    }
+    match step {
+        FirstStep::UpgradeTls => {
+            let Some(&inner) = stream.get(1) else {
+                return;
+            };
+            match inner_step(inner) {
+                Ok(Protocol::Raft) => assert_eq!(classify_first_byte(inner), ConnKind::Raft),
+                Ok(Protocol::Multiplex) => {
+                    assert_eq!(classify_first_byte(inner), ConnKind::Multiplex)
+                }
+                Err(Refusal::TlsInTls(b)) => {
+                    assert!(b == inner && (inner == RPC_TLS || inner == RPC_TLS_INSECURE))
+                }
+                Err(Refusal::NotServed(b, k)) => {
+                    assert_eq!((b, k), (inner, classify_first_byte(inner)));
+                    assert!(inner != RPC_TLS && inner != RPC_TLS_INSECURE, "TLS in TLS");
+                }
+                Err(other) => panic!("inner byte {inner}: {other:?}"),
+            }
+        }
+        FirstStep::NativeTls => {
+            let peek = peek_client_hello(stream);
+            if first != 22 {
+                assert!(matches!(peek, Peek::NotTls(_)), "{first}: {peek:?}");
+            }
+            if let Peek::Hello(h) = peek {
+                for p in h.alpn.iter().map(|p| Some(p.as_slice())).chain([None]) {
+                    match alpn_step(p) {
+                        Ok(Protocol::Raft) => assert_eq!(p, Some(ALPN_RAFT)),
+                        Ok(Protocol::Multiplex) => assert_eq!(p, Some(ALPN_RPC)),
+                        Err(Refusal::ReservedAlpn(r)) => assert_eq!(Some(r.as_slice()), p),
+                        Err(Refusal::NoAlpn) => assert_eq!(p, None),
+                        Err(other) => panic!("ALPN {p:?}: {other:?}"),
+                    }
+                }
+            }
+            check_client_hello(*flags, stream);
+        }
+        _ => {}
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
