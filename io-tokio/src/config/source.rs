@@ -68,9 +68,11 @@ pub(crate) struct Layer {
     pub encrypt: Option<String>,
     pub encrypt_verify_incoming: Option<bool>,
     pub encrypt_verify_outgoing: Option<bool>,
-    /// `limits { rpc_max_conns_per_client http_max_conns_per_client }`.
+    /// `limits { rpc_max_conns_per_client http_max_conns_per_client
+    /// https_handshake_timeout }`.
     pub rpc_max_conns_per_client: Option<u64>,
     pub http_max_conns_per_client: Option<u64>,
+    pub https_handshake_timeout: Option<Duration>,
 }
 
 /// Consul's `autopilot { ... }` keys (agent/config/config.go `Autopilot`).
@@ -169,6 +171,10 @@ impl Layer {
             &mut self.http_max_conns_per_client,
             later.http_max_conns_per_client,
         );
+        over(
+            &mut self.https_handshake_timeout,
+            later.https_handshake_timeout,
+        );
         over(&mut self.domain, later.domain);
         self.tls.merge(later.tls);
     }
@@ -253,6 +259,9 @@ impl Layer {
             }
             "limits.http_max_conns_per_client" => {
                 self.http_max_conns_per_client = Some(whole(v).map_err(e)?)
+            }
+            "limits.https_handshake_timeout" => {
+                self.https_handshake_timeout = Some(interval(v).map_err(e)?)
             }
             "domain" => self.domain = Some(string(v).map_err(e)?),
             k => return self.tls.set(k, v).map_err(e),
