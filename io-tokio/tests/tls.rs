@@ -1521,6 +1521,53 @@ fn sessions_resume_on_both_ports_and_https_handshakes_are_bounded_in_time_and_co
     assert_eq!(s.conn.handshake_kind(), Some(Full));
     drop(s);
 
+    // Every failed HTTPS handshake is a line naming the peer and why: a
+    // client certificate from another CA, an expired one, none, and a
+    // client that refuses the server's name (its alert).
+    let other = Pki::new("tls-bounds-other");
+    let foreign = other.cert(&["-cli"]);
+    let expired = expired_cert(&pki, "https-expired");
+    for (config, sni) in [
+        (
+            client_config(&ca, Some(&foreign), &[b"http/1.1"]),
+            "localhost",
+        ),
+        (
+            client_config(&ca, Some(&expired), &[b"http/1.1"]),
+            "localhost",
+        ),
+        (client_config(&ca, None, &[b"http/1.1"]), "localhost"),
+        (
+            client_config(&ca, Some(&cli), &[b"http/1.1"]),
+            "wrong.example",
+        ),
+    ] {
+        // Under TLS 1.3 the client may finish before the server refuses it.
+        if let Ok(mut s) = tls_connect(https, config, &[], sni) {
+            let _ = s.write_all(b"GET / HTTP/1.1\r\n\r\n");
+            let _ = s.flush();
+            assert!(ends(&mut s));
+        }
+    }
+    for why in [
+        "certificate from an unknown CA",
+        "certificate expired",
+        "no client certificate",
+        "the peer refused the handshake",
+    ] {
+        logged(&format!("failed: {why}"));
+    }
+    assert_eq!(
+        solo.log()
+            .lines()
+            .filter(|l| l.contains("HTTPS: TLS handshake with 127.0.0.1:"))
+            .count(),
+        4,
+        "{}",
+        solo.log()
+    );
+    let _ = std::fs::remove_dir_all(&other.dir);
+
     // A client that never sends its ClientHello is closed at the deadline
     // (3 s here), not before, and named in the log.
     let mut silent = TcpStream::connect(("127.0.0.1", https)).unwrap();
@@ -1534,7 +1581,6 @@ fn sessions_resume_on_both_ports_and_https_handshakes_are_bounded_in_time_and_co
         start.elapsed() >= Duration::from_secs(3),
         "closed before the deadline"
     );
-    logged("HTTPS: TLS handshake with 127.0.0.1:");
     logged("failed: no handshake within the handshake timeout");
 
     // 200 connections from 127.0.0.1 (Consul's default
