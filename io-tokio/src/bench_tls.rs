@@ -24,7 +24,7 @@ use std::time::{Duration, Instant};
 
 use crate::bench::tls_client_config;
 
-pub const BENCH_TLS_HELP: &str = "
+pub const BENCH_TLS_HELP: &str = "\
 Usage: tern bench tls [options]
 
   Dials -addr over TLS again and again, one connection at a time: the
