@@ -1445,7 +1445,8 @@ fn closed_within(s: &mut TcpStream, within: Duration) -> bool {
     s.set_read_timeout(Some(within)).unwrap();
     let mut buf = [0u8; 16];
     match s.read(&mut buf) {
-        Ok(_) => true,
+        // The server has nothing to say before a ClientHello.
+        Ok(n) => n == 0,
         Err(e) => !matches!(
             e.kind(),
             std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
