@@ -1518,4 +1518,136 @@ mod tests {
             );
         }
     }
+
+    fn kv_command(args: &[&str]) -> (i32, String) {
+        let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
+        let (mut out, mut err) = (Vec::new(), Vec::new());
+        let code = super::command(&args, &mut out, &mut err);
+        (code, String::from_utf8_lossy(&err).into_owned())
+    }
+
+    #[test]
+    fn bad_tls_flags_are_one_line_naming_the_flag() {
+        let https = ["-http-addr", "https://127.0.0.1:1", "-duration", "1ms"];
+        let (code, err) = kv_command(&https);
+        assert_eq!(
+            (code, err.trim()),
+            (1, "-ca-file: an https:// address needs the CA to trust")
+        );
+        let (code, err) = kv_command(&["-http-addr", "127.0.0.1:1", "-ca-file", "ca.pem"]);
+        assert_eq!(
+            (code, err.trim()),
+            (1, "-ca-file: give an https:// address with it")
+        );
+        let mut a = https.to_vec();
+        a.extend(["-ca-file", "/nope.pem"]);
+        let (code, err) = kv_command(&a);
+        assert_eq!(code, 1);
+        assert!(
+            err.starts_with("-ca-file: cannot read \"/nope.pem\""),
+            "{err}"
+        );
+        let mut a = https.to_vec();
+        a.extend(["-ca-file", "/nope.pem", "-client-cert", "c.pem"]);
+        let (code, err) = kv_command(&a);
+        assert_eq!(
+            (code, err.trim()),
+            (1, "-client-cert and -client-key: give both or neither")
+        );
+    }
+
+    /// The workload over TLS: every client's connection is handshaken with
+    /// the configuration given, and kept alive across its puts.
+    #[test]
+    fn puts_go_over_tls_on_kept_alive_connections() {
+        use rcgen::{CertificateParams, KeyPair};
+        let key = KeyPair::generate().unwrap();
+        let cert = CertificateParams::new(vec!["localhost".to_string()])
+            .unwrap()
+            .self_signed(&key)
+            .unwrap();
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let server = Arc::new(
+            rustls::ServerConfig::builder_with_provider(provider.clone())
+                .with_safe_default_protocol_versions()
+                .unwrap()
+                .with_no_client_auth()
+                .with_single_cert(
+                    vec![cert.der().clone()],
+                    rustls::pki_types::PrivateKeyDer::Pkcs8(key.serialize_der().into()),
+                )
+                .unwrap(),
+        );
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (conns, puts) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+        let (c2, p2) = (conns.clone(), puts.clone());
+        std::thread::spawn(move || {
+            for tcp in listener.incoming() {
+                let Ok(tcp) = tcp else { return };
+                c2.fetch_add(1, Ordering::SeqCst);
+                let (server, puts) = (server.clone(), p2.clone());
+                std::thread::spawn(move || {
+                    let conn = rustls::ServerConnection::new(server).unwrap();
+                    let mut s = rustls::StreamOwned::new(conn, tcp);
+                    while let Ok(Some(_)) = read_request_from(&mut s) {
+                        puts.fetch_add(1, Ordering::SeqCst);
+                        let answer = b"HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\ntrue";
+                        if s.write_all(answer).and_then(|_| s.flush()).is_err() {
+                            return;
+                        }
+                    }
+                });
+            }
+        });
+        let mut roots = rustls::RootCertStore::empty();
+        roots.add(cert.der().clone()).unwrap();
+        let config = rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        let tls = TlsClient {
+            config: Arc::new(config),
+            name: rustls::pki_types::ServerName::try_from("localhost").unwrap(),
+        };
+        let r = run_live(
+            Target::Consul,
+            &format!("https://{addr}"),
+            2,
+            Duration::from_millis(300),
+            16,
+            10,
+            Duration::from_secs(5),
+            None,
+            Some(tls),
+        );
+        assert_eq!(r.errors, 0, "{r}");
+        assert!(r.writes > 2, "{r}");
+        assert_eq!(puts.load(Ordering::SeqCst) as u64, r.writes);
+        assert_eq!(conns.load(Ordering::SeqCst), 2, "one connection per client");
+    }
+
+    /// One request (head and Content-Length body) from a TLS stream.
+    fn read_request_from<S: Read>(s: &mut S) -> io::Result<Option<Vec<u8>>> {
+        let mut head = Vec::new();
+        let mut byte = [0u8; 1];
+        while !head.ends_with(b"\r\n\r\n") {
+            if s.read(&mut byte)? == 0 {
+                return Ok(None);
+            }
+            head.push(byte[0]);
+        }
+        let text = String::from_utf8_lossy(&head).to_ascii_lowercase();
+        let len: usize = text
+            .split("content-length:")
+            .nth(1)
+            .and_then(|r| r.split("\r\n").next())
+            .and_then(|n| n.trim().parse().ok())
+            .unwrap_or(0);
+        let mut body = vec![0u8; len];
+        s.read_exact(&mut body)?;
+        head.extend(body);
+        Ok(Some(head))
+    }
 }
