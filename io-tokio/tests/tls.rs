@@ -1460,7 +1460,9 @@ fn closed_within(s: &mut TcpStream, within: Duration) -> bool {
 ///
 /// - a second connection from the same client configuration resumes its
 ///   TLS session (`HandshakeKind::Resumed`) on the server port's RPC-TLS
-///   and native (ALPN) paths and on the HTTPS API;
+///   and native (ALPN) paths and on the HTTPS API, and a resumed session
+///   keeps its certificate's identity (Raft from a server certificate is
+///   taken, from a client certificate refused);
 /// - an HTTPS client that connects and never sends a ClientHello is
 ///   closed when `https_handshake_timeout` runs out, with a line naming
 ///   it and why;
@@ -1504,6 +1506,43 @@ fn sessions_resume_on_both_ports_and_https_handshakes_are_bounded_in_time_and_co
         s.write_all(&[4]).unwrap();
         assert_eq!(call_put(&mut s, &format!("rpc-tls-{i}")), Ok(()));
     }
+    // A resumed session keeps its certificate's identity: Raft from a
+    // server certificate is taken on it (its forwarded write is applied),
+    // and a client certificate's resumed session still may not act as a
+    // server.
+    let mut s = tls_connect(solo.server, rpc.clone(), &[3], "server.dc1.consul").unwrap();
+    assert_eq!(s.conn.handshake_kind(), Some(Resumed));
+    s.write_all(&[1]).unwrap();
+    s.write_all(&forwarded_put(0x5E, node_id(&solo), "resumed-server"))
+        .unwrap();
+    s.flush().unwrap();
+    let base = solo.base();
+    let applied = wait_for(Duration::from_secs(10), || {
+        http("GET", &format!("{base}/v1/kv/resumed-server?raw"), "").filter(|r| r.0 == 200)
+    });
+    assert_eq!(
+        applied.map(|r| r.1),
+        Some("forged".into()),
+        "{}",
+        solo.log()
+    );
+    let client_cert = pki.cert(&["-client"]);
+    let as_client = client_config(&ca, Some(&client_cert), &[]);
+    let mut s = tls_connect(solo.server, as_client.clone(), &[3], "server.dc1.consul").unwrap();
+    s.write_all(&[4]).unwrap();
+    assert_eq!(call_put(&mut s, "client-full"), Ok(()));
+    let mut s = tls_connect(solo.server, as_client, &[3], "server.dc1.consul").unwrap();
+    assert_eq!(s.conn.handshake_kind(), Some(Resumed));
+    s.write_all(&[1]).unwrap();
+    let _ = s.write_all(&forwarded_put(0xC1, node_id(&solo), "resumed-client"));
+    let _ = s.flush();
+    assert!(ends(&mut s));
+    logged("certificate for client.dc1.consul, localhost may not act as a server");
+    assert_eq!(
+        http("GET", &format!("{base}/v1/kv/resumed-client"), "").map(|r| r.0),
+        Some(404)
+    );
+
     let alpn = client_config(&ca, Some(&peer), &[b"tern/rpc"]);
     for (i, want) in [Full, Resumed, Resumed].into_iter().enumerate() {
         let mut s = tls_connect(solo.server, alpn.clone(), &[], "solo.server.dc1.consul").unwrap();
