@@ -13,15 +13,78 @@
 //! buffer the client reuses. (A blocking HTTP client on a thread per client
 //! spawned a resolver thread per request and burned more CPU than the Tern
 //! leader it measured.)
+//!
+//! With `https://` in `-http-addr` (and `-ca-file`, `-client-cert`,
+//! `-client-key` for mutual TLS), each client's connection is TLS (rustls,
+//! ring), for Tern's HTTPS API and etcd's `--client-cert-auth` alike; the
+//! handshake is made when a connection is dialed, so it is in the first
+//! write's latency only.
 
 use std::io::{self, Write as _};
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::task::JoinSet;
+
+/// A client's connection: plain TCP or TLS over it.
+trait Io: AsyncRead + AsyncWrite + Unpin + Send {}
+impl<T: AsyncRead + AsyncWrite + Unpin + Send> Io for T {}
+
+/// TLS for the workload's connections: the configuration (one for every
+/// client) and the name the server's certificate must carry.
+#[derive(Clone)]
+pub struct TlsClient {
+    pub config: Arc<rustls::ClientConfig>,
+    pub name: rustls::pki_types::ServerName<'static>,
+}
+
+/// A rustls client configuration from the CLI's TLS flags: the CA file to
+/// trust, and a certificate and key to present (both or neither); an error
+/// names the flag.
+pub fn tls_client_config(
+    ca_file: &str,
+    cert_and_key: Option<(&str, &str)>,
+    alpn: &[&[u8]],
+) -> Result<rustls::ClientConfig, String> {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    let certs = |flag: &str, path: &str| -> Result<Vec<CertificateDer<'static>>, String> {
+        let v: Vec<_> = CertificateDer::pem_file_iter(path)
+            .map_err(|e| format!("-{flag}: cannot read {path:?}: {e}"))?
+            .collect::<Result<_, _>>()
+            .map_err(|e| format!("-{flag}: {path:?}: {e}"))?;
+        if v.is_empty() {
+            return Err(format!("-{flag}: {path:?} holds no PEM certificate"));
+        }
+        Ok(v)
+    };
+    let mut roots = rustls::RootCertStore::empty();
+    for c in certs("ca-file", ca_file)? {
+        roots
+            .add(c)
+            .map_err(|e| format!("-ca-file: {ca_file:?}: {e}"))?;
+    }
+    let b = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .map_err(|e| format!("tls: {e}"))?
+    .with_root_certificates(roots);
+    let mut c = match cert_and_key {
+        None => b.with_no_client_auth(),
+        Some((cert, key)) => {
+            let key_der = PrivateKeyDer::from_pem_file(key)
+                .map_err(|e| format!("-client-key: {key:?}: {e}"))?;
+            b.with_client_auth_cert(certs("client-cert", cert)?, key_der)
+                .map_err(|e| format!("-client-cert: {e}"))?
+        }
+    };
+    c.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
+    Ok(c)
+}
 
 /// How long one request (dialing included) may take before it is an error.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
@@ -138,6 +201,7 @@ fn run_with_timeout(
         keys_per_client,
         request_timeout,
         None,
+        None,
     )
 }
 
@@ -154,6 +218,7 @@ fn run_live(
     keys_per_client: u64,
     request_timeout: Duration,
     mut live: Option<&mut dyn io::Write>,
+    tls: Option<TlsClient>,
 ) -> BenchReport {
     // Every client failed before sending anything.
     let failed = |what: String| {
@@ -165,6 +230,7 @@ fn run_live(
     };
     let host = http_addr
         .trim_start_matches("http://")
+        .trim_start_matches("https://")
         .trim_end_matches('/');
     let addr = match resolve(host) {
         Ok(a) => a,
@@ -190,6 +256,7 @@ fn run_live(
         keys_per_client: keys_per_client.max(1),
         request_timeout,
         progress: progress.clone(),
+        tls,
     });
     let tally = runtime.block_on(async move {
         let mut tasks = JoinSet::new();
@@ -343,6 +410,8 @@ struct Workload {
     request_timeout: Duration,
     /// Shared with the live lines.
     progress: Arc<std::sync::Mutex<Progress>>,
+    /// TLS for every connection, if the address is `https://`.
+    tls: Option<TlsClient>,
 }
 
 impl Workload {
@@ -402,7 +471,7 @@ async fn client(w: Arc<Workload>, c: usize) -> Tally {
         i += 1;
         w.request(c, i, &mut request);
         let t = Instant::now();
-        let sent = exchange(w.addr, &mut conn, &mut inbox, &request);
+        let sent = exchange(w.addr, w.tls.as_ref(), &mut conn, &mut inbox, &request);
         match tokio::time::timeout(w.request_timeout, sent).await {
             Ok(Ok(())) => {
                 let took = t.elapsed();
@@ -430,7 +499,8 @@ async fn client(w: Arc<Workload>, c: usize) -> Tally {
 /// closes the connection leaves `conn` empty, so the next request re-dials.
 async fn exchange(
     addr: SocketAddr,
-    conn: &mut Option<TcpStream>,
+    tls: Option<&TlsClient>,
+    conn: &mut Option<Box<dyn Io>>,
     inbox: &mut Inbox,
     request: &[u8],
 ) -> io::Result<()> {
@@ -441,10 +511,19 @@ async fn exchange(
             // Requests are single writes, and each waits for its answer.
             s.set_nodelay(true)?;
             inbox.clear();
+            let s: Box<dyn Io> = match tls {
+                None => Box::new(s),
+                Some(t) => Box::new(
+                    tokio_rustls::TlsConnector::from(t.config.clone())
+                        .connect(t.name.clone(), s)
+                        .await?,
+                ),
+            };
             conn.insert(s)
         }
     };
     stream.write_all(request).await?;
+    stream.flush().await?;
     if !read_response(inbox, stream).await? {
         *conn = None;
     }
@@ -792,6 +871,11 @@ Command Options
   -value-size=<bytes>      size of each value (256)
   -keys-per-client=<n>     keys each client cycles through (1000)
   -target=<tern|etcd>      speak Consul's KV API or etcd's JSON gateway (tern)
+  -ca-file=<file>          with https:// in -http-addr: the CA to trust
+  -client-cert=<file>      with https://: the certificate to present (mutual TLS)
+  -client-key=<file>       its key
+  -tls-server-name=<name>  with https://: the name the server's certificate
+                           must carry (default: the address's host)
 ";
 
 /// `tern bench kv [flags]` (`args` after `kv`): the live lines go to `err`,
@@ -805,6 +889,10 @@ pub fn command(args: &[String], out: &mut dyn io::Write, err: &mut dyn io::Write
         value("value-size"),
         value("keys-per-client"),
         value("target"),
+        value("ca-file"),
+        value("client-cert"),
+        value("client-key"),
+        value("tls-server-name"),
     ];
     let parsed = match parse(args, &specs) {
         Ok(p) if p.help => {
@@ -829,6 +917,13 @@ pub fn command(args: &[String], out: &mut dyn io::Write, err: &mut dyn io::Write
         return 1;
     }
     let (target, http, clients, duration, size, keys) = options;
+    let tls = match tls_of(&parsed, &http) {
+        Ok(t) => t,
+        Err(e) => {
+            let _ = writeln!(err, "{e}");
+            return 1;
+        }
+    };
     let r = run_live(
         target,
         &http,
@@ -838,6 +933,7 @@ pub fn command(args: &[String], out: &mut dyn io::Write, err: &mut dyn io::Write
         keys,
         REQUEST_TIMEOUT,
         Some(err),
+        tls,
     );
     let _ = writeln!(
         out,
@@ -848,6 +944,36 @@ pub fn command(args: &[String], out: &mut dyn io::Write, err: &mut dyn io::Write
 }
 
 type BenchOptions = (Target, String, usize, Duration, usize, u64);
+
+/// TLS for `bench kv` when `http` is `https://...`: `-ca-file` (required),
+/// `-client-cert` and `-client-key` (both or neither), `-tls-server-name`
+/// (default: the host of the address).
+fn tls_of(p: &crate::cli::flags::Parsed, http: &str) -> Result<Option<TlsClient>, String> {
+    let Some(rest) = http.strip_prefix("https://") else {
+        if p.last("ca-file").is_some() {
+            return Err("-ca-file: give an https:// address with it".into());
+        }
+        return Ok(None);
+    };
+    let ca = p
+        .last("ca-file")
+        .ok_or("-ca-file: an https:// address needs the CA to trust")?;
+    let pair = match (p.last("client-cert"), p.last("client-key")) {
+        (Some(c), Some(k)) => Some((c, k)),
+        (None, None) => None,
+        _ => return Err("-client-cert and -client-key: give both or neither".into()),
+    };
+    let config = tls_client_config(ca, pair, &[b"http/1.1"])?;
+    let host = rest.trim_end_matches('/');
+    let host = host.rsplit_once(':').map_or(host, |(h, _)| h);
+    let name = p.last("tls-server-name").unwrap_or(host);
+    let name = rustls::pki_types::ServerName::try_from(name.to_string())
+        .map_err(|e| format!("-tls-server-name: {name:?}: {e}"))?;
+    Ok(Some(TlsClient {
+        config: Arc::new(config),
+        name,
+    }))
+}
 
 /// The run's settings from the parsed flags; an error names the flag.
 fn options_of(p: &crate::cli::flags::Parsed) -> Result<BenchOptions, String> {
@@ -1391,5 +1517,137 @@ mod tests {
                 inbox.data.capacity()
             );
         }
+    }
+
+    fn kv_command(args: &[&str]) -> (i32, String) {
+        let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
+        let (mut out, mut err) = (Vec::new(), Vec::new());
+        let code = super::command(&args, &mut out, &mut err);
+        (code, String::from_utf8_lossy(&err).into_owned())
+    }
+
+    #[test]
+    fn bad_tls_flags_are_one_line_naming_the_flag() {
+        let https = ["-http-addr", "https://127.0.0.1:1", "-duration", "1ms"];
+        let (code, err) = kv_command(&https);
+        assert_eq!(
+            (code, err.trim()),
+            (1, "-ca-file: an https:// address needs the CA to trust")
+        );
+        let (code, err) = kv_command(&["-http-addr", "127.0.0.1:1", "-ca-file", "ca.pem"]);
+        assert_eq!(
+            (code, err.trim()),
+            (1, "-ca-file: give an https:// address with it")
+        );
+        let mut a = https.to_vec();
+        a.extend(["-ca-file", "/nope.pem"]);
+        let (code, err) = kv_command(&a);
+        assert_eq!(code, 1);
+        assert!(
+            err.starts_with("-ca-file: cannot read \"/nope.pem\""),
+            "{err}"
+        );
+        let mut a = https.to_vec();
+        a.extend(["-ca-file", "/nope.pem", "-client-cert", "c.pem"]);
+        let (code, err) = kv_command(&a);
+        assert_eq!(
+            (code, err.trim()),
+            (1, "-client-cert and -client-key: give both or neither")
+        );
+    }
+
+    /// The workload over TLS: every client's connection is handshaken with
+    /// the configuration given, and kept alive across its puts.
+    #[test]
+    fn puts_go_over_tls_on_kept_alive_connections() {
+        use rcgen::{CertificateParams, KeyPair};
+        let key = KeyPair::generate().unwrap();
+        let cert = CertificateParams::new(vec!["localhost".to_string()])
+            .unwrap()
+            .self_signed(&key)
+            .unwrap();
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let server = Arc::new(
+            rustls::ServerConfig::builder_with_provider(provider.clone())
+                .with_safe_default_protocol_versions()
+                .unwrap()
+                .with_no_client_auth()
+                .with_single_cert(
+                    vec![cert.der().clone()],
+                    rustls::pki_types::PrivateKeyDer::Pkcs8(key.serialize_der().into()),
+                )
+                .unwrap(),
+        );
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (conns, puts) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+        let (c2, p2) = (conns.clone(), puts.clone());
+        std::thread::spawn(move || {
+            for tcp in listener.incoming() {
+                let Ok(tcp) = tcp else { return };
+                c2.fetch_add(1, Ordering::SeqCst);
+                let (server, puts) = (server.clone(), p2.clone());
+                std::thread::spawn(move || {
+                    let conn = rustls::ServerConnection::new(server).unwrap();
+                    let mut s = rustls::StreamOwned::new(conn, tcp);
+                    while let Ok(Some(_)) = read_request_from(&mut s) {
+                        puts.fetch_add(1, Ordering::SeqCst);
+                        let answer = b"HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\ntrue";
+                        if s.write_all(answer).and_then(|_| s.flush()).is_err() {
+                            return;
+                        }
+                    }
+                });
+            }
+        });
+        let mut roots = rustls::RootCertStore::empty();
+        roots.add(cert.der().clone()).unwrap();
+        let config = rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        let tls = TlsClient {
+            config: Arc::new(config),
+            name: rustls::pki_types::ServerName::try_from("localhost").unwrap(),
+        };
+        let r = run_live(
+            Target::Consul,
+            &format!("https://{addr}"),
+            2,
+            Duration::from_millis(300),
+            16,
+            10,
+            Duration::from_secs(5),
+            None,
+            Some(tls),
+        );
+        assert_eq!(r.errors, 0, "{r}");
+        assert!(r.writes > 2, "{r}");
+        assert_eq!(puts.load(Ordering::SeqCst) as u64, r.writes);
+        assert_eq!(conns.load(Ordering::SeqCst), 2, "one connection per client");
+    }
+
+    /// One request (head and Content-Length body) from a TLS stream.
+    fn read_request_from<S: Read>(s: &mut S) -> io::Result<Option<Vec<u8>>> {
+        let mut head = Vec::new();
+        let mut byte = [0u8; 1];
+        while !head.ends_with(b"\r\n\r\n") {
+            if s.read(&mut byte)? == 0 {
+                return Ok(None);
+            }
+            head.push(byte[0]);
+        }
+        let text = String::from_utf8_lossy(&head).to_ascii_lowercase();
+        let len: usize = text
+            .split("content-length:")
+            .nth(1)
+            .and_then(|r| r.split("\r\n").next())
+            .and_then(|n| n.trim().parse().ok())
+            .unwrap_or(0);
+        let mut body = vec![0u8; len];
+        s.read_exact(&mut body)?;
+        head.extend(body);
+        Ok(Some(head))
     }
 }

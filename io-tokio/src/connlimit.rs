@@ -8,12 +8,18 @@
 /// Consul's defaults (agent/config/default.go).
 pub const DEFAULT_RPC_MAX_CONNS_PER_CLIENT: usize = 100;
 pub const DEFAULT_HTTP_MAX_CONNS_PER_CLIENT: usize = 200;
+pub const DEFAULT_HTTPS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// The agent's limits; 0 means no limit, as in Consul.
+/// The agent's limits; 0 connections means no limit, as in Consul.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct ConnLimits {
     pub rpc_max_conns_per_client: usize,
+    /// The HTTP API's, and the HTTPS API's (its own count, taken before
+    /// the TLS handshake).
     pub http_max_conns_per_client: usize,
+    /// How long an HTTPS client may take over its TLS handshake (Consul's
+    /// `limits.https_handshake_timeout`; above zero).
+    pub https_handshake_timeout: Duration,
 }
 
 impl Default for ConnLimits {
@@ -21,6 +27,7 @@ impl Default for ConnLimits {
         ConnLimits {
             rpc_max_conns_per_client: DEFAULT_RPC_MAX_CONNS_PER_CLIENT,
             http_max_conns_per_client: DEFAULT_HTTP_MAX_CONNS_PER_CLIENT,
+            https_handshake_timeout: DEFAULT_HTTPS_HANDSHAKE_TIMEOUT,
         }
     }
 }
@@ -206,6 +213,16 @@ impl axum::serve::Listener for LimitedListener {
 pub struct LimitedStream {
     stream: TcpStream,
     _guard: ConnGuard,
+}
+
+impl LimitedStream {
+    /// `stream` holding `guard`'s slot until it is dropped.
+    pub fn new(stream: TcpStream, guard: ConnGuard) -> LimitedStream {
+        LimitedStream {
+            stream,
+            _guard: guard,
+        }
+    }
 }
 
 impl AsyncRead for LimitedStream {

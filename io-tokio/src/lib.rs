@@ -17,6 +17,7 @@
 
 pub mod agent;
 pub mod bench;
+pub mod bench_tls;
 pub mod cli;
 pub mod client_rpc;
 pub mod config;

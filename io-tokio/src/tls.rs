@@ -477,9 +477,10 @@ fn build(o: &TlsOptions) -> Result<Configs, String> {
                 ),
                 _ => b.with_no_client_auth(),
             };
-            let c = b
+            let mut c = b
                 .with_single_cert(chain.clone(), key.clone_key())
                 .map_err(|e| format!("cert_file: {e}"))?;
+            resumable(&mut c)?;
             Some(Arc::new(c))
         }
     };
@@ -493,6 +494,7 @@ fn build(o: &TlsOptions) -> Result<Configs, String> {
                 .with_single_cert(chain.clone(), key.clone_key())
                 .map_err(|e| format!("cert_file: {e}"))?;
             c.alpn_protocols = ALPN_ALL.iter().map(|p| p.to_vec()).collect();
+            resumable(&mut c)?;
             Some(Arc::new(c))
         }
         _ => None,
@@ -556,7 +558,28 @@ fn https(h: &TlsSettings) -> Result<Option<Arc<ServerConfig>>, String> {
         .with_single_cert(chain, key)
         .map_err(|e| format!("cert_file: {e}"))?;
     c.alpn_protocols = vec![b"http/1.1".to_vec()];
+    resumable(&mut c)?;
     Ok(Some(Arc::new(c)))
+}
+
+/// Session resumption for a server configuration: stateless tickets (TLS
+/// 1.3 and 1.2) sealed under keys that ring's [`Ticketer`] draws at random
+/// and rotates every 6 hours, so a client that has connected once resumes
+/// without a certificate exchange or signature, and the server keeps no
+/// memory per session (rustls's default, a stateful cache of 256 sessions,
+/// forgets the oldest once 128 clients have connected after them; see the
+/// test). Each configuration has its own ticketer: a ticket from the
+/// RPC-TLS path, which may not ask for a client certificate, cannot resume
+/// on the ALPN path, which always does; and a reload (SIGHUP) builds new
+/// ones, so the sessions from before it are not resumed (one full
+/// handshake each) and a CA taken out of the files does not live on in
+/// them.
+///
+/// [`Ticketer`]: rustls::crypto::ring::Ticketer
+fn resumable(c: &mut ServerConfig) -> Result<(), String> {
+    c.ticketer =
+        rustls::crypto::ring::Ticketer::new().map_err(|e| format!("tls: session tickets: {e}"))?;
+    Ok(())
 }
 
 /// How an outbound connection judges the server: the chain always against
@@ -824,6 +847,121 @@ mod tests {
         }
         assert_eq!(t.allow("new", "n".into()), Some("n".into()));
         assert_eq!(t.reasons.lock().unwrap().len(), 1);
+    }
+
+    /// A CA, a server certificate for `server.dc1.consul` and its files
+    /// in `dir`, as the options of a server with everything verified.
+    fn pki_options(dir: &Path) -> TlsOptions {
+        use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair};
+        std::fs::create_dir_all(dir).unwrap();
+        let ca_key = KeyPair::generate().unwrap();
+        let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
+        ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        let ca = ca_params.self_signed(&ca_key).unwrap();
+        let issuer = Issuer::new(ca_params, ca_key);
+        let key = KeyPair::generate().unwrap();
+        let params = CertificateParams::new(vec![
+            "server.dc1.consul".to_string(),
+            "s1.server.dc1.consul".into(),
+        ])
+        .unwrap();
+        let cert = params.signed_by(&key, &issuer).unwrap();
+        std::fs::write(dir.join("ca.pem"), ca.pem()).unwrap();
+        std::fs::write(dir.join("cert.pem"), cert.pem()).unwrap();
+        std::fs::write(dir.join("key.pem"), key.serialize_pem()).unwrap();
+        let settings = TlsSettings {
+            ca_file: Some(dir.join("ca.pem")),
+            cert_file: Some(dir.join("cert.pem")),
+            key_file: Some(dir.join("key.pem")),
+            verify_incoming: true,
+            verify_outgoing: true,
+            ..TlsSettings::default()
+        };
+        TlsOptions {
+            internal_rpc: settings.clone(),
+            verify_server_hostname: true,
+            https: settings,
+            datacenter: "dc1".into(),
+            domain: "consul".into(),
+        }
+    }
+
+    /// One handshake in memory, then the server's first application bytes
+    /// read by the client (under TLS 1.3 the tickets come after the
+    /// handshake): how the client's connection was made.
+    fn handshake(client: &Arc<ClientConfig>, server: &Arc<ServerConfig>) -> rustls::HandshakeKind {
+        use std::io::{Read, Write};
+        let name = ServerName::try_from("s1.server.dc1.consul").unwrap();
+        let mut c = rustls::ClientConnection::new(client.clone(), name).unwrap();
+        let mut s = rustls::ServerConnection::new(server.clone()).unwrap();
+        let mut wire = Vec::new();
+        let mut pump = |c: &mut rustls::ClientConnection, s: &mut rustls::ServerConnection| {
+            for _ in 0..10 {
+                wire.clear();
+                c.write_tls(&mut wire).unwrap();
+                let mut r = &wire[..];
+                while !r.is_empty() {
+                    s.read_tls(&mut r).unwrap();
+                }
+                s.process_new_packets().unwrap();
+                wire.clear();
+                s.write_tls(&mut wire).unwrap();
+                let mut r = &wire[..];
+                while !r.is_empty() {
+                    c.read_tls(&mut r).unwrap();
+                }
+                c.process_new_packets().unwrap();
+            }
+        };
+        pump(&mut c, &mut s);
+        assert!(!c.is_handshaking() && !s.is_handshaking());
+        s.writer().write_all(b"hi").unwrap();
+        pump(&mut c, &mut s);
+        let mut got = [0u8; 2];
+        c.reader().read_exact(&mut got).unwrap();
+        assert_eq!(&got, b"hi");
+        assert_eq!(c.handshake_kind(), s.handshake_kind());
+        c.handshake_kind().unwrap()
+    }
+
+    /// Issue 11, deliverable 10: a client resumes on every server
+    /// configuration (RPC-TLS, ALPN, HTTPS), even after more clients than
+    /// rustls's stateful session cache holds have connected since; a
+    /// reload's new configurations do not resume the old sessions.
+    #[test]
+    fn a_client_resumes_after_many_others_and_not_across_a_reload() {
+        let dir = std::env::temp_dir().join(format!("tern-tls-resume-{}", std::process::id()));
+        let tls = Tls::load(&pki_options(&dir)).unwrap().unwrap();
+        let configs = tls.configs();
+        let alpn_client = configs.alpn_client.clone().unwrap();
+        let rpc_client = configs.client.clone().unwrap();
+        use rustls::HandshakeKind::{Full, Resumed};
+        for (client, server) in [
+            (&rpc_client, configs.rpc_server.as_ref().unwrap()),
+            (&alpn_client, configs.alpn_server.as_ref().unwrap()),
+            (&rpc_client, configs.https_server.as_ref().unwrap()),
+        ] {
+            assert_eq!(handshake(client, server), Full);
+            assert_eq!(handshake(client, server), Resumed);
+            // 200 other clients (each a fresh configuration, so its own
+            // cache): 400 tickets issued since ours.
+            for _ in 0..200 {
+                let mut fresh = (**client).clone();
+                fresh.resumption = rustls::client::Resumption::in_memory_sessions(4);
+                let fresh = Arc::new(fresh);
+                assert_eq!(handshake(&fresh, server), Full);
+            }
+            assert_eq!(handshake(client, server), Resumed);
+        }
+        // A reload: new tickets keys, so the old sessions are not resumed.
+        tls.reload().unwrap();
+        let fresh = tls.configs();
+        let server = fresh.alpn_server.as_ref().unwrap();
+        assert_eq!(handshake(&alpn_client, server), Full);
+        // ... while the client config from before still works (and now
+        // resumes with the new one).
+        assert_eq!(handshake(&alpn_client, server), Resumed);
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]

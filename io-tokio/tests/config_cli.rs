@@ -1228,3 +1228,32 @@ fn autopilot_state_prints_pretty_or_json_and_refuses_other_formats() {
         "Unknown format: yaml",
     );
 }
+
+/// `limits.https_handshake_timeout` (Consul's agent/config/default.go: 5s):
+/// the default, a value, and a bad one named in one line; the HTTPS API
+/// uses what the options hold (`http/https.rs`).
+#[test]
+fn https_handshake_timeout_has_consuls_default_and_names_itself_when_bad() {
+    use std::time::Duration;
+    let dir = temp_dir("https-handshake-timeout");
+    let base = format!("-data-dir {}", dir.join("data").display());
+    let o = agent_options(&args(&base)).unwrap();
+    assert_eq!(o.limits.https_handshake_timeout, Duration::from_secs(5));
+    let hcl = write(
+        &dir,
+        "limits.hcl",
+        "limits {\n  https_handshake_timeout = \"750ms\"\n}\n",
+    );
+    let o = agent_options(&args(&format!("{base} -config-file {hcl}"))).unwrap();
+    assert_eq!(o.limits.https_handshake_timeout, Duration::from_millis(750));
+    for bad in ["\"0s\"", "\"-1s\"", "5", "\"later\""] {
+        let f = write(
+            &dir,
+            "bad.hcl",
+            &format!("limits {{\n  https_handshake_timeout = {bad}\n}}\n"),
+        );
+        let e = error_of(&args(&format!("{base} -config-file {f}")));
+        assert!(e.contains("limits.https_handshake_timeout: "), "{bad}: {e}");
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -148,6 +148,7 @@ fn tern(args: &[&str]) -> (i32, String, String) {
 const LEAVES: &[&str] = &[
     "agent",
     "bench kv",
+    "bench tls",
     "catalog datacenters",
     "catalog nodes",
     "catalog services",

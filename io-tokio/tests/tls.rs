@@ -1426,3 +1426,236 @@ fn an_expired_certificate_stops_the_agent_and_is_refused_from_a_peer() {
     assert!(refused.is_some(), "{}", solo.log());
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// One HTTPS request on a raw rustls connection (`s`), the answer's status
+/// line.
+fn https_get(s: &mut TlsStream, path: &str) -> String {
+    s.write_all(
+        format!("GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n").as_bytes(),
+    )
+    .unwrap();
+    s.flush().unwrap();
+    let mut answer = Vec::new();
+    let _ = s.read_to_end(&mut answer);
+    let answer = String::from_utf8_lossy(&answer).to_string();
+    answer.lines().next().unwrap_or_default().to_string()
+}
+
+/// A TCP connection that has sent nothing: whether the server closed it
+/// (EOF or a reset) within `within`.
+fn closed_within(s: &mut TcpStream, within: Duration) -> bool {
+    s.set_read_timeout(Some(within)).unwrap();
+    let mut buf = [0u8; 16];
+    match s.read(&mut buf) {
+        // The server has nothing to say before a ClientHello.
+        Ok(n) => n == 0,
+        Err(e) => !matches!(
+            e.kind(),
+            std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+        ),
+    }
+}
+
+/// Issue 11, deliverable 10 and the HTTPS bounds (Consul: agent/agent.go
+/// `setupHTTPS`, `limits.https_handshake_timeout` and
+/// `http_max_conns_per_client` in agent/config/default.go):
+///
+/// - a second connection from the same client configuration resumes its
+///   TLS session (`HandshakeKind::Resumed`) on the server port's RPC-TLS
+///   and native (ALPN) paths and on the HTTPS API, and a resumed session
+///   keeps its certificate's identity (Raft from a server certificate is
+///   taken, from a client certificate refused);
+/// - an HTTPS client that connects and never sends a ClientHello is
+///   closed when `https_handshake_timeout` runs out, with a line naming
+///   it and why;
+/// - the 201st connection from one address is closed before any handshake
+///   (a ClientHello gets no ServerHello), with the connection limit's
+///   line, and a slot freed by a closed connection serves again.
+#[test]
+fn sessions_resume_on_both_ports_and_https_handshakes_are_bounded_in_time_and_count() {
+    use rustls::HandshakeKind::{Full, Resumed};
+    let pki = Pki::new("tls-bounds");
+    let dir = pki.dir.clone();
+    let ca = pki.ca();
+    let (cert, key) = pki.cert(&["-server", "-node=solo"]);
+    let cli = pki.cert(&["-cli"]);
+    let peer = pki.cert(&["-server"]);
+    let https = free_port();
+    let hcl = format!(
+        "{}\nports {{\n  https = {https}\n}}\nlimits {{\n  https_handshake_timeout = \"3s\"\n}}\n",
+        tls_hcl(&ca, &cert, &key)
+    );
+    let solo = Agent::start("solo", &dir, false, 1, &[], &hcl);
+    assert_eq!(leader(&[&solo]), Some(0), "{}", solo.log());
+    let logged = |needle: &str| {
+        wait_for(Duration::from_secs(10), || {
+            Some(solo.log()).filter(|l| l.contains(needle))
+        })
+        .unwrap_or_else(|| panic!("no line {needle:?} in\n{}", solo.log()))
+    };
+
+    // Resumption: RPC-TLS, native TLS with ALPN, HTTPS. The call's answer
+    // (or the HTTP answer) is read after the handshake, which is when a
+    // TLS 1.3 client takes in the server's tickets.
+    let rpc = client_config(&ca, Some(&peer), &[]);
+    for (i, want) in [Full, Resumed, Resumed].into_iter().enumerate() {
+        let mut s = tls_connect(solo.server, rpc.clone(), &[3], "server.dc1.consul").unwrap();
+        assert_eq!(
+            s.conn.handshake_kind(),
+            Some(want),
+            "RPC-TLS connection {i}"
+        );
+        s.write_all(&[4]).unwrap();
+        assert_eq!(call_put(&mut s, &format!("rpc-tls-{i}")), Ok(()));
+    }
+    // A resumed session keeps its certificate's identity: Raft from a
+    // server certificate is taken on it (its forwarded write is applied),
+    // and a client certificate's resumed session still may not act as a
+    // server.
+    let mut s = tls_connect(solo.server, rpc.clone(), &[3], "server.dc1.consul").unwrap();
+    assert_eq!(s.conn.handshake_kind(), Some(Resumed));
+    s.write_all(&[1]).unwrap();
+    s.write_all(&forwarded_put(0x5E, node_id(&solo), "resumed-server"))
+        .unwrap();
+    s.flush().unwrap();
+    let base = solo.base();
+    let applied = wait_for(Duration::from_secs(10), || {
+        http("GET", &format!("{base}/v1/kv/resumed-server?raw"), "").filter(|r| r.0 == 200)
+    });
+    assert_eq!(
+        applied.map(|r| r.1),
+        Some("forged".into()),
+        "{}",
+        solo.log()
+    );
+    let client_cert = pki.cert(&["-client"]);
+    let as_client = client_config(&ca, Some(&client_cert), &[]);
+    let mut s = tls_connect(solo.server, as_client.clone(), &[3], "server.dc1.consul").unwrap();
+    s.write_all(&[4]).unwrap();
+    assert_eq!(call_put(&mut s, "client-full"), Ok(()));
+    let mut s = tls_connect(solo.server, as_client, &[3], "server.dc1.consul").unwrap();
+    assert_eq!(s.conn.handshake_kind(), Some(Resumed));
+    s.write_all(&[1]).unwrap();
+    let _ = s.write_all(&forwarded_put(0xC1, node_id(&solo), "resumed-client"));
+    let _ = s.flush();
+    assert!(ends(&mut s));
+    logged("certificate for client.dc1.consul, localhost may not act as a server");
+    assert_eq!(
+        http("GET", &format!("{base}/v1/kv/resumed-client"), "").map(|r| r.0),
+        Some(404)
+    );
+
+    let alpn = client_config(&ca, Some(&peer), &[b"tern/rpc"]);
+    for (i, want) in [Full, Resumed, Resumed].into_iter().enumerate() {
+        let mut s = tls_connect(solo.server, alpn.clone(), &[], "solo.server.dc1.consul").unwrap();
+        assert_eq!(s.conn.handshake_kind(), Some(want), "ALPN connection {i}");
+        assert_eq!(call_put(&mut s, &format!("alpn-{i}")), Ok(()));
+    }
+    let web = client_config(&ca, Some(&cli), &[b"http/1.1"]);
+    for (i, want) in [Full, Resumed, Resumed].into_iter().enumerate() {
+        let mut s = tls_connect(https, web.clone(), &[], "localhost").unwrap();
+        assert_eq!(s.conn.handshake_kind(), Some(want), "HTTPS connection {i}");
+        assert_eq!(https_get(&mut s, "/v1/kv/alpn-1?raw"), "HTTP/1.1 200 OK");
+    }
+    // Another client configuration has its own sessions: a full handshake.
+    let other = client_config(&ca, Some(&cli), &[b"http/1.1"]);
+    let s = tls_connect(https, other, &[], "localhost").unwrap();
+    assert_eq!(s.conn.handshake_kind(), Some(Full));
+    drop(s);
+
+    // Every failed HTTPS handshake is a line naming the peer and why: a
+    // client certificate from another CA, an expired one, none, and a
+    // client that refuses the server's name (its alert).
+    let other = Pki::new("tls-bounds-other");
+    let foreign = other.cert(&["-cli"]);
+    let expired = expired_cert(&pki, "https-expired");
+    for (config, sni) in [
+        (
+            client_config(&ca, Some(&foreign), &[b"http/1.1"]),
+            "localhost",
+        ),
+        (
+            client_config(&ca, Some(&expired), &[b"http/1.1"]),
+            "localhost",
+        ),
+        (client_config(&ca, None, &[b"http/1.1"]), "localhost"),
+        (
+            client_config(&ca, Some(&cli), &[b"http/1.1"]),
+            "wrong.example",
+        ),
+    ] {
+        // Under TLS 1.3 the client may finish before the server refuses it.
+        if let Ok(mut s) = tls_connect(https, config, &[], sni) {
+            let _ = s.write_all(b"GET / HTTP/1.1\r\n\r\n");
+            let _ = s.flush();
+            assert!(ends(&mut s));
+        }
+    }
+    for why in [
+        "certificate from an unknown CA",
+        "certificate expired",
+        "no client certificate",
+        "the peer refused the handshake",
+    ] {
+        logged(&format!("failed: {why}"));
+    }
+    assert_eq!(
+        solo.log()
+            .lines()
+            .filter(|l| l.contains("HTTPS: TLS handshake with 127.0.0.1:"))
+            .count(),
+        4,
+        "{}",
+        solo.log()
+    );
+    let _ = std::fs::remove_dir_all(&other.dir);
+
+    // A client that never sends its ClientHello is closed at the deadline
+    // (3 s here), not before, and named in the log.
+    let mut silent = TcpStream::connect(("127.0.0.1", https)).unwrap();
+    let start = Instant::now();
+    assert!(
+        closed_within(&mut silent, Duration::from_secs(30)),
+        "a silent HTTPS client was left open\n{}",
+        solo.log()
+    );
+    assert!(
+        start.elapsed() >= Duration::from_secs(3),
+        "closed before the deadline"
+    );
+    logged("failed: no handshake within the handshake timeout");
+
+    // 200 connections from 127.0.0.1 (Consul's default
+    // http_max_conns_per_client) hold every slot before their handshake...
+    let held: Vec<TcpStream> = (0..200)
+        .map(|_| TcpStream::connect(("127.0.0.1", https)).unwrap())
+        .collect();
+    // ... so the 201st gets no ServerHello to its ClientHello: it is closed
+    // unread.
+    let refused = tls_connect(https, web.clone(), &[], "localhost");
+    assert!(refused.is_err(), "the 201st connection was served");
+    logged("HTTPS API: rejecting a connection from 127.0.0.1: http_max_conns_per_client (200) exceeded");
+    // Closing them frees their slots (the server sees the close when its
+    // handshake reads EOF).
+    drop(held);
+    let served = wait_for(Duration::from_secs(10), || {
+        let mut s = tls_connect(https, web.clone(), &[], "localhost").ok()?;
+        Some(https_get(&mut s, "/v1/kv/alpn-1?raw"))
+    });
+    assert_eq!(served.as_deref(), Some("HTTP/1.1 200 OK"), "{}", solo.log());
+
+    // A bad value is one line naming the key.
+    let (code, err) = agent_refuses(&dir, "limits {\n  https_handshake_timeout = \"0s\"\n}\n");
+    assert_eq!(code, 1, "{err}");
+    assert!(
+        err.contains("limits.https_handshake_timeout: must be greater than zero"),
+        "{err}"
+    );
+    let (code, err) = agent_refuses(&dir, "limits {\n  https_handshake_timeout = \"soon\"\n}\n");
+    assert_eq!(code, 1, "{err}");
+    assert!(
+        err.contains("limits.https_handshake_timeout: must be a duration"),
+        "{err}"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}

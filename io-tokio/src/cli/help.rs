@@ -41,6 +41,11 @@ pub(crate) const COMMANDS: &[CommandDoc] = &[
         help: crate::bench::BENCH_KV_HELP,
     },
     CommandDoc {
+        path: "bench tls",
+        synopsis: "Measures TLS handshakes, full and resumed, one at a time",
+        help: crate::bench_tls::BENCH_TLS_HELP,
+    },
+    CommandDoc {
         path: "catalog",
         synopsis: "Lists the catalog's datacenters, nodes and services",
         help: super::catalog::CATALOG_HELP,

@@ -100,6 +100,7 @@ pub fn run_with_input(
         "tls cert create" => tls::cert_create(rest, &mut io),
         "version" => version(rest, &mut io),
         "bench kv" => crate::bench::command(rest, io.out, io.err),
+        "bench tls" => crate::bench_tls::command(rest, io.out, io.err),
         // The binary runs the agent before it gets here (`agent_args`).
         other => fail(
             &mut io,

@@ -482,6 +482,11 @@ fn build(c: Layer, dev: bool) -> Result<AgentConfig, ConfigError> {
             crate::connlimit::DEFAULT_HTTP_MAX_CONNS_PER_CLIENT,
             "http_max_conns_per_client",
         )?,
+        https_handshake_timeout: c
+            .https_handshake_timeout
+            .map_or(crate::connlimit::DEFAULT_HTTPS_HANDSHAKE_TIMEOUT, |d| {
+                std::time::Duration::from_nanos(d.as_nanos())
+            }),
     };
     Ok(AgentConfig {
         options: AgentOptions {

@@ -71,9 +71,11 @@ pub(crate) struct Layer {
     pub encrypt: Option<String>,
     pub encrypt_verify_incoming: Option<bool>,
     pub encrypt_verify_outgoing: Option<bool>,
-    /// `limits { rpc_max_conns_per_client http_max_conns_per_client }`.
+    /// `limits { rpc_max_conns_per_client http_max_conns_per_client
+    /// https_handshake_timeout }`.
     pub rpc_max_conns_per_client: Option<u64>,
     pub http_max_conns_per_client: Option<u64>,
+    pub https_handshake_timeout: Option<Duration>,
     /// `node_meta { key = "value" }` and `-node-meta key:value`; pairs
     /// merge across sources, a later value for a key wins.
     pub node_meta: std::collections::BTreeMap<String, String>,
@@ -175,6 +177,10 @@ impl Layer {
             &mut self.http_max_conns_per_client,
             later.http_max_conns_per_client,
         );
+        over(
+            &mut self.https_handshake_timeout,
+            later.https_handshake_timeout,
+        );
         over(&mut self.domain, later.domain);
         self.node_meta.extend(later.node_meta);
         self.tls.merge(later.tls);
@@ -260,6 +266,9 @@ impl Layer {
             }
             "limits.http_max_conns_per_client" => {
                 self.http_max_conns_per_client = Some(whole(v).map_err(e)?)
+            }
+            "limits.https_handshake_timeout" => {
+                self.https_handshake_timeout = Some(interval(v).map_err(e)?)
             }
             "domain" => self.domain = Some(string(v).map_err(e)?),
             "node_meta" => {
