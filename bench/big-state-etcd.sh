@@ -31,7 +31,7 @@ if ! command -v etcd >/dev/null || ! command -v etcdctl >/dev/null; then
   apt-get update -qq >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq etcd-server etcd-client >/dev/null
 fi
 export ETCDCTL_API=3
-port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+. bench/lib.sh
 now() { date +%s.%N; }
 since() { python3 -c "print(f'{$(now)-$1:.2f}')"; }
 res() { echo "etcd.$1=$2" >>"$RESULTS"; }

@@ -21,7 +21,7 @@ trap 'stop_tern; rm -rf "$WORK"' EXIT
 cargo build --release -q -p tern
 TERN=$PWD/target/release/tern
 RESULTS=$WORK/results
-port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+. bench/lib.sh
 now() { date +%s.%N; }
 since() { python3 -c "print(f'{$(now)-$1:.2f}')"; }
 res() { echo "tern.$1=$2" >>"$RESULTS"; }

@@ -36,7 +36,7 @@ fi
 cargo build --release -q -p tern
 TERN=$PWD/target/release/tern
 
-port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+. bench/lib.sh
 
 # ---------- certificates ----------
 (cd "$WORK" && "$TERN" tls ca create >/dev/null &&

@@ -18,7 +18,7 @@ fi
 cargo build --release -q -p tern
 TERN=$PWD/target/release/tern
 
-port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+. bench/lib.sh
 
 # ---------- Tern ----------
 declare -a TH TS TPID

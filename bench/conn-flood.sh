@@ -15,7 +15,8 @@ cargo build --release -q -p tern
 BIN=target/release/tern
 ulimit -n 20000 2>/dev/null || true
 
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+. bench/lib.sh
+free_port() { port; }
 
 run() {
   local limit=$1

@@ -4,14 +4,19 @@
 # with a snapshot about every second (raft_snapshot_threshold 1024,
 # raft_snapshot_interval 1s) and once without (threshold out of reach).
 # It prints numbers; it asserts nothing. Usage: bench/snapshot-stall.sh [seconds]
+# (TERN_BIN=path/to/tern runs that binary instead of building this tree)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 DUR=${1:-20}
-WORK=$(mktemp -d /tmp/tern-snapstall.XXXXXX)
+WORK=$(mktemp -d "${TMPDIR:-/tmp}/tern-snapstall.XXXXXX")
 trap 'pkill -9 -f "$WORK" 2>/dev/null || true; rm -rf "$WORK"' EXIT
-cargo build --release -q -p tern
-TERN=$PWD/target/release/tern
-port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+echo "load average at start: $(cut -d" " -f1-3 /proc/loadavg)"
+# TERN_BIN=path runs another build (an A/B of two commits on one machine).
+if [ -z "${TERN_BIN:-}" ]; then
+  cargo build --release -q -p tern
+fi
+TERN=${TERN_BIN:-$PWD/target/release/tern}
+. bench/lib.sh
 
 run_cluster() { # name hcl -> prints the bench line
   local name=$1 hcl=$2
@@ -25,9 +30,15 @@ run_cluster() { # name hcl -> prints the bench line
       "${joins[@]}" >>"$WORK/$name$i.log" 2>&1 &
     disown "$!"
   done
-  local leader=""
+  local leader="" waited=0
   until [ -n "$leader" ]; do
     sleep 0.2
+    waited=$((waited + 1))
+    if [ "$waited" -gt 300 ] || [ "$(pgrep -fc "$WORK/$name")" -lt 3 ]; then
+      echo "the $name cluster did not elect a leader; its logs:" >&2
+      tail -n 5 "$WORK/$name"*.log >&2
+      exit 1
+    fi
     for i in 1 2 3; do
       l=$(curl -s -m 1 "http://127.0.0.1:${H[$i]}/v1/status/leader" 2>/dev/null | tr -d '"') || continue
       for j in 1 2 3; do [ "$l" = "127.0.0.1:${S[$j]}" ] && leader=$j; done

@@ -52,7 +52,7 @@ if ! command -v etcd >/dev/null; then
 fi
 [ -n "${NO_BUILD:-}" ] || cargo build --release -q -p tern
 TERN=$PWD/target/release/tern
-port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+. bench/lib.sh
 wait_for() { # seconds command...
   local t=$1; shift
   for _ in $(seq $((t * 5))); do "$@" >/dev/null 2>&1 && return 0; sleep 0.2; done

@@ -401,7 +401,7 @@ impl Run {
                             last_term: Term(b.near(term.0)),
                             membership: self.membership(b),
                         },
-                        data,
+                        data: data.into(),
                     },
                     seq: u64::from(b.u8()),
                 })

@@ -2271,8 +2271,14 @@ impl Server {
             Some(meta.last_term),
             "the log changed under a snapshot being built"
         );
-        self.raft
-            .snapshot_taken(Snapshot { meta, data }, self.config.trailing_logs, out);
+        self.raft.snapshot_taken(
+            Snapshot {
+                meta,
+                data: data.into(),
+            },
+            self.config.trailing_logs,
+            out,
+        );
     }
 
     #[cfg(feature = "bugs")]

@@ -1174,7 +1174,7 @@ fn a_server_refuses_unusable_snapshots_and_messages_from_itself() {
                     last_term: Term(2),
                     membership: membership(3),
                 },
-                data,
+                data: data.into(),
             },
             seq: 1,
         })),

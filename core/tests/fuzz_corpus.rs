@@ -171,7 +171,7 @@ fn wal_records() -> Vec<WalRecord> {
                     last_term: Term(1),
                     membership: Default::default(),
                 },
-                data: vec![1, 2, 3],
+                data: vec![1, 2, 3].into(),
             },
             compact_to: LogIndex(2),
         },

@@ -329,7 +329,7 @@ fn snapshot() -> Snapshot {
             last_term: Term(4),
             membership: membership(),
         },
-        data: vec![0, 1, 2, 3, 0x7f, 0x80, 0xff],
+        data: vec![0, 1, 2, 3, 0x7f, 0x80, 0xff].into(),
     }
 }
 

@@ -295,7 +295,7 @@ fn snapshot(last_index: u64, last_term: u64, m: Membership) -> Snapshot {
             last_term: Term(last_term),
             membership: m,
         },
-        data: b"fsm-state".to_vec(),
+        data: b"fsm-state".to_vec().into(),
     }
 }
 

@@ -220,7 +220,7 @@ fn a_snapshot_is_built_from_a_view_while_writes_are_served_then_saved() {
                 id,
                 op: PersistOp::SaveSnapshot(Snapshot {
                     meta: meta.clone(),
-                    data: data.clone()
+                    data: data.clone().into()
                 }),
                 sync: true
             },
@@ -260,8 +260,11 @@ fn a_snapshot_is_built_from_a_view_while_writes_are_served_then_saved() {
     let durable = s.outbox.job_done(&mut ready);
     s.handle(Input::Persisted(durable));
     assert_eq!(
-        s.disk.snapshot.as_ref().map(|s| (&s.meta, &s.data)),
-        Some((&meta, &data))
+        s.disk
+            .snapshot
+            .as_ref()
+            .map(|s| (&s.meta, s.data.as_slice())),
+        Some((&meta, data.as_slice()))
     );
     assert!(s.disk.entries.iter().all(|e| e.index > at), "purged");
     assert!(

@@ -106,6 +106,9 @@ impl Fs for SharedFs {
     fn sync(&mut self, path: &Path) -> Result<(), FsError> {
         self.fs(FsOp::Sync, path)?.sync(path)
     }
+    fn start_writeback(&mut self, path: &Path) -> Result<(), FsError> {
+        self.fs(FsOp::Write, path)?.start_writeback(path)
+    }
     fn rename(&mut self, from: &Path, to: &Path) -> Result<(), FsError> {
         self.fs(FsOp::Rename, from)?.rename(from, to)
     }

@@ -3,7 +3,7 @@
 use std::path::{Path, PathBuf};
 
 use tern_core::raft::{check, Durable, Entry, EntryPayload, Snapshot, SnapshotMeta};
-use tern_core::wire::wal::{encode_record, WalRecord};
+use tern_core::wire::wal::{encode_record, snapshot_piece_header, WalRecord};
 use tern_core::{LogIndex, PersistOp, Term};
 
 use crate::files::{self, HARDSTATE, PURGED};
@@ -116,7 +116,7 @@ fn light(op: &PersistOp) -> PersistOp {
             last_term: s.meta.last_term,
             membership: Default::default(),
         },
-        data: Vec::new(),
+        data: Default::default(),
     };
     match op {
         PersistOp::Append(entries) => PersistOp::Append(entries.iter().map(light_entry).collect()),
@@ -185,11 +185,13 @@ fn write_snapshot_pieces<F: Fs>(
         total_bytes: snapshot.data.len() as u64,
         crc32c: crc32c::crc32c(&snapshot.data),
     };
-    let pieces = std::iter::once(encode(header)).chain(
+    // Each piece's record header, then its bytes straight from the
+    // snapshot: no copy of the state on the way to the file.
+    let pieces = std::iter::once((encode(header), &[][..])).chain(
         snapshot
             .data
             .chunks(SNAPSHOT_PIECE_BYTES)
-            .map(|c| encode(WalRecord::SnapshotPiece(c.to_vec()))),
+            .map(|c| (snapshot_piece_header(c), c)),
     );
     let name = files::snapshot_name(meta.last_index, meta.last_term);
     files::write_atomically_pieces(fs, dir, &name, pieces)

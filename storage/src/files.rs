@@ -101,14 +101,23 @@ pub(crate) fn write_atomically_pieces<'a>(
     fs: &mut impl Fs,
     dir: &Path,
     name: &str,
-    pieces: impl Iterator<Item = Vec<u8>> + 'a,
+    pieces: impl Iterator<Item = (Vec<u8>, &'a [u8])>,
 ) -> Result<(), FsError> {
     let path = dir.join(name);
     let tmp = dir.join(format!("{name}{TMP_SUFFIX}"));
     let result = (|| {
         fs.create(&tmp)?;
-        for piece in pieces {
-            fs.append(&tmp, &piece)?;
+        let mut unflushed = 0;
+        for (head, body) in pieces {
+            fs.append(&tmp, &head)?;
+            if !body.is_empty() {
+                fs.append(&tmp, body)?;
+            }
+            unflushed += head.len() + body.len();
+            if unflushed >= WRITEBACK_BYTES {
+                fs.start_writeback(&tmp)?;
+                unflushed = 0;
+            }
         }
         fs.sync(&tmp)
     })();
@@ -119,6 +128,10 @@ pub(crate) fn write_atomically_pieces<'a>(
     fs.rename(&tmp, &path)?;
     fs.sync_dir(dir)
 }
+
+/// How many bytes of a file written in pieces may wait in the page cache
+/// before their writeback is started ([`Fs::start_writeback`]).
+pub(crate) const WRITEBACK_BYTES: usize = 1 << 20;
 
 /// The raft dir's files, by what they are.
 pub(crate) fn list(fs: &mut impl Fs, dir: &Path) -> Result<Vec<(PathBuf, FileKind)>, FsError> {

@@ -153,7 +153,7 @@ pub(crate) fn recover(fs: &mut impl Fs, dir: &Path) -> Result<Recovered, Storage
                     last_term: Term(0),
                     ..SnapshotMeta::default()
                 },
-                data: Vec::new(),
+                data: Default::default(),
             });
         }
         replay_segments(&mut d, &segments)?;
@@ -350,7 +350,10 @@ fn read_snapshot_file(fs: &mut impl Fs, path: &Path) -> Result<WalRecord, Storag
             "the snapshot's bytes do not match the header's crc32c",
         ));
     }
-    let snapshot = Snapshot { meta, data };
+    let snapshot = Snapshot {
+        meta,
+        data: data.into(),
+    };
     Ok(if installed {
         WalRecord::InstallSnapshot(snapshot)
     } else {

@@ -18,7 +18,7 @@ fn a_snapshot_written_beside_the_log_is_adopted_not_written_again() {
         model.apply(&op).unwrap();
     }
     let mut snap = snapshot(4, 1);
-    snap.data = vec![7; 4096];
+    snap.data = vec![7; 4096].into();
     write_snapshot_file(dd.fs_mut(), &dir(), &snap).unwrap();
     // The log lane goes on meanwhile.
     let op = append(6..=6, 1);
@@ -56,4 +56,35 @@ fn a_crash_after_writing_beside_the_log_but_before_adopting_recovers_the_snapsho
     model.apply(&PersistOp::SaveSnapshot(snap.clone())).unwrap();
     assert_eq!(got.snapshot.as_ref().map(|s| &s.meta), Some(&snap.meta));
     assert_eq!(got.entries, model.entries);
+}
+
+#[test]
+fn a_snapshot_file_starts_its_writeback_after_every_piece() {
+    // 10 MiB in 4 MiB pieces: writeback is started after each piece, so the
+    // final fsync has little left to write and does not hold the log's
+    // fsyncs behind one large journal commit.
+    let (dd, _, _) = open(SimFs::new(5));
+    let mut fs = dd.into_fs();
+    let mut snap = snapshot(4, 1);
+    snap.data = (0..10usize << 20)
+        .map(|i| (i % 253) as u8)
+        .collect::<Vec<u8>>()
+        .into();
+    let before = fs.stats();
+    write_snapshot_file(&mut fs, &dir(), &snap).unwrap();
+    let after = fs.stats();
+    assert_eq!(
+        after.writebacks - before.writebacks,
+        3,
+        "one per 4 MiB piece written"
+    );
+    assert_eq!(
+        after.syncs - before.syncs,
+        1,
+        "and still one fsync of the file"
+    );
+    // A small snapshot: no writeback started.
+    let small = snapshot(5, 1);
+    write_snapshot_file(&mut fs, &dir(), &small).unwrap();
+    assert_eq!(fs.stats().writebacks, after.writebacks);
 }

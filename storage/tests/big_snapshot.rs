@@ -20,7 +20,8 @@ fn a_snapshot_past_the_largest_record_is_written_in_pieces_and_read_back_whole()
     let mut big = snapshot(3, 1);
     big.data = (0..WAL_RECORD_BYTES_MAX + (16 << 20))
         .map(|i| (i % 251) as u8)
-        .collect();
+        .collect::<Vec<u8>>()
+        .into();
     let save = PersistOp::SaveSnapshot(big.clone());
     dd.persist(&save, true).unwrap();
     model.apply(&save).unwrap();

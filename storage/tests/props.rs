@@ -354,7 +354,7 @@ fn arb_snapshot() -> impl Strategy<Value = Snapshot> {
                 last_term: Term(t),
                 membership,
             },
-            data,
+            data: data.into(),
         })
 }
 

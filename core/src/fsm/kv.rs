@@ -9,7 +9,7 @@ use imbl::{OrdMap, OrdSet};
 use super::command::{DirEntry, KvCommand, KvEntry, KvWrite};
 use super::hash::ItemHasher;
 use super::snapshot::{
-    EntryRecord, EntryRef, KvSnapshot, KvSnapshotRef, TombstoneRecord, TombstoneRef,
+    EntryRecord, EntryRef, KvSnapshot, KvSnapshotRef, Rows, TombstoneRecord, TombstoneRef,
 };
 use super::FsmError;
 
@@ -546,10 +546,8 @@ impl KvTable {
     pub(crate) fn to_snapshot(&self) -> KvSnapshotRef<'_> {
         KvSnapshotRef {
             index: self.index,
-            entries: self
-                .entries
-                .iter()
-                .map(|(key, s)| EntryRef {
+            entries: Rows::new(self.entries.len(), || {
+                self.entries.iter().map(|(key, s)| EntryRef {
                     key,
                     flags: s.flags,
                     value: &s.value,
@@ -557,13 +555,27 @@ impl KvTable {
                     modify_index: s.modify_index,
                     lock_index: s.lock_index,
                 })
-                .collect(),
-            tombstones: self
-                .tombstones
-                .iter()
-                .map(|(key, &index)| TombstoneRef { key, index })
-                .collect(),
+            }),
+            tombstones: Rows::new(self.tombstones.len(), || {
+                self.tombstones
+                    .iter()
+                    .map(|(key, &index)| TombstoneRef { key, index })
+            }),
         }
+    }
+
+    /// About how many bytes the table's snapshot takes: every key and
+    /// value's length plus room for a row's integers (a pass over the rows'
+    /// lengths, not their bytes). Sizes the buffer a snapshot is encoded
+    /// into, so it is not regrown and copied on the way.
+    pub(crate) fn snapshot_bytes_guess(&self) -> usize {
+        let entries: usize = self
+            .entries
+            .iter()
+            .map(|(key, s)| key.len() + s.value.len() + 40)
+            .sum();
+        let tombstones: usize = self.tombstones.keys().map(|key| key.len() + 12).sum();
+        entries + tombstones
     }
 
     /// How many entries the table holds.

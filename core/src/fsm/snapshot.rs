@@ -150,16 +150,61 @@ pub(crate) struct RestoreRef<'a> {
     pub(crate) chunks: Vec<&'a serde_bytes::Bytes>,
 }
 
-/// `KvSnapshot`, borrowing.
+/// `KvSnapshot`, borrowing. Its rows are written straight from the table,
+/// not collected into vectors of references first.
 #[derive(Serialize)]
 pub(crate) struct KvSnapshotRef<'a> {
     pub(crate) index: u64,
-    pub(crate) entries: Vec<EntryRef<'a>>,
-    pub(crate) tombstones: Vec<TombstoneRef<'a>>,
+    pub(crate) entries: Rows<'a, EntryRef<'a>>,
+    pub(crate) tombstones: Rows<'a, TombstoneRef<'a>>,
+}
+
+/// A sequence serialized from an iterator made when it is written: a
+/// table of a million rows is encoded without first building a vector of a
+/// million references to it. Encodes exactly as a `Vec<T>` of the same rows.
+pub(crate) struct Rows<'a, T> {
+    len: usize,
+    rows: Box<dyn Fn() -> Box<dyn Iterator<Item = T> + 'a> + 'a>,
+}
+
+impl<'a, T: 'a> Rows<'a, T> {
+    /// `rows()` must yield exactly `len` rows, every time.
+    pub(crate) fn new<I>(len: usize, rows: impl Fn() -> I + 'a) -> Rows<'a, T>
+    where
+        I: Iterator<Item = T> + 'a,
+    {
+        Rows {
+            len,
+            rows: Box::new(move || Box::new(rows())),
+        }
+    }
+
+    #[cfg(test)]
+    pub(crate) fn from_vec(rows: Vec<T>) -> Rows<'a, T>
+    where
+        T: Clone,
+    {
+        Rows::new(rows.len(), move || rows.clone().into_iter())
+    }
+}
+
+impl<T: Serialize> Serialize for Rows<'_, T> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeSeq;
+        let mut seq = s.serialize_seq(Some(self.len))?;
+        let mut n = 0;
+        for row in (self.rows)() {
+            seq.serialize_element(&row)?;
+            n += 1;
+        }
+        // A count that disagrees would write a snapshot that decodes wrong.
+        assert_eq!(n, self.len, "a snapshot table yielded another row count");
+        seq.end()
+    }
 }
 
 /// `EntryRecord`, borrowing.
-#[derive(Serialize)]
+#[derive(Clone, Serialize)]
 pub(crate) struct EntryRef<'a> {
     pub(crate) key: &'a str,
     pub(crate) flags: u64,
@@ -171,19 +216,44 @@ pub(crate) struct EntryRef<'a> {
 }
 
 /// `TombstoneRecord`, borrowing.
-#[derive(Serialize)]
+#[derive(Clone, Serialize)]
 pub(crate) struct TombstoneRef<'a> {
     pub(crate) key: &'a str,
     pub(crate) index: u64,
 }
 
-pub(crate) fn encode(snap: &SnapshotRef<'_>) -> Vec<u8> {
-    let mut out = vec![SNAPSHOT_VERSION];
+/// Encodes a snapshot: the version byte, then the body, written in place
+/// into one buffer of at least `capacity` bytes (a good guess spares the
+/// copies of growing it; the state can be hundreds of megabytes).
+pub(crate) fn encode(snap: &SnapshotRef<'_>, capacity: usize) -> Vec<u8> {
+    let mut out = Vec::with_capacity(capacity.max(1));
+    out.push(SNAPSHOT_VERSION);
     // Serializing plain structs of strings, bytes and integers into a Vec
     // cannot fail.
-    let body = postcard::to_allocvec(snap).expect("snapshot encodes");
-    out.extend_from_slice(&body);
-    out
+    postcard::serialize_with_flavor(snap, VecFlavor(out)).expect("snapshot encodes")
+}
+
+/// Postcard output appended to a `Vec` with `extend_from_slice` (postcard's
+/// own `to_extend` pushes byte by byte; `to_allocvec` cannot start after a
+/// version byte).
+struct VecFlavor(Vec<u8>);
+
+impl postcard::ser_flavors::Flavor for VecFlavor {
+    type Output = Vec<u8>;
+
+    fn try_push(&mut self, b: u8) -> postcard::Result<()> {
+        self.0.push(b);
+        Ok(())
+    }
+
+    fn try_extend(&mut self, b: &[u8]) -> postcard::Result<()> {
+        self.0.extend_from_slice(b);
+        Ok(())
+    }
+
+    fn finalize(self) -> postcard::Result<Vec<u8>> {
+        Ok(self.0)
+    }
 }
 
 /// Decodes the bytes of a snapshot without checking what they say (the
@@ -296,8 +366,8 @@ mod tests {
             last_applied: 9,
             kv: KvSnapshotRef {
                 index: 3,
-                entries: vec![by_ref(&a), by_ref(&b)],
-                tombstones: vec![TombstoneRef { key: "c", index: 3 }],
+                entries: Rows::from_vec(vec![by_ref(&a), by_ref(&b)]),
+                tombstones: Rows::from_vec(vec![TombstoneRef { key: "c", index: 3 }]),
             },
             autopilot: None,
             catalog: catalog.to_snapshot(),
@@ -342,7 +412,7 @@ mod tests {
         };
         let mut expected = vec![SNAPSHOT_VERSION];
         expected.extend(postcard::to_allocvec(&owned).unwrap());
-        let bytes = encode(&by_ref);
+        let bytes = encode(&by_ref, 0);
         assert_eq!(bytes, expected);
         assert_eq!(decode(&bytes).unwrap(), owned);
     }
@@ -359,8 +429,8 @@ mod tests {
             last_applied: 0,
             kv: KvSnapshotRef {
                 index: 0,
-                entries: vec![],
-                tombstones: vec![],
+                entries: Rows::from_vec(vec![]),
+                tombstones: Rows::from_vec(vec![]),
             },
             autopilot: None,
             catalog: catalog.to_snapshot(),
@@ -372,7 +442,7 @@ mod tests {
             },
             locks: vec![],
         };
-        assert_eq!(encode(&empty), [[5u8].as_slice(), &[0; 20]].concat());
+        assert_eq!(encode(&empty, 0), [[5u8].as_slice(), &[0; 20]].concat());
         // Version 4 (no sessions, no locks) and version 3 (no offset, no
         // restore either) still decode.
         let v4 = decode(&[[4u8].as_slice(), &[0; 17]].concat()).unwrap();

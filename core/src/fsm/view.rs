@@ -46,29 +46,33 @@ impl FsmView {
     /// `Fsm::restore` reads). Takes time in proportion to the state's size:
     /// a driver runs it off the agent task.
     pub fn encode(&self) -> Vec<u8> {
-        snapshot::encode(&SnapshotRef {
-            last_applied: self.last_applied,
-            kv: self.kv.to_snapshot(),
-            autopilot: self.autopilot.as_ref(),
-            catalog: self.catalog.to_snapshot(),
-            index_offset: self.index_offset,
-            restore: self.restore.as_ref().map(|p| super::snapshot::RestoreRef {
-                id: p.id,
-                total: p.total,
-                chunks: p
-                    .chunks
-                    .iter()
-                    .map(|c| serde_bytes::Bytes::new(c))
+        let capacity = self.kv.snapshot_bytes_guess() + 4096;
+        snapshot::encode(
+            &SnapshotRef {
+                last_applied: self.last_applied,
+                kv: self.kv.to_snapshot(),
+                autopilot: self.autopilot.as_ref(),
+                catalog: self.catalog.to_snapshot(),
+                index_offset: self.index_offset,
+                restore: self.restore.as_ref().map(|p| super::snapshot::RestoreRef {
+                    id: p.id,
+                    total: p.total,
+                    chunks: p
+                        .chunks
+                        .iter()
+                        .map(|c| serde_bytes::Bytes::new(c))
+                        .collect(),
+                }),
+                sessions: self.sessions.to_snapshot(),
+                locks: self
+                    .kv
+                    .lock_records()
+                    .into_iter()
+                    .map(|(key, session)| snapshot::LockRef { key, session })
                     .collect(),
-            }),
-            sessions: self.sessions.to_snapshot(),
-            locks: self
-                .kv
-                .lock_records()
-                .into_iter()
-                .map(|(key, session)| snapshot::LockRef { key, session })
-                .collect(),
-        })
+            },
+            capacity,
+        )
     }
 }
 

@@ -18,6 +18,6 @@ pub use progress::{Progress, ReplState};
 pub use types::{
     AppendEntries, AppendEntriesResponse, Durable, Entry, EntryPayload, HardState, InstallSnapshot,
     InstallSnapshotChunk, InstallSnapshotChunkResponse, InstallSnapshotResponse, Member,
-    Membership, RaftMessage, Role, Snapshot, SnapshotMeta, Suffrage, TimeoutNow, VoteRequest,
-    VoteResponse,
+    Membership, RaftMessage, Role, Snapshot, SnapshotData, SnapshotMeta, Suffrage, TimeoutNow,
+    VoteRequest, VoteResponse,
 };

@@ -1300,7 +1300,7 @@ impl Raft {
             self.log.reset_to(meta.last_index, meta.last_term);
             self.log_truncated(meta.last_index.next());
         }
-        self.snapshot = Some(snapshot.clone());
+        self.snapshot = Some(snapshot.clone()); // shares the bytes
         self.installed = Some(snapshot.clone());
         self.persist(PersistOp::InstallSnapshot(snapshot), out);
         self.commit = meta.last_index;
@@ -1346,7 +1346,7 @@ impl Raft {
         let compact_to = LogIndex(last.0.saturating_sub(trailing)).max(self.log.base_index());
         let purge = compact_to > self.log.base_index();
         self.log.compact_to(compact_to);
-        self.snapshot = Some(snapshot.clone());
+        self.snapshot = Some(snapshot.clone()); // shares the bytes
         self.persist(PersistOp::SaveSnapshot(snapshot), out);
         if purge {
             // Only space: entries the snapshot covers may survive a crash.

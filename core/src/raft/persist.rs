@@ -341,7 +341,7 @@ mod tests {
                 last_term: Term(term),
                 membership: Membership::default(),
             },
-            data: vec![7],
+            data: vec![7].into(),
         }
     }
 

@@ -3,6 +3,7 @@
 //! for pre-vote, §3.10 for leadership transfer, §6.4 for ReadIndex).
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
@@ -95,9 +96,32 @@ pub struct SnapshotMeta {
 #[derive(Clone, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct Snapshot {
     pub meta: SnapshotMeta,
-    /// The state machine's own encoding (see `fsm::Fsm::snapshot`).
-    #[serde(with = "serde_bytes")]
-    pub data: Vec<u8>,
+    /// The state machine's own encoding (see `fsm::Fsm::snapshot`), shared:
+    /// the node keeps the snapshot it persists (to send to followers) and
+    /// the driver writes it, and a state of many megabytes must not be
+    /// copied on the agent task for that. Encoded as plain bytes.
+    #[serde(with = "shared_bytes")]
+    pub data: SnapshotData,
+}
+
+/// A snapshot's bytes, shared rather than copied ([`Snapshot::data`]).
+pub type SnapshotData = Arc<Vec<u8>>;
+
+/// Serde for [`SnapshotData`]: the same encoding as `serde_bytes` on a
+/// `Vec<u8>`, so nothing written or sent changes.
+mod shared_bytes {
+    use super::SnapshotData;
+    use serde::{Deserializer, Serializer};
+    use std::sync::Arc;
+
+    pub fn serialize<S: Serializer>(data: &SnapshotData, s: S) -> Result<S::Ok, S::Error> {
+        serde_bytes::serialize(data.as_slice(), s)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<SnapshotData, D::Error> {
+        let bytes: serde_bytes::ByteBuf = serde::Deserialize::deserialize(d)?;
+        Ok(Arc::new(bytes.into_vec()))
+    }
 }
 
 /// RequestVote, and the pre-vote that precedes it (thesis §9.6).

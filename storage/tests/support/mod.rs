@@ -39,7 +39,7 @@ pub fn snapshot(last_index: u64, last_term: u64) -> Snapshot {
             last_term: Term(last_term),
             membership: Membership::default(),
         },
-        data: format!("state at {last_index}").into_bytes(),
+        data: format!("state at {last_index}").into_bytes().into(),
     }
 }
 

@@ -169,7 +169,7 @@ impl Raft {
         }
         let snapshot = Snapshot {
             meta: incoming.meta,
-            data: incoming.data,
+            data: incoming.data.into(),
         };
         self.install(now, snapshot, out);
         answer(self, m.total_bytes, out);
