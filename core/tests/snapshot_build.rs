@@ -250,6 +250,21 @@ fn a_snapshot_is_built_from_a_view_while_writes_are_served_then_saved() {
     assert_eq!(s.outbox.start_job(&mut ready), None, "the purge waits");
     let written = s.outbox.start_background().expect("the snapshot file");
     assert_eq!(written.id, id);
+    // The node keeps the snapshot it saves (to send to followers), the
+    // background write carries it, and so does the log lane's op that
+    // adopts the file: one copy of the bytes, shared three ways, not three
+    // copies (a state of many megabytes was copied on the agent task).
+    let PersistOp::SaveSnapshot(saved) = &written.op else {
+        panic!(
+            "the background write is the snapshot file: {:?}",
+            written.op
+        )
+    };
+    assert_eq!(
+        std::sync::Arc::strong_count(&saved.data),
+        3,
+        "the node, the file write and the adopting op share the bytes"
+    );
     s.outbox.background_done();
     let job = s.outbox.start_job(&mut ready).expect("then the log lane");
     let ops: Vec<&PersistOp> = job.iter().map(|w| &w.op).collect();
