@@ -10,7 +10,7 @@
 # for etcd holding the same keys (bench/big-state-etcd.sh), and both side by
 # side. It prints numbers; it asserts nothing.
 # Usage: bench/big-state.sh [keys_per_client] (default 15625: 1M keys)
-# ETCD=0 measures Tern only.
+# ETCD=0 measures Tern only; TERN_BIN=path/to/tern runs that binary.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 KPC=${1:-15625}
@@ -18,8 +18,11 @@ WORK=$(mktemp -d /tmp/tern-bigstate.XXXXXX)
 declare -a H S P
 stop_tern() { for p in "${P[@]}"; do kill -9 "$p" 2>/dev/null || true; done; }
 trap 'stop_tern; rm -rf "$WORK"' EXIT
-cargo build --release -q -p tern
-TERN=$PWD/target/release/tern
+# TERN_BIN=path runs another build (an A/B of two commits on one machine).
+if [ -z "${TERN_BIN:-}" ]; then
+  cargo build --release -q -p tern
+fi
+TERN=${TERN_BIN:-$PWD/target/release/tern}
 RESULTS=$WORK/results
 . bench/lib.sh
 now() { date +%s.%N; }

@@ -3,7 +3,7 @@
 use crate::fsm::FsmView;
 use crate::ids::{LogIndex, NodeId, RequestId, Term};
 use crate::message::Message;
-use crate::raft::{Entry, HardState, Snapshot, SnapshotMeta};
+use crate::raft::{Entry, HardState, Snapshot, SnapshotData, SnapshotMeta};
 use crate::rpc::{Request, Response};
 
 /// Something that happened, handed to [`crate::Server::handle`].
@@ -57,6 +57,14 @@ pub enum Input {
     /// older one) or was not asked for by this incarnation; then it is
     /// dropped.
     SnapshotBuilt { meta: SnapshotMeta, data: Vec<u8> },
+    /// The bytes an [`Action::LoadSnapshot`] read back from the snapshot
+    /// file its `meta` names (`meta` is the action's, unchanged), or `None`
+    /// if there is no such file any more (a newer snapshot replaced it). A
+    /// load of a snapshot the server no longer holds is dropped.
+    SnapshotLoaded {
+        meta: SnapshotMeta,
+        data: Option<SnapshotData>,
+    },
 }
 
 /// Names one durable write. Ids increase by one with every
@@ -92,7 +100,9 @@ pub enum PersistOp {
     SaveSnapshot(Snapshot),
     /// Drop every entry at or below this index, which is at most the stored
     /// snapshot's last index (entries behind it may be kept for slow
-    /// followers). Below the first entry it changes nothing.
+    /// followers). Below the first entry it changes nothing. The core asks
+    /// for no fsync of it (`sync: false`): it only frees space, and a crash
+    /// that undoes it loses nothing.
     PurgeUpTo(LogIndex),
     /// Store a snapshot sent by the leader, newer than the stored one. §7:
     /// if the log holds the snapshot's last entry with its term, the entries
@@ -195,6 +205,20 @@ pub enum Action {
     BuildSnapshot {
         meta: SnapshotMeta,
         view: FsmView,
+    },
+    /// Read back the bytes of the snapshot `meta` names (its file in the
+    /// data dir) off the agent task and answer [`Input::SnapshotLoaded`]
+    /// with the same `meta`. A server keeps its snapshot's bytes in memory
+    /// only while it streams them to a follower: once written they are the
+    /// file's, and a state of gigabytes is not held twice. `stored_by` is
+    /// the write that stores that file; the [`crate::Outbox`] releases the
+    /// action only once that write and every write before it is durable
+    /// (`PersistId(0)`: the snapshot was recovered from disk). A read that
+    /// finds the file damaged is the driver's fatal storage error, naming
+    /// the file and offset, as at startup.
+    LoadSnapshot {
+        meta: SnapshotMeta,
+        stored_by: PersistId,
     },
 }
 

@@ -620,7 +620,7 @@ mod tests {
         data.extend_from_slice(&[4, 30, 5, 255].repeat(4));
         let r = super::run(&data).unwrap();
         let s = &r.c.servers[&node_id(u64::from(down) + 1)];
-        assert!(s.raft().snapshot().is_some(), "installed a snapshot");
+        assert!(s.raft().snapshot_meta().is_some(), "installed a snapshot");
         assert_eq!(
             s.fsm().kv_get("k3"),
             r.c.servers[&leader].fsm().kv_get("k3")

@@ -22,7 +22,10 @@
 //! same interleavings as the daemon. A server's own snapshot is encoded by
 //! the driver too: [`Action::BuildSnapshot`] carries a point-in-time view of
 //! the state machine (O(1) to take), the driver encodes it off the agent task
-//! and answers with [`Input::SnapshotBuilt`]. Time is a value ([`Instant`],
+//! and answers with [`Input::SnapshotBuilt`]. Once written, a snapshot's
+//! bytes are the file's: the server keeps only its metadata, and when a
+//! follower must be sent it asks for them with [`Action::LoadSnapshot`]
+//! (answered by [`Input::SnapshotLoaded`]). Time is a value ([`Instant`],
 //! nanoseconds since a driver-chosen epoch) and randomness comes from a seed
 //! in [`Config`], so the same inputs always give the same outputs.
 //!
@@ -74,6 +77,10 @@
 //!             Action::BuildSnapshot { .. } => {
 //!                 /* `view.encode()` on a background thread, then
 //!                    `Input::SnapshotBuilt { meta, data }` */
+//!             }
+//!             Action::LoadSnapshot { .. } => {
+//!                 /* read the snapshot file back on the same thread, then
+//!                    `Input::SnapshotLoaded { meta, data }` */
 //!             }
 //!         }
 //!     }

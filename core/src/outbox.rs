@@ -26,6 +26,10 @@
 //! through the log lane once more, where the data dir only adopts the file
 //! already on disk, and the held writes follow it.
 //!
+//! An [`Action::LoadSnapshot`] (read a snapshot's bytes back from its file)
+//! waits until the write that stored the file, and every write before it,
+//! is durable: in either lane, overtaken or not.
+//!
 //! Pure and synchronous: it never touches a disk or a clock.
 
 use std::collections::VecDeque;
@@ -48,10 +52,14 @@ pub struct Outbox {
     queued: VecDeque<PersistWrite>,
     /// The last id of the job the disk is running, if any.
     in_flight: Option<PersistId>,
+    /// The first id of that job.
+    in_flight_first: Option<PersistId>,
     /// Every write up to this one is durable.
     durable: PersistId,
     /// Sends waiting for a write, in the order the core asked for them.
     waiting: VecDeque<(PersistId, Action)>,
+    /// Snapshot loads waiting for the write that stores their file.
+    loads: VecDeque<(PersistId, Action)>,
     /// Own snapshots to write beside the log, in id order.
     background: VecDeque<PersistWrite>,
     /// The own snapshot being written beside the log.
@@ -113,6 +121,9 @@ impl Outbox {
                 Action::Send {
                     after: Some(after), ..
                 } if after > self.released_upto() => self.waiting.push_back((after, a)),
+                Action::LoadSnapshot { stored_by, .. } if !self.settled(stored_by) => {
+                    self.loads.push_back((stored_by, a))
+                }
                 other => ready.push(other),
             }
         }
@@ -151,6 +162,21 @@ impl Outbox {
         self.queued.make_contiguous().sort_by_key(|w| w.id);
     }
 
+    /// Whether `id` and every write before it are durable: none of them is
+    /// queued, held, written beside the log or part of the running job,
+    /// even if later writes overtook them.
+    fn settled(&self, id: PersistId) -> bool {
+        let pending = self
+            .queued
+            .iter()
+            .chain(&self.background)
+            .chain(&self.background_running)
+            .chain(&self.held);
+        self.durable >= id
+            && self.in_flight_first.is_none_or(|first| first > id)
+            && pending.into_iter().all(|w| w.id > id)
+    }
+
     /// Every write up to this id is durable (for a planted bug: started).
     fn released_upto(&self) -> PersistId {
         #[cfg(feature = "bugs")]
@@ -184,6 +210,7 @@ impl Outbox {
             }
         }
         self.in_flight = job.last().map(|w| w.id);
+        self.in_flight_first = job.first().map(|w| w.id);
         #[cfg(feature = "bugs")]
         if self.bug_send_before_persisted {
             self.release(ready);
@@ -203,8 +230,19 @@ impl Outbox {
             .in_flight
             .take()
             .expect("job_done without a running job");
+        self.in_flight_first = None;
         self.durable = self.durable.max(id);
         self.release(ready);
+        if !self.loads.is_empty() {
+            let loads = std::mem::take(&mut self.loads);
+            for (stored_by, a) in loads {
+                if self.settled(stored_by) {
+                    ready.push(a);
+                } else {
+                    self.loads.push_back((stored_by, a));
+                }
+            }
+        }
         id
     }
 
@@ -248,6 +286,7 @@ impl Outbox {
         self.in_flight.is_none()
             && self.queued.is_empty()
             && self.waiting.is_empty()
+            && self.loads.is_empty()
             && self.background.is_empty()
             && self.background_running.is_none()
             && self.held.is_empty()
@@ -424,6 +463,55 @@ mod tests {
         );
         o.background_done();
         assert_eq!(ids(&o.start_job(&mut ready).unwrap()), vec![1, 3, 4]);
+    }
+
+    fn load(stored_by: u64) -> Action {
+        Action::LoadSnapshot {
+            meta: Default::default(),
+            stored_by: PersistId(stored_by),
+        }
+    }
+
+    /// A snapshot is read back only once the write that stored its file is
+    /// durable: not while it is written beside the log, not once later
+    /// appends overtook it (their job reports a higher id), only after the
+    /// log lane adopted it.
+    #[test]
+    fn a_load_waits_for_the_write_that_stored_its_snapshot_even_when_overtaken() {
+        let mut o = Outbox::new();
+        let mut ready = Vec::new();
+        o.push(vec![save(1), append(2)], &mut ready);
+        o.start_background().unwrap();
+        assert_eq!(ids(&o.start_job(&mut ready).unwrap()), vec![2]);
+        assert_eq!(o.job_done(&mut ready), PersistId(2));
+        o.push(vec![load(1)], &mut ready);
+        assert_eq!(ready, vec![], "the file is still being written");
+        assert!(!o.is_idle());
+        o.background_done();
+        let job = o.start_job(&mut ready).unwrap();
+        assert_eq!(ids(&job), vec![1]);
+        assert_eq!(ready, vec![], "adopting it is still running");
+        o.job_done(&mut ready);
+        assert_eq!(ready, vec![load(1)]);
+        assert!(o.is_idle());
+    }
+
+    /// A load of a snapshot whose write is durable (or that was recovered
+    /// from disk: `stored_by` 0) is ready at once.
+    #[test]
+    fn a_load_of_a_durable_snapshot_is_ready_at_once() {
+        let mut o = Outbox::new();
+        let mut ready = Vec::new();
+        o.push(vec![load(0)], &mut ready);
+        assert_eq!(ready, vec![load(0)]);
+        ready.clear();
+        o.push(vec![save(1)], &mut ready);
+        o.start_background().unwrap();
+        o.background_done();
+        o.start_job(&mut ready).unwrap();
+        o.job_done(&mut ready);
+        o.push(vec![append(2), load(1)], &mut ready);
+        assert_eq!(ready, vec![load(1)]);
     }
 
     #[test]

@@ -357,6 +357,7 @@ impl Server {
             Input::Persisted(id) => self.raft.persisted(now, id, out),
             Input::DiskFull(full) => self.raft.set_disk_full(full),
             Input::SnapshotBuilt { meta, data } => self.snapshot_built(meta, data, out),
+            Input::SnapshotLoaded { meta, data } => self.raft.snapshot_loaded(now, meta, data, out),
         }
         self.after(now, out);
     }
@@ -2259,8 +2260,8 @@ impl Server {
         self.snapshot_building = None;
         let newer_held = self
             .raft
-            .snapshot()
-            .is_some_and(|s| s.meta.last_index >= meta.last_index);
+            .snapshot_meta()
+            .is_some_and(|s| s.last_index >= meta.last_index);
         if newer_held {
             return;
         }

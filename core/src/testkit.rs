@@ -4,14 +4,14 @@
 
 use std::collections::{BTreeMap, VecDeque};
 
-use crate::action::{Action, Event, Input};
+use crate::action::{Action, Event, Input, PersistOp};
 use crate::clock::{Duration, Instant};
 use crate::config::Config;
 use crate::fsm::FsmView;
 use crate::ids::{NodeId, RequestId};
 use crate::message::Message;
 use crate::outbox::Outbox;
-use crate::raft::{Durable, Member, Membership, Role, SnapshotMeta, Suffrage};
+use crate::raft::{Durable, Member, Membership, Role, Snapshot, SnapshotMeta, Suffrage};
 use crate::rpc::{Request, Response};
 use crate::server::Server;
 
@@ -87,6 +87,12 @@ pub struct Cluster {
     /// `finish_snapshot_builds`, so that inputs arrive while they are out,
     /// as under the real drivers.
     pub hold_snapshot_builds: bool,
+    /// Each server's snapshot files, newest last (two kept, as a data dir
+    /// does): what `Action::LoadSnapshot` reads back, kept even when
+    /// `keep_disks` is off.
+    snapshot_files: BTreeMap<NodeId, Vec<Snapshot>>,
+    /// Snapshot loads asked for and not yet answered.
+    loads: Vec<(NodeId, SnapshotMeta)>,
     next_request: u64,
     appends_with_entries: u64,
     entries_sent: u64,
@@ -109,6 +115,8 @@ impl Cluster {
             keep_disks: true,
             builds: Vec::new(),
             hold_snapshot_builds: false,
+            snapshot_files: BTreeMap::new(),
+            loads: Vec::new(),
             next_request: 0,
             appends_with_entries: 0,
             entries_sent: 0,
@@ -160,6 +168,7 @@ impl Cluster {
         self.outboxes.remove(&id);
         self.queue.retain(|m| m.to != id);
         self.builds.retain(|(of, _, _)| *of != id);
+        self.loads.retain(|(of, _)| *of != id);
     }
 
     /// The snapshots asked for and not yet built: (server, metadata).
@@ -215,6 +224,23 @@ impl Cluster {
     /// held) encode the snapshots it asked for.
     fn execute(&mut self, id: NodeId, out: Vec<Action>) {
         self.execute_actions(id, out);
+        // Loads are answered after the handle that asked (a driver reads
+        // the file off the agent task).
+        let loads: Vec<SnapshotMeta> = {
+            let (mine, rest) = std::mem::take(&mut self.loads)
+                .into_iter()
+                .partition(|(of, _)| *of == id);
+            self.loads = rest;
+            mine.into_iter().map(|(_, m)| m).collect::<Vec<_>>()
+        };
+        for meta in loads {
+            let data = self
+                .snapshot_files
+                .get(&id)
+                .and_then(|files| files.iter().find(|s| s.meta == meta))
+                .map(|s| s.data.clone());
+            self.handle(id, Input::SnapshotLoaded { meta, data });
+        }
         if !self.hold_snapshot_builds && self.builds.iter().any(|(of, _, _)| *of == id) {
             self.finish_snapshot_builds(id);
         }
@@ -239,6 +265,15 @@ impl Cluster {
         let Some(job) = job else {
             return;
         };
+        for w in &job {
+            if let PersistOp::SaveSnapshot(s) | PersistOp::InstallSnapshot(s) = &w.op {
+                let files = self.snapshot_files.entry(id).or_default();
+                files.push(s.clone());
+                if files.len() > 2 {
+                    files.remove(0);
+                }
+            }
+        }
         if self.keep_disks {
             if let Some(d) = self.disks.get_mut(&id) {
                 for w in &job {
@@ -285,6 +320,7 @@ impl Cluster {
                     }
                 }
                 Action::BuildSnapshot { meta, view } => self.builds.push((id, meta, view)),
+                Action::LoadSnapshot { meta, .. } => self.loads.push((id, meta)),
             }
         }
     }

@@ -1223,7 +1223,7 @@ fn a_server_refuses_unusable_snapshots_and_messages_from_itself() {
         assert_eq!(s.commit_index(), LogIndex(0), "{reason}");
         assert_eq!(s.term(), Term(1), "{reason}");
         assert_eq!(s.leader(), None, "{reason}");
-        assert_eq!(s.raft().snapshot(), None, "{reason}");
+        assert_eq!(s.raft().snapshot_meta(), None, "{reason}");
     }
 }
 

@@ -17,7 +17,7 @@ use tern_core::message::{Message, MessageBody};
 use tern_core::raft::{
     AppendEntries, AppendEntriesResponse, Durable, Entry, EntryPayload, HardState, InstallSnapshot,
     InstallSnapshotChunk, InstallSnapshotChunkResponse, InstallSnapshotResponse, Member,
-    Membership, ProposeError, Raft, RaftMessage, Role, Snapshot, SnapshotMeta, Suffrage,
+    Membership, ProposeError, Raft, RaftMessage, ReplState, Role, Snapshot, SnapshotMeta, Suffrage,
     TimeoutNow, VoteRequest, VoteResponse,
 };
 use tern_core::testkit::{config, membership, node_id};
@@ -75,6 +75,9 @@ impl Node {
         for a in out.iter_mut() {
             match a {
                 Action::Persist { id, .. } => *id = PersistId(0),
+                // The write that stored a snapshot is usually an earlier
+                // call's (`load_asks_after_the_write_that_stored_it`).
+                Action::LoadSnapshot { stored_by, .. } => *stored_by = PersistId(0),
                 Action::Send {
                     after: Some(after), ..
                 } => {
@@ -136,6 +139,24 @@ impl Node {
         let mut out = Vec::new();
         self.raft.snapshot_taken(snapshot, trailing, &mut out);
         self.settle(out)
+    }
+
+    /// The driver read `snapshot` back from its file (`Action::LoadSnapshot`).
+    fn loaded(&mut self, snapshot: &Snapshot) -> Vec<Action> {
+        let mut out = Vec::new();
+        let data = Some(snapshot.data.clone());
+        self.raft
+            .snapshot_loaded(self.now, snapshot.meta.clone(), data, &mut out);
+        self.settle(out)
+    }
+}
+
+/// `Action::LoadSnapshot` of `snapshot` (the write that stored it is
+/// numbered 0, see `settle`).
+fn load(snapshot: &Snapshot) -> Action {
+    Action::LoadSnapshot {
+        meta: snapshot.meta.clone(),
+        stored_by: PersistId(0),
     }
 }
 
@@ -199,7 +220,8 @@ fn persist_purge(up_to: u64) -> Action {
     Action::Persist {
         id: PersistId(0),
         op: PersistOp::PurgeUpTo(LogIndex(up_to)),
-        sync: true,
+        // A purge promises nothing: no fsync of its own.
+        sync: false,
     }
 }
 
@@ -1909,7 +1931,9 @@ fn snapshot_taken_compacts_the_log_keeping_trailing_entries() {
     assert_eq!(s2.raft.log().base_index(), LogIndex(3));
     assert_eq!(s2.raft.log().first_index(), LogIndex(4));
     assert_eq!(s2.raft.log().last_index(), LogIndex(6));
-    assert_eq!(s2.raft.snapshot(), Some(&snap));
+    assert_eq!(s2.raft.snapshot_meta(), Some(&snap.meta));
+    // Nobody is being sent a snapshot: the bytes are left to the write.
+    assert!(!s2.raft.snapshot_in_memory());
 
     apply_persists(&mut disk, &out);
     assert_eq!(disk.snapshot, Some(snap));
@@ -1936,20 +1960,31 @@ fn leader_sends_install_snapshot_to_a_follower_that_needs_compacted_entries() {
     assert_eq!(s1.raft.log().base_index(), LogIndex(4));
 
     // Phase 2: s3 turns out to hold only entry 1; 2.. are gone: snapshot,
+    // read back from its file (nobody needed its bytes until now), then
     // streamed (it fits in one piece).
+    // Meanwhile s3 gets a heartbeat anchored at the leader's base.
+    assert!(!s1.raft.snapshot_in_memory());
     let out = s1.step(3, append_reject(2, 1, 2));
-    assert_eq!(out, vec![send(1, 3, chunk(2, &snap, 0, 9, 5))]);
+    assert_eq!(
+        out,
+        vec![load(&snap), send(1, 3, heartbeat(2, (4, 2), 4, 5))]
+    );
+    let out = s1.loaded(&snap);
+    assert_eq!(out, vec![send(1, 3, chunk(2, &snap, 0, 9, 6))]);
+    assert!(s1.raft.snapshot_in_memory());
 
     // Phase 3: s3 installed it; nothing left to send until the next entry,
-    // which goes to s3 anchored at the snapshot.
-    assert_eq!(s1.step(3, chunk_resp(2, 4, 9, 4, 5)), vec![]);
+    // which goes to s3 anchored at the snapshot. Nobody else needs the
+    // bytes: they are let go.
+    assert_eq!(s1.step(3, chunk_resp(2, 4, 9, 4, 6)), vec![]);
+    assert!(!s1.raft.snapshot_in_memory());
     let (r, out) = s1.propose(set("c"));
     assert_eq!(r, Ok((LogIndex(5), Term(2))));
     assert_eq!(
         out,
         vec![
-            send(1, 2, append(2, (4, 2), vec![cmd(5, 2, "c")], 4, 6)),
-            send(1, 3, append(2, (4, 2), vec![cmd(5, 2, "c")], 4, 7)),
+            send(1, 2, append(2, (4, 2), vec![cmd(5, 2, "c")], 4, 7)),
+            send(1, 3, append(2, (4, 2), vec![cmd(5, 2, "c")], 4, 8)),
             persist_append(vec![cmd(5, 2, "c")]),
         ]
     );
@@ -2121,26 +2156,216 @@ fn a_leader_streams_its_snapshot_in_pieces_and_resumes_where_the_follower_is() {
     let snap = snapshot(4, 2, membership(3));
     s1.snapshot_taken(snap.clone(), 0);
 
-    // Phase 1: s3 needs compacted entries: the first piece.
+    // Phase 1: s3 needs compacted entries: the snapshot is read back, then
+    // its first piece goes.
     let out = s1.step(3, append_reject(2, 1, 2));
-    assert_eq!(out, vec![send(1, 3, chunk(2, &snap, 0, 4, 5))]);
+    assert_eq!(
+        out,
+        vec![load(&snap), send(1, 3, heartbeat(2, (4, 2), 4, 5))]
+    );
+    let out = s1.loaded(&snap);
+    assert_eq!(out, vec![send(1, 3, chunk(2, &snap, 0, 4, 6))]);
     // Phase 2: it took 4 bytes: the next piece.
-    let out = s1.step(3, chunk_resp(2, 4, 4, 1, 5));
-    assert_eq!(out, vec![send(1, 3, chunk(2, &snap, 4, 8, 6))]);
+    let out = s1.step(3, chunk_resp(2, 4, 4, 1, 6));
+    assert_eq!(out, vec![send(1, 3, chunk(2, &snap, 4, 8, 7))]);
     // Phase 3: that piece was lost; a stall makes the leader resend from
     // what s3 confirmed (4), not from the start.
     s1.advance(ms(200));
     let out = s1.tick();
     assert!(
-        out.contains(&send(1, 3, chunk(2, &snap, 4, 8, 8))),
+        out.contains(&send(1, 3, chunk(2, &snap, 4, 8, 9))),
         "{out:?}"
     );
     // Phase 4: the last piece, then replication resumes after the snapshot.
-    let out = s1.step(3, chunk_resp(2, 4, 8, 1, 8));
-    assert_eq!(out, vec![send(1, 3, chunk(2, &snap, 8, 9, 9))]);
-    assert_eq!(s1.step(3, chunk_resp(2, 4, 9, 4, 9)), vec![]);
+    let out = s1.step(3, chunk_resp(2, 4, 8, 1, 9));
+    assert_eq!(out, vec![send(1, 3, chunk(2, &snap, 8, 9, 10))]);
+    assert_eq!(s1.step(3, chunk_resp(2, 4, 9, 4, 10)), vec![]);
     let (_, out) = s1.propose(set("c"));
-    assert!(out.contains(&send(1, 3, append(2, (4, 2), vec![cmd(5, 2, "c")], 4, 11))));
+    assert!(out.contains(&send(1, 3, append(2, (4, 2), vec![cmd(5, 2, "c")], 4, 12))));
+}
+
+/// A leader with a snapshot taken and 4, 5 compacted, whose follower s3
+/// holds only entry 1 and was just told to wait for the snapshot's bytes.
+fn leader_loading_for_s3() -> (Node, Snapshot) {
+    let mut s1 = elected(&config(1, 3), 3);
+    s1.step(2, append_ok(2, 2, 1));
+    s1.propose(set("a")).0.unwrap();
+    s1.propose(set("b")).0.unwrap();
+    s1.step(2, append_ok(2, 4, 4));
+    let snap = snapshot(4, 2, membership(3));
+    s1.snapshot_taken(snap.clone(), 0);
+    assert_eq!(
+        s1.step(3, append_reject(2, 1, 2)),
+        vec![load(&snap), send(1, 3, heartbeat(2, (4, 2), 4, 5))]
+    );
+    (s1, snap)
+}
+
+/// The empty AppendEntries to `to` in `out`, as (prev index, prev term,
+/// seq).
+fn heartbeats_to(out: &[Action], to: u64) -> Vec<(u64, u64, u64)> {
+    out.iter()
+        .filter_map(|a| match a {
+            Action::Send { message, .. } if message.to == node_id(to) => match &message.body {
+                MessageBody::Raft(RaftMessage::AppendEntries(ae)) if ae.entries.is_empty() => {
+                    Some((ae.prev_log_index.0, ae.prev_log_term.0, ae.seq))
+                }
+                _ => None,
+            },
+            _ => None,
+        })
+        .collect()
+}
+
+/// Issue 7 (memory per key): while the snapshot is read back, the waiting
+/// follower gets heartbeats anchored at the leader's base (so it does not
+/// time out), and the file is asked for once, not on every heartbeat.
+#[test]
+fn a_follower_waiting_for_a_snapshot_read_back_gets_heartbeats_and_one_load() {
+    let (mut s1, snap) = leader_loading_for_s3();
+    let mut seq = 0;
+    for _ in 0..5 {
+        s1.advance(ms(50));
+        let out = s1.tick();
+        let beats = heartbeats_to(&out, 3);
+        assert_eq!(beats.len(), 1, "{out:?}");
+        let (prev, prev_term);
+        (prev, prev_term, seq) = beats[0];
+        assert_eq!((prev, prev_term), (4, 2), "anchored at the base");
+        assert!(
+            !out.iter().any(|a| matches!(a, Action::LoadSnapshot { .. })),
+            "{out:?}"
+        );
+        // It refuses the anchor (it holds only entry 1): nothing changes,
+        // it still waits for the snapshot.
+        assert_eq!(s1.step(3, append_reject(2, 1, seq)), vec![]);
+        assert_eq!(
+            s1.raft.progress(node_id(3)).map(|p| p.state),
+            Some(ReplState::Snapshot)
+        );
+    }
+    let out = s1.loaded(&snap);
+    assert_eq!(out, vec![send(1, 3, chunk(2, &snap, 0, 9, seq + 1))]);
+}
+
+/// A load that finds no file (a newer snapshot replaced it) is asked again
+/// at the next heartbeat; a load of a snapshot the leader no longer holds
+/// is dropped.
+#[test]
+fn a_load_that_finds_nothing_is_asked_again_and_a_stale_one_is_dropped() {
+    let (mut s1, snap) = leader_loading_for_s3();
+    let mut out = Vec::new();
+    s1.raft
+        .snapshot_loaded(s1.now, snap.meta.clone(), None, &mut out);
+    assert_eq!(out, vec![]);
+    assert!(!s1.raft.snapshot_in_memory());
+    s1.advance(ms(50));
+    let out = s1.tick();
+    assert_eq!(
+        out.iter().filter(|a| **a == load(&snap)).count(),
+        1,
+        "{out:?}"
+    );
+    assert_eq!(heartbeats_to(&out, 3).len(), 1, "{out:?}");
+    // A load of another snapshot (an older one) changes nothing.
+    let older = snapshot(3, 2, membership(3));
+    let mut out = Vec::new();
+    s1.raft.snapshot_loaded(
+        s1.now,
+        older.meta.clone(),
+        Some(older.data.clone()),
+        &mut out,
+    );
+    assert_eq!(out, vec![]);
+    assert!(!s1.raft.snapshot_in_memory());
+}
+
+/// A follower that stops answering mid-stream: after an election timeout
+/// the leader lets the bytes go and stops reading the file for it, but
+/// keeps sending it heartbeats anchored at its base; once it answers one,
+/// the snapshot is read back and streamed again.
+#[test]
+fn a_silent_follower_does_not_keep_the_snapshot_in_memory() {
+    let (mut s1, snap) = leader_loading_for_s3();
+    let out = s1.loaded(&snap);
+    assert_eq!(out, vec![send(1, 3, chunk(2, &snap, 0, 9, 6))]);
+    assert!(s1.raft.snapshot_in_memory());
+    let mut loads = 0;
+    let mut last_beat = None;
+    for _ in 0..40 {
+        s1.advance(ms(50));
+        let out = s1.tick();
+        loads += out.iter().filter(|a| **a == load(&snap)).count();
+        if let Some(b) = heartbeats_to(&out, 3).last() {
+            last_beat = Some(*b);
+        }
+        // s2 keeps answering, so the leader keeps its lease.
+        for (prev, _, seq) in heartbeats_to(&out, 2) {
+            s1.step(2, append_ok(2, prev, seq));
+        }
+    }
+    assert!(!s1.raft.snapshot_in_memory(), "let go after s3 went silent");
+    assert_eq!(loads, 0, "no file read for a follower that does not answer");
+    let (prev, prev_term, seq) = last_beat.expect("s3 still gets heartbeats");
+    assert_eq!((prev, prev_term), (4, 2));
+    // s3 is back: it refuses the anchor, and the next heartbeat reads the
+    // snapshot back for it.
+    assert_eq!(s1.step(3, append_reject(2, 1, seq)), vec![]);
+    s1.advance(ms(50));
+    let out = s1.tick();
+    assert!(out.contains(&load(&snap)), "{out:?}");
+}
+
+/// A snapshot taken while a follower is being sent one keeps its bytes (the
+/// follower will want this one next); taken with nobody streaming, it keeps
+/// none.
+#[test]
+fn a_new_snapshot_keeps_its_bytes_only_while_a_follower_streams() {
+    let (mut s1, snap) = leader_loading_for_s3();
+    s1.loaded(&snap);
+    assert!(s1.raft.snapshot_in_memory());
+    s1.propose(set("c")).0.unwrap();
+    s1.step(2, append_ok(2, 5, 6));
+    assert_eq!(s1.raft.commit_index(), LogIndex(5));
+    s1.snapshot_taken(snapshot(5, 2, membership(3)), 0);
+    assert!(s1.raft.snapshot_in_memory(), "s3 is still being sent one");
+    assert_eq!(s1.raft.snapshot_bytes(), Some(9));
+}
+
+/// The load names the write that stored the snapshot, so the outbox holds
+/// it until that file is durable.
+#[test]
+fn load_asks_after_the_write_that_stored_it() {
+    let mut s1 = elected(&config(1, 3), 3);
+    s1.step(2, append_ok(2, 2, 1));
+    s1.propose(set("a")).0.unwrap();
+    s1.propose(set("b")).0.unwrap();
+    s1.step(2, append_ok(2, 4, 4));
+    let snap = snapshot(4, 2, membership(3));
+    let mut out = Vec::new();
+    s1.raft.snapshot_taken(snap.clone(), 0, &mut out);
+    let saved = out
+        .iter()
+        .find_map(|a| match a {
+            Action::Persist {
+                id,
+                op: PersistOp::SaveSnapshot(_),
+                ..
+            } => Some(*id),
+            _ => None,
+        })
+        .expect("saved");
+    let mut out = Vec::new();
+    s1.raft
+        .step(s1.now, node_id(3), append_reject(2, 1, 2), &mut out)
+        .unwrap();
+    assert_eq!(
+        out[0],
+        Action::LoadSnapshot {
+            meta: snap.meta.clone(),
+            stored_by: saved
+        }
+    );
 }
 
 /// The follower side: pieces are taken only in order and only of the same
@@ -2170,7 +2395,7 @@ fn a_follower_assembles_pieces_in_order_and_checks_the_whole() {
     }
     let out = s2.step(1, bad);
     assert_eq!(out, vec![send(2, 1, chunk_resp(2, 5, 0, 0, 4))]);
-    assert_eq!(s2.raft.snapshot(), None);
+    assert_eq!(s2.raft.snapshot_meta(), None);
     // Whole and intact: persisted, committed, then acknowledged.
     s2.step(1, chunk(2, &snap, 0, 4, 5));
     let out = s2.step(1, chunk(2, &snap, 4, 9, 6));
@@ -2185,7 +2410,8 @@ fn a_follower_assembles_pieces_in_order_and_checks_the_whole() {
             after(1, send(2, 1, chunk_resp(2, 5, 9, 5, 6))),
         ]
     );
-    assert_eq!(s2.raft.snapshot(), Some(&snap));
+    assert_eq!(s2.raft.snapshot_meta(), Some(&snap.meta));
+    assert!(!s2.raft.snapshot_in_memory(), "a follower keeps no bytes");
     // A piece claiming more than `snapshot_bytes_max` is refused outright.
     let mut cfg = config(2, 3);
     cfg.snapshot_bytes_max = 8;

@@ -347,8 +347,8 @@ fn a_server_added_after_the_log_was_compacted_gets_the_snapshot() {
     c.run_for(Duration::from_secs(1));
     let base = c.servers[&leader]
         .raft()
-        .snapshot()
-        .map(|s| s.meta.last_index);
+        .snapshot_meta()
+        .map(|s| s.last_index);
     assert!(base.is_some_and(|b| b.0 > 1), "compacted: {base:?}");
 
     let s4 = start_fresh(&mut c, snapshotting(4));

@@ -195,7 +195,7 @@ fn a_snapshot_is_built_from_a_view_while_writes_are_served_then_saved() {
         assert_eq!(saves_in(&all), 0);
     }
     assert!(s.server.last_applied() > at);
-    assert_eq!(s.server.raft().snapshot(), None);
+    assert_eq!(s.server.raft().snapshot_meta(), None);
     assert_eq!(view.encode(), then, "later writes do not reach the view");
     assert_ne!(s.server.fsm().snapshot(), then);
 
@@ -227,7 +227,7 @@ fn a_snapshot_is_built_from_a_view_while_writes_are_served_then_saved() {
             Action::Persist {
                 id: PersistId(id.0 + 1),
                 op: PersistOp::PurgeUpTo(at),
-                sync: true
+                sync: false
             },
             Action::Event(Event::SnapshotTaken { last_index: at }),
             Action::BuildSnapshot {
@@ -250,10 +250,12 @@ fn a_snapshot_is_built_from_a_view_while_writes_are_served_then_saved() {
     assert_eq!(s.outbox.start_job(&mut ready), None, "the purge waits");
     let written = s.outbox.start_background().expect("the snapshot file");
     assert_eq!(written.id, id);
-    // The node keeps the snapshot it saves (to send to followers), the
-    // background write carries it, and so does the log lane's op that
-    // adopts the file: one copy of the bytes, shared three ways, not three
-    // copies (a state of many megabytes was copied on the agent task).
+    // The background write carries the snapshot, and so does the log
+    // lane's op that adopts the file: one copy of the bytes, shared, not
+    // copied (a state of many megabytes was copied on the agent task). The
+    // node keeps none: no follower is being sent a snapshot, and once the
+    // file is written the bytes are the file's (`Action::LoadSnapshot`
+    // reads them back when one is).
     let PersistOp::SaveSnapshot(saved) = &written.op else {
         panic!(
             "the background write is the snapshot file: {:?}",
@@ -262,8 +264,13 @@ fn a_snapshot_is_built_from_a_view_while_writes_are_served_then_saved() {
     };
     assert_eq!(
         std::sync::Arc::strong_count(&saved.data),
-        3,
-        "the node, the file write and the adopting op share the bytes"
+        2,
+        "the file write and the adopting op share the bytes; the node holds none"
+    );
+    assert!(!s.server.raft().snapshot_in_memory());
+    assert_eq!(
+        s.server.raft().snapshot_bytes(),
+        Some(saved.data.len() as u64)
     );
     s.outbox.background_done();
     let job = s.outbox.start_job(&mut ready).expect("then the log lane");
@@ -338,7 +345,7 @@ fn stale_and_unasked_build_results_are_dropped() {
     assert_eq!(s.handle(built), vec![]);
     assert_eq!(s.server.snapshot_building(), Some(newer_meta.last_index));
     assert_eq!(
-        s.server.raft().snapshot().map(|s| s.meta.last_index),
+        s.server.raft().snapshot_meta().map(|s| s.last_index),
         Some(meta.last_index)
     );
 }
@@ -377,7 +384,7 @@ fn building(c: &Cluster, id: NodeId) -> Option<LogIndex> {
 }
 
 fn snapshot_index(c: &Cluster, id: NodeId) -> Option<LogIndex> {
-    c.servers[&id].raft().snapshot().map(|s| s.meta.last_index)
+    c.servers[&id].raft().snapshot_meta().map(|s| s.last_index)
 }
 
 fn took_snapshot(c: &Cluster, id: NodeId) -> bool {

@@ -14,7 +14,7 @@ use std::task::Poll;
 use madsim::net::Endpoint;
 use madsim::rand::Rng;
 use tern_core::fsm::FsmView;
-use tern_core::raft::{Durable, SnapshotMeta};
+use tern_core::raft::{Durable, SnapshotData, SnapshotMeta};
 use tern_core::wire::{
     decode_frame, decode_message, decode_request, encode_frame, encode_message, encode_response,
 };
@@ -195,6 +195,8 @@ enum Wake {
     SnapshotWritten,
     /// An own snapshot asked for with `Action::BuildSnapshot` is encoded.
     SnapshotBuilt(SnapshotMeta, Vec<u8>),
+    /// A snapshot file read back for `Action::LoadSnapshot`.
+    SnapshotLoaded(SnapshotMeta, Option<SnapshotData>),
     Closed,
 }
 
@@ -212,7 +214,7 @@ struct Driver {
     outbox: Outbox,
     disk_jobs: mpsc::UnboundedSender<Vec<PersistWrite>>,
     /// The task that writes own snapshot files beside the log.
-    snapshots: mpsc::UnboundedSender<PersistWrite>,
+    snapshots: mpsc::UnboundedSender<SnapshotJob>,
     /// Where snapshot-encoding tasks hand back their bytes.
     built_tx: mpsc::UnboundedSender<(SnapshotMeta, Vec<u8>)>,
     /// The writes of the job the disk is running (for the observer).
@@ -251,6 +253,7 @@ impl Driver {
                 Wake::DiskDone => Input::Persisted(self.outbox.job_done(&mut released)),
                 Wake::DiskFull(full) => Input::DiskFull(full),
                 Wake::SnapshotBuilt(meta, data) => Input::SnapshotBuilt { meta, data },
+                Wake::SnapshotLoaded(meta, data) => Input::SnapshotLoaded { meta, data },
                 Wake::SnapshotWritten => {
                     // Not an input: the snapshot now goes through the log
                     // lane (the data dir adopts the file).
@@ -312,6 +315,9 @@ impl Driver {
                 }
                 Poll::Ready(Some(DiskReport::SnapshotWritten)) => {
                     return Poll::Ready(Wake::SnapshotWritten)
+                }
+                Poll::Ready(Some(DiskReport::SnapshotLoaded(meta, data))) => {
+                    return Poll::Ready(Wake::SnapshotLoaded(meta, data))
                 }
                 // The disk worker stopped: this incarnation was killed.
                 Poll::Ready(None) => return Poll::Ready(Wake::Closed),
@@ -451,6 +457,11 @@ impl Driver {
                 Action::Respond { id, response } => self.respond(id, &response),
                 Action::Event(event) => self.event(event),
                 Action::BuildSnapshot { meta, view } => self.build_snapshot(meta, view),
+                Action::LoadSnapshot { meta, .. } => {
+                    self.slot.counters.lock().unwrap().snapshot_loads += 1;
+                    // A closed lane means this incarnation was killed.
+                    let _ = self.snapshots.send(SnapshotJob::Load(meta));
+                }
             }
         }
         if let Some(reason) = fatal {
@@ -492,7 +503,7 @@ impl Driver {
             }
         }
         if let Some(w) = self.outbox.start_background() {
-            if self.snapshots.send(w).is_err() {
+            if self.snapshots.send(SnapshotJob::Write(w)).is_err() {
                 return false;
             }
         }
@@ -580,6 +591,15 @@ enum DiskReport {
     Full(bool),
     /// An own snapshot file written beside the log is on disk.
     SnapshotWritten,
+    /// A snapshot file read back (`Action::LoadSnapshot`).
+    SnapshotLoaded(SnapshotMeta, Option<SnapshotData>),
+}
+
+/// What the snapshot lane does, in order: write an own snapshot file
+/// beside the log, or read one back.
+enum SnapshotJob {
+    Write(PersistWrite),
+    Load(SnapshotMeta),
 }
 
 /// Writes own snapshot files beside the log with the daemon's
@@ -589,12 +609,39 @@ enum DiskReport {
 async fn snapshot_worker(
     shared: Arc<Shared>,
     slot: Arc<ServerSlot>,
-    mut snapshots: mpsc::UnboundedReceiver<PersistWrite>,
+    mut snapshots: mpsc::UnboundedReceiver<SnapshotJob>,
     done: mpsc::UnboundedSender<DiskReport>,
 ) {
     let incarnation = slot.fs.incarnation();
     let mut fs = slot.fs.handle();
-    while let Some(w) = snapshots.recv().await {
+    while let Some(job) = snapshots.recv().await {
+        let w = match job {
+            SnapshotJob::Write(w) => w,
+            SnapshotJob::Load(meta) => {
+                disk_latency(&shared, &slot).await;
+                let result = crate::fs::read_snapshot_data(&mut fs, Path::new(DATA_DIR), &meta);
+                if slot.fs.incarnation() != incarnation {
+                    return;
+                }
+                match result {
+                    Ok(data) => {
+                        if done.send(DiskReport::SnapshotLoaded(meta, data)).is_err() {
+                            return;
+                        }
+                    }
+                    Err(e) => {
+                        eprintln!(
+                            "[io-sim] {:?}: stopping: reading a snapshot back failed: {e}",
+                            slot.id
+                        );
+                        *slot.status.lock().unwrap() = NodeStatus::Failed(e.to_string());
+                        *slot.server.lock().unwrap() = None;
+                        return;
+                    }
+                }
+                continue;
+            }
+        };
         let PersistOp::SaveSnapshot(s) = &w.op else {
             continue;
         };

@@ -84,6 +84,8 @@ pub struct NodeCounters {
     pub compactions: u64,
     /// Own snapshots encoded in a task beside the node loop.
     pub snapshot_builds: u64,
+    /// Snapshot files read back to stream them (`Action::LoadSnapshot`).
+    pub snapshot_loads: u64,
     pub crashes: u64,
     pub unsynced_bytes_lost: u64,
     pub torn_tails_recovered: u64,

@@ -458,10 +458,17 @@ fn a_snapshot_bigger_than_a_frame_reaches_a_lagging_follower() {
             put_ok(&client, leader, &format!("big/{i:03}"), &value).await;
         }
         let snapshot_bytes = world
-            .with_server(leader, |s| s.raft().snapshot().map(|s| s.data.len()))
+            .with_server(leader, |s| s.raft().snapshot_bytes())
             .unwrap()
             .expect("the leader has a snapshot");
         assert!(snapshot_bytes > 4 * (128 << 10), "{snapshot_bytes} bytes");
+        // Written, its bytes are the file's, not the heap's: the follower
+        // that needs them does not answer (it may have been read back once
+        // while its last answer was recent, then let go).
+        let in_memory = |id| world.with_server(id, |s| s.raft().snapshot_in_memory());
+        assert_eq!(in_memory(leader), Some(false));
+        let loads = || world.counters(leader).unwrap().snapshot_loads;
+        let loads_while_down = loads();
 
         // Phase 2: the follower comes back and needs the snapshot.
         world.restart(follower);
@@ -486,6 +493,13 @@ fn a_snapshot_bigger_than_a_frame_reaches_a_lagging_follower() {
         let hash = |id| world.with_server(id, |s| (s.last_applied(), s.fsm().state_hash()));
         madsim::time::sleep(Duration::from_secs(1)).await;
         assert_eq!(hash(follower), hash(leader));
+        // The leader read its snapshot back from the file to stream it, and
+        // let go of the bytes once the follower had them all.
+        assert!(
+            loads() > loads_while_down,
+            "the snapshot was read back from its file for the follower"
+        );
+        assert_eq!(in_memory(leader), Some(false));
     });
 }
 

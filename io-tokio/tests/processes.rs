@@ -894,6 +894,18 @@ fn the_state_grows_past_300_mb_and_every_server_survives_its_snapshots() {
     );
     let log = std::fs::read_to_string(&nodes[lagging].log).unwrap_or_default();
     assert!(log.contains("snapshot installed"), "{log}");
+    // The leader kept no copy of its ~310 MiB snapshot in memory: it read
+    // the file back to send it.
+    let read_back = nodes.iter().any(|n| {
+        std::fs::read_to_string(&n.log)
+            .unwrap_or_default()
+            .contains("read back to send it")
+    });
+    assert!(
+        read_back,
+        "no server read its snapshot back:\n{}",
+        logs(&nodes)
+    );
 
     // Phase 3: a server restarted now recovers from its own snapshot file,
     // bigger than one WAL record.

@@ -198,6 +198,9 @@ fn fold_trace(h: &mut u64, obs: &Observation<'_>) {
             Action::Respond { id, response } => (2u8, id, response.is_ok()).hash(&mut s),
             Action::Event(e) => (3u8, format!("{e:?}")).hash(&mut s),
             Action::BuildSnapshot { meta, .. } => (5u8, meta.last_index).hash(&mut s),
+            Action::LoadSnapshot { meta, stored_by } => {
+                (6u8, meta.last_index, stored_by.0).hash(&mut s)
+            }
         }
     }
     for w in obs.durable {

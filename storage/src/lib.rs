@@ -57,6 +57,7 @@ use tern_core::PersistOp;
 
 pub use data_dir::{write_snapshot_file, DataDir};
 pub use fs::{Fs, FsError, FsOp, StdFs, EIO, ENOSPC};
+pub use recovery::read_snapshot_data;
 pub use sim_fs::{CrashReport, FaultRates, SimFs, SimFsStats};
 
 /// The default size at which a log segment is closed and a new one started.

@@ -3,7 +3,7 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use tern_core::raft::{Durable, HardState, Snapshot, SnapshotMeta};
+use tern_core::raft::{Durable, HardState, Snapshot, SnapshotData, SnapshotMeta};
 use tern_core::wire::wal::{self, WalRecord};
 use tern_core::{LogIndex, PersistOp, Term};
 
@@ -216,6 +216,35 @@ pub(crate) fn recover(fs: &mut impl Fs, dir: &Path) -> Result<Recovered, Storage
         purged,
         purge_floor,
     })
+}
+
+/// The bytes of the snapshot file `meta` names in `<data_dir>/raft/`,
+/// checked as recovery checks them (header, pieces, crc32c, the metadata
+/// it holds), or `None` if there is no such file (a newer snapshot replaced
+/// it). What `Action::LoadSnapshot` asks a driver for. A damaged file, or
+/// one holding another snapshot, is [`StorageError::Corrupt`] naming it.
+pub fn read_snapshot_data(
+    fs: &mut impl Fs,
+    data_dir: &Path,
+    meta: &SnapshotMeta,
+) -> Result<Option<SnapshotData>, StorageError> {
+    let dir = data_dir.join("raft");
+    let name = files::snapshot_name(meta.last_index, meta.last_term);
+    let path = dir.join(&name);
+    let record = match read_snapshot(fs, &path, meta.last_index, meta.last_term) {
+        Ok(record) => record,
+        Err(StorageError::Io(e)) if e.is_not_found() => return Ok(None),
+        Err(e) => return Err(e),
+    };
+    let snapshot = record_snapshot(&record);
+    if snapshot.meta != *meta {
+        return Err(corrupt(
+            &path,
+            0,
+            "the file holds another configuration than the snapshot it is named for",
+        ));
+    }
+    Ok(Some(snapshot.data.clone()))
 }
 
 fn record_snapshot(record: &WalRecord) -> &Snapshot {

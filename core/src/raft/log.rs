@@ -40,6 +40,11 @@ impl RaftLog {
         self.base_index
     }
 
+    /// The term of the entry at the base (the snapshot's last entry).
+    pub fn base_term(&self) -> Term {
+        self.base_term
+    }
+
     pub fn first_index(&self) -> LogIndex {
         self.base_index.next()
     }

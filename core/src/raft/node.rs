@@ -77,6 +77,23 @@ struct PendingRead {
     seq: u64,
 }
 
+/// The latest snapshot: its metadata always, its bytes only while a
+/// follower is being sent them. Once written, the bytes are the file's
+/// (`Action::LoadSnapshot` reads them back): a server does not hold its
+/// state twice, once live and once encoded.
+#[derive(Debug)]
+struct HeldSnapshot {
+    meta: SnapshotMeta,
+    /// The encoded state's size, in bytes.
+    len: u64,
+    /// The bytes, while they are being streamed to a follower.
+    data: Option<SnapshotData>,
+    /// The write that stores it (`PersistId(0)`: recovered from disk).
+    stored_by: PersistId,
+    /// An `Action::LoadSnapshot` for it is out.
+    loading: bool,
+}
+
 /// Raft state for one server.
 #[derive(Debug)]
 pub struct Raft {
@@ -88,7 +105,7 @@ pub struct Raft {
     term: Term,
     vote: Option<NodeId>,
     log: RaftLog,
-    snapshot: Option<Snapshot>,
+    snapshot: Option<HeldSnapshot>,
 
     // Durability (see `persist` and `persisted`).
     /// The id of the last `Persist` issued.
@@ -193,6 +210,15 @@ impl Raft {
         }
         let commit = base_index;
         let log = RaftLog::new(base_index, base_term, entries);
+        // The server restored its state from the bytes already; they are
+        // the file's from here on.
+        let snapshot = snapshot.map(|s| HeldSnapshot {
+            len: s.data.len() as u64,
+            meta: s.meta,
+            data: None,
+            stored_by: PersistId(0),
+            loading: false,
+        });
         let durable_index = log.last_index();
         let mut raft = Raft {
             id: config.node_id,
@@ -317,8 +343,18 @@ impl Raft {
     pub fn leader_suspected(&self) -> bool {
         self.leader.is_some() && self.leader == self.suspect
     }
-    pub fn snapshot(&self) -> Option<&Snapshot> {
-        self.snapshot.as_ref()
+    /// The latest snapshot's metadata (taken here or installed).
+    pub fn snapshot_meta(&self) -> Option<&SnapshotMeta> {
+        self.snapshot.as_ref().map(|s| &s.meta)
+    }
+    /// The latest snapshot's size, in bytes (held in memory or not).
+    pub fn snapshot_bytes(&self) -> Option<u64> {
+        self.snapshot.as_ref().map(|s| s.len)
+    }
+    /// Whether the latest snapshot's bytes are in memory (only while a
+    /// follower is being sent them, or being read back for that).
+    pub fn snapshot_in_memory(&self) -> bool {
+        self.snapshot.as_ref().is_some_and(|s| s.data.is_some())
     }
     pub fn transfer_target(&self) -> Option<NodeId> {
         self.transfer.as_ref().map(|t| t.target)
@@ -709,6 +745,7 @@ impl Raft {
         if self.role == Role::Leader {
             out.push(Action::Event(Event::SteppedDown { term: self.term }));
             self.progress.clear();
+            self.release_snapshot_if_unwanted(now);
             self.transfer = None;
             self.failed_reads
                 .extend(self.reads.drain(..).map(|r| r.ctx));
@@ -880,6 +917,9 @@ impl Raft {
             }
             self.send_append(now, p, true, out);
         }
+        // A follower silent for an election timeout is not being sent
+        // anything worth keeping a snapshot's bytes in memory for.
+        self.release_snapshot_if_unwanted(now);
     }
 
     /// Send the follower what it needs next: entries if the window allows, a
@@ -914,11 +954,16 @@ impl Raft {
             // it up. (A server added while the log no longer starts at 1, a
             // removed server added back, is probed at `matched` 0 with
             // `next` past the base: without this it was sent nothing, ever.)
-            let in_snapshot = self
+            // While its pieces are on their way they are its heartbeats; a
+            // follower waiting for our snapshot's bytes to be read back (or
+            // for a load at all: they are let go while it does not answer)
+            // is sent one anchored at our base by `send_snapshot_chunk`.
+            let streaming = self
                 .progress
                 .get(&peer)
-                .is_some_and(|p| p.state == ReplState::Snapshot);
-            if !in_snapshot {
+                .is_some_and(|p| p.state == ReplState::Snapshot)
+                && self.snapshot_in_memory();
+            if !streaming {
                 self.send_snapshot(now, peer, out);
             }
             return;
@@ -1300,9 +1345,10 @@ impl Raft {
             self.log.reset_to(meta.last_index, meta.last_term);
             self.log_truncated(meta.last_index.next());
         }
-        self.snapshot = Some(snapshot.clone()); // shares the bytes
-        self.installed = Some(snapshot.clone());
-        self.persist(PersistOp::InstallSnapshot(snapshot), out);
+        self.installed = Some(snapshot.clone()); // shares the bytes
+        let held = self.hold_snapshot(&snapshot);
+        let stored_by = self.persist(PersistOp::InstallSnapshot(snapshot), out);
+        self.snapshot = Some(HeldSnapshot { stored_by, ..held });
         self.commit = meta.last_index;
         self.recompute_membership();
         out.push(Action::Event(Event::SnapshotInstalled {
@@ -1346,8 +1392,9 @@ impl Raft {
         let compact_to = LogIndex(last.0.saturating_sub(trailing)).max(self.log.base_index());
         let purge = compact_to > self.log.base_index();
         self.log.compact_to(compact_to);
-        self.snapshot = Some(snapshot.clone()); // shares the bytes
-        self.persist(PersistOp::SaveSnapshot(snapshot), out);
+        let held = self.hold_snapshot(&snapshot);
+        let stored_by = self.persist(PersistOp::SaveSnapshot(snapshot), out);
+        self.snapshot = Some(HeldSnapshot { stored_by, ..held });
         if purge {
             // Only space: entries the snapshot covers may survive a crash.
             self.persist(PersistOp::PurgeUpTo(compact_to), out);
@@ -1622,7 +1669,11 @@ impl Raft {
         if let Some(upto) = extends {
             self.pending_log_writes.push_back((id, upto));
         }
-        out.push(Action::Persist { id, op, sync: true });
+        // A purge only frees space and promises nothing: it needs no fsync
+        // of its own (the next synced write carries it; a crash may undo
+        // it, which the contract allows).
+        let sync = !matches!(op, PersistOp::PurgeUpTo(_));
+        out.push(Action::Persist { id, op, sync });
         id
     }
 

@@ -1,14 +1,16 @@
 //! The agent task: owns the `Server`, turns the world into `Input`s and
 //! executes the `Action`s in order.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 use std::sync::Arc;
 use std::time::Duration as StdDuration;
 
 use tern_core::autopilot::AutopilotEvent;
 use tern_core::autopilot::GossipStatus;
 use tern_core::fsm::FsmView;
-use tern_core::raft::{Durable, Member, Membership, Role, SnapshotMeta, Suffrage};
+use tern_core::raft::{
+    Durable, Member, Membership, Role, Snapshot, SnapshotData, SnapshotMeta, Suffrage,
+};
 use tern_core::rpc::{Response, RpcError};
 use tern_core::serf_health::LanMember;
 use tern_core::{
@@ -385,6 +387,9 @@ enum SnapshotJob {
     Build { meta: SnapshotMeta, view: FsmView },
     /// Write an own snapshot file beside the log (`Outbox::start_background`).
     Write(PersistWrite),
+    /// Read a snapshot's bytes back from its file (`Action::LoadSnapshot`),
+    /// to stream them to a follower.
+    Load(SnapshotMeta),
 }
 
 /// The thread that encodes a server's own snapshots and writes their files
@@ -401,9 +406,46 @@ fn spawn_snapshot_thread(
         .name("tern-snapshot".into())
         .spawn(move || {
             let mut fs = crate::storage::StdFs::new();
+            // `-dev` has no files: the last snapshots "written" stay here,
+            // two as a data dir keeps (only a `-dev` cluster reads them).
+            let mut in_memory: VecDeque<Snapshot> = VecDeque::new();
             while let Some(job) = rx.blocking_recv() {
                 let w = match job {
                     SnapshotJob::Write(w) => w,
+                    SnapshotJob::Load(meta) => {
+                        let started = std::time::Instant::now();
+                        let report = match &data_dir {
+                            Some(dir) => match crate::storage::read_snapshot_data(&mut fs, dir, &meta) {
+                                Ok(data) => {
+                                    match &data {
+                                        Some(d) => tracing::info!(
+                                            "snapshot at index {} read back to send it: {} bytes in {} ms",
+                                            meta.last_index.0,
+                                            d.len(),
+                                            started.elapsed().as_millis()
+                                        ),
+                                        None => tracing::info!(
+                                            "snapshot at index {} was replaced before it was read back",
+                                            meta.last_index.0
+                                        ),
+                                    }
+                                    DiskReport::Loaded { meta, data }
+                                }
+                                Err(e) => DiskReport::Failed(format!("reading a snapshot back: {e}")),
+                            },
+                            None => {
+                                let data = in_memory
+                                    .iter()
+                                    .find(|s| s.meta == meta)
+                                    .map(|s| s.data.clone());
+                                DiskReport::Loaded { meta, data }
+                            }
+                        };
+                        if done_tx.send(report).is_err() {
+                            return;
+                        }
+                        continue;
+                    }
                     SnapshotJob::Build { meta, view } => {
                         let started = std::time::Instant::now();
                         let data = view.encode();
@@ -438,6 +480,13 @@ fn spawn_snapshot_thread(
                         }
                         .log_took(started, s.data.len())
                     }
+                    (None, PersistOp::SaveSnapshot(s)) => {
+                        in_memory.push_back(s.clone());
+                        if in_memory.len() > 2 {
+                            in_memory.pop_front();
+                        }
+                        DiskReport::BackgroundDone
+                    }
                     _ => DiskReport::BackgroundDone,
                 };
                 if done_tx.send(report).is_err() {
@@ -470,6 +519,12 @@ enum DiskReport {
     BackgroundDone,
     /// An own snapshot is encoded (`SnapshotJob::Build`).
     Built { meta: SnapshotMeta, data: Vec<u8> },
+    /// A snapshot's bytes read back (`SnapshotJob::Load`); `None`: no such
+    /// file any more.
+    Loaded {
+        meta: SnapshotMeta,
+        data: Option<SnapshotData>,
+    },
     /// A durable write failed: the agent must stop.
     Failed(String),
 }
@@ -713,9 +768,9 @@ impl Loop {
                 .or_else(|| {
                     server
                         .raft()
-                        .snapshot()
-                        .filter(|s| s.meta.last_index == last)
-                        .map(|s| s.meta.last_term)
+                        .snapshot_meta()
+                        .filter(|s| s.last_index == last)
+                        .map(|s| s.last_term)
                 })
                 .unwrap_or(server.term());
             let servers = server
@@ -852,6 +907,10 @@ impl Loop {
                 self.handle_now(Input::SnapshotBuilt { meta, data });
                 return;
             }
+            Some(DiskReport::Loaded { meta, data }) => {
+                self.handle_now(Input::SnapshotLoaded { meta, data });
+                return;
+            }
             Some(DiskReport::Failed(e)) => {
                 tracing::error!("stopping: a durable write failed: {e}");
                 std::process::exit(1);
@@ -911,6 +970,12 @@ impl Loop {
                     .send(SnapshotJob::Build { meta, view })
                     .is_err()
                 {
+                    tracing::error!("stopping: the snapshot thread is gone");
+                    std::process::exit(1);
+                }
+            }
+            Action::LoadSnapshot { meta, .. } => {
+                if self.snapshots.send(SnapshotJob::Load(meta)).is_err() {
                     tracing::error!("stopping: the snapshot thread is gone");
                     std::process::exit(1);
                 }

@@ -34,26 +34,65 @@ impl Raft {
         peer: NodeId,
         out: &mut Vec<Action>,
     ) {
+        let Some(held) = self.snapshot.as_mut() else {
+            return;
+        };
+        let index = held.meta.last_index;
+        if held.data.is_none() {
+            // The bytes are the file's: read them back first, but only for
+            // a follower that answers (one that is down would keep them in
+            // memory for nothing). It waits in the snapshot state, sent
+            // heartbeats anchored at our base (see `send_append`), which
+            // also tell us when it is back; `snapshot_loaded` sends.
+            let alive = self
+                .progress
+                .get(&peer)
+                .is_some_and(|p| now.saturating_since(p.last_ack) < self.opts.election_max);
+            if alive && !held.loading {
+                held.loading = true;
+                out.push(Action::LoadSnapshot {
+                    meta: held.meta.clone(),
+                    stored_by: held.stored_by,
+                });
+            }
+            if let Some(p) = self.progress.get_mut(&peer) {
+                p.state = ReplState::Snapshot;
+                p.inflight.clear();
+                p.next = index.next();
+            }
+            let heartbeat = AppendEntries {
+                term: self.term,
+                prev_log_index: self.log.base_index(),
+                prev_log_term: self.log.base_term(),
+                entries: Vec::new(),
+                leader_commit: self.commit,
+                seq: self.next_seq(now),
+            };
+            self.send(peer, RaftMessage::AppendEntries(heartbeat), out);
+            return;
+        }
         let crc32c = self.snapshot_crc();
         let Some(snapshot) = self.snapshot.as_ref() else {
             return;
         };
-        let index = snapshot.meta.last_index;
-        let total = snapshot.data.len() as u64;
+        let Some(data) = snapshot.data.as_ref() else {
+            return;
+        };
+        let total = snapshot.len;
         let offset = match self.progress.get(&peer).and_then(|p| p.snapshot_offset) {
             Some((i, o)) if i == index && o < total => o,
             _ => 0,
         };
         let end = (offset as usize)
             .saturating_add(self.opts.snapshot_chunk_bytes)
-            .min(snapshot.data.len());
+            .min(data.len());
         let chunk = InstallSnapshotChunk {
             term: self.term,
             meta: snapshot.meta.clone(),
             total_bytes: total,
             crc32c,
             offset,
-            data: snapshot.data[offset as usize..end].to_vec(),
+            data: data[offset as usize..end].to_vec(),
             seq: 0,
         };
         let seq = self.next_seq(now);
@@ -70,7 +109,8 @@ impl Raft {
         );
     }
 
-    /// The crc32c of our current snapshot, computed once per snapshot.
+    /// The crc32c of our current snapshot, computed once per snapshot
+    /// (its bytes must be in memory).
     fn snapshot_crc(&mut self) -> u32 {
         let Some(snapshot) = self.snapshot.as_ref() else {
             return 0;
@@ -79,11 +119,85 @@ impl Raft {
         match self.snapshot_crc {
             Some((i, crc)) if i == index => crc,
             _ => {
-                let crc = crc32c::crc32c(&snapshot.data);
+                let data = snapshot.data.as_ref().expect("only sent from memory");
+                let crc = crc32c::crc32c(data);
                 self.snapshot_crc = Some((index, crc));
                 crc
             }
         }
+    }
+
+    /// What a `Persist` of `snapshot` leaves held: its bytes only if the
+    /// snapshot it replaces is being streamed (the follower will want this
+    /// one next).
+    pub(super) fn hold_snapshot(&self, snapshot: &Snapshot) -> HeldSnapshot {
+        let streaming = self.role == Role::Leader && self.snapshot_in_memory();
+        HeldSnapshot {
+            meta: snapshot.meta.clone(),
+            len: snapshot.data.len() as u64,
+            data: streaming.then(|| snapshot.data.clone()),
+            stored_by: PersistId(0),
+            loading: false,
+        }
+    }
+
+    /// Drop the snapshot's bytes unless a follower that answers (within an
+    /// election timeout) is being sent them: the file has them.
+    pub(super) fn release_snapshot_if_unwanted(&mut self, now: Instant) {
+        let wanted = self.role == Role::Leader
+            && self.progress.values().any(|p| {
+                p.state == ReplState::Snapshot
+                    && now.saturating_since(p.last_ack) < self.opts.election_max
+            });
+        if wanted {
+            return;
+        }
+        if let Some(held) = self.snapshot.as_mut() {
+            held.data = None;
+        }
+    }
+
+    /// The driver read back our snapshot's bytes (`Action::LoadSnapshot`):
+    /// send the first piece to every follower waiting for it. A load of a
+    /// snapshot we no longer hold is dropped; `None` (no such file: it was
+    /// replaced meanwhile) lets the next heartbeat ask again.
+    pub fn snapshot_loaded(
+        &mut self,
+        now: Instant,
+        meta: SnapshotMeta,
+        data: Option<SnapshotData>,
+        out: &mut Vec<Action>,
+    ) {
+        let Some(held) = self.snapshot.as_mut().filter(|h| h.meta == meta) else {
+            return;
+        };
+        held.loading = false;
+        let Some(data) = data else {
+            return;
+        };
+        if held.data.is_none() {
+            if data.len() as u64 != held.len {
+                // Not the size it was taken with: a follower that holds
+                // pieces of it starts over (they name another size).
+                held.len = data.len() as u64;
+                held.data = Some(data);
+                self.snapshot_crc = None;
+            } else {
+                held.data = Some(data);
+            }
+        }
+        if self.role == Role::Leader {
+            let waiting: Vec<NodeId> = self
+                .progress
+                .iter()
+                .filter(|(_, p)| p.state == ReplState::Snapshot && p.inflight.is_empty())
+                .map(|(id, _)| *id)
+                .collect();
+            for peer in waiting {
+                self.send_snapshot_chunk(now, peer, out);
+            }
+        }
+        self.release_snapshot_if_unwanted(now);
     }
 
     pub(super) fn handle_snapshot_chunk(
@@ -187,7 +301,7 @@ impl Raft {
         }
         let last = self.log.last_index();
         let ours = self.snapshot.as_ref().map(|s| s.meta.last_index);
-        let total = self.snapshot.as_ref().map_or(0, |s| s.data.len() as u64);
+        let total = self.snapshot.as_ref().map_or(0, |s| s.len);
         let p = self.progress.get_mut(&from).expect("accepted");
         p.inflight.retain(|s| *s > resp.seq);
         if p.state != ReplState::Snapshot {
@@ -203,6 +317,7 @@ impl Raft {
             }
             p.snapshot_offset = None;
             p.reset_to_probe();
+            self.release_snapshot_if_unwanted(now);
             self.after_answer(now, from, out);
             return;
         } else {
