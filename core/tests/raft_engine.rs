@@ -1206,6 +1206,27 @@ fn leader_commits_an_earlier_term_entry_only_through_an_entry_of_its_own_term() 
     assert_eq!(s1.raft.commit_index(), LogIndex(3));
 }
 
+/// A full queue (`pending_proposals_max` uncommitted entries) refuses
+/// client writes with `Busy`, but not a configuration change: at most one is
+/// ever uncommitted, and a steady load must not keep autopilot from
+/// promoting a server (the simulator's rolling restart, seed 14).
+#[test]
+fn a_full_queue_refuses_writes_but_not_a_configuration_change() {
+    let mut cfg = config(1, 3);
+    cfg.pending_proposals_max = 2;
+    let mut s1 = established(&cfg, 3);
+    assert_eq!(s1.propose(set("a")).0, Ok((LogIndex(3), Term(2))));
+    assert_eq!(s1.propose(set("b")).0, Ok((LogIndex(4), Term(2))));
+    assert_eq!(s1.propose(set("c")).0, Err(ProposeError::Busy));
+    let change = with_server(membership(3), 4, Suffrage::Nonvoter);
+    let (r, _) = s1.propose(EntryPayload::Membership(change.clone()));
+    assert_eq!(r, Ok((LogIndex(5), Term(2))));
+    // Still one at a time.
+    let again = with_server(change, 5, Suffrage::Nonvoter);
+    let (r, _) = s1.propose(EntryPayload::Membership(again));
+    assert_eq!(r, Err(ProposeError::ConfigChangeInProgress));
+}
+
 // ===== non-voters (Raft protocol 3 / thesis §4.2.1) =====
 
 /// Thesis §4.2.1: a non-voter receives the log but is never asked for its

@@ -91,10 +91,25 @@ async fn until_left(n: &Nemesis, id: NodeId, within: Duration) -> bool {
 fn autopilot_health(n: &Nemesis, id: NodeId) -> Option<String> {
     let l = n.leader()?;
     n.world.with_server(l, |s| {
+        let others: Vec<String> = s
+            .autopilot()
+            .health()
+            .servers()
+            .values()
+            .filter(|h| h.id != id)
+            .map(|h| {
+                format!(
+                    "{:?}: healthy {} last_contact {:?} index {:?}",
+                    h.id, h.healthy, h.last_contact, h.last_index
+                )
+            })
+            .collect();
         format!(
-            "{:?}; leader's last index {:?}",
+            "{:?}; leader {l:?}'s last index {:?}, commit {:?}, change pending {}; the others: {others:?}",
             s.autopilot().health().server(id),
-            s.raft().log().last_index()
+            s.raft().log().last_index(),
+            s.raft().commit_index(),
+            s.raft().membership_change_pending(),
         )
     })
 }
