@@ -55,7 +55,7 @@ use std::path::PathBuf;
 use tern_core::raft::{Durable, PersistError};
 use tern_core::PersistOp;
 
-pub use data_dir::{write_snapshot_file, DataDir};
+pub use data_dir::{remove_superseded, write_snapshot_file, DataDir};
 pub use fs::{Fs, FsError, FsOp, StdFs, EIO, ENOSPC};
 pub use sim_fs::{CrashReport, FaultRates, SimFs, SimFsStats};
 
@@ -147,6 +147,13 @@ pub trait Storage: Send {
     /// `sync`, it is on disk (fsynced) when this returns, and so is every
     /// write before it.
     fn persist(&mut self, op: &PersistOp, sync: bool) -> Result<(), StorageError>;
+
+    /// Files the storage no longer needs, for the driver to delete beside
+    /// the log with [`remove_superseded`] (old snapshot files: see
+    /// [`DataDir::take_superseded`]). None by default.
+    fn take_superseded(&mut self) -> Vec<PathBuf> {
+        Vec::new()
+    }
 }
 
 /// Storage for `-dev`: the durable state lives, and dies, in memory.

@@ -23,6 +23,9 @@ pub(crate) struct Recovered {
     pub purged: LogIndex,
     /// What it must hold before another snapshot file is written.
     pub purge_floor: LogIndex,
+    /// The highest purge mark in the segments left, and the first index of
+    /// the segment that holds it.
+    pub log_mark: Option<(LogIndex, LogIndex)>,
 }
 
 fn corrupt(file: &Path, offset: u64, reason: impl Into<String>) -> StorageError {
@@ -39,6 +42,9 @@ struct Segment {
     path: PathBuf,
     len: u64,
     records: Vec<(u64, WalRecord)>,
+    /// Its highest purge mark (a `PurgeUpTo` record) and that record's
+    /// offset, if it holds one.
+    mark: Option<(LogIndex, u64)>,
 }
 
 impl Segment {
@@ -172,9 +178,15 @@ pub(crate) fn recover(fs: &mut impl Fs, dir: &Path) -> Result<Recovered, Storage
             ));
         }
     }
-    if let Some((path, at)) = &purged {
-        d.apply(&PersistOp::PurgeUpTo(*at))
-            .map_err(|e| corrupt(path, 0, e.to_string()))?;
+    // The highest purge, from `purged` or a mark in a segment, last.
+    let mark = segments
+        .iter()
+        .filter_map(|s| s.mark.map(|(at, offset)| (at, &s.path, offset)))
+        .chain(purged.as_ref().map(|(path, at)| (*at, path, 0)))
+        .max_by_key(|&(at, _, _)| at);
+    if let Some((at, path, offset)) = mark {
+        d.apply(&PersistOp::PurgeUpTo(at))
+            .map_err(|e| corrupt(path, offset, e.to_string()))?;
     }
     if let Some((below, above)) = d.gap() {
         let path = segments
@@ -197,14 +209,28 @@ pub(crate) fn recover(fs: &mut impl Fs, dir: &Path) -> Result<Recovered, Storage
         fs.sync_dir(dir)?;
     }
     let purged = purged.map_or(LogIndex::ZERO, |(_, at)| at);
-    // Entries left on disk below the live log were dropped by a record that
-    // a newer snapshot file may replace (an installed snapshot, or an older
-    // build's snapshot record with its `compact_to`): `purged` must say so
-    // on its own (the data dir writes it), so they never come back.
+    let log_mark = segments
+        .iter()
+        .filter_map(|s| s.mark.map(|(at, _)| (at, s.first)))
+        .max();
+    // A mark read from the last segment may still be only in the page
+    // cache (a process crash keeps it): make it durable before anything
+    // relies on it.
+    if let (Some((_, seg)), Some(last)) = (log_mark, segments.last()) {
+        if seg == last.first {
+            fs.sync(&last.path).map_err(StorageError::Io)?;
+        }
+    }
+    let on_disk = purged.max(log_mark.map_or(LogIndex::ZERO, |(at, _)| at));
+    // Entries left on disk below the live log that no purge mark covers
+    // were dropped by a record that a newer snapshot file may replace (an
+    // installed snapshot, or an older build's snapshot record with its
+    // `compact_to`): `purged` must say so on its own (the data dir writes
+    // it), so they never come back.
     let mut purge_floor = purged;
     if let (Some(seg), Some(e)) = (segments.first(), d.entries.first()) {
         let dead_up_to = e.index.prev();
-        if seg.first <= dead_up_to {
+        if seg.first <= dead_up_to && dead_up_to > on_disk {
             purge_floor = purge_floor.max(dead_up_to);
         }
     }
@@ -215,6 +241,7 @@ pub(crate) fn recover(fs: &mut impl Fs, dir: &Path) -> Result<Recovered, Storage
         snapshots: snapshot_files.into_keys().collect(),
         purged,
         purge_floor,
+        log_mark,
     })
 }
 
@@ -266,11 +293,14 @@ fn replay_segments(d: &mut Durable, segments: &[Segment]) -> Result<(), StorageE
                     }
                 }
                 WalRecord::Append(_) | WalRecord::TruncateFrom(_) => {}
+                // A purge mark: applied last, with the highest of them.
+                WalRecord::PurgeUpTo(_) if i > 0 => continue,
                 _ => {
                     return Err(corrupt(
                         &seg.path,
                         *offset,
-                        "a log segment holds only appends and truncations",
+                        "a log segment holds only appends, truncations and purge marks \
+                         (after its first append)",
                     ))
                 }
             }
@@ -470,11 +500,20 @@ fn read_segments(
             *changed = true;
             continue;
         }
+        let records: Vec<(u64, WalRecord)> = rec.offsets.into_iter().zip(rec.records).collect();
+        let mark = records
+            .iter()
+            .filter_map(|(offset, r)| match r {
+                WalRecord::PurgeUpTo(at) => Some((*at, *offset)),
+                _ => None,
+            })
+            .max();
         out.push(Segment {
             first,
             path: path.clone(),
             len: rec.valid_len as u64,
-            records: rec.offsets.into_iter().zip(rec.records).collect(),
+            records,
+            mark,
         });
     }
     Ok(out)
