@@ -106,16 +106,17 @@ pub(crate) async fn run_server(shared: Arc<Shared>, slot: Arc<ServerSlot>) {
     // the node keeps taking inputs while a job's fsyncs run.
     let (jobs_tx, jobs_rx) = mpsc::unbounded_channel();
     let (done_tx, disk_done) = mpsc::unbounded_channel();
+    // Own snapshot files are written beside the log, and old ones deleted
+    // there, as the daemon's snapshot thread does.
+    let (snapshots_tx, snapshots_rx) = mpsc::unbounded_channel();
     madsim::task::spawn(disk_worker(
         shared.clone(),
         slot.clone(),
         data_dir,
         jobs_rx,
         done_tx.clone(),
+        snapshots_tx.clone(),
     ));
-    // Own snapshot files are written beside the log, as the daemon's
-    // snapshot thread does.
-    let (snapshots_tx, snapshots_rx) = mpsc::unbounded_channel();
     madsim::task::spawn(snapshot_worker(
         shared.clone(),
         slot.clone(),
@@ -212,7 +213,7 @@ struct Driver {
     outbox: Outbox,
     disk_jobs: mpsc::UnboundedSender<Vec<PersistWrite>>,
     /// The task that writes own snapshot files beside the log.
-    snapshots: mpsc::UnboundedSender<PersistWrite>,
+    snapshots: mpsc::UnboundedSender<SnapshotJob>,
     /// Where snapshot-encoding tasks hand back their bytes.
     built_tx: mpsc::UnboundedSender<(SnapshotMeta, Vec<u8>)>,
     /// The writes of the job the disk is running (for the observer).
@@ -492,7 +493,7 @@ impl Driver {
             }
         }
         if let Some(w) = self.outbox.start_background() {
-            if self.snapshots.send(w).is_err() {
+            if self.snapshots.send(SnapshotJob::Write(w)).is_err() {
                 return false;
             }
         }
@@ -582,19 +583,41 @@ enum DiskReport {
     SnapshotWritten,
 }
 
+/// What the snapshot worker is asked to do.
+enum SnapshotJob {
+    /// Write an own snapshot file beside the log.
+    Write(PersistWrite),
+    /// Delete snapshot files the data dir no longer keeps
+    /// (`DataDir::take_superseded`). Nothing waits for it.
+    Remove(Vec<std::path::PathBuf>),
+}
+
 /// Writes own snapshot files beside the log with the daemon's
 /// `write_snapshot_file`, on its own handle on the node's filesystem, with
 /// the simulated fsync latency; a failure other than a full disk (retried)
-/// stops the node.
+/// stops the node. Deletes old snapshot files with the daemon's
+/// `remove_superseded` (a failure loses nothing: recovery deletes them).
 async fn snapshot_worker(
     shared: Arc<Shared>,
     slot: Arc<ServerSlot>,
-    mut snapshots: mpsc::UnboundedReceiver<PersistWrite>,
+    mut snapshots: mpsc::UnboundedReceiver<SnapshotJob>,
     done: mpsc::UnboundedSender<DiskReport>,
 ) {
     let incarnation = slot.fs.incarnation();
     let mut fs = slot.fs.handle();
-    while let Some(w) = snapshots.recv().await {
+    while let Some(job) = snapshots.recv().await {
+        let w = match job {
+            SnapshotJob::Write(w) => w,
+            SnapshotJob::Remove(paths) => {
+                if slot.fs.incarnation() != incarnation {
+                    return;
+                }
+                if let Err(e) = crate::fs::remove_superseded(&mut fs, &paths) {
+                    println!("[io-sim] {:?}: deleting an old snapshot file: {e}", slot.id);
+                }
+                continue;
+            }
+        };
         let PersistOp::SaveSnapshot(s) = &w.op else {
             continue;
         };
@@ -648,6 +671,7 @@ async fn disk_worker(
     mut data_dir: DataDir<SharedFs>,
     mut jobs: mpsc::UnboundedReceiver<Vec<PersistWrite>>,
     done: mpsc::UnboundedSender<DiskReport>,
+    snapshots: mpsc::UnboundedSender<SnapshotJob>,
 ) {
     let incarnation = slot.fs.incarnation();
     while let Some(job) = jobs.recv().await {
@@ -719,6 +743,10 @@ async fn disk_worker(
                 }
                 break;
             }
+        }
+        let superseded = data_dir.take_superseded();
+        if !superseded.is_empty() {
+            let _ = snapshots.send(SnapshotJob::Remove(superseded));
         }
         if slot.fs.incarnation() != incarnation || done.send(DiskReport::Done).is_err() {
             return;

@@ -44,10 +44,26 @@ use crate::{Storage, StorageError};
 ///   into the segment that is left, so a torn write is always at the end of
 ///   the last segment;
 /// - a full segment is fsynced before the next one is created;
-/// - `PurgeUpTo` writes `purged`, then deletes, oldest first, the segments
-///   wholly at or below it; `InstallSnapshot` writes its file, then deletes
-///   the segments it makes dead: oldest first when the log is kept after
-///   it, newest first when the whole log goes.
+/// - `PurgeUpTo` appends a purge mark (a `PurgeUpTo` record) to the last
+///   segment, unsynced, then deletes, oldest first, the segments wholly at
+///   or below it. The mark needs no fsync before the deletions: a crash
+///   that keeps some of them and loses the mark leaves a suffix of the
+///   segments (the partial purge above), and any later synced write fsyncs
+///   the last segment, mark and all, first. A purge that deletes no segment
+///   (the usual one: segments are large) costs one buffered append;
+/// - a truncation that would delete the segment holding the mark while a
+///   segment left still holds entries at or below it writes the mark to
+///   `purged` first; an empty last segment (left by a full disk) takes no
+///   record either: the mark goes to `purged`;
+/// - `InstallSnapshot` writes its file, then deletes the segments it makes
+///   dead: oldest first when the log is kept after it (after raising
+///   `purged` to its last index, durably: a newer snapshot file will replace
+///   the one that says those entries are gone), newest first when the whole
+///   log goes;
+/// - a snapshot file past the newest two is not deleted here: it is handed
+///   to the driver ([`DataDir::take_superseded`]), which deletes it beside
+///   the log ([`remove_superseded`]) without a directory fsync. A deletion
+///   lost in a crash is redone by recovery.
 ///
 /// # Errors
 ///

@@ -77,10 +77,20 @@ impl Segment {
 ///   the log before them standing in for a placeholder snapshot at `f - 1`
 ///   that the real one must replace.
 ///
-/// The `purged` record comes last (it is never newer than the snapshot).
-/// When entries below the live log are still on disk, `purged` must be
-/// raised to just below it (the data dir does, at open or before its next
-/// snapshot file), so no later snapshot file can bring them back.
+/// The highest purge comes last: the `purged` file's or a purge mark's (a
+/// `PurgeUpTo` record after a segment's first append), whichever is higher.
+/// Applying it where it was written would not do: when the segments hold
+/// the snapshot's entries the snapshot is applied after them, and a purge
+/// above the placeholder would be refused. It is never newer than the
+/// snapshot (a purge goes no further than a snapshot that is durable
+/// before it), so it applies at the end whatever the segments held; a
+/// lower mark left in an older segment is subsumed by it. A mark read from
+/// the last segment is fsynced (a process crash can leave it only in the
+/// page cache). When entries below the live log that no purge covers are
+/// still on disk (an installed snapshot's, or an older build's
+/// `compact_to`), `purged` must be raised to just below the live log (the
+/// data dir does, at open or before its next snapshot file), so no later
+/// snapshot file can bring them back.
 /// Any record the interpreter refuses, any gap, and any damage other than a
 /// torn tail of the last segment is [`StorageError::Corrupt`], naming the
 /// file: nothing is silently skipped.
