@@ -14,8 +14,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 pub use tern_storage::{
-    read_snapshot_data, write_snapshot_file, CrashReport, DataDir, FaultRates, Fs, FsError, FsOp,
-    SimFs, SimFsStats, Storage, StorageError, EIO, ENOSPC,
+    read_snapshot_data, remove_superseded, write_snapshot_file, CrashReport, DataDir, FaultRates,
+    Fs, FsError, FsOp, SimFs, SimFsStats, Storage, StorageError, EIO, ENOSPC,
 };
 
 /// Where a simulated server's data dir is, on its own `SimFs`.

@@ -106,16 +106,17 @@ pub(crate) async fn run_server(shared: Arc<Shared>, slot: Arc<ServerSlot>) {
     // the node keeps taking inputs while a job's fsyncs run.
     let (jobs_tx, jobs_rx) = mpsc::unbounded_channel();
     let (done_tx, disk_done) = mpsc::unbounded_channel();
+    // Own snapshot files are written beside the log, and old ones deleted
+    // there, as the daemon's snapshot thread does.
+    let (snapshots_tx, snapshots_rx) = mpsc::unbounded_channel();
     madsim::task::spawn(disk_worker(
         shared.clone(),
         slot.clone(),
         data_dir,
         jobs_rx,
         done_tx.clone(),
+        snapshots_tx.clone(),
     ));
-    // Own snapshot files are written beside the log, as the daemon's
-    // snapshot thread does.
-    let (snapshots_tx, snapshots_rx) = mpsc::unbounded_channel();
     madsim::task::spawn(snapshot_worker(
         shared.clone(),
         slot.clone(),
@@ -595,17 +596,23 @@ enum DiskReport {
     SnapshotLoaded(SnapshotMeta, Option<SnapshotData>),
 }
 
-/// What the snapshot lane does, in order: write an own snapshot file
-/// beside the log, or read one back.
+/// What the snapshot worker does, in order, as the daemon's snapshot
+/// thread does.
 enum SnapshotJob {
+    /// Write an own snapshot file beside the log.
     Write(PersistWrite),
+    /// Read a snapshot file back (`Action::LoadSnapshot`).
     Load(SnapshotMeta),
+    /// Delete snapshot files the data dir no longer keeps
+    /// (`DataDir::take_superseded`). Nothing waits for it.
+    Remove(Vec<std::path::PathBuf>),
 }
 
 /// Writes own snapshot files beside the log with the daemon's
 /// `write_snapshot_file`, on its own handle on the node's filesystem, with
 /// the simulated fsync latency; a failure other than a full disk (retried)
-/// stops the node.
+/// stops the node. Deletes old snapshot files with the daemon's
+/// `remove_superseded` (a failure loses nothing: recovery deletes them).
 async fn snapshot_worker(
     shared: Arc<Shared>,
     slot: Arc<ServerSlot>,
@@ -638,6 +645,15 @@ async fn snapshot_worker(
                         *slot.server.lock().unwrap() = None;
                         return;
                     }
+                }
+                continue;
+            }
+            SnapshotJob::Remove(paths) => {
+                if slot.fs.incarnation() != incarnation {
+                    return;
+                }
+                if let Err(e) = crate::fs::remove_superseded(&mut fs, &paths) {
+                    println!("[io-sim] {:?}: deleting an old snapshot file: {e}", slot.id);
                 }
                 continue;
             }
@@ -695,6 +711,7 @@ async fn disk_worker(
     mut data_dir: DataDir<SharedFs>,
     mut jobs: mpsc::UnboundedReceiver<Vec<PersistWrite>>,
     done: mpsc::UnboundedSender<DiskReport>,
+    snapshots: mpsc::UnboundedSender<SnapshotJob>,
 ) {
     let incarnation = slot.fs.incarnation();
     while let Some(job) = jobs.recv().await {
@@ -766,6 +783,10 @@ async fn disk_worker(
                 }
                 break;
             }
+        }
+        let superseded = data_dir.take_superseded();
+        if !superseded.is_empty() {
+            let _ = snapshots.send(SnapshotJob::Remove(superseded));
         }
         if slot.fs.incarnation() != incarnation || done.send(DiskReport::Done).is_err() {
             return;

@@ -3,8 +3,8 @@
 //! real files.
 
 pub use tern_storage::{
-    read_snapshot_data, write_snapshot_file, DataDir, FsError, MemStorage, StdFs, Storage,
-    StorageError, SEGMENT_BYTES_MAX,
+    read_snapshot_data, remove_superseded, write_snapshot_file, DataDir, FsError, MemStorage,
+    StdFs, Storage, StorageError, SEGMENT_BYTES_MAX,
 };
 
 /// A data dir on real files.

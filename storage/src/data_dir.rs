@@ -44,10 +44,26 @@ use crate::{Storage, StorageError};
 ///   into the segment that is left, so a torn write is always at the end of
 ///   the last segment;
 /// - a full segment is fsynced before the next one is created;
-/// - `PurgeUpTo` writes `purged`, then deletes, oldest first, the segments
-///   wholly at or below it; `InstallSnapshot` writes its file, then deletes
-///   the segments it makes dead: oldest first when the log is kept after
-///   it, newest first when the whole log goes.
+/// - `PurgeUpTo` appends a purge mark (a `PurgeUpTo` record) to the last
+///   segment, unsynced, then deletes, oldest first, the segments wholly at
+///   or below it. The mark needs no fsync before the deletions: a crash
+///   that keeps some of them and loses the mark leaves a suffix of the
+///   segments (the partial purge above), and any later synced write fsyncs
+///   the last segment, mark and all, first. A purge that deletes no segment
+///   (the usual one: segments are large) costs one buffered append;
+/// - a truncation that would delete the segment holding the mark while a
+///   segment left still holds entries at or below it writes the mark to
+///   `purged` first; an empty last segment (left by a full disk) takes no
+///   record either: the mark goes to `purged`;
+/// - `InstallSnapshot` writes its file, then deletes the segments it makes
+///   dead: oldest first when the log is kept after it (after raising
+///   `purged` to its last index, durably: a newer snapshot file will replace
+///   the one that says those entries are gone), newest first when the whole
+///   log goes;
+/// - a snapshot file past the newest two is not deleted here: it is handed
+///   to the driver ([`DataDir::take_superseded`]), which deletes it beside
+///   the log ([`remove_superseded`]) without a directory fsync. A deletion
+///   lost in a crash is redone by recovery.
 ///
 /// # Errors
 ///
@@ -78,12 +94,24 @@ pub struct DataDir<F: Fs> {
     /// What it must hold before another snapshot file is written (see
     /// `raise_purged`).
     purge_floor: LogIndex,
+    /// The highest purge mark (a `PurgeUpTo` record) in the segments on
+    /// disk, and the first index of the segment that holds it; `None` if
+    /// no segment holds one.
+    log_mark: Option<(LogIndex, LogIndex)>,
+    /// Snapshot files no longer kept, oldest first, for the driver to
+    /// delete beside the log ([`DataDir::take_superseded`]).
+    superseded: Vec<PathBuf>,
     /// The first fatal error; every write after it fails.
     failed: Option<String>,
 }
 
 /// Snapshot files kept on disk.
 const SNAPSHOTS_KEPT: usize = 2;
+
+/// Superseded snapshot files that wait for a driver to delete them; past
+/// this many (a driver that never takes them) the data dir deletes the
+/// oldest itself.
+const SUPERSEDED_MAX: usize = 8;
 
 /// How a write failed: cleanly (nothing changed, the data dir goes on) or
 /// fatally (the data dir refuses every later write).
@@ -172,6 +200,23 @@ pub fn write_snapshot_file<F: Fs>(
     })
 }
 
+/// Deletes snapshot files a [`DataDir`] no longer keeps
+/// ([`DataDir::take_superseded`]): what a driver does beside the log, on the
+/// lane that writes its own snapshot files. No directory fsync: recovery
+/// deletes any snapshot file past the newest two that a crash brings back.
+/// A file already gone is no error; any other failure is returned (the
+/// caller logs it: nothing depends on the deletion).
+pub fn remove_superseded<F: Fs>(fs: &mut F, paths: &[PathBuf]) -> Result<(), StorageError> {
+    for path in paths {
+        match fs.remove(path) {
+            Ok(()) => {}
+            Err(e) if e.is_not_found() => {}
+            Err(e) => return Err(StorageError::Io(e)),
+        }
+    }
+    Ok(())
+}
+
 fn write_snapshot_pieces<F: Fs>(
     fs: &mut F,
     dir: &Path,
@@ -231,6 +276,8 @@ impl<F: Fs> DataDir<F> {
             summary: light_durable(&rec.durable),
             purged: rec.purged,
             purge_floor: rec.purge_floor,
+            log_mark: rec.log_mark,
+            superseded: Vec::new(),
             failed: None,
         };
         let mut data_dir = data_dir;
@@ -258,6 +305,16 @@ impl<F: Fs> DataDir<F> {
         self.fs
     }
 
+    /// The snapshot files this data dir no longer keeps (past the newest
+    /// two), oldest first: the driver deletes them with
+    /// [`remove_superseded`] on the lane that writes its own snapshot files,
+    /// so the log lane never waits for an unlink of a big file. They need
+    /// no directory fsync: a deletion a crash loses is redone by recovery,
+    /// which deletes every snapshot file past the newest two.
+    pub fn take_superseded(&mut self) -> Vec<PathBuf> {
+        std::mem::take(&mut self.superseded)
+    }
+
     fn segment_path(&self, first: LogIndex) -> PathBuf {
         self.dir.join(files::segment_name(first))
     }
@@ -266,8 +323,20 @@ impl<F: Fs> DataDir<F> {
     /// the order segments go in is what keeps a crash recoverable, and a
     /// directory's unsynced removals may reach the disk in any order.
     fn remove_segment(&mut self, first: LogIndex) -> Result<(), Fail> {
+        if self.log_mark.is_some_and(|(_, seg)| seg == first) {
+            // Lower marks may remain in older segments; forgetting them
+            // only means the next purge writes its own.
+            self.log_mark = None;
+        }
         self.fs.remove(&self.segment_path(first)).map_err(fatal)?;
         self.fs.sync_dir(&self.dir).map_err(fatal)
+    }
+
+    /// The highest purge the disk holds, in `purged` or as a mark in a
+    /// segment: what recovery applies last.
+    fn purged_on_disk(&self) -> LogIndex {
+        self.purged
+            .max(self.log_mark.map_or(LogIndex::ZERO, |(m, _)| m))
     }
 
     /// Makes every append so far durable: what `persist` of an append with
@@ -361,6 +430,7 @@ impl<F: Fs> DataDir<F> {
     }
 
     fn persist_truncate(&mut self, at: LogIndex, sync: bool) -> Result<(), Fail> {
+        self.keep_mark_past_truncation(at)?;
         let mut lowest_dropped = None;
         while self.segments.last().is_some_and(|&(first, _)| first >= at) {
             let (first, _) = self.segments.pop().expect("checked");
@@ -381,6 +451,26 @@ impl<F: Fs> DataDir<F> {
         }
         if sync {
             self.sync_log()?;
+        }
+        Ok(())
+    }
+
+    /// A truncation at `at` deletes the segments that start at or after it.
+    /// If one of them holds the purge mark while a segment that is left
+    /// still holds entries at or below the mark, the mark goes to `purged`
+    /// first (durably), or those entries would come back after a restart.
+    /// Rare: a conflicting suffix that spans a segment boundary.
+    fn keep_mark_past_truncation(&mut self, at: LogIndex) -> Result<(), Fail> {
+        let Some((mark, seg)) = self.log_mark else {
+            return Ok(());
+        };
+        let first_left = self.segments.first().map(|&(first, _)| first);
+        let needed = seg >= at && first_left.is_some_and(|f| f < at && f <= mark);
+        if needed && mark > self.purged {
+            self.purge_floor = self.purge_floor.max(mark);
+            self.raise_purged().map_err(|f| match f {
+                Fail::Clean(e) | Fail::Fatal(e) => Fail::Fatal(e),
+            })?;
         }
         Ok(())
     }
@@ -408,31 +498,48 @@ impl<F: Fs> DataDir<F> {
             )?;
         }
         self.snapshots.push((index, term));
-        let mut deleted = false;
         while self.snapshots.len() > SNAPSHOTS_KEPT {
             let (i, t) = self.snapshots.remove(0);
-            self.fs
-                .remove(&self.dir.join(files::snapshot_name(i, t)))
-                .map_err(fatal)?;
-            deleted = true;
+            self.superseded
+                .push(self.dir.join(files::snapshot_name(i, t)));
         }
-        if deleted {
-            self.fs.sync_dir(&self.dir).map_err(fatal)?;
+        while self.superseded.len() > SUPERSEDED_MAX {
+            let path = self.superseded.remove(0);
+            self.fs.remove(&path).map_err(fatal)?;
         }
         Ok(())
     }
 
-    /// Drops the entries at or below `at` from the disk: `purged` records
-    /// the highest such index (so a later, lower purge cannot bring entries
-    /// back, and entries an installed snapshot dropped stay dropped once a
-    /// newer snapshot replaces its file), then the segments wholly at or
-    /// below it go, oldest first.
-    fn purge_disk(&mut self, at: LogIndex) -> Result<(), Fail> {
+    /// Drops the entries at or below `at` from the disk: a purge mark
+    /// records the highest such index (so a later, lower purge cannot bring
+    /// entries back), then the segments wholly at or below it go, oldest
+    /// first.
+    ///
+    /// The mark of a plain purge is a `PurgeUpTo` record appended to the
+    /// last segment, not fsynced here: it becomes durable with the log's
+    /// next fsync, which every later synced write does first. A crash
+    /// before that may keep some of the deletions and lose the mark: what is
+    /// left is a suffix of the segments, whose dead entries the next purge
+    /// drops again (the contract allows it, as for any unsynced purge). A
+    /// `floor` purge (an installed snapshot that keeps the log after it)
+    /// raises `purged` instead, durably, before anything is deleted: a newer
+    /// snapshot file will replace the installed one that says those entries
+    /// are gone.
+    fn purge_disk(&mut self, at: LogIndex, floor: bool) -> Result<(), Fail> {
         if self.segments.first().is_none_or(|&(first, _)| first > at) {
             return Ok(());
         }
-        self.purge_floor = self.purge_floor.max(at);
-        self.raise_purged()?;
+        let last_len = self.segments.last().map_or(0, |&(_, len)| len);
+        if floor || last_len == 0 {
+            // (An empty last segment, left by a full disk, takes no mark: a
+            // segment starts with its first append.)
+            self.purge_floor = self.purge_floor.max(at);
+            self.raise_purged()?;
+        } else if at > self.purged_on_disk() {
+            self.append_to_log(&encode(WalRecord::PurgeUpTo(at)))?;
+            let (seg, _) = *self.segments.last().expect("checked");
+            self.log_mark = Some((at, seg));
+        }
         let all = at >= self.summary.last_index();
         self.drop_segments_oldest_first(if all { None } else { Some(at.next()) })
     }
@@ -482,7 +589,7 @@ impl<F: Fs> DataDir<F> {
         self.persist_snapshot_file(snapshot, true)?;
         if keep {
             // Past the snapshot file, any failure is fatal.
-            return self.purge_disk(meta.last_index).map_err(|f| match f {
+            return self.purge_disk(meta.last_index, true).map_err(|f| match f {
                 Fail::Clean(e) | Fail::Fatal(e) => Fail::Fatal(e),
             });
         }
@@ -509,7 +616,7 @@ impl<F: Fs> DataDir<F> {
             PersistOp::TruncateFrom(at) => self.persist_truncate(*at, sync),
             PersistOp::SaveSnapshot(s) => self.persist_snapshot_file(s, false),
             PersistOp::PurgeUpTo(at) => {
-                self.purge_disk(*at)?;
+                self.purge_disk(*at, false)?;
                 if sync {
                     self.sync_log()?;
                 }
@@ -542,5 +649,9 @@ impl<F: Fs + Send> Storage for DataDir<F> {
                 Err(e)
             }
         }
+    }
+
+    fn take_superseded(&mut self) -> Vec<PathBuf> {
+        DataDir::take_superseded(self)
     }
 }

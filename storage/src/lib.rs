@@ -26,19 +26,23 @@
 //! - `hardstate`: one `WalRecord::HardState`. Replaced atomically: written to
 //!   `hardstate.tmp`, fsynced, renamed over `hardstate`, directory fsynced.
 //! - `log-<first index, 20 digits>.wal`: log segments of `Append`,
-//!   `TruncateFrom` and (from older builds) overlapping `Append` records.
+//!   `TruncateFrom`, `PurgeUpTo` (purge marks, after the first append) and
+//!   (from older builds) overlapping `Append` records.
 //!   Appends go to the last segment; once it holds `segment_bytes_max`
 //!   bytes, the next append starts a new segment named by its first index.
 //! - `snapshot-<last index, 20 digits>-<last term, 20 digits>.snap`: one
 //!   `SaveSnapshot` or `InstallSnapshot` record (or an older build's
 //!   `Snapshot { snapshot, compact_to }`), written like the hard state. The
 //!   newest two are kept.
-//! - `purged`: one `PurgeUpTo` record, the highest index whose entries were
-//!   dropped (by a purge, or by an installed snapshot that kept the log
-//!   after it), written like the hard state (rarely: about once per
-//!   snapshot). Recovery applies it last, so entries the first segment still
-//!   holds below the live log never come back, whichever snapshot file is
-//!   newest.
+//! - `purged`: one `PurgeUpTo` record, an index whose entries were dropped,
+//!   written like the hard state, only when a mark in the log would not do:
+//!   an installed snapshot that kept the log after it (a newer snapshot file
+//!   will replace the one that says so), entries an older build's snapshot
+//!   record dropped, a truncation deleting the segment that holds the mark.
+//!   A plain purge writes its mark into the log instead (one record, no
+//!   fsync of its own). Recovery applies the highest of the file and the
+//!   marks last, so entries the first segment still holds below the live
+//!   log never come back, whichever snapshot file is newest.
 //!
 //! See [`DataDir`] for the write order that keeps every crash recoverable,
 //! the recovery rules, and what an I/O error does.
@@ -55,7 +59,7 @@ use std::path::PathBuf;
 use tern_core::raft::{Durable, PersistError};
 use tern_core::PersistOp;
 
-pub use data_dir::{write_snapshot_file, DataDir};
+pub use data_dir::{remove_superseded, write_snapshot_file, DataDir};
 pub use fs::{Fs, FsError, FsOp, StdFs, EIO, ENOSPC};
 pub use recovery::read_snapshot_data;
 pub use sim_fs::{CrashReport, FaultRates, SimFs, SimFsStats};
@@ -148,6 +152,13 @@ pub trait Storage: Send {
     /// `sync`, it is on disk (fsynced) when this returns, and so is every
     /// write before it.
     fn persist(&mut self, op: &PersistOp, sync: bool) -> Result<(), StorageError>;
+
+    /// Files the storage no longer needs, for the driver to delete beside
+    /// the log with [`remove_superseded`] (old snapshot files: see
+    /// [`DataDir::take_superseded`]). None by default.
+    fn take_superseded(&mut self) -> Vec<PathBuf> {
+        Vec::new()
+    }
 }
 
 /// Storage for `-dev`: the durable state lives, and dies, in memory.

@@ -23,6 +23,9 @@ pub(crate) struct Recovered {
     pub purged: LogIndex,
     /// What it must hold before another snapshot file is written.
     pub purge_floor: LogIndex,
+    /// The highest purge mark in the segments left, and the first index of
+    /// the segment that holds it.
+    pub log_mark: Option<(LogIndex, LogIndex)>,
 }
 
 fn corrupt(file: &Path, offset: u64, reason: impl Into<String>) -> StorageError {
@@ -39,6 +42,9 @@ struct Segment {
     path: PathBuf,
     len: u64,
     records: Vec<(u64, WalRecord)>,
+    /// Its highest purge mark (a `PurgeUpTo` record) and that record's
+    /// offset, if it holds one.
+    mark: Option<(LogIndex, u64)>,
 }
 
 impl Segment {
@@ -71,10 +77,20 @@ impl Segment {
 ///   the log before them standing in for a placeholder snapshot at `f - 1`
 ///   that the real one must replace.
 ///
-/// The `purged` record comes last (it is never newer than the snapshot).
-/// When entries below the live log are still on disk, `purged` must be
-/// raised to just below it (the data dir does, at open or before its next
-/// snapshot file), so no later snapshot file can bring them back.
+/// The highest purge comes last: the `purged` file's or a purge mark's (a
+/// `PurgeUpTo` record after a segment's first append), whichever is higher.
+/// Applying it where it was written would not do: when the segments hold
+/// the snapshot's entries the snapshot is applied after them, and a purge
+/// above the placeholder would be refused. It is never newer than the
+/// snapshot (a purge goes no further than a snapshot that is durable
+/// before it), so it applies at the end whatever the segments held; a
+/// lower mark left in an older segment is subsumed by it. A mark read from
+/// the last segment is fsynced (a process crash can leave it only in the
+/// page cache). When entries below the live log that no purge covers are
+/// still on disk (an installed snapshot's, or an older build's
+/// `compact_to`), `purged` must be raised to just below the live log (the
+/// data dir does, at open or before its next snapshot file), so no later
+/// snapshot file can bring them back.
 /// Any record the interpreter refuses, any gap, and any damage other than a
 /// torn tail of the last segment is [`StorageError::Corrupt`], naming the
 /// file: nothing is silently skipped.
@@ -172,9 +188,15 @@ pub(crate) fn recover(fs: &mut impl Fs, dir: &Path) -> Result<Recovered, Storage
             ));
         }
     }
-    if let Some((path, at)) = &purged {
-        d.apply(&PersistOp::PurgeUpTo(*at))
-            .map_err(|e| corrupt(path, 0, e.to_string()))?;
+    // The highest purge, from `purged` or a mark in a segment, last.
+    let mark = segments
+        .iter()
+        .filter_map(|s| s.mark.map(|(at, offset)| (at, &s.path, offset)))
+        .chain(purged.as_ref().map(|(path, at)| (*at, path, 0)))
+        .max_by_key(|&(at, _, _)| at);
+    if let Some((at, path, offset)) = mark {
+        d.apply(&PersistOp::PurgeUpTo(at))
+            .map_err(|e| corrupt(path, offset, e.to_string()))?;
     }
     if let Some((below, above)) = d.gap() {
         let path = segments
@@ -197,14 +219,29 @@ pub(crate) fn recover(fs: &mut impl Fs, dir: &Path) -> Result<Recovered, Storage
         fs.sync_dir(dir)?;
     }
     let purged = purged.map_or(LogIndex::ZERO, |(_, at)| at);
-    // Entries left on disk below the live log were dropped by a record that
-    // a newer snapshot file may replace (an installed snapshot, or an older
-    // build's snapshot record with its `compact_to`): `purged` must say so
-    // on its own (the data dir writes it), so they never come back.
+    let log_mark = segments
+        .iter()
+        .filter_map(|s| s.mark.map(|(at, _)| (at, s.first)))
+        .max();
+    // What was read from the last segment may still be only in the page
+    // cache (a process crash keeps unsynced writes there; a power loss
+    // would not): entries and a purge mark alike. Recovery hands them to
+    // the core as durable, and the core may vote or acknowledge on them, so
+    // they are made durable first. (Every other segment was fsynced before
+    // the next one was created; the other files are replaced atomically.)
+    if let Some(last) = segments.last() {
+        fs.sync(&last.path).map_err(StorageError::Io)?;
+    }
+    let on_disk = purged.max(log_mark.map_or(LogIndex::ZERO, |(at, _)| at));
+    // Entries left on disk below the live log that no purge mark covers
+    // were dropped by a record that a newer snapshot file may replace (an
+    // installed snapshot, or an older build's snapshot record with its
+    // `compact_to`): `purged` must say so on its own (the data dir writes
+    // it), so they never come back.
     let mut purge_floor = purged;
     if let (Some(seg), Some(e)) = (segments.first(), d.entries.first()) {
         let dead_up_to = e.index.prev();
-        if seg.first <= dead_up_to {
+        if seg.first <= dead_up_to && dead_up_to > on_disk {
             purge_floor = purge_floor.max(dead_up_to);
         }
     }
@@ -215,6 +252,7 @@ pub(crate) fn recover(fs: &mut impl Fs, dir: &Path) -> Result<Recovered, Storage
         snapshots: snapshot_files.into_keys().collect(),
         purged,
         purge_floor,
+        log_mark,
     })
 }
 
@@ -295,11 +333,14 @@ fn replay_segments(d: &mut Durable, segments: &[Segment]) -> Result<(), StorageE
                     }
                 }
                 WalRecord::Append(_) | WalRecord::TruncateFrom(_) => {}
+                // A purge mark: applied last, with the highest of them.
+                WalRecord::PurgeUpTo(_) if i > 0 => continue,
                 _ => {
                     return Err(corrupt(
                         &seg.path,
                         *offset,
-                        "a log segment holds only appends and truncations",
+                        "a log segment holds only appends, truncations and purge marks \
+                         (after its first append)",
                     ))
                 }
             }
@@ -499,11 +540,20 @@ fn read_segments(
             *changed = true;
             continue;
         }
+        let records: Vec<(u64, WalRecord)> = rec.offsets.into_iter().zip(rec.records).collect();
+        let mark = records
+            .iter()
+            .filter_map(|(offset, r)| match r {
+                WalRecord::PurgeUpTo(at) => Some((*at, *offset)),
+                _ => None,
+            })
+            .max();
         out.push(Segment {
             first,
             path: path.clone(),
             len: rec.valid_len as u64,
-            records: rec.offsets.into_iter().zip(rec.records).collect(),
+            records,
+            mark,
         });
     }
     Ok(out)

@@ -67,6 +67,8 @@ pub struct SimFsStats {
     pub bytes_written: u64,
     pub syncs: u64,
     pub dir_syncs: u64,
+    pub renames: u64,
+    pub removes: u64,
     /// [`Fs::start_writeback`] calls (they make nothing durable).
     pub writebacks: u64,
     pub faults: u64,
@@ -399,6 +401,7 @@ impl Fs for SimFs {
         self.alive(FsOp::Rename, to)?;
         self.parent_exists(FsOp::Rename, to)?;
         let ino = self.inode(FsOp::Rename, from)?;
+        self.stats.renames += 1;
         self.names.remove(from);
         self.names.insert(to.to_path_buf(), ino);
         Ok(())
@@ -407,6 +410,7 @@ impl Fs for SimFs {
     fn remove(&mut self, path: &Path) -> Result<(), FsError> {
         self.alive(FsOp::Remove, path)?;
         self.inode(FsOp::Remove, path)?;
+        self.stats.removes += 1;
         self.names.remove(path);
         Ok(())
     }

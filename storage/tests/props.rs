@@ -6,8 +6,10 @@
 //!     one), a random surviving prefix of every unsynced byte and
 //!     directory entry, then recovery: the state is the model after some
 //!     prefix of the ops that holds every synced op, or, when the op after
-//!     that prefix is a truncation, that state with some of the dropped
-//!     entries still there (the documented outcome: a prefix of the old log);
+//!     that prefix drops entries, the state after it with some of the
+//!     dropped entries still there (the documented outcomes: a prefix of the
+//!     old log for a truncation, a suffix of it for a purge, whose mark in
+//!     the log may be lost while the segments below it are already gone);
 //! (b) without crashes, recovery gives the model exactly;
 //! (c) every codec (WAL records, hence the hard state, snapshot and purge
 //!     files) round-trips arbitrary values;
@@ -49,6 +51,15 @@ fn between(r: &Durable, narrower: &Durable, wider: &Durable) -> bool {
         && r.snapshot == narrower.snapshot
         && r.entries.starts_with(&narrower.entries)
         && wider.entries.starts_with(&r.entries)
+}
+
+/// As [`between`], with the entries as suffixes (what a purge cut short
+/// leaves).
+fn between_suffix(r: &Durable, narrower: &Durable, wider: &Durable) -> bool {
+    r.hard_state == narrower.hard_state
+        && r.snapshot == narrower.snapshot
+        && r.entries.ends_with(&narrower.entries)
+        && wider.entries.ends_with(&r.entries)
 }
 
 proptest! {
@@ -114,6 +125,9 @@ proptest! {
                 || (p + 1 < models.len()
                     && matches!(ops[p], PersistOp::TruncateFrom(_))
                     && between(&r, &models[p + 1], &models[p]))
+                || (p + 1 < models.len()
+                    && matches!(ops[p], PersistOp::PurgeUpTo(_))
+                    && between_suffix(&r, &models[p + 1], &models[p]))
         });
         prop_assert!(
             ok,

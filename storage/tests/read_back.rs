@@ -7,7 +7,9 @@ mod support;
 
 use support::*;
 use tern_core::PersistOp;
-use tern_storage::{read_snapshot_data, write_snapshot_file, Fs, SimFs, Storage, StorageError};
+use tern_storage::{
+    read_snapshot_data, remove_superseded, write_snapshot_file, Fs, SimFs, Storage, StorageError,
+};
 
 fn with_snapshots(seed: u64) -> (tern_storage::DataDir<SimFs>, Vec<tern_core::raft::Snapshot>) {
     let (mut dd, _, _) = open(SimFs::new(seed));
@@ -46,8 +48,12 @@ fn a_snapshot_is_read_back_byte_for_byte() {
 
 #[test]
 fn a_replaced_snapshot_reads_back_as_none() {
-    // Two files are kept: the oldest of three is gone.
+    // Two files are kept: the oldest of three is handed to the driver,
+    // which deletes it beside the log.
     let (mut dd, taken) = with_snapshots(2);
+    let superseded = dd.take_superseded();
+    assert_eq!(superseded.len(), 1);
+    remove_superseded(dd.fs_mut(), &superseded).unwrap();
     let got = read_snapshot_data(dd.fs_mut(), &dir(), &taken[0].meta).unwrap();
     assert!(got.is_none(), "the oldest file was deleted");
     let got = read_snapshot_data(dd.fs_mut(), &dir(), &taken[1].meta).unwrap();

@@ -206,8 +206,8 @@ async fn run(
     } = channels;
     let (gossip_left_tx, mut gossip_left_rx) = mpsc::channel(1);
     let (done_tx, mut disk_done) = mpsc::unbounded_channel();
-    let disk = spawn_disk_thread(storage, done_tx.clone());
-    let snapshots = spawn_snapshot_thread(options.data_dir.clone(), done_tx);
+    let snapshots = spawn_snapshot_thread(options.data_dir.clone(), done_tx.clone());
+    let disk = spawn_disk_thread(storage, done_tx, snapshots.clone());
     let mut l = Loop {
         clock: Clock {
             start: std::time::Instant::now(),
@@ -338,9 +338,12 @@ async fn run(
 /// The disk thread: performs each job's writes in order and reports when the
 /// job is durable (or the first error). Blocking file I/O stays off the
 /// async workers, and the agent keeps taking inputs while an fsync runs.
+/// Files the storage no longer needs (old snapshot files) go to the
+/// snapshot thread to delete, so no unlink of a big file holds up the log.
 fn spawn_disk_thread(
     mut storage: Box<dyn Storage>,
     done_tx: mpsc::UnboundedSender<DiskReport>,
+    snapshots: mpsc::UnboundedSender<SnapshotJob>,
 ) -> mpsc::UnboundedSender<DiskJob> {
     let (job_tx, mut job_rx) = mpsc::unbounded_channel::<DiskJob>();
     std::thread::Builder::new()
@@ -349,6 +352,10 @@ fn spawn_disk_thread(
             while let Some(job) = job_rx.blocking_recv() {
                 let started = std::time::Instant::now();
                 let result = persist_job(storage.as_mut(), &job, &done_tx);
+                let superseded = storage.take_superseded();
+                if !superseded.is_empty() {
+                    let _ = snapshots.send(SnapshotJob::Remove(superseded));
+                }
                 let took = started.elapsed();
                 if took > SLOW_DISK_JOB {
                     let snapshots = job
@@ -390,6 +397,9 @@ enum SnapshotJob {
     /// Read a snapshot's bytes back from its file (`Action::LoadSnapshot`),
     /// to stream them to a follower.
     Load(SnapshotMeta),
+    /// Delete snapshot files the data dir no longer keeps
+    /// (`Storage::take_superseded`). Nothing waits for it.
+    Remove(Vec<std::path::PathBuf>),
 }
 
 /// The thread that encodes a server's own snapshots and writes their files
@@ -443,6 +453,14 @@ fn spawn_snapshot_thread(
                         };
                         if done_tx.send(report).is_err() {
                             return;
+                        }
+                        continue;
+                    }
+                    SnapshotJob::Remove(paths) => {
+                        // A failure loses nothing: recovery deletes the
+                        // snapshot files past the newest two.
+                        if let Err(e) = crate::storage::remove_superseded(&mut fs, &paths) {
+                            tracing::warn!("deleting an old snapshot file: {e}");
                         }
                         continue;
                     }
