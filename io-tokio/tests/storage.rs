@@ -335,11 +335,17 @@ fn a_crash_before_compaction_finishes_still_compacts() {
     let after = files_named(&dir.raft(), "log-").len();
     assert!(after < before.len());
     drop(dd);
+    // The crash: the purge mark (a record in the last segment) reached the
+    // disk but the deletions did not. (A crash that loses the mark too
+    // leaves the state before the purge, which a purge may: it promises
+    // nothing.)
     for (path, bytes) in &before {
-        std::fs::write(path, bytes).unwrap();
+        if !path.exists() {
+            std::fs::write(path, bytes).unwrap();
+        }
     }
     let (_, durable, _) = open(&dir, 300);
-    assert_eq!(durable, model);
+    assert!(durable == model, "the purge was not finished by recovery");
     assert_eq!(files_named(&dir.raft(), "log-").len(), after);
 }
 
