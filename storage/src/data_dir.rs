@@ -3,7 +3,7 @@
 use std::path::{Path, PathBuf};
 
 use tern_core::raft::{check, Durable, Entry, EntryPayload, Snapshot, SnapshotMeta};
-use tern_core::wire::wal::{encode_record, snapshot_piece_header, WalRecord};
+use tern_core::wire::wal::{encode_record, snapshot_piece_header_for, WalRecord};
 use tern_core::{LogIndex, PersistOp, Term};
 
 use crate::files::{self, HARDSTATE, PURGED};
@@ -224,11 +224,24 @@ fn write_snapshot_pieces<F: Fs>(
     installed: bool,
 ) -> Result<(), FsError> {
     let meta = &snapshot.meta;
+    // One pass of checksums: each piece's, combined into the whole's.
+    let piece_crcs: Vec<u32> = snapshot
+        .data
+        .chunks(SNAPSHOT_PIECE_BYTES)
+        .map(crc32c::crc32c)
+        .collect();
+    let whole_crc = snapshot
+        .data
+        .chunks(SNAPSHOT_PIECE_BYTES)
+        .zip(&piece_crcs)
+        .fold(0, |crc, (c, &piece)| {
+            crc32c::crc32c_combine(crc, piece, c.len())
+        });
     let header = WalRecord::SnapshotHeader {
         installed,
         meta: meta.clone(),
         total_bytes: snapshot.data.len() as u64,
-        crc32c: crc32c::crc32c(&snapshot.data),
+        crc32c: whole_crc,
     };
     // Each piece's record header, then its bytes straight from the
     // snapshot: no copy of the state on the way to the file.
@@ -236,7 +249,8 @@ fn write_snapshot_pieces<F: Fs>(
         snapshot
             .data
             .chunks(SNAPSHOT_PIECE_BYTES)
-            .map(|c| (snapshot_piece_header(c), c)),
+            .zip(piece_crcs)
+            .map(|(c, crc)| (snapshot_piece_header_for(c.len(), crc), c)),
     );
     let name = files::snapshot_name(meta.last_index, meta.last_term);
     files::write_atomically_pieces(fs, dir, &name, pieces)

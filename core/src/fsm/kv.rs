@@ -87,6 +87,17 @@ impl Slot {
     }
 }
 
+/// An entry's share of [`KvTable::snapshot_bytes_guess`]: its key and
+/// value plus room for its integers.
+fn entry_bytes(key: &str, slot: &Slot) -> usize {
+    key.len() + slot.value.len() + 40
+}
+
+/// A tombstone's share of [`KvTable::snapshot_bytes_guess`].
+fn tombstone_bytes(key: &str) -> usize {
+    key.len() + 12
+}
+
 fn tombstone_hash(key: &str, index: u64) -> u64 {
     ItemHasher::new("kv.tombstone").str(key).u64(index).finish()
 }
@@ -126,6 +137,11 @@ pub(crate) struct KvTable {
     index: u64,
     /// Wrapping sum of the hashes of every entry and tombstone.
     content_hash: u64,
+    /// About how many bytes the table's snapshot takes: the sum of
+    /// [`entry_bytes`] over the entries and [`tombstone_bytes`] over the
+    /// tombstones, kept as they change (like `content_hash`) so that
+    /// sizing a snapshot's buffer is not a walk of the whole table.
+    snapshot_bytes: usize,
     /// `(session, key)` for every locked key: what a session's destroy
     /// releases (Consul's `kvs` `session` index).
     locks: OrdSet<(Arc<str>, Arc<str>)>,
@@ -211,11 +227,13 @@ impl KvTable {
             self.remove_tombstone(key);
             let slot = Slot::new(key, write.flags, write.value.clone(), index, index);
             self.content_hash = self.content_hash.wrapping_add(slot.hash);
+            self.snapshot_bytes += entry_bytes(key, &slot);
             self.entries.insert(Arc::from(key), Arc::new(slot));
             self.index = index;
             return;
         };
         self.content_hash = self.content_hash.wrapping_sub(shared.hash);
+        self.snapshot_bytes -= entry_bytes(key, shared);
         match Arc::get_mut(shared) {
             // No view holds the slot: rewrite it in place, reusing its value
             // buffer (the hot path of every write).
@@ -241,6 +259,7 @@ impl KvTable {
             }
         }
         self.content_hash = self.content_hash.wrapping_add(shared.hash);
+        self.snapshot_bytes += entry_bytes(key, shared);
         self.index = index;
     }
 
@@ -254,8 +273,10 @@ impl KvTable {
             self.locks.remove(&(Arc::clone(s), Arc::clone(&key)));
         }
         self.content_hash = self.content_hash.wrapping_sub(old.hash);
+        self.snapshot_bytes -= entry_bytes(&key, &old);
         self.remove_tombstone(&key);
         self.content_hash = self.content_hash.wrapping_add(tombstone_hash(&key, index));
+        self.snapshot_bytes += tombstone_bytes(&key);
         self.tombstones.insert(key, index);
         self.index = index;
     }
@@ -319,6 +340,7 @@ impl KvTable {
             Some((k, old)) => {
                 let k = Arc::clone(k);
                 self.content_hash = self.content_hash.wrapping_sub(old.hash);
+                self.snapshot_bytes -= entry_bytes(&k, old);
                 if let Some(s) = &old.session {
                     self.locks.remove(&(Arc::clone(s), Arc::clone(&k)));
                 }
@@ -337,6 +359,7 @@ impl KvTable {
             self.locks.insert((Arc::clone(s), Arc::clone(&key)));
         }
         self.content_hash = self.content_hash.wrapping_add(slot.hash);
+        self.snapshot_bytes += entry_bytes(&key, &slot);
         self.entries.insert(key, Arc::new(slot));
         self.index = self.index.max(index);
     }
@@ -383,12 +406,14 @@ impl KvTable {
         self.entries.get(key).and_then(|s| s.session.as_deref())
     }
 
-    /// Every `(key, session)` lock, in key order (for a snapshot).
+    /// Every `(key, session)` lock, in key order (for a snapshot). From
+    /// the lock index (`locks`, in session order), so a snapshot of a
+    /// table with few locks does not walk every entry to find them.
     pub(crate) fn lock_records(&self) -> Vec<(&str, &str)> {
-        self.entries
-            .iter()
-            .filter_map(|(k, s)| s.session.as_deref().map(|s| (&**k, s)))
-            .collect()
+        let mut records: Vec<(&str, &str)> = self.locks.iter().map(|(s, k)| (&**k, &**s)).collect();
+        // A key has at most one holder: the keys are distinct.
+        records.sort_unstable_by(|a, b| a.0.cmp(b.0));
+        records
     }
 
     /// Restores the lock of `key` by `session` (a snapshot's); the key must
@@ -414,6 +439,7 @@ impl KvTable {
     fn remove_tombstone(&mut self, key: &str) {
         if let Some(at) = self.tombstones.remove(key) {
             self.content_hash = self.content_hash.wrapping_sub(tombstone_hash(key, at));
+            self.snapshot_bytes -= tombstone_bytes(key);
         }
     }
 
@@ -428,6 +454,7 @@ impl KvTable {
         for (key, at) in reaped {
             self.tombstones.remove(&*key);
             self.content_hash = self.content_hash.wrapping_sub(tombstone_hash(&key, at));
+            self.snapshot_bytes -= tombstone_bytes(&key);
         }
     }
 
@@ -565,16 +592,19 @@ impl KvTable {
     }
 
     /// About how many bytes the table's snapshot takes: every key and
-    /// value's length plus room for a row's integers (a pass over the rows'
-    /// lengths, not their bytes). Sizes the buffer a snapshot is encoded
-    /// into, so it is not regrown and copied on the way.
+    /// value's length plus room for a row's integers. Sizes the buffer a
+    /// snapshot is encoded into, so it is not regrown and copied on the
+    /// way. Kept as the table changes: O(1), not a walk of every row.
     pub(crate) fn snapshot_bytes_guess(&self) -> usize {
-        let entries: usize = self
-            .entries
-            .iter()
-            .map(|(key, s)| key.len() + s.value.len() + 40)
-            .sum();
-        let tombstones: usize = self.tombstones.keys().map(|key| key.len() + 12).sum();
+        self.snapshot_bytes
+    }
+
+    /// [`Self::snapshot_bytes_guess`] the slow way, row by row: what the
+    /// kept sum must always equal.
+    #[cfg(test)]
+    fn snapshot_bytes_by_walk(&self) -> usize {
+        let entries: usize = self.entries.iter().map(|(k, s)| entry_bytes(k, s)).sum();
+        let tombstones: usize = self.tombstones.keys().map(|k| tombstone_bytes(k)).sum();
         entries + tombstones
     }
 
@@ -621,6 +651,7 @@ impl KvTable {
             slot.lock_index = lock_index;
             slot.rehash(&key);
             table.content_hash = table.content_hash.wrapping_add(slot.hash);
+            table.snapshot_bytes += entry_bytes(&key, &slot);
             table.entries.insert(Arc::from(key), Arc::new(slot));
         }
         for TombstoneRecord { key, index } in snap.tombstones {
@@ -635,6 +666,7 @@ impl KvTable {
                 return Err(FsmError::KvTombstoneInvalid { key });
             }
             table.content_hash = table.content_hash.wrapping_add(tombstone_hash(&key, index));
+            table.snapshot_bytes += tombstone_bytes(&key);
             table.tombstones.insert(Arc::from(key), index);
         }
         Ok(table)
@@ -1210,6 +1242,129 @@ mod tests {
         let e = fsm.kv_get("k").unwrap();
         assert_eq!((e.create_index, e.modify_index), (1, 3));
         assert_eq!(view.kv.get("k").unwrap().value, b"two");
+    }
+
+    /// The snapshot size the table keeps as it changes equals a walk of
+    /// every row, and the locks read from the lock index are the entries'
+    /// own, in key order, through every kind of change (with and without a
+    /// view holding the old rows) and a restore from a snapshot.
+    #[test]
+    fn the_kept_snapshot_size_and_lock_list_match_a_walk_of_the_rows() {
+        use super::{EntryRecord, KvSnapshot, KvTable, TombstoneRecord};
+
+        fn walked_locks(t: &KvTable) -> Vec<(String, String)> {
+            t.entries
+                .iter()
+                .filter_map(|(k, s)| s.session.as_deref().map(|s| (k.to_string(), s.to_owned())))
+                .collect()
+        }
+        fn check(t: &KvTable, step: usize) {
+            assert_eq!(
+                t.snapshot_bytes_guess(),
+                t.snapshot_bytes_by_walk(),
+                "step {step}"
+            );
+            let kept: Vec<(String, String)> = t
+                .lock_records()
+                .into_iter()
+                .map(|(k, s)| (k.to_owned(), s.to_owned()))
+                .collect();
+            assert_eq!(kept, walked_locks(t), "step {step}");
+        }
+
+        let mut t = KvTable::default();
+        let mut views = Vec::new();
+        // A fixed xorshift: the same sequence every run.
+        let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+        let mut next = move |n: u64| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x % n
+        };
+        let sessions = ["s1", "s2", "s3"];
+        for step in 0..4000usize {
+            let index = step as u64 + 1;
+            let key = format!("k/{}/{}", next(4), next(40));
+            let value = "v".repeat(next(300) as usize);
+            let w = write(&key, next(3), &value);
+            let session = sessions[next(3) as usize];
+            match next(12) {
+                0..=3 => {
+                    t.apply(index, &KvCommand::Set(w));
+                }
+                4 => {
+                    let modify_index = next(index);
+                    t.apply(
+                        index,
+                        &KvCommand::Cas {
+                            write: w,
+                            modify_index,
+                        },
+                    );
+                }
+                5 => {
+                    t.apply(index, &KvCommand::Delete { key });
+                }
+                6 => {
+                    let prefix = format!("k/{}/", next(4));
+                    t.apply(index, &KvCommand::DeleteTree { prefix });
+                }
+                7 => {
+                    let session = session.to_owned();
+                    t.apply(index, &KvCommand::Lock { write: w, session });
+                }
+                8 => {
+                    let session = session.to_owned();
+                    t.apply(index, &KvCommand::Unlock { write: w, session });
+                }
+                9 => {
+                    t.release_session(index, session, next(2) == 0);
+                }
+                10 => t.prune_tombstones(next(index)),
+                _ => {
+                    // Hold a view across the next changes, or let one go.
+                    if next(2) == 0 {
+                        views.push(t.clone());
+                    } else {
+                        views.pop();
+                    }
+                }
+            }
+            check(&t, step);
+        }
+        assert!(!t.lock_records().is_empty(), "the sequence left some locks");
+        assert!(t.tombstone_count() > 0, "and some tombstones");
+        for (i, v) in views.iter().enumerate() {
+            check(v, 10_000 + i);
+        }
+
+        // A table restored from a snapshot counts from scratch and agrees.
+        let snap = KvSnapshot {
+            index: t.index(),
+            entries: t
+                .entries
+                .iter()
+                .map(|(k, s)| EntryRecord {
+                    key: k.to_string(),
+                    flags: s.flags,
+                    value: s.value.clone(),
+                    create_index: s.create_index,
+                    modify_index: s.modify_index,
+                    lock_index: s.lock_index,
+                })
+                .collect(),
+            tombstones: t
+                .tombstones
+                .iter()
+                .map(|(k, &index)| TombstoneRecord {
+                    key: k.to_string(),
+                    index,
+                })
+                .collect(),
+        };
+        let restored = KvTable::from_snapshot(snap, t.index()).unwrap();
+        assert_eq!(restored.snapshot_bytes_guess(), t.snapshot_bytes_guess());
     }
 
     #[test]

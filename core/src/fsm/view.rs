@@ -46,7 +46,9 @@ impl FsmView {
     /// `Fsm::restore` reads). Takes time in proportion to the state's size:
     /// a driver runs it off the agent task.
     pub fn encode(&self) -> Vec<u8> {
-        let capacity = self.kv.snapshot_bytes_guess() + 4096;
+        // Only a hint: clamped, so that a miscount could cost a regrowth
+        // but never an allocation the size of the address space.
+        let capacity = self.kv.snapshot_bytes_guess().min(1 << 30) + 4096;
         snapshot::encode(
             &SnapshotRef {
                 last_applied: self.last_applied,

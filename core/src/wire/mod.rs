@@ -30,6 +30,6 @@ pub use codec::{
 };
 pub use frame::{decode_frame, encode_frame, FrameDecoder, FrameError, FRAME_HEADER_LEN};
 pub use wal::{
-    encode_record, recover, replay, snapshot_piece_header, Recovered, TornTail, WalError,
-    WalRecord, WAL_RECORD_BYTES_MAX,
+    encode_record, recover, replay, snapshot_piece_header, snapshot_piece_header_for, Recovered,
+    TornTail, WalError, WalRecord, WAL_RECORD_BYTES_MAX,
 };

@@ -209,17 +209,25 @@ pub fn encode_record(r: &WalRecord, out: &mut Vec<u8>) {
 /// Panics, as [`encode_record`] does, if the record is over
 /// [`WAL_RECORD_BYTES_MAX`].
 pub fn snapshot_piece_header(body: &[u8]) -> Vec<u8> {
+    snapshot_piece_header_for(body.len(), crc32c::crc32c(body))
+}
+
+/// [`snapshot_piece_header`] for a body of `body_len` bytes whose CRC-32C
+/// the caller already has (`body_crc`, `crc32c::crc32c(body)`): a snapshot
+/// file's writer checksums each piece once and combines those into the
+/// whole snapshot's checksum, instead of a second pass over its bytes.
+pub fn snapshot_piece_header_for(body_len: usize, body_crc: u32) -> Vec<u8> {
     // An empty piece encodes as [version, variant, 0]: the 0 is the length.
     let mut prefix = codec::encode(&WalRecord::SnapshotPiece(Vec::new()));
     let empty_len = prefix.pop();
     debug_assert_eq!(empty_len, Some(0));
-    prefix = postcard::to_extend(&(body.len() as u64), prefix).expect("a varint encodes");
-    let len = prefix.len() + body.len();
+    prefix = postcard::to_extend(&(body_len as u64), prefix).expect("a varint encodes");
+    let len = prefix.len() + body_len;
     assert!(
         len <= WAL_RECORD_BYTES_MAX,
         "WAL record of {len} bytes is over WAL_RECORD_BYTES_MAX"
     );
-    let crc = crc32c::crc32c_append(crc32c::crc32c(&prefix), body);
+    let crc = crc32c::crc32c_combine(crc32c::crc32c(&prefix), body_crc, body_len);
     let mut head = Vec::with_capacity(WAL_HEADER_LEN + prefix.len());
     head.extend_from_slice(&(len as u32).to_le_bytes());
     head.extend_from_slice(&crc.to_le_bytes());
