@@ -13,7 +13,23 @@ pub struct RaftLog {
     base_index: LogIndex,
     base_term: Term,
     entries: VecDeque<Entry>,
+    /// Entries dropped from the log (compacted, truncated, replaced by a
+    /// snapshot) but not yet freed, oldest first. A compaction drops tens
+    /// of thousands of entries at a time, and freeing them took 10-20 ms
+    /// of the agent task at once (`bench/snapshot-stall.sh`): every
+    /// request waited. [`RaftLog::reclaim`] frees them a bounded number
+    /// per call instead.
+    garbage: VecDeque<VecDeque<Entry>>,
 }
+
+/// Entries [`RaftLog::reclaim`] frees per call at least (about 0.1-0.2 ms
+/// of work); past [`RECLAIM_BACKLOG_SHARE`] times as many waiting, a share
+/// of the backlog instead, so the backlog cannot grow without bound
+/// however fast entries are dropped.
+pub const RECLAIM_PER_CALL: usize = 512;
+
+/// [`RaftLog::reclaim`] frees at least 1/this of the entries waiting.
+pub const RECLAIM_BACKLOG_SHARE: usize = 64;
 
 impl RaftLog {
     pub fn new(base_index: LogIndex, base_term: Term, entries: Vec<Entry>) -> RaftLog {
@@ -21,6 +37,7 @@ impl RaftLog {
             base_index,
             base_term,
             entries: entries.into(),
+            garbage: VecDeque::new(),
         };
         log.assert_contiguous();
         log
@@ -108,7 +125,10 @@ impl RaftLog {
     pub fn truncate_from(&mut self, index: LogIndex) {
         assert!(index > self.base_index, "never truncate compacted entries");
         let keep = (index.0 - self.base_index.0 - 1) as usize;
-        self.entries.truncate(keep);
+        if keep < self.entries.len() {
+            let dropped = self.entries.split_off(keep);
+            self.discard(dropped);
+        }
     }
 
     /// Forget entries up to and including `index`, which must be held.
@@ -118,16 +138,57 @@ impl RaftLog {
         }
         let term = self.term_at(index).expect("compact only held entries");
         let drop = (index.0 - self.base_index.0) as usize;
-        self.entries.drain(..drop);
+        // The live suffix moves to a buffer of its own (usually the
+        // smaller part: `trailing_logs` entries), and the prefix waits in
+        // the old buffer to be freed.
+        let live = self.entries.split_off(drop);
+        let dropped = std::mem::replace(&mut self.entries, live);
+        self.discard(dropped);
         self.base_index = index;
         self.base_term = term;
     }
 
     /// Replace everything with a snapshot's base.
     pub fn reset_to(&mut self, index: LogIndex, term: Term) {
-        self.entries.clear();
+        let dropped = std::mem::take(&mut self.entries);
+        self.discard(dropped);
         self.base_index = index;
         self.base_term = term;
+    }
+
+    fn discard(&mut self, dropped: VecDeque<Entry>) {
+        if !dropped.is_empty() {
+            self.garbage.push_back(dropped);
+        }
+    }
+
+    /// Frees some of the entries dropped from the log: at least
+    /// [`RECLAIM_PER_CALL`] and 1/[`RECLAIM_BACKLOG_SHARE`] of those
+    /// waiting (all of them if fewer). Called once per input the server
+    /// handles, so freeing a compaction's entries is spread over many
+    /// inputs rather than stalling one. Returns how many it freed.
+    pub fn reclaim(&mut self) -> usize {
+        let waiting = self.garbage_len();
+        let mut budget = RECLAIM_PER_CALL.max(waiting / RECLAIM_BACKLOG_SHARE);
+        let mut freed = 0;
+        while budget > 0 {
+            let Some(oldest) = self.garbage.front_mut() else {
+                break;
+            };
+            let n = budget.min(oldest.len());
+            oldest.drain(..n);
+            freed += n;
+            budget -= n;
+            if oldest.is_empty() {
+                self.garbage.pop_front();
+            }
+        }
+        freed
+    }
+
+    /// Entries dropped from the log and not yet freed ([`RaftLog::reclaim`]).
+    pub fn garbage_len(&self) -> usize {
+        self.garbage.iter().map(VecDeque::len).sum()
     }
 
     /// The latest configuration in the held entries at or below `upto`, if any.
@@ -218,6 +279,55 @@ mod tests {
         assert_eq!(log.last_term(), Term(1));
         log.push(e(3, 3));
         assert_eq!(log.slice(LogIndex(3), 10, 1 << 20), vec![e(3, 3)]);
+    }
+
+    /// Entries dropped by a compaction, a truncation or a reset wait in the
+    /// garbage and are freed a bounded number per `reclaim`; the log reads
+    /// the same before and after each call.
+    #[test]
+    fn dropped_entries_are_freed_a_bounded_number_per_reclaim() {
+        let n = 100_000;
+        let mut log = RaftLog::new(
+            LogIndex(0),
+            Term(0),
+            (1..=n).map(|i| e(i, 1 + i / 1000)).collect(),
+        );
+        log.compact_to(LogIndex(90_000));
+        assert_eq!(
+            log.garbage_len(),
+            90_000,
+            "compaction frees nothing by itself"
+        );
+        log.truncate_from(LogIndex(99_001));
+        assert_eq!(log.garbage_len(), 91_000);
+        let (first, last, last_term) = (log.first_index(), log.last_index(), log.last_term());
+        assert_eq!((first, last), (LogIndex(90_001), LogIndex(99_000)));
+
+        let mut calls = 0;
+        while log.garbage_len() > 0 {
+            let waiting = log.garbage_len();
+            let budget = RECLAIM_PER_CALL.max(waiting / RECLAIM_BACKLOG_SHARE);
+            let freed = log.reclaim();
+            assert_eq!(freed, budget.min(waiting), "with {waiting} waiting");
+            assert_eq!(log.garbage_len(), waiting - freed);
+            assert_eq!((log.first_index(), log.last_index()), (first, last));
+            assert_eq!(log.last_term(), last_term);
+            assert_eq!(log.term_at(LogIndex(90_000)), Some(Term(91)));
+            assert_eq!(log.entry(LogIndex(95_000)), Some(&e(95_000, 96)));
+            calls += 1;
+        }
+        // The share of the backlog keeps the number of calls logarithmic
+        // in it while it is large, then 512 a call: about 65 + 64 here.
+        assert!(calls < 200, "{calls} calls to free 91k entries");
+        assert_eq!(log.reclaim(), 0, "nothing left");
+
+        log.reset_to(LogIndex(120_000), Term(200));
+        assert_eq!(log.garbage_len(), 9_000);
+        assert!(log.is_empty());
+        assert_eq!(log.term_at(LogIndex(120_000)), Some(Term(200)));
+        log.push(e(120_001, 200));
+        assert_eq!(log.reclaim(), RECLAIM_PER_CALL);
+        assert_eq!(log.last_index(), LogIndex(120_001));
     }
 
     #[test]

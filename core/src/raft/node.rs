@@ -312,6 +312,12 @@ impl Raft {
     pub fn log(&self) -> &RaftLog {
         &self.log
     }
+    /// Frees some of the entries the log dropped (`RaftLog::reclaim`); the
+    /// server calls it once per input. Returns how many it freed.
+    pub fn reclaim_log(&mut self) -> usize {
+        self.log.reclaim()
+    }
+
     pub fn membership(&self) -> &Membership {
         &self.membership
     }
