@@ -56,8 +56,25 @@ LOAD=$(python3 bench/kv-load.py tern "127.0.0.1:${H[$L]}" 64 "$KPC" 256)
 echo "$LOAD"
 echo "took $(since "$t") s"
 for f in writes/s writes errors p50_ms p99_ms max_ms duration_s loader_cpu_s; do res "load.$f" "$(field "$LOAD" "$f")"; done
-for i in 1 2 3; do until [ "$(has_last "$i")" = 200 ]; do sleep 0.5; done; done
-sleep 35 # past raft_snapshot_interval (30 s): every server has snapshotted
+declare -a SN
+for i in 1 2 3; do
+  until [ "$(has_last "$i")" = 200 ]; do sleep 0.5; done
+  SN[$i]=$(grep -c "written beside the log" "$WORK/s$i.log" || true)
+done
+# Memory is read once every server has snapshotted after the load and
+# compacted its log: the snapshot check runs every raft_snapshot_interval
+# (30 s) staggered up to twice that, so a fixed wait could read a server
+# that still held the whole load in its log. The freed entries go back a
+# bounded number per input (RaftLog::reclaim), a few seconds when idle.
+t=$(now)
+for i in 1 2 3; do
+  for _ in $(seq 240); do
+    [ "$(grep -c "written beside the log" "$WORK/s$i.log" || true)" -gt "${SN[$i]}" ] && break
+    sleep 0.5
+  done
+done
+sleep 10
+echo "every server snapshotted after the load within $(since "$t") s"
 for i in 1 2 3; do
   read -r rss anon file < <(awk '/^VmRSS/{r=$2} /^RssAnon/{a=$2} /^RssFile/{f=$2} END{print r, a, f}' "/proc/${P[$i]}/status")
   per=$(python3 -c "print(f'{$rss*1024/$KEYS:.0f}')")
