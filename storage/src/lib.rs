@@ -59,7 +59,7 @@ use std::path::PathBuf;
 use tern_core::raft::{Durable, PersistError};
 use tern_core::PersistOp;
 
-pub use data_dir::{remove_superseded, write_snapshot_file, DataDir};
+pub use data_dir::{remove_superseded, write_snapshot_file, DataDir, DEAD_SEGMENTS_PER_WRITE};
 pub use fs::{Fs, FsError, FsOp, StdFs, EIO, ENOSPC};
 pub use recovery::read_snapshot_data;
 pub use sim_fs::{CrashReport, FaultRates, SimFs, SimFsStats};

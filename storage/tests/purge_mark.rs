@@ -280,3 +280,80 @@ fn a_truncation_that_deletes_the_marked_segment_keeps_the_purge() {
     assert_eq!(got, model);
     assert_eq!(got.entries.first().map(|e| e.index.0), Some(4));
 }
+
+/// A purge that finds many dead segments deletes one itself and leaves the
+/// rest to the appends after it, one each: each deletion is an unlink and
+/// a directory fsync on the log lane, and ten of them in one job held
+/// appends over 100 ms. Meanwhile the state read back is the purged one.
+#[test]
+fn a_purge_deletes_one_dead_segment_and_each_append_after_it_one_more() {
+    let (mut dd, mut model, _) = open(SimFs::new(7));
+    persist_all(&mut dd, &mut model, &[(hard_state(1, None), true)]);
+    for i in 1..=60 {
+        persist_all(&mut dd, &mut model, &[(append(i..=i, 1), true)]);
+    }
+    persist_all(&mut dd, &mut model, &[(save(55, 1), true)]);
+    let before = segment_files(dd.fs_mut()).len();
+    assert!(before >= 6, "{before} segments: too few to show the spread");
+
+    let removes = dd.fs_mut().stats().removes;
+    persist_all(&mut dd, &mut model, &[(purge(50), true)]);
+    assert_eq!(
+        dd.fs_mut().stats().removes - removes,
+        tern_storage::DEAD_SEGMENTS_PER_WRITE as u64,
+        "the purge deletes one segment itself"
+    );
+    assert_eq!(segment_files(dd.fs_mut()).len(), before - 1);
+    // Recovery now already reads the purged state: the dead segments still
+    // on disk are below the mark.
+    let (_, got, _) = open(dd.fs_mut().clone());
+    assert_eq!(got, model, "dead segments on disk are dead for recovery");
+
+    // Each append deletes one more, until none is dead; then none.
+    let mut per_append = Vec::new();
+    for i in 61..=80 {
+        let removes = dd.fs_mut().stats().removes;
+        persist_all(&mut dd, &mut model, &[(append(i..=i, 1), true)]);
+        per_append.push(dd.fs_mut().stats().removes - removes);
+    }
+    let carried = per_append.iter().take_while(|&&d| d == 1).count();
+    assert!(
+        carried >= 2,
+        "appends carried the deletions: {per_append:?}"
+    );
+    assert!(
+        per_append[carried..].iter().all(|&d| d == 0),
+        "one per append, then none: {per_append:?}"
+    );
+    let (_, got, _) = open(dd.into_fs());
+    assert_eq!(got, model);
+    assert_eq!(got.entries.first().map(|e| e.index.0), Some(51));
+}
+
+/// On a full disk the dead segments still go: an append deletes one before
+/// it writes, so each refused append frees space for the next.
+#[test]
+fn a_refused_append_on_a_full_disk_still_deletes_a_dead_segment() {
+    let (mut dd, mut model, _) = open(SimFs::new(8));
+    persist_all(&mut dd, &mut model, &[(hard_state(1, None), true)]);
+    for i in 1..=60 {
+        persist_all(&mut dd, &mut model, &[(append(i..=i, 1), true)]);
+    }
+    persist_all(
+        &mut dd,
+        &mut model,
+        &[(save(55, 1), true), (purge(50), true)],
+    );
+    dd.fs_mut().set_full(true);
+    let removes = dd.fs_mut().stats().removes;
+    let e = dd.persist(&append(61..=61, 1), true).unwrap_err();
+    assert!(
+        matches!(e, tern_storage::StorageError::NoSpace { .. }),
+        "{e}"
+    );
+    assert_eq!(dd.fs_mut().stats().removes - removes, 1);
+    dd.fs_mut().set_full(false);
+    persist_all(&mut dd, &mut model, &[(append(61..=61, 1), true)]);
+    let (_, got, _) = open(dd.into_fs());
+    assert_eq!(got, model);
+}
