@@ -122,6 +122,20 @@ pub enum ServerNameError {
     Invalid,
 }
 
+impl NotTls {
+    /// Bytes the peek calls "not TLS" that rustls' `Acceptor` would still
+    /// take as a ClientHello: a first record whose legacy version is not
+    /// 3.x. rustls ignores that field (RFC 8446 §5.1 lets a server do so);
+    /// the peek cannot, because on a shared port the content type and the
+    /// version byte are how TLS is told from the other protocols there, and
+    /// every TLS client since SSL 3.0 sends 3.x. The differential fuzz
+    /// target allows exactly this one (found by it: a hello in a record of
+    /// version 0.2).
+    pub fn stricter_than_rustls(&self) -> bool {
+        matches!(self, NotTls::Version(_))
+    }
+}
+
 impl Malformed {
     /// Refusals of hellos that rustls would accept: the peek is deliberately
     /// stricter here (the RFCs' limits, and no name type a gateway cannot

@@ -1,7 +1,8 @@
 //! The ClientHello peek against rustls' server side, on the same bytes: when
 //! `rustls::server::Acceptor` accepts a hello, the peek must find the same
 //! server name and ALPN protocols, or refuse it for one of the reasons it is
-//! deliberately stricter for (`Malformed::stricter_than_rustls`). A gateway
+//! deliberately stricter for (`Malformed::stricter_than_rustls`,
+//! `NotTls::stricter_than_rustls`). A gateway
 //! that read another name than the backend will see is how SNI routing goes
 //! wrong. Shared by `client_hello_rustls.rs`, the corpus replay and the
 //! `client_hello` fuzz target.
@@ -51,6 +52,7 @@ pub fn differential(data: &[u8]) -> Option<RustlsHello> {
             );
         }
         Peek::Malformed(m) if m.stricter_than_rustls() => {}
+        Peek::NotTls(n) if n.stricter_than_rustls() => {}
         other => panic!("rustls accepted {accepted:?}; the peek says {other:?}"),
     }
     Some(accepted)
