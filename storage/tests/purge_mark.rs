@@ -281,18 +281,25 @@ fn a_truncation_that_deletes_the_marked_segment_keeps_the_purge() {
     assert_eq!(got.entries.first().map(|e| e.index.0), Some(4));
 }
 
+/// Sixty entries, one append each (several segments), and a snapshot at 55
+/// saved: a purge below it finds many dead segments.
+fn sixty_entries_and_a_snapshot_at_55(seed: u64) -> (DataDir<SimFs>, Durable) {
+    let (mut dd, mut model, _) = open(SimFs::new(seed));
+    persist_all(&mut dd, &mut model, &[(hard_state(1, None), true)]);
+    for i in 1..=60 {
+        persist_all(&mut dd, &mut model, &[(append(i..=i, 1), true)]);
+    }
+    persist_all(&mut dd, &mut model, &[(save(55, 1), true)]);
+    (dd, model)
+}
+
 /// A purge that finds many dead segments deletes one itself and leaves the
 /// rest to the appends after it, one each: each deletion is an unlink and
 /// a directory fsync on the log lane, and ten of them in one job held
 /// appends over 100 ms. Meanwhile the state read back is the purged one.
 #[test]
 fn a_purge_deletes_one_dead_segment_and_each_append_after_it_one_more() {
-    let (mut dd, mut model, _) = open(SimFs::new(7));
-    persist_all(&mut dd, &mut model, &[(hard_state(1, None), true)]);
-    for i in 1..=60 {
-        persist_all(&mut dd, &mut model, &[(append(i..=i, 1), true)]);
-    }
-    persist_all(&mut dd, &mut model, &[(save(55, 1), true)]);
+    let (mut dd, mut model) = sixty_entries_and_a_snapshot_at_55(7);
     let before = segment_files(dd.fs_mut()).len();
     assert!(before >= 6, "{before} segments: too few to show the spread");
 
@@ -334,16 +341,8 @@ fn a_purge_deletes_one_dead_segment_and_each_append_after_it_one_more() {
 /// it writes, so each refused append frees space for the next.
 #[test]
 fn a_refused_append_on_a_full_disk_still_deletes_a_dead_segment() {
-    let (mut dd, mut model, _) = open(SimFs::new(8));
-    persist_all(&mut dd, &mut model, &[(hard_state(1, None), true)]);
-    for i in 1..=60 {
-        persist_all(&mut dd, &mut model, &[(append(i..=i, 1), true)]);
-    }
-    persist_all(
-        &mut dd,
-        &mut model,
-        &[(save(55, 1), true), (purge(50), true)],
-    );
+    let (mut dd, mut model) = sixty_entries_and_a_snapshot_at_55(8);
+    persist_all(&mut dd, &mut model, &[(purge(50), true)]);
     dd.fs_mut().set_full(true);
     let removes = dd.fs_mut().stats().removes;
     let e = dd.persist(&append(61..=61, 1), true).unwrap_err();
