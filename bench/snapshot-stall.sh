@@ -4,7 +4,9 @@
 # with a snapshot about every second (raft_snapshot_threshold 1024,
 # raft_snapshot_interval 1s) and once without (threshold out of reach).
 # It prints numbers; it asserts nothing. Usage: bench/snapshot-stall.sh [seconds]
-# (TERN_BIN=path/to/tern runs that binary instead of building this tree)
+# (TERN_BIN=path/to/tern runs that binary instead of building this tree;
+# LOGS=dir keeps the servers' logs there, to match the slowest writes the
+# bench names with what the servers did at that moment)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 DUR=${1:-20}
@@ -47,6 +49,7 @@ run_cluster() { # name hcl -> prints the bench line
   "$TERN" bench kv --target tern --http-addr "127.0.0.1:${H[$leader]}" --clients 64 --duration "${DUR}s" --value-size 256
   local snaps; snaps=$(cat "$WORK/$name"*.log | grep -c "snapshot taken" || true)
   echo "snapshots_taken=$snaps"
+  if [ -n "${LOGS:-}" ]; then mkdir -p "$LOGS" && cp "$WORK/$name"*.log "$LOGS/"; fi
   pkill -9 -f "$WORK/$name" || true
   sleep 1
 }

@@ -109,8 +109,20 @@ pub struct BenchReport {
     pub p50: Duration,
     pub p90: Duration,
     pub p99: Duration,
+    pub p999: Duration,
     pub max: Duration,
+    /// Writes that took more than three times the p99.
+    pub over_3x_p99: u64,
+    /// The slowest writes, slowest first (at most [`SLOWEST_KEPT`]): when
+    /// each started, counted from the run's start, and how long it took.
+    pub slowest: Vec<(Duration, Duration)>,
+    /// When the run started, as wall-clock time (to match `slowest` with
+    /// the servers' logs).
+    pub started: Option<std::time::SystemTime>,
 }
+
+/// How many of the slowest writes a report names.
+pub const SLOWEST_KEPT: usize = 5;
 
 impl BenchReport {
     pub fn writes_per_sec(&self) -> f64 {
@@ -122,15 +134,35 @@ impl std::fmt::Display for BenchReport {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(
             f,
-            "writes/s={:.0} writes={} errors={} p50_ms={:.2} p90_ms={:.2} p99_ms={:.2} max_ms={:.2}",
+            "writes/s={:.0} writes={} errors={} p50_ms={:.2} p90_ms={:.2} p99_ms={:.2} max_ms={:.2} p999_ms={:.2} over_3x_p99={}",
             self.writes_per_sec(),
             self.writes,
             self.errors,
             self.p50.as_secs_f64() * 1e3,
             self.p90.as_secs_f64() * 1e3,
             self.p99.as_secs_f64() * 1e3,
-            self.max.as_secs_f64() * 1e3
+            self.max.as_secs_f64() * 1e3,
+            self.p999.as_secs_f64() * 1e3,
+            self.over_3x_p99,
         )
+    }
+}
+
+impl BenchReport {
+    /// `slowest_ms=45.10@12.345s,...`: the slowest writes with when each
+    /// started (seconds from the run's start), and the start as Unix time
+    /// in milliseconds, to find them in the servers' logs.
+    pub fn slowest_line(&self) -> String {
+        let started = self
+            .started
+            .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+            .map_or(0, |d| d.as_millis());
+        let list: Vec<String> = self
+            .slowest
+            .iter()
+            .map(|(at, took)| format!("{:.2}@{:.3}s", took.as_secs_f64() * 1e3, at.as_secs_f64()))
+            .collect();
+        format!("started_unix_ms={started} slowest_ms={}", list.join(","))
     }
 }
 
@@ -244,6 +276,7 @@ fn run_live(
         Err(e) => return failed(format!("starting the runtime: {e}")),
     };
     let value = vec![b'x'; value_size];
+    let started = std::time::SystemTime::now();
     let start = Instant::now();
     let progress = Arc::new(std::sync::Mutex::new(Progress::default()));
     let workload = Arc::new(Workload {
@@ -252,6 +285,7 @@ fn run_live(
         addr,
         value_base64: base64(&value),
         value,
+        start,
         deadline: start + duration,
         keys_per_client: keys_per_client.max(1),
         request_timeout,
@@ -292,7 +326,9 @@ fn run_live(
         }
         all
     });
-    report(tally, start.elapsed().as_secs_f64())
+    let mut r = report(tally, start.elapsed().as_secs_f64());
+    r.started = Some(started);
+    r
 }
 
 /// What the clients have done so far, for the live lines.
@@ -403,6 +439,8 @@ struct Workload {
     value: Vec<u8>,
     /// `value` in base64, for etcd's JSON.
     value_base64: String,
+    /// When the run started.
+    start: Instant,
     /// When clients stop issuing requests (one already in flight finishes).
     deadline: Instant,
     /// Client `c` writes `bench/c/0` .. `bench/c/(keys_per_client - 1)`, in turn.
@@ -453,8 +491,9 @@ impl Workload {
 /// What one client (or the whole run) saw.
 #[derive(Default)]
 struct Tally {
-    /// One per successful write.
-    latencies: Vec<Duration>,
+    /// One per successful write: when it started (from the run's start)
+    /// and how long it took.
+    latencies: Vec<(Duration, Duration)>,
     errors: u64,
 }
 
@@ -475,7 +514,7 @@ async fn client(w: Arc<Workload>, c: usize) -> Tally {
         match tokio::time::timeout(w.request_timeout, sent).await {
             Ok(Ok(())) => {
                 let took = t.elapsed();
-                tally.latencies.push(took);
+                tally.latencies.push((t.duration_since(w.start), took));
                 if let Ok(mut p) = w.progress.lock() {
                     p.latencies.record(took);
                 }
@@ -532,8 +571,12 @@ async fn exchange(
 
 /// The report of a run that took `seconds`.
 fn report(tally: Tally, seconds: f64) -> BenchReport {
-    let mut all = tally.latencies;
-    all.sort_unstable();
+    let mut timed = tally.latencies;
+    // Slowest first, the earlier start first among equals.
+    timed.sort_unstable_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
+    let slowest = timed.iter().take(SLOWEST_KEPT).copied().collect();
+    let mut all: Vec<Duration> = timed.into_iter().map(|(_, took)| took).collect();
+    all.reverse();
     let pct = |p: f64| -> Duration {
         if all.is_empty() {
             return Duration::ZERO;
@@ -541,14 +584,19 @@ fn report(tally: Tally, seconds: f64) -> BenchReport {
         let i = ((all.len() as f64 * p).ceil() as usize).clamp(1, all.len()) - 1;
         all[i]
     };
+    let p99 = pct(0.99);
     BenchReport {
         writes: all.len() as u64,
         errors: tally.errors,
         seconds,
         p50: pct(0.50),
         p90: pct(0.90),
-        p99: pct(0.99),
+        p99,
+        p999: pct(0.999),
         max: all.last().copied().unwrap_or_default(),
+        over_3x_p99: all.iter().filter(|&&t| t > p99 * 3).count() as u64,
+        slowest,
+        started: None,
     }
 }
 
@@ -940,6 +988,7 @@ pub fn command(args: &[String], out: &mut dyn io::Write, err: &mut dyn io::Write
         "clients={clients} value_size={size} duration_s={:.1} {r}",
         r.seconds
     );
+    let _ = writeln!(out, "{}", r.slowest_line());
     0
 }
 
@@ -1035,6 +1084,42 @@ mod tests {
         b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 4\r\n\r\ntrue";
     const OK_CHUNKED: &[u8] = b"HTTP/1.1 200 OK\r\ntransfer-encoding: Chunked\r\n\r\n\
         2;ext=1\r\ntr\r\n2\r\nue\r\n0\r\nX-Trailer: y\r\n\r\n";
+
+    #[test]
+    fn a_report_counts_the_writes_over_three_times_the_p99_and_names_the_slowest() {
+        // 1000 writes: 990 of 1 ms, 9 of 2 ms, and one of 50 ms started at 7 s.
+        let ms = Duration::from_millis;
+        let mut latencies: Vec<(Duration, Duration)> = (0..990).map(|i| (ms(i), ms(1))).collect();
+        latencies.extend((0..9).map(|i| (ms(2000 + i), ms(2))));
+        latencies.push((ms(7000), ms(50)));
+        let r = report(
+            Tally {
+                latencies,
+                errors: 0,
+            },
+            10.0,
+        );
+        assert_eq!((r.p50, r.p99, r.p999, r.max), (ms(1), ms(1), ms(2), ms(50)));
+        assert_eq!(r.over_3x_p99, 1);
+        assert_eq!(r.slowest.len(), SLOWEST_KEPT);
+        assert_eq!(r.slowest[0], (ms(7000), ms(50)));
+        assert_eq!(
+            r.slowest[1],
+            (ms(2000), ms(2)),
+            "equal latencies: the earlier first"
+        );
+        assert!(
+            r.to_string()
+                .ends_with(" max_ms=50.00 p999_ms=2.00 over_3x_p99=1"),
+            "{r}"
+        );
+        assert!(
+            r.slowest_line()
+                .contains("slowest_ms=50.00@7.000s,2.00@2.000s,"),
+            "{}",
+            r.slowest_line()
+        );
+    }
 
     #[test]
     fn the_histogram_keeps_quantiles_within_a_sixteenth() {
