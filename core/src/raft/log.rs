@@ -12,14 +12,147 @@ pub struct RaftLog {
     /// Index and term of the last compacted entry (0, 0 for a fresh log).
     base_index: LogIndex,
     base_term: Term,
-    entries: VecDeque<Entry>,
+    entries: Chunks,
     /// Entries dropped from the log (compacted, truncated, replaced by a
     /// snapshot) but not yet freed, oldest first. A compaction drops tens
     /// of thousands of entries at a time, and freeing them took 10-20 ms
     /// of the agent task at once (`bench/snapshot-stall.sh`): every
     /// request waited. [`RaftLog::reclaim`] frees them a bounded number
     /// per call instead.
-    garbage: VecDeque<VecDeque<Entry>>,
+    garbage: VecDeque<Vec<Entry>>,
+}
+
+/// Entries per chunk of [`Chunks`]: 1024 entries of 48 bytes are 48 KiB,
+/// under glibc's mmap threshold, so a chunk is an ordinary heap allocation.
+pub const CHUNK_ENTRIES: usize = 1024;
+
+/// The held entries, in fixed-size chunks rather than one growing buffer.
+///
+/// A log that is not compacted for a while (a long snapshot interval, a
+/// lagging follower holding it back, no snapshots at all) grows to
+/// hundreds of thousands of entries, and one contiguous buffer doubles
+/// now and then: with an allocator that cannot remap in place (mimalloc)
+/// each doubling copied tens of MB and touched as many fresh pages on the
+/// agent task, and all three servers stalled together for up to 188 ms
+/// (`bench/snapshot-stall.sh` on tmpfs). Chunks never move: an append
+/// takes a new 48 KiB chunk every [`CHUNK_ENTRIES`] entries, and a
+/// compaction hands whole chunks to the garbage.
+///
+/// Every chunk but the last holds exactly [`CHUNK_ENTRIES`] entries, so
+/// entry `i` is found by division. The first `dead` entries of the first
+/// chunk were compacted away but stay until the rest of their chunk goes
+/// (at most `CHUNK_ENTRIES - 1` of them); nothing reads them.
+#[derive(Clone, Debug, Default)]
+struct Chunks {
+    chunks: VecDeque<Vec<Entry>>,
+    dead: usize,
+    len: usize,
+}
+
+impl Chunks {
+    fn from_vec(entries: Vec<Entry>) -> Chunks {
+        let mut c = Chunks::default();
+        for e in entries {
+            c.push_back(e);
+        }
+        c
+    }
+
+    fn len(&self) -> usize {
+        self.len
+    }
+
+    fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    fn get(&self, i: usize) -> Option<&Entry> {
+        if i >= self.len {
+            return None;
+        }
+        let at = self.dead + i;
+        self.chunks
+            .get(at / CHUNK_ENTRIES)
+            .and_then(|c| c.get(at % CHUNK_ENTRIES))
+    }
+
+    fn back(&self) -> Option<&Entry> {
+        if self.len == 0 {
+            return None;
+        }
+        self.chunks.back().and_then(|c| c.last())
+    }
+
+    fn push_back(&mut self, e: Entry) {
+        match self.chunks.back_mut() {
+            Some(last) if last.len() < CHUNK_ENTRIES => last.push(e),
+            _ => {
+                let mut chunk = Vec::with_capacity(CHUNK_ENTRIES);
+                chunk.push(e);
+                self.chunks.push_back(chunk);
+            }
+        }
+        self.len += 1;
+    }
+
+    /// Keeps the first `keep` entries; the rest go to `garbage`.
+    fn truncate(&mut self, keep: usize, garbage: &mut VecDeque<Vec<Entry>>) {
+        if keep >= self.len {
+            return;
+        }
+        let at = self.dead + keep;
+        // Whole chunks past the cut.
+        let chunks_kept = at.div_ceil(CHUNK_ENTRIES);
+        let mut tail: Vec<Vec<Entry>> = Vec::new();
+        while self.chunks.len() > chunks_kept.max(1) {
+            tail.extend(self.chunks.pop_back());
+        }
+        // The cut inside the last chunk kept.
+        let before_last = self.chunks.len().saturating_sub(1) * CHUNK_ENTRIES;
+        if let Some(last) = self.chunks.back_mut() {
+            let within = at - before_last;
+            if within < last.len() {
+                garbage.push_back(last.split_off(within));
+            }
+        }
+        garbage.extend(tail.into_iter().rev());
+        self.len = keep;
+        if self.len == 0 && self.chunks.back().is_some_and(|c| c.len() <= self.dead) {
+            // Only dead entries are left: let them go too.
+            garbage.extend(self.chunks.drain(..));
+            self.dead = 0;
+        }
+    }
+
+    /// Drops the first `n` entries (`n <= len`): whole chunks go to
+    /// `garbage`, the rest of a chunk waits as `dead`.
+    fn drop_front(&mut self, n: usize, garbage: &mut VecDeque<Vec<Entry>>) {
+        assert!(n <= self.len, "drop only held entries");
+        self.len -= n;
+        self.dead += n;
+        while self.dead >= CHUNK_ENTRIES || (self.len == 0 && !self.chunks.is_empty()) {
+            let Some(first) = self.chunks.pop_front() else {
+                break;
+            };
+            self.dead -= first.len().min(self.dead);
+            garbage.push_back(first);
+        }
+        if self.chunks.is_empty() {
+            self.dead = 0;
+        }
+    }
+
+    /// Everything goes to `garbage`.
+    fn clear(&mut self, garbage: &mut VecDeque<Vec<Entry>>) {
+        garbage.extend(self.chunks.drain(..));
+        self.dead = 0;
+        self.len = 0;
+    }
+
+    /// The held entries, newest first.
+    fn iter_rev(&self) -> impl Iterator<Item = &Entry> + '_ {
+        (0..self.len).rev().filter_map(move |i| self.get(i))
+    }
 }
 
 /// Entries [`RaftLog::reclaim`] frees per call at least (about 0.1-0.2 ms
@@ -36,7 +169,7 @@ impl RaftLog {
         let log = RaftLog {
             base_index,
             base_term,
-            entries: entries.into(),
+            entries: Chunks::from_vec(entries),
             garbage: VecDeque::new(),
         };
         log.assert_contiguous();
@@ -44,7 +177,10 @@ impl RaftLog {
     }
 
     fn assert_contiguous(&self) {
-        for (i, e) in self.entries.iter().enumerate() {
+        for (i, e) in (0..self.entries.len())
+            .filter_map(|i| self.entries.get(i))
+            .enumerate()
+        {
             assert_eq!(
                 e.index.0,
                 self.base_index.0 + 1 + i as u64,
@@ -86,7 +222,9 @@ impl RaftLog {
         if index <= self.base_index {
             return None;
         }
-        self.entries.get((index.0 - self.base_index.0 - 1) as usize)
+        usize::try_from(index.0 - self.base_index.0 - 1)
+            .ok()
+            .and_then(|i| self.entries.get(i))
     }
 
     /// Entries from `from` on, at most `count_max` of them and about
@@ -125,10 +263,7 @@ impl RaftLog {
     pub fn truncate_from(&mut self, index: LogIndex) {
         assert!(index > self.base_index, "never truncate compacted entries");
         let keep = (index.0 - self.base_index.0 - 1) as usize;
-        if keep < self.entries.len() {
-            let dropped = self.entries.split_off(keep);
-            self.discard(dropped);
-        }
+        self.entries.truncate(keep, &mut self.garbage);
     }
 
     /// Forget entries up to and including `index`, which must be held.
@@ -138,28 +273,17 @@ impl RaftLog {
         }
         let term = self.term_at(index).expect("compact only held entries");
         let drop = (index.0 - self.base_index.0) as usize;
-        // The live suffix moves to a buffer of its own (usually the
-        // smaller part: `trailing_logs` entries), and the prefix waits in
-        // the old buffer to be freed.
-        let live = self.entries.split_off(drop);
-        let dropped = std::mem::replace(&mut self.entries, live);
-        self.discard(dropped);
+        // Whole chunks wait in the garbage to be freed; nothing is copied.
+        self.entries.drop_front(drop, &mut self.garbage);
         self.base_index = index;
         self.base_term = term;
     }
 
     /// Replace everything with a snapshot's base.
     pub fn reset_to(&mut self, index: LogIndex, term: Term) {
-        let dropped = std::mem::take(&mut self.entries);
-        self.discard(dropped);
+        self.entries.clear(&mut self.garbage);
         self.base_index = index;
         self.base_term = term;
-    }
-
-    fn discard(&mut self, dropped: VecDeque<Entry>) {
-        if !dropped.is_empty() {
-            self.garbage.push_back(dropped);
-        }
     }
 
     /// Frees some of the entries dropped from the log: at least
@@ -176,7 +300,8 @@ impl RaftLog {
                 break;
             };
             let n = budget.min(oldest.len());
-            oldest.drain(..n);
+            // From the back: nothing left in the chunk moves.
+            oldest.truncate(oldest.len() - n);
             freed += n;
             budget -= n;
             if oldest.is_empty() {
@@ -188,14 +313,13 @@ impl RaftLog {
 
     /// Entries dropped from the log and not yet freed ([`RaftLog::reclaim`]).
     pub fn garbage_len(&self) -> usize {
-        self.garbage.iter().map(VecDeque::len).sum()
+        self.garbage.iter().map(Vec::len).sum()
     }
 
     /// The latest configuration in the held entries at or below `upto`, if any.
     pub fn membership_at(&self, upto: LogIndex) -> Option<(LogIndex, &Membership)> {
         self.entries
-            .iter()
-            .rev()
+            .iter_rev()
             .filter(|e| e.index <= upto)
             .find_map(|e| match &e.payload {
                 EntryPayload::Membership(m) => Some((e.index, m)),
@@ -293,13 +417,16 @@ mod tests {
             (1..=n).map(|i| e(i, 1 + i / 1000)).collect(),
         );
         log.compact_to(LogIndex(90_000));
+        // Whole chunks wait in the garbage; the compacted head of the
+        // chunk that holds the new first entry goes with that chunk.
+        let whole = 90_000 - 90_000 % CHUNK_ENTRIES;
         assert_eq!(
             log.garbage_len(),
-            90_000,
+            whole,
             "compaction frees nothing by itself"
         );
         log.truncate_from(LogIndex(99_001));
-        assert_eq!(log.garbage_len(), 91_000);
+        assert_eq!(log.garbage_len(), whole + 1_000);
         let (first, last, last_term) = (log.first_index(), log.last_index(), log.last_term());
         assert_eq!((first, last), (LogIndex(90_001), LogIndex(99_000)));
 
@@ -322,12 +449,101 @@ mod tests {
         assert_eq!(log.reclaim(), 0, "nothing left");
 
         log.reset_to(LogIndex(120_000), Term(200));
-        assert_eq!(log.garbage_len(), 9_000);
+        // The 9,000 held entries and the compacted head of their first chunk.
+        assert_eq!(log.garbage_len(), 9_000 + 90_000 % CHUNK_ENTRIES);
         assert!(log.is_empty());
         assert_eq!(log.term_at(LogIndex(120_000)), Some(Term(200)));
         log.push(e(120_001, 200));
         assert_eq!(log.reclaim(), RECLAIM_PER_CALL);
         assert_eq!(log.last_index(), LogIndex(120_001));
+    }
+
+    /// Appends, truncations, compactions and resets at random, against a
+    /// plain `VecDeque` as the model: every held entry reads the same, and
+    /// every entry the model dropped is in the garbage or (at most a
+    /// chunk's worth) in the compacted head of the first chunk.
+    #[test]
+    fn the_chunked_log_reads_like_one_buffer_through_any_sequence() {
+        let mut seed = 0x9e37_79b9_7f4a_7c15u64;
+        let mut next = move |n: u64| {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed % n.max(1)
+        };
+        let mut log = RaftLog::default();
+        let mut model: VecDeque<Entry> = VecDeque::new();
+        let (mut base, mut base_term, mut term) = (0u64, 0u64, 1u64);
+        let mut dropped = 0usize;
+        for step in 0..20_000 {
+            match next(100) {
+                0..=69 => {
+                    // A burst of appends, sometimes across chunk edges.
+                    for _ in 0..=next(3 * CHUNK_ENTRIES as u64 / 2) {
+                        let index = base + model.len() as u64 + 1;
+                        let entry = e(index, term);
+                        log.push(entry.clone());
+                        model.push_back(entry);
+                    }
+                }
+                70..=79 if !model.is_empty() => {
+                    let keep = next(model.len() as u64 + 1) as usize;
+                    log.truncate_from(LogIndex(base + keep as u64 + 1));
+                    dropped += model.len() - keep;
+                    model.truncate(keep);
+                    term += 1;
+                }
+                80..=94 if !model.is_empty() => {
+                    let n = 1 + next(model.len() as u64) as usize;
+                    let to = base + n as u64;
+                    log.compact_to(LogIndex(to));
+                    base_term = model[n - 1].term.0;
+                    base = to;
+                    model.drain(..n);
+                    dropped += n;
+                }
+                95..=97 => {
+                    base += next(5000);
+                    term += 1;
+                    base_term = term;
+                    log.reset_to(LogIndex(base), Term(base_term));
+                    dropped += model.len();
+                    model.clear();
+                }
+                _ => {
+                    let freed = log.reclaim();
+                    dropped -= freed;
+                }
+            }
+            assert_eq!(log.len(), model.len(), "step {step}");
+            assert_eq!(log.base_index(), LogIndex(base), "step {step}");
+            assert_eq!(log.base_term(), Term(base_term), "step {step}");
+            assert_eq!(log.last_index(), LogIndex(base + model.len() as u64));
+            assert_eq!(
+                log.last_term(),
+                model.back().map_or(Term(base_term), |e| e.term)
+            );
+            assert_eq!(log.entry(LogIndex(base)), None);
+            assert_eq!(log.entry(LogIndex(base + model.len() as u64 + 1)), None);
+            for i in [0, model.len() / 2, model.len().saturating_sub(1)] {
+                if let Some(m) = model.get(i) {
+                    assert_eq!(log.entry(m.index), Some(m), "step {step}");
+                }
+            }
+            if step % 97 == 0 {
+                let all = log.slice(LogIndex(base + 1), usize::MAX, usize::MAX);
+                assert!(all.iter().eq(model.iter()), "step {step}");
+            }
+            // Dropped entries wait in the garbage, or in the first chunk's
+            // compacted head (less than a chunk).
+            let garbage = log.garbage_len();
+            assert!(
+                garbage <= dropped && dropped - garbage < CHUNK_ENTRIES,
+                "step {step}: {garbage} of {dropped}"
+            );
+        }
+        while log.reclaim() > 0 {}
+        assert_eq!(log.garbage_len(), 0);
     }
 
     #[test]
