@@ -4,7 +4,8 @@
 # with a snapshot about every second (raft_snapshot_threshold 1024,
 # raft_snapshot_interval 1s) and once without (threshold out of reach).
 # It prints numbers; it asserts nothing. Usage: bench/snapshot-stall.sh [seconds]
-# (TERN_BIN=path/to/tern runs that binary instead of building this tree;
+# (TERN_BIN=path/to/tern runs that binary instead of building this tree, and
+# BENCH_BIN=path the load from another, so an A/B keeps one load generator;
 # LOGS=dir keeps the servers' logs there, to match the slowest writes the
 # bench names with what the servers did at that moment)
 set -euo pipefail
@@ -46,7 +47,7 @@ run_cluster() { # name hcl -> prints the bench line
       for j in 1 2 3; do [ "$l" = "127.0.0.1:${S[$j]}" ] && leader=$j; done
     done
   done
-  "$TERN" bench kv --target tern --http-addr "127.0.0.1:${H[$leader]}" --clients 64 --duration "${DUR}s" --value-size 256
+  "${BENCH_BIN:-$TERN}" bench kv --target tern --http-addr "127.0.0.1:${H[$leader]}" --clients 64 --duration "${DUR}s" --value-size 256
   local snaps; snaps=$(cat "$WORK/$name"*.log | grep -c "snapshot taken" || true)
   echo "snapshots_taken=$snaps"
   if [ -n "${LOGS:-}" ]; then mkdir -p "$LOGS" && cp "$WORK/$name"*.log "$LOGS/"; fi

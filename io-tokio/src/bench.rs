@@ -297,7 +297,10 @@ fn run_live(
         for c in 0..clients {
             tasks.spawn(client(workload.clone(), c));
         }
-        let mut all = Tally::default();
+        // Tallies are merged once every client is done: merging on this
+        // thread while others still wait for their last answer would add
+        // the merge to those answers' latencies.
+        let mut done_tallies = Vec::with_capacity(clients);
         let mut tick = tokio::time::interval_at(
             tokio::time::Instant::now() + Duration::from_secs(1),
             Duration::from_secs(1),
@@ -306,10 +309,7 @@ fn run_live(
         loop {
             tokio::select! {
                 done = tasks.join_next() => match done {
-                    Some(Ok(t)) => {
-                        all.latencies.extend(t.latencies);
-                        all.errors += t.errors;
-                    }
+                    Some(Ok(t)) => done_tallies.push(t),
                     Some(Err(_)) => {}
                     None => break,
                 },
@@ -323,6 +323,11 @@ fn run_live(
                     writes_before = p.latencies.total;
                 }
             }
+        }
+        let mut all = Tally::default();
+        for t in done_tallies {
+            all.latencies.extend(t.latencies);
+            all.errors += t.errors;
         }
         all
     });
