@@ -3,10 +3,11 @@
 //! kv`, `tern operator raft`, `tern members`, ...) or `tern bench` and `tern
 //! version`. `tern --help` lists them; `tern <command> -h` explains one.
 
-/// `--features mimalloc` (off by default): with a snapshot every second it
-/// gave 0.95-0.99 of the throughput without snapshots against the system
-/// allocator's 0.80-0.84, but a worse p99 while the state or the log
-/// grows (README, "Snapshots and a big state").
+/// `--features mimalloc` (off by default; built without transparent huge
+/// pages, which doubled its p99 while the heap grew): with a snapshot every
+/// second about 23% more writes/s than the system allocator on this
+/// project's bench VM, and no worse p99 anywhere it was measured (README,
+/// "Snapshots and a big state").
 #[cfg(feature = "mimalloc")]
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
