@@ -103,9 +103,8 @@ impl Chunks {
         let at = self.dead + keep;
         // Whole chunks past the cut.
         let chunks_kept = at.div_ceil(CHUNK_ENTRIES);
-        let mut tail: Vec<Vec<Entry>> = Vec::new();
         while self.chunks.len() > chunks_kept.max(1) {
-            tail.extend(self.chunks.pop_back());
+            garbage.extend(self.chunks.pop_back());
         }
         // The cut inside the last chunk kept.
         let before_last = self.chunks.len().saturating_sub(1) * CHUNK_ENTRIES;
@@ -115,7 +114,6 @@ impl Chunks {
                 garbage.push_back(last.split_off(within));
             }
         }
-        garbage.extend(tail.into_iter().rev());
         self.len = keep;
         if self.len == 0 && self.chunks.back().is_some_and(|c| c.len() <= self.dead) {
             // Only dead entries are left: let them go too.
@@ -149,6 +147,11 @@ impl Chunks {
         self.len = 0;
     }
 
+    /// The held entries, oldest first.
+    fn iter(&self) -> impl Iterator<Item = &Entry> + '_ {
+        self.chunks.iter().flatten().skip(self.dead)
+    }
+
     /// The held entries, newest first.
     fn iter_rev(&self) -> impl Iterator<Item = &Entry> + '_ {
         (0..self.len).rev().filter_map(move |i| self.get(i))
@@ -177,10 +180,7 @@ impl RaftLog {
     }
 
     fn assert_contiguous(&self) {
-        for (i, e) in (0..self.entries.len())
-            .filter_map(|i| self.entries.get(i))
-            .enumerate()
-        {
+        for (i, e) in self.entries.iter().enumerate() {
             assert_eq!(
                 e.index.0,
                 self.base_index.0 + 1 + i as u64,
