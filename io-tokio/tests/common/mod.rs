@@ -7,20 +7,21 @@ use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 
-/// A port nobody listens on right now.
+/// A port nobody listens on right now, taken (like [`free_gossip_port`])
+/// from below the OS's ephemeral range: an agent killed and started again
+/// binds the same port, and a port from inside the range can meanwhile be
+/// handed to some outbound connection (a flake seen in CI: "Address already
+/// in use" on a restarted server's HTTP port).
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    free_gossip_port()
 }
 
 /// A port free for both TCP and UDP on 127.0.0.1, for a gossip pool (which
 /// binds both). It is taken from below the OS's ephemeral range, so no
-/// outbound connection or `free_port()` of another test can be handed the
-/// same number while the agent is starting; the start is spread by the
-/// process id and the clock so parallel tests pick different ports.
+/// outbound connection can be handed the same number while the agent is
+/// starting; the walk through the range is spread by the process id and the
+/// clock so parallel test processes pick different ports, and one process
+/// never picks the same port twice in a row.
 pub fn free_gossip_port() -> u16 {
     use std::sync::atomic::{AtomicU32, Ordering};
     static NEXT: AtomicU32 = AtomicU32::new(0);
