@@ -24,7 +24,7 @@ fn put(i: u64) -> Request {
         op: Op::KvApply(KvCommand::Set(KvWrite {
             key: format!("bench/{}", i % 1024),
             flags: 0,
-            value: vec![b'x'; 256],
+            value: vec![b'x'; 256].into(),
         })),
     }
 }

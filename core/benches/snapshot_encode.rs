@@ -20,7 +20,7 @@ fn state(keys: u64) -> Fsm {
         let write = KvWrite {
             key: format!("bench/{}/{}", i % 64, i / 64),
             flags: 0,
-            value: vec![(i % 251) as u8; 256],
+            value: vec![(i % 251) as u8; 256].into(),
         };
         fsm.apply(i + 1, &Command::Kv(KvCommand::Set(write)));
     }

@@ -484,7 +484,7 @@ impl Run {
             _ => Op::KvApply(KvCommand::Set(KvWrite {
                 key: format!("k{}", b.u8() % 4),
                 flags: 0,
-                value: vec![b.u8()],
+                value: vec![b.u8()].into(),
             })),
         };
         let read_mode = match b.u8() % 3 {
@@ -576,7 +576,7 @@ fn kv_set(b: u8) -> Command {
     Command::Kv(KvCommand::Set(KvWrite {
         key: format!("k{}", b % 4),
         flags: 0,
-        value: vec![b],
+        value: vec![b].into(),
     }))
 }
 

@@ -50,7 +50,7 @@
 //!     datacenter: Datacenter("dc1".into()),
 //!     read_mode: ReadMode::Default,
 //!     blocking: None,
-//!     op: Op::KvApply(KvCommand::Set(KvWrite { key: "hello".into(), flags: 0, value: b"world".to_vec() })),
+//!     op: Op::KvApply(KvCommand::Set(KvWrite { key: "hello".into(), flags: 0, value: b"world".into() })),
 //! };
 //! let mut pending = Some(put);
 //! let mut answer = None;

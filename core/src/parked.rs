@@ -358,7 +358,7 @@ mod tests {
         Command::Kv(KvCommand::Set(KvWrite {
             key: key.into(),
             flags: 0,
-            value: vec![],
+            value: Default::default(),
         }))
     }
     fn touched(cmds: &[Command]) -> Touched {

@@ -24,7 +24,7 @@ fn put(key: &str) -> Request {
     req(Op::KvApply(KvCommand::Set(KvWrite {
         key: key.into(),
         flags: 0,
-        value: b"v".to_vec(),
+        value: b"v".to_vec().into(),
     })))
 }
 

@@ -28,7 +28,7 @@ fn write() -> Request {
         op: Op::KvApply(KvCommand::Set(KvWrite {
             key: "k".into(),
             flags: 0,
-            value: b"v".to_vec(),
+            value: b"v".to_vec().into(),
         })),
         ..read()
     }

@@ -1,7 +1,8 @@
 //! Whole-server behaviour on the in-process test cluster (manual clock,
 //! in-memory network and disks).
 
-use tern_core::fsm::{ApplyResult, KvCommand, KvWrite};
+use tern_core::fsm::{ApplyResult, Command, KvCommand, KvWrite};
+use tern_core::raft::EntryPayload;
 use tern_core::rpc::{Op, ReadMode, ReplyBody, Request, RpcError};
 use tern_core::testkit::{node_id, Cluster};
 use tern_core::{Datacenter, Duration, NodeId};
@@ -20,7 +21,7 @@ fn put(key: &str, value: &str) -> Request {
         Op::KvApply(KvCommand::Set(KvWrite {
             key: key.into(),
             flags: 0,
-            value: value.as_bytes().to_vec(),
+            value: value.as_bytes().to_vec().into(),
         })),
         ReadMode::Default,
     )
@@ -35,7 +36,7 @@ fn value_of(c: &Cluster, at: NodeId, rid: tern_core::RequestId) -> Option<String
         Ok(r) => match &r.body {
             ReplyBody::Entry(e) => e
                 .as_ref()
-                .map(|e| String::from_utf8(e.value.clone()).unwrap()),
+                .map(|e| String::from_utf8(e.value.to_vec()).unwrap()),
             b => panic!("unexpected body {b:?}"),
         },
         Err(e) => panic!("read failed: {e}"),
@@ -60,8 +61,41 @@ fn three_servers_elect_one_leader_and_commit_a_write() {
     assert_eq!(r.body, ReplyBody::Applied(ApplyResult::Kv(true)));
     for s in c.servers.values() {
         assert_eq!(
-            s.fsm().kv_get("a").map(|e| e.value.clone()),
+            s.fsm().kv_get("a").map(|e| e.value.to_vec()),
             Some(b"1".to_vec())
+        );
+    }
+}
+
+/// A value is held once per server: the table's entry and the log entry
+/// it was applied from share the bytes (`fsm::Value`), on the leader, which
+/// took it from the request, and on each follower, which decoded it.
+#[test]
+fn an_applied_value_shares_its_bytes_with_its_log_entry_on_every_server() {
+    let mut c = Cluster::with_voters(3);
+    let leader = c
+        .run_until_leader(Duration::from_secs(5))
+        .expect("a leader");
+    let rid = c.request(leader, put("a", &"v".repeat(300)));
+    c.run_for(Duration::from_millis(100));
+    assert!(c.responses[&(leader, rid)].is_ok());
+    for (id, s) in &c.servers {
+        let stored = s.fsm().kv_get("a").expect("applied everywhere");
+        let entry = s
+            .raft()
+            .log()
+            .entry(tern_core::LogIndex(stored.modify_index))
+            .expect("the entry is still in the log");
+        let EntryPayload::Command(cmd) = &entry.payload else {
+            panic!("{id}: not a command: {entry:?}");
+        };
+        let Command::Kv(KvCommand::Set(w)) = &**cmd else {
+            panic!("{id}: not a KV set: {cmd:?}");
+        };
+        assert_eq!(w.value, stored.value);
+        assert!(
+            w.value.shares_with(&stored.value),
+            "{id}: the table holds a copy of the log entry's value"
         );
     }
 }
@@ -156,7 +190,7 @@ fn a_duplicated_forward_is_applied_once() {
             write: KvWrite {
                 key: "once".into(),
                 flags: 0,
-                value: b"1".to_vec(),
+                value: b"1".to_vec().into(),
             },
             modify_index: 0,
         }),
@@ -1254,7 +1288,7 @@ fn a_voter_with_an_empty_log_answers_peers_it_knows_no_address_for() {
     let r = c.responses[&(s1, rid)].clone().expect("write ok");
     assert_eq!(r.body, ReplyBody::Applied(ApplyResult::Kv(true)));
     assert_eq!(
-        c.servers[&s3].fsm().kv_get("a").map(|e| e.value.clone()),
+        c.servers[&s3].fsm().kv_get("a").map(|e| e.value.to_vec()),
         Some(b"1".to_vec())
     );
     assert_eq!(c.servers[&s3].raft().address_of(s1), Some("s1:8300"));

@@ -73,7 +73,7 @@ fn kv_set(key: &str, value: &[u8]) -> Command {
     Command::Kv(KvCommand::Set(KvWrite {
         key: key.into(),
         flags: 0,
-        value: value.to_vec(),
+        value: value.to_vec().into(),
     }))
 }
 

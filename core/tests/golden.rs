@@ -56,7 +56,7 @@ fn kv_write() -> KvWrite {
     KvWrite {
         key: "web/config".into(),
         flags: 0xdead_beef,
-        value: b"{\"port\": 8080}".to_vec(),
+        value: b"{\"port\": 8080}".to_vec().into(),
     }
 }
 
@@ -580,7 +580,7 @@ fn txn_ops() -> Vec<TxnOp> {
         TxnOp::Kv {
             verb: KvVerb::Cas,
             key: "web/config".into(),
-            value: b"\x00{\"port\": 8080}".to_vec(),
+            value: b"\x00{\"port\": 8080}".to_vec().into(),
             flags: 0xdead_beef,
             index: 0x1_0000_0005,
             session: "adf4238a-882b-9ddc-4a9d-5b6758e4159e".into(),
@@ -638,7 +638,7 @@ fn kv_entry(key: &str) -> KvEntry {
     KvEntry {
         key: key.into(),
         flags: 1,
-        value: b"v".to_vec(),
+        value: b"v".to_vec().into(),
         create_index: 10,
         modify_index: 12,
         lock_index: 0,

@@ -280,7 +280,7 @@ fn set(key: &str) -> EntryPayload {
     EntryPayload::Command(std::sync::Arc::new(Command::Kv(KvCommand::Set(KvWrite {
         key: key.to_string(),
         flags: 0,
-        value: b"v".to_vec(),
+        value: b"v".to_vec().into(),
     }))))
 }
 
@@ -2567,7 +2567,7 @@ fn oversized_append_entries_batches_are_refused() {
             EntryPayload::Command(std::sync::Arc::new(Command::Kv(KvCommand::Set(KvWrite {
                 key: "k".to_string(),
                 flags: 0,
-                value,
+                value: value.into(),
             })))),
         )
     };

@@ -377,7 +377,7 @@ fn put(key: &str) -> tern_core::rpc::Request {
         op: Op::KvApply(KvCommand::Set(KvWrite {
             key: key.into(),
             flags: 0,
-            value: b"v".to_vec(),
+            value: b"v".to_vec().into(),
         })),
     }
 }
@@ -416,7 +416,7 @@ fn a_leave_completes_only_once_the_writes_it_proposed_are_answered() {
         op: Op::KvApply(KvCommand::Set(KvWrite {
             key: "k".into(),
             flags: 0,
-            value: b"v".to_vec(),
+            value: b"v".to_vec().into(),
         })),
     };
     let rid = c.request(old, put);

@@ -73,7 +73,7 @@ fn acquire(c: &mut Cluster, at: NodeId, session: &str) -> Result<Reply, RpcError
         write: KvWrite {
             key: "lock".into(),
             flags: 0,
-            value: b"v".to_vec(),
+            value: b"v".to_vec().into(),
         },
         session: session.into(),
     };

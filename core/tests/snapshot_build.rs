@@ -27,7 +27,7 @@ fn put(key: &str) -> Request {
         op: Op::KvApply(KvCommand::Set(KvWrite {
             key: key.into(),
             flags: 0,
-            value: format!("value of {key}").into_bytes(),
+            value: format!("value of {key}").into_bytes().into(),
         })),
     }
 }

@@ -18,7 +18,7 @@ fn set(key: &str, value: &str) -> Command {
     Command::Kv(KvCommand::Set(KvWrite {
         key: key.into(),
         flags: 0,
-        value: value.as_bytes().to_vec(),
+        value: value.as_bytes().to_vec().into(),
     }))
 }
 
@@ -290,7 +290,7 @@ fn a_cluster_restores_through_the_log_and_every_server_ends_equal() {
             Op::KvApply(KvCommand::Set(KvWrite {
                 key: "mine".into(),
                 flags: 0,
-                value: b"x".to_vec(),
+                value: b"x".to_vec().into(),
             })),
             ReadMode::Default,
         ),

@@ -15,7 +15,7 @@ fn kv(verb: KvVerb, key: &str, value: &str, index: u64) -> TxnOp {
     TxnOp::Kv {
         verb,
         key: key.into(),
-        value: value.as_bytes().to_vec(),
+        value: value.as_bytes().to_vec().into(),
         flags: 0,
         index,
         session: String::new(),
@@ -28,7 +28,7 @@ fn set(fsm: &mut Fsm, index: u64, key: &str, value: &str) {
         &Command::Kv(KvCommand::Set(KvWrite {
             key: key.into(),
             flags: 0,
-            value: value.as_bytes().to_vec(),
+            value: value.as_bytes().to_vec().into(),
         })),
     );
 }
@@ -41,7 +41,8 @@ fn txn(fsm: &mut Fsm, index: u64, ops: Vec<TxnOp>) -> Result<Vec<TxnResult>, Vec
 }
 
 fn value(fsm: &Fsm, key: &str) -> Option<String> {
-    fsm.kv_get(key).map(|e| String::from_utf8(e.value).unwrap())
+    fsm.kv_get(key)
+        .map(|e| String::from_utf8(e.value.to_vec()).unwrap())
 }
 
 #[test]

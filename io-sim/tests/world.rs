@@ -20,7 +20,7 @@ fn put(key: &str, value: &str) -> Request {
         op: Op::KvApply(KvCommand::Set(KvWrite {
             key: key.into(),
             flags: 0,
-            value: value.as_bytes().to_vec(),
+            value: value.as_bytes().to_vec().into(),
         })),
     }
 }

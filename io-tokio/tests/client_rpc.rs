@@ -176,7 +176,7 @@ fn put(key: &str, value: &[u8]) -> Request {
         Op::KvApply(KvCommand::Set(KvWrite {
             key: key.into(),
             flags: 0,
-            value: value.to_vec(),
+            value: value.to_vec().into(),
         })),
     )
 }
@@ -188,8 +188,8 @@ fn get(key: &str) -> Request {
 fn value_of(response: Response) -> Option<Vec<u8>> {
     match response {
         Ok(r) => match r.body {
-            ReplyBody::Entry(e) => e.map(|e| e.value),
-            ReplyBody::Kv(e) => e.map(|e| e.value),
+            ReplyBody::Entry(e) => e.map(|e| e.value.to_vec()),
+            ReplyBody::Kv(e) => e.map(|e| e.value.to_vec()),
             other => panic!("not a KV reply: {other:?}"),
         },
         Err(e) => panic!("read failed: {e}"),
@@ -246,7 +246,7 @@ async fn scripted(ip: &str, name: &str, script: Script) -> (ServerMember, Arc<At
                                 body: ReplyBody::Kv(Some(tern_core::fsm::KvEntry {
                                     key: "k".into(),
                                     flags: 0,
-                                    value: body.clone(),
+                                    value: body.clone().into(),
                                     create_index: 1,
                                     modify_index: 1,
                                     lock_index: 0,

@@ -137,7 +137,7 @@ impl Script {
         };
         match command {
             KvCommand::Set(w) => {
-                self.put(w.key, w.flags, w.value, index);
+                self.put(w.key, w.flags, w.value.to_vec(), index);
                 true
             }
             KvCommand::Cas {
@@ -146,7 +146,7 @@ impl Script {
             } => {
                 let held = modify_index(&self.kv, &write.key) == want;
                 if held {
-                    self.put(write.key, write.flags, write.value, index);
+                    self.put(write.key, write.flags, write.value.to_vec(), index);
                 }
                 held
             }
@@ -181,7 +181,7 @@ impl Script {
             KvEntry {
                 key,
                 flags,
-                value,
+                value: value.into(),
                 create_index,
                 modify_index: index,
                 lock_index: 0,

@@ -671,7 +671,7 @@ fn a_refused_peer_message_closes_its_connection_and_changes_nothing() {
         payload: EntryPayload::Command(std::sync::Arc::new(Command::Kv(KvCommand::Set(KvWrite {
             key: "forged".into(),
             flags: 0,
-            value: b"x".to_vec(),
+            value: b"x".to_vec().into(),
         })))),
     };
     let forged = Message {

@@ -70,7 +70,7 @@ fn entry(index: u64, term: u64, value_len: usize) -> Entry {
         payload: EntryPayload::Command(Arc::new(Command::Kv(KvCommand::Set(KvWrite {
             key: format!("k{index}"),
             flags: term,
-            value: vec![index as u8; value_len],
+            value: vec![index as u8; value_len].into(),
         })))),
     }
 }

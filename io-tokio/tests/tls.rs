@@ -586,7 +586,7 @@ fn forwarded_put(from: u128, to: tern_core::NodeId, key: &str) -> Vec<u8> {
                 op: Op::KvApply(KvCommand::Set(KvWrite {
                     key: key.into(),
                     flags: 0,
-                    value: b"forged".to_vec(),
+                    value: b"forged".to_vec().into(),
                 })),
             },
         },
@@ -609,7 +609,7 @@ fn call_put(s: &mut TlsStream, key: &str) -> Result<(), String> {
             op: Op::KvApply(KvCommand::Set(KvWrite {
                 key: key.into(),
                 flags: 0,
-                value: b"v".to_vec(),
+                value: b"v".to_vec().into(),
             })),
         },
     };

@@ -44,7 +44,7 @@ fn kv_write(p: &EntryPayload) -> Option<(String, Vec<u8>)> {
     };
     match c.as_ref() {
         Command::Kv(KvCommand::Set(w)) | Command::Kv(KvCommand::Cas { write: w, .. }) => {
-            Some((w.key.clone(), w.value.clone()))
+            Some((w.key.clone(), w.value.to_vec()))
         }
         _ => None,
     }

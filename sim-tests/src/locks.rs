@@ -243,7 +243,7 @@ async fn episode(
                     let write = KvWrite {
                         key: LOCK_KEY.into(),
                         flags: 0,
-                        value: format!("c{index}").into_bytes(),
+                        value: format!("c{index}").into_bytes().into(),
                     };
                     let unlock = KvCommand::Unlock {
                         write,
@@ -271,7 +271,7 @@ async fn episode(
                 let write = KvWrite {
                     key: LOCK_KEY.into(),
                     flags: 0,
-                    value: format!("c{index}").into_bytes(),
+                    value: format!("c{index}").into_bytes().into(),
                 };
                 let lock = KvCommand::Lock {
                     write,

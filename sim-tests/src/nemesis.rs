@@ -1270,7 +1270,7 @@ impl Scenario {
                 let same = n.world.with_server(follower, |s| {
                     s.fsm().kv_get("bulk").map(|e| e.value.clone())
                 });
-                if same != Some(Some(b"b119".to_vec())) {
+                if same != Some(Some(b"b119".to_vec().into())) {
                     failures.push(format!(
                         "{}: {follower:?} did not catch up: {same:?}",
                         self.name()
@@ -1304,7 +1304,7 @@ async fn snapshot_restore(n: &mut Nemesis, first_leader: NodeId) -> Vec<String> 
             tern_core::fsm::Command::Kv(tern_core::fsm::KvCommand::Set(tern_core::fsm::KvWrite {
                 key: format!("restored/{i}"),
                 flags: i,
-                value: format!("value {i}").into_bytes(),
+                value: format!("value {i}").into_bytes().into(),
             }));
         source.apply(4961 + i, &cmd);
     }

@@ -34,7 +34,7 @@ pub fn put_request(key: &str, value: &str) -> Request {
         Op::KvApply(KvCommand::Set(KvWrite {
             key: key.into(),
             flags: 0,
-            value: value.as_bytes().to_vec(),
+            value: value.as_bytes().to_vec().into(),
         })),
         ReadMode::Default,
     )
@@ -201,7 +201,7 @@ pub async fn client_loop(
                             write: KvWrite {
                                 key: key.clone(),
                                 flags: 0,
-                                value: value.as_bytes().to_vec(),
+                                value: value.as_bytes().to_vec().into(),
                             },
                             modify_index,
                         }),

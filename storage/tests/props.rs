@@ -344,7 +344,11 @@ fn arb_entry() -> impl Strategy<Value = Entry> {
                 prop::collection::vec(any::<u8>(), 0..32)
             )
                 .prop_map(|(key, flags, value)| EntryPayload::Command(Arc::new(
-                    Command::Kv(KvCommand::Set(KvWrite { key, flags, value }))
+                    Command::Kv(KvCommand::Set(KvWrite {
+                        key,
+                        flags,
+                        value: value.into()
+                    }))
                 ))),
             arb_membership().prop_map(EntryPayload::Membership),
         ];

@@ -2,13 +2,14 @@
 
 use serde::{Deserialize, Serialize};
 
+use super::value::Value;
+
 /// A key and what to store under it, as a client sends it.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct KvWrite {
     pub key: String,
     pub flags: u64,
-    #[serde(with = "serde_bytes")]
-    pub value: Vec<u8>,
+    pub value: Value,
 }
 
 /// One KV operation (Consul's `KVSOp`s that this release implements).
@@ -91,8 +92,7 @@ pub struct StoredAutopilot {
 pub struct KvEntry {
     pub key: String,
     pub flags: u64,
-    #[serde(with = "serde_bytes")]
-    pub value: Vec<u8>,
+    pub value: Value,
     pub create_index: u64,
     pub modify_index: u64,
     pub lock_index: u64,
@@ -105,8 +105,7 @@ pub struct KvEntry {
 pub struct DirEntry {
     pub key: String,
     pub flags: u64,
-    #[serde(with = "serde_bytes")]
-    pub value: Vec<u8>,
+    pub value: Value,
     pub create_index: u64,
     pub modify_index: u64,
     pub lock_index: u64,

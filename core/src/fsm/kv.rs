@@ -11,6 +11,7 @@ use super::hash::ItemHasher;
 use super::snapshot::{
     EntryRecord, EntryRef, KvSnapshot, KvSnapshotRef, Rows, TombstoneRecord, TombstoneRef,
 };
+use super::value::Value;
 use super::FsmError;
 
 /// Everything a stored entry holds but its key (the map key is the only
@@ -23,7 +24,7 @@ use super::FsmError;
 #[derive(Clone, Debug, PartialEq, Eq)]
 struct Slot {
     flags: u64,
-    value: Vec<u8>,
+    value: Value,
     create_index: u64,
     modify_index: u64,
     lock_index: u64,
@@ -34,7 +35,7 @@ struct Slot {
 }
 
 impl Slot {
-    fn new(key: &str, flags: u64, value: Vec<u8>, create_index: u64, modify_index: u64) -> Slot {
+    fn new(key: &str, flags: u64, value: Value, create_index: u64, modify_index: u64) -> Slot {
         let mut slot = Slot {
             flags,
             value,
@@ -235,8 +236,8 @@ impl KvTable {
         self.content_hash = self.content_hash.wrapping_sub(shared.hash);
         self.snapshot_bytes -= entry_bytes(key, shared);
         match Arc::get_mut(shared) {
-            // No view holds the slot: rewrite it in place, reusing its value
-            // buffer (the hot path of every write).
+            // No view holds the slot: rewrite it in place (the hot path of
+            // every write); the value is the log entry's, shared, not copied.
             Some(slot) => {
                 slot.flags = write.flags;
                 slot.value.clone_from(&write.value);
@@ -685,7 +686,7 @@ mod tests {
         KvWrite {
             key: key.to_owned(),
             flags,
-            value: value.as_bytes().to_vec(),
+            value: value.as_bytes().to_vec().into(),
         }
     }
 
@@ -755,7 +756,7 @@ mod tests {
 
     fn value(fsm: &Fsm, key: &str) -> Option<String> {
         fsm.kv_get(key)
-            .map(|e| String::from_utf8(e.value.clone()).unwrap())
+            .map(|e| String::from_utf8(e.value.to_vec()).unwrap())
     }
 
     #[test]
@@ -1195,7 +1196,7 @@ mod tests {
                 KvCommand::Set(KvWrite {
                     key: k.clone(),
                     flags: 0,
-                    value: big.clone(),
+                    value: big.clone().into(),
                 }),
             );
         }

@@ -18,6 +18,7 @@ mod session_tests;
 mod snapshot;
 mod tombstone_gc;
 pub mod txn;
+mod value;
 mod view;
 
 pub use catalog::types::{
@@ -32,6 +33,7 @@ pub use restore::{RestoreChunk, RestoreError, RestoreProgress, RESTORE_CHUNK_BYT
 pub use session::{ServiceCheck, Session, SessionBehavior, SESSIONS_MAX};
 pub use tombstone_gc::TombstoneGc;
 pub use txn::{CatalogVerb, KvVerb, TxnError, TxnOp, TxnOutcome, TxnResult, TXN_OPS_MAX};
+pub use value::Value;
 pub use view::FsmView;
 
 use std::collections::BTreeMap;
@@ -855,13 +857,15 @@ mod tests {
                 0..=3 => KvCommand::Set(KvWrite {
                     key,
                     flags: rng.below(4),
-                    value: rng.next().to_le_bytes()[..rng.below(9) as usize].to_vec(),
+                    value: rng.next().to_le_bytes()[..rng.below(9) as usize]
+                        .to_vec()
+                        .into(),
                 }),
                 4 | 5 => KvCommand::Cas {
                     write: KvWrite {
                         key,
                         flags: 1,
-                        value: b"cas".to_vec(),
+                        value: b"cas".to_vec().into(),
                     },
                     modify_index: if rng.below(2) == 0 { 0 } else { near },
                 },
@@ -922,7 +926,9 @@ mod tests {
                         .map(|_| TxnOp::Kv {
                             verb: verbs[rng.below(verbs.len() as u64) as usize],
                             key: KEYS[rng.below(KEYS.len() as u64) as usize].to_owned(),
-                            value: rng.next().to_le_bytes()[..rng.below(9) as usize].to_vec(),
+                            value: rng.next().to_le_bytes()[..rng.below(9) as usize]
+                                .to_vec()
+                                .into(),
                             flags: rng.below(2),
                             index: if rng.below(2) == 0 { 0 } else { near },
                             session: String::new(),
@@ -1055,7 +1061,7 @@ mod tests {
         let write = KvWrite {
             key: key.to_owned(),
             flags: 0,
-            value: value.to_vec(),
+            value: value.to_vec().into(),
         };
         fsm.apply(index, &Command::Kv(KvCommand::Set(write)));
     }
@@ -1088,7 +1094,7 @@ mod tests {
         EntryRecord {
             key: key.to_owned(),
             flags: 0,
-            value: vec![],
+            value: Default::default(),
             create_index,
             modify_index,
             lock_index: 0,

@@ -55,7 +55,7 @@ fn write(key: &str, value: &str) -> KvWrite {
     KvWrite {
         key: key.to_owned(),
         flags: 0,
-        value: value.as_bytes().to_vec(),
+        value: value.as_bytes().to_vec().into(),
     }
 }
 

@@ -19,6 +19,7 @@ use serde::{Deserialize, Serialize};
 
 use super::catalog::{CatalogSnapshot, CatalogSnapshotRef};
 use super::session::{SessionSnapshot, SessionSnapshotRef};
+use super::value::Value;
 use super::{FsmError, StoredAutopilot};
 
 /// The version byte this release writes.
@@ -116,8 +117,7 @@ pub(crate) struct KvSnapshot {
 pub(crate) struct EntryRecord {
     pub(crate) key: String,
     pub(crate) flags: u64,
-    #[serde(with = "serde_bytes")]
-    pub(crate) value: Vec<u8>,
+    pub(crate) value: Value,
     pub(crate) create_index: u64,
     pub(crate) modify_index: u64,
     pub(crate) lock_index: u64,
@@ -340,7 +340,7 @@ mod tests {
         EntryRecord {
             key: key.to_owned(),
             flags: 7,
-            value: b"v".to_vec(),
+            value: Value::from(b"v"),
             create_index: 1,
             modify_index: 2,
             lock_index: 3,

@@ -17,6 +17,7 @@ use super::catalog::CatalogTable;
 use super::command::{DirEntry, KvCommand, KvWrite};
 use super::kv::KvTable;
 use super::session::SessionTable;
+use super::value::Value;
 
 /// Consul's `maxTxnOps` (agent/txn_endpoint.go).
 pub const TXN_OPS_MAX: usize = 128;
@@ -106,8 +107,7 @@ pub enum TxnOp {
     Kv {
         verb: KvVerb,
         key: String,
-        #[serde(with = "serde_bytes")]
-        value: Vec<u8>,
+        value: Value,
         flags: u64,
         /// The modify index a `cas`, `delete-cas` or `check-index` wants.
         index: u64,
@@ -240,7 +240,7 @@ fn run_one(state: &mut TxnState<'_>, index: u64, op: &TxnOp) -> Result<Vec<TxnRe
 fn written(kv: &KvTable, key: &str) -> Vec<TxnResult> {
     kv.get_dir(key)
         .map(|mut e| {
-            e.value = Vec::new();
+            e.value = Value::empty();
             TxnResult::Kv(e)
         })
         .into_iter()
@@ -254,7 +254,7 @@ fn kv(
     index: u64,
     verb: KvVerb,
     key: &str,
-    value: &[u8],
+    value: &Value,
     flags: u64,
     want: u64,
     session: &str,
@@ -262,7 +262,7 @@ fn kv(
     let write = || KvWrite {
         key: key.to_string(),
         flags,
-        value: value.to_vec(),
+        value: value.clone(),
     };
     match verb {
         KvVerb::Set => {
@@ -291,7 +291,7 @@ fn kv(
                 e.modify_index
             )),
             Some(mut e) => {
-                e.value = Vec::new();
+                e.value = Value::empty();
                 Ok(vec![TxnResult::Kv(e)])
             }
         },
@@ -306,7 +306,7 @@ fn kv(
                         "failed session check for key {key:?}, current session {current:?} != {session:?}"
                     ));
                 }
-                e.value = Vec::new();
+                e.value = Value::empty();
                 Ok(vec![TxnResult::Kv(e)])
             }
         },

@@ -227,7 +227,7 @@ mod tests {
         Command::Kv(KvCommand::Set(KvWrite {
             key: key.into(),
             flags: 42,
-            value: value.to_vec(),
+            value: value.to_vec().into(),
         }))
     }
 

@@ -417,7 +417,7 @@ mod tests {
                 KvWrite {
                     key: format!("k{index}"),
                     flags: 0,
-                    value: vec![index as u8; 3],
+                    value: vec![index as u8; 3].into(),
                 },
             )))),
         }

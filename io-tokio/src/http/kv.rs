@@ -90,7 +90,7 @@ pub(crate) async fn get(
         return Ok(meta.apply(not_found()));
     };
     if params.has("raw") && !recurse {
-        return Ok(meta.apply(raw(first.value.clone())));
+        return Ok(meta.apply(raw(first.value.to_vec())));
     }
     let body: Vec<DirEntry<'_>> = entries.iter().map(DirEntry::from).collect();
     Ok(meta.apply(json(&body, opts.pretty)?))
@@ -161,7 +161,11 @@ pub(crate) async fn put(
     let acquire = params.get("acquire").map(str::to_owned);
     let release = params.get("release").map(str::to_owned);
     let value = read_value(&headers, body, agent.options().core.kv_value_bytes_max).await?;
-    let write = KvWrite { key, flags, value };
+    let write = KvWrite {
+        key,
+        flags,
+        value: value.into(),
+    };
     // Consul's `KVSPut`: `?acquire=<session>` is a lock, `?release=` an
     // unlock (an empty session reaches the server, which answers
     // "missing session").

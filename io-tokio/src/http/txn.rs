@@ -98,7 +98,7 @@ pub(crate) async fn txn(
                 ops.push(TxnOp::Kv {
                     verb: KvVerb::Get,
                     key: String::new(),
-                    value: Vec::new(),
+                    value: Default::default(),
                     flags: 0,
                     index: 0,
                     session: String::new(),
@@ -249,7 +249,7 @@ fn parse_op(item: &Value, value_max: usize, own_dc: &str) -> Result<Parsed, ApiE
         return Ok(Parsed::Op(Box::new(TxnOp::Kv {
             verb,
             key,
-            value,
+            value: value.into(),
             flags: kv.uint("Flags").map_err(bad)?,
             index: kv.uint("Index").map_err(bad)?,
             session: kv.string("Session").map_err(bad)?,
