@@ -3,11 +3,11 @@
 //! kv`, `tern operator raft`, `tern members`, ...) or `tern bench` and `tern
 //! version`. `tern --help` lists them; `tern <command> -h` explains one.
 
-/// `--features mimalloc` (off by default; built without transparent huge
-/// pages, which doubled its p99 while the heap grew): with a snapshot every
-/// second about 23% more writes/s than the system allocator on this
-/// project's bench VM, and no worse p99 anywhere it was measured (README,
-/// "Snapshots and a big state").
+/// mimalloc, built without transparent huge pages (which doubled its p99
+/// while the heap grew), unless built with `--no-default-features`: with a
+/// snapshot every second about a quarter more writes/s than the system
+/// allocator on this project's bench VM, half the p99.9, and no worse p99
+/// anywhere it was measured (README, "Snapshots and a big state").
 #[cfg(feature = "mimalloc")]
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
