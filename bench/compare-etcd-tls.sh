@@ -144,7 +144,7 @@ kv() { # system mode clients addr
   local tls=() scheme=http
   if [ "$2" = tls ]; then tls=("${CLIENT_TLS[@]}"); scheme=https; fi
   local r
-  r=$("$TERN" bench kv -target "$1" -http-addr "$scheme://$4" -clients "$3" -duration "${DUR}s" -value-size 256 "${tls[@]}" 2>/dev/null)
+  r=$("$TERN" bench kv -target "$1" -http-addr "$scheme://$4" -clients "$3" -duration "${DUR}s" -value-size 256 "${tls[@]}" 2>/dev/null | sed -n 1p)
   echo "kv $1 $2 $3 $r" >>"$RES"
 }
 for round in $(seq "$RUNS"); do

@@ -119,6 +119,93 @@ pub struct BenchReport {
     /// When the run started, as wall-clock time (to match `slowest` with
     /// the servers' logs).
     pub started: Option<std::time::SystemTime>,
+    /// What the pause probe saw, if one ran: see [`PauseProbe`].
+    pub pauses: Option<PauseSummary>,
+}
+
+/// The machine's own stalls during a run, and the latencies without them.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct PauseSummary {
+    /// Whether the probe ran at real-time priority (`SCHED_FIFO`), so that
+    /// only a machine that runs nothing at all delays it; at normal
+    /// priority a busy CPU delays it too, and its pauses say less.
+    pub realtime: bool,
+    /// Each pause: when it began (from the run's start) and how long it was.
+    pub pauses: Vec<(Duration, Duration)>,
+    /// The slowest write that overlapped no pause.
+    pub max_outside: Duration,
+    /// Writes over three times the p99 that overlapped no pause.
+    pub over_3x_p99_outside: u64,
+}
+
+/// A thread that sleeps [`PROBE_TICK`] at a time and records every wake-up
+/// later than [`PROBE_LATE`] as a pause of the machine: when a thread that
+/// does nothing but sleep (at real-time priority where the OS allows it)
+/// was not run for that long, nothing else on the machine was either, so a
+/// write that overlaps such a pause measured the machine, not the server.
+/// On this project's bench VM an idle machine shows 60-70 ms pauses a few
+/// times a minute (README, "Snapshots and a big state").
+struct PauseProbe {
+    stop: Arc<std::sync::atomic::AtomicBool>,
+    thread: std::thread::JoinHandle<(bool, Vec<(Duration, Duration)>)>,
+}
+
+const PROBE_TICK: Duration = Duration::from_millis(1);
+const PROBE_LATE: Duration = Duration::from_millis(5);
+
+impl PauseProbe {
+    fn start(start: Instant) -> Option<PauseProbe> {
+        PauseProbe::start_with(start, std::thread::sleep)
+    }
+
+    /// [`PauseProbe::start`] with the sleep to use (the tests make one of
+    /// them long, as a machine pause would).
+    fn start_with(
+        start: Instant,
+        mut sleep: impl FnMut(Duration) + Send + 'static,
+    ) -> Option<PauseProbe> {
+        use std::sync::atomic::{AtomicBool, Ordering};
+        let stop = Arc::new(AtomicBool::new(false));
+        let flag = stop.clone();
+        let thread = std::thread::Builder::new()
+            .name("pause-probe".into())
+            .spawn(move || {
+                let realtime = set_realtime();
+                let mut pauses = Vec::new();
+                while !flag.load(Ordering::Relaxed) {
+                    let t0 = Instant::now();
+                    sleep(PROBE_TICK);
+                    let slept = t0.elapsed();
+                    if slept > PROBE_TICK + PROBE_LATE {
+                        let began = (t0 + PROBE_TICK).saturating_duration_since(start);
+                        pauses.push((began, slept - PROBE_TICK));
+                    }
+                }
+                (realtime, pauses)
+            })
+            .ok()?;
+        Some(PauseProbe { stop, thread })
+    }
+
+    fn finish(self) -> Option<(bool, Vec<(Duration, Duration)>)> {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        self.thread.join().ok()
+    }
+}
+
+/// Raise the calling thread to `SCHED_FIFO`; false where the OS refuses
+/// (not root, no `CAP_SYS_NICE`) or has no such thing.
+fn set_realtime() -> bool {
+    #[cfg(target_os = "linux")]
+    {
+        let param = libc::sched_param { sched_priority: 50 };
+        // SAFETY: a plain system call on this thread with a valid param.
+        unsafe { libc::sched_setscheduler(0, libc::SCHED_FIFO, &param) == 0 }
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        false
+    }
 }
 
 /// How many of the slowest writes a report names.
@@ -163,6 +250,28 @@ impl BenchReport {
             .map(|(at, took)| format!("{:.2}@{:.3}s", took.as_secs_f64() * 1e3, at.as_secs_f64()))
             .collect();
         format!("started_unix_ms={started} slowest_ms={}", list.join(","))
+    }
+
+    /// `probe=realtime pauses=2 pause_max_ms=61.20 pauses_ms=61.20@3.101s,...
+    /// max_outside_pauses_ms=9.80 over_3x_p99_outside_pauses=0`, or `None`
+    /// if no probe ran.
+    pub fn pauses_line(&self) -> Option<String> {
+        let p = self.pauses.as_ref()?;
+        let max = p.pauses.iter().map(|(_, d)| *d).max().unwrap_or_default();
+        let list: Vec<String> = p
+            .pauses
+            .iter()
+            .map(|(at, d)| format!("{:.2}@{:.3}s", d.as_secs_f64() * 1e3, at.as_secs_f64()))
+            .collect();
+        Some(format!(
+            "probe={} pauses={} pause_max_ms={:.2} pauses_ms={} max_outside_pauses_ms={:.2} over_3x_p99_outside_pauses={}",
+            if p.realtime { "realtime" } else { "normal" },
+            p.pauses.len(),
+            max.as_secs_f64() * 1e3,
+            if list.is_empty() { "-".to_string() } else { list.join(",") },
+            p.max_outside.as_secs_f64() * 1e3,
+            p.over_3x_p99_outside,
+        ))
     }
 }
 
@@ -234,6 +343,7 @@ fn run_with_timeout(
         request_timeout,
         None,
         None,
+        false,
     )
 }
 
@@ -251,6 +361,7 @@ fn run_live(
     request_timeout: Duration,
     mut live: Option<&mut dyn io::Write>,
     tls: Option<TlsClient>,
+    probe_pauses: bool,
 ) -> BenchReport {
     // Every client failed before sending anything.
     let failed = |what: String| {
@@ -278,6 +389,11 @@ fn run_live(
     let value = vec![b'x'; value_size];
     let started = std::time::SystemTime::now();
     let start = Instant::now();
+    let probe = if probe_pauses {
+        PauseProbe::start(start)
+    } else {
+        None
+    };
     let progress = Arc::new(std::sync::Mutex::new(Progress::default()));
     let workload = Arc::new(Workload {
         target,
@@ -331,7 +447,9 @@ fn run_live(
         }
         all
     });
-    let mut r = report(tally, start.elapsed().as_secs_f64());
+    let seconds = start.elapsed().as_secs_f64();
+    let pauses = probe.and_then(PauseProbe::finish);
+    let mut r = report(tally, seconds, pauses);
     r.started = Some(started);
     r
 }
@@ -574,13 +692,18 @@ async fn exchange(
     Ok(())
 }
 
-/// The report of a run that took `seconds`.
-fn report(tally: Tally, seconds: f64) -> BenchReport {
+/// The report of a run that took `seconds`; `pauses` from the probe, if
+/// one ran (whether it was real-time, and each pause's start and length).
+fn report(
+    tally: Tally,
+    seconds: f64,
+    pauses: Option<(bool, Vec<(Duration, Duration)>)>,
+) -> BenchReport {
     let mut timed = tally.latencies;
     // Slowest first, the earlier start first among equals.
     timed.sort_unstable_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
     let slowest = timed.iter().take(SLOWEST_KEPT).copied().collect();
-    let mut all: Vec<Duration> = timed.into_iter().map(|(_, took)| took).collect();
+    let mut all: Vec<Duration> = timed.iter().map(|(_, took)| *took).collect();
     all.reverse();
     let pct = |p: f64| -> Duration {
         if all.is_empty() {
@@ -590,6 +713,28 @@ fn report(tally: Tally, seconds: f64) -> BenchReport {
         all[i]
     };
     let p99 = pct(0.99);
+    let pauses = pauses.map(|(realtime, pauses)| {
+        // A write overlaps a pause when each began before the other ended.
+        let outside = |(at, took): &&(Duration, Duration)| {
+            !pauses
+                .iter()
+                .any(|(p_at, p_len)| *at < *p_at + *p_len && *p_at < *at + *took)
+        };
+        PauseSummary {
+            realtime,
+            max_outside: timed
+                .iter()
+                .find(outside)
+                .map(|(_, took)| *took)
+                .unwrap_or_default(),
+            over_3x_p99_outside: timed
+                .iter()
+                .take_while(|(_, took)| *took > p99 * 3)
+                .filter(outside)
+                .count() as u64,
+            pauses,
+        }
+    });
     BenchReport {
         writes: all.len() as u64,
         errors: tally.errors,
@@ -602,6 +747,7 @@ fn report(tally: Tally, seconds: f64) -> BenchReport {
         over_3x_p99: all.iter().filter(|&&t| t > p99 * 3).count() as u64,
         slowest,
         started: None,
+        pauses,
     }
 }
 
@@ -987,6 +1133,7 @@ pub fn command(args: &[String], out: &mut dyn io::Write, err: &mut dyn io::Write
         REQUEST_TIMEOUT,
         Some(err),
         tls,
+        true,
     );
     let _ = writeln!(
         out,
@@ -994,6 +1141,9 @@ pub fn command(args: &[String], out: &mut dyn io::Write, err: &mut dyn io::Write
         r.seconds
     );
     let _ = writeln!(out, "{}", r.slowest_line());
+    if let Some(line) = r.pauses_line() {
+        let _ = writeln!(out, "{line}");
+    }
     0
 }
 
@@ -1103,7 +1253,9 @@ mod tests {
                 errors: 0,
             },
             10.0,
+            None,
         );
+        assert_eq!(r.pauses_line(), None);
         assert_eq!((r.p50, r.p99, r.p999, r.max), (ms(1), ms(1), ms(2), ms(50)));
         assert_eq!(r.over_3x_p99, 1);
         assert_eq!(r.slowest.len(), SLOWEST_KEPT);
@@ -1124,6 +1276,68 @@ mod tests {
             "{}",
             r.slowest_line()
         );
+    }
+
+    #[test]
+    fn writes_that_overlap_a_machine_pause_are_left_out_of_the_max_outside_pauses() {
+        // 1000 writes of 1 ms; one of 50 ms from 7.000 s, during a pause of
+        // 40 ms from 7.005 s; one of 9 ms from 3.000 s, next to (not
+        // overlapping) a pause from 3.009 s; one of 5 ms ending just where
+        // a pause at 5.005 s begins.
+        let ms = Duration::from_millis;
+        let mut latencies: Vec<(Duration, Duration)> = (0..1000).map(|i| (ms(i), ms(1))).collect();
+        latencies.push((ms(7000), ms(50)));
+        latencies.push((ms(3000), ms(9)));
+        latencies.push((ms(5000), ms(5)));
+        let pauses = vec![(ms(3009), ms(20)), (ms(5005), ms(8)), (ms(7005), ms(40))];
+        let r = report(
+            Tally {
+                latencies,
+                errors: 0,
+            },
+            10.0,
+            Some((true, pauses.clone())),
+        );
+        assert_eq!(r.max, ms(50));
+        assert_eq!(r.over_3x_p99, 3);
+        let p = r.pauses.clone().expect("a probe ran");
+        assert_eq!(p.pauses, pauses);
+        assert_eq!(p.max_outside, ms(9), "the 50 ms write overlapped a pause");
+        assert_eq!(p.over_3x_p99_outside, 2);
+        assert_eq!(
+            r.pauses_line().unwrap(),
+            "probe=realtime pauses=3 pause_max_ms=40.00 \
+             pauses_ms=20.00@3.009s,8.00@5.005s,40.00@7.005s \
+             max_outside_pauses_ms=9.00 over_3x_p99_outside_pauses=2"
+        );
+    }
+
+    #[test]
+    fn the_probe_records_a_stall_of_its_thread_as_a_pause() {
+        // The probe's tenth sleep lasts 40 ms, as if the machine had not
+        // run it: that is recorded (as 39 ms, give or take the OS), after
+        // the ticks before it. (How many ordinary ticks a busy test
+        // machine delays past PROBE_LATE is not for this test to say.)
+        let start = Instant::now();
+        let mut n = 0;
+        let probe = PauseProbe::start_with(start, move |d| {
+            n += 1;
+            std::thread::sleep(if n == 10 {
+                Duration::from_millis(40)
+            } else {
+                d
+            });
+        })
+        .expect("the probe starts");
+        std::thread::sleep(Duration::from_millis(200));
+        let (_realtime, pauses) = probe.finish().expect("the probe stops");
+        let long: Vec<_> = pauses
+            .iter()
+            .filter(|(_, len)| *len >= Duration::from_millis(38))
+            .collect();
+        assert!(!long.is_empty(), "the 40 ms sleep was not seen: {pauses:?}");
+        let (at, len) = long[0];
+        assert!(*at >= Duration::from_millis(10) && *at + *len <= start.elapsed());
     }
 
     #[test]
@@ -1711,6 +1925,7 @@ mod tests {
             Duration::from_secs(5),
             None,
             Some(tls),
+            false,
         );
         assert_eq!(r.errors, 0, "{r}");
         assert!(r.writes > 2, "{r}");
