@@ -90,7 +90,7 @@ pub(crate) async fn get(
         return Ok(meta.apply(not_found()));
     };
     if params.has("raw") && !recurse {
-        return Ok(meta.apply(raw(first.value.to_vec())));
+        return Ok(meta.apply(raw(first.value.clone())));
     }
     let body: Vec<DirEntry<'_>> = entries.iter().map(DirEntry::from).collect();
     Ok(meta.apply(json(&body, opts.pretty)?))
@@ -121,7 +121,8 @@ async fn get_keys(
 }
 
 /// The value's bytes as Consul's `?raw` sends them, with its XSS guards.
-fn raw(value: Vec<u8>) -> Response {
+/// The body shares the value's allocation (no copy of it).
+fn raw(value: tern_core::fsm::Value) -> Response {
     (
         StatusCode::OK,
         [
@@ -129,7 +130,7 @@ fn raw(value: Vec<u8>) -> Response {
             (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
             (header::CONTENT_SECURITY_POLICY, "sandbox"),
         ],
-        value,
+        axum::body::Bytes::from_owner(value),
     )
         .into_response()
 }
