@@ -2269,6 +2269,40 @@ fn a_follower_waiting_for_a_snapshot_read_back_gets_heartbeats_and_one_load() {
     assert_eq!(out, vec![send(1, 3, chunk(2, &snap, 0, 9, seq + 1))]);
 }
 
+/// A follower waiting for the snapshot's bytes that turns out to hold the
+/// leader's base already (it matches the heartbeat anchored there) is sent
+/// entries from the log: the leader stops waiting on a snapshot it does not
+/// need. Chaos seeds 515, 664 and 862 lost liveness for good here: the
+/// follower matched the base and stayed in the snapshot state, sent
+/// nothing but heartbeats, while the leader needed it for a quorum.
+#[test]
+fn a_follower_that_matches_the_base_leaves_the_snapshot_wait_and_gets_entries() {
+    let (mut s1, _snap) = leader_loading_for_s3();
+    s1.advance(ms(50));
+    let out = s1.tick();
+    let (prev, _, seq) = heartbeats_to(&out, 3)[0];
+    assert_eq!(prev, 4, "anchored at the base");
+    s1.step(3, append_ok(2, 4, seq));
+    assert_ne!(
+        s1.raft.progress(node_id(3)).map(|p| p.state),
+        Some(ReplState::Snapshot)
+    );
+    let (_, out) = s1.propose(set("c"));
+    let to_s3: Vec<_> = out
+        .iter()
+        .filter_map(|a| match a {
+            Action::Send { message, .. } if message.to == node_id(3) => match &message.body {
+                MessageBody::Raft(RaftMessage::AppendEntries(ae)) => {
+                    Some((ae.prev_log_index.0, ae.entries.len()))
+                }
+                _ => None,
+            },
+            _ => None,
+        })
+        .collect();
+    assert_eq!(to_s3, vec![(4, 1)], "{out:?}");
+}
+
 /// A load that finds no file (a newer snapshot replaced it) is asked again
 /// at the next heartbeat; a load of a snapshot the leader no longer holds
 /// is dropped.

@@ -379,6 +379,16 @@ async fn simulate(opts: Options, scenario: Option<Scenario>) -> Outcome {
                     r.log().last_index(),
                     r.membership().servers.iter().map(|(id, m)| (*id, m.suffrage)).collect::<Vec<_>>(),
                     r.membership().servers.keys().filter(|p| r.address_of(**p).is_some()).count(),
+                ) + &format!(
+                    // What a leader's replication to each server is
+                    // waiting on (how seeds 515, 664 and 862's stall showed).
+                    " base={:?} progress={:?}",
+                    r.log().base_index(),
+                    r.membership()
+                        .servers
+                        .keys()
+                        .filter_map(|p| Some((*p, r.progress(*p)?.clone())))
+                        .collect::<Vec<_>>()
                 )
             });
             final_states.push(format!("{id:?}: {state:?} status={:?}", world.status(id)));

@@ -1242,6 +1242,15 @@ impl Raft {
             if p.state == ReplState::Probe {
                 p.state = ReplState::Replicate;
             }
+            if p.state == ReplState::Snapshot && p.matched >= self.log.base_index() {
+                // It holds everything up to our base (a heartbeat anchored
+                // there matched): our log can take it from here, and no
+                // snapshot is needed any more (etcd's raft leaves its
+                // snapshot state the same way). Waiting on instead left it
+                // stuck whenever no snapshot piece was coming.
+                p.snapshot_offset = None;
+                p.reset_to_probe();
+            }
         } else if p.state != ReplState::Snapshot {
             p.state = ReplState::Probe;
             p.inflight.clear();
