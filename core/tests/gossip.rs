@@ -630,6 +630,48 @@ fn join_retries_with_backoff_until_an_address_answers() {
         .any(|(_, e)| matches!(e, GossipEvent::Joined { attempt: 5, .. })));
 }
 
+/// Two pools that formed apart, each through the same join list while the
+/// other half was unreachable (a power loss during a partition), merge once
+/// both halves can talk: each member sends a state exchange, on its
+/// reconnect round (30 s), to a join address that belongs to no member it
+/// knows. Without that, nothing would ever make them meet: a join stops at
+/// its first answer (Consul's `retry_join`) and serf's reconnect retries
+/// only members known as failed (chaos seed 490).
+#[test]
+fn pools_formed_apart_from_one_join_list_merge_after_healing() {
+    let mut net = TestNet::lan(4, 31);
+    let others = |i: usize| -> Vec<String> { (0..4).filter(|j| *j != i).map(address).collect() };
+    let knows = |net: &TestNet, i: usize, j: usize| {
+        net.view(i, j).is_some_and(|m| m.status == Status::Alive)
+    };
+    net.kill(2);
+    net.kill(3);
+    net.input(0, GossipInput::Join(others(0)));
+    net.input(1, GossipInput::Join(others(1)));
+    net.run_until(secs(5), |n| knows(n, 0, 1) && knows(n, 1, 0))
+        .expect("0 and 1 meet");
+    net.kill(0);
+    net.kill(1);
+    net.resume(2);
+    net.resume(3);
+    net.input(2, GossipInput::Join(others(2)));
+    net.input(3, GossipInput::Join(others(3)));
+    net.run_until(secs(5), |n| knows(n, 2, 3) && knows(n, 3, 2))
+        .expect("2 and 3 meet");
+    net.resume(0);
+    net.resume(1);
+    assert!(net.view(0, 2).is_none() && net.view(2, 0).is_none());
+    // Every join has ended (each stopped at its first answer); the pools
+    // meet on the next reconnect round.
+    let took = net.run_until(secs(65), TestNet::converged_alive);
+    assert!(
+        took.is_some(),
+        "the pools never met: 0 knows {:?}, 2 knows {:?}",
+        net.gossip(0).members(),
+        net.gossip(2).members()
+    );
+}
+
 /// `join_attempts_max` (Consul `retry_max`) gives up, and says so.
 #[test]
 fn join_gives_up_after_the_attempt_limit() {

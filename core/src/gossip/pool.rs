@@ -11,7 +11,11 @@
 //! nacks, having to refute: Lifeguard's local health awareness). News rides
 //! on every packet and on gossip rounds; a full state exchange (push-pull)
 //! runs on join and periodically, and failed members are contacted now and
-//! then in case they are back (serf's reconnect).
+//! then in case they are back (serf's reconnect). So are the addresses we
+//! were asked to join that belong to no member we know: a pool that started
+//! while a partition hid some servers (a power loss during a partition)
+//! would otherwise never meet the pool those servers formed, since a join
+//! stops at its first answer, as Consul's `retry_join` does.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -30,6 +34,10 @@ use super::config::GossipConfig;
 use super::keyring::Keyring;
 use super::member::{Member, Status, Tags, Version};
 use super::packet::{decode_packet_sized, Body, KeyOp, MemberInfo, Update};
+
+/// How many join addresses a pool remembers (see [`Gossip`]'s stranger
+/// contact); more are used for their join but not kept.
+pub const JOIN_TARGETS_MAX: usize = 256;
 
 /// Something happened to a pool.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -228,6 +236,10 @@ pub struct Gossip {
     probe_index: usize,
     relays: BTreeMap<u32, Relay>,
     join: Option<Join>,
+    /// Every address a join was asked to use (at most
+    /// [`JOIN_TARGETS_MAX`]): on each reconnect round, one that is no known
+    /// member's address is sent a state exchange.
+    join_targets: BTreeSet<String>,
     leave_at: Option<Instant>,
     stopped: bool,
     next_probe_at: Instant,
@@ -287,6 +299,7 @@ impl Gossip {
             probe_index: 0,
             relays: BTreeMap::new(),
             join: None,
+            join_targets: BTreeSet::new(),
             leave_at: None,
             stopped: false,
             bad_log_at: None,
@@ -549,6 +562,11 @@ impl Gossip {
         if addresses.is_empty() || self.leave_at.is_some() {
             return;
         }
+        for a in &addresses {
+            if self.join_targets.len() < JOIN_TARGETS_MAX && *a != self.me.address {
+                self.join_targets.insert(a.clone());
+            }
+        }
         self.join = Some(Join {
             addresses,
             attempt: 0,
@@ -582,6 +600,7 @@ impl Gossip {
         }
         self.leave_at = Some(now + self.config.leave_propagate_delay);
         self.join = None;
+        self.join_targets.clear();
         self.probe = None;
         // memberlist's leave: a dead message about ourselves, from ourselves.
         self.enqueue(Update::Dead {
@@ -627,10 +646,36 @@ impl Gossip {
             if let Some(name) = self.pick(failed, 1).pop() {
                 self.push_pull_with(&name, out);
             }
+            self.contact_a_stranger(out);
         }
         if now >= self.next_reap_at {
             self.next_reap_at = now + self.config.reap_interval;
             self.reap(now, out);
+        }
+    }
+
+    /// One join address that is no known member's, if any and no join is
+    /// under way, gets a state exchange: if a pool answers there, the two
+    /// pools merge.
+    fn contact_a_stranger(&mut self, out: &mut Vec<GossipAction>) {
+        if self.join.is_some() || self.join_targets.is_empty() {
+            return;
+        }
+        let known: BTreeSet<&str> = self
+            .members
+            .values()
+            .map(|e| e.info.address.as_str())
+            .collect();
+        let strangers: Vec<String> = self
+            .join_targets
+            .iter()
+            .filter(|a| !known.contains(a.as_str()))
+            .cloned()
+            .collect();
+        if let Some(to) = self.pick(strangers, 1).pop() {
+            let seq = self.next_seq();
+            let members = self.state();
+            self.send_stream(&to, seq, true, false, members, out);
         }
     }
 
