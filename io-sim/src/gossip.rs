@@ -384,6 +384,14 @@ impl Pool {
     }
 
     fn event(&mut self, e: GossipEvent) {
+        if crate::trace::gossip() {
+            eprintln!(
+                "[gossip] {:.3} {:?} {:?}",
+                now().0 as f64 / 1e9,
+                self.slot.id,
+                e
+            );
+        }
         let member = match &e {
             GossipEvent::MemberJoined(m)
             | GossipEvent::MemberUpdated(m)

@@ -35,6 +35,7 @@ mod gossip;
 mod local_agent;
 mod net;
 mod node;
+mod trace;
 mod world;
 
 use std::future::Future;

@@ -336,8 +336,9 @@ async fn simulate(opts: Options, scenario: Option<Scenario>) -> Outcome {
     // every running server's pool sees every other running server alive.
     if let Err(why) = gossip_converged(&world, GOSSIP_HEAL_BOUND).await {
         failures.push(format!(
-            "liveness: gossip did not recover within {}s after healing: {why}",
-            GOSSIP_HEAL_BOUND.as_secs()
+            "liveness: gossip did not recover within {}s after healing: {why}; views: {}",
+            GOSSIP_HEAL_BOUND.as_secs(),
+            gossip_views(&world)
         ));
     }
     stop.store(true, Ordering::Relaxed);
@@ -590,6 +591,31 @@ pub async fn gossip_converged(world: &World, within: Duration) -> Result<(), Str
             Some(_) => madsim::time::sleep(Duration::from_millis(250)).await,
         }
     }
+}
+
+/// Every running server's gossip view, for a failure report.
+pub fn gossip_views(world: &World) -> String {
+    let mut out = Vec::new();
+    for id in world.servers() {
+        if world.status(id) != Some(NodeStatus::Running) {
+            continue;
+        }
+        let view: Vec<String> = world
+            .gossip_members(id)
+            .unwrap_or_default()
+            .iter()
+            .map(|m| {
+                format!(
+                    "{} {}{}",
+                    m.name,
+                    m.status.as_str(),
+                    if m.suspect { "?" } else { "" }
+                )
+            })
+            .collect();
+        out.push(format!("{id:?} {view:?}"));
+    }
+    out.join("; ")
 }
 
 /// Why the running servers' pools do not all see each other alive, if they do not.

@@ -267,25 +267,33 @@ fn planted_bug_gossip_no_refute_is_caught() {
     caught_by(Bug::GossipNoRefute, "liveness: gossip did not recover");
 }
 
+/// Found by the 1000-seed sweep of 2026-12-03 (seed 324): a server
+/// restarted while isolated starts a gossip pool that knows nobody; after
+/// the isolation heals its Raft traffic flows at once, but the other pools
+/// still suspect it and declare it failed (the suspicion had been gossiped
+/// during the isolation and never reached it, so it never refuted). The
+/// leader's dead-server cleanup went by gossip alone, as Consul's does,
+/// and removed that healthy voter 0.35 s after another voter died: two
+/// voters left, one dead, quorum lost (the autopilot-quorum check). Now a
+/// server the leader heard from over Raft within the last-contact threshold
+/// is not dead whatever gossip says: the seed passes.
+#[test]
+fn seed_324_cleanup_keeps_a_voter_raft_hears_though_gossip_calls_it_failed() {
+    let out = run(Options::from_seed(324), None);
+    assert!(out.ok, "{:?}", out.failures);
+}
+
 /// Found by the sweep over seeds 200..600 (seed 490): a partition
 /// {s1, s2, s5} | {s3, s4} is still in place when every server loses power
 /// and restarts; each side's pools join the servers they can reach, so two
-/// LAN pools form that know nothing of each other, and after healing nothing
-/// ever makes them meet (serf's reconnect only retries members it knows as
-/// failed; a join stops at its first success, as Consul's `retry_join`
-/// does). Raft is fine (one configuration, a leader, the writes and reads of
-/// the liveness phase); the gossip-recovers check fails. Kept as a
-/// regression scenario: it asserts exactly that failure, and flips once a
-/// server rejoins the configured servers its pool does not know (as serf's
-/// snapshot rejoin would have after the power loss).
+/// LAN pools form that know nothing of each other. A join stops at its
+/// first answer (Consul's `retry_join`) and serf's reconnect retries only
+/// members known as failed, so after healing nothing made them meet and the
+/// gossip-recovers check failed. Now each pool, on its reconnect round,
+/// sends a state exchange to one join address that belongs to no member it
+/// knows, and the pools merge: the seed passes.
 #[test]
-fn seed_490_pools_split_at_boot_never_meet_after_healing() {
+fn seed_490_pools_split_at_boot_meet_after_healing() {
     let out = run(Options::from_seed(490), None);
-    assert_eq!(out.failures.len(), 1, "{:?}", out.failures);
-    assert!(
-        out.failures[0].starts_with("liveness: gossip did not recover")
-            && out.failures[0].contains("does not know"),
-        "{:?}",
-        out.failures
-    );
+    assert!(out.ok, "{:?}", out.failures);
 }

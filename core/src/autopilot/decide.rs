@@ -46,7 +46,13 @@ pub struct Cleanup {
 
 /// Dead-server cleanup (Consul's `pruneDeadServers`, raft-autopilot's
 /// `pruneDeadServers`). A server is dead if it is failed in gossip or absent
-/// from it (missing from `gossip`); the leader never counts itself. Dead
+/// from it (missing from `gossip`) and the leader has not heard from it over
+/// Raft lately (it is not in `heard`: a server that acknowledges the
+/// leader's appends is alive whatever gossip says, and gossip can lag: a
+/// server whose pool restarted during a partition stays failed in the
+/// others' pools until a reconnect round, up to 30 s after healing; Consul
+/// goes by gossip alone and would remove it, chaos seed 324 lost quorum
+/// that way). The leader never counts itself. Dead
 /// non-voters are always removed: they do not vote, so removing them cannot
 /// cost a quorum. Dead voters are removed only if there are at most
 /// `(voters - 1) / 2` of them, so a majority of the voters is never removed
@@ -57,6 +63,7 @@ pub fn dead_servers(
     config: &AutopilotConfig,
     membership: &Membership,
     gossip: &BTreeMap<NodeId, GossipStatus>,
+    heard: &BTreeSet<NodeId>,
     leader: NodeId,
 ) -> Cleanup {
     let mut out = Cleanup::default();
@@ -65,6 +72,7 @@ pub fn dead_servers(
     }
     let dead = |id: &NodeId| {
         *id != leader
+            && !heard.contains(id)
             && matches!(
                 gossip.get(id).copied().unwrap_or(GossipStatus::None),
                 GossipStatus::Failed | GossipStatus::None
@@ -140,6 +148,11 @@ mod tests {
         ids.iter()
             .map(|i| (NodeId(*i), GossipStatus::Alive))
             .collect()
+    }
+
+    /// No server heard from over Raft lately.
+    fn none() -> BTreeSet<NodeId> {
+        BTreeSet::new()
     }
 
     fn ids(v: &[u128]) -> Vec<NodeId> {
@@ -235,7 +248,7 @@ mod tests {
         g.insert(NodeId(4), GossipStatus::Failed);
         // Server 6 is absent from gossip: dead too.
         assert_eq!(
-            dead_servers(&c, &m, &g, LEADER),
+            dead_servers(&c, &m, &g, &none(), LEADER),
             Cleanup {
                 remove: ids(&[6, 4]),
                 events: vec![]
@@ -243,7 +256,38 @@ mod tests {
         );
         // Two dead of five voters is still within (5 - 1) / 2.
         g.insert(NodeId(5), GossipStatus::Failed);
-        assert_eq!(dead_servers(&c, &m, &g, LEADER).remove, ids(&[6, 4, 5]));
+        assert_eq!(
+            dead_servers(&c, &m, &g, &none(), LEADER).remove,
+            ids(&[6, 4, 5])
+        );
+    }
+
+    /// A voter gossip calls failed, or does not know, is not dead while the
+    /// leader hears from it over Raft; it is neither removed nor counted
+    /// toward "too many dead" (chaos seed 324).
+    #[test]
+    fn a_server_the_leader_hears_from_is_not_dead_whatever_gossip_says() {
+        let c = AutopilotConfig::default();
+        let m = membership(&[1, 2, 3], &[4]);
+        let mut g = alive(&[1, 3]);
+        g.insert(NodeId(2), GossipStatus::Failed);
+        assert_eq!(
+            dead_servers(&c, &m, &g, &none(), LEADER).remove,
+            ids(&[4, 2])
+        );
+        let heard: BTreeSet<NodeId> = ids(&[2, 4]).into_iter().collect();
+        assert_eq!(dead_servers(&c, &m, &g, &heard, LEADER), Cleanup::default());
+        // Two of three voters failed in gossip, one of them heard: one dead
+        // voter is within the bound, and it is the one removed.
+        g.insert(NodeId(3), GossipStatus::Failed);
+        let heard: BTreeSet<NodeId> = ids(&[3]).into_iter().collect();
+        assert_eq!(
+            dead_servers(&c, &m, &g, &heard, LEADER),
+            Cleanup {
+                remove: ids(&[4, 2]),
+                events: vec![]
+            }
+        );
     }
 
     #[test]
@@ -253,7 +297,7 @@ mod tests {
         let m = membership(&[1, 2, 3], &[4]);
         let g = alive(&[1]);
         assert_eq!(
-            dead_servers(&c, &m, &g, LEADER),
+            dead_servers(&c, &m, &g, &none(), LEADER),
             Cleanup {
                 remove: ids(&[4]),
                 events: vec![AutopilotEvent::TooManyDeadServers { dead: 2, voters: 3 }],
@@ -266,7 +310,7 @@ mod tests {
         // Two voters: (2 - 1) / 2 = 0, a dead voter is never removed.
         let m = membership(&[1, 2], &[]);
         assert_eq!(
-            dead_servers(&c, &m, &alive(&[1]), LEADER).events,
+            dead_servers(&c, &m, &alive(&[1]), &none(), LEADER).events,
             vec![AutopilotEvent::TooManyDeadServers { dead: 1, voters: 2 }]
         );
     }
@@ -280,7 +324,7 @@ mod tests {
             ..AutopilotConfig::default()
         };
         assert_eq!(
-            dead_servers(&c, &m, &g, LEADER),
+            dead_servers(&c, &m, &g, &none(), LEADER),
             Cleanup {
                 remove: ids(&[4]),
                 events: vec![AutopilotEvent::BelowMinQuorum {
@@ -294,11 +338,14 @@ mod tests {
             cleanup_dead_servers: false,
             ..AutopilotConfig::default()
         };
-        assert_eq!(dead_servers(&off, &m, &g, LEADER), Cleanup::default());
+        assert_eq!(
+            dead_servers(&off, &m, &g, &none(), LEADER),
+            Cleanup::default()
+        );
         // The leader is absent from the gossip map it was given: not dead.
         let g = alive(&[2, 3, 4, 5]);
         assert_eq!(
-            dead_servers(&AutopilotConfig::default(), &m, &g, LEADER),
+            dead_servers(&AutopilotConfig::default(), &m, &g, &none(), LEADER),
             Cleanup::default()
         );
     }

@@ -283,7 +283,18 @@ impl Autopilot {
             .keys()
             .map(|id| (*id, self.gossip_status(now, config, raft, *id)))
             .collect();
-        let mut cleanup = dead_servers(ap, membership, &gossip, raft.id());
+        // Heard from over Raft within the last-contact threshold.
+        let heard: BTreeSet<NodeId> = self
+            .health
+            .servers()
+            .values()
+            .filter(|h| {
+                h.last_contact
+                    .is_some_and(|c| c <= ap.last_contact_threshold)
+            })
+            .map(|h| h.id)
+            .collect();
+        let mut cleanup = dead_servers(ap, membership, &gossip, &heard, raft.id());
         let unbounded = bug_unbounded_cleanup(config);
         if unbounded && ap.cleanup_dead_servers {
             cleanup.remove = gossip
