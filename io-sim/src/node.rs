@@ -714,7 +714,47 @@ async fn disk_worker(
     snapshots: mpsc::UnboundedSender<SnapshotJob>,
 ) {
     let incarnation = slot.fs.incarnation();
-    while let Some(job) = jobs.recv().await {
+    // Whether the data dir may hold segments a purge left dead: deleted one
+    // at a time while no job waits, as the daemon's disk thread does.
+    let mut untidy = false;
+    loop {
+        let job = if untidy {
+            match jobs.try_recv() {
+                Ok(job) => job,
+                Err(mpsc::error::TryRecvError::Empty) => {
+                    if data_dir.dead_segments() == 0 {
+                        untidy = false;
+                        continue;
+                    }
+                    // An unlink and a directory fsync: a job that comes
+                    // meanwhile waits for them, as on a real disk.
+                    disk_latency(&shared, &slot).await;
+                    if slot.fs.incarnation() != incarnation {
+                        return;
+                    }
+                    match data_dir.tidy() {
+                        Ok(more) => untidy = more,
+                        Err(e) => {
+                            eprintln!(
+                                "[io-sim] {:?}: stopping: deleting a dead log segment failed: {e}",
+                                slot.id
+                            );
+                            *slot.status.lock().unwrap() = NodeStatus::Failed(e.to_string());
+                            *slot.server.lock().unwrap() = None;
+                            return;
+                        }
+                    }
+                    continue;
+                }
+                Err(mpsc::error::TryRecvError::Disconnected) => return,
+            }
+        } else {
+            match jobs.recv().await {
+                Some(job) => job,
+                None => return,
+            }
+        };
+        untidy = true;
         for w in &job {
             let mut full = false;
             loop {

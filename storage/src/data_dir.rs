@@ -574,13 +574,53 @@ impl<F: Fs> DataDir<F> {
     /// recovery too: the purge's mark drops its entries (or, if a crash
     /// loses the mark, what is left is a suffix of the log, as after any
     /// crash during a purge), and recovery deletes it. A server that takes
-    /// no writes after a purge keeps its dead segments until it does.
+    /// no writes after a purge keeps its dead segments until it does, or
+    /// until its driver calls [`DataDir::tidy`].
     fn drop_a_dead_segment(&mut self) -> Result<(), Fail> {
-        let first_live = match self.summary.entries.first() {
+        self.drop_segments_oldest_first(Some(self.first_live()), 1)
+    }
+
+    /// Log segments a purge left dead (every entry in them purged) that
+    /// are still on disk: a purge deletes [`DEAD_SEGMENTS_PER_WRITE`]
+    /// itself, and each later append or [`DataDir::tidy`] one more.
+    pub fn dead_segments(&self) -> usize {
+        let first_live = self.first_live();
+        self.segments
+            .windows(2)
+            .take_while(|w| w[1].0 <= first_live)
+            .count()
+    }
+
+    /// Deletes the oldest dead segment, if there is one (an unlink and a
+    /// directory fsync), and says whether more are left: the drivers call
+    /// it while no write is queued, so a server that takes no writes after
+    /// a purge does not keep its dead segments until it does. A failure is
+    /// fatal, as for a write: every later write fails.
+    pub fn tidy(&mut self) -> Result<bool, StorageError> {
+        if let Some(first) = &self.failed {
+            return Err(StorageError::Failed {
+                first: first.clone(),
+            });
+        }
+        if self.dead_segments() == 0 {
+            return Ok(false);
+        }
+        match self.drop_a_dead_segment() {
+            Ok(()) => Ok(self.dead_segments() > 0),
+            Err(Fail::Clean(e)) | Err(Fail::Fatal(e)) => {
+                self.failed = Some(e.to_string());
+                Err(e)
+            }
+        }
+    }
+
+    /// The first index whose entry is live: the first in the log, or past
+    /// the last if the log is empty.
+    fn first_live(&self) -> LogIndex {
+        match self.summary.entries.first() {
             Some(e) => e.index,
             None => self.summary.last_index().next(),
-        };
-        self.drop_segments_oldest_first(Some(first_live), 1)
+        }
     }
 
     /// Writes `purged` up to `purge_floor` if it is behind. `purged` holds
@@ -701,5 +741,9 @@ impl<F: Fs + Send> Storage for DataDir<F> {
 
     fn take_superseded(&mut self) -> Vec<PathBuf> {
         DataDir::take_superseded(self)
+    }
+
+    fn tidy(&mut self) -> Result<bool, StorageError> {
+        DataDir::tidy(self)
     }
 }

@@ -167,6 +167,16 @@ pub trait Storage: Send {
     fn take_superseded(&mut self) -> Vec<PathBuf> {
         Vec::new()
     }
+
+    /// Housekeeping for an idle disk: deletes one file a purge left dead
+    /// (a log segment all of whose entries are purged; see
+    /// [`DataDir::tidy`]), if there is one. Returns whether more are left.
+    /// Drivers call it while no write waits, so a server that stops taking
+    /// writes after a snapshot still gives the space back. A failure is
+    /// fatal, as for a durable write. Nothing to do by default.
+    fn tidy(&mut self) -> Result<bool, StorageError> {
+        Ok(false)
+    }
 }
 
 /// Storage for `-dev`: the durable state lives, and dies, in memory.

@@ -117,8 +117,9 @@ impl SimFs {
         self.rates = rates;
     }
 
-    /// The next op of kind `op` (`FsOp::Write` or `FsOp::Sync`) fails with
-    /// `errno` ([`EIO`] or [`ENOSPC`]).
+    /// The next op of kind `op` (`FsOp::Write`, `FsOp::Sync`,
+    /// `FsOp::SyncDir` or `FsOp::Remove`) fails with `errno` ([`EIO`] or
+    /// [`ENOSPC`]).
     pub fn fail_next(&mut self, op: FsOp, errno: i32) {
         self.planned.push((op, errno));
     }
@@ -296,13 +297,19 @@ impl SimFs {
         }
     }
 
-    /// A planned or random fault for this op, and any slowness.
-    fn fault(&mut self, op: FsOp, path: &Path) -> Result<(), FsError> {
+    /// A planned fault for this op, if one is due.
+    fn planned_fault(&mut self, op: FsOp, path: &Path) -> Result<(), FsError> {
         if let Some(i) = self.planned.iter().position(|(o, _)| *o == op) {
             let (_, errno) = self.planned.remove(i);
             self.stats.faults += 1;
             return Err(Self::errno_error(op, path, errno));
         }
+        Ok(())
+    }
+
+    /// A planned or random fault for this op, and any slowness.
+    fn fault(&mut self, op: FsOp, path: &Path) -> Result<(), FsError> {
+        self.planned_fault(op, path)?;
         if self.rates.slow_ppm > 0 && self.rng.chance(self.rates.slow_ppm, 1_000_000) {
             let (lo, hi) = self.rates.slow_ns;
             self.latency_ns += self.rng.range(lo, hi.max(lo) + 1);
@@ -410,6 +417,7 @@ impl Fs for SimFs {
     fn remove(&mut self, path: &Path) -> Result<(), FsError> {
         self.alive(FsOp::Remove, path)?;
         self.inode(FsOp::Remove, path)?;
+        self.planned_fault(FsOp::Remove, path)?;
         self.stats.removes += 1;
         self.names.remove(path);
         Ok(())
@@ -432,6 +440,7 @@ impl Fs for SimFs {
             return Err(Self::not_found(FsOp::SyncDir, dir));
         }
         self.alive(FsOp::SyncDir, dir)?;
+        self.planned_fault(FsOp::SyncDir, dir)?;
         self.stats.dir_syncs += 1;
         self.durable_names.retain(|p, _| p.parent() != Some(dir));
         for (p, ino) in &self.names {

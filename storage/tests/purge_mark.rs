@@ -356,3 +356,69 @@ fn a_refused_append_on_a_full_disk_still_deletes_a_dead_segment() {
     let (_, got, _) = open(dd.into_fs());
     assert_eq!(got, model);
 }
+
+/// A server that takes no writes after a purge still gives the space back:
+/// `tidy`, which the drivers call while no write waits, deletes one dead
+/// segment per call (an unlink and a directory fsync, nothing else) and
+/// says whether more are left; the state read back never changes.
+#[test]
+fn tidy_deletes_the_dead_segments_one_per_call_while_no_write_comes() {
+    let (mut dd, mut model) = sixty_entries_and_a_snapshot_at_55(9);
+    persist_all(&mut dd, &mut model, &[(purge(50), true)]);
+    let dead = dd.dead_segments();
+    assert!(
+        dead >= 2,
+        "{dead} dead segments: too few to show the spread"
+    );
+    let files_before = segment_files(dd.fs_mut()).len();
+    let mut answers = Vec::new();
+    loop {
+        let before = dd.fs_mut().stats();
+        let more = dd.tidy().unwrap();
+        let cost = delta(dd.fs_mut().stats(), before);
+        assert_eq!(
+            (cost.removes, cost.dir_syncs, cost.writes, cost.syncs),
+            (1, 1, 0, 0),
+            "one unlink and one directory fsync per call"
+        );
+        answers.push(more);
+        let (_, got, _) = open(dd.fs_mut().clone());
+        assert_eq!(got, model, "tidying changed the state read back");
+        if !more {
+            break;
+        }
+    }
+    assert_eq!(answers.len(), dead, "{answers:?}");
+    assert_eq!(dd.dead_segments(), 0);
+    assert_eq!(segment_files(dd.fs_mut()).len(), files_before - dead);
+    // Nothing left: a call costs nothing.
+    let before = dd.fs_mut().stats();
+    assert!(!dd.tidy().unwrap());
+    assert_eq!(delta(dd.fs_mut().stats(), before), SimFsStats::default());
+    // And the log carries on.
+    persist_all(&mut dd, &mut model, &[(append(61..=61, 1), true)]);
+    let (_, got, _) = open(dd.into_fs());
+    assert_eq!(got, model);
+}
+
+/// A tidy whose directory fsync fails is fatal, as a failed durable write
+/// is (never carry on after a failed fsync): the error names the
+/// directory, every later write is refused, and what recovery reads is
+/// still the state before.
+#[test]
+fn a_tidy_whose_directory_fsync_fails_stops_the_data_dir() {
+    let (mut dd, mut model) = sixty_entries_and_a_snapshot_at_55(10);
+    persist_all(&mut dd, &mut model, &[(purge(50), true)]);
+    assert!(dd.dead_segments() >= 1);
+    dd.fs_mut()
+        .fail_next(tern_storage::FsOp::SyncDir, tern_storage::EIO);
+    let e = dd.tidy().unwrap_err().to_string();
+    assert!(e.contains("raft"), "{e}");
+    assert!(matches!(
+        dd.persist(&append(61..=61, 1), true),
+        Err(tern_storage::StorageError::Failed { .. })
+    ));
+    assert!(dd.tidy().is_err());
+    let (_, got, _) = open(dd.into_fs());
+    assert_eq!(got, model);
+}

@@ -349,7 +349,32 @@ fn spawn_disk_thread(
     std::thread::Builder::new()
         .name("tern-disk".into())
         .spawn(move || {
-            while let Some(job) = job_rx.blocking_recv() {
+            // Whether the storage may have files a purge left dead: deleted
+            // one at a time while no job waits (`Storage::tidy`).
+            let mut untidy = false;
+            loop {
+                let job = if untidy {
+                    match job_rx.try_recv() {
+                        Ok(job) => job,
+                        Err(mpsc::error::TryRecvError::Empty) => {
+                            match storage.tidy() {
+                                Ok(more) => untidy = more,
+                                Err(e) => {
+                                    let _ = done_tx.send(DiskReport::Failed(e.to_string()));
+                                    return;
+                                }
+                            }
+                            continue;
+                        }
+                        Err(mpsc::error::TryRecvError::Disconnected) => return,
+                    }
+                } else {
+                    match job_rx.blocking_recv() {
+                        Some(job) => job,
+                        None => return,
+                    }
+                };
+                untidy = true;
                 let started = std::time::Instant::now();
                 let result = persist_job(storage.as_mut(), &job, &done_tx);
                 let superseded = storage.take_superseded();
@@ -1092,5 +1117,98 @@ fn log_event(e: &Event) {
         // Consul logs the changes from `leader.go` at info.
         Event::Reconcile(r) => tracing::info!("reconcile: {r}"),
         Event::Committed { .. } | Event::Applied { .. } => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use tern_core::fsm::{Command, KvCommand, KvWrite};
+    use tern_core::raft::{Entry, EntryPayload, Membership, Snapshot, SnapshotMeta};
+    use tern_core::{LogIndex, PersistId, Term};
+
+    use super::*;
+
+    fn write(id: u64, op: PersistOp) -> PersistWrite {
+        PersistWrite {
+            id: PersistId(id),
+            op,
+            sync: true,
+        }
+    }
+
+    fn segments(dir: &std::path::Path) -> usize {
+        std::fs::read_dir(dir.join("raft"))
+            .unwrap()
+            .filter_map(|e| e.ok())
+            .filter(|e| e.file_name().to_string_lossy().starts_with("log-"))
+            .count()
+    }
+
+    /// The disk thread deletes the segments a purge left dead while no job
+    /// waits (`Storage::tidy`), so a server that takes no write after a
+    /// snapshot gives the space back; before, they stayed until the next
+    /// appends deleted them one each.
+    #[test]
+    fn the_disk_thread_deletes_dead_segments_once_no_job_waits() {
+        let dir = std::env::temp_dir().join(format!("tern-tidy-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        // Segments of 600 bytes: a few entries each.
+        let (dd, _, _) = crate::storage::open_data_dir(&dir, 600).unwrap();
+        let (done_tx, mut done_rx) = mpsc::unbounded_channel();
+        let (snap_tx, _snap_rx) = mpsc::unbounded_channel();
+        let disk = spawn_disk_thread(Box::new(dd), done_tx, snap_tx);
+        let mut job: DiskJob = (1..=60u64)
+            .map(|i| {
+                let entry = Entry {
+                    term: Term(1),
+                    index: LogIndex(i),
+                    payload: EntryPayload::Command(Arc::new(Command::Kv(KvCommand::Set(
+                        KvWrite {
+                            key: format!("k{i}"),
+                            flags: 0,
+                            value: vec![i as u8; 40].into(),
+                        },
+                    )))),
+                };
+                write(i, PersistOp::Append(vec![entry]))
+            })
+            .collect();
+        job.push(write(
+            61,
+            PersistOp::SaveSnapshot(Snapshot {
+                meta: SnapshotMeta {
+                    last_index: LogIndex(55),
+                    last_term: Term(1),
+                    membership: Membership::default(),
+                },
+                data: b"state at 55".to_vec().into(),
+            }),
+        ));
+        let before = {
+            // Count the segments the appends made before the purge goes in.
+            disk.send(job).unwrap();
+            assert!(matches!(done_rx.blocking_recv(), Some(DiskReport::Done)));
+            segments(&dir)
+        };
+        assert!(before >= 6, "{before} segments");
+        disk.send(vec![write(62, PersistOp::PurgeUpTo(LogIndex(50)))])
+            .unwrap();
+        assert!(matches!(done_rx.blocking_recv(), Some(DiskReport::Done)));
+        // The purge deleted one itself; the rest go while the thread idles.
+        let end = std::time::Instant::now() + StdDuration::from_secs(10);
+        while segments(&dir) > 2 && std::time::Instant::now() < end {
+            std::thread::sleep(StdDuration::from_millis(20));
+        }
+        let after = segments(&dir);
+        assert!(after <= 2, "{after} segments left of {before}");
+        // What is left reads back as the purged log.
+        drop(disk);
+        std::thread::sleep(StdDuration::from_millis(100));
+        let (_, durable, _) = crate::storage::open_data_dir(&dir, 600).unwrap();
+        assert_eq!(durable.entries.first().map(|e| e.index), Some(LogIndex(51)));
+        assert_eq!(durable.entries.last().map(|e| e.index), Some(LogIndex(60)));
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }
