@@ -239,6 +239,11 @@ impl Autopilot {
             return None;
         }
         self.next_run = now + config.autopilot_interval;
+        // Decide on what the leader knows now, not on the last sample (up
+        // to `server_health_interval` old): a server heard from since, or
+        // one gone quiet since, counts as it is now.
+        self.sample(now, config, raft);
+        self.next_health = now + config.server_health_interval;
         self.decide(now, config, raft, events)
     }
 
