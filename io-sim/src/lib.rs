@@ -50,7 +50,8 @@ pub use net::{
 };
 pub use node::now;
 pub use world::{
-    NodeCounters, NodeStatus, Observation, Observer, ServerSpec, SimOptions, World, WorldEvent,
+    live_worlds, NodeCounters, NodeStatus, Observation, Observer, ServerSpec, SimOptions, World,
+    WorldEvent,
 };
 
 /// Runs one simulation with `seed` on a fresh OS thread (madsim keeps its

@@ -615,7 +615,15 @@ impl Nemesis {
         let Some((voters, nonvoters)) = self.configuration() else {
             return;
         };
-        if let Some(id) = nonvoters.first().copied() {
+        // Never a server this nemesis stopped for good: the leader's
+        // reconciliation may have added it back as a non-voter while gossip
+        // still called it alive, and promoting it makes a dead voter that a
+        // later removal of a live one can leave in the majority for ever
+        // (seed 8228 of the 10,000-seed sweep: {n0002 dead, n0003}).
+        // Autopilot promotes only healthy servers; an operator would not
+        // promote a server they decommissioned.
+        let promotable = nonvoters.iter().find(|id| !self.removed.contains(id));
+        if let Some(id) = promotable.copied() {
             self.promote(id).await;
         } else if voters.len() > 3 || (voters.len() == 3 && self.rng.chance(1, 3)) {
             let v = self.pick(&voters).expect("voters");

@@ -126,7 +126,7 @@ fn main() -> ExitCode {
                 println!("  fault {f}");
             }
             println!(
-                "  ops={} (history={} blocking={}: woken={} timed_out={} failed={}) acked_writes={} (verified committed: {}) unknown={} (never proposed: {}) max_commit={} tombstone_reaps={}",
+                "  ops={} (history={} blocking={}: woken={} timed_out={} failed={}) acked_writes={} (verified committed: {}) unknown={} (never proposed: {}) max_commit={} tombstone_reaps={} autopilot_removals={} (lost quorum through changes too recent to know: {})",
                 out.ops,
                 out.history_ops,
                 out.blocking.issued,
@@ -138,7 +138,9 @@ fn main() -> ExitCode {
                 out.unknown,
                 out.never_proposed,
                 out.max_commit,
-                out.tombstone_reaps
+                out.tombstone_reaps,
+                out.autopilot_removals,
+                out.autopilot_excused
             );
         }
         if !out.ok {
