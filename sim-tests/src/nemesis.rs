@@ -333,7 +333,7 @@ impl Nemesis {
         if self.killed.contains_key(&l) || self.paused.contains_key(&l) {
             return;
         }
-        if self.rng.chance(2, 3) {
+        if self.rng.chance(3, 4) {
             self.isolate_with_resets(l);
         } else {
             self.world.isolate(l);

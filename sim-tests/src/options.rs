@@ -332,7 +332,7 @@ impl Options {
         // linearizability check is exponential in a key's concurrency).
         self.keys = self.keys.max(self.clients * self.pipeline / 3);
         self.blocking_permille = r.range(50, 250);
-        self.faults.lease_window = if r.chance(1, 5) { 0 } else { r.range(2, 7) };
+        self.faults.lease_window = if r.chance(1, 10) { 0 } else { r.range(3, 9) };
         self.faults.gossip_block = if r.chance(1, 2) { 0 } else { r.range(1, 4) };
         self
     }
