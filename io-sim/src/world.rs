@@ -250,7 +250,9 @@ impl Shared {
         *self.duplicate_rate.lock().unwrap()
     }
     pub fn record(&self, event: WorldEvent) {
-        if crate::trace::world() && !matches!(event, WorldEvent::Core { .. }) {
+        if crate::trace::world()
+            && (crate::trace::world_all() || !matches!(event, WorldEvent::Core { .. }))
+        {
             eprintln!("[world] {:.3} {:?}", now().0 as f64 / 1e9, event);
         }
         self.events.lock().unwrap().push((now(), event));

@@ -283,6 +283,20 @@ fn seed_324_cleanup_keeps_a_voter_raft_hears_though_gossip_calls_it_failed() {
     assert!(out.ok, "{:?}", out.failures);
 }
 
+/// Found by the 10,000-seed sweep of 2026-12-03 (seed 8073): after healing,
+/// the leader committed about 13 entries a second (one entry per message,
+/// two in flight, fsyncs up to 142 ms) while 36 client tasks kept writing;
+/// the liveness probe was answered `Busy` (or timed out at the follower
+/// that forwarded it) for all of its 30 s, although the clients' writes
+/// committed. The liveness check now also accepts any client write issued
+/// after healing and acknowledged; a cluster that commits nothing still
+/// fails it.
+#[test]
+fn seed_8073_a_saturated_cluster_is_live_though_the_probe_is_refused() {
+    let out = run(Options::from_seed(8073), None);
+    assert!(out.ok, "{:?}", out.failures);
+}
+
 /// Found by the sweep over seeds 200..600 (seed 490): a partition
 /// {s1, s2, s5} | {s3, s4} is still in place when every server loses power
 /// and restarts; each side's pools join the servers they can reach, so two
