@@ -29,6 +29,30 @@ use crate::client::{CallError, Client};
 use crate::node::now;
 use crate::world::{NodeStatus, World};
 
+/// One attempt of a [`ClientAgent::call_logged`].
+#[derive(Clone, Debug)]
+pub struct AttemptLog {
+    /// When its answer (or failure) came.
+    pub at: tern_core::Instant,
+    pub server: NodeId,
+    pub outcome: AttemptOutcome,
+}
+
+/// How an attempt ended.
+#[derive(Clone, Debug, PartialEq)]
+pub enum AttemptOutcome {
+    /// A reply.
+    Answered,
+    /// An error reply (`Server is busy`, `No cluster leader`, ...).
+    Refused(RpcError),
+    /// The server was not running.
+    NotSent,
+    /// The server stopped or restarted while the call was in flight.
+    Lost,
+    /// No answer within the attempt's timeout.
+    TimedOut,
+}
+
 /// A client agent; clones share its server order (as every request of one
 /// daemon agent shares its `RpcClient`).
 #[derive(Clone)]
@@ -109,6 +133,14 @@ impl ClientAgent {
 
     /// Ask a server, retrying as a client agent does.
     pub async fn call(&self, request: Request) -> Response {
+        self.call_logged(request).await.0
+    }
+
+    /// [`call`](Self::call), with every attempt it made, in order: what a
+    /// scenario reads to tell why a call failed (its error is only the last
+    /// attempt's).
+    pub async fn call_logged(&self, request: Request) -> (Response, Vec<AttemptLog>) {
+        let mut log = Vec::new();
         let retry = Retry::new(&request, self.hold, now());
         #[cfg(feature = "bugs")]
         let retry = retry.planting(&self.bugs);
@@ -116,9 +148,20 @@ impl ClientAgent {
             self.refresh();
             let server = self.state.lock().unwrap().order.first().copied();
             let Some(server) = server else {
-                return Err(RpcError::NoServers);
+                return (Err(RpcError::NoServers), log);
             };
             let attempt = self.attempt(server, &request).await;
+            log.push(AttemptLog {
+                at: now(),
+                server,
+                outcome: match &attempt {
+                    Attempt::Answered(Ok(_)) => AttemptOutcome::Answered,
+                    Attempt::Answered(Err(e)) => AttemptOutcome::Refused(e.clone()),
+                    Attempt::NotSent(_) => AttemptOutcome::NotSent,
+                    Attempt::Lost(_) => AttemptOutcome::Lost,
+                    Attempt::TimedOut(_) => AttemptOutcome::TimedOut,
+                },
+            });
             let next = {
                 let mut state = self.state.lock().unwrap();
                 let State { order, rng } = &mut *state;
@@ -128,7 +171,7 @@ impl ClientAgent {
                 retry.after(&format!("{server:?}"), attempt, now(), rng)
             };
             match next {
-                Next::Done(response) => return response,
+                Next::Done(response) => return (response, log),
                 Next::Retry { after, .. } => {
                     madsim::time::sleep(StdDuration::from_nanos(after.as_nanos())).await
                 }

@@ -41,7 +41,7 @@ mod world;
 use std::future::Future;
 
 pub use client::{CallError, Client, ClientCounters};
-pub use client_agent::ClientAgent;
+pub use client_agent::{AttemptLog, AttemptOutcome, ClientAgent};
 pub use gossip::GOSSIP_PORT;
 pub use local_agent::{Oracle, SimLocalAgent};
 pub use net::{

@@ -426,14 +426,35 @@ pub async fn rolling_restart(n: &mut Nemesis, history: &SharedHistory, quick: bo
         "retrying clients: {ok} operations succeeded, {} failed",
         errors.len()
     ));
+    for e in errors.iter().take(10) {
+        let last = e.attempts.last();
+        n.note(format!(
+            "client {} called at {:.3}s failed at {:.3}s after {} attempts ({} refused as busy; the last to {:?}): {}",
+            if e.write { "write" } else { "read" },
+            e.call as f64 / 1e9,
+            last.map_or(0.0, |a| a.at.0 as f64 / 1e9),
+            e.attempts.len(),
+            e.busy(),
+            last.map(|a| a.server),
+            e.error
+        ));
+    }
     if ok == 0 {
         failures.push("rolling-restart: the clients did nothing".into());
     }
     if !errors.is_empty() {
+        // Overload: every failed call spent most of its hold refused as
+        // busy, whatever its last attempt answered.
+        let overload = errors.iter().all(|e| 2 * e.busy() > e.attempts.len());
         failures.push(format!(
-            "rolling-restart: {} client-visible errors, first: {}",
+            "rolling-restart: {} client-visible errors{}, first: {}",
             errors.len(),
-            errors[0].2
+            if overload {
+                " (overload: each failed call was refused as busy on most of its attempts)"
+            } else {
+                ""
+            },
+            errors[0].error
         ));
     }
     failures
@@ -446,10 +467,31 @@ pub async fn rolling_restart(n: &mut Nemesis, history: &SharedHistory, quick: bo
 struct AgentLoad {
     stop: Arc<AtomicBool>,
     ok: Arc<AtomicU64>,
-    /// Each failed call: whether it was a write, when it was made (the
-    /// simulator's clock, ns), and what the client saw.
-    errors: Arc<std::sync::Mutex<Vec<(bool, u64, String)>>>,
+    /// Each failed call.
+    errors: Arc<std::sync::Mutex<Vec<FailedCall>>>,
     tasks: Vec<madsim::task::JoinHandle<()>>,
+}
+
+/// A call of an [`AgentLoad`] that failed.
+#[derive(Clone, Debug)]
+struct FailedCall {
+    write: bool,
+    /// When it was made (the simulator's clock, ns).
+    call: u64,
+    /// What the client saw: the last attempt's error.
+    error: String,
+    attempts: Vec<tern_io_sim::AttemptLog>,
+}
+
+impl FailedCall {
+    /// How many of its attempts a server refused as busy (its queue of
+    /// requests waiting for the log was full).
+    fn busy(&self) -> usize {
+        let busy = |a: &&tern_io_sim::AttemptLog| {
+            a.outcome == tern_io_sim::AttemptOutcome::Refused(tern_core::rpc::RpcError::Busy)
+        };
+        self.attempts.iter().filter(busy).count()
+    }
 }
 
 /// Consul's `rpc_hold_timeout`.
@@ -495,22 +537,27 @@ impl AgentLoad {
                         )
                     };
                     let call = tern_io_sim::now().0;
-                    let out = agent.call(req).await.map(|reply| reply.body);
-                    let ret = match out {
+                    let (out, attempts) = agent.call_logged(req).await;
+                    let failed = |error: String| FailedCall {
+                        write,
+                        call,
+                        error,
+                        attempts: attempts.clone(),
+                    };
+                    let ret = match out.map(|reply| reply.body) {
                         Ok(ReplyBody::Applied(_)) if write => Some(KvOutput::Ok),
                         Ok(ReplyBody::Entry(e)) if !write => Some(KvOutput::Value(
                             e.map(|e| String::from_utf8_lossy(&e.value).into_owned()),
                         )),
                         Ok(other) => {
-                            errors.lock().unwrap().push((
-                                write,
-                                call,
-                                format!("unexpected reply {other:?}"),
-                            ));
+                            errors
+                                .lock()
+                                .unwrap()
+                                .push(failed(format!("unexpected reply {other:?}")));
                             None
                         }
                         Err(e) => {
-                            errors.lock().unwrap().push((write, call, e.to_string()));
+                            errors.lock().unwrap().push(failed(e.to_string()));
                             None
                         }
                     };
@@ -540,7 +587,7 @@ impl AgentLoad {
         }
     }
 
-    async fn stop(self) -> (u64, Vec<(bool, u64, String)>) {
+    async fn stop(self) -> (u64, Vec<FailedCall>) {
         self.stop.store(true, Ordering::Relaxed);
         for t in self.tasks {
             let _ = t.await;
@@ -637,9 +684,8 @@ pub async fn client_retry_across_leader_loss(
     // follower that did not know it was dead (the follower cannot tell
     // whether it arrived, so it answers "timed out waiting for the leader's
     // answer" after its hold).
-    let in_flight_unknown = |(write, call, e): &&(bool, u64, String)| {
-        *write && *call < elected && e.starts_with("outcome unknown")
-    };
+    let in_flight_unknown =
+        |e: &&FailedCall| e.write && e.call < elected && e.error.starts_with("outcome unknown");
     let writes_unknown = errors.iter().filter(in_flight_unknown).count();
     n.note(format!(
         "client agent: {ok} operations succeeded, {} failed ({writes_unknown} writes with an unknown outcome)",
@@ -648,12 +694,13 @@ pub async fn client_retry_across_leader_loss(
     if ok == 0 {
         failures.push("client-retry-leader-loss: the clients did nothing".into());
     }
-    if let Some((write, call, e)) = errors.iter().find(|e| !in_flight_unknown(e)) {
+    if let Some(e) = errors.iter().find(|e| !in_flight_unknown(e)) {
         failures.push(format!(
-            "client-retry-leader-loss: a {} made at {:.3}s (new leader at {:.3}s) failed where a retry was due: {e}",
-            if *write { "write" } else { "read" },
-            *call as f64 / 1e9,
+            "client-retry-leader-loss: a {} made at {:.3}s (new leader at {:.3}s) failed where a retry was due: {}",
+            if e.write { "write" } else { "read" },
+            e.call as f64 / 1e9,
             elected as f64 / 1e9,
+            e.error,
         ));
     }
     failures

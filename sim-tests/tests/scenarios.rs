@@ -243,30 +243,29 @@ fn rolling_restart_seeds_that_lost_forwarded_writes_are_clean() {
 /// Seed 14 of the headline scenario still fails: one entry per
 /// AppendEntries, one in flight, fsyncs up to 133 ms, 4% loss and 30
 /// workload clients beside the client agent's six tasks: more writes than
-/// the log can take, so during a hand-over writes a follower forwarded wait
-/// past the servers' hold ("timed out waiting for the leader's answer", an
-/// unknown outcome a client may not retry). Kept as a regression scenario
-/// asserting exactly that one failure; it flips once the core keeps up (or
-/// sheds load before it forwards) under such a slow log. Until the fix of
-/// autopilot's health (a follower a few entries behind a compacted log was
-/// reported in term 0, so unhealthy) a restarted server was also not
-/// promoted within 30 s here, and on seed 12.
+/// the log can take, so the leader's queue stays full and servers refuse
+/// writes as busy; a few calls are refused on every retry for their whole
+/// hold. Kept as a regression scenario asserting exactly that one failure,
+/// and that it is this overload: every failed call was refused as busy on
+/// most of its attempts. Which error a client sees is only its last
+/// attempt's, and it has moved with unrelated changes (a forwarded write
+/// timing out at the leader, `Server is busy`, and since autopilot samples
+/// health right before deciding, 82b08cc, `No cluster leader` from a
+/// restarted server the overloaded leader had not yet re-added), so it is
+/// not pinned. It flips once the core keeps up (or sheds load fairly)
+/// under such a slow log. Until the fix of autopilot's health (a follower
+/// a few entries behind a compacted log was reported in term 0, so
+/// unhealthy) a restarted server was also not promoted within 30 s here,
+/// and on seed 12.
 #[test]
 fn rolling_restart_seed_14_overloads_a_slow_log() {
     let out = run(Options::from_seed(14), Some(Scenario::RollingRestart));
     assert_eq!(out.failures.len(), 1, "{:?}", out.failures);
-    // Since the leader also writes each member's serfHealth (a left server
-    // deregistered, a started one registered), the overload shows first as
-    // a full queue (`Server is busy`) on this seed; both are this overload.
     assert!(
-        out.failures[0].contains(
-            "client-visible errors, first: outcome unknown: timed out waiting for the leader's answer"
-        ) || out.failures[0].contains("client-visible errors, first: Server is busy, try again later")
-            // Since the changes of 2026-12-03 (ad85923..606de08 moved this
-            // seed's trajectory; b0c205e still gave `Server is busy`) the
-            // first error is a client's hold running out with no leader
-            // during a hand-over. Not analysed yet: see that day's note.
-            || out.failures[0].contains("client-visible errors, first: No cluster leader"),
+        out.failures[0].starts_with("rolling-restart: ")
+            && out.failures[0].contains(
+                "client-visible errors (overload: each failed call was refused as busy on most of its attempts), first: "
+            ),
         "{:?}",
         out.failures
     );
