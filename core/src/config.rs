@@ -29,6 +29,10 @@ pub struct Bugs {
     /// promised (they refuse candidates only for the lease timeout after a
     /// hint, and for the minimum election timeout without one).
     pub long_lease: bool,
+    /// A follower told its leader is gone (a transport hint) refuses every
+    /// candidate until it hears from a leader again, instead of for the
+    /// lease timeout: once a leader dies, its hinted followers elect nobody.
+    pub hint_blocks_elections: bool,
     /// Autopilot's dead-server cleanup removes every server gossip calls
     /// dead, ignoring the `(voters - 1) / 2` bound and the check that the
     /// configuration it leaves still has a responsive quorum.

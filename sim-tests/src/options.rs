@@ -13,6 +13,10 @@ pub enum Bug {
     AckBeforeFsync,
     StaleRead,
     CommitOldTerm,
+    /// A hinted follower refuses candidates until a leader speaks again (a
+    /// liveness bug: caught by the check that a write commits after
+    /// healing).
+    HintBlocksElections,
     HintSkipsLease,
     SendBeforePersisted,
     LongLease,
@@ -33,11 +37,12 @@ pub enum Bug {
 }
 
 impl Bug {
-    pub const ALL: [Bug; 12] = [
+    pub const ALL: [Bug; 13] = [
         Bug::VoteTwice,
         Bug::AckBeforeFsync,
         Bug::StaleRead,
         Bug::CommitOldTerm,
+        Bug::HintBlocksElections,
         Bug::HintSkipsLease,
         Bug::SendBeforePersisted,
         Bug::LongLease,
@@ -54,6 +59,7 @@ impl Bug {
             Bug::AckBeforeFsync => "ack-before-fsync",
             Bug::StaleRead => "stale-read",
             Bug::CommitOldTerm => "commit-old-term",
+            Bug::HintBlocksElections => "hint-blocks-elections",
             Bug::HintSkipsLease => "hint-skips-lease",
             Bug::SendBeforePersisted => "send-before-persisted",
             Bug::LongLease => "long-lease",
@@ -76,6 +82,7 @@ impl Bug {
             Some(Bug::AckBeforeFsync) => b.ack_before_fsync = true,
             Some(Bug::StaleRead) => b.stale_read = true,
             Some(Bug::CommitOldTerm) => b.commit_old_term = true,
+            Some(Bug::HintBlocksElections) => b.hint_blocks_elections = true,
             Some(Bug::HintSkipsLease) => b.hint_skips_lease = true,
             Some(Bug::SendBeforePersisted) => b.send_before_persisted = true,
             Some(Bug::LongLease) => b.long_lease = true,

@@ -251,6 +251,20 @@ fn caught_by(bug: Bug, check: &str) {
     panic!("{} was not caught in 200 seeds", bug.name());
 }
 
+/// A liveness bug: a follower told its leader is gone refuses candidates
+/// until a leader speaks again, so once a leader dies nobody is elected.
+/// Caught by the check that a write commits after healing (that check also
+/// accepts any client write acknowledged after healing, for a cluster too
+/// busy to take the probe: seed 8073; a cluster that elects nobody
+/// acknowledges none, so this still fails it).
+#[test]
+fn planted_bug_hint_blocks_elections_is_caught() {
+    caught_by(
+        Bug::HintBlocksElections,
+        "liveness: no leader committed a write",
+    );
+}
+
 /// Dead-server cleanup past its bound (every server gossip calls dead, and
 /// no responsive-quorum check) is caught by the autopilot quorum check: with
 /// gossip blocked on a healthy voter while another is really cut off, it

@@ -559,6 +559,7 @@ impl Raft {
         }
         let window = match (self.suspect.is_some(), self.bug_hint_skips_lease()) {
             (false, _) => self.opts.election_min,
+            (true, _) if self.bug_hint_blocks_elections() => return true,
             (true, false) => self.opts.lease_timeout,
             (true, true) => Duration::ZERO,
         };
@@ -1858,6 +1859,14 @@ impl Raft {
     }
     #[cfg(not(feature = "bugs"))]
     fn bug_hint_skips_lease(&self) -> bool {
+        false
+    }
+    #[cfg(feature = "bugs")]
+    fn bug_hint_blocks_elections(&self) -> bool {
+        self.opts.bugs.hint_blocks_elections
+    }
+    #[cfg(not(feature = "bugs"))]
+    fn bug_hint_blocks_elections(&self) -> bool {
         false
     }
     #[cfg(feature = "bugs")]

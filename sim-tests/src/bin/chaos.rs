@@ -4,7 +4,8 @@
 //! chaos --seed N                 replay one seed
 //! chaos --seeds K [--seed N]     sweep seeds N..N+K (N defaults to 0)
 //! chaos --bug NAME               plant a bug: vote-twice, ack-before-fsync, stale-read, commit-old-term,
-//!                                 hint-skips-lease, send-before-persisted, long-lease
+//!                                 hint-blocks-elections, hint-skips-lease, send-before-persisted, long-lease,
+//!                                 and the rest `--help` lists
 //! chaos --scenario NAME          play a named scenario instead of random faults
 //! chaos --servers 5 --safety-s S override the seed's cluster size / fault phase length
 //! chaos -v                       print the options, the fault log, the counts (client operations,
