@@ -7,7 +7,7 @@
 use tern_core::gossip::testnet::{address, lan_config, name, TestNet};
 use tern_core::gossip::{
     encode_packet, Body, ForceLeaveError, Gossip, GossipAction, GossipConfig, GossipEvent,
-    GossipInput, Packet, Status, Tags, Update,
+    GossipInput, Packet, Status, Tags, Update, JOIN_TARGETS_MAX,
 };
 use tern_core::{Duration, Instant, NodeId};
 
@@ -669,6 +669,59 @@ fn pools_formed_apart_from_one_join_list_merge_after_healing() {
         "the pools never met: 0 knows {:?}, 2 knows {:?}",
         net.gossip(0).members(),
         net.gossip(2).members()
+    );
+}
+
+/// The join addresses remembered for reconnect rounds stop at
+/// `JOIN_TARGETS_MAX`: from a join list longer than that (none answering),
+/// the first `JOIN_TARGETS_MAX` distinct addresses are each contacted on
+/// some round, and none past them ever is, whatever later joins ask.
+#[test]
+fn join_targets_stop_at_their_limit() {
+    let mut c = lan_config(0, 33);
+    c.join_attempts_max = 1;
+    let interval = c.reconnect_interval;
+    let mut g = Gossip::new(c, Instant(0)).unwrap();
+    let addr = |i: usize| format!("10.9.{}.{}:8301", i / 250, i % 250 + 1);
+    let n = JOIN_TARGETS_MAX + 44;
+    // A repeated address takes no slot: the first JOIN_TARGETS_MAX
+    // *distinct* ones are kept.
+    let mut list: Vec<String> = (0..n).map(addr).collect();
+    list.insert(10, addr(3));
+    let mut out = Vec::new();
+    g.handle(Instant(0), GossipInput::Join(list), &mut out);
+    let mut now = Instant(0);
+    // The join's one attempt ends; then 3,000 reconnect rounds, each
+    // contacting one remembered stranger (missing any one of 256 over
+    // them has odds under 1e-5). A second join past the limit adds nothing.
+    let rounds = 3_000;
+    let end = Instant(0) + interval.saturating_mul(rounds);
+    let mut contacted = std::collections::BTreeSet::new();
+    let mut joined_again = false;
+    while now < end {
+        now = g.poll_timeout().unwrap();
+        if !joined_again && now > Instant(0) + secs(120) {
+            joined_again = true;
+            out.clear();
+            g.handle(now, GossipInput::Join(vec![addr(n + 1)]), &mut out);
+        }
+        out.clear();
+        g.handle(now, GossipInput::Tick, &mut out);
+        for a in &out {
+            if let GossipAction::Send {
+                to, stream: true, ..
+            } = a
+            {
+                contacted.insert(to.clone());
+            }
+        }
+    }
+    let kept: std::collections::BTreeSet<String> = (0..JOIN_TARGETS_MAX).map(addr).collect();
+    let past: Vec<&String> = contacted.difference(&kept).collect();
+    let missed: Vec<&String> = kept.difference(&contacted).collect();
+    assert!(
+        past.is_empty() && missed.is_empty(),
+        "contacted past the limit: {past:?}; never contacted: {missed:?}"
     );
 }
 

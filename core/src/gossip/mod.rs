@@ -80,4 +80,6 @@ pub use packet::{
     decode_packet, encode_packet, Body, KeyOp, KeyResult, Packet, PacketError, Update,
     GOSSIP_VERSION,
 };
-pub use pool::{ForceLeaveError, Gossip, GossipAction, GossipEvent, GossipInput, KeyReport};
+pub use pool::{
+    ForceLeaveError, Gossip, GossipAction, GossipEvent, GossipInput, KeyReport, JOIN_TARGETS_MAX,
+};
