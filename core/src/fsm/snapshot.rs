@@ -225,34 +225,71 @@ pub(crate) struct TombstoneRef<'a> {
 /// Encodes a snapshot: the version byte, then the body, written in place
 /// into one buffer of at least `capacity` bytes (a good guess spares the
 /// copies of growing it; the state can be hundreds of megabytes).
-pub(crate) fn encode(snap: &SnapshotRef<'_>, capacity: usize) -> Vec<u8> {
+pub(crate) fn encode(
+    snap: &SnapshotRef<'_>,
+    capacity: usize,
+    pause: Option<(usize, &mut dyn FnMut())>,
+) -> Vec<u8> {
     let mut out = Vec::with_capacity(capacity.max(1));
     out.push(SNAPSHOT_VERSION);
+    let (every, pause) = match pause {
+        Some((every, pause)) => (every.max(1), Some(pause)),
+        None => (usize::MAX, None),
+    };
+    let flavor = VecFlavor {
+        out,
+        pause,
+        every,
+        next_pause_at: every,
+    };
     // Serializing plain structs of strings, bytes and integers into a Vec
     // cannot fail.
-    postcard::serialize_with_flavor(snap, VecFlavor(out)).expect("snapshot encodes")
+    postcard::serialize_with_flavor(snap, flavor).expect("snapshot encodes")
 }
 
 /// Postcard output appended to a `Vec` with `extend_from_slice` (postcard's
 /// own `to_extend` pushes byte by byte; `to_allocvec` cannot start after a
-/// version byte).
-struct VecFlavor(Vec<u8>);
+/// version byte). Each time the output passes another `every` bytes it
+/// calls `pause`, if any.
+struct VecFlavor<'p> {
+    out: Vec<u8>,
+    pause: Option<&'p mut dyn FnMut()>,
+    every: usize,
+    next_pause_at: usize,
+}
 
-impl postcard::ser_flavors::Flavor for VecFlavor {
+impl VecFlavor<'_> {
+    fn maybe_pause(&mut self) {
+        if self.out.len() >= self.next_pause_at {
+            // The next multiple of `every`: one pause per mark passed (one
+            // for several, if a single value passed more than one).
+            self.next_pause_at = (self.out.len() / self.every)
+                .saturating_add(1)
+                .saturating_mul(self.every);
+            if let Some(pause) = self.pause.as_mut() {
+                pause();
+            }
+        }
+    }
+}
+
+impl postcard::ser_flavors::Flavor for VecFlavor<'_> {
     type Output = Vec<u8>;
 
     fn try_push(&mut self, b: u8) -> postcard::Result<()> {
-        self.0.push(b);
+        self.out.push(b);
+        self.maybe_pause();
         Ok(())
     }
 
     fn try_extend(&mut self, b: &[u8]) -> postcard::Result<()> {
-        self.0.extend_from_slice(b);
+        self.out.extend_from_slice(b);
+        self.maybe_pause();
         Ok(())
     }
 
     fn finalize(self) -> postcard::Result<Vec<u8>> {
-        Ok(self.0)
+        Ok(self.out)
     }
 }
 
@@ -412,7 +449,7 @@ mod tests {
         };
         let mut expected = vec![SNAPSHOT_VERSION];
         expected.extend(postcard::to_allocvec(&owned).unwrap());
-        let bytes = encode(&by_ref, 0);
+        let bytes = encode(&by_ref, 0, None);
         assert_eq!(bytes, expected);
         assert_eq!(decode(&bytes).unwrap(), owned);
     }
@@ -442,7 +479,10 @@ mod tests {
             },
             locks: vec![],
         };
-        assert_eq!(encode(&empty, 0), [[5u8].as_slice(), &[0; 20]].concat());
+        assert_eq!(
+            encode(&empty, 0, None),
+            [[5u8].as_slice(), &[0; 20]].concat()
+        );
         // Version 4 (no sessions, no locks) and version 3 (no offset, no
         // restore either) still decode.
         let v4 = decode(&[[4u8].as_slice(), &[0; 17]].concat()).unwrap();

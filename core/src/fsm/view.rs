@@ -46,6 +46,18 @@ impl FsmView {
     /// `Fsm::restore` reads). Takes time in proportion to the state's size:
     /// a driver runs it off the agent task.
     pub fn encode(&self) -> Vec<u8> {
+        self.encode_inner(None)
+    }
+
+    /// [`encode`](Self::encode), the same bytes, calling `pause` each time
+    /// another `every` bytes are encoded: where a driver encoding on a
+    /// thread of its own lets the threads that serve requests have the CPU
+    /// (the daemon yields it; the core decides nothing by it).
+    pub fn encode_pausing(&self, every: usize, pause: &mut dyn FnMut()) -> Vec<u8> {
+        self.encode_inner(Some((every, pause)))
+    }
+
+    fn encode_inner(&self, pause: Option<(usize, &mut dyn FnMut())>) -> Vec<u8> {
         // Only a hint: clamped, so that a miscount could cost a regrowth
         // but never an allocation the size of the address space.
         let capacity = self.kv.snapshot_bytes_guess().min(1 << 30) + 4096;
@@ -74,6 +86,7 @@ impl FsmView {
                     .collect(),
             },
             capacity,
+            pause,
         )
     }
 }
@@ -133,6 +146,28 @@ mod tests {
         // A clone of the view is the same view.
         assert_eq!(view.clone(), view);
         assert_ne!(fsm.view(), view);
+    }
+
+    /// A pausing encode gives the same bytes, and pauses once each time
+    /// another `every` bytes are out (never with nothing encoded since).
+    #[test]
+    fn a_pausing_encode_is_the_same_bytes_with_a_pause_per_stretch() {
+        let mut fsm = Fsm::new();
+        for i in 0..2_000u64 {
+            set(&mut fsm, i + 1, &format!("key/{i:05}"), &[7u8; 100]);
+        }
+        let view = fsm.view();
+        let plain = view.encode();
+        let mut pauses = 0usize;
+        let paused = view.encode_pausing(4096, &mut || pauses += 1);
+        assert_eq!(paused, plain);
+        // Rows are ~120 bytes, each written in pieces smaller than 4096:
+        // every multiple of 4096 is passed by a piece of its own.
+        assert_eq!(pauses, plain.len() / 4096, "over {} bytes", plain.len());
+        // A stretch longer than the whole snapshot: no pause.
+        let mut none = 0usize;
+        assert_eq!(view.encode_pausing(1 << 30, &mut || none += 1), plain);
+        assert_eq!(none, 0);
     }
 
     /// The golden sample (see `mod.rs`) encodes to the same bytes through a
