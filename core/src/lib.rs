@@ -55,7 +55,7 @@
 //! let mut pending = Some(put);
 //! let mut answer = None;
 //! let mut outbox = Outbox::new();
-//! let mut disk = Durable::default();
+//! let mut disk: Durable = Durable::default();
 //! while answer.is_none() {
 //!     let mut ready = Vec::new();
 //!     outbox.push(out.drain(..), &mut ready);

@@ -2,7 +2,9 @@
 
 use std::path::{Path, PathBuf};
 
-use tern_core::raft::{check, Durable, Entry, EntryPayload, Snapshot, SnapshotMeta};
+use tern_core::raft::{
+    check, Durable, Entry, EntryPayload, LogEntries, Snapshot, SnapshotMeta, TermRuns,
+};
 use tern_core::wire::wal::{encode_record, snapshot_piece_header_for, WalRecord};
 use tern_core::{LogIndex, PersistOp, Term};
 
@@ -87,8 +89,9 @@ pub struct DataDir<F: Fs> {
     unsynced: bool,
     /// The snapshot files on disk, oldest first; the last is current.
     snapshots: Vec<(LogIndex, Term)>,
-    /// The state, without payloads (see the contract).
-    summary: Durable,
+    /// The state, without payloads or snapshot data, and of the log only
+    /// its terms (see the contract).
+    summary: Durable<TermRuns>,
     /// What the `purged` file holds (0 if there is none).
     purged: LogIndex,
     /// What it must hold before another snapshot file is written (see
@@ -169,7 +172,7 @@ fn light_entry(e: &Entry) -> Entry {
     }
 }
 
-fn light_durable(d: &Durable) -> Durable {
+fn light_durable(d: &Durable) -> Durable<TermRuns> {
     Durable {
         hard_state: d.hard_state.clone(),
         snapshot: d
@@ -179,7 +182,7 @@ fn light_durable(d: &Durable) -> Durable {
                 PersistOp::SaveSnapshot(s) => s,
                 _ => unreachable!(),
             }),
-        entries: d.entries.iter().map(light_entry).collect(),
+        entries: TermRuns::of(&d.entries),
     }
 }
 
@@ -617,8 +620,8 @@ impl<F: Fs> DataDir<F> {
     /// The first index whose entry is live: the first in the log, or past
     /// the last if the log is empty.
     fn first_live(&self) -> LogIndex {
-        match self.summary.entries.first() {
-            Some(e) => e.index,
+        match self.summary.entries.first_index() {
+            Some(i) => i,
             None => self.summary.last_index().next(),
         }
     }
@@ -726,9 +729,13 @@ impl<F: Fs + Send> Storage for DataDir<F> {
             .map_err(StorageError::Invalid)?;
         match self.write(op, sync) {
             Ok(()) => {
-                self.summary
-                    .apply(&light(op))
-                    .expect("checked against the same state");
+                // An append goes in as it is: the summary reads only each
+                // entry's index and term, and copies nothing.
+                let applied = match op {
+                    PersistOp::Append(_) => self.summary.apply(op),
+                    _ => self.summary.apply(&light(op)),
+                };
+                applied.expect("checked against the same state");
                 Ok(())
             }
             Err(Fail::Clean(e)) => Err(e),

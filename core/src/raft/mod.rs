@@ -12,7 +12,8 @@ mod validate;
 pub use log::{RaftLog, RECLAIM_BACKLOG_SHARE, RECLAIM_PER_CALL};
 pub use node::{ProposeError, Raft};
 pub use persist::{
-    check, check_append, check_newer, check_purge, check_truncate, LogShape, PersistError,
+    check, check_append, check_newer, check_purge, check_truncate, LogEntries, LogShape,
+    PersistError, TermRuns,
 };
 pub use progress::{Progress, ReplState};
 pub use types::{

@@ -259,12 +259,18 @@ impl RaftMessage {
 }
 
 /// What a server recovered from its disk: the input to `Server::new`.
+///
+/// `L` is what it keeps of the log's entries: all of them (`Vec<Entry>`,
+/// the default, what a server starts from), or only their terms
+/// ([`TermRuns`](super::TermRuns): a data dir's summary of what it holds,
+/// whose memory grows with the number of terms, not of entries). Both are
+/// changed by the one interpreter, [`Durable::apply`].
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct Durable {
+pub struct Durable<L = Vec<Entry>> {
     pub hard_state: HardState,
     pub snapshot: Option<Snapshot>,
     /// Entries after the snapshot (or from index 1), contiguous.
-    pub entries: Vec<Entry>,
+    pub entries: L,
 }
 
 /// A server's Raft role. `PreCandidate` is the pre-vote phase.
