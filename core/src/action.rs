@@ -3,7 +3,7 @@
 use crate::fsm::FsmView;
 use crate::ids::{LogIndex, NodeId, RequestId, Term};
 use crate::message::Message;
-use crate::raft::{Entry, HardState, Snapshot, SnapshotData, SnapshotMeta};
+use crate::raft::{Entry, HardState, LogGarbage, Snapshot, SnapshotData, SnapshotMeta};
 use crate::rpc::{Request, Response};
 
 /// Something that happened, handed to [`crate::Server::handle`].
@@ -220,6 +220,11 @@ pub enum Action {
         meta: SnapshotMeta,
         stored_by: PersistId,
     },
+    /// Free these entries, which the log no longer holds, wherever freeing
+    /// costs no request its latency: the daemon hands them to its snapshot
+    /// thread. Dropping them at once is correct too (the simulator does);
+    /// nothing reads them again.
+    Discard(LogGarbage),
 }
 
 impl Action {

@@ -82,6 +82,11 @@
 //!                 /* read the snapshot file back on the same thread, then
 //!                    `Input::SnapshotLoaded { meta, data }` */
 //!             }
+//!             Action::Discard(garbage) => {
+//!                 /* free the log's dropped entries where no request
+//!                    waits (the daemon: its snapshot thread) */
+//!                 drop(garbage)
+//!             }
 //!         }
 //!     }
 //!     if let Some(id) = persisted {

@@ -1774,8 +1774,11 @@ impl Server {
         self.store_autopilot_config(now, out);
         self.run_autopilot(now, out);
         self.finish_leave(now, out);
-        // Entries compacted away are freed a bounded number per input.
-        self.raft.reclaim_log();
+        // Entries the log dropped go to the driver to free where no
+        // request waits (`LogGarbage`).
+        if let Some(garbage) = self.raft.take_log_garbage() {
+            out.push(Action::Discard(garbage));
+        }
     }
 
     /// Autopilot runs with the replicated configuration once one is stored;

@@ -321,6 +321,8 @@ impl Cluster {
                 }
                 Action::BuildSnapshot { meta, view } => self.builds.push((id, meta, view)),
                 Action::LoadSnapshot { meta, .. } => self.loads.push((id, meta)),
+                // Freed here and now: nothing waits on an in-memory cluster.
+                Action::Discard(garbage) => drop(garbage),
             }
         }
     }

@@ -463,6 +463,12 @@ impl Driver {
                     // A closed lane means this incarnation was killed.
                     let _ = self.snapshots.send(SnapshotJob::Load(meta));
                 }
+                // The daemon frees these on its snapshot thread so that no
+                // request waits on it; simulated time does not pass while
+                // memory is freed, so here they go at once, which keeps
+                // the lane's schedule (and every seed's trajectory) free
+                // of a job that decides nothing.
+                Action::Discard(garbage) => drop(garbage),
             }
         }
         if let Some(reason) = fatal {

@@ -14,12 +14,42 @@ pub struct RaftLog {
     base_term: Term,
     entries: Chunks,
     /// Entries dropped from the log (compacted, truncated, replaced by a
-    /// snapshot) but not yet freed, oldest first. A compaction drops tens
-    /// of thousands of entries at a time, and freeing them took 10-20 ms
-    /// of the agent task at once (`bench/snapshot-stall.sh`): every
-    /// request waited. [`RaftLog::reclaim`] frees them a bounded number
-    /// per call instead.
-    garbage: VecDeque<Vec<Entry>>,
+    /// snapshot) and not yet handed out, oldest first: see [`LogGarbage`].
+    garbage: Vec<Vec<Entry>>,
+}
+
+/// Entries the log no longer holds, in whole chunks, for the driver to
+/// free ([`crate::Action::Discard`]).
+///
+/// A compaction drops tens of thousands of entries at once. Freeing them
+/// (three allocations each, long out of cache) and the allocator's
+/// returning of the emptied pages to the OS, with its TLB shootdowns, took
+/// the agent task 10-20 ms right after every snapshot, while the snapshot
+/// file was being written on the other CPU (`bench/snapshot-stall.sh` on
+/// tmpfs, traced with `perf`): every request waited. Freed a bounded
+/// number per input instead, the cost still landed in the same window.
+/// So the core hands them out and the daemon frees them on its snapshot
+/// thread, where no request waits; dropping them at once (the simulator,
+/// the testkit) is just as correct.
+#[derive(Clone, PartialEq, Eq)]
+pub struct LogGarbage(Vec<Vec<Entry>>);
+
+impl LogGarbage {
+    /// How many entries it holds.
+    pub fn len(&self) -> usize {
+        self.0.iter().map(Vec::len).sum()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.iter().all(Vec::is_empty)
+    }
+}
+
+impl std::fmt::Debug for LogGarbage {
+    /// Its size, not tens of thousands of entries.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "LogGarbage({} entries)", self.len())
+    }
 }
 
 /// Entries per chunk of [`Chunks`]: 1024 entries of 48 bytes are 48 KiB,
@@ -96,7 +126,7 @@ impl Chunks {
     }
 
     /// Keeps the first `keep` entries; the rest go to `garbage`.
-    fn truncate(&mut self, keep: usize, garbage: &mut VecDeque<Vec<Entry>>) {
+    fn truncate(&mut self, keep: usize, garbage: &mut Vec<Vec<Entry>>) {
         if keep >= self.len {
             return;
         }
@@ -111,7 +141,7 @@ impl Chunks {
         if let Some(last) = self.chunks.back_mut() {
             let within = at - before_last;
             if within < last.len() {
-                garbage.push_back(last.split_off(within));
+                garbage.push(last.split_off(within));
             }
         }
         self.len = keep;
@@ -124,7 +154,7 @@ impl Chunks {
 
     /// Drops the first `n` entries (`n <= len`): whole chunks go to
     /// `garbage`, the rest of a chunk waits as `dead`.
-    fn drop_front(&mut self, n: usize, garbage: &mut VecDeque<Vec<Entry>>) {
+    fn drop_front(&mut self, n: usize, garbage: &mut Vec<Vec<Entry>>) {
         assert!(n <= self.len, "drop only held entries");
         self.len -= n;
         self.dead += n;
@@ -133,7 +163,7 @@ impl Chunks {
                 break;
             };
             self.dead -= first.len().min(self.dead);
-            garbage.push_back(first);
+            garbage.push(first);
         }
         if self.chunks.is_empty() {
             self.dead = 0;
@@ -141,7 +171,7 @@ impl Chunks {
     }
 
     /// Everything goes to `garbage`.
-    fn clear(&mut self, garbage: &mut VecDeque<Vec<Entry>>) {
+    fn clear(&mut self, garbage: &mut Vec<Vec<Entry>>) {
         garbage.extend(self.chunks.drain(..));
         self.dead = 0;
         self.len = 0;
@@ -158,22 +188,13 @@ impl Chunks {
     }
 }
 
-/// Entries [`RaftLog::reclaim`] frees per call at least (about 0.1-0.2 ms
-/// of work); past [`RECLAIM_BACKLOG_SHARE`] times as many waiting, a share
-/// of the backlog instead, so the backlog cannot grow without bound
-/// however fast entries are dropped.
-pub const RECLAIM_PER_CALL: usize = 512;
-
-/// [`RaftLog::reclaim`] frees at least 1/this of the entries waiting.
-pub const RECLAIM_BACKLOG_SHARE: usize = 64;
-
 impl RaftLog {
     pub fn new(base_index: LogIndex, base_term: Term, entries: Vec<Entry>) -> RaftLog {
         let log = RaftLog {
             base_index,
             base_term,
             entries: Chunks::from_vec(entries),
-            garbage: VecDeque::new(),
+            garbage: Vec::new(),
         };
         log.assert_contiguous();
         log
@@ -286,32 +307,16 @@ impl RaftLog {
         self.base_term = term;
     }
 
-    /// Frees some of the entries dropped from the log: at least
-    /// [`RECLAIM_PER_CALL`] and 1/[`RECLAIM_BACKLOG_SHARE`] of those
-    /// waiting (all of them if fewer). Called once per input the server
-    /// handles, so freeing a compaction's entries is spread over many
-    /// inputs rather than stalling one. Returns how many it freed.
-    pub fn reclaim(&mut self) -> usize {
-        let waiting = self.garbage_len();
-        let mut budget = RECLAIM_PER_CALL.max(waiting / RECLAIM_BACKLOG_SHARE);
-        let mut freed = 0;
-        while budget > 0 {
-            let Some(oldest) = self.garbage.front_mut() else {
-                break;
-            };
-            let n = budget.min(oldest.len());
-            // From the back: nothing left in the chunk moves.
-            oldest.truncate(oldest.len() - n);
-            freed += n;
-            budget -= n;
-            if oldest.is_empty() {
-                self.garbage.pop_front();
-            }
+    /// The entries dropped from the log since the last call, if any, for
+    /// the driver to free (see [`LogGarbage`]).
+    pub fn take_garbage(&mut self) -> Option<LogGarbage> {
+        if self.garbage.is_empty() {
+            return None;
         }
-        freed
+        Some(LogGarbage(std::mem::take(&mut self.garbage)))
     }
 
-    /// Entries dropped from the log and not yet freed ([`RaftLog::reclaim`]).
+    /// Entries dropped from the log and not yet handed out ([`RaftLog::take_garbage`]).
     pub fn garbage_len(&self) -> usize {
         self.garbage.iter().map(Vec::len).sum()
     }
@@ -406,56 +411,59 @@ mod tests {
     }
 
     /// Entries dropped by a compaction, a truncation or a reset wait in the
-    /// garbage and are freed a bounded number per `reclaim`; the log reads
-    /// the same before and after each call.
+    /// garbage, in whole chunks (nothing is copied or freed on the way),
+    /// until `take_garbage` hands them all out; the log reads the same
+    /// before and after.
     #[test]
-    fn dropped_entries_are_freed_a_bounded_number_per_reclaim() {
+    fn dropped_entries_are_handed_out_whole() {
         let n = 100_000;
         let mut log = RaftLog::new(
             LogIndex(0),
             Term(0),
             (1..=n).map(|i| e(i, 1 + i / 1000)).collect(),
         );
+        assert_eq!(log.take_garbage(), None, "nothing dropped yet");
         log.compact_to(LogIndex(90_000));
         // Whole chunks wait in the garbage; the compacted head of the
         // chunk that holds the new first entry goes with that chunk.
         let whole = 90_000 - 90_000 % CHUNK_ENTRIES;
-        assert_eq!(
-            log.garbage_len(),
-            whole,
-            "compaction frees nothing by itself"
-        );
+        assert_eq!(log.garbage_len(), whole);
         log.truncate_from(LogIndex(99_001));
         assert_eq!(log.garbage_len(), whole + 1_000);
         let (first, last, last_term) = (log.first_index(), log.last_index(), log.last_term());
         assert_eq!((first, last), (LogIndex(90_001), LogIndex(99_000)));
 
-        let mut calls = 0;
-        while log.garbage_len() > 0 {
-            let waiting = log.garbage_len();
-            let budget = RECLAIM_PER_CALL.max(waiting / RECLAIM_BACKLOG_SHARE);
-            let freed = log.reclaim();
-            assert_eq!(freed, budget.min(waiting), "with {waiting} waiting");
-            assert_eq!(log.garbage_len(), waiting - freed);
-            assert_eq!((log.first_index(), log.last_index()), (first, last));
-            assert_eq!(log.last_term(), last_term);
-            assert_eq!(log.term_at(LogIndex(90_000)), Some(Term(91)));
-            assert_eq!(log.entry(LogIndex(95_000)), Some(&e(95_000, 96)));
-            calls += 1;
-        }
-        // The share of the backlog keeps the number of calls logarithmic
-        // in it while it is large, then 512 a call: about 65 + 64 here.
-        assert!(calls < 200, "{calls} calls to free 91k entries");
-        assert_eq!(log.reclaim(), 0, "nothing left");
+        let garbage = log.take_garbage().expect("entries were dropped");
+        assert_eq!(garbage.len(), whole + 1_000);
+        assert_eq!(
+            format!("{garbage:?}"),
+            format!("LogGarbage({} entries)", whole + 1_000)
+        );
+        // Compacted chunks are the log's own, full and never copied; the
+        // truncated tail is one piece.
+        assert!(garbage.0[..whole / CHUNK_ENTRIES]
+            .iter()
+            .all(|c| c.len() == CHUNK_ENTRIES && c.capacity() == CHUNK_ENTRIES));
+        assert_eq!(garbage.0[0][0], e(1, 1));
+        assert_eq!(garbage.0.last().unwrap()[0], e(99_001, 100));
+        assert_eq!(log.garbage_len(), 0);
+        assert_eq!(log.take_garbage(), None, "handed out once");
+        assert_eq!((log.first_index(), log.last_index()), (first, last));
+        assert_eq!(log.last_term(), last_term);
+        assert_eq!(log.term_at(LogIndex(90_000)), Some(Term(91)));
+        assert_eq!(log.entry(LogIndex(95_000)), Some(&e(95_000, 96)));
 
         log.reset_to(LogIndex(120_000), Term(200));
         // The 9,000 held entries and the compacted head of their first chunk.
-        assert_eq!(log.garbage_len(), 9_000 + 90_000 % CHUNK_ENTRIES);
+        assert_eq!(
+            log.take_garbage().map(|g| g.len()),
+            Some(9_000 + 90_000 % CHUNK_ENTRIES)
+        );
         assert!(log.is_empty());
         assert_eq!(log.term_at(LogIndex(120_000)), Some(Term(200)));
         log.push(e(120_001, 200));
-        assert_eq!(log.reclaim(), RECLAIM_PER_CALL);
         assert_eq!(log.last_index(), LogIndex(120_001));
+        assert_eq!(log.take_garbage(), None);
     }
 
     /// Appends, truncations, compactions and resets at random, against a
@@ -511,7 +519,7 @@ mod tests {
                     model.clear();
                 }
                 _ => {
-                    let freed = log.reclaim();
+                    let freed = log.take_garbage().map_or(0, |g| g.len());
                     dropped -= freed;
                 }
             }
@@ -542,7 +550,7 @@ mod tests {
                 "step {step}: {garbage} of {dropped}"
             );
         }
-        while log.reclaim() > 0 {}
+        log.take_garbage();
         assert_eq!(log.garbage_len(), 0);
     }
 

@@ -9,7 +9,7 @@ mod progress;
 mod types;
 mod validate;
 
-pub use log::{RaftLog, RECLAIM_BACKLOG_SHARE, RECLAIM_PER_CALL};
+pub use log::{LogGarbage, RaftLog, CHUNK_ENTRIES};
 pub use node::{ProposeError, Raft};
 pub use persist::{
     check, check_append, check_newer, check_purge, check_truncate, LogEntries, LogShape,

@@ -5,7 +5,7 @@
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
-use super::log::RaftLog;
+use super::log::{LogGarbage, RaftLog};
 use super::progress::{Progress, ReplState};
 use super::types::*;
 use super::validate::{self, Receiver};
@@ -312,10 +312,10 @@ impl Raft {
     pub fn log(&self) -> &RaftLog {
         &self.log
     }
-    /// Frees some of the entries the log dropped (`RaftLog::reclaim`); the
-    /// server calls it once per input. Returns how many it freed.
-    pub fn reclaim_log(&mut self) -> usize {
-        self.log.reclaim()
+    /// The entries the log dropped since the last call, for the driver to
+    /// free (`RaftLog::take_garbage`); the server asks once per input.
+    pub fn take_log_garbage(&mut self) -> Option<LogGarbage> {
+        self.log.take_garbage()
     }
 
     pub fn membership(&self) -> &Membership {
