@@ -12,6 +12,88 @@
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
+/// mimalloc returns freed memory to the OS (`madvise`) a second after it
+/// was freed, in one batch, on whichever thread next allocates past a full
+/// page: under load, an agent worker serving requests. With a snapshot
+/// every second that batch is the previous snapshot's bytes and the log
+/// entries it compacted, tens of MB, and the worker spent 7-10 ms in the
+/// kernel unmapping them while every request on it waited
+/// (`bench/snapshot-stall.sh` on tmpfs, traced with `perf`: single writes
+/// 3-4x the p99, once a second). A thread of its own returns it sooner
+/// instead, every [`PURGE_EVERY`], so the batch is small and no request
+/// waits on it; the workers then find nothing due.
+#[cfg(feature = "mimalloc")]
+mod purge {
+    use std::time::Duration;
+
+    /// Well under mimalloc's own delay (1 s), so that its deadline is
+    /// never reached on another thread.
+    pub const PURGE_EVERY: Duration = Duration::from_millis(250);
+
+    // mimalloc's C API, linked in with the allocator (libmimalloc-sys).
+    extern "C" {
+        fn mi_collect(force: bool);
+    }
+
+    /// Return every free range to the OS now, whatever its age.
+    pub fn collect() {
+        // SAFETY: a plain call into the allocator, which is thread-safe.
+        unsafe { mi_collect(true) };
+    }
+
+    pub fn spawn() {
+        let spawned = std::thread::Builder::new()
+            .name("tern-purge".into())
+            .spawn(|| {
+                // mimalloc collects only for a thread that has allocated.
+                std::hint::black_box(Box::new(0u64));
+                loop {
+                    std::thread::sleep(PURGE_EVERY);
+                    collect();
+                }
+            });
+        if let Err(e) = spawned {
+            tracing::warn!("no memory purge thread ({e}): mimalloc purges on its own");
+        }
+    }
+
+    #[cfg(all(test, target_os = "linux"))]
+    mod tests {
+        /// This process's resident bytes (`/proc/self/statm`, 4 KiB pages).
+        fn resident() -> u64 {
+            let statm = std::fs::read_to_string("/proc/self/statm").expect("statm");
+            let pages: u64 = statm.split_whitespace().nth(1).unwrap().parse().unwrap();
+            pages * 4096
+        }
+
+        /// Freed memory stays resident until mimalloc purges it (a second
+        /// later by itself); `collect` returns it at once. Fails if the
+        /// binding does nothing (a renamed symbol, purging turned off).
+        #[test]
+        fn a_purge_returns_freed_memory_at_once() {
+            const MIB: u64 = 1 << 20;
+            let blocks: Vec<Vec<u8>> = (0..64).map(|i| vec![i as u8 | 1; MIB as usize]).collect();
+            assert!(blocks.iter().all(|b| b[4096] != 0));
+            let used = resident();
+            drop(blocks);
+            let freed = resident();
+            assert!(
+                freed + 32 * MIB > used,
+                "mimalloc kept freed memory resident: {} MiB before the free, {} MiB after",
+                used / MIB,
+                freed / MIB
+            );
+            super::collect();
+            let purged = resident();
+            assert!(
+                purged + 48 * MIB <= freed,
+                "a purge returned {} MiB of 64 freed",
+                freed.saturating_sub(purged) / MIB
+            );
+        }
+    }
+}
+
 use std::io::Write as _;
 use std::process::ExitCode;
 
@@ -47,6 +129,8 @@ fn agent(args: &[String]) -> i32 {
     }
     let options = config.options;
     let https_addr = config.https_addr;
+    #[cfg(feature = "mimalloc")]
+    purge::spawn();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()

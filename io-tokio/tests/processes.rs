@@ -1896,3 +1896,28 @@ fn transfer_leader_then_max_stale_sends_an_old_stale_catalog_read_to_the_leader(
         "held for the leader: {took:?}"
     );
 }
+
+/// The daemon runs mimalloc's purge on a thread of its own (`tern-purge`,
+/// io-tokio/src/main.rs), so that no agent worker returns freed memory to
+/// the OS while requests wait on it (README, "The stalls at snapshot time
+/// on tmpfs were the allocator's"). Its effect is a benchmark's to show;
+/// this checks that a running agent has the thread.
+#[cfg(all(target_os = "linux", feature = "mimalloc"))]
+#[test]
+fn a_running_agent_purges_memory_on_a_thread_of_its_own() {
+    let dir = temp_dir("purge-thread");
+    let (mut child, _base, _) = single_server_with_a_write("purge1", &dir, "k");
+    let tasks = PathBuf::from(format!("/proc/{}/task", child.id()));
+    let names: Vec<String> = std::fs::read_dir(&tasks)
+        .expect("the agent's threads")
+        .filter_map(|t| std::fs::read_to_string(t.ok()?.path().join("comm")).ok())
+        .map(|n| n.trim().to_string())
+        .collect();
+    let _ = child.kill();
+    let _ = child.wait();
+    let _ = std::fs::remove_dir_all(&dir);
+    assert!(
+        names.iter().any(|n| n == "tern-purge"),
+        "no tern-purge thread among {names:?}"
+    );
+}
