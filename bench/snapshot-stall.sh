@@ -7,7 +7,10 @@
 # (TERN_BIN=path/to/tern runs that binary instead of building this tree, and
 # BENCH_BIN=path the load from another, so an A/B keeps one load generator;
 # LOGS=dir keeps the servers' logs there, to match the slowest writes the
-# bench names with what the servers did at that moment)
+# bench names with what the servers did at that moment; ROUNDS=n runs n
+# alternating pairs, default 3, and ends with each round's ratio and the
+# medians: one pair's ratio moved by 0.87-0.98 between runs on one VM, as the
+# machine's speed drifts by 10% over minutes, so one pair says little)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 DUR=${1:-20}
@@ -55,11 +58,15 @@ run_cluster() { # name hcl -> prints the bench line
   sleep 1
 }
 BASE='performance { raft_multiplier = 1 }'
-echo "== without snapshots"
-run_cluster none "$BASE
-raft_snapshot_threshold = 100000000"
-echo "== a snapshot about every second"
-run_cluster every "$BASE
+ROUNDS=${ROUNDS:-3}
+for r in $(seq 1 "$ROUNDS"); do
+  echo "== round $r: without snapshots"
+  run_cluster "none$r-" "$BASE
+raft_snapshot_threshold = 100000000" | tee "$WORK/out-none-$r"
+  echo "== round $r: a snapshot about every second"
+  run_cluster "every$r-" "$BASE
 raft_snapshot_threshold = 1024
-raft_snapshot_interval = \"1s\""
+raft_snapshot_interval = \"1s\"" | tee "$WORK/out-every-$r"
+done
+python3 bench/snapshot-stall-summary.py "$WORK" "$ROUNDS"
 echo "Machine: $(nproc) vCPU, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs)"
