@@ -15,7 +15,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 pub use tern_storage::{
     read_snapshot_data, remove_superseded, write_snapshot_file, CrashReport, DataDir, FaultRates,
-    Fs, FsError, FsOp, SimFs, SimFsStats, Storage, StorageError, EIO, ENOSPC,
+    Fs, FsError, FsOp, SimFs, SimFsStats, SnapshotLane, Storage, StorageError, EIO, ENOSPC,
 };
 
 /// Where a simulated server's data dir is, on its own `SimFs`.
@@ -96,6 +96,9 @@ impl Fs for SharedFs {
     }
     fn append(&mut self, path: &Path, bytes: &[u8]) -> Result<(), FsError> {
         self.fs(FsOp::Write, path)?.append(path, bytes)
+    }
+    fn write_at(&mut self, path: &Path, offset: u64, bytes: &[u8]) -> Result<(), FsError> {
+        self.fs(FsOp::Write, path)?.write_at(path, offset, bytes)
     }
     fn read(&mut self, path: &Path) -> Result<Vec<u8>, FsError> {
         self.fs(FsOp::Read, path)?.read(path)

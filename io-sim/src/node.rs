@@ -615,10 +615,10 @@ enum SnapshotJob {
 }
 
 /// Writes own snapshot files beside the log with the daemon's
-/// `write_snapshot_file`, on its own handle on the node's filesystem, with
-/// the simulated fsync latency; a failure other than a full disk (retried)
-/// stops the node. Deletes old snapshot files with the daemon's
-/// `remove_superseded` (a failure loses nothing: recovery deletes them).
+/// `SnapshotLane`, on its own handle on the node's filesystem, with the
+/// simulated fsync latency; a failure other than a full disk (retried)
+/// stops the node. Deletes old snapshot files with the same lane, which
+/// keeps one to overwrite (a failure loses nothing: recovery deletes them).
 async fn snapshot_worker(
     shared: Arc<Shared>,
     slot: Arc<ServerSlot>,
@@ -627,6 +627,7 @@ async fn snapshot_worker(
 ) {
     let incarnation = slot.fs.incarnation();
     let mut fs = slot.fs.handle();
+    let mut lane = crate::fs::SnapshotLane::new();
     while let Some(job) = snapshots.recv().await {
         let w = match job {
             SnapshotJob::Write(w) => w,
@@ -658,7 +659,7 @@ async fn snapshot_worker(
                 if slot.fs.incarnation() != incarnation {
                     return;
                 }
-                if let Err(e) = crate::fs::remove_superseded(&mut fs, &paths) {
+                if let Err(e) = lane.remove_superseded(&mut fs, &paths) {
                     println!("[io-sim] {:?}: deleting an old snapshot file: {e}", slot.id);
                 }
                 continue;
@@ -669,7 +670,7 @@ async fn snapshot_worker(
         };
         loop {
             disk_latency(&shared, &slot).await;
-            let result = crate::fs::write_snapshot_file(&mut fs, Path::new(DATA_DIR), s);
+            let result = lane.write(&mut fs, Path::new(DATA_DIR), s);
             if slot.fs.incarnation() != incarnation {
                 return;
             }

@@ -4,7 +4,7 @@
 
 pub use tern_storage::{
     read_snapshot_data, remove_superseded, write_snapshot_file, DataDir, FsError, MemStorage,
-    StdFs, Storage, StorageError, SEGMENT_BYTES_MAX,
+    SnapshotLane, StdFs, Storage, StorageError, SEGMENT_BYTES_MAX,
 };
 
 /// A data dir on real files.

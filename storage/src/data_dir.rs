@@ -64,8 +64,9 @@ use crate::{Storage, StorageError};
 ///   log goes;
 /// - a snapshot file past the newest two is not deleted here: it is handed
 ///   to the driver ([`DataDir::take_superseded`]), which deletes it beside
-///   the log ([`remove_superseded`]) without a directory fsync. A deletion
-///   lost in a crash is redone by recovery.
+///   the log ([`remove_superseded`]) without a directory fsync, or keeps it
+///   to write the next snapshot over ([`SnapshotLane`]). A deletion lost in
+///   a crash is redone by recovery.
 ///
 /// # Errors
 ///
@@ -200,14 +201,80 @@ pub fn write_snapshot_file<F: Fs>(
     data_dir: &Path,
     snapshot: &Snapshot,
 ) -> Result<(), StorageError> {
+    write_own_snapshot(fs, data_dir, snapshot, None)
+}
+
+fn write_own_snapshot<F: Fs>(
+    fs: &mut F,
+    data_dir: &Path,
+    snapshot: &Snapshot,
+    recycle: Option<&Path>,
+) -> Result<(), StorageError> {
     let dir = data_dir.join("raft");
-    write_snapshot_pieces(fs, &dir, snapshot, false).map_err(|e| {
+    write_snapshot_pieces(fs, &dir, snapshot, false, recycle).map_err(|e| {
         if e.is_no_space() {
             StorageError::NoSpace { path: e.path }
         } else {
             StorageError::Io(e)
         }
     })
+}
+
+/// A driver's snapshot lane (the daemon's snapshot thread, io-sim's
+/// snapshot task): writes the server's own snapshot files beside the log
+/// ([`write_snapshot_file`]) and deletes the ones the data dir no longer
+/// keeps ([`remove_superseded`]), except that it keeps the newest of those
+/// as a spare and overwrites it in place with the next snapshot. A
+/// snapshot every few seconds then frees and allocates no blocks: on a
+/// filesystem mounted with online discard, deleting a snapshot file costs
+/// a TRIM of all of it at the next journal commit, which every log fsync
+/// waits for, and a 256 MiB state deletes a 256 MiB file per snapshot. The
+/// spare is superseded, so nothing depends on it: a crash at any point
+/// leaves it under its old name untouched (recovery deletes it, as any
+/// snapshot file past the newest two) or under a temporary name (recovery
+/// deletes that too).
+#[derive(Debug, Default)]
+pub struct SnapshotLane {
+    spare: Option<PathBuf>,
+}
+
+impl SnapshotLane {
+    pub fn new() -> SnapshotLane {
+        SnapshotLane::default()
+    }
+
+    /// The superseded file kept to be overwritten, if any.
+    pub fn spare(&self) -> Option<&Path> {
+        self.spare.as_deref()
+    }
+
+    /// [`write_snapshot_file`], into the spare if there is one (it is used
+    /// up either way: a write that fails deletes what it wrote).
+    pub fn write<F: Fs>(
+        &mut self,
+        fs: &mut F,
+        data_dir: &Path,
+        snapshot: &Snapshot,
+    ) -> Result<(), StorageError> {
+        let spare = self.spare.take();
+        write_own_snapshot(fs, data_dir, snapshot, spare.as_deref())
+    }
+
+    /// [`remove_superseded`], keeping the newest of `paths` (they come
+    /// oldest first, from [`DataDir::take_superseded`]) as the spare; a
+    /// spare kept before goes.
+    pub fn remove_superseded<F: Fs>(
+        &mut self,
+        fs: &mut F,
+        paths: &[PathBuf],
+    ) -> Result<(), StorageError> {
+        let Some((newest, older)) = paths.split_last() else {
+            return Ok(());
+        };
+        let old_spare = self.spare.replace(newest.clone());
+        remove_superseded(fs, older)?;
+        remove_superseded(fs, old_spare.as_slice())
+    }
 }
 
 /// Deletes snapshot files a [`DataDir`] no longer keeps
@@ -232,6 +299,7 @@ fn write_snapshot_pieces<F: Fs>(
     dir: &Path,
     snapshot: &Snapshot,
     installed: bool,
+    recycle: Option<&Path>,
 ) -> Result<(), FsError> {
     let meta = &snapshot.meta;
     // One pass of checksums: each piece's, combined into the whole's.
@@ -263,7 +331,7 @@ fn write_snapshot_pieces<F: Fs>(
             .map(|(c, crc)| (snapshot_piece_header_for(c.len(), crc), c)),
     );
     let name = files::snapshot_name(meta.last_index, meta.last_term);
-    files::write_atomically_pieces(fs, dir, &name, pieces)
+    files::write_atomically_pieces(fs, dir, &name, pieces, recycle)
 }
 
 /// The most snapshot bytes in one record of a snapshot file.
@@ -512,7 +580,7 @@ impl<F: Fs> DataDir<F> {
         let name = files::snapshot_name(index, term);
         let written = !installed && self.fs.list(&self.dir).map_err(fatal)?.contains(&name);
         if !written {
-            write_snapshot_pieces(&mut self.fs, &self.dir, snapshot, installed).map_err(
+            write_snapshot_pieces(&mut self.fs, &self.dir, snapshot, installed, None).map_err(
                 |e| match e.op {
                     FsOp::Create | FsOp::Write if e.is_no_space() => {
                         Fail::Clean(StorageError::NoSpace { path: e.path })

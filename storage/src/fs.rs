@@ -100,6 +100,11 @@ pub trait Fs {
     fn create(&mut self, path: &Path) -> Result<(), FsError>;
     /// Writes `bytes` at the end of `path`, which exists.
     fn append(&mut self, path: &Path, bytes: &[u8]) -> Result<(), FsError>;
+    /// Writes `bytes` at `offset` of `path`, which exists, over what is
+    /// there and past its end if they reach it (`offset` is at most the
+    /// file's length: no holes). How a superseded snapshot file is reused
+    /// for the next one, in place: no blocks freed and allocated again.
+    fn write_at(&mut self, path: &Path, offset: u64, bytes: &[u8]) -> Result<(), FsError>;
     /// The whole file.
     fn read(&mut self, path: &Path) -> Result<Vec<u8>, FsError>;
     /// Up to `len` bytes from `offset` (fewer at the end of the file).
@@ -178,6 +183,15 @@ impl Fs for StdFs {
         let file = self.handle(path, FsOp::Write)?;
         file.write_all(bytes)
             .map_err(|e| FsError::from_io(FsOp::Write, path, &e))
+    }
+
+    fn write_at(&mut self, path: &Path, offset: u64, bytes: &[u8]) -> Result<(), FsError> {
+        use std::os::unix::fs::FileExt;
+        // Not the cached handle: it appends (O_APPEND), and Linux's pwrite
+        // on such a descriptor appends whatever the offset.
+        let err = |e: io::Error| FsError::from_io(FsOp::Write, path, &e);
+        let file = OpenOptions::new().write(true).open(path).map_err(err)?;
+        file.write_all_at(bytes, offset).map_err(err)
     }
 
     fn read(&mut self, path: &Path) -> Result<Vec<u8>, FsError> {
@@ -271,5 +285,46 @@ impl Fs for StdFs {
         }
         fs::create_dir_all(dir).map_err(|e| FsError::from_io(FsOp::CreateDir, dir, &e))?;
         Ok(true)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A fresh directory under the OS's temporary directory.
+    fn scratch(name: &str) -> PathBuf {
+        let dir = std::env::temp_dir().join(format!("tern-fs-{name}-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&dir);
+        fs::create_dir_all(&dir).unwrap();
+        dir
+    }
+
+    /// On real files, `write_at` overwrites in place (the same inode, as a
+    /// reused snapshot file needs) and extends past the end, and the
+    /// cached appending handle does not turn it into an append (Linux's
+    /// pwrite on an O_APPEND descriptor appends).
+    #[test]
+    #[cfg(unix)]
+    fn write_at_overwrites_in_place_and_extends() {
+        use std::os::unix::fs::MetadataExt;
+        let dir = scratch("write-at");
+        let path = dir.join("f");
+        let mut fs = StdFs::new();
+        fs.create(&path).unwrap();
+        fs.append(&path, b"0123456789").unwrap();
+        fs.sync(&path).unwrap(); // the appending handle is now cached
+        let inode = fs::metadata(&path).unwrap().ino();
+        fs.write_at(&path, 2, b"ab").unwrap();
+        assert_eq!(fs.read(&path).unwrap(), b"01ab456789");
+        fs.write_at(&path, 8, b"XYZ").unwrap();
+        assert_eq!(fs.read(&path).unwrap(), b"01ab4567XYZ");
+        fs.truncate(&path, 4).unwrap();
+        fs.sync(&path).unwrap();
+        assert_eq!(fs.read(&path).unwrap(), b"01ab");
+        assert_eq!(fs::metadata(&path).unwrap().ino(), inode);
+        let missing = fs.write_at(&dir.join("absent"), 0, b"x").unwrap_err();
+        assert!(missing.is_not_found(), "{missing}");
+        fs::remove_dir_all(&dir).unwrap();
     }
 }

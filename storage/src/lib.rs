@@ -59,7 +59,9 @@ use std::path::PathBuf;
 use tern_core::raft::{Durable, PersistError};
 use tern_core::PersistOp;
 
-pub use data_dir::{remove_superseded, write_snapshot_file, DataDir, DEAD_SEGMENTS_PER_WRITE};
+pub use data_dir::{
+    remove_superseded, write_snapshot_file, DataDir, SnapshotLane, DEAD_SEGMENTS_PER_WRITE,
+};
 pub use fs::{Fs, FsError, FsOp, StdFs, EIO, ENOSPC};
 pub use recovery::read_snapshot_data;
 pub use sim_fs::{CrashReport, FaultRates, SimFs, SimFsStats};
@@ -162,7 +164,8 @@ pub trait Storage: Send {
     fn persist(&mut self, op: &PersistOp, sync: bool) -> Result<(), StorageError>;
 
     /// Files the storage no longer needs, for the driver to delete beside
-    /// the log with [`remove_superseded`] (old snapshot files: see
+    /// the log with [`SnapshotLane::remove_superseded`] (old snapshot
+    /// files, one of which it may keep to overwrite: see
     /// [`DataDir::take_superseded`]). None by default.
     fn take_superseded(&mut self) -> Vec<PathBuf> {
         Vec::new()

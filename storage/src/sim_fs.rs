@@ -145,6 +145,12 @@ impl SimFs {
         self.stats
     }
 
+    /// Which file `path` names now (its inode number), if any: two names
+    /// with the same number are one file, renamed or rewritten in place.
+    pub fn inode_of(&self, path: &Path) -> Option<u64> {
+        self.names.get(path).copied()
+    }
+
     /// Bytes of every file that a crash keeps, and those written since
     /// their file's last fsync (which a crash may lose).
     pub fn byte_counts(&self) -> (u64, u64) {
@@ -370,6 +376,41 @@ impl Fs for SimFs {
         Ok(())
     }
 
+    fn write_at(&mut self, path: &Path, offset: u64, bytes: &[u8]) -> Result<(), FsError> {
+        self.alive(FsOp::Write, path)?;
+        let ino = self.inode(FsOp::Write, path)?;
+        let len = self.inodes[&ino].data.len();
+        let start = match usize::try_from(offset) {
+            Ok(start) if start <= len => start,
+            _ => {
+                return Err(Self::err(
+                    FsOp::Write,
+                    path,
+                    io::ErrorKind::InvalidInput,
+                    None,
+                    "write past the end of the file",
+                ))
+            }
+        };
+        self.stats.writes += 1;
+        let failed = self.fault(FsOp::Write, path);
+        // A failed write may still have landed some of its bytes.
+        let landed = match failed {
+            Ok(()) => bytes.len(),
+            Err(_) => self.rng.range(0, bytes.len() as u64 + 1) as usize,
+        };
+        if failed.is_ok() {
+            self.stats.bytes_written += bytes.len() as u64;
+        }
+        let data = &mut self.inodes.get_mut(&ino).expect("linked").data;
+        let end = start + landed;
+        if end > data.len() {
+            data.resize(end, 0);
+        }
+        data[start..end].copy_from_slice(&bytes[..landed]);
+        failed
+    }
+
     fn read(&mut self, path: &Path) -> Result<Vec<u8>, FsError> {
         let ino = self.inode(FsOp::Read, path)?;
         Ok(self.inodes[&ino].data.clone())
@@ -501,6 +542,34 @@ mod tests {
             let got = fs.contents(&f).expect("a synced entry survives");
             assert!(got.starts_with(b"hello") && b"hello world".starts_with(got));
         }
+    }
+
+    /// `write_at` overwrites and extends, refuses a hole, and an unsynced
+    /// overwrite is, after a crash, the synced bytes or the new ones cut
+    /// somewhere past where they first differ: never anything else.
+    #[test]
+    fn an_overwrite_in_place_is_kept_in_part_or_undone_by_a_crash() {
+        let mut outcomes = std::collections::BTreeSet::new();
+        for seed in 0..64 {
+            let (mut fs, dir) = fs();
+            fs.rng = Rng::new(seed);
+            let f = dir.join("f");
+            fs.create(&f).unwrap();
+            fs.append(&f, b"0123456789").unwrap();
+            fs.sync(&f).unwrap();
+            fs.sync_dir(&dir).unwrap();
+            fs.write_at(&f, 4, b"abcdefgh").unwrap();
+            assert_eq!(fs.contents(&f).unwrap(), b"0123abcdefgh");
+            assert!(fs.write_at(&f, 13, b"x").is_err(), "a hole");
+            fs.crash();
+            let got = fs.contents(&f).expect("synced entry").to_vec();
+            assert!(
+                got == b"0123456789" || (got.len() >= 4 && b"0123abcdefgh".starts_with(&got)),
+                "seed {seed}: {got:?}"
+            );
+            outcomes.insert(got);
+        }
+        assert!(outcomes.len() > 2, "{outcomes:?}");
     }
 
     #[test]

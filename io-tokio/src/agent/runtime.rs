@@ -448,6 +448,9 @@ fn spawn_snapshot_thread(
         .name("tern-snapshot".into())
         .spawn(move || {
             let mut fs = crate::storage::StdFs::new();
+            // Superseded snapshot files are deleted, but for one kept to be
+            // overwritten by the next snapshot (no blocks freed and taken).
+            let mut lane = crate::storage::SnapshotLane::new();
             // `-dev` has no files: the last snapshots "written" stay here,
             // two as a data dir keeps (only a `-dev` cluster reads them).
             let mut in_memory: VecDeque<Snapshot> = VecDeque::new();
@@ -495,7 +498,7 @@ fn spawn_snapshot_thread(
                     SnapshotJob::Remove(paths) => {
                         // A failure loses nothing: recovery deletes the
                         // snapshot files past the newest two.
-                        if let Err(e) = crate::storage::remove_superseded(&mut fs, &paths) {
+                        if let Err(e) = lane.remove_superseded(&mut fs, &paths) {
                             tracing::warn!("deleting an old snapshot file: {e}");
                         }
                         continue;
@@ -524,7 +527,7 @@ fn spawn_snapshot_thread(
                     (Some(dir), PersistOp::SaveSnapshot(s)) => {
                         let started = std::time::Instant::now();
                         loop {
-                            match crate::storage::write_snapshot_file(&mut fs, dir, s) {
+                            match lane.write(&mut fs, dir, s) {
                                 Ok(()) => break DiskReport::BackgroundDone,
                                 Err(StorageError::NoSpace { path }) => {
                                     tracing::error!(
