@@ -106,8 +106,8 @@ pub(crate) fn write_atomically(
 /// so a crash never shows the old name over new bytes: what a crash leaves
 /// under the temporary name recovery deletes. A `recycle` that is gone
 /// (not found) is no error: the file is created.
-pub(crate) fn write_atomically_pieces<'a, F: Fs>(
-    fs: &mut F,
+pub(crate) fn write_atomically_pieces<'a>(
+    fs: &mut impl Fs,
     dir: &Path,
     name: &str,
     pieces: impl Iterator<Item = (Vec<u8>, &'a [u8])>,
@@ -130,25 +130,20 @@ pub(crate) fn write_atomically_pieces<'a, F: Fs>(
         if !reused {
             fs.create(&tmp)?;
         }
+        // Each write at the offset it goes to: the end of a new file, or
+        // over the spare's old bytes.
         let mut at = 0u64;
-        let mut put = |fs: &mut F, bytes: &[u8]| -> Result<(), FsError> {
-            if reused {
-                fs.write_at(&tmp, at, bytes)?;
-            } else {
-                fs.append(&tmp, bytes)?;
-            }
-            at += bytes.len() as u64;
-            Ok(())
-        };
         let mut unflushed = 0;
         for (head, body) in pieces {
-            put(fs, &head)?;
+            fs.write_at(&tmp, at, &head)?;
+            at += head.len() as u64;
             unflushed += head.len();
             // A piece is several MiB: its writeback goes out a step at a
             // time, so no more than about one step of this file is ever
             // queued at the device ahead of the log's fsyncs.
             for chunk in body.chunks(WRITEBACK_BYTES) {
-                put(fs, chunk)?;
+                fs.write_at(&tmp, at, chunk)?;
+                at += chunk.len() as u64;
                 unflushed += chunk.len();
                 if unflushed >= WRITEBACK_BYTES {
                     fs.start_writeback(&tmp)?;
